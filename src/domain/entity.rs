@@ -1,0 +1,51 @@
+//! Entities: the people, brands and occasions that events connect.
+
+use serde::{Deserialize, Serialize};
+
+use super::EntityId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    Consumer,
+    Influencer,
+    Brand,
+    Occasion,
+}
+
+impl EntityKind {
+    pub fn is_person(self) -> bool {
+        matches!(self, EntityKind::Consumer | EntityKind::Influencer)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Consumer => "consumer",
+            EntityKind::Influencer => "influencer",
+            EntityKind::Brand => "brand",
+            EntityKind::Occasion => "occasion",
+        }
+    }
+    /// The prefix used in explanation paths (`person:artist`, `brand:bistro`).
+    pub fn path_prefix(self) -> &'static str {
+        match self {
+            EntityKind::Consumer | EntityKind::Influencer => "person",
+            EntityKind::Brand => "brand",
+            EntityKind::Occasion => "occasion",
+        }
+    }
+}
+
+/// An explicitly registered entity (`PUT /v1/entities/{id}`). Entities that are
+/// only referenced by events exist too, with their kind inferred from the role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: EntityId,
+    pub kind: EntityKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Follower count at registration; audience events move it later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interests: Vec<String>,
+}
