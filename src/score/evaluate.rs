@@ -1,0 +1,363 @@
+//! Evaluating scores at a time `at`: impulses up to `at`, decayed to `at`,
+//! propagated through the graph as it stood at `at`.
+//!
+//! The propagation is the truncated series `s = Σ_k (αM)^k x` over
+//! relationship space (DESIGN.md), with one hop
+//! `X' = α_f·F·X + α_a·assoc(X)`: `F[q,p]` is q's attention on p (follow
+//! strength over q's total), `assoc` moves a person's mass on one brand onto
+//! their other associated brands in proportion to the normalised association.
+//!
+//! Two ways to sum the same series:
+//! - `explain` (one relationship, exact, with its reasons): the adjoint walk
+//!   `y = Σ_k (αMᵀ)^k e_(q,b)` from the target, which only visits the people q
+//!   follows (transitively) and their associations; each impulse then
+//!   contributes `y[p,b'] · x_i`, which is what the explanation lists.
+//! - `batch` (every relationship): the forward walk from every impulse.
+//!
+//! Both iterate in id order and prune amounts below the model's tolerance, so
+//! they are deterministic; they agree within the tolerance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Components, ScoreState};
+use crate::domain::{EntityId, EventId};
+
+/// One event's share in a relationship's score.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contribution {
+    pub event: EventId,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub time: DateTime<Utc>,
+    /// Score points this event accounts for at the evaluation time: the score
+    /// minus the score without it.
+    pub delta: f64,
+    /// Its share of the raw sum.
+    pub raw: f64,
+    /// How it reached the relationship: `person:q`, people followed, the
+    /// person it happened to, the brand it was about, and the target brand
+    /// when it spilled over by association.
+    pub path: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub person: EntityId,
+    pub brand: EntityId,
+    pub at: DateTime<Utc>,
+    pub score: f64,
+    pub raw: f64,
+    /// Weighted raw sum per component; they add up to `raw`.
+    pub components: Components,
+    /// The largest contributions by |delta|, at most the model's `top_contributions`.
+    pub contributions: Vec<Contribution>,
+    /// Number of events that moved this relationship at all.
+    pub event_count: usize,
+    /// Time of the latest event that moved it.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Score of one relationship in a batch evaluation.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RelationScore {
+    pub score: f64,
+    pub raw: f64,
+    pub components: Components,
+}
+
+/// Every relationship's score at one time.
+#[derive(Debug, Clone)]
+pub struct BatchScores {
+    pub at: DateTime<Utc>,
+    pub scores: BTreeMap<(EntityId, EntityId), RelationScore>,
+}
+
+/// The adjoint weights of one person: `y[p, b]` for the target brand, one
+/// value for every other brand, and corrections for associated brands.
+#[derive(Debug, Clone, Default)]
+struct Adjoint {
+    target: f64,
+    other: f64,
+    extra: BTreeMap<EntityId, f64>,
+}
+
+impl Adjoint {
+    fn at(&self, brand: &EntityId, target: &EntityId) -> f64 {
+        if brand == target {
+            self.target
+        } else {
+            self.other + self.extra.get(brand).copied().unwrap_or(0.0)
+        }
+    }
+    fn add_scaled(&mut self, other: &Adjoint, k: f64) {
+        self.target += k * other.target;
+        self.other += k * other.other;
+        for (b, v) in &other.extra {
+            *self.extra.entry(b.clone()).or_insert(0.0) += k * v;
+        }
+    }
+    fn magnitude(&self) -> f64 {
+        self.extra
+            .values()
+            .fold(self.target.abs().max(self.other.abs()), |m, v| {
+                m.max(v.abs())
+            })
+    }
+}
+
+impl ScoreState {
+    /// The score of (person, brand) at `at`, with its reasons. `None` when no
+    /// event reaches the pair, or the person has withdrawn consent.
+    pub fn explain(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        at: DateTime<Utc>,
+    ) -> Option<Explanation> {
+        if !self.consents(person, at) {
+            return None;
+        }
+        let model = self.model();
+        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
+        let tol = model.tolerance;
+
+        // Adjoint walk from the target, remembering the first route to each person.
+        let mut total: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+        let mut route: HashMap<EntityId, Vec<EntityId>> = HashMap::new();
+        let mut frontier: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+        frontier.insert(
+            person.clone(),
+            Adjoint {
+                target: 1.0,
+                ..Default::default()
+            },
+        );
+        route.insert(person.clone(), vec![person.clone()]);
+        for (p, y) in &frontier {
+            total.entry(p.clone()).or_default().add_scaled(y, 1.0);
+        }
+        for _hop in 0..model.max_hops {
+            let mut next: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+            for (p, y) in &frontier {
+                let followees = self.graph.followees(p, at);
+                let attention: f64 = followees.iter().map(|(_, w)| w).sum();
+                if attention > 0.0 {
+                    for (f, w) in &followees {
+                        next.entry(f.clone())
+                            .or_default()
+                            .add_scaled(y, alpha_f * w / attention);
+                        if !route.contains_key(f) {
+                            let mut r = route[p].clone();
+                            r.push(f.clone());
+                            route.insert(f.clone(), r);
+                        }
+                    }
+                }
+                let assoc = self.associations_at(p, at);
+                if !assoc.is_empty() {
+                    let s: f64 = assoc.iter().map(|(b, a)| a * y.at(b, brand)).sum();
+                    let share_target = assoc
+                        .iter()
+                        .find(|(b, _)| b == brand)
+                        .map_or(0.0, |(_, a)| *a);
+                    let mut moved = Adjoint {
+                        target: alpha_a * (s - share_target * y.target),
+                        other: alpha_a * s,
+                        extra: BTreeMap::new(),
+                    };
+                    for (b, a) in &assoc {
+                        if b != brand {
+                            moved.extra.insert(b.clone(), -alpha_a * a * y.at(b, brand));
+                        }
+                    }
+                    next.entry(p.clone()).or_default().add_scaled(&moved, 1.0);
+                }
+            }
+            next.retain(|_, y| y.magnitude() >= tol);
+            if next.is_empty() {
+                break;
+            }
+            for (p, y) in &next {
+                total.entry(p.clone()).or_default().add_scaled(y, 1.0);
+            }
+            frontier = next;
+        }
+
+        // Every impulse up to `at` contributes y[p, b'] · x_i, decayed to `at`.
+        let mut components = [0.0; 6];
+        let mut per_event: BTreeMap<u32, (f64, EntityId, EntityId)> = BTreeMap::new();
+        for (p, y) in &total {
+            if !self.consents(p, at) {
+                continue;
+            }
+            let Some(list) = self.impulses.get(p) else {
+                continue;
+            };
+            let end = list.partition_point(|i| i.time <= at);
+            for imp in &list[..end] {
+                let w = y.at(&imp.brand, brand);
+                if w == 0.0 {
+                    continue;
+                }
+                let c = imp.component;
+                let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
+                let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
+                if v == 0.0 {
+                    continue;
+                }
+                components[c.index()] += v;
+                let entry =
+                    per_event
+                        .entry(imp.event)
+                        .or_insert((0.0, p.clone(), imp.brand.clone()));
+                entry.0 += v;
+            }
+        }
+        if per_event.is_empty() {
+            return None;
+        }
+        let raw: f64 = components.iter().sum();
+        let score = model.score(raw);
+        let mut contributions: Vec<Contribution> = per_event
+            .iter()
+            .map(|(&pos, (v, via, about))| {
+                let event = self.event_at(pos);
+                let mut path: Vec<String> = route
+                    .get(via)
+                    .map(|r| r.iter().map(|p| format!("person:{p}")).collect())
+                    .unwrap_or_else(|| vec![format!("person:{person}"), format!("person:{via}")]);
+                path.push(format!("brand:{about}"));
+                if about != brand {
+                    path.push(format!("brand:{brand}"));
+                }
+                Contribution {
+                    event: event.id.clone(),
+                    event_type: event.kind.event_type().as_str(),
+                    time: event.time,
+                    delta: score - model.score(raw - v),
+                    raw: *v,
+                    path,
+                }
+            })
+            .collect();
+        let updated_at = contributions.iter().map(|c| c.time).max();
+        let event_count = contributions.len();
+        contributions.sort_by(|a, b| {
+            b.delta
+                .abs()
+                .total_cmp(&a.delta.abs())
+                .then_with(|| a.event.cmp(&b.event))
+        });
+        contributions.truncate(model.top_contributions);
+        Some(Explanation {
+            person: person.clone(),
+            brand: brand.clone(),
+            at,
+            score,
+            raw,
+            components,
+            contributions,
+            event_count,
+            updated_at,
+        })
+    }
+
+    /// Every relationship's score at `at` (the forward walk from every impulse).
+    pub fn batch(&self, at: DateTime<Utc>) -> BatchScores {
+        let model = self.model();
+        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
+        let tol = model.tolerance;
+
+        let mut x: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
+        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
+        people.sort();
+        for p in people {
+            if !self.consents(p, at) {
+                continue;
+            }
+            let list = &self.impulses[p];
+            let end = list.partition_point(|i| i.time <= at);
+            for imp in &list[..end] {
+                let c = imp.component;
+                let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
+                let v = imp.amount * model.decay(c, secs) * model.weight.get(c);
+                x.entry((p.clone(), imp.brand.clone())).or_insert([0.0; 6])[c.index()] += v;
+            }
+        }
+
+        // Followers of each person with the share of their attention.
+        let mut attention: HashMap<EntityId, f64> = HashMap::new();
+        let edges = self.graph.follow_edges(at);
+        for (q, _, w) in &edges {
+            *attention.entry(q.clone()).or_insert(0.0) += w;
+        }
+        let mut followers: HashMap<EntityId, Vec<(EntityId, f64)>> = HashMap::new();
+        for (q, p, w) in &edges {
+            if self.consents(q, at) {
+                followers
+                    .entry(p.clone())
+                    .or_default()
+                    .push((q.clone(), w / attention[q]));
+            }
+        }
+        let mut assoc_cache: HashMap<EntityId, Vec<(EntityId, f64)>> = HashMap::new();
+
+        let mut total = x.clone();
+        let mut frontier = x;
+        for _hop in 0..model.max_hops {
+            let mut next: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
+            for ((p, b), v) in &frontier {
+                if let Some(fs) = followers.get(p) {
+                    for (q, share) in fs {
+                        let e = next.entry((q.clone(), b.clone())).or_insert([0.0; 6]);
+                        for (acc, vi) in e.iter_mut().zip(v) {
+                            *acc += alpha_f * share * vi;
+                        }
+                    }
+                }
+                let assoc = assoc_cache
+                    .entry(p.clone())
+                    .or_insert_with(|| self.associations_at(p, at));
+                for (b2, a) in assoc.iter() {
+                    if b2 == b {
+                        continue;
+                    }
+                    let e = next.entry((p.clone(), b2.clone())).or_insert([0.0; 6]);
+                    for (acc, vi) in e.iter_mut().zip(v) {
+                        *acc += alpha_a * a * vi;
+                    }
+                }
+            }
+            next.retain(|_, v| v.iter().fold(0.0f64, |m, x| m.max(x.abs())) >= tol);
+            if next.is_empty() {
+                break;
+            }
+            for (k, v) in &next {
+                let e = total.entry(k.clone()).or_insert([0.0; 6]);
+                for (acc, vi) in e.iter_mut().zip(v) {
+                    *acc += vi;
+                }
+            }
+            frontier = next;
+        }
+        let scores = total
+            .into_iter()
+            .filter(|((p, _), _)| self.consents(p, at))
+            .map(|(k, components)| {
+                let raw: f64 = components.iter().sum();
+                (
+                    k,
+                    RelationScore {
+                        score: model.score(raw),
+                        raw,
+                        components,
+                    },
+                )
+            })
+            .collect();
+        BatchScores { at, scores }
+    }
+}

@@ -1,0 +1,720 @@
+//! `ScoreState`: everything derived from the event log, built by folding the
+//! events in canonical order (event time, then id). Each event's impulses are
+//! computed from the context as it stood at that event's time (the follower
+//! count before an audience change, the occasions before a sales report), so
+//! the state is a function of the *set* of events: an event that arrives late
+//! makes the state refold from the log (`apply` does that by itself), and a
+//! late event never lands anywhere but where it belongs.
+//!
+//! Appending events later than everything seen is the common case and costs
+//! only those events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{Component, ScoringModel};
+use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, EventKind, EventType, Role};
+use crate::graph::{EdgeKind, RelationGraph};
+
+/// An impulse on the relationship (owner person, `brand`).
+#[derive(Debug, Clone)]
+pub(crate) struct Impulse {
+    pub brand: EntityId,
+    /// Position of the event in `ScoreState::events`.
+    pub event: u32,
+    pub time: DateTime<Utc>,
+    pub component: Component,
+    pub amount: f64,
+}
+
+/// A processed event as the explanations and timelines need it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    pub event: &'a Event,
+    pub position: u32,
+}
+
+#[derive(Debug, Clone)]
+struct OccasionInfo {
+    host: Option<EntityId>,
+    time: DateTime<Utc>,
+    /// (person, is performer), in the order they joined.
+    participants: Vec<(EntityId, bool)>,
+}
+
+/// Service and sales figures of a brand, for its summary (seed 003's KPIs).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BrandStats {
+    pub purchases: u64,
+    pub sales_amount: f64,
+    pub reported_sales: f64,
+    pub service_contacts: u64,
+    pub csat_sum: f64,
+    pub csat_count: u64,
+    pub effort_sum: f64,
+    pub effort_count: u64,
+    pub resolved_count: u64,
+    pub resolution_known: u64,
+    pub first_contact_resolved: u64,
+    pub wait_sum: f64,
+    pub wait_count: u64,
+    pub wait_max: f64,
+    pub transfers_sum: u64,
+    pub reviews: u64,
+    pub rating_sum: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScoreState {
+    pub(crate) model: Arc<ScoringModel>,
+    pub(crate) graph: RelationGraph,
+    registrations: BTreeMap<EntityId, Entity>,
+    /// Processed events in canonical order.
+    events: Vec<Event>,
+    positions: HashMap<EventId, u32>,
+    /// Impulses by the person whose relationship they move, in event order.
+    pub(crate) impulses: HashMap<EntityId, Vec<Impulse>>,
+    /// Every (person, brand) with a direct impulse.
+    pub(crate) direct: BTreeSet<(EntityId, EntityId)>,
+    /// Event positions naming each entity, ascending.
+    timeline: HashMap<EntityId, Vec<u32>>,
+    audience: HashMap<EntityId, Vec<(DateTime<Utc>, u64)>>,
+    occasions: HashMap<EntityId, OccasionInfo>,
+    hosted: HashMap<EntityId, Vec<EntityId>>,
+    sales: HashMap<EntityId, Vec<f64>>,
+    consent: HashMap<EntityId, Vec<(DateTime<Utc>, bool)>>,
+    interests: HashMap<String, BTreeSet<EntityId>>,
+    brand_stats: HashMap<EntityId, BrandStats>,
+}
+
+/// Why an event cannot be applied (it names an entity in a role its kind
+/// cannot play). Found before anything is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleConflict {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ScoreState {
+    pub fn new(model: Arc<ScoringModel>) -> Self {
+        Self {
+            model,
+            graph: RelationGraph::default(),
+            registrations: BTreeMap::new(),
+            events: Vec::new(),
+            positions: HashMap::new(),
+            impulses: HashMap::new(),
+            direct: BTreeSet::new(),
+            timeline: HashMap::new(),
+            audience: HashMap::new(),
+            occasions: HashMap::new(),
+            hosted: HashMap::new(),
+            sales: HashMap::new(),
+            consent: HashMap::new(),
+            interests: HashMap::new(),
+            brand_stats: HashMap::new(),
+        }
+    }
+
+    /// Builds the state of a whole log, registrations first.
+    pub fn build(model: Arc<ScoringModel>, entities: Vec<Entity>, mut events: Vec<Event>) -> Self {
+        let mut state = Self::new(model);
+        for e in entities {
+            state.register_only(e);
+        }
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        for e in events {
+            state.fold(e);
+        }
+        state
+    }
+
+    pub fn model(&self) -> &ScoringModel {
+        &self.model
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.positions.contains_key(id)
+    }
+
+    pub fn kind(&self, id: &EntityId) -> Option<EntityKind> {
+        self.graph.kind(id)
+    }
+
+    pub fn registration(&self, id: &EntityId) -> Option<&Entity> {
+        self.registrations.get(id)
+    }
+
+    pub fn entities(&self) -> Vec<(EntityId, EntityKind)> {
+        self.graph.entities()
+    }
+
+    pub fn brand_stats(&self, brand: &EntityId) -> BrandStats {
+        self.brand_stats.get(brand).cloned().unwrap_or_default()
+    }
+
+    pub fn event_at(&self, position: u32) -> &Event {
+        &self.events[position as usize]
+    }
+
+    /// Every event, in canonical order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Positions of the events naming `id`, ascending (oldest first).
+    pub fn timeline(&self, id: &EntityId) -> &[u32] {
+        self.timeline.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The latest event time seen, if any.
+    pub fn latest_time(&self) -> Option<DateTime<Utc>> {
+        self.events.last().map(|e| e.time)
+    }
+
+    /// Whether `person` may be scored at `at` (no consent withdrawn then).
+    pub fn consents(&self, person: &EntityId, at: DateTime<Utc>) -> bool {
+        match self.consent.get(person) {
+            None => true,
+            Some(series) => {
+                let pos = series.partition_point(|(t, _)| *t <= at);
+                pos == 0 || series[pos - 1].1
+            }
+        }
+    }
+
+    /// Follower count of `person` at `at`: the latest audience report, else
+    /// the registered count, else 0.
+    pub fn followers_at(&self, person: &EntityId, at: DateTime<Utc>) -> u64 {
+        if let Some(series) = self.audience.get(person) {
+            let pos = series.partition_point(|(t, _)| *t <= at);
+            if pos > 0 {
+                return series[pos - 1].1;
+            }
+        }
+        self.registrations
+            .get(person)
+            .and_then(|e| e.followers)
+            .unwrap_or(0)
+    }
+
+    /// Normalised association weights of `person` at `at`: strength divided by
+    /// max(1, total), so a person's associations sum to at most 1.
+    pub(crate) fn associations_at(
+        &self,
+        person: &EntityId,
+        at: DateTime<Utc>,
+    ) -> Vec<(EntityId, f64)> {
+        let raw = self.graph.associations(person, at);
+        let total: f64 = raw.iter().map(|(_, w)| w).sum();
+        let norm = total.max(1.0);
+        raw.into_iter()
+            .filter(|(_, w)| *w > 0.0)
+            .map(|(b, w)| (b, w / norm))
+            .collect()
+    }
+
+    /// Checks that every entity the event names can play its role there.
+    /// `pending` holds kinds implied by earlier events of the same request.
+    pub fn check_roles(
+        &self,
+        event: &Event,
+        pending: &mut HashMap<EntityId, EntityKind>,
+    ) -> Result<(), RoleConflict> {
+        for (id, role) in event.references() {
+            let known = pending.get(id).copied().or_else(|| self.kind(id));
+            let field = field_of(event, id, role);
+            let ok = match (role, known) {
+                (_, None) => true,
+                (Role::Person | Role::Influencer, Some(k)) => k.is_person(),
+                (Role::Brand, Some(k)) => k == EntityKind::Brand,
+                (Role::Occasion, Some(k)) => k == EntityKind::Occasion,
+                (Role::FollowTarget, Some(k)) => k.is_person() || k == EntityKind::Brand,
+            };
+            if !ok {
+                return Err(RoleConflict {
+                    field,
+                    message: format!(
+                        "'{id}' is a {}, which cannot be the {field} of a {} event",
+                        known.map(EntityKind::as_str).unwrap_or("?"),
+                        event.kind.event_type().as_str()
+                    ),
+                });
+            }
+            if known.is_none() {
+                pending.insert(id.clone(), role_kind(role));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies new events (not seen before). Events later than everything
+    /// seen are folded in directly; an earlier one refolds the whole log in
+    /// canonical order. Returns whether a refold happened.
+    pub fn apply(&mut self, mut events: Vec<Event>) -> bool {
+        events.retain(|e| !self.positions.contains_key(&e.id));
+        if events.is_empty() {
+            return false;
+        }
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let in_order = match self.events.last() {
+            None => true,
+            Some(last) => (events[0].time, &events[0].id) > (last.time, &last.id),
+        };
+        if in_order {
+            for e in events {
+                self.fold(e);
+            }
+            false
+        } else {
+            let mut all = std::mem::take(&mut self.events);
+            all.extend(events);
+            self.refold(all);
+            true
+        }
+    }
+
+    /// Registers (or replaces) an entity; the log is refolded because a
+    /// registration is context for every event (interests, follower baseline).
+    pub fn register(&mut self, entity: Entity) {
+        self.register_only(entity);
+        let all = std::mem::take(&mut self.events);
+        self.refold(all);
+    }
+
+    /// Forgets an entity and every event naming it, as if they had never been.
+    pub fn erase(&mut self, id: &EntityId) {
+        self.registrations.remove(id);
+        let mut all = std::mem::take(&mut self.events);
+        all.retain(|e| !e.mentions(id));
+        let registrations = std::mem::take(&mut self.registrations);
+        let mut fresh = Self::new(Arc::clone(&self.model));
+        for e in registrations.into_values() {
+            fresh.register_only(e);
+        }
+        *self = fresh;
+        all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        for e in all {
+            self.fold(e);
+        }
+    }
+
+    fn refold(&mut self, mut all: Vec<Event>) {
+        all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let registrations = std::mem::take(&mut self.registrations);
+        let mut fresh = Self::new(Arc::clone(&self.model));
+        for e in registrations.into_values() {
+            fresh.register_only(e);
+        }
+        *self = fresh;
+        for e in all {
+            self.fold(e);
+        }
+    }
+
+    fn register_only(&mut self, entity: Entity) {
+        self.graph.set_kind(&entity.id, entity.kind);
+        if let Some(old) = self.registrations.get(&entity.id) {
+            for tag in &old.interests {
+                if let Some(set) = self.interests.get_mut(tag) {
+                    set.remove(&entity.id);
+                }
+            }
+        }
+        if entity.kind.is_person() {
+            for tag in &entity.interests {
+                self.interests
+                    .entry(tag.to_lowercase())
+                    .or_default()
+                    .insert(entity.id.clone());
+            }
+        }
+        self.registrations.insert(entity.id.clone(), entity);
+    }
+
+    fn push_impulse(
+        &mut self,
+        person: &EntityId,
+        brand: &EntityId,
+        event: u32,
+        time: DateTime<Utc>,
+        component: Component,
+        amount: f64,
+    ) {
+        if amount == 0.0 || !amount.is_finite() {
+            return;
+        }
+        self.impulses
+            .entry(person.clone())
+            .or_default()
+            .push(Impulse {
+                brand: brand.clone(),
+                event,
+                time,
+                component,
+                amount,
+            });
+        self.direct.insert((person.clone(), brand.clone()));
+    }
+
+    /// Folds one event, later than or equal to every event folded so far.
+    fn fold(&mut self, event: Event) {
+        let pos = self.events.len() as u32;
+        let t = event.time;
+        for (id, role) in event.references() {
+            self.graph.ensure(id, role_kind(role));
+            let tl = self.timeline.entry(id.clone()).or_default();
+            if tl.last() != Some(&pos) {
+                tl.push(pos);
+            }
+        }
+        let imp = self.model.impulse;
+        use EventKind::*;
+        match &event.kind {
+            Purchase {
+                person,
+                brand,
+                amount,
+                ..
+            } => {
+                let x = imp.purchase * (1.0 + amount / imp.purchase_unit).ln();
+                self.push_impulse(person, brand, pos, t, Component::Sales, x);
+                let s = self.brand_stats.entry(brand.clone()).or_default();
+                s.purchases += 1;
+                s.sales_amount += amount;
+            }
+            BrandSales { brand, amount } => {
+                self.fold_brand_sales(brand, *amount, pos, t);
+            }
+            Post {
+                person,
+                brand,
+                sentiment,
+                ..
+            }
+            | Mention {
+                person,
+                brand,
+                sentiment,
+                ..
+            } => {
+                let w = if event.kind.event_type() == EventType::Post {
+                    imp.post
+                } else {
+                    imp.mention
+                };
+                let reach = self.followers_at(person, t) as f64;
+                let x = w * sentiment.value * (1.0 + imp.reach_boost * (1.0 + reach).log10());
+                self.push_impulse(person, brand, pos, t, Component::Sentiment, x);
+            }
+            Review {
+                person,
+                brand,
+                rating,
+                sentiment,
+                ..
+            } => {
+                let mut x = (f64::from(*rating) - 3.0) * imp.review_star;
+                if let Some(s) = sentiment {
+                    x += s.value * imp.review_text;
+                }
+                self.push_impulse(person, brand, pos, t, Component::Sentiment, x);
+                let s = self.brand_stats.entry(brand.clone()).or_default();
+                s.reviews += 1;
+                s.rating_sum += f64::from(*rating);
+            }
+            Service {
+                person,
+                brand,
+                csat,
+                effort,
+                resolved,
+                wait_seconds,
+                transfers,
+                ..
+            } => {
+                let mut x = 0.0;
+                if let Some(c) = csat {
+                    x += (f64::from(*c) - 3.0) * imp.service_csat;
+                }
+                if let Some(e) = effort {
+                    x += (4.0 - f64::from(*e)) * imp.service_effort;
+                }
+                match resolved {
+                    Some(true) => x += imp.service_resolved,
+                    Some(false) => x -= imp.service_resolved,
+                    None => {}
+                }
+                if let Some(w) = wait_seconds {
+                    x -= imp.service_wait * (1.0 + w / 60.0).ln();
+                }
+                if let Some(n) = transfers {
+                    x -= imp.service_transfer * f64::from(*n);
+                }
+                self.push_impulse(person, brand, pos, t, Component::Service, x);
+                let s = self.brand_stats.entry(brand.clone()).or_default();
+                s.service_contacts += 1;
+                if let Some(c) = csat {
+                    s.csat_sum += f64::from(*c);
+                    s.csat_count += 1;
+                }
+                if let Some(e) = effort {
+                    s.effort_sum += f64::from(*e);
+                    s.effort_count += 1;
+                }
+                if let Some(r) = resolved {
+                    s.resolution_known += 1;
+                    if *r {
+                        s.resolved_count += 1;
+                        if transfers.unwrap_or(0) == 0 {
+                            s.first_contact_resolved += 1;
+                        }
+                    }
+                }
+                if let Some(w) = wait_seconds {
+                    s.wait_sum += w;
+                    s.wait_count += 1;
+                    s.wait_max = s.wait_max.max(*w);
+                }
+                s.transfers_sum += u64::from(transfers.unwrap_or(0));
+            }
+            Endorsement {
+                person,
+                brand,
+                strength,
+            } => {
+                self.push_impulse(
+                    person,
+                    brand,
+                    pos,
+                    t,
+                    Component::Engagement,
+                    imp.endorsement * strength,
+                );
+                self.graph
+                    .set_edge(person, brand, EdgeKind::Association, t, Some(*strength));
+            }
+            Audience { person, followers } => {
+                let before = self.followers_at(person, t);
+                self.audience
+                    .entry(person.clone())
+                    .or_default()
+                    .push((t, *followers));
+                if before > 0 && *followers > 0 {
+                    let growth = imp.audience_growth * (*followers as f64 / before as f64).ln();
+                    for (brand, share) in self.associations_at(person, t) {
+                        self.push_impulse(
+                            person,
+                            &brand,
+                            pos,
+                            t,
+                            Component::Influence,
+                            growth * share,
+                        );
+                    }
+                }
+            }
+            Follow {
+                person,
+                target,
+                strength,
+            } => {
+                self.graph
+                    .set_edge(person, target, EdgeKind::Follow, t, Some(*strength));
+                if self.kind(target) == Some(EntityKind::Brand) {
+                    self.push_impulse(
+                        person,
+                        target,
+                        pos,
+                        t,
+                        Component::Engagement,
+                        imp.follow_brand * strength,
+                    );
+                }
+            }
+            Unfollow { person, target } => {
+                let was = self.graph.follow_weight(person, target, t);
+                self.graph
+                    .set_edge(person, target, EdgeKind::Follow, t, None);
+                if let (Some(w), Some(EntityKind::Brand)) = (was, self.kind(target)) {
+                    self.push_impulse(
+                        person,
+                        target,
+                        pos,
+                        t,
+                        Component::Engagement,
+                        -imp.follow_brand * w,
+                    );
+                }
+            }
+            Occasion {
+                occasion,
+                brand,
+                performers,
+                ..
+            } => {
+                self.graph
+                    .set_edge(brand, occasion, EdgeKind::Hosts, t, Some(1.0));
+                let info = self
+                    .occasions
+                    .entry(occasion.clone())
+                    .or_insert_with(|| OccasionInfo {
+                        host: None,
+                        time: t,
+                        participants: Vec::new(),
+                    });
+                info.host = Some(brand.clone());
+                info.time = t;
+                let earlier: Vec<EntityId> = info
+                    .participants
+                    .iter()
+                    .filter(|(_, performer)| !performer)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for p in performers {
+                    if !info.participants.iter().any(|(q, perf)| q == p && *perf) {
+                        info.participants.push((p.clone(), true));
+                    }
+                }
+                let hosted = self.hosted.entry(brand.clone()).or_default();
+                if !hosted.contains(occasion) {
+                    hosted.push(occasion.clone());
+                }
+                for p in performers {
+                    self.graph
+                        .set_edge(p, occasion, EdgeKind::Performs, t, Some(1.0));
+                    self.push_impulse(p, brand, pos, t, Component::Engagement, imp.performance);
+                    let current = self
+                        .graph
+                        .edge_weight(p, brand, EdgeKind::Association, t)
+                        .unwrap_or(0.0);
+                    if imp.performance_association > current {
+                        self.graph.set_edge(
+                            p,
+                            brand,
+                            EdgeKind::Association,
+                            t,
+                            Some(imp.performance_association),
+                        );
+                    }
+                }
+                // Attendance reported before the occasion itself now meets its host.
+                for p in earlier {
+                    self.push_impulse(&p, brand, pos, t, Component::Engagement, imp.attendance);
+                }
+            }
+            Attendance { person, occasion } => {
+                self.graph
+                    .set_edge(person, occasion, EdgeKind::Attends, t, Some(1.0));
+                let info = self
+                    .occasions
+                    .entry(occasion.clone())
+                    .or_insert_with(|| OccasionInfo {
+                        host: None,
+                        time: t,
+                        participants: Vec::new(),
+                    });
+                let first = !info
+                    .participants
+                    .iter()
+                    .any(|(q, perf)| q == person && !perf);
+                if first {
+                    info.participants.push((person.clone(), false));
+                    if let Some(host) = info.host.clone() {
+                        self.push_impulse(
+                            person,
+                            &host,
+                            pos,
+                            t,
+                            Component::Engagement,
+                            imp.attendance,
+                        );
+                    }
+                }
+            }
+            Cause {
+                brand,
+                tags,
+                amount,
+            } => {
+                let mut people: BTreeSet<EntityId> = BTreeSet::new();
+                for tag in tags {
+                    if let Some(set) = self.interests.get(&tag.to_lowercase()) {
+                        people.extend(set.iter().cloned());
+                    }
+                }
+                let x = imp.cause * (1.0 + 0.25 * (1.0 + amount).log10());
+                for p in people {
+                    self.push_impulse(&p, brand, pos, t, Component::Values, x);
+                }
+            }
+            Consent { person, granted } => {
+                self.consent
+                    .entry(person.clone())
+                    .or_default()
+                    .push((t, *granted));
+            }
+        }
+        self.positions.insert(event.id.clone(), pos);
+        self.events.push(event);
+    }
+
+    /// A sales report: the lift over the brand's baseline is credited to the
+    /// people who took part in its recent occasions (seed 004: "host an
+    /// outdoor concert ... and, three days later, see an increase in sales").
+    fn fold_brand_sales(&mut self, brand: &EntityId, amount: f64, pos: u32, t: DateTime<Utc>) {
+        let imp = self.model.impulse;
+        let history = self.sales.entry(brand.clone()).or_default();
+        let baseline = {
+            let n = history.len().min(imp.sales_baseline_periods);
+            (n > 0).then(|| history[history.len() - n..].iter().sum::<f64>() / n as f64)
+        };
+        history.push(amount);
+        self.brand_stats
+            .entry(brand.clone())
+            .or_default()
+            .reported_sales += amount;
+        let Some(baseline) = baseline.filter(|b| *b > 0.0) else {
+            return;
+        };
+        let lift = (amount / baseline - 1.0).clamp(-1.0, 3.0);
+        let window = Duration::milliseconds((imp.sales_window_days * 86_400_000.0) as i64);
+        let mut credited: BTreeSet<EntityId> = BTreeSet::new();
+        for occ in self.hosted.get(brand).into_iter().flatten() {
+            let info = &self.occasions[occ];
+            if info.time <= t && t - info.time <= window {
+                credited.extend(info.participants.iter().map(|(p, _)| p.clone()));
+            }
+        }
+        for p in credited {
+            self.push_impulse(&p, brand, pos, t, Component::Sales, imp.sales_lift * lift);
+        }
+    }
+}
+
+fn role_kind(role: Role) -> EntityKind {
+    match role {
+        Role::Person | Role::FollowTarget => EntityKind::Consumer,
+        Role::Influencer => EntityKind::Influencer,
+        Role::Brand => EntityKind::Brand,
+        Role::Occasion => EntityKind::Occasion,
+    }
+}
+
+fn field_of(event: &Event, id: &EntityId, role: Role) -> &'static str {
+    match (role, &event.kind) {
+        (Role::FollowTarget, _) => "target",
+        (Role::Brand, _) => "brand",
+        (Role::Occasion, _) => "occasion",
+        (Role::Influencer, EventKind::Occasion { performers, .. }) if performers.contains(id) => {
+            "performers"
+        }
+        _ => "person",
+    }
+}
