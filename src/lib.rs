@@ -9,7 +9,9 @@
 
 pub mod cli;
 pub mod domain;
+pub mod engine;
 pub mod graph;
+pub mod http;
 pub mod ingest;
 pub mod score;
 pub mod sentiment;

@@ -1,9 +1,23 @@
 //! The subcommands of `fusion` (API.md, "Command line"). Each lives in its own
 //! module with a clap `Args` struct and a `run` function; this file only
-//! dispatches. Argument errors exit with status 2 (clap's default), failures
-//! with 1 and a one-line reason.
+//! dispatches and holds what several share (opening the store and model).
+//! Argument errors exit with status 2 (clap's default), failures with 1 and a
+//! one-line reason.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::engine::Engine;
+use crate::score::ScoringModel;
+use crate::store::EmbeddedStore;
+
+pub mod ingest;
+pub mod rescore;
+pub mod score;
+pub mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,8 +31,74 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run the HTTP service
+    Serve(serve::ServeArgs),
+    /// Load NDJSON event files (`-` for stdin) into the store or a running server
+    Ingest(ingest::IngestArgs),
+    /// Print one relationship's score and reasons from the store
+    Score(score::ScoreArgs),
+    /// Recompute every score from the log and print how far state had drifted
+    Rescore(rescore::RescoreArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Ingest(args) => ingest::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Rescore(args) => rescore::run(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Where the store and model are, shared by every command that opens them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded store
+    #[arg(long, default_value = "./data", env = "FUSION_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Scoring model (TOML); the built-in models/default.toml when absent
+    #[arg(long, env = "FUSION_MODEL")]
+    pub model: Option<PathBuf>,
+}
+
+pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
+    let model = match path {
+        None => ScoringModel::default_model(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the model {}", p.display()))?;
+            ScoringModel::from_toml(&text).with_context(|| format!("bad model {}", p.display()))?
+        }
+    };
+    Ok(Arc::new(model))
+}
+
+/// Opens the embedded store and replays it into an engine.
+pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<EmbeddedStore>>> {
+    let model = load_model(args.model.as_deref())?;
+    let store = EmbeddedStore::open(&args.data_dir)
+        .with_context(|| format!("failed to open the store at {}", args.data_dir.display()))?;
+    let engine = Engine::open(store, model)
+        .await
+        .with_context(|| format!("failed to load the store at {}", args.data_dir.display()))?;
+    Ok(Arc::new(engine))
+}
+
+/// A multi-threaded tokio runtime for the commands that do not serve HTTP.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

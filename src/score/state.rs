@@ -254,6 +254,18 @@ impl ScoreState {
         Ok(())
     }
 
+    /// Whether `apply(events)` would only fold them in (every new one later
+    /// than everything seen), as opposed to refolding the log.
+    pub fn appends_in_order(&self, events: &[Event]) -> bool {
+        let Some(last) = self.events.last() else {
+            return true;
+        };
+        events
+            .iter()
+            .filter(|e| !self.positions.contains_key(&e.id))
+            .all(|e| (e.time, &e.id) > (last.time, &last.id))
+    }
+
     /// Applies new events (not seen before). Events later than everything
     /// seen are folded in directly; an earlier one refolds the whole log in
     /// canonical order. Returns whether a refold happened.

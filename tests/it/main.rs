@@ -1,1 +1,3 @@
-mod x {}
+//! The one integration-test binary: modules by boundary.
+
+mod story;

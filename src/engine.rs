@@ -1,0 +1,401 @@
+//! The engine: the single owner of derived state, and the one place where
+//! ingest meets scoring.
+//!
+//! Write path: validated events -> role checks against the graph -> the store
+//! (durable; group-committed with concurrent requests) -> folded into the
+//! `ScoreState`. A request is answered only after both, so a client reads its
+//! own writes. Duplicates are decided by the store.
+//!
+//! Read path: a single relationship is explained on demand from the current
+//! state under a read lock (exact, at any time). Ranked lists and brand
+//! summaries read a `Ranking`: a batch evaluation of every relationship,
+//! recomputed on a blocking thread when the state has changed, and shared.
+//!
+//! Folding late events refolds the log; that happens on a copy so readers are
+//! never held up by it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::{Entity, EntityId, EntityKind, Event};
+use crate::ingest::{FieldError, Rejection};
+use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
+use crate::store::{EventStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `atomic` was asked for and some events were invalid: nothing stored.
+    #[error("{} of the events are invalid; nothing was stored", .0.len())]
+    AtomicRejected(Vec<Rejection>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Trend of a score: now minus 1, 7 and 30 days before.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Trend {
+    pub d1: f64,
+    pub d7: f64,
+    pub d30: f64,
+}
+
+/// One ranked relationship.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RankedRelation {
+    pub person: EntityId,
+    pub brand: EntityId,
+    pub kind: EntityKind,
+    #[serde(flatten)]
+    pub score: RelationScore,
+    pub trend: Trend,
+}
+
+/// Every relationship's score at `as_of`, with trends, grouped by brand and
+/// by person. Built from one batch evaluation per trend point.
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    pub as_of: DateTime<Utc>,
+    pub version: u64,
+    pub by_brand: HashMap<EntityId, Vec<RankedRelation>>,
+    pub by_person: HashMap<EntityId, Vec<(EntityId, f64)>>,
+    pub relationships: usize,
+}
+
+/// How far the in-memory state had drifted from a replay of the log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RescoreReport {
+    pub events: usize,
+    pub relationships: usize,
+    /// Largest absolute score difference, in points.
+    pub max_drift: f64,
+    pub seconds: f64,
+    pub as_of: DateTime<Utc>,
+}
+
+pub struct Engine<S> {
+    store: S,
+    model: Arc<ScoringModel>,
+    state: RwLock<ScoreState>,
+    /// Serialises folding, so a refold on a copy never loses a concurrent fold.
+    fold: Mutex<()>,
+    /// Bumped on every change of state.
+    version: std::sync::atomic::AtomicU64,
+    ranking: RwLock<Option<Arc<Ranking>>>,
+    ranking_build: tokio::sync::Mutex<()>,
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Opens the engine on a store: replays the whole log into state.
+    pub async fn open(store: S, model: Arc<ScoringModel>) -> Result<Self, EngineError> {
+        let entities = store.entities().await?;
+        let events = store.scan().await?;
+        let m = Arc::clone(&model);
+        let state = tokio::task::spawn_blocking(move || ScoreState::build(m, entities, events))
+            .await
+            .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
+        Ok(Self {
+            store,
+            model,
+            state: RwLock::new(state),
+            fold: Mutex::new(()),
+            version: Default::default(),
+            ranking: RwLock::new(None),
+            ranking_build: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn model(&self) -> &ScoringModel {
+        &self.model
+    }
+
+    /// The current state, read-locked. Writers hold the lock only to fold
+    /// events that come after everything seen, or to swap in a refolded copy.
+    pub fn state(&self) -> RwLockReadGuard<'_, ScoreState> {
+        self.state.read().expect("state lock")
+    }
+
+    /// Runs `change` on the state: in place when it is cheap (`in_place`
+    /// says so), else on a copy that is swapped in, so readers are not held
+    /// up by a refold.
+    fn change(
+        &self,
+        in_place: impl FnOnce(&ScoreState) -> bool,
+        change: impl FnOnce(&mut ScoreState),
+    ) {
+        // This runs on the caller's thread: actix workers are single-threaded
+        // runtimes where `block_in_place` is not available. An in-order fold is
+        // short; a refold holds up this worker only, never the readers.
+        let _guard = self.fold.lock().expect("fold lock");
+        let cheap = in_place(&self.state());
+        if cheap {
+            change(&mut self.state.write().expect("state lock"));
+        } else {
+            let mut next = self.state().clone();
+            change(&mut next);
+            *self.state.write().expect("state lock") = next;
+        }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stores and applies validated events. `rejected` are the events of the
+    /// same request that failed validation; with `atomic` any of them (or a
+    /// role conflict found here) rejects the whole request.
+    pub async fn submit(
+        &self,
+        events: Vec<(usize, Event)>,
+        mut rejected: Vec<Rejection>,
+        atomic: bool,
+    ) -> Result<IngestReport, EngineError> {
+        let mut good = Vec::with_capacity(events.len());
+        {
+            let state = self.state();
+            let mut pending = HashMap::new();
+            for (index, event) in events {
+                match state.check_roles(&event, &mut pending) {
+                    Ok(()) => good.push(event),
+                    Err(conflict) => rejected.push(Rejection {
+                        index,
+                        id: Some(event.id.to_string()),
+                        errors: vec![FieldError {
+                            field: conflict.field.to_string(),
+                            message: conflict.message,
+                        }],
+                    }),
+                }
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        if atomic && !rejected.is_empty() {
+            return Err(EngineError::AtomicRejected(rejected));
+        }
+        let appended = if good.is_empty() {
+            crate::store::Appended {
+                inserted: Vec::new(),
+            }
+        } else {
+            self.store.append(good.clone()).await?
+        };
+        let new: Vec<Event> = good
+            .into_iter()
+            .zip(&appended.inserted)
+            .filter_map(|(e, &ins)| ins.then_some(e))
+            .collect();
+        if !new.is_empty() {
+            self.apply(new).await;
+        }
+        Ok(IngestReport {
+            accepted: appended.accepted(),
+            duplicates: appended.duplicates(),
+            rejected,
+        })
+    }
+
+    /// Folds stored events into the state without blocking readers.
+    async fn apply(&self, events: Vec<Event>) {
+        let events = std::cell::RefCell::new(Some(events));
+        self.change(
+            |s| s.appends_in_order(events.borrow().as_deref().unwrap_or_default()),
+            |s| {
+                s.apply(events.borrow_mut().take().unwrap_or_default());
+            },
+        );
+    }
+
+    /// Registers or replaces an entity.
+    pub async fn register(&self, entity: Entity) -> Result<(), EngineError> {
+        if let Some(kind) = self.state().kind(&entity.id)
+            && kind.is_person() != entity.kind.is_person()
+            && kind != entity.kind
+        {
+            return Err(EngineError::Invalid(format!(
+                "'{}' is already known as a {}; it cannot become a {}",
+                entity.id,
+                kind.as_str(),
+                entity.kind.as_str()
+            )));
+        }
+        self.store.put_entity(entity.clone()).await?;
+        self.change(|_| false, |s| s.register(entity));
+        Ok(())
+    }
+
+    /// Erases an entity: its events, edges and relationships, and every
+    /// score they touched is recomputed as if they had never been.
+    pub async fn erase(&self, id: &EntityId) -> Result<u64, EngineError> {
+        if self.state().kind(id).is_none() {
+            return Err(EngineError::NotFound(format!("no entity '{id}'")));
+        }
+        let removed = self.store.erase(id).await?;
+        self.change(|_| false, |s| s.erase(id));
+        Ok(removed)
+    }
+
+    /// One relationship at `at`, with trend and reasons.
+    pub fn relationship(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        at: DateTime<Utc>,
+    ) -> Option<(Explanation, Trend)> {
+        let state = self.state();
+        let now = state.explain(person, brand, at)?;
+        let past = |days: i64| {
+            state
+                .explain(person, brand, at - Duration::days(days))
+                .map_or(50.0, |e| e.score)
+        };
+        let trend = Trend {
+            d1: now.score - past(1),
+            d7: now.score - past(7),
+            d30: now.score - past(30),
+        };
+        Some((now, trend))
+    }
+
+    /// The ranking of every relationship at about `now`: the shared one if it
+    /// is current, else a fresh batch evaluation (one at a time).
+    pub async fn ranking(self: &Arc<Self>, now: DateTime<Utc>) -> Arc<Ranking> {
+        let fresh =
+            |r: &Ranking| r.version == self.version() && (now - r.as_of) < Duration::seconds(60);
+        if let Some(r) = self.ranking.read().expect("ranking lock").as_ref()
+            && fresh(r)
+        {
+            return Arc::clone(r);
+        }
+        let _building = self.ranking_build.lock().await;
+        if let Some(r) = self.ranking.read().expect("ranking lock").as_ref()
+            && fresh(r)
+        {
+            return Arc::clone(r);
+        }
+        let version = self.version();
+        let engine = Arc::clone(self);
+        let ranking = tokio::task::spawn_blocking(move || {
+            Arc::new(build_ranking(&engine.state(), now, version))
+        })
+        .await
+        .expect("ranking task");
+        *self.ranking.write().expect("ranking lock") = Some(Arc::clone(&ranking));
+        ranking
+    }
+
+    /// Full recompute from the log: replays the store into a fresh state,
+    /// compares every score with the current state at the same time, and
+    /// swaps the fresh state in.
+    pub async fn rescore(
+        self: &Arc<Self>,
+        now: DateTime<Utc>,
+    ) -> Result<RescoreReport, EngineError> {
+        let started = Instant::now();
+        let entities = self.store.entities().await?;
+        let events = self.store.scan().await?;
+        let model = Arc::clone(&self.model);
+        let engine = Arc::clone(self);
+        let (fresh, before, after) = tokio::task::spawn_blocking(move || {
+            let fresh = ScoreState::build(model, entities, events);
+            let before = engine.state().batch(now);
+            let after = fresh.batch(now);
+            (fresh, before, after)
+        })
+        .await
+        .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
+        let max_drift = drift(&before, &after);
+        let report = RescoreReport {
+            events: fresh.event_count(),
+            relationships: after.scores.len(),
+            max_drift,
+            seconds: started.elapsed().as_secs_f64(),
+            as_of: now,
+        };
+        {
+            let _guard = self.fold.lock().expect("fold lock");
+            *self.state.write().expect("state lock") = fresh;
+        }
+        self.bump();
+        Ok(report)
+    }
+}
+
+/// Largest score difference between two evaluations, counting a relationship
+/// missing on one side as 50 there.
+pub fn drift(a: &BatchScores, b: &BatchScores) -> f64 {
+    let mut worst = 0.0f64;
+    for (k, x) in &a.scores {
+        let y = b.scores.get(k).map_or(50.0, |s| s.score);
+        worst = worst.max((x.score - y).abs());
+    }
+    for (k, y) in &b.scores {
+        if !a.scores.contains_key(k) {
+            worst = worst.max((y.score - 50.0).abs());
+        }
+    }
+    worst
+}
+
+fn build_ranking(state: &ScoreState, now: DateTime<Utc>, version: u64) -> Ranking {
+    let current = state.batch(now);
+    let past: Vec<BatchScores> = [1, 7, 30]
+        .into_iter()
+        .map(|d| state.batch(now - Duration::days(d)))
+        .collect();
+    let then = |i: usize, k: &(EntityId, EntityId)| past[i].scores.get(k).map_or(50.0, |s| s.score);
+    let mut by_brand: HashMap<EntityId, Vec<RankedRelation>> = HashMap::new();
+    let mut by_person: BTreeMap<EntityId, Vec<(EntityId, f64)>> = BTreeMap::new();
+    for (key, score) in &current.scores {
+        let (person, brand) = key;
+        let trend = Trend {
+            d1: score.score - then(0, key),
+            d7: score.score - then(1, key),
+            d30: score.score - then(2, key),
+        };
+        by_brand
+            .entry(brand.clone())
+            .or_default()
+            .push(RankedRelation {
+                person: person.clone(),
+                brand: brand.clone(),
+                kind: state.kind(person).unwrap_or(EntityKind::Consumer),
+                score: *score,
+                trend,
+            });
+        by_person
+            .entry(person.clone())
+            .or_default()
+            .push((brand.clone(), score.score));
+    }
+    Ranking {
+        as_of: now,
+        version,
+        relationships: current.scores.len(),
+        by_brand,
+        by_person: by_person.into_iter().collect(),
+    }
+}
