@@ -87,6 +87,9 @@ pub struct ScoreState {
     consent: HashMap<EntityId, Vec<(DateTime<Utc>, bool)>>,
     interests: HashMap<String, BTreeSet<EntityId>>,
     brand_stats: HashMap<EntityId, BrandStats>,
+    /// Entities seen only as follow targets so far: taken for people until
+    /// an event names them in a role that fixes their kind (a brand).
+    provisional: BTreeSet<EntityId>,
 }
 
 /// Why an event cannot be applied (it names an entity in a role its kind
@@ -115,6 +118,7 @@ impl ScoreState {
             consent: HashMap::new(),
             interests: HashMap::new(),
             brand_stats: HashMap::new(),
+            provisional: BTreeSet::new(),
         }
     }
 
@@ -125,10 +129,34 @@ impl ScoreState {
             state.register_only(e);
         }
         events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        state.fix_kinds(&events);
         for e in events {
             state.fold(e);
         }
         state
+    }
+
+    /// Gives every entity the kind its roles fix, before any event is folded,
+    /// so a follow of a brand that is only named as a brand later in the log
+    /// is a follow of a brand from the start.
+    fn fix_kinds(&mut self, events: &[Event]) {
+        for e in events {
+            for (id, role) in e.references() {
+                if role != Role::FollowTarget {
+                    self.graph.ensure(id, role_kind(role));
+                }
+            }
+        }
+    }
+
+    /// Whether folding `events` would give a provisional entity a kind other
+    /// than person (then the log is refolded).
+    fn fixes_provisional(&self, events: &[Event]) -> bool {
+        events.iter().any(|e| {
+            e.references().iter().any(|(id, role)| {
+                matches!(role, Role::Brand | Role::Occasion) && self.provisional.contains(*id)
+            })
+        })
     }
 
     pub fn model(&self) -> &ScoringModel {
@@ -228,7 +256,13 @@ impl ScoreState {
         pending: &mut HashMap<EntityId, EntityKind>,
     ) -> Result<(), RoleConflict> {
         for (id, role) in event.references() {
-            let known = pending.get(id).copied().or_else(|| self.kind(id));
+            // A provisional person (only ever followed) may still turn out
+            // to be a brand.
+            let known = pending.get(id).copied().or_else(|| {
+                (!(self.provisional.contains(id) && role != Role::Occasion))
+                    .then(|| self.kind(id))
+                    .flatten()
+            });
             let field = field_of(event, id, role);
             let ok = match (role, known) {
                 (_, None) => true,
@@ -247,7 +281,7 @@ impl ScoreState {
                     ),
                 });
             }
-            if known.is_none() {
+            if known.is_none() && role != Role::FollowTarget {
                 pending.insert(id.clone(), role_kind(role));
             }
         }
@@ -260,10 +294,11 @@ impl ScoreState {
         let Some(last) = self.events.last() else {
             return true;
         };
-        events
-            .iter()
-            .filter(|e| !self.positions.contains_key(&e.id))
-            .all(|e| (e.time, &e.id) > (last.time, &last.id))
+        !self.fixes_provisional(events)
+            && events
+                .iter()
+                .filter(|e| !self.positions.contains_key(&e.id))
+                .all(|e| (e.time, &e.id) > (last.time, &last.id))
     }
 
     /// Applies new events (not seen before). Events later than everything
@@ -278,8 +313,9 @@ impl ScoreState {
         let in_order = match self.events.last() {
             None => true,
             Some(last) => (events[0].time, &events[0].id) > (last.time, &last.id),
-        };
+        } && !self.fixes_provisional(&events);
         if in_order {
+            self.fix_kinds(&events);
             for e in events {
                 self.fold(e);
             }
@@ -312,6 +348,7 @@ impl ScoreState {
         }
         *self = fresh;
         all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        self.fix_kinds(&all);
         for e in all {
             self.fold(e);
         }
@@ -325,6 +362,7 @@ impl ScoreState {
             fresh.register_only(e);
         }
         *self = fresh;
+        self.fix_kinds(&all);
         for e in all {
             self.fold(e);
         }
@@ -332,6 +370,7 @@ impl ScoreState {
 
     fn register_only(&mut self, entity: Entity) {
         self.graph.set_kind(&entity.id, entity.kind);
+        self.provisional.remove(&entity.id);
         if let Some(old) = self.registrations.get(&entity.id) {
             for tag in &old.interests {
                 if let Some(set) = self.interests.get_mut(tag) {
@@ -380,6 +419,13 @@ impl ScoreState {
         let pos = self.events.len() as u32;
         let t = event.time;
         for (id, role) in event.references() {
+            if role == Role::FollowTarget {
+                if self.graph.kind(id).is_none() && !self.registrations.contains_key(id) {
+                    self.provisional.insert(id.clone());
+                }
+            } else {
+                self.provisional.remove(id);
+            }
             self.graph.ensure(id, role_kind(role));
             let tl = self.timeline.entry(id.clone()).or_default();
             if tl.last() != Some(&pos) {

@@ -1,56 +1,97 @@
-//! The seed story (seed 004) replayed through the scoring state: the
-//! default model's calibration. The HTTP-level checks are in `http.rs`.
+//! The seed story (seed 004) through the HTTP API: the default model's
+//! calibration. Deltas are score after the event minus score just before.
 
-use std::sync::Arc;
+use crate::support::Server;
 
-use chrono::{DateTime, Utc};
-use fusion::domain::EntityId;
-use fusion::score::{ScoreState, ScoringModel};
+const BEFORE_GAIN: &str = "2026-11-05T08:59:59Z";
+const AFTER_GAIN: &str = "2026-11-05T09:00:00Z";
+const BEFORE_TWEET: &str = "2026-11-12T22:14:59Z";
+const AFTER_TWEET: &str = "2026-11-12T22:15:00Z";
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
+#[test]
+fn seed_story_moves_scores_as_the_seed_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
 
-fn id(s: &str) -> EntityId {
-    EntityId::new(s).unwrap()
-}
+    let gain = s.score("artist", "sweater", AFTER_GAIN) - s.score("artist", "sweater", BEFORE_GAIN);
+    assert!(
+        (gain - 3.0).abs() <= 1.0,
+        "the follower gain moved artist-sweater by {gain:+.2}, not about +3"
+    );
 
-fn story() -> ScoreState {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/seed_story.ndjson"
-    ))
-    .unwrap();
-    let values = fusion::ingest::parse_ndjson(text.as_bytes()).unwrap();
-    let (good, bad) = fusion::ingest::validate_all(&values);
-    assert!(bad.is_empty(), "{bad:?}");
-    ScoreState::build(
-        Arc::new(ScoringModel::default_model()),
-        vec![],
-        good.into_iter().map(|(_, e)| e).collect(),
-    )
-}
+    let tweet =
+        s.score("artist", "bistro", AFTER_TWEET) - s.score("artist", "bistro", BEFORE_TWEET);
+    assert!(
+        (tweet + 8.0).abs() <= 1.0,
+        "the tweet moved artist-bistro by {tweet:+.2}, not about -8"
+    );
 
-fn score(s: &ScoreState, p: &str, b: &str, at: &str) -> f64 {
-    s.explain(&id(p), &id(b), t(at)).map_or(50.0, |e| e.score)
+    let spill =
+        s.score("artist", "sweater", AFTER_TWEET) - s.score("artist", "sweater", BEFORE_TWEET);
+    assert!(
+        spill < 0.0 && spill > tweet,
+        "artist-sweater should drop by less than artist-bistro: {spill:+.2}"
+    );
+
+    for fan in ["fan1", "fan2", "fan3", "fan4", "fan6"] {
+        let dip = s.score(fan, "bistro", AFTER_TWEET) - s.score(fan, "bistro", BEFORE_TWEET);
+        assert!(
+            dip < 0.0 && dip > -2.0,
+            "{fan}-bistro should dip slightly, moved {dip:+.2}"
+        );
+    }
 }
 
 #[test]
-fn print_story() {
-    let s = story();
-    for (p, b) in [
-        ("artist", "sweater"),
-        ("artist", "bistro"),
-        ("fan1", "bistro"),
-        ("fan1", "sweater"),
-    ] {
-        for at in [
-            "2026-11-05T08:59:00Z",
-            "2026-11-05T09:00:00Z",
-            "2026-11-12T22:14:00Z",
-            "2026-11-12T22:15:00Z",
-        ] {
-            println!("{p}-{b} {at}: {:.2}", score(&s, p, b, at));
-        }
-    }
+fn the_tweet_is_the_reason_and_its_path_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let r = s.get(&format!("/v1/relationships/artist/bistro?at={AFTER_TWEET}"));
+    assert_eq!(r.status, 200);
+    let tweet = r.body["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["event"] == "story-025")
+        .expect("the tweet explains artist-bistro");
+    assert_eq!(
+        tweet["path"],
+        serde_json::json!(["person:artist", "brand:bistro"])
+    );
+    let delta = tweet["delta"].as_f64().unwrap();
+    assert!((delta + 8.0).abs() <= 1.0, "tweet delta {delta}");
+
+    let r = s.get(&format!("/v1/relationships/fan1/bistro?at={AFTER_TWEET}"));
+    let via = r.body["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["event"] == "story-025")
+        .expect("the tweet reaches fan1-bistro");
+    assert_eq!(
+        via["path"],
+        serde_json::json!(["person:fan1", "person:artist", "brand:bistro"])
+    );
+
+    let r = s.get(&format!(
+        "/v1/relationships/artist/sweater?at={AFTER_TWEET}"
+    ));
+    let spill = r.body["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["event"] == "story-025")
+        .expect("the tweet reaches artist-sweater");
+    assert_eq!(
+        spill["path"],
+        serde_json::json!(["person:artist", "brand:bistro", "brand:sweater"])
+    );
+    // Components add up to raw, and the score is in range.
+    let comps: f64 = r.body["components"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((comps - r.body["raw"].as_f64().unwrap()).abs() < 1e-9);
 }

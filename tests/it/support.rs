@@ -1,0 +1,176 @@
+//! Shared test support: a real `fusion serve` process on a free loopback
+//! port with its own store, and a small JSON client for it.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const STORY: &str = include_str!("../../fixtures/seed_story.ndjson");
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fusion")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `fusion serve`; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    agent: ureq::Agent,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Server {
+    /// Starts a server on `data_dir` with extra arguments; waits until ready.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(bin())
+            .args(["serve", "--bind", &bind, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start fusion serve");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut server = Server {
+            child,
+            base: format!("http://{bind}"),
+            data_dir: data_dir.to_path_buf(),
+            agent,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Polls /readyz until it answers 200, for at most 60 s.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.agent.get(&format!("{}/readyz", self.base)).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("fusion serve exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fusion serve did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn reply(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut resp = resp.expect("request failed");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut text = String::new();
+        resp.body_mut()
+            .as_reader()
+            .read_to_string(&mut text)
+            .unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        Self::reply(self.agent.get(&format!("{}{path}", self.base)).call())
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        Self::reply(self.agent.delete(&format!("{}{path}", self.base)).call())
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        Self::reply(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .header("Content-Type", content_type)
+                .send(body),
+        )
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.post(path, "application/json", body.to_string().as_bytes())
+    }
+
+    pub fn put_json(&self, path: &str, body: &Value) -> Reply {
+        Self::reply(
+            self.agent
+                .put(&format!("{}{path}", self.base))
+                .header("Content-Type", "application/json")
+                .send(body.to_string().as_bytes()),
+        )
+    }
+
+    pub fn post_ndjson(&self, body: &str) -> Reply {
+        self.post("/v1/events", "application/x-ndjson", body.as_bytes())
+    }
+
+    /// Score of a relationship at `at`, 50 when there is none.
+    pub fn score(&self, person: &str, brand: &str, at: &str) -> f64 {
+        let r = self.get(&format!("/v1/relationships/{person}/{brand}?at={at}"));
+        match r.status {
+            200 => r.body["score"].as_f64().unwrap(),
+            404 => 50.0,
+            s => panic!("unexpected status {s}: {}", r.body),
+        }
+    }
+
+    pub fn event_count(&self) -> u64 {
+        self.get("/readyz").body["events"].as_u64().unwrap()
+    }
+
+    /// Stops the process the hard way (as a crash would).
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn story_lines() -> Vec<&'static str> {
+    STORY.lines().filter(|l| !l.trim().is_empty()).collect()
+}
