@@ -5,16 +5,27 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod generate;
+
 #[derive(Debug, Parser)]
-#[command(name = "fusion", version, about = "Fusion Scores for person-brand relationships")]
+#[command(
+    name = "fusion",
+    version,
+    about = "Fusion Scores for person-brand relationships"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Write a synthetic, reproducible event stream as NDJSON on stdout
+    Generate(generate::GenerateArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+    }
 }
