@@ -1,1 +1,3 @@
-mod x {}
+//! The one integration-test binary: each module tests one boundary.
+
+mod generate;
