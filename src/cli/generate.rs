@@ -26,7 +26,7 @@ pub struct GenerateArgs {
     /// Number of events to write
     #[arg(long, default_value_t = 100_000)]
     pub events: u64,
-    /// Event time of the first day (RFC 3339)
+    /// Event time at which the stream starts (RFC 3339)
     #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = rfc3339)]
     pub start: DateTime<Utc>,
     /// Days of event time the stream spans
