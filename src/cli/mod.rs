@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::score::ScoringModel;
 use crate::store::EmbeddedStore;
 
+pub mod generate;
 pub mod ingest;
 pub mod rescore;
 pub mod score;
@@ -40,6 +41,8 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Recompute every score from the log and print how far state had drifted
     Rescore(rescore::RescoreArgs),
+    /// Write a synthetic, reproducible event stream as NDJSON on stdout
+    Generate(generate::GenerateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args),
         Command::Score(args) => score::run(args),
         Command::Rescore(args) => rescore::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

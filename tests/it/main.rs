@@ -1,6 +1,7 @@
-//! The one integration-test binary: modules by boundary.
+//! The one integration-test binary: each module tests one boundary.
 
 mod determinism;
+mod generate;
 mod http;
 mod story;
 mod support;

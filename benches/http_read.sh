@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# benches/http_read.sh: read throughput and latency of `fusion serve`.
+#
+# Owns two figures and their ratio: requests/s and p50/p99 latency of
+# `GET /healthz` (the floor: routing and HTTP alone) and of
+# `GET /v1/relationships/artist/sweater` (a real score read with its
+# explanation, from the seed story loaded by `serve --demo`). The ratio says
+# how much a score read costs over an empty request. Traffic goes only to
+# 127.0.0.1; the server is started here and killed on exit. Prints
+# `name=value` lines on stdout; everything else goes to stderr.
+#
+# Settings (environment): FUSION_BIN (a built binary to use instead of
+# building release), PORT (default: a free one), DURATION (10s),
+# CONNECTIONS (32), THREADS (2), READY_TRIES (150, 0.2 s apart).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+READY_TRIES=${READY_TRIES:-150}
+RELATIONSHIP_PATH=/v1/relationships/artist/sweater
+
+if ! command -v wrk >/dev/null; then
+    echo "installing wrk..." >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    timeout 300 $SUDO apt-get install -y wrk >&2 ||
+        { timeout 300 $SUDO apt-get update >&2 && timeout 300 $SUDO apt-get install -y wrk >&2; }
+fi
+command -v curl >/dev/null || { echo "curl is needed to poll /readyz" >&2; exit 1; }
+
+if [ -n "${FUSION_BIN:-}" ]; then
+    BIN=$FUSION_BIN
+else
+    echo "building release..." >&2
+    cargo build --release --quiet
+    BIN=target/release/fusion
+fi
+
+if [ -z "${PORT:-}" ]; then
+    # Ask the kernel for a free port; fall back to a random high one.
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+        echo $((20000 + RANDOM % 20000)))
+fi
+BASE="http://127.0.0.1:$PORT"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-http.XXXXXX")
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        # Give it a moment to shut down cleanly, then insist.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BIN" serve --demo --data-dir "$WORK/data" --bind "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
+SERVER_PID=$!
+
+echo "waiting for $BASE/readyz..." >&2
+ready=""
+for _ in $(seq 1 "$READY_TRIES"); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "fusion serve exited before it was ready:" >&2
+        tail -n 20 "$WORK/serve.log" >&2
+        exit 1
+    fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)
+    if [ "$code" = "200" ]; then
+        ready=yes
+        break
+    fi
+    sleep 0.2
+done
+if [ -z "$ready" ]; then
+    echo "fusion serve was not ready after $READY_TRIES tries:" >&2
+    tail -n 20 "$WORK/serve.log" >&2
+    exit 1
+fi
+
+# Measuring 404s would flatter the score read: check it answers first.
+code=$(curl -s -o "$WORK/relationship.json" -w '%{http_code}' --max-time 5 "$BASE$RELATIONSHIP_PATH" || true)
+if [ "$code" != "200" ]; then
+    echo "GET $RELATIONSHIP_PATH answered $code, expected 200 (is the demo story loaded?)" >&2
+    head -c 500 "$WORK/relationship.json" >&2 || true
+    exit 1
+fi
+
+# wrk prints latencies as 812.00us, 1.25ms or 1.02s; normalise to ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000
+        else if (v ~ /ms$/) n = n
+        else if (v ~ /m$/) n *= 60000
+        else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n
+    }'
+}
+
+# Runs wrk against one path and prints `<name>_rps=`, `_p50_ms=`, `_p99_ms=`
+# (and `_non2xx=` when wrk saw any). Leaves the rate in $LAST_RPS.
+measure() {
+    local name=$1 path=$2 out="$WORK/wrk-$1.txt"
+    echo "wrk ${THREADS} threads, ${CONNECTIONS} connections, $DURATION: GET $path" >&2
+    timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$BASE$path" >"$out"
+    cat "$out" >&2
+    LAST_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    local p50 p99 non2xx
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+    if [ -z "$LAST_RPS" ] || [ -z "$p50" ] || [ -z "$p99" ]; then
+        echo "could not read wrk's report for $path" >&2
+        exit 1
+    fi
+    echo "${name}_rps=$LAST_RPS"
+    echo "${name}_p50_ms=$(to_ms "$p50")"
+    echo "${name}_p99_ms=$(to_ms "$p99")"
+    if [ -n "$non2xx" ]; then
+        echo "${name}_non2xx=$non2xx"
+    fi
+}
+
+measure healthz /healthz
+healthz_rps=$LAST_RPS
+measure relationship "$RELATIONSHIP_PATH"
+relationship_rps=$LAST_RPS
+echo "relationship_to_healthz_ratio=$(awk -v a="$relationship_rps" -v b="$healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"

@@ -1,0 +1,1164 @@
+//! A synthetic, reproducible event stream in the ingest wire format (NDJSON).
+//!
+//! Owns the population model (power-law reach, activity and brand popularity,
+//! a follow graph grown by preferential attachment) and the encoding of each
+//! event as one JSON line. It does no IO of its own (it writes into any
+//! `io::Write`) and never reads the clock: the same [`GenerateConfig`] gives
+//! byte-identical output on every machine, which is what benches and fixtures
+//! rely on.
+//!
+//! Memory stays O(people + influencers + brands + live follows + occasions),
+//! whatever the number of events: the stream is produced one line at a time.
+//! Times are non-decreasing without buffering because they are drawn as sorted
+//! uniforms one by one (Bentley & Saxe, "Generating sorted lists of random
+//! numbers", ACM TOMS 1980), then warped into a daily rhythm.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The largest population of one kind: ids of all kinds share one 32-bit
+/// follow-target code with two bits of kind.
+pub const MAX_POPULATION: u32 = (1 << 30) - 1;
+
+/// What to generate. `Default` gives the CLI's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerateConfig {
+    /// Seed of the ChaCha8 stream; the only source of randomness.
+    pub seed: u64,
+    /// Consumers `p0..`.
+    pub people: u32,
+    /// Influencers `i0..` (they act as persons: post, endorse, gain followers).
+    pub influencers: u32,
+    /// Brands `b0..`.
+    pub brands: u32,
+    /// Number of events `e0..` to write.
+    pub events: u64,
+    /// Event time of the stream's start (truncated to whole seconds).
+    pub start: DateTime<Utc>,
+    /// Length of the stream in days of event time.
+    pub days: u32,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            seed: 42,
+            people: 10_000,
+            influencers: 100,
+            brands: 50,
+            events: 100_000,
+            start: DateTime::from_timestamp(1_767_225_600, 0).expect("2026-01-01 is representable"),
+            days: 90,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The user's mistake: a setting out of range.
+    #[error("invalid generator setting: {0}")]
+    InvalidConfig(String),
+    /// The sink failed (a closed pipe, a full disk).
+    #[error("failed to write the event stream")]
+    Io(#[from] io::Error),
+}
+
+/// The event types of the wire format (DESIGN.md, "Events").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Purchase,
+    BrandSales,
+    Post,
+    Mention,
+    Review,
+    Service,
+    Endorsement,
+    Audience,
+    Follow,
+    Unfollow,
+    Occasion,
+    Attendance,
+    Cause,
+    Consent,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 14] = [
+        EventKind::Purchase,
+        EventKind::BrandSales,
+        EventKind::Post,
+        EventKind::Mention,
+        EventKind::Review,
+        EventKind::Service,
+        EventKind::Endorsement,
+        EventKind::Audience,
+        EventKind::Follow,
+        EventKind::Unfollow,
+        EventKind::Occasion,
+        EventKind::Attendance,
+        EventKind::Cause,
+        EventKind::Consent,
+    ];
+
+    /// The `type` field on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Purchase => "purchase",
+            EventKind::BrandSales => "brand_sales",
+            EventKind::Post => "post",
+            EventKind::Mention => "mention",
+            EventKind::Review => "review",
+            EventKind::Service => "service",
+            EventKind::Endorsement => "endorsement",
+            EventKind::Audience => "audience",
+            EventKind::Follow => "follow",
+            EventKind::Unfollow => "unfollow",
+            EventKind::Occasion => "occasion",
+            EventKind::Attendance => "attendance",
+            EventKind::Cause => "cause",
+            EventKind::Consent => "consent",
+        }
+    }
+}
+
+/// Steady-state mix, in parts per 10,000: commerce and talk dominate, as in
+/// any consumer data set; consent changes are rare.
+const MIX: [(EventKind, u32); 14] = [
+    (EventKind::Purchase, 3_090),
+    (EventKind::Post, 1_800),
+    (EventKind::Follow, 1_400),
+    (EventKind::Mention, 1_200),
+    (EventKind::Review, 500),
+    (EventKind::Service, 500),
+    (EventKind::Audience, 400),
+    (EventKind::Attendance, 400),
+    (EventKind::Unfollow, 250),
+    (EventKind::BrandSales, 200),
+    (EventKind::Endorsement, 100),
+    (EventKind::Occasion, 50),
+    (EventKind::Cause, 100),
+    (EventKind::Consent, 10),
+];
+
+/// Mix of the first 5% of the stream: it registers structure (follows,
+/// endorsements, occasions, audience sizes) so later events have context.
+const WARMUP_MIX: [(EventKind, u32); 5] = [
+    (EventKind::Follow, 5_000),
+    (EventKind::Audience, 2_300),
+    (EventKind::Endorsement, 1_500),
+    (EventKind::Occasion, 500),
+    (EventKind::Purchase, 700),
+];
+
+/// Share of the stream spent in warm-up, as a divisor of the event count.
+const WARMUP_DIVISOR: u64 = 20;
+
+const CHANNELS: [&str; 5] = ["phone", "chat", "email", "social", "store"];
+/// Median wait per channel, seconds: email is answered in hours, a store at once.
+const CHANNEL_WAIT_MEDIAN: [f64; 5] = [240.0, 45.0, 14_400.0, 1_800.0, 120.0];
+const CHANNEL_WEIGHT: [u32; 5] = [30, 30, 15, 10, 15];
+
+const OCCASION_TAGS: [&str; 8] = [
+    "concert", "launch", "popup", "festival", "sports", "charity", "meetup", "fashion",
+];
+const CAUSE_TAGS: [&str; 8] = [
+    "climate",
+    "education",
+    "health",
+    "equality",
+    "animals",
+    "local",
+    "ocean",
+    "arts",
+];
+
+/// Text templates as (before, after) the brand id, grouped by tone so that a
+/// sentiment scorer has something to find.
+const POSITIVE_TEXT: [(&str, &str); 5] = [
+    ("love the new ", " drop"),
+    ("", " customer service sorted me out in minutes"),
+    ("obsessed with my ", " order"),
+    ("shoutout to ", " for the fast delivery"),
+    ("", " never misses, great quality"),
+];
+const NEGATIVE_TEXT: [(&str, &str); 5] = [
+    ("worst service ever at ", ""),
+    ("", " lost my order again"),
+    ("not impressed with ", " lately"),
+    ("", " prices are getting ridiculous"),
+    ("never buying from ", " again, awful"),
+];
+const NEUTRAL_TEXT: [(&str, &str); 3] = [
+    ("anyone tried ", "?"),
+    ("thinking about switching to ", ""),
+    ("just saw an ad for ", ""),
+];
+
+/// Who acts: a consumer or an influencer (both are persons on the wire).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Person(u32),
+    Influencer(u32),
+}
+
+/// Target kinds packed into the top two bits of a follow-target code.
+const TARGET_INFLUENCER: u32 = 0;
+const TARGET_PERSON: u32 = 1;
+const TARGET_BRAND: u32 = 2;
+
+/// The stream, one line at a time. Build with [`Generator::new`], then call
+/// [`Generator::next_line`] until it returns `false`.
+pub struct Generator {
+    rng: ChaCha8Rng,
+    seed: u64,
+    people: u32,
+    influencers: u32,
+    events: u64,
+    emitted: u64,
+    warmup: u64,
+    mix: Vec<(EventKind, u32)>,
+    warmup_mix: Vec<(EventKind, u32)>,
+
+    start_unix: i64,
+    span_secs: i64,
+    days: f64,
+    /// Bentley–Saxe running product: 1 - sorted_uniform.
+    sorted_complement: f64,
+    last_offset: i64,
+    cached_day: i64,
+    date_prefix: Vec<u8>,
+
+    /// Who acts, by activity (Pareto): a few people produce most events.
+    activity: AliasTable,
+    /// Which influencer acts or performs, by sqrt(reach): big accounts post more.
+    influencer_pick: AliasTable,
+    /// Brand popularity (Zipf over a random ranking).
+    brand_pick: AliasTable,
+    brand_weight: Vec<f64>,
+
+    /// Current follower totals, reported by audience events.
+    person_followers: Vec<u64>,
+    influencer_followers: Vec<u64>,
+    /// Offset (seconds since start) of each account's last audience report.
+    person_reported: Vec<u32>,
+    influencer_reported: Vec<u32>,
+    /// Followers + 1 per account, for preferential attachment of new follows.
+    person_attach: Fenwick,
+    influencer_attach: Fenwick,
+
+    /// Live follows as `follower << 32 | target code`, for unfollow and dedup.
+    follows: Vec<u64>,
+    follow_set: HashSet<u64>,
+    /// Host brand of each occasion `o{n}`.
+    occasions: Vec<u32>,
+    /// Influencers who endorsed each brand (bounded), to pick performers.
+    endorsers: Vec<Vec<u32>>,
+}
+
+impl Generator {
+    pub fn new(config: &GenerateConfig) -> Result<Generator, GenerateError> {
+        for (name, value) in [
+            ("--people", config.people),
+            ("--influencers", config.influencers),
+            ("--brands", config.brands),
+        ] {
+            if value == 0 || value > MAX_POPULATION {
+                return Err(GenerateError::InvalidConfig(format!(
+                    "{name} must be between 1 and {MAX_POPULATION}, got {value}"
+                )));
+            }
+        }
+        if config.days == 0 || config.days > 36_500 {
+            return Err(GenerateError::InvalidConfig(format!(
+                "--days must be between 1 and 36500, got {}",
+                config.days
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+
+        // Activity: Pareto with alpha 1.2 (heavy tail, finite mean), capped so
+        // one account cannot swallow the whole stream of a small population.
+        let activity: Vec<f64> = (0..config.people)
+            .map(|_| pareto(&mut rng, 1.0, 1.2).min(5_000.0))
+            .collect();
+
+        // Consumer reach: Pareto, median ~35 followers, a long tail of locally
+        // known people.
+        let person_followers: Vec<u64> = (0..config.people)
+            .map(|_| pareto(&mut rng, 20.0, 1.3).min(2_000_000.0) as u64)
+            .collect();
+
+        // Influencer reach: Zipf over a random ranking (rank r has ~5M/r^1.4)
+        // above a base of ~1,000 (the micro-influencers of a large roster),
+        // with log-normal noise so equal ranks do not look manufactured.
+        let ranks = shuffled(&mut rng, config.influencers);
+        let influencer_followers: Vec<u64> = ranks
+            .iter()
+            .map(|&rank| {
+                let zipf = 5_000_000.0 / f64::from(rank + 1).powf(1.4) + 1_000.0;
+                (zipf * (0.25 * normal(&mut rng)).exp()) as u64
+            })
+            .collect();
+
+        // Brand popularity: Zipf s = 1.07 over a random ranking.
+        let brand_ranks = shuffled(&mut rng, config.brands);
+        let brand_weight: Vec<f64> = brand_ranks
+            .iter()
+            .map(|&rank| 1.0 / f64::from(rank + 1).powf(1.07))
+            .collect();
+
+        let influencer_sqrt: Vec<f64> = influencer_followers
+            .iter()
+            .map(|&f| (f as f64).sqrt())
+            .collect();
+        let person_attach = Fenwick::from_weights(person_followers.iter().map(|&f| f + 1));
+        let influencer_attach = Fenwick::from_weights(influencer_followers.iter().map(|&f| f + 1));
+
+        let start_unix = config.start.timestamp();
+        let generator = Generator {
+            rng,
+            seed: config.seed,
+            people: config.people,
+            influencers: config.influencers,
+            events: config.events,
+            emitted: 0,
+            warmup: config.events / WARMUP_DIVISOR,
+            mix: cumulative(&MIX),
+            warmup_mix: cumulative(&WARMUP_MIX),
+            start_unix,
+            span_secs: i64::from(config.days) * 86_400,
+            days: f64::from(config.days),
+            sorted_complement: 1.0,
+            last_offset: 0,
+            cached_day: i64::MIN,
+            date_prefix: Vec::with_capacity(16),
+            activity: AliasTable::new(&activity),
+            influencer_pick: AliasTable::new(&influencer_sqrt),
+            brand_pick: AliasTable::new(&brand_weight),
+            brand_weight,
+            person_reported: vec![0; person_followers.len()],
+            influencer_reported: vec![0; influencer_followers.len()],
+            person_followers,
+            influencer_followers,
+            person_attach,
+            influencer_attach,
+            follows: Vec::new(),
+            follow_set: HashSet::new(),
+            occasions: Vec::new(),
+            endorsers: vec![Vec::new(); config.brands as usize],
+        };
+        // Fail on an unrepresentable end time now, not halfway through a stream.
+        if DateTime::from_timestamp(start_unix + generator.span_secs, 0).is_none() {
+            return Err(GenerateError::InvalidConfig(
+                "--start plus --days is out of the representable time range".into(),
+            ));
+        }
+        Ok(generator)
+    }
+
+    /// How many events are still to come.
+    pub fn remaining(&self) -> u64 {
+        self.events - self.emitted
+    }
+
+    /// Appends the next event, as one JSON object and a `\n`, to `line`.
+    /// Returns `false` (appending nothing) once the stream is exhausted.
+    pub fn next_line(&mut self, line: &mut Vec<u8>) -> bool {
+        if self.emitted >= self.events {
+            return false;
+        }
+        let n = self.emitted;
+        self.emitted += 1;
+        let offset = self.next_offset();
+
+        // Resolve the kind before writing anything: some need context that
+        // may not exist yet, and then fall back to the event that creates it.
+        let mut kind = self.pick_kind(n);
+        if kind == EventKind::Unfollow && self.follows.is_empty() {
+            kind = EventKind::Follow;
+        }
+        if kind == EventKind::Attendance && self.occasions.is_empty() {
+            kind = EventKind::Occasion;
+        }
+        let mut follow = None;
+        if kind == EventKind::Follow {
+            follow = self.choose_follow();
+            if follow.is_none() {
+                kind = EventKind::Purchase;
+            }
+        }
+
+        line.extend_from_slice(b"{\"id\":\"e");
+        push_u64(line, n);
+        line.extend_from_slice(b"\",\"type\":\"");
+        line.extend_from_slice(kind.as_str().as_bytes());
+        line.extend_from_slice(b"\",\"time\":\"");
+        self.push_time(line, offset);
+        line.push(b'"');
+        match kind {
+            EventKind::Purchase => self.purchase(line),
+            EventKind::BrandSales => self.brand_sales(line),
+            EventKind::Post => self.talk(line, 0.30),
+            EventKind::Mention => self.talk(line, 0.15),
+            EventKind::Review => self.review(line),
+            EventKind::Service => self.service(line),
+            EventKind::Endorsement => self.endorsement(line),
+            EventKind::Audience => self.audience(line),
+            EventKind::Follow => {
+                let (follower, target) = follow.expect("a follow was chosen above");
+                self.follow(line, follower, target);
+            }
+            EventKind::Unfollow => self.unfollow(line),
+            EventKind::Occasion => self.occasion(line),
+            EventKind::Attendance => self.attendance(line),
+            EventKind::Cause => self.cause(line),
+            EventKind::Consent => self.consent(line),
+        }
+        line.extend_from_slice(b"}\n");
+        true
+    }
+}
+
+/// Writes the whole stream of `config` into `out` and returns the number of
+/// events written. `out` should be buffered; lines are handed over in
+/// batches of about 64 KiB.
+pub fn write_ndjson<W: Write>(config: &GenerateConfig, mut out: W) -> Result<u64, GenerateError> {
+    let mut generator = Generator::new(config)?;
+    let mut batch = Vec::with_capacity(1 << 17);
+    let mut written = 0;
+    while generator.next_line(&mut batch) {
+        written += 1;
+        if batch.len() >= 1 << 16 {
+            out.write_all(&batch)?;
+            batch.clear();
+        }
+    }
+    out.write_all(&batch)?;
+    out.flush()?;
+    Ok(written)
+}
+
+/// Choosing who and what: the population model.
+impl Generator {
+    /// Seconds since the start for the next event, non-decreasing.
+    fn next_offset(&mut self) -> i64 {
+        // Bentley–Saxe: the running product of U^(1/k), k = n, n-1, .., is
+        // the complement of the next uniform in sorted order.
+        let k = (self.events - self.emitted + 1) as f64;
+        let u = 1.0 - self.rng.random::<f64>();
+        self.sorted_complement *= u.powf(1.0 / k);
+        let day = (1.0 - self.sorted_complement) * self.days;
+        // Daily rhythm: a monotone warp that maps whole days onto themselves
+        // and puts the density peak at 18:00 and the trough at 06:00.
+        const AMPLITUDE: f64 = 0.6;
+        const PHASE: f64 = 0.25;
+        let tau = std::f64::consts::TAU;
+        let warped = day
+            + AMPLITUDE * (tau * (day - PHASE)).sin() / tau
+            + AMPLITUDE * (tau * PHASE).sin() / tau;
+        let offset = ((warped * 86_400.0) as i64).clamp(0, self.span_secs - 1);
+        // Guard against rounding ever stepping back.
+        self.last_offset = self.last_offset.max(offset);
+        self.last_offset
+    }
+
+    fn pick_kind(&mut self, n: u64) -> EventKind {
+        let table = if n < self.warmup {
+            &self.warmup_mix
+        } else {
+            &self.mix
+        };
+        let total = table.last().map_or(1, |&(_, c)| c);
+        let r = self.rng.random_range(0..total);
+        table
+            .iter()
+            .find(|&&(_, c)| r < c)
+            .map_or(EventKind::Purchase, |&(k, _)| k)
+    }
+
+    fn active_person(&mut self) -> u32 {
+        // Mostly by activity, with a uniform share so the long tail shows up.
+        if self.rng.random::<f64>() < 0.8 {
+            self.activity.sample(self.rng.next_u64()) as u32
+        } else {
+            self.rng.random_range(0..self.people)
+        }
+    }
+
+    fn active_influencer(&mut self) -> u32 {
+        self.influencer_pick.sample(self.rng.next_u64()) as u32
+    }
+
+    fn popular_brand(&mut self) -> u32 {
+        self.brand_pick.sample(self.rng.next_u64()) as u32
+    }
+
+    /// An actor: a consumer, or with `influencer_share` an influencer.
+    fn actor(&mut self, influencer_share: f64) -> Who {
+        if self.rng.random::<f64>() < influencer_share {
+            Who::Influencer(self.active_influencer())
+        } else {
+            Who::Person(self.active_person())
+        }
+    }
+
+    /// The brand an actor deals with: usually one of three "home" brands
+    /// (a stable function of the seed and the actor, so it costs no memory),
+    /// otherwise any brand by popularity. Repeat relationships are what
+    /// scores are made of.
+    fn brand_for(&mut self, who: Who) -> u32 {
+        if self.rng.random::<f64>() < 0.6 {
+            let slot = self.rng.random_range(0..3u64);
+            let h = mix64(self.seed ^ 0x686f_6d65, who_key(who), slot);
+            self.brand_pick.sample(h) as u32
+        } else {
+            self.popular_brand()
+        }
+    }
+
+    /// A stable attitude of an actor towards a brand, in [-0.4, 0.8]: most
+    /// relationships are mildly positive, some are sour.
+    fn bias(&self, who: Who, brand: u32) -> f64 {
+        let h = mix64(self.seed ^ 0x6269_6173, who_key(who), u64::from(brand));
+        -0.4 + 1.2 * unit(h)
+    }
+
+    /// A new (follower, target code) pair, or `None` when repeated draws hit
+    /// existing follows (a saturated small population).
+    fn choose_follow(&mut self) -> Option<(u32, u32)> {
+        for _ in 0..4 {
+            let follower = self.active_person();
+            let r = self.rng.random::<f64>();
+            // Preferential attachment: accounts are followed in proportion to
+            // the followers they already have, so the rich get richer.
+            let target = if r < 0.60 {
+                let i = self.influencer_attach.sample(&mut self.rng);
+                TARGET_INFLUENCER << 30 | i as u32
+            } else if r < 0.85 {
+                TARGET_BRAND << 30 | self.popular_brand()
+            } else {
+                let p = self.person_attach.sample(&mut self.rng) as u32;
+                if p == follower {
+                    continue;
+                }
+                TARGET_PERSON << 30 | p
+            };
+            let key = u64::from(follower) << 32 | u64::from(target);
+            if self.follow_set.insert(key) {
+                self.follows.push(key);
+                return Some((follower, target));
+            }
+        }
+        None
+    }
+
+    /// Moves an account's follower total by `delta`, keeping the attachment
+    /// weights in step.
+    fn add_followers(&mut self, target: u32, delta: i64) {
+        let index = (target & MAX_POPULATION) as usize;
+        let (totals, tree) = match target >> 30 {
+            TARGET_INFLUENCER => (&mut self.influencer_followers, &mut self.influencer_attach),
+            TARGET_PERSON => (&mut self.person_followers, &mut self.person_attach),
+            _ => return,
+        };
+        let old = totals[index];
+        let new = old.saturating_add_signed(delta);
+        totals[index] = new;
+        tree.add(index, new as i64 - old as i64);
+    }
+}
+
+/// Writing each kind's fields: exactly the fields the wire format allows.
+impl Generator {
+    fn purchase(&mut self, line: &mut Vec<u8>) {
+        let person = self.active_person();
+        let brand = self.brand_for(Who::Person(person));
+        // Each brand has its own price level (15..120 median), purchases
+        // spread log-normally around it.
+        let level = 15.0 * 8f64.powf(unit(mix64(self.seed ^ 0x7072_6963, u64::from(brand), 0)));
+        let amount = (level * (0.9 * normal(&mut self.rng)).exp()).clamp(1.0, 5_000.0);
+        // A quarter of consumers pay in euros, always the same quarter.
+        let eur = mix64(self.seed ^ 0x0065_7572, u64::from(person), 0).is_multiple_of(4);
+        push_who(line, Who::Person(person));
+        push_id(line, "brand", b'b', brand);
+        push_fixed(line, "amount", (amount * 100.0).round() as i64, 2);
+        push_str(line, "currency", if eur { "EUR" } else { "USD" });
+    }
+
+    fn brand_sales(&mut self, line: &mut Vec<u8>) {
+        let brand = self.popular_brand();
+        // The top brand (weight 1, rank 0) sells ~200k a period.
+        let share = self.brand_weight[brand as usize].powf(0.8);
+        let amount = (200_000.0 * share * (0.25 * normal(&mut self.rng)).exp()).max(100.0);
+        push_id(line, "brand", b'b', brand);
+        push_fixed(line, "amount", (amount * 100.0).round() as i64, 2);
+    }
+
+    /// A post or a mention; about 20% carry text instead of a sentiment.
+    fn talk(&mut self, line: &mut Vec<u8>, influencer_share: f64) {
+        let who = self.actor(influencer_share);
+        let brand = self.brand_for(who);
+        // tanh keeps the draw inside [-1, 1] without a pile-up at the ends.
+        let sentiment = (1.2 * self.bias(who, brand) + 0.5 * normal(&mut self.rng)).tanh();
+        push_who(line, who);
+        push_id(line, "brand", b'b', brand);
+        if self.rng.random::<f64>() < 0.2 {
+            let tone = if sentiment > 0.2 {
+                &POSITIVE_TEXT[..]
+            } else if sentiment < -0.2 {
+                &NEGATIVE_TEXT[..]
+            } else {
+                &NEUTRAL_TEXT[..]
+            };
+            let template = tone[self.rng.random_range(0..tone.len())];
+            push_text(line, template, brand);
+        } else {
+            push_fixed(line, "sentiment", (sentiment * 1000.0).round() as i64, 3);
+        }
+    }
+
+    fn review(&mut self, line: &mut Vec<u8>) {
+        let person = self.active_person();
+        let who = Who::Person(person);
+        let brand = self.brand_for(who);
+        let mood = self.bias(who, brand) + 0.4 * normal(&mut self.rng);
+        let rating = (3.0 + 2.2 * mood).round().clamp(1.0, 5.0) as u64;
+        push_who(line, who);
+        push_id(line, "brand", b'b', brand);
+        push_uint(line, "rating", rating);
+        if self.rng.random::<f64>() < 0.35 {
+            let tone = match rating {
+                4..=5 => &POSITIVE_TEXT[..],
+                1..=2 => &NEGATIVE_TEXT[..],
+                _ => &NEUTRAL_TEXT[..],
+            };
+            let template = tone[self.rng.random_range(0..tone.len())];
+            push_text(line, template, brand);
+        }
+    }
+
+    /// A support contact whose KPIs hang together: long waits and transfers
+    /// go with unresolved cases, low CSAT and high effort.
+    fn service(&mut self, line: &mut Vec<u8>) {
+        let person = self.active_person();
+        let brand = self.brand_for(Who::Person(person));
+        let channel = weighted_index(&CHANNEL_WEIGHT, self.rng.random_range(0..100));
+        let wait = CHANNEL_WAIT_MEDIAN[channel] * (0.8 * normal(&mut self.rng)).exp();
+        let mut transfers = 0u64;
+        while transfers < 6 && self.rng.random::<f64>() < 0.3 {
+            transfers += 1;
+        }
+        let slow = (wait / CHANNEL_WAIT_MEDIAN[channel]).ln().max(0.0);
+        let resolved = self.rng.random::<f64>() < 0.85 - 0.1 * transfers as f64 - 0.1 * slow;
+        let base = if resolved { 4.3 } else { 2.2 };
+        let csat = (base - 0.4 * slow - 0.3 * transfers as f64 + 0.6 * normal(&mut self.rng))
+            .round()
+            .clamp(1.0, 5.0) as u64;
+        let effort = (2.0
+            + transfers as f64
+            + if resolved { 0.0 } else { 2.0 }
+            + 0.5 * slow
+            + 0.8 * normal(&mut self.rng))
+        .round()
+        .clamp(1.0, 7.0) as u64;
+        push_who(line, Who::Person(person));
+        push_id(line, "brand", b'b', brand);
+        push_str(line, "channel", CHANNELS[channel]);
+        push_uint(line, "csat", csat);
+        push_uint(line, "effort", effort);
+        push_bool(line, "resolved", resolved);
+        push_uint(line, "wait_seconds", wait.round() as u64);
+        push_uint(line, "transfers", transfers);
+    }
+
+    fn endorsement(&mut self, line: &mut Vec<u8>) {
+        let influencer = self.active_influencer();
+        let brand = self.popular_brand();
+        let endorsers = &mut self.endorsers[brand as usize];
+        if endorsers.len() < 16 && !endorsers.contains(&influencer) {
+            endorsers.push(influencer);
+        }
+        let strength = 200 + self.rng.random_range(0..=800);
+        push_who(line, Who::Influencer(influencer));
+        push_id(line, "brand", b'b', brand);
+        push_fixed(line, "strength", strength, 3);
+    }
+
+    /// A new follower total drifting from the last report of that account.
+    /// Gains and losses accrue per day since that report (not per report),
+    /// so totals stay plausible however often an account is reported: about
+    /// +0.2%/day for influencers, +0.35%/day for consumers, net of losses,
+    /// plus a rare jump (a post that went viral).
+    fn audience(&mut self, line: &mut Vec<u8>) {
+        let (who, target, gain_rate, loss_rate) = if self.rng.random::<f64>() < 0.7 {
+            let i = self.rng.random_range(0..self.influencers);
+            (
+                Who::Influencer(i),
+                TARGET_INFLUENCER << 30 | i,
+                0.003,
+                0.001,
+            )
+        } else {
+            let p = self.active_person();
+            (Who::Person(p), TARGET_PERSON << 30 | p, 0.005, 0.0015)
+        };
+        let index = (target & MAX_POPULATION) as usize;
+        let (old, reported) = match who {
+            Who::Influencer(_) => (
+                self.influencer_followers[index],
+                &mut self.influencer_reported[index],
+            ),
+            Who::Person(_) => (
+                self.person_followers[index],
+                &mut self.person_reported[index],
+            ),
+        };
+        let now = self.last_offset as u32;
+        let days = f64::from(now - *reported) / 86_400.0;
+        *reported = now;
+
+        let old_f = old as f64;
+        let gain = old_f * gain_rate * days * (0.5 * normal(&mut self.rng)).exp();
+        let loss = old_f * loss_rate * days * (0.5 * normal(&mut self.rng)).exp();
+        let mut new = old_f + gain - loss;
+        if self.rng.random::<f64>() < (0.01 * days).min(0.5) {
+            new *= 1.2 + self.rng.random::<f64>();
+        }
+        // Stochastic rounding keeps small accounts drifting on average
+        // instead of rounding every change of a fraction away; the cap is
+        // above any real account and keeps the sums far from overflow.
+        let new = (new + self.rng.random::<f64>()).floor().clamp(0.0, 2e9) as u64;
+        self.add_followers(target, new as i64 - old as i64);
+        push_who(line, who);
+        push_uint(line, "followers", new);
+    }
+
+    fn follow(&mut self, line: &mut Vec<u8>, follower: u32, target: u32) {
+        self.add_followers(target, 1);
+        push_who(line, Who::Person(follower));
+        push_target(line, target);
+        if self.rng.random::<f64>() < 0.6 {
+            let strength = 1 + self.rng.random_range(0..1000);
+            push_fixed(line, "strength", strength, 3);
+        }
+    }
+
+    fn unfollow(&mut self, line: &mut Vec<u8>) {
+        let index = self.rng.random_range(0..self.follows.len());
+        let key = self.follows.swap_remove(index);
+        self.follow_set.remove(&key);
+        let (follower, target) = ((key >> 32) as u32, key as u32);
+        self.add_followers(target, -1);
+        push_who(line, Who::Person(follower));
+        push_target(line, target);
+    }
+
+    fn occasion(&mut self, line: &mut Vec<u8>) {
+        let id = self.occasions.len() as u64;
+        let brand = self.popular_brand();
+        self.occasions.push(brand);
+        // 0..3 performers, preferably influencers who endorse the host.
+        let count = weighted_index(&[25, 40, 25, 10], self.rng.random_range(0..100));
+        let mut performers = [0u32; 3];
+        let mut chosen = 0;
+        for _ in 0..count {
+            let endorsers = &self.endorsers[brand as usize];
+            let candidate = if !endorsers.is_empty() && self.rng.random::<f64>() < 0.7 {
+                endorsers[self.rng.random_range(0..endorsers.len())]
+            } else {
+                self.active_influencer()
+            };
+            if !performers[..chosen].contains(&candidate) {
+                performers[chosen] = candidate;
+                chosen += 1;
+            }
+        }
+        line.extend_from_slice(b",\"occasion\":\"o");
+        push_u64(line, id);
+        line.push(b'"');
+        push_id(line, "brand", b'b', brand);
+        line.extend_from_slice(b",\"performers\":[");
+        for (k, &p) in performers[..chosen].iter().enumerate() {
+            if k > 0 {
+                line.push(b',');
+            }
+            line.extend_from_slice(b"\"i");
+            push_u64(line, u64::from(p));
+            line.push(b'"');
+        }
+        line.push(b']');
+        self.push_tags(line, &OCCASION_TAGS);
+    }
+
+    fn attendance(&mut self, line: &mut Vec<u8>) {
+        // Attendance follows the occasion: pick among the most recent ones.
+        let recent = self.occasions.len().min(32);
+        let occasion = self.occasions.len() - 1 - self.rng.random_range(0..recent);
+        let person = self.active_person();
+        push_who(line, Who::Person(person));
+        line.extend_from_slice(b",\"occasion\":\"o");
+        push_u64(line, occasion as u64);
+        line.push(b'"');
+    }
+
+    fn cause(&mut self, line: &mut Vec<u8>) {
+        let brand = self.popular_brand();
+        let amount = 25_000.0 * (1.0 * normal(&mut self.rng)).exp();
+        push_id(line, "brand", b'b', brand);
+        self.push_tags(line, &CAUSE_TAGS);
+        push_fixed(line, "amount", (amount * 100.0).round() as i64, 2);
+    }
+
+    fn consent(&mut self, line: &mut Vec<u8>) {
+        let person = self.rng.random_range(0..self.people);
+        let granted = self.rng.random::<f64>() < 0.85;
+        push_who(line, Who::Person(person));
+        push_bool(line, "granted", granted);
+    }
+
+    /// `"tags":[..]` with one or two distinct tags from `pool`.
+    fn push_tags(&mut self, line: &mut Vec<u8>, pool: &[&str]) {
+        let first = self.rng.random_range(0..pool.len());
+        line.extend_from_slice(b",\"tags\":[\"");
+        line.extend_from_slice(pool[first].as_bytes());
+        line.push(b'"');
+        if self.rng.random::<f64>() < 0.4 {
+            let second = (first + 1 + self.rng.random_range(0..pool.len() - 1)) % pool.len();
+            line.extend_from_slice(b",\"");
+            line.extend_from_slice(pool[second].as_bytes());
+            line.push(b'"');
+        }
+        line.push(b']');
+    }
+
+    /// RFC 3339 UTC with seconds; the date part is formatted once per day.
+    fn push_time(&mut self, line: &mut Vec<u8>, offset: i64) {
+        let secs = self.start_unix + offset;
+        let day = secs.div_euclid(86_400);
+        if day != self.cached_day {
+            let midnight = DateTime::from_timestamp(day * 86_400, 0)
+                .expect("checked in Generator::new: the whole span is representable");
+            self.date_prefix.clear();
+            write!(self.date_prefix, "{}T", midnight.format("%Y-%m-%d"))
+                .expect("writing to a Vec cannot fail");
+            self.cached_day = day;
+        }
+        line.extend_from_slice(&self.date_prefix);
+        let sod = secs.rem_euclid(86_400) as u64;
+        for (k, part) in [sod / 3600, sod / 60 % 60, sod % 60]
+            .into_iter()
+            .enumerate()
+        {
+            if k > 0 {
+                line.push(b':');
+            }
+            line.push(b'0' + (part / 10) as u8);
+            line.push(b'0' + (part % 10) as u8);
+        }
+        line.push(b'Z');
+    }
+}
+
+/// Walker's alias method (Vose's construction): O(1) draws from a fixed
+/// discrete distribution, from one 64-bit random word.
+struct AliasTable {
+    prob: Vec<f64>,
+    alias: Vec<u32>,
+}
+
+impl AliasTable {
+    fn new(weights: &[f64]) -> AliasTable {
+        let n = weights.len();
+        let total: f64 = weights.iter().sum();
+        let mut prob: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();
+        let mut alias: Vec<u32> = (0..n as u32).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| prob[i] < 1.0);
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            alias[s] = l as u32;
+            prob[l] -= 1.0 - prob[s];
+            if prob[l] < 1.0 {
+                large.pop();
+                small.push(l);
+            }
+        }
+        // Leftovers are 1 up to rounding.
+        for i in small.into_iter().chain(large) {
+            prob[i] = 1.0;
+        }
+        AliasTable { prob, alias }
+    }
+
+    /// High 32 bits pick the column, low 32 bits toss the coin.
+    fn sample(&self, h: u64) -> usize {
+        let column = (((h >> 32) * self.prob.len() as u64) >> 32) as usize;
+        if unit(h << 32) < self.prob[column] {
+            column
+        } else {
+            self.alias[column] as usize
+        }
+    }
+}
+
+/// A Fenwick tree of integer weights: draws proportional to weights that
+/// change as the stream goes (followers gained and lost), in O(log n).
+struct Fenwick {
+    tree: Vec<u64>,
+    total: u64,
+}
+
+impl Fenwick {
+    fn from_weights(weights: impl Iterator<Item = u64>) -> Fenwick {
+        let mut tree: Vec<u64> = std::iter::once(0).chain(weights).collect();
+        let n = tree.len() - 1;
+        for i in 1..=n {
+            let parent = i + (i & i.wrapping_neg());
+            if parent <= n {
+                tree[parent] += tree[i];
+            }
+        }
+        // The prefix sum up to n: the nodes on n's binary decomposition.
+        let mut total = 0;
+        let mut i = n;
+        while i > 0 {
+            total += tree[i];
+            i &= i - 1;
+        }
+        Fenwick { tree, total }
+    }
+
+    fn add(&mut self, index: usize, delta: i64) {
+        let n = self.tree.len() - 1;
+        let mut i = index + 1;
+        while i <= n {
+            self.tree[i] = self.tree[i].wrapping_add_signed(delta);
+            i += i & i.wrapping_neg();
+        }
+        self.total = self.total.wrapping_add_signed(delta);
+    }
+
+    fn sample(&self, rng: &mut ChaCha8Rng) -> usize {
+        let mut r = rng.random_range(0..self.total);
+        let n = self.tree.len() - 1;
+        let mut pos = 0;
+        let mut step = if n == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        while step > 0 {
+            if pos + step <= n && self.tree[pos + step] <= r {
+                pos += step;
+                r -= self.tree[pos];
+            }
+            step >>= 1;
+        }
+        pos
+    }
+}
+
+fn cumulative(mix: &[(EventKind, u32)]) -> Vec<(EventKind, u32)> {
+    let mut sum = 0;
+    mix.iter()
+        .map(|&(kind, weight)| {
+            sum += weight;
+            (kind, sum)
+        })
+        .collect()
+}
+
+/// Index of the bucket holding `r` in cumulative order of `weights`.
+fn weighted_index(weights: &[u32], mut r: u32) -> usize {
+    for (i, &w) in weights.iter().enumerate() {
+        if r < w {
+            return i;
+        }
+        r -= w;
+    }
+    weights.len() - 1
+}
+
+/// A random permutation of 0..n (Fisher–Yates), for ranks that carry no
+/// relation to ids.
+fn shuffled(rng: &mut ChaCha8Rng, n: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n).collect();
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Pareto(x_m, alpha) by inversion.
+fn pareto(rng: &mut ChaCha8Rng, scale: f64, alpha: f64) -> f64 {
+    let u = 1.0 - rng.random::<f64>();
+    scale * u.powf(-1.0 / alpha)
+}
+
+/// A standard normal draw (Box–Muller, one of the pair).
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1 = 1.0 - rng.random::<f64>();
+    let u2 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// SplitMix64 finaliser over three words: stable per-entity traits (home
+/// brands, attitudes, price levels) without storing them.
+fn mix64(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a
+        .wrapping_add(b.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(c.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The high 53 bits of `h` as a float in [0, 1).
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+fn who_key(who: Who) -> u64 {
+    match who {
+        Who::Person(p) => u64::from(p),
+        Who::Influencer(i) => 1 << 40 | u64::from(i),
+    }
+}
+
+fn push_u64(line: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    line.extend_from_slice(&digits[i..]);
+}
+
+fn push_key(line: &mut Vec<u8>, name: &str) {
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(name.as_bytes());
+    line.extend_from_slice(b"\":");
+}
+
+fn push_uint(line: &mut Vec<u8>, name: &str, value: u64) {
+    push_key(line, name);
+    push_u64(line, value);
+}
+
+fn push_bool(line: &mut Vec<u8>, name: &str, value: bool) {
+    push_key(line, name);
+    line.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
+/// Only for strings that need no JSON escaping (our constants).
+fn push_str(line: &mut Vec<u8>, name: &str, value: &str) {
+    push_key(line, name);
+    line.push(b'"');
+    line.extend_from_slice(value.as_bytes());
+    line.push(b'"');
+}
+
+fn push_id(line: &mut Vec<u8>, name: &str, prefix: u8, n: u32) {
+    push_key(line, name);
+    line.push(b'"');
+    line.push(prefix);
+    push_u64(line, u64::from(n));
+    line.push(b'"');
+}
+
+fn push_who(line: &mut Vec<u8>, who: Who) {
+    match who {
+        Who::Person(p) => push_id(line, "person", b'p', p),
+        Who::Influencer(i) => push_id(line, "person", b'i', i),
+    }
+}
+
+fn push_target(line: &mut Vec<u8>, target: u32) {
+    let prefix = match target >> 30 {
+        TARGET_INFLUENCER => b'i',
+        TARGET_PERSON => b'p',
+        _ => b'b',
+    };
+    push_id(line, "target", prefix, target & MAX_POPULATION);
+}
+
+/// A decimal with exactly `decimals` digits from an integer scaled by
+/// 10^decimals: exact, and no float formatting on the hot path.
+fn push_fixed(line: &mut Vec<u8>, name: &str, scaled: i64, decimals: u32) {
+    push_key(line, name);
+    if scaled < 0 {
+        line.push(b'-');
+    }
+    let magnitude = scaled.unsigned_abs();
+    let unit = 10u64.pow(decimals);
+    push_u64(line, magnitude / unit);
+    line.push(b'.');
+    let mut frac = magnitude % unit;
+    let mut digits = [b'0'; 8];
+    for d in (0..decimals as usize).rev() {
+        digits[d] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    line.extend_from_slice(&digits[..decimals as usize]);
+}
+
+fn push_text(line: &mut Vec<u8>, (before, after): (&str, &str), brand: u32) {
+    push_key(line, "text");
+    line.push(b'"');
+    line.extend_from_slice(before.as_bytes());
+    line.push(b'b');
+    push_u64(line, u64::from(brand));
+    line.extend_from_slice(after.as_bytes());
+    line.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fenwick_draws_follow_changing_weights() {
+        let mut tree = Fenwick::from_weights([1u64, 0, 3, 0, 4].into_iter());
+        assert_eq!(tree.total, 8);
+        tree.add(4, -4);
+        tree.add(1, 2);
+        // Weights are now [1, 2, 3, 0, 0]: draws land in proportion, never on 3 or 4.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut counts = [0u32; 5];
+        for _ in 0..6_000 {
+            counts[tree.sample(&mut rng)] += 1;
+        }
+        assert_eq!(counts[3] + counts[4], 0, "{counts:?}");
+        assert!((800..1_200).contains(&counts[0]), "{counts:?}");
+        assert!((2_700..3_300).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn alias_table_draws_in_proportion() {
+        let table = AliasTable::new(&[1.0, 0.0, 2.0, 1.0]);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut counts = [0u32; 4];
+        for _ in 0..8_000 {
+            counts[table.sample(rng.next_u64())] += 1;
+        }
+        assert_eq!(counts[1], 0, "{counts:?}");
+        assert!((3_700..4_300).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn fixed_decimals_are_exact() {
+        let mut line = Vec::new();
+        push_fixed(&mut line, "s", -5, 3);
+        push_fixed(&mut line, "a", 123_456, 2);
+        push_fixed(&mut line, "t", 1_000, 3);
+        assert_eq!(line, br#","s":-0.005,"a":1234.56,"t":1.000"#);
+    }
+}
