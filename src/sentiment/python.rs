@@ -98,10 +98,10 @@ pub(super) fn py_round(x: f64, ndigits: usize) -> f64 {
         return x;
     }
     let mut buf = StackString::default();
-    if write!(buf, "{x:.ndigits$}").is_ok() {
-        if let Ok(rounded) = buf.as_str().parse() {
-            return rounded;
-        }
+    if write!(buf, "{x:.ndigits$}").is_ok()
+        && let Ok(rounded) = buf.as_str().parse()
+    {
+        return rounded;
     }
     // Only reachable for magnitudes beyond the buffer (|x| > 1e300 or so).
     format!("{x:.ndigits$}").parse().unwrap_or(x)

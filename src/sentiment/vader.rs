@@ -218,11 +218,7 @@ fn least_check(mut valence: f64, w: &SentiText, i: usize) -> f64 {
 /// `_negation_check` for the token `start_i + 1` places before `i`.
 fn negation_check(mut valence: f64, w: &SentiText, start_i: usize, i: usize) -> f64 {
     match start_i {
-        0 => {
-            if negated(w.lower(i - 1)) {
-                valence *= N_SCALAR;
-            }
-        }
+        0 if negated(w.lower(i - 1)) => valence *= N_SCALAR,
         1 => {
             if w.lower(i - 2) == "never" && matches!(w.lower(i - 1), "so" | "this") {
                 valence *= 1.25;
@@ -268,15 +264,15 @@ fn special_idioms_check(mut valence: f64, w: &SentiText, i: usize) -> f64 {
     }
 
     let n = w.len();
-    if n - 1 > i {
-        if let Some(v) = special_case(&w.lower_range::<2>(i)) {
-            valence = v;
-        }
+    if n - 1 > i
+        && let Some(v) = special_case(&w.lower_range::<2>(i))
+    {
+        valence = v;
     }
-    if n - 1 > i + 1 {
-        if let Some(v) = special_case(&w.lower_range::<3>(i)) {
-            valence = v;
-        }
+    if n - 1 > i + 1
+        && let Some(v) = special_case(&w.lower_range::<3>(i))
+    {
+        valence = v;
     }
 
     let n_grams: [&[&str]; 3] = [&threetwoone, &threetwo, &twoone];
