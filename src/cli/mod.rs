@@ -5,6 +5,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod sentiment;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fusion",
@@ -17,8 +19,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Score lines of text on stdin with VADER: compound pos neu neg per line
+    Sentiment(sentiment::SentimentArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Sentiment(args) => sentiment::run(args),
+    }
 }

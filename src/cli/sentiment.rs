@@ -1,0 +1,107 @@
+//! `fusion sentiment`: VADER scores for lines of text on stdin, one TSV line
+//! `compound pos neu neg` out per line in (API.md). Only IO and formatting
+//! here; the scoring is `crate::sentiment`.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+
+use anyhow::Context;
+
+use crate::sentiment::{SentimentScores, polarity_scores};
+
+/// Reads stdin line by line and prints `compound<TAB>pos<TAB>neu<TAB>neg` for
+/// each line, in order, numbers as Python prints the reference's rounded
+/// floats (e.g. `0.3089`, `1.0`, `0.0`).
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Lines end at \\n (a \\r before it is dropped). \
+Bytes that are not valid UTF-8 are decoded lossily: each invalid sequence \
+becomes U+FFFD, which VADER scores as neutral, so every input line still \
+gives exactly one output line.")]
+pub struct SentimentArgs {}
+
+pub fn run(_args: SentimentArgs) -> anyhow::Result<()> {
+    let stdin = io::stdin().lock();
+    let stdout = io::stdout().lock();
+    match score_lines(BufReader::with_capacity(1 << 16, stdin), stdout) {
+        // `fusion sentiment | head` closing the pipe early is not a failure.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("failed to score stdin to stdout"),
+    }
+}
+
+/// The loop of `run`, over any reader and writer.
+fn score_lines(mut input: impl BufRead, output: impl Write) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, output);
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let scores = polarity_scores(&String::from_utf8_lossy(line));
+        write_scores(&mut out, &scores)?;
+    }
+    out.flush()
+}
+
+fn write_scores(out: &mut impl Write, s: &SentimentScores) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}",
+        PyFloat(s.compound),
+        PyFloat(s.pos),
+        PyFloat(s.neu),
+        PyFloat(s.neg)
+    )
+}
+
+/// Python's `repr` of a float in [-1, 1] rounded to at most 4 decimals: Rust's
+/// shortest round-trip `Display` plus ".0" when that has no fraction. (Python
+/// switches to exponents below 1e-4, which such values never reach except 0.)
+struct PyFloat(f64);
+
+impl std::fmt::Display for PyFloat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = self.0;
+        if x.is_finite() && x.fract() == 0.0 {
+            write!(f, "{x}.0")
+        } else {
+            write!(f, "{x}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_on(input: &[u8]) -> String {
+        let mut out = Vec::new();
+        score_lines(input, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn one_line_out_per_line_in_formatted_like_python() {
+        assert_eq!(
+            run_on(b"There were no problems at all.\r\n\nNot bad at all"),
+            "0.3089\t0.311\t0.689\t0.0\n0.0\t0.0\t0.0\t0.0\n0.431\t0.487\t0.513\t0.0\n"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_decoded_lossily() {
+        let out = run_on(b"good\n\xff\xfe bad\n");
+        assert_eq!(out.lines().count(), 2);
+    }
+
+    #[test]
+    fn py_float_matches_python_repr() {
+        assert_eq!(PyFloat(1.0).to_string(), "1.0");
+        assert_eq!(PyFloat(-0.0).to_string(), "-0.0");
+        assert_eq!(PyFloat(0.0).to_string(), "0.0");
+        assert_eq!(PyFloat(-0.5994).to_string(), "-0.5994");
+        assert_eq!(PyFloat(0.1).to_string(), "0.1");
+    }
+}
