@@ -3,7 +3,7 @@
 //! `BOOSTER_DICT`, `SPECIAL_CASES`, the empirically derived increments). Pure
 //! data and lookups; the rules that use them live in `vader.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use super::python::py_strip;
@@ -225,13 +225,32 @@ const SPECIAL_CASES: &[(&str, f64)] = &[
     ("beating heart", 3.5),
 ];
 
+static NEGATE_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| NEGATE.iter().copied().collect());
+
 static SINGLE_WORD_BOOSTERS: LazyLock<HashMap<&'static str, f64>> = LazyLock::new(|| {
     BOOSTER_DICT
         .iter()
-        .filter(|(word, _)| !word.contains(' '))
+        .filter(|(key, _)| !key.contains(' '))
         .copied()
         .collect()
 });
+
+/// A table's keys split into words, so a lookup compares token slices instead
+/// of joining tokens into a string. Equivalent because tokens never contain
+/// whitespace (they come from `str.split()`).
+type Phrases = Vec<(Vec<&'static str>, f64)>;
+
+fn split_keys(table: &'static [(&'static str, f64)], min_words: usize) -> Phrases {
+    table
+        .iter()
+        .map(|&(key, value)| (key.split(' ').collect::<Vec<_>>(), value))
+        .filter(|(words, _)| words.len() >= min_words)
+        .collect()
+}
+
+static BOOSTER_PHRASES: LazyLock<Phrases> = LazyLock::new(|| split_keys(BOOSTER_DICT, 2));
+static SPECIAL_CASE_PHRASES: LazyLock<Phrases> = LazyLock::new(|| split_keys(SPECIAL_CASES, 1));
 
 /// `self.lexicon[word]` for a lowercased token.
 pub(super) fn valence(lower: &str) -> Option<f64> {
@@ -254,27 +273,24 @@ pub(super) fn booster(lower: &str) -> Option<f64> {
 
 /// `BOOSTER_DICT[" ".join(words)]` for two or more tokens.
 pub(super) fn booster_phrase(words: &[&str]) -> Option<f64> {
-    phrase_lookup(BOOSTER_DICT, words)
+    phrase_lookup(&BOOSTER_PHRASES, words)
 }
 
 /// `SPECIAL_CASES[" ".join(words)]`.
 pub(super) fn special_case(words: &[&str]) -> Option<f64> {
-    phrase_lookup(SPECIAL_CASES, words)
+    phrase_lookup(&SPECIAL_CASE_PHRASES, words)
 }
 
 /// `word in NEGATE or "n't" in word`: `negated([word])` as `_negation_check`
 /// calls it, on one lowercased token.
 pub(super) fn negated(lower: &str) -> bool {
-    NEGATE.contains(&lower) || lower.contains("n't")
+    NEGATE_SET.contains(lower) || lower.contains("n't")
 }
 
-/// Compares a key against tokens word by word, which equals comparing it with
-/// the tokens joined by spaces because tokens never contain whitespace (they
-/// come from `str.split()`), without building the joined string.
-fn phrase_lookup(table: &[(&str, f64)], words: &[&str]) -> Option<f64> {
-    table
+fn phrase_lookup(phrases: &Phrases, words: &[&str]) -> Option<f64> {
+    phrases
         .iter()
-        .find(|(key, _)| key.split(' ').eq(words.iter().copied()))
+        .find(|(key, _)| key.as_slice() == words)
         .map(|&(_, value)| value)
 }
 

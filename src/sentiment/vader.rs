@@ -302,14 +302,20 @@ fn but_check(w: &SentiText, sentiments: &mut [f64]) {
     let Some(bi) = (0..w.len()).find(|&i| w.lower(i) == "but") else {
         return;
     };
-    // Python's `==` makes 0 (int), 0.0 and -0.0 one value.
-    let key = |v: f64| if v == 0.0 { 0u64 } else { v.to_bits() };
+    // Zeros (Python's 0, 0.0 and -0.0 are all equal) stay zero when scaled,
+    // so they are left out; other values are keyed by their bits.
+    let key = f64::to_bits;
     let mut positions: HashMap<u64, BTreeSet<usize>> = HashMap::new();
     for (i, &v) in sentiments.iter().enumerate() {
-        positions.entry(key(v)).or_default().insert(i);
+        if v != 0.0 {
+            positions.entry(key(v)).or_default().insert(i);
+        }
     }
     for k in 0..sentiments.len() {
         let sentiment = sentiments[k];
+        if sentiment == 0.0 {
+            continue;
+        }
         let Some(&si) = positions.get(&key(sentiment)).and_then(|set| set.first()) else {
             continue;
         };
