@@ -1,1 +1,4 @@
-mod x {}
+//! The one integration-test binary (STYLE.md): each module tests one part of
+//! Fusion through its public boundary.
+
+mod sentiment;
