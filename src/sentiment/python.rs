@@ -93,7 +93,29 @@ pub(super) fn py_lower(s: &str) -> Cow<'_, str> {
 /// binary value to `ndigits` decimals with `_Py_dg_dtoa` (ties to even) and reads
 /// the result back; Rust's `{:.N}` formatting is likewise exact with ties to
 /// even, so format-and-parse gives the same double, including `-0.0`.
+///
+/// Fast path: when the product `x * 10^n` is exact (no rounding error, as
+/// `mul_add` tells) or clearly not near a half, rounding it gives the exact
+/// decimal rounding `k`, and `k / 10^n` (both exact doubles, one correctly
+/// rounded division) is the double that parsing "k/10^n" gives.
 pub(super) fn py_round(x: f64, ndigits: usize) -> f64 {
+    const POW10: [f64; 5] = [1.0, 10.0, 100.0, 1000.0, 10000.0];
+    if let Some(&scale) = POW10.get(ndigits) {
+        let scaled = x * scale;
+        let exact = x.mul_add(scale, -scaled) == 0.0;
+        // The product's error is below 1e-12 for |scaled| < 1e3, far inside
+        // this margin; larger values take the exact path.
+        let clear = ((scaled - scaled.floor()) - 0.5).abs() > 1e-6;
+        if scaled.abs() < 1e3 && (exact || clear) {
+            let k = scaled.round_ties_even();
+            // k == 0 keeps x's sign, as Python's round(-0.0001, 3) == -0.0.
+            return if k == 0.0 {
+                0.0f64.copysign(x)
+            } else {
+                k / scale
+            };
+        }
+    }
     if !x.is_finite() {
         return x;
     }
@@ -103,12 +125,11 @@ pub(super) fn py_round(x: f64, ndigits: usize) -> f64 {
     {
         return rounded;
     }
-    // Only reachable for magnitudes beyond the buffer (|x| > 1e300 or so).
+    // Only reachable for magnitudes beyond the buffer (|x| > 1e40 or so).
     format!("{x:.ndigits$}").parse().unwrap_or(x)
 }
 
-/// A fixed buffer so rounding does not allocate; VADER's values are in
-/// [-1, 1] and need a dozen bytes.
+/// A fixed buffer so exact rounding does not allocate.
 struct StackString {
     bytes: [u8; 64],
     len: usize,
@@ -208,5 +229,29 @@ mod tests {
         assert_eq!(py_round(0.00025, 4), 0.0003);
         assert!(py_round(-0.0001, 3).is_sign_negative());
         assert_eq!(py_round(1e305, 3), 1e305);
+        assert!(py_round(f64::NAN, 3).is_nan());
+    }
+
+    #[test]
+    fn fast_round_agrees_with_exact_round() {
+        // Every value the fast path can meet in [-1, 1] on a fine grid plus
+        // near-tie neighbours, against the format-and-parse definition.
+        let exact = |x: f64, n: usize| -> f64 { format!("{x:.n$}").parse().unwrap() };
+        for i in -50_000..=50_000 {
+            let base = f64::from(i) / 50_000.0;
+            let near_ties = [base + 5e-5, base - 5e-5, base + 5e-4, base + 5.000001e-4];
+            for x in [base, base / 16.0, base / 64.0]
+                .into_iter()
+                .chain(near_ties)
+            {
+                for n in [3, 4] {
+                    let (fast, slow) = (py_round(x, n), exact(x, n));
+                    assert!(
+                        fast == slow && fast.is_sign_negative() == slow.is_sign_negative(),
+                        "round({x:e}, {n}): {fast} vs {slow}"
+                    );
+                }
+            }
+        }
     }
 }

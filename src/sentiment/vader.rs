@@ -27,10 +27,10 @@ pub(super) fn polarity_scores(text: &str) -> SentimentScores {
 
     let mut sentiments = Vec::with_capacity(n);
     for i in 0..n {
-        let lower = words.lower(i);
         // Boosters and "kind of" carry no valence of their own: they modify
         // the word they precede (see `scalar_inc_dec`).
-        if booster(lower).is_some() || (i + 1 < n && lower == "kind" && words.lower(i + 1) == "of")
+        if words.tokens[i].booster.is_some()
+            || (i + 1 < n && words.lower(i) == "kind" && words.lower(i + 1) == "of")
         {
             sentiments.push(0.0);
             continue;
@@ -67,25 +67,41 @@ fn replace_emojis(text: &str) -> Cow<'_, str> {
 }
 
 /// `SentiText`: the tokens (`words_and_emoticons`) with what the rules ask of
-/// them, computed once: the lowercased form, the lexicon valence of that form,
-/// and `is_cap_diff`.
+/// them, computed once per token instead of per use.
 struct SentiText<'a> {
-    tokens: Vec<&'a str>,
-    lower: Vec<Cow<'a, str>>,
-    lexicon: Vec<Option<f64>>,
+    tokens: Vec<Token<'a>>,
     is_cap_diff: bool,
+}
+
+/// One token (split and stripped) as the rules see it.
+struct Token<'a> {
+    /// `token.lower()`.
+    lower: Cow<'a, str>,
+    /// `self.lexicon.get(lower)`.
+    valence: Option<f64>,
+    /// `BOOSTER_DICT.get(lower)`.
+    booster: Option<f64>,
+    /// `token.isupper()`.
+    upper: bool,
 }
 
 impl<'a> SentiText<'a> {
     fn new(text: &'a str) -> Self {
-        let tokens: Vec<&str> = py_split(text).map(strip_punc_if_word).collect();
-        let lower: Vec<Cow<str>> = tokens.iter().map(|t| py_lower(t)).collect();
-        let lexicon = lower.iter().map(|w| valence(w)).collect();
+        let tokens: Vec<Token> = py_split(text)
+            .map(|token| {
+                let text = strip_punc_if_word(token);
+                let lower = py_lower(text);
+                Token {
+                    valence: valence(&lower),
+                    booster: booster(&lower),
+                    upper: is_upper(text),
+                    lower,
+                }
+            })
+            .collect();
         let is_cap_diff = allcap_differential(&tokens);
         Self {
             tokens,
-            lower,
-            lexicon,
             is_cap_diff,
         }
     }
@@ -95,12 +111,12 @@ impl<'a> SentiText<'a> {
     }
 
     fn lower(&self, i: usize) -> &str {
-        &self.lower[i]
+        &self.tokens[i].lower
     }
 
     /// `words_and_emoticons[i].lower() in self.lexicon`.
     fn in_lexicon(&self, i: usize) -> bool {
-        self.lexicon[i].is_some()
+        self.tokens[i].valence.is_some()
     }
 
     /// The `N` lowercased tokens starting at `from`, for phrase lookups.
@@ -123,22 +139,22 @@ fn strip_punc_if_word(token: &str) -> &str {
 }
 
 /// `allcap_differential`: some, but not all, tokens are ALL CAPS.
-fn allcap_differential(tokens: &[&str]) -> bool {
-    let allcap_words = tokens.iter().filter(|t| is_upper(t)).count();
+fn allcap_differential(tokens: &[Token]) -> bool {
+    let allcap_words = tokens.iter().filter(|t| t.upper).count();
     let cap_differential = tokens.len() - allcap_words;
     0 < cap_differential && cap_differential < tokens.len()
 }
 
 /// `scalar_inc_dec`: the boost a preceding booster/dampener gives, signed like
 /// the valence, plus the ALL-CAPS increment when the booster is shouted.
-fn scalar_inc_dec(token: &str, lower: &str, valence: f64, is_cap_diff: bool) -> f64 {
-    let Some(mut scalar) = booster(lower) else {
+fn scalar_inc_dec(token: &Token, valence: f64, is_cap_diff: bool) -> f64 {
+    let Some(mut scalar) = token.booster else {
         return 0.0;
     };
     if valence < 0.0 {
         scalar *= -1.0;
     }
-    if is_upper(token) && is_cap_diff {
+    if token.upper && is_cap_diff {
         if valence > 0.0 {
             scalar += C_INCR;
         } else {
@@ -150,7 +166,7 @@ fn scalar_inc_dec(token: &str, lower: &str, valence: f64, is_cap_diff: bool) -> 
 
 /// `SentimentIntensityAnalyzer.sentiment_valence` for token `i`.
 fn sentiment_valence(w: &SentiText, i: usize) -> f64 {
-    let Some(lexicon_valence) = w.lexicon[i] else {
+    let Some(lexicon_valence) = w.tokens[i].valence else {
         return 0.0;
     };
     let n = w.len();
@@ -171,7 +187,7 @@ fn sentiment_valence(w: &SentiText, i: usize) -> f64 {
 
     // A shouted word among mixed case. Note `else` also catches valence 0
     // (a "no" zeroed above), as in the reference.
-    if is_upper(w.tokens[i]) && w.is_cap_diff {
+    if w.tokens[i].upper && w.is_cap_diff {
         if valence > 0.0 {
             valence += C_INCR;
         } else {
@@ -183,8 +199,8 @@ fn sentiment_valence(w: &SentiText, i: usize) -> f64 {
         // Boosters up to three tokens back, dampened with distance; only
         // tokens that are not lexicon words themselves count.
         if i > start_i && !w.in_lexicon(i - (start_i + 1)) {
-            let j = i - (start_i + 1);
-            let mut s = scalar_inc_dec(w.tokens[j], w.lower(j), valence, w.is_cap_diff);
+            let preceding = &w.tokens[i - (start_i + 1)];
+            let mut s = scalar_inc_dec(preceding, valence, w.is_cap_diff);
             if start_i == 1 && s != 0.0 {
                 s *= 0.95;
             }
