@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Throughput of `fusion sentiment` against the reference Python package
 # (vaderSentiment 3.3.2) on the same input in the same run: the golden
-# sentences repeated to about LINES lines (default 100000). Prints sentences/s
-# for both, the ratio, and whether the two outputs are identical.
+# sentences repeated to LINES lines (default 100000). Prints sentences/s for
+# both (wall clock and CPU time), the ratios, and whether the two outputs are
+# identical.
 #
 #   benches/sentiment.sh [LINES]
 #
@@ -48,22 +49,23 @@ for line in sys.stdin.buffer.read().decode("utf-8", "replace").split("\n")[:-1]:
 sys.stdout.write("".join(out))
 EOF
 
+# Wall and CPU (user + system) seconds of a command, "wall cpu"; CPU time is
+# the steadier figure on a shared machine.
 seconds() {
-    local start end
-    start=$(date +%s.%N)
-    "$@"
-    end=$(date +%s.%N)
-    awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
+    local TIMEFORMAT='%R %U %S'
+    { time "$@" >/dev/null; } 2>&1 | awk '{ print $1, $2 + $3 }'
 }
 
-rust_s=$(seconds sh -c "target/release/fusion sentiment <'$out/input.txt' >'$out/rust.tsv'")
-python_s=$(seconds sh -c "python3 '$out/reference.py' <'$out/input.txt' >'$out/python.tsv'")
+read -r rust_wall rust_cpu < <(seconds sh -c "target/release/fusion sentiment <'$out/input.txt' >'$out/rust.tsv'")
+read -r python_wall python_cpu < <(seconds sh -c "python3 '$out/reference.py' <'$out/input.txt' >'$out/python.tsv'")
 
 if cmp -s "$out/rust.tsv" "$out/python.tsv"; then same=yes; else same=NO; fi
-awk -v n="$n" -v r="$rust_s" -v p="$python_s" -v same="$same" 'BEGIN {
+awk -v n="$n" -v rw="$rust_wall" -v rc="$rust_cpu" -v pw="$python_wall" -v pc="$python_cpu" \
+    -v same="$same" 'BEGIN {
     printf "lines: %d\n", n
-    printf "fusion sentiment (release): %8.3f s  %12.0f sentences/s\n", r, n / r
-    printf "vaderSentiment 3.3.2:       %8.3f s  %12.0f sentences/s\n", p, n / p
-    printf "ratio (fusion / python):    %8.1fx\n", p / r
+    printf "%-28s %8s %14s %8s %14s\n", "", "wall s", "sentences/s", "cpu s", "sentences/s"
+    printf "%-28s %8.3f %14.0f %8.3f %14.0f\n", "fusion sentiment (release)", rw, n / rw, rc, n / rc
+    printf "%-28s %8.3f %14.0f %8.3f %14.0f\n", "vaderSentiment 3.3.2", pw, n / pw, pc, n / pc
+    printf "ratio (python / fusion): %.1fx wall, %.1fx cpu\n", pw / rw, pc / rc
     printf "outputs identical: %s\n", same
 }'

@@ -103,10 +103,10 @@ pub(super) fn py_round(x: f64, ndigits: usize) -> f64 {
     if let Some(&scale) = POW10.get(ndigits) {
         let scaled = x * scale;
         let exact = x.mul_add(scale, -scaled) == 0.0;
-        // The product's error is below 1e-12 for |scaled| < 1e3, far inside
+        // The product's error is below 1e-10 for |scaled| < 1e6, far inside
         // this margin; larger values take the exact path.
         let clear = ((scaled - scaled.floor()) - 0.5).abs() > 1e-6;
-        if scaled.abs() < 1e3 && (exact || clear) {
+        if scaled.abs() < 1e6 && (exact || clear) {
             let k = scaled.round_ties_even();
             // k == 0 keeps x's sign, as Python's round(-0.0001, 3) == -0.0.
             return if k == 0.0 {
