@@ -2,6 +2,10 @@
 //! results depend on (`str.split()`, `str.strip()`, `str.strip(string.punctuation)`,
 //! `str.isupper()`, `str.lower()`, `round(x, n)`), reproduced so that the port
 //! tokenises and rounds exactly like the reference. No VADER rules here.
+//!
+//! Known limit: case and whitespace come from Rust's Unicode tables (17.0 for
+//! Rust 1.95), Python 3.11's from Unicode 14.0, so the two can disagree on
+//! letters cased only in the newer versions (e.g. the Garay script).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
