@@ -18,6 +18,7 @@ pub mod generate;
 pub mod ingest;
 pub mod rescore;
 pub mod score;
+pub mod sentiment;
 pub mod serve;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,8 @@ pub enum Command {
     Rescore(rescore::RescoreArgs),
     /// Write a synthetic, reproducible event stream as NDJSON on stdout
     Generate(generate::GenerateArgs),
+    /// Score lines of text on stdin with VADER: compound pos neu neg per line
+    Sentiment(sentiment::SentimentArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Rescore(args) => rescore::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Sentiment(args) => sentiment::run(args),
     }
 }
 

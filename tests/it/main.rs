@@ -3,5 +3,6 @@
 mod determinism;
 mod generate;
 mod http;
+mod sentiment;
 mod story;
 mod support;
