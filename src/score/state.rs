@@ -9,7 +9,7 @@
 //! Appending events later than everything seen is the common case and costs
 //! only those events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -76,8 +76,6 @@ pub struct ScoreState {
     positions: HashMap<EventId, u32>,
     /// Impulses by the person whose relationship they move, in event order.
     pub(crate) impulses: HashMap<EntityId, Vec<Impulse>>,
-    /// Every (person, brand) with a direct impulse.
-    pub(crate) direct: BTreeSet<(EntityId, EntityId)>,
     /// Event positions naming each entity, ascending.
     timeline: HashMap<EntityId, Vec<u32>>,
     audience: HashMap<EntityId, Vec<(DateTime<Utc>, u64)>>,
@@ -89,7 +87,7 @@ pub struct ScoreState {
     brand_stats: HashMap<EntityId, BrandStats>,
     /// Entities seen only as follow targets so far: taken for people until
     /// an event names them in a role that fixes their kind (a brand).
-    provisional: BTreeSet<EntityId>,
+    provisional: HashSet<EntityId>,
 }
 
 /// Why an event cannot be applied (it names an entity in a role its kind
@@ -109,7 +107,6 @@ impl ScoreState {
             events: Vec::new(),
             positions: HashMap::new(),
             impulses: HashMap::new(),
-            direct: BTreeSet::new(),
             timeline: HashMap::new(),
             audience: HashMap::new(),
             occasions: HashMap::new(),
@@ -118,7 +115,7 @@ impl ScoreState {
             consent: HashMap::new(),
             interests: HashMap::new(),
             brand_stats: HashMap::new(),
-            provisional: BTreeSet::new(),
+            provisional: HashSet::new(),
         }
     }
 
@@ -401,17 +398,19 @@ impl ScoreState {
         if amount == 0.0 || !amount.is_finite() {
             return;
         }
-        self.impulses
-            .entry(person.clone())
-            .or_default()
-            .push(Impulse {
-                brand: brand.clone(),
-                event,
-                time,
-                component,
-                amount,
-            });
-        self.direct.insert((person.clone(), brand.clone()));
+        let impulse = Impulse {
+            brand: brand.clone(),
+            event,
+            time,
+            component,
+            amount,
+        };
+        match self.impulses.get_mut(person) {
+            Some(list) => list.push(impulse),
+            None => {
+                self.impulses.insert(person.clone(), vec![impulse]);
+            }
+        }
     }
 
     /// Folds one event, later than or equal to every event folded so far.
@@ -423,13 +422,19 @@ impl ScoreState {
                 if self.graph.kind(id).is_none() && !self.registrations.contains_key(id) {
                     self.provisional.insert(id.clone());
                 }
-            } else {
+            } else if !self.provisional.is_empty() {
                 self.provisional.remove(id);
             }
             self.graph.ensure(id, role_kind(role));
-            let tl = self.timeline.entry(id.clone()).or_default();
-            if tl.last() != Some(&pos) {
-                tl.push(pos);
+            match self.timeline.get_mut(id) {
+                Some(tl) => {
+                    if tl.last() != Some(&pos) {
+                        tl.push(pos);
+                    }
+                }
+                None => {
+                    self.timeline.insert(id.clone(), vec![pos]);
+                }
             }
         }
         let imp = self.model.impulse;
