@@ -7,7 +7,7 @@
 //! arrival order; every query here returns results sorted by id so that
 //! scores never depend on arrival order.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, Utc};
 use petgraph::Direction;
@@ -57,8 +57,8 @@ struct Node {
 #[derive(Debug, Clone, Default)]
 pub struct RelationGraph {
     graph: DiGraph<Node, (EdgeKind, History)>,
-    index: HashMap<EntityId, NodeIndex>,
-    edges: HashMap<(NodeIndex, NodeIndex, EdgeKind), EdgeIndex>,
+    index: FxHashMap<EntityId, NodeIndex>,
+    edges: FxHashMap<(NodeIndex, NodeIndex, EdgeKind), EdgeIndex>,
 }
 
 impl RelationGraph {

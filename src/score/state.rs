@@ -9,7 +9,9 @@
 //! Appending events later than everything seen is the common case and costs
 //! only those events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -42,6 +44,8 @@ struct OccasionInfo {
     time: DateTime<Utc>,
     /// (person, is performer), in the order they joined.
     participants: Vec<(EntityId, bool)>,
+    /// The same, for membership tests.
+    joined: FxHashSet<(EntityId, bool)>,
 }
 
 /// Service and sales figures of a brand, for its summary (seed 003's KPIs).
@@ -73,21 +77,21 @@ pub struct ScoreState {
     registrations: BTreeMap<EntityId, Entity>,
     /// Processed events in canonical order.
     events: Vec<Event>,
-    positions: HashMap<EventId, u32>,
+    positions: FxHashMap<EventId, u32>,
     /// Impulses by the person whose relationship they move, in event order.
-    pub(crate) impulses: HashMap<EntityId, Vec<Impulse>>,
+    pub(crate) impulses: FxHashMap<EntityId, Vec<Impulse>>,
     /// Event positions naming each entity, ascending.
-    timeline: HashMap<EntityId, Vec<u32>>,
-    audience: HashMap<EntityId, Vec<(DateTime<Utc>, u64)>>,
-    occasions: HashMap<EntityId, OccasionInfo>,
-    hosted: HashMap<EntityId, Vec<EntityId>>,
-    sales: HashMap<EntityId, Vec<f64>>,
-    consent: HashMap<EntityId, Vec<(DateTime<Utc>, bool)>>,
-    interests: HashMap<String, BTreeSet<EntityId>>,
-    brand_stats: HashMap<EntityId, BrandStats>,
+    timeline: FxHashMap<EntityId, Vec<u32>>,
+    audience: FxHashMap<EntityId, Vec<(DateTime<Utc>, u64)>>,
+    occasions: FxHashMap<EntityId, OccasionInfo>,
+    hosted: FxHashMap<EntityId, Vec<EntityId>>,
+    sales: FxHashMap<EntityId, Vec<f64>>,
+    consent: FxHashMap<EntityId, Vec<(DateTime<Utc>, bool)>>,
+    interests: FxHashMap<String, BTreeSet<EntityId>>,
+    brand_stats: FxHashMap<EntityId, BrandStats>,
     /// Entities seen only as follow targets so far: taken for people until
     /// an event names them in a role that fixes their kind (a brand).
-    provisional: HashSet<EntityId>,
+    provisional: FxHashSet<EntityId>,
 }
 
 /// Why an event cannot be applied (it names an entity in a role its kind
@@ -105,17 +109,17 @@ impl ScoreState {
             graph: RelationGraph::default(),
             registrations: BTreeMap::new(),
             events: Vec::new(),
-            positions: HashMap::new(),
-            impulses: HashMap::new(),
-            timeline: HashMap::new(),
-            audience: HashMap::new(),
-            occasions: HashMap::new(),
-            hosted: HashMap::new(),
-            sales: HashMap::new(),
-            consent: HashMap::new(),
-            interests: HashMap::new(),
-            brand_stats: HashMap::new(),
-            provisional: HashSet::new(),
+            positions: FxHashMap::default(),
+            impulses: FxHashMap::default(),
+            timeline: FxHashMap::default(),
+            audience: FxHashMap::default(),
+            occasions: FxHashMap::default(),
+            hosted: FxHashMap::default(),
+            sales: FxHashMap::default(),
+            consent: FxHashMap::default(),
+            interests: FxHashMap::default(),
+            brand_stats: FxHashMap::default(),
+            provisional: FxHashSet::default(),
         }
     }
 
@@ -631,6 +635,7 @@ impl ScoreState {
                         host: None,
                         time: t,
                         participants: Vec::new(),
+                        joined: FxHashSet::default(),
                     });
                 info.host = Some(brand.clone());
                 info.time = t;
@@ -641,7 +646,7 @@ impl ScoreState {
                     .map(|(p, _)| p.clone())
                     .collect();
                 for p in performers {
-                    if !info.participants.iter().any(|(q, perf)| q == p && *perf) {
+                    if info.joined.insert((p.clone(), true)) {
                         info.participants.push((p.clone(), true));
                     }
                 }
@@ -682,11 +687,9 @@ impl ScoreState {
                         host: None,
                         time: t,
                         participants: Vec::new(),
+                        joined: FxHashSet::default(),
                     });
-                let first = !info
-                    .participants
-                    .iter()
-                    .any(|(q, perf)| q == person && !perf);
+                let first = info.joined.insert((person.clone(), false));
                 if first {
                     info.participants.push((person.clone(), false));
                     if let Some(host) = info.host.clone() {
