@@ -5,6 +5,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod migrate;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fusion",
@@ -17,8 +19,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Apply the PostgreSQL migrations
+    Migrate(migrate::MigrateArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Migrate(args) => migrate::run(args),
+    }
 }
