@@ -1,1 +1,4 @@
-mod x {}
+//! The one integration-test binary: each module tests one boundary.
+
+mod pg;
+mod store;
