@@ -16,6 +16,7 @@ use crate::store::EmbeddedStore;
 
 pub mod generate;
 pub mod ingest;
+pub mod migrate;
 pub mod rescore;
 pub mod score;
 pub mod sentiment;
@@ -46,6 +47,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Score lines of text on stdin with VADER: compound pos neu neg per line
     Sentiment(sentiment::SentimentArgs),
+    /// Apply the PostgreSQL migrations
+    Migrate(migrate::MigrateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rescore(args) => rescore::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Sentiment(args) => sentiment::run(args),
+        Command::Migrate(args) => migrate::run(args),
     }
 }
 

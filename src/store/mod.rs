@@ -1,5 +1,6 @@
 //! The event log: the source of truth. `EventStore` is the one interface the
-//! engine writes to and replays from; `embedded` (redb) is the default backend.
+//! engine writes to and replays from; `embedded` (redb) is the default backend,
+//! `postgres` the production one (which also materialises scores for SQL readers).
 //!
 //! Contract every backend keeps (checked by one conformance suite):
 //! - `append` answers only after the events are durable (committed);
@@ -16,8 +17,10 @@ use std::future::Future;
 use crate::domain::{Entity, EntityId, Event};
 
 pub mod embedded;
+pub mod postgres;
 
 pub use embedded::EmbeddedStore;
+pub use postgres::PostgresStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +36,22 @@ impl StoreError {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         StoreError::Internal(err.to_string())
     }
+}
+
+/// One materialised relationship score, as written for SQL readers
+/// (`PostgresStore::write_scores`). Named here so the engine can build rows
+/// without knowing the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRow {
+    pub person: String,
+    pub brand: String,
+    /// The Fusion Score, 0 to 100.
+    pub score: f64,
+    /// The raw sum before the tanh mapping.
+    pub raw: f64,
+    /// sentiment, sales, service, engagement, influence, values.
+    pub components: [f64; 6],
+    pub as_of: chrono::DateTime<chrono::Utc>,
 }
 
 /// What `append` did with each event of the batch, in order.

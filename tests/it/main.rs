@@ -3,6 +3,8 @@
 mod determinism;
 mod generate;
 mod http;
+mod pg;
 mod sentiment;
+mod store;
 mod story;
 mod support;

@@ -1,0 +1,455 @@
+//! The storage conformance suite: every property of the `EventStore` contract
+//! (src/store/mod.rs) as one generic body, instantiated for each backend by
+//! `conformance!`. A backend passes only if it behaves like the other.
+
+use chrono::{DateTime, Duration, Utc};
+use fusion::domain::{
+    Entity, EntityId, EntityKind, Event, EventId, EventKind, Sentiment, SentimentSource,
+};
+use fusion::store::{EmbeddedStore, EventStore, PostgresStore};
+
+use crate::pg::TestDb;
+
+/// How a suite body gets a store, and the same store again after a restart.
+trait Backend: Sized {
+    type Store: EventStore + Clone;
+    async fn new() -> Self;
+    async fn open(&self) -> Self::Store;
+}
+
+struct Embedded(tempfile::TempDir);
+
+impl Backend for Embedded {
+    type Store = EmbeddedStore;
+    async fn new() -> Self {
+        Embedded(tempfile::tempdir().unwrap())
+    }
+    /// A dropped EmbeddedStore releases its file only when its writer thread
+    /// has noticed, shortly after; until then redb refuses a second open. So
+    /// a reopen polls, with a bound.
+    async fn open(&self) -> EmbeddedStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match EmbeddedStore::open(self.0.path()) {
+                Ok(store) => return store,
+                Err(e)
+                    if e.to_string().contains("already open")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                }
+                Err(e) => panic!("cannot reopen the embedded store: {e}"),
+            }
+        }
+    }
+}
+
+struct Postgres(TestDb);
+
+impl Backend for Postgres {
+    type Store = PostgresStore;
+    async fn new() -> Self {
+        Postgres(TestDb::new().await)
+    }
+    async fn open(&self) -> PostgresStore {
+        PostgresStore::connect(&self.0.url).await.unwrap()
+    }
+}
+
+macro_rules! conformance {
+    ($($property:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $property() {
+                    let backend = <super::Embedded as super::Backend>::new().await;
+                    super::$property(&backend).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $property() {
+                    let backend = <super::Postgres as super::Backend>::new().await;
+                    super::$property(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    append_reports_which_events_were_new,
+    a_duplicate_across_batches_changes_nothing,
+    within_a_batch_the_first_occurrence_wins,
+    scan_is_in_canonical_order_whatever_the_arrival_order,
+    events_come_back_exactly_as_they_went_in,
+    entities_are_registered_replaced_and_listed_by_id,
+    erase_removes_exactly_the_events_naming_the_entity,
+    a_reopened_store_has_everything_it_acknowledged,
+    concurrent_appends_land_exactly_once,
+    an_empty_append_is_answered,
+);
+
+// ---------------------------------------------------------------------------
+// Test data, built from the domain types directly.
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn ent(s: &str) -> EntityId {
+    EntityId::new(s).unwrap()
+}
+
+fn event(id: &str, secs: i64, kind: EventKind) -> Event {
+    Event {
+        id: EventId::new(id).unwrap(),
+        time: at(secs),
+        kind,
+        attributes: None,
+    }
+}
+
+pub fn purchase(id: &str, secs: i64, person: &str, brand: &str) -> Event {
+    event(
+        id,
+        secs,
+        EventKind::Purchase {
+            person: ent(person),
+            brand: ent(brand),
+            amount: 49.9,
+            currency: "EUR".into(),
+        },
+    )
+}
+
+fn post(id: &str, secs: i64, person: &str, brand: &str, sentiment: f64) -> Event {
+    event(
+        id,
+        secs,
+        EventKind::Post {
+            person: ent(person),
+            brand: ent(brand),
+            sentiment: Sentiment {
+                value: sentiment,
+                source: SentimentSource::Given,
+            },
+            text: Some("so good".into()),
+        },
+    )
+}
+
+fn follow(id: &str, secs: i64, person: &str, target: &str) -> Event {
+    event(
+        id,
+        secs,
+        EventKind::Follow {
+            person: ent(person),
+            target: ent(target),
+            strength: 1.0,
+        },
+    )
+}
+
+fn occasion(id: &str, secs: i64, occasion: &str, brand: &str, performers: &[&str]) -> Event {
+    event(
+        id,
+        secs,
+        EventKind::Occasion {
+            occasion: ent(occasion),
+            brand: ent(brand),
+            performers: performers.iter().map(|p| ent(p)).collect(),
+            tags: vec!["music".into()],
+        },
+    )
+}
+
+fn ids(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// The properties.
+
+async fn append_reports_which_events_were_new<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let first = store
+        .append(vec![
+            purchase("e1", 1, "ann", "knit"),
+            purchase("e2", 2, "bob", "knit"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(first.inserted, [true, true]);
+    assert_eq!((first.accepted(), first.duplicates()), (2, 0));
+    let second = store
+        .append(vec![
+            purchase("e3", 3, "ann", "knit"),
+            purchase("e1", 1, "ann", "knit"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(second.inserted, [true, false]);
+    assert_eq!(store.count().await.unwrap(), 3);
+}
+
+async fn a_duplicate_across_batches_changes_nothing<B: Backend>(b: &B) {
+    let store = b.open().await;
+    store
+        .append(vec![post("e1", 1, "ann", "knit", 0.8)])
+        .await
+        .unwrap();
+    // Same id, different content: still the same event, the first version stays.
+    let again = store
+        .append(vec![post("e1", 5, "ann", "knit", -0.9)])
+        .await
+        .unwrap();
+    assert_eq!(again.inserted, [false]);
+    assert_eq!(
+        store.scan().await.unwrap(),
+        [post("e1", 1, "ann", "knit", 0.8)]
+    );
+}
+
+async fn within_a_batch_the_first_occurrence_wins<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let appended = store
+        .append(vec![
+            post("e1", 1, "ann", "knit", 0.5),
+            purchase("e2", 2, "bob", "knit"),
+            post("e1", 3, "ann", "knit", -0.5),
+            post("e1", 4, "cat", "knit", 0.1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(appended.inserted, [true, true, false, false]);
+    assert_eq!(
+        store.scan().await.unwrap(),
+        [
+            post("e1", 1, "ann", "knit", 0.5),
+            purchase("e2", 2, "bob", "knit")
+        ]
+    );
+}
+
+async fn scan_is_in_canonical_order_whatever_the_arrival_order<B: Backend>(b: &B) {
+    let store = b.open().await;
+    // Ids chosen so that byte order differs from a natural-language collation
+    // ('-' < '.' < digits < upper case < '_' < lower case); event time first.
+    let t = |e: Event, micros: i64| Event {
+        time: e.time + Duration::microseconds(micros),
+        ..e
+    };
+    let batches = [
+        vec![
+            purchase("b", 10, "ann", "knit"),
+            purchase("a_1", 5, "ann", "knit"),
+        ],
+        vec![
+            purchase("A1", 5, "ann", "knit"),
+            t(purchase("z", 4, "ann", "knit"), 999_999),
+        ],
+        vec![
+            purchase("a-1", 5, "ann", "knit"),
+            purchase("a1", 5, "ann", "knit"),
+            t(purchase("a.1", 5, "ann", "knit"), 1),
+        ],
+    ];
+    for batch in batches {
+        store.append(batch).await.unwrap();
+    }
+    let scanned = store.scan().await.unwrap();
+    assert_eq!(ids(&scanned), ["z", "A1", "a-1", "a1", "a_1", "a.1", "b"]);
+}
+
+async fn events_come_back_exactly_as_they_went_in<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let mut attributes = serde_json::Map::new();
+    attributes.insert(
+        "campaign".into(),
+        serde_json::json!({"id": 7, "tags": ["x"]}),
+    );
+    let sent = vec![
+        Event {
+            attributes: Some(attributes),
+            time: at(1) + Duration::microseconds(123_456),
+            ..purchase("e1", 0, "ann", "knit")
+        },
+        post("e2", 2, "ann", "knit", -0.123456789012345),
+        occasion("e3", 3, "gig", "knit", &["artist", "dj"]),
+        event(
+            "e4",
+            4,
+            EventKind::Service {
+                person: ent("ann"),
+                brand: ent("knit"),
+                channel: None,
+                csat: Some(2),
+                effort: Some(6),
+                resolved: Some(false),
+                wait_seconds: Some(1e-7),
+                transfers: Some(3),
+            },
+        ),
+        event(
+            "e5",
+            5,
+            EventKind::Audience {
+                person: ent("artist"),
+                followers: u64::MAX / 3,
+            },
+        ),
+    ];
+    store.append(sent.clone()).await.unwrap();
+    assert_eq!(store.scan().await.unwrap(), sent);
+}
+
+async fn entities_are_registered_replaced_and_listed_by_id<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let entity = |id: &str, kind, name: &str| Entity {
+        id: ent(id),
+        kind,
+        name: Some(name.into()),
+        followers: None,
+        interests: vec![],
+    };
+    store
+        .put_entity(entity("knit", EntityKind::Brand, "Knit Co"))
+        .await
+        .unwrap();
+    store
+        .put_entity(entity("ann", EntityKind::Consumer, "Ann"))
+        .await
+        .unwrap();
+    let ann_again = Entity {
+        followers: Some(100_000),
+        interests: vec!["wool".into()],
+        ..entity("ann", EntityKind::Influencer, "Ann B.")
+    };
+    store.put_entity(ann_again.clone()).await.unwrap();
+    assert_eq!(
+        store.entities().await.unwrap(),
+        [ann_again, entity("knit", EntityKind::Brand, "Knit Co")]
+    );
+}
+
+async fn erase_removes_exactly_the_events_naming_the_entity<B: Backend>(b: &B) {
+    let store = b.open().await;
+    store
+        .put_entity(Entity {
+            id: ent("artist"),
+            kind: EntityKind::Influencer,
+            name: None,
+            followers: Some(10),
+            interests: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .append(vec![
+            purchase("as-person", 1, "artist", "knit"),
+            follow("as-target", 2, "ann", "artist"),
+            occasion("as-performer", 3, "gig", "knit", &["dj", "artist"]),
+            purchase("other", 4, "ann", "knit"),
+            // Names that merely contain the id, and text that mentions it.
+            purchase("artist", 5, "artist2", "knit"),
+            post("text", 6, "ann", "knit", 0.2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.erase(&ent("artist")).await.unwrap(), 3);
+    assert_eq!(
+        ids(&store.scan().await.unwrap()),
+        ["other", "artist", "text"]
+    );
+    assert_eq!(store.count().await.unwrap(), 3);
+    assert!(store.entities().await.unwrap().is_empty());
+    assert_eq!(store.erase(&ent("artist")).await.unwrap(), 0);
+    // An erased event's id can be sent again: it is new once more.
+    let again = store
+        .append(vec![purchase("as-person", 1, "artist", "knit")])
+        .await
+        .unwrap();
+    assert_eq!(again.inserted, [true]);
+}
+
+async fn a_reopened_store_has_everything_it_acknowledged<B: Backend>(b: &B) {
+    let sent = vec![
+        purchase("e1", 1, "ann", "knit"),
+        follow("e2", 2, "ann", "artist"),
+    ];
+    let ann = Entity {
+        id: ent("ann"),
+        kind: EntityKind::Consumer,
+        name: None,
+        followers: None,
+        interests: vec!["wool".into()],
+    };
+    {
+        let store = b.open().await;
+        store.append(sent.clone()).await.unwrap();
+        store.put_entity(ann.clone()).await.unwrap();
+    }
+    let store = b.open().await;
+    assert_eq!(store.scan().await.unwrap(), sent);
+    assert_eq!(store.entities().await.unwrap(), [ann]);
+    assert_eq!(store.count().await.unwrap(), 2);
+    let again = store.append(sent).await.unwrap();
+    assert_eq!(again.inserted, [false, false]);
+}
+
+async fn concurrent_appends_land_exactly_once<B: Backend>(b: &B) {
+    const TASKS: usize = 16;
+    const BATCHES: usize = 10;
+    const PER_BATCH: usize = 20;
+    let store = b.open().await;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for batch in 0..BATCHES {
+                // Each event id is sent by two tasks (task and task ^ 1), so
+                // concurrent duplicates meet in the same or in later commits.
+                let events: Vec<Event> = (0..PER_BATCH)
+                    .map(|i| {
+                        let id = format!("p{}-b{batch}-i{i}", task / 2);
+                        purchase(&id, (batch * PER_BATCH + i) as i64, "ann", "knit")
+                    })
+                    .collect();
+                let appended = store.append(events.clone()).await.unwrap();
+                assert_eq!(appended.inserted.len(), PER_BATCH);
+                won.extend(
+                    events
+                        .into_iter()
+                        .zip(appended.inserted)
+                        .filter(|(_, new)| *new)
+                        .map(|(e, _)| e.id.as_str().to_string()),
+                );
+            }
+            won
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        won.extend(t.await.unwrap());
+    }
+    let distinct = TASKS / 2 * BATCHES * PER_BATCH;
+    won.sort();
+    let before = won.len();
+    won.dedup();
+    assert_eq!(before, won.len(), "an event was reported new twice");
+    assert_eq!(won.len(), distinct, "every event reported new exactly once");
+    assert_eq!(store.count().await.unwrap(), distinct as u64);
+    assert_eq!(store.scan().await.unwrap().len(), distinct);
+}
+
+async fn an_empty_append_is_answered<B: Backend>(b: &B) {
+    let store = b.open().await;
+    assert!(store.append(vec![]).await.unwrap().inserted.is_empty());
+    store.ping().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert!(store.scan().await.unwrap().is_empty());
+}
