@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::engine::Engine;
 use crate::score::ScoringModel;
-use crate::store::EmbeddedStore;
+use crate::store::{Backend, EmbeddedStore, PostgresStore};
 
 pub mod generate;
 pub mod ingest;
@@ -79,6 +79,9 @@ pub struct StoreArgs {
     /// Directory of the embedded store
     #[arg(long, default_value = "./data", env = "FUSION_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded store (e.g. postgres://user@host/db)
+    #[arg(long, env = "FUSION_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Scoring model (TOML); the built-in models/default.toml when absent
     #[arg(long, env = "FUSION_MODEL")]
     pub model: Option<PathBuf>,
@@ -96,14 +99,29 @@ pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
     Ok(Arc::new(model))
 }
 
-/// Opens the embedded store and replays it into an engine.
-pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<EmbeddedStore>>> {
+/// Opens the store (PostgreSQL when a database URL is given, applying its
+/// migrations; else the embedded one) and replays it into an engine.
+pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
     let model = load_model(args.model.as_deref())?;
-    let store = EmbeddedStore::open(&args.data_dir)
-        .with_context(|| format!("failed to open the store at {}", args.data_dir.display()))?;
+    let (store, place) = match &args.database_url {
+        Some(url) => (
+            Backend::Postgres(
+                PostgresStore::connect(url)
+                    .await
+                    .context("failed to open the PostgreSQL store")?,
+            ),
+            "the PostgreSQL database".to_string(),
+        ),
+        None => (
+            Backend::Embedded(EmbeddedStore::open(&args.data_dir).with_context(|| {
+                format!("failed to open the store at {}", args.data_dir.display())
+            })?),
+            args.data_dir.display().to_string(),
+        ),
+    };
     let engine = Engine::open(store, model)
         .await
-        .with_context(|| format!("failed to load the store at {}", args.data_dir.display()))?;
+        .with_context(|| format!("failed to load the events from {place}"))?;
     Ok(Arc::new(engine))
 }
 

@@ -3,14 +3,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::StoreArgs;
+use crate::engine::Engine;
 use crate::http::{self, Limits};
 use crate::ingest;
-use crate::store::EventStore;
+use crate::store::{Backend, EventStore, ScoreRow};
+
+/// How often the materialised scores are refreshed (when anything changed).
+const MATERIALISE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The seed story (fixtures/seed_story.ndjson), compiled in for `--demo`.
 pub const SEED_STORY: &str = include_str!("../../fixtures/seed_story.ndjson");
@@ -25,7 +30,7 @@ pub struct ServeArgs {
     /// Load the seed story into the store first, if the store is empty
     #[arg(long)]
     pub demo: bool,
-    /// TOML file with any of: bind, data_dir, model
+    /// TOML file with any of: bind, data_dir, database_url, model
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Largest request body, in bytes
@@ -38,6 +43,7 @@ pub struct ServeArgs {
 struct ConfigFile {
     bind: Option<String>,
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
     model: Option<PathBuf>,
 }
 
@@ -58,6 +64,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         if args.store.model.is_none() {
             args.store.model = cfg.model;
+        }
+        if args.store.database_url.is_none() {
+            args.store.database_url = cfg.database_url;
         }
     }
     let bind = args.bind.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
@@ -82,8 +91,12 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 tracing::info!("the store is not empty; --demo leaves it as it is");
             }
         }
+        if let Backend::Postgres(_) = engine.store() {
+            actix_web::rt::spawn(materialise_scores(Arc::clone(&engine)));
+        }
         tracing::info!(
             events = engine.state().event_count(),
+            store = engine.store().name(),
             %bind,
             "serving; no API keys configured: every request is accepted, loopback only"
         );
@@ -97,4 +110,40 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot serve on {bind}"))
     })
+}
+
+/// Keeps `relationship_scores` in PostgreSQL current for SQL readers: every
+/// few seconds, if the state changed, one batch evaluation is written in
+/// batches. A failed write (database down) is retried on the next round.
+async fn materialise_scores(engine: Arc<Engine<Backend>>) {
+    let mut written: Option<u64> = None;
+    let mut tick = tokio::time::interval(MATERIALISE_EVERY);
+    loop {
+        tick.tick().await;
+        let version = engine.version();
+        if written == Some(version) {
+            continue;
+        }
+        let ranking = engine.ranking(chrono::Utc::now()).await;
+        let rows: Vec<ScoreRow> = ranking
+            .by_brand
+            .values()
+            .flatten()
+            .map(|r| ScoreRow {
+                person: r.person.to_string(),
+                brand: r.brand.to_string(),
+                score: r.score.score,
+                raw: r.score.raw,
+                components: r.score.components,
+                as_of: ranking.as_of,
+            })
+            .collect();
+        match engine.store().write_scores(&rows).await {
+            Ok(()) => {
+                tracing::debug!(rows = rows.len(), "materialised scores");
+                written = Some(ranking.version);
+            }
+            Err(e) => tracing::warn!(cause = %e, "could not materialise scores; will retry"),
+        }
+    }
 }

@@ -16,9 +16,11 @@ use std::future::Future;
 
 use crate::domain::{Entity, EntityId, Event};
 
+pub mod backend;
 pub mod embedded;
 pub mod postgres;
 
+pub use backend::Backend;
 pub use embedded::EmbeddedStore;
 pub use postgres::PostgresStore;
 
