@@ -171,15 +171,34 @@ impl<S: EventStore> Engine<S> {
     pub async fn submit(
         &self,
         events: Vec<(usize, Event)>,
-        mut rejected: Vec<Rejection>,
+        rejected: Vec<Rejection>,
         atomic: bool,
     ) -> Result<IngestReport, EngineError> {
+        let mut pending = HashMap::new();
+        let (report, new) = self.store_checked(events, rejected, atomic, &mut pending).await?;
+        if !new.is_empty() {
+            self.fold_stored(new);
+        }
+        Ok(report)
+    }
+
+    /// The first half of `submit`: role checks, then the durable append.
+    /// Answers the report and the events that were new, which the caller
+    /// must hand to `fold_stored`, in order, before the next `store_checked`'s
+    /// events. `pending` carries the kinds given to new entities by events
+    /// not folded yet, so a bulk loader can store batch n+1 while batch n folds.
+    pub async fn store_checked(
+        &self,
+        events: Vec<(usize, Event)>,
+        mut rejected: Vec<Rejection>,
+        atomic: bool,
+        pending: &mut HashMap<EntityId, EntityKind>,
+    ) -> Result<(IngestReport, Vec<Event>), EngineError> {
         let mut good = Vec::with_capacity(events.len());
         {
             let state = self.state();
-            let mut pending = HashMap::new();
             for (index, event) in events {
-                match state.check_roles(&event, &mut pending) {
+                match state.check_roles(&event, pending) {
                     Ok(()) => good.push(event),
                     Err(conflict) => rejected.push(Rejection {
                         index,
@@ -197,9 +216,7 @@ impl<S: EventStore> Engine<S> {
             return Err(EngineError::AtomicRejected(rejected));
         }
         let appended = if good.is_empty() {
-            crate::store::Appended {
-                inserted: Vec::new(),
-            }
+            crate::store::Appended { inserted: Vec::new() }
         } else {
             self.store.append(good.clone()).await?
         };
@@ -208,18 +225,16 @@ impl<S: EventStore> Engine<S> {
             .zip(&appended.inserted)
             .filter_map(|(e, &ins)| ins.then_some(e))
             .collect();
-        if !new.is_empty() {
-            self.apply(new).await;
-        }
-        Ok(IngestReport {
+        let report = IngestReport {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
             rejected,
-        })
+        };
+        Ok((report, new))
     }
 
     /// Folds stored events into the state without blocking readers.
-    async fn apply(&self, events: Vec<Event>) {
+    pub fn fold_stored(&self, events: Vec<Event>) {
         let events = std::cell::RefCell::new(Some(events));
         self.change(
             |s| s.appends_in_order(events.borrow().as_deref().unwrap_or_default()),

@@ -8,9 +8,11 @@
 //! own thread, ahead of the commits, so the disk and the CPU work overlap.
 //! A line that is not JSON is rejected on its own (a file is not one request).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -235,12 +237,26 @@ fn ingest_local(
             Ok(())
         });
         let mut totals = Totals::default();
+        // Batch n folds on a blocking thread while batch n+1 is checked and
+        // committed; folds stay in order because each waits for the last.
+        let mut pending = HashMap::new();
+        let mut folding: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(batch) = rx.recv().await {
             bar.inc(batch.bytes);
-            let report = engine.submit(batch.good, batch.bad, false).await?;
+            let (report, new) = engine
+                .store_checked(batch.good, batch.bad, false, &mut pending)
+                .await?;
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;
             totals.report(&batch.source, &batch.lines, &report.rejected);
+            if let Some(previous) = folding.take() {
+                previous.await.context("folding events failed")?;
+            }
+            let engine = Arc::clone(&engine);
+            folding = Some(tokio::task::spawn_blocking(move || engine.fold_stored(new)));
+        }
+        if let Some(last) = folding {
+            last.await.context("folding events failed")?;
         }
         reader
             .join()
