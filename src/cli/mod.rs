@@ -6,7 +6,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "fusion", version, about = "Fusion Scores for person-brand relationships")]
+#[command(
+    name = "fusion",
+    version,
+    about = "Fusion Scores for person-brand relationships"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
