@@ -3,6 +3,8 @@
 //! dispatches. Argument errors exit with status 2 (clap's default), failures
 //! with 1 and a one-line reason.
 
+pub mod propagate;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -17,8 +19,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run the propagation core on any weighted directed graph, for checking it against other tools
+    Propagate(propagate::PropagateArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Propagate(args) => propagate::run(args),
+    }
 }
