@@ -445,7 +445,8 @@ impl IncrementalPropagator {
             Some((_, w)) => *w += weight,
             None => list.push((dst, weight)),
         }
-        self.reweight_row(src, dst, weight);
+        let total = self.out_weight[src as usize] + weight;
+        self.reweight_row(src, dst, weight, total);
         Ok(self.settle())
     }
 
@@ -458,27 +459,26 @@ impl IncrementalPropagator {
             return Err(KernelError::NoSuchEdge { src, dst });
         };
         let (_, weight) = list.swap_remove(pos);
-        let now_empty = list.is_empty();
-        self.reweight_row(src, dst, -weight);
-        if now_empty {
-            // Running sums drift by rounding; an empty row is exactly zero.
-            self.out_weight[src as usize] = 0.0;
-        }
+        // Recomputed, not decremented: a running sum that cancels down to a
+        // rounding residue (say 4e-16 over zero-weight edges) would make the
+        // row look non-dangling and blow up the `s_u δ / o` of the next edit.
+        let total = list.iter().map(|(_, w)| w).sum();
+        self.reweight_row(src, dst, -weight, total);
         Ok((weight, self.settle()))
     }
 
     /// Row `u` of `P` changes because the weight of `u -> w` changed by
-    /// `delta`; the adjacency already holds the new weight. With `o` the old
-    /// and `o + delta` the new out-weight of `u`, restores the invariant by
+    /// `delta`; the adjacency already holds the new weight and `new_total`
+    /// is its out-weight. With `o` the old out-weight of `u`, restores the invariant by
     /// touching only `u` and `w` (derivation in docs/propagation.md,
     /// "Edge updates"; the weighted form of Zhang, Lofgren and Goel, KDD 2016):
     ///
     /// - `o = 0` (u was dangling): `r_w += α s_u`, if the new row is `e_w`;
     /// - `o > 0`: with `c = s_u δ / o`: `s_u += c`, `r_u -= c`, `r_w += α c`.
-    fn reweight_row(&mut self, u: u32, w: u32, delta: f64) {
+    fn reweight_row(&mut self, u: u32, w: u32, delta: f64, new_total: f64) {
         let (ui, wi) = (u as usize, w as usize);
         let old = self.out_weight[ui];
-        let new = old + delta;
+        let new = new_total;
         let s_u = self.scores[ui];
         if old > 0.0 {
             let c = s_u * delta / old;

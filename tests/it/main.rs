@@ -1,1 +1,3 @@
-mod x {}
+//! The one integration-test binary: one module per area of the service.
+
+mod propagate;
