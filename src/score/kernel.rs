@@ -135,8 +135,8 @@ impl<'g> BatchPropagator<'g> {
         Ok(Self {
             csr,
             alpha,
-            scores: seeds.to_vec(),
-            current: seeds.to_vec(),
+            scores: csr.to_internal(seeds),
+            current: csr.to_internal(seeds),
             next: vec![0.0; n],
             last_l1: partial_l1.iter().sum(),
             partial_l1,
@@ -168,11 +168,7 @@ impl<'g> BatchPropagator<'g> {
                 for (i, (nx, sc)) in next.iter_mut().zip(scores.iter_mut()).enumerate() {
                     let v = base + i;
                     let range = offsets[v]..offsets[v + 1];
-                    let mut acc = 0.0f64;
-                    for (src, w) in sources[range.clone()].iter().zip(&weights[range]) {
-                        acc += current[*src as usize] * f64::from(*w);
-                    }
-                    let inc = alpha * acc;
+                    let inc = alpha * pull(current, &sources[range.clone()], &weights[range]);
                     *nx = inc;
                     *sc += inc;
                     sum += inc.abs();
@@ -205,8 +201,9 @@ impl<'g> BatchPropagator<'g> {
         self.iterations
     }
 
-    pub fn scores(&self) -> &[f64] {
-        &self.scores
+    /// The scores so far, by external node id.
+    pub fn scores(&self) -> Vec<f64> {
+        self.csr.to_external(&self.scores)
     }
 
     /// Heap bytes of the per-run vectors (scores and two increments).
@@ -218,12 +215,34 @@ impl<'g> BatchPropagator<'g> {
 
     pub fn into_result(self) -> Propagation {
         Propagation {
-            scores: self.scores,
-            last_increment: self.current,
+            scores: self.csr.to_external(&self.scores),
+            last_increment: self.csr.to_external(&self.current),
             iterations: self.iterations,
             last_increment_l1: self.last_l1,
         }
     }
+}
+
+/// `Σ_e current[sources[e]] · weights[e]` in f64, in edge order but over
+/// two interleaved accumulators (even and odd positions, added at the end):
+/// a fixed order, so still deterministic, with two independent add chains
+/// so the random gathers of `current` can overlap.
+#[inline]
+fn pull(current: &[f64], sources: &[u32], weights: &[f32]) -> f64 {
+    let n = current.len();
+    let (mut even, mut odd) = (0.0f64, 0.0f64);
+    let mut pairs_s = sources.chunks_exact(2);
+    let mut pairs_w = weights.chunks_exact(2);
+    for (s, w) in (&mut pairs_s).zip(&mut pairs_w) {
+        let (a, b) = (s[0] as usize, s[1] as usize);
+        assert!(a < n && b < n);
+        even += current[a] * f64::from(w[0]);
+        odd += current[b] * f64::from(w[1]);
+    }
+    if let (Some(s), Some(w)) = (pairs_s.remainder().first(), pairs_w.remainder().first()) {
+        even += current[*s as usize] * f64::from(*w);
+    }
+    even + odd
 }
 
 /// Batch propagation of `seeds` over `csr`: `s = Σ_k (αPᵀ)^k x`, truncated
