@@ -48,6 +48,9 @@ pub struct PropagateArgs {
     /// the batch run (tolerance 1e-3·‖seeds‖₁/n); figures go to stderr
     #[arg(long, hide = true, value_name = "N")]
     pub bench_incremental: Option<usize>,
+    /// Impulse size of --bench-incremental, as a fraction of ‖seeds‖₁/n
+    #[arg(long, hide = true, default_value_t = 1.0, value_name = "F")]
+    pub bench_impulse_scale: f64,
 }
 
 fn parse_alpha(s: &str) -> Result<f64, String> {
@@ -104,8 +107,10 @@ fn run_in_pool(args: &PropagateArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let t2 = Instant::now();
+    let cpu2 = process_cpu_s();
     let result = propagate(&csr, &x, &params)?;
     let kernel_s = t2.elapsed().as_secs_f64();
+    let kernel_cpu_s = process_cpu_s().zip(cpu2).map(|(b, a)| b - a);
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -130,6 +135,15 @@ fn run_in_pool(args: &PropagateArgs) -> anyhow::Result<()> {
             "ms_per_iteration={:.2}",
             1e3 * kernel_s / result.iterations.max(1) as f64
         );
+        if let Some(cpu) = kernel_cpu_s {
+            // CPU time of all threads: robust to other load on a shared
+            // machine, where wall time is not.
+            eprintln!("kernel_cpu_s={cpu:.3}");
+            eprintln!(
+                "cpu_ms_per_iteration={:.2}",
+                1e3 * cpu / result.iterations.max(1) as f64
+            );
+        }
         eprintln!("nodes={n}");
         eprintln!("edges={}", csr.edge_count());
         eprintln!("dangling={}", csr.dangling_count());
@@ -157,7 +171,8 @@ fn run_in_pool(args: &PropagateArgs) -> anyhow::Result<()> {
 }
 
 /// The honest incremental figures: a state equal to the batch answer, then
-/// `count` impulses of one average node's share of the seed mass at uniform
+/// `count` impulses of `scale` times one average node's share of the seed
+/// mass (`‖x‖₁/n`) at uniform
 /// random nodes, then `count` inserts of unit-weight edges between uniform
 /// random nodes, each settled to `tol = 1e-3·‖x‖₁/n`; finally the state is
 /// compared with a fresh batch run on the edited graph.
@@ -171,12 +186,13 @@ fn bench_incremental(
 ) -> anyhow::Result<()> {
     let mass: f64 = x.iter().map(|v| v.abs()).sum();
     let tol = 1e-3 * mass / n as f64;
-    let amount = mass / n as f64;
+    let amount = args.bench_impulse_scale * mass / n as f64;
     let t = Instant::now();
     let (mut inc, init) = IncrementalPropagator::from_batch(n, &edges, args.alpha, tol, batch)?;
     eprintln!("inc_init_s={:.3}", t.elapsed().as_secs_f64());
     eprintln!("inc_init_pushes={}", init.pushes);
     eprintln!("inc_tol={tol:e}");
+    eprintln!("inc_impulse_amount={amount:e}");
     eprintln!(
         "inc_bytes_per_edge={:.2}",
         inc.heap_bytes() as f64 / edges.len().max(1) as f64
@@ -256,6 +272,19 @@ fn report(name: &str, times_us: &mut [f64], pushes: usize, count: usize) {
         "{name}_pushes_mean={:.1}",
         pushes as f64 / count.max(1) as f64
     );
+}
+
+/// User + system CPU seconds of this process (all threads), from
+/// /proc/self/stat; `None` where that file does not exist. Assumes the usual
+/// 100 clock ticks per second.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) in parens.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// splitmix64 (Steele, Lea, Flood 2014): a fixed, dependency-free stream so

@@ -16,10 +16,10 @@
 //! Each normalised weight is computed in `f64` and rounded once, so it carries
 //! a relative error of at most 2^-24; a row of `P` is then perturbed by at most
 //! 2^-24 in the 1-norm, and the solution `s = (I - αPᵀ)^-1 x` moves by at most
-//! `α/(1-α) · 2^-24 · ‖s‖₁` (≈ 3.4e-7 · ‖s‖₁ at α = 0.85), which stays below
-//! the 1e-6 per node asked of the comparison with networkx even after
-//! normalising by `sum(s)` (which at most doubles it). The kernel accumulates
-//! in `f64`.
+//! `α/(1-α) · 2^-24 · ‖s‖₁` (≈ 3.4e-7 · ‖s‖₁ at α = 0.85), half of the
+//! kernel's worst-case rounding budget (docs/propagation.md, "Floating
+//! point"); the comparison with networkx asks for 1e-6 per node and sees about
+//! 1e-9. The kernel accumulates in `f64`.
 //!
 //! Why relabelled: nodes are stored sorted by out-degree, descending (ties by
 //! id), so the sources that almost every gather touches sit together at the

@@ -92,7 +92,8 @@ fn validate_alpha_tol(alpha: f64, tol: f64) -> Result<(), KernelError> {
 pub struct Propagation {
     /// `s = Σ_{j=0..=k} r_j` with `r_0 = x`, `r_{j+1} = αPᵀ r_j`.
     pub scores: Vec<f64>,
-    /// `r_k`, the last increment added. The exact answer is
+    /// `r_k`, the last increment added (as the f32 the kernel propagates).
+    /// Up to that rounding, the exact answer is
     /// `(scores - last_increment) + Σ_j (αPᵀ)^j last_increment`, which is how
     /// an [`IncrementalPropagator`] can start from a batch result.
     pub last_increment: Vec<f64>,
@@ -108,8 +109,14 @@ pub struct BatchPropagator<'g> {
     csr: &'g PullCsr,
     alpha: f64,
     scores: Vec<f64>,
-    current: Vec<f64>,
-    next: Vec<f64>,
+    /// The increments `r_k`, `r_{k+1}`, stored as f32 (in internal labels):
+    /// the kernel gathers `r[src]` at random, and half the bytes keeps more
+    /// of it in cache (measured: about 30% less CPU per iteration on the
+    /// 1M-node bench graph). Each is computed in f64, added to the f64
+    /// `scores` unrounded, and rounded once for the next step; the error this
+    /// adds is bounded in docs/propagation.md ("Floating point").
+    current: Vec<f32>,
+    next: Vec<f32>,
     partial_l1: Vec<f64>,
     iterations: usize,
     last_l1: f64,
@@ -136,8 +143,8 @@ impl<'g> BatchPropagator<'g> {
             csr,
             alpha,
             scores: csr.to_internal(seeds),
-            current: csr.to_internal(seeds),
-            next: vec![0.0; n],
+            current: csr.to_internal(seeds).iter().map(|v| *v as f32).collect(),
+            next: vec![0.0f32; n],
             last_l1: partial_l1.iter().sum(),
             partial_l1,
             iterations: 0,
@@ -169,7 +176,7 @@ impl<'g> BatchPropagator<'g> {
                     let v = base + i;
                     let range = offsets[v]..offsets[v + 1];
                     let inc = alpha * pull(current, &sources[range.clone()], &weights[range]);
-                    *nx = inc;
+                    *nx = inc as f32;
                     *sc += inc;
                     sum += inc.abs();
                 }
@@ -216,7 +223,12 @@ impl<'g> BatchPropagator<'g> {
     pub fn into_result(self) -> Propagation {
         Propagation {
             scores: self.csr.to_external(&self.scores),
-            last_increment: self.csr.to_external(&self.current),
+            last_increment: self
+                .csr
+                .to_external(&self.current)
+                .iter()
+                .map(|v| f64::from(*v))
+                .collect(),
             iterations: self.iterations,
             last_increment_l1: self.last_l1,
         }
@@ -228,7 +240,7 @@ impl<'g> BatchPropagator<'g> {
 /// a fixed order, so still deterministic, with two independent add chains
 /// so the random gathers of `current` can overlap.
 #[inline]
-fn pull(current: &[f64], sources: &[u32], weights: &[f32]) -> f64 {
+fn pull(current: &[f32], sources: &[u32], weights: &[f32]) -> f64 {
     let n = current.len();
     let (mut even, mut odd) = (0.0f64, 0.0f64);
     let mut pairs_s = sources.chunks_exact(2);
@@ -236,11 +248,11 @@ fn pull(current: &[f64], sources: &[u32], weights: &[f32]) -> f64 {
     for (s, w) in (&mut pairs_s).zip(&mut pairs_w) {
         let (a, b) = (s[0] as usize, s[1] as usize);
         assert!(a < n && b < n);
-        even += current[a] * f64::from(w[0]);
-        odd += current[b] * f64::from(w[1]);
+        even += f64::from(current[a]) * f64::from(w[0]);
+        odd += f64::from(current[b]) * f64::from(w[1]);
     }
     if let (Some(s), Some(w)) = (pairs_s.remainder().first(), pairs_w.remainder().first()) {
-        even += current[*s as usize] * f64::from(*w);
+        even += f64::from(current[*s as usize]) * f64::from(*w);
     }
     even + odd
 }
@@ -528,28 +540,44 @@ impl IncrementalPropagator {
     /// `‖r‖₁` by at least `(1 - α)·tol`, so this terminates.
     fn settle(&mut self) -> PushStats {
         let mut stats = PushStats::default();
-        while let Some(u) = self.queue.pop_front() {
+        // Split borrows: the adjacency is read while the vectors are written.
+        let Self {
+            alpha,
+            tol,
+            out_edges,
+            out_weight,
+            scores,
+            residual,
+            queue,
+            queued,
+        } = self;
+        let (alpha, tol) = (*alpha, *tol);
+        while let Some(u) = queue.pop_front() {
             let ui = u as usize;
-            self.queued[ui] = false;
-            let r = self.residual[ui];
-            if r.abs() <= self.tol {
+            queued[ui] = false;
+            let r = residual[ui];
+            if r.abs() <= tol {
                 continue;
             }
-            self.residual[ui] = 0.0;
-            self.scores[ui] += r;
+            residual[ui] = 0.0;
+            scores[ui] += r;
             stats.pushes += 1;
-            let total = self.out_weight[ui];
+            let total = out_weight[ui];
             if total <= 0.0 {
                 continue; // dangling: the mass stays at u
             }
-            let c = self.alpha * r / total;
-            let list = std::mem::take(&mut self.out_edges[ui]);
+            let c = alpha * r / total;
+            let list = &out_edges[ui];
             stats.edge_visits += list.len();
-            for &(v, weight) in &list {
-                self.residual[v as usize] += c * weight;
-                self.enqueue_if_above(v);
+            for &(v, weight) in list {
+                let vi = v as usize;
+                let rv = residual[vi] + c * weight;
+                residual[vi] = rv;
+                if !queued[vi] && rv.abs() > tol {
+                    queued[vi] = true;
+                    queue.push_back(v);
+                }
             }
-            self.out_edges[ui] = list;
         }
         stats
     }
