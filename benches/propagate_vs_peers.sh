@@ -16,6 +16,8 @@ helper="$here/propagate_peers.py"
 threads="${THREADS:-2}"
 tol="${TOL:-1e-6}"
 incremental_ops="${INCREMENTAL_OPS:-20000}"
+# Impulse sizes, in units of ‖seeds‖₁/n (one average node's share).
+incremental_scales="${INCREMENTAL_SCALES:-1 0.1}"
 
 [ -x /usr/bin/time ] || { echo "install GNU time: apt-get install time" >&2; exit 1; }
 python3 -c 'import numpy, networkit, igraph' 2>/dev/null \
@@ -47,9 +49,13 @@ echo "# machine: $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg); threads
   measure networkit python3 "$helper" networkit "$dir" --threads "$threads" --tol "$tol"
   measure igraph python3 "$helper" igraph "$dir" --out "$dir/igraph.npy"
   python3 "$helper" compare "$dir" "$dir/fusion.out" "$dir/igraph.npy"
-  echo "# incremental: state from the batch result, then $incremental_ops ops each"
-  measure incremental "$fusion" propagate --edges "$dir/edges.tsv" --seeds "$dir/seeds.tsv" \
-    --tol "$tol" --threads "$threads" --bench-incremental "$incremental_ops"
+  for scale in $incremental_scales; do
+    echo "# incremental: state from the batch result, then $incremental_ops impulses of"
+    echo "# $scale·‖x‖₁/n, $incremental_ops unit-weight edge inserts, half as many removals"
+    measure "incremental_x${scale/./_}" "$fusion" propagate --edges "$dir/edges.tsv" \
+      --seeds "$dir/seeds.tsv" --tol "$tol" --threads "$threads" \
+      --bench-incremental "$incremental_ops" --bench-impulse-scale "$scale"
+  done
 } | tee "$dir/report.txt"
 
 get() { grep -E "^$1=" "$dir/report.txt" | head -1 | cut -d= -f2; }

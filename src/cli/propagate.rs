@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::graph::csr::{Edge, PullCsr};
 use crate::score::kernel::{
-    BatchPropagator, IncrementalPropagator, PropagationParams, max_abs_diff, propagate,
+    BatchPropagator, IncrementalPropagator, PropagationParams, PushStats, max_abs_diff, propagate,
 };
 
 #[derive(clap::Args, Debug)]
@@ -201,47 +201,52 @@ fn bench_incremental(
     let mut x_now = x.to_vec();
 
     let mut times = Vec::with_capacity(count);
-    let mut pushes = 0usize;
+    let mut work = PushStats::default();
     for _ in 0..count {
         let node = rng.below(n) as u32;
         let t = Instant::now();
         let stats = inc.add_impulse(node, amount)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
-        pushes += stats.pushes;
+        work.pushes += stats.pushes;
+        work.edge_visits += stats.edge_visits;
         x_now[node as usize] += amount;
     }
-    report("inc_impulse", &mut times, pushes, count);
+    report("inc_impulse", &mut times, work, count);
 
     times.clear();
-    pushes = 0;
+    work = PushStats::default();
     for _ in 0..count {
         let (src, dst) = (rng.below(n) as u32, rng.below(n) as u32);
         let t = Instant::now();
         let stats = inc.insert_edge(src, dst, 1.0)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
-        pushes += stats.pushes;
+        work.pushes += stats.pushes;
+        work.edge_visits += stats.edge_visits;
         edges.push(Edge {
             src,
             dst,
             weight: 1.0,
         });
     }
-    report("inc_insert", &mut times, pushes, count);
+    report("inc_insert", &mut times, work, count);
 
     times.clear();
-    pushes = 0;
+    work = PushStats::default();
     let start = edges.len() - count;
+    let mut removed = Vec::with_capacity(count / 2);
     for i in 0..count / 2 {
         let e = edges[start + i];
         let t = Instant::now();
-        let (removed, stats) = inc.remove_edge(e.src, e.dst)?;
+        let (_, stats) = inc.remove_edge(e.src, e.dst)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
-        pushes += stats.pushes;
-        // The whole merged edge went: drop every copy from the list.
-        let _ = removed;
-        edges.retain_mut(|f| !(f.src == e.src && f.dst == e.dst));
+        work.pushes += stats.pushes;
+        work.edge_visits += stats.edge_visits;
+        removed.push((e.src, e.dst));
     }
-    report("inc_remove", &mut times, pushes, count / 2);
+    report("inc_remove", &mut times, work, count / 2);
+    // The whole merged edge went: drop every copy from the list.
+    removed.sort_unstable();
+    edges.retain(|f| removed.binary_search(&(f.src, f.dst)).is_err());
 
     let csr = PullCsr::from_edges(n, &edges)?;
     let params = PropagationParams {
@@ -258,7 +263,7 @@ fn bench_incremental(
     Ok(())
 }
 
-fn report(name: &str, times_us: &mut [f64], pushes: usize, count: usize) {
+fn report(name: &str, times_us: &mut [f64], work: PushStats, count: usize) {
     if times_us.is_empty() {
         return;
     }
@@ -268,10 +273,9 @@ fn report(name: &str, times_us: &mut [f64], pushes: usize, count: usize) {
     eprintln!("{name}_mean_us={mean:.1}");
     eprintln!("{name}_p99_us={p99:.1}");
     eprintln!("{name}_max_us={:.1}", times_us[times_us.len() - 1]);
-    eprintln!(
-        "{name}_pushes_mean={:.1}",
-        pushes as f64 / count.max(1) as f64
-    );
+    let per_op = |x: usize| x as f64 / count.max(1) as f64;
+    eprintln!("{name}_pushes_mean={:.1}", per_op(work.pushes));
+    eprintln!("{name}_edge_visits_mean={:.1}", per_op(work.edge_visits));
 }
 
 /// User + system CPU seconds of this process (all threads), from

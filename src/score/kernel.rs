@@ -215,9 +215,8 @@ impl<'g> BatchPropagator<'g> {
 
     /// Heap bytes of the per-run vectors (scores and two increments).
     pub fn heap_bytes(&self) -> usize {
-        (self.scores.capacity() + self.current.capacity() + self.next.capacity())
-            * std::mem::size_of::<f64>()
-            + self.partial_l1.capacity() * std::mem::size_of::<f64>()
+        (self.scores.capacity() + self.partial_l1.capacity()) * std::mem::size_of::<f64>()
+            + (self.current.capacity() + self.next.capacity()) * std::mem::size_of::<f32>()
     }
 
     pub fn into_result(self) -> Propagation {
