@@ -197,7 +197,7 @@ fn bench_incremental(
         "inc_bytes_per_edge={:.2}",
         inc.heap_bytes() as f64 / edges.len().max(1) as f64
     );
-    let mut rng = SplitMix64(0x5eed_f051_0a);
+    let mut rng = SplitMix64(0x005e_edf0_510a);
     let mut x_now = x.to_vec();
 
     let mut times = Vec::with_capacity(count);

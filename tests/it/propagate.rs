@@ -99,7 +99,8 @@ fn propagate_agrees_with_networkx_pagerank() {
     let mut rng = Rng(20240601);
     // (nodes, max out-degree, alpha, id mapping: sparse ids exercise the
     // compaction of arbitrary u32 ids)
-    let cases: [(usize, usize, f64, fn(u32) -> u64); 4] = [
+    type Case = (usize, usize, f64, fn(u32) -> u64);
+    let cases: [Case; 4] = [
         (30, 3, 0.85, |v| u64::from(v)),
         (300, 6, 0.85, |v| u64::from(v) * 7919 + 3),
         (2000, 10, 0.5, |v| u64::from(v)),
