@@ -175,7 +175,9 @@ impl<S: EventStore> Engine<S> {
         atomic: bool,
     ) -> Result<IngestReport, EngineError> {
         let mut pending = HashMap::new();
-        let (report, new) = self.store_checked(events, rejected, atomic, &mut pending).await?;
+        let (report, new) = self
+            .store_checked(events, rejected, atomic, &mut pending)
+            .await?;
         if !new.is_empty() {
             self.fold_stored(new);
         }
@@ -216,7 +218,9 @@ impl<S: EventStore> Engine<S> {
             return Err(EngineError::AtomicRejected(rejected));
         }
         let appended = if good.is_empty() {
-            crate::store::Appended { inserted: Vec::new() }
+            crate::store::Appended {
+                inserted: Vec::new(),
+            }
         } else {
             self.store.append(good.clone()).await?
         };

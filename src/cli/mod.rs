@@ -17,6 +17,7 @@ use crate::store::{Backend, EmbeddedStore, PostgresStore};
 pub mod generate;
 pub mod ingest;
 pub mod migrate;
+pub mod propagate;
 pub mod rescore;
 pub mod score;
 pub mod sentiment;
@@ -49,6 +50,8 @@ pub enum Command {
     Sentiment(sentiment::SentimentArgs),
     /// Apply the PostgreSQL migrations
     Migrate(migrate::MigrateArgs),
+    /// Run the propagation core on any weighted directed graph, for checking it against other tools
+    Propagate(propagate::PropagateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Sentiment(args) => sentiment::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Propagate(args) => propagate::run(args),
     }
 }
 

@@ -7,6 +7,8 @@
 //! arrival order; every query here returns results sorted by id so that
 //! scores never depend on arrival order.
 
+pub mod csr;
+
 use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, Utc};

@@ -6,6 +6,7 @@
 //! same numbers whatever the arrival order.
 
 mod evaluate;
+pub mod kernel;
 mod model;
 mod state;
 

@@ -4,6 +4,7 @@ mod determinism;
 mod generate;
 mod http;
 mod pg;
+mod propagate;
 mod sentiment;
 mod store;
 mod story;
