@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Components, ScoreState};
-use crate::domain::{EntityId, EventId};
+use crate::domain::{EntityId, EventId, EventKind, Sentiment};
 
 /// One event's share in a relationship's score.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,10 @@ pub struct Contribution {
     /// person it happened to, the brand it was about, and the target brand
     /// when it spilled over by association.
     pub path: Vec<String>,
+    /// The sentiment a post, mention or review carried, and whether the
+    /// sender gave it or Fusion scored the text (VADER).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentiment: Option<Sentiment>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,7 +237,15 @@ impl ScoreState {
                 if about != brand {
                     path.push(format!("brand:{brand}"));
                 }
+                let sentiment = match &event.kind {
+                    EventKind::Post { sentiment, .. } | EventKind::Mention { sentiment, .. } => {
+                        Some(*sentiment)
+                    }
+                    EventKind::Review { sentiment, .. } => *sentiment,
+                    _ => None,
+                };
                 Contribution {
+                    sentiment,
                     event: event.id.clone(),
                     event_type: event.kind.event_type().as_str(),
                     time: event.time,

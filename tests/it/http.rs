@@ -564,3 +564,62 @@ fn rescore_reports_no_drift_and_changes_nothing() {
         before
     );
 }
+
+#[test]
+fn text_without_sentiment_is_scored_with_vader_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    // The story's tweet carries only text: its sentiment is VADER's compound.
+    let r = s.get("/v1/relationships/artist/bistro?at=2026-11-13T00:00:00Z");
+    let tweet = r.body["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["event"] == "story-025")
+        .unwrap()
+        .clone();
+    assert_eq!(tweet["sentiment"]["source"], "text");
+    assert_eq!(tweet["sentiment"]["value"], -0.7003);
+    let timeline = s.get("/v1/entities/artist/events?limit=1").body;
+    assert_eq!(timeline["items"][0]["sentiment_source"], "text");
+
+    let t = "2026-11-20T10:00:00Z";
+    let post = |id: &str, text: &str| json!({"id": id, "type": "post", "time": t, "person": "zoe", "brand": "bistro", "text": text});
+    // Empty and whitespace-only text are neutral, not errors.
+    let r = s.post_json(
+        "/v1/events",
+        &json!([post("v-1", ""), post("v-2", "   \t ")]),
+    );
+    assert_eq!(r.body["accepted"], 2, "{}", r.body);
+    let tl = s.get("/v1/entities/zoe/events").body;
+    for e in tl["items"].as_array().unwrap() {
+        assert_eq!(e["sentiment"], 0.0);
+    }
+    // 1 MB of text is refused with a clear error on `text`, nothing stored.
+    let big = "great food ".repeat(100_000);
+    let r = s.post_json("/v1/events", &post("v-3", &big));
+    assert_eq!(
+        r.body["rejected"][0]["errors"][0]["field"], "text",
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["rejected"][0]["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most")
+    );
+    // Invalid UTF-8 in a request is malformed JSON: 400, nothing stored.
+    let mut body = br#"{"id":"v-4","type":"post","time":"2026-11-20T10:00:00Z","person":"zoe","brand":"bistro","text":"bad "#.to_vec();
+    body.extend_from_slice(&[0xff, 0xfe]);
+    body.extend_from_slice(br#""}"#);
+    let r = s.post("/v1/events", "application/json", &body);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        s.get("/v1/entities/zoe/events").body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
