@@ -176,7 +176,7 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<IngestReport, EngineError> {
         let mut pending = HashMap::new();
         let (report, new) = self
-            .store_checked(events, rejected, atomic, &mut pending)
+            .store_checked(events, rejected, atomic, true, &mut pending)
             .await?;
         if !new.is_empty() {
             self.fold_stored(new);
@@ -185,15 +185,16 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// The first half of `submit`: role checks, then the durable append.
-    /// Answers the report and the events that were new, which the caller
-    /// must hand to `fold_stored`, in order, before the next `store_checked`'s
-    /// events. `pending` carries the kinds given to new entities by events
-    /// not folded yet, so a bulk loader can store batch n+1 while batch n folds.
+    /// With `keep`, answers the events that were new too; a caller that folds
+    /// them must do so in order. `pending` carries the kinds given to new
+    /// entities by events not folded (yet), so a bulk loader can store batch
+    /// after batch with the same checks as the service.
     pub async fn store_checked(
         &self,
         events: Vec<(usize, Event)>,
         mut rejected: Vec<Rejection>,
         atomic: bool,
+        keep: bool,
         pending: &mut HashMap<EntityId, EntityKind>,
     ) -> Result<(IngestReport, Vec<Event>), EngineError> {
         let mut good = Vec::with_capacity(events.len());
@@ -217,12 +218,17 @@ impl<S: EventStore> Engine<S> {
         if atomic && !rejected.is_empty() {
             return Err(EngineError::AtomicRejected(rejected));
         }
-        let appended = if good.is_empty() {
-            crate::store::Appended {
-                inserted: Vec::new(),
-            }
+        let (appended, good) = if good.is_empty() {
+            (
+                crate::store::Appended {
+                    inserted: Vec::new(),
+                },
+                good,
+            )
+        } else if keep {
+            (self.store.append(good.clone()).await?, good)
         } else {
-            self.store.append(good.clone()).await?
+            (self.store.append(good).await?, Vec::new())
         };
         let new: Vec<Event> = good
             .into_iter()

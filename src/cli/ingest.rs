@@ -3,16 +3,16 @@
 //! duplicate / rejected counts; each rejected line is reported on stderr with
 //! its file, line number and reasons.
 //!
-//! Locally, events go through the same engine as the service (validation,
-//! role checks, group-committed appends). Reading and validating run on their
-//! own thread, ahead of the commits, so the disk and the CPU work overlap.
+//! Locally, events go through the same checks as the service (validation,
+//! role checks against the replayed log, group-committed appends); scores are
+//! derived from the log by whoever opens it next. Reading and validating run
+//! on their own threads, ahead of the commits, so the disk and the CPU overlap.
 //! A line that is not JSON is rejected on its own (a file is not one request).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -237,26 +237,21 @@ fn ingest_local(
             Ok(())
         });
         let mut totals = Totals::default();
-        // Batch n folds on a blocking thread while batch n+1 is checked and
-        // committed; folds stay in order because each waits for the last.
+        // Only the log is written here: the scoring state is derived from it
+        // when a service or command opens the store, so folding the events
+        // into this process's state would be thrown away at exit. The state
+        // replayed at start gives the kinds of known entities; `pending`
+        // carries those of new ones across batches, so role conflicts are
+        // caught exactly as the service catches them.
         let mut pending = HashMap::new();
-        let mut folding: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(batch) = rx.recv().await {
             bar.inc(batch.bytes);
-            let (report, new) = engine
-                .store_checked(batch.good, batch.bad, false, &mut pending)
+            let (report, _stored) = engine
+                .store_checked(batch.good, batch.bad, false, false, &mut pending)
                 .await?;
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;
             totals.report(&batch.source, &batch.lines, &report.rejected);
-            if let Some(previous) = folding.take() {
-                previous.await.context("folding events failed")?;
-            }
-            let engine = Arc::clone(&engine);
-            folding = Some(tokio::task::spawn_blocking(move || engine.fold_stored(new)));
-        }
-        if let Some(last) = folding {
-            last.await.context("folding events failed")?;
         }
         reader
             .join()

@@ -751,11 +751,22 @@ impl ScoreState {
         };
         let lift = (amount / baseline - 1.0).clamp(-1.0, 3.0);
         let window = Duration::milliseconds((imp.sales_window_days * 86_400_000.0) as i64);
-        let mut credited: BTreeSet<EntityId> = BTreeSet::new();
-        for occ in self.hosted.get(brand).into_iter().flatten() {
+        // Occasions are hosted in time order: walk back from the latest and
+        // stop at the first that ended before the window.
+        let mut credited: Vec<EntityId> = Vec::new();
+        let mut seen: FxHashSet<&EntityId> = FxHashSet::default();
+        for occ in self.hosted.get(brand).into_iter().flatten().rev() {
             let info = &self.occasions[occ];
-            if info.time <= t && t - info.time <= window {
-                credited.extend(info.participants.iter().map(|(p, _)| p.clone()));
+            if info.time > t {
+                continue;
+            }
+            if t - info.time > window {
+                break;
+            }
+            for (p, _) in &info.participants {
+                if seen.insert(p) {
+                    credited.push(p.clone());
+                }
             }
         }
         for p in credited {

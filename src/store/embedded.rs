@@ -29,8 +29,16 @@ const MAX_EVENTS_PER_COMMIT: usize = 200_000;
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
+/// An event as the writer stores it, encoded by the caller so the one
+/// writer thread only inserts.
+struct Encoded {
+    id: String,
+    time: i64,
+    body: Vec<u8>,
+}
+
 enum Write {
-    Append(Vec<Event>, Reply),
+    Append(Vec<Encoded>, Reply),
     PutEntity(Entity, oneshot::Sender<Result<(), StoreError>>),
     Erase(EntityId, oneshot::Sender<Result<u64, StoreError>>),
 }
@@ -110,7 +118,17 @@ impl EventStore for EmbeddedStore {
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(Write::Append(events, tx));
+        let encoded: Result<Vec<Encoded>, StoreError> = events
+            .iter()
+            .map(|e| {
+                Ok(Encoded {
+                    id: e.id.to_string(),
+                    time: time_key(e),
+                    body: serde_json::to_vec(e).map_err(StoreError::internal)?,
+                })
+            })
+            .collect();
+        let sent = encoded.and_then(|encoded| self.send(Write::Append(encoded, tx)));
         async move {
             sent?;
             recv(rx).await
@@ -190,7 +208,7 @@ fn time_key(event: &Event) -> i64 {
 /// then answers each. Ends when every `EmbeddedStore` handle is dropped.
 fn writer_loop(db: &Database, rx: mpsc::Receiver<Write>) {
     while let Ok(first) = rx.recv() {
-        let mut appends: Vec<(Vec<Event>, Reply)> = Vec::new();
+        let mut appends: Vec<(Vec<Encoded>, Reply)> = Vec::new();
         let mut pending = 0usize;
         let mut next = Some(first);
         while let Some(w) = next.take() {
@@ -218,7 +236,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Write>) {
     }
 }
 
-fn flush_appends(db: &Database, appends: &mut Vec<(Vec<Event>, Reply)>) {
+fn flush_appends(db: &Database, appends: &mut Vec<(Vec<Encoded>, Reply)>) {
     if appends.is_empty() {
         return;
     }
@@ -240,14 +258,13 @@ fn flush_appends(db: &Database, appends: &mut Vec<(Vec<Event>, Reply)>) {
 
 fn commit_appends(
     db: &Database,
-    batch: &[(Vec<Event>, Reply)],
+    batch: &[(Vec<Encoded>, Reply)],
 ) -> Result<Vec<Vec<bool>>, StoreError> {
     let txn = db.begin_write().map_err(StoreError::internal)?;
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut events = txn.open_table(EVENTS).map_err(StoreError::internal)?;
         let mut ids = txn.open_table(EVENT_IDS).map_err(StoreError::internal)?;
-        let mut buf = Vec::with_capacity(256);
         for (batch_events, _) in batch {
             let mut inserted = Vec::with_capacity(batch_events.len());
             for event in batch_events {
@@ -256,12 +273,9 @@ fn commit_appends(
                     inserted.push(false);
                     continue;
                 }
-                let t = time_key(event);
-                buf.clear();
-                serde_json::to_writer(&mut buf, event).map_err(StoreError::internal)?;
-                ids.insert(id, t).map_err(StoreError::internal)?;
+                ids.insert(id, event.time).map_err(StoreError::internal)?;
                 events
-                    .insert((t, id), buf.as_slice())
+                    .insert((event.time, id), event.body.as_slice())
                     .map_err(StoreError::internal)?;
                 inserted.push(true);
             }
