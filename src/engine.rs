@@ -294,8 +294,8 @@ impl<S: EventStore> Engine<S> {
         let now = state.explain(person, brand, at)?;
         let past = |days: i64| {
             state
-                .explain(person, brand, at - Duration::days(days))
-                .map_or(50.0, |e| e.score)
+                .score_at(person, brand, at - Duration::days(days))
+                .unwrap_or(50.0)
         };
         let trend = Trend {
             d1: now.score - past(1),

@@ -201,19 +201,37 @@ fn components_view(c: &crate::score::Components) -> ComponentsView {
     }
 }
 
-fn relationship_json(e: &Explanation, trend: &crate::engine::Trend) -> Value {
-    json!({
-        "person": e.person,
-        "brand": e.brand,
-        "score": e.score,
-        "raw": e.raw,
-        "components": components_view(&e.components),
-        "trend": trend,
-        "updated_at": e.updated_at,
-        "as_of": e.at,
-        "event_count": e.event_count,
-        "contributions": e.contributions,
-    })
+/// The answer of `GET /v1/relationships/{person}/{brand}` (API.md).
+#[derive(Serialize)]
+struct RelationshipView<'a> {
+    person: &'a EntityId,
+    brand: &'a EntityId,
+    score: f64,
+    raw: f64,
+    components: ComponentsView,
+    trend: &'a crate::engine::Trend,
+    updated_at: Option<DateTime<Utc>>,
+    as_of: DateTime<Utc>,
+    event_count: usize,
+    contributions: &'a [crate::score::Contribution],
+}
+
+fn relationship_view<'a>(
+    e: &'a Explanation,
+    trend: &'a crate::engine::Trend,
+) -> RelationshipView<'a> {
+    RelationshipView {
+        person: &e.person,
+        brand: &e.brand,
+        score: e.score,
+        raw: e.raw,
+        components: components_view(&e.components),
+        trend,
+        updated_at: e.updated_at,
+        as_of: e.at,
+        event_count: e.event_count,
+        contributions: &e.contributions,
+    }
 }
 
 #[derive(Deserialize)]
@@ -231,7 +249,7 @@ async fn get_relationship<S: EventStore>(
     let brand = entity_id("brand", &brand)?;
     let at = parse_time("at", query.at.as_deref())?.unwrap_or_else(Utc::now);
     match engine.relationship(&person, &brand, at) {
-        Some((e, trend)) => Ok(HttpResponse::Ok().json(relationship_json(&e, &trend))),
+        Some((e, trend)) => Ok(HttpResponse::Ok().json(relationship_view(&e, &trend))),
         None => Err(ApiError::NotFound(format!(
             "no relationship between '{person}' and '{brand}' as of {}",
             at.to_rfc3339()

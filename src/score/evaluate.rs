@@ -125,70 +125,7 @@ impl ScoreState {
             return None;
         }
         let model = self.model();
-        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
-        let tol = model.tolerance;
-
-        // Adjoint walk from the target, remembering the first route to each person.
-        let mut total: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
-        let mut route: HashMap<EntityId, Vec<EntityId>> = HashMap::new();
-        let mut frontier: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
-        frontier.insert(
-            person.clone(),
-            Adjoint {
-                target: 1.0,
-                ..Default::default()
-            },
-        );
-        route.insert(person.clone(), vec![person.clone()]);
-        for (p, y) in &frontier {
-            total.entry(p.clone()).or_default().add_scaled(y, 1.0);
-        }
-        for _hop in 0..model.max_hops {
-            let mut next: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
-            for (p, y) in &frontier {
-                let followees = self.graph.followees(p, at);
-                let attention: f64 = followees.iter().map(|(_, w)| w).sum();
-                if attention > 0.0 {
-                    for (f, w) in &followees {
-                        next.entry(f.clone())
-                            .or_default()
-                            .add_scaled(y, alpha_f * w / attention);
-                        if !route.contains_key(f) {
-                            let mut r = route[p].clone();
-                            r.push(f.clone());
-                            route.insert(f.clone(), r);
-                        }
-                    }
-                }
-                let assoc = self.associations_at(p, at);
-                if !assoc.is_empty() {
-                    let s: f64 = assoc.iter().map(|(b, a)| a * y.at(b, brand)).sum();
-                    let share_target = assoc
-                        .iter()
-                        .find(|(b, _)| b == brand)
-                        .map_or(0.0, |(_, a)| *a);
-                    let mut moved = Adjoint {
-                        target: alpha_a * (s - share_target * y.target),
-                        other: alpha_a * s,
-                        extra: BTreeMap::new(),
-                    };
-                    for (b, a) in &assoc {
-                        if b != brand {
-                            moved.extra.insert(b.clone(), -alpha_a * a * y.at(b, brand));
-                        }
-                    }
-                    next.entry(p.clone()).or_default().add_scaled(&moved, 1.0);
-                }
-            }
-            next.retain(|_, y| y.magnitude() >= tol);
-            if next.is_empty() {
-                break;
-            }
-            for (p, y) in &next {
-                total.entry(p.clone()).or_default().add_scaled(y, 1.0);
-            }
-            frontier = next;
-        }
+        let (total, route) = self.walk(person, brand, at, true);
 
         // Every impulse up to `at` contributes y[p, b'] · x_i, decayed to `at`.
         let mut components = [0.0; 6];
@@ -275,6 +212,124 @@ impl ScoreState {
             event_count,
             updated_at,
         })
+    }
+
+    /// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as
+    /// of `at`; with `routes`, also the first route found to each person.
+    #[allow(clippy::type_complexity)]
+    fn walk(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        at: DateTime<Utc>,
+        routes: bool,
+    ) -> (
+        BTreeMap<EntityId, Adjoint>,
+        HashMap<EntityId, Vec<EntityId>>,
+    ) {
+        let model = self.model();
+        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
+        let tol = model.tolerance;
+        let mut total: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+        let mut route: HashMap<EntityId, Vec<EntityId>> = HashMap::new();
+        let mut frontier: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+        frontier.insert(
+            person.clone(),
+            Adjoint {
+                target: 1.0,
+                ..Default::default()
+            },
+        );
+        if routes {
+            route.insert(person.clone(), vec![person.clone()]);
+        }
+        for (p, y) in &frontier {
+            total.entry(p.clone()).or_default().add_scaled(y, 1.0);
+        }
+        for _hop in 0..model.max_hops {
+            let mut next: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+            for (p, y) in &frontier {
+                let followees = self.graph.followees(p, at);
+                let attention: f64 = followees.iter().map(|(_, w)| w).sum();
+                if attention > 0.0 {
+                    for (f, w) in &followees {
+                        next.entry(f.clone())
+                            .or_default()
+                            .add_scaled(y, alpha_f * w / attention);
+                        if routes && !route.contains_key(f) {
+                            let mut r = route[p].clone();
+                            r.push(f.clone());
+                            route.insert(f.clone(), r);
+                        }
+                    }
+                }
+                let assoc = self.associations_at(p, at);
+                if !assoc.is_empty() {
+                    let s: f64 = assoc.iter().map(|(b, a)| a * y.at(b, brand)).sum();
+                    let share_target = assoc
+                        .iter()
+                        .find(|(b, _)| b == brand)
+                        .map_or(0.0, |(_, a)| *a);
+                    let mut moved = Adjoint {
+                        target: alpha_a * (s - share_target * y.target),
+                        other: alpha_a * s,
+                        extra: BTreeMap::new(),
+                    };
+                    for (b, a) in &assoc {
+                        if b != brand {
+                            moved.extra.insert(b.clone(), -alpha_a * a * y.at(b, brand));
+                        }
+                    }
+                    next.entry(p.clone()).or_default().add_scaled(&moved, 1.0);
+                }
+            }
+            next.retain(|_, y| y.magnitude() >= tol);
+            if next.is_empty() {
+                break;
+            }
+            for (p, y) in &next {
+                total.entry(p.clone()).or_default().add_scaled(y, 1.0);
+            }
+            frontier = next;
+        }
+
+        (total, route)
+    }
+
+    /// Just the score of (person, brand) at `at` (what `explain` gives,
+    /// without the reasons); `None` where `explain` gives none.
+    pub fn score_at(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<f64> {
+        if !self.consents(person, at) {
+            return None;
+        }
+        let model = self.model();
+        let (total, _) = self.walk(person, brand, at, false);
+        let mut components = [0.0; 6];
+        let mut any = false;
+        for (p, y) in &total {
+            if !self.consents(p, at) {
+                continue;
+            }
+            let Some(list) = self.impulses.get(p) else {
+                continue;
+            };
+            let end = list.partition_point(|i| i.time <= at);
+            for imp in &list[..end] {
+                let w = y.at(&imp.brand, brand);
+                if w == 0.0 {
+                    continue;
+                }
+                let c = imp.component;
+                let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
+                let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
+                if v != 0.0 {
+                    components[c.index()] += v;
+                    any = true;
+                }
+            }
+        }
+        // Summed per component first, as `explain` does, so both agree to the bit.
+        any.then(|| model.score(components.iter().sum()))
     }
 
     /// Every relationship's score at `at` (the forward walk from every impulse).
