@@ -111,9 +111,10 @@ to_ms() {
 # Runs wrk against one path and prints `<name>_rps=`, `_p50_ms=`, `_p99_ms=`
 # (and `_non2xx=` when wrk saw any). Leaves the rate in $LAST_RPS.
 measure() {
-    local name=$1 path=$2 out="$WORK/wrk-$1.txt"
-    echo "wrk ${THREADS} threads, ${CONNECTIONS} connections, $DURATION: GET $path" >&2
-    timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$BASE$path" >"$out"
+    local name=$1 path=$2 out="$WORK/wrk-$1.txt" script=${3:-}
+    echo "wrk ${THREADS} threads, ${CONNECTIONS} connections, $DURATION: GET $path ${script:+(script $script)}" >&2
+    timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
+        ${script:+-s "$script"} "$BASE$path" >"$out"
     cat "$out" >&2
     LAST_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     local p50 p99 non2xx
@@ -137,3 +138,17 @@ healthz_rps=$LAST_RPS
 measure relationship "$RELATIONSHIP_PATH"
 relationship_rps=$LAST_RPS
 echo "relationship_to_healthz_ratio=$(awk -v a="$relationship_rps" -v b="$healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+
+# The same read, but every request at a different evaluation time, so no
+# answer comes from the read cache: the cost of computing a score with its
+# explanation and trend.
+cat >"$WORK/uncached.lua" <<'LUA'
+counter = 0
+request = function()
+    counter = counter + 1
+    local t = 1794000000 + (counter * 7919 + math.random(0, 999999)) % 5000000
+    return wrk.format("GET", string.format("/v1/relationships/artist/sweater?at=%s", os.date("!%Y-%m-%dT%H:%M:%SZ", t)))
+end
+LUA
+measure relationship_uncached "$RELATIONSHIP_PATH" "$WORK/uncached.lua"
+echo "relationship_uncached_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"

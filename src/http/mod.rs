@@ -2,6 +2,7 @@
 //! is ../shared/API.md. Handlers read the clock (the default `at` is now) and
 //! pass time down; nothing below this module does.
 
+mod cache;
 mod error;
 mod routes;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
 
+pub use cache::ReadCache;
 pub use error::{ApiError, ProblemItem};
 
 use crate::engine::Engine;
@@ -29,13 +31,15 @@ impl Default for Limits {
     }
 }
 
-/// Registers every route on an actix app (also used by the in-process tests).
+/// Registers every route on an actix app. `cache` is shared by every worker.
 pub fn configure<S: EventStore>(
     engine: Arc<Engine<S>>,
     limits: Limits,
+    cache: web::Data<ReadCache>,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(engine))
+            .app_data(cache)
             .app_data(web::Data::new(limits))
             .app_data(
                 web::QueryConfig::default()
@@ -60,10 +64,11 @@ pub async fn serve<S: EventStore>(
     bind: &str,
     limits: Limits,
 ) -> std::io::Result<()> {
+    let cache = web::Data::new(ReadCache::default());
     HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("fusion::http"))
-            .configure(configure(Arc::clone(&engine), limits))
+            .configure(configure(Arc::clone(&engine), limits, cache.clone()))
     })
     .bind(bind)?
     .run()

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Limits;
+use super::cache::ReadCache;
 use super::error::ApiError;
 use crate::domain::{Entity, EntityId, EntityKind};
 use crate::engine::{Engine, RankedRelation};
@@ -239,17 +240,57 @@ struct AtQuery {
     at: Option<String>,
 }
 
+/// The current time to the second: the default `at` of reads, so that polls
+/// within one second share one answer (and its ETag).
+fn now_to_the_second() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+}
+
 async fn get_relationship<S: EventStore>(
     engine: Eng<S>,
+    cache: web::Data<ReadCache>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     query: web::Query<AtQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
     let person = entity_id("person", &person)?;
     let brand = entity_id("brand", &brand)?;
-    let at = parse_time("at", query.at.as_deref())?.unwrap_or_else(Utc::now);
-    match engine.relationship(&person, &brand, at) {
-        Some((e, trend)) => Ok(HttpResponse::Ok().json(relationship_view(&e, &trend))),
+    let at = parse_time("at", query.at.as_deref())?.unwrap_or_else(now_to_the_second);
+    let version = engine.version();
+    let key = (person, brand, at.timestamp_micros());
+    if let Some(tag) = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && tag == cache.etag(version, key.2)
+        && cache.get(version, &key).is_some()
+    {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, tag.to_string()))
+            .finish());
+    }
+    if let Some((body, etag)) = cache.get(version, &key) {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header((header::ETAG, etag))
+            .body(body));
+    }
+    let (person, brand, _) = &key;
+    match engine.relationship(person, brand, at) {
+        Some((e, trend)) => {
+            let body = serde_json::to_vec(&relationship_view(&e, &trend)).map_err(|e| {
+                tracing::error!(cause = %e, "cannot serialise a relationship");
+                ApiError::Internal
+            })?;
+            let body = web::Bytes::from(body);
+            let etag = cache.put(version, key.clone(), body.clone());
+            Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .insert_header((header::ETAG, etag))
+                .body(body))
+        }
         None => Err(ApiError::NotFound(format!(
             "no relationship between '{person}' and '{brand}' as of {}",
             at.to_rfc3339()

@@ -623,3 +623,51 @@ fn text_without_sentiment_is_scored_with_vader_and_explained() {
         2
     );
 }
+
+#[test]
+fn relationship_reads_carry_etags_that_change_with_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let url = format!(
+        "{}/v1/relationships/artist/bistro?at=2026-11-20T00:00:00Z",
+        s.base
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let etag = |r: &ureq::http::Response<ureq::Body>| {
+        r.headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = agent.get(&url).call().unwrap();
+    let tag = etag(&first);
+    assert_eq!(
+        etag(&agent.get(&url).call().unwrap()),
+        tag,
+        "same state, same time: same tag"
+    );
+    let not_modified = agent
+        .get(&url)
+        .header("If-None-Match", &tag)
+        .call()
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    // A new event changes the state: the old tag no longer matches.
+    let r = s.post_json(
+        "/v1/events",
+        &json!({"id": "etag-1", "type": "review", "time": "2026-11-15T10:00:00Z", "person": "artist", "brand": "bistro", "rating": 1}),
+    );
+    assert_eq!(r.body["accepted"], 1);
+    let after = agent
+        .get(&url)
+        .header("If-None-Match", &tag)
+        .call()
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    assert_ne!(etag(&after), tag);
+}
