@@ -4,6 +4,7 @@ mod determinism;
 mod generate;
 mod http;
 mod pg;
+mod pg_e2e;
 mod sentiment;
 mod store;
 mod story;
