@@ -100,4 +100,7 @@ for _ in $(seq 600); do
 done
 echo "http_events=$http_events"
 "$helper" http "http://127.0.0.1:$port" "$work/http.ndjson" "$http_threads" "$http_batch"
+# Failed requests are explained in the service's log.
+echo "http_serve_warnings=$(grep -c WARN "$work/serve.err" || true)"
+grep WARN "$work/serve.err" | sort | uniq -c | sort -rn | head -5 >&2 || true
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"

@@ -112,16 +112,15 @@ async fn copy(url: &str, file: &str) -> anyhow::Result<()> {
 fn http(base: &str, file: &str, threads: usize, batch: usize) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let bodies: Arc<Vec<String>> = Arc::new(
-        lines
-            .chunks(batch)
-            .map(|c| c.join("\n") + "\n")
-            .collect(),
-    );
+    let bodies: Arc<Vec<String>> =
+        Arc::new(lines.chunks(batch).map(|c| c.join("\n") + "\n").collect());
     let endpoint = format!("{}/v1/events", base.trim_end_matches('/'));
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let failures = Arc::new(AtomicUsize::new(0));
+    // Why requests failed: the status, or the client's error.
+    let failures = Arc::new(Mutex::new(
+        std::collections::BTreeMap::<String, usize>::new(),
+    ));
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -139,24 +138,34 @@ fn http(base: &str, file: &str, threads: usize, batch: usize) -> anyhow::Result<
                     .into();
                 while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let sent = Instant::now();
-                    let ok = agent
+                    let outcome = agent
                         .post(&endpoint)
                         .header("Content-Type", "application/x-ndjson")
                         .send(body.as_bytes())
-                        .is_ok_and(|mut r| {
-                            r.status() == 200 && r.body_mut().read_to_string().is_ok()
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut r| {
+                            let status = r.status();
+                            let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+                            if status == 200 {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "{status} {}",
+                                    text.chars().take(120).collect::<String>()
+                                ))
+                            }
                         });
-                    if ok {
-                        latencies.lock().unwrap().push(sent.elapsed());
-                    } else {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                    match outcome {
+                        Ok(()) => latencies.lock().unwrap().push(sent.elapsed()),
+                        Err(why) => *failures.lock().unwrap().entry(why).or_default() += 1,
                     }
                 }
             })
         })
         .collect();
     for w in workers {
-        w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
     }
     let wall = start.elapsed().as_secs_f64();
     let mut lat = latencies.lock().unwrap().clone();
@@ -168,7 +177,11 @@ fn http(base: &str, file: &str, threads: usize, batch: usize) -> anyhow::Result<
     println!("http_threads={threads}");
     println!("http_batch={batch}");
     println!("http_requests={}", lat.len());
-    println!("http_failed_requests={}", failures.load(Ordering::Relaxed));
+    let failures = failures.lock().unwrap();
+    println!("http_failed_requests={}", failures.values().sum::<usize>());
+    for (why, n) in failures.iter() {
+        eprintln!("failed {n}x: {why}");
+    }
     println!("http_events_per_s={:.0}", lines.len() as f64 / wall);
     println!("http_ack_p50_ms={:.1}", pct(0.50));
     println!("http_ack_p99_ms={:.1}", pct(0.99));
