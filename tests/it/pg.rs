@@ -348,7 +348,7 @@ fn score(person: &str, brand: &str, score: f64) -> ScoreRow {
     }
 }
 
-async fn client(url: &str) -> tokio_postgres::Client {
+pub async fn client(url: &str) -> tokio_postgres::Client {
     admin_client(url)
         .await
         .expect("connect to the test database")

@@ -1,5 +1,6 @@
 //! Shared test support: a real `fusion serve` process on a free loopback
-//! port with its own store, and a small JSON client for it.
+//! port with its own store (embedded, or a PostgreSQL database), and a small
+//! JSON client for it.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -64,6 +65,15 @@ impl Server {
         };
         server.wait_ready();
         server
+    }
+
+    /// Starts a server on the PostgreSQL database at `url` (`--database-url`)
+    /// with extra arguments; waits until ready. `data_dir` is still given so
+    /// nothing falls back to ./data if the flag were ignored.
+    pub fn start_on_database(data_dir: &Path, url: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--database-url", url];
+        args.extend_from_slice(extra);
+        Server::start(data_dir, &args)
     }
 
     /// Polls /readyz until it answers 200, for at most 60 s.
