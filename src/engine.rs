@@ -87,14 +87,76 @@ pub struct RescoreReport {
     pub as_of: DateTime<Utc>,
 }
 
-pub struct Engine<S> {
-    store: S,
-    model: Arc<ScoringModel>,
+/// The derived state and what guards it; shared with the fold thread.
+struct Derived {
     state: RwLock<ScoreState>,
-    /// Serialises folding, so a refold on a copy never loses a concurrent fold.
+    /// Serialises changes, so a refold on a copy never loses a concurrent fold.
     fold: Mutex<()>,
     /// Bumped on every change of state.
     version: std::sync::atomic::AtomicU64,
+}
+
+impl Derived {
+    fn read(&self) -> RwLockReadGuard<'_, ScoreState> {
+        self.state.read().expect("state lock")
+    }
+
+    /// Runs `change` on the state: in place when it is cheap (`in_place`
+    /// says so), else on a copy that is swapped in, so readers are not held
+    /// up by a refold.
+    fn change(
+        &self,
+        in_place: impl FnOnce(&ScoreState) -> bool,
+        change: impl FnOnce(&mut ScoreState),
+    ) {
+        let _guard = self.fold.lock().expect("fold lock");
+        let cheap = in_place(&self.read());
+        if cheap {
+            change(&mut self.state.write().expect("state lock"));
+        } else {
+            let mut next = self.read().clone();
+            change(&mut next);
+            *self.state.write().expect("state lock") = next;
+        }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Events to fold, and who waits for them.
+type FoldJob = (Vec<Event>, tokio::sync::oneshot::Sender<()>);
+
+/// The fold thread: takes every job waiting, folds them together (one
+/// refold at most, however many of them came late), then answers each.
+/// Concurrent writers whose batches arrive out of event-time order would
+/// otherwise each refold the log; here they share one refold per round,
+/// and no HTTP worker thread is held up by it.
+fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut events = first.0;
+        let mut waiting = vec![first.1];
+        while let Ok((more, tx)) = rx.try_recv() {
+            events.extend(more);
+            waiting.push(tx);
+        }
+        let events = std::cell::RefCell::new(Some(events));
+        derived.change(
+            |s| s.appends_in_order(events.borrow().as_deref().unwrap_or_default()),
+            |s| {
+                s.apply(events.borrow_mut().take().unwrap_or_default());
+            },
+        );
+        for tx in waiting {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Engine<S> {
+    store: S,
+    model: Arc<ScoringModel>,
+    derived: Arc<Derived>,
+    folder: Mutex<std::sync::mpsc::Sender<FoldJob>>,
     ranking: RwLock<Option<Arc<Ranking>>>,
     ranking_build: tokio::sync::Mutex<()>,
 }
@@ -108,12 +170,22 @@ impl<S: EventStore> Engine<S> {
         let state = tokio::task::spawn_blocking(move || ScoreState::build(m, entities, events))
             .await
             .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
-        Ok(Self {
-            store,
-            model,
+        let derived = Arc::new(Derived {
             state: RwLock::new(state),
             fold: Mutex::new(()),
             version: Default::default(),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let for_thread = Arc::clone(&derived);
+        std::thread::Builder::new()
+            .name("fusion-fold".into())
+            .spawn(move || fold_loop(for_thread, rx))
+            .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
+        Ok(Self {
+            store,
+            model,
+            derived,
+            folder: Mutex::new(tx),
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
         })
@@ -130,39 +202,21 @@ impl<S: EventStore> Engine<S> {
     /// The current state, read-locked. Writers hold the lock only to fold
     /// events that come after everything seen, or to swap in a refolded copy.
     pub fn state(&self) -> RwLockReadGuard<'_, ScoreState> {
-        self.state.read().expect("state lock")
+        self.derived.read()
     }
 
-    /// Runs `change` on the state: in place when it is cheap (`in_place`
-    /// says so), else on a copy that is swapped in, so readers are not held
-    /// up by a refold.
     fn change(
         &self,
         in_place: impl FnOnce(&ScoreState) -> bool,
         change: impl FnOnce(&mut ScoreState),
     ) {
-        // This runs on the caller's thread: actix workers are single-threaded
-        // runtimes where `block_in_place` is not available. An in-order fold is
-        // short; a refold holds up this worker only, never the readers.
-        let _guard = self.fold.lock().expect("fold lock");
-        let cheap = in_place(&self.state());
-        if cheap {
-            change(&mut self.state.write().expect("state lock"));
-        } else {
-            let mut next = self.state().clone();
-            change(&mut next);
-            *self.state.write().expect("state lock") = next;
-        }
-        self.bump();
-    }
-
-    fn bump(&self) {
-        self.version
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.derived.change(in_place, change);
     }
 
     pub fn version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::SeqCst)
+        self.derived
+            .version
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stores and applies validated events. `rejected` are the events of the
@@ -179,7 +233,7 @@ impl<S: EventStore> Engine<S> {
             .store_checked(events, rejected, atomic, true, &mut pending)
             .await?;
         if !new.is_empty() {
-            self.fold_stored(new);
+            self.fold_stored(new).await;
         }
         Ok(report)
     }
@@ -230,11 +284,16 @@ impl<S: EventStore> Engine<S> {
         } else {
             (self.store.append(good).await?, Vec::new())
         };
-        let new: Vec<Event> = good
-            .into_iter()
-            .zip(&appended.inserted)
-            .filter_map(|(e, &ins)| ins.then_some(e))
-            .collect();
+        // A duplicate this process has not folded is an event another process
+        // stored (a second server, or a commit that completed after a crash
+        // was replayed): an id names one event, so fold the copy we were sent.
+        let new: Vec<Event> = {
+            let state = self.state();
+            good.into_iter()
+                .zip(&appended.inserted)
+                .filter_map(|(e, &ins)| (ins || !state.contains(&e.id)).then_some(e))
+                .collect()
+        };
         let report = IngestReport {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
@@ -243,15 +302,14 @@ impl<S: EventStore> Engine<S> {
         Ok((report, new))
     }
 
-    /// Folds stored events into the state without blocking readers.
-    pub fn fold_stored(&self, events: Vec<Event>) {
-        let events = std::cell::RefCell::new(Some(events));
-        self.change(
-            |s| s.appends_in_order(events.borrow().as_deref().unwrap_or_default()),
-            |s| {
-                s.apply(events.borrow_mut().take().unwrap_or_default());
-            },
-        );
+    /// Folds stored events into the state (on the fold thread) and returns
+    /// once they are readable.
+    pub async fn fold_stored(&self, events: Vec<Event>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.folder.lock().expect("folder lock").send((events, tx));
+        if sent.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Registers or replaces an entity.
@@ -360,11 +418,7 @@ impl<S: EventStore> Engine<S> {
             seconds: started.elapsed().as_secs_f64(),
             as_of: now,
         };
-        {
-            let _guard = self.fold.lock().expect("fold lock");
-            *self.state.write().expect("state lock") = fresh;
-        }
-        self.bump();
+        self.change(|_| true, move |s| *s = fresh);
         Ok(report)
     }
 }

@@ -306,7 +306,9 @@ impl ScoreState {
     /// seen are folded in directly; an earlier one refolds the whole log in
     /// canonical order. Returns whether a refold happened.
     pub fn apply(&mut self, mut events: Vec<Event>) -> bool {
-        events.retain(|e| !self.positions.contains_key(&e.id));
+        // Seen before, or twice here: the first occurrence is the event.
+        let mut ids = FxHashSet::default();
+        events.retain(|e| !self.positions.contains_key(&e.id) && ids.insert(e.id.clone()));
         if events.is_empty() {
             return false;
         }

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use fusion::domain::Event;
 use fusion::score::{ScoreState, ScoringModel};
 use proptest::prelude::*;
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
