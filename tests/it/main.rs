@@ -5,6 +5,7 @@ mod generate;
 mod http;
 mod pg;
 mod propagate;
+mod relspace;
 mod sentiment;
 mod store;
 mod story;
