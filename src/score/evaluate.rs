@@ -12,7 +12,9 @@
 //!   `y = Σ_k (αMᵀ)^k e_(q,b)` from the target, which only visits the people q
 //!   follows (transitively) and their associations; each impulse then
 //!   contributes `y[p,b'] · x_i`, which is what the explanation lists.
-//! - `batch` (every relationship): the forward walk from every impulse.
+//! - `batch` (every relationship): the forward walk from every impulse, run
+//!   by the parallel relationship-space driver (`relspace.rs`); the
+//!   sequential walk stays here as `batch_reference`, its test oracle.
 //!
 //! Both iterate in id order and prune amounts below the model's tolerance, so
 //! they are deterministic; they agree within the tolerance.
@@ -332,8 +334,17 @@ impl ScoreState {
         any.then(|| model.score(components.iter().sum()))
     }
 
-    /// Every relationship's score at `at` (the forward walk from every impulse).
+    /// Every relationship's score at `at`: the relationship-space driver
+    /// (`relspace`), parallel over brands and people.
     pub fn batch(&self, at: DateTime<Utc>) -> BatchScores {
+        super::relspace::batch(self, at)
+    }
+
+    /// The sequential forward walk from every impulse that `batch` replaced,
+    /// kept as the oracle the parallel driver is tested against
+    /// (`tests/it/relspace.rs`) and benched against. Not for serving.
+    #[doc(hidden)]
+    pub fn batch_reference(&self, at: DateTime<Utc>) -> BatchScores {
         let model = self.model();
         let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
         let tol = model.tolerance;

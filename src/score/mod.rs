@@ -8,6 +8,7 @@
 mod evaluate;
 pub mod kernel;
 mod model;
+pub mod relspace;
 mod state;
 
 pub use evaluate::{BatchScores, Contribution, Explanation, RelationScore};

@@ -6,6 +6,7 @@ mod http;
 mod pg;
 mod pg_e2e;
 mod propagate;
+mod relspace;
 mod sentiment;
 mod store;
 mod story;

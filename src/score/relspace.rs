@@ -1,0 +1,460 @@
+//! The relationship-space batch driver: every relationship's score at one time
+//! `at`, computed on a compact snapshot with rayon, without materialising a
+//! relationship graph (ARCHITECTURE.md, "Scoring").
+//!
+//! It owns the snapshot (`RelSnapshot`: u32 ids, the follow matrix, the
+//! association lists, all as they stood at `at`), the impulse matrix `X`
+//! (people × brands, 6 components, decayed to `at`) and the hop loop. It must
+//! not do IO, read the clock, or let the thread count reach a number: every
+//! parallel task writes only its own output, sums in a fixed order, and the
+//! outputs are concatenated in task order (no atomics, no shared
+//! accumulators).
+//!
+//! It sums the same truncated series as the sequential forward walk it
+//! replaced (`ScoreState::batch_reference`, kept as the oracle):
+//! `s = Σ_k (αM)^k x`, where the frontier of hop k+1 keeps only the
+//! relationships whose largest component reaches the model's `tolerance`, and
+//! at most `max_hops` hops are taken. The numbers agree with the oracle to
+//! rounding (the two add the audience and association shares of one
+//! relationship in a different order); `tests/it/relspace.rs` checks 1e-9.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use super::{BatchScores, Components, RelationScore, ScoreState};
+use crate::domain::EntityId;
+
+/// A sparse people × brands matrix with one value per component, as
+/// `(key, components)` sorted by key. Column keys are `brand << 32 | person`
+/// (the audience spill works per brand column); `swap` turns them into row
+/// keys `person << 32 | brand` (the association spill works per person row).
+type Entries = Vec<(u64, Components)>;
+
+fn col_key(person: u32, brand: u32) -> u64 {
+    (u64::from(brand) << 32) | u64::from(person)
+}
+
+fn high(key: u64) -> u32 {
+    (key >> 32) as u32
+}
+
+fn low(key: u64) -> u32 {
+    key as u32
+}
+
+fn swap(key: u64) -> u64 {
+    key.rotate_left(32)
+}
+
+/// The graph at `at` in the form one hop reads.
+///
+/// Ids are positions in the sorted id tables, so the numbering, and with it
+/// every order the kernel sums in, depends only on the set of ids.
+#[derive(Debug, Clone)]
+pub struct RelSnapshot {
+    pub at: DateTime<Utc>,
+    people: Vec<EntityId>,
+    brands: Vec<EntityId>,
+    /// The audience spill, transposed for sparse columns: for followee `p`,
+    /// `spill_offsets[p]..spill_offsets[p + 1]` lists its consenting followers
+    /// `q` (ascending) with `α_f · F[q,p]`. It is the pull CSR of `F` (rows
+    /// `q`, columns `p`, built first so each row is normalised over q's
+    /// attention) transposed by a stable counting sort; scattering the
+    /// present `p` of a column in ascending order performs, for every `q`,
+    /// exactly the additions of the pull sum `Σ_p F[q,p] X[p,b]` over q's
+    /// followees in ascending order, but touches only the followers of the
+    /// people present.
+    spill_offsets: Vec<usize>,
+    spill_targets: Vec<u32>,
+    spill_coef: Vec<f64>,
+    /// Per person (consenting only): associated brands ascending, with
+    /// `α_a · ā[p,b]`.
+    assoc_offsets: Vec<usize>,
+    assoc_brands: Vec<u32>,
+    assoc_coef: Vec<f64>,
+    /// `X`: impulses up to `at` of consenting people, decayed to `at` and
+    /// weighted, column keys.
+    impulses: Entries,
+    tolerance: f64,
+    max_hops: u32,
+}
+
+/// Per-thread scratch of the audience spill: a dense accumulator over people
+/// and the list of the entries touched, reset after every column. Its
+/// contents never outlive one column, so which thread's scratch a column
+/// uses changes nothing.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<Components>,
+    seen: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl RelSnapshot {
+    /// Snapshots `state` as it stood at `at`.
+    pub fn build(state: &ScoreState, at: DateTime<Utc>) -> Self {
+        let model = state.model();
+        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
+        let follows = state.graph.follow_edges(at);
+
+        // Canonical people table: everyone with impulses or in a follow.
+        let mut people: Vec<&EntityId> = state.impulses.keys().collect();
+        for (q, p, _) in &follows {
+            people.push(q);
+            people.push(p);
+        }
+        people.sort_unstable();
+        people.dedup();
+        let consents: Vec<bool> = people.par_iter().map(|p| state.consents(p, at)).collect();
+        // Only consenting people are ever in a frontier, so only they need
+        // their associations.
+        let assoc_raw: Vec<Vec<(EntityId, f64)>> = people
+            .par_iter()
+            .zip(&consents)
+            .map(|(p, &ok)| {
+                if ok {
+                    state.associations_at(p, at)
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+
+        let mut brands: Vec<&EntityId> = state
+            .impulses
+            .values()
+            .flat_map(|list| list.iter().map(|i| &i.brand))
+            .collect();
+        brands.extend(assoc_raw.iter().flatten().map(|(b, _)| b));
+        brands.sort_unstable();
+        brands.dedup();
+
+        let person_id: FxHashMap<&EntityId, u32> = people
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32))
+            .collect();
+        let brand_id: FxHashMap<&EntityId, u32> = brands
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (*b, i as u32))
+            .collect();
+        let n = people.len();
+
+        // Pull CSR of F: `follows` is sorted by (q, p), so its rows come in
+        // order. Attention is summed over the row in that order.
+        let mut rows: Vec<(u32, u32, f64)> = Vec::with_capacity(follows.len());
+        let mut start = 0;
+        while start < follows.len() {
+            let q = &follows[start].0;
+            let mut end = start;
+            let mut attention = 0.0;
+            while end < follows.len() && &follows[end].0 == q {
+                attention += follows[end].2;
+                end += 1;
+            }
+            if consents[person_id[q] as usize] && attention > 0.0 {
+                let qi = person_id[q];
+                for (_, p, w) in &follows[start..end] {
+                    rows.push((qi, person_id[p], alpha_f * (w / attention)));
+                }
+            }
+            start = end;
+        }
+        // Transpose by a stable counting sort on p: within each p the
+        // followers keep ascending q.
+        let mut spill_offsets = vec![0usize; n + 1];
+        for &(_, p, _) in &rows {
+            spill_offsets[p as usize + 1] += 1;
+        }
+        for i in 0..n {
+            spill_offsets[i + 1] += spill_offsets[i];
+        }
+        let mut fill = spill_offsets.clone();
+        let mut spill_targets = vec![0u32; rows.len()];
+        let mut spill_coef = vec![0.0f64; rows.len()];
+        for &(q, p, c) in &rows {
+            let slot = &mut fill[p as usize];
+            spill_targets[*slot] = q;
+            spill_coef[*slot] = c;
+            *slot += 1;
+        }
+
+        let mut assoc_offsets = Vec::with_capacity(n + 1);
+        let mut assoc_brands = Vec::new();
+        let mut assoc_coef = Vec::new();
+        assoc_offsets.push(0);
+        for list in &assoc_raw {
+            // `associations_at` is sorted by id, hence by brand number.
+            for (b, a) in list {
+                assoc_brands.push(brand_id[b]);
+                assoc_coef.push(alpha_a * a);
+            }
+            assoc_offsets.push(assoc_brands.len());
+        }
+
+        // X, per person in parallel; per relationship the impulses add up in
+        // the person's event order (as the oracle does).
+        let rows_x: Vec<Vec<(u64, Components)>> = people
+            .par_iter()
+            .enumerate()
+            .map(|(pi, p)| {
+                if !consents[pi] {
+                    return Vec::new();
+                }
+                let Some(list) = state.impulses.get(*p) else {
+                    return Vec::new();
+                };
+                let end = list.partition_point(|i| i.time <= at);
+                let mut row: Vec<(u64, Components)> = Vec::new();
+                for imp in &list[..end] {
+                    let c = imp.component;
+                    let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
+                    let v = imp.amount * model.decay(c, secs) * model.weight.get(c);
+                    let key = col_key(pi as u32, brand_id[&imp.brand]);
+                    match row.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, acc)) => acc[c.index()] += v,
+                        None => {
+                            let mut acc = [0.0; 6];
+                            acc[c.index()] += v;
+                            row.push((key, acc));
+                        }
+                    }
+                }
+                row
+            })
+            .collect();
+        let mut impulses: Entries = rows_x.into_iter().flatten().collect();
+        // Keys are unique, so an unstable sort is deterministic.
+        impulses.par_sort_unstable_by_key(|e| e.0);
+
+        RelSnapshot {
+            at,
+            people: people.into_iter().cloned().collect(),
+            brands: brands.into_iter().cloned().collect(),
+            spill_offsets,
+            spill_targets,
+            spill_coef,
+            assoc_offsets,
+            assoc_brands,
+            assoc_coef,
+            impulses,
+            tolerance: model.tolerance,
+            max_hops: model.max_hops,
+        }
+    }
+
+    pub fn people(&self) -> &[EntityId] {
+        &self.people
+    }
+
+    pub fn brands(&self) -> &[EntityId] {
+        &self.brands
+    }
+
+    /// Stored follow entries (follower, followee pairs with a consenting follower).
+    pub fn follow_count(&self) -> usize {
+        self.spill_targets.len()
+    }
+
+    /// The impulse matrix `X`: `((person, brand), components)`, column order.
+    pub fn impulses(&self) -> impl Iterator<Item = ((u32, u32), Components)> + '_ {
+        self.impulses.iter().map(|(k, v)| ((low(*k), high(*k)), *v))
+    }
+
+    /// Runs the truncated series from `X` and returns every relationship
+    /// reached, `((person, brand), components)`, in row order (person, then
+    /// brand), which is id order.
+    pub fn propagate(&self) -> Vec<((u32, u32), Components)> {
+        let mut total = self.impulses.clone();
+        let mut frontier = self.impulses.clone();
+        for _hop in 0..self.max_hops {
+            let next = self.hop(&frontier);
+            if next.is_empty() {
+                break;
+            }
+            total = merge_add(&total, &next);
+            frontier = next;
+        }
+        let mut rows: Entries = total.into_iter().map(|(k, v)| (swap(k), v)).collect();
+        rows.par_sort_unstable_by_key(|e| e.0);
+        rows.into_iter()
+            .map(|(k, v)| ((high(k), low(k)), v))
+            .collect()
+    }
+
+    /// One hop `αM` on a frontier (column keys), pruned to the tolerance.
+    fn hop(&self, frontier: &[(u64, Components)]) -> Entries {
+        let audience = self.audience(frontier);
+        let mut association = self.association(frontier);
+        association.par_sort_unstable_by_key(|e| e.0);
+        let mut next = merge_add(&audience, &association);
+        let tol = self.tolerance;
+        next.retain(|(_, v)| v.iter().fold(0.0f64, |m, x| m.max(x.abs())) >= tol);
+        next
+    }
+
+    /// `α_f F X`, column by column, brands in parallel.
+    fn audience(&self, frontier: &[(u64, Components)]) -> Entries {
+        let columns = ranges(frontier, high);
+        let n = self.people.len();
+        let parts: Vec<Entries> = columns
+            .par_iter()
+            .map(|&(lo, hi)| {
+                SCRATCH.with(|cell| {
+                    let mut s = cell.borrow_mut();
+                    let s = &mut *s;
+                    if s.acc.len() < n {
+                        s.acc.resize(n, [0.0; 6]);
+                        s.seen.resize(n, false);
+                    }
+                    let brand = high(frontier[lo].0);
+                    for (key, v) in &frontier[lo..hi] {
+                        let p = low(*key) as usize;
+                        let span = self.spill_offsets[p]..self.spill_offsets[p + 1];
+                        for (&q, &c) in self.spill_targets[span.clone()]
+                            .iter()
+                            .zip(&self.spill_coef[span])
+                        {
+                            let q = q as usize;
+                            if !s.seen[q] {
+                                s.seen[q] = true;
+                                s.touched.push(q as u32);
+                            }
+                            for (acc, vi) in s.acc[q].iter_mut().zip(v) {
+                                *acc += c * vi;
+                            }
+                        }
+                    }
+                    s.touched.sort_unstable();
+                    let mut out = Vec::with_capacity(s.touched.len());
+                    for &q in &s.touched {
+                        let q = q as usize;
+                        out.push((col_key(q as u32, brand), s.acc[q]));
+                        s.acc[q] = [0.0; 6];
+                        s.seen[q] = false;
+                    }
+                    s.touched.clear();
+                    out
+                })
+            })
+            .collect();
+        parts.into_iter().flatten().collect()
+    }
+
+    /// `α_a assoc(X)`, person by person in parallel; column keys, unsorted.
+    fn association(&self, frontier: &[(u64, Components)]) -> Entries {
+        let mut by_row: Entries = frontier.iter().map(|(k, v)| (swap(*k), *v)).collect();
+        by_row.par_sort_unstable_by_key(|e| e.0);
+        let rows = ranges(&by_row, high);
+        let parts: Vec<Entries> = rows
+            .par_iter()
+            .with_min_len(64)
+            .map(|&(lo, hi)| {
+                let p = high(by_row[lo].0);
+                let span = self.assoc_offsets[p as usize]..self.assoc_offsets[p as usize + 1];
+                let row = &by_row[lo..hi];
+                let mut out = Vec::new();
+                for (&b2, &a) in self.assoc_brands[span.clone()]
+                    .iter()
+                    .zip(&self.assoc_coef[span])
+                {
+                    let mut acc = [0.0; 6];
+                    let mut any = false;
+                    // Brands ascending, as the oracle visits them.
+                    for (key, v) in row {
+                        if low(*key) == b2 {
+                            continue;
+                        }
+                        any = true;
+                        for (x, vi) in acc.iter_mut().zip(v) {
+                            *x += a * vi;
+                        }
+                    }
+                    if any {
+                        out.push((col_key(p, b2), acc));
+                    }
+                }
+                out
+            })
+            .collect();
+        parts.into_iter().flatten().collect()
+    }
+}
+
+/// Ranges of equal `part(key)` in a sorted entry list.
+fn ranges(entries: &[(u64, Components)], part: fn(u64) -> u32) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut lo = 0;
+    while lo < entries.len() {
+        let g = part(entries[lo].0);
+        let mut hi = lo + 1;
+        while hi < entries.len() && part(entries[hi].0) == g {
+            hi += 1;
+        }
+        out.push((lo, hi));
+        lo = hi;
+    }
+    out
+}
+
+/// The sum of two sorted entry lists (keys unique in each), sorted; where a
+/// key is in both, `a`'s value comes first in the addition.
+fn merge_add(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (ka, kb) = (a[i].0, b[j].0);
+        if ka < kb {
+            out.push(a[i]);
+            i += 1;
+        } else if kb < ka {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            let mut v = a[i].1;
+            for (x, y) in v.iter_mut().zip(&b[j].1) {
+                *x += y;
+            }
+            out.push((ka, v));
+            i += 1;
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// Every relationship's score at `at` (what `ScoreState::batch` answers).
+pub fn batch(state: &ScoreState, at: DateTime<Utc>) -> BatchScores {
+    let model = state.model();
+    let snapshot = RelSnapshot::build(state, at);
+    let rows = snapshot.propagate();
+    let scores: BTreeMap<(EntityId, EntityId), RelationScore> = rows
+        .into_iter()
+        .map(|((p, b), components)| {
+            let raw: f64 = components.iter().sum();
+            (
+                (
+                    snapshot.people[p as usize].clone(),
+                    snapshot.brands[b as usize].clone(),
+                ),
+                RelationScore {
+                    score: model.score(raw),
+                    raw,
+                    components,
+                },
+            )
+        })
+        .collect();
+    BatchScores { at, scores }
+}
