@@ -22,6 +22,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::{Entity, EntityId, EntityKind, Event};
 use crate::ingest::{FieldError, Rejection};
+use crate::score::relspace::RelSnapshot;
 use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
 use crate::store::{EventStore, StoreError};
 
@@ -381,13 +382,51 @@ impl<S: EventStore> Engine<S> {
         }
         let version = self.version();
         let engine = Arc::clone(self);
-        let ranking = tokio::task::spawn_blocking(move || {
-            Arc::new(build_ranking(&engine.state(), now, version))
-        })
-        .await
-        .expect("ranking task");
+        let ranking =
+            tokio::task::spawn_blocking(move || Arc::new(engine.build_ranking(now, version)))
+                .await
+                .expect("ranking task");
         *self.ranking.write().expect("ranking lock") = Some(Arc::clone(&ranking));
         ranking
+    }
+
+    /// Every relationship's score at `now`, without trends (for the
+    /// materialised table). The read lock is held only to take a snapshot.
+    pub async fn current_scores(self: &Arc<Self>, now: DateTime<Utc>) -> BatchScores {
+        let engine = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let snapshot = RelSnapshot::build(&engine.state(), now);
+            snapshot.into_scores(&engine.model, now)
+        })
+        .await
+        .expect("scoring task")
+    }
+
+    /// Takes snapshots at now and at the trend points under the read lock,
+    /// then propagates them without it, so folds are not held up.
+    fn build_ranking(&self, now: DateTime<Utc>, version: u64) -> Ranking {
+        let times = [
+            now,
+            now - Duration::days(1),
+            now - Duration::days(7),
+            now - Duration::days(30),
+        ];
+        let (snapshots, kinds) = {
+            let state = self.state();
+            let snapshots: Vec<RelSnapshot> = times
+                .iter()
+                .map(|&t| RelSnapshot::build(&state, t))
+                .collect();
+            let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
+            (snapshots, kinds)
+        };
+        let mut batches: Vec<BatchScores> = snapshots
+            .into_iter()
+            .zip(times)
+            .map(|(s, t)| s.into_scores(&self.model, t))
+            .collect();
+        let current = batches.remove(0);
+        rank(current, &batches, &kinds, version)
     }
 
     /// Full recompute from the log: replays the store into a fresh state,
@@ -439,12 +478,13 @@ pub fn drift(a: &BatchScores, b: &BatchScores) -> f64 {
     worst
 }
 
-fn build_ranking(state: &ScoreState, now: DateTime<Utc>, version: u64) -> Ranking {
-    let current = state.batch(now);
-    let past: Vec<BatchScores> = [1, 7, 30]
-        .into_iter()
-        .map(|d| state.batch(now - Duration::days(d)))
-        .collect();
+fn rank(
+    current: BatchScores,
+    past: &[BatchScores],
+    kinds: &HashMap<EntityId, EntityKind>,
+    version: u64,
+) -> Ranking {
+    let now = current.at;
     let then = |i: usize, k: &(EntityId, EntityId)| past[i].scores.get(k).map_or(50.0, |s| s.score);
     let mut by_brand: HashMap<EntityId, Vec<RankedRelation>> = HashMap::new();
     let mut by_person: BTreeMap<EntityId, Vec<(EntityId, f64)>> = BTreeMap::new();
@@ -461,7 +501,7 @@ fn build_ranking(state: &ScoreState, now: DateTime<Utc>, version: u64) -> Rankin
             .push(RankedRelation {
                 person: person.clone(),
                 brand: brand.clone(),
-                kind: state.kind(person).unwrap_or(EntityKind::Consumer),
+                kind: kinds.get(person).copied().unwrap_or(EntityKind::Consumer),
                 score: *score,
                 trend,
             });

@@ -124,24 +124,23 @@ async fn materialise_scores(engine: Arc<Engine<Backend>>) {
         if written == Some(version) {
             continue;
         }
-        let ranking = engine.ranking(chrono::Utc::now()).await;
-        let rows: Vec<ScoreRow> = ranking
-            .by_brand
-            .values()
-            .flatten()
-            .map(|r| ScoreRow {
-                person: r.person.to_string(),
-                brand: r.brand.to_string(),
-                score: r.score.score,
-                raw: r.score.raw,
-                components: r.score.components,
-                as_of: ranking.as_of,
+        let scores = engine.current_scores(chrono::Utc::now()).await;
+        let rows: Vec<ScoreRow> = scores
+            .scores
+            .iter()
+            .map(|((person, brand), s)| ScoreRow {
+                person: person.to_string(),
+                brand: brand.to_string(),
+                score: s.score,
+                raw: s.raw,
+                components: s.components,
+                as_of: scores.at,
             })
             .collect();
         match engine.store().write_scores(&rows).await {
             Ok(()) => {
                 tracing::debug!(rows = rows.len(), "materialised scores");
-                written = Some(ranking.version);
+                written = Some(version);
             }
             Err(e) => tracing::warn!(cause = %e, "could not materialise scores; will retry"),
         }

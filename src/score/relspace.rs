@@ -22,6 +22,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+
+use super::ScoringModel;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -436,25 +438,32 @@ fn merge_add(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
 
 /// Every relationship's score at `at` (what `ScoreState::batch` answers).
 pub fn batch(state: &ScoreState, at: DateTime<Utc>) -> BatchScores {
-    let model = state.model();
-    let snapshot = RelSnapshot::build(state, at);
-    let rows = snapshot.propagate();
-    let scores: BTreeMap<(EntityId, EntityId), RelationScore> = rows
-        .into_iter()
-        .map(|((p, b), components)| {
-            let raw: f64 = components.iter().sum();
-            (
+    RelSnapshot::build(state, at).into_scores(state.model(), at)
+}
+
+impl RelSnapshot {
+    /// Propagates and maps to scores. Needs no access to the state, so a
+    /// caller can build snapshots under the state's read lock and do this
+    /// part after releasing it.
+    pub fn into_scores(self, model: &ScoringModel, at: DateTime<Utc>) -> BatchScores {
+        let rows = self.propagate();
+        let scores: BTreeMap<(EntityId, EntityId), RelationScore> = rows
+            .into_iter()
+            .map(|((p, b), components)| {
+                let raw: f64 = components.iter().sum();
                 (
-                    snapshot.people[p as usize].clone(),
-                    snapshot.brands[b as usize].clone(),
-                ),
-                RelationScore {
-                    score: model.score(raw),
-                    raw,
-                    components,
-                },
-            )
-        })
-        .collect();
-    BatchScores { at, scores }
+                    (
+                        self.people[p as usize].clone(),
+                        self.brands[b as usize].clone(),
+                    ),
+                    RelationScore {
+                        score: model.score(raw),
+                        raw,
+                        components,
+                    },
+                )
+            })
+            .collect();
+        BatchScores { at, scores }
+    }
 }
