@@ -13,6 +13,7 @@
 //! uniforms one by one (Bentley & Saxe, "Generating sorted lists of random
 //! numbers", ACM TOMS 1980), then warped into a daily rhythm.
 
+use crate::domain::EventType;
 use std::collections::HashSet;
 use std::io::{self, Write};
 
@@ -67,91 +68,33 @@ pub enum GenerateError {
     Io(#[from] io::Error),
 }
 
-/// The event types of the wire format (DESIGN.md, "Events").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    Purchase,
-    BrandSales,
-    Post,
-    Mention,
-    Review,
-    Service,
-    Endorsement,
-    Audience,
-    Follow,
-    Unfollow,
-    Occasion,
-    Attendance,
-    Cause,
-    Consent,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 14] = [
-        EventKind::Purchase,
-        EventKind::BrandSales,
-        EventKind::Post,
-        EventKind::Mention,
-        EventKind::Review,
-        EventKind::Service,
-        EventKind::Endorsement,
-        EventKind::Audience,
-        EventKind::Follow,
-        EventKind::Unfollow,
-        EventKind::Occasion,
-        EventKind::Attendance,
-        EventKind::Cause,
-        EventKind::Consent,
-    ];
-
-    /// The `type` field on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Purchase => "purchase",
-            EventKind::BrandSales => "brand_sales",
-            EventKind::Post => "post",
-            EventKind::Mention => "mention",
-            EventKind::Review => "review",
-            EventKind::Service => "service",
-            EventKind::Endorsement => "endorsement",
-            EventKind::Audience => "audience",
-            EventKind::Follow => "follow",
-            EventKind::Unfollow => "unfollow",
-            EventKind::Occasion => "occasion",
-            EventKind::Attendance => "attendance",
-            EventKind::Cause => "cause",
-            EventKind::Consent => "consent",
-        }
-    }
-}
-
 /// Steady-state mix, in parts per 10,000: commerce and talk dominate, as in
 /// any consumer data set; consent changes are rare.
-const MIX: [(EventKind, u32); 14] = [
-    (EventKind::Purchase, 3_090),
-    (EventKind::Post, 1_800),
-    (EventKind::Follow, 1_400),
-    (EventKind::Mention, 1_200),
-    (EventKind::Review, 500),
-    (EventKind::Service, 500),
-    (EventKind::Audience, 400),
-    (EventKind::Attendance, 400),
-    (EventKind::Unfollow, 250),
-    (EventKind::BrandSales, 200),
-    (EventKind::Endorsement, 100),
-    (EventKind::Occasion, 50),
-    (EventKind::Cause, 100),
-    (EventKind::Consent, 10),
+const MIX: [(EventType, u32); 14] = [
+    (EventType::Purchase, 3_090),
+    (EventType::Post, 1_800),
+    (EventType::Follow, 1_400),
+    (EventType::Mention, 1_200),
+    (EventType::Review, 500),
+    (EventType::Service, 500),
+    (EventType::Audience, 400),
+    (EventType::Attendance, 400),
+    (EventType::Unfollow, 250),
+    (EventType::BrandSales, 200),
+    (EventType::Endorsement, 100),
+    (EventType::Occasion, 50),
+    (EventType::Cause, 100),
+    (EventType::Consent, 10),
 ];
 
 /// Mix of the first 5% of the stream: it registers structure (follows,
 /// endorsements, occasions, audience sizes) so later events have context.
-const WARMUP_MIX: [(EventKind, u32); 5] = [
-    (EventKind::Follow, 5_000),
-    (EventKind::Audience, 2_300),
-    (EventKind::Endorsement, 1_500),
-    (EventKind::Occasion, 500),
-    (EventKind::Purchase, 700),
+const WARMUP_MIX: [(EventType, u32); 5] = [
+    (EventType::Follow, 5_000),
+    (EventType::Audience, 2_300),
+    (EventType::Endorsement, 1_500),
+    (EventType::Occasion, 500),
+    (EventType::Purchase, 700),
 ];
 
 /// Share of the stream spent in warm-up, as a divisor of the event count.
@@ -220,8 +163,8 @@ pub struct Generator {
     events: u64,
     emitted: u64,
     warmup: u64,
-    mix: Vec<(EventKind, u32)>,
-    warmup_mix: Vec<(EventKind, u32)>,
+    mix: Vec<(EventType, u32)>,
+    warmup_mix: Vec<(EventType, u32)>,
 
     start_unix: i64,
     span_secs: i64,
@@ -378,17 +321,17 @@ impl Generator {
         // Resolve the kind before writing anything: some need context that
         // may not exist yet, and then fall back to the event that creates it.
         let mut kind = self.pick_kind(n);
-        if kind == EventKind::Unfollow && self.follows.is_empty() {
-            kind = EventKind::Follow;
+        if kind == EventType::Unfollow && self.follows.is_empty() {
+            kind = EventType::Follow;
         }
-        if kind == EventKind::Attendance && self.occasions.is_empty() {
-            kind = EventKind::Occasion;
+        if kind == EventType::Attendance && self.occasions.is_empty() {
+            kind = EventType::Occasion;
         }
         let mut follow = None;
-        if kind == EventKind::Follow {
+        if kind == EventType::Follow {
             follow = self.choose_follow();
             if follow.is_none() {
-                kind = EventKind::Purchase;
+                kind = EventType::Purchase;
             }
         }
 
@@ -400,23 +343,23 @@ impl Generator {
         self.push_time(line, offset);
         line.push(b'"');
         match kind {
-            EventKind::Purchase => self.purchase(line),
-            EventKind::BrandSales => self.brand_sales(line),
-            EventKind::Post => self.talk(line, 0.30),
-            EventKind::Mention => self.talk(line, 0.15),
-            EventKind::Review => self.review(line),
-            EventKind::Service => self.service(line),
-            EventKind::Endorsement => self.endorsement(line),
-            EventKind::Audience => self.audience(line),
-            EventKind::Follow => {
+            EventType::Purchase => self.purchase(line),
+            EventType::BrandSales => self.brand_sales(line),
+            EventType::Post => self.talk(line, 0.30),
+            EventType::Mention => self.talk(line, 0.15),
+            EventType::Review => self.review(line),
+            EventType::Service => self.service(line),
+            EventType::Endorsement => self.endorsement(line),
+            EventType::Audience => self.audience(line),
+            EventType::Follow => {
                 let (follower, target) = follow.expect("a follow was chosen above");
                 self.follow(line, follower, target);
             }
-            EventKind::Unfollow => self.unfollow(line),
-            EventKind::Occasion => self.occasion(line),
-            EventKind::Attendance => self.attendance(line),
-            EventKind::Cause => self.cause(line),
-            EventKind::Consent => self.consent(line),
+            EventType::Unfollow => self.unfollow(line),
+            EventType::Occasion => self.occasion(line),
+            EventType::Attendance => self.attendance(line),
+            EventType::Cause => self.cause(line),
+            EventType::Consent => self.consent(line),
         }
         line.extend_from_slice(b"}\n");
         true
@@ -466,7 +409,7 @@ impl Generator {
         self.last_offset
     }
 
-    fn pick_kind(&mut self, n: u64) -> EventKind {
+    fn pick_kind(&mut self, n: u64) -> EventType {
         let table = if n < self.warmup {
             &self.warmup_mix
         } else {
@@ -477,7 +420,7 @@ impl Generator {
         table
             .iter()
             .find(|&&(_, c)| r < c)
-            .map_or(EventKind::Purchase, |&(k, _)| k)
+            .map_or(EventType::Purchase, |&(k, _)| k)
     }
 
     fn active_person(&mut self) -> u32 {
@@ -960,7 +903,7 @@ impl Fenwick {
     }
 }
 
-fn cumulative(mix: &[(EventKind, u32)]) -> Vec<(EventKind, u32)> {
+fn cumulative(mix: &[(EventType, u32)]) -> Vec<(EventType, u32)> {
     let mut sum = 0;
     mix.iter()
         .map(|&(kind, weight)| {

@@ -129,36 +129,15 @@ impl ScoreState {
         let model = self.model();
         let (total, route) = self.walk(person, brand, at, true);
 
-        // Every impulse up to `at` contributes y[p, b'] · x_i, decayed to `at`.
         let mut components = [0.0; 6];
         let mut per_event: BTreeMap<u32, (f64, EntityId, EntityId)> = BTreeMap::new();
-        for (p, y) in &total {
-            if !self.consents(p, at) {
-                continue;
-            }
-            let Some(list) = self.impulses.get(p) else {
-                continue;
-            };
-            let end = list.partition_point(|i| i.time <= at);
-            for imp in &list[..end] {
-                let w = y.at(&imp.brand, brand);
-                if w == 0.0 {
-                    continue;
-                }
-                let c = imp.component;
-                let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
-                let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
-                if v == 0.0 {
-                    continue;
-                }
-                components[c.index()] += v;
-                let entry =
-                    per_event
-                        .entry(imp.event)
-                        .or_insert((0.0, p.clone(), imp.brand.clone()));
-                entry.0 += v;
-            }
-        }
+        self.for_each_share(&total, brand, at, |p, imp, v| {
+            components[imp.component.index()] += v;
+            let entry = per_event
+                .entry(imp.event)
+                .or_insert((0.0, p.clone(), imp.brand.clone()));
+            entry.0 += v;
+        });
         if per_event.is_empty() {
             return None;
         }
@@ -298,17 +277,18 @@ impl ScoreState {
         (total, route)
     }
 
-    /// Just the score of (person, brand) at `at` (what `explain` gives,
-    /// without the reasons); `None` where `explain` gives none.
-    pub fn score_at(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<f64> {
-        if !self.consents(person, at) {
-            return None;
-        }
+    /// Every impulse up to `at` that reaches `brand`'s target through the
+    /// adjoint weights `total`: calls `f(person, impulse, share)` with its
+    /// share `y[p, b_i] · x_i`, decayed to `at` and weighted, in a fixed order.
+    fn for_each_share(
+        &self,
+        total: &BTreeMap<EntityId, Adjoint>,
+        brand: &EntityId,
+        at: DateTime<Utc>,
+        mut f: impl FnMut(&EntityId, &super::state::Impulse, f64),
+    ) {
         let model = self.model();
-        let (total, _) = self.walk(person, brand, at, false);
-        let mut components = [0.0; 6];
-        let mut any = false;
-        for (p, y) in &total {
+        for (p, y) in total {
             if !self.consents(p, at) {
                 continue;
             }
@@ -325,11 +305,26 @@ impl ScoreState {
                 let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
                 let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
                 if v != 0.0 {
-                    components[c.index()] += v;
-                    any = true;
+                    f(p, imp, v);
                 }
             }
         }
+    }
+
+    /// Just the score of (person, brand) at `at` (what `explain` gives,
+    /// without the reasons); `None` where `explain` gives none.
+    pub fn score_at(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<f64> {
+        if !self.consents(person, at) {
+            return None;
+        }
+        let model = self.model();
+        let (total, _) = self.walk(person, brand, at, false);
+        let mut components = [0.0; 6];
+        let mut any = false;
+        self.for_each_share(&total, brand, at, |_, imp, v| {
+            components[imp.component.index()] += v;
+            any = true;
+        });
         // Summed per component first, as `explain` does, so both agree to the bit.
         any.then(|| model.score(components.iter().sum()))
     }

@@ -38,6 +38,17 @@ pub struct EventRef<'a> {
     pub position: u32,
 }
 
+impl OccasionInfo {
+    fn new(time: DateTime<Utc>) -> Self {
+        Self {
+            host: None,
+            time,
+            participants: Vec::new(),
+            joined: FxHashSet::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct OccasionInfo {
     host: Option<EntityId>,
@@ -633,12 +644,7 @@ impl ScoreState {
                 let info = self
                     .occasions
                     .entry(occasion.clone())
-                    .or_insert_with(|| OccasionInfo {
-                        host: None,
-                        time: t,
-                        participants: Vec::new(),
-                        joined: FxHashSet::default(),
-                    });
+                    .or_insert_with(|| OccasionInfo::new(t));
                 info.host = Some(brand.clone());
                 info.time = t;
                 let earlier: Vec<EntityId> = info
@@ -685,12 +691,7 @@ impl ScoreState {
                 let info = self
                     .occasions
                     .entry(occasion.clone())
-                    .or_insert_with(|| OccasionInfo {
-                        host: None,
-                        time: t,
-                        participants: Vec::new(),
-                        joined: FxHashSet::default(),
-                    });
+                    .or_insert_with(|| OccasionInfo::new(t));
                 let first = info.joined.insert((person.clone(), false));
                 if first {
                     info.participants.push((person.clone(), false));
