@@ -105,18 +105,19 @@ impl Derived {
     /// Runs `change` on the state: in place when it is cheap (`in_place`
     /// says so), else on a copy that is swapped in, so readers are not held
     /// up by a refold.
-    fn change(
+    fn change<T>(
         &self,
-        in_place: impl FnOnce(&ScoreState) -> bool,
-        change: impl FnOnce(&mut ScoreState),
+        payload: T,
+        in_place: impl FnOnce(&ScoreState, &T) -> bool,
+        change: impl FnOnce(&mut ScoreState, T),
     ) {
         let _guard = self.fold.lock().expect("fold lock");
-        let cheap = in_place(&self.read());
+        let cheap = in_place(&self.read(), &payload);
         if cheap {
-            change(&mut self.state.write().expect("state lock"));
+            change(&mut self.state.write().expect("state lock"), payload);
         } else {
             let mut next = self.read().clone();
-            change(&mut next);
+            change(&mut next, payload);
             *self.state.write().expect("state lock") = next;
         }
         self.version
@@ -140,11 +141,11 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
             events.extend(more);
             waiting.push(tx);
         }
-        let events = std::cell::RefCell::new(Some(events));
         derived.change(
-            |s| s.appends_in_order(events.borrow().as_deref().unwrap_or_default()),
-            |s| {
-                s.apply(events.borrow_mut().take().unwrap_or_default());
+            events,
+            |s, events| s.appends_in_order(events),
+            |s, events| {
+                s.apply(events);
             },
         );
         for tx in waiting {
@@ -204,14 +205,6 @@ impl<S: EventStore> Engine<S> {
     /// events that come after everything seen, or to swap in a refolded copy.
     pub fn state(&self) -> RwLockReadGuard<'_, ScoreState> {
         self.derived.read()
-    }
-
-    fn change(
-        &self,
-        in_place: impl FnOnce(&ScoreState) -> bool,
-        change: impl FnOnce(&mut ScoreState),
-    ) {
-        self.derived.change(in_place, change);
     }
 
     pub fn version(&self) -> u64 {
@@ -327,7 +320,8 @@ impl<S: EventStore> Engine<S> {
             )));
         }
         self.store.put_entity(entity.clone()).await?;
-        self.change(|_| false, |s| s.register(entity));
+        self.derived
+            .change(entity, |_, _| false, |s, e| s.register(e));
         Ok(())
     }
 
@@ -338,7 +332,7 @@ impl<S: EventStore> Engine<S> {
             return Err(EngineError::NotFound(format!("no entity '{id}'")));
         }
         let removed = self.store.erase(id).await?;
-        self.change(|_| false, |s| s.erase(id));
+        self.derived.change(id, |_, _| false, |s, id| s.erase(id));
         Ok(removed)
     }
 
@@ -457,7 +451,8 @@ impl<S: EventStore> Engine<S> {
             seconds: started.elapsed().as_secs_f64(),
             as_of: now,
         };
-        self.change(|_| true, move |s| *s = fresh);
+        self.derived
+            .change(fresh, |_, _| true, |s, fresh| *s = fresh);
         Ok(report)
     }
 }
