@@ -6,6 +6,7 @@
 //! same numbers whatever the arrival order.
 
 mod evaluate;
+pub mod incremental;
 pub mod kernel;
 mod model;
 pub mod relspace;

@@ -3,6 +3,7 @@
 mod determinism;
 mod generate;
 mod http;
+mod incremental;
 mod pg;
 mod pg_e2e;
 mod propagate;

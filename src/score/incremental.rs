@@ -1,0 +1,634 @@
+//! Incremental (push) driver of the relationship-space series
+//! (ARCHITECTURE.md, "Scoring") for ONE component:
+//!
+//! `s = Σ_k (αM)^k x`, summed to convergence (no hop cap), with
+//!
+//! ```text
+//! (MX)[q,b] = α_f Σ_p F[q,p] X[p,b]  +  α_a ā[q,b] Σ_{b'≠b} X[q,b']
+//! ```
+//!
+//! (`α` is folded into the coefficients: `α_f F` and `α_a ā`). Run one
+//! driver per component for all six; the graph is the same for each.
+//!
+//! It keeps scores `s` and a residual `r`, both sparse over
+//! `(person u32, brand u32)`, with the invariant
+//!
+//! `exact = s + Σ_k (αM)^k r`, i.e. `(I - αM)(exact - s) = r`,
+//!
+//! and `|r(q,b)| ≤ tol` for every entry once an operation returns. It must
+//! not do IO, read the clock, or depend on anything but the sequence of
+//! operations: the push queue is a FIFO, seeded in sorted order, and
+//! neighbours are visited in id order, so the same operations give the same
+//! bits. It is not wired into the engine.
+//!
+//! **Error bound.** With `‖X‖ = max_p Σ_b |X[p,b]|`, `‖αM‖ ≤ ρ = α_f + α_a < 1`
+//! (ARCHITECTURE.md, "Convergence"), so
+//! `‖exact - s‖ = ‖Σ_k (αM)^k r‖ ≤ ‖r‖ / (1 - ρ) ≤ B·tol / (1 - ρ)`, where `B`
+//! is the largest number of brands one person has residual entries for (at
+//! most the brand count). Every entry of `s` is thus within
+//! `B·tol / (1 - ρ)` of the exact series, whatever the number of people
+//! ([`IncrementalRelspace::error_bound`]), plus floating-point rounding.
+//!
+//! **Termination.** A push moves `r(q,b)` (with `|r| > tol`) into `s` and
+//! spreads `αM e_(q,b) r` onto its neighbours. The coefficients are
+//! non-negative, so the total pushed magnitude is at most the exact series of
+//! `|M|` on the absolute residual (finite since `ρ < 1`) and the number of
+//! pushes at most that divided by `tol`. (Unlike the plain-graph push, `‖r‖₁`
+//! need not fall at every push: a person with many followers spreads to each
+//! of them with that follower's full attention share.)
+//!
+//! **Edge changes** (the standard trick; cf. `kernel::IncrementalPropagator`).
+//! The invariant says `r = x - (I - αM) s = x - s + αM s`. If `M` becomes
+//! `M'` and `s` is kept, the residual that keeps the invariant exact for the
+//! new graph is
+//!
+//! `r' = x - s + αM' s = r + α(M' - M) s`,
+//!
+//! because then `s + Σ_k (αM')^k r' = s + (I - αM')^{-1}(x - (I - αM') s)
+//! = (I - αM')^{-1} x`, the new exact answer. `(M' - M)s` is non-zero only in
+//! the rows whose coefficients changed:
+//! - follower `q`'s attention row `F[q,·]` (a follow set or removed): for
+//!   every brand `b`,
+//!   `r(q,b) += α_f Σ_p (F'[q,p] - F[q,p]) s(p,b)`, over the old and new
+//!   followees `p` of `q` (only brands where one of them has `s ≠ 0`);
+//! - person `p`'s associations `ā[p,·]`: for every brand `b'` in the old or
+//!   new row, with `S_p = Σ_b s(p,b)`,
+//!   `r(p,b') += α_a (ā'[p,b'] - ā[p,b']) (S_p - s(p,b'))`.
+//!
+//! Then push as usual. The new residual entries may exceed `tol`; the push
+//! settles them, so the same error bound holds after every operation.
+
+use std::collections::VecDeque;
+
+use thiserror::Error;
+
+/// Errors from the caller's inputs.
+#[derive(Debug, Error, PartialEq)]
+pub enum IncrementalError {
+    #[error("alpha_f = {alpha_f}, alpha_a = {alpha_a}: both must be >= 0 with a sum below 1")]
+    BadAlpha { alpha_f: f64, alpha_a: f64 },
+    #[error("the tolerance must be finite and > 0, got {0}")]
+    BadTolerance(f64),
+    #[error("person {person} is outside 0..{people}")]
+    PersonOutOfRange { person: u32, people: usize },
+    #[error("brand {brand} is outside 0..{brands}")]
+    BrandOutOfRange { brand: u32, brands: usize },
+    #[error("weight {0} must be finite and >= 0")]
+    BadWeight(f64),
+    #[error("impulse {0} must be finite")]
+    BadImpulse(f64),
+}
+
+/// Work done to settle one operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushStats {
+    pub pushes: usize,
+    pub visits: usize,
+}
+
+/// One residual entry: brand, value, whether `(person, brand)` is queued.
+#[derive(Clone, Copy, Debug)]
+struct Res {
+    brand: u32,
+    value: f64,
+    queued: bool,
+}
+
+/// The incremental driver; see the module docs.
+#[derive(Clone, Debug)]
+pub struct IncrementalRelspace {
+    alpha_f: f64,
+    alpha_a: f64,
+    tol: f64,
+    brands: usize,
+    /// Follower `q`'s followees `(p, w)`, ascending `p`, raw weights.
+    follows: Vec<Vec<(u32, f64)>>,
+    /// `Σ_p w(q→p)`, summed over the row in ascending `p`.
+    attention: Vec<f64>,
+    /// Followee `p`'s followers `(q, w)`, ascending `q` (the transpose).
+    followers: Vec<Vec<(u32, f64)>>,
+    /// Person `p`'s associations `(b, a)`, ascending `b`, raw strengths.
+    assoc: Vec<Vec<(u32, f64)>>,
+    /// `(b, α_a ā[p,b])` for the same rows.
+    assoc_coef: Vec<Vec<(u32, f64)>>,
+    /// `s`, per person `(brand, value)` ascending brand.
+    scores: Vec<Vec<(u32, f64)>>,
+    /// `r`, per person ascending brand; entries pushed to zero are removed.
+    residual: Vec<Vec<Res>>,
+    queue: VecDeque<(u32, u32)>,
+}
+
+fn validate(alpha_f: f64, alpha_a: f64, tol: f64) -> Result<(), IncrementalError> {
+    let ok = |a: f64| a.is_finite() && a >= 0.0;
+    if !(ok(alpha_f) && ok(alpha_a) && alpha_f + alpha_a < 1.0) {
+        return Err(IncrementalError::BadAlpha { alpha_f, alpha_a });
+    }
+    if !(tol.is_finite() && tol > 0.0) {
+        return Err(IncrementalError::BadTolerance(tol));
+    }
+    Ok(())
+}
+
+/// Inserts or replaces (`Some`) or removes (`None`) key `k` in a sorted row;
+/// returns whether anything changed.
+fn set_sorted(row: &mut Vec<(u32, f64)>, k: u32, v: Option<f64>) -> bool {
+    match (row.binary_search_by_key(&k, |e| e.0), v) {
+        (Ok(i), Some(v)) => {
+            let changed = row[i].1.to_bits() != v.to_bits();
+            row[i].1 = v;
+            changed
+        }
+        (Ok(i), None) => {
+            row.remove(i);
+            true
+        }
+        (Err(i), Some(v)) => {
+            row.insert(i, (k, v));
+            true
+        }
+        (Err(_), None) => false,
+    }
+}
+
+fn get_sorted(row: &[(u32, f64)], k: u32) -> f64 {
+    match row.binary_search_by_key(&k, |e| e.0) {
+        Ok(i) => row[i].1,
+        Err(_) => 0.0,
+    }
+}
+
+/// Adds `v` at key `k` of a sorted accumulator.
+fn add_sorted(row: &mut Vec<(u32, f64)>, k: u32, v: f64) {
+    match row.binary_search_by_key(&k, |e| e.0) {
+        Ok(i) => row[i].1 += v,
+        Err(i) => row.insert(i, (k, v)),
+    }
+}
+
+impl IncrementalRelspace {
+    /// `people × brands`, no follows, no associations, no impulses.
+    pub fn new(
+        people: usize,
+        brands: usize,
+        alpha_f: f64,
+        alpha_a: f64,
+        tol: f64,
+    ) -> Result<Self, IncrementalError> {
+        validate(alpha_f, alpha_a, tol)?;
+        Ok(Self {
+            alpha_f,
+            alpha_a,
+            tol,
+            brands,
+            follows: vec![Vec::new(); people],
+            attention: vec![0.0; people],
+            followers: vec![Vec::new(); people],
+            assoc: vec![Vec::new(); people],
+            assoc_coef: vec![Vec::new(); people],
+            scores: vec![Vec::new(); people],
+            residual: vec![Vec::new(); people],
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// From plain inputs: follow edges `(follower q, followee p, w)`,
+    /// associations `(person, brand, a)` and impulses `(person, brand, x)`.
+    /// A repeated follow or association keeps the last value; repeated
+    /// impulses add up. The impulses are seeded into `r` in sorted order
+    /// and settled once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_inputs(
+        people: usize,
+        brands: usize,
+        alpha_f: f64,
+        alpha_a: f64,
+        tol: f64,
+        follows: &[(u32, u32, f64)],
+        associations: &[(u32, u32, f64)],
+        impulses: &[(u32, u32, f64)],
+    ) -> Result<(Self, PushStats), IncrementalError> {
+        let mut this = Self::new(people, brands, alpha_f, alpha_a, tol)?;
+        // With s = 0 the edge changes add nothing to r: build rows directly.
+        for &(q, p, w) in follows {
+            this.check_person(q)?;
+            this.check_person(p)?;
+            check_weight(w)?;
+            set_sorted(&mut this.follows[q as usize], p, Some(w));
+            set_sorted(&mut this.followers[p as usize], q, Some(w));
+        }
+        for q in 0..people {
+            this.attention[q] = this.follows[q].iter().map(|e| e.1).sum();
+        }
+        for &(p, b, a) in associations {
+            this.check_person(p)?;
+            this.check_brand(b)?;
+            check_weight(a)?;
+            set_sorted(&mut this.assoc[p as usize], b, Some(a));
+        }
+        for p in 0..people {
+            this.assoc_coef[p] = this.coef_row(&this.assoc[p]);
+        }
+        let mut sorted: Vec<(u32, u32, f64)> = Vec::with_capacity(impulses.len());
+        for &(p, b, x) in impulses {
+            this.check_entry(p, b)?;
+            if !x.is_finite() {
+                return Err(IncrementalError::BadImpulse(x));
+            }
+            sorted.push((p, b, x));
+        }
+        // Stable: equal keys keep the caller's order, so their sum does too.
+        sorted.sort_by_key(|e| (e.0, e.1));
+        for &(p, b, x) in &sorted {
+            this.add_residual(p, b, x);
+        }
+        for &(p, b, _) in &sorted {
+            this.enqueue_if_above(p, b);
+        }
+        let stats = this.settle();
+        Ok((this, stats))
+    }
+
+    pub fn people(&self) -> usize {
+        self.follows.len()
+    }
+
+    pub fn brands(&self) -> usize {
+        self.brands
+    }
+
+    pub fn tolerance(&self) -> f64 {
+        self.tol
+    }
+
+    /// A new impulse `x(p,b) += amount`: the exact answer gains
+    /// `Σ_k (αM)^k amount·e_(p,b)`, which is exactly `r(p,b) += amount`.
+    pub fn add_impulse(
+        &mut self,
+        p: u32,
+        b: u32,
+        amount: f64,
+    ) -> Result<PushStats, IncrementalError> {
+        self.check_entry(p, b)?;
+        if !amount.is_finite() {
+            return Err(IncrementalError::BadImpulse(amount));
+        }
+        self.add_residual(p, b, amount);
+        self.enqueue_if_above(p, b);
+        Ok(self.settle())
+    }
+
+    /// Sets (`Some(w)`) or removes (`None`) the follow `q → p`: follower
+    /// `q`'s attention row changes; see the module docs for the residual.
+    pub fn set_follow(
+        &mut self,
+        q: u32,
+        p: u32,
+        weight: Option<f64>,
+    ) -> Result<PushStats, IncrementalError> {
+        self.check_person(q)?;
+        self.check_person(p)?;
+        if let Some(w) = weight {
+            check_weight(w)?;
+        }
+        let qi = q as usize;
+        // α_f Σ_p F[q,p] s(p,·) before the change.
+        let before = self.audience_of(q);
+        if !set_sorted(&mut self.follows[qi], p, weight) {
+            return Ok(PushStats::default());
+        }
+        set_sorted(&mut self.followers[p as usize], q, weight);
+        self.attention[qi] = self.follows[qi].iter().map(|e| e.1).sum();
+        let after = self.audience_of(q);
+        // r(q,b) += after(b) - before(b), brands ascending.
+        let (mut i, mut j) = (0, 0);
+        let mut touched = Vec::with_capacity(after.len().max(before.len()));
+        while i < before.len() || j < after.len() {
+            let (b, d) = match (before.get(i), after.get(j)) {
+                (Some(&(bb, vb)), Some(&(ba, va))) if bb == ba => {
+                    i += 1;
+                    j += 1;
+                    (bb, va - vb)
+                }
+                (Some(&(bb, vb)), Some(&(ba, _))) if bb < ba => {
+                    i += 1;
+                    (bb, -vb)
+                }
+                (Some(&(bb, vb)), None) => {
+                    i += 1;
+                    (bb, -vb)
+                }
+                (_, Some(&(ba, va))) => {
+                    j += 1;
+                    (ba, va)
+                }
+                (None, None) => unreachable!(),
+            };
+            if d != 0.0 {
+                self.add_residual(q, b, d);
+                touched.push(b);
+            }
+        }
+        for b in touched {
+            self.enqueue_if_above(q, b);
+        }
+        Ok(self.settle())
+    }
+
+    /// Sets (`Some(a)`) or removes (`None`) the association of person `p`
+    /// with brand `b`; `ā[p,·]` is renormalised (`a / max(1, Σ a)`); see the
+    /// module docs for the residual.
+    pub fn set_association(
+        &mut self,
+        p: u32,
+        b: u32,
+        strength: Option<f64>,
+    ) -> Result<PushStats, IncrementalError> {
+        self.check_entry(p, b)?;
+        if let Some(a) = strength {
+            check_weight(a)?;
+        }
+        let pi = p as usize;
+        if !set_sorted(&mut self.assoc[pi], b, strength) {
+            return Ok(PushStats::default());
+        }
+        let old = std::mem::take(&mut self.assoc_coef[pi]);
+        let new = self.coef_row(&self.assoc[pi]);
+        // S_p in brand order.
+        let total: f64 = self.scores[pi].iter().map(|e| e.1).sum();
+        let mut brands: Vec<u32> = old.iter().chain(&new).map(|e| e.0).collect();
+        brands.sort_unstable();
+        brands.dedup();
+        let mut touched = Vec::with_capacity(brands.len());
+        for &b2 in &brands {
+            let dc = get_sorted(&new, b2) - get_sorted(&old, b2);
+            let others = total - get_sorted(&self.scores[pi], b2);
+            let d = dc * others;
+            if d != 0.0 {
+                self.add_residual(p, b2, d);
+                touched.push(b2);
+            }
+        }
+        self.assoc_coef[pi] = new;
+        for b2 in touched {
+            self.enqueue_if_above(p, b2);
+        }
+        Ok(self.settle())
+    }
+
+    /// `s` as `((person, brand), value)`, sorted, non-zero entries only.
+    pub fn scores(&self) -> Vec<((u32, u32), f64)> {
+        let mut out = Vec::new();
+        for (p, row) in self.scores.iter().enumerate() {
+            for &(b, v) in row {
+                if v != 0.0 {
+                    out.push(((p as u32, b), v));
+                }
+            }
+        }
+        out
+    }
+
+    /// `s(p,b)` (0 when absent or out of range).
+    pub fn score(&self, p: u32, b: u32) -> f64 {
+        self.scores
+            .get(p as usize)
+            .map_or(0.0, |row| get_sorted(row, b))
+    }
+
+    /// `Σ |r|` over every entry.
+    pub fn residual_l1(&self) -> f64 {
+        self.residual.iter().flatten().map(|e| e.value.abs()).sum()
+    }
+
+    /// Bound on `max_(p,b) |exact - s|`: `max_p Σ_b |r(p,b)| / (1 - ρ)`
+    /// (module docs), at most `B·tol / (1 - ρ)`.
+    pub fn error_bound(&self) -> f64 {
+        let worst = self
+            .residual
+            .iter()
+            .map(|row| row.iter().map(|e| e.value.abs()).sum::<f64>())
+            .fold(0.0, f64::max);
+        worst / (1.0 - self.alpha_f - self.alpha_a)
+    }
+
+    /// Stored follow edges.
+    pub fn follow_count(&self) -> usize {
+        self.follows.iter().map(Vec::len).sum()
+    }
+
+    /// `(b, α_a ā[p,b])` for a row of raw strengths.
+    fn coef_row(&self, row: &[(u32, f64)]) -> Vec<(u32, f64)> {
+        let sum: f64 = row.iter().map(|e| e.1).sum();
+        let norm = sum.max(1.0);
+        row.iter()
+            .map(|&(b, a)| (b, self.alpha_a * (a / norm)))
+            .collect()
+    }
+
+    /// `α_f Σ_p F[q,p] s(p,·)` as a sorted `(brand, value)` list: followees
+    /// ascending, each followee's brands ascending.
+    fn audience_of(&self, q: u32) -> Vec<(u32, f64)> {
+        let qi = q as usize;
+        let attention = self.attention[qi];
+        let mut acc = Vec::new();
+        if attention <= 0.0 {
+            return acc;
+        }
+        for &(p, w) in &self.follows[qi] {
+            let c = self.alpha_f * (w / attention);
+            for &(b, v) in &self.scores[p as usize] {
+                add_sorted(&mut acc, b, c * v);
+            }
+        }
+        acc
+    }
+
+    fn add_residual(&mut self, p: u32, b: u32, v: f64) {
+        let row = &mut self.residual[p as usize];
+        match row.binary_search_by_key(&b, |e| e.brand) {
+            Ok(i) => row[i].value += v,
+            Err(i) => row.insert(
+                i,
+                Res {
+                    brand: b,
+                    value: v,
+                    queued: false,
+                },
+            ),
+        }
+    }
+
+    fn enqueue_if_above(&mut self, p: u32, b: u32) {
+        let tol = self.tol;
+        let row = &mut self.residual[p as usize];
+        if let Ok(i) = row.binary_search_by_key(&b, |e| e.brand) {
+            let e = &mut row[i];
+            if !e.queued && e.value.abs() > tol {
+                e.queued = true;
+                self.queue.push_back((p, b));
+            }
+        }
+    }
+
+    /// Pushes until every `|r| ≤ tol`. A push at `(q,b)` moves `r(q,b)`
+    /// into `s(q,b)` and `αM e_(q,b) r` into the residuals, which keeps the
+    /// invariant because `Σ_k (αM)^k e = e + Σ_k (αM)^k αM e`:
+    /// `α_f F[f,q] r` to `(f, b)` for each follower `f` of `q` (ascending),
+    /// then `α_a ā[q,b'] r` to `(q, b')` for each associated `b' ≠ b`
+    /// (ascending).
+    fn settle(&mut self) -> PushStats {
+        let mut stats = PushStats::default();
+        let Self {
+            alpha_f,
+            tol,
+            followers,
+            attention,
+            assoc_coef,
+            scores,
+            residual,
+            queue,
+            ..
+        } = self;
+        let (alpha_f, tol) = (*alpha_f, *tol);
+        // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
+        let bump = |residual: &mut Vec<Vec<Res>>,
+                    queue: &mut VecDeque<(u32, u32)>,
+                    p: u32,
+                    b: u32,
+                    v: f64| {
+            let row = &mut residual[p as usize];
+            let i = match row.binary_search_by_key(&b, |e| e.brand) {
+                Ok(i) => {
+                    row[i].value += v;
+                    i
+                }
+                Err(i) => {
+                    row.insert(
+                        i,
+                        Res {
+                            brand: b,
+                            value: v,
+                            queued: false,
+                        },
+                    );
+                    i
+                }
+            };
+            let e = &mut row[i];
+            if !e.queued && e.value.abs() > tol {
+                e.queued = true;
+                queue.push_back((p, b));
+            }
+        };
+        while let Some((q, b)) = queue.pop_front() {
+            let qi = q as usize;
+            let row = &mut residual[qi];
+            let Ok(i) = row.binary_search_by_key(&b, |e| e.brand) else {
+                continue;
+            };
+            row[i].queued = false;
+            let r = row[i].value;
+            if r.abs() <= tol {
+                continue;
+            }
+            row.remove(i);
+            add_sorted(&mut scores[qi], b, r);
+            stats.pushes += 1;
+            for &(f, w) in &followers[qi] {
+                let att = attention[f as usize];
+                if att <= 0.0 {
+                    continue;
+                }
+                let c = alpha_f * (w / att);
+                bump(residual, queue, f, b, c * r);
+            }
+            stats.visits += followers[qi].len();
+            for &(b2, c) in &assoc_coef[qi] {
+                if b2 != b {
+                    bump(residual, queue, q, b2, c * r);
+                }
+            }
+            stats.visits += assoc_coef[qi].len();
+        }
+        stats
+    }
+
+    fn check_person(&self, p: u32) -> Result<(), IncrementalError> {
+        if p as usize >= self.people() {
+            return Err(IncrementalError::PersonOutOfRange {
+                person: p,
+                people: self.people(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_brand(&self, b: u32) -> Result<(), IncrementalError> {
+        if b as usize >= self.brands {
+            return Err(IncrementalError::BrandOutOfRange {
+                brand: b,
+                brands: self.brands,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_entry(&self, p: u32, b: u32) -> Result<(), IncrementalError> {
+        self.check_person(p)?;
+        self.check_brand(b)
+    }
+}
+
+fn check_weight(w: f64) -> Result<(), IncrementalError> {
+    if !(w.is_finite() && w >= 0.0) {
+        return Err(IncrementalError::BadWeight(w));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_of_followers_damps_by_alpha_f() {
+        // 2 follows 1 follows 0; brand 0.
+        let (mut inc, _) = IncrementalRelspace::from_inputs(
+            3,
+            1,
+            0.5,
+            0.0,
+            1e-12,
+            &[(1, 0, 1.0), (2, 1, 1.0)],
+            &[],
+            &[],
+        )
+        .unwrap();
+        inc.add_impulse(0, 0, 1.0).unwrap();
+        assert_eq!(
+            inc.scores(),
+            vec![((0, 0), 1.0), ((1, 0), 0.5), ((2, 0), 0.25)]
+        );
+        inc.set_follow(2, 1, None).unwrap();
+        assert!(inc.score(2, 0).abs() < 1e-12);
+        // 0 follows 1: cycle 0 ↔ 1, s_0 = 1/(1 - 0.25).
+        inc.set_follow(0, 1, Some(3.0)).unwrap();
+        assert!((inc.score(0, 0) - 4.0 / 3.0).abs() < 1e-11);
+        assert!((inc.score(1, 0) - 2.0 / 3.0).abs() < 1e-11);
+    }
+
+    #[test]
+    fn associations_spill_to_other_brands() {
+        let mut inc = IncrementalRelspace::new(1, 2, 0.0, 0.4, 1e-14).unwrap();
+        inc.set_association(0, 1, Some(0.5)).unwrap();
+        inc.add_impulse(0, 0, 1.0).unwrap();
+        // ā[0,1] = 0.5: (0,1) gets 0.4 · 0.5 · 1 = 0.2, nothing returns.
+        assert_eq!(inc.scores(), vec![((0, 0), 1.0), ((0, 1), 0.2)]);
+        // Associating brand 0 too: ā = (0.5, 0.5): s0 = 1 + 0.2 s1, s1 = 0.2 s0.
+        inc.set_association(0, 0, Some(0.5)).unwrap();
+        let s0 = 1.0 / (1.0 - 0.04);
+        assert!((inc.score(0, 0) - s0).abs() < 1e-12);
+        assert!((inc.score(0, 1) - 0.2 * s0).abs() < 1e-12);
+        assert!(inc.residual_l1() <= 2e-14);
+    }
+}
