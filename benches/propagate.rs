@@ -3,6 +3,8 @@
 //! benches/propagate_vs_peers.sh). Owns the generator it uses; must not
 //! assert anything (tests do that).
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -13,33 +15,14 @@ const NODES: usize = 100_000;
 const EDGES: usize = 1_000_000;
 const ALPHA: f64 = 0.85;
 
-/// splitmix64: a fixed stream, so every run benches the same graph.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Chung-Lu graph with power-law (exponent 2.2) out- and in-weights on two
 /// independent shuffles of the nodes, plus one out-edge per node.
-fn power_law_graph(rng: &mut Rng) -> Vec<Edge> {
+fn power_law_graph(rng: &mut ChaCha8Rng) -> Vec<Edge> {
     let expo = 1.0 / 1.2;
-    let cumulative = |rng: &mut Rng| {
+    let cumulative = |rng: &mut ChaCha8Rng| {
         let mut perm: Vec<usize> = (0..NODES).collect();
         for i in (1..NODES).rev() {
-            perm.swap(i, rng.below(i + 1));
+            perm.swap(i, rng.random_range(0..i + 1));
         }
         let mut acc = 0.0;
         perm.iter()
@@ -50,8 +33,8 @@ fn power_law_graph(rng: &mut Rng) -> Vec<Edge> {
             .collect::<Vec<f64>>()
     };
     let (c_out, c_in) = (cumulative(rng), cumulative(rng));
-    let draw = |c: &[f64], rng: &mut Rng| {
-        let target = rng.unit() * c[c.len() - 1];
+    let draw = |c: &[f64], rng: &mut ChaCha8Rng| {
+        let target = rng.random::<f64>() * c[c.len() - 1];
         c.partition_point(|x| *x < target).min(NODES - 1) as u32
     };
     let mut edges = Vec::with_capacity(EDGES);
@@ -68,19 +51,19 @@ fn power_law_graph(rng: &mut Rng) -> Vec<Edge> {
         edges.push(Edge {
             src,
             dst,
-            weight: 0.5 + 1.5 * rng.unit(),
+            weight: 0.5 + 1.5 * rng.random::<f64>(),
         });
     }
     edges
 }
 
 fn benches(c: &mut Criterion) {
-    let mut rng = Rng(42);
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
     let edges = power_law_graph(&mut rng);
     let csr = PullCsr::from_edges(NODES, &edges).unwrap();
     let mut seeds = vec![0.0; NODES];
     for _ in 0..100 {
-        seeds[rng.below(NODES)] += 0.01;
+        seeds[rng.random_range(0..NODES)] += 0.01;
     }
 
     c.bench_function("propagate/csr_build_100k_1M", |b| {
@@ -105,13 +88,16 @@ fn benches(c: &mut Criterion) {
         IncrementalPropagator::from_batch(NODES, &edges, ALPHA, tol, &batch).unwrap();
     c.bench_function("propagate/incremental_impulse_100k_1M", |b| {
         b.iter(|| {
-            inc.add_impulse(rng.below(NODES) as u32, 1.0 / NODES as f64)
+            inc.add_impulse(rng.random_range(0..NODES) as u32, 1.0 / NODES as f64)
                 .unwrap()
         })
     });
     c.bench_function("propagate/incremental_edge_insert_100k_1M", |b| {
         b.iter(|| {
-            let (s, d) = (rng.below(NODES) as u32, rng.below(NODES) as u32);
+            let (s, d) = (
+                rng.random_range(0..NODES) as u32,
+                rng.random_range(0..NODES) as u32,
+            );
             inc.insert_edge(s, d, 1.0).unwrap()
         })
     });

@@ -11,6 +11,8 @@
 //! named in either file; the output has one `node value` line per node,
 //! sorted by id. Parallel edges add their weights; repeated seeds add up.
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -197,13 +199,13 @@ fn bench_incremental(
         "inc_bytes_per_edge={:.2}",
         inc.heap_bytes() as f64 / edges.len().max(1) as f64
     );
-    let mut rng = SplitMix64(0x005e_edf0_510a);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x005e_edf0_510a);
     let mut x_now = x.to_vec();
 
     let mut times = Vec::with_capacity(count);
     let mut work = PushStats::default();
     for _ in 0..count {
-        let node = rng.below(n) as u32;
+        let node = rng.random_range(0..n) as u32;
         let t = Instant::now();
         let stats = inc.add_impulse(node, amount)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
@@ -216,7 +218,7 @@ fn bench_incremental(
     times.clear();
     work = PushStats::default();
     for _ in 0..count {
-        let (src, dst) = (rng.below(n) as u32, rng.below(n) as u32);
+        let (src, dst) = (rng.random_range(0..n) as u32, rng.random_range(0..n) as u32);
         let t = Instant::now();
         let stats = inc.insert_edge(src, dst, 1.0)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
@@ -289,24 +291,6 @@ fn process_cpu_s() -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
-}
-
-/// splitmix64 (Steele, Lea, Flood 2014): a fixed, dependency-free stream so
-/// the bench draws the same operations on every run.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64 * n as f64) as usize % n.max(1)
-    }
 }
 
 /// Rows of `id id value` (3 fields) or `id value` (2 fields), column-wise.

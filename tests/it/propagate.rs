@@ -3,6 +3,8 @@
 //! bit-identical results across thread counts and edge orders, and the exit
 //! statuses of the command. Must not assert on timings (those are benches).
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -11,39 +13,20 @@ use fusion::graph::csr::{Edge, PullCsr};
 use fusion::score::kernel::{IncrementalPropagator, PropagationParams, max_abs_diff, propagate};
 use proptest::prelude::*;
 
-/// A fixed pseudo-random stream (splitmix64) so every run draws the same graphs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// `n` nodes, each with 1..=max_out distinct out-neighbours (no dangling node,
 /// no self-loop), weights in [0.1, 5).
-fn random_graph(rng: &mut Rng, n: usize, max_out: usize) -> Vec<Edge> {
+fn random_graph(rng: &mut ChaCha8Rng, n: usize, max_out: usize) -> Vec<Edge> {
     let mut edges = Vec::new();
     for src in 0..n {
-        let k = 1 + rng.below(max_out);
+        let k = 1 + rng.random_range(0..max_out);
         let mut seen = std::collections::BTreeSet::new();
         while seen.len() < k.min(n - 1) {
-            let dst = rng.below(n);
+            let dst = rng.random_range(0..n);
             if dst != src && seen.insert(dst) {
                 edges.push(Edge {
                     src: src as u32,
                     dst: dst as u32,
-                    weight: 0.1 + 4.9 * rng.unit(),
+                    weight: 0.1 + 4.9 * rng.random::<f64>(),
                 });
             }
         }
@@ -96,7 +79,7 @@ fn fusion_propagate(dir: &Path, extra: &[&str]) -> std::process::Output {
 #[test]
 fn propagate_agrees_with_networkx_pagerank() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/networkx_pagerank.py");
-    let mut rng = Rng(20240601);
+    let mut rng = ChaCha8Rng::seed_from_u64(20240601);
     // (nodes, max out-degree, alpha, id mapping: sparse ids exercise the
     // compaction of arbitrary u32 ids)
     type Case = (usize, usize, f64, fn(u32) -> u64);
@@ -109,7 +92,7 @@ fn propagate_agrees_with_networkx_pagerank() {
     for (n, max_out, alpha, ids) in cases {
         let edges = random_graph(&mut rng, n, max_out);
         let seeds: Vec<(u32, f64)> = (0..1 + n / 50)
-            .map(|_| (rng.below(n) as u32, 0.5 + rng.unit()))
+            .map(|_| (rng.random_range(0..n) as u32, 0.5 + rng.random::<f64>()))
             .collect();
         let dir = tempfile::tempdir().unwrap();
         write_inputs(dir.path(), &edges, ids, &seeds);
@@ -182,7 +165,7 @@ fn bits(v: &[f64]) -> Vec<u64> {
 
 #[test]
 fn propagate_is_bit_identical_across_thread_counts_and_edge_orders() {
-    let mut rng = Rng(7);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
     // Several kernel chunks, so the parallel split matters.
     let n = 20_000;
     let mut edges = random_graph(&mut rng, n, 12);
@@ -196,7 +179,13 @@ fn propagate_is_bit_identical_across_thread_counts_and_edge_orders() {
         });
     }
     let seeds: Vec<f64> = (0..n)
-        .map(|v| if v % 101 == 0 { 1.0 + rng.unit() } else { 0.0 })
+        .map(|v| {
+            if v % 101 == 0 {
+                1.0 + rng.random::<f64>()
+            } else {
+                0.0
+            }
+        })
         .collect();
 
     let one = run_batch(n, &edges, &seeds, 1);
@@ -209,14 +198,14 @@ fn propagate_is_bit_identical_across_thread_counts_and_edge_orders() {
     let mut shuffled = edges.clone();
     shuffled.reverse();
     for i in (1..shuffled.len()).rev() {
-        shuffled.swap(i, rng.below(i + 1));
+        shuffled.swap(i, rng.random_range(0..i + 1));
     }
     assert_eq!(bits(&one), bits(&run_batch(n, &shuffled, &seeds, 2)));
 }
 
 #[test]
 fn propagate_command_output_is_identical_at_one_and_two_threads() {
-    let mut rng = Rng(11);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
     let edges = random_graph(&mut rng, 5000, 8);
     let seeds = [(1, 1.0), (4000, 2.5), (77, 0.125)];
     let dir = tempfile::tempdir().unwrap();
