@@ -1,7 +1,10 @@
 //! Identifier newtypes. Ids are opaque strings chosen by the sender; the only
-//! rules are the ones that keep them safe in URLs, logs and keys.
+//! rules are the ones that keep them safe in URLs, logs and keys. An id is
+//! shared (`Arc<str>`): the scoring state copies ids into impulses, timelines
+//! and edge histories, and a copy must not cost an allocation.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +42,13 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(Box<str>);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 check(&s)?;
-                Ok(Self(s.into_boxed_str()))
+                Ok(Self(Arc::from(s)))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -59,7 +62,7 @@ macro_rules! id_type {
         }
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0.into()
+                id.0.to_string()
             }
         }
         impl fmt::Display for $name {
