@@ -8,15 +8,15 @@
 //! Usage: pg_append ADMIN_URL [EVENTS]   (ADMIN_URL in key=value form; the
 //! run creates and drops its own databases there)
 
-use std::pin::pin;
+#[path = "support/raw_copy.rs"]
+mod raw_copy;
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fusion::domain::{EntityId, Event, EventId, EventKind, Sentiment, SentimentSource};
 use fusion::store::{EventStore, PostgresStore};
 use tokio_postgres::NoTls;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{Json, Type};
 
 const BATCH: usize = 10_000;
 const TASKS: usize = 8;
@@ -37,41 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let db = fresh_db(&admin, "copy").await?;
     let (client, conn) = tokio_postgres::connect(&db, NoTls).await?;
     tokio::spawn(conn);
-    client
-        .batch_execute(
-            "CREATE TABLE raw_events (id text COLLATE \"C\", time timestamptz, type text, \
-             refs text[] COLLATE \"C\", body jsonb)",
-        )
-        .await?;
-    let start = Instant::now();
-    client.batch_execute("BEGIN").await?;
-    let sink = client
-        .copy_in("COPY raw_events (id, time, type, refs, body) FROM STDIN (FORMAT binary)")
-        .await?;
-    let types = [
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT_ARRAY,
-        Type::JSONB,
-    ];
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    for e in &events {
-        let refs: Vec<&str> = e.references().iter().map(|(id, _)| id.as_str()).collect();
-        writer
-            .as_mut()
-            .write(&[
-                &e.id.as_str(),
-                &e.time,
-                &e.kind.event_type().as_str(),
-                &refs,
-                &Json(e),
-            ])
-            .await?;
-    }
-    writer.finish().await?;
-    client.batch_execute("COMMIT").await?;
-    let copy_s = start.elapsed().as_secs_f64();
+    let copy_s = raw_copy::raw_copy(&client, &events).await?;
     println!("raw_copy_seconds={copy_s:.2}");
     println!("raw_copy_rows_per_s={:.0}", n as f64 / copy_s);
 

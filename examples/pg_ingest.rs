@@ -12,7 +12,9 @@
 //!   each taking the next batch not yet taken, and time every request from
 //!   sending to the 200 answer (the acknowledgement).
 
-use std::pin::pin;
+#[path = "support/raw_copy.rs"]
+mod raw_copy;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,8 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fusion::domain::Event;
 use tokio_postgres::NoTls;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{Json, Type};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,41 +68,7 @@ async fn copy(url: &str, file: &str) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(conn);
-    client
-        .batch_execute(
-            "CREATE TABLE raw_events (id text COLLATE \"C\", time timestamptz, type text, \
-             refs text[] COLLATE \"C\", body jsonb)",
-        )
-        .await?;
-    let start = Instant::now();
-    client.batch_execute("BEGIN").await?;
-    let sink = client
-        .copy_in("COPY raw_events (id, time, type, refs, body) FROM STDIN (FORMAT binary)")
-        .await?;
-    let types = [
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT_ARRAY,
-        Type::JSONB,
-    ];
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    for e in &events {
-        let refs: Vec<&str> = e.references().iter().map(|(id, _)| id.as_str()).collect();
-        writer
-            .as_mut()
-            .write(&[
-                &e.id.as_str(),
-                &e.time,
-                &e.kind.event_type().as_str(),
-                &refs,
-                &Json(e),
-            ])
-            .await?;
-    }
-    writer.finish().await?;
-    client.batch_execute("COMMIT").await?;
-    let secs = start.elapsed().as_secs_f64();
+    let secs = raw_copy::raw_copy(&client, &events).await?;
     println!("raw_copy_rows={}", events.len());
     println!("raw_copy_s={secs:.2}");
     println!("raw_copy_rows_per_s={:.0}", events.len() as f64 / secs);
