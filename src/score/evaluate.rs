@@ -74,6 +74,18 @@ pub struct RelationScore {
     pub components: Components,
 }
 
+impl RelationScore {
+    /// The score of weighted component sums: raw is their sum.
+    pub fn from_components(model: &super::ScoringModel, components: Components) -> Self {
+        let raw: f64 = components.iter().sum();
+        Self {
+            score: model.score(raw),
+            raw,
+            components,
+        }
+    }
+}
+
 /// Every relationship's score at one time.
 #[derive(Debug, Clone)]
 pub struct BatchScores {
@@ -419,17 +431,7 @@ impl ScoreState {
         let scores = total
             .into_iter()
             .filter(|((p, _), _)| self.consents(p, at))
-            .map(|(k, components)| {
-                let raw: f64 = components.iter().sum();
-                (
-                    k,
-                    RelationScore {
-                        score: model.score(raw),
-                        raw,
-                        components,
-                    },
-                )
-            })
+            .map(|(k, components)| (k, RelationScore::from_components(model, components)))
             .collect();
         BatchScores { at, scores }
     }

@@ -450,17 +450,12 @@ impl RelSnapshot {
         let scores: BTreeMap<(EntityId, EntityId), RelationScore> = rows
             .into_iter()
             .map(|((p, b), components)| {
-                let raw: f64 = components.iter().sum();
                 (
                     (
                         self.people[p as usize].clone(),
                         self.brands[b as usize].clone(),
                     ),
-                    RelationScore {
-                        score: model.score(raw),
-                        raw,
-                        components,
-                    },
+                    RelationScore::from_components(model, components),
                 )
             })
             .collect();
