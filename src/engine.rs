@@ -11,8 +11,9 @@
 //! summaries read a `Ranking`: a batch evaluation of every relationship,
 //! recomputed on a blocking thread when the state has changed, and shared.
 //!
-//! Folding late events refolds the log; that happens on a copy so readers are
-//! never held up by it.
+//! Folding happens on one fold thread that takes every waiting batch at
+//! once. Folding late events refolds the log; that happens on a copy so
+//! readers are never held up by it, and concurrent late batches share it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
