@@ -78,13 +78,18 @@ pub struct Ranking {
     pub relationships: usize,
 }
 
-/// How far the in-memory state had drifted from a replay of the log.
+/// How far the incremental (live) scores had drifted from a full batch
+/// recompute.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RescoreReport {
     pub events: usize,
     pub relationships: usize,
     /// Largest absolute score difference, in points.
     pub max_drift: f64,
+    /// The live series' own bound on its error, raw units.
+    pub live_error_bound: f64,
+    /// Work the live series has done since it was built.
+    pub live: crate::score::live::LiveStats,
     pub seconds: f64,
     pub as_of: DateTime<Utc>,
 }
@@ -386,11 +391,18 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Every relationship's score at `now`, without trends (for the
-    /// materialised table). The read lock is held only to take a snapshot.
+    /// materialised table): from the live series when `now` is at or after
+    /// the latest event, else a batch evaluation on a snapshot.
     pub async fn current_scores(self: &Arc<Self>, now: DateTime<Utc>) -> BatchScores {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let snapshot = RelSnapshot::build(&engine.state(), now);
+            let snapshot = {
+                let state = engine.state();
+                if let Some(live) = live_scores(&state, now) {
+                    return live;
+                }
+                RelSnapshot::build(&state, now)
+            };
             snapshot.into_scores(&engine.model, now)
         })
         .await
@@ -406,56 +418,98 @@ impl<S: EventStore> Engine<S> {
             now - Duration::days(7),
             now - Duration::days(30),
         ];
-        let (snapshots, kinds) = {
+        // Now from the live series (kept per event); the trend points are in
+        // the past, where only a batch evaluation knows the graph.
+        let (live, snapshots, kinds) = {
             let state = self.state();
+            let live = live_scores(&state, now);
             let snapshots: Vec<RelSnapshot> = times
                 .iter()
+                .skip(usize::from(live.is_some()))
                 .map(|&t| RelSnapshot::build(&state, t))
                 .collect();
             let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
-            (snapshots, kinds)
+            (live, snapshots, kinds)
         };
-        let mut batches: Vec<BatchScores> = snapshots
-            .into_iter()
-            .zip(times)
-            .map(|(s, t)| s.into_scores(&self.model, t))
-            .collect();
+        let mut batches: Vec<BatchScores> = live.into_iter().collect();
+        let skip = batches.len();
+        batches.extend(
+            snapshots
+                .into_iter()
+                .zip(times.into_iter().skip(skip))
+                .map(|(s, t)| s.into_scores(&self.model, t)),
+        );
         let current = batches.remove(0);
         rank(current, &batches, &kinds, version)
     }
 
-    /// Full recompute from the log: replays the store into a fresh state,
-    /// compares every score with the current state at the same time, and
-    /// swaps the fresh state in.
+    /// Full batch recompute, compared with the incremental (live) scores
+    /// the engine serves at `now`. With `replay`, the log is first replayed
+    /// into a fresh state, which is compared and swapped in (the service:
+    /// its state has lived through many folds); without, the batch runs on
+    /// the current state (`fusion rescore`, whose state was just folded from
+    /// the log: one state in memory instead of two).
     pub async fn rescore(
         self: &Arc<Self>,
         now: DateTime<Utc>,
+        replay: bool,
     ) -> Result<RescoreReport, EngineError> {
         let started = Instant::now();
-        let entities = self.store.entities().await?;
-        let events = self.store.scan().await?;
-        let model = Arc::clone(&self.model);
+        let fresh = if replay {
+            let entities = self.store.entities().await?;
+            let events = self.store.scan().await?;
+            let model = Arc::clone(&self.model);
+            let fresh = tokio::task::spawn_blocking(move || {
+                ScoreState::build(model, entities, events)
+            })
+            .await
+            .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
+            Some(fresh)
+        } else {
+            None
+        };
         let engine = Arc::clone(self);
-        let (fresh, before, after) = tokio::task::spawn_blocking(move || {
-            let fresh = ScoreState::build(model, entities, events);
-            let before = engine.state().batch(now);
-            let after = fresh.batch(now);
-            (fresh, before, after)
+        let (fresh, report) = tokio::task::spawn_blocking(move || {
+            let state = engine.state();
+            let before = live_scores(&state, now).unwrap_or_else(|| state.batch(now));
+            let batch_of = fresh.as_ref().unwrap_or(&state);
+            let after = batch_of.batch(now);
+            let report = RescoreReport {
+                events: batch_of.event_count(),
+                relationships: after.scores.len(),
+                max_drift: drift(&before, &after),
+                live_error_bound: state.live().error_bound(),
+                live: state.live().stats(),
+                seconds: 0.0,
+                as_of: now,
+            };
+            drop(state);
+            (fresh, report)
         })
         .await
         .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
-        let max_drift = drift(&before, &after);
-        let report = RescoreReport {
-            events: fresh.event_count(),
-            relationships: after.scores.len(),
-            max_drift,
+        if let Some(fresh) = fresh {
+            self.derived
+                .change(fresh, |_, _| true, |s, fresh| *s = fresh);
+        }
+        Ok(RescoreReport {
             seconds: started.elapsed().as_secs_f64(),
-            as_of: now,
-        };
-        self.derived
-            .change(fresh, |_, _| true, |s, fresh| *s = fresh);
-        Ok(report)
+            ..report
+        })
     }
+}
+
+/// The live series' scores at `now`, if `now` is at or after the latest event.
+fn live_scores(state: &ScoreState, now: DateTime<Utc>) -> Option<BatchScores> {
+    let model = state.model();
+    let rows = state.live().components_at(now)?;
+    Some(BatchScores {
+        at: now,
+        scores: rows
+            .into_iter()
+            .map(|(k, c)| (k, RelationScore::from_components(model, c)))
+            .collect(),
+    })
 }
 
 /// Largest score difference between two evaluations, counting a relationship

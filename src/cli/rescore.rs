@@ -1,5 +1,6 @@
-//! `fusion rescore`: full batch recompute from the log; prints how far the
-//! state had drifted from it.
+//! `fusion rescore`: folds the log (the incremental live series replays it
+//! event by event), runs a full batch recompute on the same state, and prints
+//! how far the incremental scores had drifted from it.
 
 use chrono::Utc;
 
@@ -15,10 +16,10 @@ pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let engine = super::open_engine(&args.store).await?;
-        let r = engine.rescore(Utc::now()).await?;
+        let r = engine.rescore(Utc::now(), false).await?;
         println!(
-            "events={} relationships={} max_drift={:.3e} seconds={:.3}",
-            r.events, r.relationships, r.max_drift, r.seconds
+            "events={} relationships={} max_drift={:.3e} live_error_bound={:.3e} live_pushes={} seconds={:.3}",
+            r.events, r.relationships, r.max_drift, r.live_error_bound, r.live.pushes, r.seconds
         );
         Ok(())
     })

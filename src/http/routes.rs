@@ -702,6 +702,6 @@ async fn delete_entity<S: EventStore>(
 
 async fn rescore<S: EventStore>(engine: Eng<S>) -> Result<HttpResponse, ApiError> {
     let engine = engine.into_inner();
-    let report = engine.rescore(Utc::now()).await?;
+    let report = engine.rescore(Utc::now(), true).await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -19,7 +19,8 @@
 //! not do IO, read the clock, or depend on anything but the sequence of
 //! operations: the push queue is a FIFO, seeded in sorted order, and
 //! neighbours are visited in id order, so the same operations give the same
-//! bits. It is not wired into the engine.
+//! bits. `live::LiveScores` runs six of them (one per component) for the
+//! engine.
 //!
 //! **Error bound.** With `‖X‖ = max_p Σ_b |X[p,b]|`, `‖αM‖ ≤ ρ = α_f + α_a < 1`
 //! (ARCHITECTURE.md, "Convergence"), so
@@ -62,13 +63,15 @@ use std::collections::VecDeque;
 
 use thiserror::Error;
 
+use super::Components;
+
 /// Errors from the caller's inputs.
 #[derive(Debug, Error, PartialEq)]
 pub enum IncrementalError {
     #[error("alpha_f = {alpha_f}, alpha_a = {alpha_a}: both must be >= 0 with a sum below 1")]
     BadAlpha { alpha_f: f64, alpha_a: f64 },
     #[error("the tolerance must be finite and > 0, got {0}")]
-    BadTolerance(f64),
+    BadTolerance(String),
     #[error("person {person} is outside 0..{people}")]
     PersonOutOfRange { person: u32, people: usize },
     #[error("brand {brand} is outside 0..{brands}")]
@@ -76,7 +79,7 @@ pub enum IncrementalError {
     #[error("weight {0} must be finite and >= 0")]
     BadWeight(f64),
     #[error("impulse {0} must be finite")]
-    BadImpulse(f64),
+    BadImpulse(String),
 }
 
 /// Work done to settle one operation.
@@ -86,20 +89,123 @@ pub struct PushStats {
     pub visits: usize,
 }
 
+/// What one relationship carries: a single number (one component, `f64`)
+/// or every component at once ([`Components`]), each lane its own series
+/// over the same graph. The lanes never mix: every operation is per lane,
+/// so six lanes give the bits of six one-lane drivers fed the same
+/// operations, with one graph and one push per entry instead of six.
+pub trait Value: Copy + std::fmt::Debug + PartialEq {
+    /// The push threshold, one per lane.
+    type Tol: Copy + std::fmt::Debug + PartialEq;
+    const ZERO: Self;
+    /// `self += v`, lane by lane.
+    fn add(&mut self, v: &Self);
+    /// `self · k`.
+    fn scaled(&self, k: f64) -> Self;
+    /// Lane-wise product.
+    fn times(&self, k: &Self) -> Self;
+    /// `a - b`, lane by lane.
+    fn minus(&self, b: &Self) -> Self;
+    /// Whether some lane's magnitude is above its threshold.
+    fn exceeds(&self, tol: &Self::Tol) -> bool;
+    /// Lane-wise `max(self, |v|)`.
+    fn max_abs(&mut self, v: &Self);
+    fn is_zero(&self) -> bool;
+    fn is_finite(&self) -> bool;
+    /// Every lane finite and > 0.
+    fn valid_tol(tol: &Self::Tol) -> bool;
+    /// Whether `new` is below `old` in some lane (then a push may be due).
+    fn lowers(new: &Self::Tol, old: &Self::Tol) -> bool;
+}
+
+impl Value for f64 {
+    type Tol = f64;
+    const ZERO: Self = 0.0;
+    fn add(&mut self, v: &Self) {
+        *self += v;
+    }
+    fn scaled(&self, k: f64) -> Self {
+        k * self
+    }
+    fn times(&self, k: &Self) -> Self {
+        self * k
+    }
+    fn minus(&self, b: &Self) -> Self {
+        self - b
+    }
+    fn exceeds(&self, tol: &f64) -> bool {
+        self.abs() > *tol
+    }
+    fn max_abs(&mut self, v: &Self) {
+        *self = self.max(v.abs());
+    }
+    fn is_zero(&self) -> bool {
+        *self == 0.0
+    }
+    fn is_finite(&self) -> bool {
+        f64::is_finite(*self)
+    }
+    fn valid_tol(tol: &f64) -> bool {
+        tol.is_finite() && *tol > 0.0
+    }
+    fn lowers(new: &f64, old: &f64) -> bool {
+        new < old
+    }
+}
+
+impl Value for Components {
+    type Tol = Components;
+    const ZERO: Self = [0.0; 6];
+    fn add(&mut self, v: &Self) {
+        for (a, b) in self.iter_mut().zip(v) {
+            *a += b;
+        }
+    }
+    fn scaled(&self, k: f64) -> Self {
+        self.map(|a| k * a)
+    }
+    fn times(&self, k: &Self) -> Self {
+        std::array::from_fn(|i| self[i] * k[i])
+    }
+    fn minus(&self, b: &Self) -> Self {
+        std::array::from_fn(|i| self[i] - b[i])
+    }
+    fn exceeds(&self, tol: &Components) -> bool {
+        self.iter().zip(tol).any(|(v, t)| v.abs() > *t)
+    }
+    fn max_abs(&mut self, v: &Self) {
+        for (a, b) in self.iter_mut().zip(v) {
+            *a = a.max(b.abs());
+        }
+    }
+    fn is_zero(&self) -> bool {
+        self.iter().all(|v| *v == 0.0)
+    }
+    fn is_finite(&self) -> bool {
+        self.iter().all(|v| v.is_finite())
+    }
+    fn valid_tol(tol: &Components) -> bool {
+        tol.iter().all(|t| t.is_finite() && *t > 0.0)
+    }
+    fn lowers(new: &Components, old: &Components) -> bool {
+        new.iter().zip(old).any(|(n, o)| n < o)
+    }
+}
+
 /// One residual entry: brand, value, whether `(person, brand)` is queued.
 #[derive(Clone, Copy, Debug)]
-struct Res {
+struct Res<V> {
     brand: u32,
-    value: f64,
+    value: V,
     queued: bool,
 }
 
 /// The incremental driver; see the module docs.
 #[derive(Clone, Debug)]
-pub struct IncrementalRelspace {
+pub struct IncrementalRelspace<V: Value = f64> {
     alpha_f: f64,
     alpha_a: f64,
-    tol: f64,
+    tol: V::Tol,
     brands: usize,
     /// Follower `q`'s followees `(p, w)`, ascending `p`, raw weights.
     follows: Vec<Vec<(u32, f64)>>,
@@ -112,19 +218,19 @@ pub struct IncrementalRelspace {
     /// `(b, α_a ā[p,b])` for the same rows.
     assoc_coef: Vec<Vec<(u32, f64)>>,
     /// `s`, per person `(brand, value)` ascending brand.
-    scores: Vec<Vec<(u32, f64)>>,
+    scores: Vec<Vec<(u32, V)>>,
     /// `r`, per person ascending brand; entries pushed to zero are removed.
-    residual: Vec<Vec<Res>>,
+    residual: Vec<Vec<Res<V>>>,
     queue: VecDeque<(u32, u32)>,
 }
 
-fn validate(alpha_f: f64, alpha_a: f64, tol: f64) -> Result<(), IncrementalError> {
+fn validate<V: Value>(alpha_f: f64, alpha_a: f64, tol: &V::Tol) -> Result<(), IncrementalError> {
     let ok = |a: f64| a.is_finite() && a >= 0.0;
     if !(ok(alpha_f) && ok(alpha_a) && alpha_f + alpha_a < 1.0) {
         return Err(IncrementalError::BadAlpha { alpha_f, alpha_a });
     }
-    if !(tol.is_finite() && tol > 0.0) {
-        return Err(IncrementalError::BadTolerance(tol));
+    if !V::valid_tol(tol) {
+        return Err(IncrementalError::BadTolerance(format!("{tol:?}")));
     }
     Ok(())
 }
@@ -158,23 +264,31 @@ fn get_sorted(row: &[(u32, f64)], k: u32) -> f64 {
 }
 
 /// Adds `v` at key `k` of a sorted accumulator.
-fn add_sorted(row: &mut Vec<(u32, f64)>, k: u32, v: f64) {
+fn add_sorted<V: Value>(row: &mut Vec<(u32, V)>, k: u32, v: V) {
     match row.binary_search_by_key(&k, |e| e.0) {
-        Ok(i) => row[i].1 += v,
+        Ok(i) => row[i].1.add(&v),
         Err(i) => row.insert(i, (k, v)),
     }
 }
 
-impl IncrementalRelspace {
+/// The value at key `k` of a sorted row (zero when absent).
+fn value_at<V: Value>(row: &[(u32, V)], k: u32) -> V {
+    match row.binary_search_by_key(&k, |e| e.0) {
+        Ok(i) => row[i].1,
+        Err(_) => V::ZERO,
+    }
+}
+
+impl<V: Value> IncrementalRelspace<V> {
     /// `people × brands`, no follows, no associations, no impulses.
     pub fn new(
         people: usize,
         brands: usize,
         alpha_f: f64,
         alpha_a: f64,
-        tol: f64,
+        tol: V::Tol,
     ) -> Result<Self, IncrementalError> {
-        validate(alpha_f, alpha_a, tol)?;
+        validate::<V>(alpha_f, alpha_a, &tol)?;
         Ok(Self {
             alpha_f,
             alpha_a,
@@ -202,10 +316,10 @@ impl IncrementalRelspace {
         brands: usize,
         alpha_f: f64,
         alpha_a: f64,
-        tol: f64,
+        tol: V::Tol,
         follows: &[(u32, u32, f64)],
         associations: &[(u32, u32, f64)],
-        impulses: &[(u32, u32, f64)],
+        impulses: &[(u32, u32, V)],
     ) -> Result<(Self, PushStats), IncrementalError> {
         let mut this = Self::new(people, brands, alpha_f, alpha_a, tol)?;
         // With s = 0 the edge changes add nothing to r: build rows directly.
@@ -228,11 +342,11 @@ impl IncrementalRelspace {
         for p in 0..people {
             this.assoc_coef[p] = this.coef_row(&this.assoc[p]);
         }
-        let mut sorted: Vec<(u32, u32, f64)> = Vec::with_capacity(impulses.len());
+        let mut sorted: Vec<(u32, u32, V)> = Vec::with_capacity(impulses.len());
         for &(p, b, x) in impulses {
             this.check_entry(p, b)?;
             if !x.is_finite() {
-                return Err(IncrementalError::BadImpulse(x));
+                return Err(IncrementalError::BadImpulse(format!("{x:?}")));
             }
             sorted.push((p, b, x));
         }
@@ -248,6 +362,88 @@ impl IncrementalRelspace {
         Ok((this, stats))
     }
 
+    /// Grows to at least `people × brands` (new people have no follows,
+    /// associations or impulses); never shrinks.
+    pub fn grow(&mut self, people: usize, brands: usize) {
+        if people > self.people() {
+            self.follows.resize_with(people, Vec::new);
+            self.attention.resize(people, 0.0);
+            self.followers.resize_with(people, Vec::new);
+            self.assoc.resize_with(people, Vec::new);
+            self.assoc_coef.resize_with(people, Vec::new);
+            self.scores.resize_with(people, Vec::new);
+            self.residual.resize_with(people, Vec::new);
+        }
+        self.brands = self.brands.max(brands);
+    }
+
+    /// Changes the push threshold. Raising it never needs a push (entries
+    /// below the old one are below the new one); lowering it pushes what
+    /// now exceeds it. The invariant holds throughout; only the bound moves.
+    pub fn set_tolerance(&mut self, tol: V::Tol) -> Result<PushStats, IncrementalError> {
+        validate::<V>(self.alpha_f, self.alpha_a, &tol)?;
+        let lower = V::lowers(&tol, &self.tol);
+        self.tol = tol;
+        if !lower {
+            return Ok(PushStats::default());
+        }
+        for p in 0..self.people() {
+            let brands: Vec<u32> = self.residual[p].iter().map(|e| e.brand).collect();
+            for b in brands {
+                self.enqueue_if_above(p as u32, b);
+            }
+        }
+        Ok(self.settle())
+    }
+
+    /// Multiplies the impulses, hence `s` and `r`, lane by lane by
+    /// `factor` (every lane > 0): the series is linear, so the invariant
+    /// holds for the scaled inputs. The caller sets the tolerance after.
+    pub fn scale(&mut self, factor: &V) {
+        let scale = |v: &mut V| *v = v.times(factor);
+        for row in &mut self.scores {
+            for e in row {
+                scale(&mut e.1);
+            }
+        }
+        for row in &mut self.residual {
+            for e in row {
+                scale(&mut e.value);
+            }
+        }
+    }
+
+    /// `s(p,·)` as `(brand, value)`, ascending brand.
+    pub fn row(&self, p: u32) -> &[(u32, V)] {
+        self.scores.get(p as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Person `q`'s followees `(p, weight)`, ascending `p`.
+    pub fn follows_of(&self, q: u32) -> &[(u32, f64)] {
+        self.follows.get(q as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Person `p`'s associations `(brand, strength)`, ascending brand.
+    pub fn associations_of(&self, p: u32) -> &[(u32, f64)] {
+        self.assoc.get(p as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// `max_p Σ_b |r(p,b)|` per lane, the numerator of
+    /// [`Self::error_bound`].
+    pub fn worst_residual_row(&self) -> V {
+        let mut worst = V::ZERO;
+        for row in &self.residual {
+            let mut sum = V::ZERO;
+            for e in row {
+                let mut a = V::ZERO;
+                a.max_abs(&e.value);
+                sum.add(&a);
+            }
+            worst.max_abs(&sum);
+        }
+        worst
+    }
+
     pub fn people(&self) -> usize {
         self.follows.len()
     }
@@ -256,7 +452,7 @@ impl IncrementalRelspace {
         self.brands
     }
 
-    pub fn tolerance(&self) -> f64 {
+    pub fn tolerance(&self) -> V::Tol {
         self.tol
     }
 
@@ -266,11 +462,11 @@ impl IncrementalRelspace {
         &mut self,
         p: u32,
         b: u32,
-        amount: f64,
+        amount: V,
     ) -> Result<PushStats, IncrementalError> {
         self.check_entry(p, b)?;
         if !amount.is_finite() {
-            return Err(IncrementalError::BadImpulse(amount));
+            return Err(IncrementalError::BadImpulse(format!("{amount:?}")));
         }
         self.add_residual(p, b, amount);
         self.enqueue_if_above(p, b);
@@ -307,15 +503,15 @@ impl IncrementalRelspace {
                 (Some(&(bb, vb)), Some(&(ba, va))) if bb == ba => {
                     i += 1;
                     j += 1;
-                    (bb, va - vb)
+                    (bb, va.minus(&vb))
                 }
                 (Some(&(bb, vb)), Some(&(ba, _))) if bb < ba => {
                     i += 1;
-                    (bb, -vb)
+                    (bb, V::ZERO.minus(&vb))
                 }
                 (Some(&(bb, vb)), None) => {
                     i += 1;
-                    (bb, -vb)
+                    (bb, V::ZERO.minus(&vb))
                 }
                 (_, Some(&(ba, va))) => {
                     j += 1;
@@ -323,7 +519,7 @@ impl IncrementalRelspace {
                 }
                 (None, None) => unreachable!(),
             };
-            if d != 0.0 {
+            if !d.is_zero() {
                 self.add_residual(q, b, d);
                 touched.push(b);
             }
@@ -354,16 +550,19 @@ impl IncrementalRelspace {
         let old = std::mem::take(&mut self.assoc_coef[pi]);
         let new = self.coef_row(&self.assoc[pi]);
         // S_p in brand order.
-        let total: f64 = self.scores[pi].iter().map(|e| e.1).sum();
+        let mut total = V::ZERO;
+        for e in &self.scores[pi] {
+            total.add(&e.1);
+        }
         let mut brands: Vec<u32> = old.iter().chain(&new).map(|e| e.0).collect();
         brands.sort_unstable();
         brands.dedup();
         let mut touched = Vec::with_capacity(brands.len());
         for &b2 in &brands {
             let dc = get_sorted(&new, b2) - get_sorted(&old, b2);
-            let others = total - get_sorted(&self.scores[pi], b2);
-            let d = dc * others;
-            if d != 0.0 {
+            let others = total.minus(&value_at(&self.scores[pi], b2));
+            let d = others.scaled(dc);
+            if !d.is_zero() {
                 self.add_residual(p, b2, d);
                 touched.push(b2);
             }
@@ -376,11 +575,11 @@ impl IncrementalRelspace {
     }
 
     /// `s` as `((person, brand), value)`, sorted, non-zero entries only.
-    pub fn scores(&self) -> Vec<((u32, u32), f64)> {
+    pub fn scores(&self) -> Vec<((u32, u32), V)> {
         let mut out = Vec::new();
         for (p, row) in self.scores.iter().enumerate() {
             for &(b, v) in row {
-                if v != 0.0 {
+                if !v.is_zero() {
                     out.push(((p as u32, b), v));
                 }
             }
@@ -389,26 +588,28 @@ impl IncrementalRelspace {
     }
 
     /// `s(p,b)` (0 when absent or out of range).
-    pub fn score(&self, p: u32, b: u32) -> f64 {
+    pub fn score(&self, p: u32, b: u32) -> V {
         self.scores
             .get(p as usize)
-            .map_or(0.0, |row| get_sorted(row, b))
+            .map_or(V::ZERO, |row| value_at(row, b))
     }
 
-    /// `Σ |r|` over every entry.
-    pub fn residual_l1(&self) -> f64 {
-        self.residual.iter().flatten().map(|e| e.value.abs()).sum()
+    /// `Σ |r|` over every entry, per lane.
+    pub fn residual_l1(&self) -> V {
+        let mut sum = V::ZERO;
+        for e in self.residual.iter().flatten() {
+            let mut a = V::ZERO;
+            a.max_abs(&e.value);
+            sum.add(&a);
+        }
+        sum
     }
 
-    /// Bound on `max_(p,b) |exact - s|`: `max_p Σ_b |r(p,b)| / (1 - ρ)`
-    /// (module docs), at most `B·tol / (1 - ρ)`.
-    pub fn error_bound(&self) -> f64 {
-        let worst = self
-            .residual
-            .iter()
-            .map(|row| row.iter().map(|e| e.value.abs()).sum::<f64>())
-            .fold(0.0, f64::max);
-        worst / (1.0 - self.alpha_f - self.alpha_a)
+    /// Bound on `max_(p,b) |exact - s|` per lane: `max_p Σ_b |r(p,b)| /
+    /// (1 - ρ)` (module docs), at most `B·tol / (1 - ρ)`.
+    pub fn error_bound(&self) -> V {
+        self.worst_residual_row()
+            .scaled(1.0 / (1.0 - self.alpha_f - self.alpha_a))
     }
 
     /// Stored follow edges.
@@ -427,7 +628,7 @@ impl IncrementalRelspace {
 
     /// `α_f Σ_p F[q,p] s(p,·)` as a sorted `(brand, value)` list: followees
     /// ascending, each followee's brands ascending.
-    fn audience_of(&self, q: u32) -> Vec<(u32, f64)> {
+    fn audience_of(&self, q: u32) -> Vec<(u32, V)> {
         let qi = q as usize;
         let attention = self.attention[qi];
         let mut acc = Vec::new();
@@ -437,16 +638,16 @@ impl IncrementalRelspace {
         for &(p, w) in &self.follows[qi] {
             let c = self.alpha_f * (w / attention);
             for &(b, v) in &self.scores[p as usize] {
-                add_sorted(&mut acc, b, c * v);
+                add_sorted(&mut acc, b, v.scaled(c));
             }
         }
         acc
     }
 
-    fn add_residual(&mut self, p: u32, b: u32, v: f64) {
+    fn add_residual(&mut self, p: u32, b: u32, v: V) {
         let row = &mut self.residual[p as usize];
         match row.binary_search_by_key(&b, |e| e.brand) {
-            Ok(i) => row[i].value += v,
+            Ok(i) => row[i].value.add(&v),
             Err(i) => row.insert(
                 i,
                 Res {
@@ -463,7 +664,7 @@ impl IncrementalRelspace {
         let row = &mut self.residual[p as usize];
         if let Ok(i) = row.binary_search_by_key(&b, |e| e.brand) {
             let e = &mut row[i];
-            if !e.queued && e.value.abs() > tol {
+            if !e.queued && e.value.exceeds(&tol) {
                 e.queued = true;
                 self.queue.push_back((p, b));
             }
@@ -491,15 +692,15 @@ impl IncrementalRelspace {
         } = self;
         let (alpha_f, tol) = (*alpha_f, *tol);
         // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
-        let bump = |residual: &mut Vec<Vec<Res>>,
+        let bump = |residual: &mut Vec<Vec<Res<V>>>,
                     queue: &mut VecDeque<(u32, u32)>,
                     p: u32,
                     b: u32,
-                    v: f64| {
+                    v: V| {
             let row = &mut residual[p as usize];
             let i = match row.binary_search_by_key(&b, |e| e.brand) {
                 Ok(i) => {
-                    row[i].value += v;
+                    row[i].value.add(&v);
                     i
                 }
                 Err(i) => {
@@ -515,7 +716,7 @@ impl IncrementalRelspace {
                 }
             };
             let e = &mut row[i];
-            if !e.queued && e.value.abs() > tol {
+            if !e.queued && e.value.exceeds(&tol) {
                 e.queued = true;
                 queue.push_back((p, b));
             }
@@ -528,7 +729,7 @@ impl IncrementalRelspace {
             };
             row[i].queued = false;
             let r = row[i].value;
-            if r.abs() <= tol {
+            if !r.exceeds(&tol) {
                 continue;
             }
             row.remove(i);
@@ -540,12 +741,12 @@ impl IncrementalRelspace {
                     continue;
                 }
                 let c = alpha_f * (w / att);
-                bump(residual, queue, f, b, c * r);
+                bump(residual, queue, f, b, r.scaled(c));
             }
             stats.visits += followers[qi].len();
             for &(b2, c) in &assoc_coef[qi] {
                 if b2 != b {
-                    bump(residual, queue, q, b2, c * r);
+                    bump(residual, queue, q, b2, r.scaled(c));
                 }
             }
             stats.visits += assoc_coef[qi].len();

@@ -8,6 +8,7 @@
 mod evaluate;
 pub mod incremental;
 pub mod kernel;
+pub mod live;
 mod model;
 pub mod relspace;
 mod state;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::live::{self, LiveScores};
 use super::{Component, ScoringModel};
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, EventKind, EventType, Role};
 use crate::graph::{EdgeKind, RelationGraph};
@@ -103,6 +104,8 @@ pub struct ScoreState {
     /// Entities seen only as follow targets so far: taken for people until
     /// an event names them in a role that fixes their kind (a brand).
     provisional: FxHashSet<EntityId>,
+    /// Every relationship's components now, kept per event (live.rs).
+    pub(crate) live: LiveScores,
 }
 
 /// Why an event cannot be applied (it names an entity in a role its kind
@@ -116,7 +119,6 @@ pub struct RoleConflict {
 impl ScoreState {
     pub fn new(model: Arc<ScoringModel>) -> Self {
         Self {
-            model,
             graph: RelationGraph::default(),
             registrations: BTreeMap::new(),
             events: Vec::new(),
@@ -131,6 +133,8 @@ impl ScoreState {
             interests: FxHashMap::default(),
             brand_stats: FxHashMap::default(),
             provisional: FxHashSet::default(),
+            live: LiveScores::new(Arc::clone(&model)),
+            model,
         }
     }
 
@@ -173,6 +177,11 @@ impl ScoreState {
 
     pub fn model(&self) -> &ScoringModel {
         &self.model
+    }
+
+    /// The live series: every relationship now, kept per event.
+    pub fn live(&self) -> &LiveScores {
+        &self.live
     }
 
     pub fn event_count(&self) -> usize {
@@ -306,7 +315,8 @@ impl ScoreState {
         let Some(last) = self.events.last() else {
             return true;
         };
-        !self.fixes_provisional(events)
+        !self.live.near_bound()
+            && !self.fixes_provisional(events)
             && events
                 .iter()
                 .filter(|e| !self.positions.contains_key(&e.id))
@@ -415,6 +425,7 @@ impl ScoreState {
         if amount == 0.0 || !amount.is_finite() {
             return;
         }
+        self.live.impulse(person, brand, component, amount, time);
         let impulse = Impulse {
             brand: brand.clone(),
             event,
@@ -434,6 +445,7 @@ impl ScoreState {
     fn fold(&mut self, event: Event) {
         let pos = self.events.len() as u32;
         let t = event.time;
+        self.live.advance(t);
         for (id, role) in event.references() {
             if role == Role::FollowTarget {
                 if self.graph.kind(id).is_none() && !self.registrations.contains_key(id) {
@@ -577,8 +589,7 @@ impl ScoreState {
                     Component::Engagement,
                     imp.endorsement * strength,
                 );
-                self.graph
-                    .set_edge(person, brand, EdgeKind::Association, t, Some(*strength));
+                self.set_association(person, brand, t, *strength);
             }
             Audience { person, followers } => {
                 let before = self.followers_at(person, t);
@@ -607,6 +618,9 @@ impl ScoreState {
             } => {
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, Some(*strength));
+                if self.kind(target).is_some_and(EntityKind::is_person) {
+                    self.live.set_follow(person, target, Some(*strength));
+                }
                 if self.kind(target) == Some(EntityKind::Brand) {
                     self.push_impulse(
                         person,
@@ -622,6 +636,9 @@ impl ScoreState {
                 let was = self.graph.follow_weight(person, target, t);
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, None);
+                if self.kind(target).is_some_and(EntityKind::is_person) {
+                    self.live.set_follow(person, target, None);
+                }
                 if let (Some(w), Some(EntityKind::Brand)) = (was, self.kind(target)) {
                     self.push_impulse(
                         person,
@@ -671,13 +688,7 @@ impl ScoreState {
                         .edge_weight(p, brand, EdgeKind::Association, t)
                         .unwrap_or(0.0);
                     if imp.performance_association > current {
-                        self.graph.set_edge(
-                            p,
-                            brand,
-                            EdgeKind::Association,
-                            t,
-                            Some(imp.performance_association),
-                        );
+                        self.set_association(p, brand, t, imp.performance_association);
                     }
                 }
                 // Attendance reported before the occasion itself now meets its host.
@@ -728,10 +739,87 @@ impl ScoreState {
                     .entry(person.clone())
                     .or_default()
                     .push((t, *granted));
+                self.consent_changed(person, *granted, t);
             }
         }
         self.positions.insert(event.id.clone(), pos);
         self.events.push(event);
+        if (pos + 1) % live::CHECK_EVERY == 0 && self.live.check_drift() {
+            self.recompute_live();
+        }
+    }
+
+    /// Sets person `p`'s association with `brand` in the graph and the live
+    /// series.
+    fn set_association(&mut self, p: &EntityId, brand: &EntityId, t: DateTime<Utc>, v: f64) {
+        self.graph
+            .set_edge(p, brand, EdgeKind::Association, t, Some(v));
+        self.live.set_association(p, brand, Some(v));
+    }
+
+    /// Every impulse of `person`, as the live series takes them.
+    fn impulses_of(&self, person: &EntityId) -> Vec<(EntityId, Component, f64, DateTime<Utc>)> {
+        self.impulses
+            .get(person)
+            .into_iter()
+            .flatten()
+            .map(|i| (i.brand.clone(), i.component, i.amount, i.time))
+            .collect()
+    }
+
+    fn consent_changed(&mut self, person: &EntityId, granted: bool, t: DateTime<Utc>) {
+        let impulses = self.impulses_of(person);
+        if granted {
+            let follows = self.graph.followees(person, t);
+            let associations = self.graph.associations(person, t);
+            self.live.grant(person, &follows, &associations, &impulses);
+        } else {
+            self.live.withdraw(person, &impulses);
+        }
+    }
+
+    /// Rebuilds the live series from the inputs as they stand at the latest
+    /// event (follows, associations, consent, every impulse), in id order;
+    /// the drift control's full recompute.
+    pub fn recompute_live(&mut self) {
+        let Some(latest) = self.latest_time() else {
+            return;
+        };
+        let previous = self.live.stats();
+        let mut live = LiveScores::new(Arc::clone(&self.model));
+        if let Some(first) = self.events.first() {
+            live.advance(first.time);
+        }
+        live.advance(latest);
+        // Out of the series first, so nothing of theirs goes in.
+        let mut withdrawn: Vec<&EntityId> = self
+            .consent
+            .keys()
+            .filter(|p| !self.consents(p, latest))
+            .collect();
+        withdrawn.sort_unstable();
+        for p in withdrawn {
+            live.withdraw(p, &[]);
+        }
+        for (q, p, w) in self.graph.follow_edges(latest) {
+            live.set_follow(&q, &p, Some(w));
+        }
+        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
+        people.sort_unstable();
+        for (id, kind) in self.graph.entities() {
+            if kind.is_person() {
+                for (b, a) in self.graph.associations(&id, latest) {
+                    live.set_association(&id, &b, Some(a));
+                }
+            }
+        }
+        for p in people {
+            for i in &self.impulses[p] {
+                live.impulse(p, &i.brand, i.component, i.amount, i.time);
+            }
+        }
+        live.note_recompute(previous);
+        self.live = live;
     }
 
     /// A sales report: the lift over the brand's baseline is credited to the

@@ -100,13 +100,17 @@ pub fn random_events(seed: u64, n: usize) -> Vec<Event> {
         .collect()
 }
 
-/// Everything a reader can see of a state, as text, at a few times.
+/// Everything a reader can see of a state, as text, at a few times: batch
+/// scores, the live series and every explanation.
 fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let entities = state.entities();
     let mut out = Vec::new();
     for &at in times {
         let batch = state.batch(at);
         out.push(format!("{:?}", batch.scores));
+        // The live (incremental) series, where it answers (after the latest
+        // event): `{:?}` of an f64 round-trips, so this compares bits.
+        out.push(format!("{:?}", state.live().components_at(at)));
         for (p, _) in entities.iter().filter(|(_, k)| k.is_person()) {
             for (b, _) in entities
                 .iter()

@@ -4,6 +4,7 @@ mod determinism;
 mod generate;
 mod http;
 mod incremental;
+mod live;
 mod pg;
 mod pg_e2e;
 mod propagate;

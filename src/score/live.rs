@@ -1,0 +1,385 @@
+//! `LiveScores`: every relationship's components at the latest event time
+//! (and any later time), kept up to date event by event with the incremental
+//! relationship-space driver (`incremental.rs`, all six components as lanes
+//! of one driver over one graph).
+//!
+//! It owns the id numbering of the live state (people and brands get u32
+//! numbers in the order the canonical fold first names them), forward decay,
+//! and consent. It must not do IO or read the clock, and it is fed only by
+//! `ScoreState::fold`, which runs in canonical event order (time, id) in
+//! every case (appends, refolds, replays at start), so the sequence of
+//! operations, and with it every bit, depends only on the set of events.
+//!
+//! **Forward decay.** The graph (follows, associations, consent) is a step
+//! function of time that changes only at events, and decay is a factor per
+//! component, so for any `at` at or after the latest event
+//!
+//! `s_c(at) = 2^(-(at - o)/h_c) · Σ_k (αM)^k x̃_c`,  `x̃_c = Σ_i w_c x_i 2^((t_i - o)/h_c)`
+//!
+//! with `o` the origin and `h_c` the half-life. The driver keeps the series
+//! of `x̃` (forward units); a read multiplies by one factor per component.
+//! When the latest event is `REBASE_HALF_LIVES` half-lives past the origin,
+//! everything is multiplied by `2^(-(t - o)/h_c)` and the origin moves to
+//! `t` (linear, so the driver's invariant holds), which keeps the values far
+//! from overflow. The push threshold of each lane is the model's tolerance
+//! in current units, `tol · 2^((latest - o)/h_c)` in forward units.
+//!
+//! **Consent.** A person without consent is out of the series (ARCHITECTURE.md,
+//! "Scoring"): no impulses, no follow row (receives no audience spill), no
+//! association row. Withdrawal removes all three from the driver; a new grant
+//! puts back what the state holds then.
+//!
+//! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
+//! canonical order, so the check is deterministic too), the worst residual
+//! row is measured; past `max_error` the driver is rebuilt from the inputs
+//! (`ScoreState::recompute_live`). By construction each row holds at most
+//! `B·tol` (B: brands with a residual entry for that person), so this is a
+//! backstop against rounding and against people with very many brands.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::incremental::{IncrementalRelspace, PushStats, Value};
+use super::{Component, Components, ScoringModel};
+use crate::domain::EntityId;
+
+/// Half-lives (of the fastest-decaying component) between rebases:
+/// forward values stay below about `2^64` times their current size.
+const REBASE_HALF_LIVES: f64 = 64.0;
+
+/// The drift bound in units of the model's tolerance (1e-3 raw units, about
+/// 0.01 points, with the default model).
+const MAX_ERROR_TOLERANCES: f64 = 1000.0;
+
+/// Events between two drift checks (positions in canonical order).
+pub(crate) const CHECK_EVERY: u32 = 4096;
+
+/// Work the live state has done, for `rescore` and the benches.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LiveStats {
+    /// Driver operations (impulses, follow and association changes).
+    pub operations: u64,
+    pub pushes: u64,
+    pub visits: u64,
+    pub rebases: u64,
+    /// Rebuilds because the residual passed the bound.
+    pub recomputes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveScores {
+    model: Arc<ScoringModel>,
+    people: Vec<EntityId>,
+    person_ix: FxHashMap<EntityId, u32>,
+    brands: Vec<EntityId>,
+    brand_ix: FxHashMap<EntityId, u32>,
+    driver: IncrementalRelspace<Components>,
+    /// Forward-decay origin `o`; set by the first event.
+    origin: Option<DateTime<Utc>>,
+    latest: Option<DateTime<Utc>>,
+    withdrawn: FxHashSet<u32>,
+    stats: LiveStats,
+    /// [`Self::error_bound`] at the last drift check.
+    checked_bound: f64,
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1000.0
+}
+
+impl LiveScores {
+    pub fn new(model: Arc<ScoringModel>) -> Self {
+        let p = model.propagation;
+        let tol = [model.tolerance; 6];
+        let driver = IncrementalRelspace::new(0, 0, p.audience, p.association, tol)
+            .expect("the model validates its spill factors and tolerance");
+        Self {
+            model,
+            people: Vec::new(),
+            person_ix: FxHashMap::default(),
+            brands: Vec::new(),
+            brand_ix: FxHashMap::default(),
+            driver,
+            origin: None,
+            latest: None,
+            withdrawn: FxHashSet::default(),
+            stats: LiveStats::default(),
+            checked_bound: 0.0,
+        }
+    }
+
+    pub fn stats(&self) -> LiveStats {
+        self.stats
+    }
+
+    pub fn latest(&self) -> Option<DateTime<Utc>> {
+        self.latest
+    }
+
+    fn half_life_seconds(&self, c: usize) -> f64 {
+        self.model.half_life_days.get(Component::ALL[c]) * 86_400.0
+    }
+
+    /// `2^(sign · seconds / h_c)` per component.
+    fn factors(&self, seconds: f64, sign: f64) -> Components {
+        std::array::from_fn(|c| (sign * seconds / self.half_life_seconds(c)).exp2())
+    }
+
+    fn person(&mut self, id: &EntityId) -> u32 {
+        if let Some(&i) = self.person_ix.get(id) {
+            return i;
+        }
+        let i = self.people.len() as u32;
+        self.people.push(id.clone());
+        self.person_ix.insert(id.clone(), i);
+        self.driver.grow(self.people.len(), self.brands.len());
+        i
+    }
+
+    fn brand(&mut self, id: &EntityId) -> u32 {
+        if let Some(&i) = self.brand_ix.get(id) {
+            return i;
+        }
+        let i = self.brands.len() as u32;
+        self.brands.push(id.clone());
+        self.brand_ix.insert(id.clone(), i);
+        self.driver.grow(self.people.len(), self.brands.len());
+        i
+    }
+
+    fn count(&mut self, stats: PushStats) {
+        self.stats.operations += 1;
+        self.stats.pushes += stats.pushes as u64;
+        self.stats.visits += stats.visits as u64;
+    }
+
+    /// Moves the clock to event time `t` (never backwards): rebases when due
+    /// and sets each lane's threshold to the tolerance in current units.
+    pub fn advance(&mut self, t: DateTime<Utc>) {
+        if self.latest.is_some_and(|l| l >= t) {
+            return;
+        }
+        self.latest = Some(t);
+        let origin = *self.origin.get_or_insert(t);
+        let elapsed = seconds(origin, t);
+        let fastest = (0..6)
+            .map(|c| self.half_life_seconds(c))
+            .fold(f64::INFINITY, f64::min);
+        if elapsed > REBASE_HALF_LIVES * fastest {
+            let factor = self.factors(elapsed, -1.0);
+            self.driver.scale(&factor);
+            self.origin = Some(t);
+            self.stats.rebases += 1;
+        }
+        let since = seconds(self.origin.expect("set above"), t);
+        let tol = self.factors(since, 1.0).map(|f| self.model.tolerance * f);
+        // Raising (time moved on) or, right after a rebase, lowering to the
+        // same current-units value: no push either way beyond rounding.
+        let stats = self.driver.set_tolerance(tol).expect("finite tolerance");
+        self.count(stats);
+    }
+
+    /// `x(person, brand) += amount` of `component` at event time `t`
+    /// (weighted here, as the batch driver does).
+    pub fn impulse(
+        &mut self,
+        person: &EntityId,
+        brand: &EntityId,
+        component: Component,
+        amount: f64,
+        t: DateTime<Utc>,
+    ) {
+        let (p, b) = (self.person(person), self.brand(brand));
+        if self.withdrawn.contains(&p) {
+            return;
+        }
+        let x = self.forward(component, amount, t);
+        let stats = self.driver.add_impulse(p, b, x).expect("finite impulse");
+        self.count(stats);
+    }
+
+    fn forward(&self, component: Component, amount: f64, t: DateTime<Utc>) -> Components {
+        let c = component.index();
+        let origin = self.origin.unwrap_or(t);
+        let mut x = [0.0; 6];
+        x[c] = amount
+            * self.model.weight.get(component)
+            * (seconds(origin, t) / self.half_life_seconds(c)).exp2();
+        x
+    }
+
+    /// Follower `q`'s follow of person `p` set (`Some(weight)`) or removed.
+    pub fn set_follow(&mut self, q: &EntityId, p: &EntityId, weight: Option<f64>) {
+        let (qi, pi) = (self.person(q), self.person(p));
+        if self.withdrawn.contains(&qi) {
+            return;
+        }
+        let stats = self.driver.set_follow(qi, pi, weight).expect("valid weight");
+        self.count(stats);
+    }
+
+    /// Person `p`'s association with `brand` set or removed (raw strength;
+    /// the driver normalises the row).
+    pub fn set_association(&mut self, p: &EntityId, brand: &EntityId, strength: Option<f64>) {
+        let (pi, b) = (self.person(p), self.brand(brand));
+        if self.withdrawn.contains(&pi) {
+            return;
+        }
+        let stats = self
+            .driver
+            .set_association(pi, b, strength)
+            .expect("valid strength");
+        self.count(stats);
+    }
+
+    /// Consent withdrawn: takes the person's impulses (`(brand, component,
+    /// amount, time)`, everything the state holds for them), follow row and
+    /// association row out of the series.
+    pub fn withdraw(
+        &mut self,
+        person: &EntityId,
+        impulses: &[(EntityId, Component, f64, DateTime<Utc>)],
+    ) {
+        let p = self.person(person);
+        if self.withdrawn.contains(&p) {
+            return;
+        }
+        let follows: Vec<u32> = self.driver.follows_of(p).iter().map(|e| e.0).collect();
+        for f in follows {
+            let stats = self.driver.set_follow(p, f, None).expect("known ids");
+            self.count(stats);
+        }
+        let assoc: Vec<u32> = self.driver.associations_of(p).iter().map(|e| e.0).collect();
+        for b in assoc {
+            let stats = self.driver.set_association(p, b, None).expect("known ids");
+            self.count(stats);
+        }
+        for (brand, c, amount, t) in impulses {
+            self.impulse(person, brand, *c, -amount, *t);
+        }
+        self.withdrawn.insert(p);
+    }
+
+    /// Consent granted again: puts back the person's follows of people,
+    /// associations and impulses as the state holds them now.
+    pub fn grant(
+        &mut self,
+        person: &EntityId,
+        follows: &[(EntityId, f64)],
+        associations: &[(EntityId, f64)],
+        impulses: &[(EntityId, Component, f64, DateTime<Utc>)],
+    ) {
+        let Some(&p) = self.person_ix.get(person) else {
+            return;
+        };
+        if !self.withdrawn.remove(&p) {
+            return;
+        }
+        for (f, w) in follows {
+            self.set_follow(person, f, Some(*w));
+        }
+        for (b, a) in associations {
+            self.set_association(person, b, Some(*a));
+        }
+        for (brand, c, amount, t) in impulses {
+            self.impulse(person, brand, *c, *amount, *t);
+        }
+    }
+
+    /// Whether `person` is out of the series for want of consent.
+    pub fn is_withdrawn(&self, person: &EntityId) -> bool {
+        self.person_ix
+            .get(person)
+            .is_some_and(|p| self.withdrawn.contains(p))
+    }
+
+    /// Bound on `|exact − s|` per relationship, in raw score units at the
+    /// latest event time: `Σ_c max_p Σ_b |r_c(p,b)| / (1 − ρ)` in current
+    /// units.
+    pub fn error_bound(&self) -> f64 {
+        let Some(latest) = self.latest else {
+            return 0.0;
+        };
+        let now = self.factors(seconds(self.origin.expect("set"), latest), -1.0);
+        let bound = self.driver.error_bound();
+        bound.iter().zip(now).map(|(b, f)| b * f).sum()
+    }
+
+    /// Every relationship's components at `at`, `None` if `at` is before
+    /// the latest event (the live state only knows the graph as it stands
+    /// now: past times go to the batch driver). Sorted by (person, brand)
+    /// ids; people without consent are left out; all-zero entries too.
+    pub fn components_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<((EntityId, EntityId), Components)>> {
+        let factor = match (self.origin, self.latest) {
+            (Some(o), Some(l)) if at >= l => self.factors(seconds(o, at), -1.0),
+            (None, _) => return Some(Vec::new()),
+            _ => return None,
+        };
+        let mut out = Vec::new();
+        for (p, id) in self.people.iter().enumerate() {
+            if self.withdrawn.contains(&(p as u32)) {
+                continue;
+            }
+            for &(b, v) in self.driver.row(p as u32) {
+                if !v.is_zero() {
+                    out.push(((id.clone(), self.brands[b as usize].clone()), v.times(&factor)));
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
+    }
+
+    /// One relationship's components at `at` (as [`Self::components_at`]).
+    pub fn components(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        at: DateTime<Utc>,
+    ) -> Option<Components> {
+        let factor = match (self.origin, self.latest) {
+            (Some(o), Some(l)) if at >= l => self.factors(seconds(o, at), -1.0),
+            _ => return None,
+        };
+        let (Some(&p), Some(&b)) = (self.person_ix.get(person), self.brand_ix.get(brand)) else {
+            return Some([0.0; 6]);
+        };
+        if self.withdrawn.contains(&p) {
+            return Some([0.0; 6]);
+        }
+        Some(self.driver.score(p, b).times(&factor))
+    }
+
+    /// The largest error the live series may carry before a rebuild, in raw
+    /// units: `MAX_ERROR_TOLERANCES` times the model's tolerance.
+    pub fn max_error(&self) -> f64 {
+        MAX_ERROR_TOLERANCES * self.model.tolerance
+    }
+
+    /// The drift check: measures the bound and says whether it is past
+    /// [`Self::max_error`] (then the state rebuilds the series).
+    pub(crate) fn check_drift(&mut self) -> bool {
+        self.checked_bound = self.error_bound();
+        self.checked_bound > self.max_error()
+    }
+
+    /// Whether the last check found the bound past half the maximum: the
+    /// engine then folds on a copy, so a rebuild does not hold up readers.
+    pub fn near_bound(&self) -> bool {
+        self.checked_bound > 0.5 * self.max_error()
+    }
+
+    /// Counts a rebuild (the state does the rebuilding: it holds the inputs).
+    pub(crate) fn note_recompute(&mut self, previous: LiveStats) {
+        self.stats.operations += previous.operations;
+        self.stats.pushes += previous.pushes;
+        self.stats.visits += previous.visits;
+        self.stats.rebases += previous.rebases;
+        self.stats.recomputes = previous.recomputes + 1;
+    }
+}
