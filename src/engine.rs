@@ -140,7 +140,15 @@ type FoldJob = (Vec<Event>, tokio::sync::oneshot::Sender<()>);
 /// otherwise each refold the log; here they share one refold per round,
 /// and no HTTP worker thread is held up by it.
 fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
-    while let Ok(first) = rx.recv() {
+    let mut next: Option<FoldJob> = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
         let mut events = first.0;
         let mut waiting = vec![first.1];
         while let Ok((more, tx)) = rx.try_recv() {
@@ -156,6 +164,39 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
         );
         for tx in waiting {
             let _ = tx.send(());
+        }
+        next = sync_live(&derived, &rx);
+    }
+}
+
+/// Longest hold of the write lock by one slice of live-series catch-up.
+const SYNC_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Brings the live series up to date after the writers were answered, in
+/// slices of at most `SYNC_SLICE` under the write lock, so readers wait at
+/// most one slice; yields to new fold jobs (folding comes first, the series
+/// catches up after: a job that arrives is returned). Until it has caught
+/// up, readers get batch evaluations.
+fn sync_live(derived: &Derived, rx: &std::sync::mpsc::Receiver<FoldJob>) -> Option<FoldJob> {
+    loop {
+        {
+            let _guard = derived.fold.lock().expect("fold lock");
+            if derived.read().live_synced() {
+                return None;
+            }
+            let caught_up = derived
+                .state
+                .write()
+                .expect("state lock")
+                .sync_live(Some(Instant::now() + SYNC_SLICE));
+            if caught_up {
+                return None;
+            }
+        }
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
         }
     }
 }
@@ -502,7 +543,7 @@ impl<S: EventStore> Engine<S> {
 /// The live series' scores at `now`, if `now` is at or after the latest event.
 fn live_scores(state: &ScoreState, now: DateTime<Utc>) -> Option<BatchScores> {
     let model = state.model();
-    let rows = state.live().components_at(now)?;
+    let rows = state.live_components_at(now)?;
     Some(BatchScores {
         at: now,
         scores: rows

@@ -222,6 +222,9 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// `r`, per person ascending brand; entries pushed to zero are removed.
     residual: Vec<Vec<Res<V>>>,
     queue: VecDeque<(u32, u32)>,
+    /// While set ([`Self::hold`]), operations only update the residual and
+    /// queue; [`Self::release`] settles them together.
+    held: bool,
 }
 
 fn validate<V: Value>(alpha_f: f64, alpha_a: f64, tol: &V::Tol) -> Result<(), IncrementalError> {
@@ -302,6 +305,7 @@ impl<V: Value> IncrementalRelspace<V> {
             scores: vec![Vec::new(); people],
             residual: vec![Vec::new(); people],
             queue: VecDeque::new(),
+            held: false,
         })
     }
 
@@ -362,6 +366,29 @@ impl<V: Value> IncrementalRelspace<V> {
         Ok((this, stats))
     }
 
+    /// From now on, operations change the residual but do not push: several
+    /// operations that belong together (one event's impulses and edge
+    /// changes) are settled once by [`Self::release`], which merges their
+    /// pushes. The invariant holds throughout; the error bound only after
+    /// the release.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Settles everything queued since [`Self::hold`].
+    pub fn release(&mut self) -> PushStats {
+        self.held = false;
+        self.settle()
+    }
+
+    fn settle_unless_held(&mut self) -> PushStats {
+        if self.held {
+            PushStats::default()
+        } else {
+            self.settle()
+        }
+    }
+
     /// Grows to at least `people × brands` (new people have no follows,
     /// associations or impulses); never shrinks.
     pub fn grow(&mut self, people: usize, brands: usize) {
@@ -393,7 +420,7 @@ impl<V: Value> IncrementalRelspace<V> {
                 self.enqueue_if_above(p as u32, b);
             }
         }
-        Ok(self.settle())
+        Ok(self.settle_unless_held())
     }
 
     /// Multiplies the impulses, hence `s` and `r`, lane by lane by
@@ -470,7 +497,7 @@ impl<V: Value> IncrementalRelspace<V> {
         }
         self.add_residual(p, b, amount);
         self.enqueue_if_above(p, b);
-        Ok(self.settle())
+        Ok(self.settle_unless_held())
     }
 
     /// Sets (`Some(w)`) or removes (`None`) the follow `q → p`: follower
@@ -527,7 +554,7 @@ impl<V: Value> IncrementalRelspace<V> {
         for b in touched {
             self.enqueue_if_above(q, b);
         }
-        Ok(self.settle())
+        Ok(self.settle_unless_held())
     }
 
     /// Sets (`Some(a)`) or removes (`None`) the association of person `p`
@@ -571,7 +598,7 @@ impl<V: Value> IncrementalRelspace<V> {
         for b2 in touched {
             self.enqueue_if_above(p, b2);
         }
-        Ok(self.settle())
+        Ok(self.settle_unless_held())
     }
 
     /// `s` as `((person, brand), value)`, sorted, non-zero entries only.

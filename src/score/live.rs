@@ -3,12 +3,22 @@
 //! relationship-space driver (`incremental.rs`, all six components as lanes
 //! of one driver over one graph).
 //!
-//! It owns the id numbering of the live state (people and brands get u32
-//! numbers in the order the canonical fold first names them), forward decay,
-//! and consent. It must not do IO or read the clock, and it is fed only by
-//! `ScoreState::fold`, which runs in canonical event order (time, id) in
-//! every case (appends, refolds, replays at start), so the sequence of
-//! operations, and with it every bit, depends only on the set of events.
+//! It owns the id numbering of the live state, forward decay, consent and
+//! the checkpoints. It must not do IO or read the clock, and it is fed only
+//! by `ScoreState::fold`, which runs in canonical event order (time, id) in
+//! every case (appends, refolds, replays at start).
+//!
+//! **Checkpoints: batch then per event.** The series is built in one go
+//! ([`LiveScores::build`]: every impulse seeded into the residual, one
+//! settle, ids numbered in sorted order) from the inputs as they stand
+//! before the first event of each UTC day of event time; the events of that
+//! day are then applied one by one. So the live state is a function of the
+//! set of events alone (the checkpoint is the start of the latest event's
+//! day, and what follows it is applied in canonical order), whatever the
+//! arrival order, batching or restarts: start-up and refolds skip the
+//! per-event work before the latest day. A real-time stream pays for one
+//! build a day; a bulk load of old events pays one build per day of event
+//! time it crosses in order.
 //!
 //! **Forward decay.** The graph (follows, associations, consent) is a step
 //! function of time that changes only at events, and decay is a factor per
@@ -16,13 +26,11 @@
 //!
 //! `s_c(at) = 2^(-(at - o)/h_c) · Σ_k (αM)^k x̃_c`,  `x̃_c = Σ_i w_c x_i 2^((t_i - o)/h_c)`
 //!
-//! with `o` the origin and `h_c` the half-life. The driver keeps the series
-//! of `x̃` (forward units); a read multiplies by one factor per component.
-//! When the latest event is `REBASE_HALF_LIVES` half-lives past the origin,
-//! everything is multiplied by `2^(-(t - o)/h_c)` and the origin moves to
-//! `t` (linear, so the driver's invariant holds), which keeps the values far
-//! from overflow. The push threshold of each lane is the model's tolerance
-//! in current units, `tol · 2^((latest - o)/h_c)` in forward units.
+//! with `o` the origin (the checkpoint) and `h_c` the half-life. The driver
+//! keeps the series of `x̃` (forward units); a read multiplies by one factor
+//! per component. Within a day the factors stay near 1. The push threshold
+//! of each lane is the model's tolerance in current units,
+//! `tol · 2^((latest - o)/h_c)` in forward units.
 //!
 //! **Consent.** A person without consent is out of the series (ARCHITECTURE.md,
 //! "Scoring"): no impulses, no follow row (receives no audience spill), no
@@ -31,10 +39,10 @@
 //!
 //! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
 //! canonical order, so the check is deterministic too), the worst residual
-//! row is measured; past `max_error` the driver is rebuilt from the inputs
-//! (`ScoreState::recompute_live`). By construction each row holds at most
-//! `B·tol` (B: brands with a residual entry for that person), so this is a
-//! backstop against rounding and against people with very many brands.
+//! row is measured; past `max_error` the series is rebuilt from the inputs
+//! (`ScoreState::recompute_live`, a checkpoint). By construction each row
+//! holds at most `B·tol` (B: brands with a residual entry for that person),
+//! so this is a backstop against rounding and people with very many brands.
 
 use std::sync::Arc;
 
@@ -43,18 +51,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::incremental::{IncrementalRelspace, PushStats, Value};
 use super::{Component, Components, ScoringModel};
-use crate::domain::EntityId;
-
-/// Half-lives (of the fastest-decaying component) between rebases:
-/// forward values stay below about `2^64` times their current size.
-const REBASE_HALF_LIVES: f64 = 64.0;
+use crate::domain::{EntityId, Event};
 
 /// The drift bound in units of the model's tolerance (1e-3 raw units, about
 /// 0.01 points, with the default model).
 const MAX_ERROR_TOLERANCES: f64 = 1000.0;
 
 /// Events between two drift checks (positions in canonical order).
-pub(crate) const CHECK_EVERY: u32 = 4096;
+pub(crate) const CHECK_EVERY: u32 = 16;
 
 /// Work the live state has done, for `rescore` and the benches.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -63,7 +67,8 @@ pub struct LiveStats {
     pub operations: u64,
     pub pushes: u64,
     pub visits: u64,
-    pub rebases: u64,
+    /// Checkpoints built (one per day of event time, plus drift rebuilds).
+    pub builds: u64,
     /// Rebuilds because the residual passed the bound.
     pub recomputes: u64,
 }
@@ -76,13 +81,54 @@ pub struct LiveScores {
     brands: Vec<EntityId>,
     brand_ix: FxHashMap<EntityId, u32>,
     driver: IncrementalRelspace<Components>,
-    /// Forward-decay origin `o`; set by the first event.
+    /// Forward-decay origin `o`: the time of the checkpoint.
     origin: Option<DateTime<Utc>>,
+    /// The checkpoint this series was built at (`Checkpoint::at`).
+    checkpoint: Option<(DateTime<Utc>, DateTime<Utc>)>,
     latest: Option<DateTime<Utc>>,
     withdrawn: FxHashSet<u32>,
     stats: LiveStats,
     /// [`Self::error_bound`] at the last drift check.
     checked_bound: f64,
+}
+
+/// Events between two checkpoints (canonical positions).
+pub(crate) const CHECKPOINT_EVENTS: usize = 64;
+
+/// Where the live series of a log (sorted canonically) is built in one go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Checkpoint {
+    /// `(origin, as_of)`: the build takes the inputs as they stood at
+    /// `as_of`; `None` for an empty log.
+    pub at: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The first position applied event by event after the build.
+    pub first_pending: usize,
+}
+
+/// The latest checkpoint of a log: position `P = n - n mod K`. If `P = n`,
+/// the build takes everything (as of the latest event); else it takes the
+/// events before the time of event `P` (those at that time and after are
+/// applied per event, so equal times never straddle the build).
+pub(crate) fn checkpoint(events: &[Event]) -> Checkpoint {
+    let n = events.len();
+    let Some(last) = events.last() else {
+        return Checkpoint {
+            at: None,
+            first_pending: 0,
+        };
+    };
+    let p = n - n % CHECKPOINT_EVENTS;
+    if p == n {
+        return Checkpoint {
+            at: Some((last.time, last.time)),
+            first_pending: n,
+        };
+    }
+    let c = events[p].time;
+    Checkpoint {
+        at: Some((c, c - chrono::Duration::nanoseconds(1))),
+        first_pending: events.partition_point(|e| e.time < c),
+    }
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -92,7 +138,7 @@ fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 impl LiveScores {
     pub fn new(model: Arc<ScoringModel>) -> Self {
         let p = model.propagation;
-        let tol = [model.tolerance; 6];
+        let tol = [model.live_tolerance; 6];
         let driver = IncrementalRelspace::new(0, 0, p.audience, p.association, tol)
             .expect("the model validates its spill factors and tolerance");
         Self {
@@ -103,6 +149,7 @@ impl LiveScores {
             brand_ix: FxHashMap::default(),
             driver,
             origin: None,
+            checkpoint: None,
             latest: None,
             withdrawn: FxHashSet::default(),
             stats: LiveStats::default(),
@@ -155,30 +202,131 @@ impl LiveScores {
         self.stats.visits += stats.visits as u64;
     }
 
-    /// Moves the clock to event time `t` (never backwards): rebases when due
-    /// and sets each lane's threshold to the tolerance in current units.
+    /// Starts one event: its operations are applied to the residual and
+    /// settled together by [`Self::end_event`] (fewer pushes than one settle
+    /// per operation when an event has many, like a cause reaching every
+    /// interested person; still one canonical sequence).
+    pub fn begin_event(&mut self) {
+        self.driver.hold();
+    }
+
+    pub fn end_event(&mut self) {
+        let stats = self.driver.release();
+        self.stats.pushes += stats.pushes as u64;
+        self.stats.visits += stats.visits as u64;
+    }
+
+    /// Moves the clock to event time `t` (never backwards) and sets each
+    /// lane's threshold to the tolerance in current units.
     pub fn advance(&mut self, t: DateTime<Utc>) {
         if self.latest.is_some_and(|l| l >= t) {
             return;
         }
         self.latest = Some(t);
         let origin = *self.origin.get_or_insert(t);
-        let elapsed = seconds(origin, t);
-        let fastest = (0..6)
-            .map(|c| self.half_life_seconds(c))
-            .fold(f64::INFINITY, f64::min);
-        if elapsed > REBASE_HALF_LIVES * fastest {
-            let factor = self.factors(elapsed, -1.0);
-            self.driver.scale(&factor);
-            self.origin = Some(t);
-            self.stats.rebases += 1;
+        // Raising only (time moves on): no push.
+        let tol = self.tolerance_at(origin, t);
+        self.driver.set_tolerance(tol).expect("finite tolerance");
+    }
+
+    fn tolerance_at(&self, origin: DateTime<Utc>, t: DateTime<Utc>) -> Components {
+        self.factors(seconds(origin, t), 1.0)
+            .map(|f| self.model.live_tolerance * f)
+    }
+
+    pub fn origin(&self) -> Option<DateTime<Utc>> {
+        self.origin
+    }
+
+    pub(crate) fn checkpoint(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.checkpoint
+    }
+
+    pub(crate) fn set_checkpoint(&mut self, at: Option<(DateTime<Utc>, DateTime<Utc>)>) {
+        self.checkpoint = at;
+    }
+
+    /// The series of the given inputs in one go (a checkpoint): people and
+    /// brands numbered in sorted id order, every impulse forward-decayed to
+    /// `origin` and seeded into the residual in sorted order, one settle.
+    /// `latest` is the time of the latest event folded so far; `withdrawn`
+    /// people are left out with all their inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        model: Arc<ScoringModel>,
+        origin: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        follows: &[(EntityId, EntityId, f64)],
+        associations: &[(EntityId, EntityId, f64)],
+        impulses: &[(&EntityId, &EntityId, Component, f64, DateTime<Utc>)],
+        withdrawn: &[EntityId],
+        previous: LiveStats,
+    ) -> Self {
+        let mut this = Self::new(model);
+        this.origin = Some(origin);
+        this.latest = Some(latest);
+        let mut people: Vec<&EntityId> = Vec::new();
+        let mut brands: Vec<&EntityId> = Vec::new();
+        for (q, p, _) in follows {
+            people.extend([q, p]);
         }
-        let since = seconds(self.origin.expect("set above"), t);
-        let tol = self.factors(since, 1.0).map(|f| self.model.tolerance * f);
-        // Raising (time moved on) or, right after a rebase, lowering to the
-        // same current-units value: no push either way beyond rounding.
-        let stats = self.driver.set_tolerance(tol).expect("finite tolerance");
-        self.count(stats);
+        for (p, b, _) in associations {
+            people.push(p);
+            brands.push(b);
+        }
+        for (p, b, ..) in impulses {
+            people.push(p);
+            brands.push(b);
+        }
+        people.extend(withdrawn);
+        people.sort_unstable();
+        people.dedup();
+        brands.sort_unstable();
+        brands.dedup();
+        for p in people {
+            this.person(p);
+        }
+        for b in brands {
+            this.brand(b);
+        }
+        let out: FxHashSet<u32> = withdrawn.iter().map(|p| this.person_ix[p]).collect();
+        let f: Vec<(u32, u32, f64)> = follows
+            .iter()
+            .map(|(q, p, w)| (this.person_ix[q], this.person_ix[p], *w))
+            .filter(|(q, ..)| !out.contains(q))
+            .collect();
+        let a: Vec<(u32, u32, f64)> = associations
+            .iter()
+            .map(|(p, b, s)| (this.person_ix[p], this.brand_ix[b], *s))
+            .filter(|(p, ..)| !out.contains(p))
+            .collect();
+        let x: Vec<(u32, u32, Components)> = impulses
+            .iter()
+            .map(|(p, b, c, amount, t)| {
+                (this.person_ix[*p], this.brand_ix[*b], this.forward(*c, *amount, *t))
+            })
+            .filter(|(p, ..)| !out.contains(p))
+            .collect();
+        let prop = this.model.propagation;
+        let tol = this.tolerance_at(origin, latest);
+        let (driver, stats) = IncrementalRelspace::from_inputs(
+            this.people.len(),
+            this.brands.len(),
+            prop.audience,
+            prop.association,
+            tol,
+            &f,
+            &a,
+            &x,
+        )
+        .expect("valid inputs");
+        this.driver = driver;
+        this.withdrawn = out;
+        this.stats = previous;
+        this.stats.builds += 1;
+        this.stats.pushes += stats.pushes as u64;
+        this.stats.visits += stats.visits as u64;
+        this
     }
 
     /// `x(person, brand) += amount` of `component` at event time `t`
@@ -358,7 +506,7 @@ impl LiveScores {
     /// The largest error the live series may carry before a rebuild, in raw
     /// units: `MAX_ERROR_TOLERANCES` times the model's tolerance.
     pub fn max_error(&self) -> f64 {
-        MAX_ERROR_TOLERANCES * self.model.tolerance
+        MAX_ERROR_TOLERANCES * self.model.live_tolerance
     }
 
     /// The drift check: measures the bound and says whether it is past
@@ -368,18 +516,8 @@ impl LiveScores {
         self.checked_bound > self.max_error()
     }
 
-    /// Whether the last check found the bound past half the maximum: the
-    /// engine then folds on a copy, so a rebuild does not hold up readers.
-    pub fn near_bound(&self) -> bool {
-        self.checked_bound > 0.5 * self.max_error()
-    }
-
-    /// Counts a rebuild (the state does the rebuilding: it holds the inputs).
-    pub(crate) fn note_recompute(&mut self, previous: LiveStats) {
-        self.stats.operations += previous.operations;
-        self.stats.pushes += previous.pushes;
-        self.stats.visits += previous.visits;
-        self.stats.rebases += previous.rebases;
-        self.stats.recomputes = previous.recomputes + 1;
+    /// Counts a rebuild forced by the drift check.
+    pub(crate) fn note_recompute(&mut self) {
+        self.stats.recomputes += 1;
     }
 }

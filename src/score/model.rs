@@ -11,6 +11,8 @@ use super::Component;
 pub struct ScoringModel {
     pub spread: f64,
     pub tolerance: f64,
+    /// Push threshold of the live (incremental) series, raw units.
+    pub live_tolerance: f64,
     pub max_hops: u32,
     pub top_contributions: usize,
     pub half_life_days: PerComponent,
@@ -107,6 +109,9 @@ impl ScoringModel {
         }
         if !(self.tolerance > 0.0 && self.tolerance < 1.0) {
             return bad("tolerance must be in (0, 1)".into());
+        }
+        if !(self.live_tolerance > 0.0 && self.live_tolerance < 1.0) {
+            return bad("live_tolerance must be in (0, 1)".into());
         }
         for c in Component::ALL {
             let h = self.half_life_days.get(c);

@@ -9,7 +9,8 @@
 //! Appending events later than everything seen is the common case and costs
 //! only those events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -106,6 +107,39 @@ pub struct ScoreState {
     provisional: FxHashSet<EntityId>,
     /// Every relationship's components now, kept per event (live.rs).
     pub(crate) live: LiveScores,
+    /// What the folded events do to the live series, not applied yet
+    /// (`sync_live` applies them off the write path), in canonical order.
+    pending: VecDeque<PendingEvent>,
+    /// Folds of events before this position record nothing for the live
+    /// series (start-up and refolds: it is built at the latest checkpoint).
+    live_from: Option<u32>,
+    /// Whether the event being folded records its live operations.
+    live_on: bool,
+}
+
+/// One folded event's operations on the live series.
+#[derive(Debug, Clone)]
+struct PendingEvent {
+    position: u32,
+    time: DateTime<Utc>,
+    ops: Vec<LiveOp>,
+}
+
+type ImpulseInput = (EntityId, Component, f64, DateTime<Utc>);
+
+/// An operation on the live series, with what it needs captured at fold time.
+#[derive(Debug, Clone)]
+enum LiveOp {
+    Impulse(EntityId, EntityId, Component, f64),
+    Follow(EntityId, EntityId, Option<f64>),
+    Association(EntityId, EntityId, f64),
+    Withdraw(EntityId, Vec<ImpulseInput>),
+    Grant {
+        person: EntityId,
+        follows: Vec<(EntityId, f64)>,
+        associations: Vec<(EntityId, f64)>,
+        impulses: Vec<ImpulseInput>,
+    },
 }
 
 /// Why an event cannot be applied (it names an entity in a role its kind
@@ -134,6 +168,9 @@ impl ScoreState {
             brand_stats: FxHashMap::default(),
             provisional: FxHashSet::default(),
             live: LiveScores::new(Arc::clone(&model)),
+            pending: VecDeque::new(),
+            live_from: None,
+            live_on: true,
             model,
         }
     }
@@ -146,10 +183,20 @@ impl ScoreState {
         }
         events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         state.fix_kinds(&events);
-        for e in events {
-            state.fold(e);
-        }
+        state.fold_all(events);
+        state.sync_live(None);
         state
+    }
+
+    /// Folds a whole sorted log into a fresh state; the live series skips
+    /// everything before the latest event's day (it starts from a build
+    /// there, as an in-order fold would).
+    fn fold_all(&mut self, events: Vec<Event>) {
+        self.live_from = Some(live::checkpoint(&events).first_pending as u32);
+        for e in events {
+            self.fold(e);
+        }
+        self.live_from = None;
     }
 
     /// Gives every entity the kind its roles fix, before any event is folded,
@@ -315,8 +362,7 @@ impl ScoreState {
         let Some(last) = self.events.last() else {
             return true;
         };
-        !self.live.near_bound()
-            && !self.fixes_provisional(events)
+        !self.fixes_provisional(events)
             && events
                 .iter()
                 .filter(|e| !self.positions.contains_key(&e.id))
@@ -373,9 +419,7 @@ impl ScoreState {
         *self = fresh;
         all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         self.fix_kinds(&all);
-        for e in all {
-            self.fold(e);
-        }
+        self.fold_all(all);
     }
 
     fn refold(&mut self, mut all: Vec<Event>) {
@@ -387,9 +431,7 @@ impl ScoreState {
         }
         *self = fresh;
         self.fix_kinds(&all);
-        for e in all {
-            self.fold(e);
-        }
+        self.fold_all(all);
     }
 
     fn register_only(&mut self, entity: Entity) {
@@ -425,7 +467,9 @@ impl ScoreState {
         if amount == 0.0 || !amount.is_finite() {
             return;
         }
-        self.live.impulse(person, brand, component, amount, time);
+        if self.live_on {
+            self.record(LiveOp::Impulse(person.clone(), brand.clone(), component, amount));
+        }
         let impulse = Impulse {
             brand: brand.clone(),
             event,
@@ -445,7 +489,14 @@ impl ScoreState {
     fn fold(&mut self, event: Event) {
         let pos = self.events.len() as u32;
         let t = event.time;
-        self.live.advance(t);
+        self.live_on = self.live_from.is_none_or(|from| pos >= from);
+        if self.live_on {
+            self.pending.push_back(PendingEvent {
+                position: pos,
+                time: t,
+                ops: Vec::new(),
+            });
+        }
         for (id, role) in event.references() {
             if role == Role::FollowTarget {
                 if self.graph.kind(id).is_none() && !self.registrations.contains_key(id) {
@@ -618,8 +669,8 @@ impl ScoreState {
             } => {
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, Some(*strength));
-                if self.kind(target).is_some_and(EntityKind::is_person) {
-                    self.live.set_follow(person, target, Some(*strength));
+                if self.live_on && self.kind(target).is_some_and(EntityKind::is_person) {
+                    self.record(LiveOp::Follow(person.clone(), target.clone(), Some(*strength)));
                 }
                 if self.kind(target) == Some(EntityKind::Brand) {
                     self.push_impulse(
@@ -636,8 +687,8 @@ impl ScoreState {
                 let was = self.graph.follow_weight(person, target, t);
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, None);
-                if self.kind(target).is_some_and(EntityKind::is_person) {
-                    self.live.set_follow(person, target, None);
+                if self.live_on && self.kind(target).is_some_and(EntityKind::is_person) {
+                    self.record(LiveOp::Follow(person.clone(), target.clone(), None));
                 }
                 if let (Some(w), Some(EntityKind::Brand)) = (was, self.kind(target)) {
                     self.push_impulse(
@@ -739,14 +790,13 @@ impl ScoreState {
                     .entry(person.clone())
                     .or_default()
                     .push((t, *granted));
-                self.consent_changed(person, *granted, t);
+                if self.live_on {
+                    self.consent_changed(person, *granted, t);
+                }
             }
         }
         self.positions.insert(event.id.clone(), pos);
         self.events.push(event);
-        if (pos + 1) % live::CHECK_EVERY == 0 && self.live.check_drift() {
-            self.recompute_live();
-        }
     }
 
     /// Sets person `p`'s association with `brand` in the graph and the live
@@ -754,7 +804,9 @@ impl ScoreState {
     fn set_association(&mut self, p: &EntityId, brand: &EntityId, t: DateTime<Utc>, v: f64) {
         self.graph
             .set_edge(p, brand, EdgeKind::Association, t, Some(v));
-        self.live.set_association(p, brand, Some(v));
+        if self.live_on {
+            self.record(LiveOp::Association(p.clone(), brand.clone(), v));
+        }
     }
 
     /// Every impulse of `person`, as the live series takes them.
@@ -769,57 +821,160 @@ impl ScoreState {
 
     fn consent_changed(&mut self, person: &EntityId, granted: bool, t: DateTime<Utc>) {
         let impulses = self.impulses_of(person);
-        if granted {
-            let follows = self.graph.followees(person, t);
-            let associations = self.graph.associations(person, t);
-            self.live.grant(person, &follows, &associations, &impulses);
+        let op = if granted {
+            LiveOp::Grant {
+                person: person.clone(),
+                follows: self.graph.followees(person, t),
+                associations: self.graph.associations(person, t),
+                impulses,
+            }
         } else {
-            self.live.withdraw(person, &impulses);
-        }
+            LiveOp::Withdraw(person.clone(), impulses)
+        };
+        self.record(op);
     }
 
-    /// Rebuilds the live series from the inputs as they stand at the latest
-    /// event (follows, associations, consent, every impulse), in id order;
-    /// the drift control's full recompute.
-    pub fn recompute_live(&mut self) {
-        let Some(latest) = self.latest_time() else {
-            return;
-        };
-        let previous = self.live.stats();
-        let mut live = LiveScores::new(Arc::clone(&self.model));
-        if let Some(first) = self.events.first() {
-            live.advance(first.time);
+    fn record(&mut self, op: LiveOp) {
+        self.pending
+            .back_mut()
+            .expect("fold opened the event")
+            .ops
+            .push(op);
+    }
+
+    /// Whether the live series has applied every folded event.
+    pub fn live_synced(&self) -> bool {
+        self.pending.is_empty() && self.live.checkpoint() == live::checkpoint(&self.events).at
+    }
+
+    /// The live series' components at `at` (live.rs), `None` while it has
+    /// not caught up with the folded events or when `at` is before the
+    /// latest event.
+    pub fn live_components_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<((EntityId, EntityId), super::Components)>> {
+        if !self.live_synced() {
+            return None;
         }
-        live.advance(latest);
-        // Out of the series first, so nothing of theirs goes in.
-        let mut withdrawn: Vec<&EntityId> = self
-            .consent
-            .keys()
-            .filter(|p| !self.consents(p, latest))
-            .collect();
-        withdrawn.sort_unstable();
-        for p in withdrawn {
-            live.withdraw(p, &[]);
+        self.live.components_at(at)
+    }
+
+    /// Brings the live series up to date with the folded events, in
+    /// canonical order: a build at the latest checkpoint if it is not there
+    /// yet, then the pending events after it one by one. Stops after
+    /// `deadline` (between two events); returns whether it caught up. The
+    /// result is the same whenever and in how many slices it runs.
+    pub fn sync_live(&mut self, deadline: Option<Instant>) -> bool {
+        let target = live::checkpoint(&self.events);
+        if self.live.checkpoint() != target.at {
+            let Some((origin, as_of)) = target.at else {
+                return true;
+            };
+            self.checkpoint_live(origin, as_of, None);
+            self.live.set_checkpoint(target.at);
+            let first = target.first_pending as u32;
+            while self.pending.front().is_some_and(|e| e.position < first) {
+                self.pending.pop_front();
+            }
         }
-        for (q, p, w) in self.graph.follow_edges(latest) {
-            live.set_follow(&q, &p, Some(w));
+        while let Some(event) = self.pending.pop_front() {
+            self.live.advance(event.time);
+            self.live.begin_event();
+            for op in event.ops {
+                match op {
+                    LiveOp::Impulse(p, b, c, x) => self.live.impulse(&p, &b, c, x, event.time),
+                    LiveOp::Follow(q, p, w) => self.live.set_follow(&q, &p, w),
+                    LiveOp::Association(p, b, v) => self.live.set_association(&p, &b, Some(v)),
+                    LiveOp::Withdraw(p, impulses) => self.live.withdraw(&p, &impulses),
+                    LiveOp::Grant {
+                        person,
+                        follows,
+                        associations,
+                        impulses,
+                    } => self.live.grant(&person, &follows, &associations, &impulses),
+                }
+            }
+            self.live.end_event();
+            // The drift check, at canonical positions where the inputs as of
+            // this event's time are exactly those of the events up to it.
+            let next_later = self
+                .events
+                .get(event.position as usize + 1)
+                .is_none_or(|e| e.time > event.time);
+            if (event.position + 1) % live::CHECK_EVERY == 0
+                && next_later
+                && self.live.check_drift()
+            {
+                let (origin, mark) = (self.live.origin().expect("built"), self.live.checkpoint());
+                self.checkpoint_live(origin, event.time, Some(event.position));
+                self.live.set_checkpoint(mark);
+                self.live.note_recompute();
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.pending.is_empty();
+            }
         }
-        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
-        people.sort_unstable();
+        true
+    }
+
+    /// Rebuilds the live series (a checkpoint, live.rs) with forward-decay
+    /// origin `origin` from the inputs as they stood at `as_of` (follows,
+    /// associations, consent, the impulses of events at or before it; with
+    /// `through`, only of events up to that position).
+    fn checkpoint_live(&mut self, origin: DateTime<Utc>, as_of: DateTime<Utc>, through: Option<u32>) {
+        let follows = self.graph.follow_edges(as_of);
+        let mut associations = Vec::new();
         for (id, kind) in self.graph.entities() {
             if kind.is_person() {
-                for (b, a) in self.graph.associations(&id, latest) {
-                    live.set_association(&id, &b, Some(a));
+                for (b, a) in self.graph.associations(&id, as_of) {
+                    associations.push((id.clone(), b, a));
                 }
             }
         }
-        for p in people {
-            for i in &self.impulses[p] {
-                live.impulse(p, &i.brand, i.component, i.amount, i.time);
-            }
-        }
-        live.note_recompute(previous);
+        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
+        people.sort_unstable();
+        let limit = through.unwrap_or(u32::MAX);
+        let impulses: Vec<_> = people
+            .into_iter()
+            .flat_map(|p| {
+                self.impulses[p]
+                    .iter()
+                    .take_while(move |i| i.time <= as_of && i.event <= limit)
+                    .map(move |i| (p, &i.brand, i.component, i.amount, i.time))
+            })
+            .collect();
+        let mut withdrawn: Vec<EntityId> = self
+            .consent
+            .keys()
+            .filter(|p| !self.consents(p, as_of))
+            .cloned()
+            .collect();
+        withdrawn.sort_unstable();
+        let live = LiveScores::build(
+            Arc::clone(&self.model),
+            origin,
+            as_of.max(origin),
+            &follows,
+            &associations,
+            &impulses,
+            &withdrawn,
+            self.live.stats(),
+        );
         self.live = live;
+    }
+
+    /// A full recompute of the live series on demand (what a checkpoint
+    /// does): rebuilds it from the inputs at the latest event, keeping its
+    /// checkpoint mark, so it carries on per event from there.
+    pub fn recompute_live(&mut self) {
+        self.sync_live(None);
+        if let (Some(origin), Some(latest)) = (self.live.origin(), self.latest_time()) {
+            let mark = self.live.checkpoint();
+            self.checkpoint_live(origin, latest, None);
+            self.live.set_checkpoint(mark);
+            self.live.note_recompute();
+        }
     }
 
     /// A sales report: the lift over the brand's baseline is credited to the

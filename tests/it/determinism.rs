@@ -104,13 +104,16 @@ pub fn random_events(seed: u64, n: usize) -> Vec<Event> {
 /// scores, the live series and every explanation.
 fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let entities = state.entities();
+    // The live series catches up off the write path; here, all at once.
+    let mut synced = state.clone();
+    assert!(synced.sync_live(None));
     let mut out = Vec::new();
     for &at in times {
         let batch = state.batch(at);
         out.push(format!("{:?}", batch.scores));
         // The live (incremental) series, where it answers (after the latest
         // event): `{:?}` of an f64 round-trips, so this compares bits.
-        out.push(format!("{:?}", state.live().components_at(at)));
+        out.push(format!("{:?}", synced.live_components_at(at)));
         for (p, _) in entities.iter().filter(|(_, k)| k.is_person()) {
             for (b, _) in entities
                 .iter()
