@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::graph::csr::{Edge, GraphError, PullCsr};
+use crate::graph::csr::{Edge, GraphError, InWeights, PullCsr};
 
 /// Destinations per parallel task. Fixed (not derived from the thread count)
 /// so the partial L1 sums, and their sequential reduction, are the same on
@@ -92,8 +92,9 @@ fn validate_alpha_tol(alpha: f64, tol: f64) -> Result<(), KernelError> {
 pub struct Propagation {
     /// `s = Σ_{j=0..=k} r_j` with `r_0 = x`, `r_{j+1} = αPᵀ r_j`.
     pub scores: Vec<f64>,
-    /// `r_k`, the last increment added (as the f32 the kernel propagates).
-    /// Up to that rounding, the exact answer is
+    /// `r_k`, the last increment added, rounded to f32 (what the per-edge
+    /// kernel propagates; with uniform rows it propagates `r_k / outdeg`
+    /// rounded instead, within 2^-24 relative of this). Up to that rounding, the exact answer is
     /// `(scores - last_increment) + Σ_j (αPᵀ)^j last_increment`, which is how
     /// an [`IncrementalPropagator`] can start from a batch result.
     pub last_increment: Vec<f64>,
@@ -117,6 +118,13 @@ pub struct BatchPropagator<'g> {
     /// adds is bounded in docs/propagation.md ("Floating point").
     current: Vec<f32>,
     next: Vec<f32>,
+    /// When every row of `P` is uniform ([`InWeights::PerSource`]): each
+    /// node's share per out-edge, `r_k[u] / outdeg(u)`, computed in f64 from
+    /// the unrounded increment and rounded once to f32 (GAP's
+    /// "contributions"), so a destination pulls a plain sum and no weight is
+    /// read per edge. Empty for [`InWeights::PerEdge`].
+    contrib: Vec<f32>,
+    next_contrib: Vec<f32>,
     partial_l1: Vec<f64>,
     iterations: usize,
     last_l1: f64,
@@ -139,12 +147,26 @@ impl<'g> BatchPropagator<'g> {
             .chunks(CHUNK)
             .map(|c| c.iter().map(|v| v.abs()).sum())
             .collect();
+        let scores = csr.to_internal(seeds);
+        let (contrib, next_contrib) = match csr.in_weights() {
+            InWeights::PerSource(share) => (
+                scores
+                    .iter()
+                    .zip(share)
+                    .map(|(x, p)| (x * p) as f32)
+                    .collect(),
+                vec![0.0f32; n],
+            ),
+            InWeights::PerEdge(_) => (Vec::new(), Vec::new()),
+        };
         Ok(Self {
             csr,
             alpha,
-            scores: csr.to_internal(seeds),
-            current: csr.to_internal(seeds).iter().map(|v| *v as f32).collect(),
+            current: scores.iter().map(|v| *v as f32).collect(),
+            scores,
             next: vec![0.0f32; n],
+            contrib,
+            next_contrib,
             last_l1: partial_l1.iter().sum(),
             partial_l1,
             iterations: 0,
@@ -161,27 +183,56 @@ impl<'g> BatchPropagator<'g> {
     pub fn step(&mut self) -> f64 {
         let offsets = self.csr.in_offsets();
         let sources = self.csr.in_sources();
-        let weights = self.csr.in_weights();
         let alpha = self.alpha;
-        let current = &self.current;
-        self.next
-            .par_chunks_mut(CHUNK)
-            .zip(self.scores.par_chunks_mut(CHUNK))
-            .zip(self.partial_l1.par_iter_mut())
-            .enumerate()
-            .for_each(|(chunk, ((next, scores), l1))| {
-                let base = chunk * CHUNK;
-                let mut sum = 0.0f64;
-                for (i, (nx, sc)) in next.iter_mut().zip(scores.iter_mut()).enumerate() {
-                    let v = base + i;
-                    let range = offsets[v]..offsets[v + 1];
-                    let inc = alpha * pull(current, &sources[range.clone()], &weights[range]);
-                    *nx = inc as f32;
-                    *sc += inc;
-                    sum += inc.abs();
-                }
-                *l1 = sum;
-            });
+        match self.csr.in_weights() {
+            InWeights::PerEdge(weights) => {
+                let current = &self.current;
+                self.next
+                    .par_chunks_mut(CHUNK)
+                    .zip(self.scores.par_chunks_mut(CHUNK))
+                    .zip(self.partial_l1.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(chunk, ((next, scores), l1))| {
+                        let base = chunk * CHUNK;
+                        let mut sum = 0.0f64;
+                        for (i, (nx, sc)) in next.iter_mut().zip(scores.iter_mut()).enumerate() {
+                            let v = base + i;
+                            let range = offsets[v]..offsets[v + 1];
+                            let inc =
+                                alpha * pull(current, &sources[range.clone()], &weights[range]);
+                            *nx = inc as f32;
+                            *sc += inc;
+                            sum += inc.abs();
+                        }
+                        *l1 = sum;
+                    });
+            }
+            InWeights::PerSource(share) => {
+                let contrib = &self.contrib;
+                self.next
+                    .par_chunks_mut(CHUNK)
+                    .zip(self.next_contrib.par_chunks_mut(CHUNK))
+                    .zip(self.scores.par_chunks_mut(CHUNK))
+                    .zip(self.partial_l1.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(chunk, (((next, next_contrib), scores), l1))| {
+                        let base = chunk * CHUNK;
+                        let mut sum = 0.0f64;
+                        let slots = next.iter_mut().zip(next_contrib).zip(scores.iter_mut());
+                        for (i, ((nx, nc), sc)) in slots.enumerate() {
+                            let v = base + i;
+                            let inc =
+                                alpha * pull_sum(contrib, &sources[offsets[v]..offsets[v + 1]]);
+                            *nx = inc as f32;
+                            *nc = (inc * share[v]) as f32;
+                            *sc += inc;
+                            sum += inc.abs();
+                        }
+                        *l1 = sum;
+                    });
+                std::mem::swap(&mut self.contrib, &mut self.next_contrib);
+            }
+        }
         std::mem::swap(&mut self.current, &mut self.next);
         self.iterations += 1;
         self.last_l1 = self.partial_l1.iter().sum();
@@ -216,7 +267,11 @@ impl<'g> BatchPropagator<'g> {
     /// Heap bytes of the per-run vectors (scores and two increments).
     pub fn heap_bytes(&self) -> usize {
         (self.scores.capacity() + self.partial_l1.capacity()) * std::mem::size_of::<f64>()
-            + (self.current.capacity() + self.next.capacity()) * std::mem::size_of::<f32>()
+            + (self.current.capacity()
+                + self.next.capacity()
+                + self.contrib.capacity()
+                + self.next_contrib.capacity())
+                * std::mem::size_of::<f32>()
     }
 
     pub fn into_result(self) -> Propagation {
@@ -252,6 +307,22 @@ fn pull(current: &[f32], sources: &[u32], weights: &[f32]) -> f64 {
     }
     if let (Some(s), Some(w)) = (pairs_s.remainder().first(), pairs_w.remainder().first()) {
         even += f64::from(current[*s as usize]) * f64::from(*w);
+    }
+    even + odd
+}
+
+/// `Σ_e contrib[sources[e]]` in f64, in the same fixed order as [`pull`]
+/// (two interleaved accumulators): the uniform-rows form, no weights read.
+#[inline]
+fn pull_sum(contrib: &[f32], sources: &[u32]) -> f64 {
+    let (mut even, mut odd) = (0.0f64, 0.0f64);
+    let mut pairs = sources.chunks_exact(2);
+    for s in &mut pairs {
+        even += f64::from(contrib[s[0] as usize]);
+        odd += f64::from(contrib[s[1] as usize]);
+    }
+    if let Some(s) = pairs.remainder().first() {
+        even += f64::from(contrib[*s as usize]);
     }
     even + odd
 }

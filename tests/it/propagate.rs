@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use fusion::graph::csr::{Edge, PullCsr};
+use fusion::graph::csr::{Edge, InWeights, PullCsr};
 use fusion::score::kernel::{IncrementalPropagator, PropagationParams, max_abs_diff, propagate};
 use proptest::prelude::*;
 
@@ -81,16 +81,22 @@ fn propagate_agrees_with_networkx_pagerank() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/networkx_pagerank.py");
     let mut rng = ChaCha8Rng::seed_from_u64(20240601);
     // (nodes, max out-degree, alpha, id mapping: sparse ids exercise the
-    // compaction of arbitrary u32 ids)
-    type Case = (usize, usize, f64, fn(u32) -> u64);
-    let cases: [Case; 4] = [
-        (30, 3, 0.85, |v| u64::from(v)),
-        (300, 6, 0.85, |v| u64::from(v) * 7919 + 3),
-        (2000, 10, 0.5, |v| u64::from(v)),
-        (1500, 4, 0.95, |v| u64::from(v) * 2_000_003),
+    // compaction of arbitrary u32 ids, unit weights: the snapshot's
+    // per-source form)
+    type Case = (usize, usize, f64, fn(u32) -> u64, bool);
+    let cases: [Case; 6] = [
+        (30, 3, 0.85, |v| u64::from(v), false),
+        (300, 6, 0.85, |v| u64::from(v) * 7919 + 3, false),
+        (2000, 10, 0.5, |v| u64::from(v), false),
+        (1500, 4, 0.95, |v| u64::from(v) * 2_000_003, false),
+        (2000, 10, 0.85, |v| u64::from(v), true),
+        (1500, 4, 0.95, |v| u64::from(v) * 2_000_003, true),
     ];
-    for (n, max_out, alpha, ids) in cases {
-        let edges = random_graph(&mut rng, n, max_out);
+    for (n, max_out, alpha, ids, unit_weights) in cases {
+        let mut edges = random_graph(&mut rng, n, max_out);
+        if unit_weights {
+            edges.iter_mut().for_each(|e| e.weight = 1.0);
+        }
         let seeds: Vec<(u32, f64)> = (0..1 + n / 50)
             .map(|_| (rng.random_range(0..n) as u32, 0.5 + rng.random::<f64>()))
             .collect();
@@ -131,7 +137,9 @@ fn propagate_agrees_with_networkx_pagerank() {
             .iter()
             .map(|(k, v)| (v - theirs[k]).abs())
             .fold(0.0, f64::max);
-        eprintln!("n={n} alpha={alpha}: max per-node difference from networkx {worst:e}");
+        eprintln!(
+            "n={n} alpha={alpha} unit_weights={unit_weights}: max per-node difference from networkx {worst:e}"
+        );
         assert!(
             worst <= 1e-6,
             "n={n} alpha={alpha}: max per-node difference {worst:e}"
@@ -201,6 +209,57 @@ fn propagate_is_bit_identical_across_thread_counts_and_edge_orders() {
         shuffled.swap(i, rng.random_range(0..i + 1));
     }
     assert_eq!(bits(&one), bits(&run_batch(n, &shuffled, &seeds, 2)));
+}
+
+/// The per-source form of the snapshot (every row uniform) has its own
+/// kernel loop: it must be as deterministic as the per-edge one, and agree
+/// with it. A zero-weight edge changes no entry of `P` but makes its row
+/// non-uniform, so it gives the same matrix in the per-edge form.
+#[test]
+fn propagate_uniform_rows_are_bit_identical_across_threads_and_match_per_edge() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let n = 20_000;
+    let mut edges = random_graph(&mut rng, n, 12);
+    edges.retain(|e| e.src % 97 != 0);
+    edges.iter_mut().for_each(|e| e.weight = 2.5);
+    let seeds: Vec<f64> = (0..n)
+        .map(|v| {
+            if v % 101 == 0 {
+                1.0 + rng.random::<f64>()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    assert!(matches!(
+        PullCsr::from_edges(n, &edges).unwrap().in_weights(),
+        InWeights::PerSource(_)
+    ));
+
+    let one = run_batch(n, &edges, &seeds, 1);
+    assert_eq!(bits(&one), bits(&run_batch(n, &edges, &seeds, 2)));
+    assert_eq!(bits(&one), bits(&run_batch(n, &edges, &seeds, 3)));
+    let mut shuffled = edges.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.random_range(0..i + 1));
+    }
+    assert_eq!(bits(&one), bits(&run_batch(n, &shuffled, &seeds, 2)));
+
+    let e = edges[0];
+    let extra = (0..n as u32).find(|d| *d != e.dst).unwrap();
+    let mut per_edge = edges.clone();
+    per_edge.push(Edge {
+        src: e.src,
+        dst: extra,
+        weight: 0.0,
+    });
+    let per_edge_csr = PullCsr::from_edges(n, &per_edge).unwrap();
+    assert!(matches!(per_edge_csr.in_weights(), InWeights::PerEdge(_)));
+    // Both within the kernel's rounding budget (docs/propagation.md,
+    // "Floating point") of the exact answer: 2α/(1-α)·2^-24·‖s‖₁ each.
+    let budget = 4.0 * 0.85 / 0.15 * 2f64.powi(-24) * one.iter().sum::<f64>();
+    let diff = max_abs_diff(&one, &run_batch(n, &per_edge, &seeds, 2));
+    assert!(diff <= budget, "{diff:e} > {budget:e}");
 }
 
 #[test]
