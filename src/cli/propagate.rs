@@ -262,6 +262,10 @@ fn bench_incremental(
         max_abs_diff(inc.scores(), &fresh.scores)
     );
     eprintln!("inc_error_bound_l1={:e}", inc.error_bound());
+    eprintln!(
+        "inc_guaranteed_error_bound_l1={:e}",
+        inc.guaranteed_error_bound()
+    );
     Ok(())
 }
 

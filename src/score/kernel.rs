@@ -364,12 +364,19 @@ pub struct PushStats {
 ///
 /// `exact = s + Σ_k (αPᵀ)^k r`
 ///
-/// holds after every operation, and every `|r_v| ≤ tol` once an operation
-/// returns, so `‖exact - s‖₁ ≤ ‖r‖₁ / (1 - α) ≤ n · tol / (1 - α)`.
+/// holds after every operation, and once an operation returns every
+/// `|r_v| ≤ tol · max(1, d_v)`, with `d_v` the number of out-edges of `v`
+/// (distinct destinations, zero weights included). So
+/// `‖exact - s‖₁ ≤ ‖r‖₁ / (1 - α) ≤ tol · Σ_v max(1, d_v) / (1 - α)`,
+/// which is `tol · (E + z) / (1 - α)` for `E` edges and `z` nodes without
+/// out-edges ([`IncrementalPropagator::guaranteed_error_bound`]).
 ///
 /// Each operation changes `r` (and for edge edits one entry of `s`) so that
-/// the invariant holds for the new inputs, then pushes (Andersen-style,
-/// signed, FIFO) only at nodes whose `|r|` exceeds the tolerance.
+/// the invariant holds for the new inputs, then pushes (Andersen, Chung and
+/// Lang's degree-scaled rule, signed, FIFO) only at nodes whose `|r_v|`
+/// exceeds `tol · max(1, d_v)`: a push then moves at least `tol` of mass per
+/// edge it visits, so settling `‖r‖₁ = a` visits at most `a / ((1-α)·tol)`
+/// edges whatever the degrees.
 #[derive(Clone, Debug)]
 pub struct IncrementalPropagator {
     alpha: f64,
@@ -379,9 +386,18 @@ pub struct IncrementalPropagator {
     /// Σ of each node's out-weights, maintained with the edits.
     out_weight: Vec<f64>,
     scores: Vec<f64>,
-    residual: Vec<f64>,
+    pending: Vec<Pending>,
     queue: VecDeque<u32>,
     queued: Vec<bool>,
+}
+
+/// What every edge visit of a push reads and writes at the destination,
+/// side by side so that a visit touches one cache line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Pending {
+    residual: f64,
+    /// `tol · max(1, d_v)`: `v` is pushed only while `|residual|` exceeds it.
+    limit: f64,
 }
 
 impl IncrementalPropagator {
@@ -397,7 +413,13 @@ impl IncrementalPropagator {
             out_edges: vec![Vec::new(); node_count],
             out_weight: vec![0.0; node_count],
             scores: vec![0.0; node_count],
-            residual: vec![0.0; node_count],
+            pending: vec![
+                Pending {
+                    residual: 0.0,
+                    limit: tol,
+                };
+                node_count
+            ],
             queue: VecDeque::new(),
             queued: vec![false; node_count],
         })
@@ -436,6 +458,9 @@ impl IncrementalPropagator {
             list.shrink_to_fit();
             *total = list.iter().map(|(_, w)| w).sum();
         }
+        for v in 0..node_count {
+            this.update_limit(v);
+        }
         Ok(this)
     }
 
@@ -458,7 +483,7 @@ impl IncrementalPropagator {
         }
         for v in 0..node_count {
             this.scores[v] = batch.scores[v] - batch.last_increment[v];
-            this.residual[v] = batch.last_increment[v];
+            this.pending[v].residual = batch.last_increment[v];
             this.enqueue_if_above(v as u32);
         }
         let stats = this.settle();
@@ -478,7 +503,13 @@ impl IncrementalPropagator {
         self.out_edges.resize_with(node_count, Vec::new);
         self.out_weight.resize(node_count, 0.0);
         self.scores.resize(node_count, 0.0);
-        self.residual.resize(node_count, 0.0);
+        self.pending.resize(
+            node_count,
+            Pending {
+                residual: 0.0,
+                limit: self.tol,
+            },
+        );
         self.queued.resize(node_count, false);
         Ok(())
     }
@@ -487,18 +518,31 @@ impl IncrementalPropagator {
         &self.scores
     }
 
-    pub fn residual(&self) -> &[f64] {
-        &self.residual
+    /// The residual `r_v`.
+    pub fn residual(&self, node: u32) -> f64 {
+        self.pending[node as usize].residual
+    }
+
+    /// `tol · max(1, d_v)`: the largest `|r_v|` left when an operation
+    /// returns.
+    pub fn push_threshold(&self, node: u32) -> f64 {
+        self.pending[node as usize].limit
     }
 
     pub fn tolerance(&self) -> f64 {
         self.tol
     }
 
-    /// Bound on `‖exact - s‖₁`: `‖r‖₁ / (1 - α)`, since
-    /// `‖Σ_k (αPᵀ)^k‖₁ ≤ Σ_k α^k`.
+    /// Bound on `‖exact - s‖₁` from the current residual: `‖r‖₁ / (1 - α)`,
+    /// since `‖Σ_k (αPᵀ)^k‖₁ ≤ Σ_k α^k`.
     pub fn error_bound(&self) -> f64 {
-        self.residual.iter().map(|r| r.abs()).sum::<f64>() / (1.0 - self.alpha)
+        self.pending.iter().map(|p| p.residual.abs()).sum::<f64>() / (1.0 - self.alpha)
+    }
+
+    /// The bound that holds after any operation, whatever the residual:
+    /// `tol · Σ_v max(1, d_v) / (1 - α)`.
+    pub fn guaranteed_error_bound(&self) -> f64 {
+        self.pending.iter().map(|p| p.limit).sum::<f64>() / (1.0 - self.alpha)
     }
 
     /// Out-edges of `node` as `(dst, weight)`, in no particular order.
@@ -515,8 +559,8 @@ impl IncrementalPropagator {
             .sum();
         lists
             + self.out_edges.capacity() * std::mem::size_of::<Vec<(u32, f64)>>()
-            + (self.out_weight.capacity() + self.scores.capacity() + self.residual.capacity())
-                * std::mem::size_of::<f64>()
+            + (self.out_weight.capacity() + self.scores.capacity()) * std::mem::size_of::<f64>()
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.queued.capacity()
             + self.queue.capacity() * std::mem::size_of::<u32>()
     }
@@ -528,7 +572,7 @@ impl IncrementalPropagator {
         if !amount.is_finite() {
             return Err(KernelError::BadImpulse { node, amount });
         }
-        self.residual[node as usize] += amount;
+        self.pending[node as usize].residual += amount;
         self.enqueue_if_above(node);
         Ok(self.settle())
     }
@@ -544,7 +588,10 @@ impl IncrementalPropagator {
         let list = &mut self.out_edges[src as usize];
         match list.iter_mut().find(|(d, _)| *d == dst) {
             Some((_, w)) => *w += weight,
-            None => list.push((dst, weight)),
+            None => {
+                list.push((dst, weight));
+                self.update_limit(src as usize);
+            }
         }
         let total = self.out_weight[src as usize] + weight;
         self.reweight_row(src, dst, weight, total);
@@ -564,6 +611,7 @@ impl IncrementalPropagator {
         // rounding residue (say 4e-16 over zero-weight edges) would make the
         // row look non-dangling and blow up the `s_u δ / o` of the next edit.
         let total = list.iter().map(|(_, w)| w).sum();
+        self.update_limit(src as usize);
         self.reweight_row(src, dst, -weight, total);
         Ok((weight, self.settle()))
     }
@@ -584,52 +632,59 @@ impl IncrementalPropagator {
         if old > 0.0 {
             let c = s_u * delta / old;
             self.scores[ui] += c;
-            self.residual[ui] -= c;
-            self.residual[wi] += self.alpha * c;
+            self.pending[ui].residual -= c;
+            self.pending[wi].residual += self.alpha * c;
         } else if new > 0.0 {
             // Before, the row was zero; now all positive weight is on `w`.
-            self.residual[wi] += self.alpha * s_u;
+            self.pending[wi].residual += self.alpha * s_u;
         }
         self.out_weight[ui] = new;
         self.enqueue_if_above(u);
         self.enqueue_if_above(w);
     }
 
+    /// Sets `v`'s push threshold from its current out-degree.
+    fn update_limit(&mut self, v: usize) {
+        self.pending[v].limit = self.tol * self.out_edges[v].len().max(1) as f64;
+    }
+
     fn enqueue_if_above(&mut self, v: u32) {
         let vi = v as usize;
-        if !self.queued[vi] && self.residual[vi].abs() > self.tol {
+        let p = self.pending[vi];
+        if p.residual.abs() > p.limit && !self.queued[vi] {
             self.queued[vi] = true;
             self.queue.push_back(v);
         }
     }
 
-    /// Pushes until every `|r_v| ≤ tol`. A push at `u` moves `r_u` into
-    /// `s_u` and `α r_u P[u][·]` into the residuals of its out-neighbours,
-    /// which keeps the invariant because
+    /// Pushes until every `|r_v| ≤ tol · max(1, d_v)`. A push at `u` moves
+    /// `r_u` into `s_u` and `α r_u P[u][·]` into the residuals of its
+    /// out-neighbours, which keeps the invariant because
     /// `Σ_k (αPᵀ)^k e_u = e_u + Σ_k (αPᵀ)^k αPᵀ e_u`. Each push lowers
-    /// `‖r‖₁` by at least `(1 - α)·tol`, so this terminates.
+    /// `‖r‖₁` by at least `(1 - α)|r_u| > (1 - α)·tol·max(1, d_u)`, so this
+    /// terminates, after at most `‖r‖₁ / ((1 - α)·tol)` edge visits.
     fn settle(&mut self) -> PushStats {
         let mut stats = PushStats::default();
         // Split borrows: the adjacency is read while the vectors are written.
         let Self {
             alpha,
-            tol,
             out_edges,
             out_weight,
             scores,
-            residual,
+            pending,
             queue,
             queued,
+            ..
         } = self;
-        let (alpha, tol) = (*alpha, *tol);
+        let alpha = *alpha;
         while let Some(u) = queue.pop_front() {
             let ui = u as usize;
             queued[ui] = false;
-            let r = residual[ui];
-            if r.abs() <= tol {
+            let Pending { residual: r, limit } = pending[ui];
+            if r.abs() <= limit {
                 continue;
             }
-            residual[ui] = 0.0;
+            pending[ui].residual = 0.0;
             scores[ui] += r;
             stats.pushes += 1;
             let total = out_weight[ui];
@@ -641,9 +696,9 @@ impl IncrementalPropagator {
             stats.edge_visits += list.len();
             for &(v, weight) in list {
                 let vi = v as usize;
-                let rv = residual[vi] + c * weight;
-                residual[vi] = rv;
-                if !queued[vi] && rv.abs() > tol {
+                let p = &mut pending[vi];
+                p.residual += c * weight;
+                if p.residual.abs() > p.limit && !queued[vi] {
                     queued[vi] = true;
                     queue.push_back(v);
                 }
