@@ -259,9 +259,13 @@ fn bench_incremental(
     let fresh = propagate(&csr, &x_now, &params)?;
     eprintln!(
         "inc_vs_batch_max_abs={:e}",
-        max_abs_diff(inc.scores(), &fresh.scores)
+        max_abs_diff(&inc.scores(), &fresh.scores)
     );
     eprintln!("inc_error_bound_l1={:e}", inc.error_bound());
+    eprintln!(
+        "inc_guaranteed_error_bound_l1={:e}",
+        inc.guaranteed_error_bound()
+    );
     Ok(())
 }
 

@@ -8,9 +8,18 @@
 //! Layout, for node ids `0..n` as `u32`:
 //! - `in_offsets[v]..in_offsets[v + 1]` is the range of `v`'s incoming edges;
 //! - `in_sources[e]` is the source of edge `e`, sorted ascending within `v`;
-//! - `in_weights[e]` is the edge's weight already divided by the source's
-//!   total outgoing weight, i.e. the entry `P[src][v]` of the row-normalised
-//!   matrix, so one kernel step is a multiply-add per edge.
+//! - the entries `P[src][v]` of the row-normalised matrix, in one of two
+//!   forms ([`InWeights`]): when every source spreads its out-weight evenly
+//!   over its out-edges (unweighted graphs, or equal weights per row after
+//!   parallel edges are merged), `P[src][v] = 1 / outdeg(src)` for all of
+//!   `src`'s edges and the snapshot keeps that one number per source instead
+//!   of a weight per edge; otherwise `in_weights[e]` is the edge's weight
+//!   already divided by the source's total outgoing weight, so one kernel
+//!   step is a multiply-add per edge.
+//!
+//! Why the per-source form: the kernel then pre-scales each source's
+//! increment once per step (GAP's "contributions") and pulls a plain sum of
+//! `u32`-indexed values, streaming 4 bytes per edge instead of 8.
 //!
 //! Why `f32` weights: they halve the bytes the kernel streams per iteration.
 //! Each normalised weight is computed in `f64` and rounded once, so it carries
@@ -71,13 +80,25 @@ pub struct Edge {
     pub weight: f64,
 }
 
+/// The entries `P[src][dst]` of the incoming edges; see the module doc.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InWeights {
+    /// Every row of `P` is uniform: `P[src][dst] = per_source[src]`, which is
+    /// `1 / outdeg(src)` in `f64` (0 for a dangling source), indexed by
+    /// internal label.
+    PerSource(Vec<f64>),
+    /// `P[src][dst]` of each incoming edge as `f32`, parallel to
+    /// [`PullCsr::in_sources`].
+    PerEdge(Vec<f32>),
+}
+
 /// Incoming-edge CSR with row-normalised weights; see the module doc.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PullCsr {
     node_count: usize,
     in_offsets: Vec<usize>,
     in_sources: Vec<u32>,
-    in_weights: Vec<f32>,
+    in_weights: InWeights,
     /// `order[internal] = external id`.
     order: Vec<u32>,
     /// `rank[external id] = internal label`.
@@ -234,16 +255,33 @@ impl PullCsr {
             out_weight[*src as usize] += w;
         }
         let dangling = out_weight.iter().filter(|w| **w == 0.0).count();
-        let in_weights: Vec<f32> = in_sources
-            .iter()
-            .zip(&raw_weights)
-            .map(|(src, w)| {
-                let total = out_weight[*src as usize];
-                // A source whose out-weights are all zero is dangling: its
-                // zero-weight edges carry nothing.
-                if total > 0.0 { (w / total) as f32 } else { 0.0 }
-            })
-            .collect();
+        let in_weights = match uniform_rows(n, &in_sources, &raw_weights) {
+            Some(out_degree) => InWeights::PerSource(
+                out_degree
+                    .iter()
+                    .zip(&out_weight)
+                    .map(|(d, total)| {
+                        if *total > 0.0 {
+                            1.0 / f64::from(*d)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+            ),
+            None => InWeights::PerEdge(
+                in_sources
+                    .iter()
+                    .zip(&raw_weights)
+                    .map(|(src, w)| {
+                        let total = out_weight[*src as usize];
+                        // A source whose out-weights are all zero is
+                        // dangling: its zero-weight edges carry nothing.
+                        if total > 0.0 { (w / total) as f32 } else { 0.0 }
+                    })
+                    .collect(),
+            ),
+        };
 
         Ok(Self {
             node_count: n,
@@ -310,8 +348,9 @@ impl PullCsr {
         &self.in_sources
     }
 
-    /// `P[src][dst]` of each incoming edge: weight / source's out-weight.
-    pub fn in_weights(&self) -> &[f32] {
+    /// `P[src][dst]` of the incoming edges: weight / source's out-weight,
+    /// per source when every row is uniform, else per edge.
+    pub fn in_weights(&self) -> &InWeights {
         &self.in_weights
     }
 
@@ -322,17 +361,44 @@ impl PullCsr {
         let range = self.in_offsets[i]..self.in_offsets[i + 1];
         self.in_sources[range.clone()]
             .iter()
-            .map(|s| self.order[*s as usize])
-            .zip(self.in_weights[range].iter().copied())
+            .zip(range)
+            .map(move |(s, e)| {
+                let p = match &self.in_weights {
+                    InWeights::PerSource(p) => p[*s as usize] as f32,
+                    InWeights::PerEdge(p) => p[e],
+                };
+                (self.order[*s as usize], p)
+            })
     }
 
     /// Heap bytes held by the snapshot (what the kernel reads).
     pub fn heap_bytes(&self) -> usize {
         self.in_offsets.capacity() * std::mem::size_of::<usize>()
             + self.in_sources.capacity() * std::mem::size_of::<u32>()
-            + self.in_weights.capacity() * std::mem::size_of::<f32>()
+            + match &self.in_weights {
+                InWeights::PerSource(p) => p.capacity() * std::mem::size_of::<f64>(),
+                InWeights::PerEdge(p) => p.capacity() * std::mem::size_of::<f32>(),
+            }
             + (self.order.capacity() + self.rank.capacity()) * std::mem::size_of::<u32>()
     }
+}
+
+/// The out-degree of every source if each source's (merged) edges all have
+/// the same weight, else `None`. Exact comparison: a row is uniform only if
+/// its weights are equal as `f64`.
+fn uniform_rows(n: usize, in_sources: &[u32], weights: &[f64]) -> Option<Vec<u32>> {
+    let mut row_weight = vec![f64::NAN; n];
+    let mut out_degree = vec![0u32; n];
+    for (src, w) in in_sources.iter().zip(weights) {
+        let s = *src as usize;
+        if out_degree[s] == 0 {
+            row_weight[s] = *w;
+        } else if row_weight[s] != *w {
+            return None;
+        }
+        out_degree[s] += 1;
+    }
+    Some(out_degree)
 }
 
 /// Turns per-slot counts stored at `[i + 1]` into start offsets.
@@ -356,6 +422,25 @@ mod tests {
         assert_eq!(into_1, vec![(0, 1.0), (2, 1.0)]);
         assert_eq!(csr.incoming(2).collect::<Vec<_>>(), vec![(1, 1.0)]);
         assert_eq!(csr.dangling_count(), 0);
+    }
+
+    #[test]
+    fn keeps_one_weight_per_source_only_when_every_row_is_uniform() {
+        // Rows 0 (two edges of 2.0) and 1 (one edge) are uniform; 2 has none.
+        let uniform = PullCsr::from_arrays(3, &[0, 0, 1], &[1, 2, 2], &[2.0, 2.0, 0.5]).unwrap();
+        assert!(matches!(uniform.in_weights(), InWeights::PerSource(_)));
+        assert_eq!(
+            uniform.incoming(2).collect::<Vec<_>>(),
+            vec![(0, 0.5), (1, 1.0)]
+        );
+        assert_eq!(uniform.dangling_count(), 1);
+        // A parallel edge makes row 0 weigh 2.0 and 4.0: per edge again.
+        let merged =
+            PullCsr::from_arrays(3, &[0, 0, 1, 0], &[1, 2, 2, 2], &[2.0, 2.0, 0.5, 2.0]).unwrap();
+        assert!(matches!(merged.in_weights(), InWeights::PerEdge(_)));
+        let mut into_2: Vec<_> = merged.incoming(2).collect();
+        into_2.sort_by_key(|e| e.0);
+        assert_eq!(into_2, vec![(0, 4.0 / 6.0), (1, 1.0)]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use fusion::graph::csr::{Edge, PullCsr};
+use fusion::graph::csr::{Edge, InWeights, PullCsr};
 use fusion::score::kernel::{IncrementalPropagator, PropagationParams, max_abs_diff, propagate};
 use proptest::prelude::*;
 
@@ -81,16 +81,22 @@ fn propagate_agrees_with_networkx_pagerank() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/networkx_pagerank.py");
     let mut rng = ChaCha8Rng::seed_from_u64(20240601);
     // (nodes, max out-degree, alpha, id mapping: sparse ids exercise the
-    // compaction of arbitrary u32 ids)
-    type Case = (usize, usize, f64, fn(u32) -> u64);
-    let cases: [Case; 4] = [
-        (30, 3, 0.85, |v| u64::from(v)),
-        (300, 6, 0.85, |v| u64::from(v) * 7919 + 3),
-        (2000, 10, 0.5, |v| u64::from(v)),
-        (1500, 4, 0.95, |v| u64::from(v) * 2_000_003),
+    // compaction of arbitrary u32 ids, unit weights: the snapshot's
+    // per-source form)
+    type Case = (usize, usize, f64, fn(u32) -> u64, bool);
+    let cases: [Case; 6] = [
+        (30, 3, 0.85, |v| u64::from(v), false),
+        (300, 6, 0.85, |v| u64::from(v) * 7919 + 3, false),
+        (2000, 10, 0.5, |v| u64::from(v), false),
+        (1500, 4, 0.95, |v| u64::from(v) * 2_000_003, false),
+        (2000, 10, 0.85, |v| u64::from(v), true),
+        (1500, 4, 0.95, |v| u64::from(v) * 2_000_003, true),
     ];
-    for (n, max_out, alpha, ids) in cases {
-        let edges = random_graph(&mut rng, n, max_out);
+    for (n, max_out, alpha, ids, unit_weights) in cases {
+        let mut edges = random_graph(&mut rng, n, max_out);
+        if unit_weights {
+            edges.iter_mut().for_each(|e| e.weight = 1.0);
+        }
         let seeds: Vec<(u32, f64)> = (0..1 + n / 50)
             .map(|_| (rng.random_range(0..n) as u32, 0.5 + rng.random::<f64>()))
             .collect();
@@ -131,7 +137,9 @@ fn propagate_agrees_with_networkx_pagerank() {
             .iter()
             .map(|(k, v)| (v - theirs[k]).abs())
             .fold(0.0, f64::max);
-        eprintln!("n={n} alpha={alpha}: max per-node difference from networkx {worst:e}");
+        eprintln!(
+            "n={n} alpha={alpha} unit_weights={unit_weights}: max per-node difference from networkx {worst:e}"
+        );
         assert!(
             worst <= 1e-6,
             "n={n} alpha={alpha}: max per-node difference {worst:e}"
@@ -203,6 +211,57 @@ fn propagate_is_bit_identical_across_thread_counts_and_edge_orders() {
     assert_eq!(bits(&one), bits(&run_batch(n, &shuffled, &seeds, 2)));
 }
 
+/// The per-source form of the snapshot (every row uniform) has its own
+/// kernel loop: it must be as deterministic as the per-edge one, and agree
+/// with it. A zero-weight edge changes no entry of `P` but makes its row
+/// non-uniform, so it gives the same matrix in the per-edge form.
+#[test]
+fn propagate_uniform_rows_are_bit_identical_across_threads_and_match_per_edge() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let n = 20_000;
+    let mut edges = random_graph(&mut rng, n, 12);
+    edges.retain(|e| e.src % 97 != 0);
+    edges.iter_mut().for_each(|e| e.weight = 2.5);
+    let seeds: Vec<f64> = (0..n)
+        .map(|v| {
+            if v % 101 == 0 {
+                1.0 + rng.random::<f64>()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    assert!(matches!(
+        PullCsr::from_edges(n, &edges).unwrap().in_weights(),
+        InWeights::PerSource(_)
+    ));
+
+    let one = run_batch(n, &edges, &seeds, 1);
+    assert_eq!(bits(&one), bits(&run_batch(n, &edges, &seeds, 2)));
+    assert_eq!(bits(&one), bits(&run_batch(n, &edges, &seeds, 3)));
+    let mut shuffled = edges.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.random_range(0..i + 1));
+    }
+    assert_eq!(bits(&one), bits(&run_batch(n, &shuffled, &seeds, 2)));
+
+    let e = edges[0];
+    let extra = (0..n as u32).find(|d| *d != e.dst).unwrap();
+    let mut per_edge = edges.clone();
+    per_edge.push(Edge {
+        src: e.src,
+        dst: extra,
+        weight: 0.0,
+    });
+    let per_edge_csr = PullCsr::from_edges(n, &per_edge).unwrap();
+    assert!(matches!(per_edge_csr.in_weights(), InWeights::PerEdge(_)));
+    // Both within the kernel's rounding budget (docs/propagation.md,
+    // "Floating point") of the exact answer: 2α/(1-α)·2^-24·‖s‖₁ each.
+    let budget = 4.0 * 0.85 / 0.15 * 2f64.powi(-24) * one.iter().sum::<f64>();
+    let diff = max_abs_diff(&one, &run_batch(n, &per_edge, &seeds, 2));
+    assert!(diff <= budget, "{diff:e} > {budget:e}");
+}
+
 #[test]
 fn propagate_command_output_is_identical_at_one_and_two_threads() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -247,6 +306,51 @@ fn propagate_command_rejects_bad_arguments_with_2() {
     }
 }
 
+/// The incremental driver relabels nodes by in-degree inside; every method
+/// must still speak the caller's ids.
+#[test]
+fn propagate_incremental_from_edges_speaks_the_callers_ids() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let n = 300;
+    let edges = random_graph(&mut rng, n, 6);
+    let tol = 1e-10;
+    let mut inc = IncrementalPropagator::from_edges(n, &edges, 0.85, tol).unwrap();
+    let mut x = vec![0.0; n];
+    for v in [3u32, 150, 299] {
+        inc.add_impulse(v, 1.0).unwrap();
+        x[v as usize] += 1.0;
+    }
+    let e = edges[7];
+    let mut out: Vec<u32> = inc.out_edges(e.src).map(|(dst, _)| dst).collect();
+    out.sort_unstable();
+    let mut expected: Vec<u32> = edges
+        .iter()
+        .filter(|f| f.src == e.src)
+        .map(|f| f.dst)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(out, expected);
+    inc.remove_edge(e.src, e.dst).unwrap();
+    let rest: Vec<Edge> = edges
+        .iter()
+        .copied()
+        .filter(|f| (f.src, f.dst) != (e.src, e.dst))
+        .collect();
+    let csr = PullCsr::from_edges(n, &rest).unwrap();
+    let batch = propagate(
+        &csr,
+        &x,
+        &PropagationParams {
+            tol: 1e-13,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let bound = inc.guaranteed_error_bound() + 1e-6 * 3.0 / 0.15;
+    assert!(max_abs_diff(&inc.scores(), &batch.scores) <= bound);
+    assert!((0..n as u32).all(|v| inc.residual(v).abs() <= inc.push_threshold(v)));
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Impulse(u32, f64),
@@ -269,13 +373,25 @@ fn case() -> impl Strategy<Value = (u32, f64, Vec<Op>)> {
         .prop_flat_map(|(n, alpha)| (Just(n), Just(alpha), prop::collection::vec(op(n), 1..300)))
 }
 
+/// `tol · max(1, d_v)` for each node, `d_v` its number of distinct
+/// out-neighbours in `graph` (zero-weight edges count).
+fn push_limits(n: u32, graph: &BTreeMap<(u32, u32), f64>, tol: f64) -> Vec<f64> {
+    let mut degree = vec![0usize; n as usize];
+    for &(src, _) in graph.keys() {
+        degree[src as usize] += 1;
+    }
+    degree.iter().map(|d| tol * (*d).max(1) as f64).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// Incremental equals batch: after any sequence of impulses, edge inserts
-    /// and removals, the incremental scores are within the incremental bound
-    /// (`n·tol/(1-α)`) plus the batch's own error (f32 weights, truncation)
-    /// of a fresh batch run on the final graph and impulses.
+    /// and removals, every `|r_v| ≤ tol·max(1, d_v)` (`d_v` counted here from
+    /// the edges the test made), and the incremental scores are within the
+    /// resulting bound `tol·Σ_v max(1, d_v)/(1-α)` plus the batch's own error
+    /// (f32 weights, truncation) of a fresh batch run on the final graph and
+    /// impulses.
     #[test]
     fn propagate_incremental_equals_batch((n, alpha, ops) in case()) {
         let tol = 1e-6;
@@ -302,15 +418,19 @@ proptest! {
                     prop_assert!((removed - expected).abs() <= 1e-9 * expected.max(1.0));
                 }
             }
-            prop_assert!(inc.residual().iter().all(|r| r.abs() <= tol));
+            let limits = push_limits(n, &graph, tol);
+            for (v, limit) in limits.iter().enumerate() {
+                prop_assert!(inc.residual(v as u32).abs() <= *limit);
+            }
         }
         let edges: Vec<Edge> = graph.iter().map(|(&(src, dst), &weight)| Edge { src, dst, weight }).collect();
         let csr = PullCsr::from_edges(n as usize, &edges).unwrap();
         let batch = propagate(&csr, &x, &PropagationParams { alpha, tol: 1e-13, ..Default::default() }).unwrap();
 
         let mass: f64 = x.iter().map(|v| v.abs()).sum::<f64>() / (1.0 - alpha);
-        let bound = n as f64 * tol / (1.0 - alpha) + 1e-6 * mass + 1e-12 / (1.0 - alpha);
-        let diff = max_abs_diff(inc.scores(), &batch.scores);
+        let limits: f64 = push_limits(n, &graph, tol).iter().sum();
+        let bound = limits / (1.0 - alpha) + 1e-6 * mass + 1e-12 / (1.0 - alpha);
+        let diff = max_abs_diff(&inc.scores(), &batch.scores);
         prop_assert!(diff <= bound, "diff {diff:e} > bound {bound:e}");
     }
 }
