@@ -500,11 +500,10 @@ impl<S: EventStore> Engine<S> {
             let entities = self.store.entities().await?;
             let events = self.store.scan().await?;
             let model = Arc::clone(&self.model);
-            let fresh = tokio::task::spawn_blocking(move || {
-                ScoreState::build(model, entities, events)
-            })
-            .await
-            .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
+            let fresh =
+                tokio::task::spawn_blocking(move || ScoreState::build(model, entities, events))
+                    .await
+                    .map_err(|e| EngineError::Store(StoreError::internal(e)))?;
             Some(fresh)
         } else {
             None

@@ -303,7 +303,11 @@ impl LiveScores {
         let x: Vec<(u32, u32, Components)> = impulses
             .iter()
             .map(|(p, b, c, amount, t)| {
-                (this.person_ix[*p], this.brand_ix[*b], this.forward(*c, *amount, *t))
+                (
+                    this.person_ix[*p],
+                    this.brand_ix[*b],
+                    this.forward(*c, *amount, *t),
+                )
             })
             .filter(|(p, ..)| !out.contains(p))
             .collect();
@@ -364,7 +368,10 @@ impl LiveScores {
         if self.withdrawn.contains(&qi) {
             return;
         }
-        let stats = self.driver.set_follow(qi, pi, weight).expect("valid weight");
+        let stats = self
+            .driver
+            .set_follow(qi, pi, weight)
+            .expect("valid weight");
         self.count(stats);
     }
 
@@ -475,7 +482,10 @@ impl LiveScores {
             }
             for &(b, v) in self.driver.row(p as u32) {
                 if !v.is_zero() {
-                    out.push(((id.clone(), self.brands[b as usize].clone()), v.times(&factor)));
+                    out.push((
+                        (id.clone(), self.brands[b as usize].clone()),
+                        v.times(&factor),
+                    ));
                 }
             }
         }

@@ -468,7 +468,12 @@ impl ScoreState {
             return;
         }
         if self.live_on {
-            self.record(LiveOp::Impulse(person.clone(), brand.clone(), component, amount));
+            self.record(LiveOp::Impulse(
+                person.clone(),
+                brand.clone(),
+                component,
+                amount,
+            ));
         }
         let impulse = Impulse {
             brand: brand.clone(),
@@ -670,7 +675,11 @@ impl ScoreState {
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, Some(*strength));
                 if self.live_on && self.kind(target).is_some_and(EntityKind::is_person) {
-                    self.record(LiveOp::Follow(person.clone(), target.clone(), Some(*strength)));
+                    self.record(LiveOp::Follow(
+                        person.clone(),
+                        target.clone(),
+                        Some(*strength),
+                    ));
                 }
                 if self.kind(target) == Some(EntityKind::Brand) {
                     self.push_impulse(
@@ -922,7 +931,12 @@ impl ScoreState {
     /// origin `origin` from the inputs as they stood at `as_of` (follows,
     /// associations, consent, the impulses of events at or before it; with
     /// `through`, only of events up to that position).
-    fn checkpoint_live(&mut self, origin: DateTime<Utc>, as_of: DateTime<Utc>, through: Option<u32>) {
+    fn checkpoint_live(
+        &mut self,
+        origin: DateTime<Utc>,
+        as_of: DateTime<Utc>,
+        through: Option<u32>,
+    ) {
         let follows = self.graph.follow_edges(as_of);
         let mut associations = Vec::new();
         for (id, kind) in self.graph.entities() {

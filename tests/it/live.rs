@@ -42,7 +42,10 @@ fn check(state: &ScoreState, at: DateTime<Utc>, what: &str) -> f64 {
     let gap = worst_gap(state, at);
     let bound = state.live().error_bound();
     eprintln!("{what}: gap {gap:e}, live bound {bound:e}");
-    assert!(gap <= bound + BATCH_TRUNCATION, "{what}: gap {gap} over the bound {bound}");
+    assert!(
+        gap <= bound + BATCH_TRUNCATION,
+        "{what}: gap {gap} over the bound {bound}"
+    );
     gap
 }
 
@@ -114,7 +117,10 @@ fn the_drift_recompute_lands_within_the_bound_of_the_incremental_series() {
             worst = worst.max((x - y).abs());
         }
     }
-    assert!(worst < 2.0 * state.live().error_bound() + 1e-9, "rebuild vs incremental: {worst}");
+    assert!(
+        worst < 2.0 * state.live().error_bound() + 1e-9,
+        "rebuild vs incremental: {worst}"
+    );
     check(&state, latest, "after the recompute");
 }
 
@@ -145,6 +151,12 @@ fn consent_takes_a_person_out_of_the_live_series_and_back() {
     events.push(consent("grant", true, t2));
     let state = ScoreState::build(model(), Vec::new(), events);
     let at = latest + Duration::hours(4);
-    assert!(state.live_components_at(at).unwrap().iter().any(|((p, _), _)| *p == person));
+    assert!(
+        state
+            .live_components_at(at)
+            .unwrap()
+            .iter()
+            .any(|((p, _), _)| *p == person)
+    );
     check(&state, at, "granted again");
 }
