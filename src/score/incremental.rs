@@ -389,6 +389,49 @@ impl<V: Value> IncrementalRelspace<V> {
         }
     }
 
+    /// From a state computed elsewhere: the graph as in
+    /// [`Self::from_inputs`], scores `s` and a residual `r` such that
+    /// `s + Σ_k (αM)^k r` is the series wanted (a batch result and its
+    /// residual); then settles whatever of `r` is above the tolerance.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        people: usize,
+        brands: usize,
+        alpha_f: f64,
+        alpha_a: f64,
+        tol: V::Tol,
+        follows: &[(u32, u32, f64)],
+        associations: &[(u32, u32, f64)],
+        scores: &[(u32, u32, V)],
+        residual: &[(u32, u32, V)],
+    ) -> Result<(Self, PushStats), IncrementalError> {
+        let (mut this, _) = Self::from_inputs(
+            people,
+            brands,
+            alpha_f,
+            alpha_a,
+            tol,
+            follows,
+            associations,
+            &[],
+        )?;
+        for &(p, b, v) in scores {
+            this.check_entry(p, b)?;
+            add_sorted(&mut this.scores[p as usize], b, v);
+        }
+        let mut sorted: Vec<(u32, u32, V)> = residual.to_vec();
+        sorted.sort_by_key(|e| (e.0, e.1));
+        for &(p, b, v) in &sorted {
+            this.check_entry(p, b)?;
+            this.add_residual(p, b, v);
+        }
+        for &(p, b, _) in &sorted {
+            this.enqueue_if_above(p, b);
+        }
+        let stats = this.settle();
+        Ok((this, stats))
+    }
+
     /// Grows to at least `people × brands` (new people have no follows,
     /// associations or impulses); never shrinks.
     pub fn grow(&mut self, people: usize, brands: usize) {

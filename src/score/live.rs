@@ -8,17 +8,14 @@
 //! by `ScoreState::fold`, which runs in canonical event order (time, id) in
 //! every case (appends, refolds, replays at start).
 //!
-//! **Checkpoints: batch then per event.** The series is built in one go
-//! ([`LiveScores::build`]: every impulse seeded into the residual, one
-//! settle, ids numbered in sorted order) from the inputs as they stand
-//! before the first event of each UTC day of event time; the events of that
-//! day are then applied one by one. So the live state is a function of the
-//! set of events alone (the checkpoint is the start of the latest event's
-//! day, and what follows it is applied in canonical order), whatever the
-//! arrival order, batching or restarts: start-up and refolds skip the
-//! per-event work before the latest day. A real-time stream pays for one
-//! build a day; a bulk load of old events pays one build per day of event
-//! time it crosses in order.
+//! **Checkpoints: batch, then per event.** The series is built in one go
+//! ([`LiveScores::build`], from the batch driver's sum and its exact
+//! residual, ids numbered in sorted order) from the state as it stood at
+//! canonical position `n − n mod CHECKPOINT_EVENTS` ([`checkpoint`]); the
+//! events after it are applied one by one (`ScoreState::sync_live`). So the
+//! live state is a function of the set of events alone, whatever the
+//! arrival order, batching or restarts; start-up and refolds record nothing
+//! for the events before the checkpoint.
 //!
 //! **Forward decay.** The graph (follows, associations, consent) is a step
 //! function of time that changes only at events, and decay is a factor per
@@ -26,9 +23,9 @@
 //!
 //! `s_c(at) = 2^(-(at - o)/h_c) · Σ_k (αM)^k x̃_c`,  `x̃_c = Σ_i w_c x_i 2^((t_i - o)/h_c)`
 //!
-//! with `o` the origin (the checkpoint) and `h_c` the half-life. The driver
-//! keeps the series of `x̃` (forward units); a read multiplies by one factor
-//! per component. Within a day the factors stay near 1. The push threshold
+//! with `o` the origin (the checkpoint's time) and `h_c` the half-life. The
+//! driver keeps the series of `x̃` (forward units); a read multiplies by one
+//! factor per component. The push threshold
 //! of each lane is the model's tolerance in current units,
 //! `tol · 2^((latest - o)/h_c)` in forward units.
 //!
@@ -67,7 +64,7 @@ pub struct LiveStats {
     pub operations: u64,
     pub pushes: u64,
     pub visits: u64,
-    /// Checkpoints built (one per day of event time, plus drift rebuilds).
+    /// Checkpoints built (every `CHECKPOINT_EVENTS` events, plus drift rebuilds).
     pub builds: u64,
     /// Rebuilds because the residual passed the bound.
     pub recomputes: u64,
@@ -246,25 +243,27 @@ impl LiveScores {
         self.checkpoint = at;
     }
 
-    /// The series of the given inputs in one go (a checkpoint): people and
-    /// brands numbered in sorted id order, every impulse forward-decayed to
-    /// `origin` and seeded into the residual in sorted order, one settle.
-    /// `latest` is the time of the latest event folded so far; `withdrawn`
-    /// people are left out with all their inputs.
+    /// The series at a checkpoint, from the batch driver: the graph as it
+    /// stood at `origin` (raw follows and associations, consent), the batch
+    /// series `scores` and its exact `residual` (`RelSnapshot::seed`), in
+    /// current units at `origin`, which is the forward-decay origin. People
+    /// and brands are numbered in sorted id order; whatever of the residual
+    /// is above the tolerance is settled (the batch stops at a finer
+    /// tolerance, so usually nothing). `withdrawn` people are left out.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         model: Arc<ScoringModel>,
         origin: DateTime<Utc>,
-        latest: DateTime<Utc>,
         follows: &[(EntityId, EntityId, f64)],
         associations: &[(EntityId, EntityId, f64)],
-        impulses: &[(&EntityId, &EntityId, Component, f64, DateTime<Utc>)],
+        scores: &[(&EntityId, &EntityId, Components)],
+        residual: &[(&EntityId, &EntityId, Components)],
         withdrawn: &[EntityId],
         previous: LiveStats,
     ) -> Self {
         let mut this = Self::new(model);
         this.origin = Some(origin);
-        this.latest = Some(latest);
+        this.latest = Some(origin);
         let mut people: Vec<&EntityId> = Vec::new();
         let mut brands: Vec<&EntityId> = Vec::new();
         for (q, p, _) in follows {
@@ -274,7 +273,7 @@ impl LiveScores {
             people.push(p);
             brands.push(b);
         }
-        for (p, b, ..) in impulses {
+        for (p, b, _) in scores.iter().chain(residual) {
             people.push(p);
             brands.push(b);
         }
@@ -300,28 +299,24 @@ impl LiveScores {
             .map(|(p, b, s)| (this.person_ix[p], this.brand_ix[b], *s))
             .filter(|(p, ..)| !out.contains(p))
             .collect();
-        let x: Vec<(u32, u32, Components)> = impulses
-            .iter()
-            .map(|(p, b, c, amount, t)| {
-                (
-                    this.person_ix[*p],
-                    this.brand_ix[*b],
-                    this.forward(*c, *amount, *t),
-                )
-            })
-            .filter(|(p, ..)| !out.contains(p))
-            .collect();
+        let numbered =
+            |list: &[(&EntityId, &EntityId, Components)]| -> Vec<(u32, u32, Components)> {
+                list.iter()
+                    .map(|(p, b, v)| (this.person_ix[*p], this.brand_ix[*b], *v))
+                    .collect()
+            };
+        let (s, r) = (numbered(scores), numbered(residual));
         let prop = this.model.propagation;
-        let tol = this.tolerance_at(origin, latest);
-        let (driver, stats) = IncrementalRelspace::from_inputs(
+        let (driver, stats) = IncrementalRelspace::from_parts(
             this.people.len(),
             this.brands.len(),
             prop.audience,
             prop.association,
-            tol,
+            [this.model.live_tolerance; 6],
             &f,
             &a,
-            &x,
+            &s,
+            &r,
         )
         .expect("valid inputs");
         this.driver = driver;

@@ -276,6 +276,11 @@ impl RelSnapshot {
     /// reached, `((person, brand), components)`, in row order (person, then
     /// brand), which is id order.
     pub fn propagate(&self) -> Vec<((u32, u32), Components)> {
+        to_rows(self.total())
+    }
+
+    /// The truncated series, column keys.
+    fn total(&self) -> Entries {
         let mut total = self.impulses.clone();
         let mut frontier = self.impulses.clone();
         for _hop in 0..self.max_hops {
@@ -286,11 +291,24 @@ impl RelSnapshot {
             total = merge_add(&total, &next);
             frontier = next;
         }
-        let mut rows: Entries = total.into_iter().map(|(k, v)| (swap(k), v)).collect();
-        rows.par_sort_unstable_by_key(|e| e.0);
-        rows.into_iter()
-            .map(|(k, v)| ((high(k), low(k)), v))
-            .collect()
+        total
+    }
+
+    /// Where the live series starts at a checkpoint (live.rs): the series
+    /// `s` as [`Self::propagate`] sums it, and its exact residual
+    /// `r = x + αM s − s` (what the truncation left out, up to rounding),
+    /// both in row order; `s + Σ_k (αM)^k r` is then the whole series.
+    pub fn seed(&self) -> (Vec<((u32, u32), Components)>, Vec<((u32, u32), Components)>) {
+        let total = self.total();
+        let audience = self.audience(&total);
+        let mut association = self.association(&total);
+        association.par_sort_unstable_by_key(|e| e.0);
+        let spill = merge_add(&audience, &association);
+        let mut residual = merge_add(&self.impulses, &spill);
+        let negated: Entries = total.iter().map(|(k, v)| (*k, v.map(|x| -x))).collect();
+        residual = merge_add(&residual, &negated);
+        residual.retain(|(_, v)| v.iter().any(|x| *x != 0.0));
+        (to_rows(total), to_rows(residual))
     }
 
     /// One hop `αM` on a frontier (column keys), pruned to the tolerance.
@@ -390,6 +408,15 @@ impl RelSnapshot {
             .collect();
         parts.into_iter().flatten().collect()
     }
+}
+
+/// Column-keyed entries as `((person, brand), components)` in row order.
+fn to_rows(entries: Entries) -> Vec<((u32, u32), Components)> {
+    let mut rows: Entries = entries.into_iter().map(|(k, v)| (swap(k), v)).collect();
+    rows.par_sort_unstable_by_key(|e| e.0);
+    rows.into_iter()
+        .map(|(k, v)| ((high(k), low(k)), v))
+        .collect()
 }
 
 /// Ranges of equal `part(key)` in a sorted entry list.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use super::live::{self, LiveScores};
+use super::relspace::RelSnapshot;
 use super::{Component, ScoringModel};
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, EventKind, EventType, Role};
 use crate::graph::{EdgeKind, RelationGraph};
@@ -188,9 +189,9 @@ impl ScoreState {
         state
     }
 
-    /// Folds a whole sorted log into a fresh state; the live series skips
-    /// everything before the latest event's day (it starts from a build
-    /// there, as an in-order fold would).
+    /// Folds a whole sorted log into a fresh state; the live series records
+    /// nothing before the latest checkpoint (it starts from a build there,
+    /// as an in-order fold would).
     fn fold_all(&mut self, events: Vec<Event>) {
         self.live_from = Some(live::checkpoint(&events).first_pending as u32);
         for e in events {
@@ -877,10 +878,10 @@ impl ScoreState {
     pub fn sync_live(&mut self, deadline: Option<Instant>) -> bool {
         let target = live::checkpoint(&self.events);
         if self.live.checkpoint() != target.at {
-            let Some((origin, as_of)) = target.at else {
+            let Some((_, as_of)) = target.at else {
                 return true;
             };
-            self.checkpoint_live(origin, as_of, None);
+            self.checkpoint_live(as_of);
             self.live.set_checkpoint(target.at);
             let first = target.first_pending as u32;
             while self.pending.front().is_some_and(|e| e.position < first) {
@@ -915,8 +916,8 @@ impl ScoreState {
                 && next_later
                 && self.live.check_drift()
             {
-                let (origin, mark) = (self.live.origin().expect("built"), self.live.checkpoint());
-                self.checkpoint_live(origin, event.time, Some(event.position));
+                let mark = self.live.checkpoint();
+                self.checkpoint_live(event.time);
                 self.live.set_checkpoint(mark);
                 self.live.note_recompute();
             }
@@ -927,16 +928,20 @@ impl ScoreState {
         true
     }
 
-    /// Rebuilds the live series (a checkpoint, live.rs) with forward-decay
-    /// origin `origin` from the inputs as they stood at `as_of` (follows,
-    /// associations, consent, the impulses of events at or before it; with
-    /// `through`, only of events up to that position).
-    fn checkpoint_live(
-        &mut self,
-        origin: DateTime<Utc>,
-        as_of: DateTime<Utc>,
-        through: Option<u32>,
-    ) {
+    /// Rebuilds the live series (a checkpoint, live.rs) from the state as it
+    /// stood at `as_of` (follows, associations, consent, the impulses of
+    /// events at or before it): the batch driver sums the series there, and
+    /// the live series starts from that and its residual.
+    fn checkpoint_live(&mut self, as_of: DateTime<Utc>) {
+        let snapshot = RelSnapshot::build(self, as_of);
+        let (s, r) = snapshot.seed();
+        let (people, brands) = (snapshot.people(), snapshot.brands());
+        let named = |list: &[((u32, u32), super::Components)]| -> Vec<_> {
+            list.iter()
+                .map(|((p, b), v)| (&people[*p as usize], &brands[*b as usize], *v))
+                .collect()
+        };
+        let (s, r) = (named(&s), named(&r));
         let follows = self.graph.follow_edges(as_of);
         let mut associations = Vec::new();
         for (id, kind) in self.graph.entities() {
@@ -946,18 +951,6 @@ impl ScoreState {
                 }
             }
         }
-        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
-        people.sort_unstable();
-        let limit = through.unwrap_or(u32::MAX);
-        let impulses: Vec<_> = people
-            .into_iter()
-            .flat_map(|p| {
-                self.impulses[p]
-                    .iter()
-                    .take_while(move |i| i.time <= as_of && i.event <= limit)
-                    .map(move |i| (p, &i.brand, i.component, i.amount, i.time))
-            })
-            .collect();
         let mut withdrawn: Vec<EntityId> = self
             .consent
             .keys()
@@ -967,11 +960,11 @@ impl ScoreState {
         withdrawn.sort_unstable();
         let live = LiveScores::build(
             Arc::clone(&self.model),
-            origin,
-            as_of.max(origin),
+            as_of,
             &follows,
             &associations,
-            &impulses,
+            &s,
+            &r,
             &withdrawn,
             self.live.stats(),
         );
@@ -983,9 +976,9 @@ impl ScoreState {
     /// checkpoint mark, so it carries on per event from there.
     pub fn recompute_live(&mut self) {
         self.sync_live(None);
-        if let (Some(origin), Some(latest)) = (self.live.origin(), self.latest_time()) {
+        if let Some(latest) = self.latest_time() {
             let mark = self.live.checkpoint();
-            self.checkpoint_live(origin, latest, None);
+            self.checkpoint_live(latest);
             self.live.set_checkpoint(mark);
             self.live.note_recompute();
         }
