@@ -90,7 +90,7 @@ pub struct LiveScores {
 }
 
 /// Events between two checkpoints (canonical positions).
-pub(crate) const CHECKPOINT_EVENTS: usize = 64;
+pub(crate) const CHECKPOINT_EVENTS: usize = 128;
 
 /// Where the live series of a log (sorted canonically) is built in one go.
 #[derive(Debug, Clone, Copy, PartialEq)]
