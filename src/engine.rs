@@ -8,8 +8,10 @@
 //!
 //! Read path: a single relationship is explained on demand from the current
 //! state under a read lock (exact, at any time). Ranked lists and brand
-//! summaries read a `Ranking`: a batch evaluation of every relationship,
-//! recomputed on a blocking thread when the state has changed, and shared.
+//! summaries read a `Ranking`: every relationship now from the live series
+//! (incremental, kept per event; a batch evaluation while it catches up) and
+//! batch evaluations at the trend points, recomputed on a blocking thread
+//! when the state has changed, and shared.
 //!
 //! Folding happens on one fold thread that takes every waiting batch at
 //! once. Folding late events refolds the log; that happens on a copy so
@@ -88,6 +90,9 @@ pub struct RescoreReport {
     pub max_drift: f64,
     /// The live series' own bound on its error, raw units.
     pub live_error_bound: f64,
+    /// Whether the live series had caught up (else `max_drift` compares a
+    /// batch with a batch).
+    pub live_synced: bool,
     /// Work the live series has done since it was built.
     pub live: crate::score::live::LiveStats,
     pub seconds: f64,
@@ -511,7 +516,9 @@ impl<S: EventStore> Engine<S> {
         let engine = Arc::clone(self);
         let (fresh, report) = tokio::task::spawn_blocking(move || {
             let state = engine.state();
-            let before = live_scores(&state, now).unwrap_or_else(|| state.batch(now));
+            let live = live_scores(&state, now);
+            let live_synced = live.is_some();
+            let before = live.unwrap_or_else(|| state.batch(now));
             let batch_of = fresh.as_ref().unwrap_or(&state);
             let after = batch_of.batch(now);
             let report = RescoreReport {
@@ -519,6 +526,7 @@ impl<S: EventStore> Engine<S> {
                 relationships: after.scores.len(),
                 max_drift: drift(&before, &after),
                 live_error_bound: state.live().error_bound(),
+                live_synced,
                 live: state.live().stats(),
                 seconds: 0.0,
                 as_of: now,

@@ -561,6 +561,7 @@ fn rescore_reports_the_live_drift_and_changes_nothing() {
     let drift = r.body["max_drift"].as_f64().unwrap();
     assert!((0.0..1e-3).contains(&drift), "{}", r.body);
     assert!(r.body["live"]["pushes"].as_u64().unwrap() > 0, "{}", r.body);
+    assert_eq!(r.body["live_synced"], true, "{}", r.body);
     assert_eq!(r.body["events"].as_u64(), Some(story_lines().len() as u64));
     assert_eq!(
         s.get("/v1/relationships/fan1/bistro?at=2026-11-20T00:00:00Z")
