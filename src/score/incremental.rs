@@ -346,9 +346,16 @@ impl<V: Value> IncrementalRelspace<V> {
         for p in 0..people {
             this.assoc_coef[p] = this.coef_row(&this.assoc[p]);
         }
-        let mut sorted: Vec<(u32, u32, V)> = Vec::with_capacity(impulses.len());
-        for &(p, b, x) in impulses {
-            this.check_entry(p, b)?;
+        let stats = this.seed_residual(impulses)?;
+        Ok((this, stats))
+    }
+
+    /// Adds `entries` to `r` in sorted order and settles: with `s` as it is,
+    /// this is adding them as impulses.
+    fn seed_residual(&mut self, entries: &[(u32, u32, V)]) -> Result<PushStats, IncrementalError> {
+        let mut sorted: Vec<(u32, u32, V)> = Vec::with_capacity(entries.len());
+        for &(p, b, x) in entries {
+            self.check_entry(p, b)?;
             if !x.is_finite() {
                 return Err(IncrementalError::BadImpulse(format!("{x:?}")));
             }
@@ -357,13 +364,12 @@ impl<V: Value> IncrementalRelspace<V> {
         // Stable: equal keys keep the caller's order, so their sum does too.
         sorted.sort_by_key(|e| (e.0, e.1));
         for &(p, b, x) in &sorted {
-            this.add_residual(p, b, x);
+            self.add_residual(p, b, x);
         }
         for &(p, b, _) in &sorted {
-            this.enqueue_if_above(p, b);
+            self.enqueue_if_above(p, b);
         }
-        let stats = this.settle();
-        Ok((this, stats))
+        Ok(self.settle())
     }
 
     /// From now on, operations change the residual but do not push: several
@@ -419,16 +425,7 @@ impl<V: Value> IncrementalRelspace<V> {
             this.check_entry(p, b)?;
             add_sorted(&mut this.scores[p as usize], b, v);
         }
-        let mut sorted: Vec<(u32, u32, V)> = residual.to_vec();
-        sorted.sort_by_key(|e| (e.0, e.1));
-        for &(p, b, v) in &sorted {
-            this.check_entry(p, b)?;
-            this.add_residual(p, b, v);
-        }
-        for &(p, b, _) in &sorted {
-            this.enqueue_if_above(p, b);
-        }
-        let stats = this.settle();
+        let stats = this.seed_residual(residual)?;
         Ok((this, stats))
     }
 

@@ -158,10 +158,6 @@ impl LiveScores {
         self.stats
     }
 
-    pub fn latest(&self) -> Option<DateTime<Utc>> {
-        self.latest
-    }
-
     fn half_life_seconds(&self, c: usize) -> f64 {
         self.model.half_life_days.get(Component::ALL[c]) * 86_400.0
     }
@@ -229,10 +225,6 @@ impl LiveScores {
     fn tolerance_at(&self, origin: DateTime<Utc>, t: DateTime<Utc>) -> Components {
         self.factors(seconds(origin, t), 1.0)
             .map(|f| self.model.live_tolerance * f)
-    }
-
-    pub fn origin(&self) -> Option<DateTime<Utc>> {
-        self.origin
     }
 
     pub(crate) fn checkpoint(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
@@ -438,13 +430,6 @@ impl LiveScores {
         }
     }
 
-    /// Whether `person` is out of the series for want of consent.
-    pub fn is_withdrawn(&self, person: &EntityId) -> bool {
-        self.person_ix
-            .get(person)
-            .is_some_and(|p| self.withdrawn.contains(p))
-    }
-
     /// Bound on `|exact − s|` per relationship, in raw score units at the
     /// latest event time: `Σ_c max_p Σ_b |r_c(p,b)| / (1 − ρ)` in current
     /// units.
@@ -486,26 +471,6 @@ impl LiveScores {
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Some(out)
-    }
-
-    /// One relationship's components at `at` (as [`Self::components_at`]).
-    pub fn components(
-        &self,
-        person: &EntityId,
-        brand: &EntityId,
-        at: DateTime<Utc>,
-    ) -> Option<Components> {
-        let factor = match (self.origin, self.latest) {
-            (Some(o), Some(l)) if at >= l => self.factors(seconds(o, at), -1.0),
-            _ => return None,
-        };
-        let (Some(&p), Some(&b)) = (self.person_ix.get(person), self.brand_ix.get(brand)) else {
-            return Some([0.0; 6]);
-        };
-        if self.withdrawn.contains(&p) {
-            return Some([0.0; 6]);
-        }
-        Some(self.driver.score(p, b).times(&factor))
     }
 
     /// The largest error the live series may carry before a rebuild, in raw

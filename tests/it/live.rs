@@ -5,31 +5,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use fusion::domain::Event;
-use fusion::generate::{GenerateConfig, write_ndjson};
 use fusion::score::{ScoreState, ScoringModel};
 
 use crate::determinism::{random_events, story_events};
+use crate::relspace::generated;
 
 fn model() -> Arc<ScoringModel> {
     Arc::new(ScoringModel::default_model())
-}
-
-fn generated(events: u64, seed: u64) -> Vec<Event> {
-    let config = GenerateConfig {
-        seed,
-        events,
-        people: 400,
-        influencers: 12,
-        brands: 8,
-        ..GenerateConfig::default()
-    };
-    let mut out = Vec::new();
-    write_ndjson(&config, &mut out).unwrap();
-    let values = fusion::ingest::parse_ndjson(&out).unwrap();
-    let (good, bad) = fusion::ingest::validate_all(&values);
-    assert!(bad.is_empty());
-    good.into_iter().map(|(_, e)| e).collect()
 }
 
 /// What the batch driver may miss: its frontier stops below the model's

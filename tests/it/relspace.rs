@@ -40,9 +40,10 @@ fn check(state: &ScoreState, at: DateTime<Utc>, what: &str) {
     }
 }
 
-fn generated(events: u64) -> Vec<Event> {
+/// A small `fusion generate` stream (400 people, 12 influencers, 8 brands).
+pub fn generated(events: u64, seed: u64) -> Vec<Event> {
     let config = GenerateConfig {
-        seed: 3,
+        seed,
         events,
         people: 400,
         influencers: 12,
@@ -89,7 +90,7 @@ fn relspace_equals_the_sequential_walk_on_the_seed_story() {
 
 #[test]
 fn relspace_equals_the_sequential_walk_on_a_generated_stream() {
-    let events = generated(6_000);
+    let events = generated(6_000, 3);
     let last = events.iter().map(|e| e.time).max().unwrap();
     let state = ScoreState::build(model(), vec![], events);
     for days in [0, 10, 40] {
@@ -114,7 +115,7 @@ fn at_threads(state: &ScoreState, at: DateTime<Utc>, n: usize) -> BatchScores {
 
 #[test]
 fn relspace_gives_the_same_bits_at_one_and_two_threads() {
-    let events = generated(6_000);
+    let events = generated(6_000, 3);
     let last = events.iter().map(|e| e.time).max().unwrap();
     let state = ScoreState::build(model(), vec![], events);
     let one = bits(&at_threads(&state, last, 1));
