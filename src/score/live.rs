@@ -85,8 +85,6 @@ pub struct LiveScores {
     latest: Option<DateTime<Utc>>,
     withdrawn: FxHashSet<u32>,
     stats: LiveStats,
-    /// [`Self::error_bound`] at the last drift check.
-    checked_bound: f64,
 }
 
 /// Events between two checkpoints (canonical positions).
@@ -150,7 +148,6 @@ impl LiveScores {
             latest: None,
             withdrawn: FxHashSet::default(),
             stats: LiveStats::default(),
-            checked_bound: 0.0,
         }
     }
 
@@ -481,9 +478,8 @@ impl LiveScores {
 
     /// The drift check: measures the bound and says whether it is past
     /// [`Self::max_error`] (then the state rebuilds the series).
-    pub(crate) fn check_drift(&mut self) -> bool {
-        self.checked_bound = self.error_bound();
-        self.checked_bound > self.max_error()
+    pub(crate) fn check_drift(&self) -> bool {
+        self.error_bound() > self.max_error()
     }
 
     /// Counts a rebuild forced by the drift check.
