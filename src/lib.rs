@@ -6,12 +6,15 @@
 //! - [`sentiment`]: VADER sentiment of post and review text.
 //! - [`graph`]: the entity graph (petgraph), readable as of any time.
 //! - [`score`]: scoring model, impulses, decay, propagation, explanations.
-//! - [`store`]: the `EventStore` trait (the event log) and its backends.
+//! - [`store`]: the `EventStore` trait (the event log) and its backends;
+//!   `KeyStore` (API keys, secrets, the erasure audit).
+//! - [`auth`]: API keys, roles, sessions: who may do what.
 //! - [`engine`]: owns the derived state; where ingest meets scoring.
 //! - [`http`]: the actix-web service.
 //! - [`generate`]: a synthetic, reproducible event stream for benches and demos.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
+pub mod auth;
 pub mod cli;
 pub mod domain;
 pub mod engine;

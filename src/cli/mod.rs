@@ -12,10 +12,12 @@ use clap::{Parser, Subcommand};
 
 use crate::engine::Engine;
 use crate::score::ScoringModel;
-use crate::store::{Backend, EmbeddedStore, PostgresStore};
+use crate::store::keys::KeyFile;
+use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
 
 pub mod generate;
 pub mod ingest;
+pub mod keys;
 pub mod migrate;
 pub mod propagate;
 pub mod rescore;
@@ -52,6 +54,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the propagation core on any weighted directed graph, for checking it against other tools
     Propagate(propagate::PropagateArgs),
+    /// API keys: create (printed once), list, revoke
+    Keys(keys::KeysArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sentiment(args) => sentiment::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Propagate(args) => propagate::run(args),
+        Command::Keys(args) => keys::run(args),
     }
 }
 
@@ -127,6 +132,20 @@ pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>
         .await
         .with_context(|| format!("failed to load the events from {place}"))?;
     Ok(Arc::new(engine))
+}
+
+/// The key store beside the event store `args` names: PostgreSQL's tables
+/// (applying migrations), else `keys.redb` in the data directory, which does
+/// not touch the event log (so it works while `serve` holds it).
+pub async fn open_keys(args: &StoreArgs) -> anyhow::Result<Keys> {
+    Ok(match &args.database_url {
+        Some(url) => Keys::Postgres(
+            PostgresStore::connect(url)
+                .await
+                .context("failed to open the PostgreSQL store")?,
+        ),
+        None => Keys::File(KeyFile::in_dir(&args.data_dir)),
+    })
 }
 
 /// A multi-threaded tokio runtime for the commands that do not serve HTTP.

@@ -18,10 +18,12 @@ use crate::domain::{Entity, EntityId, Event};
 
 pub mod backend;
 pub mod embedded;
+pub mod keys;
 pub mod postgres;
 
 pub use backend::Backend;
 pub use embedded::EmbeddedStore;
+pub use keys::{KeyStore, Keys};
 pub use postgres::PostgresStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_relationship_scores",
         include_str!("migrations/0002_relationship_scores.sql"),
     ),
+    (
+        "0004_security",
+        include_str!("migrations/0004_security.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

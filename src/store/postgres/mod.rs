@@ -32,6 +32,7 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use super::{Appended, EventStore, ScoreRow, StoreError};
 use crate::domain::{Entity, EntityId, Event};
 
+mod keys;
 mod migrate;
 
 /// Most events folded into one commit; bounds the size of a transaction and
