@@ -170,7 +170,9 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
         for tx in waiting {
             let _ = tx.send(());
         }
+        crate::telemetry::live_synced(derived.read().live_synced());
         next = sync_live(&derived, &rx);
+        crate::telemetry::live_synced(derived.read().live_synced());
     }
 }
 
@@ -316,8 +318,10 @@ impl<S: EventStore> Engine<S> {
         }
         rejected.sort_by_key(|r| r.index);
         if atomic && !rejected.is_empty() {
+            crate::telemetry::record_rejections(&rejected);
             return Err(EngineError::AtomicRejected(rejected));
         }
+        let committing = Instant::now();
         let (appended, good) = if good.is_empty() {
             (
                 crate::store::Appended {
@@ -340,17 +344,22 @@ impl<S: EventStore> Engine<S> {
                 .filter_map(|(e, &ins)| (ins || !state.contains(&e.id)).then_some(e))
                 .collect()
         };
+        if !appended.inserted.is_empty() {
+            crate::telemetry::record_commit(committing.elapsed());
+        }
         let report = IngestReport {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
             rejected,
         };
+        crate::telemetry::record_ingest(&report);
         Ok((report, new))
     }
 
     /// Folds stored events into the state (on the fold thread) and returns
     /// once they are readable.
     pub async fn fold_stored(&self, events: Vec<Event>) {
+        let _waiting = crate::telemetry::FoldWait::begin(events.len());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self.folder.lock().expect("folder lock").send((events, tx));
         if sent.is_ok() {

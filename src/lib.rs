@@ -11,6 +11,8 @@
 //! - [`auth`]: API keys, roles, sessions: who may do what.
 //! - [`engine`]: owns the derived state; where ingest meets scoring.
 //! - [`http`]: the actix-web service.
+//! - [`telemetry`]: metric names, their recording helpers, log set-up.
+//! - [`tls`]: the HTTPS server configuration.
 //! - [`generate`]: a synthetic, reproducible event stream for benches and demos.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
@@ -25,3 +27,5 @@ pub mod ingest;
 pub mod score;
 pub mod sentiment;
 pub mod store;
+pub mod telemetry;
+pub mod tls;

@@ -38,6 +38,17 @@ pub struct IngestArgs {
     /// Send to a running server (e.g. http://127.0.0.1:8080) instead of the store
     #[arg(long)]
     pub server: Option<String>,
+    /// API key for --server (an ingest or admin key)
+    #[arg(
+        long,
+        env = "FUSION_API_KEY",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    pub api_key: Option<String>,
+    /// Trust this PEM CA certificate for an https --server (else the web's usual roots)
+    #[arg(long, requires = "server")]
+    pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -202,7 +213,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let total_bytes: Option<u64> = inputs.iter().map(|(_, len, _)| *len).sum();
     let bar = progress(total_bytes);
     let totals = match &args.server {
-        Some(url) => ingest_server(url, inputs, &bar)?,
+        Some(url) => ingest_server(
+            url,
+            args.api_key.as_deref(),
+            args.ca_cert.as_deref(),
+            inputs,
+            &bar,
+        )?,
         None => ingest_local(&args.store, inputs, &bar)?,
     };
     bar.finish_and_clear();
@@ -260,12 +277,32 @@ fn ingest_local(
     })
 }
 
-fn ingest_server(url: &str, inputs: Vec<Input>, bar: &ProgressBar) -> anyhow::Result<Totals> {
+/// An HTTP client for `--server`: trusts `ca_cert` when given.
+pub fn http_agent(ca_cert: Option<&std::path::Path>) -> anyhow::Result<ureq::Agent> {
+    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        let cert = ureq::tls::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                .build(),
+        );
+    }
+    Ok(config.build().into())
+}
+
+fn ingest_server(
+    url: &str,
+    api_key: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+    inputs: Vec<Input>,
+    bar: &ProgressBar,
+) -> anyhow::Result<Totals> {
     let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = http_agent(ca_cert)?;
     let mut totals = Totals::default();
     let mut failure: Option<anyhow::Error> = None;
     for (r, _, source) in inputs {
@@ -283,7 +320,7 @@ fn ingest_server(url: &str, inputs: Vec<Input>, bar: &ProgressBar) -> anyhow::Re
                 body.push(b'\n');
             }
             let lines: Vec<usize> = keep.iter().map(|&i| b.lines[i]).collect();
-            match send(&agent, &endpoint, body) {
+            match send(&agent, &endpoint, api_key, body) {
                 Ok(report) => {
                     totals.accepted += report.0;
                     totals.duplicates += report.1;
@@ -303,25 +340,52 @@ fn ingest_server(url: &str, inputs: Vec<Input>, bar: &ProgressBar) -> anyhow::Re
     Ok(totals)
 }
 
+/// How often a batch is sent again after 429 or 503 before giving up.
+const RETRIES: u32 = 20;
+
 fn send(
     agent: &ureq::Agent,
     endpoint: &str,
+    api_key: Option<&str>,
     body: Vec<u8>,
 ) -> anyhow::Result<(usize, usize, Vec<Rejection>)> {
-    let mut resp = agent
-        .post(endpoint)
-        .header("Content-Type", "application/x-ndjson")
-        .send(&body[..])
-        .with_context(|| format!("cannot reach {endpoint}"))?;
-    let status = resp.status();
-    let mut text = String::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_string(&mut text)
-        .context("cannot read the server's answer")?;
-    if !status.is_success() {
-        bail!("the server answered {status}: {text}");
-    }
+    let mut attempt = 0;
+    let text = loop {
+        let mut req = agent
+            .post(endpoint)
+            .header("Content-Type", "application/x-ndjson");
+        if let Some(key) = api_key {
+            req = req.header("Authorization", &format!("Bearer {key}"));
+        }
+        let mut resp = req
+            .send(&body[..])
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut text = String::new();
+        resp.body_mut()
+            .as_reader()
+            .read_to_string(&mut text)
+            .context("cannot read the server's answer")?;
+        // Past a rate limit, or the store is briefly away: the batch was not
+        // stored, so waiting as told and sending it again is safe (and an
+        // id sent twice is one event anyway).
+        if matches!(status.as_u16(), 429 | 503) && attempt < RETRIES {
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_secs(
+                retry_after.unwrap_or(1).clamp(1, 60),
+            ));
+            continue;
+        }
+        if !status.is_success() {
+            bail!("the server answered {status}: {text}");
+        }
+        break text;
+    };
     let v: Value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
     let count = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
     let rejected = v

@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::score::ScoringModel;
 use crate::store::keys::KeyFile;
 use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
+use crate::telemetry::LogFormat;
 
 pub mod generate;
 pub mod ingest;
@@ -34,6 +35,15 @@ pub mod serve;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text or as JSON objects (with the request id and route)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "FUSION_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,7 +69,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging();
+    crate::telemetry::init_logging(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Ingest(args) => ingest::run(args),
@@ -71,15 +81,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Propagate(args) => propagate::run(args),
         Command::Keys(args) => keys::run(args),
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Where the store and model are, shared by every command that opens them.
@@ -108,11 +109,10 @@ pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
     Ok(Arc::new(model))
 }
 
-/// Opens the store (PostgreSQL when a database URL is given, applying its
-/// migrations; else the embedded one) and replays it into an engine.
-pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
-    let model = load_model(args.model.as_deref())?;
-    let (store, place) = match &args.database_url {
+/// Opens the store: PostgreSQL when a database URL is given (applying its
+/// migrations), else the embedded one. Answers it and how to name it.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<(Backend, String)> {
+    Ok(match &args.database_url {
         Some(url) => (
             Backend::Postgres(
                 PostgresStore::connect(url)
@@ -127,11 +127,26 @@ pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>
             })?),
             args.data_dir.display().to_string(),
         ),
-    };
+    })
+}
+
+/// Replays a store into an engine.
+pub async fn engine_on(
+    store: Backend,
+    place: &str,
+    model: Option<&Path>,
+) -> anyhow::Result<Arc<Engine<Backend>>> {
+    let model = load_model(model)?;
     let engine = Engine::open(store, model)
         .await
         .with_context(|| format!("failed to load the events from {place}"))?;
     Ok(Arc::new(engine))
+}
+
+/// Opens the store and replays it into an engine.
+pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
+    let (store, place) = open_store(args).await?;
+    engine_on(store, &place, args.model.as_deref()).await
 }
 
 /// The key store beside the event store `args` names: PostgreSQL's tables

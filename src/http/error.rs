@@ -33,6 +33,19 @@ pub enum ApiError {
     Unprocessable(String, Vec<ProblemItem>),
     #[error("the event store is unavailable; retry later")]
     Unavailable,
+    /// No credentials, or ones that are not valid (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials without the role the route needs, or a missing
+    /// CSRF token or a foreign `Origin` (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Past a rate limit; the client may retry after this many seconds (429).
+    #[error("too many requests; retry after {0} s")]
+    TooManyRequests(u64),
+    /// A `Host` this service does not answer for (421).
+    #[error("{0}")]
+    Misdirected(String),
     #[error("internal error")]
     Internal,
 }
@@ -58,6 +71,10 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::Unprocessable(..) => "invalid-events",
             ApiError::Unavailable => "store-unavailable",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests(_) => "rate-limited",
+            ApiError::Misdirected(_) => "misdirected-request",
             ApiError::Internal => "internal",
         }
     }
@@ -69,6 +86,10 @@ impl ApiError {
             ApiError::NotFound(_) => "Not found",
             ApiError::Unprocessable(..) => "Invalid events",
             ApiError::Unavailable => "Service unavailable",
+            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::TooManyRequests(_) => "Too many requests",
+            ApiError::Misdirected(_) => "Misdirected request",
             ApiError::Internal => "Internal error",
         }
     }
@@ -108,6 +129,7 @@ impl From<BodyError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        crate::telemetry::record_store_error(&e);
         match e {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "event store unavailable");
@@ -157,6 +179,10 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -176,8 +202,17 @@ impl ResponseError for ApiError {
         };
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.insert_header(("Retry-After", "5"));
+        match self {
+            ApiError::Unavailable => {
+                resp.insert_header(("Retry-After", "5"));
+            }
+            ApiError::TooManyRequests(secs) => {
+                resp.insert_header(("Retry-After", secs.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                resp.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            _ => {}
         }
         resp.body(serde_json::to_string(&body).unwrap_or_default())
     }

@@ -22,7 +22,16 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
         .route("/v1/events", web::post().to(post_events::<S>))
         .route("/v1/entities/{id}", web::put().to(put_entity::<S>))
         .route("/v1/entities/{id}", web::get().to(get_entity::<S>))
-        .route("/v1/entities/{id}", web::delete().to(delete_entity::<S>))
+        .route(
+            "/v1/entities/{id}",
+            web::delete().to(super::privacy::erase_entity::<S>),
+        )
+        .route(
+            "/v1/entities/{id}/export",
+            web::get().to(super::privacy::export_entity::<S>),
+        )
+        .route("/v1/session", web::post().to(super::auth::create_session))
+        .route("/v1/session", web::delete().to(super::auth::delete_session))
         .route(
             "/v1/entities/{id}/events",
             web::get().to(entity_events::<S>),
@@ -45,7 +54,7 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
 
 type Eng<S> = web::Data<Engine<S>>;
 
-fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
+pub(super) fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
     EntityId::new(s).map_err(|e| ApiError::field(field, format!("bad id: {e}")))
 }
 
@@ -204,7 +213,7 @@ fn components_view(c: &crate::score::Components) -> ComponentsView {
 
 /// The answer of `GET /v1/relationships/{person}/{brand}` (API.md).
 #[derive(Serialize)]
-struct RelationshipView<'a> {
+pub(super) struct RelationshipView<'a> {
     person: &'a EntityId,
     brand: &'a EntityId,
     score: f64,
@@ -217,7 +226,7 @@ struct RelationshipView<'a> {
     contributions: &'a [crate::score::Contribution],
 }
 
-fn relationship_view<'a>(
+pub(super) fn relationship_view<'a>(
     e: &'a Explanation,
     trend: &'a crate::engine::Trend,
 ) -> RelationshipView<'a> {
@@ -689,15 +698,6 @@ async fn entity_events<S: EventStore>(
         .map(|&p| ingest::to_wire(state.event_at(p)))
         .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next_cursor})))
-}
-
-async fn delete_entity<S: EventStore>(
-    engine: Eng<S>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = entity_id("id", &path)?;
-    let removed = engine.erase(&id).await?;
-    Ok(HttpResponse::Ok().json(json!({"erased": id, "events_removed": removed})))
 }
 
 async fn rescore<S: EventStore>(engine: Eng<S>) -> Result<HttpResponse, ApiError> {

@@ -170,7 +170,7 @@ fn fields_of(t: EventType) -> &'static [(&'static str, bool)] {
 }
 
 /// Every field name any event may carry (for the unknown-field message).
-const ALL_FIELDS: &[&str] = &[
+pub const ALL_FIELDS: &[&str] = &[
     "id",
     "type",
     "time",

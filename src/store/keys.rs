@@ -100,59 +100,54 @@ pub enum Keys {
     Postgres(PostgresStore),
 }
 
+impl Keys {
+    /// The key store that goes with an event store: PostgreSQL's own
+    /// tables, or `keys.redb` in the embedded store's directory.
+    pub fn beside(store: &super::Backend, data_dir: &Path) -> Keys {
+        match store {
+            super::Backend::Postgres(pg) => Keys::Postgres(pg.clone()),
+            super::Backend::Embedded(_) => Keys::File(KeyFile::in_dir(data_dir)),
+        }
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
-        async move {
-            match $self {
-                Keys::File($s) => $call.await,
-                Keys::Postgres($s) => $call.await,
-            }
+        match $self {
+            Keys::File($s) => $call.await,
+            Keys::Postgres($s) => $call.await,
         }
     };
 }
 
 impl KeyStore for Keys {
-    fn create_key(&self, record: KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn create_key(&self, record: KeyRecord) -> Result<(), StoreError> {
         delegate!(self, s => s.create_key(record))
     }
-    fn keys(&self) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send {
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         delegate!(self, s => s.keys())
     }
-    fn revoke_key(
-        &self,
-        id: &KeyId,
-        at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, StoreError> {
         delegate!(self, s => s.revoke_key(id, at))
     }
-    fn note_key_use(
-        &self,
-        uses: Vec<(KeyId, DateTime<Utc>)>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn note_key_use(&self, uses: Vec<(KeyId, DateTime<Utc>)>) -> Result<(), StoreError> {
         delegate!(self, s => s.note_key_use(uses))
     }
-    fn secret(
-        &self,
-        name: &'static str,
-    ) -> impl Future<Output = Result<[u8; 32], StoreError>> + Send {
+    async fn secret(&self, name: &'static str) -> Result<[u8; 32], StoreError> {
         delegate!(self, s => s.secret(name))
     }
-    fn begin_erasure(
+    async fn begin_erasure(
         &self,
         at: DateTime<Utc>,
         key_id: Option<KeyId>,
         subject_hash: String,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+    ) -> Result<u64, StoreError> {
         delegate!(self, s => s.begin_erasure(at, key_id, subject_hash))
     }
-    fn finish_erasure(
-        &self,
-        audit: u64,
-        events: u64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn finish_erasure(&self, audit: u64, events: u64) -> Result<(), StoreError> {
         delegate!(self, s => s.finish_erasure(audit, events))
     }
-    fn erasures(&self) -> impl Future<Output = Result<Vec<ErasureRecord>, StoreError>> + Send {
+    async fn erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
         delegate!(self, s => s.erasures())
     }
 }

@@ -363,7 +363,10 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
     );
     let mut all = [a.unwrap(), b.unwrap()].concat();
     all.sort();
-    assert_eq!(all, ["0001_events", "0002_relationship_scores"]);
+    assert_eq!(
+        all,
+        ["0001_events", "0002_relationship_scores", "0004_security"]
+    );
     assert!(PostgresStore::migrate(&db.url).await.unwrap().is_empty());
     // connect migrates too, and finds nothing left to do.
     let store = PostgresStore::connect(&db.url).await.unwrap();
@@ -375,7 +378,7 @@ const TOP_ADVOCATES: &str = "SELECT person, score FROM relationship_scores \
     WHERE brand = $1 ORDER BY score DESC, person LIMIT 10";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn materialised_scores_are_upserted_and_readable_with_sql() {
+async fn materialised_scores_are_replaced_and_readable_with_sql() {
     let db = TestDb::new().await;
     let store = PostgresStore::connect(&db.url).await.unwrap();
     store
@@ -389,8 +392,14 @@ async fn materialised_scores_are_upserted_and_readable_with_sql() {
         ])
         .await
         .unwrap();
+    // A refresh replaces the table: what it does not name is gone.
     store
-        .write_scores(&[score("ann", "knit", 95.0)])
+        .write_scores(&[
+            score("ann", "knit", 95.0),
+            score("bob", "knit", 80.0),
+            score("cat", "knit", 10.0),
+            score("ann", "bistro", 90.0),
+        ])
         .await
         .unwrap();
 
@@ -444,7 +453,8 @@ async fn schema_is_documented_in_the_database() {
         .query(
             "SELECT c.table_name || '.' || c.column_name FROM information_schema.columns c \
              WHERE c.table_schema = 'public' \
-               AND c.table_name IN ('events', 'entities', 'relationship_scores') \
+               AND c.table_name IN ('events', 'entities', 'relationship_scores', \
+                                    'api_keys', 'fusion_secrets', 'erasure_audit') \
                AND col_description((quote_ident(c.table_name))::regclass, c.ordinal_position) IS NULL \
                AND c.column_name <> 'id'",
             &[],

@@ -137,6 +137,15 @@ ON CONFLICT (person, brand) DO UPDATE SET
     sales = EXCLUDED.sales, service = EXCLUDED.service, engagement = EXCLUDED.engagement,
     influence = EXCLUDED.influence, values_ = EXCLUDED.values_, as_of = EXCLUDED.as_of";
 
+/// After the upsert of a refresh: the rows of relationships the refresh
+/// does not hold (an anti-join against the staged rows, still there until
+/// the commit).
+const DELETE_VANISHED_SCORES: &str = "
+DELETE FROM relationship_scores s
+WHERE NOT EXISTS (
+    SELECT 1 FROM fusion_score_stage st WHERE st.person = s.person AND st.brand = s.brand
+)";
+
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
 /// The PostgreSQL backend. Cheap to clone: clones share the pool and the
@@ -177,13 +186,14 @@ impl PostgresStore {
         migrate::apply(&pool).await
     }
 
-    /// Upserts materialised relationship scores, all in one transaction so a
-    /// reader sees the whole refresh or none of it. A relationship named twice
-    /// keeps its last row.
+    /// Replaces the materialised relationship scores with `rows`, all in
+    /// one transaction so a reader sees the whole refresh or none of it: rows
+    /// are upserted, and every row of a relationship not in `rows` is
+    /// deleted (a relationship can vanish without its entity being erased:
+    /// consent withdrawn, or it existed only through an erased influencer;
+    /// keeping its row would leak it). A relationship named twice keeps its
+    /// last row.
     pub async fn write_scores(&self, rows: &[ScoreRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let sink = tx.copy_in(COPY_SCORES).await.map_err(pg_error)?;
@@ -213,6 +223,11 @@ impl PostgresStore {
         writer.finish().await.map_err(pg_error)?;
         let upsert = tx.prepare_cached(UPSERT_SCORES).await.map_err(pg_error)?;
         tx.execute(&upsert, &[]).await.map_err(pg_error)?;
+        let vanished = tx
+            .prepare_cached(DELETE_VANISHED_SCORES)
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&vanished, &[]).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 
