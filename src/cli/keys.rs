@@ -14,8 +14,6 @@ use crate::store::{KeyStore, Keys};
 pub struct KeysArgs {
     #[command(subcommand)]
     pub command: KeysCommand,
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -28,28 +26,39 @@ pub enum KeysCommand {
         /// When the key stops working: a duration such as 90d or 12h, or an RFC 3339 time
         #[arg(long)]
         expires: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// List every key: id, role, created, expires, last used, state
     List {
         /// One JSON object per line instead of a table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Revoke a key; every server refuses it within seconds
     Revoke {
         /// The key id (the part after `fsk_`, as `list` shows it)
         id: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let keys = super::open_keys(&args.store).await?;
         match args.command {
-            KeysCommand::Create { role, expires } => create(&keys, role, expires.as_deref()).await,
-            KeysCommand::List { json } => list(&keys, json).await,
-            KeysCommand::Revoke { id } => revoke(&keys, &id).await,
+            KeysCommand::Create {
+                role,
+                expires,
+                store,
+            } => create(&super::open_keys(&store).await?, role, expires.as_deref()).await,
+            KeysCommand::List { json, store } => list(&super::open_keys(&store).await?, json).await,
+            KeysCommand::Revoke { id, store } => {
+                revoke(&super::open_keys(&store).await?, &id).await
+            }
         }
     })
 }

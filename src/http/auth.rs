@@ -188,7 +188,7 @@ pub async fn keep_keyring(security: Arc<Security>) {
     }
 }
 
-/// The middleware: Host/Origin, credentials, role, CSRF, rate limits.
+/// The middleware: credentials, role, CSRF, rate limits.
 /// On success the request carries its `Principal` (absent when open or
 /// public). A refusal is answered here as a response (not an `Err`), so
 /// the outer middleware still sees it and gives it the request id.
@@ -207,7 +207,6 @@ fn admit(req: &ServiceRequest) -> Result<(), ApiError> {
         .app_data::<web::Data<Security>>()
         .cloned()
         .expect("Security is registered with the app");
-    security.edge.check(req)?;
     let pattern = req.match_pattern();
     let need = need_of(req.method(), pattern.as_deref(), req.path());
     let address = req.peer_addr().map(|a| a.ip());

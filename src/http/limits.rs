@@ -11,8 +11,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 
-use actix_web::dev::ServiceRequest;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::web;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -177,17 +180,40 @@ impl Edge {
             )));
         }
         if let Some(origin) = req.headers().get(header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-            let same_site = origin
-                .split_once("://")
-                .is_some_and(|(_, authority)| self.allows_host(authority));
-            if !same_site && !self.cors_origins.iter().any(|o| o == origin) {
+            let origin = origin.to_str().unwrap_or("");
+            if !self.allows_origin(origin) {
                 return Err(ApiError::Forbidden(format!(
                     "requests from origin {origin:?} are not allowed; add it to cors_origins"
                 )));
             }
         }
         Ok(())
+    }
+
+    /// Whether pages of `origin` may call: the service's own (an allowed
+    /// host), or a configured CORS origin.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/');
+        let same_site = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| self.allows_host(authority));
+        same_site || self.cors_origins.iter().any(|o| o == origin)
+    }
+}
+
+/// The middleware of the Host and Origin checks; outside CORS, so a
+/// foreign origin gets the same 403 whether CORS is configured or not.
+pub async fn check_edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
+    let edge = req
+        .app_data::<web::Data<super::Security>>()
+        .map(|s| s.edge.check(&req))
+        .unwrap_or(Ok(()));
+    match edge {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(refusal) => Ok(req.error_response(refusal).map_into_right_body()),
     }
 }
 

@@ -5,9 +5,9 @@
 //! does.
 //!
 //! Middleware, outermost first: `observe` (request id, span, access log,
-//! latency, `request_id` in problem bodies), CORS (only with allowed
-//! origins configured), `auth::authorize` (Host/Origin, credentials, role,
-//! CSRF, rate limits).
+//! latency, `request_id` in problem bodies), `limits::check_edge` (Host and
+//! Origin), CORS (only with allowed origins configured), `auth::authorize`
+//! (credentials, role, CSRF, rate limits).
 
 pub mod auth;
 mod cache;
@@ -94,8 +94,12 @@ pub fn configure<S: EventStore>(
     }
 }
 
-fn cors(origins: &[String]) -> actix_cors::Cors {
-    let mut cors = actix_cors::Cors::default()
+/// CORS for the configured origins (and the service's own, whose pages
+/// send `Origin` on their own requests).
+fn cors(edge: &limits::Edge) -> actix_cors::Cors {
+    let edge = edge.clone();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| origin.to_str().is_ok_and(|o| edge.allows_origin(o)))
         .allowed_methods(["GET", "POST", "PUT", "DELETE"])
         .allowed_headers([
             actix_web::http::header::AUTHORIZATION,
@@ -110,11 +114,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         ])
         .expose_headers([observe::REQUEST_ID_HEADER])
         .supports_credentials()
-        .max_age(600);
-    for o in origins {
-        cors = cors.allowed_origin(o);
-    }
-    cors
+        .max_age(600)
 }
 
 /// Runs the service until it is stopped. On SIGTERM (or Ctrl-C) it stops
@@ -133,10 +133,11 @@ pub async fn serve<S: EventStore>(
     let metrics_here = options.metrics_bind.is_none();
     let app_engine = Arc::clone(&engine);
     let server = HttpServer::new(move || {
-        let origins = &security.edge.cors_origins;
+        let with_cors = !security.edge.cors_origins.is_empty();
         App::new()
             .wrap(from_fn(auth::authorize))
-            .wrap(Condition::new(!origins.is_empty(), cors(origins)))
+            .wrap(Condition::new(with_cors, cors(&security.edge)))
+            .wrap(from_fn(limits::check_edge))
             .wrap(from_fn(observe::observe))
             .configure(configure(
                 Arc::clone(&app_engine),

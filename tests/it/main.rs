@@ -1,5 +1,6 @@
 //! The one integration-test binary: each module tests one boundary.
 
+mod certs;
 mod determinism;
 mod generate;
 mod http;
@@ -9,6 +10,7 @@ mod pg;
 mod pg_e2e;
 mod propagate;
 mod relspace;
+mod security;
 mod sentiment;
 mod store;
 mod story;

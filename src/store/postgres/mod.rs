@@ -34,6 +34,7 @@ use crate::domain::{Entity, EntityId, Event};
 
 mod keys;
 mod migrate;
+mod tls;
 
 /// Most events folded into one commit; bounds the size of a transaction and
 /// of the staging table.
@@ -397,24 +398,27 @@ fn no_params() -> std::iter::Empty<&'static (dyn ToSql + Sync)> {
 }
 
 fn build_pool(url: &str) -> Result<Pool, StoreError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        StoreError::Internal(format!("invalid database url: {}", describe(&e)))
-    })?;
+    // sslmode=verify-* and sslrootcert are ours to handle (tls.rs).
+    let plan = tls::plan(url)?;
+    let mut config: tokio_postgres::Config =
+        plan.url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::Internal(format!("invalid database url: {}", describe(&e)))
+        })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(POOL_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("fusion");
     }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            // A connection that died while idle (server restart, failover) is
-            // found out by a test query and replaced before anyone uses it.
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
+    let manager_config = ManagerConfig {
+        // A connection that died while idle (server restart, failover) is
+        // found out by a test query and replaced before anyone uses it.
+        recycling_method: RecyclingMethod::Verified,
+    };
+    let manager = match &plan.tls {
+        None => Manager::from_config(config, NoTls, manager_config),
+        Some(check) => Manager::from_config(config, tls::connector(check)?, manager_config),
+    };
     Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
