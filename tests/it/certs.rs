@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 pub struct Pki {
-    pub dir: tempfile::TempDir,
+    /// Holds the files; removed when the `Pki` is dropped.
+    _dir: tempfile::TempDir,
     pub ca_pem: String,
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -40,6 +41,6 @@ pub fn pki(names: &[&str]) -> Pki {
         cert: write("server.pem", &leaf_cert.pem()),
         key: write("server.key", &leaf_key.serialize_pem()),
         ca_pem,
-        dir,
+        _dir: dir,
     }
 }
