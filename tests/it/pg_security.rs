@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::certs::pki;
 use crate::pg::LocalServer;
 use crate::pg_e2e::{Sql, fresh_db, poll};
-use crate::security::{block_on, call, keys};
+use crate::security::{call, keys};
 use crate::support::{Launch, Server, bin, free_port};
 
 fn on_database(dir: &std::path::Path, url: &str, env: &[(&str, &str)]) -> Server {
@@ -237,38 +237,44 @@ fn tls_server(pki: &crate::certs::Pki) -> (LocalServer, u16) {
     (server, port)
 }
 
-#[test]
-fn postgres_over_tls_verifies_the_server_certificate() {
+/// One runtime for the whole test: a store's connections live on the
+/// runtime that opened them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_server_certificate() {
     let pki = pki(&["localhost"]);
     let (server, port) = tls_server(&pki);
-    let db = block_on(server.create_db());
+    let db = server.create_db().await;
     let ca = pki.ca.display().to_string();
     let url = |host: &str, mode: &str, root: &str| {
         format!(
             "host={host} port={port} user=postgres dbname={db} sslmode={mode} sslrootcert={root}"
         )
     };
-    let connect = |u: String| {
-        block_on(async move {
-            let store = PostgresStore::connect(&u).await?;
-            store.count().await?;
-            Ok::<_, StoreError>(store)
-        })
-    };
+    async fn connect(u: String) -> Result<PostgresStore, StoreError> {
+        let store = PostgresStore::connect(&u).await?;
+        store.count().await?;
+        Ok(store)
+    }
 
     // verify-full: the chain and the name.
-    let store = connect(url("localhost", "verify-full", &ca)).unwrap();
-    let sql = Sql::connect(&server.url(&db));
-    let encrypted = sql.count(
-        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-         WHERE s.ssl AND a.application_name = 'fusion' AND a.datname = current_database()",
-        &[],
-    );
+    let store = connect(url("localhost", "verify-full", &ca)).await.unwrap();
+    let sql = crate::pg::client(&server.url(&db)).await;
+    let encrypted: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.application_name = 'fusion' AND a.datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert!(encrypted >= 1, "the pool's connections use TLS");
     drop(store);
     // The certificate names localhost, not 127.0.0.1: verify-full refuses,
     // verify-ca (the chain only) accepts.
-    let wrong_name = connect(url("127.0.0.1", "verify-full", &ca)).unwrap_err();
+    let wrong_name = connect(url("127.0.0.1", "verify-full", &ca))
+        .await
+        .unwrap_err();
     assert!(
         wrong_name
             .to_string()
@@ -276,15 +282,23 @@ fn postgres_over_tls_verifies_the_server_certificate() {
             .contains("certificate"),
         "{wrong_name}"
     );
-    connect(url("127.0.0.1", "verify-ca", &ca)).unwrap();
+    connect(url("127.0.0.1", "verify-ca", &ca)).await.unwrap();
     // Another CA is not trusted, whatever the name.
     let stranger = crate::certs::pki(&["localhost"]);
     let stranger_ca = stranger.ca.display().to_string();
-    assert!(connect(url("localhost", "verify-full", &stranger_ca)).is_err());
-    assert!(connect(url("localhost", "verify-ca", &stranger_ca)).is_err());
+    assert!(
+        connect(url("localhost", "verify-full", &stranger_ca))
+            .await
+            .is_err()
+    );
+    assert!(
+        connect(url("localhost", "verify-ca", &stranger_ca))
+            .await
+            .is_err()
+    );
     // require: encrypted, certificate unchecked (libpq's meaning).
     let require = format!("host=127.0.0.1 port={port} user=postgres dbname={db} sslmode=require");
-    connect(require).unwrap();
+    connect(require).await.unwrap();
 
     // The command line takes the same strings.
     let out = Command::new(bin())
