@@ -13,8 +13,12 @@
 #   https      as open, over HTTPS (a self-signed certificate; wrk keeps
 #              connections, so this is the cost of encryption, not handshakes)
 # ROUNDS rounds of all of them, interleaved, so a noisy neighbour hits each
-# alike. Prints `name=value` lines on stdout (per round, then the ratios of
-# the means); everything else goes to stderr.
+# alike. Two figures per run: requests/s (what a client sees; on a shared
+# machine it moves with the neighbours' load) and the server's CPU time per
+# request (utime + stime of the process over the run, divided by the
+# requests served; far steadier, and the cost this script is about).
+# Prints `name=value` lines on stdout (per round, then the means and the
+# ratios of the means); everything else goes to stderr.
 #
 # Settings (environment): FUSION_BIN (a built binary instead of building
 # release), DURATION (10s), CONNECTIONS (32), THREADS (2), ROUNDS (2),
@@ -111,39 +115,58 @@ measure() { # name scheme [header]
     code=$(curl -sk -o /dev/null -w '%{http_code}' ${header:+-H "$header"} "$scheme://127.0.0.1:$PORT$first")
     [ "$code" = 200 ] || { echo "$name: $first answered $code" >&2; exit 1; }
     echo "wrk $name: $THREADS threads, $CONNECTIONS connections, $DURATION" >&2
+    local before after
+    before=$(cpu_ticks)
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
         ${header:+-H "$header"} -s "$WORK/rotate.lua" "$scheme://127.0.0.1:$PORT/" >"$WORK/wrk.txt"
+    after=$(cpu_ticks)
     cat "$WORK/wrk.txt" >&2
     if grep -q 'Non-2xx' "$WORK/wrk.txt"; then
         echo "$name: wrk saw errors" >&2
         exit 1
     fi
-    awk '/^Requests\/sec:/ { print $2 }' "$WORK/wrk.txt"
+    local rps requests
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$WORK/wrk.txt")
+    requests=$(awk '/requests in/ { print $1 }' "$WORK/wrk.txt")
+    echo "$rps $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
 }
 
-declare -A SUM
+# utime + stime of the server, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"
+}
+
+declare -A RPS CPU
 for round in $(seq 1 "$ROUNDS"); do
     for config in open keys keys_rl https; do
         case $config in
             open) start "$WORK/data" http --rate-per-address 0
-                  rps=$(measure open http) ;;
+                  result=$(measure open http) ;;
             keys) start "$WORK/data-keys" http --rate-per-key 0 --rate-per-address 0
-                  rps=$(measure keys http "Authorization: Bearer $KEY") ;;
+                  result=$(measure keys http "Authorization: Bearer $KEY") ;;
             keys_rl) start "$WORK/data-keys" http --rate-per-key 100000000 --rate-per-address 0
-                  rps=$(measure keys_rl http "Authorization: Bearer $KEY") ;;
+                  result=$(measure keys_rl http "Authorization: Bearer $KEY") ;;
             https) start "$WORK/data" https --rate-per-address 0 \
                       --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
-                  rps=$(measure https https) ;;
+                  result=$(measure https https) ;;
         esac
         stop_server
+        read -r rps cpu <<<"$result"
         echo "${config}_rps_round${round}=$rps"
-        SUM[$config]=$(awk -v a="${SUM[$config]:-0}" -v b="$rps" 'BEGIN { print a + b }')
+        echo "${config}_cpu_us_per_request_round${round}=$cpu"
+        RPS[$config]=$(awk -v a="${RPS[$config]:-0}" -v b="$rps" 'BEGIN { print a + b }')
+        CPU[$config]=$(awk -v a="${CPU[$config]:-0}" -v b="$cpu" 'BEGIN { print a + b }')
     done
 done
-ratio() { awk -v a="${SUM[$1]}" -v b="${SUM[$2]}" 'BEGIN { printf "%.3f", a / b }'; }
+mean() { awk -v a="$1" -v n="$ROUNDS" 'BEGIN { printf "%.1f", a / n }'; }
 for config in open keys keys_rl https; do
-    echo "${config}_rps_mean=$(awk -v a="${SUM[$config]}" -v n="$ROUNDS" 'BEGIN { printf "%.0f", a / n }')"
+    echo "${config}_rps_mean=$(mean "${RPS[$config]}")"
+    echo "${config}_cpu_us_per_request_mean=$(mean "${CPU[$config]}")"
 done
-echo "keys_to_open_ratio=$(ratio keys open)"
-echo "keys_rl_to_open_ratio=$(ratio keys_rl open)"
-echo "https_to_http_ratio=$(ratio https open)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+echo "keys_to_open_rps_ratio=$(ratio "${RPS[keys]}" "${RPS[open]}")"
+echo "keys_to_open_cpu_ratio=$(ratio "${CPU[keys]}" "${CPU[open]}")"
+echo "keys_rl_to_open_cpu_ratio=$(ratio "${CPU[keys_rl]}" "${CPU[open]}")"
+echo "https_to_http_rps_ratio=$(ratio "${RPS[https]}" "${RPS[open]}")"
+echo "https_to_http_cpu_ratio=$(ratio "${CPU[https]}" "${CPU[open]}")"
