@@ -294,6 +294,11 @@ pub fn principal(req: &HttpRequest) -> Option<Principal> {
 
 /// `POST /v1/session`: exchanges the bearer key for a session cookie and
 /// answers the CSRF token.
+#[utoipa::path(post, path = "/v1/session", tag = "session",
+    responses(
+        (status = 200, description = "The session cookies are set (fusion_session, HttpOnly; fusion_csrf); here is the CSRF token", body = super::schema::Session),
+        (status = 400, description = "No API keys are configured", body = super::schema::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create_session(
     req: HttpRequest,
     security: web::Data<Security>,
@@ -336,6 +341,8 @@ pub async fn create_session(
 }
 
 /// `DELETE /v1/session`: signs out (removes both cookies).
+#[utoipa::path(delete, path = "/v1/session", tag = "session",
+    responses((status = 204, description = "Signed out: both cookies removed")))]
 pub async fn delete_session(security: web::Data<Security>) -> HttpResponse {
     let gone = |name: &'static str| {
         let mut c = Cookie::build(name, "")
@@ -351,6 +358,11 @@ pub async fn delete_session(security: web::Data<Security>) -> HttpResponse {
         .cookie(gone(CSRF_COOKIE))
         .finish()
 }
+
+/// The routes of this file in the OpenAPI document (openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_session, delete_session))]
+pub(super) struct SessionApi;
 
 #[cfg(test)]
 mod tests {

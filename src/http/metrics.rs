@@ -13,6 +13,11 @@ use crate::engine::Engine;
 use crate::store::EventStore;
 use crate::telemetry;
 
+/// The route of this file in the OpenAPI document (openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metrics))]
+pub(super) struct MetricsApi;
+
 /// The process's recorder, installed on first use.
 pub fn recorder() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -39,6 +44,9 @@ pub async fn upkeep() {
     }
 }
 
+/// Prometheus text exposition of the service's metrics (docs/security.md lists them).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics<S: EventStore>(engine: web::Data<Engine<S>>) -> HttpResponse {
     {
         let state = engine.state();

@@ -15,8 +15,10 @@ mod error;
 pub mod limits;
 pub mod metrics;
 pub mod observe;
+pub mod openapi;
 mod privacy;
 mod routes;
+mod schema;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +93,7 @@ pub fn configure<S: EventStore>(
             cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
         }
         routes::register::<S>(cfg);
+        openapi::register(cfg);
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::auth::{Security, principal};
 use super::routes::{entity_id, relationship_view};
+use super::schema::{self, Problem};
 use crate::domain::{EntityKind, EventKind};
 use crate::engine::Engine;
 use crate::ingest;
@@ -24,9 +25,21 @@ use crate::store::{EventStore, KeyStore};
 
 type Eng<S> = web::Data<Engine<S>>;
 
+/// The routes of this file in the OpenAPI document (openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(erase_entity, export_entity))]
+pub(super) struct PrivacyApi;
+
 /// Erases an entity. The audit record (key id, time, salted hash of the
 /// id) is written first, so no erasure runs unaudited; the number of
 /// events completes it afterwards.
+#[utoipa::path(delete, path = "/v1/entities/{id}", tag = "privacy",
+    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "Erased, and audited", body = schema::Erasure),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such entity", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn erase_entity<S: EventStore>(
     engine: Eng<S>,
     security: web::Data<Security>,
@@ -56,6 +69,13 @@ pub async fn erase_entity<S: EventStore>(
 /// Everything held about an entity: registration, every event that names
 /// it (as sent, oldest first), its consent history, and every relationship
 /// it is part of with score, components, trend and reasons, now.
+#[utoipa::path(get, path = "/v1/entities/{id}/export", tag = "privacy",
+    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "Everything held about the entity", body = schema::Export),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such entity", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn export_entity<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::Limits;
 use super::cache::ReadCache;
 use super::error::ApiError;
+use super::schema::{self, Problem};
 use crate::domain::{Entity, EntityId, EntityKind};
 use crate::engine::{Engine, RankedRelation};
 use crate::ingest;
@@ -54,6 +55,23 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
 
 type Eng<S> = web::Data<Engine<S>>;
 
+/// The routes of this file in the OpenAPI document (openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    healthz,
+    readyz,
+    post_events,
+    put_entity,
+    get_entity,
+    entity_events,
+    get_relationship,
+    relationship_history,
+    brand_relationships,
+    brand_summary,
+    rescore,
+))]
+pub(super) struct RoutesApi;
+
 pub(super) fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
     EntityId::new(s).map_err(|e| ApiError::field(field, format!("bad id: {e}")))
 }
@@ -72,10 +90,17 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, Api
     .transpose()
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = schema::Health)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store is reachable and the state loaded", body = schema::Ready),
+        (status = 503, description = "The event store is unreachable", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
     match engine.store().ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({
@@ -102,6 +127,17 @@ struct IngestQuery {
     atomic: bool,
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    params(("atomic" = Option<bool>, Query, description = "Any invalid event rejects the whole request (422) and nothing is stored")),
+    request_body(description = "One event, a JSON array of events, or NDJSON (one event per line)",
+        content((schema::EventsBody = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "Answered once the accepted events are durable", body = schema::IngestReport),
+        (status = 400, description = "Malformed JSON or NDJSON; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON or NDJSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Atomic request with invalid events; nothing was stored", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn post_events<S: EventStore>(
     engine: Eng<S>,
     limits: web::Data<Limits>,
@@ -150,6 +186,16 @@ struct EntityBody {
     interests: Vec<String>,
 }
 
+#[utoipa::path(put, path = "/v1/entities/{id}", tag = "entities",
+    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    request_body(content = schema::EntityBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Registered", body = schema::Entity),
+        (status = 400, description = "A bad id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is known as another kind", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_entity<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -256,6 +302,20 @@ fn now_to_the_second() -> DateTime<Utc> {
     DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }
 
+#[utoipa::path(get, path = "/v1/relationships/{person}/{brand}", tag = "scores",
+    params(
+        ("person" = String, Path, example = "artist", description = "Person id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("at" = Option<String>, Query, description = "Evaluation time, RFC 3339 (default: now, to the second)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The score with its trend and reasons", body = schema::Relationship,
+            headers(("ETag" = String, description = "Changes when the answer may change"))),
+        (status = 304, description = "Not modified since the ETag sent"),
+        (status = 400, description = "A bad id or time", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No relationship between them as of that time", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_relationship<S: EventStore>(
     engine: Eng<S>,
     cache: web::Data<ReadCache>,
@@ -316,7 +376,8 @@ struct HistoryQuery {
 
 /// `1d`, `6h`, `30m`, `3600s`.
 fn parse_step(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    // The unit is the last character, which need not be one byte.
+    let (num, unit) = s.split_at(s.char_indices().last()?.0);
     let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
     match unit {
         "d" => Some(Duration::days(n)),
@@ -329,6 +390,19 @@ fn parse_step(s: &str) -> Option<Duration> {
 
 const MAX_HISTORY_POINTS: i64 = 1000;
 
+#[utoipa::path(get, path = "/v1/relationships/{person}/{brand}/history", tag = "scores",
+    params(
+        ("person" = String, Path, example = "artist", description = "Person id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("from" = Option<String>, Query, description = "RFC 3339 (default: 30 days before `to`)"),
+        ("to" = Option<String>, Query, description = "RFC 3339 (default: now)"),
+        ("step" = Option<String>, Query, description = "1d, 6h, 30m or 60s (default 1d); at most 1000 points"),
+    ),
+    responses(
+        (status = 200, description = "The score at each step", body = Vec<schema::HistoryPoint>),
+        (status = 400, description = "A bad id, time or step", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No relationship between them", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn relationship_history<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<(String, String)>,
@@ -413,6 +487,21 @@ fn decode_cursor(s: &str) -> Option<(f64, EntityId)> {
     Some((value, EntityId::new(person).ok()?))
 }
 
+#[utoipa::path(get, path = "/v1/brands/{brand}/relationships", tag = "scores",
+    params(
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("sort" = Option<String>, Query, description = "-score (default), score, -trend7d or trend7d"),
+        ("kind" = Option<String>, Query, description = "consumer or influencer"),
+        ("min_score" = Option<f64>, Query, description = "Only scores at or above"),
+        ("max_score" = Option<f64>, Query, description = "Only scores at or below"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The brand's relationships, ranked", body = schema::Listing),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such brand", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn brand_relationships<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -526,6 +615,13 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+#[utoipa::path(get, path = "/v1/brands/{brand}", tag = "scores",
+    params(("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "Relationship count, score distribution, service KPIs, sales", body = schema::BrandSummary),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such brand", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn brand_summary<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -590,6 +686,13 @@ async fn brand_summary<S: EventStore>(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/entities/{id}", tag = "entities",
+    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "The 360° view", body = schema::EntityView),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such entity", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_entity<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -666,6 +769,17 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/entities/{id}/events", tag = "entities",
+    params(
+        ("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the timeline, newest first", body = schema::Timeline),
+        (status = 400, description = "A bad id, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such entity", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn entity_events<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -700,6 +814,8 @@ async fn entity_events<S: EventStore>(
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next_cursor})))
 }
 
+#[utoipa::path(post, path = "/v1/admin/rescore", tag = "operations",
+    responses((status = 200, description = "Recomputed from the log; how far the live scores had drifted", body = schema::RescoreReport)))]
 async fn rescore<S: EventStore>(engine: Eng<S>) -> Result<HttpResponse, ApiError> {
     let engine = engine.into_inner();
     let report = engine.rescore(Utc::now(), true).await?;

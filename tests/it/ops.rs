@@ -333,3 +333,49 @@ fn pki_agent(ca_pem: &str) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// Every operation the served spec describes is a registered route (the
+/// latency metric labels each request with the route pattern it matched,
+/// `unmatched` when none did), and the spec names exactly the access
+/// table's routes (unit-tested in openapi.rs): so a route cannot be
+/// registered without being described and given an access rule.
+#[test]
+fn every_operation_of_the_served_spec_is_a_registered_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let spec = s.get("/openapi.json");
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.body["openapi"], "3.1.0");
+    let mut operations = Vec::new();
+    for (path, item) in spec.body["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let concrete = path
+                .replace("{id}", "artist")
+                .replace("{person}", "artist")
+                .replace("{brand}", "sweater");
+            let r = s.request(&method, &concrete, &[], None);
+            assert_ne!(r.status, 405, "{method} {path}");
+            operations.push((method, path.clone()));
+        }
+    }
+    assert!(operations.len() >= 16, "{operations:?}");
+    let metrics = scrape(&s);
+    for (method, path) in &operations {
+        assert!(
+            metric(
+                &metrics,
+                "fusion_http_request_duration_seconds_count",
+                &[("method", method), ("route", path)]
+            ) >= 1.0,
+            "{method} {path} did not reach its route"
+        );
+    }
+    // The reference page is served from the binary.
+    let page = s.get("/docs/");
+    assert_eq!(page.status, 200);
+    assert!(page.content_type.starts_with("text/html"));
+    let css = s.get("/docs/swagger-ui.css");
+    assert_eq!(css.status, 200);
+    assert!(css.content_type.starts_with("text/css"));
+}
