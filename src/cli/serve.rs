@@ -114,7 +114,7 @@ fn merge_config(args: &mut ServeArgs, path: &Path) -> anyhow::Result<()> {
     }
     fill(&mut args.bind, cfg.bind);
     if let Some(d) = cfg.data_dir
-        && args.store.data_dir == PathBuf::from("./data")
+        && args.store.data_dir == Path::new("./data")
     {
         args.store.data_dir = d;
     }
