@@ -7,4 +7,4 @@ mod id;
 
 pub use entity::{Entity, EntityKind};
 pub use event::{Event, EventKind, EventType, Role, Sentiment, SentimentSource};
-pub use id::{EntityId, EventId, IdError};
+pub use id::{EntityId, EventId, IdError, MAX_ID_BYTES};
