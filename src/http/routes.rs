@@ -126,8 +126,11 @@ async fn post_events<S: EventStore>(
             ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
         });
     let values = ingest::parse_body(&body, ndjson)?;
-    let (good, rejected) = ingest::validate_all(&values);
-    let report = engine.submit(good, rejected, query.atomic).await?;
+    let checked = ingest::validate_all(&values, &engine.model().currency);
+    let report = engine
+        .submit(checked.good, checked.rejected, query.atomic)
+        .await?
+        .with_warnings(checked.warnings);
     Ok(HttpResponse::Ok().json(report))
 }
 

@@ -530,16 +530,28 @@ impl ScoreState {
                 person,
                 brand,
                 amount,
+                currency,
                 ..
             } => {
-                let x = imp.purchase * (1.0 + amount / imp.purchase_unit).ln();
+                // In the base currency; a currency the table lacks (an event
+                // stored before the table changed) is a purchase of unknown
+                // value: it adds nothing.
+                let value = self.model.currency.to_base(*amount, *currency);
+                let x = value.map_or(0.0, |v| imp.purchase * (1.0 + v / imp.purchase_unit).ln());
                 self.push_impulse(person, brand, pos, t, Component::Sales, x);
                 let s = self.brand_stats.entry(brand.clone()).or_default();
                 s.purchases += 1;
-                s.sales_amount += amount;
+                s.sales_amount += value.unwrap_or(0.0);
             }
-            BrandSales { brand, amount } => {
-                self.fold_brand_sales(brand, *amount, pos, t);
+            BrandSales {
+                brand,
+                amount,
+                currency,
+            } => {
+                // A report in a currency the table lacks is left out.
+                if let Some(value) = self.model.currency.to_base(*amount, *currency) {
+                    self.fold_brand_sales(brand, value, pos, t);
+                }
             }
             Post {
                 person,
@@ -783,7 +795,13 @@ impl ScoreState {
                 brand,
                 tags,
                 amount,
+                currency,
             } => {
+                let amount = self
+                    .model
+                    .currency
+                    .to_base(*amount, *currency)
+                    .unwrap_or(0.0);
                 let mut people: BTreeSet<EntityId> = BTreeSet::new();
                 for tag in tags {
                     if let Some(set) = self.interests.get(&tag.to_lowercase()) {

@@ -77,8 +77,8 @@ fn bad_events() -> Vec<(Value, &'static str)> {
             "colour",
         ),
         (
-            json!({"id": "e", "type": "purchase", "time": t, "person": "a", "brand": "b", "amount": 1, "rating": 5}),
-            "rating",
+            json!({"id": "e", "type": "purchase", "time": t, "person": "a", "brand": "b", "amount": 1, "tags": ["a\u{0}"]}),
+            "tags",
         ),
         (
             json!({"id": "e", "type": "post", "time": t, "person": "a", "brand": "b"}),
