@@ -47,6 +47,10 @@ pub struct Contribution {
     /// sender gave it or Fusion scored the text (VADER).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentiment: Option<Sentiment>,
+    /// Where the interaction took place (`web`, `store`, ...), when the
+    /// sender said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +180,7 @@ impl ScoreState {
                 };
                 Contribution {
                     sentiment,
+                    channel: event.kind.channel().map(str::to_string),
                     event: event.id.clone(),
                     event_type: event.kind.event_type().as_str(),
                     time: event.time,
