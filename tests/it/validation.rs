@@ -16,6 +16,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test as atest;
 use actix_web::{App, web};
 use chrono::{DateTime, Utc};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use fusion::domain::{self, EntityId, Event};
@@ -671,4 +672,160 @@ async fn unused_contract_fields_are_kept_with_a_warning_and_unknown_ones_rejecte
         send(&app, post(&clean).to_request()).await.1["warnings"],
         json!([])
     );
+}
+
+// ---------------------------------------------------------------- ids
+
+/// Characters that URLs, path matching or normalisation treat specially,
+/// and some that are merely unusual; mixed with any character at all.
+fn id_strategy() -> impl Strategy<Value = String> {
+    let special = prop::sample::select(vec![
+        '/', '%', '?', '#', ' ', '+', '.', '&', '=', ';', ':', '@', '~', '\'', '"', '<', '>', '\\',
+        '^', '`', '{', '}', '|', '[', ']', '!', '$', '(', ')', '*', ',', '-', '_', 'a', 'Z', '0',
+        'é', 'e', '\u{301}', 'ß', 'İ', '中', '👩', '\u{200D}', '\u{FEFF}', '\u{A0}', '\u{3000}',
+    ]);
+    prop::collection::vec(prop_oneof![4 => special, 1 => any::<char>()], 1..24)
+        .prop_map(|cs| cs.into_iter().collect::<String>())
+        .prop_filter("an id the validator accepts", |s| EntityId::new(s).is_ok())
+}
+
+/// What must be percent-encoded in a path segment (RFC 3986: everything but
+/// unreserved characters, sub-delimiters, `:` and `@`): what a careful
+/// client leaves as it is.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Every accepted id reaches its entity through the percent-encoded URL
+    /// of every route that takes an id, whether the client encodes every
+    /// byte or only what RFC 3986 requires.
+    #[test]
+    fn every_accepted_id_round_trips_through_every_route(
+        person in id_strategy(),
+        brand in id_strategy(),
+        event in id_strategy(),
+        every_byte in any::<bool>(),
+    ) {
+        let (p, b) = (EntityId::new(&person).unwrap(), EntityId::new(&brand).unwrap());
+        let event_id = fusion::domain::EventId::new(&event).unwrap();
+        prop_assume!(p != b && event_id.as_str() != "earlier");
+        let set = if every_byte { percent_encoding::NON_ALPHANUMERIC } else { SEGMENT };
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, set).to_string();
+        let (ep, eb) = (enc(&person), enc(&brand));
+        actix_web::rt::System::new().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = engine(dir.path()).await;
+            let app = app!(engine);
+            let buy = json!({"id": event, "type": "purchase", "time": "2020-01-01T00:00:00Z",
+                             "person": person, "brand": brand, "amount": 30});
+            let (status, report) = send(&app, post(&buy).to_request()).await;
+            assert_eq!((status, report["accepted"].as_u64()), (200, Some(1)), "{report}");
+
+            let at = "at=2020-01-02T00:00:00Z";
+            let routes: Vec<(String, &str, &EntityId)> = vec![
+                (format!("/v1/entities/{ep}"), "/id", &p),
+                (format!("/v1/entities/{ep}/events"), "/items/0/person", &p),
+                (format!("/v1/relationships/{ep}/{eb}?{at}"), "/brand", &b),
+                (format!("/v1/relationships/{ep}/{eb}?{at}"), "/person", &p),
+                (
+                    format!("/v1/relationships/{ep}/{eb}/history?from=2020-01-01T00:00:00Z&to=2020-01-03T00:00:00Z"),
+                    "/0/time",
+                    &p,
+                ),
+                (format!("/v1/brands/{eb}"), "/brand", &b),
+                (format!("/v1/brands/{eb}/relationships"), "/items/0/person", &p),
+                (format!("/v1/entities/{eb}"), "/id", &b),
+            ];
+            for (uri, pointer, id) in routes {
+                let (status, body) = send(&app, get(&uri).to_request()).await;
+                assert_eq!(status, 200, "{uri} -> {body}");
+                if pointer != "/0/time" {
+                    assert_eq!(body.pointer(pointer), Some(&json!(id.as_str())), "{uri} -> {body}");
+                }
+            }
+            // The event's id comes back as sent (NFC) in the timeline, and
+            // works as the timeline's cursor in a query string.
+            let earlier = json!({"id": "earlier", "type": "post", "time": "2019-12-31T00:00:00Z",
+                                 "person": person, "brand": brand, "sentiment": 0.5});
+            assert_eq!(send(&app, post(&earlier).to_request()).await.0, 200);
+            let (_, page) = send(&app, get(&format!("/v1/entities/{ep}/events?limit=1")).to_request()).await;
+            assert_eq!(page["items"][0]["id"], json!(event_id.as_str()), "{page}");
+            let cursor = page["next_cursor"].as_str().unwrap_or_else(|| panic!("{page}"));
+            assert_eq!(cursor, event_id.as_str());
+            // A query string is form-encoded: `+` is a space there, so a
+            // value is encoded more than a path segment.
+            let query = percent_encoding::utf8_percent_encode(cursor, percent_encoding::NON_ALPHANUMERIC);
+            let uri = format!("/v1/entities/{ep}/events?limit=1&cursor={query}");
+            let (status, page) = send(&app, get(&uri).to_request()).await;
+            assert_eq!(status, 200, "{uri} -> {page}");
+            assert_eq!(page["items"][0]["id"], "earlier", "{page}");
+            // Register and erase by URL too.
+            let put = atest::TestRequest::put()
+                .uri(&format!("/v1/entities/{ep}"))
+                .set_json(json!({"kind": "consumer", "name": "x"}))
+                .to_request();
+            let (status, body) = send(&app, put).await;
+            assert_eq!((status, &body["id"]), (200, &json!(p.as_str())), "{body}");
+            let delete = atest::TestRequest::delete().uri(&format!("/v1/entities/{ep}")).to_request();
+            let (status, body) = send(&app, delete).await;
+            assert_eq!((status, &body["erased"]), (200, &json!(p.as_str())), "{body}");
+        });
+    }
+}
+
+/// The same id typed two ways (composed, or a letter and a combining
+/// accent) is one person, in events and in URLs.
+#[actix_web::test]
+async fn one_name_typed_two_ways_is_one_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let app = app!(engine);
+    let composed = "Jos\u{e9} \u{c1}lvarez";
+    let decomposed = "Jose\u{301} A\u{301}lvarez";
+    let events = json!([
+        {"id": "n-1", "type": "purchase", "time": T, "person": composed, "brand": "acme", "amount": 10},
+        {"id": "n-2", "type": "purchase", "time": "2026-11-01T11:00:00Z", "person": decomposed, "brand": "acme", "amount": 10},
+    ]);
+    let (status, report) = send(&app, post(&events).to_request()).await;
+    assert_eq!(
+        (status, report["accepted"].as_u64()),
+        (200, Some(2)),
+        "{report}"
+    );
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    for typed in [composed, decomposed] {
+        let (status, r) = send(
+            &app,
+            get(&format!(
+                "/v1/relationships/{}/acme?at=2026-11-02T00:00:00Z",
+                enc(typed)
+            ))
+            .to_request(),
+        )
+        .await;
+        assert_eq!(
+            (status, &r["person"], &r["event_count"]),
+            (200, &json!(composed), &json!(2)),
+            "{r}"
+        );
+    }
 }
