@@ -106,7 +106,7 @@ fn free_value() -> impl Strategy<Value = Value> {
             json!(i64::MIN),
             json!(0.1),
             json!(2.5),
-            json!(123456789.123456789),
+            json!(123_456_789.123_456_79),
         ]),
         any::<f64>()
             .prop_filter("finite", |x| x.is_finite())
