@@ -829,3 +829,44 @@ async fn one_name_typed_two_ways_is_one_person() {
         );
     }
 }
+
+/// A registered entity's strings and numbers follow the events' rules: a
+/// name with U+0000 cannot be stored by PostgreSQL, and a follower count
+/// has the same bound as in `audience` events.
+#[actix_web::test]
+async fn entity_registrations_follow_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let app = app!(engine);
+    let put = |body: Value| {
+        atest::TestRequest::put()
+            .uri("/v1/entities/ann%2B1%40example.com")
+            .set_json(body)
+            .to_request()
+    };
+    for (body, field) in [
+        (json!({"kind": "consumer", "name": "a\u{0}"}), "name"),
+        (
+            json!({"kind": "consumer", "interests": ["ok", "a\u{0}"]}),
+            "interests",
+        ),
+        (
+            json!({"kind": "influencer", "followers": 100_000_000_001u64}),
+            "followers",
+        ),
+    ] {
+        let (status, r) = send(&app, put(body)).await;
+        assert_eq!(
+            (status, &r["errors"][0]["field"]),
+            (400, &json!(field)),
+            "{r}"
+        );
+    }
+    let ok = json!({"kind": "influencer", "name": "Ann", "followers": 100_000_000_000u64});
+    let (status, r) = send(&app, put(ok)).await;
+    assert_eq!(
+        (status, &r["id"]),
+        (200, &json!("ann+1@example.com")),
+        "{r}"
+    );
+}
