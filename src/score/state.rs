@@ -63,10 +63,16 @@ struct OccasionInfo {
 }
 
 /// Service and sales figures of a brand, for its summary (seed 003's KPIs).
+///
+/// Every sum is of values validation bounded (`domain::bounds`), so none can
+/// become infinite: the worst, `sales_amount`, adds converted amounts of at
+/// most 1e27 each, under 2e46 after even 2^64 purchases.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct BrandStats {
     pub purchases: u64,
+    /// Sum of the purchases' amounts, in the model's base currency.
     pub sales_amount: f64,
+    /// Sum of the brand_sales reports, in the model's base currency.
     pub reported_sales: f64,
     pub service_contacts: u64,
     pub csat_sum: f64,
