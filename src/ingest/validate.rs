@@ -61,7 +61,8 @@ pub struct Rejection {
     pub errors: Vec<FieldError>,
 }
 
-/// A warning about one field of an accepted event of a request.
+/// A warning about one field of an accepted event of a request (`id` is
+/// the event's id as stored, NFC).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Warning {
     pub index: usize,
@@ -103,7 +104,7 @@ pub fn validate_all(values: &[Value], currencies: &CurrencyTable) -> Validation 
             Ok(Validated { event, warnings }) => {
                 out.warnings.extend(warnings.into_iter().map(|w| Warning {
                     index,
-                    id: sent_id(v),
+                    id: Some(event.id.to_string()),
                     field: w.field,
                     message: w.message,
                 }));
