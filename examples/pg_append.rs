@@ -131,7 +131,8 @@ fn generate(from: usize, n: usize) -> Vec<Event> {
                     person,
                     brand,
                     amount: ((h >> 8) % 20_000) as f64 / 100.0,
-                    currency: "EUR".into(),
+                    currency: fusion::domain::Currency::new("EUR").expect("a currency code"),
+                    channel: None,
                 },
                 1 => EventKind::Post {
                     person,
@@ -141,6 +142,7 @@ fn generate(from: usize, n: usize) -> Vec<Event> {
                         source: SentimentSource::Given,
                     },
                     text: None,
+                    channel: None,
                 },
                 2 => EventKind::Follow {
                     person,
@@ -163,6 +165,7 @@ fn generate(from: usize, n: usize) -> Vec<Event> {
                 time: t0 + chrono::Duration::seconds(((h >> 4) % 31_536_000) as i64),
                 kind,
                 attributes: None,
+                extra: None,
             }
         })
         .collect()

@@ -24,7 +24,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::{Entity, EntityId, EntityKind, Event};
-use crate::ingest::{FieldError, Rejection};
+use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::relspace::RelSnapshot;
 use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
 use crate::store::{EventStore, StoreError};
@@ -48,6 +48,23 @@ pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
     pub rejected: Vec<Rejection>,
+    /// Fields of kept events that were stored but are not used by their
+    /// type (validation's warnings), by index.
+    pub warnings: Vec<Warning>,
+}
+
+impl IngestReport {
+    /// Adds validation's warnings, leaving out those of rejected events
+    /// (nothing of those was kept).
+    pub fn with_warnings(mut self, mut warnings: Vec<Warning>) -> Self {
+        warnings.retain(|w| {
+            self.rejected
+                .binary_search_by_key(&w.index, |r| r.index)
+                .is_err()
+        });
+        self.warnings = warnings;
+        self
+    }
 }
 
 /// Trend of a score: now minus 1, 7 and 30 days before.
@@ -344,6 +361,7 @@ impl<S: EventStore> Engine<S> {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
             rejected,
+            warnings: Vec::new(),
         };
         Ok((report, new))
     }

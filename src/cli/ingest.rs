@@ -1,7 +1,8 @@
 //! `fusion ingest FILE…`: NDJSON event files (`-` for stdin) into the store
 //! `serve` uses, or into a running server with `--server`. Prints accepted /
-//! duplicate / rejected counts; each rejected line is reported on stderr with
-//! its file, line number and reasons.
+//! duplicate / rejected / warning counts; each rejected line, and each warning
+//! (a field kept but not used by its type), is reported on stderr with its
+//! file, line number and reasons.
 //!
 //! Locally, events go through the same checks as the service (validation,
 //! role checks against the replayed log, group-committed appends); scores are
@@ -22,7 +23,8 @@ use serde_json::Value;
 
 use super::StoreArgs;
 use crate::domain::Event;
-use crate::ingest::{self, FieldError, Rejection};
+use crate::ingest::{self, FieldError, Rejection, Validated, Warning};
+use crate::score::ScoringModel;
 
 /// Lines per batch handed to the engine (and per request with `--server`).
 const BATCH: usize = 20_000;
@@ -47,6 +49,7 @@ struct Totals {
     accepted: usize,
     duplicates: usize,
     rejected: usize,
+    warnings: usize,
     shown: usize,
 }
 
@@ -76,6 +79,22 @@ impl Totals {
             }
         }
     }
+
+    fn warn(&mut self, source: &str, lines: &[usize], warnings: &[Warning]) {
+        self.warnings += warnings.len();
+        for w in warnings {
+            if self.shown < SHOW_REJECTIONS {
+                eprintln!(
+                    "warning {source}:{} (id {}): {}: {}",
+                    lines.get(w.index).copied().unwrap_or(0),
+                    w.id.as_deref().unwrap_or("?"),
+                    w.field,
+                    w.message
+                );
+                self.shown += 1;
+            }
+        }
+    }
 }
 
 /// One batch of a file: the line number of each entry, and the entries.
@@ -86,6 +105,7 @@ struct Batch {
     raw: Vec<Vec<u8>>,
     good: Vec<(usize, Event)>,
     bad: Vec<Rejection>,
+    warnings: Vec<Warning>,
     bytes: u64,
 }
 
@@ -106,12 +126,14 @@ fn open(path: &PathBuf) -> anyhow::Result<(Box<dyn BufRead + Send>, Option<u64>,
     ))
 }
 
-/// Reads a file in batches of non-blank lines and validates them in parallel.
+/// Reads a file in batches of non-blank lines and validates them in parallel
+/// (against `model`'s currency table).
 fn read_batches(
     mut reader: Box<dyn BufRead + Send>,
     source: String,
     size: usize,
     keep_raw: bool,
+    model: &ScoringModel,
     mut emit: impl FnMut(Batch) -> bool,
 ) -> anyhow::Result<()> {
     let mut line_no = 0usize;
@@ -138,10 +160,10 @@ fn read_batches(
         if raw.is_empty() {
             return Ok(());
         }
-        let parsed: Vec<Result<Event, Vec<FieldError>>> = raw
+        let parsed: Vec<Result<Validated, Vec<FieldError>>> = raw
             .par_iter()
             .map(|line| match serde_json::from_slice::<Value>(line) {
-                Ok(v) => ingest::validate(&v).map_err(|errs| errs.into_iter().collect()),
+                Ok(v) => ingest::validate(&v, &model.currency),
                 Err(e) => Err(vec![FieldError {
                     field: String::new(),
                     message: format!("malformed JSON: {e}"),
@@ -150,14 +172,26 @@ fn read_batches(
             .collect();
         let mut good = Vec::with_capacity(parsed.len());
         let mut bad = Vec::new();
+        let mut warnings = Vec::new();
+        let sent_id = |i: usize| {
+            serde_json::from_slice::<Value>(&raw[i])
+                .ok()
+                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+        };
         for (i, r) in parsed.into_iter().enumerate() {
             match r {
-                Ok(e) => good.push((i, e)),
+                Ok(v) => {
+                    warnings.extend(v.warnings.into_iter().map(|w| Warning {
+                        index: i,
+                        id: Some(v.event.id.to_string()),
+                        field: w.field,
+                        message: w.message,
+                    }));
+                    good.push((i, v.event));
+                }
                 Err(errors) => bad.push(Rejection {
                     index: i,
-                    id: serde_json::from_slice::<Value>(&raw[i])
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string)),
+                    id: sent_id(i),
                     errors,
                 }),
             }
@@ -168,6 +202,7 @@ fn read_batches(
             raw: if keep_raw { raw } else { Vec::new() },
             good,
             bad,
+            warnings,
             bytes,
         };
         if !emit(batch) {
@@ -202,14 +237,14 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let total_bytes: Option<u64> = inputs.iter().map(|(_, len, _)| *len).sum();
     let bar = progress(total_bytes);
     let totals = match &args.server {
-        Some(url) => ingest_server(url, inputs, &bar)?,
+        Some(url) => ingest_server(url, &args.store, inputs, &bar)?,
         None => ingest_local(&args.store, inputs, &bar)?,
     };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "accepted={} duplicates={} rejected={}",
-        totals.accepted, totals.duplicates, totals.rejected
+        "accepted={} duplicates={} rejected={} warnings={}",
+        totals.accepted, totals.duplicates, totals.rejected, totals.warnings
     );
     let n = totals.accepted + totals.duplicates + totals.rejected;
     eprintln!(
@@ -229,10 +264,13 @@ fn ingest_local(
     let rt = super::runtime()?;
     rt.block_on(async {
         let engine = super::open_engine(store).await?;
+        let model = engine.model().clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
         let reader = std::thread::spawn(move || -> anyhow::Result<()> {
             for (r, _, source) in inputs {
-                read_batches(r, source, BATCH, false, |b| tx.blocking_send(b).is_ok())?;
+                read_batches(r, source, BATCH, false, &model, |b| {
+                    tx.blocking_send(b).is_ok()
+                })?;
             }
             Ok(())
         });
@@ -252,6 +290,7 @@ fn ingest_local(
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;
             totals.report(&batch.source, &batch.lines, &report.rejected);
+            totals.warn(&batch.source, &batch.lines, &batch.warnings);
         }
         reader
             .join()
@@ -260,7 +299,16 @@ fn ingest_local(
     })
 }
 
-fn ingest_server(url: &str, inputs: Vec<Input>, bar: &ProgressBar) -> anyhow::Result<Totals> {
+/// Lines are checked here first (with `--model`'s currency table, the
+/// built-in one by default: keep it the server's), so lines that are not
+/// events never leave this machine; the server checks again.
+fn ingest_server(
+    url: &str,
+    store: &super::StoreArgs,
+    inputs: Vec<Input>,
+    bar: &ProgressBar,
+) -> anyhow::Result<Totals> {
+    let model = super::load_model(store.model.as_deref())?;
     let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -269,10 +317,11 @@ fn ingest_server(url: &str, inputs: Vec<Input>, bar: &ProgressBar) -> anyhow::Re
     let mut totals = Totals::default();
     let mut failure: Option<anyhow::Error> = None;
     for (r, _, source) in inputs {
-        read_batches(r, source, SERVER_BATCH, true, |b| {
+        read_batches(r, source, SERVER_BATCH, true, &model, |b| {
             bar.inc(b.bytes);
             // Lines that are not events never leave this machine.
             totals.report(&b.source, &b.lines, &b.bad);
+            totals.warn(&b.source, &b.lines, &b.warnings);
             let keep: Vec<usize> = b.good.iter().map(|(i, _)| *i).collect();
             if keep.is_empty() {
                 return true;

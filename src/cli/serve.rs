@@ -83,9 +83,13 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         if args.demo {
             if engine.store().count().await? == 0 {
                 let values = ingest::parse_ndjson(SEED_STORY.as_bytes())?;
-                let (good, bad) = ingest::validate_all(&values);
-                anyhow::ensure!(bad.is_empty(), "the seed story has invalid events: {bad:?}");
-                let report = engine.submit(good, bad, true).await?;
+                let checked = ingest::validate_all(&values, &engine.model().currency);
+                anyhow::ensure!(
+                    checked.rejected.is_empty(),
+                    "the seed story has invalid events: {:?}",
+                    checked.rejected
+                );
+                let report = engine.submit(checked.good, checked.rejected, true).await?;
                 tracing::info!(accepted = report.accepted, "loaded the seed story");
             } else {
                 tracing::info!("the store is not empty; --demo leaves it as it is");

@@ -126,8 +126,11 @@ async fn post_events<S: EventStore>(
             ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
         });
     let values = ingest::parse_body(&body, ndjson)?;
-    let (good, rejected) = ingest::validate_all(&values);
-    let report = engine.submit(good, rejected, query.atomic).await?;
+    let checked = ingest::validate_all(&values, &engine.model().currency);
+    let report = engine
+        .submit(checked.good, checked.rejected, query.atomic)
+        .await?
+        .with_warnings(checked.warnings);
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -148,22 +151,38 @@ async fn put_entity<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let body = body.into_inner();
-    if body.name.as_ref().is_some_and(|n| n.len() > 256) {
-        return Err(ApiError::field("name", "must be at most 256 bytes long"));
+    // The same rules as events' strings and numbers (domain::bounds): both
+    // stores must hold what is accepted.
+    use crate::domain::bounds::{MAX_FOLLOWERS, NUL};
+    if body
+        .name
+        .as_ref()
+        .is_some_and(|n| n.len() > 256 || n.contains(NUL))
+    {
+        return Err(ApiError::field(
+            "name",
+            "must be at most 256 bytes long, without the character U+0000",
+        ));
     }
     if body.interests.len() > 100
         || body
             .interests
             .iter()
-            .any(|i| i.trim().is_empty() || i.len() > 128)
+            .any(|i| i.trim().is_empty() || i.len() > 128 || i.contains(NUL))
     {
         return Err(ApiError::field(
             "interests",
-            "must be at most 100 non-empty strings of at most 128 bytes",
+            "must be at most 100 non-empty strings of at most 128 bytes, without U+0000",
         ));
     }
     if body.followers.is_some() && !body.kind.is_person() {
         return Err(ApiError::field("followers", "only people have followers"));
+    }
+    if body.followers.is_some_and(|n| n > MAX_FOLLOWERS) {
+        return Err(ApiError::field(
+            "followers",
+            format!("must be at most {MAX_FOLLOWERS}"),
+        ));
     }
     let entity = Entity {
         id,

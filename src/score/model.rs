@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::Component;
+use crate::domain::CurrencyTable;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +20,8 @@ pub struct ScoringModel {
     pub weight: PerComponent,
     pub propagation: Propagation,
     pub impulse: Impulses,
+    /// Exchange rates: amounts are scored and totalled in `currency.base`.
+    pub currency: CurrencyTable,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -138,6 +141,9 @@ impl ScoringModel {
         if self.impulse.sales_baseline_periods == 0 {
             return bad("impulse.sales_baseline_periods must be at least 1".into());
         }
+        if let Some(problem) = self.currency.problem() {
+            return bad(problem);
+        }
         Ok(())
     }
 
@@ -161,6 +167,26 @@ mod tests {
     fn default_model_loads() {
         let m = ScoringModel::default_model();
         assert!(m.propagation.audience + m.propagation.association < 1.0);
+    }
+
+    #[test]
+    fn the_default_rate_table_covers_the_major_currencies() {
+        let m = ScoringModel::default_model();
+        assert_eq!(m.currency.base.as_str(), "USD");
+        assert!(m.currency.rates.len() >= 30, "{}", m.currency.rates.len());
+        for code in [
+            "USD", "EUR", "JPY", "GBP", "CHF", "CNY", "INR", "BRL", "CAD", "AUD",
+        ] {
+            let c = crate::domain::Currency::new(code).unwrap();
+            assert!(m.currency.knows(c), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_rate_out_of_bounds_is_refused() {
+        let text = DEFAULT_MODEL.replace("JPY = 171.94", "JPY = 0.0");
+        let err = ScoringModel::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("currency.rates.JPY"), "{err}");
     }
 
     #[test]

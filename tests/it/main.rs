@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one boundary.
 
 mod determinism;
+mod extreme;
 mod generate;
 mod http;
 mod incremental;
@@ -13,3 +14,4 @@ mod sentiment;
 mod store;
 mod story;
 mod support;
+mod validation;

@@ -109,6 +109,7 @@ fn event(id: &str, secs: i64, kind: EventKind) -> Event {
         time: at(secs),
         kind,
         attributes: None,
+        extra: None,
     }
 }
 
@@ -120,7 +121,8 @@ pub fn purchase(id: &str, secs: i64, person: &str, brand: &str) -> Event {
             person: ent(person),
             brand: ent(brand),
             amount: 49.9,
-            currency: "EUR".into(),
+            currency: fusion::domain::Currency::new("EUR").unwrap(),
+            channel: None,
         },
     )
 }
@@ -137,6 +139,7 @@ fn post(id: &str, secs: i64, person: &str, brand: &str, sentiment: f64) -> Event
                 source: SentimentSource::Given,
             },
             text: Some("so good".into()),
+            channel: None,
         },
     )
 }
