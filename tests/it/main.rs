@@ -13,3 +13,4 @@ mod sentiment;
 mod store;
 mod story;
 mod support;
+mod truth;
