@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::score::ScoringModel;
 use crate::store::{Backend, EmbeddedStore, PostgresStore};
 
+pub mod backtest;
 pub mod generate;
 pub mod ingest;
 pub mod migrate;
@@ -52,6 +53,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the propagation core on any weighted directed graph, for checking it against other tools
     Propagate(propagate::PropagateArgs),
+    /// Scores at a cut against outcomes after it, beside recency/frequency/monetary baselines
+    Backtest(backtest::BacktestArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sentiment(args) => sentiment::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Propagate(args) => propagate::run(args),
+        Command::Backtest(args) => backtest::run(args),
     }
 }
 
@@ -107,7 +111,16 @@ pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
 /// migrations; else the embedded one) and replays it into an engine.
 pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
     let model = load_model(args.model.as_deref())?;
-    let (store, place) = match &args.database_url {
+    let (store, place) = open_store(args).await?;
+    let engine = Engine::open(store, model)
+        .await
+        .with_context(|| format!("failed to load the events from {place}"))?;
+    Ok(Arc::new(engine))
+}
+
+/// Opens the store alone (no replay), and says where it is for messages.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<(Backend, String)> {
+    Ok(match &args.database_url {
         Some(url) => (
             Backend::Postgres(
                 PostgresStore::connect(url)
@@ -122,11 +135,7 @@ pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>
             })?),
             args.data_dir.display().to_string(),
         ),
-    };
-    let engine = Engine::open(store, model)
-        .await
-        .with_context(|| format!("failed to load the events from {place}"))?;
-    Ok(Arc::new(engine))
+    })
 }
 
 /// A multi-threaded tokio runtime for the commands that do not serve HTTP.

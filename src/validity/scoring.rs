@@ -1,0 +1,91 @@
+//! The one adapter between validity and the scoring engine: every read of
+//! `score` by this module goes through here, so when the scoring API is
+//! reshaped (issue #10) only this file changes.
+//!
+//! It uses the public API only: `ScoreState::build` (a fold of exactly the
+//! events given), `RelSnapshot::build` + `into_scores` (every relationship at
+//! one time). It must not evaluate a state built from more events than the
+//! caller allows: "the score at the cut" is the state of the events before
+//! the cut, not the full log evaluated at the cut, because the fold takes
+//! context (an entity's kind, a sales baseline) from every event it is given.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::outcomes::Pair;
+use crate::domain::{Entity, Event};
+use crate::score::relspace::RelSnapshot;
+use crate::score::{Components, ScoreState, ScoringModel};
+
+/// One relationship's score at a time, as validity uses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// The Fusion Score, 0..100.
+    pub score: f64,
+    /// Weighted, propagated, decayed components (they add up to the raw sum).
+    pub components: Components,
+}
+
+/// Every relationship's score at `at`.
+pub type Scores = BTreeMap<Pair, Scored>;
+
+/// The state of the events strictly before `cut` (and the registrations).
+pub fn state_before(
+    model: Arc<ScoringModel>,
+    entities: &[Entity],
+    events: &[Event],
+    cut: DateTime<Utc>,
+) -> ScoreState {
+    let kept: Vec<Event> = events.iter().filter(|e| e.time < cut).cloned().collect();
+    ScoreState::build(model, entities.to_vec(), kept)
+}
+
+/// The state of the events at or before `at` (what a service holding the
+/// log would have at `at`).
+pub fn state_until(
+    model: Arc<ScoringModel>,
+    entities: &[Entity],
+    events: &[Event],
+    at: DateTime<Utc>,
+) -> ScoreState {
+    let kept: Vec<Event> = events.iter().filter(|e| e.time <= at).cloned().collect();
+    ScoreState::build(model, entities.to_vec(), kept)
+}
+
+/// A snapshot of `state` at `at`, cheap enough to take under a read lock;
+/// [`scores_of`] finishes it without the state.
+pub fn snapshot(state: &ScoreState, at: DateTime<Utc>) -> RelSnapshot {
+    RelSnapshot::build(state, at)
+}
+
+/// Every relationship's score from a snapshot.
+pub fn scores_of(snapshot: RelSnapshot, model: &ScoringModel) -> Scores {
+    let at = snapshot.at;
+    snapshot
+        .into_scores(model, at)
+        .scores
+        .into_iter()
+        .map(|(pair, s)| {
+            (
+                pair,
+                Scored {
+                    score: s.score,
+                    components: s.components,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Every relationship's score at `cut`, from the events before it.
+pub fn scores_at_cut(
+    model: Arc<ScoringModel>,
+    entities: &[Entity],
+    events: &[Event],
+    cut: DateTime<Utc>,
+) -> Scores {
+    let state = state_before(Arc::clone(&model), entities, events, cut);
+    scores_of(snapshot(&state, cut), &model)
+}
