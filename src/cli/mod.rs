@@ -15,6 +15,7 @@ use crate::score::ScoringModel;
 use crate::store::{Backend, EmbeddedStore, PostgresStore};
 
 pub mod backtest;
+pub mod calibrate;
 pub mod generate;
 pub mod ingest;
 pub mod migrate;
@@ -55,6 +56,8 @@ pub enum Command {
     Propagate(propagate::PropagateArgs),
     /// Scores at a cut against outcomes after it, beside recency/frequency/monetary baselines
     Backtest(backtest::BacktestArgs),
+    /// Fit the model's weights and half-lives to outcomes; writes a model file with its validation figures
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args),
         Command::Propagate(args) => propagate::run(args),
         Command::Backtest(args) => backtest::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     }
 }
 

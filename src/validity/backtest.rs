@@ -190,7 +190,9 @@ pub struct OutcomeReport {
     pub present: bool,
     /// What the data would need for it.
     pub needs: &'static str,
-    /// Relationships for which it is defined.
+    /// Its risk set, in words.
+    pub among: &'static str,
+    /// Relationships for which it is defined (its risk set).
     pub relationships: usize,
     pub positives: usize,
     pub rate: Option<f64>,
@@ -371,6 +373,7 @@ pub fn evaluate(
                 outcome: *outcome,
                 present: false,
                 needs: outcome.needs(),
+                among: outcome.among(),
                 relationships: 0,
                 positives: 0,
                 rate: None,
@@ -401,6 +404,7 @@ pub fn evaluate(
             outcome: *outcome,
             present: true,
             needs: outcome.needs(),
+            among: outcome.among(),
             relationships: defined,
             positives,
             rate: (defined > 0).then(|| positives as f64 / defined as f64),

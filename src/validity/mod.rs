@@ -6,6 +6,7 @@
 //! - [`outcomes`]: what happened in a window; the RFM baselines.
 //! - [`scoring`]: the one adapter to the scoring engine's public API.
 //! - [`backtest`]: scores at a cut against outcomes after it.
+//! - [`calibrate`]: fits weights and half-lives on a training window.
 //!
 //! Everything here is a pure function of the events, the registrations, the
 //! model and the times it is given: no clock, no IO (the CLI and the HTTP
@@ -13,6 +14,7 @@
 //! seeded ChaCha8 stream.
 
 pub mod backtest;
+pub mod calibrate;
 pub mod metrics;
 pub mod outcomes;
 pub mod scoring;

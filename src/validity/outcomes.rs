@@ -65,11 +65,14 @@ pub enum Outcome {
     /// relationships that had purchased before the cut).
     Churn,
     /// A post or mention with sentiment at most −0.05, or a review of at
-    /// most two stars.
+    /// most two stars (defined for relationships that spoke in the window:
+    /// a post, mention or review).
     Negative,
-    /// An unfollow of the brand.
+    /// An unfollow of the brand (defined for people who followed the brand
+    /// at the cut).
     Unfollow,
-    /// A service contact with CSAT at most 2, or unresolved.
+    /// A service contact with CSAT at most 2, or unresolved (defined for
+    /// relationships with a service contact in the window).
     Complaint,
 }
 
@@ -101,6 +104,17 @@ impl Outcome {
         }
     }
 
+    /// The relationships it is defined for (its risk set).
+    pub fn among(self) -> &'static str {
+        match self {
+            Outcome::Purchase => "every relationship",
+            Outcome::Churn => "relationships that purchased before the cut",
+            Outcome::Negative => "relationships that posted, mentioned or reviewed in the horizon",
+            Outcome::Unfollow => "people who followed the brand at the cut",
+            Outcome::Complaint => "relationships with a service contact in the horizon",
+        }
+    }
+
     /// What the data must contain for the outcome to be observable at all.
     pub fn needs(self) -> &'static str {
         match self {
@@ -121,8 +135,12 @@ impl Outcome {
 struct Happened {
     purchases: u32,
     amount: f64,
+    /// Posted, mentioned or reviewed.
+    spoke: bool,
     negative: bool,
     unfollowed: bool,
+    /// Had a service contact.
+    contacted: bool,
     complained: bool,
 }
 
@@ -132,6 +150,8 @@ struct History {
     purchases: u32,
     amount: f64,
     last: Option<DateTime<Utc>>,
+    /// Followed the brand at the cut (the last follow or unfollow before it).
+    following: bool,
 }
 
 /// The outcomes of every relationship in a window, and the purchase history
@@ -148,9 +168,14 @@ pub struct Observed {
 
 impl Observed {
     /// Reads `events` (any order). Events after `window.to` are not looked
-    /// at; events before or at `window.from` only feed the history.
+    /// at; events before `window.from` only feed the history; events at
+    /// exactly `window.from` feed neither (the score at the cut does not
+    /// see them, and the window starts after them).
     pub fn new(events: &[Event], window: Window) -> Observed {
-        let seen: Vec<&Event> = events.iter().filter(|e| e.time <= window.to).collect();
+        let mut seen: Vec<&Event> = events.iter().filter(|e| e.time <= window.to).collect();
+        // Canonical order: a follow and an unfollow of the same brand must
+        // be replayed as they happened.
+        seen.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         // An unfollow counts only if its target is a brand; an id's kind is
         // fixed by the roles it plays in the (visible) log.
         let brands: BTreeSet<&EntityId> = seen
@@ -196,11 +221,10 @@ impl Observed {
                     ..
                 } => {
                     present[Outcome::Negative.index()] = true;
-                    if inside && sentiment.value <= NEGATIVE_SENTIMENT {
-                        happened
-                            .entry((person.clone(), brand.clone()))
-                            .or_default()
-                            .negative = true;
+                    if inside {
+                        let h = happened.entry((person.clone(), brand.clone())).or_default();
+                        h.spoke = true;
+                        h.negative |= sentiment.value <= NEGATIVE_SENTIMENT;
                     }
                 }
                 Review {
@@ -210,12 +234,17 @@ impl Observed {
                     ..
                 } => {
                     present[Outcome::Negative.index()] = true;
-                    if inside && *rating <= NEGATIVE_RATING {
-                        happened
-                            .entry((person.clone(), brand.clone()))
-                            .or_default()
-                            .negative = true;
+                    if inside {
+                        let h = happened.entry((person.clone(), brand.clone())).or_default();
+                        h.spoke = true;
+                        h.negative |= *rating <= NEGATIVE_RATING;
                     }
+                }
+                Follow { person, target, .. } if brands.contains(target) && before => {
+                    history
+                        .entry((person.clone(), target.clone()))
+                        .or_default()
+                        .following = true;
                 }
                 Unfollow { person, target } if brands.contains(target) => {
                     present[Outcome::Unfollow.index()] = true;
@@ -224,6 +253,11 @@ impl Observed {
                             .entry((person.clone(), target.clone()))
                             .or_default()
                             .unfollowed = true;
+                    } else if before {
+                        history
+                            .entry((person.clone(), target.clone()))
+                            .or_default()
+                            .following = false;
                     }
                 }
                 Service {
@@ -234,13 +268,11 @@ impl Observed {
                     ..
                 } => {
                     present[Outcome::Complaint.index()] = true;
-                    let complaint =
-                        csat.is_some_and(|c| c <= COMPLAINT_CSAT) || *resolved == Some(false);
-                    if inside && complaint {
-                        happened
-                            .entry((person.clone(), brand.clone()))
-                            .or_default()
-                            .complained = true;
+                    if inside {
+                        let h = happened.entry((person.clone(), brand.clone())).or_default();
+                        h.contacted = true;
+                        h.complained |=
+                            csat.is_some_and(|c| c <= COMPLAINT_CSAT) || *resolved == Some(false);
                     }
                 }
                 _ => {}
@@ -260,7 +292,10 @@ impl Observed {
     }
 
     /// One label per pair: `Some(true)` where the outcome happened,
-    /// `None` where it is not defined (churn without an earlier purchase).
+    /// `None` where the pair is outside the outcome's risk set
+    /// ([`Outcome::among`]: churn without an earlier purchase, negative talk
+    /// without any talk, an unfollow without a follow, a complaint without a
+    /// contact).
     /// `None` overall when the outcome is absent from the data.
     pub fn labels(&self, outcome: Outcome, pairs: &[Pair]) -> Option<Vec<Option<bool>>> {
         if !self.present(outcome) {
@@ -278,9 +313,13 @@ impl Observed {
                             .get(pair)
                             .filter(|b| b.purchases > 0)
                             .map(|_| h.purchases == 0),
-                        Outcome::Negative => Some(h.negative),
-                        Outcome::Unfollow => Some(h.unfollowed),
-                        Outcome::Complaint => Some(h.complained),
+                        Outcome::Negative => h.spoke.then_some(h.negative),
+                        Outcome::Unfollow => self
+                            .history
+                            .get(pair)
+                            .filter(|b| b.following)
+                            .map(|_| h.unfollowed),
+                        Outcome::Complaint => h.contacted.then_some(h.complained),
                     }
                 })
                 .collect(),

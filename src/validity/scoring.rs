@@ -89,3 +89,45 @@ pub fn scores_at_cut(
     let state = state_before(Arc::clone(&model), entities, events, cut);
     scores_of(snapshot(&state, cut), &model)
 }
+
+/// A model's weights and half-lives (days), per component in
+/// `Component::ALL` order: what calibration fits.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Params {
+    pub weights: [f64; 6],
+    pub half_lives: [f64; 6],
+}
+
+/// The component names, in `Params` order.
+pub fn component_names() -> [&'static str; 6] {
+    crate::score::Component::ALL.map(|c| c.as_str())
+}
+
+/// The weights and half-lives of `model`.
+pub fn params(model: &ScoringModel) -> Params {
+    let all = crate::score::Component::ALL;
+    Params {
+        weights: all.map(|c| model.weight.get(c)),
+        half_lives: all.map(|c| model.half_life_days.get(c)),
+    }
+}
+
+/// `base` with these weights and half-lives, everything else kept.
+pub fn with_params(base: &ScoringModel, p: &Params) -> ScoringModel {
+    let mut m = base.clone();
+    // Field by field: the per-component type is private to `score`.
+    let (w, h) = (&p.weights, &p.half_lives);
+    m.weight.sentiment = w[0];
+    m.weight.sales = w[1];
+    m.weight.service = w[2];
+    m.weight.engagement = w[3];
+    m.weight.influence = w[4];
+    m.weight.values = w[5];
+    m.half_life_days.sentiment = h[0];
+    m.half_life_days.sales = h[1];
+    m.half_life_days.service = h[2];
+    m.half_life_days.engagement = h[3];
+    m.half_life_days.influence = h[4];
+    m.half_life_days.values = h[5];
+    m
+}

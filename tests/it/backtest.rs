@@ -28,10 +28,12 @@ pub fn t(s: &str) -> DateTime<Utc> {
 /// Brand `shop`; cut 2026-01-10, horizon 10 days.
 /// Before the cut: alice buys twice (40, 60), bob once (20, on the 5th),
 /// carol once (20, on the 1st, so decayed more than bob), erin follows the
-/// shop, dave posts angrily. In the horizon: alice and carol buy, dave
-/// posts angrily again, bob has an unresolved service contact, erin
-/// unfollows. After the horizon (never counted): alice complains, frank buys.
-const TINY: &[&str] = &[
+/// shop on the 3rd and gina on the 7th, dave posts angrily. In the horizon:
+/// alice and carol buy, dave posts angrily again, alice posts happily, erin
+/// reviews with 4 stars, bob has an unresolved service contact and carol a
+/// good one, erin unfollows. After the horizon (never counted): alice
+/// complains, frank buys.
+pub const TINY: &[&str] = &[
     r#"{"id":"a1","type":"purchase","time":"2026-01-02T10:00:00Z","person":"alice","brand":"shop","amount":40,"currency":"USD"}"#,
     r#"{"id":"a2","type":"purchase","time":"2026-01-08T10:00:00Z","person":"alice","brand":"shop","amount":60,"currency":"USD"}"#,
     r#"{"id":"b1","type":"purchase","time":"2026-01-05T10:00:00Z","person":"bob","brand":"shop","amount":20,"currency":"USD"}"#,
@@ -43,6 +45,10 @@ const TINY: &[&str] = &[
     r#"{"id":"d2","type":"post","time":"2026-01-11T10:00:00Z","person":"dave","brand":"shop","sentiment":-0.5}"#,
     r#"{"id":"b2","type":"service","time":"2026-01-14T10:00:00Z","person":"bob","brand":"shop","csat":4,"resolved":false}"#,
     r#"{"id":"e2","type":"unfollow","time":"2026-01-13T10:00:00Z","person":"erin","target":"shop"}"#,
+    r#"{"id":"g1","type":"follow","time":"2026-01-07T10:00:00Z","person":"gina","target":"shop"}"#,
+    r#"{"id":"a5","type":"post","time":"2026-01-16T10:00:00Z","person":"alice","brand":"shop","sentiment":0.6}"#,
+    r#"{"id":"e3","type":"review","time":"2026-01-17T10:00:00Z","person":"erin","brand":"shop","rating":4}"#,
+    r#"{"id":"c3","type":"service","time":"2026-01-16T10:00:00Z","person":"carol","brand":"shop","csat":5,"resolved":true}"#,
     r#"{"id":"a4","type":"service","time":"2026-01-25T10:00:00Z","person":"alice","brand":"shop","csat":1}"#,
     r#"{"id":"f1","type":"purchase","time":"2026-01-26T10:00:00Z","person":"frank","brand":"shop","amount":10,"currency":"USD"}"#,
 ];
@@ -99,14 +105,37 @@ fn close(a: f64, b: f64) -> bool {
 fn metrics_on_a_tiny_log_match_the_hand_computation() {
     let r = run(TINY, 20);
     assert_eq!(
-        r.relationships, 5,
-        "alice, bob, carol, dave, erin (not frank)"
+        r.relationships, 6,
+        "alice, bob, carol, dave, erin, gina (not frank)"
     );
 
-    // The order of the Fusion scores at the cut, by the default model:
-    // alice (two recent purchases) > erin (a follow, 0.3 engagement) >
-    // bob (20 on the 5th) > carol (20 on the 1st) > dave (angry post).
-    // Worked out: 58.8, 53.4, 52.5, 52.3, 46.4; the table checks the bands.
+    // The hand computation below rests on the order of the Fusion scores at
+    // the cut, by the default model: alice (two recent purchases, 58.8) >
+    // gina (a follow 3 days ago, 53.6) > erin (a follow 7 days ago, 53.4) >
+    // bob (20 on the 5th, 52.5) > carol (20 on the 1st, 52.3) > dave
+    // (an angry post, 46.4).
+    let scores = fusion::validity::scoring::scores_at_cut(
+        Arc::new(ScoringModel::default_model()),
+        &[],
+        &events(TINY),
+        t("2026-01-10T00:00:00Z"),
+    );
+    let score = |p: &str| {
+        scores
+            .iter()
+            .find(|((q, _), _)| q.as_str() == p)
+            .map(|(_, s)| s.score)
+            .unwrap()
+    };
+    let order = ["alice", "gina", "erin", "bob", "carol", "dave"];
+    for w in order.windows(2) {
+        assert!(
+            score(w[0]) > score(w[1]),
+            "{} should score above {}",
+            w[0],
+            w[1]
+        );
+    }
     let bands = &r
         .calibration
         .iter()
@@ -114,32 +143,32 @@ fn metrics_on_a_tiny_log_match_the_hand_computation() {
         .unwrap()
         .bands;
     assert_eq!(bands[4].items, 1, "dave in 40-50");
-    assert_eq!(bands[5].items, 4, "the others in 50-60");
-    // Purchase rate by band: 0 of 1 in 40-50, 2 of 4 (alice, carol) in 50-60.
+    assert_eq!(bands[5].items, 5, "the others in 50-60");
+    // Purchase rate by band: 0 of 1 in 40-50, 2 of 5 (alice, carol) in 50-60.
     assert_eq!(bands[4].rates[0], Some(0.0));
-    assert_eq!(bands[5].rates[0], Some(0.5));
+    assert_eq!(bands[5].rates[0], Some(0.4));
 
-    // Purchase (alice, carol positive; erin, bob, dave negative), high
-    // scores should buy. Fusion ranks alice > erin > bob > carol > dave:
-    // alice beats all 3 negatives, carol beats dave only: 4 of 6 pairs.
-    assert!(close(metric(&r, Outcome::Purchase, "fusion").0, 4.0 / 6.0));
-    // Recency (days since the last purchase: alice 2, bob 5, carol 9,
-    // dave and erin never, tied lowest): alice 3, carol beats the tie 2: 5/6.
-    assert!(close(metric(&r, Outcome::Purchase, "recency").0, 5.0 / 6.0));
-    // Frequency 2, 1, 1, 0, 0: carol ties bob (½) and beats dave and erin.
+    // Purchase: alice and carol bought; gina, erin, bob, dave did not (8
+    // pairs). High scores should buy. Fusion: alice beats all 4, carol only
+    // dave: 5/8.
+    assert!(close(metric(&r, Outcome::Purchase, "fusion").0, 5.0 / 8.0));
+    // Recency (days since the last purchase: alice 2, bob 5, carol 9; dave,
+    // erin and gina never, tied lowest): alice 4, carol beats the tie 3: 7/8.
+    assert!(close(metric(&r, Outcome::Purchase, "recency").0, 7.0 / 8.0));
+    // Frequency 2, 1, 1, 0, 0, 0: carol ties bob (½) and beats the three 0s.
     assert!(close(
         metric(&r, Outcome::Purchase, "frequency").0,
-        5.5 / 6.0
+        7.5 / 8.0
     ));
     assert!(close(
         metric(&r, Outcome::Purchase, "monetary").0,
-        5.5 / 6.0
+        7.5 / 8.0
     ));
-    // Top decile of 5 is half a relationship: half of alice, who bought:
-    // rate 1 over the base rate 2/5.
+    // Top decile of 6 is 0.6 of a relationship: 0.6 of alice, who bought:
+    // rate 1 over the base rate 2/6.
     assert!(close(
         metric(&r, Outcome::Purchase, "fusion").1.unwrap(),
-        2.5
+        3.0
     ));
 
     // Churn, defined for alice, bob and carol (they bought before); bob
@@ -159,32 +188,44 @@ fn metrics_on_a_tiny_log_match_the_hand_computation() {
     ));
     assert!(close(metric(&r, Outcome::Churn, "fusion").1.unwrap(), 0.0));
 
-    // Negative: dave only (his post in the horizon). Fusion has him lowest:
-    // 1. The baselines tie him with erin (no purchases): 3.5 of 4.
+    // Negative, among those who spoke in the horizon (alice's happy post,
+    // dave's angry one, erin's 4 stars): dave. Fusion has him lowest: 1.
+    // Recency ties him with erin (never bought): 1.5 of 2.
+    let negative = outcome(&r, Outcome::Negative);
+    assert_eq!((negative.relationships, negative.positives), (3, 1));
     assert!(close(metric(&r, Outcome::Negative, "fusion").0, 1.0));
-    assert!(close(metric(&r, Outcome::Negative, "recency").0, 0.875));
+    assert!(close(metric(&r, Outcome::Negative, "recency").0, 0.75));
 
-    // Unfollow: erin. Fusion ranks her second: below alice only, 1 of 4.
-    assert!(close(metric(&r, Outcome::Unfollow, "fusion").0, 0.25));
-    assert!(close(metric(&r, Outcome::Unfollow, "frequency").0, 0.875));
+    // Unfollow, among the shop's followers at the cut (erin, gina): erin,
+    // whose score is below gina's: 1. The baselines tie them: ½.
+    let unfollow = outcome(&r, Outcome::Unfollow);
+    assert_eq!((unfollow.relationships, unfollow.positives), (2, 1));
+    assert!(close(metric(&r, Outcome::Unfollow, "fusion").0, 1.0));
+    assert!(close(metric(&r, Outcome::Unfollow, "frequency").0, 0.5));
 
-    // Complaint: bob (unresolved; alice's CSAT 1 is after the horizon).
-    // Fusion: bob below alice and erin of 4: ½. Recency: below alice only.
+    // Complaint, among those with a service contact in the horizon (bob
+    // unresolved, carol happy; alice's CSAT 1 is after the horizon): bob,
+    // who scores above carol: 0. Recency also puts bob above: 0; frequency
+    // ties them: ½.
     let complaint = outcome(&r, Outcome::Complaint);
-    assert_eq!(complaint.positives, 1);
-    assert!(close(metric(&r, Outcome::Complaint, "fusion").0, 0.5));
-    assert!(close(metric(&r, Outcome::Complaint, "recency").0, 0.25));
+    assert_eq!((complaint.relationships, complaint.positives), (2, 1));
+    assert!(close(metric(&r, Outcome::Complaint, "fusion").0, 0.0));
+    assert!(close(metric(&r, Outcome::Complaint, "recency").0, 0.0));
+    assert!(close(metric(&r, Outcome::Complaint, "frequency").0, 0.5));
 
     // Spearman with the amount spent (alice 50, carol 30, the rest 0):
-    // Fusion ranks (alice 5, bob 3, carol 2, dave 1, erin 4) against
-    // (5, 2, 4, 2, 2): covariance 4, variances 10 and 8: 4/√80.
+    // Fusion ranks (alice 6, bob 3, carol 2, dave 1, erin 4, gina 5) against
+    // (6, 2.5, 5, 2.5, 2.5, 2.5): covariance 5, variances 17.5 and 12.5.
     let amount = r
         .amount
         .metrics
         .iter()
         .find(|m| m.predictor == "fusion")
         .unwrap();
-    assert!(close(amount.spearman.unwrap(), 4.0 / 80f64.sqrt()));
+    assert!(close(
+        amount.spearman.unwrap(),
+        5.0 / (17.5f64 * 12.5).sqrt()
+    ));
     assert_eq!(r.amount.purchasers, 2);
     assert!(close(r.amount.total, 80.0));
 }
@@ -277,7 +318,7 @@ fn the_binary_prints_a_table_and_json_and_refuses_bad_arguments() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("5 relationships"), "{text}");
+    assert!(text.contains("6 relationships"), "{text}");
     assert!(
         text.contains("calibration of fusion by score band"),
         "{text}"
@@ -291,7 +332,7 @@ fn the_binary_prints_a_table_and_json_and_refuses_bad_arguments() {
         .unwrap();
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["relationships"], 5);
+    assert_eq!(json["relationships"], 6);
     assert_eq!(json["brand"], "shop");
 
     let bad = Command::new(fusion)

@@ -1,0 +1,218 @@
+//! `fusion calibrate` (issue #15, items 2 and 3): no leakage from the
+//! validation window into the fitted model, determinism at any thread
+//! count, weights that move toward the ones the generator planted, and a
+//! written model that loads.
+
+use std::process::Command;
+
+use chrono::{DateTime, Utc};
+use fusion::domain::{Event, EventKind};
+use fusion::generate::GenerateConfig;
+use fusion::score::ScoringModel;
+use fusion::validity::calibrate::{self, CalibrateSpec, Fit};
+use fusion::validity::{Bootstrap, Window};
+
+use crate::truth::{small, truth_stream};
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Train on February (scores on Feb 1, outcomes to Mar 1), validate on
+/// March. The grids are cut down to keep the test fast: the default
+/// model's half-lives (always added) plus 7 and 365 days.
+fn spec() -> CalibrateSpec {
+    let mut spec = CalibrateSpec::new(
+        Window {
+            from: t("2026-02-01T00:00:00Z"),
+            to: t("2026-03-01T00:00:00Z"),
+        },
+        Window {
+            from: t("2026-03-01T00:00:00Z"),
+            to: t("2026-03-31T00:00:00Z"),
+        },
+        Bootstrap {
+            replicates: 20,
+            seed: 3,
+        },
+    );
+    spec.half_life_grid = vec![7.0, 365.0];
+    spec
+}
+
+fn fit(events: &[Event]) -> Fit {
+    calibrate::fit(&ScoringModel::default_model(), &[], events, &spec()).expect("the fit runs")
+}
+
+fn json(fit: &Fit) -> serde_json::Value {
+    serde_json::to_value(fit).unwrap()
+}
+
+#[test]
+fn changing_the_validation_window_changes_nothing_in_the_fitted_model() {
+    let (events, _) = truth_stream(&small());
+    let train_end = spec().train.to;
+
+    // Change, drop and add events after the training window.
+    let mut changed: Vec<Event> = Vec::new();
+    for (k, e) in events.iter().enumerate() {
+        if e.time <= train_end {
+            changed.push(e.clone());
+            continue;
+        }
+        if k % 3 == 0 {
+            continue;
+        }
+        let mut e = e.clone();
+        if let EventKind::Post { sentiment, .. } | EventKind::Mention { sentiment, .. } =
+            &mut e.kind
+        {
+            sentiment.value = -sentiment.value;
+        }
+        changed.push(e);
+    }
+    changed.extend(crate::backtest::events(&[
+        // A burst of big purchases in the validation window.
+        r#"{"id":"v1","type":"purchase","time":"2026-03-02T10:00:00Z","person":"p1","brand":"b1","amount":4000,"currency":"USD"}"#,
+        r#"{"id":"v2","type":"purchase","time":"2026-03-03T10:00:00Z","person":"p2","brand":"b1","amount":4000,"currency":"USD"}"#,
+        // An id followed before the training cut, revealed as a brand only
+        // in the validation window: evaluated on the full log, the follow
+        // would be a brand follow at the training cut.
+        r#"{"id":"v3","type":"follow","time":"2026-01-20T10:00:00Z","person":"p3","target":"zz"}"#,
+        r#"{"id":"v4","type":"purchase","time":"2026-03-05T10:00:00Z","person":"p4","brand":"zz","amount":10,"currency":"USD"}"#,
+    ]));
+    // v3 is before the training cut: both logs have it.
+    let mut with_follow = events.clone();
+    with_follow.extend(crate::backtest::events(&[
+        r#"{"id":"v3","type":"follow","time":"2026-01-20T10:00:00Z","person":"p3","target":"zz"}"#,
+    ]));
+    assert_eq!(
+        json(&fit(&with_follow)),
+        json(&fit(&changed)),
+        "events after the training window reached the fitted model"
+    );
+}
+
+#[test]
+fn the_fit_is_the_same_on_one_thread_and_on_two() {
+    let (events, _) = truth_stream(&GenerateConfig {
+        events: 6_000,
+        people: 300,
+        ..small()
+    });
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| json(&fit(&events)))
+    };
+    assert_eq!(on(1), on(2));
+}
+
+/// Cosine similarity of two weight vectors over the components that have
+/// values at the training cut.
+fn cosine(a: &[f64; 6], b: &[f64; 6], active: &[usize]) -> f64 {
+    let dot: f64 = active.iter().map(|&c| a[c] * b[c]).sum();
+    let norm = |v: &[f64; 6]| active.iter().map(|&c| v[c] * v[c]).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// The generator plants health in sentiment, sales and service and not in
+/// engagement, influence or values (`PLANTED_WEIGHTS`). Calibrating the
+/// default model (every weight 1) on the generated stream must move the
+/// weights toward that. Measured on this stream (seed 15, 20,000 events,
+/// the cut-down grids): fitted weights sentiment 2, sales 4, service 3,
+/// engagement 0.75, influence 0 (values has no value: no registered
+/// interests), a cosine with the planted weights of 0.956 against 0.775 for
+/// the default; the validation AUC of a purchase 0.723 against 0.695.
+#[test]
+fn calibration_on_generated_data_moves_the_weights_toward_the_planted_ones() {
+    let (events, _) = truth_stream(&small());
+    let base = ScoringModel::default_model();
+    let (report, _) = calibrate::calibrate(&base, &[], &events, &spec()).unwrap();
+    let fit = &report.fit;
+    let names = fusion::validity::scoring::component_names();
+    let active: Vec<usize> = (0..6)
+        .filter(|c| !fit.silent.contains(&names[*c]))
+        .collect();
+    let planted = fusion::generate::PLANTED_WEIGHTS;
+    let before = cosine(&fit.base.weights, &planted, &active);
+    let after = cosine(&fit.fitted.weights, &planted, &active);
+    assert!(
+        after >= before + 0.08,
+        "cosine with the planted weights {before:.3} -> {after:.3}: {:?}",
+        fit.fitted.weights
+    );
+    // Every unplanted component loses weight, and the fit gains.
+    for c in active.iter().filter(|&&c| planted[c] == 0.0) {
+        assert!(
+            fit.fitted.weights[*c] < fit.base.weights[*c],
+            "{} kept weight {}",
+            names[*c],
+            fit.fitted.weights[*c]
+        );
+    }
+    assert!(fit.fitted_objective > fit.base_objective);
+    // On the validation window the fitted model predicts purchases better
+    // than the default.
+    let purchase = &report.validation.outcomes[0];
+    let auc = |name: &str| {
+        purchase
+            .metrics
+            .iter()
+            .find(|m| m.predictor == name)
+            .unwrap()
+            .auc
+            .unwrap()
+    };
+    assert!(
+        auc(calibrate::FITTED) > auc("fusion") + 0.02,
+        "validation AUC {} vs {}",
+        auc(calibrate::FITTED),
+        auc("fusion")
+    );
+}
+
+#[test]
+fn the_binary_writes_a_model_that_loads_and_refuses_overlapping_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tiny.ndjson");
+    std::fs::write(&log, crate::backtest::TINY.join("\n")).unwrap();
+    let out = dir.path().join("fitted.toml");
+    let fusion = env!("CARGO_BIN_EXE_fusion");
+    let run = |train: &str, validate: &str| {
+        Command::new(fusion)
+            .args(["calibrate", "--train", train, "--validate", validate])
+            .args(["--replicates", "10", "--events"])
+            .arg(&log)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("fusion runs")
+    };
+    let ok = run(
+        "2026-01-06T00:00:00Z..2026-01-10T00:00:00Z",
+        "2026-01-10T00:00:00Z..2026-01-20T00:00:00Z",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("# Calibrated by `fusion calibrate`"),
+        "{text}"
+    );
+    assert!(text.contains("# Validation: scores at 2026-01-10T00:00:00+00:00"));
+    ScoringModel::from_toml(&text).expect("the written model loads");
+
+    let overlap = run(
+        "2026-01-06T00:00:00Z..2026-01-12T00:00:00Z",
+        "2026-01-10T00:00:00Z..2026-01-20T00:00:00Z",
+    );
+    assert_eq!(overlap.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&overlap.stderr);
+    assert!(err.contains("validation window must start"), "{err}");
+}
