@@ -150,19 +150,27 @@ const NEUTRAL_TEXT: [(&str, &str); 3] = [
     ("just saw an ad for ", ""),
 ];
 
-/// Ground truth: the components the latent health drives, as weights of
-/// the scoring model's components (sentiment, sales, service, engagement,
-/// influence, values). Health moves sentiment (posts, mentions, reviews),
-/// purchases (and so sales) and service; it does not move follows,
-/// attendance, endorsements, audiences or causes.
+/// Ground truth: which of the scoring model's components (sentiment,
+/// sales, service, engagement, influence, values) the latent health drives
+/// (1) and which it does not (0). Health moves sentiment (posts, mentions,
+/// reviews), purchases (and so sales) and service; it does not move
+/// follows, attendance, endorsements, audiences or causes. How much weight
+/// each driven component needs in a model depends on its scale, which is
+/// not planted.
 pub const PLANTED_WEIGHTS: [f64; 6] = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0];
 /// Ground truth: each attendee of a planted occasion buys once more from
 /// the host, for this amount (USD), 1 to 5 days after attending.
 pub const PLANTED_SALES_EFFECT: f64 = 80.0;
 /// Ground truth: every this many occasions one is featured (it draws half
-/// of the attendances while recent); featured ones alternate between a
-/// planted effect and none (a placebo), starting with an effect.
+/// of the attendances in its first [`FEATURED_DAYS`]); featured ones
+/// alternate between a planted effect and none (a placebo), starting with
+/// an effect.
 pub const FEATURED_EVERY: u64 = 8;
+/// Ground truth: a featured occasion is attended only in its first this
+/// many days, so its planted purchases (1 to 5 days after attending) all
+/// fall within 10 days of it: an after window of 10 days or more sees the
+/// whole planted effect, [`PLANTED_SALES_EFFECT`] per attendee.
+pub const FEATURED_DAYS: i64 = 5;
 /// Ground truth: a relationship that churns declines linearly to health
 /// −1 over this many days before it stops buying.
 pub const DECLINE_DAYS: i64 = 30;
@@ -198,12 +206,29 @@ fn decline(health: f64, churn: Option<i64>, t: i64) -> f64 {
 struct Truth {
     /// Relationships named by a person–brand event: (who key, brand).
     seen: BTreeSet<(u64, u32)>,
-    /// Featured occasions: (number, host brand, whether an effect is planted).
-    featured: Vec<(u64, u32, bool)>,
+    /// Featured occasions, in order.
+    featured: Vec<Featured>,
     /// First attendances of featured occasions.
     attendees: BTreeMap<u64, BTreeSet<u32>>,
     /// Planted purchases owed, earliest due first.
     owed: BinaryHeap<Reverse<Owed>>,
+}
+
+/// A featured occasion.
+#[derive(Debug, Clone, Copy)]
+struct Featured {
+    id: u64,
+    brand: u32,
+    /// Whether an effect is planted (else a placebo).
+    planted: bool,
+    /// When it was announced (seconds since the start).
+    offset: i64,
+}
+
+impl Featured {
+    fn open(&self, now: i64) -> bool {
+        now - self.offset <= FEATURED_DAYS * 86_400
+    }
 }
 
 /// A purchase an attendee of a planted occasion owes its host.
@@ -218,15 +243,27 @@ struct Owed {
 }
 
 impl Truth {
-    fn occasion(&mut self, id: u64, brand: u32) {
+    fn occasion(&mut self, id: u64, brand: u32, offset: i64) {
         if id.is_multiple_of(FEATURED_EVERY) {
-            let planted = (id / FEATURED_EVERY).is_multiple_of(2);
-            self.featured.push((id, brand, planted));
+            self.featured.push(Featured {
+                id,
+                brand,
+                planted: (id / FEATURED_EVERY).is_multiple_of(2),
+                offset,
+            });
         }
     }
 
+    fn featured(&self, occasion: u64) -> Option<&Featured> {
+        // Featured ids are multiples of FEATURED_EVERY, in order.
+        if !occasion.is_multiple_of(FEATURED_EVERY) {
+            return None;
+        }
+        self.featured.get((occasion / FEATURED_EVERY) as usize)
+    }
+
     fn attend(&mut self, occasion: u64, person: u32, host: u32, due: i64) {
-        let Some(&(_, _, planted)) = self.featured.iter().rev().find(|f| f.0 == occasion) else {
+        let Some(&Featured { planted, .. }) = self.featured(occasion) else {
             return;
         };
         if self.attendees.entry(occasion).or_default().insert(person) && planted {
@@ -582,6 +619,18 @@ impl Generator {
         }
     }
 
+    /// Who follows or attends: by activity in the plain stream; with ground
+    /// truth, anyone alike, so that engagement and influence (which health
+    /// does not drive) carry no trace of how much a person buys either, and
+    /// the planted weights are the whole truth about what predicts what.
+    fn engaged_person(&mut self) -> u32 {
+        if self.truth.is_some() {
+            self.rng.random_range(0..self.people)
+        } else {
+            self.active_person()
+        }
+    }
+
     fn active_influencer(&mut self) -> u32 {
         self.influencer_pick.sample(self.rng.next_u64()) as u32
     }
@@ -630,7 +679,7 @@ impl Generator {
     /// existing follows (a saturated small population).
     fn choose_follow(&mut self) -> Option<(u32, u32)> {
         for _ in 0..4 {
-            let follower = self.active_person();
+            let follower = self.engaged_person();
             let r = self.rng.random::<f64>();
             // Preferential attachment: accounts are followed in proportion to
             // the followers they already have, so the rich get richer.
@@ -744,7 +793,7 @@ impl Generator {
         let w = PLANTED_WEIGHTS;
         writeln!(
             out,
-            "{{\"kind\":\"model\",\"planted_weights\":{{\"sentiment\":{},\"sales\":{},\"service\":{},\"engagement\":{},\"influence\":{},\"values\":{}}},\"churn_rate\":{CHURN_RATE},\"decline_days\":{DECLINE_DAYS},\"planted_sales_effect\":{PLANTED_SALES_EFFECT:.2},\"featured_every\":{FEATURED_EVERY}}}",
+            "{{\"kind\":\"model\",\"planted_weights\":{{\"sentiment\":{},\"sales\":{},\"service\":{},\"engagement\":{},\"influence\":{},\"values\":{}}},\"churn_rate\":{CHURN_RATE},\"decline_days\":{DECLINE_DAYS},\"planted_sales_effect\":{PLANTED_SALES_EFFECT:.2},\"featured_every\":{FEATURED_EVERY},\"featured_days\":{FEATURED_DAYS}}}",
             w[0], w[1], w[2], w[3], w[4], w[5]
         )?;
         for &(key, brand) in &truth.seen {
@@ -771,7 +820,10 @@ impl Generator {
             line.extend_from_slice(b"}\n");
             out.write_all(&line)?;
         }
-        for &(id, brand, planted) in &truth.featured {
+        for &Featured {
+            id, brand, planted, ..
+        } in &truth.featured
+        {
             let effect = if planted { PLANTED_SALES_EFFECT } else { 0.0 };
             let attendees = truth.attendees.get(&id).map_or(0, BTreeSet::len);
             writeln!(
@@ -988,8 +1040,9 @@ impl Generator {
         let id = self.occasions.len() as u64;
         let brand = self.popular_brand();
         self.occasions.push(brand);
+        let now = self.last_offset;
         if let Some(truth) = &mut self.truth {
-            truth.occasion(id, brand);
+            truth.occasion(id, brand, now);
         }
         // 0..3 performers, preferably influencers who endorse the host.
         let count = weighted_index(&[25, 40, 25, 10], self.rng.random_range(0..100));
@@ -1028,15 +1081,23 @@ impl Generator {
         // Attendance follows the occasion: pick among the most recent ones.
         let recent = self.occasions.len().min(32);
         let mut occasion = self.occasions.len() - 1 - self.rng.random_range(0..recent);
-        let person = self.active_person();
-        if self.truth.is_some() {
-            // Featured occasions draw half the crowd while they are recent.
-            let featured = self.truth.as_ref().and_then(|t| t.featured.last());
-            if let Some(&(id, ..)) = featured
-                && id as usize + recent >= self.occasions.len()
+        let person = self.engaged_person();
+        if let Some(truth) = &self.truth {
+            let now = self.last_offset;
+            // A featured occasion is attended only in its first days; later
+            // picks of it go to the newest occasion.
+            if truth
+                .featured(occasion as u64)
+                .is_some_and(|f| !f.open(now))
+            {
+                occasion = self.occasions.len() - 1;
+            }
+            // The newest open featured occasion draws half the crowd.
+            if let Some(f) = truth.featured.last()
+                && f.open(now)
                 && self.rng.random::<f64>() < 0.5
             {
-                occasion = id as usize;
+                occasion = f.id as usize;
             }
             // A planted effect: one purchase 1 to 5 days after attending.
             let delay = 86_400.0 * (1.0 + 4.0 * self.rng.random::<f64>());

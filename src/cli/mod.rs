@@ -17,6 +17,7 @@ use crate::store::{Backend, EmbeddedStore, PostgresStore};
 pub mod backtest;
 pub mod calibrate;
 pub mod generate;
+pub mod impact;
 pub mod ingest;
 pub mod migrate;
 pub mod propagate;
@@ -58,6 +59,8 @@ pub enum Command {
     Backtest(backtest::BacktestArgs),
     /// Fit the model's weights and half-lives to outcomes; writes a model file with its validation figures
     Calibrate(calibrate::CalibrateArgs),
+    /// The effect of a brand's occasion or cause (difference in differences against a matched group)
+    Impact(impact::ImpactArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Propagate(args) => propagate::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Impact(args) => impact::run(args),
     }
 }
 

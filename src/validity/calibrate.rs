@@ -113,7 +113,8 @@ pub struct Fit {
     /// The outcomes whose mean AUC was maximised (present and defined in
     /// the training window).
     pub outcomes: Vec<Outcome>,
-    /// Mean training AUC of the base and the fitted parameters.
+    /// Mean training AUC (weighted by `min(positives, negatives)` per
+    /// outcome) of the base and the fitted parameters.
     pub base_objective: f64,
     pub fitted_objective: f64,
     /// Relationships at the training cut.
@@ -204,15 +205,68 @@ impl Tables {
     }
 }
 
-/// Mean ROC AUC over `labels` of the scores `raw`.
-fn mean_auc(raw: &[f64], labels: &[(Outcome, Vec<Option<bool>>)]) -> f64 {
-    let ranked = Ranked::new(raw);
-    let ones = vec![1.0; raw.len()];
-    let aucs: Vec<f64> = labels
-        .iter()
-        .filter_map(|(o, l)| metrics::roc_auc(&ranked, l, &ones, o.direction()))
-        .collect();
-    aucs.iter().sum::<f64>() / aucs.len().max(1) as f64
+/// The training objective: the mean ROC AUC over the outcomes, each
+/// weighted by `min(positives, negatives)` (about how many independent
+/// comparisons its AUC rests on, so an outcome with 30 cases does not count
+/// as much as one with 3,000), on all relationships and on each of two
+/// halves of them (by person, alternately in id order).
+struct Objective {
+    /// Per outcome: its direction, and labels for all, half A, half B.
+    outcomes: Vec<(Outcome, [Vec<Option<bool>>; 3])>,
+    /// Per outcome and part: its weight in the mean.
+    weights: Vec<[f64; 3]>,
+}
+
+impl Objective {
+    fn new(labels: Vec<(Outcome, Vec<Option<bool>>)>, pairs: &[Pair]) -> Objective {
+        // Half of each relationship: the parity of its person's rank, so
+        // a person's relationships stay together.
+        let mut half = Vec::with_capacity(pairs.len());
+        let mut rank = 0usize;
+        for (i, (person, _)) in pairs.iter().enumerate() {
+            if i > 0 && pairs[i - 1].0 != *person {
+                rank += 1;
+            }
+            half.push(rank % 2);
+        }
+        let mut outcomes = Vec::new();
+        let mut weights = Vec::new();
+        for (o, l) in labels {
+            let part = |h: usize| -> Vec<Option<bool>> {
+                l.iter()
+                    .zip(&half)
+                    .map(|(v, x)| if *x == h { *v } else { None })
+                    .collect()
+            };
+            let parts = [l.clone(), part(0), part(1)];
+            let w = parts.each_ref().map(|p| {
+                let pos = p.iter().flatten().filter(|b| **b).count();
+                let neg = p.iter().flatten().filter(|b| !**b).count();
+                pos.min(neg) as f64
+            });
+            outcomes.push((o, parts));
+            weights.push(w);
+        }
+        Objective { outcomes, weights }
+    }
+
+    /// The objective of the scores `raw`: (all, half A, half B).
+    fn of(&self, raw: &[f64]) -> [f64; 3] {
+        let ranked = Ranked::new(raw);
+        let ones = vec![1.0; raw.len()];
+        let mut value = [0.0; 3];
+        for part in 0..3 {
+            let (mut sum, mut total) = (0.0, 0.0);
+            for ((o, labels), w) in self.outcomes.iter().zip(&self.weights) {
+                if let Some(auc) = metrics::roc_auc(&ranked, &labels[part], &ones, o.direction()) {
+                    sum += w[part] * auc;
+                    total += w[part];
+                }
+            }
+            value[part] = if total > 0.0 { sum / total } else { 0.5 };
+        }
+        value
+    }
 }
 
 /// Fits `base`'s weights and half-lives on the training window. Reads no
@@ -275,7 +329,9 @@ pub fn fit(
     };
     let mut j: [usize; 6] = start.half_lives.map(index);
     let mut w: [f64; 6] = start.weights;
-    let base_objective = mean_auc(&tables.raw(&j, &w), &labels);
+    let objective = Objective::new(labels, &pairs);
+    let outcomes: Vec<Outcome> = objective.outcomes.iter().map(|(o, _)| *o).collect();
+    let base_objective = objective.of(&tables.raw(&j, &w));
     let mut best = base_objective;
     let mut evaluations = 1;
     let mut sweeps = 0;
@@ -288,21 +344,24 @@ pub fn fit(
                 .flat_map(|jj| weights.iter().map(move |&ww| (jj, ww)))
                 .filter(|&(jj, ww)| (jj, ww) != (j[c], w[c]))
                 .collect();
-            let scores: Vec<f64> = candidates
+            let scores: Vec<[f64; 3]> = candidates
                 .par_iter()
                 .map(|&(jj, ww)| {
                     let (mut j2, mut w2) = (j, w);
                     j2[c] = jj;
                     w2[c] = ww;
-                    mean_auc(&tables.raw(&j2, &w2), &labels)
+                    objective.of(&tables.raw(&j2, &w2))
                 })
                 .collect();
             evaluations += candidates.len();
-            // The first best candidate in grid order, and only if it gains.
-            let mut pick: Option<(usize, f64)> = None;
-            for (k, &s) in scores.iter().enumerate() {
-                if s >= best + MIN_GAIN && pick.is_none_or(|(_, b)| s > b) {
-                    pick = Some((k, s));
+            // A move must gain on all relationships and on each half (a
+            // gain that only one half shows is that half's noise); the
+            // largest gain wins, the first in grid order on a tie.
+            let mut pick: Option<(usize, [f64; 3])> = None;
+            for (k, s) in scores.iter().enumerate() {
+                let gains = s[0] >= best[0] + MIN_GAIN && s[1] > best[1] && s[2] > best[2];
+                if gains && pick.is_none_or(|(_, b)| s[0] > b[0]) {
+                    pick = Some((k, *s));
                 }
             }
             if let Some((k, s)) = pick {
@@ -322,9 +381,9 @@ pub fn fit(
             weights: w,
             half_lives: j.map(|i| grid[i]),
         },
-        outcomes: labels.iter().map(|(o, _)| *o).collect(),
-        base_objective,
-        fitted_objective: best,
+        outcomes,
+        base_objective: base_objective[0],
+        fitted_objective: best[0],
         relationships: tables.n,
         sweeps,
         evaluations,

@@ -7,6 +7,7 @@
 //! - [`scoring`]: the one adapter to the scoring engine's public API.
 //! - [`backtest`]: scores at a cut against outcomes after it.
 //! - [`calibrate`]: fits weights and half-lives on a training window.
+//! - [`impact`]: the effect of an occasion or a cause (difference in differences).
 //!
 //! Everything here is a pure function of the events, the registrations, the
 //! model and the times it is given: no clock, no IO (the CLI and the HTTP
@@ -15,6 +16,7 @@
 
 pub mod backtest;
 pub mod calibrate;
+pub mod impact;
 pub mod metrics;
 pub mod outcomes;
 pub mod scoring;

@@ -131,3 +131,31 @@ pub fn with_params(base: &ScoringModel, p: &Params) -> ScoringModel {
     m.half_life_days.values = h[5];
     m
 }
+
+/// Every event of `state`, in canonical order.
+pub fn events(state: &ScoreState) -> &[Event] {
+    state.events()
+}
+
+/// The model `state` scores with.
+pub fn model(state: &ScoreState) -> Arc<ScoringModel> {
+    Arc::new(state.model().clone())
+}
+
+/// The people whose registered interests share a tag with `tags`, compared
+/// without case, as the fold matches a cause (`score::state`), in id order.
+pub fn interested(state: &ScoreState, tags: &[String]) -> Vec<crate::domain::EntityId> {
+    let wanted: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
+    state
+        .entities()
+        .into_iter()
+        .filter(|(_, kind)| kind.is_person())
+        .filter_map(|(id, _)| {
+            let e = state.registration(&id)?;
+            e.interests
+                .iter()
+                .any(|i| wanted.contains(&i.to_lowercase()))
+                .then_some(id)
+        })
+        .collect()
+}

@@ -4,12 +4,14 @@
 //! written model that loads.
 
 use std::process::Command;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fusion::domain::{Event, EventKind};
 use fusion::generate::GenerateConfig;
 use fusion::score::ScoringModel;
 use fusion::validity::calibrate::{self, CalibrateSpec, Fit};
+use fusion::validity::metrics::spearman;
 use fusion::validity::{Bootstrap, Window};
 
 use crate::truth::{small, truth_stream};
@@ -110,49 +112,56 @@ fn the_fit_is_the_same_on_one_thread_and_on_two() {
     assert_eq!(on(1), on(2));
 }
 
-/// Cosine similarity of two weight vectors over the components that have
-/// values at the training cut.
-fn cosine(a: &[f64; 6], b: &[f64; 6], active: &[usize]) -> f64 {
-    let dot: f64 = active.iter().map(|&c| a[c] * b[c]).sum();
-    let norm = |v: &[f64; 6]| active.iter().map(|&c| v[c] * v[c]).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
-/// The generator plants health in sentiment, sales and service and not in
-/// engagement, influence or values (`PLANTED_WEIGHTS`). Calibrating the
-/// default model (every weight 1) on the generated stream must move the
-/// weights toward that. Measured on this stream (seed 15, 20,000 events,
-/// the cut-down grids): fitted weights sentiment 2, sales 4, service 3,
-/// engagement 0.75, influence 0 (values has no value: no registered
-/// interests), a cosine with the planted weights of 0.956 against 0.775 for
-/// the default; the validation AUC of a purchase 0.723 against 0.695.
+/// The generator plants health in sentiment, sales and service, and not
+/// in engagement or influence (`PLANTED_WEIGHTS`: which components carry
+/// health; how much weight each needs in the model depends on its scale,
+/// which the generator does not plant). Calibrating the default model
+/// (every weight 1) on the generated stream must move the weight onto the
+/// planted components: their share of the total weight rises, the
+/// unplanted components' weight falls, and the fitted model predicts the
+/// validation window better.
+///
+/// Measured on this stream (seed 15, 20,000 events, the cut-down grids):
+/// weights (sentiment, sales, service, engagement, influence) from all 1 to
+/// (1, 3, 1.5, 0.5, 0); the planted share from 0.60 to 0.92; the
+/// validation AUC of a purchase from 0.708 to 0.733; the Spearman
+/// correlation of the score at March 1 with the planted health then from
+/// 0.256 to 0.335. On seeds 16 to 19 the planted share was 0.81 to 0.91 and
+/// the validation AUC rose by 0.04 to 0.06.
 #[test]
 fn calibration_on_generated_data_moves_the_weights_toward_the_planted_ones() {
-    let (events, _) = truth_stream(&small());
+    let (events, truth) = truth_stream(&small());
     let base = ScoringModel::default_model();
-    let (report, _) = calibrate::calibrate(&base, &[], &events, &spec()).unwrap();
+    let (report, fitted) = calibrate::calibrate(&base, &[], &events, &spec()).unwrap();
     let fit = &report.fit;
     let names = fusion::validity::scoring::component_names();
     let active: Vec<usize> = (0..6)
         .filter(|c| !fit.silent.contains(&names[*c]))
         .collect();
     let planted = fusion::generate::PLANTED_WEIGHTS;
-    let before = cosine(&fit.base.weights, &planted, &active);
-    let after = cosine(&fit.fitted.weights, &planted, &active);
+    let share = |w: &[f64; 6]| {
+        let on: f64 = active
+            .iter()
+            .filter(|&&c| planted[c] > 0.0)
+            .map(|&c| w[c])
+            .sum();
+        on / active.iter().map(|&c| w[c]).sum::<f64>()
+    };
+    let off = |w: &[f64; 6]| -> f64 {
+        active
+            .iter()
+            .filter(|&&c| planted[c] == 0.0)
+            .map(|&c| w[c])
+            .sum()
+    };
     assert!(
-        after >= before + 0.08,
-        "cosine with the planted weights {before:.3} -> {after:.3}: {:?}",
+        share(&fit.fitted.weights) >= share(&fit.base.weights) + 0.15,
+        "the planted components' share of the weight {:.2} -> {:.2}: {:?}",
+        share(&fit.base.weights),
+        share(&fit.fitted.weights),
         fit.fitted.weights
     );
-    // Every unplanted component loses weight, and the fit gains.
-    for c in active.iter().filter(|&&c| planted[c] == 0.0) {
-        assert!(
-            fit.fitted.weights[*c] < fit.base.weights[*c],
-            "{} kept weight {}",
-            names[*c],
-            fit.fitted.weights[*c]
-        );
-    }
+    assert!(off(&fit.fitted.weights) < off(&fit.base.weights));
     assert!(fit.fitted_objective > fit.base_objective);
     // On the validation window the fitted model predicts purchases better
     // than the default.
@@ -167,10 +176,29 @@ fn calibration_on_generated_data_moves_the_weights_toward_the_planted_ones() {
             .unwrap()
     };
     assert!(
-        auc(calibrate::FITTED) > auc("fusion") + 0.02,
+        auc(calibrate::FITTED) > auc("fusion") + 0.01,
         "validation AUC {} vs {}",
         auc(calibrate::FITTED),
         auc("fusion")
+    );
+    // And its score at the validation cut follows the planted health closer.
+    let cut = spec().validate.from;
+    let health = crate::truth::health_at(&truth, cut);
+    let rho = |model: ScoringModel| {
+        let scores = fusion::validity::scoring::scores_at_cut(Arc::new(model), &[], &events, cut);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for ((person, brand), s) in &scores {
+            if let Some(h) = health.get(&(person.to_string(), brand.to_string())) {
+                x.push(s.score);
+                y.push(*h);
+            }
+        }
+        spearman(&x, &y).unwrap()
+    };
+    let (before, after) = (rho(base), rho(fitted));
+    assert!(
+        after > before + 0.03,
+        "Spearman with the planted health {before:.3} -> {after:.3}"
     );
 }
 

@@ -5,6 +5,7 @@ mod calibrate;
 mod determinism;
 mod generate;
 mod http;
+mod impact;
 mod incremental;
 mod live;
 mod pg;
