@@ -355,12 +355,18 @@ pub fn fit(
                 .collect();
             evaluations += candidates.len();
             // A move must gain on all relationships and on each half (a
-            // gain that only one half shows is that half's noise); the
-            // largest gain wins, the first in grid order on a tie.
+            // gain that only one half shows is that half's noise). The
+            // largest gain wins; on a tie the weight nearest the current
+            // one (a component alone ranks alike at any positive weight, so
+            // a rescale is no move), then the first in grid order.
             let mut pick: Option<(usize, [f64; 3])> = None;
+            let shift = |k: usize| (candidates[k].1 - w[c]).abs();
             for (k, s) in scores.iter().enumerate() {
                 let gains = s[0] >= best[0] + MIN_GAIN && s[1] > best[1] && s[2] > best[2];
-                if gains && pick.is_none_or(|(_, b)| s[0] > b[0]) {
+                let better = |(b, v): (usize, [f64; 3])| {
+                    s[0] > v[0] || (s[0] == v[0] && shift(k) < shift(b))
+                };
+                if gains && pick.is_none_or(better) {
                     pick = Some((k, *s));
                 }
             }

@@ -244,3 +244,33 @@ fn the_binary_writes_a_model_that_loads_and_refuses_overlapping_windows() {
     let err = String::from_utf8_lossy(&overlap.stderr);
     assert!(err.contains("validation window must start"), "{err}");
 }
+
+/// Regression: with one component carrying values (CDNOW has purchases
+/// only), every positive weight ranks alike, and the search used to "move"
+/// the sales weight from 1 to 0.25 (the first of the tied candidates in grid
+/// order), shrinking every score toward 50 for no gain. On a tie it now
+/// keeps the weight nearest the current one.
+#[test]
+fn a_lone_component_is_not_rescaled_by_a_tie() {
+    let text = include_str!("../../fixtures/cdnow_sample.ndjson");
+    let lines: Vec<&str> = text.lines().collect();
+    let events = crate::backtest::events(&lines);
+    let mut spec = CalibrateSpec::new(
+        Window {
+            from: t("1997-04-01T00:00:00Z"),
+            to: t("1997-10-01T00:00:00Z"),
+        },
+        Window {
+            from: t("1997-10-01T00:00:00Z"),
+            to: t("1998-07-01T00:00:00Z"),
+        },
+        Bootstrap {
+            replicates: 10,
+            seed: 1,
+        },
+    );
+    spec.half_life_grid = vec![15.0, 30.0];
+    let fit = calibrate::fit(&ScoringModel::default_model(), &[], &events, &spec).unwrap();
+    assert_eq!(fit.silent.len(), 5, "{:?}", fit.silent);
+    assert_eq!(fit.fitted.weights, fit.base.weights);
+}
