@@ -118,6 +118,10 @@ fn the_seed_story_has_no_comparison_group_and_says_so() {
     assert_eq!(b["action"]["performers"], json!(["artist"]));
     assert_eq!(b["groups"]["reached"], 3, "fan1, fan2, fan4 attended");
     assert_eq!(b["groups"]["matched_reached"], 0);
+    assert_eq!(
+        b["groups"]["comparison_pool"], 1,
+        "fan3, who follows the brand"
+    );
     // Two weekly reports before (10,000 and 10,400), one after (14,500);
     // fan2's 79 before, fan4's 89 after.
     let level = &b["brand_level"];
