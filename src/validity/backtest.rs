@@ -623,3 +623,30 @@ impl BacktestReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_files_are_read_strictly() {
+        let peer = Peer::from_tsv(
+            "bgnbd",
+            "# person brand value\nc1\tcdnow\t0.5\n\nc2\tcdnow\t-1e-3\n",
+        )
+        .unwrap();
+        let key = |p: &str| (EntityId::new(p).unwrap(), EntityId::new("cdnow").unwrap());
+        assert_eq!(peer.values[&key("c1")], 0.5);
+        assert_eq!(peer.values[&key("c2")], -0.001);
+        let err = Peer::from_tsv("x", "c1\tcdnow\n").unwrap_err().to_string();
+        assert!(err.contains("peer x, line 1: not three columns"), "{err}");
+        let err = Peer::from_tsv("x", "c1\tcdnow\tNaN\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a number"), "{err}");
+        let err = Peer::from_tsv("x", "c 1\tcdnow\t1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad person id"), "{err}");
+    }
+}
