@@ -10,6 +10,7 @@
 //! - [`engine`]: owns the derived state; where ingest meets scoring.
 //! - [`http`]: the actix-web service.
 //! - [`generate`]: a synthetic, reproducible event stream for benches and demos.
+//! - [`validity`]: backtests, calibration and impact: does the score mean something.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod ingest;
 pub mod score;
 pub mod sentiment;
 pub mod store;
+pub mod validity;

@@ -14,7 +14,10 @@ use crate::engine::Engine;
 use crate::score::ScoringModel;
 use crate::store::{Backend, EmbeddedStore, PostgresStore};
 
+pub mod backtest;
+pub mod calibrate;
 pub mod generate;
+pub mod impact;
 pub mod ingest;
 pub mod migrate;
 pub mod propagate;
@@ -52,6 +55,12 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the propagation core on any weighted directed graph, for checking it against other tools
     Propagate(propagate::PropagateArgs),
+    /// Scores at a cut against outcomes after it, beside recency/frequency/monetary baselines
+    Backtest(backtest::BacktestArgs),
+    /// Fit the model's weights and half-lives to outcomes; writes a model file with its validation figures
+    Calibrate(calibrate::CalibrateArgs),
+    /// The effect of a brand's occasion or cause (difference in differences against a matched group)
+    Impact(impact::ImpactArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -65,6 +74,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sentiment(args) => sentiment::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Propagate(args) => propagate::run(args),
+        Command::Backtest(args) => backtest::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
+        Command::Impact(args) => impact::run(args),
     }
 }
 
@@ -107,7 +119,16 @@ pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
 /// migrations; else the embedded one) and replays it into an engine.
 pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
     let model = load_model(args.model.as_deref())?;
-    let (store, place) = match &args.database_url {
+    let (store, place) = open_store(args).await?;
+    let engine = Engine::open(store, model)
+        .await
+        .with_context(|| format!("failed to load the events from {place}"))?;
+    Ok(Arc::new(engine))
+}
+
+/// Opens the store alone (no replay), and says where it is for messages.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<(Backend, String)> {
+    Ok(match &args.database_url {
         Some(url) => (
             Backend::Postgres(
                 PostgresStore::connect(url)
@@ -122,11 +143,7 @@ pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>
             })?),
             args.data_dir.display().to_string(),
         ),
-    };
-    let engine = Engine::open(store, model)
-        .await
-        .with_context(|| format!("failed to load the events from {place}"))?;
-    Ok(Arc::new(engine))
+    })
 }
 
 /// A multi-threaded tokio runtime for the commands that do not serve HTTP.

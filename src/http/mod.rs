@@ -4,6 +4,7 @@
 
 mod cache;
 mod error;
+mod impact;
 mod routes;
 
 use std::sync::Arc;

@@ -40,16 +40,20 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
             web::get().to(brand_relationships::<S>),
         )
         .route("/v1/brands/{brand}", web::get().to(brand_summary::<S>))
+        .route(
+            "/v1/brands/{brand}/impact",
+            web::get().to(super::impact::get_impact::<S>),
+        )
         .route("/v1/admin/rescore", web::post().to(rescore::<S>));
 }
 
 type Eng<S> = web::Data<Engine<S>>;
 
-fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
+pub(super) fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
     EntityId::new(s).map_err(|e| ApiError::field(field, format!("bad id: {e}")))
 }
 
-fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(super) fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     s.map(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
@@ -261,7 +265,7 @@ struct AtQuery {
 
 /// The current time to the second: the default `at` of reads, so that polls
 /// within one second share one answer (and its ETag).
-fn now_to_the_second() -> DateTime<Utc> {
+pub(super) fn now_to_the_second() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }

@@ -1,9 +1,12 @@
 //! The one integration-test binary: each module tests one boundary.
 
+mod backtest;
+mod calibrate;
 mod determinism;
 mod extreme;
 mod generate;
 mod http;
+mod impact;
 mod incremental;
 mod live;
 mod pg;
@@ -14,4 +17,5 @@ mod sentiment;
 mod store;
 mod story;
 mod support;
+mod truth;
 mod validation;
