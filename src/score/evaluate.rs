@@ -292,6 +292,9 @@ impl ScoreState {
     /// Every impulse up to `at` that reaches `brand`'s target through the
     /// adjoint weights `total`: calls `f(person, impulse, share)` with its
     /// share `y[p, b_i] · x_i`, decayed to `at` and weighted, in a fixed order.
+    /// An impulse that reaches the pair is passed even when its share has
+    /// decayed to 0 (far enough ahead, `2^-Δ/h` underflows): the relationship
+    /// still exists and scores 50, as the batch driver scores it.
     fn for_each_share(
         &self,
         total: &BTreeMap<EntityId, Adjoint>,
@@ -316,9 +319,7 @@ impl ScoreState {
                 let c = imp.component;
                 let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
                 let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
-                if v != 0.0 {
-                    f(p, imp, v);
-                }
+                f(p, imp, v);
             }
         }
     }
