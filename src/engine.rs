@@ -47,7 +47,10 @@ pub enum EngineError {
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
+    /// The rejected events (the HTTP edge keeps the first 1,000).
     pub rejected: Vec<Rejection>,
+    /// How many events were rejected, including any not listed in `rejected`.
+    pub rejected_count: usize,
 }
 
 /// Trend of a score: now minus 1, 7 and 30 days before.
@@ -343,6 +346,7 @@ impl<S: EventStore> Engine<S> {
         let report = IngestReport {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
+            rejected_count: rejected.len(),
             rejected,
         };
         Ok((report, new))
