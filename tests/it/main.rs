@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one boundary.
 
 mod determinism;
+mod edge;
 mod generate;
 mod http;
 mod incremental;
