@@ -43,7 +43,13 @@ pub const MAX_EVENT_BYTES: usize = 4 << 20;
 /// window would make the decoder allocate that much for a few bytes of input.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
+/// A UTF-8 byte order mark: some tools write one at the start of a file.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The body without one leading byte order mark.
+fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(BOM).unwrap_or(body)
+}
 
 /// How the events of a body are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +120,7 @@ impl ParsedBody {
 /// holds no events, is an error as a whole; each event is otherwise accepted
 /// or rejected on its own.
 pub fn parse_events(body: &[u8], format: BodyFormat) -> Result<ParsedBody, BodyError> {
-    let body = body.strip_prefix(BOM).unwrap_or(body);
+    let body = without_bom(body);
     let mut out = ParsedBody::default();
     let mut count = 0usize;
     match format {
@@ -177,10 +183,8 @@ pub fn parse_event(json: &[u8], index: usize) -> Result<Event, Rejection> {
 }
 
 /// NDJSON: one JSON value per line, as `(line number, line)`; a `\r` before
-/// the `\n` is dropped and blank lines are skipped. A leading byte order
-/// mark is skipped.
-pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let body = body.strip_prefix(BOM).unwrap_or(body);
+/// the `\n` is dropped and blank lines are skipped.
+fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     body.split(|&b| b == b'\n')
         .enumerate()
         .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
@@ -191,7 +195,7 @@ pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 /// (fixtures, benches, examples); the service reads bodies with
 /// [`parse_events`], which never holds all the values at once.
 pub fn parse_ndjson(body: &[u8]) -> Result<Vec<Value>, BodyError> {
-    let values = ndjson_lines(body)
+    let values = ndjson_lines(without_bom(body))
         .map(|(line_no, line)| {
             serde_json::from_slice(line).map_err(|e| BodyError::Malformed {
                 line: Some(line_no),

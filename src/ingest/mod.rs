@@ -23,7 +23,7 @@ mod body;
 
 pub use body::{
     BodyDecoder, BodyError, BodyFormat, Compression, MAX_EVENT_BYTES, MAX_REJECTIONS, ParsedBody,
-    decode, ndjson_lines, parse_event, parse_events, parse_ndjson,
+    decode, parse_event, parse_events, parse_ndjson,
 };
 
 /// Longest `text` accepted, in bytes.
