@@ -518,6 +518,35 @@ fn every_error_answer_is_a_problem_with_a_listed_type() {
     assert_eq!(r.body["errors"][0]["field"], "atomic");
 }
 
+/// The answers actix-http gives before the app runs, which docs/problems.md
+/// lists as the exceptions to problem+json.
+#[test]
+fn head_errors_are_the_documented_exceptions() {
+    let (_d, s) = server(&[]);
+    let raw_head = |head: &[u8]| {
+        let mut raw = Raw::connect(&s);
+        raw.send(head).unwrap();
+        raw.reply()
+    };
+    let many: String = (0..120).map(|i| format!("X-{i}: y\r\n")).collect();
+    for (head, status) in [
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            400,
+        ),
+        (b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: a\r\n{many}\r\n").into_bytes(),
+            431,
+        ),
+    ] {
+        let r = raw_head(&head);
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&head));
+        assert_eq!(r.body, Value::String(String::new()));
+    }
+    assert!(PROBLEMS_DOC.contains("| 431 |") && PROBLEMS_DOC.contains("duplicate `Host`"));
+}
+
 /// docs/problems.md lists every type the service answers with, and its status.
 #[test]
 fn every_problem_type_is_documented_with_its_status() {
