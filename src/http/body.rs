@@ -51,11 +51,6 @@ impl BodyBudget {
             permits: Arc::new(Semaphore::new(units)),
         }
     }
-
-    /// Bytes not held by any request now.
-    pub fn available(&self) -> usize {
-        self.permits.available_permits() * UNIT
-    }
 }
 
 /// The share of the budget one request holds; released when dropped.
