@@ -79,18 +79,18 @@ async fn post_events<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let atomic = params.flag("atomic")?;
     let IngestBody { parsed, share } = body;
-    // Rejections the parser only counted (past the first 1,000).
-    let uncounted = parsed.rejected_count - parsed.rejected.len();
+    // Rejections the parser counted but did not list (past the first 1,000).
+    let unlisted = parsed.rejected_count - parsed.rejected.len();
     let result = engine.submit(parsed.events, parsed.rejected, atomic).await;
     drop(share);
     match result {
         Ok(mut report) => {
-            report.rejected_count += uncounted;
+            report.rejected_count += unlisted;
             report.rejected.truncate(MAX_REJECTIONS);
             Ok(HttpResponse::Ok().json(report))
         }
         Err(EngineError::AtomicRejected(mut rejected)) => {
-            let count = rejected.len() + uncounted;
+            let count = rejected.len() + unlisted;
             rejected.truncate(MAX_REJECTIONS);
             Err(ApiError::atomic(count, &rejected))
         }
