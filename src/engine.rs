@@ -47,7 +47,10 @@ pub enum EngineError {
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
+    /// The rejected events (the HTTP edge keeps the first 1,000).
     pub rejected: Vec<Rejection>,
+    /// How many events were rejected, including any not listed in `rejected`.
+    pub rejected_count: usize,
     /// Fields of kept events that were stored but are not used by their
     /// type (validation's warnings), by index.
     pub warnings: Vec<Warning>,
@@ -360,6 +363,7 @@ impl<S: EventStore> Engine<S> {
         let report = IngestReport {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
+            rejected_count: rejected.len(),
             rejected,
             warnings: Vec::new(),
         };

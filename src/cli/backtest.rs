@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
@@ -198,10 +200,11 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         bootstrap: args.bootstrap.bootstrap(),
     };
     let report = validity::backtest(&log.entities, &log.events, &models, &peers, &spec)?;
+    let mut out = super::stdout();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.to_text());
+        write!(out, "{}", report.to_text())?;
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
@@ -64,13 +66,15 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
     let text = calibrate::model_text(&base_text, &report)?;
     std::fs::write(&args.out, &text)
         .with_context(|| format!("cannot write the model {}", args.out.display()))?;
+    let mut out = super::stdout();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
     let names = crate::validity::scoring::component_names();
     let f = &report.fit;
-    println!(
+    writeln!(
+        out,
         "fitted on {} relationships at {}: mean training AUC {:.4} -> {:.4} ({} sweeps, {} evaluations)",
         f.relationships,
         report.train.from.to_rfc3339(),
@@ -78,23 +82,25 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
         f.fitted_objective,
         f.sweeps,
         f.evaluations
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<12} {:>8} {:>8} {:>12} {:>12}",
         "component", "weight", "fitted", "half-life", "fitted"
-    );
+    )?;
     for (c, name) in names.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "{:<12} {:>8} {:>8} {:>12} {:>12}",
             name,
             f.base.weights[c],
             f.fitted.weights[c],
             f.base.half_lives[c],
             f.fitted.half_lives[c]
-        );
+        )?;
     }
-    println!("wrote {}", args.out.display());
-    println!();
-    print!("{}", report.validation.to_text());
+    writeln!(out, "wrote {}", args.out.display())?;
+    writeln!(out)?;
+    write!(out, "{}", report.validation.to_text())?;
     Ok(())
 }

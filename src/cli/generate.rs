@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::generate::{GenerateConfig, GenerateError, MAX_POPULATION};
+use crate::generate::{GenerateConfig, MAX_POPULATION};
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -53,9 +53,10 @@ impl GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let stdout = io::stdout().lock();
-    let mut out = io::BufWriter::with_capacity(1 << 16, stdout);
-    let written = match &args.truth {
+    // A reader that has seen enough (`| head`) ends the command quietly
+    // (`super::stdout`).
+    let mut out = io::BufWriter::with_capacity(1 << 16, super::stdout());
+    match &args.truth {
         None => crate::generate::write_ndjson(&args.config(), &mut out),
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -66,19 +67,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 io::BufWriter::new(file),
             )
         }
-    };
-    match written {
-        Ok(_) => {}
-        // A reader that has seen enough (`| head`) is not a failure.
-        Err(GenerateError::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-        Err(err) => return Err(err).context("failed to generate the event stream"),
     }
-    match out.flush() {
-        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
-            Err(err).context("failed to write the event stream to stdout")
-        }
-        _ => Ok(()),
-    }
+    .context("failed to generate the event stream")?;
+    out.flush()
+        .context("failed to write the event stream to stdout")
 }
 
 fn population(s: &str) -> Result<u32, String> {

@@ -3,6 +3,8 @@
 //! (`crate::validity::impact`). Owns the flags and the printing; reads the
 //! clock only for the default `--at`.
 
+use std::io::Write;
+
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 
@@ -63,10 +65,11 @@ pub fn run(args: ImpactArgs) -> anyhow::Result<()> {
         },
     };
     let report = impact::impact(&state, &spec)?;
+    let mut out = super::stdout();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.to_text());
+        write!(out, "{}", report.to_text())?;
     }
     Ok(())
 }

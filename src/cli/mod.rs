@@ -3,6 +3,13 @@
 //! dispatches and holds what several share (opening the store and model).
 //! Argument errors exit with status 2 (clap's default), failures with 1 and a
 //! one-line reason.
+//!
+//! A closed standard output (`fusion score … | head -1`) ends a command
+//! quietly with status 0: commands write through [`stdout`], whose write
+//! errors on a closed pipe are marked, and `run` turns a marked error into
+//! success. SIGPIPE stays ignored (Rust's default), which is what `serve`
+//! needs: a client or database that goes away mid-write is an error on that
+//! socket, never the end of the process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,7 +72,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Score(args) => score::run(args),
@@ -77,7 +84,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backtest(args) => backtest::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Impact(args) => impact::run(args),
+    };
+    match result {
+        Err(e) if stdout_closed(&e) => Ok(()),
+        other => other,
     }
+}
+
+/// The mark on a write error of [`stdout`] whose reader has gone.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Standard output for command results: a write to a closed pipe fails with
+/// an error `run` recognises (and ends the command quietly), unlike an
+/// `EPIPE` from any other file or socket, which stays a failure.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+impl Stdout {
+    fn mark(e: std::io::Error) -> std::io::Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+        } else {
+            e
+        }
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(Self::mark)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(Self::mark)
+    }
+}
+
+/// Whether a command failed only because its standard output was closed.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+            || c.is::<StdoutClosed>()
+    })
 }
 
 fn init_logging() {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::StoreArgs;
 use crate::engine::Engine;
 use crate::http::{self, Limits};
-use crate::ingest;
+use crate::ingest::{self, BodyFormat};
 use crate::store::{Backend, EventStore, ScoreRow};
 
 /// How often the materialised scores are refreshed (when anything changed).
@@ -33,9 +33,100 @@ pub struct ServeArgs {
     /// TOML file with any of: bind, data_dir, database_url, model
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Largest request body, in bytes
+    /// Largest request body, in bytes, after decompression (413 past it)
     #[arg(long, default_value_t = Limits::default().max_body)]
     pub max_body: usize,
+    /// Bytes of request bodies held at once by all requests (at least --max-body)
+    #[arg(long, default_value_t = Limits::default().max_bodies_in_flight)]
+    pub max_bodies_in_flight: usize,
+    /// Seconds to wait for the next chunk of a request body (408 past it)
+    #[arg(long, default_value_t = Limits::default().body_idle_timeout.as_secs_f64(), value_parser = seconds)]
+    pub body_idle_timeout: f64,
+    /// Seconds to receive a whole request body (408 past it)
+    #[arg(long, default_value_t = Limits::default().body_deadline.as_secs_f64(), value_parser = seconds)]
+    pub body_deadline: f64,
+    /// Seconds a body waits for room in --max-bodies-in-flight (503 past it)
+    #[arg(long, default_value_t = Limits::default().body_budget_wait.as_secs_f64(), value_parser = seconds)]
+    pub body_budget_wait: f64,
+    /// Connections served at once; more wait in the listen backlog
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Ok(x),
+        _ => Err("expected a number of seconds in (0, 86400]".into()),
+    }
+}
+
+impl ServeArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        anyhow::ensure!(
+            self.max_body >= 1 && self.max_bodies_in_flight >= self.max_body,
+            "--max-bodies-in-flight ({}) must be at least --max-body ({}), which must be at least 1",
+            self.max_bodies_in_flight,
+            self.max_body
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        let secs = std::time::Duration::from_secs_f64;
+        Ok(Limits {
+            max_body: self.max_body,
+            max_bodies_in_flight: self.max_bodies_in_flight,
+            body_idle_timeout: secs(self.body_idle_timeout),
+            body_deadline: secs(self.body_deadline),
+            body_budget_wait: secs(self.body_budget_wait),
+            max_connections: fit_connections(self.max_connections),
+        })
+    }
+}
+
+/// File descriptors kept for everything but connections (store files, the
+/// PostgreSQL pool, logs, blocking threads).
+const FD_RESERVE: u64 = 256;
+
+/// The connection cap that this process's open-file limit allows: the soft
+/// limit is raised towards the hard one if the cap needs it (a server that
+/// runs out of descriptors stops accepting anyone), else the cap is lowered.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every unix
+fn fit_connections(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return wanted;
+    }
+    let needed = wanted as u64 + FD_RESERVE;
+    if (lim.rlim_cur as u64) < needed {
+        let raised = libc::rlimit {
+            rlim_cur: needed.min(lim.rlim_max as u64) as libc::rlim_t,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let fits = (lim.rlim_cur as u64).saturating_sub(FD_RESERVE).max(1) as usize;
+    if fits < wanted {
+        tracing::warn!(
+            wanted,
+            allowed = fits,
+            "the open-file limit leaves room for fewer connections; serving that many"
+        );
+    }
+    wanted.min(fits)
+}
+
+#[cfg(not(unix))]
+fn fit_connections(wanted: usize) -> usize {
+    wanted
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,18 +169,22 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             "no API keys are configured, so the service binds to loopback only; use --bind 127.0.0.1:PORT"
         );
     }
+    let limits = args.limits()?;
     actix_web::rt::System::new().block_on(async move {
         let engine = super::open_engine(&args.store).await?;
         if args.demo {
             if engine.store().count().await? == 0 {
-                let values = ingest::parse_ndjson(SEED_STORY.as_bytes())?;
-                let checked = ingest::validate_all(&values, &engine.model().currency);
+                let story = ingest::parse_events(
+                    SEED_STORY.as_bytes(),
+                    BodyFormat::Ndjson,
+                    &engine.model().currency,
+                )?;
                 anyhow::ensure!(
-                    checked.rejected.is_empty(),
+                    story.rejected.is_empty(),
                     "the seed story has invalid events: {:?}",
-                    checked.rejected
+                    story.rejected
                 );
-                let report = engine.submit(checked.good, checked.rejected, true).await?;
+                let report = engine.submit(story.events, story.rejected, true).await?;
                 tracing::info!(accepted = report.accepted, "loaded the seed story");
             } else {
                 tracing::info!("the store is not empty; --demo leaves it as it is");
@@ -104,15 +199,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             %bind,
             "serving; no API keys configured: every request is accepted, loopback only"
         );
-        http::serve(
-            engine,
-            &bind,
-            Limits {
-                max_body: args.max_body,
-            },
-        )
-        .await
-        .with_context(|| format!("cannot serve on {bind}"))
+        http::serve(engine, &bind, limits)
+            .await
+            .with_context(|| format!("cannot serve on {bind}"))
     })
 }
 

@@ -8,52 +8,43 @@
 //! is released, on the blocking pool. Must not estimate anything itself.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
 
+use super::Params;
 use super::error::ApiError;
-use super::routes::{entity_id, now_to_the_second, parse_time};
+use super::routes::{entity_id, now_to_the_second};
 use crate::domain::{EntityKind, EventId};
 use crate::engine::Engine;
 use crate::store::EventStore;
 use crate::validity::ValidityError;
 use crate::validity::impact::{self, Action, ImpactSpec};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ImpactQuery {
-    occasion: Option<String>,
-    cause: Option<String>,
-    at: Option<String>,
-    window: Option<f64>,
-}
-
 pub(super) async fn get_impact<S: EventStore>(
     engine: web::Data<Engine<S>>,
     path: web::Path<String>,
-    query: web::Query<ImpactQuery>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
     if engine.state().kind(&brand) != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
-    let query = query.into_inner();
-    let action = match (&query.occasion, &query.cause) {
+    let action = match (params.get("occasion")?, params.get("cause")?) {
         (Some(o), None) => Action::Occasion(entity_id("occasion", o)?),
         (None, Some(c)) => Action::Cause(
-            EventId::new(c.clone())
-                .map_err(|e| ApiError::field("cause", format!("bad id: {e}")))?,
+            EventId::new(c).map_err(|e| ApiError::parameter("cause", format!("bad id: {e}")))?,
         ),
         _ => {
-            return Err(ApiError::field(
+            return Err(ApiError::parameter(
                 "occasion",
                 "give exactly one of `occasion` (an occasion id) and `cause` (a cause event id)",
             ));
         }
     };
-    let at = parse_time("at", query.at.as_deref())?.unwrap_or_else(now_to_the_second);
-    let window_days = query.window.unwrap_or(impact::DEFAULT_WINDOW_DAYS);
-    if !(window_days > 0.0 && window_days <= 3_650.0) {
-        return Err(ApiError::field(
+    let at = params.time("at")?.unwrap_or_else(now_to_the_second);
+    let window_days = params
+        .number("window", 0.0, 3_650.0)?
+        .unwrap_or(impact::DEFAULT_WINDOW_DAYS);
+    if window_days <= 0.0 {
+        return Err(ApiError::parameter(
             "window",
             "must be a number of days in (0, 3650]",
         ));
@@ -77,7 +68,9 @@ pub(super) async fn get_impact<S: EventStore>(
     })?
     .map_err(|e| match e {
         ValidityError::NotFound(m) => ApiError::NotFound(m),
-        ValidityError::Invalid(m) => ApiError::BadRequest(m, Vec::new()),
+        // The window is checked above, so what is left is about `at`: the
+        // action is not before it.
+        ValidityError::Invalid(m) => ApiError::parameter("at", m),
     })?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -3,6 +3,7 @@
 mod backtest;
 mod calibrate;
 mod determinism;
+mod edge;
 mod extreme;
 mod generate;
 mod http;

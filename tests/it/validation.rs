@@ -14,7 +14,7 @@ use std::sync::Arc;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test as atest;
-use actix_web::{App, web};
+
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -87,11 +87,11 @@ async fn engine(dir: &Path) -> Arc<Engine<EmbeddedStore>> {
 /// The service's routes over `engine`, in-process.
 macro_rules! app {
     ($engine:expr) => {
-        atest::init_service(App::new().configure(fusion::http::configure(
+        atest::init_service(fusion::http::app(
             Arc::clone(&$engine),
             fusion::http::Limits::default(),
-            web::Data::new(fusion::http::ReadCache::default()),
-        )))
+            fusion::http::Shared::new(&fusion::http::Limits::default()),
+        ))
         .await
     };
 }
