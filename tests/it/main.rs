@@ -5,6 +5,7 @@ mod generate;
 mod http;
 mod incremental;
 mod live;
+mod numerics;
 mod pg;
 mod pg_e2e;
 mod propagate;
