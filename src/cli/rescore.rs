@@ -15,7 +15,7 @@ pub struct RescoreArgs {
 pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(&args.store).await?;
+        let engine = super::open_engine(&args.store, Default::default()).await?;
         let r = engine.rescore(Utc::now(), false).await?;
         println!(
             "events={} relationships={} max_drift={:.3e} live_error_bound={:.3e} live_pushes={} seconds={:.3}",

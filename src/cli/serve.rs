@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::StoreArgs;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::http::{self, Limits};
 use crate::ingest;
 use crate::store::{Backend, EventStore, ScoreRow};
@@ -36,6 +37,24 @@ pub struct ServeArgs {
     /// Largest request body, in bytes
     #[arg(long, default_value_t = Limits::default().max_body)]
     pub max_body: usize,
+    /// Refuse events dated more than this ahead of the server clock (24h, 90m, 30s, 2d)
+    #[arg(long, default_value = "24h", value_parser = super::future_skew)]
+    pub max_future_skew: chrono::Duration,
+}
+
+/// The fault-injection hook of the tests (ARCHITECTURE.md, "Invariants"):
+/// `FUSION_FAULT_INJECT=fold:N` makes the next N folds fail, rebuilds of the
+/// state included. Read by `serve` only; unset, it is inert.
+const FAULT_INJECT: &str = "FUSION_FAULT_INJECT";
+
+fn fold_faults() -> anyhow::Result<u32> {
+    match std::env::var(FAULT_INJECT) {
+        Err(_) => Ok(0),
+        Ok(v) => v
+            .strip_prefix("fold:")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("{FAULT_INJECT}={v:?}: expected fold:N")),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,7 +77,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             args.bind = cfg.bind;
         }
         if let Some(d) = cfg.data_dir
-            && args.store.data_dir == PathBuf::from("./data")
+            && args.store.data_dir.as_os_str() == "./data"
         {
             args.store.data_dir = d;
         }
@@ -79,13 +98,21 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     actix_web::rt::System::new().block_on(async move {
-        let engine = super::open_engine(&args.store).await?;
+        let options = EngineOptions {
+            max_future_skew: args.max_future_skew,
+            fold_faults: fold_faults()?,
+        };
+        let engine = super::open_engine(&args.store, options).await?;
         if args.demo {
             if engine.store().count().await? == 0 {
                 let values = ingest::parse_ndjson(SEED_STORY.as_bytes())?;
                 let (good, bad) = ingest::validate_all(&values);
                 anyhow::ensure!(bad.is_empty(), "the seed story has invalid events: {bad:?}");
-                let report = engine.submit(good, bad, true).await?;
+                // The story is fixed data, not traffic: a clock set before
+                // its dates must not refuse it.
+                let latest = good.iter().map(|(_, e)| e.time).max();
+                let now = latest.map_or_else(Utc::now, |l| l.max(Utc::now()));
+                let report = engine.submit(good, bad, true, now).await?;
                 tracing::info!(accepted = report.accepted, "loaded the seed story");
             } else {
                 tracing::info!("the store is not empty; --demo leaves it as it is");
@@ -95,7 +122,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             actix_web::rt::spawn(materialise_scores(Arc::clone(&engine)));
         }
         tracing::info!(
-            events = engine.state().event_count(),
+            events = engine.readiness().await.events,
             store = engine.store().name(),
             %bind,
             "serving; no API keys configured: every request is accepted, loopback only"
@@ -124,7 +151,13 @@ async fn materialise_scores(engine: Arc<Engine<Backend>>) {
         if written == Some(version) {
             continue;
         }
-        let scores = engine.current_scores(chrono::Utc::now()).await;
+        let scores = match engine.current_scores(Utc::now()).await {
+            Ok(scores) => scores,
+            Err(e) => {
+                tracing::warn!(cause = %e, "could not compute scores to materialise; will retry");
+                continue;
+            }
+        };
         let rows: Vec<ScoreRow> = scores
             .scores
             .iter()

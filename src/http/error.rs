@@ -33,6 +33,14 @@ pub enum ApiError {
     Unprocessable(String, Vec<ProblemItem>),
     #[error("the event store is unavailable; retry later")]
     Unavailable,
+    /// 503 with Retry-After: the engine cannot serve now (its state is
+    /// being rebuilt after a failed fold); the detail says why.
+    #[error("{0}")]
+    NotReady(String),
+    /// 507 with Retry-After: the store has no space left; nothing of the
+    /// request was stored.
+    #[error("the event store is full; nothing was stored, retry later")]
+    StoreFull,
     #[error("internal error")]
     Internal,
 }
@@ -58,6 +66,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::Unprocessable(..) => "invalid-events",
             ApiError::Unavailable => "store-unavailable",
+            ApiError::NotReady(_) => "not-ready",
+            ApiError::StoreFull => "store-full",
             ApiError::Internal => "internal",
         }
     }
@@ -69,6 +79,8 @@ impl ApiError {
             ApiError::NotFound(_) => "Not found",
             ApiError::Unprocessable(..) => "Invalid events",
             ApiError::Unavailable => "Service unavailable",
+            ApiError::NotReady(_) => "Not ready",
+            ApiError::StoreFull => "Insufficient storage",
             ApiError::Internal => "Internal error",
         }
     }
@@ -134,6 +146,14 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::NotFound(m) => ApiError::NotFound(m),
             EngineError::Invalid(m) => ApiError::Unprocessable(m, Vec::new()),
+            e @ (EngineError::NotReady(_) | EngineError::NotFolded { .. }) => {
+                tracing::warn!(cause = %e, "not ready");
+                ApiError::NotReady(e.to_string())
+            }
+            EngineError::Internal(cause) => {
+                tracing::error!(%cause, "engine failure");
+                ApiError::Internal
+            }
         }
     }
 }
@@ -156,7 +176,8 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -176,7 +197,10 @@ impl ResponseError for ApiError {
         };
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        ) {
             resp.insert_header(("Retry-After", "5"));
         }
         resp.body(serde_json::to_string(&body).unwrap_or_default())

@@ -41,6 +41,8 @@ enum Write {
     Append(Vec<Encoded>, Reply),
     PutEntity(Entity, oneshot::Sender<Result<(), StoreError>>),
     Erase(EntityId, oneshot::Sender<Result<u64, StoreError>>),
+    /// Stop after what is queued; answered once the writer let go of the file.
+    Close(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
@@ -75,9 +77,27 @@ impl EmbeddedStore {
         let writer_db = Arc::clone(&db);
         thread::Builder::new()
             .name("fusion-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || {
+                let closed = writer_loop(&writer_db, rx);
+                drop(writer_db);
+                if let Some(reply) = closed {
+                    let _ = reply.send(());
+                }
+            })
             .map_err(StoreError::internal)?;
         Ok(Self { db, writer: tx })
+    }
+
+    /// Commits what is queued, stops the writer and lets go of the file,
+    /// so the store can be opened again (by this process or another) as
+    /// soon as this returns. Every other clone must be dropped first.
+    pub async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Write::Close(tx));
+        drop(self);
+        if sent.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     fn send(&self, w: Write) -> Result<(), StoreError> {
@@ -205,8 +225,9 @@ fn time_key(event: &Event) -> i64 {
 }
 
 /// The writer thread: takes every waiting request, commits them together,
-/// then answers each. Ends when every `EmbeddedStore` handle is dropped.
-fn writer_loop(db: &Database, rx: mpsc::Receiver<Write>) {
+/// then answers each. Ends when every `EmbeddedStore` handle is dropped, or
+/// at `Close` (answered by the caller once the database is dropped).
+fn writer_loop(db: &Database, rx: mpsc::Receiver<Write>) -> Option<oneshot::Sender<()>> {
     while let Ok(first) = rx.recv() {
         let mut appends: Vec<(Vec<Encoded>, Reply)> = Vec::new();
         let mut pending = 0usize;
@@ -227,6 +248,10 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Write>) {
                     flush_appends(db, &mut appends);
                     let _ = reply.send(erase(db, &id));
                 }
+                Write::Close(reply) => {
+                    flush_appends(db, &mut appends);
+                    return Some(reply);
+                }
             }
             if pending < MAX_EVENTS_PER_COMMIT {
                 next = rx.try_recv().ok();
@@ -234,6 +259,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Write>) {
         }
         flush_appends(db, &mut appends);
     }
+    None
 }
 
 fn flush_appends(db: &Database, appends: &mut Vec<(Vec<Encoded>, Reply)>) {

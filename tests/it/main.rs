@@ -10,6 +10,7 @@ mod pg;
 mod pg_e2e;
 mod propagate;
 mod relspace;
+mod resilience;
 mod sentiment;
 mod store;
 mod story;

@@ -41,6 +41,11 @@ pub struct Reply {
 impl Server {
     /// Starts a server on `data_dir` with extra arguments; waits until ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// `start` with extra environment variables (the fault-injection hook).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let bind = format!("127.0.0.1:{port}");
         let child = Command::new(bin())
@@ -48,6 +53,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
