@@ -38,11 +38,11 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 
-use crate::domain::{Entity, EntityId, EntityKind, Event};
-use crate::ingest::{FieldError, Rejection};
+use crate::domain::{Entity, EntityId, EntityKind, Event, EventId};
+use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::relspace::RelSnapshot;
 use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
-use crate::store::{EventStore, StoreError};
+use crate::store::{AppendMode, Appended, EventStore, Outcome, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -79,7 +79,34 @@ pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
     pub rejected: Vec<Rejection>,
+    /// About kept events, by index: a duplicate whose attributes differed
+    /// from the stored event's (the stored ones stay).
+    pub warnings: Vec<Warning>,
 }
+
+impl IngestReport {
+    /// Adds validation's warnings, leaving out those of rejected events
+    /// (nothing of those was kept), beside the store's, in index order.
+    pub fn with_warnings(mut self, mut warnings: Vec<Warning>) -> Self {
+        warnings.retain(|w| {
+            self.rejected
+                .binary_search_by_key(&w.index, |r| r.index)
+                .is_err()
+        });
+        self.warnings.extend(warnings);
+        self.warnings.sort_by_key(|w| w.index);
+        self
+    }
+}
+
+/// What a rejection says of an event sent under a stored id with other
+/// content.
+pub const CONFLICT_MESSAGE: &str = "conflicts with the stored event with this id: its type, \
+    time or fields differ; an id names one event, so send a changed event under a new id";
+
+/// What a warning says of a duplicate with other attributes.
+pub const OTHER_ATTRIBUTES_MESSAGE: &str = "differ from those of the stored event with this id, \
+    which were kept: the event is a duplicate (attributes are the sender's metadata, not content)";
 
 /// Trend of a score: now minus 1, 7 and 30 days before.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -284,10 +311,13 @@ impl Derived {
     }
 }
 
+/// Answers a writer waiting for a fold: the reason if it failed.
+type FoldReply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// Work for the fold thread.
 enum FoldJob {
     /// Stored events to fold, and who waits for them.
-    Fold(Vec<Event>, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Fold(Vec<Event>, FoldReply),
     /// A state rebuilt from the log after a failure, to swap in.
     Restore(Box<ScoreState>),
 }
@@ -300,8 +330,7 @@ enum FoldJob {
 /// jobs wait for the rebuilt state and are folded into it.
 fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
     let mut queued: VecDeque<FoldJob> = VecDeque::new();
-    let mut parked: Vec<(Vec<Event>, tokio::sync::oneshot::Sender<Result<(), String>>)> =
-        Vec::new();
+    let mut parked: Vec<(Vec<Event>, FoldReply)> = Vec::new();
     loop {
         let job = match queued.pop_front() {
             Some(job) => job,
@@ -657,7 +686,7 @@ impl<S: EventStore> Engine<S> {
                         })
                 };
                 match refused {
-                    None => good.push(event),
+                    None => good.push((index, event)),
                     Some(error) => rejected.push(Rejection {
                         index,
                         id: Some(event.id.to_string()),
@@ -670,32 +699,93 @@ impl<S: EventStore> Engine<S> {
         if atomic && !rejected.is_empty() {
             return Err(EngineError::AtomicRejected(rejected));
         }
-        let (appended, good) = if good.is_empty() {
-            (
-                crate::store::Appended {
-                    inserted: Vec::new(),
-                },
-                good,
-            )
-        } else if keep {
-            (self.store.append(good.clone()).await?, good)
+        let mode = if atomic {
+            AppendMode::AllOrNothing
         } else {
-            (self.store.append(good).await?, Vec::new())
+            AppendMode::EachEvent
         };
-        // A duplicate this process has not folded is an event another process
-        // stored (a second server, or a commit that completed after a crash
-        // was replayed): an id names one event, so fold the copy we were sent.
-        let new: Vec<Event> = {
-            let state = self.state()?;
-            good.into_iter()
-                .zip(&appended.inserted)
-                .filter_map(|(e, &ins)| (ins || !state.contains(&e.id)).then_some(e))
-                .collect()
+        let ids: Vec<EventId> = good.iter().map(|(_, e)| e.id.clone()).collect();
+        let (indices, good): (Vec<usize>, Vec<Event>) = good.into_iter().unzip();
+        let (appended, kept) = if good.is_empty() {
+            let none = Appended {
+                outcomes: Vec::new(),
+            };
+            (none, Vec::new())
+        } else if keep {
+            (self.store.append(good.clone(), mode).await?, good)
+        } else {
+            (self.store.append(good, mode).await?, Vec::new())
         };
+        let mut kept = kept.into_iter();
+        // The state folds only what the store holds: the events inserted
+        // now (the store holds exactly these copies) and, for an id the
+        // store held already but this process has not folded (another
+        // server's event, a commit that completed as a crashed server
+        // died, a concurrent request that won), the stored copy.
+        let mut warnings = Vec::new();
+        let mut stored_ids = Vec::new();
+        let mut new = Vec::new();
+        {
+            // Stored already: a failure now is a failure to fold them.
+            let state = self.state().map_err(|e| EngineError::NotFolded {
+                events: appended.accepted(),
+                reason: e.to_string(),
+            })?;
+            for (k, outcome) in appended.outcomes.iter().enumerate() {
+                let (index, id) = (indices[k], &ids[k]);
+                let event = kept.next();
+                let mut refuse = |field: &str, message: String| {
+                    rejected.push(Rejection {
+                        index,
+                        id: Some(id.to_string()),
+                        errors: vec![FieldError {
+                            field: field.to_string(),
+                            message,
+                        }],
+                    })
+                };
+                match outcome {
+                    Outcome::Inserted => {
+                        new.extend(event);
+                        continue;
+                    }
+                    Outcome::Duplicate => {}
+                    Outcome::DuplicateOtherAttributes => warnings.push(Warning {
+                        index,
+                        id: Some(id.to_string()),
+                        field: "attributes".into(),
+                        message: OTHER_ATTRIBUTES_MESSAGE.into(),
+                    }),
+                    Outcome::Conflict => refuse("id", CONFLICT_MESSAGE.into()),
+                    Outcome::Refused(reason) => {
+                        refuse("", reason.clone());
+                        continue;
+                    }
+                    Outcome::NotStored => continue,
+                }
+                if keep && !state.contains(id) {
+                    stored_ids.push(id.clone());
+                }
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        let refused = |o: &Outcome| {
+            matches!(
+                o,
+                Outcome::NotStored | Outcome::Refused(_) | Outcome::Conflict
+            )
+        };
+        if atomic && appended.outcomes.iter().any(refused) {
+            return Err(EngineError::AtomicRejected(rejected));
+        }
+        if !stored_ids.is_empty() {
+            new.extend(self.store.events_by_id(stored_ids).await?);
+        }
         let report = IngestReport {
             accepted: appended.accepted(),
             duplicates: appended.duplicates(),
             rejected,
+            warnings,
         };
         Ok((report, new))
     }

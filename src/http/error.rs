@@ -125,6 +125,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%cause, "event store unavailable");
                 ApiError::Unavailable
             }
+            StoreError::Full(cause) => {
+                tracing::warn!(%cause, "event store full");
+                ApiError::StoreFull
+            }
             StoreError::Internal(cause) => {
                 tracing::error!(%cause, "event store failure");
                 ApiError::Internal

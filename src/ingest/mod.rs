@@ -46,6 +46,16 @@ pub struct Rejection {
     pub errors: Vec<FieldError>,
 }
 
+/// A warning about one field of an accepted event of a request (the event
+/// was kept; the answer's `warnings`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Warning {
+    pub index: usize,
+    pub id: Option<String>,
+    pub field: String,
+    pub message: String,
+}
+
 /// The body as a whole could not be read as events.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BodyError {

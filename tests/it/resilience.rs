@@ -281,7 +281,10 @@ fn an_embedded_store_holding_events_outside_the_accepted_range_opens_and_scores(
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.append(out_of_range_events()).await.unwrap();
+        store
+            .append(out_of_range_events(), fusion::store::AppendMode::EachEvent)
+            .await
+            .unwrap();
         store.close().await;
     });
     opens_and_scores(dir.path(), &[]);
@@ -293,7 +296,10 @@ fn a_postgres_store_holding_events_outside_the_accepted_range_opens_and_scores()
     let db = rt.block_on(async {
         let db = TestDb::new().await;
         let store = PostgresStore::connect(&db.url).await.unwrap();
-        store.append(out_of_range_events()).await.unwrap();
+        store
+            .append(out_of_range_events(), fusion::store::AppendMode::EachEvent)
+            .await
+            .unwrap();
         db
     });
     let dir = tempfile::tempdir().unwrap();
