@@ -5,6 +5,7 @@ mod determinism;
 mod generate;
 mod http;
 mod incremental;
+mod isolation;
 mod live;
 mod numerics;
 mod pg;
