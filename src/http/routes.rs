@@ -77,7 +77,7 @@ async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
             "recoveries": readiness.recoveries,
         })),
         Some(reason) => {
-            tracing::warn!(%reason, "not ready");
+            tracing::debug!(%reason, "not ready");
             HttpResponse::ServiceUnavailable()
                 .content_type("application/problem+json")
                 .insert_header(("Retry-After", "5"))

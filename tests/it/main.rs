@@ -2,6 +2,7 @@
 
 mod conflicts;
 mod determinism;
+mod disk_full;
 mod generate;
 mod http;
 mod incremental;

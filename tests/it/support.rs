@@ -35,6 +35,8 @@ pub struct Server {
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
     pub body: Value,
 }
 
@@ -111,6 +113,11 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut text = String::new();
         resp.body_mut()
             .as_reader()
@@ -120,6 +127,7 @@ impl Server {
         Reply {
             status,
             content_type,
+            retry_after,
             body,
         }
     }
