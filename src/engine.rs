@@ -498,8 +498,17 @@ pub struct Engine<S> {
     options: EngineOptions,
     derived: Arc<Derived>,
     folder: std::sync::mpsc::Sender<FoldJob>,
+    /// Stopped when the engine is dropped; then the fold thread ends too
+    /// (its last sender is gone) and the store is let go.
+    recovery: tokio::task::JoinHandle<()>,
     ranking: RwLock<Option<Arc<Ranking>>>,
     ranking_build: tokio::sync::Mutex<()>,
+}
+
+impl<S> Drop for Engine<S> {
+    fn drop(&mut self) {
+        self.recovery.abort();
+    }
 }
 
 impl<S: EventStore> Engine<S> {
@@ -555,7 +564,7 @@ impl<S: EventStore> Engine<S> {
             .name("fusion-fold".into())
             .spawn(move || fold_loop(for_thread, rx))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        tokio::spawn(recovery_loop(
+        let recovery = tokio::spawn(recovery_loop(
             Arc::clone(&store),
             Arc::clone(&model),
             Arc::clone(&derived),
@@ -568,6 +577,7 @@ impl<S: EventStore> Engine<S> {
             options,
             derived,
             folder: tx,
+            recovery,
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
         })

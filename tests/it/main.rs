@@ -3,6 +3,7 @@
 mod conflicts;
 mod determinism;
 mod disk_full;
+mod extremes;
 mod generate;
 mod http;
 mod incremental;

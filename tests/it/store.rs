@@ -110,6 +110,7 @@ conformance!(
     within_a_batch_the_first_occurrence_wins,
     scan_is_in_canonical_order_whatever_the_arrival_order,
     events_come_back_exactly_as_they_went_in,
+    floats_come_back_bit_for_bit,
     entities_are_registered_replaced_and_listed_by_id,
     erase_removes_exactly_the_events_naming_the_entity,
     a_reopened_store_has_everything_it_acknowledged,
@@ -546,6 +547,42 @@ async fn events_come_back_exactly_as_they_went_in<B: Backend>(b: &B) {
         .await
         .unwrap();
     assert_eq!(store.scan().await.unwrap(), sent);
+}
+
+/// Regression: serde_json's default float parser is not correctly rounded
+/// (about one random f64 in ten came back one ulp off), so a restart
+/// rebuilt scores that differed in the last bit from the ones served, and
+/// a digest computed from a stored body could differ from the sent event's.
+async fn floats_come_back_bit_for_bit<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let sent: Vec<Event> = [0.18696658741595118, 0.9472539319085671, 1e-9, 0.1]
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let mut e = post(&format!("f{i}"), i as i64, "ann", "knit", x);
+            if let EventKind::Post { sentiment, .. } = &mut e.kind {
+                sentiment.value = x;
+            }
+            e
+        })
+        .collect();
+    store
+        .append(sent.clone(), AppendMode::EachEvent)
+        .await
+        .unwrap();
+    b.forget_digests(store).await;
+    let store = b.open().await;
+    let back = store.scan().await.unwrap();
+    for (a, b) in sent.iter().zip(&back) {
+        let bits = |e: &Event| match &e.kind {
+            EventKind::Post { sentiment, .. } => sentiment.value.to_bits(),
+            _ => unreachable!(),
+        };
+        assert_eq!(bits(a), bits(b), "{a:?} came back as {b:?}");
+    }
+    // The digest computed from the stored body is the sent event's.
+    let again = store.append(sent, AppendMode::EachEvent).await.unwrap();
+    assert_eq!(again.duplicates(), 4, "{:?}", again.outcomes);
 }
 
 async fn entities_are_registered_replaced_and_listed_by_id<B: Backend>(b: &B) {
