@@ -81,12 +81,49 @@ impl Digest {
             kind,
             attributes,
         } = event;
-        let content = sha256_of(&Content { time, kind });
-        let attributes = sha256_of(attributes);
+        Digest::from_hashes(sha256_of(&Content { time, kind }), sha256_of(attributes))
+    }
+
+    fn from_hashes(content: [u8; 32], attributes: [u8; 32]) -> Digest {
         Digest {
             content: content[..16].try_into().expect("16 of 32 bytes"),
             attributes: attributes[..8].try_into().expect("8 of 32 bytes"),
         }
+    }
+
+    /// Appends the JSON of `event` to `out`, byte for byte what
+    /// `serde_json::to_writer(out, event)` writes, and answers its digest:
+    /// the content is serialised once for both (the stores encode every
+    /// event they append, so hashing a second serialisation cost ingest a
+    /// quarter of its speed).
+    pub fn write_json(event: &Event, out: &mut Vec<u8>) -> Digest {
+        let Event {
+            id,
+            time,
+            kind,
+            attributes,
+        } = event;
+        let ser = "domain types serialise to JSON";
+        out.extend_from_slice(b"{\"id\":");
+        serde_json::to_writer(&mut *out, id).expect(ser);
+        out.push(b',');
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &Content { time, kind }).expect(ser);
+        let content: [u8; 32] = Sha256::digest(&out[start..]).into();
+        // `{"time":..,"kind":..}` becomes the middle of the event's object.
+        out.remove(start);
+        out.pop();
+        let attributes: [u8; 32] = match attributes {
+            None => Sha256::digest(b"null").into(),
+            Some(a) => {
+                out.extend_from_slice(b",\"attributes\":");
+                let start = out.len();
+                serde_json::to_writer(&mut *out, a).expect(ser);
+                Sha256::digest(&out[start..]).into()
+            }
+        };
+        out.push(b'}');
+        Digest::from_hashes(content, attributes)
     }
 
     /// How `self` (a sent event) compares with `stored`.
@@ -169,5 +206,33 @@ mod tests {
         let d = Digest::of(&resent);
         assert_eq!(Digest::from_bytes(&d.to_bytes()), Some(d));
         assert_eq!(Digest::from_bytes(&[0; 3]), None);
+    }
+
+    #[test]
+    fn write_json_writes_what_serde_writes_and_the_same_digest() {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("a\"b".into(), serde_json::json!({"x": [1.5, null, "é"]}));
+        let events = [
+            purchase("e1", 10.0),
+            purchase("q.u-o_t:e@s", 0.18696658741595118),
+            Event {
+                attributes: Some(attributes),
+                ..purchase("e3", 1e-9)
+            },
+            Event {
+                attributes: Some(serde_json::Map::new()),
+                ..purchase("e4", 1e12)
+            },
+        ];
+        for e in &events {
+            let mut out = vec![7u8];
+            let d = Digest::write_json(e, &mut out);
+            assert_eq!(
+                &out[1..],
+                serde_json::to_vec(e).unwrap().as_slice(),
+                "{e:?}"
+            );
+            assert_eq!(d, Digest::of(e), "{e:?}");
+        }
     }
 }

@@ -46,12 +46,30 @@ impl Backend for Embedded {
             }
         }
     }
+    /// Rewrites every stored value as the bare JSON body, as the store
+    /// wrote it before digests (the digest is a prefix: zero byte, 24 bytes).
     async fn forget_digests(&self, store: EmbeddedStore) {
         store.close().await;
+        let events: redb::TableDefinition<(i64, &str), &[u8]> =
+            redb::TableDefinition::new("events");
         let db = redb::Database::create(self.0.path().join("events.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.delete_table(redb::TableDefinition::<&str, &[u8]>::new("event_digests"))
-            .unwrap();
+        {
+            let mut table = txn.open_table(events).unwrap();
+            let rows: Vec<((i64, String), Vec<u8>)> = redb::ReadableTable::iter(&table)
+                .unwrap()
+                .map(|row| {
+                    let (k, v) = row.unwrap();
+                    let (t, id) = k.value();
+                    let v = v.value();
+                    assert_eq!(v[0], 0, "a value with a digest");
+                    ((t, id.to_string()), v[25..].to_vec())
+                })
+                .collect();
+            for ((t, id), body) in rows {
+                table.insert((t, id.as_str()), body.as_slice()).unwrap();
+            }
+        }
         txn.commit().unwrap();
     }
 }

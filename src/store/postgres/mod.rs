@@ -165,12 +165,36 @@ ON CONFLICT (person, brand) DO UPDATE SET
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
-/// One append waiting for the writer.
+/// One append waiting for the writer, encoded by the caller: each event's
+/// JSON body and digest (`Digest::write_json`: one serialisation for both).
 struct Request {
     events: Vec<Event>,
+    bodies: Vec<Vec<u8>>,
     digests: Vec<Digest>,
     mode: AppendMode,
     reply: Reply,
+}
+
+/// A JSON body serialised already, sent as `jsonb` as tokio-postgres's
+/// `Json` would send it (version byte 1, then the text).
+#[derive(Debug)]
+struct RawJson<'a>(&'a [u8]);
+
+impl ToSql for RawJson<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    tokio_postgres::types::accepts!(JSON, JSONB);
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// The PostgreSQL backend. Cheap to clone: clones share the pool and the
@@ -282,11 +306,19 @@ impl EventStore for PostgresStore {
             if events.is_empty() {
                 return Ok(Appended { outcomes: vec![] });
             }
-            let digests = events.iter().map(Digest::of).collect();
+            let (bodies, digests) = events
+                .iter()
+                .map(|e| {
+                    let mut body = Vec::with_capacity(256);
+                    let digest = Digest::write_json(e, &mut body);
+                    (body, digest)
+                })
+                .unzip();
             let (tx, rx) = oneshot::channel();
             writer
                 .send(Request {
                     events,
+                    bodies,
                     digests,
                     mode,
                     reply: tx,
@@ -685,6 +717,7 @@ async fn try_commit(
         refs.clear();
         refs.extend(e.references().into_iter().map(|(id, _)| id.as_str()));
         let bytes = digest(item).to_bytes();
+        let body = RawJson(&batch[item.request].bodies[item.position]);
         writer
             .as_mut()
             .write(&[
@@ -693,7 +726,7 @@ async fn try_commit(
                 &e.time,
                 &e.kind.event_type().as_str(),
                 &refs,
-                &Json(e),
+                &body,
                 &bytes.as_slice(),
             ])
             .await
