@@ -5,7 +5,10 @@
 //! far ahead of the clock the edge passes in; role checks against the
 //! graph) -> the store (durable; group-committed with concurrent requests)
 //! -> folded into the `ScoreState`. A request is answered only after both,
-//! so a client reads its own writes. Duplicates are decided by the store.
+//! so a client reads its own writes. Duplicates and conflicts (an id sent
+//! again with other content) are decided by the store, and the state folds
+//! only the store's copies: what this request inserted, and the stored copy
+//! of any id it has not folded yet.
 //!
 //! Read path: a single relationship is explained on demand from the current
 //! state under a read lock (exact, at any time). Ranked lists and brand
@@ -820,7 +823,8 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Runs a change of state (registration, erasure, a swap) after the
-    /// store has it; a failure is reported as `NotFolded`-like `NotReady`.
+    /// store has it; a failure is reported as `NotReady` (the state is
+    /// rebuilt from the store, which has the change).
     fn change_state<T>(
         &self,
         payload: T,
