@@ -172,6 +172,9 @@ pub struct EngineOptions {
     /// the log after a failure) fail. `serve` sets it from
     /// `FUSION_FAULT_INJECT=fold:N`; zero (inert) everywhere else.
     pub fold_faults: u32,
+    /// Test hook: the fold of the log when the engine opens fails
+    /// (`FUSION_FAULT_INJECT=open`); false everywhere else.
+    pub fail_open: bool,
 }
 
 impl Default for EngineOptions {
@@ -179,6 +182,7 @@ impl Default for EngineOptions {
         Self {
             max_future_skew: Duration::hours(24),
             fold_faults: 0,
+            fail_open: false,
         }
     }
 }
@@ -534,9 +538,15 @@ impl<S: EventStore> Engine<S> {
         let entities = store.entities().await?;
         let events = store.scan().await?;
         let m = Arc::clone(&model);
+        let fail = options.fail_open;
         let built = tokio::task::spawn_blocking(move || {
-            catch_unwind(AssertUnwindSafe(|| ScoreState::build(m, entities, events)))
-                .map_err(|panic| panic_message(&*panic))
+            catch_unwind(AssertUnwindSafe(|| {
+                if fail {
+                    panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
+                }
+                ScoreState::build(m, entities, events)
+            }))
+            .map_err(|panic| panic_message(&*panic))
         })
         .await
         .map_err(|e| EngineError::Internal(e.to_string()))?;

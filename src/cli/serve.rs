@@ -42,19 +42,26 @@ pub struct ServeArgs {
     pub max_future_skew: chrono::Duration,
 }
 
-/// The fault-injection hook of the tests (ARCHITECTURE.md, "Invariants"):
-/// `FUSION_FAULT_INJECT=fold:N` makes the next N folds fail, rebuilds of the
-/// state included. Read by `serve` only; unset, it is inert.
+/// The fault-injection hook of the tests (ARCHITECTURE.md, "Invariants"),
+/// a comma-separated list: `fold:N` makes the next N folds fail (of new
+/// events, and rebuilds of the state after a failure), `open` makes the
+/// fold of the log at start fail. Read by `serve` only; unset, it is inert.
 const FAULT_INJECT: &str = "FUSION_FAULT_INJECT";
 
-fn fold_faults() -> anyhow::Result<u32> {
-    match std::env::var(FAULT_INJECT) {
-        Err(_) => Ok(0),
-        Ok(v) => v
-            .strip_prefix("fold:")
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("{FAULT_INJECT}={v:?}: expected fold:N")),
+/// `(fold faults, fail the open)` from `FAULT_INJECT`.
+fn injected_faults() -> anyhow::Result<(u32, bool)> {
+    let Ok(v) = std::env::var(FAULT_INJECT) else {
+        return Ok((0, false));
+    };
+    let (mut folds, mut open) = (0, false);
+    for part in v.split(',').map(str::trim) {
+        match part.strip_prefix("fold:").map(str::parse) {
+            Some(Ok(n)) => folds = n,
+            _ if part == "open" => open = true,
+            _ => anyhow::bail!("{FAULT_INJECT}={v:?}: expected a list of fold:N and open"),
+        }
     }
+    Ok((folds, open))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,9 +105,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     actix_web::rt::System::new().block_on(async move {
+        let (fold_faults, fail_open) = injected_faults()?;
         let options = EngineOptions {
             max_future_skew: args.max_future_skew,
-            fold_faults: fold_faults()?,
+            fold_faults,
+            fail_open,
         };
         let engine = super::open_engine(&args.store, options).await?;
         if args.demo {

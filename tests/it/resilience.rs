@@ -104,6 +104,24 @@ fn a_failed_fold_fails_the_request_and_the_service_recovers_by_itself() {
     assert_eq!(r.body["accepted"], 1);
 }
 
+/// A log that cannot be folded when the server starts leaves a server that
+/// runs, says why it is not ready and rebuilds by itself: a store always
+/// opens. (Regression: a store whose fold panicked could not be started.)
+#[test]
+fn a_log_that_fails_to_fold_at_start_still_opens_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let reference = relationships(&s);
+    let dir_path = s.kill();
+    // `start` waits for readiness: it comes after the rebuild (1 s back-off).
+    let s = Server::start_with_env(&dir_path, &[], &[("FUSION_FAULT_INJECT", "open")]);
+    let ready = s.get("/readyz").body;
+    assert_eq!(ready["fold_failures"], 1, "{ready}");
+    assert_eq!(ready["recoveries"], 1, "{ready}");
+    assert_eq!(ready["events"], story_lines().len());
+    assert_eq!(relationships(&s), reference);
+}
+
 /// The fault-injection hook is read by `serve` only: other commands on the
 /// same store ignore it.
 #[test]
