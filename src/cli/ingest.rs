@@ -64,6 +64,10 @@ pub struct IngestArgs {
     pub no_gzip: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Refuse events dated more than this ahead of the clock (24h, 90m, 30s, 2d;
+    /// with --server, the server's own setting applies)
+    #[arg(long, default_value = "24h", value_parser = super::future_skew)]
+    pub max_future_skew: chrono::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -258,7 +262,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             let budget = usize::try_from(args.request_bytes).unwrap_or(usize::MAX);
             ingest_server(&client, budget, &args.store, inputs, &bar)?
         }
-        None => ingest_local(&args.store, inputs, &bar)?,
+        None => ingest_local(&args.store, args.max_future_skew, inputs, &bar)?,
     };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -282,12 +286,17 @@ type Input = (Box<dyn BufRead + Send>, Option<u64>, String);
 
 fn ingest_local(
     store: &StoreArgs,
+    max_future_skew: chrono::Duration,
     inputs: Vec<Input>,
     bar: &ProgressBar,
 ) -> anyhow::Result<Totals> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(store).await?;
+        let options = crate::engine::EngineOptions {
+            max_future_skew,
+            ..Default::default()
+        };
+        let engine = super::open_engine(store, options).await?;
         let model = engine.model().clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
         let reader = std::thread::spawn(move || -> anyhow::Result<()> {
@@ -309,7 +318,14 @@ fn ingest_local(
         while let Some(batch) = rx.recv().await {
             bar.inc(batch.bytes);
             let (report, _stored) = engine
-                .store_checked(batch.good, batch.bad, false, false, &mut pending)
+                .store_checked(
+                    batch.good,
+                    batch.bad,
+                    false,
+                    false,
+                    chrono::Utc::now(),
+                    &mut pending,
+                )
                 .await?;
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::score::ScoringModel;
 use crate::store::{Backend, EmbeddedStore, PostgresStore};
 
@@ -177,12 +177,42 @@ pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
     Ok(Arc::new(model))
 }
 
+/// `--max-future-skew`: how far ahead of the clock an event's time may be
+/// when it arrives (`serve` and `fusion ingest`); `24h`, `90m`, `30s`, `2d`.
+pub fn future_skew(s: &str) -> Result<chrono::Duration, String> {
+    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = s.split_at(unit_at);
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| (0..=365 * 24 * 3600).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a duration such as 24h, 90m, 30s or 2d"))?;
+    let d = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration such as 24h, 90m, 30s or 2d"
+            ));
+        }
+    };
+    if d > chrono::Duration::days(3650) {
+        return Err(format!("{s:?} is longer than 3650d"));
+    }
+    Ok(d)
+}
+
 /// Opens the store (PostgreSQL when a database URL is given, applying its
 /// migrations; else the embedded one) and replays it into an engine.
-pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
+pub async fn open_engine(
+    args: &StoreArgs,
+    options: EngineOptions,
+) -> anyhow::Result<Arc<Engine<Backend>>> {
     let model = load_model(args.model.as_deref())?;
     let (store, place) = open_store(args).await?;
-    let engine = Engine::open(store, model)
+    let engine = Engine::open_with(store, model, options)
         .await
         .with_context(|| format!("failed to load the events from {place}"))?;
     Ok(Arc::new(engine))

@@ -17,7 +17,7 @@ pub struct RescoreArgs {
 pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(&args.store).await?;
+        let engine = super::open_engine(&args.store, Default::default()).await?;
         let r = engine.rescore(Utc::now(), false).await?;
         writeln!(
             super::stdout(),

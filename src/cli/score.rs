@@ -35,8 +35,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     };
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(&args.store).await?;
-        let Some((e, trend)) = engine.relationship(&person, &brand, at) else {
+        let engine = super::open_engine(&args.store, Default::default()).await?;
+        let Some((e, trend)) = engine.relationship(&person, &brand, at)? else {
             anyhow::bail!("no relationship between '{person}' and '{brand}' as of {at}");
         };
         let mut out = super::stdout();

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::StoreArgs;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::http::{self, Limits};
 use crate::ingest::{self, BodyFormat};
 use crate::store::{Backend, EventStore, ScoreRow};
@@ -51,6 +52,9 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the listen backlog
     #[arg(long, default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
+    /// Refuse events dated more than this ahead of the server clock (24h, 90m, 30s, 2d)
+    #[arg(long, default_value = "24h", value_parser = super::future_skew)]
+    pub max_future_skew: chrono::Duration,
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -129,6 +133,28 @@ fn fit_connections(wanted: usize) -> usize {
     wanted
 }
 
+/// The fault-injection hook of the tests (ARCHITECTURE.md, "Invariants"),
+/// a comma-separated list: `fold:N` makes the next N folds fail (of new
+/// events, and rebuilds of the state after a failure), `open` makes the
+/// fold of the log at start fail. Read by `serve` only; unset, it is inert.
+const FAULT_INJECT: &str = "FUSION_FAULT_INJECT";
+
+/// `(fold faults, fail the open)` from `FAULT_INJECT`.
+fn injected_faults() -> anyhow::Result<(u32, bool)> {
+    let Ok(v) = std::env::var(FAULT_INJECT) else {
+        return Ok((0, false));
+    };
+    let (mut folds, mut open) = (0, false);
+    for part in v.split(',').map(str::trim) {
+        match part.strip_prefix("fold:").map(str::parse) {
+            Some(Ok(n)) => folds = n,
+            _ if part == "open" => open = true,
+            _ => anyhow::bail!("{FAULT_INJECT}={v:?}: expected a list of fold:N and open"),
+        }
+    }
+    Ok((folds, open))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -149,7 +175,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             args.bind = cfg.bind;
         }
         if let Some(d) = cfg.data_dir
-            && args.store.data_dir == PathBuf::from("./data")
+            && args.store.data_dir.as_os_str() == "./data"
         {
             args.store.data_dir = d;
         }
@@ -171,7 +197,13 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     let limits = args.limits()?;
     actix_web::rt::System::new().block_on(async move {
-        let engine = super::open_engine(&args.store).await?;
+        let (fold_faults, fail_open) = injected_faults()?;
+        let options = EngineOptions {
+            max_future_skew: args.max_future_skew,
+            fold_faults,
+            fail_open,
+        };
+        let engine = super::open_engine(&args.store, options).await?;
         if args.demo {
             if engine.store().count().await? == 0 {
                 let story = ingest::parse_events(
@@ -184,7 +216,13 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                     "the seed story has invalid events: {:?}",
                     story.rejected
                 );
-                let report = engine.submit(story.events, story.rejected, true).await?;
+                // The story is fixed data, not traffic: a clock set before
+                // its dates must not refuse it.
+                let latest = story.events.iter().map(|(_, e)| e.time).max();
+                let now = latest.map_or_else(Utc::now, |l| l.max(Utc::now()));
+                let report = engine
+                    .submit(story.events, story.rejected, true, now)
+                    .await?;
                 tracing::info!(accepted = report.accepted, "loaded the seed story");
             } else {
                 tracing::info!("the store is not empty; --demo leaves it as it is");
@@ -194,7 +232,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             actix_web::rt::spawn(materialise_scores(Arc::clone(&engine)));
         }
         tracing::info!(
-            events = engine.state().event_count(),
+            events = engine.readiness().await.events,
             store = engine.store().name(),
             %bind,
             "serving; no API keys configured: every request is accepted, loopback only"
@@ -217,7 +255,13 @@ async fn materialise_scores(engine: Arc<Engine<Backend>>) {
         if written == Some(version) {
             continue;
         }
-        let scores = engine.current_scores(chrono::Utc::now()).await;
+        let scores = match engine.current_scores(Utc::now()).await {
+            Ok(scores) => scores,
+            Err(e) => {
+                tracing::warn!(cause = %e, "could not compute scores to materialise; will retry");
+                continue;
+            }
+        };
         let rows: Vec<ScoreRow> = scores
             .scores
             .iter()

@@ -18,14 +18,17 @@ pub struct Event {
     pub id: EventId,
     pub time: DateTime<Utc>,
     pub kind: EventKind,
+    /// Fields of the contract that this event's type does not use (a
+    /// `rating` on a purchase), kept as sent so the pipeline loses nothing;
+    /// never scored. The ingest answer names each in a warning. Content, as
+    /// the fields are (`store::Digest`); declared before `attributes`, which
+    /// are not, so the stores can serialise an event and hash its content
+    /// in one pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<FreeObject>,
     /// Free object carried along for the sender; never scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<FreeObject>,
-    /// Fields of the contract that this event's type does not use (a
-    /// `rating` on a purchase), kept as sent so the pipeline loses nothing;
-    /// never scored. The ingest answer names each in a warning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra: Option<FreeObject>,
 }
 
 /// Where a post's or review's sentiment came from.

@@ -207,9 +207,13 @@ pub enum ApiError {
     Busy,
     #[error("the event store is unavailable; retry later")]
     Unavailable,
-    /// The store is out of space (507): the store maps its disk-full error
-    /// here; writes resume once space is freed.
-    #[error("the event store is out of space; retry later")]
+    /// 503 with Retry-After: the engine cannot serve now (its state is
+    /// being rebuilt after a failed fold); the detail says why.
+    #[error("{0}")]
+    NotReady(String),
+    /// 507 with Retry-After: the store has no space left; nothing of the
+    /// request was stored.
+    #[error("the event store is full; nothing was stored, retry later")]
     StoreFull,
     #[error("internal error")]
     Internal,
@@ -250,6 +254,7 @@ impl ApiError {
             ApiError::EntityConflict(_) => ProblemKind::EntityConflict,
             ApiError::Busy => ProblemKind::Busy,
             ApiError::Unavailable => ProblemKind::StoreUnavailable,
+            ApiError::NotReady(_) => ProblemKind::NotReady,
             ApiError::StoreFull => ProblemKind::StoreFull,
             ApiError::Internal => ProblemKind::Internal,
         }
@@ -297,6 +302,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%cause, "event store unavailable");
                 ApiError::Unavailable
             }
+            StoreError::Full(cause) => {
+                tracing::warn!(%cause, "event store full");
+                ApiError::StoreFull
+            }
             StoreError::Internal(cause) => {
                 tracing::error!(%cause, "event store failure");
                 ApiError::Internal
@@ -312,6 +321,14 @@ impl From<EngineError> for ApiError {
             EngineError::AtomicRejected(rejected) => ApiError::atomic(rejected.len(), &rejected),
             EngineError::NotFound(m) => ApiError::NotFound(m),
             EngineError::Invalid(m) => ApiError::EntityConflict(m),
+            e @ (EngineError::NotReady(_) | EngineError::NotFolded { .. }) => {
+                tracing::warn!(cause = %e, "not ready");
+                ApiError::NotReady(e.to_string())
+            }
+            EngineError::Internal(cause) => {
+                tracing::error!(%cause, "engine failure");
+                ApiError::Internal
+            }
         }
     }
 }

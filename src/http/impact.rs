@@ -24,7 +24,7 @@ pub(super) async fn get_impact<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    if engine.state().kind(&brand) != Some(EntityKind::Brand) {
+    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
     let action = match (params.get("occasion")?, params.get("cause")?) {
@@ -58,19 +58,19 @@ pub(super) async fn get_impact<S: EventStore>(
     };
     let engine = engine.into_inner();
     let report = web::block(move || {
-        let inputs = impact::gather(&engine.state(), &spec)?;
-        Ok::<_, ValidityError>(impact::estimate(inputs))
+        let state = engine.state().map_err(ApiError::from)?;
+        let inputs = impact::gather(&state, &spec).map_err(|e| match e {
+            ValidityError::NotFound(m) => ApiError::NotFound(m),
+            // The window is checked above, so what is left is about
+            // `at`: the action is not before it.
+            ValidityError::Invalid(m) => ApiError::parameter("at", m),
+        })?;
+        Ok::<_, ApiError>(impact::estimate(inputs))
     })
     .await
     .map_err(|e| {
         tracing::error!(cause = %e, "the impact task failed");
         ApiError::Internal
-    })?
-    .map_err(|e| match e {
-        ValidityError::NotFound(m) => ApiError::NotFound(m),
-        // The window is checked above, so what is left is about `at`: the
-        // action is not before it.
-        ValidityError::Invalid(m) => ApiError::parameter("at", m),
-    })?;
+    })??;
     Ok(HttpResponse::Ok().json(report))
 }

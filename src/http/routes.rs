@@ -54,20 +54,26 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
-    match engine.store().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
+    let readiness = engine.readiness().await;
+    match &readiness.reason {
+        None => HttpResponse::Ok().json(json!({
             "status": "ready",
-            "events": engine.state().event_count(),
+            "events": readiness.events,
+            "fold_failures": readiness.fold_failures,
+            "recoveries": readiness.recoveries,
         })),
-        Err(e) => {
-            tracing::warn!(cause = %e, "not ready");
+        Some(reason) => {
+            tracing::debug!(%reason, "not ready");
             HttpResponse::ServiceUnavailable()
                 .content_type("application/problem+json")
+                .insert_header(("Retry-After", "5"))
                 .json(json!({
                     "type": "/problems/not-ready",
                     "title": "Not ready",
                     "status": 503,
-                    "detail": "the event store is unreachable",
+                    "detail": reason,
+                    "fold_failures": readiness.fold_failures,
+                    "recoveries": readiness.recoveries,
                 }))
         }
     }
@@ -82,7 +88,9 @@ async fn post_events<S: EventStore>(
     let IngestBody { parsed, share } = body;
     // Rejections the parser counted but did not list (past the first 1,000).
     let unlisted = parsed.rejected_count - parsed.rejected.len();
-    let result = engine.submit(parsed.events, parsed.rejected, atomic).await;
+    let result = engine
+        .submit(parsed.events, parsed.rejected, atomic, Utc::now())
+        .await;
     drop(share);
     match result {
         Ok(report) => {
@@ -261,7 +269,7 @@ async fn get_relationship<S: EventStore>(
             .body(body));
     }
     let (person, brand, _) = &key;
-    match engine.relationship(person, brand, at) {
+    match engine.relationship(person, brand, at)? {
         Some((e, trend)) => {
             let body = serde_json::to_vec(&relationship_view(&e, &trend)).map_err(|e| {
                 tracing::error!(cause = %e, "cannot serialise a relationship");
@@ -310,7 +318,7 @@ async fn relationship_history<S: EventStore>(
             ),
         ));
     }
-    let state = engine.state();
+    let state = engine.state()?;
     if state.explain(&person, &brand, to).is_none()
         && (0..points).all(|i| {
             state
@@ -395,11 +403,11 @@ async fn brand_relationships<S: EventStore>(
             ApiError::parameter("cursor", "is not a cursor this service gave out")
         })?),
     };
-    if engine.state().kind(&brand) != Some(EntityKind::Brand) {
+    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
     let engine = engine.into_inner();
-    let ranking = engine.ranking(Utc::now()).await;
+    let ranking = engine.ranking(Utc::now()).await?;
     let mut items: Vec<&RankedRelation> = ranking
         .by_brand
         .get(&brand)
@@ -473,16 +481,16 @@ async fn brand_summary<S: EventStore>(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    if engine.state().kind(&brand) != Some(EntityKind::Brand) {
+    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
-    let stats = engine.state().brand_stats(&brand);
+    let stats = engine.state()?.brand_stats(&brand);
     let name = engine
-        .state()
+        .state()?
         .registration(&brand)
         .and_then(|e| e.name.clone());
     let engine = engine.into_inner();
-    let ranking = engine.ranking(Utc::now()).await;
+    let ranking = engine.ranking(Utc::now()).await?;
     let mut scores: Vec<f64> = ranking
         .by_brand
         .get(&brand)
@@ -538,7 +546,7 @@ async fn get_entity<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let (kind, registration, recent, total_events) = {
-        let state = engine.state();
+        let state = engine.state()?;
         let Some(kind) = state.kind(&id) else {
             return Err(ApiError::NotFound(format!("no entity '{id}'")));
         };
@@ -553,7 +561,7 @@ async fn get_entity<S: EventStore>(
     };
     let engine = engine.into_inner();
     let now = Utc::now();
-    let ranking = engine.ranking(now).await;
+    let ranking = engine.ranking(now).await?;
     let relationships: Vec<Value> = if kind.is_person() {
         ranking
             .by_person
@@ -584,7 +592,7 @@ async fn get_entity<S: EventStore>(
         Vec::new()
     };
     let followers = if kind.is_person() {
-        Some(engine.state().followers_at(&id, now))
+        Some(engine.state()?.followers_at(&id, now))
     } else {
         None
     };
@@ -610,7 +618,7 @@ async fn entity_events<S: EventStore>(
     let id = entity_id("id", &path)?;
     let limit = params.count("limit", MAX_PAGE)?.unwrap_or(50);
     let cursor = params.get("cursor")?;
-    let state = engine.state();
+    let state = engine.state()?;
     if state.kind(&id).is_none() {
         return Err(ApiError::NotFound(format!("no entity '{id}'")));
     }

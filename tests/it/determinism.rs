@@ -109,7 +109,7 @@ pub fn random_events(seed: u64, n: usize) -> Vec<Event> {
 
 /// Everything a reader can see of a state, as text, at a few times: batch
 /// scores, the live series and every explanation.
-fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
+pub fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let entities = state.entities();
     // The live series catches up off the write path; here, all at once.
     let mut synced = state.clone();

@@ -718,7 +718,7 @@ fn no_query_string_makes_a_read_panic_or_answer_a_bare_error() {
         )
         .unwrap();
         engine
-            .submit(story.events, story.rejected, true)
+            .submit(story.events, story.rejected, true, chrono::Utc::now())
             .await
             .unwrap();
         let limits = Limits::default();

@@ -396,7 +396,10 @@ async fn both_stores_give_back_every_extreme_valid_event_exactly() {
 }
 
 async fn round_trip<S: EventStore>(store: &S, events: &[Event]) -> Vec<Event> {
-    let appended = store.append(events.to_vec()).await.unwrap();
+    let appended = store
+        .append(events.to_vec(), fusion::store::AppendMode::EachEvent)
+        .await
+        .unwrap();
     assert_eq!(appended.accepted(), events.len());
     let mut back = store.scan().await.unwrap();
     back.sort_by(|a, b| a.id.cmp(&b.id));

@@ -20,7 +20,7 @@ const BATCH_TRUNCATION: f64 = 1e-5;
 
 /// Checks that live and batch agree within the live series' own bound (plus
 /// the batch's truncation); returns the gap.
-fn check(state: &ScoreState, at: DateTime<Utc>, what: &str) -> f64 {
+pub fn check(state: &ScoreState, at: DateTime<Utc>, what: &str) -> f64 {
     let gap = worst_gap(state, at);
     let bound = state.live().error_bound();
     eprintln!("{what}: gap {gap:e}, live bound {bound:e}");

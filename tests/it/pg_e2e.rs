@@ -379,6 +379,10 @@ fn the_service_rides_out_a_database_stop_and_start() {
     let ready = s.get("/readyz");
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert_eq!(ready.content_type, "application/problem+json");
+    // It says why, and when to ask again.
+    let reason = ready.body["detail"].as_str().unwrap();
+    assert!(reason.contains("unavailable"), "{reason}");
+    assert!(ready.retry_after.is_some());
     // The state is in memory: what is known can still be read.
     assert_eq!(relationship(&s, "artist", "sweater", TIMES[2]), known);
     assert!(!listing(&s, "sweater").is_empty());

@@ -35,12 +35,19 @@ pub struct Server {
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
     pub body: Value,
 }
 
 impl Server {
     /// Starts a server on `data_dir` with extra arguments; waits until ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// `start` with extra environment variables (the fault-injection hook).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let bind = format!("127.0.0.1:{port}");
         let child = Command::new(bin())
@@ -48,6 +55,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -105,6 +113,11 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut text = String::new();
         resp.body_mut()
             .as_reader()
@@ -114,6 +127,7 @@ impl Server {
         Reply {
             status,
             content_type,
+            retry_after,
             body,
         }
     }

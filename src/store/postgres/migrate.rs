@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_relationship_scores",
         include_str!("migrations/0002_relationship_scores.sql"),
     ),
+    (
+        "0003_event_digests",
+        include_str!("migrations/0003_event_digests.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).
