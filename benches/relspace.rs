@@ -23,8 +23,11 @@ fn events() -> Vec<Event> {
     let mut out = Vec::new();
     write_ndjson(&config, &mut out).expect("generate");
     let values = fusion::ingest::parse_ndjson(&out).expect("parse");
-    let (good, _) = fusion::ingest::validate_all(&values);
-    good.into_iter().map(|(_, e)| e).collect()
+    let checked = fusion::ingest::validate_all(
+        &values,
+        &fusion::score::ScoringModel::default_model().currency,
+    );
+    checked.good.into_iter().map(|(_, e)| e).collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -18,12 +18,16 @@ fn main() -> anyhow::Result<()> {
     let k: usize = args.next().map_or(Ok(200), |s| s.parse())?;
     let bytes = std::fs::read(&path)?;
     let values = fusion::ingest::parse_ndjson(&bytes)?;
-    let (good, bad) = fusion::ingest::validate_all(&values);
-    anyhow::ensure!(bad.is_empty(), "{} invalid events", bad.len());
-    let mut events: Vec<_> = good.into_iter().map(|(_, e)| e).collect();
+    let model = Arc::new(ScoringModel::default_model());
+    let checked = fusion::ingest::validate_all(&values, &model.currency);
+    anyhow::ensure!(
+        checked.rejected.is_empty(),
+        "{} invalid events",
+        checked.rejected.len()
+    );
+    let mut events: Vec<_> = checked.good.into_iter().map(|(_, e)| e).collect();
     events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
     let tail = events.split_off(events.len().saturating_sub(k));
-    let model = Arc::new(ScoringModel::default_model());
 
     let started = Instant::now();
     let mut state = ScoreState::build(model, Vec::new(), events);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fusion::domain::{EntityId, Event, EventId, EventKind, Sentiment, SentimentSource};
-use fusion::store::{EventStore, PostgresStore};
+use fusion::store::{AppendMode, EventStore, PostgresStore};
 use tokio_postgres::NoTls;
 
 const BATCH: usize = 10_000;
@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut accepted = 0;
     for chunk in events.chunks(BATCH) {
-        accepted += store.append(chunk.to_vec()).await?.accepted();
+        accepted += store
+            .append(chunk.to_vec(), AppendMode::EachEvent)
+            .await?
+            .accepted();
     }
     let append_s = start.elapsed().as_secs_f64();
     assert_eq!(accepted, n, "every generated event is new");
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     // The same again with the whole stream resent: every event a duplicate.
     let start = Instant::now();
     for chunk in events.chunks(BATCH) {
-        store.append(chunk.to_vec()).await?;
+        store.append(chunk.to_vec(), AppendMode::EachEvent).await?;
     }
     println!(
         "append_duplicates_events_per_s={:.0}",
@@ -81,7 +84,10 @@ async fn main() -> anyhow::Result<()> {
                 let from = (t * TASK_BATCHES + b) * TASK_BATCH;
                 let batch = generate(from, TASK_BATCH);
                 let sent = Instant::now();
-                store.append(batch).await.expect("append");
+                store
+                    .append(batch, AppendMode::EachEvent)
+                    .await
+                    .expect("append");
                 lat.push(sent.elapsed());
             }
             lat
@@ -131,7 +137,8 @@ fn generate(from: usize, n: usize) -> Vec<Event> {
                     person,
                     brand,
                     amount: ((h >> 8) % 20_000) as f64 / 100.0,
-                    currency: "EUR".into(),
+                    currency: fusion::domain::Currency::new("EUR").expect("a currency code"),
+                    channel: None,
                 },
                 1 => EventKind::Post {
                     person,
@@ -141,6 +148,7 @@ fn generate(from: usize, n: usize) -> Vec<Event> {
                         source: SentimentSource::Given,
                     },
                     text: None,
+                    channel: None,
                 },
                 2 => EventKind::Follow {
                     person,
@@ -163,6 +171,7 @@ fn generate(from: usize, n: usize) -> Vec<Event> {
                 time: t0 + chrono::Duration::seconds(((h >> 4) % 31_536_000) as i64),
                 kind,
                 attributes: None,
+                extra: None,
             }
         })
         .collect()

@@ -58,12 +58,15 @@ async fn create_db(admin: &str, name: &str) -> anyhow::Result<()> {
 
 async fn copy(url: &str, file: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+    let currencies = fusion::score::ScoringModel::default_model().currency;
     let events: Vec<Event> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l)?;
-            fusion::ingest::validate(&v).map_err(|e| anyhow::anyhow!("invalid event: {e:?}"))
+            fusion::ingest::validate(&v, &currencies)
+                .map(|v| v.event)
+                .map_err(|e| anyhow::anyhow!("invalid event: {e:?}"))
         })
         .collect::<anyhow::Result<_>>()?;
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;

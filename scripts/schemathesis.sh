@@ -24,7 +24,7 @@ if [ -n "${FUSION_BIN:-}" ]; then
     BIN=$FUSION_BIN
 else
     cargo build --locked --quiet
-    BIN=target/debug/fusion
+    BIN=$PWD/target/debug/fusion
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-schemathesis.XXXXXX")
@@ -71,10 +71,12 @@ run() {
     fi
     echo "schemathesis ($name): $EXAMPLES examples per operation, seed $SEED" >&2
     local status=0
-    st run "http://127.0.0.1:$port/openapi.json" --checks "$checks" \
+    # From the scratch directory: schemathesis keeps its example database
+    # (.schemathesis/) in the current directory.
+    (cd "$WORK" && st run "http://127.0.0.1:$port/openapi.json" --checks "$checks" \
         --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 --no-color \
         --report junit --report-junit-path "$WORK/$name.xml" \
-        "${auth[@]}" >"$WORK/$name.out" 2>&1 || status=$?
+        "${auth[@]}") >"$WORK/$name.out" 2>&1 || status=$?
     cat "$WORK/$name.out" >&2
     if grep -q 'panicked' "$WORK/$name.log"; then
         echo "$name: the server panicked:" >&2

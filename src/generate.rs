@@ -12,9 +12,18 @@
 //! Times are non-decreasing without buffering because they are drawn as sorted
 //! uniforms one by one (Bentley & Saxe, "Generating sorted lists of random
 //! numbers", ACM TOMS 1980), then warped into a daily rhythm.
+//!
+//! With ground truth ([`Generator::with_truth`], `fusion generate --truth`)
+//! a latent health per relationship drives its purchases, sentiment, service
+//! and churn, and some occasions carry a planted effect on sales; the truth
+//! is written out after the stream ([`Generator::write_truth`],
+//! docs/validity.md). Without it the stream is byte-identical to the one
+//! before ground truth existed (`tests/it/truth.rs` pins its hash): every
+//! truth-only draw and decision sits behind `self.truth`.
 
 use crate::domain::EventType;
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
@@ -141,6 +150,141 @@ const NEUTRAL_TEXT: [(&str, &str); 3] = [
     ("just saw an ad for ", ""),
 ];
 
+/// Ground truth: which of the scoring model's components (sentiment,
+/// sales, service, engagement, influence, values) the latent health drives
+/// (1) and which it does not (0). Health moves sentiment (posts, mentions,
+/// reviews), purchases (and so sales) and service; it does not move
+/// follows, attendance, endorsements, audiences or causes. How much weight
+/// each driven component needs in a model depends on its scale, which is
+/// not planted.
+pub const PLANTED_WEIGHTS: [f64; 6] = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0];
+/// Ground truth: each attendee of a planted occasion buys once more from
+/// the host, for this amount (USD), 1 to 5 days after attending.
+pub const PLANTED_SALES_EFFECT: f64 = 80.0;
+/// Ground truth: every this many occasions one is featured (it draws half
+/// of the attendances in its first [`FEATURED_DAYS`]); featured ones
+/// alternate between a planted effect and none (a placebo), starting with
+/// an effect.
+pub const FEATURED_EVERY: u64 = 8;
+/// Ground truth: a featured occasion is attended only in its first this
+/// many days, so its planted purchases (1 to 5 days after attending) all
+/// fall within 10 days of it: an after window of 10 days or more sees the
+/// whole planted effect, [`PLANTED_SALES_EFFECT`] per attendee.
+pub const FEATURED_DAYS: i64 = 5;
+/// Ground truth: a relationship that churns declines linearly to health
+/// −1 over this many days before it stops buying.
+pub const DECLINE_DAYS: i64 = 30;
+/// Ground truth: the chance that a relationship churns during the stream
+/// is `CHURN_RATE · (1 − health) / 2`.
+pub const CHURN_RATE: f64 = 0.6;
+
+/// The latent health of a relationship at `at`, from its planted health
+/// and churn time (as the truth file gives them): the planted health, then
+/// a straight decline to −1 over [`DECLINE_DAYS`] before the churn, and −1
+/// from the churn on.
+pub fn effective_health(health: f64, churn_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> f64 {
+    decline(health, churn_at.map(|c| c.timestamp()), at.timestamp())
+}
+
+fn decline(health: f64, churn: Option<i64>, t: i64) -> f64 {
+    let Some(churn) = churn else {
+        return health;
+    };
+    let span = DECLINE_DAYS * 86_400;
+    let start = churn - span;
+    if t >= churn {
+        -1.0
+    } else if t <= start {
+        health
+    } else {
+        health + (-1.0 - health) * (t - start) as f64 / span as f64
+    }
+}
+
+/// What ground truth keeps while the stream is written.
+#[derive(Debug, Default)]
+struct Truth {
+    /// Relationships named by a person–brand event: (who key, brand).
+    seen: BTreeSet<(u64, u32)>,
+    /// Featured occasions, in order.
+    featured: Vec<Featured>,
+    /// First attendances of featured occasions.
+    attendees: BTreeMap<u64, BTreeSet<u32>>,
+    /// Planted purchases owed, earliest due first.
+    owed: BinaryHeap<Reverse<Owed>>,
+}
+
+/// A featured occasion.
+#[derive(Debug, Clone, Copy)]
+struct Featured {
+    id: u64,
+    brand: u32,
+    /// Whether an effect is planted (else a placebo).
+    planted: bool,
+    /// When it was announced (seconds since the start).
+    offset: i64,
+}
+
+impl Featured {
+    fn open(&self, now: i64) -> bool {
+        now - self.offset <= FEATURED_DAYS * 86_400
+    }
+}
+
+/// A purchase an attendee of a planted occasion owes its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Owed {
+    /// Offset (seconds since the start) from which it is due; first field,
+    /// so the heap orders by it.
+    due: i64,
+    person: u32,
+    brand: u32,
+    occasion: u64,
+}
+
+impl Truth {
+    fn occasion(&mut self, id: u64, brand: u32, offset: i64) {
+        if id.is_multiple_of(FEATURED_EVERY) {
+            self.featured.push(Featured {
+                id,
+                brand,
+                planted: (id / FEATURED_EVERY).is_multiple_of(2),
+                offset,
+            });
+        }
+    }
+
+    fn featured(&self, occasion: u64) -> Option<&Featured> {
+        // Featured ids are multiples of FEATURED_EVERY, in order.
+        if !occasion.is_multiple_of(FEATURED_EVERY) {
+            return None;
+        }
+        self.featured.get((occasion / FEATURED_EVERY) as usize)
+    }
+
+    fn attend(&mut self, occasion: u64, person: u32, host: u32, due: i64) {
+        let Some(&Featured { planted, .. }) = self.featured(occasion) else {
+            return;
+        };
+        if self.attendees.entry(occasion).or_default().insert(person) && planted {
+            self.owed.push(Reverse(Owed {
+                due,
+                person,
+                brand: host,
+                occasion,
+            }));
+        }
+    }
+
+    /// A planted purchase due by `offset`, if any.
+    fn due(&mut self, offset: i64) -> Option<Owed> {
+        match self.owed.peek() {
+            Some(Reverse(owed)) if owed.due <= offset => self.owed.pop().map(|Reverse(o)| o),
+            _ => None,
+        }
+    }
+}
+
 /// Who acts: a consumer or an influencer (both are persons on the wire).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Who {
@@ -200,6 +344,8 @@ pub struct Generator {
     occasions: Vec<u32>,
     /// Influencers who endorsed each brand (bounded), to pick performers.
     endorsers: Vec<Vec<u32>>,
+    /// Ground truth, when asked for; `None` leaves the plain stream untouched.
+    truth: Option<Truth>,
 }
 
 impl Generator {
@@ -293,6 +439,7 @@ impl Generator {
             follow_set: HashSet::new(),
             occasions: Vec::new(),
             endorsers: vec![Vec::new(); config.brands as usize],
+            truth: None,
         };
         // Fail on an unrepresentable end time now, not halfway through a stream.
         if DateTime::from_timestamp(start_unix + generator.span_secs, 0).is_none() {
@@ -300,6 +447,16 @@ impl Generator {
                 "--start plus --days is out of the representable time range".into(),
             ));
         }
+        Ok(generator)
+    }
+
+    /// The stream with ground truth planted (module doc): the same
+    /// population, but latent health drives purchases, sentiment, service
+    /// and churn, and featured occasions draw crowds, half of them with a
+    /// planted effect on sales.
+    pub fn with_truth(config: &GenerateConfig) -> Result<Generator, GenerateError> {
+        let mut generator = Generator::new(config)?;
+        generator.truth = Some(Truth::default());
         Ok(generator)
     }
 
@@ -317,6 +474,12 @@ impl Generator {
         let n = self.emitted;
         self.emitted += 1;
         let offset = self.next_offset();
+        if let Some(owed) = self.truth.as_mut().and_then(|t| t.due(offset)) {
+            self.push_head(line, n, EventType::Purchase, offset);
+            self.planted_purchase(line, owed);
+            line.extend_from_slice(b"}\n");
+            return true;
+        }
 
         // Resolve the kind before writing anything: some need context that
         // may not exist yet, and then fall back to the event that creates it.
@@ -335,13 +498,7 @@ impl Generator {
             }
         }
 
-        line.extend_from_slice(b"{\"id\":\"e");
-        push_u64(line, n);
-        line.extend_from_slice(b"\",\"type\":\"");
-        line.extend_from_slice(kind.as_str().as_bytes());
-        line.extend_from_slice(b"\",\"time\":\"");
-        self.push_time(line, offset);
-        line.push(b'"');
+        self.push_head(line, n, kind, offset);
         match kind {
             EventType::Purchase => self.purchase(line),
             EventType::BrandSales => self.brand_sales(line),
@@ -366,11 +523,41 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// `{"id":"e<n>","type":"<kind>","time":"<time>"`.
+    fn push_head(&mut self, line: &mut Vec<u8>, n: u64, kind: EventType, offset: i64) {
+        line.extend_from_slice(b"{\"id\":\"e");
+        push_u64(line, n);
+        line.extend_from_slice(b"\",\"type\":\"");
+        line.extend_from_slice(kind.as_str().as_bytes());
+        line.extend_from_slice(b"\",\"time\":\"");
+        self.push_time(line, offset);
+        line.push(b'"');
+    }
+}
+
 /// Writes the whole stream of `config` into `out` and returns the number of
 /// events written. `out` should be buffered; lines are handed over in
 /// batches of about 64 KiB.
-pub fn write_ndjson<W: Write>(config: &GenerateConfig, mut out: W) -> Result<u64, GenerateError> {
-    let mut generator = Generator::new(config)?;
+pub fn write_ndjson<W: Write>(config: &GenerateConfig, out: W) -> Result<u64, GenerateError> {
+    write_stream(&mut Generator::new(config)?, out)
+}
+
+/// As [`write_ndjson`], with ground truth planted ([`Generator::with_truth`]);
+/// the truth goes to `truth` once the stream is written.
+pub fn write_ndjson_with_truth<W: Write, T: Write>(
+    config: &GenerateConfig,
+    out: W,
+    mut truth: T,
+) -> Result<u64, GenerateError> {
+    let mut generator = Generator::with_truth(config)?;
+    let written = write_stream(&mut generator, out)?;
+    generator.write_truth(&mut truth)?;
+    truth.flush()?;
+    Ok(written)
+}
+
+fn write_stream<W: Write>(generator: &mut Generator, mut out: W) -> Result<u64, GenerateError> {
     let mut batch = Vec::with_capacity(1 << 17);
     let mut written = 0;
     while generator.next_line(&mut batch) {
@@ -432,6 +619,18 @@ impl Generator {
         }
     }
 
+    /// Who follows or attends: by activity in the plain stream; with ground
+    /// truth, anyone alike, so that engagement and influence (which health
+    /// does not drive) carry no trace of how much a person buys either, and
+    /// the planted weights are the whole truth about what predicts what.
+    fn engaged_person(&mut self) -> u32 {
+        if self.truth.is_some() {
+            self.rng.random_range(0..self.people)
+        } else {
+            self.active_person()
+        }
+    }
+
     fn active_influencer(&mut self) -> u32 {
         self.influencer_pick.sample(self.rng.next_u64()) as u32
     }
@@ -465,7 +664,13 @@ impl Generator {
 
     /// A stable attitude of an actor towards a brand, in [-0.4, 0.8]: most
     /// relationships are mildly positive, some are sour.
+    ///
+    /// With ground truth the attitude is the relationship's health now,
+    /// on the same scale: `0.2 + 0.6 · health`.
     fn bias(&self, who: Who, brand: u32) -> f64 {
+        if self.truth.is_some() {
+            return 0.2 + 0.6 * self.health_now(who, brand);
+        }
         let h = mix64(self.seed ^ 0x6269_6173, who_key(who), u64::from(brand));
         -0.4 + 1.2 * unit(h)
     }
@@ -474,7 +679,7 @@ impl Generator {
     /// existing follows (a saturated small population).
     fn choose_follow(&mut self) -> Option<(u32, u32)> {
         for _ in 0..4 {
-            let follower = self.active_person();
+            let follower = self.engaged_person();
             let r = self.rng.random::<f64>();
             // Preferential attachment: accounts are followed in proportion to
             // the followers they already have, so the rich get richer.
@@ -515,11 +720,130 @@ impl Generator {
     }
 }
 
+/// Ground truth: latent health, churn, and the truth file.
+impl Generator {
+    /// A relationship's planted health in [−1, 1] and churn offset, if it
+    /// churns: stable functions of the seed and the pair, so they cost no
+    /// memory and no draws from the stream's generator.
+    fn latent(&self, who: Who, brand: u32) -> (f64, Option<i64>) {
+        let (k, b) = (who_key(who), u64::from(brand));
+        let health = 2.0 * unit(mix64(self.seed ^ 0x6865_616c_7468, k, b)) - 1.0;
+        let churns =
+            unit(mix64(self.seed ^ 0x0063_6875_726e, k, b)) < CHURN_RATE * (1.0 - health) / 2.0;
+        let at = unit(mix64(self.seed ^ 0x6368_7572_6e74, k, b)) * self.span_secs as f64;
+        (health, churns.then_some(at as i64))
+    }
+
+    /// Effective health of a relationship at the current offset.
+    fn health_now(&self, who: Who, brand: u32) -> f64 {
+        let (health, churn) = self.latent(who, brand);
+        decline(health, churn, self.last_offset)
+    }
+
+    fn saw(&mut self, who: Who, brand: u32) {
+        if let Some(truth) = &mut self.truth {
+            truth.seen.insert((who_key(who), brand));
+        }
+    }
+
+    /// A purchase's (person, brand) when health drives purchases: draws as
+    /// the plain stream does and keeps a draw with probability
+    /// `(1 + health) / 2`, so a churned relationship (health −1) never buys.
+    fn healthy_purchase(&mut self) -> (u32, u32) {
+        let mut pick = (0, 0);
+        // 64 rejections in a row happen with probability below 1e-10 unless
+        // nearly every relationship has churned; then the last draw stands.
+        for _ in 0..64 {
+            let person = self.active_person();
+            let brand = self.brand_for(Who::Person(person));
+            pick = (person, brand);
+            let health = self.health_now(Who::Person(person), brand);
+            if self.rng.random::<f64>() < (1.0 + health) / 2.0 {
+                break;
+            }
+        }
+        self.saw(Who::Person(pick.0), pick.1);
+        pick
+    }
+
+    /// The purchase an attendee of a planted occasion owes; its attributes
+    /// name the occasion (attributes are never scored), so checks can tell
+    /// it from the purchases health drives.
+    fn planted_purchase(&mut self, line: &mut Vec<u8>, owed: Owed) {
+        self.saw(Who::Person(owed.person), owed.brand);
+        push_who(line, Who::Person(owed.person));
+        push_id(line, "brand", b'b', owed.brand);
+        push_fixed(line, "amount", (PLANTED_SALES_EFFECT * 100.0) as i64, 2);
+        push_str(line, "currency", "USD");
+        line.extend_from_slice(b",\"attributes\":{\"planted\":\"o");
+        push_u64(line, owed.occasion);
+        line.extend_from_slice(b"\"}");
+    }
+
+    /// Writes the ground truth as NDJSON (docs/validity.md): one `model`
+    /// line (what is planted), one `relationship` line per person–brand pair
+    /// the stream named (planted health and churn time), one `occasion` line
+    /// per featured occasion (planted effect, attendees).
+    pub fn write_truth<W: Write>(&self, out: &mut W) -> Result<(), GenerateError> {
+        let Some(truth) = &self.truth else {
+            return Err(GenerateError::InvalidConfig(
+                "this stream has no ground truth: build it with Generator::with_truth".into(),
+            ));
+        };
+        let w = PLANTED_WEIGHTS;
+        writeln!(
+            out,
+            "{{\"kind\":\"model\",\"planted_weights\":{{\"sentiment\":{},\"sales\":{},\"service\":{},\"engagement\":{},\"influence\":{},\"values\":{}}},\"churn_rate\":{CHURN_RATE},\"decline_days\":{DECLINE_DAYS},\"planted_sales_effect\":{PLANTED_SALES_EFFECT:.2},\"featured_every\":{FEATURED_EVERY},\"featured_days\":{FEATURED_DAYS}}}",
+            w[0], w[1], w[2], w[3], w[4], w[5]
+        )?;
+        for &(key, brand) in &truth.seen {
+            let who = if key >> 40 == 1 {
+                Who::Influencer(key as u32)
+            } else {
+                Who::Person(key as u32)
+            };
+            let (health, churn) = self.latent(who, brand);
+            let mut line = Vec::with_capacity(128);
+            line.extend_from_slice(b"{\"kind\":\"relationship\"");
+            push_who(&mut line, who);
+            push_id(&mut line, "brand", b'b', brand);
+            push_fixed(&mut line, "health", (health * 1e6).round() as i64, 6);
+            push_key(&mut line, "churn_at");
+            match churn {
+                None => line.extend_from_slice(b"null"),
+                Some(offset) => {
+                    let at = DateTime::from_timestamp(self.start_unix + offset, 0)
+                        .expect("checked in Generator::new: the whole span is representable");
+                    write!(line, "\"{}\"", at.format("%Y-%m-%dT%H:%M:%SZ"))?;
+                }
+            }
+            line.extend_from_slice(b"}\n");
+            out.write_all(&line)?;
+        }
+        for &Featured {
+            id, brand, planted, ..
+        } in &truth.featured
+        {
+            let effect = if planted { PLANTED_SALES_EFFECT } else { 0.0 };
+            let attendees = truth.attendees.get(&id).map_or(0, BTreeSet::len);
+            writeln!(
+                out,
+                "{{\"kind\":\"occasion\",\"occasion\":\"o{id}\",\"brand\":\"b{brand}\",\"planted_sales_effect\":{effect:.2},\"attendees\":{attendees}}}"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Writing each kind's fields: exactly the fields the wire format allows.
 impl Generator {
     fn purchase(&mut self, line: &mut Vec<u8>) {
-        let person = self.active_person();
-        let brand = self.brand_for(Who::Person(person));
+        let (person, brand) = if self.truth.is_some() {
+            self.healthy_purchase()
+        } else {
+            let person = self.active_person();
+            (person, self.brand_for(Who::Person(person)))
+        };
         // Each brand has its own price level (15..120 median), purchases
         // spread log-normally around it.
         let level = 15.0 * 8f64.powf(unit(mix64(self.seed ^ 0x7072_6963, u64::from(brand), 0)));
@@ -545,6 +869,7 @@ impl Generator {
     fn talk(&mut self, line: &mut Vec<u8>, influencer_share: f64) {
         let who = self.actor(influencer_share);
         let brand = self.brand_for(who);
+        self.saw(who, brand);
         // tanh keeps the draw inside [-1, 1] without a pile-up at the ends.
         let sentiment = (1.2 * self.bias(who, brand) + 0.5 * normal(&mut self.rng)).tanh();
         push_who(line, who);
@@ -568,6 +893,7 @@ impl Generator {
         let person = self.active_person();
         let who = Who::Person(person);
         let brand = self.brand_for(who);
+        self.saw(who, brand);
         let mood = self.bias(who, brand) + 0.4 * normal(&mut self.rng);
         let rating = (3.0 + 2.2 * mood).round().clamp(1.0, 5.0) as u64;
         push_who(line, who);
@@ -589,6 +915,15 @@ impl Generator {
     fn service(&mut self, line: &mut Vec<u8>) {
         let person = self.active_person();
         let brand = self.brand_for(Who::Person(person));
+        self.saw(Who::Person(person), brand);
+        // Ground truth: healthy relationships get their problems solved
+        // more often and rate the contact higher.
+        let (resolve_shift, csat_shift) = if self.truth.is_some() {
+            let h = self.health_now(Who::Person(person), brand);
+            (0.15 * h, 0.8 * h)
+        } else {
+            (0.0, 0.0)
+        };
         let channel = weighted_index(&CHANNEL_WEIGHT, self.rng.random_range(0..100));
         let wait = CHANNEL_WAIT_MEDIAN[channel] * (0.8 * normal(&mut self.rng)).exp();
         let mut transfers = 0u64;
@@ -596,8 +931,9 @@ impl Generator {
             transfers += 1;
         }
         let slow = (wait / CHANNEL_WAIT_MEDIAN[channel]).ln().max(0.0);
-        let resolved = self.rng.random::<f64>() < 0.85 - 0.1 * transfers as f64 - 0.1 * slow;
-        let base = if resolved { 4.3 } else { 2.2 };
+        let resolved =
+            self.rng.random::<f64>() < 0.85 - 0.1 * transfers as f64 - 0.1 * slow + resolve_shift;
+        let base = if resolved { 4.3 } else { 2.2 } + csat_shift;
         let csat = (base - 0.4 * slow - 0.3 * transfers as f64 + 0.6 * normal(&mut self.rng))
             .round()
             .clamp(1.0, 5.0) as u64;
@@ -704,6 +1040,10 @@ impl Generator {
         let id = self.occasions.len() as u64;
         let brand = self.popular_brand();
         self.occasions.push(brand);
+        let now = self.last_offset;
+        if let Some(truth) = &mut self.truth {
+            truth.occasion(id, brand, now);
+        }
         // 0..3 performers, preferably influencers who endorse the host.
         let count = weighted_index(&[25, 40, 25, 10], self.rng.random_range(0..100));
         let mut performers = [0u32; 3];
@@ -740,8 +1080,33 @@ impl Generator {
     fn attendance(&mut self, line: &mut Vec<u8>) {
         // Attendance follows the occasion: pick among the most recent ones.
         let recent = self.occasions.len().min(32);
-        let occasion = self.occasions.len() - 1 - self.rng.random_range(0..recent);
-        let person = self.active_person();
+        let mut occasion = self.occasions.len() - 1 - self.rng.random_range(0..recent);
+        let person = self.engaged_person();
+        if let Some(truth) = &self.truth {
+            let now = self.last_offset;
+            // A featured occasion is attended only in its first days; later
+            // picks of it go to the newest occasion.
+            if truth
+                .featured(occasion as u64)
+                .is_some_and(|f| !f.open(now))
+            {
+                occasion = self.occasions.len() - 1;
+            }
+            // The newest open featured occasion draws half the crowd.
+            if let Some(f) = truth.featured.last()
+                && f.open(now)
+                && self.rng.random::<f64>() < 0.5
+            {
+                occasion = f.id as usize;
+            }
+            // A planted effect: one purchase 1 to 5 days after attending.
+            let delay = 86_400.0 * (1.0 + 4.0 * self.rng.random::<f64>());
+            let due = self.last_offset + delay as i64;
+            let host = self.occasions[occasion];
+            if let Some(truth) = &mut self.truth {
+                truth.attend(occasion as u64, person, host, due);
+            }
+        }
         push_who(line, Who::Person(person));
         line.extend_from_slice(b",\"occasion\":\"o");
         push_u64(line, occasion as u64);

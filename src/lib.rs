@@ -14,6 +14,7 @@
 //! - [`telemetry`]: metric names, their recording helpers, log set-up.
 //! - [`tls`]: the HTTPS server configuration.
 //! - [`generate`]: a synthetic, reproducible event stream for benches and demos.
+//! - [`validity`]: backtests, calibration and impact: does the score mean something.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
 pub mod auth;
@@ -29,3 +30,4 @@ pub mod sentiment;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod validity;

@@ -38,7 +38,7 @@ pub const LIVE_LAG_SECONDS: &str = "fusion_live_lag_seconds";
 /// Request latency by method, route pattern (never the raw path: it holds
 /// ids) and status.
 pub const HTTP_SECONDS: &str = "fusion_http_request_duration_seconds";
-/// Store failures seen by the service, by kind (`unavailable`, `internal`).
+/// Store failures seen by the service, by kind (`unavailable`, `full`, `internal`).
 pub const STORE_ERRORS: &str = "fusion_store_errors_total";
 /// Client connections open now.
 pub const OPEN_CONNECTIONS: &str = "fusion_open_connections";
@@ -56,12 +56,17 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 pub fn record_ingest(report: &IngestReport) {
     counter!(EVENTS_ACCEPTED).increment(report.accepted as u64);
     counter!(EVENTS_DUPLICATE).increment(report.duplicates as u64);
-    record_rejections(&report.rejected);
+    counter!(EVENTS_REJECTED).increment(report.rejected_count as u64);
+    record_field_errors(&report.rejected);
 }
 
-/// Counts refused events and their field errors.
+/// Counts refused events and their field errors (an atomic request).
 pub fn record_rejections(rejected: &[crate::ingest::Rejection]) {
     counter!(EVENTS_REJECTED).increment(rejected.len() as u64);
+    record_field_errors(rejected);
+}
+
+fn record_field_errors(rejected: &[crate::ingest::Rejection]) {
     for r in rejected {
         for e in &r.errors {
             counter!(EVENT_FIELD_ERRORS, "field" => field_label(&e.field)).increment(1);
@@ -87,6 +92,7 @@ pub fn record_commit(elapsed: Duration) {
 pub fn record_store_error(err: &crate::store::StoreError) {
     let kind = match err {
         crate::store::StoreError::Unavailable(_) => "unavailable",
+        crate::store::StoreError::Full(_) => "full",
         crate::store::StoreError::Internal(_) => "internal",
     };
     counter!(STORE_ERRORS, "kind" => kind).increment(1);

@@ -1,13 +1,13 @@
 //! `fusion generate`: the command-line face of [`crate::generate`]. Owns the
-//! flags and their defaults and the stdout sink; the stream itself (and all
-//! its randomness) lives in the library.
+//! flags and their defaults, the stdout sink and the `--truth` file; the
+//! stream itself (and all its randomness) lives in the library.
 
 use std::io::{self, Write};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::generate::{GenerateConfig, GenerateError, MAX_POPULATION};
+use crate::generate::{GenerateConfig, MAX_POPULATION};
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -32,6 +32,10 @@ pub struct GenerateArgs {
     /// Days of event time the stream spans
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub days: u32,
+    /// Plant a latent health per relationship that drives its events, and
+    /// write it to FILE as NDJSON (docs/validity.md); changes the stream
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<std::path::PathBuf>,
 }
 
 impl GenerateArgs {
@@ -49,20 +53,24 @@ impl GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let stdout = io::stdout().lock();
-    let mut out = io::BufWriter::with_capacity(1 << 16, stdout);
-    match crate::generate::write_ndjson(&args.config(), &mut out) {
-        Ok(_) => {}
-        // A reader that has seen enough (`| head`) is not a failure.
-        Err(GenerateError::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-        Err(err) => return Err(err).context("failed to generate the event stream"),
-    }
-    match out.flush() {
-        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
-            Err(err).context("failed to write the event stream to stdout")
+    // A reader that has seen enough (`| head`) ends the command quietly
+    // (`super::stdout`).
+    let mut out = io::BufWriter::with_capacity(1 << 16, super::stdout());
+    match &args.truth {
+        None => crate::generate::write_ndjson(&args.config(), &mut out),
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create the truth file {}", path.display()))?;
+            crate::generate::write_ndjson_with_truth(
+                &args.config(),
+                &mut out,
+                io::BufWriter::new(file),
+            )
         }
-        _ => Ok(()),
     }
+    .context("failed to generate the event stream")?;
+    out.flush()
+        .context("failed to write the event stream to stdout")
 }
 
 fn population(s: &str) -> Result<u32, String> {

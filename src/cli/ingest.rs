@@ -1,19 +1,27 @@
 //! `fusion ingest FILE…`: NDJSON event files (`-` for stdin) into the store
 //! `serve` uses, or into a running server with `--server`. Prints accepted /
-//! duplicate / rejected counts; each rejected line is reported on stderr with
-//! its file, line number and reasons.
+//! duplicate / rejected / warning counts; each rejected line, and each warning
+//! (a field kept but not used by its type), is reported on stderr with its
+//! file, line number and reasons.
 //!
 //! Locally, events go through the same checks as the service (validation,
 //! role checks against the replayed log, group-committed appends); scores are
 //! derived from the log by whoever opens it next. Reading and validating run
 //! on their own threads, ahead of the commits, so the disk and the CPU overlap.
 //! A line that is not JSON is rejected on its own (a file is not one request).
+//! A byte order mark at the start of a file is skipped.
+//!
+//! With `--server`, requests are sized in bytes (`--request-bytes`, under the
+//! server's `--max-body`), gzip-compressed unless `--no-gzip`; a request the
+//! server finds too large (413) is split in two, down to a single line, which
+//! is then reported as rejected; 503 and 507 are retried after the server's
+//! `Retry-After`, a bounded number of times.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,13 +30,23 @@ use serde_json::Value;
 
 use super::StoreArgs;
 use crate::domain::Event;
-use crate::ingest::{self, FieldError, Rejection};
+use crate::ingest::{self, FieldError, Rejection, Validated, Warning};
+use crate::score::ScoringModel;
 
-/// Lines per batch handed to the engine (and per request with `--server`).
+/// Lines per batch handed to the engine.
 const BATCH: usize = 20_000;
-const SERVER_BATCH: usize = 5_000;
+/// Bytes per batch handed to the engine.
+const BATCH_BYTES: usize = 64 << 20;
+/// Most lines per request with `--server` (the byte budget usually binds first).
+const SERVER_BATCH: usize = 50_000;
 /// Rejections printed in full; the rest are only counted.
 const SHOW_REJECTIONS: usize = 50;
+/// Tries of one request that the server answers 503 or 507.
+const MAX_ATTEMPTS: u32 = 6;
+/// Longest wait between two tries, whatever `Retry-After` says.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
@@ -38,6 +56,12 @@ pub struct IngestArgs {
     /// Send to a running server (e.g. http://127.0.0.1:8080) instead of the store
     #[arg(long)]
     pub server: Option<String>,
+    /// With --server: most bytes of lines per request; keep it under the server's --max-body
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_bytes: u64,
+    /// With --server: send requests uncompressed (default: gzip)
+    #[arg(long)]
+    pub no_gzip: bool,
     /// API key for --server (an ingest or admin key)
     #[arg(
         long,
@@ -51,6 +75,10 @@ pub struct IngestArgs {
     pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Refuse events dated more than this ahead of the clock (24h, 90m, 30s, 2d;
+    /// with --server, the server's own setting applies)
+    #[arg(long, default_value = "24h", value_parser = super::future_skew)]
+    pub max_future_skew: chrono::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -58,12 +86,15 @@ struct Totals {
     accepted: usize,
     duplicates: usize,
     rejected: usize,
+    warnings: usize,
     shown: usize,
 }
 
 impl Totals {
-    fn report(&mut self, source: &str, lines: &[usize], rejected: &[Rejection]) {
-        self.rejected += rejected.len();
+    /// Counts `count` rejections and prints the first ones of `rejected`;
+    /// `lines` maps an index in the request to its line number.
+    fn report(&mut self, source: &str, lines: &[usize], rejected: &[Rejection], count: usize) {
+        self.rejected += count;
         for r in rejected {
             if self.shown < SHOW_REJECTIONS {
                 let reasons: Vec<String> = r
@@ -87,6 +118,22 @@ impl Totals {
             }
         }
     }
+
+    fn warn(&mut self, source: &str, lines: &[usize], warnings: &[Warning]) {
+        self.warnings += warnings.len();
+        for w in warnings {
+            if self.shown < SHOW_REJECTIONS {
+                eprintln!(
+                    "warning {source}:{} (id {}): {}: {}",
+                    lines.get(w.index).copied().unwrap_or(0),
+                    w.id.as_deref().unwrap_or("?"),
+                    w.field,
+                    w.message
+                );
+                self.shown += 1;
+            }
+        }
+    }
 }
 
 /// One batch of a file: the line number of each entry, and the entries.
@@ -97,6 +144,7 @@ struct Batch {
     raw: Vec<Vec<u8>>,
     good: Vec<(usize, Event)>,
     bad: Vec<Rejection>,
+    warnings: Vec<Warning>,
     bytes: u64,
 }
 
@@ -117,20 +165,24 @@ fn open(path: &PathBuf) -> anyhow::Result<(Box<dyn BufRead + Send>, Option<u64>,
     ))
 }
 
-/// Reads a file in batches of non-blank lines and validates them in parallel.
+/// Reads a file in batches of non-blank lines (at most `size` lines, and
+/// `max_bytes` unless one line is larger) and validates them in parallel.
 fn read_batches(
     mut reader: Box<dyn BufRead + Send>,
     source: String,
     size: usize,
+    max_bytes: usize,
     keep_raw: bool,
+    model: &ScoringModel,
     mut emit: impl FnMut(Batch) -> bool,
 ) -> anyhow::Result<()> {
     let mut line_no = 0usize;
     loop {
-        let mut raw: Vec<Vec<u8>> = Vec::with_capacity(size);
-        let mut lines = Vec::with_capacity(size);
+        let mut raw: Vec<Vec<u8>> = Vec::with_capacity(size.min(4096));
+        let mut lines = Vec::with_capacity(size.min(4096));
         let mut bytes = 0u64;
-        while raw.len() < size {
+        let mut held = 0usize;
+        while raw.len() < size && (raw.is_empty() || held < max_bytes) {
             let mut buf = Vec::new();
             let n = reader
                 .read_until(b'\n', &mut buf)
@@ -140,37 +192,39 @@ fn read_batches(
             }
             line_no += 1;
             bytes += n as u64;
+            if line_no == 1 && buf.starts_with(BOM) {
+                buf.drain(..BOM.len());
+            }
             if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            held += buf.len();
             raw.push(buf);
             lines.push(line_no);
         }
         if raw.is_empty() {
             return Ok(());
         }
-        let parsed: Vec<Result<Event, Vec<FieldError>>> = raw
+        let parsed: Vec<Result<Validated, Rejection>> = raw
             .par_iter()
-            .map(|line| match serde_json::from_slice::<Value>(line) {
-                Ok(v) => ingest::validate(&v).map_err(|errs| errs.into_iter().collect()),
-                Err(e) => Err(vec![FieldError {
-                    field: String::new(),
-                    message: format!("malformed JSON: {e}"),
-                }]),
-            })
+            .enumerate()
+            .map(|(i, line)| ingest::parse_event(line, i, &model.currency))
             .collect();
         let mut good = Vec::with_capacity(parsed.len());
         let mut bad = Vec::new();
+        let mut warnings = Vec::new();
         for (i, r) in parsed.into_iter().enumerate() {
             match r {
-                Ok(e) => good.push((i, e)),
-                Err(errors) => bad.push(Rejection {
-                    index: i,
-                    id: serde_json::from_slice::<Value>(&raw[i])
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string)),
-                    errors,
-                }),
+                Ok(v) => {
+                    warnings.extend(v.warnings.into_iter().map(|w| Warning {
+                        index: i,
+                        id: Some(v.event.id.to_string()),
+                        field: w.field,
+                        message: w.message,
+                    }));
+                    good.push((i, v.event));
+                }
+                Err(rejection) => bad.push(rejection),
             }
         }
         let batch = Batch {
@@ -179,6 +233,7 @@ fn read_batches(
             raw: if keep_raw { raw } else { Vec::new() },
             good,
             bad,
+            warnings,
             bytes,
         };
         if !emit(batch) {
@@ -213,21 +268,28 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let total_bytes: Option<u64> = inputs.iter().map(|(_, len, _)| *len).sum();
     let bar = progress(total_bytes);
     let totals = match &args.server {
-        Some(url) => ingest_server(
-            url,
-            args.api_key.as_deref(),
-            args.ca_cert.as_deref(),
-            inputs,
-            &bar,
-        )?,
-        None => ingest_local(&args.store, inputs, &bar)?,
+        Some(url) => {
+            let client = Client::new(
+                url,
+                !args.no_gzip,
+                args.api_key.clone(),
+                args.ca_cert.as_deref(),
+            )?;
+            let budget = usize::try_from(args.request_bytes).unwrap_or(usize::MAX);
+            ingest_server(&client, budget, &args.store, inputs, &bar)?
+        }
+        None => ingest_local(&args.store, args.max_future_skew, inputs, &bar)?,
     };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "accepted={} duplicates={} rejected={}",
-        totals.accepted, totals.duplicates, totals.rejected
-    );
+    writeln!(
+        super::stdout(),
+        "accepted={} duplicates={} rejected={} warnings={}",
+        totals.accepted,
+        totals.duplicates,
+        totals.rejected,
+        totals.warnings
+    )?;
     let n = totals.accepted + totals.duplicates + totals.rejected;
     eprintln!(
         "{n} events in {secs:.2} s ({:.0} events/s)",
@@ -240,16 +302,24 @@ type Input = (Box<dyn BufRead + Send>, Option<u64>, String);
 
 fn ingest_local(
     store: &StoreArgs,
+    max_future_skew: chrono::Duration,
     inputs: Vec<Input>,
     bar: &ProgressBar,
 ) -> anyhow::Result<Totals> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(store).await?;
+        let options = crate::engine::EngineOptions {
+            max_future_skew,
+            ..Default::default()
+        };
+        let engine = super::open_engine(store, options).await?;
+        let model = engine.model().clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
         let reader = std::thread::spawn(move || -> anyhow::Result<()> {
             for (r, _, source) in inputs {
-                read_batches(r, source, BATCH, false, |b| tx.blocking_send(b).is_ok())?;
+                read_batches(r, source, BATCH, BATCH_BYTES, false, &model, |b| {
+                    tx.blocking_send(b).is_ok()
+                })?;
             }
             Ok(())
         });
@@ -264,11 +334,24 @@ fn ingest_local(
         while let Some(batch) = rx.recv().await {
             bar.inc(batch.bytes);
             let (report, _stored) = engine
-                .store_checked(batch.good, batch.bad, false, false, &mut pending)
+                .store_checked(
+                    batch.good,
+                    batch.bad,
+                    false,
+                    false,
+                    chrono::Utc::now(),
+                    &mut pending,
+                )
                 .await?;
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;
-            totals.report(&batch.source, &batch.lines, &report.rejected);
+            totals.report(
+                &batch.source,
+                &batch.lines,
+                &report.rejected,
+                report.rejected_count,
+            );
+            totals.warn(&batch.source, &batch.lines, &batch.warnings);
         }
         reader
             .join()
@@ -277,56 +360,31 @@ fn ingest_local(
     })
 }
 
-/// An HTTP client for `--server`: trusts `ca_cert` when given.
-pub fn http_agent(ca_cert: Option<&std::path::Path>) -> anyhow::Result<ureq::Agent> {
-    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
-        let cert = ureq::tls::Certificate::from_pem(&pem)
-            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
-                .build(),
-        );
-    }
-    Ok(config.build().into())
-}
-
+/// Lines are checked here first (with `--model`'s currency table, the
+/// built-in one by default: keep it the server's), so lines that are not
+/// events never leave this machine; the server checks again.
 fn ingest_server(
-    url: &str,
-    api_key: Option<&str>,
-    ca_cert: Option<&std::path::Path>,
+    client: &Client,
+    request_bytes: usize,
+    store: &StoreArgs,
     inputs: Vec<Input>,
     bar: &ProgressBar,
 ) -> anyhow::Result<Totals> {
-    let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
-    let agent = http_agent(ca_cert)?;
+    let model = super::load_model(store.model.as_deref())?;
     let mut totals = Totals::default();
     let mut failure: Option<anyhow::Error> = None;
     for (r, _, source) in inputs {
-        read_batches(r, source, SERVER_BATCH, true, |b| {
+        read_batches(r, source, SERVER_BATCH, request_bytes, true, &model, |b| {
             bar.inc(b.bytes);
             // Lines that are not events never leave this machine.
-            totals.report(&b.source, &b.lines, &b.bad);
+            totals.report(&b.source, &b.lines, &b.bad, b.bad.len());
+            totals.warn(&b.source, &b.lines, &b.warnings);
             let keep: Vec<usize> = b.good.iter().map(|(i, _)| *i).collect();
             if keep.is_empty() {
                 return true;
             }
-            let mut body = Vec::new();
-            for &i in &keep {
-                body.extend_from_slice(b.raw[i].strip_suffix(b"\n").unwrap_or(&b.raw[i]));
-                body.push(b'\n');
-            }
-            let lines: Vec<usize> = keep.iter().map(|&i| b.lines[i]).collect();
-            match send(&agent, &endpoint, api_key, body) {
-                Ok(report) => {
-                    totals.accepted += report.0;
-                    totals.duplicates += report.1;
-                    totals.report(&b.source, &lines, &report.2);
-                    true
-                }
+            match send_lines(client, &b, &keep, &mut totals) {
+                Ok(()) => true,
                 Err(e) => {
                     failure = Some(e);
                     false
@@ -340,55 +398,171 @@ fn ingest_server(
     Ok(totals)
 }
 
-/// How often a batch is sent again after 429 or 503 before giving up.
-const RETRIES: u32 = 20;
+/// Sends the lines `keep` of a batch as one request; a request the server
+/// finds too large is split in two, down to one line, which is then
+/// reported as rejected.
+fn send_lines(
+    client: &Client,
+    b: &Batch,
+    keep: &[usize],
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let mut body = Vec::new();
+    for &i in keep {
+        body.extend_from_slice(b.raw[i].strip_suffix(b"\n").unwrap_or(&b.raw[i]));
+        body.push(b'\n');
+    }
+    let lines: Vec<usize> = keep.iter().map(|&i| b.lines[i]).collect();
+    match client.post(&body)? {
+        Answer::Report(r) => {
+            totals.accepted += r.accepted;
+            totals.duplicates += r.duplicates;
+            totals.report(&b.source, &lines, &r.rejected, r.rejected_count);
+            Ok(())
+        }
+        Answer::TooLarge if keep.len() > 1 => {
+            let (first, second) = keep.split_at(keep.len() / 2);
+            send_lines(client, b, first, totals)?;
+            send_lines(client, b, second, totals)
+        }
+        Answer::TooLarge => {
+            let rejection = Rejection {
+                index: 0,
+                id: b
+                    .good
+                    .iter()
+                    .find(|(i, _)| *i == keep[0])
+                    .map(|(_, e)| e.id.to_string()),
+                errors: vec![FieldError {
+                    field: String::new(),
+                    message: "the line is larger than the server accepts in one request (413)"
+                        .to_string(),
+                }],
+            };
+            totals.report(&b.source, &lines, &[rejection], 1);
+            Ok(())
+        }
+    }
+}
 
-fn send(
-    agent: &ureq::Agent,
-    endpoint: &str,
-    api_key: Option<&str>,
-    body: Vec<u8>,
-) -> anyhow::Result<(usize, usize, Vec<Rejection>)> {
-    let mut attempt = 0;
-    let text = loop {
-        let mut req = agent
-            .post(endpoint)
-            .header("Content-Type", "application/x-ndjson");
-        if let Some(key) = api_key {
-            req = req.header("Authorization", &format!("Bearer {key}"));
+/// A server's answer to one request of events.
+enum Answer {
+    Report(ServerReport),
+    /// 413: the request is larger than the server accepts.
+    TooLarge,
+}
+
+struct ServerReport {
+    accepted: usize,
+    duplicates: usize,
+    rejected: Vec<Rejection>,
+    rejected_count: usize,
+}
+
+/// The client side of `POST /v1/events`.
+struct Client {
+    agent: ureq::Agent,
+    endpoint: String,
+    gzip: bool,
+    /// Sent as `Authorization: Bearer`.
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// `ca_cert`: a PEM CA to trust for an https server.
+    fn new(
+        url: &str,
+        gzip: bool,
+        api_key: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            let cert = ureq::tls::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                    .build(),
+            );
         }
-        let mut resp = req
-            .send(&body[..])
-            .with_context(|| format!("cannot reach {endpoint}"))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let mut text = String::new();
-        resp.body_mut()
-            .as_reader()
-            .read_to_string(&mut text)
-            .context("cannot read the server's answer")?;
-        // Past a rate limit, or the store is briefly away: the batch was not
-        // stored, so waiting as told and sending it again is safe (and an
-        // id sent twice is one event anyway).
-        if matches!(status.as_u16(), 429 | 503) && attempt < RETRIES {
-            attempt += 1;
-            std::thread::sleep(std::time::Duration::from_secs(
-                retry_after.unwrap_or(1).clamp(1, 60),
-            ));
-            continue;
+        Ok(Self {
+            agent: config.build().into(),
+            endpoint: format!("{}/v1/events", url.trim_end_matches('/')),
+            gzip,
+            api_key,
+        })
+    }
+
+    /// Posts an NDJSON body; retries 429, 503 and 507 after `Retry-After`
+    /// (nothing of the request was stored, and an id sent twice is one
+    /// event anyway).
+    fn post(&self, ndjson: &[u8]) -> anyhow::Result<Answer> {
+        let compressed;
+        let (body, encoding) = if self.gzip {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(ndjson.len() / 4),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(ndjson)?;
+            compressed = gz.finish()?;
+            (&compressed[..], "gzip")
+        } else {
+            (ndjson, "identity")
+        };
+        let endpoint = &self.endpoint;
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .agent
+                .post(endpoint)
+                .header("Content-Type", "application/x-ndjson")
+                .header("Content-Encoding", encoding);
+            if let Some(key) = &self.api_key {
+                req = req.header("Authorization", &format!("Bearer {key}"));
+            }
+            let mut resp = req
+                .send(body)
+                .with_context(|| format!("cannot reach {endpoint}"))?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let mut text = String::new();
+            resp.body_mut()
+                .as_reader()
+                .read_to_string(&mut text)
+                .context("cannot read the server's answer")?;
+            match status {
+                200..=299 => return Ok(Answer::Report(server_report(&text)?)),
+                413 => return Ok(Answer::TooLarge),
+                429 | 503 | 507 if attempt < MAX_ATTEMPTS => {
+                    let wait = Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_RETRY_WAIT);
+                    tracing::warn!(status, attempt, ?wait, "the server asks to retry later");
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                _ => bail!(
+                    "the server answered {status}{}: {text}",
+                    if attempt > 1 {
+                        format!(" after {attempt} attempts")
+                    } else {
+                        String::new()
+                    }
+                ),
+            }
         }
-        if !status.is_success() {
-            bail!("the server answered {status}: {text}");
-        }
-        break text;
-    };
-    let v: Value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
+    }
+}
+
+fn server_report(text: &str) -> anyhow::Result<ServerReport> {
+    let v: Value = serde_json::from_str(text).context("the server's answer is not JSON")?;
     let count = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
-    let rejected = v
+    let rejected: Vec<Rejection> = v
         .get("rejected")
         .and_then(Value::as_array)
         .map(|items| {
@@ -421,5 +595,15 @@ fn send(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((count("accepted"), count("duplicates"), rejected))
+    // A server from before `rejected_count` lists every rejection.
+    let rejected_count = v
+        .get("rejected_count")
+        .and_then(Value::as_u64)
+        .map_or(rejected.len(), |n| n as usize);
+    Ok(ServerReport {
+        accepted: count("accepted"),
+        duplicates: count("duplicates"),
+        rejected,
+        rejected_count,
+    })
 }

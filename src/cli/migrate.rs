@@ -2,6 +2,8 @@
 //! them. The SQL and the runner live in `store::postgres`; this only parses
 //! arguments and reports.
 
+use std::io::Write;
+
 use anyhow::Context;
 
 use crate::store::PostgresStore;
@@ -22,11 +24,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let applied = runtime
         .block_on(PostgresStore::migrate(&args.database_url))
         .context("failed to apply the migrations")?;
+    let mut out = super::stdout();
     if applied.is_empty() {
-        println!("the database is up to date");
+        writeln!(out, "the database is up to date")?;
     }
     for name in applied {
-        println!("applied {name}");
+        writeln!(out, "applied {name}")?;
     }
     Ok(())
 }

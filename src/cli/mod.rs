@@ -3,6 +3,13 @@
 //! dispatches and holds what several share (opening the store and model).
 //! Argument errors exit with status 2 (clap's default), failures with 1 and a
 //! one-line reason.
+//!
+//! A closed standard output (`fusion score … | head -1`) ends a command
+//! quietly with status 0: commands write through [`stdout`], whose write
+//! errors on a closed pipe are marked, and `run` turns a marked error into
+//! success. SIGPIPE stays ignored (Rust's default), which is what `serve`
+//! needs: a client or database that goes away mid-write is an error on that
+//! socket, never the end of the process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,13 +17,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::score::ScoringModel;
 use crate::store::keys::KeyFile;
 use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
 use crate::telemetry::LogFormat;
 
+pub mod backtest;
+pub mod calibrate;
 pub mod generate;
+pub mod impact;
 pub mod ingest;
 pub mod keys;
 pub mod migrate;
@@ -64,13 +74,19 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the propagation core on any weighted directed graph, for checking it against other tools
     Propagate(propagate::PropagateArgs),
+    /// Scores at a cut against outcomes after it, beside recency/frequency/monetary baselines
+    Backtest(backtest::BacktestArgs),
+    /// Fit the model's weights and half-lives to outcomes; writes a model file with its validation figures
+    Calibrate(calibrate::CalibrateArgs),
+    /// The effect of a brand's occasion or cause (difference in differences against a matched group)
+    Impact(impact::ImpactArgs),
     /// API keys: create (printed once), list, revoke
     Keys(keys::KeysArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init_logging(cli.log_format);
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Score(args) => score::run(args),
@@ -79,8 +95,66 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sentiment(args) => sentiment::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Propagate(args) => propagate::run(args),
+        Command::Backtest(args) => backtest::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
+        Command::Impact(args) => impact::run(args),
         Command::Keys(args) => keys::run(args),
+    };
+    match result {
+        Err(e) if stdout_closed(&e) => Ok(()),
+        other => other,
     }
+}
+
+/// The mark on a write error of [`stdout`] whose reader has gone.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Standard output for command results: a write to a closed pipe fails with
+/// an error `run` recognises (and ends the command quietly), unlike an
+/// `EPIPE` from any other file or socket, which stays a failure.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+impl Stdout {
+    fn mark(e: std::io::Error) -> std::io::Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+        } else {
+            e
+        }
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(Self::mark)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(Self::mark)
+    }
+}
+
+/// Whether a command failed only because its standard output was closed.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+            || c.is::<StdoutClosed>()
+    })
 }
 
 /// Where the store and model are, shared by every command that opens them.
@@ -109,8 +183,72 @@ pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
     Ok(Arc::new(model))
 }
 
-/// Opens the store: PostgreSQL when a database URL is given (applying its
-/// migrations), else the embedded one. Answers it and how to name it.
+/// `--max-future-skew`: how far ahead of the clock an event's time may be
+/// when it arrives (`serve` and `fusion ingest`); `24h`, `90m`, `30s`, `2d`.
+pub fn future_skew(s: &str) -> Result<chrono::Duration, String> {
+    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = s.split_at(unit_at);
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| (0..=365 * 24 * 3600).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a duration such as 24h, 90m, 30s or 2d"))?;
+    let d = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration such as 24h, 90m, 30s or 2d"
+            ));
+        }
+    };
+    if d > chrono::Duration::days(3650) {
+        return Err(format!("{s:?} is longer than 3650d"));
+    }
+    Ok(d)
+}
+
+/// Opens the store (PostgreSQL when a database URL is given, applying its
+/// migrations; else the embedded one) and replays it into an engine.
+pub async fn open_engine(
+    args: &StoreArgs,
+    options: EngineOptions,
+) -> anyhow::Result<Arc<Engine<Backend>>> {
+    let (store, place) = open_store(args).await?;
+    engine_on(store, &place, args.model.as_deref(), options).await
+}
+
+/// Replays an opened store into an engine.
+pub async fn engine_on(
+    store: Backend,
+    place: &str,
+    model: Option<&Path>,
+    options: EngineOptions,
+) -> anyhow::Result<Arc<Engine<Backend>>> {
+    let model = load_model(model)?;
+    let engine = Engine::open_with(store, model, options)
+        .await
+        .with_context(|| format!("failed to load the events from {place}"))?;
+    Ok(Arc::new(engine))
+}
+
+/// The key store beside the event store `args` names: PostgreSQL's tables
+/// (applying migrations), else `keys.redb` in the data directory, which does
+/// not touch the event log (so it works while `serve` holds it).
+pub async fn open_keys(args: &StoreArgs) -> anyhow::Result<Keys> {
+    Ok(match &args.database_url {
+        Some(url) => Keys::Postgres(
+            PostgresStore::connect(url)
+                .await
+                .context("failed to open the PostgreSQL store")?,
+        ),
+        None => Keys::File(KeyFile::in_dir(&args.data_dir)),
+    })
+}
+
+/// Opens the store alone (no replay), and says where it is for messages.
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<(Backend, String)> {
     Ok(match &args.database_url {
         Some(url) => (
@@ -127,39 +265,6 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<(Backend, String)> {
             })?),
             args.data_dir.display().to_string(),
         ),
-    })
-}
-
-/// Replays a store into an engine.
-pub async fn engine_on(
-    store: Backend,
-    place: &str,
-    model: Option<&Path>,
-) -> anyhow::Result<Arc<Engine<Backend>>> {
-    let model = load_model(model)?;
-    let engine = Engine::open(store, model)
-        .await
-        .with_context(|| format!("failed to load the events from {place}"))?;
-    Ok(Arc::new(engine))
-}
-
-/// Opens the store and replays it into an engine.
-pub async fn open_engine(args: &StoreArgs) -> anyhow::Result<Arc<Engine<Backend>>> {
-    let (store, place) = open_store(args).await?;
-    engine_on(store, &place, args.model.as_deref()).await
-}
-
-/// The key store beside the event store `args` names: PostgreSQL's tables
-/// (applying migrations), else `keys.redb` in the data directory, which does
-/// not touch the event log (so it works while `serve` holds it).
-pub async fn open_keys(args: &StoreArgs) -> anyhow::Result<Keys> {
-    Ok(match &args.database_url {
-        Some(url) => Keys::Postgres(
-            PostgresStore::connect(url)
-                .await
-                .context("failed to open the PostgreSQL store")?,
-        ),
-        None => Keys::File(KeyFile::in_dir(&args.data_dir)),
     })
 }
 

@@ -114,8 +114,7 @@ fn run_in_pool(args: &PropagateArgs) -> anyhow::Result<()> {
     let kernel_s = t2.elapsed().as_secs_f64();
     let kernel_cpu_s = process_cpu_s().zip(cpu2).map(|(b, a)| b - a);
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, super::stdout());
     for (i, value) in result.scores.iter().enumerate() {
         let v = *value;
         if v == 0.0 || (1e-4..1e15).contains(&v.abs()) {

@@ -2,6 +2,8 @@
 //! event by event), runs a full batch recompute on the same state, and prints
 //! how far the incremental scores had drifted from it.
 
+use std::io::Write;
+
 use chrono::Utc;
 
 use super::StoreArgs;
@@ -15,12 +17,13 @@ pub struct RescoreArgs {
 pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(&args.store).await?;
+        let engine = super::open_engine(&args.store, Default::default()).await?;
         let r = engine.rescore(Utc::now(), false).await?;
-        println!(
+        writeln!(
+            super::stdout(),
             "events={} relationships={} max_drift={:.3e} live_error_bound={:.3e} live_pushes={} seconds={:.3}",
             r.events, r.relationships, r.max_drift, r.live_error_bound, r.live.pushes, r.seconds
-        );
+        )?;
         Ok(())
     })
 }

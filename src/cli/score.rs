@@ -1,6 +1,8 @@
 //! `fusion score PERSON BRAND`: one relationship's score and reasons, read
 //! from the store (the same numbers the HTTP API gives).
 
+use std::io::Write;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
@@ -33,37 +35,41 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     };
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(&args.store).await?;
-        let Some((e, trend)) = engine.relationship(&person, &brand, at) else {
+        let engine = super::open_engine(&args.store, Default::default()).await?;
+        let Some((e, trend)) = engine.relationship(&person, &brand, at)? else {
             anyhow::bail!("no relationship between '{person}' and '{brand}' as of {at}");
         };
+        let mut out = super::stdout();
         if args.json {
-            println!(
+            writeln!(
+                out,
                 "{}",
                 serde_json::json!({"person": e.person, "brand": e.brand, "score": e.score, "raw": e.raw,
                     "trend": trend, "as_of": e.at, "contributions": e.contributions})
-            );
+            )?;
             return Ok(());
         }
-        println!("{person} - {brand}: {:.1} (raw {:+.3}) as of {}", e.score, e.raw, e.at.to_rfc3339());
-        println!("trend: 1d {:+.1}  7d {:+.1}  30d {:+.1}", trend.d1, trend.d7, trend.d30);
+        writeln!(out, "{person} - {brand}: {:.1} (raw {:+.3}) as of {}", e.score, e.raw, e.at.to_rfc3339())?;
+        writeln!(out, "trend: 1d {:+.1}  7d {:+.1}  30d {:+.1}", trend.d1, trend.d7, trend.d30)?;
         let parts: Vec<String> = Component::ALL
             .iter()
             .filter(|c| e.components[c.index()] != 0.0)
             .map(|c| format!("{} {:+.3}", c.as_str(), e.components[c.index()]))
             .collect();
-        println!("components: {}", parts.join(", "));
-        println!("why ({} events; largest first):", e.event_count);
+        writeln!(out, "components: {}", parts.join(", "))?;
+        writeln!(out, "why ({} events; largest first):", e.event_count)?;
         for c in &e.contributions {
-            println!(
+            writeln!(
+                out,
                 "  {:+6.2}  {:<12} {:<24} {}  via {}",
                 c.delta,
                 c.event_type,
                 c.event.as_str(),
                 c.time.format("%Y-%m-%d %H:%M"),
                 c.path.join(" > ")
-            );
+            )?;
         }
+        out.flush()?;
         Ok(())
     })
 }

@@ -20,12 +20,10 @@ pub struct SentimentArgs {}
 
 pub fn run(_args: SentimentArgs) -> anyhow::Result<()> {
     let stdin = io::stdin().lock();
-    let stdout = io::stdout().lock();
-    match score_lines(BufReader::with_capacity(1 << 16, stdin), stdout) {
-        // `fusion sentiment | head` closing the pipe early is not a failure.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        result => result.context("failed to score stdin to stdout"),
-    }
+    // `fusion sentiment | head` closing the pipe early ends it quietly
+    // (`super::stdout`).
+    score_lines(BufReader::with_capacity(1 << 16, stdin), super::stdout())
+        .context("failed to score stdin to stdout")
 }
 
 /// The loop of `run`, over any reader and writer.

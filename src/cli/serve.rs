@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::StoreArgs;
 use crate::auth::keyring::BOOTSTRAP_MIN_LEN;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::http::limits::{Edge, RateConfig, RateLimits};
 use crate::http::{self, Limits, Options, Security};
-use crate::ingest;
+use crate::ingest::{self, BodyFormat};
 use crate::store::{Backend, EventStore, Keys, ScoreRow};
 
 /// How often the materialised scores are refreshed (when anything changed).
@@ -23,9 +24,6 @@ const MATERIALISE_EVERY: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// The seed story (fixtures/seed_story.ndjson), compiled in for `--demo`.
 pub const SEED_STORY: &str = include_str!("../../fixtures/seed_story.ndjson");
-
-/// actix-web's default open connections per worker.
-const MAX_CONNECTIONS: usize = 25_000;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -39,12 +37,30 @@ pub struct ServeArgs {
     pub demo: bool,
     /// TOML file with any of: bind, data_dir, database_url, model, tls_cert,
     /// tls_key, metrics_bind, allowed_hosts, cors_origins, rate_per_key,
-    /// rate_per_address, max_connections, admin_key_file
+    /// rate_per_address, admin_key_file
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Largest request body, in bytes
+    /// Largest request body, in bytes, after decompression (413 past it)
     #[arg(long, default_value_t = Limits::default().max_body)]
     pub max_body: usize,
+    /// Bytes of request bodies held at once by all requests (at least --max-body)
+    #[arg(long, default_value_t = Limits::default().max_bodies_in_flight)]
+    pub max_bodies_in_flight: usize,
+    /// Seconds to wait for the next chunk of a request body (408 past it)
+    #[arg(long, default_value_t = Limits::default().body_idle_timeout.as_secs_f64(), value_parser = seconds)]
+    pub body_idle_timeout: f64,
+    /// Seconds to receive a whole request body (408 past it)
+    #[arg(long, default_value_t = Limits::default().body_deadline.as_secs_f64(), value_parser = seconds)]
+    pub body_deadline: f64,
+    /// Seconds a body waits for room in --max-bodies-in-flight (503 past it)
+    #[arg(long, default_value_t = Limits::default().body_budget_wait.as_secs_f64(), value_parser = seconds)]
+    pub body_budget_wait: f64,
+    /// Connections served at once; more wait in the listen backlog
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Refuse events dated more than this ahead of the server clock (24h, 90m, 30s, 2d)
+    #[arg(long, default_value = "24h", value_parser = super::future_skew)]
+    pub max_future_skew: chrono::Duration,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -69,9 +85,6 @@ pub struct ServeArgs {
     /// without a valid key; 0: no limit
     #[arg(long)]
     pub rate_per_address: Option<u32>,
-    /// Open connections per worker thread before new ones wait
-    #[arg(long)]
-    pub max_connections: Option<usize>,
     /// Seconds requests in flight get to finish after SIGTERM
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -79,6 +92,104 @@ pub struct ServeArgs {
     /// a first start before any key exists; at least 32 characters
     #[arg(long)]
     pub admin_key_file: Option<PathBuf>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Ok(x),
+        _ => Err("expected a number of seconds in (0, 86400]".into()),
+    }
+}
+
+impl ServeArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        anyhow::ensure!(
+            self.max_body >= 1 && self.max_bodies_in_flight >= self.max_body,
+            "--max-bodies-in-flight ({}) must be at least --max-body ({}), which must be at least 1",
+            self.max_bodies_in_flight,
+            self.max_body
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        let secs = std::time::Duration::from_secs_f64;
+        Ok(Limits {
+            max_body: self.max_body,
+            max_bodies_in_flight: self.max_bodies_in_flight,
+            body_idle_timeout: secs(self.body_idle_timeout),
+            body_deadline: secs(self.body_deadline),
+            body_budget_wait: secs(self.body_budget_wait),
+            max_connections: fit_connections(self.max_connections),
+        })
+    }
+}
+
+/// File descriptors kept for everything but connections (store files, the
+/// PostgreSQL pool, logs, blocking threads).
+const FD_RESERVE: u64 = 256;
+
+/// The connection cap that this process's open-file limit allows: the soft
+/// limit is raised towards the hard one if the cap needs it (a server that
+/// runs out of descriptors stops accepting anyone), else the cap is lowered.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every unix
+fn fit_connections(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return wanted;
+    }
+    let needed = wanted as u64 + FD_RESERVE;
+    if (lim.rlim_cur as u64) < needed {
+        let raised = libc::rlimit {
+            rlim_cur: needed.min(lim.rlim_max as u64) as libc::rlim_t,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let fits = (lim.rlim_cur as u64).saturating_sub(FD_RESERVE).max(1) as usize;
+    if fits < wanted {
+        tracing::warn!(
+            wanted,
+            allowed = fits,
+            "the open-file limit leaves room for fewer connections; serving that many"
+        );
+    }
+    wanted.min(fits)
+}
+
+#[cfg(not(unix))]
+fn fit_connections(wanted: usize) -> usize {
+    wanted
+}
+
+/// The fault-injection hook of the tests (ARCHITECTURE.md, "Invariants"),
+/// a comma-separated list: `fold:N` makes the next N folds fail (of new
+/// events, and rebuilds of the state after a failure), `open` makes the
+/// fold of the log at start fail. Read by `serve` only; unset, it is inert.
+const FAULT_INJECT: &str = "FUSION_FAULT_INJECT";
+
+/// `(fold faults, fail the open)` from `FAULT_INJECT`.
+fn injected_faults() -> anyhow::Result<(u32, bool)> {
+    let Ok(v) = std::env::var(FAULT_INJECT) else {
+        return Ok((0, false));
+    };
+    let (mut folds, mut open) = (0, false);
+    for part in v.split(',').map(str::trim) {
+        match part.strip_prefix("fold:").map(str::parse) {
+            Some(Ok(n)) => folds = n,
+            _ if part == "open" => open = true,
+            _ => anyhow::bail!("{FAULT_INJECT}={v:?}: expected a list of fold:N and open"),
+        }
+    }
+    Ok((folds, open))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,7 +208,6 @@ struct ConfigFile {
     cors_origins: Vec<String>,
     rate_per_key: Option<u32>,
     rate_per_address: Option<u32>,
-    max_connections: Option<usize>,
     admin_key_file: Option<PathBuf>,
 }
 
@@ -114,7 +224,7 @@ fn merge_config(args: &mut ServeArgs, path: &Path) -> anyhow::Result<()> {
     }
     fill(&mut args.bind, cfg.bind);
     if let Some(d) = cfg.data_dir
-        && args.store.data_dir == Path::new("./data")
+        && args.store.data_dir.as_os_str() == "./data"
     {
         args.store.data_dir = d;
     }
@@ -125,7 +235,6 @@ fn merge_config(args: &mut ServeArgs, path: &Path) -> anyhow::Result<()> {
     fill(&mut args.metrics_bind, cfg.metrics_bind);
     fill(&mut args.rate_per_key, cfg.rate_per_key);
     fill(&mut args.rate_per_address, cfg.rate_per_address);
-    fill(&mut args.max_connections, cfg.max_connections);
     fill(&mut args.admin_key_file, cfg.admin_key_file);
     if args.allowed_hosts.is_empty() {
         args.allowed_hosts = cfg.allowed_hosts;
@@ -190,9 +299,16 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         per_key: args.rate_per_key.unwrap_or(defaults.per_key),
         per_address: args.rate_per_address.unwrap_or(defaults.per_address),
     };
+    let limits = args.limits()?;
     // Before anything is counted (the demo load included).
     http::metrics::recorder();
     actix_web::rt::System::new().block_on(async move {
+        let (fold_faults, fail_open) = injected_faults()?;
+        let options = EngineOptions {
+            max_future_skew: args.max_future_skew,
+            fold_faults,
+            fail_open,
+        };
         let (store, place) = super::open_store(&args.store).await?;
         let edge = Edge::new(bind, &args.allowed_hosts, &args.cors_origins, tls.is_some());
         let security = Security::load(
@@ -218,7 +334,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 "bound to every interface but answering only for these hosts; name the others with --allowed-host"
             );
         }
-        let engine = super::engine_on(store, &place, args.store.model.as_deref()).await?;
+        let engine =
+            super::engine_on(store, &place, args.store.model.as_deref(), options).await?;
         if args.demo {
             load_demo(&engine).await?;
         }
@@ -227,10 +344,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         let security = Arc::new(security);
         actix_web::rt::spawn(http::auth::keep_keyring(Arc::clone(&security)));
+        let events = engine.readiness().await.events;
         let scheme = if tls.is_some() { "https" } else { "http" };
         if has_keys {
             tracing::info!(
-                events = engine.state().event_count(),
+                events,
                 store = engine.store().name(),
                 %bind,
                 %scheme,
@@ -239,7 +357,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             );
         } else {
             tracing::info!(
-                events = engine.state().event_count(),
+                events,
                 store = engine.store().name(),
                 %bind,
                 %scheme,
@@ -251,12 +369,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             security,
             Options {
                 bind,
-                limits: Limits {
-                    max_body: args.max_body,
-                },
+                limits,
                 tls,
                 metrics_bind,
-                max_connections: args.max_connections.unwrap_or(MAX_CONNECTIONS),
                 shutdown_timeout: args.shutdown_timeout,
             },
         )
@@ -269,10 +384,23 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
 
 async fn load_demo(engine: &Engine<Backend>) -> anyhow::Result<()> {
     if engine.store().count().await? == 0 {
-        let values = ingest::parse_ndjson(SEED_STORY.as_bytes())?;
-        let (good, bad) = ingest::validate_all(&values);
-        anyhow::ensure!(bad.is_empty(), "the seed story has invalid events: {bad:?}");
-        let report = engine.submit(good, bad, true).await?;
+        let story = ingest::parse_events(
+            SEED_STORY.as_bytes(),
+            BodyFormat::Ndjson,
+            &engine.model().currency,
+        )?;
+        anyhow::ensure!(
+            story.rejected.is_empty(),
+            "the seed story has invalid events: {:?}",
+            story.rejected
+        );
+        // The story is fixed data, not traffic: a clock set before
+        // its dates must not refuse it.
+        let latest = story.events.iter().map(|(_, e)| e.time).max();
+        let now = latest.map_or_else(Utc::now, |l| l.max(Utc::now()));
+        let report = engine
+            .submit(story.events, story.rejected, true, now)
+            .await?;
         tracing::info!(accepted = report.accepted, "loaded the seed story");
     } else {
         tracing::info!("the store is not empty; --demo leaves it as it is");
@@ -292,7 +420,13 @@ async fn materialise_scores(engine: Arc<Engine<Backend>>) {
         if written == Some(version) {
             continue;
         }
-        let scores = engine.current_scores(chrono::Utc::now()).await;
+        let scores = match engine.current_scores(Utc::now()).await {
+            Ok(scores) => scores,
+            Err(e) => {
+                tracing::warn!(cause = %e, "could not compute scores to materialise; will retry");
+                continue;
+            }
+        };
         let rows: Vec<ScoreRow> = scores
             .scores
             .iter()

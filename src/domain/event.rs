@@ -1,20 +1,34 @@
 //! Events: what happened, to whom, when (event time, not arrival time).
-//! A validated `Event` is always within its documented ranges; `ingest` is the
-//! only way in from the wire.
+//! A validated `Event` is always within its documented ranges (`bounds.rs`);
+//! `ingest` is the only way in from the wire.
+//!
+//! Stored events are read back with this type's `Deserialize`: a field added
+//! later has a default, so an old store still opens.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{EntityId, EventId};
+use super::{Currency, EntityId, EventId};
+
+/// A free JSON object an event carries for its sender (never scored).
+pub type FreeObject = serde_json::Map<String, serde_json::Value>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: EventId,
     pub time: DateTime<Utc>,
     pub kind: EventKind,
+    /// Fields of the contract that this event's type does not use (a
+    /// `rating` on a purchase), kept as sent so the pipeline loses nothing;
+    /// never scored. The ingest answer names each in a warning. Content, as
+    /// the fields are (`store::Digest`); declared before `attributes`, which
+    /// are not, so the stores can serialise an event and hash its content
+    /// in one pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<FreeObject>,
     /// Free object carried along for the sender; never scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+    pub attributes: Option<FreeObject>,
 }
 
 /// Where a post's or review's sentiment came from.
@@ -36,27 +50,37 @@ pub struct Sentiment {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
+    /// `amount` in `currency` as sent; scores and totals convert it to the
+    /// model's base currency.
     Purchase {
         person: EntityId,
         brand: EntityId,
         amount: f64,
-        currency: String,
+        currency: Currency,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
     BrandSales {
         brand: EntityId,
         amount: f64,
+        #[serde(default = "Currency::default_currency")]
+        currency: Currency,
     },
     Post {
         person: EntityId,
         brand: EntityId,
         sentiment: Sentiment,
         text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
     Mention {
         person: EntityId,
         brand: EntityId,
         sentiment: Sentiment,
         text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
     Review {
         person: EntityId,
@@ -64,10 +88,13 @@ pub enum EventKind {
         rating: u8,
         sentiment: Option<Sentiment>,
         text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
     Service {
         person: EntityId,
         brand: EntityId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
         csat: Option<u8>,
         effort: Option<u8>,
@@ -107,6 +134,8 @@ pub enum EventKind {
         brand: EntityId,
         tags: Vec<String>,
         amount: f64,
+        #[serde(default = "Currency::default_currency")]
+        currency: Currency,
     },
     Consent {
         person: EntityId,
@@ -176,6 +205,19 @@ impl EventType {
 }
 
 impl EventKind {
+    /// Where a person-brand interaction took place (`web`, `store`, `phone`,
+    /// ...), as the sender named it; `None` for other types.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            EventKind::Purchase { channel, .. }
+            | EventKind::Post { channel, .. }
+            | EventKind::Mention { channel, .. }
+            | EventKind::Review { channel, .. }
+            | EventKind::Service { channel, .. } => channel.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn event_type(&self) -> EventType {
         match self {
             EventKind::Purchase { .. } => EventType::Purchase,

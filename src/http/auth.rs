@@ -77,6 +77,7 @@ pub const ROUTES: &[RouteAccess] = &[
     ),
     route("GET", "/v1/brands/{brand}/relationships", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}", Key(Role::Read)),
+    route("GET", "/v1/brands/{brand}/impact", Key(Role::Read)),
     route("POST", "/v1/admin/rescore", Key(Role::Admin)),
 ];
 
@@ -160,6 +161,28 @@ impl Security {
             tls,
             erasure_salt,
         })
+    }
+}
+
+impl Security {
+    /// A service without keys that answers any Host, its key store and
+    /// audit in memory: the service run in-process by tests.
+    pub fn in_memory() -> Self {
+        let keys = Keys::Memory(Default::default());
+        Security {
+            keyring: Arc::new(Keyring::new(None)),
+            sessions: SessionKeys::new(crate::auth::random_bytes()),
+            keys,
+            rates: RateLimits::new(super::limits::RateConfig::default()),
+            edge: Edge::new(
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                &["*".to_string()],
+                &[],
+                false,
+            ),
+            tls: false,
+            erasure_salt: crate::auth::random_bytes(),
+        }
     }
 }
 
@@ -304,7 +327,7 @@ pub async fn create_session(
     security: web::Data<Security>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(p) = principal(&req) else {
-        return Err(ApiError::field(
+        return Err(ApiError::parameter(
             "authorization",
             "no API keys are configured, so there is nothing to exchange for a session",
         ));

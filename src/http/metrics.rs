@@ -48,8 +48,9 @@ pub async fn upkeep() {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics<S: EventStore>(engine: web::Data<Engine<S>>) -> HttpResponse {
-    {
-        let state = engine.state();
+    // While the state is being rebuilt there is no state to sample: the
+    // lags read 0 and `/readyz` says why.
+    if let Ok(state) = engine.state() {
         telemetry::sample_lags(state.live_lag(), state.event_count());
     }
     HttpResponse::Ok()

@@ -1,100 +1,147 @@
-//! The HTTP service (actix-web): routes, wire DTOs, API errors, and the edge
-//! around them (who may call, how fast, from where; request ids, logs and
-//! metrics; TLS). The contract is ../shared/API.md. Handlers read the clock
-//! (the default `at` is now) and pass time down; nothing below this module
-//! does.
+//! The HTTP service (actix-web): routes, wire DTOs, API errors. The contract
+//! is ../shared/API.md plus docs/api.md. Handlers read the clock (the default
+//! `at` is now) and pass time down; nothing below this module does.
 //!
-//! Middleware, outermost first: `observe` (request id, span, access log,
-//! latency, `request_id` in problem bodies), `limits::check_edge` (Host and
-//! Origin), CORS (only with allowed origins configured), `auth::authorize`
-//! (credentials, role, CSRF, rate limits).
+//! Every error answer is `application/problem+json` (docs/problems.md): the
+//! handlers answer `ApiError`s, and a net under the whole app turns the
+//! framework's own error answers (unknown route, wrong method) into problems.
+//! Answers that actix-http gives before the app runs (a malformed or
+//! oversized request head, a slow head) are the documented exceptions.
+//!
+//! The edge around the routes (issue 12), outermost first: `observe`
+//! (request id, span, access log, latency, `request_id` in every problem
+//! body), the problem net, `limits::check_edge` (Host and Origin), CORS
+//! (only with allowed origins configured), `auth::authorize` (credentials,
+//! role, CSRF, rate limits). TLS, the metrics address and graceful shutdown
+//! are `serve`'s.
 
 pub mod auth;
+mod body;
 mod cache;
 mod error;
+mod impact;
 pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+mod params;
 mod privacy;
 mod routes;
 mod schema;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::middleware::{Condition, from_fn};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::JsonPayloadError;
+use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 
 pub use auth::Security;
+pub use body::{BodyBudget, BodyShare, IngestBody};
 pub use cache::ReadCache;
-pub use error::{ApiError, ProblemItem};
+pub use error::{ApiError, ProblemItem, ProblemKind};
+pub use params::Params;
 
 use crate::engine::Engine;
+use crate::ingest::BodyError;
 use crate::store::EventStore;
 
-/// Limits of the service.
+/// Time a client has to send a request head (actix's `client_request_timeout`;
+/// actix answers a late head with an empty 408 before the app runs).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a closing connection has to shut down (`client_disconnect_timeout`).
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest JSON body of a route that is not an ingest route (entities).
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// Limits of the service; `fusion serve` flags set them.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest request body accepted, in bytes (413 past it).
+    /// Largest request body accepted, in bytes, after decompression (413 past it).
     pub max_body: usize,
+    /// Bytes of request bodies held at once by all requests together; at
+    /// least `max_body`.
+    pub max_bodies_in_flight: usize,
+    /// Longest wait for the next chunk of a body (408 past it).
+    pub body_idle_timeout: Duration,
+    /// Longest time to receive a whole body (408 past it).
+    pub body_deadline: Duration,
+    /// Longest wait for a share of `max_bodies_in_flight` (503 past it).
+    pub body_budget_wait: Duration,
+    /// Connections served at once, across all workers; more wait in the
+    /// listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body: 64 * 1024 * 1024,
+            max_bodies_in_flight: 256 * 1024 * 1024,
+            body_idle_timeout: Duration::from_secs(10),
+            body_deadline: Duration::from_secs(60),
+            body_budget_wait: Duration::from_secs(2),
+            max_connections: 4096,
         }
     }
 }
 
-/// How the service listens.
-pub struct Options {
-    pub bind: SocketAddr,
-    pub limits: Limits,
-    /// HTTPS with this configuration; plain HTTP without.
-    pub tls: Option<rustls::ServerConfig>,
-    /// Serve `/metrics` here instead of on `bind`.
-    pub metrics_bind: Option<SocketAddr>,
-    /// Open connections per worker thread before new ones wait (actix).
-    pub max_connections: usize,
-    /// Seconds requests in flight get to finish after SIGTERM.
-    pub shutdown_timeout: u64,
+/// What every worker of one service shares: the read cache, the body
+/// budget, and who may call (keys, sessions, limits).
+#[derive(Clone)]
+pub struct Shared {
+    cache: web::Data<ReadCache>,
+    budget: web::Data<BodyBudget>,
+    security: web::Data<Security>,
+    /// Serve `/metrics` on the service's address (not on one of its own).
+    metrics_here: bool,
 }
 
-/// Registers every route on an actix app. `cache` is shared by every worker.
-/// `/metrics` is registered when `metrics_here`.
-pub fn configure<S: EventStore>(
+impl Shared {
+    /// For a service run in-process (tests): no keys, any Host, keys and
+    /// audit in memory.
+    pub fn new(limits: &Limits) -> Self {
+        Self::with_security(limits, Arc::new(Security::in_memory()), true)
+    }
+
+    /// For `fusion serve`.
+    pub fn with_security(limits: &Limits, security: Arc<Security>, metrics_here: bool) -> Self {
+        Self {
+            cache: web::Data::new(ReadCache::default()),
+            budget: web::Data::new(BodyBudget::new(limits.max_bodies_in_flight)),
+            security: web::Data::from(security),
+            metrics_here,
+        }
+    }
+}
+
+/// The whole app: every route, its shared state, and the net that makes
+/// every error answer a problem. `serve` runs it; tests run it in-process.
+pub fn app<S: EventStore>(
     engine: Arc<Engine<S>>,
     limits: Limits,
-    cache: web::Data<ReadCache>,
-    security: web::Data<Security>,
-    metrics_here: bool,
-) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg| {
-        cfg.app_data(web::Data::from(engine))
-            .app_data(cache)
-            .app_data(security)
-            .app_data(web::Data::new(limits))
-            .app_data(
-                web::QueryConfig::default()
-                    .error_handler(|err, _| ApiError::field("query", err.to_string()).into()),
-            )
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(1024 * 1024)
-                    .error_handler(|err, _| ApiError::field("body", err.to_string()).into()),
-            )
-            .app_data(
-                web::PathConfig::default()
-                    .error_handler(|err, _| ApiError::field("path", err.to_string()).into()),
-            );
-        if metrics_here {
-            cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
-        }
-        routes::register::<S>(cfg);
-        openapi::register(cfg);
-    }
+    shared: Shared,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let edge = &shared.security.edge;
+    let with_cors = !edge.cors_origins.is_empty();
+    let cors = cors(edge);
+    App::new()
+        .wrap(from_fn(auth::authorize))
+        .wrap(Condition::new(with_cors, cors))
+        .wrap(from_fn(limits::check_edge))
+        .wrap(ErrorHandlers::new().default_handler(error::ensure_problem))
+        .wrap(from_fn(observe::observe))
+        .configure(configure(engine, limits, shared))
 }
 
 /// CORS for the configured origins (and the service's own, whose pages
@@ -107,6 +154,7 @@ fn cors(edge: &limits::Edge) -> actix_cors::Cors {
         .allowed_headers([
             actix_web::http::header::AUTHORIZATION,
             actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::CONTENT_ENCODING,
             actix_web::http::header::IF_NONE_MATCH,
         ])
         .allowed_header(auth::CSRF_HEADER)
@@ -120,6 +168,81 @@ fn cors(edge: &limits::Edge) -> actix_cors::Cors {
         .max_age(600)
 }
 
+/// Registers every route on an actix app, with its state and the error
+/// mapping of actix's own extractors.
+fn configure<S: EventStore>(
+    engine: Arc<Engine<S>>,
+    limits: Limits,
+    shared: Shared,
+) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        // The model's rate table, for the body extractor's validation (it
+        // knows no engine type).
+        let currencies = web::Data::new(engine.model().currency.clone());
+        let metrics_here = shared.metrics_here;
+        cfg.app_data(web::Data::from(engine))
+            .app_data(currencies)
+            .app_data(shared.cache)
+            .app_data(shared.budget)
+            .app_data(shared.security)
+            .app_data(web::Data::new(limits))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _| ApiError::parameter("query", err.to_string()).into()),
+            )
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_JSON_BODY)
+                    .error_handler(|err, _| json_error(err).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| ApiError::parameter("path", err.to_string()).into()),
+            );
+        if metrics_here {
+            cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
+        }
+        routes::register::<S>(cfg);
+        openapi::register(cfg);
+    }
+}
+
+/// The problem of a JSON body that actix's `Json` extractor refused.
+fn json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("send the body as application/json (UTF-8)".to_string())
+        }
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            BodyError::TooLarge {
+                limit: MAX_JSON_BODY,
+                decoded: false,
+            }
+            .into()
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            ApiError::body_field("body", e.to_string())
+        }
+        other => BodyError::Malformed {
+            line: None,
+            message: other.to_string(),
+        }
+        .into(),
+    }
+}
+
+/// How the service listens.
+pub struct Options {
+    pub bind: std::net::SocketAddr,
+    pub limits: Limits,
+    /// HTTPS with this configuration; plain HTTP without.
+    pub tls: Option<rustls::ServerConfig>,
+    /// Serve `/metrics` here instead of on `bind`.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Seconds requests in flight get to finish after SIGTERM.
+    pub shutdown_timeout: u64,
+}
+
 /// Runs the service until it is stopped. On SIGTERM (or Ctrl-C) it stops
 /// accepting, lets the requests in flight finish (up to
 /// `shutdown_timeout`), and returns; every acknowledged event is committed
@@ -130,31 +253,19 @@ pub async fn serve<S: EventStore>(
     options: Options,
 ) -> std::io::Result<()> {
     metrics::recorder();
-    let cache = web::Data::new(ReadCache::default());
-    let security = web::Data::from(security);
     let limits = options.limits;
-    let metrics_here = options.metrics_bind.is_none();
+    let shared = Shared::with_security(&limits, security, options.metrics_bind.is_none());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app_engine = Arc::clone(&engine);
-    let server = HttpServer::new(move || {
-        let with_cors = !security.edge.cors_origins.is_empty();
-        App::new()
-            .wrap(from_fn(auth::authorize))
-            .wrap(Condition::new(with_cors, cors(&security.edge)))
-            .wrap(from_fn(limits::check_edge))
-            .wrap(from_fn(observe::observe))
-            .configure(configure(
-                Arc::clone(&app_engine),
-                limits,
-                cache.clone(),
-                security.clone(),
-                metrics_here,
-            ))
-    })
-    .on_connect(|_, ext| {
-        ext.insert(crate::telemetry::ConnectionGauge::open());
-    })
-    .max_connections(options.max_connections)
-    .shutdown_timeout(options.shutdown_timeout);
+    let server = HttpServer::new(move || app(Arc::clone(&app_engine), limits, shared.clone()))
+        .on_connect(|_, ext| {
+            ext.insert(crate::telemetry::ConnectionGauge::open());
+        })
+        .workers(workers)
+        .max_connections(limits.max_connections.div_ceil(workers).max(1))
+        .client_request_timeout(HEAD_TIMEOUT)
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+        .shutdown_timeout(options.shutdown_timeout);
     let server = match options.tls {
         Some(tls) => server.bind_rustls_0_23(options.bind, tls)?,
         None => server.bind(options.bind)?,

@@ -41,7 +41,7 @@ use super::schema;
         schema::ScoreDistribution, schema::ServiceKpis, schema::Sales, schema::Reviews,
         schema::BrandSummary, schema::Erasure, schema::ConsentChange, schema::Export,
         schema::LiveStats, schema::RescoreReport, schema::Role, schema::Session,
-        schema::Health, schema::Ready,
+        schema::Health, schema::Ready, schema::NotReady, schema::Warning, schema::Impact,
     )),
     tags(
         (name = "events", description = "Sending events"),

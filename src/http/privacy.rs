@@ -47,7 +47,7 @@ pub async fn erase_entity<S: EventStore>(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
-    if engine.state().kind(&id).is_none() {
+    if engine.state()?.kind(&id).is_none() {
         return Err(ApiError::NotFound(format!("no entity '{id}'")));
     }
     let key_id = principal(&req).map(|p| p.key_id);
@@ -83,7 +83,7 @@ pub async fn export_entity<S: EventStore>(
     let id = entity_id("id", &path)?;
     let now = Utc::now();
     let (kind, registration, events, consent) = {
-        let state = engine.state();
+        let state = engine.state()?;
         let Some(kind) = state.kind(&id) else {
             return Err(ApiError::NotFound(format!("no entity '{id}'")));
         };
@@ -105,7 +105,7 @@ pub async fn export_entity<S: EventStore>(
         (kind, state.registration(&id).cloned(), events, consent)
     };
     let engine = engine.into_inner();
-    let ranking = engine.ranking(now).await;
+    let ranking = engine.ranking(now).await?;
     let pairs: Vec<(crate::domain::EntityId, crate::domain::EntityId)> = if kind.is_person() {
         ranking
             .by_person
@@ -121,13 +121,13 @@ pub async fn export_entity<S: EventStore>(
     } else {
         Vec::new()
     };
-    let relationships: Vec<Value> = pairs
-        .iter()
-        .filter_map(|(person, brand)| engine.relationship(person, brand, now))
-        .map(|(e, trend)| {
-            serde_json::to_value(relationship_view(&e, &trend)).unwrap_or(Value::Null)
-        })
-        .collect();
+    let mut relationships = Vec::with_capacity(pairs.len());
+    for (person, brand) in &pairs {
+        if let Some((e, trend)) = engine.relationship(person, brand, now)? {
+            relationships
+                .push(serde_json::to_value(relationship_view(&e, &trend)).unwrap_or(Value::Null));
+        }
+    }
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
         "kind": kind,

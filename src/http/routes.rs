@@ -1,56 +1,53 @@
 //! Route handlers: parse the request, call the engine, shape the answer.
+//! Query parameters come through `Params` (bounded parsers), ingest bodies
+//! through `IngestBody` (bounded reading); a handler never parses either.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Limits;
+use super::body::IngestBody;
 use super::cache::ReadCache;
 use super::error::ApiError;
+use super::params::{Params, clamp_time};
 use super::schema::{self, Problem};
 use crate::domain::{Entity, EntityId, EntityKind};
-use crate::engine::{Engine, RankedRelation};
-use crate::ingest;
+use crate::engine::{Engine, EngineError, RankedRelation};
+use crate::ingest::{self, MAX_REJECTIONS};
 use crate::score::{Component, Explanation};
 use crate::store::EventStore;
 
+/// One resource per path, each method a route: a path with a wrong method
+/// gets actix's 405 with `Allow` (made a problem by the net), an unknown path
+/// its 404.
 pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz::<S>))
-        .route("/v1/events", web::post().to(post_events::<S>))
-        .route("/v1/entities/{id}", web::put().to(put_entity::<S>))
-        .route("/v1/entities/{id}", web::get().to(get_entity::<S>))
-        .route(
-            "/v1/entities/{id}",
-            web::delete().to(super::privacy::erase_entity::<S>),
+    cfg.service(web::resource("/healthz").get(healthz))
+        .service(web::resource("/readyz").get(readyz::<S>))
+        .service(web::resource("/v1/events").post(post_events::<S>))
+        .service(
+            web::resource("/v1/entities/{id}")
+                .put(put_entity::<S>)
+                .get(get_entity::<S>)
+                .delete(super::privacy::erase_entity::<S>),
         )
-        .route(
-            "/v1/entities/{id}/export",
-            web::get().to(super::privacy::export_entity::<S>),
+        .service(web::resource("/v1/entities/{id}/export").get(super::privacy::export_entity::<S>))
+        .service(
+            web::resource("/v1/session")
+                .post(super::auth::create_session)
+                .delete(super::auth::delete_session),
         )
-        .route("/v1/session", web::post().to(super::auth::create_session))
-        .route("/v1/session", web::delete().to(super::auth::delete_session))
-        .route(
-            "/v1/entities/{id}/events",
-            web::get().to(entity_events::<S>),
+        .service(web::resource("/v1/entities/{id}/events").get(entity_events::<S>))
+        .service(web::resource("/v1/relationships/{person}/{brand}").get(get_relationship::<S>))
+        .service(
+            web::resource("/v1/relationships/{person}/{brand}/history")
+                .get(relationship_history::<S>),
         )
-        .route(
-            "/v1/relationships/{person}/{brand}",
-            web::get().to(get_relationship::<S>),
-        )
-        .route(
-            "/v1/relationships/{person}/{brand}/history",
-            web::get().to(relationship_history::<S>),
-        )
-        .route(
-            "/v1/brands/{brand}/relationships",
-            web::get().to(brand_relationships::<S>),
-        )
-        .route("/v1/brands/{brand}", web::get().to(brand_summary::<S>))
-        .route("/v1/admin/rescore", web::post().to(rescore::<S>));
+        .service(web::resource("/v1/brands/{brand}/relationships").get(brand_relationships::<S>))
+        .service(web::resource("/v1/brands/{brand}").get(brand_summary::<S>))
+        .service(web::resource("/v1/brands/{brand}/impact").get(super::impact::get_impact::<S>))
+        .service(web::resource("/v1/admin/rescore").post(rescore::<S>));
 }
 
 type Eng<S> = web::Data<Engine<S>>;
@@ -68,26 +65,13 @@ type Eng<S> = web::Data<Engine<S>>;
     relationship_history,
     brand_relationships,
     brand_summary,
+    super::impact::get_impact,
     rescore,
 ))]
 pub(super) struct RoutesApi;
 
 pub(super) fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
-    EntityId::new(s).map_err(|e| ApiError::field(field, format!("bad id: {e}")))
-}
-
-fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    s.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::field(
-                    field,
-                    "must be an RFC 3339 time such as 2026-11-01T18:30:00Z",
-                )
-            })
-    })
-    .transpose()
+    EntityId::new(s).map_err(|e| ApiError::parameter(field, format!("bad id: {e}")))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -99,81 +83,74 @@ async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "The store is reachable and the state loaded", body = schema::Ready),
-        (status = 503, description = "The event store is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready: the store is unreachable or the state is being rebuilt", body = schema::NotReady, content_type = "application/problem+json"),
     ))]
 async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
-    match engine.store().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
+    let readiness = engine.readiness().await;
+    match &readiness.reason {
+        None => HttpResponse::Ok().json(json!({
             "status": "ready",
-            "events": engine.state().event_count(),
+            "events": readiness.events,
+            "fold_failures": readiness.fold_failures,
+            "recoveries": readiness.recoveries,
         })),
-        Err(e) => {
-            tracing::warn!(cause = %e, "not ready");
+        Some(reason) => {
+            tracing::debug!(%reason, "not ready");
             HttpResponse::ServiceUnavailable()
                 .content_type("application/problem+json")
+                .insert_header(("Retry-After", "5"))
                 .json(json!({
                     "type": "/problems/not-ready",
                     "title": "Not ready",
                     "status": 503,
-                    "detail": "the event store is unreachable",
+                    "detail": reason,
+                    "fold_failures": readiness.fold_failures,
+                    "recoveries": readiness.recoveries,
                 }))
         }
     }
 }
 
-#[derive(Deserialize)]
-struct IngestQuery {
-    #[serde(default)]
-    atomic: bool,
-}
-
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     params(("atomic" = Option<bool>, Query, description = "Any invalid event rejects the whole request (422) and nothing is stored")),
-    request_body(description = "One event, a JSON array of events, or NDJSON (one event per line)",
+    request_body(description = "One event, a JSON array of events, or NDJSON (one event per line); gzip or zstd Content-Encoding",
         content((schema::EventsBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 200, description = "Answered once the accepted events are durable", body = schema::IngestReport),
-        (status = 400, description = "Malformed JSON or NDJSON; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or NDJSON, or a bad parameter; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body came too slowly; nothing was stored", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not a JSON or NDJSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON or NDJSON body, or an unknown encoding", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Atomic request with invalid events; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store is full; nothing was stored", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn post_events<S: EventStore>(
     engine: Eng<S>,
-    limits: web::Data<Limits>,
-    req: HttpRequest,
-    query: web::Query<IngestQuery>,
-    mut payload: web::Payload,
+    params: Params,
+    body: IngestBody,
 ) -> Result<HttpResponse, ApiError> {
-    let max = limits.max_body;
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > max
-    {
-        return Err(ApiError::TooLarge(max));
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::field("body", e.to_string()))?;
-        if body.len() + chunk.len() > max {
-            return Err(ApiError::TooLarge(max));
+    let atomic = params.flag("atomic")?;
+    let IngestBody { parsed, share } = body;
+    // Rejections the parser counted but did not list (past the first 1,000).
+    let unlisted = parsed.rejected_count - parsed.rejected.len();
+    let result = engine
+        .submit(parsed.events, parsed.rejected, atomic, Utc::now())
+        .await;
+    drop(share);
+    match result {
+        Ok(report) => {
+            let mut report = report.with_warnings(parsed.warnings);
+            report.rejected_count += unlisted;
+            report.rejected.truncate(MAX_REJECTIONS);
+            Ok(HttpResponse::Ok().json(report))
         }
-        body.extend_from_slice(&chunk);
+        Err(EngineError::AtomicRejected(mut rejected)) => {
+            let count = rejected.len() + unlisted;
+            rejected.truncate(MAX_REJECTIONS);
+            Err(ApiError::atomic(count, &rejected))
+        }
+        Err(e) => Err(e.into()),
     }
-    let ndjson = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
-        });
-    let values = ingest::parse_body(&body, ndjson)?;
-    let (good, rejected) = ingest::validate_all(&values);
-    let report = engine.submit(good, rejected, query.atomic).await?;
-    Ok(HttpResponse::Ok().json(report))
 }
 
 #[derive(Deserialize)]
@@ -195,6 +172,7 @@ struct EntityBody {
         (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a JSON body", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The id is known as another kind", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store is full", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn put_entity<S: EventStore>(
     engine: Eng<S>,
@@ -203,22 +181,41 @@ async fn put_entity<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let body = body.into_inner();
-    if body.name.as_ref().is_some_and(|n| n.len() > 256) {
-        return Err(ApiError::field("name", "must be at most 256 bytes long"));
+    // The same rules as events' strings and numbers (domain::bounds): both
+    // stores must hold what is accepted.
+    use crate::domain::bounds::{MAX_FOLLOWERS, NUL};
+    if body
+        .name
+        .as_ref()
+        .is_some_and(|n| n.len() > 256 || n.contains(NUL))
+    {
+        return Err(ApiError::body_field(
+            "name",
+            "must be at most 256 bytes long, without the character U+0000",
+        ));
     }
     if body.interests.len() > 100
         || body
             .interests
             .iter()
-            .any(|i| i.trim().is_empty() || i.len() > 128)
+            .any(|i| i.trim().is_empty() || i.len() > 128 || i.contains(NUL))
     {
-        return Err(ApiError::field(
+        return Err(ApiError::body_field(
             "interests",
-            "must be at most 100 non-empty strings of at most 128 bytes",
+            "must be at most 100 non-empty strings of at most 128 bytes, without U+0000",
         ));
     }
     if body.followers.is_some() && !body.kind.is_person() {
-        return Err(ApiError::field("followers", "only people have followers"));
+        return Err(ApiError::body_field(
+            "followers",
+            "only people have followers",
+        ));
+    }
+    if body.followers.is_some_and(|n| n > MAX_FOLLOWERS) {
+        return Err(ApiError::body_field(
+            "followers",
+            format!("must be at most {MAX_FOLLOWERS}"),
+        ));
     }
     let entity = Entity {
         id,
@@ -290,14 +287,9 @@ pub(super) fn relationship_view<'a>(
     }
 }
 
-#[derive(Deserialize)]
-struct AtQuery {
-    at: Option<String>,
-}
-
 /// The current time to the second: the default `at` of reads, so that polls
 /// within one second share one answer (and its ETag).
-fn now_to_the_second() -> DateTime<Utc> {
+pub(super) fn now_to_the_second() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }
@@ -321,12 +313,12 @@ async fn get_relationship<S: EventStore>(
     cache: web::Data<ReadCache>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    query: web::Query<AtQuery>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
     let person = entity_id("person", &person)?;
     let brand = entity_id("brand", &brand)?;
-    let at = parse_time("at", query.at.as_deref())?.unwrap_or_else(now_to_the_second);
+    let at = params.time("at")?.unwrap_or_else(now_to_the_second);
     let version = engine.version();
     let key = (person, brand, at.timestamp_micros());
     if let Some(tag) = req
@@ -347,7 +339,7 @@ async fn get_relationship<S: EventStore>(
             .body(body));
     }
     let (person, brand, _) = &key;
-    match engine.relationship(person, brand, at) {
+    match engine.relationship(person, brand, at)? {
         Some((e, trend)) => {
             let body = serde_json::to_vec(&relationship_view(&e, &trend)).map_err(|e| {
                 tracing::error!(cause = %e, "cannot serialise a relationship");
@@ -364,27 +356,6 @@ async fn get_relationship<S: EventStore>(
             "no relationship between '{person}' and '{brand}' as of {}",
             at.to_rfc3339()
         ))),
-    }
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    from: Option<String>,
-    to: Option<String>,
-    step: Option<String>,
-}
-
-/// `1d`, `6h`, `30m`, `3600s`.
-fn parse_step(s: &str) -> Option<Duration> {
-    // The unit is the last character, which need not be one byte.
-    let (num, unit) = s.split_at(s.char_indices().last()?.0);
-    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
-    match unit {
-        "d" => Some(Duration::days(n)),
-        "h" => Some(Duration::hours(n)),
-        "m" => Some(Duration::minutes(n)),
-        "s" => Some(Duration::seconds(n)),
-        _ => None,
     }
 }
 
@@ -406,31 +377,31 @@ const MAX_HISTORY_POINTS: i64 = 1000;
 async fn relationship_history<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<(String, String)>,
-    query: web::Query<HistoryQuery>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
     let person = entity_id("person", &person)?;
     let brand = entity_id("brand", &brand)?;
-    let to = parse_time("to", query.to.as_deref())?.unwrap_or_else(Utc::now);
-    let from = parse_time("from", query.from.as_deref())?.unwrap_or(to - Duration::days(30));
-    let step = match query.step.as_deref() {
-        None => Duration::days(1),
-        Some(s) => parse_step(s)
-            .ok_or_else(|| ApiError::field("step", "must look like 1d, 6h, 30m or 60s"))?,
-    };
+    let to = params.time("to")?.unwrap_or_else(Utc::now);
+    let from = params
+        .time("from")?
+        .unwrap_or_else(|| clamp_time(to - Duration::days(30)));
+    let step = params.step("step")?.unwrap_or(Duration::days(1));
     if from > to {
-        return Err(ApiError::field("from", "must not be after `to`"));
+        return Err(ApiError::parameter("from", "must not be after `to`"));
     }
+    // Both are in the accepted range and the step is at least a second: no
+    // overflow below.
     let points = (to - from).num_seconds() / step.num_seconds() + 1;
     if points > MAX_HISTORY_POINTS {
-        return Err(ApiError::field(
+        return Err(ApiError::parameter(
             "step",
             format!(
                 "gives {points} points; at most {MAX_HISTORY_POINTS} are served, use a larger step"
             ),
         ));
     }
-    let state = engine.state();
+    let state = engine.state()?;
     if state.explain(&person, &brand, to).is_none()
         && (0..points).all(|i| {
             state
@@ -452,16 +423,6 @@ async fn relationship_history<S: EventStore>(
     Ok(HttpResponse::Ok().json(series))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    sort: Option<String>,
-    kind: Option<String>,
-    min_score: Option<f64>,
-    max_score: Option<f64>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum SortKey {
     Score,
@@ -481,19 +442,30 @@ fn encode_cursor(value: f64, person: &EntityId) -> String {
     format!("{:016x}.{person}", value.to_bits())
 }
 
+/// The inverse of `encode_cursor`: exactly 16 hex digits of a finite sort
+/// value within what scores and trends can be (|v| <= 100), and a person id.
 fn decode_cursor(s: &str) -> Option<(f64, EntityId)> {
     let (bits, person) = s.split_once('.')?;
+    if bits.len() != 16 {
+        return None;
+    }
     let value = f64::from_bits(u64::from_str_radix(bits, 16).ok()?);
+    if !value.is_finite() || value.abs() > 100.0 {
+        return None;
+    }
     Some((value, EntityId::new(person).ok()?))
 }
+
+/// Most items in one page of a listing.
+const MAX_PAGE: usize = 1000;
 
 #[utoipa::path(get, path = "/v1/brands/{brand}/relationships", tag = "scores",
     params(
         ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
         ("sort" = Option<String>, Query, description = "-score (default), score, -trend7d or trend7d"),
         ("kind" = Option<String>, Query, description = "consumer or influencer"),
-        ("min_score" = Option<f64>, Query, description = "Only scores at or above"),
-        ("max_score" = Option<f64>, Query, description = "Only scores at or below"),
+        ("min_score" = Option<f64>, Query, description = "Only scores at or above (0 to 100)"),
+        ("max_score" = Option<f64>, Query, description = "Only scores at or below (0 to 100)"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -505,56 +477,43 @@ fn decode_cursor(s: &str) -> Option<(f64, EntityId)> {
 async fn brand_relationships<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
-    query: web::Query<ListQuery>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    if engine.state().kind(&brand) != Some(EntityKind::Brand) {
-        return Err(ApiError::NotFound(format!("no brand '{brand}'")));
-    }
-    let (key, descending) = match query.sort.as_deref().unwrap_or("-score") {
-        "-score" => (SortKey::Score, true),
-        "score" => (SortKey::Score, false),
-        "-trend7d" => (SortKey::Trend7d, true),
-        "trend7d" => (SortKey::Trend7d, false),
-        other => {
-            return Err(ApiError::field(
-                "sort",
-                format!("unknown sort {other:?}; use -score, score, -trend7d or trend7d"),
-            ));
-        }
-    };
-    let kind = match query.kind.as_deref() {
+    let (key, descending) =
+        match params.choice("sort", &["-score", "score", "-trend7d", "trend7d"])? {
+            None | Some("-score") => (SortKey::Score, true),
+            Some("score") => (SortKey::Score, false),
+            Some("-trend7d") => (SortKey::Trend7d, true),
+            Some(_) => (SortKey::Trend7d, false),
+        };
+    let kind = match params.choice("kind", &["consumer", "influencer"])? {
         None => None,
         Some("consumer") => Some(EntityKind::Consumer),
-        Some("influencer") => Some(EntityKind::Influencer),
-        Some(other) => {
-            return Err(ApiError::field(
-                "kind",
-                format!("unknown kind {other:?}; use consumer or influencer"),
-            ));
-        }
+        Some(_) => Some(EntityKind::Influencer),
     };
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::field("limit", "must be in [1, 1000]"));
+    let min_score = params.number("min_score", 0.0, 100.0)?;
+    let max_score = params.number("max_score", 0.0, 100.0)?;
+    let limit = params.count("limit", MAX_PAGE)?.unwrap_or(50);
+    let after = match params.get("cursor")? {
+        None => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+            ApiError::parameter("cursor", "is not a cursor this service gave out")
+        })?),
+    };
+    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
+        return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
-    let after =
-        match query.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-                ApiError::field("cursor", "is not a cursor this service gave out")
-            })?),
-        };
     let engine = engine.into_inner();
-    let ranking = engine.ranking(Utc::now()).await;
+    let ranking = engine.ranking(Utc::now()).await?;
     let mut items: Vec<&RankedRelation> = ranking
         .by_brand
         .get(&brand)
         .into_iter()
         .flatten()
         .filter(|r| kind.is_none_or(|k| r.kind == k))
-        .filter(|r| query.min_score.is_none_or(|m| r.score.score >= m))
-        .filter(|r| query.max_score.is_none_or(|m| r.score.score <= m))
+        .filter(|r| min_score.is_none_or(|m| r.score.score >= m))
+        .filter(|r| max_score.is_none_or(|m| r.score.score <= m))
         .collect();
     let order = |a: &&RankedRelation, b: &&RankedRelation| {
         let (x, y) = (sort_value(a, key), sort_value(b, key));
@@ -627,16 +586,16 @@ async fn brand_summary<S: EventStore>(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    if engine.state().kind(&brand) != Some(EntityKind::Brand) {
+    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
-    let stats = engine.state().brand_stats(&brand);
+    let stats = engine.state()?.brand_stats(&brand);
     let name = engine
-        .state()
+        .state()?
         .registration(&brand)
         .and_then(|e| e.name.clone());
     let engine = engine.into_inner();
-    let ranking = engine.ranking(Utc::now()).await;
+    let ranking = engine.ranking(Utc::now()).await?;
     let mut scores: Vec<f64> = ranking
         .by_brand
         .get(&brand)
@@ -699,7 +658,7 @@ async fn get_entity<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let (kind, registration, recent, total_events) = {
-        let state = engine.state();
+        let state = engine.state()?;
         let Some(kind) = state.kind(&id) else {
             return Err(ApiError::NotFound(format!("no entity '{id}'")));
         };
@@ -714,7 +673,7 @@ async fn get_entity<S: EventStore>(
     };
     let engine = engine.into_inner();
     let now = Utc::now();
-    let ranking = engine.ranking(now).await;
+    let ranking = engine.ranking(now).await?;
     let relationships: Vec<Value> = if kind.is_person() {
         ranking
             .by_person
@@ -745,7 +704,7 @@ async fn get_entity<S: EventStore>(
         Vec::new()
     };
     let followers = if kind.is_person() {
-        Some(engine.state().followers_at(&id, now))
+        Some(engine.state()?.followers_at(&id, now))
     } else {
         None
     };
@@ -763,12 +722,6 @@ async fn get_entity<S: EventStore>(
     })))
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 #[utoipa::path(get, path = "/v1/entities/{id}/events", tag = "entities",
     params(
         ("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
@@ -783,25 +736,23 @@ struct PageQuery {
 async fn entity_events<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
-    query: web::Query<PageQuery>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::field("limit", "must be in [1, 1000]"));
-    }
-    let state = engine.state();
+    let limit = params.count("limit", MAX_PAGE)?.unwrap_or(50);
+    let cursor = params.get("cursor")?;
+    let state = engine.state()?;
     if state.kind(&id).is_none() {
         return Err(ApiError::NotFound(format!("no entity '{id}'")));
     }
     // Newest first; the cursor is the id of the last event served.
     let tl = state.timeline(&id);
-    let start = match query.cursor.as_deref() {
+    let start = match cursor {
         None => tl.len(),
         Some(c) => tl
             .iter()
             .position(|&p| state.event_at(p).id.as_str() == c)
-            .ok_or_else(|| ApiError::field("cursor", "is not an event of this timeline"))?,
+            .ok_or_else(|| ApiError::parameter("cursor", "is not an event of this timeline"))?,
     };
     let page: Vec<u32> = tl[..start].iter().rev().take(limit).copied().collect();
     let next_cursor = (start > page.len())

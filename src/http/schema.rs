@@ -136,8 +136,21 @@ pub struct IngestReport {
     pub accepted: usize,
     /// Events whose id was stored before (not stored again).
     pub duplicates: usize,
-    /// Events refused, with every reason.
+    /// Events refused, with every reason (the first 1,000).
     pub rejected: Vec<Rejection>,
+    /// How many events were refused, listed or not.
+    pub rejected_count: usize,
+    /// About kept events: fields kept but unused by their type, duplicates
+    /// whose attributes differed.
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Warning {
+    pub index: usize,
+    pub id: Option<String>,
+    pub field: String,
+    pub message: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -449,4 +462,37 @@ pub struct Ready {
     pub status: String,
     /// Events in the state.
     pub events: usize,
+    /// Folds that failed since start (each made the state rebuild).
+    pub fold_failures: u64,
+    /// Rebuilds of the state that completed.
+    pub recoveries: u64,
+}
+
+/// `GET /readyz` when not ready: a problem with the fold counters.
+#[derive(Serialize, ToSchema)]
+pub struct NotReady {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub request_id: String,
+    pub fold_failures: u64,
+    pub recoveries: u64,
+}
+
+/// `GET /v1/brands/{brand}/impact` (docs/api.md describes the members).
+#[derive(Serialize, ToSchema)]
+pub struct Impact {
+    pub brand: String,
+    pub action: serde_json::Map<String, serde_json::Value>,
+    pub as_of: DateTime<Utc>,
+    pub window_days: f64,
+    pub before: serde_json::Map<String, serde_json::Value>,
+    pub after: serde_json::Map<String, serde_json::Value>,
+    pub groups: serde_json::Map<String, serde_json::Value>,
+    /// Null when no comparison group could be formed.
+    pub estimate: Option<serde_json::Map<String, serde_json::Value>>,
+    pub brand_level: serde_json::Map<String, serde_json::Value>,
+    pub note: String,
 }

@@ -47,6 +47,10 @@ pub struct Contribution {
     /// sender gave it or Fusion scored the text (VADER).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentiment: Option<Sentiment>,
+    /// Where the interaction took place (`web`, `store`, ...), when the
+    /// sender said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,7 +147,7 @@ impl ScoreState {
 
         let mut components = [0.0; 6];
         let mut per_event: BTreeMap<u32, (f64, EntityId, EntityId)> = BTreeMap::new();
-        self.for_each_share(&total, brand, at, |p, imp, v| {
+        self.for_each_share(&total, person, brand, at, |p, imp, v| {
             components[imp.component.index()] += v;
             let entry = per_event
                 .entry(imp.event)
@@ -176,6 +180,7 @@ impl ScoreState {
                 };
                 Contribution {
                     sentiment,
+                    channel: event.kind.channel().map(str::to_string),
                     event: event.id.clone(),
                     event_type: event.kind.event_type().as_str(),
                     time: event.time,
@@ -289,12 +294,17 @@ impl ScoreState {
         (total, route)
     }
 
-    /// Every impulse up to `at` that reaches `brand`'s target through the
+    /// Every impulse up to `at` that reaches (`person`, `brand`) through the
     /// adjoint weights `total`: calls `f(person, impulse, share)` with its
     /// share `y[p, b_i] · x_i`, decayed to `at` and weighted, in a fixed order.
+    /// A share of 0 still counts (the relationship exists, at 50) when the
+    /// impulse is nonzero but decayed or weighted to nothing, or when it is
+    /// the relationship's own interaction of 0 (a free item); a spilled
+    /// impulse of 0 reaches nothing, as in the batch.
     fn for_each_share(
         &self,
         total: &BTreeMap<EntityId, Adjoint>,
+        person: &EntityId,
         brand: &EntityId,
         at: DateTime<Utc>,
         mut f: impl FnMut(&EntityId, &super::state::Impulse, f64),
@@ -316,7 +326,7 @@ impl ScoreState {
                 let c = imp.component;
                 let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
                 let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
-                if v != 0.0 {
+                if v != 0.0 || imp.amount != 0.0 || (p == person && imp.brand == *brand) {
                     f(p, imp, v);
                 }
             }
@@ -333,7 +343,7 @@ impl ScoreState {
         let (total, _) = self.walk(person, brand, at, false);
         let mut components = [0.0; 6];
         let mut any = false;
-        self.for_each_share(&total, brand, at, |_, imp, v| {
+        self.for_each_share(&total, person, brand, at, |_, imp, v| {
             components[imp.component.index()] += v;
             any = true;
         });

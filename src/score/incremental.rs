@@ -464,19 +464,24 @@ impl<V: Value> IncrementalRelspace<V> {
     }
 
     /// Multiplies the impulses, hence `s` and `r`, lane by lane by
-    /// `factor` (every lane > 0): the series is linear, so the invariant
-    /// holds for the scaled inputs. The caller sets the tolerance after.
+    /// `factor` (every lane >= 0): the series is linear, so the invariant
+    /// holds for the scaled inputs. Entries that become zero (a factor that
+    /// underflowed: everything there has decayed away) are dropped. The
+    /// caller sets the tolerance after (forward decay moving its origin,
+    /// `live.rs`). Must not be called while operations are held.
     pub fn scale(&mut self, factor: &V) {
-        let scale = |v: &mut V| *v = v.times(factor);
+        debug_assert!(self.queue.is_empty(), "scale while operations are held");
         for row in &mut self.scores {
-            for e in row {
-                scale(&mut e.1);
+            for e in row.iter_mut() {
+                e.1 = e.1.times(factor);
             }
+            row.retain(|e| !e.1.is_zero());
         }
         for row in &mut self.residual {
-            for e in row {
-                scale(&mut e.value);
+            for e in row.iter_mut() {
+                e.value = e.value.times(factor);
             }
+            row.retain(|e| !e.value.is_zero());
         }
     }
 

@@ -29,6 +29,22 @@
 //! of each lane is the model's tolerance in current units,
 //! `tol · 2^((latest - o)/h_c)` in forward units.
 //!
+//! **A moving landmark** (Cormode, Shkapenyuk, Srivastava, Xu, "Forward
+//! decay: a practical time decay model for streaming systems", ICDE 2009,
+//! section on numerical issues). `2^((t - o)/h)` overflows an f64 past 1,024
+//! half-lives (85 years with a 30-day half-life, 20 years with 7 days), and
+//! events that far apart are ordinary (a placeholder date beside today's).
+//! So when an event is applied more than `RENORMALISE_AFTER_HALF_LIVES`
+//! half-lives of the shortest component after the origin, the origin moves
+//! to that event's time: `s`, `r` (and with them the thresholds) are
+//! multiplied per component by `2^(-(t - o)/h_c)` (the series is linear),
+//! which underflows harmlessly to zero for what has decayed away. Every
+//! forward factor then stays below `2^RENORMALISE_AFTER_HALF_LIVES`, for any
+//! span of event time and any half-life. The landmark moves only while
+//! events are applied in canonical order after a checkpoint, at a time
+//! that is a function of those events, so the bits stay a function of the
+//! event set.
+//!
 //! **Consent.** A person without consent is out of the series (ARCHITECTURE.md,
 //! "Scoring"): no impulses, no follow row (receives no audience spill), no
 //! association row. Withdrawal removes all three from the driver; a new grant
@@ -57,6 +73,14 @@ const MAX_ERROR_TOLERANCES: f64 = 1000.0;
 /// Events between two drift checks (positions in canonical order).
 pub(crate) const CHECK_EVERY: u32 = 16;
 
+/// How far (in half-lives of the shortest component) the latest event may
+/// be from the forward-decay origin before the origin moves to it (module
+/// docs, "A moving landmark"). Forward factors stay below 2^64 ≈ 1.8e19,
+/// so sums of impulses of any accepted size stay far from f64's 2^1024;
+/// with the default model (30 days) the origin moves every 5.3 years of
+/// event time, which no checkpoint interval of ordinary traffic spans.
+pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
+
 /// Work the live state has done, for `rescore` and the benches.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LiveStats {
@@ -68,6 +92,8 @@ pub struct LiveStats {
     pub builds: u64,
     /// Rebuilds because the residual passed the bound.
     pub recomputes: u64,
+    /// Moves of the forward-decay origin (module docs, "A moving landmark").
+    pub renormalisations: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +104,8 @@ pub struct LiveScores {
     brands: Vec<EntityId>,
     brand_ix: FxHashMap<EntityId, u32>,
     driver: IncrementalRelspace<Components>,
-    /// Forward-decay origin `o`: the time of the checkpoint.
+    /// Forward-decay origin `o`: the checkpoint's time, or the event it last
+    /// moved to (module docs, "A moving landmark").
     origin: Option<DateTime<Utc>>,
     /// The checkpoint this series was built at (`Checkpoint::at`).
     checkpoint: Option<(DateTime<Utc>, DateTime<Utc>)>,
@@ -207,16 +234,44 @@ impl LiveScores {
     }
 
     /// Moves the clock to event time `t` (never backwards) and sets each
-    /// lane's threshold to the tolerance in current units.
+    /// lane's threshold to the tolerance in current units; moves the
+    /// forward-decay origin to `t` first when `t` is too far from it
+    /// (module docs, "A moving landmark").
     pub fn advance(&mut self, t: DateTime<Utc>) {
         if self.latest.is_some_and(|l| l >= t) {
             return;
         }
         self.latest = Some(t);
-        let origin = *self.origin.get_or_insert(t);
-        // Raising only (time moves on): no push.
+        let mut origin = *self.origin.get_or_insert(t);
+        if seconds(origin, t) / self.shortest_half_life() > RENORMALISE_AFTER_HALF_LIVES {
+            self.move_origin(t);
+            origin = t;
+        }
+        // Raising only (time moves on), unless the origin moved: then the
+        // scaled residuals are below the new thresholds but for rounding.
         let tol = self.tolerance_at(origin, t);
         self.driver.set_tolerance(tol).expect("finite tolerance");
+    }
+
+    fn shortest_half_life(&self) -> f64 {
+        (0..Component::ALL.len())
+            .map(|c| self.half_life_seconds(c))
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Re-expresses the series in forward units of origin `to`: the series
+    /// is linear in the impulses, so multiplying `s` and `r` by
+    /// `2^(-(to - o)/h_c)` per component is the same series summed from
+    /// `x_i 2^((t_i - to)/h_c)`.
+    fn move_origin(&mut self, to: DateTime<Utc>) {
+        let Some(origin) = self.origin else {
+            self.origin = Some(to);
+            return;
+        };
+        let factor = self.factors(seconds(origin, to), -1.0);
+        self.driver.scale(&factor);
+        self.origin = Some(to);
+        self.stats.renormalisations += 1;
     }
 
     fn tolerance_at(&self, origin: DateTime<Utc>, t: DateTime<Utc>) -> Components {

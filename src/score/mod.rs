@@ -14,7 +14,10 @@ pub mod relspace;
 mod state;
 
 pub use evaluate::{BatchScores, Contribution, Explanation, RelationScore};
-pub use model::{DEFAULT_MODEL, ModelError, ScoringModel};
+pub use model::{
+    DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL, MIN_HALF_LIFE_DAYS, ModelError,
+    ScoringModel,
+};
 pub use state::{BrandStats, EventRef, ScoreState};
 
 use serde::Serialize;

@@ -1,10 +1,32 @@
 //! The scoring model as data (`models/*.toml`): impulse weights, half-lives,
 //! propagation constants, score spread. Loading validates every number so a
 //! bad model fails at start, not in a score.
+//!
+//! **Bounds** (`ScoringModel::validate`; issue #9: every model the loader
+//! accepts must fold any accepted event without a non-finite number and in
+//! bounded work):
+//! - `half_life_days` in [`MIN_HALF_LIFE_DAYS`, `MAX_HALF_LIFE_DAYS`] (one
+//!   hour to 100 years). Decay itself is safe for any positive half-life
+//!   (backward decay only shrinks; the live series moves its forward-decay
+//!   landmark, `live.rs`); below an hour the landmark would move every few
+//!   days of event time, past 100 years nothing decays within the accepted
+//!   time range.
+//! - `weight.*` and every `impulse.*` coefficient finite with magnitude at
+//!   most [`MAX_COEFFICIENT`]: an impulse is a coefficient times a bounded
+//!   function of validated fields (a logarithm of an amount, a sentiment in
+//!   [-1, 1], ...), so every impulse is finite; `purchase_unit` in
+//!   [1e-3, 1e9], `sales_window_days` in [0, 3650],
+//!   `sales_baseline_periods` in [1, 1000].
+//! - `propagation.audience + propagation.association` at most
+//!   [`MAX_SPILL`] (the series converges geometrically at that rate),
+//!   `tolerance` in [1e-12, 0.1], `live_tolerance` in [1e-9, 0.1] (the push
+//!   count is at most the series' mass over the tolerance), `max_hops` in
+//!   [1, 10000], `spread` in [1e-3, 1e6], `top_contributions` at most 1000.
 
 use serde::Deserialize;
 
 use super::Component;
+use crate::domain::CurrencyTable;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +41,8 @@ pub struct ScoringModel {
     pub weight: PerComponent,
     pub propagation: Propagation,
     pub impulse: Impulses,
+    /// Exchange rates: amounts are scored and totalled in `currency.base`.
+    pub currency: CurrencyTable,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -79,6 +103,34 @@ pub struct Impulses {
     pub cause: f64,
 }
 
+impl Impulses {
+    /// Every coefficient that multiplies an impulse, by name (the bounds
+    /// of `ScoringModel::validate`).
+    fn coefficients(&self) -> [(&'static str, f64); 19] {
+        [
+            ("post", self.post),
+            ("mention", self.mention),
+            ("reach_boost", self.reach_boost),
+            ("review_star", self.review_star),
+            ("review_text", self.review_text),
+            ("purchase", self.purchase),
+            ("service_csat", self.service_csat),
+            ("service_effort", self.service_effort),
+            ("service_resolved", self.service_resolved),
+            ("service_wait", self.service_wait),
+            ("service_transfer", self.service_transfer),
+            ("endorsement", self.endorsement),
+            ("audience_growth", self.audience_growth),
+            ("follow_brand", self.follow_brand),
+            ("attendance", self.attendance),
+            ("performance", self.performance),
+            ("performance_association", self.performance_association),
+            ("sales_lift", self.sales_lift),
+            ("cause", self.cause),
+        ]
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot parse the model: {0}")]
@@ -86,6 +138,15 @@ pub enum ModelError {
     #[error("invalid model: {0}")]
     Invalid(String),
 }
+
+/// Shortest half-life a model may give a component, in days (one hour).
+pub const MIN_HALF_LIFE_DAYS: f64 = 1.0 / 24.0;
+/// Longest half-life a model may give a component, in days (100 years).
+pub const MAX_HALF_LIFE_DAYS: f64 = 36_500.0;
+/// Largest magnitude of a component weight or an impulse coefficient.
+pub const MAX_COEFFICIENT: f64 = 1e3;
+/// Largest `propagation.audience + propagation.association`.
+pub const MAX_SPILL: f64 = 0.95;
 
 /// The model shipped in `models/default.toml`, compiled in so the binary works
 /// from any directory.
@@ -102,41 +163,72 @@ impl ScoringModel {
         Self::from_toml(DEFAULT_MODEL).expect("models/default.toml is valid")
     }
 
+    /// Checks every number against its bound (module docs, "Bounds").
     fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Invalid(m));
-        if !(self.spread > 0.0 && self.spread.is_finite()) {
-            return bad("spread must be a positive number".into());
+        let within = |x: f64, lo: f64, hi: f64| x.is_finite() && (lo..=hi).contains(&x);
+        if !within(self.spread, 1e-3, 1e6) {
+            return bad("spread must be in [0.001, 1000000]".into());
         }
-        if !(self.tolerance > 0.0 && self.tolerance < 1.0) {
-            return bad("tolerance must be in (0, 1)".into());
+        if !within(self.tolerance, 1e-12, 0.1) {
+            return bad("tolerance must be in [1e-12, 0.1]".into());
         }
-        if !(self.live_tolerance > 0.0 && self.live_tolerance < 1.0) {
-            return bad("live_tolerance must be in (0, 1)".into());
+        if !within(self.live_tolerance, 1e-9, 0.1) {
+            return bad("live_tolerance must be in [1e-9, 0.1]".into());
+        }
+        if !(1..=10_000).contains(&self.max_hops) {
+            return bad("max_hops must be in [1, 10000]".into());
+        }
+        if self.top_contributions > 1000 {
+            return bad("top_contributions must be at most 1000".into());
         }
         for c in Component::ALL {
             let h = self.half_life_days.get(c);
-            if !(h > 0.0 && h.is_finite()) {
-                return bad(format!("half_life_days.{} must be positive", c.as_str()));
+            if !within(h, MIN_HALF_LIFE_DAYS, MAX_HALF_LIFE_DAYS) {
+                return bad(format!(
+                    "half_life_days.{} must be in [{MIN_HALF_LIFE_DAYS}, {MAX_HALF_LIFE_DAYS}] \
+                     (one hour to 100 years)",
+                    c.as_str()
+                ));
             }
-            if !self.weight.get(c).is_finite() {
-                return bad(format!("weight.{} must be a number", c.as_str()));
+            if !within(self.weight.get(c), -MAX_COEFFICIENT, MAX_COEFFICIENT) {
+                return bad(format!(
+                    "weight.{} must be a number in [-{MAX_COEFFICIENT}, {MAX_COEFFICIENT}]",
+                    c.as_str()
+                ));
             }
         }
         let p = self.propagation;
-        if p.audience < 0.0 || p.association < 0.0 || p.audience + p.association >= 1.0 {
-            return bad(
+        if !(within(p.audience, 0.0, 1.0)
+            && within(p.association, 0.0, 1.0)
+            && p.audience + p.association <= MAX_SPILL)
+        {
+            return bad(format!(
                 "propagation.audience and propagation.association must be non-negative \
-                 and sum to less than 1, or the spill does not converge"
-                    .into(),
-            );
+                 and sum to at most {MAX_SPILL}, or the spill does not converge"
+            ));
         }
-        if self.impulse.purchase_unit <= 0.0 || self.impulse.sales_window_days < 0.0 {
-            return bad(
-                "impulse.purchase_unit must be positive and sales_window_days non-negative".into(),
-            );
+        for (name, x) in self.impulse.coefficients() {
+            if !within(x, -MAX_COEFFICIENT, MAX_COEFFICIENT) {
+                return bad(format!(
+                    "impulse.{name} must be a number in [-{MAX_COEFFICIENT}, {MAX_COEFFICIENT}]"
+                ));
+            }
         }
-        if self.impulse.sales_baseline_periods == 0 {
-            return bad("impulse.sales_baseline_periods must be at least 1".into());
+        if self.impulse.performance_association < 0.0 {
+            return bad("impulse.performance_association must not be negative".into());
+        }
+        if !within(self.impulse.purchase_unit, 1e-3, 1e9) {
+            return bad("impulse.purchase_unit must be in [0.001, 1000000000]".into());
+        }
+        if !within(self.impulse.sales_window_days, 0.0, 3650.0) {
+            return bad("impulse.sales_window_days must be in [0, 3650]".into());
+        }
+        if !(1..=1000).contains(&self.impulse.sales_baseline_periods) {
+            return bad("impulse.sales_baseline_periods must be in [1, 1000]".into());
+        }
+        if let Some(problem) = self.currency.problem() {
+            return bad(problem);
         }
         Ok(())
     }
@@ -161,6 +253,26 @@ mod tests {
     fn default_model_loads() {
         let m = ScoringModel::default_model();
         assert!(m.propagation.audience + m.propagation.association < 1.0);
+    }
+
+    #[test]
+    fn the_default_rate_table_covers_the_major_currencies() {
+        let m = ScoringModel::default_model();
+        assert_eq!(m.currency.base.as_str(), "USD");
+        assert!(m.currency.rates.len() >= 30, "{}", m.currency.rates.len());
+        for code in [
+            "USD", "EUR", "JPY", "GBP", "CHF", "CNY", "INR", "BRL", "CAD", "AUD",
+        ] {
+            let c = crate::domain::Currency::new(code).unwrap();
+            assert!(m.currency.knows(c), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_rate_out_of_bounds_is_refused() {
+        let text = DEFAULT_MODEL.replace("JPY = 171.94", "JPY = 0.0");
+        let err = ScoringModel::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("currency.rates.JPY"), "{err}");
     }
 
     #[test]

@@ -63,10 +63,16 @@ struct OccasionInfo {
 }
 
 /// Service and sales figures of a brand, for its summary (seed 003's KPIs).
+///
+/// Every sum is of values validation bounded (`domain::bounds`), so none can
+/// become infinite: the worst, `sales_amount`, adds converted amounts of at
+/// most 1e27 each, under 2e46 after even 2^64 purchases.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct BrandStats {
     pub purchases: u64,
+    /// Sum of the purchases' amounts, in the model's base currency.
     pub sales_amount: f64,
+    /// Sum of the brand_sales reports, in the model's base currency.
     pub reported_sales: f64,
     pub service_contacts: u64,
     pub csat_sum: f64,
@@ -456,6 +462,27 @@ impl ScoreState {
         self.registrations.insert(entity.id.clone(), entity);
     }
 
+    /// The impulse of a person's own interaction with a brand (purchase,
+    /// post, mention, review, service contact). It is kept even when it is
+    /// 0 (a free item, a neutral post): the interaction makes the
+    /// relationship, which then reads 50 with the event among its reasons.
+    fn push_direct(
+        &mut self,
+        person: &EntityId,
+        brand: &EntityId,
+        event: u32,
+        time: DateTime<Utc>,
+        component: Component,
+        amount: f64,
+    ) {
+        if amount == 0.0 {
+            self.keep_impulse(person, brand, event, time, component, 0.0);
+        } else {
+            self.push_impulse(person, brand, event, time, component, amount);
+        }
+    }
+
+    /// An impulse on (person, brand); one of 0 moves nothing and is dropped.
     fn push_impulse(
         &mut self,
         person: &EntityId,
@@ -476,6 +503,20 @@ impl ScoreState {
                 amount,
             ));
         }
+        self.keep_impulse(person, brand, event, time, component, amount);
+    }
+
+    /// Records an impulse in the state (not in the live series: callers
+    /// decide, and one of 0 changes no sum there).
+    fn keep_impulse(
+        &mut self,
+        person: &EntityId,
+        brand: &EntityId,
+        event: u32,
+        time: DateTime<Utc>,
+        component: Component,
+        amount: f64,
+    ) {
         let impulse = Impulse {
             brand: brand.clone(),
             event,
@@ -530,16 +571,28 @@ impl ScoreState {
                 person,
                 brand,
                 amount,
+                currency,
                 ..
             } => {
-                let x = imp.purchase * (1.0 + amount / imp.purchase_unit).ln();
-                self.push_impulse(person, brand, pos, t, Component::Sales, x);
+                // In the base currency; a currency the table lacks (an event
+                // stored before the table changed) is a purchase of unknown
+                // value: it still makes the relationship, and adds nothing.
+                let value = self.model.currency.to_base(*amount, *currency);
+                let x = value.map_or(0.0, |v| imp.purchase * (1.0 + v / imp.purchase_unit).ln());
+                self.push_direct(person, brand, pos, t, Component::Sales, x);
                 let s = self.brand_stats.entry(brand.clone()).or_default();
                 s.purchases += 1;
-                s.sales_amount += amount;
+                s.sales_amount += value.unwrap_or(0.0);
             }
-            BrandSales { brand, amount } => {
-                self.fold_brand_sales(brand, *amount, pos, t);
+            BrandSales {
+                brand,
+                amount,
+                currency,
+            } => {
+                // A report in a currency the table lacks is left out.
+                if let Some(value) = self.model.currency.to_base(*amount, *currency) {
+                    self.fold_brand_sales(brand, value, pos, t);
+                }
             }
             Post {
                 person,
@@ -560,7 +613,7 @@ impl ScoreState {
                 };
                 let reach = self.followers_at(person, t) as f64;
                 let x = w * sentiment.value * (1.0 + imp.reach_boost * (1.0 + reach).log10());
-                self.push_impulse(person, brand, pos, t, Component::Sentiment, x);
+                self.push_direct(person, brand, pos, t, Component::Sentiment, x);
             }
             Review {
                 person,
@@ -573,7 +626,7 @@ impl ScoreState {
                 if let Some(s) = sentiment {
                     x += s.value * imp.review_text;
                 }
-                self.push_impulse(person, brand, pos, t, Component::Sentiment, x);
+                self.push_direct(person, brand, pos, t, Component::Sentiment, x);
                 let s = self.brand_stats.entry(brand.clone()).or_default();
                 s.reviews += 1;
                 s.rating_sum += f64::from(*rating);
@@ -606,7 +659,7 @@ impl ScoreState {
                 if let Some(n) = transfers {
                     x -= imp.service_transfer * f64::from(*n);
                 }
-                self.push_impulse(person, brand, pos, t, Component::Service, x);
+                self.push_direct(person, brand, pos, t, Component::Service, x);
                 let s = self.brand_stats.entry(brand.clone()).or_default();
                 s.service_contacts += 1;
                 if let Some(c) = csat {
@@ -783,7 +836,13 @@ impl ScoreState {
                 brand,
                 tags,
                 amount,
+                currency,
             } => {
+                let amount = self
+                    .model
+                    .currency
+                    .to_base(*amount, *currency)
+                    .unwrap_or(0.0);
                 let mut people: BTreeSet<EntityId> = BTreeSet::new();
                 for tag in tags {
                     if let Some(set) = self.interests.get(&tag.to_lowercase()) {
@@ -825,6 +884,7 @@ impl ScoreState {
             .get(person)
             .into_iter()
             .flatten()
+            .filter(|i| i.amount != 0.0)
             .map(|i| (i.brand.clone(), i.component, i.amount, i.time))
             .collect()
     }

@@ -2,10 +2,8 @@
 //! by default, PostgreSQL with `--database-url`). It only delegates, so the
 //! engine and the HTTP layer have one concrete type.
 
-use std::future::Future;
-
-use super::{Appended, EmbeddedStore, EventStore, PostgresStore, ScoreRow, StoreError};
-use crate::domain::{Entity, EntityId, Event};
+use super::{AppendMode, Appended, EmbeddedStore, EventStore, PostgresStore, ScoreRow, StoreError};
+use crate::domain::{Entity, EntityId, Event, EventId};
 
 #[derive(Clone)]
 pub enum Backend {
@@ -33,38 +31,36 @@ impl Backend {
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
-        async move {
-            match $self {
-                Backend::Embedded($s) => $call.await,
-                Backend::Postgres($s) => $call.await,
-            }
+        match $self {
+            Backend::Embedded($s) => $call.await,
+            Backend::Postgres($s) => $call.await,
         }
     };
 }
 
 impl EventStore for Backend {
-    fn append(
-        &self,
-        events: Vec<Event>,
-    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
-        delegate!(self, s => s.append(events))
+    async fn append(&self, events: Vec<Event>, mode: AppendMode) -> Result<Appended, StoreError> {
+        delegate!(self, s => s.append(events, mode))
     }
-    fn scan(&self) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+    async fn scan(&self) -> Result<Vec<Event>, StoreError> {
         delegate!(self, s => s.scan())
     }
-    fn put_entity(&self, entity: Entity) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn events_by_id(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError> {
+        delegate!(self, s => s.events_by_id(ids))
+    }
+    async fn put_entity(&self, entity: Entity) -> Result<(), StoreError> {
         delegate!(self, s => s.put_entity(entity))
     }
-    fn entities(&self) -> impl Future<Output = Result<Vec<Entity>, StoreError>> + Send {
+    async fn entities(&self) -> Result<Vec<Entity>, StoreError> {
         delegate!(self, s => s.entities())
     }
-    fn erase(&self, id: &EntityId) -> impl Future<Output = Result<u64, StoreError>> + Send {
+    async fn erase(&self, id: &EntityId) -> Result<u64, StoreError> {
         delegate!(self, s => s.erase(id))
     }
-    fn count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+    async fn count(&self) -> Result<u64, StoreError> {
         delegate!(self, s => s.count())
     }
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.ping())
     }
 }

@@ -98,6 +98,8 @@ pub trait KeyStore: Send + Sync + 'static {
 pub enum Keys {
     File(KeyFile),
     Postgres(PostgresStore),
+    /// In this process only: the service run in-process by tests.
+    Memory(MemoryKeys),
 }
 
 impl Keys {
@@ -116,6 +118,7 @@ macro_rules! delegate {
         match $self {
             Keys::File($s) => $call.await,
             Keys::Postgres($s) => $call.await,
+            Keys::Memory($s) => $call.await,
         }
     };
 }
@@ -149,6 +152,111 @@ impl KeyStore for Keys {
     }
     async fn erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
         delegate!(self, s => s.erasures())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In memory.
+
+/// A key store in this process's memory, for the service run in-process
+/// (tests); the same contract as the others.
+#[derive(Clone, Default)]
+pub struct MemoryKeys(Arc<Mutex<MemoryInner>>);
+
+#[derive(Default)]
+struct MemoryInner {
+    keys: Vec<KeyRecord>,
+    secrets: std::collections::HashMap<&'static str, [u8; 32]>,
+    erasures: Vec<ErasureRecord>,
+}
+
+impl MemoryKeys {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut MemoryInner) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.0.lock().expect("memory keys lock"))
+    }
+}
+
+impl KeyStore for MemoryKeys {
+    async fn create_key(&self, record: KeyRecord) -> Result<(), StoreError> {
+        self.with(|m| {
+            if m.keys.iter().any(|k| k.id == record.id) {
+                return Err(StoreError::Internal(format!(
+                    "key id {} exists already",
+                    record.id
+                )));
+            }
+            m.keys.push(record);
+            Ok(())
+        })
+    }
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.with(|m| Ok(m.keys.clone()))
+    }
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.with(|m| {
+            Ok(m.keys
+                .iter_mut()
+                .find(|k| &k.id == id)
+                .map(|k| {
+                    k.revoked.get_or_insert(at);
+                })
+                .is_some())
+        })
+    }
+    async fn note_key_use(&self, uses: Vec<(KeyId, DateTime<Utc>)>) -> Result<(), StoreError> {
+        self.with(|m| {
+            for (id, at) in uses {
+                if let Some(k) = m.keys.iter_mut().find(|k| k.id == id)
+                    && k.last_used.is_none_or(|t| t < at)
+                {
+                    k.last_used = Some(at);
+                }
+            }
+            Ok(())
+        })
+    }
+    async fn secret(&self, name: &'static str) -> Result<[u8; 32], StoreError> {
+        self.with(|m| {
+            Ok(*m
+                .secrets
+                .entry(name)
+                .or_insert_with(crate::auth::random_bytes))
+        })
+    }
+    async fn begin_erasure(
+        &self,
+        at: DateTime<Utc>,
+        key_id: Option<KeyId>,
+        subject_hash: String,
+    ) -> Result<u64, StoreError> {
+        self.with(|m| {
+            let id = m.erasures.len() as u64 + 1;
+            m.erasures.push(ErasureRecord {
+                id,
+                at,
+                key_id,
+                subject_hash,
+                events: None,
+            });
+            Ok(id)
+        })
+    }
+    async fn finish_erasure(&self, audit: u64, events: u64) -> Result<(), StoreError> {
+        self.with(|m| match m.erasures.iter_mut().find(|e| e.id == audit) {
+            Some(e) => {
+                e.events = Some(events);
+                Ok(())
+            }
+            None => Err(StoreError::Internal(format!(
+                "no erasure audit record {audit}"
+            ))),
+        })
+    }
+    async fn erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
+        self.with(|m| Ok(m.erasures.clone()))
     }
 }
 

@@ -4,33 +4,49 @@
 //!
 //! Contract every backend keeps (checked by one conformance suite):
 //! - `append` answers only after the events are durable (committed);
-//! - an event id seen before is a duplicate: it changes nothing and is reported
-//!   as such, also within one batch (the first occurrence wins);
+//! - an id names one event: an event whose id is stored already (or came
+//!   earlier in the batch: the first occurrence wins) changes nothing. It is
+//!   a duplicate when its content (`digest.rs`: type, time, fields) is the
+//!   stored event's, a conflict when it differs; a duplicate whose
+//!   attributes (sender metadata, not content) differ says so, and the
+//!   stored attributes stay;
+//! - an all-or-nothing append stores nothing if any of its events is a
+//!   conflict or refused;
+//! - an event the store cannot hold (a data error the validator missed) is
+//!   refused on its own: it never fails the other events or requests it was
+//!   group-committed with;
 //! - `scan` returns every stored event in canonical order (event time, then id),
-//!   so a replay does not depend on arrival order;
+//!   so a replay does not depend on arrival order; `events_by_id` returns
+//!   the stored copies of some ids;
 //! - `erase` removes every event that names the entity, and its registration.
 //!
 //! This module knows nothing of HTTP or scoring.
 
 use std::future::Future;
 
-use crate::domain::{Entity, EntityId, Event};
+use crate::domain::{Entity, EntityId, Event, EventId};
 
 pub mod backend;
+pub mod digest;
 pub mod embedded;
 pub mod keys;
 pub mod postgres;
 
 pub use backend::Backend;
+pub use digest::Digest;
 pub use embedded::EmbeddedStore;
 pub use keys::{KeyStore, Keys};
 pub use postgres::PostgresStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot be reached right now; the caller may retry.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
+    /// No space left on the store's disk (or quota): nothing was stored;
+    /// the caller may retry once space is freed.
+    #[error("the event store is full: {0}")]
+    Full(String),
     /// Anything else: a bug, a corrupt file, a failed disk.
     #[error("event store failure: {0}")]
     Internal(String),
@@ -58,32 +74,86 @@ pub struct ScoreRow {
     pub as_of: chrono::DateTime<chrono::Utc>,
 }
 
+/// Whether an append may store part of its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendMode {
+    /// Every event on its own: the new ones are stored whatever the others are.
+    EachEvent,
+    /// Nothing is stored if any event is a conflict or refused (`?atomic=true`).
+    AllOrNothing,
+}
+
+/// What `append` did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// New: now stored.
+    Inserted,
+    /// The stored event with this id has the same content: nothing changed.
+    Duplicate,
+    /// A duplicate whose attributes differ from the stored event's: nothing
+    /// changed, the stored attributes stay.
+    DuplicateOtherAttributes,
+    /// The stored event with this id has other content: nothing changed.
+    Conflict,
+    /// The store cannot hold this event (why): nothing of it was stored.
+    Refused(String),
+    /// Not stored because another event of an all-or-nothing append was a
+    /// conflict or refused.
+    NotStored,
+}
+
+impl Outcome {
+    /// A duplicate of either kind.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Outcome::Duplicate | Outcome::DuplicateOtherAttributes)
+    }
+}
+
 /// What `append` did with each event of the batch, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
-    /// `true` where the event was new and is now stored, `false` for a duplicate.
-    pub inserted: Vec<bool>,
+    pub outcomes: Vec<Outcome>,
 }
 
 impl Appended {
     pub fn accepted(&self) -> usize {
-        self.inserted.iter().filter(|&&b| b).count()
+        self.outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Inserted)
+            .count()
     }
     pub fn duplicates(&self) -> usize {
-        self.inserted.len() - self.accepted()
+        self.outcomes.iter().filter(|o| o.is_duplicate()).count()
+    }
+    /// `true` where the event was inserted (the shape older callers know).
+    pub fn inserted(&self) -> Vec<bool> {
+        self.outcomes
+            .iter()
+            .map(|o| *o == Outcome::Inserted)
+            .collect()
     }
 }
 
 pub trait EventStore: Send + Sync + 'static {
-    /// Stores the new events of `events` durably, all in one commit, and says
-    /// which were new. Concurrent calls may share a commit (group commit).
+    /// Stores the new events of `events` durably and says what happened to
+    /// each (module docs). Concurrent calls may share a commit (group
+    /// commit); an error (unavailable, full, a fault) means nothing of this
+    /// call was stored.
     fn append(
         &self,
         events: Vec<Event>,
+        mode: AppendMode,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
     /// Every stored event, in canonical order (time, then id).
     fn scan(&self) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// The stored events with these ids, in the order asked; ids not stored
+    /// are left out.
+    fn events_by_id(
+        &self,
+        ids: Vec<EventId>,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 
     /// Registers or replaces an entity.
     fn put_entity(&self, entity: Entity) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -16,9 +16,12 @@ use crate::support::{STORY, Server, story_lines};
 
 pub fn story_events() -> Vec<Event> {
     let values = fusion::ingest::parse_ndjson(STORY.as_bytes()).unwrap();
-    let (good, bad) = fusion::ingest::validate_all(&values);
-    assert!(bad.is_empty());
-    good.into_iter().map(|(_, e)| e).collect()
+    let checked = fusion::ingest::validate_all(
+        &values,
+        &fusion::score::ScoringModel::default_model().currency,
+    );
+    assert!(checked.rejected.is_empty());
+    checked.good.into_iter().map(|(_, e)| e).collect()
 }
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -89,7 +92,11 @@ pub fn random_events(seed: u64, n: usize) -> Vec<Event> {
         };
         lines.push(v);
     }
-    let (good, bad) = fusion::ingest::validate_all(&lines);
+    let checked = fusion::ingest::validate_all(
+        &lines,
+        &fusion::score::ScoringModel::default_model().currency,
+    );
+    let (good, bad) = (checked.good, checked.rejected);
     assert!(bad.is_empty(), "{bad:?}");
     // Occasions keep their host: drop events that would give one a second kind.
     let mut kinds = std::collections::HashMap::new();
@@ -102,7 +109,7 @@ pub fn random_events(seed: u64, n: usize) -> Vec<Event> {
 
 /// Everything a reader can see of a state, as text, at a few times: batch
 /// scores, the live series and every explanation.
-fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
+pub fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let entities = state.entities();
     // The live series catches up off the write path; here, all at once.
     let mut synced = state.clone();

@@ -20,7 +20,7 @@ const BATCH_TRUNCATION: f64 = 1e-5;
 
 /// Checks that live and batch agree within the live series' own bound (plus
 /// the batch's truncation); returns the gap.
-fn check(state: &ScoreState, at: DateTime<Utc>, what: &str) -> f64 {
+pub fn check(state: &ScoreState, at: DateTime<Utc>, what: &str) -> f64 {
     let gap = worst_gap(state, at);
     let bound = state.live().error_bound();
     eprintln!("{what}: gap {gap:e}, live bound {bound:e}");
@@ -123,7 +123,10 @@ fn consent_takes_a_person_out_of_the_live_series_and_back() {
     let (person, _) = counts.into_iter().max_by_key(|(_, n)| *n).unwrap();
     let consent = |id: &str, granted: bool, at| {
         let v = serde_json::json!({"id": id, "type": "consent", "time": at, "person": person.as_str(), "granted": granted});
-        fusion::ingest::validate_all(&[v]).0.remove(0).1
+        fusion::ingest::validate_all(&[v], &fusion::score::ScoringModel::default_model().currency)
+            .good
+            .remove(0)
+            .1
     };
     let t1 = (latest + Duration::hours(1)).to_rfc3339();
     events.push(consent("withdraw", false, t1));

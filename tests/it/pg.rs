@@ -394,7 +394,12 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
     all.sort();
     assert_eq!(
         all,
-        ["0001_events", "0002_relationship_scores", "0004_security"]
+        [
+            "0001_events",
+            "0002_relationship_scores",
+            "0003_event_digests",
+            "0004_security"
+        ]
     );
     assert!(PostgresStore::migrate(&db.url).await.unwrap().is_empty());
     // connect migrates too, and finds nothing left to do.
@@ -515,7 +520,10 @@ async fn connections_killed_by_the_server_are_replaced_before_use() {
     let db = TestDb::new().await;
     let store = PostgresStore::connect(&db.url).await.unwrap();
     store
-        .append(vec![crate::store::purchase("e1", 1, "ann", "knit")])
+        .append(
+            vec![crate::store::purchase("e1", 1, "ann", "knit")],
+            fusion::store::AppendMode::EachEvent,
+        )
         .await
         .unwrap();
     assert_eq!(store.count().await.unwrap(), 1);
@@ -533,10 +541,13 @@ async fn connections_killed_by_the_server_are_replaced_before_use() {
     // Every pooled connection is dead; Verified recycling notices and opens
     // new ones, so callers see no error at all.
     let appended = store
-        .append(vec![crate::store::purchase("e2", 2, "ann", "knit")])
+        .append(
+            vec![crate::store::purchase("e2", 2, "ann", "knit")],
+            fusion::store::AppendMode::EachEvent,
+        )
         .await
         .unwrap();
-    assert_eq!(appended.inserted, [true]);
+    assert_eq!(appended.inserted(), [true]);
     assert_eq!(store.count().await.unwrap(), 2);
 }
 
@@ -547,13 +558,19 @@ async fn a_stopped_server_makes_the_store_unavailable_until_it_returns() {
     let url = server.url(&server.create_db().await);
     let store = PostgresStore::connect(&url).await.unwrap();
     store
-        .append(vec![crate::store::purchase("e1", 1, "ann", "knit")])
+        .append(
+            vec![crate::store::purchase("e1", 1, "ann", "knit")],
+            fusion::store::AppendMode::EachEvent,
+        )
         .await
         .unwrap();
 
     server.stop().unwrap();
     let down = store
-        .append(vec![crate::store::purchase("e2", 2, "ann", "knit")])
+        .append(
+            vec![crate::store::purchase("e2", 2, "ann", "knit")],
+            fusion::store::AppendMode::EachEvent,
+        )
         .await;
     assert!(
         matches!(down, Err(StoreError::Unavailable(_))),
@@ -571,13 +588,58 @@ async fn a_stopped_server_makes_the_store_unavailable_until_it_returns() {
     server.start_again().unwrap();
     store.ping().await.unwrap();
     let appended = store
-        .append(vec![
-            crate::store::purchase("e1", 1, "ann", "knit"),
-            crate::store::purchase("e2", 2, "ann", "knit"),
-        ])
+        .append(
+            vec![
+                crate::store::purchase("e1", 1, "ann", "knit"),
+                crate::store::purchase("e2", 2, "ann", "knit"),
+            ],
+            fusion::store::AppendMode::EachEvent,
+        )
         .await
         .unwrap();
     // e1 was committed before the outage and survived it; e2 never was.
-    assert_eq!(appended.inserted, [false, true]);
+    assert_eq!(appended.inserted(), [false, true]);
     assert_eq!(store.count().await.unwrap(), 2);
+}
+
+/// Rows stored before migration 0003 have no digest: connecting fills them
+/// from the stored bodies (and until then the body decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_rows_get_their_digests_when_the_service_connects() {
+    let db = TestDb::new().await;
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    let events: Vec<_> = (0..25)
+        .map(|i| crate::store::purchase(&format!("e{i}"), i, "ann", "knit"))
+        .collect();
+    store
+        .append(events.clone(), fusion::store::AppendMode::EachEvent)
+        .await
+        .unwrap();
+    let sql = client(&db.url).await;
+    let digests = "SELECT id, digest FROM events ORDER BY id";
+    let before: Vec<(String, Vec<u8>)> = sql
+        .query(digests, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    sql.batch_execute("UPDATE events SET digest = NULL")
+        .await
+        .unwrap();
+    drop(store);
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    let after: Vec<(String, Vec<u8>)> = sql
+        .query(digests, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(after, before);
+    let again = store
+        .append(events, fusion::store::AppendMode::EachEvent)
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates(), 25);
 }

@@ -53,9 +53,12 @@ pub fn generated(events: u64, seed: u64) -> Vec<Event> {
     let mut out = Vec::new();
     write_ndjson(&config, &mut out).unwrap();
     let values = fusion::ingest::parse_ndjson(&out).unwrap();
-    let (good, bad) = fusion::ingest::validate_all(&values);
-    assert!(bad.is_empty());
-    good.into_iter().map(|(_, e)| e).collect()
+    let checked = fusion::ingest::validate_all(
+        &values,
+        &fusion::score::ScoringModel::default_model().currency,
+    );
+    assert!(checked.rejected.is_empty());
+    checked.good.into_iter().map(|(_, e)| e).collect()
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct Server {
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
     pub body: Value,
     /// Every header, names lowercase, in order (Set-Cookie may repeat).
     pub headers: Vec<(String, String)>,
@@ -65,6 +67,18 @@ impl Server {
             data_dir,
             &Launch {
                 extra,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// `start` with extra environment variables (the fault-injection hook).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            data_dir,
+            &Launch {
+                extra,
+                env,
                 ..Launch::default()
             },
         )
@@ -182,6 +196,11 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut text = String::new();
         resp.body_mut()
             .as_reader()
@@ -196,6 +215,7 @@ impl Server {
         Reply {
             status,
             content_type,
+            retry_after,
             body,
             headers,
         }
@@ -266,4 +286,13 @@ impl Drop for Server {
 
 pub fn story_lines() -> Vec<&'static str> {
     STORY.lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+/// A body as two answers to the same question compare: without the
+/// request's own id, which every problem carries.
+pub fn comparable(mut body: Value) -> Value {
+    if let Some(problem) = body.as_object_mut() {
+        problem.remove("request_id");
+    }
+    body
 }

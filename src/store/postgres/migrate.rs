@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0002_relationship_scores.sql"),
     ),
     (
+        "0003_event_digests",
+        include_str!("migrations/0003_event_digests.sql"),
+    ),
+    (
         "0004_security",
         include_str!("migrations/0004_security.sql"),
     ),

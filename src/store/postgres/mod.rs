@@ -10,11 +10,23 @@
 //! per-connection staging table, then one `INSERT ... SELECT ... ON CONFLICT
 //! (id) DO NOTHING RETURNING id`, so the database itself decides which events
 //! are new. A caller's future resolves only after that commit has returned.
+//! Events whose id was stored already are compared with the stored ones by
+//! content digest (`events.digest`, `digest.rs`) in the same transaction:
+//! duplicate or conflict.
+//!
+//! **One request's bad event fails no other** (issue #9, item 5). A data
+//! error (SQLSTATE classes 22, 23, 54: a value the database cannot hold, a
+//! constraint) aborts the whole group's transaction, so the group is split
+//! and committed again: at request boundaries, then within the offending
+//! request (unless it is all-or-nothing), down to the one event, which is
+//! refused with the database's message. A clean group costs nothing extra;
+//! one bad event costs about log2 of the group's size in commits. An
+//! all-or-nothing request with a conflict is taken out the same way.
 //!
 //! Schema: `migrations/*.sql`, applied in order by `migrate` under an advisory
 //! lock; docs/postgres.md explains it to SQL readers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::error::Error as _;
 use std::pin::pin;
 use std::sync::Arc;
@@ -29,8 +41,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 
-use super::{Appended, EventStore, ScoreRow, StoreError};
-use crate::domain::{Entity, EntityId, Event};
+use super::digest::Sameness;
+use super::{AppendMode, Appended, Digest, EventStore, Outcome, ScoreRow, StoreError};
+use crate::domain::{Entity, EntityId, Event, EventId};
 
 mod keys;
 mod migrate;
@@ -61,12 +74,13 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 const SESSION_SETUP: &str = r#"
 SET temp_buffers = '64MB';
 CREATE TEMP TABLE fusion_event_stage (
-    ord  bigint NOT NULL,
-    id   text COLLATE "C" NOT NULL,
-    time timestamptz NOT NULL,
-    type text NOT NULL,
-    refs text[] COLLATE "C" NOT NULL,
-    body jsonb NOT NULL
+    ord    bigint NOT NULL,
+    id     text COLLATE "C" NOT NULL,
+    time   timestamptz NOT NULL,
+    type   text NOT NULL,
+    refs   text[] COLLATE "C" NOT NULL,
+    body   jsonb NOT NULL,
+    digest bytea NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE fusion_score_stage (
     ord        bigint NOT NULL,
@@ -84,15 +98,16 @@ CREATE TEMP TABLE fusion_score_stage (
 ) ON COMMIT DELETE ROWS;
 "#;
 
-const COPY_EVENTS: &str =
-    "COPY fusion_event_stage (ord, id, time, type, refs, body) FROM STDIN (FORMAT binary)";
-const EVENT_STAGE_TYPES: [Type; 6] = [
+const COPY_EVENTS: &str = "COPY fusion_event_stage (ord, id, time, type, refs, body, digest) \
+     FROM STDIN (FORMAT binary)";
+const EVENT_STAGE_TYPES: [Type; 7] = [
     Type::INT8,
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TEXT,
     Type::TEXT_ARRAY,
     Type::JSONB,
+    Type::BYTEA,
 ];
 
 /// DISTINCT ON keeps the first occurrence of an id within the batch (lowest
@@ -100,12 +115,24 @@ const EVENT_STAGE_TYPES: [Type; 6] = [
 /// went in. Rows go in id order, so concurrent writers (two servers on one
 /// database) take index locks in the same order and cannot deadlock.
 const INSERT_NEW_EVENTS: &str = "
-INSERT INTO events (id, time, type, refs, body)
-SELECT DISTINCT ON (id) id, time, type, refs, body
+INSERT INTO events (id, time, type, refs, body, digest)
+SELECT DISTINCT ON (id) id, time, type, refs, body, digest
 FROM fusion_event_stage
 ORDER BY id, ord
 ON CONFLICT (id) DO NOTHING
 RETURNING id";
+
+/// The stored digest of each staged event that was not inserted (a
+/// separate statement, so in READ COMMITTED it sees a row another
+/// transaction committed while the insert waited for it), and the body
+/// where an older row has no digest yet.
+const STORED_DIGESTS: &str = "
+SELECT s.ord, e.digest, CASE WHEN e.digest IS NULL THEN e.body END
+FROM fusion_event_stage s JOIN events e ON e.id = s.id
+WHERE s.ord = ANY($1)";
+
+/// Rows per batch when filling the digests of rows stored before them.
+const BACKFILL_BATCH: usize = 10_000;
 
 const COPY_SCORES: &str = "COPY fusion_score_stage (ord, person, brand, score, raw, sentiment, \
      sales, service, engagement, influence, values_, as_of) FROM STDIN (FORMAT binary)";
@@ -149,12 +176,44 @@ WHERE NOT EXISTS (
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
+/// One append waiting for the writer, encoded by the caller: each event's
+/// JSON body and digest (`Digest::write_json`: one serialisation for both).
+struct Request {
+    events: Vec<Event>,
+    bodies: Vec<Vec<u8>>,
+    digests: Vec<Digest>,
+    mode: AppendMode,
+    reply: Reply,
+}
+
+/// A JSON body serialised already, sent as `jsonb` as tokio-postgres's
+/// `Json` would send it (version byte 1, then the text).
+#[derive(Debug)]
+struct RawJson<'a>(&'a [u8]);
+
+impl ToSql for RawJson<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    tokio_postgres::types::accepts!(JSON, JSONB);
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// The PostgreSQL backend. Cheap to clone: clones share the pool and the
 /// writer task, which ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
-    writer: mpsc::Sender<(Vec<Event>, Reply)>,
+    writer: mpsc::Sender<Request>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -173,6 +232,13 @@ impl PostgresStore {
         let pool = build_pool(url)?;
         for name in migrate::apply(&pool).await? {
             tracing::info!(migration = %name, "applied database migration");
+        }
+        // Not needed for correctness (a missing digest is computed where it
+        // is needed), so a failure here is only logged.
+        match backfill_digests(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "computed the content digests of older events"),
+            Err(e) => tracing::warn!(cause = %e, "could not fill older events' digests yet"),
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(writer_loop(pool.clone(), rx));
@@ -250,19 +316,63 @@ impl EventStore for PostgresStore {
     fn append(
         &self,
         events: Vec<Event>,
+        mode: AppendMode,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         let writer = self.writer.clone();
         async move {
             if events.is_empty() {
-                return Ok(Appended { inserted: vec![] });
+                return Ok(Appended { outcomes: vec![] });
             }
+            let (bodies, digests) = events
+                .iter()
+                .map(|e| {
+                    let mut body = Vec::with_capacity(256);
+                    let digest = Digest::write_json(e, &mut body);
+                    (body, digest)
+                })
+                .unzip();
             let (tx, rx) = oneshot::channel();
             writer
-                .send((events, tx))
+                .send(Request {
+                    events,
+                    bodies,
+                    digests,
+                    mode,
+                    reply: tx,
+                })
                 .await
                 .map_err(|_| StoreError::Internal("the store writer has stopped".into()))?;
             rx.await
                 .map_err(|_| StoreError::Internal("the store writer dropped a request".into()))?
+        }
+    }
+
+    fn events_by_id(
+        &self,
+        ids: Vec<EventId>,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let client = pool.get().await.map_err(pool_error)?;
+            let wanted: Vec<&str> = ids.iter().map(EventId::as_str).collect();
+            let rows = client
+                .query("SELECT body FROM events WHERE id = ANY($1)", &[&wanted])
+                .await
+                .map_err(pg_error)?;
+            let mut found: HashMap<EventId, Event> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let Json(event) = row.try_get::<_, Json<Event>>(0).map_err(|e| {
+                    StoreError::Internal(format!(
+                        "undecodable event in the store: {}",
+                        describe(&e)
+                    ))
+                })?;
+                found.insert(event.id.clone(), event);
+            }
+            Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
         }
     }
 
@@ -445,7 +555,7 @@ fn build_pool(url: &str) -> Result<Pool, StoreError> {
 /// arriving meanwhile wait for a free slot and form the next group. Two
 /// groups naming the same id are safe: the database makes the later insert
 /// wait for the earlier transaction and then skip the row.
-async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<(Vec<Event>, Reply)>) {
+async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Request>) {
     let slots = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -454,12 +564,12 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<(Vec<Event>, Reply)>) {
         let Some(first) = rx.recv().await else {
             return;
         };
-        let mut pending = first.0.len();
+        let mut pending = first.events.len();
         let mut batch = vec![first];
         while pending < MAX_EVENTS_PER_COMMIT {
             match rx.try_recv() {
                 Ok(request) => {
-                    pending += request.0.len();
+                    pending += request.events.len();
                     batch.push(request);
                 }
                 Err(_) => break,
@@ -467,14 +577,18 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<(Vec<Event>, Reply)>) {
         }
         let pool = pool.clone();
         tokio::spawn(async move {
-            match commit_appends(&pool, &batch).await {
-                Ok(new_ids) => answer(batch, new_ids),
+            match commit_group(&pool, &batch).await {
+                Ok(outcomes) => {
+                    for (request, outcomes) in batch.into_iter().zip(outcomes) {
+                        let _ = request.reply.send(Ok(Appended { outcomes }));
+                    }
+                }
                 Err(err) => {
                     if matches!(err, StoreError::Internal(_)) {
                         tracing::error!(error = %err, "append commit failed");
                     }
-                    for (_, reply) in batch {
-                        let _ = reply.send(Err(copy_error(&err)));
+                    for request in batch {
+                        let _ = request.reply.send(Err(err.clone()));
                     }
                 }
             }
@@ -483,63 +597,285 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<(Vec<Event>, Reply)>) {
     }
 }
 
-/// One transaction for the whole group: stage, insert the new, commit.
-/// Answers the ids that were inserted.
-async fn commit_appends(
-    pool: &Pool,
-    batch: &[(Vec<Event>, Reply)],
-) -> Result<HashSet<String>, StoreError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let sink = tx.copy_in(COPY_EVENTS).await.map_err(pg_error)?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_STAGE_TYPES));
-    let mut ord = 0i64;
-    let mut refs: Vec<&str> = Vec::new();
-    for (events, _) in batch {
-        for event in events {
-            refs.clear();
-            refs.extend(event.references().into_iter().map(|(id, _)| id.as_str()));
-            writer
-                .as_mut()
-                .write(&[
-                    &ord,
-                    &event.id.as_str(),
-                    &event.time,
-                    &event.kind.event_type().as_str(),
-                    &refs,
-                    &Json(event),
-                ])
-                .await
-                .map_err(pg_error)?;
-            ord += 1;
-        }
+/// One event of a group: its request and its position there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Item {
+    request: usize,
+    position: usize,
+}
+
+/// Why one transaction of a group did not commit.
+enum Attempt {
+    /// A data error (module docs): the group is split.
+    Data(String),
+    /// These all-or-nothing requests have a conflict (their outcomes as
+    /// found): they are taken out and the rest committed again.
+    AtomicConflict(Vec<(Item, Outcome)>),
+    /// Anything else fails the whole group.
+    Store(StoreError),
+}
+
+/// A data error: the values of this transaction cannot be stored (class
+/// 22 data exception, 23 integrity constraint, 54 program limit).
+fn attempt_error(err: tokio_postgres::Error) -> Attempt {
+    let data = err
+        .as_db_error()
+        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23" | "54"));
+    if data {
+        Attempt::Data(describe(&err))
+    } else {
+        Attempt::Store(pg_error(err))
     }
-    writer.finish().await.map_err(pg_error)?;
+}
+
+/// Commits a group (module docs): every event gets its outcome, unless the
+/// group fails as a whole (unavailable, a fault).
+async fn commit_group(pool: &Pool, batch: &[Request]) -> Result<Vec<Vec<Outcome>>, StoreError> {
+    let items: Vec<Item> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(request, r)| {
+            (0..r.events.len()).map(move |position| Item { request, position })
+        })
+        .collect();
+    let mut out: Vec<Vec<Option<Outcome>>> =
+        batch.iter().map(|r| vec![None; r.events.len()]).collect();
+    commit_items(pool, batch, items, &mut out).await?;
+    Ok(out
+        .into_iter()
+        .map(|v| {
+            v.into_iter()
+                .map(|o| o.unwrap_or(Outcome::NotStored))
+                .collect()
+        })
+        .collect())
+}
+
+/// Commits `items` in one transaction, or splits them (module docs).
+fn commit_items<'a>(
+    pool: &'a Pool,
+    batch: &'a [Request],
+    items: Vec<Item>,
+    out: &'a mut Vec<Vec<Option<Outcome>>>,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        if items.is_empty() {
+            return Ok(());
+        }
+        match try_commit(pool, batch, &items).await {
+            Ok(outcomes) => {
+                for (item, outcome) in items.iter().zip(outcomes) {
+                    out[item.request][item.position] = Some(outcome);
+                }
+                Ok(())
+            }
+            Err(Attempt::Store(err)) => Err(err),
+            Err(Attempt::AtomicConflict(found)) => {
+                let refused: HashSet<usize> = found.iter().map(|(i, _)| i.request).collect();
+                for (item, outcome) in found {
+                    out[item.request][item.position] = Some(match outcome {
+                        Outcome::Inserted => Outcome::NotStored,
+                        other => other,
+                    });
+                }
+                let rest = items
+                    .into_iter()
+                    .filter(|i| !refused.contains(&i.request))
+                    .collect();
+                commit_items(pool, batch, rest, out).await
+            }
+            Err(Attempt::Data(reason)) => {
+                let first = items[0].request;
+                let split = items.iter().position(|i| i.request != first);
+                if let Some(_other) = split {
+                    // Several requests: halve at a request boundary.
+                    let mid_request = items[items.len() / 2].request.max(first + 1);
+                    let at = items
+                        .iter()
+                        .position(|i| i.request >= mid_request)
+                        .unwrap_or(items.len());
+                    let right = items[at..].to_vec();
+                    let left = items[..at].to_vec();
+                    commit_items(pool, batch, left, out).await?;
+                    commit_items(pool, batch, right, out).await
+                } else if items.len() == 1 || batch[first].mode == AppendMode::AllOrNothing {
+                    let message = format!("the event store cannot hold this event: {reason}");
+                    for item in items {
+                        out[item.request][item.position] = Some(Outcome::Refused(message.clone()));
+                    }
+                    Ok(())
+                } else {
+                    let right = items[items.len() / 2..].to_vec();
+                    let left = items[..items.len() / 2].to_vec();
+                    commit_items(pool, batch, left, out).await?;
+                    commit_items(pool, batch, right, out).await
+                }
+            }
+        }
+    })
+}
+
+/// One transaction for `items`: stage, insert the new, compare the rest
+/// with what is stored, commit. Answers each item's outcome.
+async fn try_commit(
+    pool: &Pool,
+    batch: &[Request],
+    items: &[Item],
+) -> Result<Vec<Outcome>, Attempt> {
+    let event = |i: &Item| &batch[i.request].events[i.position];
+    let digest = |i: &Item| &batch[i.request].digests[i.position];
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Attempt::Store(pool_error(e)))?;
+    let tx = client.transaction().await.map_err(attempt_error)?;
+    let sink = tx.copy_in(COPY_EVENTS).await.map_err(attempt_error)?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_STAGE_TYPES));
+    let mut refs: Vec<&str> = Vec::new();
+    for (ord, item) in items.iter().enumerate() {
+        let e = event(item);
+        refs.clear();
+        refs.extend(e.references().into_iter().map(|(id, _)| id.as_str()));
+        let bytes = digest(item).to_bytes();
+        let body = RawJson(&batch[item.request].bodies[item.position]);
+        writer
+            .as_mut()
+            .write(&[
+                &(ord as i64),
+                &e.id.as_str(),
+                &e.time,
+                &e.kind.event_type().as_str(),
+                &refs,
+                &body,
+                &bytes.as_slice(),
+            ])
+            .await
+            .map_err(attempt_error)?;
+    }
+    writer.finish().await.map_err(attempt_error)?;
     let insert = tx
         .prepare_cached(INSERT_NEW_EVENTS)
         .await
-        .map_err(pg_error)?;
-    let rows = tx.query(&insert, &[]).await.map_err(pg_error)?;
-    tx.commit().await.map_err(pg_error)?;
-    Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
-}
-
-/// An event was inserted when its id came back from the INSERT and it is the
-/// first occurrence of that id in the group (requests in queue order).
-fn answer(batch: Vec<(Vec<Event>, Reply)>, mut new_ids: HashSet<String>) {
-    for (events, reply) in batch {
-        let inserted = events
-            .iter()
-            .map(|e| new_ids.remove(e.id.as_str()))
-            .collect();
-        let _ = reply.send(Ok(Appended { inserted }));
+        .map_err(attempt_error)?;
+    let mut new_ids: HashSet<String> = tx
+        .query(&insert, &[])
+        .await
+        .map_err(attempt_error)?
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    // The first occurrence of an inserted id is the inserted event.
+    let mut outcomes: Vec<Option<Outcome>> = items
+        .iter()
+        .map(|i| {
+            new_ids
+                .remove(event(i).id.as_str())
+                .then_some(Outcome::Inserted)
+        })
+        .collect();
+    let others: Vec<i64> = (0..items.len())
+        .filter(|&ord| outcomes[ord].is_none())
+        .map(|ord| ord as i64)
+        .collect();
+    if !others.is_empty() {
+        let stored = tx
+            .prepare_cached(STORED_DIGESTS)
+            .await
+            .map_err(attempt_error)?;
+        for row in tx.query(&stored, &[&others]).await.map_err(attempt_error)? {
+            let ord = row.get::<_, i64>(0) as usize;
+            let stored = match row.get::<_, Option<&[u8]>>(1).and_then(Digest::from_bytes) {
+                Some(d) => d,
+                None => {
+                    let Json(stored) = row.try_get::<_, Json<Event>>(2).map_err(|e| {
+                        Attempt::Store(StoreError::Internal(format!(
+                            "undecodable event in the store: {}",
+                            describe(&e)
+                        )))
+                    })?;
+                    Digest::of(&stored)
+                }
+            };
+            outcomes[ord] = Some(match digest(&items[ord]).compare(&stored) {
+                Sameness::Same => Outcome::Duplicate,
+                Sameness::OtherAttributes => Outcome::DuplicateOtherAttributes,
+                Sameness::Conflicting => Outcome::Conflict,
+            });
+        }
     }
+    // A row gone meanwhile (erased by another transaction) stored nothing
+    // of this event: a duplicate of an event that is no more.
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Duplicate))
+        .collect();
+    let conflicted: HashSet<usize> = items
+        .iter()
+        .zip(&outcomes)
+        .filter(|(i, o)| {
+            **o == Outcome::Conflict && batch[i.request].mode == AppendMode::AllOrNothing
+        })
+        .map(|(i, _)| i.request)
+        .collect();
+    if !conflicted.is_empty() {
+        // Rolled back when `tx` drops.
+        return Err(Attempt::AtomicConflict(
+            items
+                .iter()
+                .zip(outcomes)
+                .filter(|(i, _)| conflicted.contains(&i.request))
+                .map(|(i, o)| (*i, o))
+                .collect(),
+        ));
+    }
+    tx.commit().await.map_err(attempt_error)?;
+    Ok(outcomes)
 }
 
-fn copy_error(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+/// Fills the digest of rows stored before digests existed (migration
+/// 0003), in batches; answers how many. Safe to run from several servers
+/// at once: a row gets the same digest whoever computes it.
+async fn backfill_digests(pool: &Pool) -> Result<u64, StoreError> {
+    let reader = pool.get().await.map_err(pool_error)?;
+    let writer = pool.get().await.map_err(pool_error)?;
+    let stmt = reader
+        .prepare("SELECT id, body FROM events WHERE digest IS NULL")
+        .await
+        .map_err(pg_error)?;
+    let rows = reader
+        .query_raw(&stmt, no_params())
+        .await
+        .map_err(pg_error)?;
+    let mut rows = pin!(rows);
+    let mut done = 0u64;
+    let mut ids: Vec<String> = Vec::with_capacity(BACKFILL_BATCH);
+    let mut digests: Vec<Vec<u8>> = Vec::with_capacity(BACKFILL_BATCH);
+    loop {
+        let row = rows.try_next().await.map_err(pg_error)?;
+        if let Some(row) = &row {
+            let id: String = row.get(0);
+            let Json(event) = row.try_get::<_, Json<Event>>(1).map_err(|e| {
+                StoreError::Internal(format!("undecodable event {id}: {}", describe(&e)))
+            })?;
+            ids.push(id);
+            digests.push(Digest::of(&event).to_bytes().to_vec());
+        }
+        if ids.len() >= BACKFILL_BATCH || (row.is_none() && !ids.is_empty()) {
+            done += writer
+                .execute(
+                    "UPDATE events e SET digest = d.digest \
+                     FROM unnest($1::text[], $2::bytea[]) AS d(id, digest) \
+                     WHERE e.id = d.id AND e.digest IS NULL",
+                    &[&ids, &digests],
+                )
+                .await
+                .map_err(pg_error)?;
+            ids.clear();
+            digests.clear();
+        }
+        if row.is_none() {
+            return Ok(done);
+        }
     }
 }
 

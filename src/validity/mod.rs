@@ -1,0 +1,36 @@
+//! Does the score mean something (issue #15): backtests of scores against
+//! what happened after them, calibration of a model's weights and half-lives
+//! from data, and the measured impact of a brand's actions.
+//!
+//! - [`metrics`]: ROC AUC, Spearman, lift, bands, the bootstrap.
+//! - [`outcomes`]: what happened in a window; the RFM baselines.
+//! - [`scoring`]: the one adapter to the scoring engine's public API.
+//! - [`backtest`]: scores at a cut against outcomes after it.
+//! - [`calibrate`]: fits weights and half-lives on a training window.
+//! - [`impact`]: the effect of an occasion or a cause (difference in differences).
+//!
+//! Everything here is a pure function of the events, the registrations, the
+//! model and the times it is given: no clock, no IO (the CLI and the HTTP
+//! edge read files and the clock), and every random draw comes from a
+//! seeded ChaCha8 stream.
+
+pub mod backtest;
+pub mod calibrate;
+pub mod impact;
+pub mod metrics;
+pub mod outcomes;
+pub mod scoring;
+
+pub use backtest::{BacktestReport, BacktestSpec, NamedModel, Peer, backtest};
+pub use metrics::Bootstrap;
+pub use outcomes::{Observed, Outcome, Pair, Window, purchase_amount};
+
+/// Why a validity computation cannot run. Every variant is the caller's
+/// mistake (a time, a window, an id); the message says what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidityError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
