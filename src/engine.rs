@@ -390,11 +390,14 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
         for tx in waiting {
             let _ = tx.send(outcome.clone());
         }
+        let live_synced = |d: &Derived| d.slot.read().state.live_synced();
+        crate::telemetry::live_synced(live_synced(&derived));
         if outcome.is_ok()
             && let Some(job) = sync_live(&derived, &rx)
         {
             queued.push_back(job);
         }
+        crate::telemetry::live_synced(live_synced(&derived));
     }
 }
 
@@ -724,6 +727,7 @@ impl<S: EventStore> Engine<S> {
         }
         rejected.sort_by_key(|r| r.index);
         if atomic && !rejected.is_empty() {
+            crate::telemetry::record_rejections(&rejected);
             return Err(EngineError::AtomicRejected(rejected));
         }
         let mode = if atomic {
@@ -733,6 +737,7 @@ impl<S: EventStore> Engine<S> {
         };
         let ids: Vec<EventId> = good.iter().map(|(_, e)| e.id.clone()).collect();
         let (indices, good): (Vec<usize>, Vec<Event>) = good.into_iter().unzip();
+        let committing = Instant::now();
         let (appended, kept) = if good.is_empty() {
             let none = Appended {
                 outcomes: Vec::new(),
@@ -743,6 +748,9 @@ impl<S: EventStore> Engine<S> {
         } else {
             (self.store.append(good, mode).await?, Vec::new())
         };
+        if !appended.outcomes.is_empty() {
+            crate::telemetry::record_commit(committing.elapsed());
+        }
         let mut kept = kept.into_iter();
         // The state folds only what the store holds: the events inserted
         // now (the store holds exactly these copies) and, for an id the
@@ -803,6 +811,7 @@ impl<S: EventStore> Engine<S> {
             )
         };
         if atomic && appended.outcomes.iter().any(refused) {
+            crate::telemetry::record_rejections(&rejected);
             return Err(EngineError::AtomicRejected(rejected));
         }
         if !stored_ids.is_empty() {
@@ -815,6 +824,7 @@ impl<S: EventStore> Engine<S> {
             rejected,
             warnings,
         };
+        crate::telemetry::record_ingest(&report);
         Ok((report, new))
     }
 
@@ -823,6 +833,7 @@ impl<S: EventStore> Engine<S> {
     /// stay stored; the state is rebuilt from the log).
     pub async fn fold_stored(&self, events: Vec<Event>) -> Result<(), EngineError> {
         let count = events.len();
+        let _waiting = crate::telemetry::FoldWait::begin(count);
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.folder.send(FoldJob::Fold(events, tx)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));

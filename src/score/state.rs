@@ -912,6 +912,11 @@ impl ScoreState {
             .push(op);
     }
 
+    /// Folded events the live series has not applied yet.
+    pub fn live_lag(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether the live series has applied every folded event.
     pub fn live_synced(&self) -> bool {
         self.pending.is_empty() && self.live.checkpoint() == live::checkpoint(&self.events).at

@@ -29,11 +29,13 @@ use crate::domain::{Entity, EntityId, Event, EventId};
 pub mod backend;
 pub mod digest;
 pub mod embedded;
+pub mod keys;
 pub mod postgres;
 
 pub use backend::Backend;
 pub use digest::Digest;
 pub use embedded::EmbeddedStore;
+pub use keys::{KeyStore, Keys};
 pub use postgres::PostgresStore;
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,6 +2,7 @@
 
 mod backtest;
 mod calibrate;
+mod certs;
 mod conflicts;
 mod determinism;
 mod disk_full;
@@ -15,11 +16,14 @@ mod incremental;
 mod isolation;
 mod live;
 mod numerics;
+mod ops;
 mod pg;
 mod pg_e2e;
+mod pg_security;
 mod propagate;
 mod relspace;
 mod resilience;
+mod security;
 mod sentiment;
 mod store;
 mod story;

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_event_digests",
         include_str!("migrations/0003_event_digests.sql"),
     ),
+    (
+        "0004_security",
+        include_str!("migrations/0004_security.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).
