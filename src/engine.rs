@@ -943,6 +943,28 @@ impl<S: EventStore> Engine<S> {
         Ok(ranking)
     }
 
+    /// The ranking of every relationship as it stood at `at` (the
+    /// dashboard's "as of"): the shared ranking when `at` is within its
+    /// minute, else a batch evaluation at `at` that is not shared, so a look
+    /// into the past never displaces the current ranking.
+    pub async fn ranking_at(
+        self: &Arc<Self>,
+        at: DateTime<Utc>,
+    ) -> Result<Arc<Ranking>, EngineError> {
+        if let Some(r) = self.ranking.read().as_ref()
+            && r.version == self.version()
+            && (at - r.as_of).abs() < Duration::seconds(60)
+        {
+            return Ok(Arc::clone(r));
+        }
+        let version = self.version();
+        let engine = Arc::clone(self);
+        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(at, version))
+            .await
+            .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
+        Ok(Arc::new(ranking))
+    }
+
     /// Every relationship's score at `now`, without trends (for the
     /// materialised table): from the live series when `now` is at or after
     /// the latest event, else a batch evaluation on a snapshot.

@@ -64,6 +64,7 @@ pub const ROUTES: &[RouteAccess] = &[
     route("POST", "/v1/session", Key(Role::Read)),
     route("DELETE", "/v1/session", Public),
     route("POST", "/v1/events", Key(Role::Ingest)),
+    route("GET", "/v1/events/{id}", Key(Role::Read)),
     route("PUT", "/v1/entities/{id}", Key(Role::Ingest)),
     route("GET", "/v1/entities/{id}", Key(Role::Read)),
     route("DELETE", "/v1/entities/{id}", Key(Role::Admin)),
@@ -75,6 +76,7 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/relationships/{person}/{brand}/history",
         Key(Role::Read),
     ),
+    route("GET", "/v1/brands", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}/relationships", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}/impact", Key(Role::Read)),
@@ -82,8 +84,9 @@ pub const ROUTES: &[RouteAccess] = &[
 ];
 
 /// Paths served under a prefix without a table row each (the API reference
-/// page and its vendored assets): public.
-const PUBLIC_PREFIXES: [&str; 1] = ["/docs"];
+/// page and its vendored assets; the dashboard's page at `/` and its
+/// compiled-in assets, which hold no data): public.
+const PUBLIC_PREFIXES: [&str; 3] = ["/docs", "/assets", "/"];
 
 /// What a request needs, from its method and the pattern of the route it
 /// matched (`None`: no route matched, so it will be a 404 or 405).

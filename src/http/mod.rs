@@ -12,13 +12,16 @@
 //! (request id, span, access log, latency, `request_id` in every problem
 //! body), the problem net, `limits::check_edge` (Host and Origin), CORS
 //! (only with allowed origins configured), `auth::authorize` (credentials,
-//! role, CSRF, rate limits). TLS, the metrics address and graceful shutdown
+//! role, CSRF, rate limits), `etag::conditional` (ETags and 304 on the
+//! polled read routes). The dashboard's pages and assets are `dashboard`'s. TLS, the metrics address and graceful shutdown
 //! are `serve`'s.
 
 pub mod auth;
 mod body;
 mod cache;
+mod dashboard;
 mod error;
+pub mod etag;
 mod impact;
 pub mod limits;
 pub mod metrics;
@@ -136,6 +139,7 @@ pub fn app<S: EventStore>(
     let with_cors = !edge.cors_origins.is_empty();
     let cors = cors(edge);
     App::new()
+        .wrap(from_fn(etag::conditional::<S>))
         .wrap(from_fn(auth::authorize))
         .wrap(Condition::new(with_cors, cors))
         .wrap(from_fn(limits::check_edge))
@@ -203,6 +207,7 @@ fn configure<S: EventStore>(
             cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
         }
         routes::register::<S>(cfg);
+        dashboard::register::<S>(cfg);
         openapi::register(cfg);
     }
 }

@@ -60,6 +60,7 @@ struct ApiDoc;
 pub fn spec() -> utoipa::openapi::OpenApi {
     let mut api = ApiDoc::openapi();
     api.merge(super::routes::RoutesApi::openapi());
+    api.merge(super::dashboard::DashboardApi::openapi());
     api.merge(super::privacy::PrivacyApi::openapi());
     api.merge(super::auth::SessionApi::openapi());
     api.merge(super::metrics::MetricsApi::openapi());

@@ -468,6 +468,7 @@ const MAX_PAGE: usize = 1000;
         ("max_score" = Option<f64>, Query, description = "Only scores at or below (0 to 100)"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("at" = Option<String>, Query, description = "As of this time, RFC 3339 (default: now)"),
     ),
     responses(
         (status = 200, description = "The brand's relationships, ranked", body = schema::Listing),
@@ -505,7 +506,7 @@ async fn brand_relationships<S: EventStore>(
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
     let engine = engine.into_inner();
-    let ranking = engine.ranking(Utc::now()).await?;
+    let ranking = super::dashboard::ranking_as_of(&engine, params.time("at")?).await?;
     let mut items: Vec<&RankedRelation> = ranking
         .by_brand
         .get(&brand)
@@ -575,7 +576,10 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
 }
 
 #[utoipa::path(get, path = "/v1/brands/{brand}", tag = "scores",
-    params(("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    params(
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("at" = Option<String>, Query, description = "As of this time, RFC 3339 (default: now)"),
+    ),
     responses(
         (status = 200, description = "Relationship count, score distribution, service KPIs, sales", body = schema::BrandSummary),
         (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
@@ -584,6 +588,7 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
 async fn brand_summary<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
     if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
@@ -595,7 +600,7 @@ async fn brand_summary<S: EventStore>(
         .registration(&brand)
         .and_then(|e| e.name.clone());
     let engine = engine.into_inner();
-    let ranking = engine.ranking(Utc::now()).await?;
+    let ranking = super::dashboard::ranking_as_of(&engine, params.time("at")?).await?;
     let mut scores: Vec<f64> = ranking
         .by_brand
         .get(&brand)
@@ -646,7 +651,10 @@ async fn brand_summary<S: EventStore>(
 }
 
 #[utoipa::path(get, path = "/v1/entities/{id}", tag = "entities",
-    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    params(
+        ("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("at" = Option<String>, Query, description = "As of this time, RFC 3339 (default: now)"),
+    ),
     responses(
         (status = 200, description = "The 360° view", body = schema::EntityView),
         (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
@@ -655,6 +663,7 @@ async fn brand_summary<S: EventStore>(
 async fn get_entity<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
+    params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let (kind, registration, recent, total_events) = {
@@ -672,8 +681,9 @@ async fn get_entity<S: EventStore>(
         (kind, state.registration(&id).cloned(), recent, tl.len())
     };
     let engine = engine.into_inner();
-    let now = Utc::now();
-    let ranking = engine.ranking(now).await?;
+    let at = params.time("at")?;
+    let now = at.unwrap_or_else(Utc::now);
+    let ranking = super::dashboard::ranking_as_of(&engine, at).await?;
     let relationships: Vec<Value> = if kind.is_person() {
         ranking
             .by_person

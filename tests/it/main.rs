@@ -4,6 +4,7 @@ mod backtest;
 mod calibrate;
 mod certs;
 mod conflicts;
+mod dashboard;
 mod determinism;
 mod disk_full;
 mod edge;

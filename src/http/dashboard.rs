@@ -1,0 +1,262 @@
+//! The dashboard (issue 14): its static assets, compiled into the binary
+//! from `web/static/` and served at `/` and `/assets/{file}` with their
+//! content types, revalidation by ETag and a strict Content-Security-Policy
+//! (no inline script or style, nothing from another origin); and the one
+//! read routes its pages needed that the API lacked: the brand list and
+//! one event by id (where a reason chip leads).
+//! Owns no score logic: pages read the same routes as any client.
+
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::params::Params;
+use super::schema::{self, Problem};
+use crate::domain::{EntityId, EntityKind};
+use crate::engine::{Engine, Ranking};
+use crate::store::EventStore;
+
+/// Every page's policy: scripts, styles, images and requests from this
+/// origin only; no inline script or style, no plugins, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// One compiled-in file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+}
+
+macro_rules! asset {
+    ($name:literal, $type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $type,
+            bytes: include_bytes!(concat!("../../web/static/", $name)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The dashboard's files (`web/static/`; README lists their sizes).
+const ASSETS: &[Asset] = &[
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("format.js", JS),
+    asset!("pages.js", JS),
+    asset!("style.css", CSS),
+    asset!("vendor/uPlot.iife.min.js", JS),
+    asset!("vendor/uPlot.min.css", CSS),
+];
+
+/// Each asset's ETag: a hash of its bytes, computed once.
+fn etags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| {
+                let digest = Sha256::digest(a.bytes);
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{hex}\"")
+            })
+            .collect()
+    })
+}
+
+/// Registers `/`, `/assets/{file}` and `GET /v1/brands`.
+pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/").get(index))
+        .service(web::resource("/assets/{file:.*}").get(asset))
+        .service(web::resource("/v1/brands").get(brands::<S>))
+        .service(web::resource("/v1/events/{id}").get(event::<S>));
+}
+
+async fn index(req: HttpRequest) -> HttpResponse {
+    serve(&req, 0)
+}
+
+async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
+    match ASSETS.iter().position(|a| a.name == file.as_str()) {
+        // index.html is the page at `/`, not an asset of its own.
+        Some(i) if i > 0 => serve(&req, i),
+        _ => HttpResponse::NotFound()
+            .content_type("application/problem+json")
+            .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+            .json(serde_json::json!({
+                "type": "/problems/not-found", "title": "Not found", "status": 404,
+                "detail": format!("no dashboard asset '{file}'"),
+            })),
+    }
+}
+
+/// One asset with its headers. `no-cache`: the browser keeps it but asks
+/// each time (a 304 for the same build), so a new binary's pages are never
+/// mixed with an old one's scripts.
+fn serve(req: &HttpRequest, i: usize) -> HttpResponse {
+    let a = &ASSETS[i];
+    let tag = &etags()[i];
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut answer = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    answer
+        .insert_header((header::ETAG, tag.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"));
+    if fresh {
+        answer.finish()
+    } else {
+        answer.content_type(a.content_type).body(a.bytes)
+    }
+}
+
+/// The ranking as of `at` (default: now), for the routes that take `at`.
+pub(super) async fn ranking_as_of<S: EventStore>(
+    engine: &Arc<Engine<S>>,
+    at: Option<DateTime<Utc>>,
+) -> Result<Arc<Ranking>, ApiError> {
+    Ok(match at {
+        None => engine.ranking(Utc::now()).await?,
+        Some(at) => engine.ranking_at(at).await?,
+    })
+}
+
+/// One brand of `GET /v1/brands`.
+#[derive(Serialize, ToSchema)]
+pub struct BrandItem {
+    pub id: String,
+    /// The registered name, if any.
+    pub name: Option<String>,
+    /// Relationships with a score as of `as_of`.
+    pub relationships: usize,
+    /// Their mean score (0 to 100); none without relationships.
+    pub mean_score: Option<f64>,
+}
+
+/// The answer of `GET /v1/brands`.
+#[derive(Serialize, ToSchema)]
+pub struct BrandList {
+    pub items: Vec<BrandItem>,
+    /// Brands that matched, of which `items` holds the first `limit`.
+    pub total: usize,
+    pub as_of: DateTime<Utc>,
+}
+
+/// Most brands in one answer.
+const MAX_BRANDS: usize = 1000;
+
+/// The routes of this file in the OpenAPI document (openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(brands, event), components(schemas(BrandItem, BrandList)))]
+pub(super) struct DashboardApi;
+
+#[utoipa::path(get, path = "/v1/brands", tag = "scores",
+    params(
+        ("q" = Option<String>, Query, description = "Only brands whose id or name contains this, ignoring case"),
+        ("limit" = Option<u32>, Query, description = "At most this many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
+        ("at" = Option<String>, Query, description = "As of this time, RFC 3339 (default: now)"),
+    ),
+    responses(
+        (status = 200, description = "Brands by id, with their relationship count and mean score", body = BrandList),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn brands<S: EventStore>(
+    engine: web::Data<Engine<S>>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    let q = params.get("q")?.map(str::to_lowercase);
+    let limit = params.count("limit", MAX_BRANDS)?.unwrap_or(100);
+    let at = params.time("at")?;
+    let mut found: Vec<(EntityId, Option<String>)> = {
+        let state = engine.state()?;
+        state
+            .entities()
+            .into_iter()
+            .filter(|(_, kind)| *kind == EntityKind::Brand)
+            .map(|(id, _)| {
+                let name = state.registration(&id).and_then(|e| e.name.clone());
+                (id, name)
+            })
+            .filter(|(id, name)| {
+                q.as_deref().is_none_or(|q| {
+                    id.as_str().to_lowercase().contains(q)
+                        || name.as_ref().is_some_and(|n| n.to_lowercase().contains(q))
+                })
+            })
+            .collect()
+    };
+    found.sort();
+    let total = found.len();
+    let engine = engine.into_inner();
+    let ranking = ranking_as_of(&engine, at).await?;
+    let items = found
+        .into_iter()
+        .take(limit)
+        .map(|(id, name)| {
+            let scores: Vec<f64> = ranking
+                .by_brand
+                .get(&id)
+                .map(|v| v.iter().map(|r| r.score.score).collect())
+                .unwrap_or_default();
+            BrandItem {
+                relationships: scores.len(),
+                mean_score: (!scores.is_empty())
+                    .then(|| scores.iter().sum::<f64>() / scores.len() as f64),
+                id: id.to_string(),
+                name,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(BrandList {
+        items,
+        total,
+        as_of: ranking.as_of,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, example = "story-025", description = "Event id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "The event as stored (as sent, with the sentiment Fusion gave its text)", body = schema::StoredEvent),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn event<S: EventStore>(
+    engine: web::Data<Engine<S>>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = crate::domain::EventId::new(path.as_str())
+        .map_err(|e| ApiError::parameter("id", format!("bad id: {e}")))?;
+    let state = engine.state()?;
+    // The state knows whether it holds the id (a hash lookup) but keeps its
+    // position private; a hit is then found by a scan of the log in memory
+    // (milliseconds at a million events, one click).
+    let found = state
+        .contains(&id)
+        .then(|| state.events().iter().find(|e| e.id == id))
+        .flatten();
+    match found {
+        Some(e) => Ok(HttpResponse::Ok().json(crate::ingest::to_wire(e))),
+        None => Err(ApiError::NotFound(format!("no event '{id}'"))),
+    }
+}
