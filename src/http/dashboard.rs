@@ -9,6 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header;
+use actix_web::middleware::Compress;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -69,7 +70,8 @@ fn etags() -> &'static [String] {
             .map(|a| {
                 let digest = Sha256::digest(a.bytes);
                 let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-                format!("\"{hex}\"")
+                // Weak: the same bytes are sent in several encodings.
+                format!("W/\"{hex}\"")
             })
             .collect()
     })
@@ -77,8 +79,13 @@ fn etags() -> &'static [String] {
 
 /// Registers `/`, `/assets/{file}` and `GET /v1/brands`.
 pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").get(index))
-        .service(web::resource("/assets/{file:.*}").get(asset))
+    // gzip (or brotli, zstd) when the browser asks: the assets are text.
+    cfg.service(web::resource("/").wrap(Compress::default()).get(index))
+        .service(
+            web::resource("/assets/{file:.*}")
+                .wrap(Compress::default())
+                .get(asset),
+        )
         .service(web::resource("/v1/brands").get(brands::<S>))
         .service(web::resource("/v1/events/{id}").get(event::<S>));
 }
@@ -111,7 +118,10 @@ fn serve(req: &HttpRequest, i: usize) -> HttpResponse {
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == &tag[2..])
+        });
     let mut answer = if fresh {
         HttpResponse::NotModified()
     } else {

@@ -104,6 +104,17 @@ fn assets_are_served_with_their_types_revalidation_and_a_strict_csp() {
         let again = s.request("GET", path, &[("If-None-Match", &tag)], None);
         assert_eq!(again.status, 304, "{path}");
     }
+    // Compressed when asked (read as bytes: support's client reads text).
+    let gzip = ureq::get(&format!("{}/assets/pages.js", s.base))
+        .header("Accept-Encoding", "gzip")
+        .call()
+        .unwrap();
+    assert_eq!(
+        gzip.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
     assert_eq!(s.get("/assets/nothing.js").status, 404);
     assert_eq!(s.get("/assets/../Cargo.toml").status, 404);
 }
