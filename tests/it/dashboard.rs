@@ -437,6 +437,39 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         &score(artist["score"].as_f64().unwrap()),
     )
     .await;
+    // The service KPIs of the story's one sweater contact.
+    let service = &summary["service"];
+    let one = |v: &Value| format!("{:.1}", v.as_f64().unwrap());
+    shows(&c, "[data-field=csat]", &one(&service["csat"])).await;
+    shows(&c, "[data-field=effort]", &one(&service["customer_effort"])).await;
+    shows(
+        &c,
+        "[data-field=transfers]",
+        &one(&service["transfers_per_contact"]),
+    )
+    .await;
+    let fcr = service["first_contact_resolution"].as_f64().unwrap();
+    shows(&c, "[data-field=fcr]", &format!("{:.0}%", fcr * 100.0)).await;
+    let (mean_wait, max_wait) = (
+        service["wait_seconds_mean"].as_f64().unwrap(),
+        service["wait_seconds_max"].as_f64().unwrap(),
+    );
+    assert!(
+        mean_wait < 90.0 && max_wait < 90.0,
+        "the story's waits are short"
+    );
+    shows(
+        &c,
+        "[data-field=wait]",
+        &format!("{} s / {} s", mean_wait.round(), max_wait.round()),
+    )
+    .await;
+    shows(
+        &c,
+        "[data-field=purchases]",
+        &summary["sales"]["purchases"].to_string(),
+    )
+    .await;
     no_console_errors(&driver, &c, "on the brand page").await;
 
     // A reason chip leads to its event.
@@ -635,6 +668,41 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         .unwrap();
     assert_eq!(inline, json!(0), "an inline script in the page");
     no_console_errors(&driver, &c, "on the Live page").await;
+
+    // A page showing now renders again when the state changes.
+    open(&c, &s, "#/rel/artist/bistro").await;
+    let before = text(&c, "[data-field=score]").await;
+    c.execute("window.fusionNoReload = true;", vec![])
+        .await
+        .unwrap();
+    let posted = s.request(
+        "POST",
+        "/v1/events",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        Some(("application/json", json!({"id": "live-2", "type": "purchase", "time": now, "person": "artist", "brand": "bistro", "amount": 400.0}).to_string().as_bytes())),
+    );
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let shown = text(&c, "[data-field=score]").await;
+        let current = api("/v1/relationships/artist/bistro")["score"]
+            .as_f64()
+            .unwrap();
+        if shown != before && (shown.parse::<f64>().unwrap() - current).abs() <= 0.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relationship page still shows {shown}, the API {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = c
+        .execute("return window.fusionNoReload === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(true), "the page was reloaded");
+    no_console_errors(&driver, &c, "on a page that refreshed itself").await;
     c.close().await.unwrap();
 }
 

@@ -4,7 +4,7 @@
 // with `data-route` (the hash it shows), so a reader (a test, a screen
 // reader's script) can tell a finished page from the one before it.
 
-import { Unauthorized, signIn } from './api.js';
+import { Unauthorized, get, signIn } from './api.js';
 import { h, zone } from './format.js';
 import * as pages from './pages.js';
 
@@ -55,7 +55,15 @@ const PAGES = {
   live: pages.live,
 };
 
-async function render() {
+/** Pages that show "now" refresh when the state has changed. */
+const REFRESH_MS = 5000;
+const FIXED = new Set(['live', 'event']);
+
+/**
+ * Renders the route's page. `quiet`: a refresh of the page on screen,
+ * which stays as it is until the new one is ready (and if that fails).
+ */
+async function render(quiet = false) {
   if (stopPage) stopPage();
   stopPage = null;
   const mine = ++rendering;
@@ -82,8 +90,10 @@ async function render() {
     },
     onSignedOut: showSignIn,
   };
-  main.setAttribute('aria-busy', 'true');
-  delete main.dataset.route;
+  if (!quiet) {
+    main.setAttribute('aria-busy', 'true');
+    delete main.dataset.route;
+  }
   try {
     const view = await page(ctx);
     if (mine !== rendering) return;
@@ -92,13 +102,41 @@ async function render() {
   } catch (e) {
     if (mine !== rendering) return;
     if (e instanceof Unauthorized) showSignIn();
-    else {
+    else if (!quiet) {
       main.replaceChildren(pages.failure(e));
       main.dataset.route = location.hash || '#/';
     }
   } finally {
     if (mine === rendering) main.removeAttribute('aria-busy');
   }
+  if (mine === rendering && !at && !FIXED.has(name) && main.dataset.route) stopPage = keepFresh(mine);
+}
+
+/**
+ * Polls the state's version (the ETag of a one-brand list: it changes with
+ * every fold, and each minute) and renders the page again when it moved,
+ * unless the reader is in the page (focus inside it: a refresh would
+ * take their place away). Answers the function that stops it.
+ */
+function keepFresh(mine) {
+  let timer = null;
+  const probe = '/v1/brands?limit=1';
+  const tick = async () => {
+    if (mine !== rendering) return;
+    try {
+      const { changed } = await get(probe);
+      if (changed && mine === rendering && !main.contains(document.activeElement)) {
+        render(true);
+        return;
+      }
+    } catch {
+      // The next tick tries again; a signed-out session shows on navigation.
+    }
+    if (mine === rendering) timer = setTimeout(tick, REFRESH_MS);
+  };
+  // The first answer is the reference the ticks compare with.
+  get(probe).then(() => { timer = setTimeout(tick, REFRESH_MS); }, () => {});
+  return () => clearTimeout(timer);
 }
 
 function showSignIn() {

@@ -108,7 +108,7 @@ function histogram(bins) {
   return h('div', { class: 'histogram', role: 'img', 'aria-label': bins.map((b) => `${b.from}–${b.to}: ${b.count}`).join(', ') },
     bins.map((b) => {
       const bar = h('span', { class: 'bar' });
-      bar.style.height = `${(100 * b.count) / most}%`;
+      bar.style.height = `${(8 * b.count) / most}rem`;
       return h('div', { class: 'bin', title: `${b.from}–${b.to}: ${b.count}` }, h('span', { class: 'n' }, String(b.count)), bar, h('span', { class: 'x' }, String(b.from)));
     }));
 }
