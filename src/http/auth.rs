@@ -69,6 +69,7 @@ pub const ROUTES: &[RouteAccess] = &[
     route("GET", "/v1/entities/{id}", Key(Role::Read)),
     route("DELETE", "/v1/entities/{id}", Key(Role::Admin)),
     route("GET", "/v1/entities/{id}/events", Key(Role::Read)),
+    route("GET", "/v1/entities/{id}/followers", Key(Role::Read)),
     route("GET", "/v1/entities/{id}/export", Key(Role::Admin)),
     route("GET", "/v1/relationships/{person}/{brand}", Key(Role::Read)),
     route(

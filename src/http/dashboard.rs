@@ -2,8 +2,8 @@
 //! from `web/static/` and served at `/` and `/assets/{file}` with their
 //! content types, revalidation by ETag and a strict Content-Security-Policy
 //! (no inline script or style, nothing from another origin); and the one
-//! read routes its pages needed that the API lacked: the brand list and
-//! one event by id (where a reason chip leads).
+//! read routes its pages needed that the API lacked: the brand list, one
+//! event by id (where a reason chip leads) and a person's followers.
 //! Owns no score logic: pages read the same routes as any client.
 
 use std::sync::{Arc, OnceLock};
@@ -87,7 +87,8 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
                 .get(asset),
         )
         .service(web::resource("/v1/brands").get(brands::<S>))
-        .service(web::resource("/v1/events/{id}").get(event::<S>));
+        .service(web::resource("/v1/events/{id}").get(event::<S>))
+        .service(web::resource("/v1/entities/{id}/followers").get(followers::<S>));
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {
@@ -177,7 +178,10 @@ const MAX_BRANDS: usize = 1000;
 
 /// The routes of this file in the OpenAPI document (openapi.rs).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(brands, event), components(schemas(BrandItem, BrandList)))]
+#[openapi(
+    paths(brands, event, followers),
+    components(schemas(BrandItem, BrandList, Follow, Follows))
+)]
 pub(super) struct DashboardApi;
 
 #[utoipa::path(get, path = "/v1/brands", tag = "scores",
@@ -269,4 +273,70 @@ async fn event<S: EventStore>(
         Some(e) => Ok(HttpResponse::Ok().json(crate::ingest::to_wire(e))),
         None => Err(ApiError::NotFound(format!("no event '{id}'"))),
     }
+}
+
+/// One follow edge of `GET /v1/entities/{id}/followers`.
+#[derive(Serialize, ToSchema)]
+pub struct Follow {
+    pub id: String,
+    /// The follow's strength (0 to 1].
+    pub strength: f64,
+}
+
+/// The answer of `GET /v1/entities/{id}/followers`.
+#[derive(Serialize, ToSchema)]
+pub struct Follows {
+    /// The people following this one at `as_of`, by id (the first `limit`).
+    pub followers: Vec<Follow>,
+    pub followers_total: usize,
+    /// The people this one follows at `as_of`, by id (the first `limit`).
+    pub follows: Vec<Follow>,
+    pub follows_total: usize,
+    pub as_of: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/v1/entities/{id}/followers", tag = "entities",
+    params(
+        ("id" = String, Path, example = "artist", description = "Person id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("at" = Option<String>, Query, description = "As of this time, RFC 3339 (default: now)"),
+        ("limit" = Option<u32>, Query, description = "At most this many of each list, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "Who follows the person in Fusion's graph, and whom they follow", body = Follows),
+        (status = 400, description = "A bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such person", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn followers<S: EventStore>(
+    engine: web::Data<Engine<S>>,
+    path: web::Path<String>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::routes::entity_id("id", &path)?;
+    let at = params.time("at")?.unwrap_or_else(Utc::now);
+    let limit = params.count("limit", MAX_BRANDS)?.unwrap_or(100);
+    let state = engine.state()?;
+    if !state.kind(&id).is_some_and(EntityKind::is_person) {
+        return Err(ApiError::NotFound(format!("no person '{id}'")));
+    }
+    let list = |edges: Vec<(EntityId, f64)>| -> (Vec<Follow>, usize) {
+        let total = edges.len();
+        let items = edges
+            .into_iter()
+            .take(limit)
+            .map(|(id, strength)| Follow {
+                id: id.to_string(),
+                strength,
+            })
+            .collect();
+        (items, total)
+    };
+    let (followers, followers_total) = list(state.graph.followers(&id, at));
+    let (follows, follows_total) = list(state.graph.followees(&id, at));
+    Ok(HttpResponse::Ok().json(Follows {
+        followers,
+        followers_total,
+        follows,
+        follows_total,
+        as_of: at,
+    }))
 }

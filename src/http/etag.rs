@@ -24,12 +24,13 @@ use crate::engine::Engine;
 use crate::store::EventStore;
 
 /// The route patterns (as registered) whose GET answers carry an ETag here.
-pub const POLLED: [&str; 6] = [
+pub const POLLED: [&str; 7] = [
     "/v1/brands",
     "/v1/brands/{brand}",
     "/v1/brands/{brand}/relationships",
     "/v1/entities/{id}",
     "/v1/entities/{id}/events",
+    "/v1/entities/{id}/followers",
     "/v1/relationships/{person}/{brand}/history",
 ];
 

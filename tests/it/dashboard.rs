@@ -130,6 +130,7 @@ fn polled_reads_answer_304_until_an_event_is_folded() {
         "/v1/brands/sweater/relationships?at=2026-11-13T00:00:00Z",
         "/v1/entities/artist?at=2026-11-13T00:00:00Z",
         "/v1/entities/artist/events",
+        "/v1/entities/artist/followers?at=2026-11-13T00:00:00Z",
         "/v1/relationships/artist/sweater/history?from=2026-11-01T00:00:00Z&to=2026-11-13T00:00:00Z",
     ] {
         let first = get(&s, &read, path);
@@ -581,6 +582,16 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
     let person = api(&format!("/v1/entities/artist?at={AT_API}"));
     let followers = person["followers"].as_u64().unwrap();
     shows(&c, "[data-field=followers]", &format_count(followers)).await;
+    let follows = api(&format!(
+        "/v1/entities/artist/followers?limit=1000&at={AT_API}"
+    ));
+    let total = follows["followers_total"].as_u64().unwrap();
+    assert!(total > 0, "the story's fans follow the artist: {follows}");
+    shows(&c, "[data-field=followers_total]", &format_count(total)).await;
+    for f in follows["followers"].as_array().unwrap() {
+        let css = format!("#followers a[data-person='{}']", f["id"].as_str().unwrap());
+        text(&c, &css).await;
+    }
     for r in person["relationships"].as_array().unwrap() {
         let css = format!(
             "tr[data-brand='{}'] [data-field=score]",

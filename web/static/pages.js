@@ -283,6 +283,14 @@ function describe(e) {
   return bits.join(' · ');
 }
 
+/** A list of people as links, with how many there are in all. */
+function people(ctx, label, list, total, field) {
+  const link = (f) => h('a', { href: ctx.link(`/person/${seg(f.id)}`), 'data-person': f.id }, f.id);
+  const items = list.map((f, i) => [i ? ', ' : '', link(f)]);
+  const more = total > list.length ? ` and ${count(total - list.length)} more` : '';
+  return h('p', {}, `${label} `, h('strong', { 'data-field': field }, count(total)), total ? ': ' : ' nobody', items, more);
+}
+
 export async function person(ctx) {
   const id = ctx.args[0];
   const p = seg(id);
@@ -291,7 +299,10 @@ export async function person(ctx) {
     location.replace(ctx.link(`/brand/${p}`));
     return h('p', {}, 'A brand: opening its page…');
   }
-  const timeline = (await get(`/v1/entities/${p}/events${query({ limit: 1000 })}`)).body.items;
+  const [timeline, follows] = await Promise.all([
+    get(`/v1/entities/${p}/events${query({ limit: 1000 })}`).then((r) => r.body.items),
+    get(`/v1/entities/${p}/followers${query({ at: ctx.apiAt, limit: 1000 })}`).then((r) => r.body),
+  ]);
   const cutoff = ctx.apiAt ? Date.parse(ctx.apiAt) : Infinity;
   const events = timeline.filter((e) => Date.parse(e.time) <= cutoff);
   const rels = [...view.relationships].sort((a, b) => b.score - a.score);
@@ -305,6 +316,9 @@ export async function person(ctx) {
       tile('Events', count(view.event_count), 'event_count')),
     view.interests.length ? h('p', {}, 'Interests: ', view.interests.join(', ')) : null,
     h('div', { class: 'grid' },
+      h('section', { class: 'card', id: 'followers' }, h('h2', {}, 'Influence'),
+        people(ctx, 'Followed in Fusion by', follows.followers, follows.followers_total, 'followers_total'),
+        people(ctx, 'Follows', follows.follows, follows.follows_total, 'follows_total')),
       h('section', { class: 'card' }, h('h2', {}, 'Brands'),
         rels.length === 0 ? empty('No relationships yet.') : table(['Brand', 'Score'], rels.map((r) => h('tr', { 'data-brand': r.brand },
           h('td', {}, h('a', { href: ctx.link(`/rel/${p}/${seg(r.brand)}`) }, r.brand)),
