@@ -554,6 +554,16 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
 
     // Navigation: brands → brand → relationship → person.
     open(&c, &s, &format!("#/?at={AT}")).await;
+    for b in api(&format!("/v1/brands?at={AT_API}"))["items"]
+        .as_array()
+        .unwrap()
+    {
+        let css = format!(
+            "tr[data-brand='{}'] [data-field=mean]",
+            b["id"].as_str().unwrap()
+        );
+        shows(&c, &css, &score(b["mean_score"].as_f64().unwrap())).await;
+    }
     c.find(Locator::Css("tr[data-brand='bistro'] a"))
         .await
         .unwrap()
@@ -714,6 +724,34 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         .unwrap();
     assert_eq!(kept, json!(true), "the page was reloaded");
     no_console_errors(&driver, &c, "on a page that refreshed itself").await;
+
+    // What a pipeline sent is shown as text, never run as markup.
+    let evil =
+        "<img src=x onerror=\"document.title='owned'\"><script>document.title='owned'</script>";
+    let posted = s.request(
+        "POST",
+        "/v1/events",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        Some(("application/json", json!({"id": "markup-1", "type": "post", "time": now, "person": "fan2", "brand": "bistro", "text": evil}).to_string().as_bytes())),
+    );
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    open(&c, &s, "#/event/markup-1").await;
+    shows(&c, "[data-key=text]", evil).await;
+    open(&c, &s, "#/person/fan2").await;
+    text(&c, "tr[data-event='markup-1']").await;
+    let injected = c
+        .execute(
+            "return [document.querySelectorAll('main img, main script').length, document.title];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        injected,
+        json!([0, "Fusion"]),
+        "markup from a pipeline was rendered"
+    );
+    no_console_errors(&driver, &c, "on pages showing markup sent as text").await;
     c.close().await.unwrap();
 }
 
