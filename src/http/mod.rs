@@ -13,8 +13,8 @@
 //! body), the problem net, `limits::check_edge` (Host and Origin), CORS
 //! (only with allowed origins configured), `auth::authorize` (credentials,
 //! role, CSRF, rate limits), `etag::conditional` (ETags and 304 on the
-//! polled read routes). The dashboard's pages and assets are `dashboard`'s. TLS, the metrics address and graceful shutdown
-//! are `serve`'s.
+//! polled read routes). The dashboard's page and assets are `dashboard`'s.
+//! TLS, the metrics address and graceful shutdown are `serve`'s.
 
 pub mod auth;
 mod body;
