@@ -85,16 +85,21 @@ pub const ROUTES: &[RouteAccess] = &[
 ];
 
 /// Paths served under a prefix without a table row each (the API reference
-/// page and its vendored assets; the dashboard's page at `/` and its
-/// compiled-in assets, which hold no data): public.
-const PUBLIC_PREFIXES: [&str; 3] = ["/docs", "/assets", "/"];
+/// page and its vendored assets; the dashboard's compiled-in assets, which
+/// hold no data): public, the prefix itself and everything below it.
+const PUBLIC_PREFIXES: [&str; 2] = ["/docs", "/assets"];
+
+/// The dashboard's page: public as this exact path only. Kept apart from the
+/// prefixes because "everything below `/`" is every route.
+const PUBLIC_PAGE: &str = "/";
 
 /// What a request needs, from its method and the pattern of the route it
 /// matched (`None`: no route matched, so it will be a 404 or 405).
 pub fn need_of(method: &Method, pattern: Option<&str>, path: &str) -> Option<Need> {
-    if PUBLIC_PREFIXES
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    if path == PUBLIC_PAGE
+        || PUBLIC_PREFIXES
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         return Some(Public);
     }
@@ -421,6 +426,13 @@ mod tests {
         assert_eq!(need_of(&Method::GET, None, "/nothing"), None);
         assert_eq!(need_of(&Method::GET, None, "/docs/index.css"), Some(Public));
         assert_eq!(need_of(&Method::GET, None, "/docsx"), None);
+        assert_eq!(need_of(&Method::GET, None, "/"), Some(Public));
+        // A doubled slash made every path public when `/` was a prefix
+        // (`//` starts every path below it): only the page itself is.
+        assert_eq!(
+            need_of(&Method::GET, Some("/v1/entities/{id}"), "//v1/entities/x"),
+            Some(Key(Role::Read))
+        );
         assert_eq!(
             need_of(&Method::POST, Some("/v1/events"), "/v1/events"),
             Some(Key(Role::Ingest))
