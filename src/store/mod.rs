@@ -27,12 +27,14 @@ use std::future::Future;
 use crate::domain::{Entity, EntityId, Event, EventId};
 
 pub mod backend;
+pub mod dead_letters;
 pub mod digest;
 pub mod embedded;
 pub mod keys;
 pub mod postgres;
 
 pub use backend::Backend;
+pub use dead_letters::{DeadLetterStore, DeadLetters};
 pub use digest::Digest;
 pub use embedded::EmbeddedStore;
 pub use keys::{KeyStore, Keys};

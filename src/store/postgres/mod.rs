@@ -45,6 +45,7 @@ use super::digest::Sameness;
 use super::{AppendMode, Appended, Digest, EventStore, Outcome, ScoreRow, StoreError};
 use crate::domain::{Entity, EntityId, Event, EventId};
 
+mod dead_letters;
 mod keys;
 mod migrate;
 mod tls;
