@@ -14,8 +14,9 @@ mod validate;
 mod wire;
 
 pub use body::{
-    BodyDecoder, BodyError, BodyFormat, Compression, MAX_EVENT_BYTES, MAX_REJECTIONS, ParsedBody,
-    decode, parse_event, parse_events, parse_ndjson,
+    BodyDecoder, BodyError, BodyFormat, Compression, MAX_EVENT_BYTES, MAX_REJECTIONS, Message,
+    MessageShape, Messages, ParsedBody, decode, parse_event, parse_events, parse_messages,
+    parse_ndjson,
 };
 pub use validate::{
     ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate,
