@@ -10,6 +10,8 @@
 //! `wire.rs` gives a stored event's wire form back for timelines.
 
 mod body;
+pub mod mapping;
+pub mod pipeline;
 mod validate;
 mod wire;
 
