@@ -9,6 +9,7 @@ mod disk_full;
 mod edge;
 mod extreme;
 mod extremes;
+mod fuzz_corpus;
 mod generate;
 mod http;
 mod impact;
