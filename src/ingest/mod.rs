@@ -10,6 +10,7 @@
 //! `wire.rs` gives a stored event's wire form back for timelines.
 
 mod body;
+mod entity;
 pub mod mapping;
 pub mod pipeline;
 mod validate;
@@ -20,6 +21,7 @@ pub use body::{
     MessageShape, Messages, ParsedBody, decode, parse_event, parse_events, parse_messages,
     parse_ndjson,
 };
+pub use entity::{MAX_INTERESTS, check_entity};
 pub use validate::{
     ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate,
     validate_all,

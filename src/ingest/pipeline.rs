@@ -619,16 +619,27 @@ fn entity(
     id: String,
     message: &Map<String, Value>,
 ) -> Result<EntityUpdate, Untranslated> {
+    // The traits are at the root (Segment's libraries), else in
+    // `context.traits`, where Segment's spec also allows them and where
+    // RudderStack's libraries put them.
     let empty = Map::new();
-    let traits = match message.get("traits") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(Untranslated::invalid("traits", "must be an object")),
+    let in_context = message
+        .get("context")
+        .and_then(Value::as_object)
+        .and_then(|c| c.get("traits"));
+    let (traits, prefix) = match (message.get("traits"), in_context) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => (&empty, "traits"),
+        (Some(Value::Object(m)), _) => (m, "traits"),
+        (None | Some(Value::Null), Some(Value::Object(m))) => (m, "context.traits"),
+        (Some(_), _) => return Err(Untranslated::invalid("traits", "must be an object")),
+        (_, Some(_)) => {
+            return Err(Untranslated::invalid("context.traits", "must be an object"));
+        }
     };
     let read = |p: &Option<Paths>| {
         p.as_ref()
             .and_then(|p| first(traits, p))
-            .map(|(v, path)| (format!("traits.{path}"), v.clone()))
+            .map(|(v, path)| (format!("{prefix}.{path}"), v.clone()))
     };
     Ok(EntityUpdate {
         id,
