@@ -551,3 +551,39 @@ fn fusion_ingest_keeps_its_rejected_lines_as_dead_letters() {
     let replay = s.post("/v1/rejected/replay?dry_run=true", "application/json", b"");
     assert_eq!(replay.body["passed"], 0, "{}", replay.body);
 }
+
+/// The bounds: at most 1,000 letters per request (the rest counted), and
+/// the configured retention, past which the oldest go first and a counter
+/// says how many.
+#[test]
+fn dead_letters_are_bounded_per_request_and_by_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--dead-letter-max-count", "1002"]);
+    let bad: String = (0..1005)
+        .map(|i| format!("{{\"id\":\"b-{i}\",\"type\":\"purchase\",\"time\":\"2026-11-02T10:00:00Z\",\"person\":\"ana\",\"brand\":\"sweater\",\"amount\":-1}}\n"))
+        .collect();
+    let r = s.post_ndjson(&bad);
+    assert_eq!(r.body["rejected_count"], 1005, "{}", r.body);
+    let page = letters(&s, "?limit=1");
+    assert_eq!(page["held"], 1000, "{page}");
+    assert_eq!(page["not_kept"], 5);
+    assert_eq!(page["items"][0]["request"]["rejected"], 1005);
+    for i in 0..3 {
+        let m = json!({"messageId": format!("u-{i}"), "userId": "ana", "event": "Unmapped"});
+        assert_eq!(s.post_json("/v1/track", &m).body["dead_lettered"], 1);
+    }
+    let page = letters(&s, "?limit=1");
+    assert_eq!(page["held"], 1002, "{page}");
+    assert_eq!(page["dropped_by_retention"], 1, "{page}");
+    let raw: Value = serde_json::from_str(page["items"][0]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["id"], "b-1", "the oldest went first");
+    let metrics = s.get("/metrics").body.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("fusion_dead_letters_dropped_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fusion_dead_letters_not_kept_total 5"),
+        "{metrics}"
+    );
+}
