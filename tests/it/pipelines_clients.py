@@ -9,7 +9,7 @@ not know, an order without a brand) with the named library, then a retry of
 the first order with the same message id, and prints one JSON line: the
 errors the library reported (none expected), and the answers of the raw
 requests made beside it (a malformed batch). Installed by scripts/test:
-segment-analytics-python 2.*, rudder-sdk-python 2.*, cloudevents 1.*.
+segment-analytics-python 2.*, rudder-sdk-python 2.*, cloudevents 2.*.
 """
 
 import json
@@ -88,8 +88,9 @@ def tracking_api(module, base, write_key):
 
 def cloudevents_sdk(base, write_key):
     """The CloudEvents SDK builds and encodes; requests sends."""
-    from cloudevents.conversion import to_binary, to_dict, to_structured
-    from cloudevents.http import CloudEvent
+    from cloudevents.core.bindings.http import to_binary_event, to_structured_event
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
 
     types = {
         "Order Completed": "com.segment.order.completed",
@@ -101,14 +102,14 @@ def cloudevents_sdk(base, write_key):
 
     def event(message_id, name, data, time):
         return CloudEvent(
-            {
+            attributes={
                 "id": message_id,
                 "source": "/shop",
                 "type": types.get(name, "com.example." + name.lower().replace(" ", ".")),
                 "subject": "ana",
-                "time": time,
+                "time": at(time),
             },
-            data,
+            data=data,
         )
 
     def send(headers, body):
@@ -119,16 +120,17 @@ def cloudevents_sdk(base, write_key):
 
     events = [event(*t) for t in TRACKS if t[1] != "Product Viewed"]
     # The order in structured mode, the review in binary mode, the rest as
-    # one batch.
-    headers, body = to_structured(events[0])
-    send(headers, body)
-    headers, body = to_binary(events[1])
-    send(headers, body)
-    batch = json.dumps([to_dict(e) for e in events[2:]])
+    # one batch (the SDK writes each event; the batch is their JSON array).
+    message = to_structured_event(events[0])
+    send(message.headers, message.body)
+    message = to_binary_event(events[1])
+    send(message.headers, message.body)
+    fmt = JSONFormat()
+    batch = b"[" + b",".join(fmt.write(e) for e in events[2:]) + b"]"
     send({"Content-Type": "application/cloudevents-batch+json"}, batch)
     # A retry of the order.
-    headers, body = to_structured(event(*TRACKS[0]))
-    retry = send(headers, body).json()
+    message = to_structured_event(event(*TRACKS[0]))
+    retry = send(message.headers, message.body).json()
     return {"errors": errors, "retry": retry}
 
 
