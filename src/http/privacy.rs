@@ -58,13 +58,15 @@ pub async fn erase_entity<S: EventStore>(
         .keys
         .begin_erasure(Utc::now(), key_id.clone(), subject)
         .await?;
-    let removed = engine.erase(&id).await?;
-    security.keys.finish_erasure(audit, removed).await?;
-    // The rejected events that name it are copies too (issue #16).
+    // The rejected events that name it are copies too (issue #16). They go
+    // first: once the log's erasure is done the entity is unknown, and a
+    // retry after a failure here would answer 404 with the letters left.
     let letters = {
         use crate::store::DeadLetterStore;
         intake.letters.erase(id.as_str()).await?
     };
+    let removed = engine.erase(&id).await?;
+    security.keys.finish_erasure(audit, removed).await?;
     // The id stays out of the log, as out of the audit.
     let by = key_id
         .as_ref()
