@@ -45,7 +45,12 @@ use crate::domain::{Entity, EntityId, EntityKind, Event, EventId};
 use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::relspace::RelSnapshot;
 use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
-use crate::store::{AppendMode, Appended, EventStore, Outcome, StoreError};
+use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, StoreError};
+
+/// The content keys of some events of a request, by their index in it
+/// (`store::ContentKey`: a pipeline message's content, not the derived
+/// event's, decides duplicates).
+pub type ContentKeys = HashMap<usize, ContentKey>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -666,9 +671,23 @@ impl<S: EventStore> Engine<S> {
         atomic: bool,
         now: DateTime<Utc>,
     ) -> Result<IngestReport, EngineError> {
+        self.submit_keyed(events, &ContentKeys::new(), rejected, atomic, now)
+            .await
+    }
+
+    /// `submit`, where the events named in `keys` are compared with stored
+    /// ones on that content (pipeline messages).
+    pub async fn submit_keyed(
+        &self,
+        events: Vec<(usize, Event)>,
+        keys: &ContentKeys,
+        rejected: Vec<Rejection>,
+        atomic: bool,
+        now: DateTime<Utc>,
+    ) -> Result<IngestReport, EngineError> {
         let mut pending = HashMap::new();
         let (report, new) = self
-            .store_checked(events, rejected, atomic, true, now, &mut pending)
+            .store_checked_keyed(events, keys, rejected, atomic, true, now, &mut pending)
             .await?;
         if !new.is_empty() {
             self.fold_stored(new).await?;
@@ -685,6 +704,23 @@ impl<S: EventStore> Engine<S> {
     pub async fn store_checked(
         &self,
         events: Vec<(usize, Event)>,
+        rejected: Vec<Rejection>,
+        atomic: bool,
+        keep: bool,
+        now: DateTime<Utc>,
+        pending: &mut HashMap<EntityId, EntityKind>,
+    ) -> Result<(IngestReport, Vec<Event>), EngineError> {
+        let keys = ContentKeys::new();
+        self.store_checked_keyed(events, &keys, rejected, atomic, keep, now, pending)
+            .await
+    }
+
+    /// `store_checked` with content keys (`submit_keyed`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn store_checked_keyed(
+        &self,
+        events: Vec<(usize, Event)>,
+        keys: &ContentKeys,
         mut rejected: Vec<Rejection>,
         atomic: bool,
         keep: bool,
@@ -737,6 +773,11 @@ impl<S: EventStore> Engine<S> {
         };
         let ids: Vec<EventId> = good.iter().map(|(_, e)| e.id.clone()).collect();
         let (indices, good): (Vec<usize>, Vec<Event>) = good.into_iter().unzip();
+        let content: Vec<Option<ContentKey>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            indices.iter().map(|i| keys.get(i).copied()).collect()
+        };
         let committing = Instant::now();
         let (appended, kept) = if good.is_empty() {
             let none = Appended {
@@ -744,9 +785,13 @@ impl<S: EventStore> Engine<S> {
             };
             (none, Vec::new())
         } else if keep {
-            (self.store.append(good.clone(), mode).await?, good)
+            let appended = self.store.append_keyed(good.clone(), content, mode).await?;
+            (appended, good)
         } else {
-            (self.store.append(good, mode).await?, Vec::new())
+            (
+                self.store.append_keyed(good, content, mode).await?,
+                Vec::new(),
+            )
         };
         if !appended.outcomes.is_empty() {
             crate::telemetry::record_commit(committing.elapsed());

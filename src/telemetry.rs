@@ -47,6 +47,17 @@ pub const REFUSALS: &str = "fusion_requests_refused_total";
 /// Events in the state.
 pub const EVENTS_HELD: &str = "fusion_events";
 
+/// Rejections kept in the dead-letter store, by route pattern.
+pub const DEAD_LETTERS_KEPT: &str = "fusion_dead_letters_kept_total";
+/// Rejections not kept: past the first 1,000 of one request.
+pub const DEAD_LETTERS_NOT_KEPT: &str = "fusion_dead_letters_not_kept_total";
+/// Letters the retention (count and age) dropped, oldest first.
+pub const DEAD_LETTERS_DROPPED: &str = "fusion_dead_letters_dropped_total";
+/// Letters replayed, ingested and removed.
+pub const DEAD_LETTERS_REPLAYED: &str = "fusion_dead_letters_replayed_total";
+/// Letters held now (sampled at each scrape).
+pub const DEAD_LETTERS_HELD: &str = "fusion_dead_letters";
+
 /// Histogram buckets for every `*_seconds` metric: 0.5 ms to 30 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -83,6 +94,45 @@ fn field_label(field: &str) -> &'static str {
         .find(|f| **f == base)
         .copied()
         .unwrap_or("other")
+}
+
+/// Counts the letters one request kept (one route each), those past the
+/// per-request cap, and those the retention dropped meanwhile.
+pub fn record_dead_letters(routes: &[String], not_kept: u64, dropped: u64) {
+    let mut by_route: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in routes {
+        *by_route.entry(route_label(r)).or_default() += 1;
+    }
+    for (route, n) in by_route {
+        counter!(DEAD_LETTERS_KEPT, "route" => route).increment(n);
+    }
+    counter!(DEAD_LETTERS_NOT_KEPT).increment(not_kept);
+    counter!(DEAD_LETTERS_DROPPED).increment(dropped);
+}
+
+/// A bounded label for a route: an ingest route's pattern, or `other`.
+fn route_label(route: &str) -> &'static str {
+    [
+        "/v1/events",
+        "/v1/batch",
+        "/v1/track",
+        "/v1/identify",
+        "/v1/group",
+        "/v1/cloudevents",
+        "fusion ingest",
+    ]
+    .into_iter()
+    .find(|r| *r == route)
+    .unwrap_or("other")
+}
+
+pub fn record_replayed(n: u64) {
+    counter!(DEAD_LETTERS_REPLAYED).increment(n);
+}
+
+/// Sets the gauge of letters held (at a scrape).
+pub fn sample_dead_letters(held: u64) {
+    gauge!(DEAD_LETTERS_HELD).set(held as f64);
 }
 
 pub fn record_commit(elapsed: Duration) {

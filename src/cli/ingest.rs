@@ -9,7 +9,9 @@
 //! derived from the log by whoever opens it next. Reading and validating run
 //! on their own threads, ahead of the commits, so the disk and the CPU overlap.
 //! A line that is not JSON is rejected on its own (a file is not one request).
-//! A byte order mark at the start of a file is skipped.
+//! A byte order mark at the start of a file is skipped. A rejected line is
+//! kept in the store's dead-letter store, as the service keeps a rejected
+//! event (route `fusion ingest`, request `FILE:LINE`).
 //!
 //! With `--server`, requests are sized in bytes (`--request-bytes`, under the
 //! server's `--max-body`), gzip-compressed unless `--no-gzip`; a request the
@@ -28,10 +30,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::StoreArgs;
+use super::{DeadLetterArgs, StoreArgs};
 use crate::domain::Event;
+use crate::http::rejected::{Arrival, reason_of};
 use crate::ingest::{self, FieldError, Rejection, Validated, Warning};
 use crate::score::ScoringModel;
+use crate::store::dead_letters::{DeadLetters, MAX_LETTERS_PER_REQUEST, Retention};
 
 /// Lines per batch handed to the engine.
 const BATCH: usize = 20_000;
@@ -79,6 +83,10 @@ pub struct IngestArgs {
     /// with --server, the server's own setting applies)
     #[arg(long, default_value = "24h", value_parser = super::future_skew)]
     pub max_future_skew: chrono::Duration,
+    /// Locally, rejected lines are kept in the store's dead-letter store
+    /// (as the service keeps them) with this retention
+    #[command(flatten)]
+    pub dead_letters: DeadLetterArgs,
 }
 
 #[derive(Debug, Default)]
@@ -140,7 +148,7 @@ impl Totals {
 struct Batch {
     source: String,
     lines: Vec<usize>,
-    /// Raw lines, for `--server`.
+    /// Raw lines: what `--server` sends, and what a rejected line is kept as.
     raw: Vec<Vec<u8>>,
     good: Vec<(usize, Event)>,
     bad: Vec<Rejection>,
@@ -172,7 +180,6 @@ fn read_batches(
     source: String,
     size: usize,
     max_bytes: usize,
-    keep_raw: bool,
     model: &ScoringModel,
     mut emit: impl FnMut(Batch) -> bool,
 ) -> anyhow::Result<()> {
@@ -230,7 +237,7 @@ fn read_batches(
         let batch = Batch {
             source: source.clone(),
             lines,
-            raw: if keep_raw { raw } else { Vec::new() },
+            raw,
             good,
             bad,
             warnings,
@@ -278,7 +285,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             let budget = usize::try_from(args.request_bytes).unwrap_or(usize::MAX);
             ingest_server(&client, budget, &args.store, inputs, &bar)?
         }
-        None => ingest_local(&args.store, args.max_future_skew, inputs, &bar)?,
+        None => ingest_local(
+            &args.store,
+            args.dead_letters.retention(),
+            args.max_future_skew,
+            inputs,
+            &bar,
+        )?,
     };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -302,6 +315,7 @@ type Input = (Box<dyn BufRead + Send>, Option<u64>, String);
 
 fn ingest_local(
     store: &StoreArgs,
+    retention: Retention,
     max_future_skew: chrono::Duration,
     inputs: Vec<Input>,
     bar: &ProgressBar,
@@ -313,11 +327,15 @@ fn ingest_local(
             ..Default::default()
         };
         let engine = super::open_engine(store, options).await?;
+        let letters = DeadLetters::beside(engine.store(), &store.data_dir)
+            .context("cannot open the dead-letter store")?;
         let model = engine.model().clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
         let reader = std::thread::spawn(move || -> anyhow::Result<()> {
             for (r, _, source) in inputs {
-                read_batches(r, source, BATCH, BATCH_BYTES, false, &model, |b| {
+                // The raw lines stay until the batch is stored: a rejected
+                // one is kept as it was read.
+                read_batches(r, source, BATCH, BATCH_BYTES, &model, |b| {
                     tx.blocking_send(b).is_ok()
                 })?;
             }
@@ -345,6 +363,13 @@ fn ingest_local(
                 .await?;
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;
+            keep_rejected(
+                &letters,
+                retention,
+                (&batch.source, &batch.lines, &batch.raw),
+                &report.rejected,
+            )
+            .await?;
             totals.report(
                 &batch.source,
                 &batch.lines,
@@ -358,6 +383,40 @@ fn ingest_local(
             .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
         Ok(totals)
     })
+}
+
+/// Keeps a batch's rejected lines in the dead-letter store, as the
+/// service keeps a request's: route `fusion ingest`, the request named by
+/// file and line, at most `MAX_LETTERS_PER_REQUEST` per batch (the rest
+/// counted).
+async fn keep_rejected(
+    letters: &DeadLetters,
+    retention: Retention,
+    (source, lines, raw): (&str, &[usize], &[Vec<u8>]),
+    rejected: &[Rejection],
+) -> anyhow::Result<()> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let made = rejected
+        .iter()
+        .take(MAX_LETTERS_PER_REQUEST)
+        .map(|r| {
+            let line = lines.get(r.index).copied().unwrap_or(0);
+            let arrival = Arrival::command(&format!("{source}:{line}"), now);
+            arrival.letter(
+                reason_of(&r.errors),
+                r.errors.clone(),
+                raw.get(r.index).map_or(&[][..], |l| l.trim_ascii_end()),
+                rejected.len(),
+                None,
+            )
+        })
+        .collect();
+    crate::http::rejected::keep(letters, retention, made, rejected.len())
+        .await
+        .context("cannot keep the rejected lines in the dead-letter store")
 }
 
 /// Lines are checked here first (with `--model`'s currency table, the
@@ -374,7 +433,7 @@ fn ingest_server(
     let mut totals = Totals::default();
     let mut failure: Option<anyhow::Error> = None;
     for (r, _, source) in inputs {
-        read_batches(r, source, SERVER_BATCH, request_bytes, true, &model, |b| {
+        read_batches(r, source, SERVER_BATCH, request_bytes, &model, |b| {
             bar.inc(b.bytes);
             // Lines that are not events never leave this machine.
             totals.report(&b.source, &b.lines, &b.bad, b.bad.len());

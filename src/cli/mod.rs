@@ -18,7 +18,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::engine::{Engine, EngineOptions};
+use crate::ingest::mapping::Mapping;
 use crate::score::ScoringModel;
+use crate::store::dead_letters::Retention;
 use crate::store::keys::KeyFile;
 use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
 use crate::telemetry::LogFormat;
@@ -155,6 +157,52 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
             .is_some_and(|inner| inner.is::<StdoutClosed>())
             || c.is::<StdoutClosed>()
     })
+}
+
+/// The mapping of pipeline messages and the dead-letter store's
+/// retention (`serve`, issue #16).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// Mapping of Segment messages and CloudEvents to Fusion events (TOML);
+    /// the built-in models/segment-mapping.toml when absent
+    #[arg(long, env = "FUSION_MAPPING")]
+    pub mapping: Option<PathBuf>,
+    #[command(flatten)]
+    pub dead_letters: DeadLetterArgs,
+}
+
+/// The dead-letter store's retention (`serve` and `ingest`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadLetterArgs {
+    /// Most dead letters kept; past it the oldest go first
+    #[arg(long, default_value_t = Retention::default().max_count)]
+    pub dead_letter_max_count: u64,
+    /// Oldest dead letter kept (24h, 90m, 30s, 30d); older ones go first
+    #[arg(long, default_value = "30d", value_parser = future_skew)]
+    pub dead_letter_max_age: chrono::Duration,
+}
+
+impl DeadLetterArgs {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_count: self.dead_letter_max_count,
+            max_age: self.dead_letter_max_age,
+        }
+    }
+}
+
+impl PipelineArgs {
+    pub fn load_mapping(&self) -> anyhow::Result<Arc<Mapping>> {
+        let mapping = match &self.mapping {
+            None => Mapping::default_mapping(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the mapping {}", p.display()))?;
+                Mapping::from_toml(&text).with_context(|| format!("bad mapping {}", p.display()))?
+            }
+        };
+        Ok(Arc::new(mapping))
+    }
 }
 
 /// Where the store and model are, shared by every command that opens them.

@@ -11,12 +11,13 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::StoreArgs;
+use super::{PipelineArgs, StoreArgs};
 use crate::auth::keyring::BOOTSTRAP_MIN_LEN;
 use crate::engine::{Engine, EngineOptions};
 use crate::http::limits::{Edge, RateConfig, RateLimits};
 use crate::http::{self, Limits, Options, Security};
 use crate::ingest::{self, BodyFormat};
+use crate::store::dead_letters::DeadLetters;
 use crate::store::{Backend, EventStore, Keys, ScoreRow};
 
 /// How often the materialised scores are refreshed (when anything changed).
@@ -32,6 +33,8 @@ pub struct ServeArgs {
     pub bind: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub pipelines: PipelineArgs,
     /// Load the seed story into the store first, if the store is empty
     #[arg(long)]
     pub demo: bool,
@@ -334,6 +337,12 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 "bound to every interface but answering only for these hosts; name the others with --allowed-host"
             );
         }
+        let intake = Arc::new(http::Intake {
+            letters: DeadLetters::beside(&store, &args.store.data_dir)
+                .context("cannot open the dead-letter store")?,
+            retention: args.pipelines.dead_letters.retention(),
+            mapping: args.pipelines.load_mapping()?,
+        });
         let engine =
             super::engine_on(store, &place, args.store.model.as_deref(), options).await?;
         if args.demo {
@@ -367,6 +376,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         http::serve(
             engine,
             security,
+            intake,
             Options {
                 bind,
                 limits,

@@ -82,7 +82,21 @@ pub const ROUTES: &[RouteAccess] = &[
     route("GET", "/v1/brands/{brand}", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}/impact", Key(Role::Read)),
     route("POST", "/v1/admin/rescore", Key(Role::Admin)),
+    route("POST", "/v1/batch", Key(Role::Ingest)),
+    route("POST", "/v1/track", Key(Role::Ingest)),
+    route("POST", "/v1/identify", Key(Role::Ingest)),
+    route("POST", "/v1/group", Key(Role::Ingest)),
+    route("POST", "/v1/cloudevents", Key(Role::Ingest)),
+    route("GET", "/v1/rejected", Key(Role::Admin)),
+    route("DELETE", "/v1/rejected", Key(Role::Admin)),
+    route("POST", "/v1/rejected/replay", Key(Role::Admin)),
 ];
+
+/// The routes of Segment's Tracking API, whose clients send their write
+/// key as HTTP Basic auth (`Authorization: Basic base64(key:)`): there a
+/// Basic credential's user name is read as the API key. Everywhere else
+/// only `Bearer` is.
+pub const WRITE_KEY_ROUTES: [&str; 4] = ["/v1/batch", "/v1/track", "/v1/identify", "/v1/group"];
 
 /// Paths served under a prefix without a table row each (the API reference
 /// page and its vendored assets; the dashboard's compiled-in assets, which
@@ -243,7 +257,13 @@ fn admit(req: &ServiceRequest) -> Result<(), ApiError> {
     let need = need_of(req.method(), pattern.as_deref(), req.path());
     let address = req.peer_addr().map(|a| a.ip());
     let principal = match need {
-        Some(Key(role)) if security.keyring.has_keys() => match credentials(req, &security) {
+        Some(Key(role)) if security.keyring.has_keys() => match credentials(
+            req,
+            &security,
+            pattern
+                .as_deref()
+                .is_some_and(|p| WRITE_KEY_ROUTES.contains(&p)),
+        ) {
             Ok(p) => {
                 security.rates.check_key(&p.key_id)?;
                 if !p.role.grants(role) {
@@ -277,11 +297,26 @@ fn changes_state(method: &Method) -> bool {
 
 /// The request's credential: the bearer key if there is an Authorization
 /// header (a wrong one is not rescued by a cookie), else the session cookie.
-fn credentials(req: &ServiceRequest, security: &Security) -> Result<Principal, AuthError> {
+/// With `write_key` (Segment's routes), a Basic credential's user name is
+/// the key (Segment's writeKey).
+fn credentials(
+    req: &ServiceRequest,
+    security: &Security,
+    write_key: bool,
+) -> Result<Principal, AuthError> {
     let now = Utc::now();
     if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::Invalid)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Invalid)?;
+        if write_key && scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(token.trim())
+                .map_err(|_| AuthError::Invalid)?;
+            let text = String::from_utf8(decoded).map_err(|_| AuthError::Invalid)?;
+            let user = text.split(':').next().unwrap_or("");
+            return security.keyring.authenticate(user, now);
+        }
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Invalid);
         }

@@ -94,46 +94,115 @@ impl BodyShare {
     }
 }
 
-/// The events of an ingest request's body, validated, with its share of the
-/// body budget (keep it until the events are stored).
-pub struct IngestBody {
-    pub parsed: ParsedBody,
+/// What an ingest route reads from its body: the media types it takes
+/// (checked on the head, before a byte is read) and how the bytes become
+/// what the handler needs. Every ingest route reads through
+/// [`IngestBody`] with its kind, so the bounds of this module hold for all.
+pub trait BodyKind: 'static {
+    /// What the head says about the body (its format; a binary-mode
+    /// CloudEvent's attributes).
+    type Head: Send + 'static;
+    /// The body, read.
+    type Parsed: Send + 'static;
+    /// Checks the head; a media type the route does not read is 415.
+    fn head(req: &HttpRequest) -> Result<Self::Head, ApiError>;
+    /// Reads the (decompressed) body, on the blocking pool.
+    fn parse(
+        body: &[u8],
+        head: &Self::Head,
+        currencies: &CurrencyTable,
+    ) -> Result<Self::Parsed, BodyError>;
+}
+
+/// Fusion's own event bodies (`POST /v1/events`): validated as they are read.
+pub struct Events;
+
+impl BodyKind for Events {
+    type Head = BodyFormat;
+    type Parsed = ParsedBody;
+
+    fn head(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
+        let send = format!("send the events as {MEDIA_TYPES} (UTF-8)");
+        let mime = media_type(req, &send)?;
+        match mime.essence_str() {
+            "application/json" => Ok(BodyFormat::Json),
+            "application/x-ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type {other} is not read here; {send}"
+            ))),
+        }
+    }
+
+    fn parse(
+        body: &[u8],
+        head: &BodyFormat,
+        currencies: &CurrencyTable,
+    ) -> Result<ParsedBody, BodyError> {
+        crate::ingest::parse_events(body, *head, currencies)
+    }
+}
+
+/// An ingest request's body, read as its kind says, with the decoded
+/// bytes (a rejected event is kept as sent from them: `rejected.rs`) and
+/// its share of the body budget (keep it until the events are stored).
+pub struct IngestBody<K: BodyKind = Events> {
+    pub parsed: K::Parsed,
+    pub head: K::Head,
+    /// The decoded body, as sent.
+    pub bytes: Vec<u8>,
     pub share: BodyShare,
 }
 
-impl FromRequest for IngestBody {
+impl<K: BodyKind> FromRequest for IngestBody<K> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let head = read_head(req);
+        let head = read_head::<K>(req);
         let limits = req.app_data::<web::Data<Limits>>().cloned();
         let budget = req.app_data::<web::Data<BodyBudget>>().cloned();
         let currencies = req.app_data::<web::Data<CurrencyTable>>().cloned();
         let payload = payload.take();
+        let req = req.clone();
         Box::pin(async move {
-            let (format, compression) = head?;
+            let (head, compression) = head?;
             let (Some(limits), Some(budget), Some(currencies)) = (limits, budget, currencies)
             else {
                 tracing::error!("the ingest body extractor is used without its limits");
                 return Err(ApiError::Internal);
             };
+            let received_at = chrono::Utc::now();
             let (bytes, share) = read_body(payload, compression, &limits, &budget).await?;
-            let parsed =
-                web::block(move || crate::ingest::parse_events(&bytes, format, &currencies))
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(cause = %e, "the body parser failed");
-                        ApiError::Internal
-                    })??;
-            Ok(IngestBody { parsed, share })
+            let (bytes, head, parsed) = web::block(move || {
+                let parsed = K::parse(&bytes, &head, &currencies);
+                (bytes, head, parsed)
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(cause = %e, "the body parser failed");
+                ApiError::Internal
+            })?;
+            match parsed {
+                Ok(parsed) => Ok(IngestBody {
+                    parsed,
+                    head,
+                    bytes,
+                    share,
+                }),
+                Err(e) => {
+                    // A malformed body is kept too (up to a size cap).
+                    super::rejected::keep_malformed(&req, received_at, &bytes, &e).await;
+                    Err(e.into())
+                }
+            }
         })
     }
 }
 
-/// The checks made on the request head: format, compression, declared size.
-fn read_head(req: &HttpRequest) -> Result<(BodyFormat, Compression), ApiError> {
-    let format = body_format(req)?;
+/// The checks made on the request head: media type, compression, declared
+/// size.
+fn read_head<K: BodyKind>(req: &HttpRequest) -> Result<(K::Head, Compression), ApiError> {
+    let head = K::head(req)?;
     let compression = compression(req)?;
     let max = req
         .app_data::<web::Data<Limits>>()
@@ -150,28 +219,17 @@ fn read_head(req: &HttpRequest) -> Result<(BodyFormat, Compression), ApiError> {
         }
         .into());
     }
-    Ok((format, compression))
+    Ok((head, compression))
 }
 
-const MEDIA_TYPES: &str = "application/json, application/x-ndjson or application/jsonl";
-
-fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
-    let unsupported = |what: String| {
-        ApiError::UnsupportedMediaType(format!("{what}; send the events as {MEDIA_TYPES} (UTF-8)"))
-    };
+/// The request's media type, which must be present, readable and, if it
+/// says a charset, UTF-8; `send` says what the route takes (for the 415).
+pub fn media_type(req: &HttpRequest, send: &str) -> Result<mime::Mime, ApiError> {
+    let unsupported = |what: String| ApiError::UnsupportedMediaType(format!("{what}; {send}"));
     let mime = match req.mime_type() {
         Ok(Some(m)) => m,
         Ok(None) => return Err(unsupported("the request has no Content-Type".into())),
         Err(_) => return Err(unsupported("the Content-Type cannot be read".into())),
-    };
-    let format = match mime.essence_str() {
-        "application/json" => BodyFormat::Json,
-        "application/x-ndjson" | "application/jsonl" => BodyFormat::Ndjson,
-        other => {
-            return Err(unsupported(format!(
-                "Content-Type {other} is not read here"
-            )));
-        }
     };
     if let Some(charset) = mime.get_param(mime::CHARSET)
         && !charset.as_str().eq_ignore_ascii_case("utf-8")
@@ -179,8 +237,10 @@ fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
     {
         return Err(unsupported(format!("charset {charset} is not read here")));
     }
-    Ok(format)
+    Ok(mime)
 }
+
+const MEDIA_TYPES: &str = "application/json, application/x-ndjson or application/jsonl";
 
 fn compression(req: &HttpRequest) -> Result<Compression, ApiError> {
     let mut codings = Vec::new();

@@ -381,6 +381,10 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "<[ProblemItem]>::is_empty")]
     errors: &'a [ProblemItem],
+    /// Extension members (RFC 9457 3.2): those a route's clients read,
+    /// such as Segment's `code` and `message`.
+    #[serde(flatten)]
+    members: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A problem+json answer; 503 and 507 carry `Retry-After`.
@@ -390,12 +394,24 @@ pub fn problem(
     detail: &str,
     errors: &[ProblemItem],
 ) -> HttpResponse {
+    problem_with(kind, status, detail, errors, serde_json::Map::new())
+}
+
+/// `problem`, with extension members.
+fn problem_with(
+    kind: ProblemKind,
+    status: StatusCode,
+    detail: &str,
+    errors: &[ProblemItem],
+    members: serde_json::Map<String, serde_json::Value>,
+) -> HttpResponse {
     let body = Problem {
         kind: kind.type_uri(),
         title: kind.title(),
         status: status.as_u16(),
         detail,
         errors,
+        members,
     };
     let mut resp = HttpResponse::build(status);
     resp.content_type("application/problem+json");
@@ -435,11 +451,23 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut resp = problem(
+        self.response_with(serde_json::Map::new())
+    }
+}
+
+impl ApiError {
+    /// The problem answer, with extension members (a route whose clients
+    /// read their own error shape: Segment's `code` and `message`).
+    pub fn response_with(
+        &self,
+        members: serde_json::Map<String, serde_json::Value>,
+    ) -> HttpResponse {
+        let mut resp = problem_with(
             self.kind(),
             self.status_code(),
             &self.to_string(),
             &self.items(),
+            members,
         );
         let extra = match self {
             ApiError::TooManyRequests(secs) => Some((header::RETRY_AFTER, secs.to_string())),

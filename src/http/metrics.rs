@@ -47,7 +47,17 @@ pub async fn upkeep() {
 /// Prometheus text exposition of the service's metrics (docs/security.md lists them).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
-pub async fn metrics<S: EventStore>(engine: web::Data<Engine<S>>) -> HttpResponse {
+pub async fn metrics<S: EventStore>(
+    engine: web::Data<Engine<S>>,
+    intake: Option<web::Data<super::rejected::Intake>>,
+) -> HttpResponse {
+    if let Some(intake) = intake {
+        use crate::store::DeadLetterStore;
+        match intake.letters.stats().await {
+            Ok(stats) => telemetry::sample_dead_letters(stats.held),
+            Err(e) => tracing::warn!(cause = %e, "cannot count the dead letters"),
+        }
+    }
     // While the state is being rebuilt there is no state to sample: the
     // lags read 0 and `/readyz` says why.
     if let Ok(state) = engine.state() {

@@ -28,7 +28,9 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 mod params;
+mod pipelines;
 mod privacy;
+pub mod rejected;
 mod routes;
 mod schema;
 
@@ -42,10 +44,11 @@ use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 
 pub use auth::Security;
-pub use body::{BodyBudget, BodyShare, IngestBody};
+pub use body::{BodyBudget, BodyKind, BodyShare, Events, IngestBody};
 pub use cache::ReadCache;
 pub use error::{ApiError, ProblemItem, ProblemKind};
 pub use params::Params;
+pub use rejected::Intake;
 
 use crate::engine::Engine;
 use crate::ingest::BodyError;
@@ -98,6 +101,8 @@ pub struct Shared {
     cache: web::Data<ReadCache>,
     budget: web::Data<BodyBudget>,
     security: web::Data<Security>,
+    /// The dead-letter store and the mapping of every ingest route.
+    intake: web::Data<Intake>,
     /// Serve `/metrics` on the service's address (not on one of its own).
     metrics_here: bool,
 }
@@ -106,15 +111,26 @@ impl Shared {
     /// For a service run in-process (tests): no keys, any Host, keys and
     /// audit in memory.
     pub fn new(limits: &Limits) -> Self {
-        Self::with_security(limits, Arc::new(Security::in_memory()), true)
+        Self::with_security(
+            limits,
+            Arc::new(Security::in_memory()),
+            Arc::new(Intake::in_memory()),
+            true,
+        )
     }
 
     /// For `fusion serve`.
-    pub fn with_security(limits: &Limits, security: Arc<Security>, metrics_here: bool) -> Self {
+    pub fn with_security(
+        limits: &Limits,
+        security: Arc<Security>,
+        intake: Arc<Intake>,
+        metrics_here: bool,
+    ) -> Self {
         Self {
             cache: web::Data::new(ReadCache::default()),
             budget: web::Data::new(BodyBudget::new(limits.max_bodies_in_flight)),
             security: web::Data::from(security),
+            intake: web::Data::from(intake),
             metrics_here,
         }
     }
@@ -189,6 +205,7 @@ fn configure<S: EventStore>(
             .app_data(shared.cache)
             .app_data(shared.budget)
             .app_data(shared.security)
+            .app_data(shared.intake)
             .app_data(web::Data::new(limits))
             .app_data(
                 web::QueryConfig::default()
@@ -208,6 +225,7 @@ fn configure<S: EventStore>(
         }
         routes::register::<S>(cfg);
         dashboard::register::<S>(cfg);
+        pipelines::register::<S>(cfg);
         openapi::register(cfg);
     }
 }
@@ -255,11 +273,17 @@ pub struct Options {
 pub async fn serve<S: EventStore>(
     engine: Arc<Engine<S>>,
     security: Arc<Security>,
+    intake: Arc<Intake>,
     options: Options,
 ) -> std::io::Result<()> {
     metrics::recorder();
     let limits = options.limits;
-    let shared = Shared::with_security(&limits, security, options.metrics_bind.is_none());
+    let shared = Shared::with_security(
+        &limits,
+        security,
+        Arc::clone(&intake),
+        options.metrics_bind.is_none(),
+    );
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app_engine = Arc::clone(&engine);
     let server = HttpServer::new(move || app(Arc::clone(&app_engine), limits, shared.clone()))
@@ -284,6 +308,7 @@ pub async fn serve<S: EventStore>(
             let scraper = HttpServer::new(move || {
                 App::new()
                     .app_data(web::Data::from(Arc::clone(&metrics_engine)))
+                    .app_data(web::Data::from(Arc::clone(&intake)))
                     .route("/metrics", web::get().to(metrics::metrics::<S>))
             })
             .workers(1)

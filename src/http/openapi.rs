@@ -42,6 +42,9 @@ use super::schema;
         schema::BrandSummary, schema::Erasure, schema::ConsentChange, schema::Export,
         schema::LiveStats, schema::RescoreReport, schema::Role, schema::Session,
         schema::Health, schema::Ready, schema::NotReady, schema::Warning, schema::Impact,
+        schema::SegmentBody, schema::SegmentMessage, schema::SegmentAnswer, schema::SegmentProblem,
+        schema::CloudEvent, schema::DeadLetter, schema::LetterRequest, schema::RejectedPage,
+        schema::RejectedDeleted, schema::ReplayReport, schema::ReplayItem, schema::PipelineRejection,
     )),
     tags(
         (name = "events", description = "Sending events"),
@@ -50,6 +53,8 @@ use super::schema;
         (name = "privacy", description = "Erasure and access (admin)"),
         (name = "session", description = "Dashboard sessions"),
         (name = "operations", description = "Probes, metrics, the API description, rescore"),
+        (name = "pipelines", description = "Segment's Tracking API and CloudEvents, mapped by the mapping file"),
+        (name = "rejected", description = "The dead-letter store: every rejected event, for inspection and replay (admin)"),
     ),
     modifiers(&Access),
 )]
@@ -64,6 +69,8 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     api.merge(super::privacy::PrivacyApi::openapi());
     api.merge(super::auth::SessionApi::openapi());
     api.merge(super::metrics::MetricsApi::openapi());
+    api.merge(super::pipelines::PipelinesApi::openapi());
+    api.merge(super::rejected::RejectedApi::openapi());
     // Merged paths came after the modifier ran: apply it to everything.
     Access.modify(&mut api);
     api

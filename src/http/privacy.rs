@@ -7,7 +7,8 @@
 //! (the store), derived state (the engine refolds without them), the
 //! materialised `relationship_scores` on PostgreSQL (its rows go in the
 //! erasure's transaction, and every refresh replaces the table, so
-//! relationships that existed only through the erased entity go too).
+//! relationships that existed only through the erased entity go too), and
+//! the dead letters that name it (`store::dead_letters::mentions`).
 //! ARCHITECTURE.md keeps the list of copies a new feature must add here.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -43,6 +44,7 @@ pub(super) struct PrivacyApi;
 pub async fn erase_entity<S: EventStore>(
     engine: Eng<S>,
     security: web::Data<Security>,
+    intake: web::Data<super::Intake>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -56,14 +58,28 @@ pub async fn erase_entity<S: EventStore>(
         .keys
         .begin_erasure(Utc::now(), key_id.clone(), subject)
         .await?;
+    // The rejected events that name it are copies too (issue #16). They go
+    // first: once the log's erasure is done the entity is unknown, and a
+    // retry after a failure here would answer 404 with the letters left.
+    let letters = {
+        use crate::store::DeadLetterStore;
+        intake.letters.erase(id.as_str()).await?
+    };
     let removed = engine.erase(&id).await?;
     security.keys.finish_erasure(audit, removed).await?;
     // The id stays out of the log, as out of the audit.
     let by = key_id
         .as_ref()
         .map_or("none (no keys configured)", |k| k.as_str());
-    tracing::info!(audit, key_id = by, events = removed, "erased an entity");
-    Ok(HttpResponse::Ok().json(json!({"erased": id, "events_removed": removed})))
+    tracing::info!(
+        audit,
+        key_id = by,
+        events = removed,
+        dead_letters = letters,
+        "erased an entity"
+    );
+    Ok(HttpResponse::Ok()
+        .json(json!({"erased": id, "events_removed": removed, "dead_letters_removed": letters})))
 }
 
 /// Everything held about an entity: registration, every event that names

@@ -12,8 +12,9 @@ use super::body::IngestBody;
 use super::cache::ReadCache;
 use super::error::ApiError;
 use super::params::{Params, clamp_time};
+use super::rejected::{self, Arrival, Intake};
 use super::schema::{self, Problem};
-use crate::domain::{Entity, EntityId, EntityKind};
+use crate::domain::{EntityId, EntityKind};
 use crate::engine::{Engine, EngineError, RankedRelation};
 use crate::ingest::{self, MAX_REJECTIONS};
 use crate::score::{Component, Explanation};
@@ -125,17 +126,40 @@ async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
         (status = 507, description = "The store is full; nothing was stored", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn post_events<S: EventStore>(
+    req: HttpRequest,
     engine: Eng<S>,
+    intake: web::Data<Intake>,
     params: Params,
     body: IngestBody,
 ) -> Result<HttpResponse, ApiError> {
     let atomic = params.flag("atomic")?;
-    let IngestBody { parsed, share } = body;
+    let arrival = Arrival::of(&req, Utc::now());
+    let IngestBody {
+        parsed,
+        bytes,
+        share,
+        ..
+    } = body;
     // Rejections the parser counted but did not list (past the first 1,000).
     let unlisted = parsed.rejected_count - parsed.rejected.len();
+    let spans = parsed.spans;
     let result = engine
         .submit(parsed.events, parsed.rejected, atomic, Utc::now())
         .await;
+    // Every rejection is kept before the answer says it was rejected.
+    let rejected = match &result {
+        Ok(report) => &report.rejected[..],
+        Err(EngineError::AtomicRejected(rejected)) => &rejected[..],
+        Err(_) => &[][..],
+    };
+    rejected::keep_rejections(
+        &intake,
+        &arrival,
+        rejected,
+        rejected.len() + unlisted,
+        |i| spans.get(i).and_then(|s| bytes.get(s.clone())),
+    )
+    .await?;
     drop(share);
     match result {
         Ok(report) => {
@@ -181,53 +205,8 @@ async fn put_entity<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let body = body.into_inner();
-    // The same rules as events' strings and numbers (domain::bounds): both
-    // stores must hold what is accepted.
-    use crate::domain::bounds::{MAX_FOLLOWERS, NUL};
-    if body
-        .name
-        .as_ref()
-        .is_some_and(|n| n.len() > 256 || n.contains(NUL))
-    {
-        return Err(ApiError::body_field(
-            "name",
-            "must be at most 256 bytes long, without the character U+0000",
-        ));
-    }
-    if body.interests.len() > 100
-        || body
-            .interests
-            .iter()
-            .any(|i| i.trim().is_empty() || i.len() > 128 || i.contains(NUL))
-    {
-        return Err(ApiError::body_field(
-            "interests",
-            "must be at most 100 non-empty strings of at most 128 bytes, without U+0000",
-        ));
-    }
-    if body.followers.is_some() && !body.kind.is_person() {
-        return Err(ApiError::body_field(
-            "followers",
-            "only people have followers",
-        ));
-    }
-    if body.followers.is_some_and(|n| n > MAX_FOLLOWERS) {
-        return Err(ApiError::body_field(
-            "followers",
-            format!("must be at most {MAX_FOLLOWERS}"),
-        ));
-    }
-    let entity = Entity {
-        id,
-        kind: body.kind,
-        name: body.name,
-        followers: body.followers,
-        interests: body
-            .interests
-            .iter()
-            .map(|s| s.trim().to_string())
-            .collect(),
-    };
+    let entity = ingest::check_entity(id, body.kind, body.name, body.followers, body.interests)
+        .map_err(|e| ApiError::body_field(&e.field, e.message))?;
     engine.register(entity.clone()).await?;
     Ok(HttpResponse::Ok().json(entity))
 }

@@ -388,6 +388,8 @@ pub struct BrandSummary {
 pub struct Erasure {
     pub erased: String,
     pub events_removed: u64,
+    /// Kept rejections that named it, removed too.
+    pub dead_letters_removed: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -495,4 +497,187 @@ pub struct Impact {
     pub estimate: Option<serde_json::Map<String, serde_json::Value>>,
     pub brand_level: serde_json::Map<String, serde_json::Value>,
     pub note: String,
+}
+
+/// A Segment message (Segment's Tracking API spec); which members a
+/// message needs depends on its type and on the mapping file.
+#[derive(Serialize, ToSchema)]
+pub struct SegmentMessage {
+    /// track, identify, group (page, screen, alias as the mapping says).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The idempotency key.
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "userId")]
+    pub user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    pub anonymous_id: Option<String>,
+    /// The track event's name (a rule of the mapping file).
+    pub event: Option<String>,
+    pub properties: Option<serde_json::Map<String, serde_json::Value>>,
+    pub traits: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "groupId")]
+    pub group_id: Option<String>,
+    /// When it happened on the sender's clock, RFC 3339.
+    pub timestamp: Option<String>,
+    /// When the sender sent it, RFC 3339 (corrects the sender's clock skew).
+    #[serde(rename = "sentAt")]
+    pub sent_at: Option<String>,
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `POST /v1/batch`: `{"batch": [...]}`; the other Segment routes take
+/// one message.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SegmentBody {
+    Batch {
+        batch: Vec<SegmentMessage>,
+        #[serde(rename = "sentAt")]
+        sent_at: Option<String>,
+    },
+    One(Box<SegmentMessage>),
+}
+
+/// A rejected message of a pipeline request (kept in the dead-letter store).
+#[derive(Serialize, ToSchema)]
+pub struct PipelineRejection {
+    /// Position of the message in the request.
+    pub index: usize,
+    /// malformed, unmapped, invalid or conflict.
+    pub reason: String,
+    pub errors: Vec<FieldError>,
+}
+
+/// What a pipeline request did with its messages.
+#[derive(Serialize, ToSchema)]
+pub struct SegmentAnswer {
+    /// Segment's member: true when the request was read (each message is
+    /// then stored, ignored or kept).
+    pub success: Option<bool>,
+    pub messages: usize,
+    /// Events stored now (an order split by brand counts one per brand).
+    pub accepted: usize,
+    /// Events stored before (a retry).
+    pub duplicates: usize,
+    /// Entities registered or updated (identify, group).
+    pub entities: usize,
+    /// Messages the mapping lists as ignored (acknowledged, not stored).
+    pub ignored: usize,
+    /// Messages kept in the dead-letter store.
+    pub dead_lettered: usize,
+    /// The first 1,000 of those.
+    pub rejected: Vec<PipelineRejection>,
+}
+
+/// A problem answered on Segment's routes: the problem members, and
+/// Segment's `success`, `code` and `message`, which its libraries read.
+#[derive(Serialize, ToSchema)]
+pub struct SegmentProblem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub request_id: String,
+    pub errors: Option<Vec<ProblemItem>>,
+    pub success: bool,
+    /// invalid_request, request_too_large, unsupported_media_type, ...
+    pub code: String,
+    pub message: String,
+}
+
+/// A CloudEvent in structured form (CloudEvents 1.0).
+#[derive(Serialize, ToSchema)]
+pub struct CloudEvent {
+    /// 1.0
+    pub specversion: String,
+    /// With `source`, the idempotency key.
+    pub id: String,
+    pub source: String,
+    /// Mapped by the mapping file (`[cloudevents.types]`, `[events]`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: Option<String>,
+    /// The person (by default).
+    pub subject: Option<String>,
+    pub datacontenttype: Option<String>,
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The request a letter came in.
+#[derive(Serialize, ToSchema)]
+pub struct LetterRequest {
+    /// Its X-Request-Id (or the file of `fusion ingest`).
+    pub id: String,
+    /// How many of its events or messages were rejected, kept or not.
+    pub rejected: u64,
+}
+
+/// A kept rejection.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetter {
+    /// Increasing with arrival; the cursor of listings.
+    pub id: u64,
+    pub received_at: DateTime<Utc>,
+    /// The route pattern, or `fusion ingest`.
+    pub route: String,
+    /// The public id of the key used (never the key).
+    pub key_id: Option<String>,
+    /// malformed, unmapped, invalid or conflict.
+    pub reason: String,
+    /// The event or message as sent (API keys redacted), or the body.
+    pub raw: String,
+    /// `raw` is base64 (the body was not UTF-8 text).
+    pub raw_base64: bool,
+    /// `raw` was cut at 64 KiB.
+    pub truncated: bool,
+    pub errors: Vec<FieldError>,
+    pub request: LetterRequest,
+    /// What a replay needs besides `raw` (a Segment batch's sentAt).
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `GET /v1/rejected`.
+#[derive(Serialize, ToSchema)]
+pub struct RejectedPage {
+    pub items: Vec<DeadLetter>,
+    pub next_cursor: Option<String>,
+    /// Letters held now.
+    pub held: u64,
+    /// Letters the retention dropped, ever.
+    pub dropped_by_retention: u64,
+    /// Rejections never kept (past 1,000 in one request), ever.
+    pub not_kept: u64,
+}
+
+/// `DELETE /v1/rejected`.
+#[derive(Serialize, ToSchema)]
+pub struct RejectedDeleted {
+    pub deleted: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayItem {
+    pub id: u64,
+    /// ingested, would_pass, rejected or not_replayable.
+    pub outcome: String,
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// `POST /v1/rejected/replay`.
+#[derive(Serialize, ToSchema)]
+pub struct ReplayReport {
+    pub dry_run: bool,
+    pub examined: usize,
+    /// Letters that pass now (ingested and removed, unless a dry run).
+    pub passed: usize,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub entities: usize,
+    pub removed: u64,
+    pub items: Vec<ReplayItem>,
+    pub next_cursor: Option<String>,
 }

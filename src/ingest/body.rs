@@ -22,8 +22,10 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
+use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{FieldError, Rejection, Validated, Warning};
@@ -81,6 +83,9 @@ pub enum BodyError {
     NotEvents,
     #[error("the body holds no events")]
     Empty,
+    /// A pipeline body of another shape than its route reads.
+    #[error("the body must be {0}")]
+    NotMessages(&'static str),
     #[error("the body is larger than {limit} bytes{}; split it into smaller requests", if *.decoded { " once decompressed" } else { "" })]
     TooLarge { limit: usize, decoded: bool },
     #[error("the {encoding} body cannot be decompressed ({message}); check the Content-Encoding")]
@@ -102,6 +107,10 @@ pub struct ParsedBody {
     /// The first [`MAX_REJECTIONS`] warnings about accepted events, in body
     /// order (they too can be one per event, so they are bounded alike).
     pub warnings: Vec<Warning>,
+    /// Where each event (by index, accepted or not) is in the body, so a
+    /// rejected one can be kept as sent (`store::dead_letters`) without
+    /// holding more than the body.
+    pub spans: Vec<Range<usize>>,
 }
 
 impl ParsedBody {
@@ -138,6 +147,7 @@ pub fn parse_events(
     format: BodyFormat,
     currencies: &CurrencyTable,
 ) -> Result<ParsedBody, BodyError> {
+    let whole = body;
     let body = without_bom(body);
     let mut out = ParsedBody::default();
     let mut count = 0usize;
@@ -148,6 +158,7 @@ pub fn parse_events(
                     line: Some(line_no),
                     message: e.to_string(),
                 })?;
+                out.spans.push(span_of(whole, line));
                 out.push(count, checked, currencies);
                 count += 1;
             }
@@ -165,6 +176,7 @@ pub fn parse_events(
                     out: &mut out,
                     count: &mut count,
                     currencies,
+                    body: whole,
                 };
                 de::Deserializer::deserialize_seq(&mut de, visitor).map_err(malformed)?;
                 de.end().map_err(malformed)?;
@@ -177,6 +189,7 @@ pub fn parse_events(
                 if !checked.value.is_object() {
                     return Err(BodyError::NotEvents);
                 }
+                out.spans.push(span_of(whole, body.trim_ascii()));
                 out.push(0, checked, currencies);
                 count = 1;
             }
@@ -203,6 +216,12 @@ pub fn parse_event(
             errors: vec![FieldError::new("", format!("malformed JSON: {e}"))],
         }),
     }
+}
+
+/// Where `part` (a slice of `whole`) is in `whole`.
+fn span_of(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
 }
 
 /// NDJSON: one JSON value per line, as `(line number, line)`; a `\r` before
@@ -441,10 +460,13 @@ fn dot(path: &str) -> String {
 
 /// The top-level array: every element is checked and validated as it is
 /// read, then dropped.
+/// Each element is taken as its raw text first (borrowed from the body,
+/// nothing allocated), which gives its span, then read from that text.
 struct EventsVisitor<'a> {
     out: &'a mut ParsedBody,
     count: &'a mut usize,
     currencies: &'a CurrencyTable,
+    body: &'a [u8],
 }
 
 impl<'de> Visitor<'de> for EventsVisitor<'_> {
@@ -455,14 +477,183 @@ impl<'de> Visitor<'de> for EventsVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        loop {
-            let budget = Cell::new(MAX_EVENT_BYTES);
-            let Some(checked) = seq.next_element_seed(CheckedSeed { budget: &budget })? else {
-                return Ok(());
-            };
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            let text = raw.get().as_bytes();
+            // The text is JSON already: reading it again cannot fail.
+            let checked = read_checked(text).map_err(de::Error::custom)?;
+            self.out.spans.push(span_of(self.body, text));
             self.out.push(*self.count, checked, self.currencies);
             *self.count += 1;
         }
+        Ok(())
+    }
+}
+
+/// How the messages of a pipeline body are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageShape {
+    /// One message: the body is its object.
+    Object,
+    /// A JSON array of messages (a CloudEvents batch).
+    Array,
+    /// An object whose `batch` member is an array of messages; its other
+    /// members are the envelope (a Segment batch: `sentAt`, `context`, …).
+    Batch,
+}
+
+/// One message of a pipeline body: its span, and its JSON object or why
+/// it cannot be read as one (a key given twice, past the size bound, not
+/// an object). Malformed JSON fails the whole body, as for events.
+#[derive(Debug)]
+pub struct Message {
+    pub span: Range<usize>,
+    pub value: Result<Map<String, Value>, Vec<FieldError>>,
+}
+
+/// The messages of a pipeline body (Segment, CloudEvents), each checked
+/// as events are (duplicate keys, size); mapping them to events is the
+/// caller's.
+#[derive(Debug, Default)]
+pub struct Messages {
+    pub items: Vec<Message>,
+    /// The members beside `batch` of a [`MessageShape::Batch`] body.
+    pub envelope: Map<String, Value>,
+}
+
+fn message(whole: &[u8], text: &[u8]) -> Result<Message, BodyError> {
+    let checked = read_checked(text).map_err(|e| BodyError::Malformed {
+        line: None,
+        message: e.to_string(),
+    })?;
+    let value = if checked.oversized {
+        Err(vec![FieldError::new(
+            "",
+            format!("the message is larger than {MAX_EVENT_BYTES} bytes; put large data elsewhere"),
+        )])
+    } else if !checked.duplicates.is_empty() {
+        Err(checked
+            .duplicates
+            .iter()
+            .map(|key| {
+                FieldError::new(
+                    key,
+                    "appears more than once in the message; send each key once",
+                )
+            })
+            .collect())
+    } else {
+        match checked.value {
+            Value::Object(m) => Ok(m),
+            _ => Err(vec![FieldError::new("", "a message must be a JSON object")]),
+        }
+    };
+    Ok(Message {
+        span: span_of(whole, text),
+        value,
+    })
+}
+
+/// Reads the messages of a (decompressed) pipeline body. A body that is
+/// not JSON of the shape is an error as a whole; each message is otherwise
+/// read on its own.
+pub fn parse_messages(body: &[u8], shape: MessageShape) -> Result<Messages, BodyError> {
+    let whole = body;
+    let body = without_bom(body).trim_ascii();
+    let malformed = |e: serde_json::Error| BodyError::Malformed {
+        line: None,
+        message: e.to_string(),
+    };
+    let mut out = Messages::default();
+    fn elements(text: &str) -> Result<Vec<&RawValue>, BodyError> {
+        serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| BodyError::Malformed {
+            line: None,
+            message: e.to_string(),
+        })
+    }
+    let text = std::str::from_utf8(body).map_err(|e| BodyError::Malformed {
+        line: None,
+        message: format!("the body is not UTF-8: {e}"),
+    })?;
+    match shape {
+        MessageShape::Object => {
+            if !body.starts_with(b"{") {
+                serde_json::from_str::<IgnoredAny>(text).map_err(malformed)?;
+                return Err(BodyError::NotMessages("a JSON object"));
+            }
+            out.items.push(message(whole, body)?);
+        }
+        MessageShape::Array => {
+            if !body.starts_with(b"[") {
+                serde_json::from_str::<IgnoredAny>(text).map_err(malformed)?;
+                return Err(BodyError::NotMessages("a JSON array of objects"));
+            }
+            for raw in elements(text)? {
+                out.items.push(message(whole, raw.get().as_bytes())?);
+            }
+        }
+        MessageShape::Batch => {
+            let members: Vec<(String, &RawValue)> = serde_json::from_str::<BatchMembers>(text)
+                .map_err(|e| {
+                    if e.is_data() {
+                        BodyError::NotMessages("an object with a `batch` array")
+                    } else {
+                        malformed(e)
+                    }
+                })?
+                .0;
+            let mut batch = None;
+            for (key, raw) in members {
+                if out.envelope.contains_key(&key) || (key == "batch" && batch.is_some()) {
+                    return Err(BodyError::Malformed {
+                        line: None,
+                        message: format!("the key `{key}` appears more than once"),
+                    });
+                }
+                if key == "batch" {
+                    batch = Some(raw);
+                } else {
+                    let v: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
+                    out.envelope.insert(key, v);
+                }
+            }
+            let Some(batch) = batch else {
+                return Err(BodyError::NotMessages("an object with a `batch` array"));
+            };
+            if !batch.get().starts_with('[') {
+                return Err(BodyError::NotMessages("an object with a `batch` array"));
+            }
+            for raw in elements(batch.get())? {
+                out.items.push(message(whole, raw.get().as_bytes())?);
+            }
+        }
+    }
+    if out.items.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    Ok(out)
+}
+
+/// The members of an object in order, duplicates kept (so they can be
+/// refused), each as raw text.
+struct BatchMembers<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for BatchMembers<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BatchMembers<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(BatchMembers(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -744,6 +935,43 @@ mod tests {
             decode(plain.as_bytes(), Compression::Gzip, 1 << 20),
             Err(BodyError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn every_event_has_its_span_in_the_body() {
+        let (a, b) = (purchase("a"), purchase("b"));
+        for (body, format) in [
+            (format!("\u{feff}{a}\r\n\n{b}\n"), BodyFormat::Ndjson),
+            (format!(" [ {a} ,\n{b}]"), BodyFormat::Json),
+        ] {
+            let p = parse_events(body.as_bytes(), format, &currencies()).unwrap();
+            let texts: Vec<&str> = p.spans.iter().map(|s| &body[s.clone()]).collect();
+            assert_eq!(texts, [a.as_str(), b.as_str()], "{body:?}");
+        }
+        let body = format!("  {a}\n");
+        let p = parse_events(body.as_bytes(), BodyFormat::Json, &currencies()).unwrap();
+        assert_eq!(&body[p.spans[0].clone()], a);
+    }
+
+    #[test]
+    fn messages_of_a_batch_keep_their_envelope_and_spans() {
+        let body = r#"{"batch":[{"a":1},{"b":2,"b":3},7],"sentAt":"x"}"#;
+        let m = parse_messages(body.as_bytes(), MessageShape::Batch).unwrap();
+        assert_eq!(m.envelope["sentAt"], "x");
+        assert_eq!(&body[m.items[0].span.clone()], r#"{"a":1}"#);
+        assert!(m.items[0].value.is_ok());
+        assert_eq!(m.items[1].value.as_ref().unwrap_err()[0].field, "b");
+        assert!(m.items[2].value.is_err());
+        for (bad, shape) in [
+            ("{\"batch\":[", MessageShape::Batch),
+            ("{\"batch\":{}}", MessageShape::Batch),
+            ("{\"events\":[]}", MessageShape::Batch),
+            ("{\"batch\":[]}", MessageShape::Batch),
+            ("[1]", MessageShape::Object),
+            ("{}", MessageShape::Array),
+        ] {
+            assert!(parse_messages(bad.as_bytes(), shape).is_err(), "{bad}");
+        }
     }
 
     fn gz_prefix(plain: &str) -> Vec<u8> {

@@ -10,13 +10,18 @@
 //! `wire.rs` gives a stored event's wire form back for timelines.
 
 mod body;
+mod entity;
+pub mod mapping;
+pub mod pipeline;
 mod validate;
 mod wire;
 
 pub use body::{
-    BodyDecoder, BodyError, BodyFormat, Compression, MAX_EVENT_BYTES, MAX_REJECTIONS, ParsedBody,
-    decode, parse_event, parse_events, parse_ndjson,
+    BodyDecoder, BodyError, BodyFormat, Compression, MAX_EVENT_BYTES, MAX_REJECTIONS, Message,
+    MessageShape, Messages, ParsedBody, decode, parse_event, parse_events, parse_messages,
+    parse_ndjson,
 };
+pub use entity::{MAX_INTERESTS, check_entity};
 pub use validate::{
     ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate,
     validate_all,

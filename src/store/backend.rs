@@ -2,7 +2,10 @@
 //! by default, PostgreSQL with `--database-url`). It only delegates, so the
 //! engine and the HTTP layer have one concrete type.
 
-use super::{AppendMode, Appended, EmbeddedStore, EventStore, PostgresStore, ScoreRow, StoreError};
+use super::{
+    AppendMode, Appended, ContentKey, EmbeddedStore, EventStore, PostgresStore, ScoreRow,
+    StoreError,
+};
 use crate::domain::{Entity, EntityId, Event, EventId};
 
 #[derive(Clone)]
@@ -39,8 +42,13 @@ macro_rules! delegate {
 }
 
 impl EventStore for Backend {
-    async fn append(&self, events: Vec<Event>, mode: AppendMode) -> Result<Appended, StoreError> {
-        delegate!(self, s => s.append(events, mode))
+    async fn append_keyed(
+        &self,
+        events: Vec<Event>,
+        keys: Vec<Option<ContentKey>>,
+        mode: AppendMode,
+    ) -> Result<Appended, StoreError> {
+        delegate!(self, s => s.append_keyed(events, keys, mode))
     }
     async fn scan(&self) -> Result<Vec<Event>, StoreError> {
         delegate!(self, s => s.scan())

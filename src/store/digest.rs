@@ -32,6 +32,24 @@ pub struct Digest {
     attributes: [u8; 8],
 }
 
+/// The content of an event as its sender's source message says it, when
+/// that is not the derived event: a Segment message or a CloudEvent minus
+/// its transport fields (`ingest::segment`, `ingest::cloudevents`). A retry
+/// of such a message can map to another event (its time is corrected for
+/// the sender's clock skew at each delivery), yet it is the same message:
+/// the store compares this key instead of the derived event's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentKey([u8; 16]);
+
+impl ContentKey {
+    /// The key of these bytes (SHA-256, first 16 bytes): the caller passes
+    /// a canonical form of the content (JSON with sorted keys).
+    pub fn of(bytes: &[u8]) -> ContentKey {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        ContentKey(hash[..16].try_into().expect("16 of 32 bytes"))
+    }
+}
+
 /// How an event compares with the stored event of the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sameness {
@@ -132,6 +150,19 @@ impl Digest {
         };
         out.push(b'}');
         Digest::from_hashes(content, attributes)
+    }
+
+    /// `write_json`, with the content part given by the caller when `key`
+    /// is (the attributes part is always the event's).
+    pub fn write_json_keyed(event: &Event, key: Option<&ContentKey>, out: &mut Vec<u8>) -> Digest {
+        let digest = Digest::write_json(event, out);
+        match key {
+            Some(k) => Digest {
+                content: k.0,
+                ..digest
+            },
+            None => digest,
+        }
     }
 
     /// How `self` (a sent event) compares with `stored`.

@@ -38,7 +38,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::digest::{DIGEST_LEN, Sameness};
-use super::{AppendMode, Appended, Digest, EventStore, Outcome, StoreError};
+use super::{AppendMode, Appended, ContentKey, Digest, EventStore, Outcome, StoreError};
 use crate::domain::{Entity, EntityId, Event, EventId};
 
 const EVENTS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("events");
@@ -251,18 +251,20 @@ async fn recv<T>(rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, Stor
 }
 
 impl EventStore for EmbeddedStore {
-    fn append(
+    fn append_keyed(
         &self,
         events: Vec<Event>,
+        keys: Vec<Option<ContentKey>>,
         mode: AppendMode,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         let (tx, rx) = oneshot::channel();
         let encoded: Vec<Encoded> = events
             .iter()
-            .map(|e| Encoded {
+            .enumerate()
+            .map(|(i, e)| Encoded {
                 id: e.id.to_string(),
                 time: time_key(e),
-                value: encode(e),
+                value: encode(e, keys.get(i).copied().flatten().as_ref()),
             })
             .collect();
         let sent = self.send(Write::Append(encoded, mode, tx));
@@ -366,12 +368,13 @@ impl EventStore for EmbeddedStore {
 /// with it).
 const WITH_DIGEST: u8 = 0;
 
-/// The stored value of an event: `WITH_DIGEST`, the digest, the body.
-fn encode(event: &Event) -> Vec<u8> {
+/// The stored value of an event: `WITH_DIGEST`, the digest (its content
+/// part `key` when given), the body.
+fn encode(event: &Event, key: Option<&ContentKey>) -> Vec<u8> {
     let mut value = Vec::with_capacity(256);
     value.push(WITH_DIGEST);
     value.extend_from_slice(&[0; DIGEST_LEN]);
-    let digest = Digest::write_json(event, &mut value);
+    let digest = Digest::write_json_keyed(event, key, &mut value);
     value[1..1 + DIGEST_LEN].copy_from_slice(&digest.to_bytes());
     value
 }

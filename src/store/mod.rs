@@ -27,13 +27,15 @@ use std::future::Future;
 use crate::domain::{Entity, EntityId, Event, EventId};
 
 pub mod backend;
+pub mod dead_letters;
 pub mod digest;
 pub mod embedded;
 pub mod keys;
 pub mod postgres;
 
 pub use backend::Backend;
-pub use digest::Digest;
+pub use dead_letters::{DeadLetterStore, DeadLetters};
+pub use digest::{ContentKey, Digest};
 pub use embedded::EmbeddedStore;
 pub use keys::{KeyStore, Keys};
 pub use postgres::PostgresStore;
@@ -142,6 +144,19 @@ pub trait EventStore: Send + Sync + 'static {
     fn append(
         &self,
         events: Vec<Event>,
+        mode: AppendMode,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        self.append_keyed(events, Vec::new(), mode)
+    }
+
+    /// `append`, where `keys[i]`, when present, is the content of
+    /// `events[i]` that duplicates are decided on (`ContentKey`: a pipeline
+    /// message's content, not the derived event's); a missing or `None`
+    /// key means the event's own content.
+    fn append_keyed(
+        &self,
+        events: Vec<Event>,
+        keys: Vec<Option<ContentKey>>,
         mode: AppendMode,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 

@@ -134,7 +134,12 @@ fn poisoned(e: &Event) -> bool {
 }
 
 impl EventStore for Refusing {
-    async fn append(&self, events: Vec<Event>, mode: AppendMode) -> Result<Appended, StoreError> {
+    async fn append_keyed(
+        &self,
+        events: Vec<Event>,
+        _keys: Vec<Option<fusion::store::ContentKey>>,
+        mode: AppendMode,
+    ) -> Result<Appended, StoreError> {
         let refuse = events.iter().any(poisoned);
         if refuse && mode == AppendMode::AllOrNothing {
             return Ok(Appended {

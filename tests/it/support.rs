@@ -173,6 +173,7 @@ impl Server {
         loop {
             if let Ok(r) = self.agent.get(&format!("{}/readyz", self.base)).call()
                 && r.status() == 200
+                && self.listens_itself()
             {
                 return;
             }
@@ -185,6 +186,43 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the process listening on the server's port is this child.
+    /// Two tests can draw the same free port; the second server then fails
+    /// to bind, but its `/readyz` poll could be answered by the first one
+    /// before it exits, and the test would run against another test's
+    /// server (`http::oversized_bodies_are_413` once got 200 that way).
+    /// Linux: the listening socket's inode (`/proc/net/tcp`) must be one of
+    /// the child's descriptors.
+    fn listens_itself(&self) -> bool {
+        let port = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok());
+        let Some(port) = port else { return false };
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let wanted = format!(":{port:04X}");
+        let inodes: Vec<String> = tcp
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // local address, state 0A (LISTEN), inode
+                (f.len() > 9 && f[1].ends_with(&wanted) && f[3] == "0A")
+                    .then(|| format!("socket:[{}]", f[9]))
+            })
+            .collect();
+        let fds = format!("/proc/{}/fd", self.child.id());
+        std::fs::read_dir(fds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.to_str() == Some(i.as_str())))
+            })
     }
 
     fn reply(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {

@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_security",
         include_str!("migrations/0004_security.sql"),
     ),
+    (
+        "0010_dead_letters",
+        include_str!("migrations/0010_dead_letters.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

@@ -42,9 +42,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::digest::Sameness;
-use super::{AppendMode, Appended, Digest, EventStore, Outcome, ScoreRow, StoreError};
+use super::{AppendMode, Appended, ContentKey, Digest, EventStore, Outcome, ScoreRow, StoreError};
 use crate::domain::{Entity, EntityId, Event, EventId};
 
+mod dead_letters;
 mod keys;
 mod migrate;
 mod tls;
@@ -313,9 +314,10 @@ impl PostgresStore {
 }
 
 impl EventStore for PostgresStore {
-    fn append(
+    fn append_keyed(
         &self,
         events: Vec<Event>,
+        keys: Vec<Option<ContentKey>>,
         mode: AppendMode,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         let writer = self.writer.clone();
@@ -325,9 +327,11 @@ impl EventStore for PostgresStore {
             }
             let (bodies, digests) = events
                 .iter()
-                .map(|e| {
+                .enumerate()
+                .map(|(i, e)| {
                     let mut body = Vec::with_capacity(256);
-                    let digest = Digest::write_json(e, &mut body);
+                    let key = keys.get(i).copied().flatten();
+                    let digest = Digest::write_json_keyed(e, key.as_ref(), &mut body);
                     (body, digest)
                 })
                 .unzip();
