@@ -17,7 +17,8 @@
 //! server's `--max-body`), gzip-compressed unless `--no-gzip`; a request the
 //! server finds too large (413) is split in two, down to a single line, which
 //! is then reported as rejected; 503 and 507 are retried after the server's
-//! `Retry-After`, a bounded number of times.
+//! `Retry-After`, a bounded number of times. Every line is sent, so the
+//! server keeps each one it rejects in its dead-letter store.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -419,9 +420,13 @@ async fn keep_rejected(
         .context("cannot keep the rejected lines in the dead-letter store")
 }
 
-/// Lines are checked here first (with `--model`'s currency table, the
-/// built-in one by default: keep it the server's), so lines that are not
-/// events never leave this machine; the server checks again.
+/// Every line goes to the server, which answers for each and keeps each
+/// one it rejects in its dead-letter store (issue 16: a rejected line must
+/// not live only on this machine's stderr). Lines are still read here first
+/// (with `--model`'s currency table, the built-in one by default: keep it
+/// the server's) for the request sizes and the warnings. A line that is not
+/// JSON would make a whole NDJSON request malformed, so each such line goes
+/// alone: the server keeps it as a malformed body.
 fn ingest_server(
     client: &Client,
     request_bytes: usize,
@@ -435,14 +440,18 @@ fn ingest_server(
     for (r, _, source) in inputs {
         read_batches(r, source, SERVER_BATCH, request_bytes, &model, |b| {
             bar.inc(b.bytes);
-            // Lines that are not events never leave this machine.
-            totals.report(&b.source, &b.lines, &b.bad, b.bad.len());
             totals.warn(&b.source, &b.lines, &b.warnings);
-            let keep: Vec<usize> = b.good.iter().map(|(i, _)| *i).collect();
-            if keep.is_empty() {
-                return true;
-            }
-            match send_lines(client, &b, &keep, &mut totals) {
+            let (texts, malformed): (Vec<usize>, Vec<usize>) =
+                (0..b.raw.len()).partition(|&i| ingest::is_json_text(&b.raw[i]));
+            let sent = (!texts.is_empty())
+                .then(|| send_lines(client, &b, &texts, &mut totals))
+                .unwrap_or(Ok(()))
+                .and_then(|()| {
+                    malformed
+                        .iter()
+                        .try_for_each(|&i| send_malformed(client, &b, i, &mut totals))
+                });
+            match sent {
                 Ok(()) => true,
                 Err(e) => {
                     failure = Some(e);
@@ -479,6 +488,8 @@ fn send_lines(
             totals.report(&b.source, &lines, &r.rejected, r.rejected_count);
             Ok(())
         }
+        // Every line sent together is JSON: the server found otherwise.
+        Answer::Malformed(text) => bail!("the server found a request malformed: {text}"),
         Answer::TooLarge if keep.len() > 1 => {
             let (first, second) = keep.split_at(keep.len() / 2);
             send_lines(client, b, first, totals)?;
@@ -504,11 +515,41 @@ fn send_lines(
     }
 }
 
+/// Sends line `i` of a batch, which is not JSON, alone: the server answers
+/// 400 and keeps it as a malformed body; it is reported with this
+/// command's own reading of it.
+fn send_malformed(client: &Client, b: &Batch, i: usize, totals: &mut Totals) -> anyhow::Result<()> {
+    let line = b.raw[i].strip_suffix(b"\n").unwrap_or(&b.raw[i]);
+    let lines = [b.lines[i]];
+    match client.post(line)? {
+        Answer::Malformed(_) | Answer::TooLarge => {
+            let mut rejection = b
+                .bad
+                .iter()
+                .find(|r| r.index == i)
+                .cloned()
+                .context("a line that is not JSON has no rejection of its own")?;
+            rejection.index = 0;
+            totals.report(&b.source, &lines, &[rejection], 1);
+            Ok(())
+        }
+        Answer::Report(r) => {
+            // A server that reads the line as JSON after all: its answer.
+            totals.accepted += r.accepted;
+            totals.duplicates += r.duplicates;
+            totals.report(&b.source, &lines, &r.rejected, r.rejected_count);
+            Ok(())
+        }
+    }
+}
+
 /// A server's answer to one request of events.
 enum Answer {
     Report(ServerReport),
     /// 413: the request is larger than the server accepts.
     TooLarge,
+    /// 400 on the body as a whole, with the server's detail.
+    Malformed(String),
 }
 
 struct ServerReport {
@@ -599,6 +640,7 @@ impl Client {
             match status {
                 200..=299 => return Ok(Answer::Report(server_report(&text)?)),
                 413 => return Ok(Answer::TooLarge),
+                400 => return Ok(Answer::Malformed(text)),
                 429 | 503 | 507 if attempt < MAX_ATTEMPTS => {
                     let wait = Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_RETRY_WAIT);
                     tracing::warn!(status, attempt, ?wait, "the server asks to retry later");

@@ -218,6 +218,13 @@ pub fn parse_event(
     }
 }
 
+/// Whether `json` is one JSON text as the service reads it (duplicate keys
+/// and the size cap are the event checks' business, not this): a line for
+/// which this is false makes a whole NDJSON request malformed.
+pub fn is_json_text(json: &[u8]) -> bool {
+    read_checked(json).is_ok()
+}
+
 /// Where `part` (a slice of `whole`) is in `whole`.
 fn span_of(whole: &[u8], part: &[u8]) -> Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);

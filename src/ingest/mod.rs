@@ -18,8 +18,8 @@ mod wire;
 
 pub use body::{
     BodyDecoder, BodyError, BodyFormat, Compression, MAX_EVENT_BYTES, MAX_REJECTIONS, Message,
-    MessageShape, Messages, ParsedBody, decode, parse_event, parse_events, parse_messages,
-    parse_ndjson,
+    MessageShape, Messages, ParsedBody, decode, is_json_text, parse_event, parse_events,
+    parse_messages, parse_ndjson,
 };
 pub use entity::{MAX_INTERESTS, check_entity};
 pub use validate::{

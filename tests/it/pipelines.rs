@@ -552,6 +552,43 @@ fn fusion_ingest_keeps_its_rejected_lines_as_dead_letters() {
     assert_eq!(replay.body["passed"], 0, "{}", replay.body);
 }
 
+/// `fusion ingest --server` once checked lines itself and sent only the
+/// valid ones, so a line it rejected lived only on its stderr: every line
+/// must reach the server, which keeps each one it rejects (a line that is
+/// not JSON as a malformed body of its own).
+#[test]
+fn fusion_ingest_to_a_server_leaves_its_rejected_lines_in_the_servers_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(
+        &file,
+        format!("{NATIVE_STORY}{{\"id\":\"bad\",\"type\":\"purchase\",\"time\":\"2026-11-02T10:00:00Z\",\"person\":\"ana\",\"brand\":\"sweater\",\"amount\":-1}}\nnot json\n"),
+    )
+    .unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]);
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["ingest", "--server", &s.base])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rejected=2"), "{stdout}");
+    assert!(
+        stderr.contains(":5") && stderr.contains("amount"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(":6"), "{stderr}");
+    let page = letters(&s, "?route=%2Fv1%2Fevents");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    assert_eq!(items[0]["reason"], "invalid", "{page}");
+    assert_eq!(items[0]["errors"][0]["field"], "amount", "{page}");
+    assert_eq!(items[1]["reason"], "malformed", "{page}");
+    assert_eq!(items[1]["raw"], "not json", "{page}");
+}
+
 /// The bounds: at most 1,000 letters per request (the rest counted), and
 /// the configured retention, past which the oldest go first and a counter
 /// says how many.
