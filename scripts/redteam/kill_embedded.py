@@ -2,6 +2,8 @@
 """Red team: SIGKILL `fusion serve` (embedded store) mid-stream, many times.
 
 Usage: kill_embedded.py BINARY ROUNDS [PORT]
+       STORE="--database-url URL" kill_embedded.py ...   (PostgreSQL; the
+       database must be empty: the script cannot wipe it)
 
 Each round starts `serve` on the same data dir, posts batches of events
 from several threads (mixed types, times out of order so late events refold,
@@ -12,7 +14,7 @@ never sent. At the end: scores over HTTP at a fixed time equal `fusion
 score` on the same store and `fusion rescore` reports its drift.
 Prints a `name=value` summary and FAIL lines; exit 1 on any failure.
 """
-import json, os, random, signal, subprocess, sys, threading, time, urllib.parse
+import json, os, random, shlex, signal, subprocess, sys, threading, time, urllib.parse
 import requests
 
 BIN = sys.argv[1]
@@ -20,6 +22,7 @@ ROUNDS = int(sys.argv[2])
 PORT = int(sys.argv[3]) if len(sys.argv) > 3 else 18490
 BASE = f"http://127.0.0.1:{PORT}"
 DIR = f"/tmp/h8-kill-{PORT}"
+STORE = shlex.split(os.environ.get("STORE", "")) or ["--data-dir", DIR]
 THREADS = 4
 BRANDS = [f"b{i}" for i in range(4)]
 AT = "2026-12-01T00:00:00Z"
@@ -37,7 +40,7 @@ def fail(msg):
 
 def start():
     log = open(f"{DIR}.log", "a")
-    p = subprocess.Popen([BIN, "serve", "--data-dir", DIR, "--bind", f"127.0.0.1:{PORT}"],
+    p = subprocess.Popen([BIN, "serve", *STORE, "--bind", f"127.0.0.1:{PORT}"],
                          stdout=log, stderr=log)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -181,7 +184,7 @@ def main():
     p.wait(timeout=60)
     worst = 0.0
     for pe, b in rels:
-        c = subprocess.run([BIN, "score", pe, b, "--at", AT, "--json", "--data-dir", DIR],
+        c = subprocess.run([BIN, "score", pe, b, "--at", AT, "--json", *STORE],
                            capture_output=True, text=True)
         cli = json.loads(c.stdout).get("score") if c.returncode == 0 else c.returncode
         if isinstance(cli, float) and isinstance(http[(pe, b)], float):
@@ -190,7 +193,7 @@ def main():
             fail(f"score {pe} {b}: http {http[(pe, b)]} cli {cli}")
     if worst > 1e-6:
         fail(f"http score after restarts differs from fusion score by {worst}")
-    rs = subprocess.run([BIN, "rescore", "--data-dir", DIR], capture_output=True, text=True)
+    rs = subprocess.run([BIN, "rescore", *STORE], capture_output=True, text=True)
     print(rs.stdout.strip(), rs.stderr.strip())
     print(f"kills={kills} acked={len(acked)} stored={stored} sent={len(sent_ids)} "
           f"http_vs_cli_max_diff={worst:.3e} failures={len(fails)}")
