@@ -709,3 +709,67 @@ fn concurrent_requests_cannot_give_one_id_two_kinds() {
         both.len()
     );
 }
+
+/// Red team (H8b): `POST /v1/admin/rescore` builds a fresh state from a scan
+/// of the log taken at its start, off the fold lock, then swaps it in whole.
+/// Events acknowledged (stored and folded) between the scan and the swap
+/// vanished from the live state: timelines and scores left them out until
+/// the next restart, which folds the log again and brings them back.
+/// Right: a rescore loses nothing acknowledged; after it, the live state
+/// holds every accepted event.
+#[test]
+fn a_rescore_loses_no_event_acknowledged_while_it_ran() {
+    let (_d, s) = server();
+    // A log large enough that a rescore takes a while.
+    let t = "2026-10-01T00:00:00Z";
+    let base: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"id": format!("base-{i}"), "type": "purchase", "time": t, "person": format!("c{}", i % 2000), "brand": format!("b{}", i % 50), "amount": 3})
+            )
+        })
+        .collect();
+    assert_eq!(s.post_ndjson(&base).body["accepted"], 20_000);
+    let writers = ["w0", "w1", "w2"];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let accepted = std::thread::scope(|scope| {
+        let posting: Vec<_> = writers
+            .iter()
+            .map(|w| {
+                let (s, stop) = (&s, &stop);
+                scope.spawn(move || {
+                    let mut accepted = 0;
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let batch: Vec<Value> = (0..10)
+                            .map(|j| json!({"id": format!("{w}-{n}-{j}"), "type": "purchase", "time": t, "person": w, "brand": "b0", "amount": 1}))
+                            .collect();
+                        n += 1;
+                        let r = s.post_json("/v1/events", &Value::Array(batch));
+                        accepted += r.body["accepted"].as_u64().unwrap_or(0);
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        for _ in 0..8 {
+            let r = s.post("/v1/admin/rescore", "application/json", b"");
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        posting.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    let folded: u64 = writers
+        .iter()
+        .map(|w| {
+            s.get(&format!("/v1/entities/{w}")).body["event_count"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        folded, accepted,
+        "the live state holds {folded} of the {accepted} events acknowledged during the rescores"
+    );
+}
