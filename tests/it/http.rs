@@ -773,3 +773,62 @@ fn a_rescore_loses_no_event_acknowledged_while_it_ran() {
         "the live state holds {folded} of the {accepted} events acknowledged during the rescores"
     );
 }
+
+/// Red team (H8b): an erasure racing a request about the same person
+/// leaves a live state that is not the log's: the erasure's store step and
+/// its state step are not ordered with the request's append and fold, so an
+/// event the erasure removed from the log can be folded after it (the live
+/// server shows it; a restart drops it), or one stored after the erasure is
+/// erased from the state only (a restart brings it back).
+/// `scripts/redteam/erase_race.py` is the same under load.
+/// Right: after the dust settles, the live state is the log's: every
+/// timeline reads the same before and after a restart.
+#[test]
+fn an_erasure_racing_an_event_about_the_same_person_leaves_the_state_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let t = "2026-10-01T00:00:00Z";
+    let people: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    for (i, p) in people.iter().enumerate() {
+        let first = json!({"id": format!("{p}-0"), "type": "purchase", "time": t, "person": p, "brand": "b", "amount": 1});
+        assert_eq!(s.post_json("/v1/events", &first).body["accepted"], 1);
+        let batch: Vec<Value> = (1..20)
+            .map(|j| json!({"id": format!("{p}-{j}"), "type": "purchase", "time": t, "person": p, "brand": format!("b{}", (i + j) % 3), "amount": j}))
+            .collect();
+        std::thread::scope(|scope| {
+            for k in 0..4 {
+                let batch: Vec<Value> = batch
+                    .iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e["id"] = json!(format!("{}-{k}", e["id"].as_str().unwrap()));
+                        e
+                    })
+                    .collect();
+                let s = &s;
+                scope.spawn(move || s.post_json("/v1/events", &Value::Array(batch)));
+            }
+            scope.spawn(|| s.delete(&format!("/v1/entities/{p}")));
+        });
+    }
+    let timelines = |s: &Server| -> Vec<(u16, usize)> {
+        people
+            .iter()
+            .map(|p| {
+                let r = s.get(&format!("/v1/entities/{p}/events?limit=100"));
+                (r.status, r.body["items"].as_array().map_or(0, Vec::len))
+            })
+            .collect()
+    };
+    let live = timelines(&s);
+    s.terminate();
+    let s = Server::start(dir.path(), &[]);
+    let after_restart = timelines(&s);
+    let differ: Vec<_> = people
+        .iter()
+        .zip(live.iter().zip(&after_restart))
+        .filter(|(_, (a, b))| a != b)
+        .map(|(p, (a, b))| format!("{p}: live {a:?}, after restart {b:?}"))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+}
