@@ -788,7 +788,7 @@ fn an_erasure_racing_an_event_about_the_same_person_leaves_the_state_the_logs() 
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let t = "2026-10-01T00:00:00Z";
-    let people: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    let people: Vec<String> = (0..250).map(|i| format!("v{i}")).collect();
     for (i, p) in people.iter().enumerate() {
         let first = json!({"id": format!("{p}-0"), "type": "purchase", "time": t, "person": p, "brand": "b", "amount": 1});
         assert_eq!(s.post_json("/v1/events", &first).body["accepted"], 1);
