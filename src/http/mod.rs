@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 mod params;
+mod path;
 mod privacy;
 mod routes;
 mod schema;

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::auth::{Security, principal};
+use super::path::Path;
 use super::routes::{entity_id, relationship_view};
 use super::schema::{self, Problem};
 use crate::domain::{EntityKind, EventKind};
@@ -44,7 +45,7 @@ pub async fn erase_entity<S: EventStore>(
     engine: Eng<S>,
     security: web::Data<Security>,
     req: HttpRequest,
-    path: web::Path<String>,
+    path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     if engine.state()?.kind(&id).is_none() {
@@ -78,7 +79,7 @@ pub async fn erase_entity<S: EventStore>(
     ))]
 pub async fn export_entity<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let now = Utc::now();

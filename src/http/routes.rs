@@ -12,6 +12,7 @@ use super::body::IngestBody;
 use super::cache::ReadCache;
 use super::error::ApiError;
 use super::params::{Params, clamp_time};
+use super::path::Path;
 use super::schema::{self, Problem};
 use crate::domain::{Entity, EntityId, EntityKind};
 use crate::engine::{Engine, EngineError, RankedRelation};
@@ -176,7 +177,7 @@ struct EntityBody {
     ))]
 async fn put_entity<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     body: web::Json<EntityBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
@@ -312,7 +313,7 @@ async fn get_relationship<S: EventStore>(
     engine: Eng<S>,
     cache: web::Data<ReadCache>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: Path<(String, String)>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
@@ -376,7 +377,7 @@ const MAX_HISTORY_POINTS: i64 = 1000;
     ))]
 async fn relationship_history<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<(String, String)>,
+    path: Path<(String, String)>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
@@ -477,7 +478,7 @@ const MAX_PAGE: usize = 1000;
     ))]
 async fn brand_relationships<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
@@ -587,7 +588,7 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
     ))]
 async fn brand_summary<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
@@ -662,7 +663,7 @@ async fn brand_summary<S: EventStore>(
     ))]
 async fn get_entity<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
@@ -745,7 +746,7 @@ async fn get_entity<S: EventStore>(
     ))]
 async fn entity_events<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
