@@ -159,6 +159,7 @@ async fn post_events<S: EventStore>(
 struct EntityBody {
     kind: EntityKind,
     name: Option<String>,
+    #[serde(default, deserialize_with = "ingest::deserialize_whole_number")]
     followers: Option<u64>,
     #[serde(default)]
     interests: Vec<String>,

@@ -18,7 +18,7 @@ pub use body::{
     decode, parse_event, parse_events, parse_ndjson,
 };
 pub use validate::{
-    ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate,
-    validate_all,
+    ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning,
+    deserialize_whole_number, validate, validate_all, whole_number,
 };
 pub use wire::to_wire;

@@ -910,3 +910,45 @@ fn minus_zero_in_an_integer_field_is_zero() {
         accepted(&v);
     }
 }
+
+/// `-0` was refused as an integer on events' fields and on `PUT
+/// /v1/entities`'s `followers` alike (serde_json reads it as the float
+/// `-0.0`): one reading of whole numbers now serves both. Regression test
+/// for that kind: a whole number written as a float is that integer, a
+/// fraction or a negative one is still refused.
+#[actix_web::test]
+async fn a_whole_number_however_written_is_an_integer_on_every_integer_field() {
+    for (text, want) in [
+        ("-0", Some(0)),
+        ("4.0", Some(4)),
+        ("1e3", Some(1000)),
+        ("4.5", None),
+        ("-1", None),
+    ] {
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(ingest::whole_number(&v), want, "{text}");
+    }
+    let event: Value = serde_json::from_str(
+        r#"{"id":"e","type":"review","time":"2026-11-01T10:00:00Z","person":"a","brand":"b","rating":4.0,"text":"ok"}"#,
+    )
+    .unwrap();
+    accepted(&event);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let app = app!(engine);
+    let put = atest::TestRequest::put()
+        .uri("/v1/entities/p0")
+        .set_payload(r#"{"kind":"consumer","followers":-0}"#)
+        .insert_header(("content-type", "application/json"))
+        .to_request();
+    let (status, body) = send(&app, put).await;
+    assert_eq!(status, 200, "followers -0 -> {body}");
+    assert_eq!(body["followers"], 0, "{body}");
+    let put = atest::TestRequest::put()
+        .uri("/v1/entities/p1")
+        .set_payload(r#"{"kind":"consumer","followers":1.5}"#)
+        .insert_header(("content-type", "application/json"))
+        .to_request();
+    let (status, body) = send(&app, put).await;
+    assert_eq!(status, 400, "followers 1.5 -> {body}");
+}
