@@ -262,6 +262,9 @@ pub fn backtest(
     spec: &BacktestSpec,
 ) -> Result<BacktestReport, ValidityError> {
     let window = spec.window()?;
+    if let Some(brand) = &spec.brand {
+        super::known_brand(entities, events, brand)?;
+    }
     if models.is_empty() {
         return Err(ValidityError::Invalid("no model to backtest".into()));
     }

@@ -278,6 +278,9 @@ pub fn fit(
     spec: &CalibrateSpec,
 ) -> Result<Fit, ValidityError> {
     spec.check()?;
+    if let Some(brand) = &spec.brand {
+        super::known_brand(entities, events, brand)?;
+    }
     let train = spec.train;
     // Nothing after the training window exists for the fit.
     let seen: Vec<Event> = events

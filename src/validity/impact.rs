@@ -313,6 +313,7 @@ fn find_action(
     spec: &ImpactSpec,
 ) -> Result<ActionInfo, ValidityError> {
     let brand = &spec.brand;
+    super::known_brand(&[], events, brand)?;
     match &spec.action {
         Action::Occasion(id) => {
             let found = events

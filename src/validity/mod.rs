@@ -25,6 +25,35 @@ pub use backtest::{BacktestReport, BacktestSpec, NamedModel, Peer, backtest};
 pub use metrics::Bootstrap;
 pub use outcomes::{Observed, Outcome, Pair, Window, purchase_amount};
 
+/// Refuses a brand the log does not know: neither registered as a brand
+/// in `entities` nor named as one by any of `events`. A filter on such a
+/// brand (a typo) would otherwise select nothing and report "0
+/// relationships" as if that were a finding.
+pub fn known_brand(
+    entities: &[crate::domain::Entity],
+    events: &[crate::domain::Event],
+    brand: &crate::domain::EntityId,
+) -> Result<(), ValidityError> {
+    use crate::domain::{EntityKind, Role};
+    let registered = entities
+        .iter()
+        .any(|e| e.id == *brand && e.kind == EntityKind::Brand);
+    let named = || {
+        events.iter().any(|e| {
+            e.references()
+                .iter()
+                .any(|(id, role)| *id == brand && *role == Role::Brand)
+        })
+    };
+    if registered || named() {
+        Ok(())
+    } else {
+        Err(ValidityError::NotFound(format!(
+            "no brand '{brand}' in the log; give a brand its events name"
+        )))
+    }
+}
+
 /// Why a validity computation cannot run. Every variant is the caller's
 /// mistake (a time, a window, an id); the message says what to change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
