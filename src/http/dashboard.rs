@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::params::Params;
+use super::path::Path;
 use super::schema::{self, Problem};
 use crate::domain::{EntityId, EntityKind};
 use crate::engine::{Engine, Ranking};
@@ -95,7 +96,7 @@ async fn index(req: HttpRequest) -> HttpResponse {
     serve(&req, 0)
 }
 
-async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
+async fn asset(req: HttpRequest, file: Path<String>) -> HttpResponse {
     match ASSETS.iter().position(|a| a.name == file.as_str()) {
         // index.html is the page at `/`, not an asset of its own.
         Some(i) if i > 0 => serve(&req, i),
@@ -257,7 +258,7 @@ async fn brands<S: EventStore>(
     ))]
 async fn event<S: EventStore>(
     engine: web::Data<Engine<S>>,
-    path: web::Path<String>,
+    path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = crate::domain::EventId::new(path.as_str())
         .map_err(|e| ApiError::parameter("id", format!("bad id: {e}")))?;
@@ -308,7 +309,7 @@ pub struct Follows {
     ))]
 async fn followers<S: EventStore>(
     engine: web::Data<Engine<S>>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::routes::entity_id("id", &path)?;

@@ -11,6 +11,7 @@ use actix_web::{HttpResponse, web};
 
 use super::Params;
 use super::error::ApiError;
+use super::path::Path;
 use super::routes::{entity_id, now_to_the_second};
 use crate::domain::{EntityKind, EventId};
 use crate::engine::Engine;
@@ -33,7 +34,7 @@ use crate::validity::impact::{self, Action, ImpactSpec};
     ))]
 pub(super) async fn get_impact<S: EventStore>(
     engine: web::Data<Engine<S>>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;

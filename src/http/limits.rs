@@ -159,25 +159,29 @@ impl Edge {
             .any(|h| h == "*" || (has_port(h) && *h == with_port) || (!has_port(h) && h == bare))
     }
 
-    /// The Host and Origin checks of one request.
+    /// Whether the check is off (`*`): then a request naming no host
+    /// passes too.
+    fn allows_any_host(&self) -> bool {
+        self.hosts.iter().any(|h| h == "*")
+    }
+
+    /// The Host and Origin checks of one request. A request naming no
+    /// authority at all (HTTP/1.0 may omit `Host`) is refused like a
+    /// foreign one: a check that passes what it cannot read fails open.
     pub fn check(&self, req: &ServiceRequest) -> Result<(), ApiError> {
         if PROBE_PATHS.contains(&req.path()) {
             return Ok(());
         }
-        // The Host header itself (HTTP/2: the URI's authority), never the
-        // Forwarded headers, which any client can set.
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()));
-        if let Some(host) = &host
-            && !self.allows_host(host)
-        {
-            return Err(ApiError::Misdirected(format!(
-                "this service does not answer for host {host:?}; configure it with --allowed-host"
-            )));
+        let host = request_authority(req);
+        if !host.as_deref().is_some_and(|h| self.allows_host(h)) && !self.allows_any_host() {
+            return Err(ApiError::Misdirected(match host {
+                Some(host) => format!(
+                    "this service does not answer for host {host:?}; configure it with --allowed-host"
+                ),
+                None => {
+                    "the request names no host; send a Host header naming this service".to_string()
+                }
+            }));
         }
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
@@ -215,6 +219,22 @@ pub async fn check_edge(
         Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
         Err(refusal) => Ok(req.error_response(refusal).map_into_right_body()),
     }
+}
+
+/// The authority a request is addressed to: the request target's own
+/// (absolute form, or HTTP/2's `:authority`), which RFC 9112 §3.2.2 says
+/// wins over `Host`; else the `Host` header. Never the Forwarded headers,
+/// which any client can set. `None` when the request names none.
+fn request_authority(req: &ServiceRequest) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        })
+        .filter(|h| !h.is_empty())
 }
 
 fn authority(ip: IpAddr, port: u16) -> String {

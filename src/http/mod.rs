@@ -10,7 +10,8 @@
 //!
 //! The edge around the routes (issue 12), outermost first: `observe`
 //! (request id, span, access log, latency, `request_id` in every problem
-//! body), the problem net, `limits::check_edge` (Host and Origin), CORS
+//! body), the problem net, `head_as_get` (HEAD on every GET route),
+//! `limits::check_edge` (Host and Origin), CORS
 //! (only with allowed origins configured), `auth::authorize` (credentials,
 //! role, CSRF, rate limits), `etag::conditional` (ETags and 304 on the
 //! polled read routes). The dashboard's page and assets are `dashboard`'s.
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 mod params;
+mod path;
 mod pipelines;
 mod privacy;
 pub mod rejected;
@@ -40,7 +42,8 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::JsonPayloadError;
-use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
+use actix_web::http::{Method, header};
+use actix_web::middleware::{Condition, ErrorHandlers, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 
 pub use auth::Security;
@@ -159,9 +162,39 @@ pub fn app<S: EventStore>(
         .wrap(from_fn(auth::authorize))
         .wrap(Condition::new(with_cors, cors))
         .wrap(from_fn(limits::check_edge))
+        .wrap(from_fn(head_as_get))
         .wrap(ErrorHandlers::new().default_handler(error::ensure_problem))
         .wrap(from_fn(observe::observe))
         .configure(configure(engine, limits, shared))
+}
+
+/// HEAD on every GET route (RFC 9110 §9.3.2: GET's answer without its
+/// body): the request is routed, authorised and answered as a GET. The body
+/// is not sent because actix-http's HTTP/1 codec and HTTP/2 dispatcher note
+/// the method as the head is read, before any of this runs, and send no
+/// body to a HEAD; `Content-Length` stays GET's. A 405's `Allow` lists
+/// HEAD wherever it lists GET. Outside the Host check and `auth`, which then
+/// treat HEAD exactly as GET.
+async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    if req.method() == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
+    let mut res = next.call(req).await?;
+    let allow = res
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok());
+    if let Some(allow) = allow
+        && allow.split(',').any(|m| m.trim() == "GET")
+        && !allow.split(',').any(|m| m.trim() == "HEAD")
+        && let Ok(value) = header::HeaderValue::from_str(&format!("{allow}, HEAD"))
+    {
+        res.headers_mut().insert(header::ALLOW, value);
+    }
+    Ok(res)
 }
 
 /// CORS for the configured origins (and the service's own, whose pages
@@ -307,6 +340,7 @@ pub async fn serve<S: EventStore>(
             let metrics_engine = Arc::clone(&engine);
             let scraper = HttpServer::new(move || {
                 App::new()
+                    .wrap(from_fn(head_as_get))
                     .app_data(web::Data::from(Arc::clone(&metrics_engine)))
                     .app_data(web::Data::from(Arc::clone(&intake)))
                     .route("/metrics", web::get().to(metrics::metrics::<S>))

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::auth::{Security, principal};
+use super::path::Path;
 use super::routes::{entity_id, relationship_view};
 use super::schema::{self, Problem};
 use crate::domain::{EntityKind, EventKind};
@@ -46,7 +47,7 @@ pub async fn erase_entity<S: EventStore>(
     security: web::Data<Security>,
     intake: web::Data<super::Intake>,
     req: HttpRequest,
-    path: web::Path<String>,
+    path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     if engine.state()?.kind(&id).is_none() {
@@ -94,7 +95,7 @@ pub async fn erase_entity<S: EventStore>(
     ))]
 pub async fn export_entity<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let now = Utc::now();

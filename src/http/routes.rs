@@ -12,6 +12,7 @@ use super::body::IngestBody;
 use super::cache::ReadCache;
 use super::error::ApiError;
 use super::params::{Params, clamp_time};
+use super::path::Path;
 use super::rejected::{self, Arrival, Intake};
 use super::schema::{self, Problem};
 use crate::domain::{EntityId, EntityKind};
@@ -182,6 +183,7 @@ async fn post_events<S: EventStore>(
 struct EntityBody {
     kind: EntityKind,
     name: Option<String>,
+    #[serde(default, deserialize_with = "ingest::deserialize_whole_number")]
     followers: Option<u64>,
     #[serde(default)]
     interests: Vec<String>,
@@ -200,7 +202,7 @@ struct EntityBody {
     ))]
 async fn put_entity<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     body: web::Json<EntityBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
@@ -291,7 +293,7 @@ async fn get_relationship<S: EventStore>(
     engine: Eng<S>,
     cache: web::Data<ReadCache>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: Path<(String, String)>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
@@ -355,7 +357,7 @@ const MAX_HISTORY_POINTS: i64 = 1000;
     ))]
 async fn relationship_history<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<(String, String)>,
+    path: Path<(String, String)>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
@@ -456,7 +458,7 @@ const MAX_PAGE: usize = 1000;
     ))]
 async fn brand_relationships<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
@@ -566,7 +568,7 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
     ))]
 async fn brand_summary<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
@@ -641,7 +643,7 @@ async fn brand_summary<S: EventStore>(
     ))]
 async fn get_entity<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
@@ -724,7 +726,7 @@ async fn get_entity<S: EventStore>(
     ))]
 async fn entity_events<S: EventStore>(
     engine: Eng<S>,
-    path: web::Path<String>,
+    path: Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;

@@ -23,7 +23,7 @@ pub use body::{
 };
 pub use entity::{MAX_INTERESTS, check_entity};
 pub use validate::{
-    ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate,
-    validate_all,
+    ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning,
+    deserialize_whole_number, validate, validate_all, whole_number,
 };
 pub use wire::to_wire;

@@ -239,6 +239,35 @@ impl std::io::Write for ByteCount {
     }
 }
 
+/// The value of a JSON number that is a whole number `>= 0`, however it is
+/// written: JSON has one number type, so `-0` (the integer zero, which
+/// serde_json reads as the float `-0.0`), `4.0` and `1e3` are whole numbers
+/// like `0`, `4` and `1000`. `None` for anything else (a fraction, a
+/// negative number, a value beyond `u64`, not a number).
+pub fn whole_number(v: &Value) -> Option<u64> {
+    const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
+    v.as_u64().or_else(|| match v.as_f64() {
+        // `-0.0 >= 0.0`, so the range holds the minus zero too.
+        Some(x) if x.fract() == 0.0 && (0.0..TWO_TO_64).contains(&x) => Some(x as u64),
+        _ => None,
+    })
+}
+
+/// Serde's reading of an optional whole-number field of a JSON body, by
+/// the rule of [`whole_number`] (so `-0` is 0 there too).
+pub fn deserialize_whole_number<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => whole_number(&v).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("must be a whole number >= 0, got {v}"))
+        }),
+    }
+}
+
 /// Checks free JSON an event keeps (`attributes`, an unused contract field)
 /// and returns it in the form both stores give back alike: a float with an
 /// integral value in the 64-bit integer range is an integer (PostgreSQL's
@@ -376,7 +405,7 @@ impl<'a> Fields<'a> {
         }
     }
     fn integer(&mut self, name: &str, v: &Value, (lo, hi): (u64, u64)) -> Option<u64> {
-        match v.as_u64() {
+        match whole_number(v) {
             Some(x) if (lo..=hi).contains(&x) => Some(x),
             _ => {
                 self.fail(name, format!("must be an integer in [{lo}, {hi}], got {v}"));

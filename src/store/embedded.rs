@@ -130,6 +130,19 @@ impl<E: Into<redb::Error>> From<E> for Failure {
                 error: StoreError::Internal(format!("I/O error in the embedded store: {e}")),
                 io: true,
             },
+            // redb locks the file for one holder. The commands that open
+            // the store (score, rescore, ingest without --server, ...) meet
+            // this while `fusion serve` runs on it. "already open" stays in
+            // the message: a reopen in one process polls on it.
+            redb::Error::DatabaseAlreadyOpen => Failure {
+                error: StoreError::Unavailable(
+                    "its file is already open, most likely by a running `fusion serve`: stop \
+                     that server first, or ask it over HTTP (docs/api.md; `fusion ingest \
+                     --server` sends events to it)"
+                        .into(),
+                ),
+                io: false,
+            },
             redb::Error::PreviousIo => Failure {
                 error: StoreError::Internal(
                     "the embedded store failed an I/O operation earlier".into(),

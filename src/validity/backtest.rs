@@ -262,6 +262,9 @@ pub fn backtest(
     spec: &BacktestSpec,
 ) -> Result<BacktestReport, ValidityError> {
     let window = spec.window()?;
+    if let Some(brand) = &spec.brand {
+        super::known_brand(entities, events, brand)?;
+    }
     if models.is_empty() {
         return Err(ValidityError::Invalid("no model to backtest".into()));
     }
@@ -492,12 +495,16 @@ pub fn evaluate(
 }
 
 fn num(v: Option<f64>, decimals: usize) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+    v.map_or("-".to_string(), |v| super::fixed(v, decimals, false))
 }
 
 fn ci(v: Option<[f64; 2]>, decimals: usize) -> String {
     v.map_or(String::new(), |[a, b]| {
-        format!("[{a:.decimals$}, {b:.decimals$}]")
+        format!(
+            "[{}, {}]",
+            super::fixed(a, decimals, false),
+            super::fixed(b, decimals, false)
+        )
     })
 }
 
@@ -575,8 +582,9 @@ impl BacktestReport {
         if self.amount.present {
             let _ = writeln!(
                 s,
-                "amount in the horizon: {} purchasers, {:.2} in total; Spearman with the amount (all relationships / purchasers only):",
-                self.amount.purchasers, self.amount.total
+                "amount in the horizon: {} purchasers, {} in total; Spearman with the amount (all relationships / purchasers only):",
+                self.amount.purchasers,
+                super::fixed(self.amount.total, 2, false)
             );
             for m in &self.amount.metrics {
                 let _ = writeln!(

@@ -278,6 +278,9 @@ pub fn fit(
     spec: &CalibrateSpec,
 ) -> Result<Fit, ValidityError> {
     spec.check()?;
+    if let Some(brand) = &spec.brand {
+        super::known_brand(entities, events, brand)?;
+    }
     let train = spec.train;
     // Nothing after the training window exists for the fit.
     let seen: Vec<Event> = events
@@ -514,7 +517,7 @@ pub fn model_text(base_text: &str, report: &CalibrateReport) -> Result<String, V
         report.validate.to.to_rfc3339(),
         v.relationships,
     );
-    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |x| super::fixed(x, 3, false));
     for o in &v.outcomes {
         if !o.present {
             let _ = writeln!(
@@ -530,8 +533,13 @@ pub fn model_text(base_text: &str, report: &CalibrateReport) -> Result<String, V
             continue;
         };
         let ci = |m: &backtest::PredictorMetrics| {
-            m.auc_ci
-                .map_or(String::new(), |[a, b]| format!(" [{a:.3}, {b:.3}]"))
+            m.auc_ci.map_or(String::new(), |[a, b]| {
+                format!(
+                    " [{}, {}]",
+                    super::fixed(a, 3, false),
+                    super::fixed(b, 3, false)
+                )
+            })
         };
         let baselines: Vec<String> = ["recency", "frequency", "monetary"]
             .iter()

@@ -36,10 +36,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::ValidityError;
 use super::metrics::{self, Bootstrap};
 use super::outcomes::purchase_amount;
 use super::scoring;
+use super::{ValidityError, fixed};
 use crate::domain::{EntityId, EventId, EventKind};
 use crate::score::ScoreState;
 use crate::score::ScoringModel;
@@ -313,6 +313,7 @@ fn find_action(
     spec: &ImpactSpec,
 ) -> Result<ActionInfo, ValidityError> {
     let brand = &spec.brand;
+    super::known_brand(&[], events, brand)?;
     match &spec.action {
         Action::Occasion(id) => {
             let found = events
@@ -638,34 +639,34 @@ impl ImpactReport {
         );
         let ci = |e: &Effect| {
             e.ci95.map_or(String::new(), |[a, b]| {
-                format!(" [95% CI {a:+.2}, {b:+.2}]")
+                format!(" [95% CI {}, {}]", fixed(a, 2, true), fixed(b, 2, true))
             })
         };
         if let Some(e) = &self.estimate {
             let _ = writeln!(
                 s,
-                "effect on the score: {:+.2} points{}",
-                e.points.effect,
+                "effect on the score: {} points{}",
+                fixed(e.points.effect, 2, true),
                 ci(&e.points)
             );
             let _ = writeln!(
                 s,
-                "effect on sales: {:+.2} per reached person{}, {:+.2} in total{}",
-                e.sales_per_person.effect,
+                "effect on sales: {} per reached person{}, {} in total{}",
+                fixed(e.sales_per_person.effect, 2, true),
                 ci(&e.sales_per_person),
-                e.sales_total.effect,
+                fixed(e.sales_total.effect, 2, true),
                 ci(&e.sales_total)
             );
         }
         let b = &self.brand_level;
-        let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+        let opt = |v: Option<f64>| v.map_or("-".into(), |v| fixed(v, 2, false));
         let _ = writeln!(
             s,
-            "brand level: purchases {:.2} -> {:.2}, reported sales {:.2} -> {:.2}, mean score {} -> {} ({} -> {} relationships)",
-            b.purchases_before,
-            b.purchases_after,
-            b.reported_sales_before,
-            b.reported_sales_after,
+            "brand level: purchases {} -> {}, reported sales {} -> {}, mean score {} -> {} ({} -> {} relationships)",
+            fixed(b.purchases_before, 2, false),
+            fixed(b.purchases_after, 2, false),
+            fixed(b.reported_sales_before, 2, false),
+            fixed(b.reported_sales_after, 2, false),
             opt(b.mean_score_before),
             opt(b.mean_score_after),
             b.relationships_before,

@@ -394,3 +394,65 @@ fn on_the_cdnow_sample_the_score_beats_recency_frequency_and_monetary_value() {
     }
     assert!((auc - 0.777).abs() < 0.001, "{auc}");
 }
+
+/// `fusion backtest --brand nope` (and calibrate, impact) answered "0
+/// relationships" for a brand the log does not know, as if that were a
+/// finding. Regression test: an unknown brand is an error naming it, in
+/// all three, and the binary exits with it.
+#[test]
+fn an_unknown_brand_is_an_error_naming_it_not_zero_relationships() {
+    use fusion::validity::calibrate::{self, CalibrateSpec};
+    use fusion::validity::impact::{self, Action, ImpactSpec};
+    use fusion::validity::{ValidityError, Window, scoring};
+    let log = events(TINY);
+    let nope = fusion::domain::EntityId::new("nope").unwrap();
+    let names_it = |r: Result<(), ValidityError>| match r {
+        Err(ValidityError::NotFound(m)) => assert!(m.contains("'nope'"), "{m}"),
+        other => panic!("not an unknown-brand error: {other:?}"),
+    };
+    let mut spec = spec(20);
+    spec.brand = Some(nope.clone());
+    names_it(backtest(&[], &log, &default_model(), &[], &spec).map(drop));
+    let mut cal = CalibrateSpec::new(
+        Window {
+            from: t("2026-01-01T00:00:00Z"),
+            to: t("2026-01-10T00:00:00Z"),
+        },
+        Window {
+            from: t("2026-01-10T00:00:00Z"),
+            to: t("2026-01-30T00:00:00Z"),
+        },
+        spec.bootstrap,
+    );
+    cal.brand = Some(nope.clone());
+    names_it(calibrate::calibrate(&ScoringModel::default_model(), &[], &log, &cal).map(drop));
+    let at = t("2026-01-30T00:00:00Z");
+    let state = scoring::state_until(Arc::new(ScoringModel::default_model()), &[], &log, at);
+    let imp = ImpactSpec {
+        brand: nope,
+        action: Action::Occasion(fusion::domain::EntityId::new("gig").unwrap()),
+        at,
+        window_days: 7.0,
+        bootstrap: spec.bootstrap,
+    };
+    names_it(impact::impact(&state, &imp).map(drop));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.ndjson");
+    std::fs::write(&file, TINY.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args([
+            "backtest",
+            "--cut",
+            "2026-01-10T00:00:00Z",
+            "--horizon",
+            "10",
+        ])
+        .args(["--replicates", "20", "--brand", "nope", "--events"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0 on an unknown brand");
+    assert!(stderr.contains("'nope'"), "{stderr}");
+}

@@ -988,3 +988,50 @@ fn commands_end_quietly_with_status_0_on_a_closed_pipe() {
         );
     }
 }
+
+/// `HEAD` on a GET route answered 405: actix routes a method only where a
+/// route names it. Regression test: HEAD works on every GET route (a data
+/// route, a probe, the dashboard, the API description) with GET's status
+/// and length and no body, and a 405's `Allow` lists HEAD beside GET.
+#[test]
+fn head_answers_like_get_without_a_body_on_every_get_route() {
+    let (_d, s) = server(&["--demo"]);
+    for path in [
+        "/healthz",
+        "/v1/brands/sweater",
+        "/v1/relationships/artist/sweater",
+        "/openapi.json",
+        "/",
+    ] {
+        let get = Raw::request(&s, "GET", path, &[], b"");
+        let head = Raw::request(&s, "HEAD", path, &[], b"");
+        assert_eq!(get.status, 200, "GET {path}: {:?}", get.body);
+        assert_eq!(head.status, 200, "HEAD {path}: {:?}", head.body);
+        assert_eq!(
+            head.body,
+            Value::String(String::new()),
+            "HEAD {path} sent a body"
+        );
+        assert!(get.header("content-length").is_some(), "GET {path}");
+        assert_eq!(
+            head.header("content-length"),
+            get.header("content-length"),
+            "HEAD {path}"
+        );
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "HEAD {path}"
+        );
+    }
+    let r = Raw::request(&s, "HEAD", "/v1/events", &[], b"");
+    assert_eq!(r.status, 405, "HEAD on a POST route");
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = Raw::request(&s, "PATCH", "/v1/entities/ann", &[], b"");
+    assert_eq!(r.status, 405);
+    let allow = r.header("allow").unwrap_or_default();
+    assert!(
+        allow.contains("GET") && allow.contains("HEAD"),
+        "Allow: {allow}"
+    );
+}

@@ -95,3 +95,64 @@ fn the_tweet_is_the_reason_and_its_path_is_shown() {
         .sum();
     assert!((comps - r.body["raw"].as_f64().unwrap()).abs() < 1e-9);
 }
+
+/// The README's worked example failed for a newcomer as written: `fusion
+/// score` could not open the store while `serve --demo` held it ("Database
+/// already open", nothing said what to do), and the output shown mixed in
+/// blocks the command does not print, with stale figures. Regression test:
+/// while the server runs, the command says the store is held by a running
+/// `fusion serve` and what to do; once it is stopped, the README's three
+/// commands print exactly the README's block.
+#[test]
+fn the_readmes_worked_example_prints_what_it_shows() {
+    let readme = include_str!("../../README.md");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let score = |person: &str, brand: &str| {
+        std::process::Command::new(crate::support::bin())
+            .args([
+                "score",
+                person,
+                brand,
+                "--at",
+                "2026-11-13T00:00:00Z",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let held = score("artist", "sweater");
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert_eq!(held.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a running `fusion serve`") && stderr.contains("stop that server"),
+        "the message does not say what holds the store and what to do: {stderr}"
+    );
+    assert!(s.terminate().success());
+
+    let mut printed = String::new();
+    for (person, brand) in [
+        ("artist", "sweater"),
+        ("artist", "bistro"),
+        ("fan1", "bistro"),
+    ] {
+        let command =
+            format!("target/release/fusion score {person} {brand} --at 2026-11-13T00:00:00Z");
+        assert!(
+            readme.contains(&command),
+            "README does not show `{command}`"
+        );
+        let out = score(person, brand);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        printed.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    assert!(
+        readme.contains(&format!("```\n{printed}```\n")),
+        "README's worked example is not what the commands print:\n{printed}"
+    );
+}
