@@ -7,7 +7,7 @@
 //! Unknown parameters are ignored (dashboards add cache busters); a known
 //! one given twice is an error on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
@@ -37,10 +37,14 @@ fn max_step() -> Duration {
 }
 
 /// The query string of a request, decoded (`application/x-www-form-urlencoded`
-/// rules; an invalid percent escape is kept as it is, invalid UTF-8 becomes
-/// U+FFFD), with the parsers of every parameter the routes know.
+/// rules; an invalid percent escape is kept as it is), with the parsers of
+/// every parameter the routes know. A value that is not UTF-8 once
+/// percent-decoded is an error on its parameter when a route asks for it,
+/// never replaced by U+FFFD (the same rule as path parameters, http::path).
 pub struct Params {
     values: HashMap<String, Vec<String>>,
+    /// Known names whose value is not UTF-8 once decoded.
+    not_utf8: HashSet<String>,
 }
 
 impl FromRequest for Params {
@@ -52,19 +56,40 @@ impl FromRequest for Params {
     }
 }
 
+/// One name or value of a query string: `+` is a space, then percent
+/// escapes are decoded (an invalid one is kept as it is); `Err` when the
+/// bytes are not UTF-8.
+fn decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+    let spaced = s.replace('+', " ");
+    String::from_utf8(percent_encoding::percent_decode_str(&spaced).collect())
+}
+
 impl Params {
     pub fn parse(query: &str) -> Self {
         let mut values: HashMap<String, Vec<String>> = HashMap::new();
-        let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
-            .map_or_else(|_| Vec::new(), |q| q.into_inner());
-        for (k, v) in pairs {
-            values.entry(k).or_default().push(v);
+        let mut not_utf8 = HashSet::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match (decode(k), decode(v)) {
+                (Ok(k), Ok(v)) => values.entry(k).or_default().push(v),
+                (Ok(k), Err(_)) => {
+                    not_utf8.insert(k);
+                }
+                // A name that is not UTF-8 is none a route asks for.
+                (Err(_), _) => {}
+            }
         }
-        Self { values }
+        Self { values, not_utf8 }
     }
 
     /// The parameter's one value, if given.
     pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        if self.not_utf8.contains(name) {
+            return Err(ApiError::parameter(
+                name,
+                "must be UTF-8 once percent-decoded; an escape such as %FF is not a character",
+            ));
+        }
         match self.values.get(name).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([one]) => Ok(Some(one)),
@@ -225,5 +250,17 @@ mod tests {
         let p = Params::parse("at=1&at=2&limit=%zz");
         assert!(p.get("at").is_err());
         assert_eq!(p.get("limit").unwrap(), Some("%zz"));
+    }
+
+    /// Regression (red team): `cursor=%FF` was read as U+FFFD, a value the
+    /// client never sent, as path ids once were.
+    #[test]
+    fn a_value_that_is_not_utf8_is_an_error_on_its_parameter() {
+        let p = Params::parse("cursor=%FF&q=caf%C3%A9+cr%C3%A8me&%FF=1&flag");
+        let e = p.get("cursor").unwrap_err();
+        assert!(format!("{e:?}").contains("cursor"), "{e:?}");
+        assert_eq!(p.get("q").unwrap(), Some("café crème"));
+        assert_eq!(p.get("flag").unwrap(), Some(""));
+        assert_eq!(p.get("limit").unwrap(), None);
     }
 }

@@ -896,6 +896,21 @@ async fn a_path_id_that_is_not_utf8_is_refused_not_replaced() {
     assert_eq!(status, 400, "GET /v1/entities/%FE/events -> {body}");
 }
 
+/// The same kind in the query string: `q=%FF` was read as U+FFFD (a
+/// brand search for a character the client never sent). Right: a 400 on
+/// the parameter, the same as a path segment.
+#[actix_web::test]
+async fn a_query_value_that_is_not_utf8_is_refused_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let app = app!(engine);
+    let (status, body) = send(&app, get("/v1/brands?q=%FF").to_request()).await;
+    assert_eq!(status, 400, "GET /v1/brands?q=%FF -> {body}");
+    assert_eq!(body["errors"][0]["field"], "q", "{body}");
+    let (status, body) = send(&app, get("/v1/brands?q=caf%C3%A9").to_request()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Red team (H8b): `-0` is how JSON writes the integer zero, but every
 /// integer field (`transfers`, `followers`, ...) refused it with "must be
 /// an integer ..., got -0.0", a value the sender never wrote, while README
