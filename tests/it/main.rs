@@ -15,6 +15,7 @@ mod incremental;
 mod isolation;
 mod live;
 mod numerics;
+mod old_stores;
 mod pg;
 mod pg_e2e;
 mod propagate;

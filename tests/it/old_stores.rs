@@ -1,0 +1,78 @@
+//! A store written by the previous version still opens, and serves what
+//! that version served (issue #10, item 3). The fixtures were written by
+//! `scripts/v0_store_fixtures.sh` with the binary of main at 28437ce, whose
+//! stored format was the serde JSON of the domain `Event` (v0): an embedded
+//! redb file and a pg_dump of a PostgreSQL database, both holding the seed
+//! story, twelve more events of every type and three registrations, and
+//! `v0-expected.json`, that binary's answers. Each test opens a copy with
+//! today's code (which migrates it) and asks the same questions, twice: on
+//! first open and after a restart on the migrated store.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::pg::TestDb;
+use crate::support::Server;
+
+const EXPECTED: &str = include_str!("../../fixtures/stores/v0-expected.json");
+const DUMP: &str = include_str!("../../fixtures/stores/v0-postgres.sql");
+
+/// Asks `server` every question of the expected document and compares the
+/// answers, JSON value for value (floats included, to the bit).
+fn answers_as_before(server: &Server, what: &str) {
+    let expected: Value = serde_json::from_str(EXPECTED).unwrap();
+    let at = expected["at"].as_str().unwrap();
+    for (pair, want) in expected["relationships"].as_object().unwrap() {
+        let got = server.get(&format!("/v1/relationships/{pair}?at={at}"));
+        assert_eq!(got.status, 200, "{what}: {pair}: {}", got.body);
+        assert_eq!(&got.body, want, "{what}: {pair}");
+    }
+    for (entity, want) in expected["timelines"].as_object().unwrap() {
+        let got = server.get(&format!("/v1/entities/{entity}/events?limit=1000"));
+        assert_eq!(got.status, 200, "{what}: {entity}: {}", got.body);
+        assert_eq!(&got.body, want, "{what}: timeline of {entity}");
+    }
+    assert_eq!(server.event_count(), 39, "{what}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn an_embedded_store_written_by_the_previous_version_opens_with_its_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stores/v0-embedded"),
+        &data,
+    );
+    let server = Server::start(&data, &[]);
+    answers_as_before(&server, "first open");
+    drop(server);
+    let server = Server::start(&data, &[]);
+    answers_as_before(&server, "after a restart");
+}
+
+#[test]
+fn a_postgres_database_written_by_the_previous_version_opens_with_its_scores() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(async {
+        let db = TestDb::new().await;
+        let client = crate::pg::client(&db.url).await;
+        client.batch_execute(DUMP).await.unwrap();
+        db
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on_database(dir.path(), &db.url, &[]);
+    answers_as_before(&server, "first open");
+    drop(server);
+    let server = Server::start_on_database(dir.path(), &db.url, &[]);
+    answers_as_before(&server, "after a restart");
+    drop(rt);
+}
