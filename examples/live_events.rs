@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         state.apply(vec![e]);
         let builds = state.live().stats().builds;
         let t = Instant::now();
-        state.sync_live(None);
+        state.sync_live(|| false);
         let us = t.elapsed().as_secs_f64() * 1e6;
         per_event.push(us);
         if state.live().stats().builds == builds {

@@ -43,8 +43,10 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId};
 use crate::ingest::{FieldError, Rejection, Warning};
-use crate::score::relspace::RelSnapshot;
-use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
+use crate::score::{
+    BatchScores, BrandStats, Explanation, RelSnapshot, RelationScore, ScoreState, ScoresAt,
+    ScoringModel,
+};
 use crate::store::{AppendMode, Appended, EventStore, Outcome, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +145,39 @@ pub struct Ranking {
     pub by_brand: HashMap<EntityId, Vec<RankedRelation>>,
     pub by_person: HashMap<EntityId, Vec<(EntityId, f64)>>,
     pub relationships: usize,
+}
+
+/// What a brand's summary needs besides its scores (`Engine::brand_facts`).
+#[derive(Debug, Clone)]
+pub struct BrandFacts {
+    /// The registered name, if any.
+    pub name: Option<String>,
+    /// Service and sales KPIs.
+    pub stats: BrandStats,
+}
+
+/// An entity's 360° facts besides its relationships (`Engine::entity_facts`).
+#[derive(Debug, Clone)]
+pub struct EntityFacts {
+    /// Its kind.
+    pub kind: EntityKind,
+    /// Its registration, if it was registered.
+    pub registration: Option<Entity>,
+    /// Its follower count now (people only).
+    pub followers: Option<u64>,
+    /// How many stored events name it.
+    pub event_count: usize,
+    /// The latest events naming it, newest first.
+    pub recent: Vec<Event>,
+}
+
+/// A page of a timeline (`Engine::timeline`).
+#[derive(Debug, Clone)]
+pub struct TimelinePage {
+    /// Events, newest first.
+    pub events: Vec<Event>,
+    /// The id to ask the next page with, when there is one.
+    pub next_cursor: Option<EventId>,
 }
 
 /// How far the incremental (live) scores had drifted from a full batch
@@ -416,11 +451,12 @@ fn sync_live(derived: &Derived, rx: &std::sync::mpsc::Receiver<FoldJob>) -> Opti
                     return true;
                 }
                 drop(slot);
+                let deadline = Instant::now() + SYNC_SLICE;
                 derived
                     .slot
                     .write()
                     .state
-                    .sync_live(Some(Instant::now() + SYNC_SLICE))
+                    .sync_live(|| Instant::now() >= deadline)
             }));
             match outcome {
                 Ok(true) => return None,
@@ -879,6 +915,121 @@ impl<S: EventStore> Engine<S> {
         Ok(removed)
     }
 
+    /// The kind of an entity, `None` when no event or registration names it.
+    pub fn kind(&self, id: &EntityId) -> Result<Option<EntityKind>, EngineError> {
+        Ok(self.state()?.kind(id))
+    }
+
+    /// What a brand's summary needs besides its scores: its registered name
+    /// and KPIs. `None` when `brand` is not a brand.
+    pub fn brand_facts(&self, brand: &EntityId) -> Result<Option<BrandFacts>, EngineError> {
+        let state = self.state()?;
+        if state.kind(brand) != Some(EntityKind::Brand) {
+            return Ok(None);
+        }
+        Ok(Some(BrandFacts {
+            name: state.registration(brand).and_then(|e| e.name.clone()),
+            stats: state.brand_stats(brand),
+        }))
+    }
+
+    /// The score of (person, brand) at each of `times` (50 where there is
+    /// no relationship then); `None` when there is none at any of them nor
+    /// at `also`.
+    pub fn history(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        times: &[DateTime<Utc>],
+        also: DateTime<Utc>,
+    ) -> Result<Option<Vec<f64>>, EngineError> {
+        let state = self.state()?;
+        let scores: Vec<Option<f64>> = times
+            .iter()
+            .map(|&t| state.explain(person, brand, t).map(|e| e.score))
+            .collect();
+        if scores.iter().all(Option::is_none) && state.explain(person, brand, also).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            scores.into_iter().map(|s| s.unwrap_or(50.0)).collect(),
+        ))
+    }
+
+    /// The facts of an entity's 360° view besides its relationships: kind,
+    /// registration, follower count at `now` (people), how many events name
+    /// it and the latest `recent` of them, newest first. `None` when no
+    /// event or registration names it.
+    pub async fn entity_facts(
+        &self,
+        id: &EntityId,
+        now: DateTime<Utc>,
+        recent: usize,
+    ) -> Result<Option<EntityFacts>, EngineError> {
+        let state = self.state()?;
+        let Some(kind) = state.kind(id) else {
+            return Ok(None);
+        };
+        let timeline = state.timeline(id);
+        Ok(Some(EntityFacts {
+            kind,
+            registration: state.registration(id).cloned(),
+            followers: kind.is_person().then(|| state.followers_at(id, now)),
+            event_count: timeline.len(),
+            recent: timeline
+                .iter()
+                .rev()
+                .take(recent)
+                .map(|&p| state.event_at(p).clone())
+                .collect(),
+        }))
+    }
+
+    /// A page of an entity's timeline, newest first (event time, then id):
+    /// at most `limit` events before the event `cursor` (an id of this
+    /// timeline), or from the newest. `None` when `cursor` is not an event
+    /// of the timeline. An entity nothing names has an empty timeline.
+    pub async fn timeline(
+        &self,
+        id: &EntityId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Option<TimelinePage>, EngineError> {
+        let state = self.state()?;
+        let tl = state.timeline(id);
+        let start = match cursor {
+            None => tl.len(),
+            Some(c) => match tl.iter().position(|&p| state.event_at(p).id.as_str() == c) {
+                Some(i) => i,
+                None => return Ok(None),
+            },
+        };
+        let events: Vec<Event> = tl[..start]
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|&p| state.event_at(p).clone())
+            .collect();
+        let more = start > events.len();
+        Ok(Some(TimelinePage {
+            next_cursor: more.then(|| events.last().map(|e| e.id.clone())).flatten(),
+            events,
+        }))
+    }
+
+    /// What the impact of a brand's action needs from the state
+    /// (`validity::impact::gather`); the estimate runs without the state.
+    pub fn impact_inputs(
+        &self,
+        spec: &crate::validity::impact::ImpactSpec,
+    ) -> Result<
+        Result<crate::validity::impact::ImpactInputs, crate::validity::ValidityError>,
+        EngineError,
+    > {
+        let state = self.state()?;
+        Ok(crate::validity::impact::gather(&state, spec))
+    }
+
     /// One relationship at `at`, with trend and reasons.
     pub fn relationship(
         &self,
@@ -941,14 +1092,8 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<BatchScores, EngineError> {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let snapshot = {
-                let state = engine.state()?;
-                if let Some(live) = live_scores(&state, now) {
-                    return Ok(live);
-                }
-                RelSnapshot::build(&state, now)
-            };
-            Ok(snapshot.into_scores(&engine.model, now))
+            let scores = engine.state()?.scores_at(now);
+            Ok(scores.finish(&engine.model))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the scoring task failed: {e}")))?
@@ -965,27 +1110,23 @@ impl<S: EventStore> Engine<S> {
         ];
         // Now from the live series (kept per event); the trend points are in
         // the past, where only a batch evaluation knows the graph.
-        let (live, snapshots, kinds) = {
+        let (current, snapshots, kinds) = {
             let state = self.state()?;
-            let live = live_scores(&state, now);
-            let snapshots: Vec<RelSnapshot> = times
+            let current = state.scores_at(now);
+            let snapshots: Vec<RelSnapshot> = times[1..]
                 .iter()
-                .skip(usize::from(live.is_some()))
                 .map(|&t| RelSnapshot::build(&state, t))
                 .collect();
             let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
-            (live, snapshots, kinds)
+            (current, snapshots, kinds)
         };
-        let mut batches: Vec<BatchScores> = live.into_iter().collect();
-        let skip = batches.len();
-        batches.extend(
-            snapshots
-                .into_iter()
-                .zip(times.into_iter().skip(skip))
-                .map(|(s, t)| s.into_scores(&self.model, t)),
-        );
-        let current = batches.remove(0);
-        Ok(rank(current, &batches, &kinds, version))
+        let current = current.finish(&self.model);
+        let past: Vec<BatchScores> = snapshots
+            .into_iter()
+            .zip(&times[1..])
+            .map(|(s, t)| s.into_scores(&self.model, *t))
+            .collect();
+        Ok(rank(current, &past, &kinds, version))
     }
 
     /// Full batch recompute, compared with the incremental (live) scores
@@ -1024,9 +1165,10 @@ impl<S: EventStore> Engine<S> {
         let engine = Arc::clone(self);
         let (fresh, report) = tokio::task::spawn_blocking(move || {
             let state = engine.state()?;
-            let live = live_scores(&state, now);
-            let live_synced = live.is_some();
-            let before = live.unwrap_or_else(|| state.batch(now));
+            let (before, live_synced) = match state.scores_at(now) {
+                ScoresAt::Live(scores) => (scores, true),
+                batch @ ScoresAt::Batch(_) => (batch.finish(&engine.model), false),
+            };
             let batch_of = fresh.as_ref().unwrap_or(&state);
             let after = batch_of.batch(now);
             let report = RescoreReport {
@@ -1064,19 +1206,6 @@ fn describe(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// The live series' scores at `now`, if `now` is at or after the latest event.
-fn live_scores(state: &ScoreState, now: DateTime<Utc>) -> Option<BatchScores> {
-    let model = state.model();
-    let rows = state.live_components_at(now)?;
-    Some(BatchScores {
-        at: now,
-        scores: rows
-            .into_iter()
-            .map(|(k, c)| (k, RelationScore::from_components(model, c)))
-            .collect(),
-    })
 }
 
 /// Largest score difference between two evaluations, counting a relationship

@@ -167,7 +167,7 @@ fn models() -> &'static [Arc<ScoringModel>; 2] {
 /// so equal text is equal bits), with every score checked.
 fn served(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let mut synced = state.clone();
-    assert!(synced.sync_live(None));
+    assert!(synced.sync_live(|| false));
     let mut out = Vec::new();
     for &at in times {
         let batch = state.batch(at);

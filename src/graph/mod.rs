@@ -1,13 +1,14 @@
-//! The entity graph: people, brands and occasions as petgraph nodes; follow,
-//! association, hosting and attendance edges. Edges carry their history
-//! (event time of each change) so the graph can be read as it stood at any
-//! time. `NodeIndex` never leaves this module: callers speak `EntityId`.
+//! The entity graph: people, brands and occasions as petgraph nodes, with
+//! their kinds; follow and association edges, the two the scores read
+//! (hosting, attendance and performing live in the fold's occasions, which
+//! is where the rules read them). Edges carry their history (event time of
+//! each change) so the graph can be read as it stood at any time.
+//! `NodeIndex` never leaves this module: callers speak `EntityId`. No IO,
+//! no clock.
 //!
 //! Iteration order of petgraph depends on insertion order, which depends on
 //! arrival order; every query here returns results sorted by id so that
 //! scores never depend on arrival order.
-
-pub mod csr;
 
 use rustc_hash::FxHashMap;
 
@@ -18,19 +19,14 @@ use petgraph::visit::EdgeRef;
 
 use crate::domain::{EntityId, EntityKind};
 
+/// What an edge means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EdgeKind {
-    /// person -> person or person -> brand.
+    /// person -> person or person -> brand, with a strength.
     Follow,
     /// person -> brand: the person is publicly tied to the brand (endorses it,
     /// performs at its occasions); what happens to the person spills onto it.
     Association,
-    /// brand -> occasion.
-    Hosts,
-    /// person -> occasion, as attendee.
-    Attends,
-    /// person -> occasion, as performer.
-    Performs,
 }
 
 /// One edge's history: `(time, weight)` changes in time order; a weight of
@@ -56,6 +52,9 @@ struct Node {
     kind: EntityKind,
 }
 
+/// The entity graph (module docs): every entity with its kind, and follow
+/// and association edges with their history. Queries answer as of a time
+/// and sorted by id.
 #[derive(Debug, Clone, Default)]
 pub struct RelationGraph {
     graph: DiGraph<Node, (EdgeKind, History)>,
@@ -64,6 +63,7 @@ pub struct RelationGraph {
 }
 
 impl RelationGraph {
+    /// The kind of an entity, if the graph has it.
     pub fn kind(&self, id: &EntityId) -> Option<EntityKind> {
         self.index.get(id).map(|&n| self.graph[n].kind)
     }
@@ -96,14 +96,6 @@ impl RelationGraph {
             }
         };
         self.graph[n].kind = kind;
-    }
-
-    pub fn node_count(&self) -> usize {
-        self.graph.node_count()
-    }
-
-    pub fn edge_count(&self) -> usize {
-        self.graph.edge_count()
     }
 
     /// Records that the edge `from -> to` of `kind` has `weight` from `at` on
@@ -161,11 +153,6 @@ impl RelationGraph {
         let mut v = self.neighbours(person, EdgeKind::Follow, Direction::Outgoing, at);
         v.retain(|(id, _)| self.kind(id).is_some_and(EntityKind::is_person));
         v
-    }
-
-    /// The people following `person` at `at`, with follow strengths, sorted by id.
-    pub fn followers(&self, person: &EntityId, at: DateTime<Utc>) -> Vec<(EntityId, f64)> {
-        self.neighbours(person, EdgeKind::Follow, Direction::Incoming, at)
     }
 
     /// Brands `person` is associated with at `at`, with strengths, sorted by id.

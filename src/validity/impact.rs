@@ -41,9 +41,9 @@ use super::metrics::{self, Bootstrap};
 use super::outcomes::purchase_amount;
 use super::scoring;
 use crate::domain::{EntityId, EventId, EventKind};
+use crate::score::RelSnapshot;
 use crate::score::ScoreState;
 use crate::score::ScoringModel;
-use crate::score::relspace::RelSnapshot;
 
 /// Fewer matched reached people or comparison people than this, and there
 /// is no estimate: a bootstrap of a handful says nothing.

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::outcomes::Pair;
 use crate::domain::{Entity, Event};
-use crate::score::relspace::RelSnapshot;
+use crate::score::RelSnapshot;
 use crate::score::{Components, ScoreState, ScoringModel};
 
 /// One relationship's score at a time, as validity uses it.

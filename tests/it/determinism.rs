@@ -113,7 +113,7 @@ pub fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let entities = state.entities();
     // The live series catches up off the write path; here, all at once.
     let mut synced = state.clone();
-    assert!(synced.sync_live(None));
+    assert!(synced.sync_live(|| false));
     let mut out = Vec::new();
     for &at in times {
         let batch = state.batch(at);

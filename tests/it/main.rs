@@ -25,5 +25,6 @@ mod sentiment;
 mod store;
 mod story;
 mod support;
+mod tidy;
 mod truth;
 mod validation;

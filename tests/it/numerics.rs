@@ -85,7 +85,7 @@ fn assert_finite(state: &ScoreState, at: DateTime<Utc>) {
         assert!(s.components.iter().all(|c| c.is_finite()), "{k:?}: {s:?}");
     }
     let mut synced = state.clone();
-    assert!(synced.sync_live(None));
+    assert!(synced.sync_live(|| false));
     if let Some(live) = synced.live_components_at(at) {
         for (k, c) in live {
             assert!(c.iter().all(|x| x.is_finite()), "{k:?}: {c:?}");

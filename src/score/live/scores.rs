@@ -1,70 +1,20 @@
 //! `LiveScores`: every relationship's components at the latest event time
-//! (and any later time), kept up to date event by event with the incremental
-//! relationship-space driver (`incremental.rs`, all six components as lanes
-//! of one driver over one graph).
-//!
-//! It owns the id numbering of the live state, forward decay, consent and
-//! the checkpoints. It must not do IO or read the clock, and it is fed only
-//! by `ScoreState::fold`, which runs in canonical event order (time, id) in
-//! every case (appends, refolds, replays at start).
-//!
-//! **Checkpoints: batch, then per event.** The series is built in one go
-//! ([`LiveScores::build`], from the batch driver's sum and its exact
-//! residual, ids numbered in sorted order) from the state as it stood at
-//! canonical position `n − n mod CHECKPOINT_EVENTS` ([`checkpoint`]); the
-//! events after it are applied one by one (`ScoreState::sync_live`). So the
-//! live state is a function of the set of events alone, whatever the
-//! arrival order, batching or restarts; start-up and refolds record nothing
-//! for the events before the checkpoint.
-//!
-//! **Forward decay.** The graph (follows, associations, consent) is a step
-//! function of time that changes only at events, and decay is a factor per
-//! component, so for any `at` at or after the latest event
-//!
-//! `s_c(at) = 2^(-(at - o)/h_c) · Σ_k (αM)^k x̃_c`,  `x̃_c = Σ_i w_c x_i 2^((t_i - o)/h_c)`
-//!
-//! with `o` the origin (the checkpoint's time) and `h_c` the half-life. The
-//! driver keeps the series of `x̃` (forward units); a read multiplies by one
-//! factor per component. The push threshold
-//! of each lane is the model's tolerance in current units,
-//! `tol · 2^((latest - o)/h_c)` in forward units.
-//!
-//! **A moving landmark** (Cormode, Shkapenyuk, Srivastava, Xu, "Forward
-//! decay: a practical time decay model for streaming systems", ICDE 2009,
-//! section on numerical issues). `2^((t - o)/h)` overflows an f64 past 1,024
-//! half-lives (85 years with a 30-day half-life, 20 years with 7 days), and
-//! events that far apart are ordinary (a placeholder date beside today's).
-//! So when an event is applied more than `RENORMALISE_AFTER_HALF_LIVES`
-//! half-lives of the shortest component after the origin, the origin moves
-//! to that event's time: `s`, `r` (and with them the thresholds) are
-//! multiplied per component by `2^(-(t - o)/h_c)` (the series is linear),
-//! which underflows harmlessly to zero for what has decayed away. Every
-//! forward factor then stays below `2^RENORMALISE_AFTER_HALF_LIVES`, for any
-//! span of event time and any half-life. The landmark moves only while
-//! events are applied in canonical order after a checkpoint, at a time
-//! that is a function of those events, so the bits stay a function of the
-//! event set.
-//!
-//! **Consent.** A person without consent is out of the series (ARCHITECTURE.md,
-//! "Scoring"): no impulses, no follow row (receives no audience spill), no
-//! association row. Withdrawal removes all three from the driver; a new grant
-//! puts back what the state holds then.
-//!
-//! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
-//! canonical order, so the check is deterministic too), the worst residual
-//! row is measured; past `max_error` the series is rebuilt from the inputs
-//! (`ScoreState::recompute_live`, a checkpoint). By construction each row
-//! holds at most `B·tol` (B: brands with a residual entry for that person),
-//! so this is a backstop against rounding and people with very many brands.
+//! (and any later time), kept up to date operation by operation with the
+//! push driver (`propagate::push`, all six components as lanes of one
+//! driver over one graph), in forward-decay units (module docs of
+//! `live`). It owns the id numbering of the live state, forward decay and
+//! its moving landmark, consent and the drift bound; `LiveSeries` (mod.rs)
+//! feeds it. No IO, no clock.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::incremental::{IncrementalRelspace, PushStats, Value};
-use super::{Component, Components, ScoringModel};
-use crate::domain::{EntityId, Event};
+use crate::domain::EntityId;
+use crate::score::model::{Component, Components, ScoringModel};
+use crate::score::propagate::push::{IncrementalRelspace, PushStats, Value};
+use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
 
 /// The drift bound in units of the model's tolerance (1e-3 raw units, about
 /// 0.01 points, with the default model).
@@ -86,7 +36,9 @@ pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
 pub struct LiveStats {
     /// Driver operations (impulses, follow and association changes).
     pub operations: u64,
+    /// Entries pushed.
     pub pushes: u64,
+    /// Neighbour entries pushes touched.
     pub visits: u64,
     /// Checkpoints built (every `CHECKPOINT_EVENTS` events, plus drift rebuilds).
     pub builds: u64,
@@ -96,6 +48,8 @@ pub struct LiveStats {
     pub renormalisations: u64,
 }
 
+/// The live series (module docs): every relationship's components, in
+/// forward-decay units, with its own id numbering.
 #[derive(Debug, Clone)]
 pub struct LiveScores {
     model: Arc<ScoringModel>,
@@ -114,50 +68,8 @@ pub struct LiveScores {
     stats: LiveStats,
 }
 
-/// Events between two checkpoints (canonical positions).
-pub(crate) const CHECKPOINT_EVENTS: usize = 128;
-
-/// Where the live series of a log (sorted canonically) is built in one go.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Checkpoint {
-    /// `(origin, as_of)`: the build takes the inputs as they stood at
-    /// `as_of`; `None` for an empty log.
-    pub at: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// The first position applied event by event after the build.
-    pub first_pending: usize,
-}
-
-/// The latest checkpoint of a log: position `P = n - n mod K`. If `P = n`,
-/// the build takes everything (as of the latest event); else it takes the
-/// events before the time of event `P` (those at that time and after are
-/// applied per event, so equal times never straddle the build).
-pub(crate) fn checkpoint(events: &[Event]) -> Checkpoint {
-    let n = events.len();
-    let Some(last) = events.last() else {
-        return Checkpoint {
-            at: None,
-            first_pending: 0,
-        };
-    };
-    let p = n - n % CHECKPOINT_EVENTS;
-    if p == n {
-        return Checkpoint {
-            at: Some((last.time, last.time)),
-            first_pending: n,
-        };
-    }
-    let c = events[p].time;
-    Checkpoint {
-        at: Some((c, c - chrono::Duration::nanoseconds(1))),
-        first_pending: events.partition_point(|e| e.time < c),
-    }
-}
-
-fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1000.0
-}
-
 impl LiveScores {
+    /// An empty series for `model`.
     pub fn new(model: Arc<ScoringModel>) -> Self {
         let p = model.propagation;
         let tol = [model.live_tolerance; 6];
@@ -178,17 +90,18 @@ impl LiveScores {
         }
     }
 
+    /// The work done so far.
     pub fn stats(&self) -> LiveStats {
         self.stats
     }
 
     fn half_life_seconds(&self, c: usize) -> f64 {
-        self.model.half_life_days.get(Component::ALL[c]) * 86_400.0
+        half_life_seconds(&self.model, Component::ALL[c])
     }
 
     /// `2^(sign · seconds / h_c)` per component.
     fn factors(&self, seconds: f64, sign: f64) -> Components {
-        std::array::from_fn(|c| (sign * seconds / self.half_life_seconds(c)).exp2())
+        std::array::from_fn(|c| half_life_factor(sign * seconds, self.half_life_seconds(c)))
     }
 
     fn person(&mut self, id: &EntityId) -> u32 {
@@ -227,6 +140,7 @@ impl LiveScores {
         self.driver.hold();
     }
 
+    /// Settles the operations of the event begun by [`Self::begin_event`].
     pub fn end_event(&mut self) {
         let stats = self.driver.release();
         self.stats.pushes += stats.pushes as u64;
@@ -243,7 +157,7 @@ impl LiveScores {
         }
         self.latest = Some(t);
         let mut origin = *self.origin.get_or_insert(t);
-        if seconds(origin, t) / self.shortest_half_life() > RENORMALISE_AFTER_HALF_LIVES {
+        if seconds_between(origin, t) / self.shortest_half_life() > RENORMALISE_AFTER_HALF_LIVES {
             self.move_origin(t);
             origin = t;
         }
@@ -268,14 +182,14 @@ impl LiveScores {
             self.origin = Some(to);
             return;
         };
-        let factor = self.factors(seconds(origin, to), -1.0);
+        let factor = self.factors(seconds_between(origin, to), -1.0);
         self.driver.scale(&factor);
         self.origin = Some(to);
         self.stats.renormalisations += 1;
     }
 
     fn tolerance_at(&self, origin: DateTime<Utc>, t: DateTime<Utc>) -> Components {
-        self.factors(seconds(origin, t), 1.0)
+        self.factors(seconds_between(origin, t), 1.0)
             .map(|f| self.model.live_tolerance * f)
     }
 
@@ -392,12 +306,9 @@ impl LiveScores {
     }
 
     fn forward(&self, component: Component, amount: f64, t: DateTime<Utc>) -> Components {
-        let c = component.index();
         let origin = self.origin.unwrap_or(t);
         let mut x = [0.0; 6];
-        x[c] = amount
-            * self.model.weight.get(component)
-            * (seconds(origin, t) / self.half_life_seconds(c)).exp2();
+        x[component.index()] = forward(&self.model, component, amount, t, origin);
         x
     }
 
@@ -489,7 +400,7 @@ impl LiveScores {
         let Some(latest) = self.latest else {
             return 0.0;
         };
-        let now = self.factors(seconds(self.origin.expect("set"), latest), -1.0);
+        let now = self.factors(seconds_between(self.origin.expect("set"), latest), -1.0);
         let bound = self.driver.error_bound();
         bound.iter().zip(now).map(|(b, f)| b * f).sum()
     }
@@ -503,7 +414,7 @@ impl LiveScores {
         at: DateTime<Utc>,
     ) -> Option<Vec<((EntityId, EntityId), Components)>> {
         let factor = match (self.origin, self.latest) {
-            (Some(o), Some(l)) if at >= l => self.factors(seconds(o, at), -1.0),
+            (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
             (None, _) => return Some(Vec::new()),
             _ => return None,
         };

@@ -13,26 +13,33 @@
 //!   follows (transitively) and their associations; each impulse then
 //!   contributes `y[p,b'] · x_i`, which is what the explanation lists.
 //! - `batch` (every relationship): the forward walk from every impulse, run
-//!   by the parallel relationship-space driver (`relspace.rs`); the
-//!   sequential walk stays here as `batch_reference`, its test oracle.
+//!   by the parallel relationship-space driver (`batch.rs`).
 //!
-//! Both iterate in id order and prune amounts below the model's tolerance, so
-//! they are deterministic; they agree within the tolerance.
+//! Both take decay and the operator's coefficients from `shares.rs`,
+//! iterate in id order and prune amounts below the model's tolerance, so
+//! they are deterministic; they agree within the tolerance
+//! (`tests/it/relspace.rs`, `explain_and_the_batch_agree_*`). No IO, no
+//! clock: `at` is an argument.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Components, ScoreState};
 use crate::domain::{EntityId, EventId, EventKind, Sentiment};
+use crate::score::fold::{FoldState, Impulse};
+use crate::score::model::Components;
+use crate::score::shares::{attention_share, decayed};
 
 /// One event's share in a relationship's score.
 #[derive(Debug, Clone, Serialize)]
 pub struct Contribution {
+    /// The event's id.
     pub event: EventId,
+    /// Its type's wire name.
     #[serde(rename = "type")]
     pub event_type: &'static str,
+    /// Its event time.
     pub time: DateTime<Utc>,
     /// Score points this event accounts for at the evaluation time: the score
     /// minus the score without it.
@@ -53,12 +60,19 @@ pub struct Contribution {
     pub channel: Option<String>,
 }
 
+/// One relationship's score at a time, with its reasons: what
+/// `GET /v1/relationships/{person}/{brand}` answers (with a trend).
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
+    /// The person.
     pub person: EntityId,
+    /// The brand.
     pub brand: EntityId,
+    /// The evaluation time.
     pub at: DateTime<Utc>,
+    /// The Fusion Score, 0 to 100 (50 neutral).
     pub score: f64,
+    /// The raw sum, `score = 50 + 50·tanh(raw / spread)`.
     pub raw: f64,
     /// Weighted raw sum per component; they add up to `raw`.
     pub components: Components,
@@ -68,33 +82,6 @@ pub struct Explanation {
     pub event_count: usize,
     /// Time of the latest event that moved it.
     pub updated_at: Option<DateTime<Utc>>,
-}
-
-/// Score of one relationship in a batch evaluation.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct RelationScore {
-    pub score: f64,
-    pub raw: f64,
-    pub components: Components,
-}
-
-impl RelationScore {
-    /// The score of weighted component sums: raw is their sum.
-    pub fn from_components(model: &super::ScoringModel, components: Components) -> Self {
-        let raw: f64 = components.iter().sum();
-        Self {
-            score: model.score(raw),
-            raw,
-            components,
-        }
-    }
-}
-
-/// Every relationship's score at one time.
-#[derive(Debug, Clone)]
-pub struct BatchScores {
-    pub at: DateTime<Utc>,
-    pub scores: BTreeMap<(EntityId, EntityId), RelationScore>,
 }
 
 /// The adjoint weights of one person: `y[p, b]` for the target brand, one
@@ -130,7 +117,7 @@ impl Adjoint {
     }
 }
 
-impl ScoreState {
+impl FoldState {
     /// The score of (person, brand) at `at`, with its reasons. `None` when no
     /// event reaches the pair, or the person has withdrawn consent.
     pub fn explain(
@@ -226,7 +213,7 @@ impl ScoreState {
         HashMap<EntityId, Vec<EntityId>>,
     ) {
         let model = self.model();
-        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
+        let alpha_f = model.propagation.audience;
         let tol = model.tolerance;
         let mut total: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
         let mut route: HashMap<EntityId, Vec<EntityId>> = HashMap::new();
@@ -247,13 +234,21 @@ impl ScoreState {
         for _hop in 0..model.max_hops {
             let mut next: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
             for (p, y) in &frontier {
+                // A person without consent has no follow row and no
+                // association row (they receive no spill), so nothing
+                // reaches the target through them: the walk stops there.
+                // (It went on before issue #10; the explanation then
+                // disagreed with the batch.)
+                if !self.consents(p, at) {
+                    continue;
+                }
                 let followees = self.graph.followees(p, at);
                 let attention: f64 = followees.iter().map(|(_, w)| w).sum();
                 if attention > 0.0 {
                     for (f, w) in &followees {
                         next.entry(f.clone())
                             .or_default()
-                            .add_scaled(y, alpha_f * w / attention);
+                            .add_scaled(y, attention_share(alpha_f, *w, attention));
                         if routes && !route.contains_key(f) {
                             let mut r = route[p].clone();
                             r.push(f.clone());
@@ -261,21 +256,23 @@ impl ScoreState {
                         }
                     }
                 }
-                let assoc = self.associations_at(p, at);
-                if !assoc.is_empty() {
-                    let s: f64 = assoc.iter().map(|(b, a)| a * y.at(b, brand)).sum();
-                    let share_target = assoc
+                // y'[p,b'] = Σ_{b≠b'} c_b y[p,b] = S - c_b' y[p,b'], S = Σ_b c_b y[p,b],
+                // with c_b the association shares.
+                let shares = self.association_shares(p, at);
+                if !shares.is_empty() {
+                    let s: f64 = shares.iter().map(|(b, c)| c * y.at(b, brand)).sum();
+                    let c_target = shares
                         .iter()
                         .find(|(b, _)| b == brand)
-                        .map_or(0.0, |(_, a)| *a);
+                        .map_or(0.0, |(_, c)| *c);
                     let mut moved = Adjoint {
-                        target: alpha_a * (s - share_target * y.target),
-                        other: alpha_a * s,
+                        target: s - c_target * y.target,
+                        other: s,
                         extra: BTreeMap::new(),
                     };
-                    for (b, a) in &assoc {
+                    for (b, c) in &shares {
                         if b != brand {
-                            moved.extra.insert(b.clone(), -alpha_a * a * y.at(b, brand));
+                            moved.extra.insert(b.clone(), -c * y.at(b, brand));
                         }
                     }
                     next.entry(p.clone()).or_default().add_scaled(&moved, 1.0);
@@ -307,7 +304,7 @@ impl ScoreState {
         person: &EntityId,
         brand: &EntityId,
         at: DateTime<Utc>,
-        mut f: impl FnMut(&EntityId, &super::state::Impulse, f64),
+        mut f: impl FnMut(&EntityId, &Impulse, f64),
     ) {
         let model = self.model();
         for (p, y) in total {
@@ -323,9 +320,7 @@ impl ScoreState {
                 if w == 0.0 {
                     continue;
                 }
-                let c = imp.component;
-                let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
-                let v = w * imp.amount * model.decay(c, secs) * model.weight.get(c);
+                let v = w * decayed(model, imp.component, imp.amount, imp.time, at);
                 if v != 0.0 || imp.amount != 0.0 || (p == person && imp.brand == *brand) {
                     f(p, imp, v);
                 }
@@ -349,100 +344,5 @@ impl ScoreState {
         });
         // Summed per component first, as `explain` does, so both agree to the bit.
         any.then(|| model.score(components.iter().sum()))
-    }
-
-    /// Every relationship's score at `at`: the relationship-space driver
-    /// (`relspace`), parallel over brands and people.
-    pub fn batch(&self, at: DateTime<Utc>) -> BatchScores {
-        super::relspace::batch(self, at)
-    }
-
-    /// The sequential forward walk from every impulse that `batch` replaced,
-    /// kept as the oracle the parallel driver is tested against
-    /// (`tests/it/relspace.rs`) and benched against. Not for serving.
-    #[doc(hidden)]
-    pub fn batch_reference(&self, at: DateTime<Utc>) -> BatchScores {
-        let model = self.model();
-        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
-        let tol = model.tolerance;
-
-        let mut x: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
-        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
-        people.sort();
-        for p in people {
-            if !self.consents(p, at) {
-                continue;
-            }
-            let list = &self.impulses[p];
-            let end = list.partition_point(|i| i.time <= at);
-            for imp in &list[..end] {
-                let c = imp.component;
-                let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
-                let v = imp.amount * model.decay(c, secs) * model.weight.get(c);
-                x.entry((p.clone(), imp.brand.clone())).or_insert([0.0; 6])[c.index()] += v;
-            }
-        }
-
-        // Followers of each person with the share of their attention.
-        let mut attention: HashMap<EntityId, f64> = HashMap::new();
-        let edges = self.graph.follow_edges(at);
-        for (q, _, w) in &edges {
-            *attention.entry(q.clone()).or_insert(0.0) += w;
-        }
-        let mut followers: HashMap<EntityId, Vec<(EntityId, f64)>> = HashMap::new();
-        for (q, p, w) in &edges {
-            if self.consents(q, at) {
-                followers
-                    .entry(p.clone())
-                    .or_default()
-                    .push((q.clone(), w / attention[q]));
-            }
-        }
-        let mut assoc_cache: HashMap<EntityId, Vec<(EntityId, f64)>> = HashMap::new();
-
-        let mut total = x.clone();
-        let mut frontier = x;
-        for _hop in 0..model.max_hops {
-            let mut next: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
-            for ((p, b), v) in &frontier {
-                if let Some(fs) = followers.get(p) {
-                    for (q, share) in fs {
-                        let e = next.entry((q.clone(), b.clone())).or_insert([0.0; 6]);
-                        for (acc, vi) in e.iter_mut().zip(v) {
-                            *acc += alpha_f * share * vi;
-                        }
-                    }
-                }
-                let assoc = assoc_cache
-                    .entry(p.clone())
-                    .or_insert_with(|| self.associations_at(p, at));
-                for (b2, a) in assoc.iter() {
-                    if b2 == b {
-                        continue;
-                    }
-                    let e = next.entry((p.clone(), b2.clone())).or_insert([0.0; 6]);
-                    for (acc, vi) in e.iter_mut().zip(v) {
-                        *acc += alpha_a * a * vi;
-                    }
-                }
-            }
-            next.retain(|_, v| v.iter().fold(0.0f64, |m, x| m.max(x.abs())) >= tol);
-            if next.is_empty() {
-                break;
-            }
-            for (k, v) in &next {
-                let e = total.entry(k.clone()).or_insert([0.0; 6]);
-                for (acc, vi) in e.iter_mut().zip(v) {
-                    *acc += vi;
-                }
-            }
-            frontier = next;
-        }
-        let scores = total
-            .into_iter()
-            .filter(|((p, _), _)| self.consents(p, at))
-            .map(|(k, components)| (k, RelationScore::from_components(model, components)))
-            .collect();
-        BatchScores { at, scores }
     }
 }
