@@ -42,7 +42,7 @@ pub enum ScoresAt {
     Live(BatchScores),
     /// From a batch evaluation: a snapshot taken now, to be propagated
     /// (`RelSnapshot::into_scores`) without holding the state.
-    Batch(RelSnapshot),
+    Batch(Box<RelSnapshot>),
 }
 
 impl ScoresAt {
@@ -155,7 +155,13 @@ impl ScoreState {
         &self,
         at: DateTime<Utc>,
     ) -> Option<Vec<((EntityId, EntityId), Components)>> {
-        self.live.components_at(at)
+        let table = self.fold.table();
+        let rows = self.live.components_at(at, table)?;
+        Some(
+            rows.into_iter()
+                .map(|((p, b), c)| ((table.name(p).clone(), table.name(b).clone()), c))
+                .collect(),
+        )
     }
 
     /// Brings the live series up to date, asking `stop` after each event
@@ -175,7 +181,7 @@ impl ScoreState {
     /// snapshot to finish off the state's lock.
     pub fn scores_at(&self, at: DateTime<Utc>) -> ScoresAt {
         let model = self.fold.model();
-        match self.live.components_at(at) {
+        match self.live_components_at(at) {
             Some(rows) => ScoresAt::Live(BatchScores {
                 at,
                 scores: rows
@@ -183,7 +189,7 @@ impl ScoreState {
                     .map(|(k, c)| (k, RelationScore::from_components(model, c)))
                     .collect(),
             }),
-            None => ScoresAt::Batch(RelSnapshot::build(&self.fold, at)),
+            None => ScoresAt::Batch(Box::new(RelSnapshot::build(&self.fold, at))),
         }
     }
 }

@@ -7,15 +7,17 @@
 //! A delta carries what its reader needs captured at fold time (a grant of
 //! consent carries the person's follows, associations and impulses as the
 //! state holds them then), so applying deltas never reads the state.
+//! Entities are the fold's handles (`graph::Handle`); a reader that needs
+//! ids resolves them with the fold's entity table.
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::EntityId;
+use crate::graph::Handle;
 use crate::score::model::Component;
 
 /// An impulse as a reader of deltas takes it: `(brand, component, amount,
 /// event time)`, the person being the one the delta is about.
-pub type ImpulseInput = (EntityId, Component, f64, DateTime<Utc>);
+pub type ImpulseInput = (Handle, Component, f64, DateTime<Utc>);
 
 /// One change of what the fold derives, in the order the fold made it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,9 +26,9 @@ pub enum Delta {
     /// (raw, unweighted; never 0).
     Impulse {
         /// The person whose relationship moves.
-        person: EntityId,
+        person: Handle,
         /// The brand of the relationship.
-        brand: EntityId,
+        brand: Handle,
         /// Which component.
         component: Component,
         /// The impulse, raw units before the component's weight.
@@ -36,9 +38,9 @@ pub enum Delta {
     /// (`None`). Follows of brands are not deltas: they move no spill.
     Follow {
         /// Who follows.
-        follower: EntityId,
+        follower: Handle,
         /// The person followed.
-        followee: EntityId,
+        followee: Handle,
         /// The follow strength (> 0), or `None` for an unfollow.
         strength: Option<f64>,
     },
@@ -46,9 +48,9 @@ pub enum Delta {
     /// endorsement, a performance).
     Association {
         /// The associated person.
-        person: EntityId,
+        person: Handle,
         /// The brand.
-        brand: EntityId,
+        brand: Handle,
         /// Raw strength (not normalised over the person's brands).
         strength: f64,
     },
@@ -56,7 +58,7 @@ pub enum Delta {
     /// leaves the sums, with their follow and association rows.
     ConsentWithdrawn {
         /// The person.
-        person: EntityId,
+        person: Handle,
         /// Everything the state holds for them, in event order.
         impulses: Vec<ImpulseInput>,
     },
@@ -64,11 +66,11 @@ pub enum Delta {
     /// comes back.
     ConsentGranted {
         /// The person.
-        person: EntityId,
+        person: Handle,
         /// Their follows of people now, `(followee, strength)` by id.
-        follows: Vec<(EntityId, f64)>,
+        follows: Vec<(Handle, f64)>,
         /// Their associations now, `(brand, raw strength)` by id.
-        associations: Vec<(EntityId, f64)>,
+        associations: Vec<(Handle, f64)>,
         /// Every impulse the state holds for them, in event order.
         impulses: Vec<ImpulseInput>,
     },

@@ -3,16 +3,18 @@
 //! impulses are computed from the context as it stood at that event's time
 //! (the follower count before an audience change, the occasions before a
 //! sales report), so the state is a function of the *set* of events: an
-//! event earlier than what is folded makes the log refold (`apply` does
-//! that by itself), and a late event never lands anywhere but where it
+//! event earlier than what is folded needs the log refolded (`append`
+//! declines it), and a late event never lands anywhere but where it
 //! belongs.
 //!
-//! It owns the entity graph, registrations, impulses, the per-entity series
-//! the rules read (audience, consent, occasions, sales history) and the
-//! brand KPIs; `rules.rs` holds what each event type does, `roles.rs` the
-//! role checks, `brands.rs` the KPIs. It emits what it changes as deltas
-//! (`deltas.rs`) for whoever maintains a view; it knows nothing of
-//! propagation or the live series, and does no IO and reads no clock.
+//! It owns the entity graph (with the one string table: entities are `u32`
+//! handles here), registrations, impulses (per person, in columns), the
+//! per-entity series the rules read (audience, consent, occasions and their
+//! participants, sales history) and the brand KPIs; `rules.rs` holds what
+//! each event type does, `roles.rs` the role checks, `brands.rs` the KPIs.
+//! It emits what it changes as deltas (`deltas.rs`) for whoever maintains a
+//! view; it knows nothing of propagation or the live series, and does no IO
+//! and reads no clock.
 //!
 //! Appending events later than everything seen is the common case and costs
 //! only those events.
@@ -22,7 +24,7 @@ pub(crate) mod deltas;
 mod roles;
 mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -35,28 +37,66 @@ pub(crate) use roles::role_kind;
 
 use super::model::{Component, ScoringModel};
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Role};
-use crate::graph::RelationGraph;
+use crate::graph::{EntityTable, Handle, RelationGraph};
 
-/// An impulse on the relationship (owner person, `brand`).
-#[derive(Debug, Clone)]
-pub(crate) struct Impulse {
-    pub brand: EntityId,
-    /// Position of the event in `FoldState::events`.
-    pub event: u32,
-    pub time: DateTime<Utc>,
-    pub component: Component,
-    pub amount: f64,
+/// One person's impulses, in columns, in the order they were folded
+/// (canonical event order, so their times ascend): the impulse `i` is
+/// `amount[i]` on `component[i]` of the relationship with `brand[i]`, at
+/// `time[i]`, caused by the event `event[i]` (its canonical position). 33
+/// bytes an impulse.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Impulses {
+    pub brand: Vec<Handle>,
+    pub component: Vec<Component>,
+    pub time: Vec<DateTime<Utc>>,
+    pub amount: Vec<f64>,
+    pub event: Vec<u64>,
+}
+
+impl Impulses {
+    fn push(
+        &mut self,
+        brand: Handle,
+        component: Component,
+        time: DateTime<Utc>,
+        amount: f64,
+        event: u64,
+    ) {
+        self.brand.push(brand);
+        self.component.push(component);
+        self.time.push(time);
+        self.amount.push(amount);
+        self.event.push(event);
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.amount.len()
+    }
+
+    /// How many are at or before `at` (they come first).
+    pub fn until(&self, at: DateTime<Utc>) -> usize {
+        self.time.partition_point(|t| *t <= at)
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.brand.shrink_to_fit();
+        self.component.shrink_to_fit();
+        self.time.shrink_to_fit();
+        self.amount.shrink_to_fit();
+        self.event.shrink_to_fit();
+    }
 }
 
 /// What the fold keeps of an occasion.
 #[derive(Debug, Clone)]
 struct OccasionInfo {
-    host: Option<EntityId>,
+    host: Option<Handle>,
     time: DateTime<Utc>,
     /// (person, is performer), in the order they joined.
-    participants: Vec<(EntityId, bool)>,
+    participants: Vec<(Handle, bool)>,
     /// The same, for membership tests.
-    joined: FxHashSet<(EntityId, bool)>,
+    joined: FxHashSet<(Handle, bool)>,
 }
 
 impl OccasionInfo {
@@ -68,10 +108,21 @@ impl OccasionInfo {
             joined: FxHashSet::default(),
         }
     }
+
+    /// Adds a participant; false if they had joined in that role already.
+    fn join(&mut self, person: Handle, performer: bool) -> bool {
+        if !self.joined.insert((person, performer)) {
+            return false;
+        }
+        self.participants.push((person, performer));
+        true
+    }
 }
 
 /// Everything the fold derives from the event log and the registrations
-/// (module docs). Cloning it is a deep copy.
+/// (module docs): entities as handles of one string table, impulses in
+/// columns per person, the per-entity series the rules read, brand KPIs.
+/// Cloning it is a deep copy of plain data.
 #[derive(Debug, Clone)]
 pub struct FoldState {
     model: Arc<ScoringModel>,
@@ -80,20 +131,23 @@ pub struct FoldState {
     /// Processed events in canonical order.
     events: Vec<Event>,
     positions: FxHashMap<EventId, u32>,
-    /// Impulses by the person whose relationship they move, in event order.
-    pub(crate) impulses: FxHashMap<EntityId, Vec<Impulse>>,
+    /// Impulses of the person whose relationships they move.
+    pub(crate) impulses: FxHashMap<Handle, Impulses>,
     /// Event positions naming each entity, ascending.
-    timeline: FxHashMap<EntityId, Vec<u32>>,
-    audience: FxHashMap<EntityId, Vec<(DateTime<Utc>, u64)>>,
-    occasions: FxHashMap<EntityId, OccasionInfo>,
-    hosted: FxHashMap<EntityId, Vec<EntityId>>,
-    sales: FxHashMap<EntityId, Vec<f64>>,
-    consent: FxHashMap<EntityId, Vec<(DateTime<Utc>, bool)>>,
-    interests: FxHashMap<String, BTreeSet<EntityId>>,
-    brand_stats: FxHashMap<EntityId, BrandStats>,
+    timeline: FxHashMap<Handle, Vec<u32>>,
+    audience: FxHashMap<Handle, Vec<(DateTime<Utc>, u64)>>,
+    occasions: FxHashMap<Handle, OccasionInfo>,
+    hosted: FxHashMap<Handle, Vec<Handle>>,
+    /// The latest `sales_baseline_periods` reports of each brand, oldest
+    /// first (the baseline reads no more).
+    sales: FxHashMap<Handle, VecDeque<f64>>,
+    consent: FxHashMap<Handle, Vec<(DateTime<Utc>, bool)>>,
+    /// People by registered interest, lowercased.
+    interests: FxHashMap<String, Vec<Handle>>,
+    brand_stats: FxHashMap<Handle, BrandStats>,
     /// Entities seen only as follow targets so far: taken for people until
     /// an event names them in a role that fixes their kind (a brand).
-    provisional: FxHashSet<EntityId>,
+    provisional: FxHashSet<Handle>,
     /// Deltas of the folded events not taken yet, in canonical order.
     outbox: VecDeque<EventDeltas>,
     /// Events at or after this canonical position emit deltas; `None`:
@@ -145,7 +199,18 @@ impl FoldState {
             state.fold(e);
         }
         state.emit_from = Some(0);
+        state.shrink_to_fit();
         state
+    }
+
+    /// Gives back memory grown for appends: a state built in one go holds
+    /// its columns at their length.
+    fn shrink_to_fit(&mut self) {
+        self.graph.shrink_to_fit();
+        for list in self.impulses.values_mut() {
+            list.shrink_to_fit();
+        }
+        self.impulses.shrink_to_fit();
     }
 
     /// Gives every entity the kind its roles fix, before any event is folded,
@@ -166,13 +231,15 @@ impl FoldState {
     fn fixes_provisional(&self, events: &[Event]) -> bool {
         events.iter().any(|e| {
             e.references().iter().any(|(id, role)| {
-                matches!(role, Role::Brand | Role::Occasion) && self.provisional.contains(*id)
+                matches!(role, Role::Brand | Role::Occasion) && self.is_provisional(id)
             })
         })
     }
 
     fn is_provisional(&self, id: &EntityId) -> bool {
-        self.provisional.contains(id)
+        self.graph
+            .handle(id)
+            .is_some_and(|h| self.provisional.contains(&h))
     }
 
     /// The model this state scores with.
@@ -183,6 +250,16 @@ impl FoldState {
     /// The model, shared.
     pub fn model_arc(&self) -> &Arc<ScoringModel> {
         &self.model
+    }
+
+    /// The entity table (handles and ids).
+    pub fn table(&self) -> &EntityTable {
+        self.graph.entities()
+    }
+
+    /// The handle of an entity, if any event or registration named it.
+    pub fn handle(&self, id: &EntityId) -> Option<Handle> {
+        self.graph.handle(id)
     }
 
     /// Number of events folded.
@@ -212,12 +289,20 @@ impl FoldState {
 
     /// Every entity with its kind, sorted by id.
     pub fn entities(&self) -> Vec<(EntityId, EntityKind)> {
-        self.graph.entities()
+        let table = self.table();
+        let mut v: Vec<(EntityId, EntityKind)> = table
+            .handles()
+            .map(|h| (table.name(h).clone(), table.kind(h)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// The KPIs of a brand (zeros for a brand without any).
     pub fn brand_stats(&self, brand: &EntityId) -> BrandStats {
-        self.brand_stats.get(brand).cloned().unwrap_or_default()
+        self.handle(brand)
+            .and_then(|h| self.brand_stats.get(&h).cloned())
+            .unwrap_or_default()
     }
 
     /// The event at a canonical position.
@@ -232,7 +317,10 @@ impl FoldState {
 
     /// Positions of the events naming `id`, ascending (oldest first).
     pub fn timeline(&self, id: &EntityId) -> &[u32] {
-        self.timeline.get(id).map(Vec::as_slice).unwrap_or(&[])
+        self.handle(id)
+            .and_then(|h| self.timeline.get(&h))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The latest event time folded, if any.
@@ -242,7 +330,12 @@ impl FoldState {
 
     /// Whether `person` may be scored at `at` (no consent withdrawn then).
     pub fn consents(&self, person: &EntityId, at: DateTime<Utc>) -> bool {
-        match self.consent.get(person) {
+        self.handle(person).is_none_or(|h| self.consents_h(h, at))
+    }
+
+    /// [`Self::consents`] of a handle.
+    pub(crate) fn consents_h(&self, person: Handle, at: DateTime<Utc>) -> bool {
+        match self.consent.get(&person) {
             None => true,
             Some(series) => {
                 let pos = series.partition_point(|(t, _)| *t <= at);
@@ -252,28 +345,39 @@ impl FoldState {
     }
 
     /// The people who had withdrawn consent at `at`, sorted by id.
-    pub fn withdrawn_at(&self, at: DateTime<Utc>) -> Vec<EntityId> {
-        let mut out: Vec<EntityId> = self
+    pub(crate) fn withdrawn_at(&self, at: DateTime<Utc>) -> Vec<Handle> {
+        let mut out: Vec<Handle> = self
             .consent
             .keys()
-            .filter(|p| !self.consents(p, at))
-            .cloned()
+            .copied()
+            .filter(|p| !self.consents_h(*p, at))
             .collect();
-        out.sort_unstable();
+        self.table().sort(&mut out);
         out
     }
 
     /// Follower count of `person` at `at`: the latest audience report, else
     /// the registered count, else 0.
     pub fn followers_at(&self, person: &EntityId, at: DateTime<Utc>) -> u64 {
-        if let Some(series) = self.audience.get(person) {
+        match self.handle(person) {
+            Some(h) => self.followers_h(h, at),
+            None => self
+                .registrations
+                .get(person)
+                .and_then(|e| e.followers)
+                .unwrap_or(0),
+        }
+    }
+
+    fn followers_h(&self, person: Handle, at: DateTime<Utc>) -> u64 {
+        if let Some(series) = self.audience.get(&person) {
             let pos = series.partition_point(|(t, _)| *t <= at);
             if pos > 0 {
                 return series[pos - 1].1;
             }
         }
         self.registrations
-            .get(person)
+            .get(self.table().name(person))
             .and_then(|e| e.followers)
             .unwrap_or(0)
     }
@@ -281,11 +385,7 @@ impl FoldState {
     /// Normalised association weights of `person` at `at`, sorted by brand
     /// id: strength divided by max(1, total), so a person's associations sum
     /// to at most 1 (only those above 0).
-    pub(crate) fn associations_at(
-        &self,
-        person: &EntityId,
-        at: DateTime<Utc>,
-    ) -> Vec<(EntityId, f64)> {
+    fn associations_at(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
         let raw = self.graph.associations(person, at);
         let total: f64 = raw.iter().map(|(_, w)| w).sum();
         let norm = total.max(1.0);
@@ -312,7 +412,8 @@ impl FoldState {
     /// (or twice here: the first occurrence is the event) are skipped.
     /// Returns `false`, changing nothing, when some new event is not later
     /// than everything folded or fixes a provisional entity's kind: then
-    /// the log must be refolded (`refolded`).
+    /// the log must be refolded (`refolded`); `events` is left holding the
+    /// new events, in canonical order.
     pub fn append(&mut self, events: &mut Vec<Event>) -> bool {
         let mut ids = FxHashSet::default();
         events.retain(|e| !self.positions.contains_key(&e.id) && ids.insert(e.id.clone()));
@@ -334,48 +435,30 @@ impl FoldState {
         true
     }
 
-    /// The state of the log plus `events` (not folded yet), refolded from
-    /// scratch with the same registrations; events at or after canonical
-    /// position `emit_from` of the whole log emit deltas.
-    pub fn refolded(&self, events: Vec<Event>, emit_from: Option<u32>) -> Self {
-        let mut all = self.events.clone();
-        all.extend(events);
-        Self::build(
-            Arc::clone(&self.model),
-            self.registrations.values().cloned().collect(),
-            all,
-            emit_from,
-        )
-    }
-
     /// Registers (or replaces) an entity in this state without refolding:
     /// a registration is context for every event, so callers refold.
     pub fn register_only(&mut self, entity: Entity) {
         self.graph.set_kind(&entity.id, entity.kind);
-        self.provisional.remove(&entity.id);
+        let h = self.graph.handle(&entity.id).expect("set_kind adds it");
+        self.provisional.remove(&h);
         if let Some(old) = self.registrations.get(&entity.id) {
             // Indexed lowercased, so removed lowercased (an interest with
             // capitals stayed behind before issue #10).
             for tag in &old.interests {
-                if let Some(set) = self.interests.get_mut(&tag.to_lowercase()) {
-                    set.remove(&entity.id);
+                if let Some(people) = self.interests.get_mut(&tag.to_lowercase()) {
+                    people.retain(|p| *p != h);
                 }
             }
         }
         if entity.kind.is_person() {
             for tag in &entity.interests {
-                self.interests
-                    .entry(tag.to_lowercase())
-                    .or_default()
-                    .insert(entity.id.clone());
+                let people = self.interests.entry(tag.to_lowercase()).or_default();
+                if !people.contains(&h) {
+                    people.push(h);
+                }
             }
         }
         self.registrations.insert(entity.id.clone(), entity);
-    }
-
-    /// Forgets a registration without refolding.
-    pub fn unregister(&mut self, id: &EntityId) {
-        self.registrations.remove(id);
     }
 
     /// Every event of this state that does not name `id`, in canonical order.
@@ -411,13 +494,20 @@ impl FoldState {
 
     /// Every impulse of `person` as deltas carry them, in event order
     /// (impulses of 0 left out: they change no sum).
-    fn impulses_of(&self, person: &EntityId) -> Vec<ImpulseInput> {
-        self.impulses
-            .get(person)
-            .into_iter()
-            .flatten()
-            .filter(|i| i.amount != 0.0)
-            .map(|i| (i.brand.clone(), i.component, i.amount, i.time))
+    fn impulses_of(&self, person: Handle) -> Vec<ImpulseInput> {
+        let Some(list) = self.impulses.get(&person) else {
+            return Vec::new();
+        };
+        (0..list.len())
+            .filter(|&i| list.amount[i] != 0.0)
+            .map(|i| {
+                (
+                    list.brand[i],
+                    list.component[i],
+                    list.amount[i],
+                    list.time[i],
+                )
+            })
             .collect()
     }
 
@@ -433,22 +523,19 @@ impl FoldState {
         }
         for (id, role) in event.references() {
             if role == Role::FollowTarget {
-                if self.graph.kind(id).is_none() && !self.registrations.contains_key(id) {
-                    self.provisional.insert(id.clone());
+                if self.graph.handle(id).is_none() && !self.registrations.contains_key(id) {
+                    let h = self.graph.ensure(id, role_kind(role));
+                    self.provisional.insert(h);
                 }
-            } else if !self.provisional.is_empty() {
-                self.provisional.remove(id);
+            } else if !self.provisional.is_empty()
+                && let Some(h) = self.graph.handle(id)
+            {
+                self.provisional.remove(&h);
             }
-            self.graph.ensure(id, role_kind(role));
-            match self.timeline.get_mut(id) {
-                Some(tl) => {
-                    if tl.last() != Some(&pos) {
-                        tl.push(pos);
-                    }
-                }
-                None => {
-                    self.timeline.insert(id.clone(), vec![pos]);
-                }
+            let h = self.graph.ensure(id, role_kind(role));
+            let tl = self.timeline.entry(h).or_default();
+            if tl.last() != Some(&pos) {
+                tl.push(pos);
             }
         }
         self.fold_rules(&event, pos);

@@ -9,15 +9,23 @@ use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashSet;
 
 use super::brands::Contact;
-use super::{Delta, FoldState, Impulse, OccasionInfo};
+use super::{Delta, FoldState, OccasionInfo};
 use crate::domain::{EntityId, EntityKind, Event, EventKind, EventType};
-use crate::graph::EdgeKind;
-use crate::score::model::Component;
-use crate::score::model::Impulses;
+use crate::graph::{EdgeKind, Handle};
+use crate::score::model::{Component, Impulses};
 
 impl FoldState {
+    /// The handle of an entity the event being folded names (`fold` has
+    /// added every one).
+    fn h(&self, id: &EntityId) -> Handle {
+        self.graph
+            .handle(id)
+            .expect("fold adds every entity an event names")
+    }
+
     /// Applies the rules of `event`'s type; `pos` is its canonical position.
     pub(super) fn fold_rules(&mut self, event: &Event, pos: u32) {
+        let pos = u64::from(pos);
         let t = event.time;
         let imp = self.model.impulse;
         use EventKind::*;
@@ -32,6 +40,7 @@ impl FoldState {
                 // In the base currency; a currency the table lacks (an event
                 // stored before the table changed) is a purchase of unknown
                 // value: it still makes the relationship, and adds nothing.
+                let (person, brand) = (self.h(person), self.h(brand));
                 let value = self.model.currency.to_base(*amount, *currency);
                 let x = value.map_or(0.0, |v| purchase_impulse(&imp, v));
                 self.push_direct(person, brand, pos, t, Component::Sales, x);
@@ -44,7 +53,7 @@ impl FoldState {
             } => {
                 // A report in a currency the table lacks is left out.
                 if let Some(value) = self.model.currency.to_base(*amount, *currency) {
-                    self.fold_brand_sales(brand, value, pos, t);
+                    self.fold_brand_sales(self.h(brand), value, pos, t);
                 }
             }
             Post {
@@ -64,7 +73,8 @@ impl FoldState {
                 } else {
                     imp.mention
                 };
-                let reach = self.followers_at(person, t) as f64;
+                let (person, brand) = (self.h(person), self.h(brand));
+                let reach = self.followers_h(person, t) as f64;
                 let x = talk_impulse(&imp, w, sentiment.value, reach);
                 self.push_direct(person, brand, pos, t, Component::Sentiment, x);
             }
@@ -75,6 +85,7 @@ impl FoldState {
                 sentiment,
                 ..
             } => {
+                let (person, brand) = (self.h(person), self.h(brand));
                 let x = review_impulse(&imp, *rating, sentiment.map(|s| s.value));
                 self.push_direct(person, brand, pos, t, Component::Sentiment, x);
                 self.stats(brand).review(*rating);
@@ -96,6 +107,7 @@ impl FoldState {
                     wait_seconds: *wait_seconds,
                     transfers: *transfers,
                 };
+                let (person, brand) = (self.h(person), self.h(brand));
                 let x = service_impulse(&imp, &contact);
                 self.push_direct(person, brand, pos, t, Component::Service, x);
                 self.stats(brand).contact(&contact);
@@ -105,20 +117,22 @@ impl FoldState {
                 brand,
                 strength,
             } => {
+                let (person, brand) = (self.h(person), self.h(brand));
                 let x = imp.endorsement * strength;
                 self.push_impulse(person, brand, pos, t, Component::Engagement, x);
                 self.set_association(person, brand, t, *strength);
             }
             Audience { person, followers } => {
-                let before = self.followers_at(person, t);
+                let person = self.h(person);
+                let before = self.followers_h(person, t);
                 self.audience
-                    .entry(person.clone())
+                    .entry(person)
                     .or_default()
                     .push((t, *followers));
                 if let Some(growth) = audience_growth(&imp, before, *followers) {
                     for (brand, share) in self.associations_at(person, t) {
                         let x = growth * share;
-                        self.push_impulse(person, &brand, pos, t, Component::Influence, x);
+                        self.push_impulse(person, brand, pos, t, Component::Influence, x);
                     }
                 }
             }
@@ -127,32 +141,36 @@ impl FoldState {
                 target,
                 strength,
             } => {
+                let (person, target) = (self.h(person), self.h(target));
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, Some(*strength));
-                if self.kind(target).is_some_and(EntityKind::is_person) {
+                let kind = self.table().kind(target);
+                if kind.is_person() {
                     self.emit(Delta::Follow {
-                        follower: person.clone(),
-                        followee: target.clone(),
+                        follower: person,
+                        followee: target,
                         strength: Some(*strength),
                     });
                 }
-                if self.kind(target) == Some(EntityKind::Brand) {
+                if kind == EntityKind::Brand {
                     let x = imp.follow_brand * strength;
                     self.push_impulse(person, target, pos, t, Component::Engagement, x);
                 }
             }
             Unfollow { person, target } => {
-                let was = self.graph.follow_weight(person, target, t);
+                let (person, target) = (self.h(person), self.h(target));
+                let was = self.graph.edge_weight(person, target, EdgeKind::Follow, t);
                 self.graph
                     .set_edge(person, target, EdgeKind::Follow, t, None);
-                if self.kind(target).is_some_and(EntityKind::is_person) {
+                let kind = self.table().kind(target);
+                if kind.is_person() {
                     self.emit(Delta::Follow {
-                        follower: person.clone(),
-                        followee: target.clone(),
+                        follower: person,
+                        followee: target,
                         strength: None,
                     });
                 }
-                if let (Some(w), Some(EntityKind::Brand)) = (was, self.kind(target)) {
+                if let (Some(w), EntityKind::Brand) = (was, kind) {
                     let x = -imp.follow_brand * w;
                     self.push_impulse(person, target, pos, t, Component::Engagement, x);
                 }
@@ -162,18 +180,21 @@ impl FoldState {
                 brand,
                 performers,
                 ..
-            } => self.fold_occasion(occasion, brand, performers, pos, t),
+            } => {
+                let performers: Vec<Handle> = performers.iter().map(|p| self.h(p)).collect();
+                self.fold_occasion(self.h(occasion), self.h(brand), &performers, pos, t)
+            }
             Attendance { person, occasion } => {
+                let (person, occasion) = (self.h(person), self.h(occasion));
                 let info = self
                     .occasions
-                    .entry(occasion.clone())
+                    .entry(occasion)
                     .or_insert_with(|| OccasionInfo::new(t));
-                if info.joined.insert((person.clone(), false)) {
-                    info.participants.push((person.clone(), false));
-                    if let Some(host) = info.host.clone() {
-                        let x = imp.attendance;
-                        self.push_impulse(person, &host, pos, t, Component::Engagement, x);
-                    }
+                if info.join(person, false)
+                    && let Some(host) = info.host
+                {
+                    let x = imp.attendance;
+                    self.push_impulse(person, host, pos, t, Component::Engagement, x);
                 }
             }
             Cause {
@@ -187,36 +208,35 @@ impl FoldState {
                     .currency
                     .to_base(*amount, *currency)
                     .unwrap_or(0.0);
-                let mut people: std::collections::BTreeSet<EntityId> = Default::default();
+                let brand = self.h(brand);
+                let mut people: Vec<Handle> = Vec::new();
                 for tag in tags {
-                    if let Some(set) = self.interests.get(&tag.to_lowercase()) {
-                        people.extend(set.iter().cloned());
+                    if let Some(list) = self.interests.get(&tag.to_lowercase()) {
+                        people.extend(list);
                     }
                 }
+                // In id order, whatever the order of registration.
+                self.table().sort(&mut people);
+                people.dedup();
                 let x = cause_impulse(&imp, amount);
                 for p in people {
-                    self.push_impulse(&p, brand, pos, t, Component::Values, x);
+                    self.push_impulse(p, brand, pos, t, Component::Values, x);
                 }
             }
             Consent { person, granted } => {
-                self.consent
-                    .entry(person.clone())
-                    .or_default()
-                    .push((t, *granted));
+                let person = self.h(person);
+                self.consent.entry(person).or_default().push((t, *granted));
                 if self.emitting() {
                     let impulses = self.impulses_of(person);
                     let delta = if *granted {
                         Delta::ConsentGranted {
-                            person: person.clone(),
+                            person,
                             follows: self.graph.followees(person, t),
                             associations: self.graph.associations(person, t),
                             impulses,
                         }
                     } else {
-                        Delta::ConsentWithdrawn {
-                            person: person.clone(),
-                            impulses,
-                        }
+                        Delta::ConsentWithdrawn { person, impulses }
                     };
                     self.emit(delta);
                 }
@@ -224,8 +244,8 @@ impl FoldState {
         }
     }
 
-    fn stats(&mut self, brand: &EntityId) -> &mut super::BrandStats {
-        self.brand_stats.entry(brand.clone()).or_default()
+    fn stats(&mut self, brand: Handle) -> &mut super::BrandStats {
+        self.brand_stats.entry(brand).or_default()
     }
 
     /// An occasion: the brand hosts it, its performers are associated with
@@ -234,35 +254,33 @@ impl FoldState {
     /// itself now meets its host.
     fn fold_occasion(
         &mut self,
-        occasion: &EntityId,
-        brand: &EntityId,
-        performers: &[EntityId],
-        pos: u32,
+        occasion: Handle,
+        brand: Handle,
+        performers: &[Handle],
+        pos: u64,
         t: DateTime<Utc>,
     ) {
         let imp = self.model.impulse;
         let info = self
             .occasions
-            .entry(occasion.clone())
+            .entry(occasion)
             .or_insert_with(|| OccasionInfo::new(t));
-        info.host = Some(brand.clone());
+        info.host = Some(brand);
         info.time = t;
-        let earlier: Vec<EntityId> = info
+        let earlier: Vec<Handle> = info
             .participants
             .iter()
             .filter(|(_, performer)| !performer)
-            .map(|(p, _)| p.clone())
+            .map(|(p, _)| *p)
             .collect();
-        for p in performers {
-            if info.joined.insert((p.clone(), true)) {
-                info.participants.push((p.clone(), true));
-            }
+        for &p in performers {
+            info.join(p, true);
         }
-        let hosted = self.hosted.entry(brand.clone()).or_default();
-        if !hosted.contains(occasion) {
-            hosted.push(occasion.clone());
+        let hosted = self.hosted.entry(brand).or_default();
+        if !hosted.contains(&occasion) {
+            hosted.push(occasion);
         }
-        for p in performers {
+        for &p in performers {
             self.push_impulse(p, brand, pos, t, Component::Engagement, imp.performance);
             let current = self
                 .graph
@@ -273,21 +291,22 @@ impl FoldState {
             }
         }
         for p in earlier {
-            self.push_impulse(&p, brand, pos, t, Component::Engagement, imp.attendance);
+            self.push_impulse(p, brand, pos, t, Component::Engagement, imp.attendance);
         }
     }
 
     /// A sales report: the lift over the brand's baseline is credited to the
     /// people who took part in its recent occasions (seed 004: "host an
     /// outdoor concert ... and, three days later, see an increase in sales").
-    fn fold_brand_sales(&mut self, brand: &EntityId, amount: f64, pos: u32, t: DateTime<Utc>) {
+    fn fold_brand_sales(&mut self, brand: Handle, amount: f64, pos: u64, t: DateTime<Utc>) {
         let imp = self.model.impulse;
-        let history = self.sales.entry(brand.clone()).or_default();
-        let baseline = {
-            let n = history.len().min(imp.sales_baseline_periods);
-            (n > 0).then(|| history[history.len() - n..].iter().sum::<f64>() / n as f64)
-        };
-        history.push(amount);
+        let history = self.sales.entry(brand).or_default();
+        let baseline =
+            (!history.is_empty()).then(|| history.iter().sum::<f64>() / history.len() as f64);
+        history.push_back(amount);
+        if history.len() > imp.sales_baseline_periods {
+            history.pop_front();
+        }
         self.stats(brand).reported(amount);
         let Some(baseline) = baseline.filter(|b| *b > 0.0) else {
             return;
@@ -296,9 +315,9 @@ impl FoldState {
         let window = Duration::milliseconds((imp.sales_window_days * 86_400_000.0) as i64);
         // Occasions are hosted in time order: walk back from the latest and
         // stop at the first that ended before the window.
-        let mut credited: Vec<EntityId> = Vec::new();
-        let mut seen: FxHashSet<&EntityId> = FxHashSet::default();
-        for occ in self.hosted.get(brand).into_iter().flatten().rev() {
+        let mut credited: Vec<Handle> = Vec::new();
+        let mut seen: FxHashSet<Handle> = FxHashSet::default();
+        for occ in self.hosted.get(&brand).into_iter().flatten().rev() {
             let info = &self.occasions[occ];
             if info.time > t {
                 continue;
@@ -307,23 +326,23 @@ impl FoldState {
                 break;
             }
             for (p, _) in &info.participants {
-                if seen.insert(p) {
-                    credited.push(p.clone());
+                if seen.insert(*p) {
+                    credited.push(*p);
                 }
             }
         }
         for p in credited {
-            self.push_impulse(&p, brand, pos, t, Component::Sales, x);
+            self.push_impulse(p, brand, pos, t, Component::Sales, x);
         }
     }
 
     /// Sets person `p`'s association with `brand`.
-    fn set_association(&mut self, p: &EntityId, brand: &EntityId, t: DateTime<Utc>, v: f64) {
+    fn set_association(&mut self, p: Handle, brand: Handle, t: DateTime<Utc>, v: f64) {
         self.graph
             .set_edge(p, brand, EdgeKind::Association, t, Some(v));
         self.emit(Delta::Association {
-            person: p.clone(),
-            brand: brand.clone(),
+            person: p,
+            brand,
             strength: v,
         });
     }
@@ -334,9 +353,9 @@ impl FoldState {
     /// relationship, which then reads 50 with the event among its reasons.
     fn push_direct(
         &mut self,
-        person: &EntityId,
-        brand: &EntityId,
-        event: u32,
+        person: Handle,
+        brand: Handle,
+        event: u64,
         time: DateTime<Utc>,
         component: Component,
         amount: f64,
@@ -351,9 +370,9 @@ impl FoldState {
     /// An impulse on (person, brand); one of 0 moves nothing and is dropped.
     fn push_impulse(
         &mut self,
-        person: &EntityId,
-        brand: &EntityId,
-        event: u32,
+        person: Handle,
+        brand: Handle,
+        event: u64,
         time: DateTime<Utc>,
         component: Component,
         amount: f64,
@@ -362,8 +381,8 @@ impl FoldState {
             return;
         }
         self.emit(Delta::Impulse {
-            person: person.clone(),
-            brand: brand.clone(),
+            person,
+            brand,
             component,
             amount,
         });
@@ -374,26 +393,17 @@ impl FoldState {
     /// of 0 changes no sum).
     fn keep_impulse(
         &mut self,
-        person: &EntityId,
-        brand: &EntityId,
-        event: u32,
+        person: Handle,
+        brand: Handle,
+        event: u64,
         time: DateTime<Utc>,
         component: Component,
         amount: f64,
     ) {
-        let impulse = Impulse {
-            brand: brand.clone(),
-            event,
-            time,
-            component,
-            amount,
-        };
-        match self.impulses.get_mut(person) {
-            Some(list) => list.push(impulse),
-            None => {
-                self.impulses.insert(person.clone(), vec![impulse]);
-            }
-        }
+        self.impulses
+            .entry(person)
+            .or_default()
+            .push(brand, component, time, amount, event);
     }
 }
 

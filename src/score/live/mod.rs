@@ -62,7 +62,7 @@ use chrono::{DateTime, Utc};
 
 pub use scores::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
 
-use crate::domain::EntityId;
+use crate::graph::{EntityTable, Handle};
 use crate::score::fold::{Delta, EventDeltas, FoldState};
 use crate::score::model::{Components, ScoringModel};
 use crate::score::propagate::batch::RelSnapshot;
@@ -195,16 +195,18 @@ impl LiveSeries {
         self.pending.is_empty() && self.scores.checkpoint() == self.clock.checkpoint().at
     }
 
-    /// The components at `at`, `None` while the series has not caught up
-    /// or when `at` is before the latest event.
+    /// The components at `at`, sorted by (person id, brand id); `None`
+    /// while the series has not caught up or when `at` is before the latest
+    /// event.
     pub fn components_at(
         &self,
         at: DateTime<Utc>,
-    ) -> Option<Vec<((EntityId, EntityId), Components)>> {
+        table: &EntityTable,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
         if !self.synced() {
             return None;
         }
-        self.scores.components_at(at)
+        self.scores.components_at(at, table)
     }
 
     /// Brings the series up to date with the folded events, in canonical
@@ -286,22 +288,26 @@ impl LiveSeries {
     /// before it): the batch driver sums the series there, and the live
     /// series starts from that and its residual.
     fn build_at(&mut self, state: &FoldState, as_of: DateTime<Utc>) {
+        let table = state.table();
         let snapshot = RelSnapshot::build(state, as_of);
         let (s, r) = snapshot.seed();
-        let (people, brands) = (snapshot.people(), snapshot.brands());
-        let named = |list: &[((u32, u32), Components)]| -> Vec<_> {
+        let (people, brands) = (snapshot.people_handles(), snapshot.brand_handles());
+        let handles = |list: &[((u32, u32), Components)]| -> Vec<_> {
             list.iter()
-                .map(|((p, b), v)| (&people[*p as usize], &brands[*b as usize], *v))
+                .map(|((p, b), v)| (people[*p as usize], brands[*b as usize], *v))
                 .collect()
         };
-        let (s, r) = (named(&s), named(&r));
+        let (s, r) = (handles(&s), handles(&r));
         let follows = state.graph.follow_edges(as_of);
+        let mut persons: Vec<Handle> = table
+            .handles()
+            .filter(|h| table.kind(*h).is_person())
+            .collect();
+        table.sort(&mut persons);
         let mut associations = Vec::new();
-        for (id, kind) in state.entities() {
-            if kind.is_person() {
-                for (b, a) in state.graph.associations(&id, as_of) {
-                    associations.push((id.clone(), b, a));
-                }
+        for p in persons {
+            for (b, a) in state.graph.associations(p, as_of) {
+                associations.push((p, b, a));
             }
         }
         let withdrawn = state.withdrawn_at(as_of);
@@ -313,6 +319,7 @@ impl LiveSeries {
             &s,
             &r,
             &withdrawn,
+            table,
             self.scores.stats(),
         );
     }

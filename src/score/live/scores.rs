@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::domain::EntityId;
+use crate::graph::{EntityTable, Handle};
 use crate::score::model::{Component, Components, ScoringModel};
 use crate::score::propagate::push::{IncrementalRelspace, PushStats, Value};
 use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
@@ -53,10 +53,10 @@ pub struct LiveStats {
 #[derive(Debug, Clone)]
 pub struct LiveScores {
     model: Arc<ScoringModel>,
-    people: Vec<EntityId>,
-    person_ix: FxHashMap<EntityId, u32>,
-    brands: Vec<EntityId>,
-    brand_ix: FxHashMap<EntityId, u32>,
+    people: Vec<Handle>,
+    person_ix: FxHashMap<Handle, u32>,
+    brands: Vec<Handle>,
+    brand_ix: FxHashMap<Handle, u32>,
     driver: IncrementalRelspace<Components>,
     /// Forward-decay origin `o`: the checkpoint's time, or the event it last
     /// moved to (module docs, "A moving landmark").
@@ -104,24 +104,24 @@ impl LiveScores {
         std::array::from_fn(|c| half_life_factor(sign * seconds, self.half_life_seconds(c)))
     }
 
-    fn person(&mut self, id: &EntityId) -> u32 {
+    fn person(&mut self, id: &Handle) -> u32 {
         if let Some(&i) = self.person_ix.get(id) {
             return i;
         }
         let i = self.people.len() as u32;
-        self.people.push(id.clone());
-        self.person_ix.insert(id.clone(), i);
+        self.people.push(*id);
+        self.person_ix.insert(*id, i);
         self.driver.grow(self.people.len(), self.brands.len());
         i
     }
 
-    fn brand(&mut self, id: &EntityId) -> u32 {
+    fn brand(&mut self, id: &Handle) -> u32 {
         if let Some(&i) = self.brand_ix.get(id) {
             return i;
         }
         let i = self.brands.len() as u32;
-        self.brands.push(id.clone());
-        self.brand_ix.insert(id.clone(), i);
+        self.brands.push(*id);
+        self.brand_ix.insert(*id, i);
         self.driver.grow(self.people.len(), self.brands.len());
         i
     }
@@ -212,38 +212,40 @@ impl LiveScores {
     pub fn build(
         model: Arc<ScoringModel>,
         origin: DateTime<Utc>,
-        follows: &[(EntityId, EntityId, f64)],
-        associations: &[(EntityId, EntityId, f64)],
-        scores: &[(&EntityId, &EntityId, Components)],
-        residual: &[(&EntityId, &EntityId, Components)],
-        withdrawn: &[EntityId],
+        follows: &[(Handle, Handle, f64)],
+        associations: &[(Handle, Handle, f64)],
+        scores: &[(Handle, Handle, Components)],
+        residual: &[(Handle, Handle, Components)],
+        withdrawn: &[Handle],
+        table: &EntityTable,
         previous: LiveStats,
     ) -> Self {
         let mut this = Self::new(model);
         this.origin = Some(origin);
         this.latest = Some(origin);
-        let mut people: Vec<&EntityId> = Vec::new();
-        let mut brands: Vec<&EntityId> = Vec::new();
+        let mut people: Vec<Handle> = Vec::new();
+        let mut brands: Vec<Handle> = Vec::new();
         for (q, p, _) in follows {
-            people.extend([q, p]);
+            people.extend([*q, *p]);
         }
         for (p, b, _) in associations {
-            people.push(p);
-            brands.push(b);
+            people.push(*p);
+            brands.push(*b);
         }
         for (p, b, _) in scores.iter().chain(residual) {
-            people.push(p);
-            brands.push(b);
+            people.push(*p);
+            brands.push(*b);
         }
         people.extend(withdrawn);
-        people.sort_unstable();
-        people.dedup();
-        brands.sort_unstable();
-        brands.dedup();
-        for p in people {
+        for list in [&mut people, &mut brands] {
+            list.sort_unstable();
+            list.dedup();
+            table.sort(list);
+        }
+        for p in &people {
             this.person(p);
         }
-        for b in brands {
+        for b in &brands {
             this.brand(b);
         }
         let out: FxHashSet<u32> = withdrawn.iter().map(|p| this.person_ix[p]).collect();
@@ -257,12 +259,11 @@ impl LiveScores {
             .map(|(p, b, s)| (this.person_ix[p], this.brand_ix[b], *s))
             .filter(|(p, ..)| !out.contains(p))
             .collect();
-        let numbered =
-            |list: &[(&EntityId, &EntityId, Components)]| -> Vec<(u32, u32, Components)> {
-                list.iter()
-                    .map(|(p, b, v)| (this.person_ix[*p], this.brand_ix[*b], *v))
-                    .collect()
-            };
+        let numbered = |list: &[(Handle, Handle, Components)]| -> Vec<(u32, u32, Components)> {
+            list.iter()
+                .map(|(p, b, v)| (this.person_ix[p], this.brand_ix[b], *v))
+                .collect()
+        };
         let (s, r) = (numbered(scores), numbered(residual));
         let prop = this.model.propagation;
         let (driver, stats) = IncrementalRelspace::from_parts(
@@ -290,8 +291,8 @@ impl LiveScores {
     /// (weighted here, as the batch driver does).
     pub fn impulse(
         &mut self,
-        person: &EntityId,
-        brand: &EntityId,
+        person: &Handle,
+        brand: &Handle,
         component: Component,
         amount: f64,
         t: DateTime<Utc>,
@@ -313,7 +314,7 @@ impl LiveScores {
     }
 
     /// Follower `q`'s follow of person `p` set (`Some(weight)`) or removed.
-    pub fn set_follow(&mut self, q: &EntityId, p: &EntityId, weight: Option<f64>) {
+    pub fn set_follow(&mut self, q: &Handle, p: &Handle, weight: Option<f64>) {
         let (qi, pi) = (self.person(q), self.person(p));
         if self.withdrawn.contains(&qi) {
             return;
@@ -327,7 +328,7 @@ impl LiveScores {
 
     /// Person `p`'s association with `brand` set or removed (raw strength;
     /// the driver normalises the row).
-    pub fn set_association(&mut self, p: &EntityId, brand: &EntityId, strength: Option<f64>) {
+    pub fn set_association(&mut self, p: &Handle, brand: &Handle, strength: Option<f64>) {
         let (pi, b) = (self.person(p), self.brand(brand));
         if self.withdrawn.contains(&pi) {
             return;
@@ -344,8 +345,8 @@ impl LiveScores {
     /// association row out of the series.
     pub fn withdraw(
         &mut self,
-        person: &EntityId,
-        impulses: &[(EntityId, Component, f64, DateTime<Utc>)],
+        person: &Handle,
+        impulses: &[(Handle, Component, f64, DateTime<Utc>)],
     ) {
         let p = self.person(person);
         if self.withdrawn.contains(&p) {
@@ -371,10 +372,10 @@ impl LiveScores {
     /// associations and impulses as the state holds them now.
     pub fn grant(
         &mut self,
-        person: &EntityId,
-        follows: &[(EntityId, f64)],
-        associations: &[(EntityId, f64)],
-        impulses: &[(EntityId, Component, f64, DateTime<Utc>)],
+        person: &Handle,
+        follows: &[(Handle, f64)],
+        associations: &[(Handle, f64)],
+        impulses: &[(Handle, Component, f64, DateTime<Utc>)],
     ) {
         let Some(&p) = self.person_ix.get(person) else {
             return;
@@ -412,7 +413,8 @@ impl LiveScores {
     pub fn components_at(
         &self,
         at: DateTime<Utc>,
-    ) -> Option<Vec<((EntityId, EntityId), Components)>> {
+        table: &EntityTable,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
         let factor = match (self.origin, self.latest) {
             (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
             (None, _) => return Some(Vec::new()),
@@ -425,14 +427,15 @@ impl LiveScores {
             }
             for &(b, v) in self.driver.row(p as u32) {
                 if !v.is_zero() {
-                    out.push((
-                        (id.clone(), self.brands[b as usize].clone()),
-                        v.times(&factor),
-                    ));
+                    out.push(((*id, self.brands[b as usize]), v.times(&factor)));
                 }
             }
         }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by(|x, y| {
+            table
+                .cmp(x.0.0, y.0.0)
+                .then_with(|| table.cmp(x.0.1, y.0.1))
+        });
         Some(out)
     }
 

@@ -21,13 +21,16 @@
 //! (`tests/it/relspace.rs`, `explain_and_the_batch_agree_*`). No IO, no
 //! clock: `at` is an argument.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{EntityId, EventId, EventKind, Sentiment};
-use crate::score::fold::{FoldState, Impulse};
+use rustc_hash::FxHashMap;
+
+use crate::domain::{EntityId, Event, EventId, EventKind, Sentiment};
+use crate::graph::Handle;
+use crate::score::fold::FoldState;
 use crate::score::model::Components;
 use crate::score::shares::{attention_share, decayed};
 
@@ -90,22 +93,22 @@ pub struct Explanation {
 struct Adjoint {
     target: f64,
     other: f64,
-    extra: BTreeMap<EntityId, f64>,
+    extra: BTreeMap<Handle, f64>,
 }
 
 impl Adjoint {
-    fn at(&self, brand: &EntityId, target: &EntityId) -> f64 {
+    fn at(&self, brand: Handle, target: Handle) -> f64 {
         if brand == target {
             self.target
         } else {
-            self.other + self.extra.get(brand).copied().unwrap_or(0.0)
+            self.other + self.extra.get(&brand).copied().unwrap_or(0.0)
         }
     }
     fn add_scaled(&mut self, other: &Adjoint, k: f64) {
         self.target += k * other.target;
         self.other += k * other.other;
         for (b, v) in &other.extra {
-            *self.extra.entry(b.clone()).or_insert(0.0) += k * v;
+            *self.extra.entry(*b).or_insert(0.0) += k * v;
         }
     }
     fn magnitude(&self) -> f64 {
@@ -117,28 +120,109 @@ impl Adjoint {
     }
 }
 
+/// People of the walk, in id order (the order every sum follows).
+type ByName<'s, T> = BTreeMap<(&'s EntityId, Handle), T>;
+
+/// One event's share of an explanation, before the event is looked up.
+#[derive(Debug, Clone)]
+struct Entry {
+    event: u64,
+    time: DateTime<Utc>,
+    delta: f64,
+    raw: f64,
+    path: Vec<String>,
+}
+
+/// An explanation whose contributions name their events by reference
+/// (what the impulses keep), not yet by id: `ScoreState` answers it without
+/// reading events, and whoever holds the events (the engine: the store)
+/// finishes it with the few it lists ([`ExplanationDraft::events`]).
+#[derive(Debug, Clone)]
+pub struct ExplanationDraft {
+    explanation: Explanation,
+    /// Candidates for the listed contributions: the largest by |delta|,
+    /// and every one tied with the last of them (ties are broken by event
+    /// id, known only once the events are looked up).
+    entries: Vec<Entry>,
+    top: usize,
+}
+
+impl ExplanationDraft {
+    /// The references of the events the contributions need (at most the
+    /// model's `top_contributions`, plus ties), ascending.
+    pub fn events(&self) -> Vec<u64> {
+        let mut refs: Vec<u64> = self.entries.iter().map(|e| e.event).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        refs
+    }
+
+    /// The explanation, with `lookup` giving each listed event by its
+    /// reference (an event it does not give is left out of the reasons).
+    pub fn finish<'e>(self, lookup: impl Fn(u64) -> Option<&'e Event>) -> Explanation {
+        let mut explanation = self.explanation;
+        let mut contributions: Vec<Contribution> =
+            self.entries
+                .into_iter()
+                .filter_map(|e| {
+                    let event = lookup(e.event)?;
+                    let sentiment = match &event.kind {
+                        EventKind::Post { sentiment, .. }
+                        | EventKind::Mention { sentiment, .. } => Some(*sentiment),
+                        EventKind::Review { sentiment, .. } => *sentiment,
+                        _ => None,
+                    };
+                    Some(Contribution {
+                        sentiment,
+                        channel: event.kind.channel().map(str::to_string),
+                        event: event.id.clone(),
+                        event_type: event.kind.event_type().as_str(),
+                        time: e.time,
+                        delta: e.delta,
+                        raw: e.raw,
+                        path: e.path,
+                    })
+                })
+                .collect();
+        contributions.sort_by(|a, b| {
+            b.delta
+                .abs()
+                .total_cmp(&a.delta.abs())
+                .then_with(|| a.event.cmp(&b.event))
+        });
+        contributions.truncate(self.top);
+        explanation.contributions = contributions;
+        explanation
+    }
+}
+
 impl FoldState {
-    /// The score of (person, brand) at `at`, with its reasons. `None` when no
-    /// event reaches the pair, or the person has withdrawn consent.
-    pub fn explain(
+    /// The score of (person, brand) at `at`, with its reasons, the events
+    /// named by reference (finish with [`ExplanationDraft::finish`]). `None`
+    /// when no event reaches the pair, or the person has withdrawn consent.
+    pub fn explain_draft(
         &self,
         person: &EntityId,
         brand: &EntityId,
         at: DateTime<Utc>,
-    ) -> Option<Explanation> {
-        if !self.consents(person, at) {
+    ) -> Option<ExplanationDraft> {
+        let (p, b) = (self.handle(person)?, self.handle(brand)?);
+        if !self.consents_h(p, at) {
             return None;
         }
         let model = self.model();
-        let (total, route) = self.walk(person, brand, at, true);
+        let table = self.table();
+        let (total, route) = self.walk(p, b, at, true);
 
         let mut components = [0.0; 6];
-        let mut per_event: BTreeMap<u32, (f64, EntityId, EntityId)> = BTreeMap::new();
-        self.for_each_share(&total, person, brand, at, |p, imp, v| {
-            components[imp.component.index()] += v;
-            let entry = per_event
-                .entry(imp.event)
-                .or_insert((0.0, p.clone(), imp.brand.clone()));
+        let mut per_event: BTreeMap<u64, (f64, DateTime<Utc>, Handle, Handle)> = BTreeMap::new();
+        self.for_each_share(&total, p, b, at, |via, i, c, v| {
+            let list = &self.impulses[&via];
+            components[c] += v;
+            let entry =
+                per_event
+                    .entry(list.event[i])
+                    .or_insert((0.0, list.time[i], via, list.brand[i]));
             entry.0 += v;
         });
         if per_event.is_empty() {
@@ -146,113 +230,126 @@ impl FoldState {
         }
         let raw: f64 = components.iter().sum();
         let score = model.score(raw);
-        let mut contributions: Vec<Contribution> = per_event
+        let mut entries: Vec<Entry> = per_event
             .iter()
-            .map(|(&pos, (v, via, about))| {
-                let event = self.event_at(pos);
+            .map(|(&event, &(v, time, via, about))| {
                 let mut path: Vec<String> = route
-                    .get(via)
-                    .map(|r| r.iter().map(|p| format!("person:{p}")).collect())
-                    .unwrap_or_else(|| vec![format!("person:{person}"), format!("person:{via}")]);
-                path.push(format!("brand:{about}"));
-                if about != brand {
+                    .get(&via)
+                    .map(|r| {
+                        r.iter()
+                            .map(|p| format!("person:{}", table.name(*p)))
+                            .collect()
+                    })
+                    .unwrap_or_else(|| {
+                        vec![
+                            format!("person:{person}"),
+                            format!("person:{}", table.name(via)),
+                        ]
+                    });
+                path.push(format!("brand:{}", table.name(about)));
+                if about != b {
                     path.push(format!("brand:{brand}"));
                 }
-                let sentiment = match &event.kind {
-                    EventKind::Post { sentiment, .. } | EventKind::Mention { sentiment, .. } => {
-                        Some(*sentiment)
-                    }
-                    EventKind::Review { sentiment, .. } => *sentiment,
-                    _ => None,
-                };
-                Contribution {
-                    sentiment,
-                    channel: event.kind.channel().map(str::to_string),
-                    event: event.id.clone(),
-                    event_type: event.kind.event_type().as_str(),
-                    time: event.time,
+                Entry {
+                    event,
+                    time,
                     delta: score - model.score(raw - v),
-                    raw: *v,
+                    raw: v,
                     path,
                 }
             })
             .collect();
-        let updated_at = contributions.iter().map(|c| c.time).max();
-        let event_count = contributions.len();
-        contributions.sort_by(|a, b| {
-            b.delta
-                .abs()
-                .total_cmp(&a.delta.abs())
-                .then_with(|| a.event.cmp(&b.event))
-        });
-        contributions.truncate(model.top_contributions);
-        Some(Explanation {
-            person: person.clone(),
-            brand: brand.clone(),
-            at,
-            score,
-            raw,
-            components,
-            contributions,
-            event_count,
-            updated_at,
+        let updated_at = entries.iter().map(|e| e.time).max();
+        let event_count = entries.len();
+        entries.sort_by(|x, y| y.delta.abs().total_cmp(&x.delta.abs()));
+        let top = model.top_contributions;
+        if let Some(last) = top.checked_sub(1).and_then(|i| entries.get(i)) {
+            let edge = last.delta.abs();
+            let keep = entries.partition_point(|e| e.delta.abs() >= edge);
+            entries.truncate(keep);
+        } else if top == 0 {
+            entries.clear();
+        }
+        Some(ExplanationDraft {
+            explanation: Explanation {
+                person: person.clone(),
+                brand: brand.clone(),
+                at,
+                score,
+                raw,
+                components,
+                contributions: Vec::new(),
+                event_count,
+                updated_at,
+            },
+            entries,
+            top,
         })
     }
 
-    /// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as
-    /// of `at`; with `routes`, also the first route found to each person.
-    #[allow(clippy::type_complexity)]
-    fn walk(
+    /// [`Self::explain_draft`] finished with the events this state holds.
+    pub fn explain(
         &self,
         person: &EntityId,
         brand: &EntityId,
         at: DateTime<Utc>,
+    ) -> Option<Explanation> {
+        let draft = self.explain_draft(person, brand, at)?;
+        Some(draft.finish(|e| self.events().get(e as usize)))
+    }
+
+    /// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as
+    /// of `at`; with `routes`, also the first route found to each person.
+    fn walk(
+        &self,
+        person: Handle,
+        brand: Handle,
+        at: DateTime<Utc>,
         routes: bool,
-    ) -> (
-        BTreeMap<EntityId, Adjoint>,
-        HashMap<EntityId, Vec<EntityId>>,
-    ) {
+    ) -> (ByName<'_, Adjoint>, FxHashMap<Handle, Vec<Handle>>) {
         let model = self.model();
+        let table = self.table();
+        let key = |h: Handle| (table.name(h), h);
         let alpha_f = model.propagation.audience;
         let tol = model.tolerance;
-        let mut total: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
-        let mut route: HashMap<EntityId, Vec<EntityId>> = HashMap::new();
-        let mut frontier: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
+        let mut total: ByName<'_, Adjoint> = BTreeMap::new();
+        let mut route: FxHashMap<Handle, Vec<Handle>> = FxHashMap::default();
+        let mut frontier: ByName<'_, Adjoint> = BTreeMap::new();
         frontier.insert(
-            person.clone(),
+            key(person),
             Adjoint {
                 target: 1.0,
                 ..Default::default()
             },
         );
         if routes {
-            route.insert(person.clone(), vec![person.clone()]);
+            route.insert(person, vec![person]);
         }
         for (p, y) in &frontier {
-            total.entry(p.clone()).or_default().add_scaled(y, 1.0);
+            total.entry(*p).or_default().add_scaled(y, 1.0);
         }
         for _hop in 0..model.max_hops {
-            let mut next: BTreeMap<EntityId, Adjoint> = BTreeMap::new();
-            for (p, y) in &frontier {
+            let mut next: ByName<'_, Adjoint> = BTreeMap::new();
+            for (&(_, p), y) in &frontier {
                 // A person without consent has no follow row and no
                 // association row (they receive no spill), so nothing
                 // reaches the target through them: the walk stops there.
                 // (It went on before issue #10; the explanation then
                 // disagreed with the batch.)
-                if !self.consents(p, at) {
+                if !self.consents_h(p, at) {
                     continue;
                 }
                 let followees = self.graph.followees(p, at);
                 let attention: f64 = followees.iter().map(|(_, w)| w).sum();
                 if attention > 0.0 {
-                    for (f, w) in &followees {
-                        next.entry(f.clone())
+                    for &(f, w) in &followees {
+                        next.entry(key(f))
                             .or_default()
-                            .add_scaled(y, attention_share(alpha_f, *w, attention));
-                        if routes && !route.contains_key(f) {
-                            let mut r = route[p].clone();
-                            r.push(f.clone());
-                            route.insert(f.clone(), r);
+                            .add_scaled(y, attention_share(alpha_f, w, attention));
+                        if routes && !route.contains_key(&f) {
+                            let mut r = route[&p].clone();
+                            r.push(f);
+                            route.insert(f, r);
                         }
                     }
                 }
@@ -260,22 +357,22 @@ impl FoldState {
                 // with c_b the association shares.
                 let shares = self.association_shares(p, at);
                 if !shares.is_empty() {
-                    let s: f64 = shares.iter().map(|(b, c)| c * y.at(b, brand)).sum();
+                    let s: f64 = shares.iter().map(|(b, c)| c * y.at(*b, brand)).sum();
                     let c_target = shares
                         .iter()
-                        .find(|(b, _)| b == brand)
+                        .find(|(b, _)| *b == brand)
                         .map_or(0.0, |(_, c)| *c);
                     let mut moved = Adjoint {
                         target: s - c_target * y.target,
                         other: s,
                         extra: BTreeMap::new(),
                     };
-                    for (b, c) in &shares {
+                    for &(b, c) in &shares {
                         if b != brand {
-                            moved.extra.insert(b.clone(), -c * y.at(b, brand));
+                            moved.extra.insert(b, -c * y.at(b, brand));
                         }
                     }
-                    next.entry(p.clone()).or_default().add_scaled(&moved, 1.0);
+                    next.entry(key(p)).or_default().add_scaled(&moved, 1.0);
                 }
             }
             next.retain(|_, y| y.magnitude() >= tol);
@@ -283,7 +380,7 @@ impl FoldState {
                 break;
             }
             for (p, y) in &next {
-                total.entry(p.clone()).or_default().add_scaled(y, 1.0);
+                total.entry(*p).or_default().add_scaled(y, 1.0);
             }
             frontier = next;
         }
@@ -292,37 +389,39 @@ impl FoldState {
     }
 
     /// Every impulse up to `at` that reaches (`person`, `brand`) through the
-    /// adjoint weights `total`: calls `f(person, impulse, share)` with its
-    /// share `y[p, b_i] · x_i`, decayed to `at` and weighted, in a fixed order.
-    /// A share of 0 still counts (the relationship exists, at 50) when the
-    /// impulse is nonzero but decayed or weighted to nothing, or when it is
-    /// the relationship's own interaction of 0 (a free item); a spilled
-    /// impulse of 0 reaches nothing, as in the batch.
+    /// adjoint weights `total`: calls `f(person, impulse index, component
+    /// index, share)` with its share `y[p, b_i] · x_i`, decayed to `at` and
+    /// weighted, in a fixed order (people by id, each one's impulses in
+    /// event order). A share of 0 still counts (the relationship exists,
+    /// at 50) when the impulse is nonzero but decayed or weighted to
+    /// nothing, or when it is the relationship's own interaction of 0 (a
+    /// free item); a spilled impulse of 0 reaches nothing, as in the batch.
     fn for_each_share(
         &self,
-        total: &BTreeMap<EntityId, Adjoint>,
-        person: &EntityId,
-        brand: &EntityId,
+        total: &ByName<'_, Adjoint>,
+        person: Handle,
+        brand: Handle,
         at: DateTime<Utc>,
-        mut f: impl FnMut(&EntityId, &Impulse, f64),
+        mut f: impl FnMut(Handle, usize, usize, f64),
     ) {
         let model = self.model();
-        for (p, y) in total {
-            if !self.consents(p, at) {
+        for (&(_, p), y) in total {
+            if !self.consents_h(p, at) {
                 continue;
             }
-            let Some(list) = self.impulses.get(p) else {
+            let Some(list) = self.impulses.get(&p) else {
                 continue;
             };
-            let end = list.partition_point(|i| i.time <= at);
-            for imp in &list[..end] {
-                let w = y.at(&imp.brand, brand);
+            for i in 0..list.until(at) {
+                let w = y.at(list.brand[i], brand);
                 if w == 0.0 {
                     continue;
                 }
-                let v = w * decayed(model, imp.component, imp.amount, imp.time, at);
-                if v != 0.0 || imp.amount != 0.0 || (p == person && imp.brand == *brand) {
-                    f(p, imp, v);
+                let c = list.component[i];
+                let amount = list.amount[i];
+                let v = w * decayed(model, c, amount, list.time[i], at);
+                if v != 0.0 || amount != 0.0 || (p == person && list.brand[i] == brand) {
+                    f(p, i, c.index(), v);
                 }
             }
         }
@@ -331,15 +430,16 @@ impl FoldState {
     /// Just the score of (person, brand) at `at` (what `explain` gives,
     /// without the reasons); `None` where `explain` gives none.
     pub fn score_at(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<f64> {
-        if !self.consents(person, at) {
+        let (p, b) = (self.handle(person)?, self.handle(brand)?);
+        if !self.consents_h(p, at) {
             return None;
         }
         let model = self.model();
-        let (total, _) = self.walk(person, brand, at, false);
+        let (total, _) = self.walk(p, b, at, false);
         let mut components = [0.0; 6];
         let mut any = false;
-        self.for_each_share(&total, person, brand, at, |_, imp, v| {
-            components[imp.component.index()] += v;
+        self.for_each_share(&total, p, b, at, |_, _, c, v| {
+            components[c] += v;
             any = true;
         });
         // Summed per component first, as `explain` does, so both agree to the bit.

@@ -23,10 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::domain::EntityId;
+use crate::graph::Handle;
 use crate::score::fold::FoldState;
 use crate::score::model::{Components, ScoringModel};
 use crate::score::shares::{attention_share, decayed};
@@ -97,8 +97,12 @@ fn swap(key: u64) -> u64 {
 pub struct RelSnapshot {
     /// The time the snapshot stands at.
     pub at: DateTime<Utc>,
-    people: Vec<EntityId>,
-    brands: Vec<EntityId>,
+    /// People and brands numbered by their position here (sorted by id):
+    /// handles, and the ids `into_scores` answers with.
+    people: Vec<Handle>,
+    brands: Vec<Handle>,
+    people_ids: Vec<EntityId>,
+    brand_ids: Vec<EntityId>,
     /// The audience spill, transposed for sparse columns: for followee `p`,
     /// `spill_offsets[p]..spill_offsets[p + 1]` lists its consenting followers
     /// `q` (ascending) with `α_f · F[q,p]`. It is the pull CSR of `F` (rows
@@ -142,51 +146,55 @@ impl RelSnapshot {
     /// Snapshots `state` as it stood at `at`.
     pub fn build(state: &FoldState, at: DateTime<Utc>) -> Self {
         let model = state.model();
+        let table = state.table();
         let alpha_f = model.propagation.audience;
         let follows = state.graph.follow_edges(at);
 
         // Canonical people table: everyone with impulses or in a follow.
-        let mut people: Vec<&EntityId> = state.impulses.keys().collect();
+        let mut people: Vec<Handle> = state.impulses.keys().copied().collect();
         for (q, p, _) in &follows {
-            people.push(q);
-            people.push(p);
+            people.push(*q);
+            people.push(*p);
         }
-        people.sort_unstable();
+        table.sort(&mut people);
         people.dedup();
-        let consents: Vec<bool> = people.par_iter().map(|p| state.consents(p, at)).collect();
+        let consents: Vec<bool> = people
+            .par_iter()
+            .map(|p| state.consents_h(*p, at))
+            .collect();
         // Only consenting people are ever in a frontier, so only they need
         // their associations.
-        let assoc_shares: Vec<Vec<(EntityId, f64)>> = people
+        let assoc_shares: Vec<Vec<(Handle, f64)>> = people
             .par_iter()
             .zip(&consents)
             .map(|(p, &ok)| {
                 if ok {
-                    state.association_shares(p, at)
+                    state.association_shares(*p, at)
                 } else {
                     Vec::new()
                 }
             })
             .collect();
 
-        let mut brands: Vec<&EntityId> = state
+        let mut brands: Vec<Handle> = state
             .impulses
             .values()
-            .flat_map(|list| list.iter().map(|i| &i.brand))
+            .flat_map(|list| list.brand.iter().copied())
             .collect();
-        brands.extend(assoc_shares.iter().flatten().map(|(b, _)| b));
+        brands.extend(assoc_shares.iter().flatten().map(|(b, _)| *b));
         brands.sort_unstable();
         brands.dedup();
+        table.sort(&mut brands);
 
-        let person_id: FxHashMap<&EntityId, u32> = people
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i as u32))
-            .collect();
-        let brand_id: FxHashMap<&EntityId, u32> = brands
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (*b, i as u32))
-            .collect();
+        // Dense maps handle -> number (u32::MAX: not in the snapshot).
+        let mut person_id = vec![u32::MAX; table.len()];
+        for (i, p) in people.iter().enumerate() {
+            person_id[p.index()] = i as u32;
+        }
+        let mut brand_id = vec![u32::MAX; table.len()];
+        for (i, b) in brands.iter().enumerate() {
+            brand_id[b.index()] = i as u32;
+        }
         let n = people.len();
 
         // Pull CSR of F: `follows` is sorted by (q, p), so its rows come in
@@ -194,17 +202,21 @@ impl RelSnapshot {
         let mut rows: Vec<(u32, u32, f64)> = Vec::with_capacity(follows.len());
         let mut start = 0;
         while start < follows.len() {
-            let q = &follows[start].0;
+            let q = follows[start].0;
             let mut end = start;
             let mut attention = 0.0;
-            while end < follows.len() && &follows[end].0 == q {
+            while end < follows.len() && follows[end].0 == q {
                 attention += follows[end].2;
                 end += 1;
             }
-            if consents[person_id[q] as usize] && attention > 0.0 {
-                let qi = person_id[q];
+            let qi = person_id[q.index()];
+            if consents[qi as usize] && attention > 0.0 {
                 for (_, p, w) in &follows[start..end] {
-                    rows.push((qi, person_id[p], attention_share(alpha_f, *w, attention)));
+                    rows.push((
+                        qi,
+                        person_id[p.index()],
+                        attention_share(alpha_f, *w, attention),
+                    ));
                 }
             }
             start = end;
@@ -235,7 +247,7 @@ impl RelSnapshot {
         for list in &assoc_shares {
             // `association_shares` is sorted by id, hence by brand number.
             for (b, c) in list {
-                assoc_brands.push(brand_id[b]);
+                assoc_brands.push(brand_id[b.index()]);
                 assoc_coef.push(*c);
             }
             assoc_offsets.push(assoc_brands.len());
@@ -250,15 +262,14 @@ impl RelSnapshot {
                 if !consents[pi] {
                     return Vec::new();
                 }
-                let Some(list) = state.impulses.get(*p) else {
+                let Some(list) = state.impulses.get(p) else {
                     return Vec::new();
                 };
-                let end = list.partition_point(|i| i.time <= at);
                 let mut row: Vec<(u64, Components)> = Vec::new();
-                for imp in &list[..end] {
-                    let c = imp.component;
-                    let v = decayed(model, c, imp.amount, imp.time, at);
-                    let key = col_key(pi as u32, brand_id[&imp.brand]);
+                for i in 0..list.until(at) {
+                    let c = list.component[i];
+                    let v = decayed(model, c, list.amount[i], list.time[i], at);
+                    let key = col_key(pi as u32, brand_id[list.brand[i].index()]);
                     match row.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, acc)) => acc[c.index()] += v,
                         None => {
@@ -277,8 +288,10 @@ impl RelSnapshot {
 
         RelSnapshot {
             at,
-            people: people.into_iter().cloned().collect(),
-            brands: brands.into_iter().cloned().collect(),
+            people_ids: people.iter().map(|p| table.name(*p).clone()).collect(),
+            brand_ids: brands.iter().map(|b| table.name(*b).clone()).collect(),
+            people,
+            brands,
             spill_offsets,
             spill_targets,
             spill_coef,
@@ -293,11 +306,21 @@ impl RelSnapshot {
 
     /// The people, numbered by position (sorted by id).
     pub fn people(&self) -> &[EntityId] {
-        &self.people
+        &self.people_ids
     }
 
     /// The brands, numbered by position (sorted by id).
     pub fn brands(&self) -> &[EntityId] {
+        &self.brand_ids
+    }
+
+    /// The people's handles, numbered as [`Self::people`].
+    pub(crate) fn people_handles(&self) -> &[Handle] {
+        &self.people
+    }
+
+    /// The brands' handles, numbered as [`Self::brands`].
+    pub(crate) fn brand_handles(&self) -> &[Handle] {
         &self.brands
     }
 
@@ -518,25 +541,31 @@ impl FoldState {
         let alpha_f = model.propagation.audience;
         let tol = model.tolerance;
 
+        let table = self.table();
+        let name = |h: Handle| table.name(h).clone();
         let mut x: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
-        let mut people: Vec<&EntityId> = self.impulses.keys().collect();
-        people.sort();
+        let mut people: Vec<Handle> = self.impulses.keys().copied().collect();
+        table.sort(&mut people);
         for p in people {
-            if !self.consents(p, at) {
+            if !self.consents_h(p, at) {
                 continue;
             }
-            let list = &self.impulses[p];
-            let end = list.partition_point(|i| i.time <= at);
-            for imp in &list[..end] {
-                let c = imp.component;
-                let v = decayed(model, c, imp.amount, imp.time, at);
-                x.entry((p.clone(), imp.brand.clone())).or_insert([0.0; 6])[c.index()] += v;
+            let list = &self.impulses[&p];
+            for i in 0..list.until(at) {
+                let c = list.component[i];
+                let v = decayed(model, c, list.amount[i], list.time[i], at);
+                x.entry((name(p), name(list.brand[i]))).or_insert([0.0; 6])[c.index()] += v;
             }
         }
 
         // Followers of each person with their attention share.
         let mut attention: HashMap<EntityId, f64> = HashMap::new();
-        let edges = self.graph.follow_edges(at);
+        let edges: Vec<(EntityId, EntityId, f64)> = self
+            .graph
+            .follow_edges(at)
+            .into_iter()
+            .map(|(q, p, w)| (name(q), name(p), w))
+            .collect();
         for (q, _, w) in &edges {
             *attention.entry(q.clone()).or_insert(0.0) += w;
         }
@@ -564,9 +593,13 @@ impl FoldState {
                         }
                     }
                 }
-                let shares = assoc_cache
-                    .entry(p.clone())
-                    .or_insert_with(|| self.association_shares(p, at));
+                let shares = assoc_cache.entry(p.clone()).or_insert_with(|| {
+                    let h = self.handle(p).expect("a person of the state");
+                    self.association_shares(h, at)
+                        .into_iter()
+                        .map(|(b, c)| (name(b), c))
+                        .collect()
+                });
                 for (b2, c) in shares.iter() {
                     if b2 == b {
                         continue;
@@ -609,8 +642,8 @@ impl RelSnapshot {
             .map(|((p, b), components)| {
                 (
                     (
-                        self.people[p as usize].clone(),
-                        self.brands[b as usize].clone(),
+                        self.people_ids[p as usize].clone(),
+                        self.brand_ids[b as usize].clone(),
                     ),
                     RelationScore::from_components(model, components),
                 )

@@ -13,7 +13,7 @@ pub mod push;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::EntityId;
+use crate::graph::Handle;
 use crate::score::fold::FoldState;
 use crate::score::shares::association_share;
 
@@ -23,9 +23,9 @@ impl FoldState {
     /// sorted by brand id.
     pub(crate) fn association_shares(
         &self,
-        person: &EntityId,
+        person: Handle,
         at: DateTime<Utc>,
-    ) -> Vec<(EntityId, f64)> {
+    ) -> Vec<(Handle, f64)> {
         let raw = self.graph.associations(person, at);
         let total: f64 = raw.iter().map(|(_, w)| w).sum();
         let alpha_a = self.model().propagation.association;
