@@ -202,6 +202,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             max_future_skew: args.max_future_skew,
             fold_faults,
             fail_open,
+            ..EngineOptions::default()
         };
         let engine = super::open_engine(&args.store, options).await?;
         if args.demo {

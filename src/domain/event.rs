@@ -39,6 +39,20 @@ pub struct Event {
     pub attributes: Option<FreeObject>,
 }
 
+/// An event's place in the log: assigned by the store when the event is
+/// committed, in commit order, from 0, the same on every server sharing
+/// the store. Positions are never reused; an erased event leaves a gap.
+pub type LogPosition = u64;
+
+/// An event as the log holds it: where it is and what it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    /// Its place in the log.
+    pub position: LogPosition,
+    /// The event.
+    pub event: Event,
+}
+
 /// Where a post's or review's sentiment came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -58,8 +58,9 @@ pub(super) async fn get_impact<S: EventStore>(
         bootstrap: impact::DEFAULT_BOOTSTRAP,
     };
     let engine = engine.into_inner();
+    let inputs = engine.impact_inputs(&spec).await?;
     let report = web::block(move || {
-        let inputs = engine.impact_inputs(&spec)?.map_err(|e| match e {
+        let inputs = inputs.map_err(|e| match e {
             ValidityError::NotFound(m) => ApiError::NotFound(m),
             // The window is checked above, so what is left is about
             // `at`: the action is not before it.

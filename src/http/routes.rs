@@ -269,7 +269,7 @@ async fn get_relationship<S: EventStore>(
             .body(body));
     }
     let (person, brand, _) = &key;
-    match engine.relationship(person, brand, at)? {
+    match engine.relationship(person, brand, at).await? {
         Some((e, trend)) => {
             let body = serde_json::to_vec(&relationship_view(&e, &trend)).map_err(|e| {
                 tracing::error!(cause = %e, "cannot serialise a relationship");

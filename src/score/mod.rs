@@ -33,7 +33,7 @@ pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,
     MIN_HALF_LIFE_DAYS, ModelError, PerComponent, Propagation, ScoringModel,
 };
-pub use propagate::adjoint::{Contribution, Explanation};
+pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft};
 pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
-pub use scores::{ScoreState, ScoresAt};
+pub use scores::{FoldPass, KindsPass, LogCounts, ScoreState, ScoresAt};

@@ -9,6 +9,11 @@
 //! else a batch evaluation. Decided here once; the engine, rankings, the
 //! materialised table and rescore all ask this.
 //!
+//! It keeps no event. A state is built from a log read twice in canonical
+//! order ([`ScoreState::builder`]: kinds, then the fold), and events later
+//! than everything folded are appended ([`ScoreState::apply`]); a late
+//! event makes `apply` decline, and whoever holds the log builds again.
+//!
 //! No IO, no clock: live catch-up is sliced by a `stop` callback.
 
 use std::ops::Deref;
@@ -16,11 +21,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::fold::{FoldState, sort_canonically};
+use super::fold::{FoldState, PositionSet, sort_canonically};
 use super::live::{LiveScores, LiveSeries, LogClock};
 use super::model::{Components, ScoringModel};
 use super::propagate::batch::{BatchScores, RelSnapshot, RelationScore};
-use crate::domain::{Entity, EntityId, Event};
+use crate::domain::{Entity, EntityId, EntityKind, Event, Logged};
 
 /// The scoring state: the fold and its live series (module docs).
 #[derive(Debug, Clone)]
@@ -58,6 +63,153 @@ impl ScoresAt {
     }
 }
 
+/// Events a log holds in the same microsecond come from a store in id
+/// order (`store::EventStore::scan_from`); the fold needs (time, id) order
+/// to the nanosecond. This holds back the last microsecond's run of a chunk
+/// until the next chunk says it is complete, and sorts what it lets go.
+#[derive(Debug, Default)]
+struct Reorder {
+    held: Vec<Logged>,
+}
+
+impl Reorder {
+    /// Takes a chunk; answers what is ready, in canonical order.
+    fn push(&mut self, chunk: Vec<Logged>) -> Vec<Logged> {
+        self.held.extend(chunk);
+        let Some(last) = self.held.last() else {
+            return Vec::new();
+        };
+        let micros = last.event.time.timestamp_micros();
+        let run = self
+            .held
+            .iter()
+            .rposition(|l| l.event.time.timestamp_micros() != micros)
+            .map_or(0, |i| i + 1);
+        let mut ready: Vec<Logged> = self.held.drain(..run).collect();
+        sort_canonically(&mut ready);
+        ready
+    }
+
+    /// Everything held, in canonical order.
+    fn finish(&mut self) -> Vec<Logged> {
+        let mut rest = std::mem::take(&mut self.held);
+        sort_canonically(&mut rest);
+        rest
+    }
+}
+
+/// The first pass of a build (module docs): every event of the log, in the
+/// store's canonical order, for the kinds its roles fix and the log's
+/// clock. Then [`KindsPass::fold_pass`].
+///
+/// The second pass folds only the positions the first one saw: a store
+/// being written meanwhile answers the second pass with more events, and
+/// one of them naming as a brand an entity the first pass saw only
+/// followed would leave it a person (found by
+/// `pg_e2e::sigkill_mid_ingest_loses_no_acknowledged_event_on_the_embedded_store`).
+/// Events left out are folded when their own fold job comes.
+#[derive(Debug)]
+pub struct KindsPass {
+    fold: FoldState,
+    clock: LogClock,
+    order: Reorder,
+    seen: PositionSet,
+}
+
+/// What the first pass counted: the sizes the derived state will have
+/// (`engine::Footprint` estimates its memory from them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Events in the log.
+    pub events: u64,
+    /// People (consumers and influencers) the events and registrations name.
+    pub people: u64,
+    /// Brands.
+    pub brands: u64,
+    /// Every entity, occasions included.
+    pub entities: u64,
+}
+
+impl KindsPass {
+    /// Sees a chunk of the log (canonical order, as a store scans it).
+    pub fn see(&mut self, chunk: Vec<Logged>) {
+        let ready = self.order.push(chunk);
+        self.take(&ready);
+    }
+
+    fn take(&mut self, ready: &[Logged]) {
+        self.fold.fix_kinds(ready.iter().map(|l| &l.event));
+        for l in ready {
+            self.clock.tick(l.event.time);
+            self.seen.insert(l.position);
+        }
+    }
+
+    /// The counts of the whole log, once every chunk has been seen.
+    pub fn counts(&mut self) -> LogCounts {
+        let rest = self.order.finish();
+        self.take(&rest);
+        let table = self.fold.table();
+        let of = |k: fn(EntityKind) -> bool| {
+            table.handles().filter(|h| k(table.kind(*h))).count() as u64
+        };
+        LogCounts {
+            events: self.clock.count() as u64,
+            people: of(EntityKind::is_person),
+            brands: of(|k| k == EntityKind::Brand),
+            entities: table.len() as u64,
+        }
+    }
+
+    /// The second pass: the same log again, from the start.
+    pub fn fold_pass(mut self) -> FoldPass {
+        let rest = self.order.finish();
+        self.take(&rest);
+        let first = self.clock.checkpoint().first_pending as u32;
+        FoldPass {
+            emit_from: Some(first),
+            live: LiveSeries::new(Arc::clone(self.fold.model_arc()), self.clock),
+            fold: self.fold,
+            order: Reorder::default(),
+            seen: self.seen,
+        }
+    }
+}
+
+/// The second pass of a build: every event again, folded.
+#[derive(Debug)]
+pub struct FoldPass {
+    fold: FoldState,
+    live: LiveSeries,
+    emit_from: Option<u32>,
+    order: Reorder,
+    /// The positions the first pass saw: the only ones folded.
+    seen: PositionSet,
+}
+
+impl FoldPass {
+    /// Folds a chunk of the log (canonical order, as a store scans it):
+    /// the events of it the first pass saw.
+    pub fn fold(&mut self, mut chunk: Vec<Logged>) {
+        chunk.retain(|l| self.seen.contains(l.position));
+        let ready = self.order.push(chunk);
+        self.fold.fold_built(ready, self.emit_from);
+    }
+
+    /// The state, its live series not built yet (it builds when it first
+    /// syncs: `ScoreState::sync_live`).
+    pub fn finish(mut self) -> ScoreState {
+        let rest = self.order.finish();
+        self.fold.fold_built(rest, self.emit_from);
+        self.fold.built();
+        self.live.receive(self.fold.take_deltas());
+        ScoreState {
+            fold: self.fold,
+            live: self.live,
+        }
+    }
+}
+
 impl ScoreState {
     /// An empty state scoring with `model`.
     pub fn new(model: Arc<ScoringModel>) -> Self {
@@ -67,24 +219,42 @@ impl ScoreState {
         }
     }
 
-    /// The state of a whole log with these registrations, the live series
+    /// A build from a log (module docs), with these registrations.
+    pub fn builder(model: Arc<ScoringModel>, entities: Vec<Entity>) -> KindsPass {
+        KindsPass {
+            fold: FoldState::to_build(model, entities),
+            clock: LogClock::default(),
+            order: Reorder::default(),
+            seen: PositionSet::default(),
+        }
+    }
+
+    /// The state of a log held in memory, in any order, the live series
     /// caught up.
-    pub fn build(model: Arc<ScoringModel>, entities: Vec<Entity>, events: Vec<Event>) -> Self {
-        let mut state = Self::rebuilt(model, entities, events);
+    pub fn from_log(model: Arc<ScoringModel>, entities: Vec<Entity>, mut log: Vec<Logged>) -> Self {
+        sort_canonically(&mut log);
+        let mut kinds = Self::builder(model, entities);
+        kinds.see(log.clone());
+        let mut fold = kinds.fold_pass();
+        fold.fold(log);
+        let mut state = fold.finish();
         state.sync_live(|| false);
         state
     }
 
-    /// The state of a whole log; the live series is built when it first
-    /// syncs.
-    fn rebuilt(model: Arc<ScoringModel>, entities: Vec<Entity>, mut events: Vec<Event>) -> Self {
-        sort_canonically(&mut events);
-        let clock = LogClock::of(events.iter().map(|e| e.time));
-        let first = clock.checkpoint().first_pending as u32;
-        let mut fold = FoldState::build(Arc::clone(&model), entities, events, Some(first));
-        let mut live = LiveSeries::new(model, clock);
-        live.receive(fold.take_deltas());
-        Self { fold, live }
+    /// The state of these events, as a log holding them at positions 0, 1,
+    /// ... in the order given (tests, tools, validity), the live series
+    /// caught up.
+    pub fn build(model: Arc<ScoringModel>, entities: Vec<Entity>, events: Vec<Event>) -> Self {
+        let log = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Logged {
+                position: i as u64,
+                event,
+            })
+            .collect();
+        Self::from_log(model, entities, log)
     }
 
     /// The fold's state.
@@ -92,46 +262,16 @@ impl ScoreState {
         &self.fold
     }
 
-    /// Applies new events (those seen before are skipped). Events later
-    /// than everything seen are folded in directly; an earlier one refolds
-    /// the whole log in canonical order. Returns whether a refold happened.
-    pub fn apply(&mut self, mut events: Vec<Event>) -> bool {
-        if self.fold.append(&mut events) {
-            self.live.receive(self.fold.take_deltas());
+    /// Folds in new events (those whose position is folded are skipped),
+    /// when they are later than everything folded. Returns `false`,
+    /// changing nothing, when one is not: the log must be built again
+    /// (module docs).
+    pub fn apply(&mut self, events: Vec<Logged>) -> bool {
+        if !self.fold.append(events) {
             return false;
         }
-        let mut all = self.fold.events().to_vec();
-        all.extend(events);
-        let registrations = self.fold.registrations().cloned().collect();
-        *self = Self::rebuilt(Arc::clone(self.fold.model_arc()), registrations, all);
+        self.live.receive(self.fold.take_deltas());
         true
-    }
-
-    /// Registers (or replaces) an entity; the log is refolded because a
-    /// registration is context for every event (interests, follower
-    /// baseline).
-    pub fn register(&mut self, entity: Entity) {
-        let mut registrations: Vec<Entity> = self
-            .fold
-            .registrations()
-            .filter(|e| e.id != entity.id)
-            .cloned()
-            .collect();
-        registrations.push(entity);
-        let events = self.fold.events().to_vec();
-        *self = Self::rebuilt(Arc::clone(self.fold.model_arc()), registrations, events);
-    }
-
-    /// Forgets an entity and every event naming it, as if they had never been.
-    pub fn erase(&mut self, id: &EntityId) {
-        let registrations = self
-            .fold
-            .registrations()
-            .filter(|e| e.id != *id)
-            .cloned()
-            .collect();
-        let events = self.fold.events_without(id);
-        *self = Self::rebuilt(Arc::clone(self.fold.model_arc()), registrations, events);
     }
 
     /// The live series: every relationship now, kept per event.
@@ -174,6 +314,18 @@ impl ScoreState {
     /// does), at the latest event.
     pub fn recompute_live(&mut self) {
         self.live.recompute(&self.fold);
+    }
+
+    /// A live series rebuilt from the inputs at the latest event (what
+    /// [`Self::recompute_live`] makes), made beside this one, which stays
+    /// as it is until [`Self::set_live`]. The series must have caught up.
+    pub(crate) fn recomputed_live(&self) -> LiveSeries {
+        self.live.recomputed(&self.fold)
+    }
+
+    /// Swaps in a series from [`Self::recomputed_live`].
+    pub(crate) fn set_live(&mut self, live: LiveSeries) {
+        self.live = live;
     }
 
     /// The one read policy for every relationship at `at` (module docs):

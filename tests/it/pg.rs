@@ -368,7 +368,8 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
         [
             "0001_events",
             "0002_relationship_scores",
-            "0003_event_digests"
+            "0003_event_digests",
+            "0005_log_positions",
         ]
     );
     assert!(PostgresStore::migrate(&db.url).await.unwrap().is_empty());

@@ -165,7 +165,8 @@ fn explain_and_the_batch_agree_on_every_relationship_of_a_generated_stream() {
             let batch = state.batch(at);
             for (p, _) in &people {
                 for (b, _) in &brands {
-                    let explained = state.explain(p, b, at).map(|e| e.components);
+                    let explained =
+                        crate::support::explain(&state, &events, p, b, at).map(|e| e.components);
                     let batched = batch.scores.get(&(p.clone(), b.clone()));
                     let (x, y) = (
                         explained.unwrap_or([0.0; 6]),

@@ -16,6 +16,11 @@
 //! view; it knows nothing of propagation or the live series, and does no IO
 //! and reads no clock.
 //!
+//! It keeps no event: what the rules need of past events is in those
+//! series, impulses name their event by log position, and a bitmap says
+//! which log positions are folded. Whoever holds the log (the engine: the
+//! store) refolds it when `append` declines late events.
+//!
 //! Appending events later than everything seen is the common case and costs
 //! only those events.
 
@@ -36,13 +41,13 @@ pub use roles::RoleConflict;
 pub(crate) use roles::role_kind;
 
 use super::model::{Component, ScoringModel};
-use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Role};
+use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, LogPosition, Logged, Role};
 use crate::graph::{EntityTable, Handle, RelationGraph};
 
 /// One person's impulses, in columns, in the order they were folded
 /// (canonical event order, so their times ascend): the impulse `i` is
 /// `amount[i]` on `component[i]` of the relationship with `brand[i]`, at
-/// `time[i]`, caused by the event `event[i]` (its canonical position). 33
+/// `time[i]`, caused by the event at log position `event[i]`. 33
 /// bytes an impulse.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Impulses {
@@ -50,7 +55,7 @@ pub(crate) struct Impulses {
     pub component: Vec<Component>,
     pub time: Vec<DateTime<Utc>>,
     pub amount: Vec<f64>,
-    pub event: Vec<u64>,
+    pub event: Vec<LogPosition>,
 }
 
 impl Impulses {
@@ -60,7 +65,7 @@ impl Impulses {
         component: Component,
         time: DateTime<Utc>,
         amount: f64,
-        event: u64,
+        event: LogPosition,
     ) {
         self.brand.push(brand);
         self.component.push(component);
@@ -128,13 +133,16 @@ pub struct FoldState {
     model: Arc<ScoringModel>,
     pub(crate) graph: RelationGraph,
     registrations: BTreeMap<EntityId, Entity>,
-    /// Processed events in canonical order.
-    events: Vec<Event>,
-    positions: FxHashMap<EventId, u32>,
+    /// Which log positions are folded.
+    folded: PositionSet,
+    /// Events folded.
+    count: usize,
+    /// The latest event folded, (time, id): canonical order's end.
+    latest: Option<(DateTime<Utc>, EventId)>,
     /// Impulses of the person whose relationships they move.
     pub(crate) impulses: FxHashMap<Handle, Impulses>,
-    /// Event positions naming each entity, ascending.
-    timeline: FxHashMap<Handle, Vec<u32>>,
+    /// How many folded events name each entity, by handle.
+    event_counts: Vec<u32>,
     audience: FxHashMap<Handle, Vec<(DateTime<Utc>, u64)>>,
     occasions: FxHashMap<Handle, OccasionInfo>,
     hosted: FxHashMap<Handle, Vec<Handle>>,
@@ -162,10 +170,11 @@ impl FoldState {
         Self {
             graph: RelationGraph::default(),
             registrations: BTreeMap::new(),
-            events: Vec::new(),
-            positions: FxHashMap::default(),
+            folded: PositionSet::default(),
+            count: 0,
+            latest: None,
             impulses: FxHashMap::default(),
-            timeline: FxHashMap::default(),
+            event_counts: Vec::new(),
             audience: FxHashMap::default(),
             occasions: FxHashMap::default(),
             hosted: FxHashMap::default(),
@@ -180,43 +189,49 @@ impl FoldState {
         }
     }
 
-    /// Builds the state of a whole log, registrations first; events at or
-    /// after canonical position `emit_from` emit deltas.
-    pub fn build(
-        model: Arc<ScoringModel>,
-        entities: Vec<Entity>,
-        mut events: Vec<Event>,
-        emit_from: Option<u32>,
-    ) -> Self {
+    /// An empty state with these registrations, to build from a log in two
+    /// passes over it in canonical order: `fix_kinds` on every event, then
+    /// `fold_built` on every event, then `built`.
+    pub(crate) fn to_build(model: Arc<ScoringModel>, entities: Vec<Entity>) -> Self {
         let mut state = Self::new(model);
         for e in entities {
             state.register_only(e);
         }
-        sort_canonically(&mut events);
-        state.emit_from = emit_from;
-        state.fix_kinds(&events);
-        for e in events {
-            state.fold(e);
-        }
-        state.emit_from = Some(0);
-        state.shrink_to_fit();
+        state.emit_from = None;
         state
     }
 
-    /// Gives back memory grown for appends: a state built in one go holds
-    /// its columns at their length.
+    /// The second pass of a build (`to_build`): folds events in canonical
+    /// order; events at or after canonical position `emit_from` emit deltas.
+    pub(crate) fn fold_built(&mut self, events: Vec<Logged>, emit_from: Option<u32>) {
+        self.emit_from = emit_from;
+        for l in events {
+            self.fold(l.event, l.position);
+        }
+    }
+
+    /// The end of a build: emits deltas from now on, and gives back memory
+    /// grown for appends (a state built in one go holds its columns at
+    /// their length).
+    pub(crate) fn built(&mut self) {
+        self.emit_from = Some(0);
+        self.shrink_to_fit();
+    }
+
     fn shrink_to_fit(&mut self) {
         self.graph.shrink_to_fit();
         for list in self.impulses.values_mut() {
             list.shrink_to_fit();
         }
         self.impulses.shrink_to_fit();
+        self.event_counts.shrink_to_fit();
     }
 
     /// Gives every entity the kind its roles fix, before any event is folded,
     /// so a follow of a brand that is only named as a brand later in the log
-    /// is a follow of a brand from the start.
-    fn fix_kinds(&mut self, events: &[Event]) {
+    /// is a follow of a brand from the start (the first pass of a build;
+    /// any order).
+    pub(crate) fn fix_kinds<'e>(&mut self, events: impl IntoIterator<Item = &'e Event>) {
         for e in events {
             for (id, role) in e.references() {
                 if role != Role::FollowTarget {
@@ -228,9 +243,9 @@ impl FoldState {
 
     /// Whether folding `events` would give a provisional entity a kind other
     /// than person (then the log is refolded).
-    fn fixes_provisional(&self, events: &[Event]) -> bool {
-        events.iter().any(|e| {
-            e.references().iter().any(|(id, role)| {
+    fn fixes_provisional(&self, events: &[Logged]) -> bool {
+        events.iter().any(|l| {
+            l.event.references().iter().any(|(id, role)| {
                 matches!(role, Role::Brand | Role::Occasion) && self.is_provisional(id)
             })
         })
@@ -264,12 +279,12 @@ impl FoldState {
 
     /// Number of events folded.
     pub fn event_count(&self) -> usize {
-        self.events.len()
+        self.count
     }
 
-    /// Whether the event with this id is folded.
-    pub fn contains(&self, id: &EventId) -> bool {
-        self.positions.contains_key(id)
+    /// Whether the event at this log position is folded.
+    pub fn folded(&self, position: LogPosition) -> bool {
+        self.folded.contains(position)
     }
 
     /// The kind of an entity, if any event or registration named it.
@@ -305,27 +320,16 @@ impl FoldState {
             .unwrap_or_default()
     }
 
-    /// The event at a canonical position.
-    pub fn event_at(&self, position: u32) -> &Event {
-        &self.events[position as usize]
-    }
-
-    /// Every event, in canonical order.
-    pub fn events(&self) -> &[Event] {
-        &self.events
-    }
-
-    /// Positions of the events naming `id`, ascending (oldest first).
-    pub fn timeline(&self, id: &EntityId) -> &[u32] {
+    /// How many folded events name the entity.
+    pub fn events_naming(&self, id: &EntityId) -> usize {
         self.handle(id)
-            .and_then(|h| self.timeline.get(&h))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .and_then(|h| self.event_counts.get(h.index()))
+            .map_or(0, |n| *n as usize)
     }
 
     /// The latest event time folded, if any.
     pub fn latest_time(&self) -> Option<DateTime<Utc>> {
-        self.events.last().map(|e| e.time)
+        self.latest.as_ref().map(|(t, _)| *t)
     }
 
     /// Whether `person` may be scored at `at` (no consent withdrawn then).
@@ -395,17 +399,18 @@ impl FoldState {
             .collect()
     }
 
-    /// Whether `apply(events)` would only fold them in (every new one later
-    /// than everything seen), as opposed to refolding the log.
-    pub fn appends_in_order(&self, events: &[Event]) -> bool {
-        let Some(last) = self.events.last() else {
+    /// Whether `append(events)` would fold them in (every new one later
+    /// than everything folded), as opposed to declining them: the log must
+    /// then be refolded.
+    pub fn appends_in_order(&self, events: &[Logged]) -> bool {
+        let Some((t, id)) = &self.latest else {
             return true;
         };
         !self.fixes_provisional(events)
             && events
                 .iter()
-                .filter(|e| !self.positions.contains_key(&e.id))
-                .all(|e| (e.time, &e.id) > (last.time, &last.id))
+                .filter(|l| !self.folded.contains(l.position))
+                .all(|l| (l.event.time, &l.event.id) > (*t, id))
     }
 
     /// Folds in new events later than everything folded. Events seen before
@@ -414,23 +419,19 @@ impl FoldState {
     /// than everything folded or fixes a provisional entity's kind: then
     /// the log must be refolded (`refolded`); `events` is left holding the
     /// new events, in canonical order.
-    pub fn append(&mut self, events: &mut Vec<Event>) -> bool {
-        let mut ids = FxHashSet::default();
-        events.retain(|e| !self.positions.contains_key(&e.id) && ids.insert(e.id.clone()));
+    pub fn append(&mut self, mut events: Vec<Logged>) -> bool {
+        let mut seen = FxHashSet::default();
+        events.retain(|l| !self.folded.contains(l.position) && seen.insert(l.position));
         if events.is_empty() {
             return true;
         }
-        sort_canonically(events);
-        let in_order = match self.events.last() {
-            None => true,
-            Some(last) => (events[0].time, &events[0].id) > (last.time, &last.id),
-        } && !self.fixes_provisional(events);
-        if !in_order {
+        if !self.appends_in_order(&events) {
             return false;
         }
-        self.fix_kinds(events);
-        for e in events.drain(..) {
-            self.fold(e);
+        sort_canonically(&mut events);
+        self.fix_kinds(events.iter().map(|l| &l.event));
+        for l in events {
+            self.fold(l.event, l.position);
         }
         true
     }
@@ -461,15 +462,6 @@ impl FoldState {
         self.registrations.insert(entity.id.clone(), entity);
     }
 
-    /// Every event of this state that does not name `id`, in canonical order.
-    pub fn events_without(&self, id: &EntityId) -> Vec<Event> {
-        self.events
-            .iter()
-            .filter(|e| !e.mentions(id))
-            .cloned()
-            .collect()
-    }
-
     /// Takes the deltas emitted so far, in canonical order.
     pub fn take_deltas(&mut self) -> VecDeque<EventDeltas> {
         std::mem::take(&mut self.outbox)
@@ -479,7 +471,7 @@ impl FoldState {
     fn emitting(&self) -> bool {
         self.outbox
             .back()
-            .is_some_and(|e| e.index as usize == self.events.len())
+            .is_some_and(|e| e.index as usize == self.count)
     }
 
     fn emit(&mut self, delta: Delta) {
@@ -512,8 +504,8 @@ impl FoldState {
     }
 
     /// Folds one event, later than or equal to every event folded so far.
-    fn fold(&mut self, event: Event) {
-        let pos = self.events.len() as u32;
+    fn fold(&mut self, event: Event, position: LogPosition) {
+        let pos = self.count as u32;
         if self.emit_from.is_some_and(|from| pos >= from) {
             self.outbox.push_back(EventDeltas {
                 index: pos,
@@ -532,19 +524,54 @@ impl FoldState {
             {
                 self.provisional.remove(&h);
             }
-            let h = self.graph.ensure(id, role_kind(role));
-            let tl = self.timeline.entry(h).or_default();
-            if tl.last() != Some(&pos) {
-                tl.push(pos);
-            }
+            self.graph.ensure(id, role_kind(role));
         }
-        self.fold_rules(&event, pos);
-        self.positions.insert(event.id.clone(), pos);
-        self.events.push(event);
+        let mut named: Vec<Handle> = event
+            .references()
+            .iter()
+            .filter_map(|(id, _)| self.graph.handle(id))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        for h in named {
+            if self.event_counts.len() <= h.index() {
+                self.event_counts.resize(h.index() + 1, 0);
+            }
+            self.event_counts[h.index()] += 1;
+        }
+        self.fold_rules(&event, position);
+        self.folded.insert(position);
+        self.count += 1;
+        self.latest = Some((event.time, event.id));
     }
 }
 
 /// Sorts events in the canonical order: event time, then id.
-pub fn sort_canonically(events: &mut [Event]) {
-    events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+pub fn sort_canonically(events: &mut [Logged]) {
+    events.sort_by(|a, b| (a.event.time, &a.event.id).cmp(&(b.event.time, &b.event.id)));
+}
+
+/// A set of log positions: one bit each, up to the largest inserted (a
+/// million positions take 125 kB).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PositionSet {
+    words: Vec<u64>,
+}
+
+impl PositionSet {
+    /// Adds a position.
+    pub(crate) fn insert(&mut self, p: LogPosition) {
+        let w = (p / 64) as usize;
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (p % 64);
+    }
+
+    /// Whether a position was added.
+    pub(crate) fn contains(&self, p: LogPosition) -> bool {
+        self.words
+            .get((p / 64) as usize)
+            .is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
 }

@@ -10,7 +10,7 @@ use rustc_hash::FxHashSet;
 
 use super::brands::Contact;
 use super::{Delta, FoldState, OccasionInfo};
-use crate::domain::{EntityId, EntityKind, Event, EventKind, EventType};
+use crate::domain::{EntityId, EntityKind, Event, EventKind, EventType, LogPosition};
 use crate::graph::{EdgeKind, Handle};
 use crate::score::model::{Component, Impulses};
 
@@ -23,9 +23,8 @@ impl FoldState {
             .expect("fold adds every entity an event names")
     }
 
-    /// Applies the rules of `event`'s type; `pos` is its canonical position.
-    pub(super) fn fold_rules(&mut self, event: &Event, pos: u32) {
-        let pos = u64::from(pos);
+    /// Applies the rules of `event`'s type; `pos` is its log position.
+    pub(super) fn fold_rules(&mut self, event: &Event, pos: LogPosition) {
         let t = event.time;
         let imp = self.model.impulse;
         use EventKind::*;

@@ -95,15 +95,6 @@ pub struct LogClock {
 }
 
 impl LogClock {
-    /// The clock of a log whose event times, in canonical order, are `times`.
-    pub fn of(times: impl IntoIterator<Item = DateTime<Utc>>) -> Self {
-        let mut clock = Self::default();
-        for t in times {
-            clock.tick(t);
-        }
-        clock
-    }
-
     /// One more event, at or after the latest.
     pub fn tick(&mut self, t: DateTime<Utc>) {
         let i = self.count;
@@ -116,6 +107,11 @@ impl LogClock {
             self.mark = Some((i, t, run));
         }
         self.count += 1;
+    }
+
+    /// Events counted.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     /// The latest checkpoint of the log: position `P = n - n mod K`. If
@@ -322,6 +318,26 @@ impl LiveSeries {
             table,
             self.scores.stats(),
         );
+    }
+
+    /// The series [`Self::recompute`] would make, made beside this one (no
+    /// copy of it): built from the inputs at the latest event, keeping its
+    /// checkpoint mark and clock. This one must have caught up (no pending
+    /// deltas).
+    pub fn recomputed(&self, state: &FoldState) -> LiveSeries {
+        debug_assert!(self.pending.is_empty());
+        let mut fresh = LiveSeries {
+            scores: LiveScores::new(Arc::clone(state.model_arc())),
+            pending: VecDeque::new(),
+            clock: self.clock,
+        };
+        fresh.scores.set_stats(self.scores.stats());
+        if let Some(latest) = state.latest_time() {
+            fresh.build_at(state, latest);
+            fresh.scores.note_recompute();
+        }
+        fresh.scores.set_checkpoint(self.scores.checkpoint());
+        fresh
     }
 
     /// A full recompute on demand (what a checkpoint does): catches up,

@@ -95,6 +95,11 @@ impl LiveScores {
         self.stats
     }
 
+    /// Carries on counting from `stats` (a series rebuilt beside another).
+    pub(crate) fn set_stats(&mut self, stats: LiveStats) {
+        self.stats = stats;
+    }
+
     fn half_life_seconds(&self, c: usize) -> f64 {
         half_life_seconds(&self.model, Component::ALL[c])
     }

@@ -148,6 +148,11 @@ pub struct ExplanationDraft {
 }
 
 impl ExplanationDraft {
+    /// The relationship's score (what the explanation will say).
+    pub fn score(&self) -> f64 {
+        self.explanation.score
+    }
+
     /// The references of the events the contributions need (at most the
     /// model's `top_contributions`, plus ties), ascending.
     pub fn events(&self) -> Vec<u64> {
@@ -198,9 +203,10 @@ impl ExplanationDraft {
 
 impl FoldState {
     /// The score of (person, brand) at `at`, with its reasons, the events
-    /// named by reference (finish with [`ExplanationDraft::finish`]). `None`
-    /// when no event reaches the pair, or the person has withdrawn consent.
-    pub fn explain_draft(
+    /// named by log position (finish with [`ExplanationDraft::finish`]).
+    /// `None` when no event reaches the pair, or the person has withdrawn
+    /// consent.
+    pub fn explain(
         &self,
         person: &EntityId,
         brand: &EntityId,
@@ -285,17 +291,6 @@ impl FoldState {
             entries,
             top,
         })
-    }
-
-    /// [`Self::explain_draft`] finished with the events this state holds.
-    pub fn explain(
-        &self,
-        person: &EntityId,
-        brand: &EntityId,
-        at: DateTime<Utc>,
-    ) -> Option<Explanation> {
-        let draft = self.explain_draft(person, brand, at)?;
-        Some(draft.finish(|e| self.events().get(e as usize)))
     }
 
     /// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_event_digests",
         include_str!("migrations/0003_event_digests.sql"),
     ),
+    (
+        "0005_log_positions",
+        include_str!("migrations/0005_log_positions.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).
