@@ -493,11 +493,14 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
         for tx in waiting {
             let _ = tx.send(outcome.clone());
         }
+        let live_synced = |d: &Derived| d.slot.read().state.live_synced();
+        crate::telemetry::live_synced(live_synced(&derived));
         if outcome.is_ok()
             && let Some(job) = sync_live(&derived, &rx)
         {
             queued.push_back(job);
         }
+        crate::telemetry::live_synced(live_synced(&derived));
     }
 }
 
@@ -859,6 +862,14 @@ impl<S: EventStore> Engine<S> {
         self.derived.version.load(Ordering::SeqCst)
     }
 
+    /// Folded events the live series has not applied yet, and events
+    /// folded (for the lag metrics); `None` while the state is being
+    /// rebuilt.
+    pub fn live_lag(&self) -> Option<(usize, usize)> {
+        let state = self.state().ok()?;
+        Some((state.live_lag(), state.event_count()))
+    }
+
     /// Whether the engine can serve: its state is whole and the store
     /// answers. The reason names what is wrong.
     pub async fn readiness(&self) -> Readiness {
@@ -963,6 +974,7 @@ impl<S: EventStore> Engine<S> {
         }
         rejected.sort_by_key(|r| r.index);
         if atomic && !rejected.is_empty() {
+            crate::telemetry::record_rejections(&rejected);
             return Err(EngineError::AtomicRejected(rejected));
         }
         let mode = if atomic {
@@ -972,6 +984,7 @@ impl<S: EventStore> Engine<S> {
         };
         let ids: Vec<EventId> = good.iter().map(|(_, e)| e.id.clone()).collect();
         let (indices, good): (Vec<usize>, Vec<Event>) = good.into_iter().unzip();
+        let committing = Instant::now();
         let (appended, kept) = if good.is_empty() {
             let none = Appended {
                 outcomes: Vec::new(),
@@ -983,6 +996,9 @@ impl<S: EventStore> Engine<S> {
         } else {
             (self.store.append(good, mode).await?, Vec::new())
         };
+        if !appended.outcomes.is_empty() {
+            crate::telemetry::record_commit(committing.elapsed());
+        }
         let mut kept = kept.into_iter();
         // The state folds only what the store holds: the events inserted
         // now (the store holds exactly these copies) and, for an id the
@@ -1048,6 +1064,7 @@ impl<S: EventStore> Engine<S> {
             )
         };
         if atomic && appended.outcomes.iter().any(refused) {
+            crate::telemetry::record_rejections(&rejected);
             return Err(EngineError::AtomicRejected(rejected));
         }
         if !stored_ids.is_empty() {
@@ -1060,6 +1077,7 @@ impl<S: EventStore> Engine<S> {
             rejected,
             warnings,
         };
+        crate::telemetry::record_ingest(&report);
         Ok((report, new))
     }
 
@@ -1068,6 +1086,7 @@ impl<S: EventStore> Engine<S> {
     /// stay stored; the state is rebuilt from the log).
     pub async fn fold_stored(&self, events: Vec<Logged>) -> Result<(), EngineError> {
         let count = events.len();
+        let _waiting = crate::telemetry::FoldWait::begin(count);
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.folder.send(FoldJob::Fold(events, tx)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
@@ -1235,6 +1254,33 @@ impl<S: EventStore> Engine<S> {
             next_cursor: more.then(|| events.last().map(|e| e.id.clone())).flatten(),
             events,
         }))
+    }
+
+    /// Every event naming an entity, oldest first (canonical order), read
+    /// from the store a page at a time, with its kind and registration: an
+    /// export (`GET /v1/entities/{id}/export`). `None` when no event or
+    /// registration names it.
+    pub async fn entity_events(
+        &self,
+        id: &EntityId,
+    ) -> Result<Option<(EntityKind, Option<Entity>, Vec<Event>)>, EngineError> {
+        let (kind, registration) = {
+            let state = self.state()?;
+            let Some(kind) = state.kind(id) else {
+                return Ok(None);
+            };
+            (kind, state.registration(id).cloned())
+        };
+        let mut events: Vec<Event> = self
+            .events_naming_all(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .map(|l| l.event)
+            .collect();
+        // Newest first by whole microseconds (the store's order): sorted
+        // again to the nanosecond.
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok(Some((kind, registration, events)))
     }
 
     /// What the impact of a brand's action needs (`validity::impact::gather`):

@@ -8,13 +8,19 @@
 //! - [`graph`]: the entity graph (petgraph), readable as of any time.
 //! - [`kernel`]: the general propagation kernel and its CSR snapshot (`fusion propagate`).
 //! - [`score`]: scoring model, impulses, decay, propagation, explanations.
-//! - [`store`]: the `EventStore` trait (the event log) and its backends.
+//! - [`store`]: the `EventStore` trait (the event log) and its backends;
+//!   `KeyStore` (API keys, secrets, the erasure audit).
+//! - [`auth`]: API keys, roles, sessions: who may do what.
 //! - [`engine`]: owns the derived state; where ingest meets scoring.
 //! - [`http`]: the actix-web service.
+//! - [`telemetry`]: metric names, their recording helpers, log set-up.
+//! - [`tls`]: the HTTPS server configuration.
 //! - [`generate`]: a synthetic, reproducible event stream for benches and demos.
 //! - [`validity`]: backtests, calibration and impact: does the score mean something.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
+pub mod auth;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod cli;
 pub mod domain;
@@ -33,5 +39,9 @@ pub mod score;
 pub mod sentiment;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod store;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
+pub mod telemetry;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
+pub mod tls;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod validity;

@@ -62,6 +62,17 @@ pub struct IngestArgs {
     /// With --server: send requests uncompressed (default: gzip)
     #[arg(long)]
     pub no_gzip: bool,
+    /// API key for --server (an ingest or admin key)
+    #[arg(
+        long,
+        env = "FUSION_API_KEY",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    pub api_key: Option<String>,
+    /// Trust this PEM CA certificate for an https --server (else the web's usual roots)
+    #[arg(long, requires = "server")]
+    pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Refuse events dated more than this ahead of the clock (24h, 90m, 30s, 2d;
@@ -258,7 +269,12 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let bar = progress(total_bytes);
     let totals = match &args.server {
         Some(url) => {
-            let client = Client::new(url, !args.no_gzip);
+            let client = Client::new(
+                url,
+                !args.no_gzip,
+                args.api_key.clone(),
+                args.ca_cert.as_deref(),
+            )?;
             let budget = usize::try_from(args.request_bytes).unwrap_or(usize::MAX);
             ingest_server(&client, budget, &args.store, inputs, &bar)?
         }
@@ -448,21 +464,41 @@ struct Client {
     agent: ureq::Agent,
     endpoint: String,
     gzip: bool,
+    /// Sent as `Authorization: Bearer`.
+    api_key: Option<String>,
 }
 
 impl Client {
-    fn new(url: &str, gzip: bool) -> Self {
-        Self {
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into(),
+    /// `ca_cert`: a PEM CA to trust for an https server.
+    fn new(
+        url: &str,
+        gzip: bool,
+        api_key: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            let cert = ureq::tls::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                    .build(),
+            );
+        }
+        Ok(Self {
+            agent: config.build().into(),
             endpoint: format!("{}/v1/events", url.trim_end_matches('/')),
             gzip,
-        }
+            api_key,
+        })
     }
 
-    /// Posts an NDJSON body; retries 503 and 507 after `Retry-After`.
+    /// Posts an NDJSON body; retries 429, 503 and 507 after `Retry-After`
+    /// (nothing of the request was stored, and an id sent twice is one
+    /// event anyway).
     fn post(&self, ndjson: &[u8]) -> anyhow::Result<Answer> {
         let compressed;
         let (body, encoding) = if self.gzip {
@@ -479,11 +515,15 @@ impl Client {
         let endpoint = &self.endpoint;
         let mut attempt = 1;
         loop {
-            let mut resp = self
+            let mut req = self
                 .agent
                 .post(endpoint)
                 .header("Content-Type", "application/x-ndjson")
-                .header("Content-Encoding", encoding)
+                .header("Content-Encoding", encoding);
+            if let Some(key) = &self.api_key {
+                req = req.header("Authorization", &format!("Bearer {key}"));
+            }
+            let mut resp = req
                 .send(body)
                 .with_context(|| format!("cannot reach {endpoint}"))?;
             let status = resp.status().as_u16();
@@ -500,7 +540,7 @@ impl Client {
             match status {
                 200..=299 => return Ok(Answer::Report(server_report(&text)?)),
                 413 => return Ok(Answer::TooLarge),
-                503 | 507 if attempt < MAX_ATTEMPTS => {
+                429 | 503 | 507 if attempt < MAX_ATTEMPTS => {
                     let wait = Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_RETRY_WAIT);
                     tracing::warn!(status, attempt, ?wait, "the server asks to retry later");
                     std::thread::sleep(wait);

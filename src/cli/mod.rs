@@ -19,13 +19,16 @@ use clap::{Parser, Subcommand};
 
 use crate::engine::{Engine, EngineOptions};
 use crate::score::ScoringModel;
-use crate::store::{Backend, EmbeddedStore, PostgresStore};
+use crate::store::keys::KeyFile;
+use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
+use crate::telemetry::LogFormat;
 
 pub mod backtest;
 pub mod calibrate;
 pub mod generate;
 pub mod impact;
 pub mod ingest;
+pub mod keys;
 pub mod migrate;
 pub mod propagate;
 pub mod rescore;
@@ -42,6 +45,15 @@ pub mod serve;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text or as JSON objects (with the request id and route)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "FUSION_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,10 +80,12 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// The effect of a brand's occasion or cause (difference in differences against a matched group)
     Impact(impact::ImpactArgs),
+    /// API keys: create (printed once), list, revoke
+    Keys(keys::KeysArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging();
+    crate::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Ingest(args) => ingest::run(args),
@@ -84,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backtest(args) => backtest::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Impact(args) => impact::run(args),
+        Command::Keys(args) => keys::run(args),
     };
     match result {
         Err(e) if stdout_closed(&e) => Ok(()),
@@ -140,15 +155,6 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
             .is_some_and(|inner| inner.is::<StdoutClosed>())
             || c.is::<StdoutClosed>()
     })
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Where the store and model are, shared by every command that opens them.
@@ -215,8 +221,19 @@ pub async fn open_engine(
     args: &StoreArgs,
     options: EngineOptions,
 ) -> anyhow::Result<Arc<Engine<Backend>>> {
-    let model = load_model(args.model.as_deref())?;
     let (store, place) = open_store(args).await?;
+    engine_on(store, &place, args, options).await
+}
+
+/// Replays an opened store (the one `args` names) into an engine, with
+/// the model and the memory check `args` ask for.
+pub async fn engine_on(
+    store: Backend,
+    place: &str,
+    args: &StoreArgs,
+    options: EngineOptions,
+) -> anyhow::Result<Arc<Engine<Backend>>> {
+    let model = load_model(args.model.as_deref())?;
     let options = EngineOptions {
         memory: if args.no_memory_check {
             None
@@ -229,6 +246,20 @@ pub async fn open_engine(
         .await
         .with_context(|| format!("failed to load the events from {place}"))?;
     Ok(Arc::new(engine))
+}
+
+/// The key store beside the event store `args` names: PostgreSQL's tables
+/// (applying migrations), else `keys.redb` in the data directory, which does
+/// not touch the event log (so it works while `serve` holds it).
+pub async fn open_keys(args: &StoreArgs) -> anyhow::Result<Keys> {
+    Ok(match &args.database_url {
+        Some(url) => Keys::Postgres(
+            PostgresStore::connect(url)
+                .await
+                .context("failed to open the PostgreSQL store")?,
+        ),
+        None => Keys::File(KeyFile::in_dir(&args.data_dir)),
+    })
 }
 
 /// Bytes of memory this machine has available now (`MemAvailable` of

@@ -1,8 +1,10 @@
 //! `fusion serve`: the HTTP service on the embedded store (or PostgreSQL),
 //! optionally loading the seed story into an empty store (`--demo`).
+//! Reads the flags and the config file, loads the keys, decides whether the
+//! bind address is allowed, and hands everything to `http::serve`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -10,10 +12,12 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::StoreArgs;
+use crate::auth::keyring::BOOTSTRAP_MIN_LEN;
 use crate::engine::{Engine, EngineOptions};
-use crate::http::{self, Limits};
+use crate::http::limits::{Edge, RateConfig, RateLimits};
+use crate::http::{self, Limits, Options, Security};
 use crate::ingest::{self, BodyFormat};
-use crate::store::{Backend, EventStore, ScoreRow};
+use crate::store::{Backend, EventStore, Keys, ScoreRow};
 
 /// How often the materialised scores are refreshed (when anything changed).
 const MATERIALISE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -31,7 +35,9 @@ pub struct ServeArgs {
     /// Load the seed story into the store first, if the store is empty
     #[arg(long)]
     pub demo: bool,
-    /// TOML file with any of: bind, data_dir, database_url, model
+    /// TOML file with any of: bind, data_dir, database_url, model, tls_cert,
+    /// tls_key, metrics_bind, allowed_hosts, cors_origins, rate_per_key,
+    /// rate_per_address, admin_key_file
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Largest request body, in bytes, after decompression (413 past it)
@@ -55,6 +61,37 @@ pub struct ServeArgs {
     /// Refuse events dated more than this ahead of the server clock (24h, 90m, 30s, 2d)
     #[arg(long, default_value = "24h", value_parser = super::future_skew)]
     pub max_future_skew: chrono::Duration,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics on this address instead of the service's
+    #[arg(long)]
+    pub metrics_bind: Option<String>,
+    /// A Host the service answers for: name (any port) or name:port;
+    /// repeat for several, `*` for any. Default: the bind address and localhost
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// An origin (https://dash.example.com) whose pages may call the API
+    /// (CORS, with credentials); repeat for several. Default: none
+    #[arg(long = "cors-origin")]
+    pub cors_origins: Vec<String>,
+    /// Requests per second (and burst) per API key; 0: no limit
+    #[arg(long)]
+    pub rate_per_key: Option<u32>,
+    /// Requests per second (and burst) per client address for requests
+    /// without a valid key; 0: no limit
+    #[arg(long)]
+    pub rate_per_address: Option<u32>,
+    /// Seconds requests in flight get to finish after SIGTERM
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// File holding the bootstrap admin key (else env FUSION_ADMIN_KEY), for
+    /// a first start before any key exists; at least 32 characters
+    #[arg(long)]
+    pub admin_key_file: Option<PathBuf>,
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -162,40 +199,109 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     model: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_bind: Option<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
+    rate_per_key: Option<u32>,
+    rate_per_address: Option<u32>,
+    admin_key_file: Option<PathBuf>,
+}
+
+/// Flags win over the file.
+fn merge_config(args: &mut ServeArgs, path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config {}", path.display()))?;
+    let cfg: ConfigFile =
+        toml::from_str(&text).with_context(|| format!("bad config {}", path.display()))?;
+    fn fill<T>(flag: &mut Option<T>, file: Option<T>) {
+        if flag.is_none() {
+            *flag = file;
+        }
+    }
+    fill(&mut args.bind, cfg.bind);
+    if let Some(d) = cfg.data_dir
+        && args.store.data_dir.as_os_str() == "./data"
+    {
+        args.store.data_dir = d;
+    }
+    fill(&mut args.store.model, cfg.model);
+    fill(&mut args.store.database_url, cfg.database_url);
+    fill(&mut args.tls_cert, cfg.tls_cert);
+    fill(&mut args.tls_key, cfg.tls_key);
+    fill(&mut args.metrics_bind, cfg.metrics_bind);
+    fill(&mut args.rate_per_key, cfg.rate_per_key);
+    fill(&mut args.rate_per_address, cfg.rate_per_address);
+    fill(&mut args.admin_key_file, cfg.admin_key_file);
+    if args.allowed_hosts.is_empty() {
+        args.allowed_hosts = cfg.allowed_hosts;
+    }
+    if args.cors_origins.is_empty() {
+        args.cors_origins = cfg.cors_origins;
+    }
+    anyhow::ensure!(
+        args.tls_cert.is_some() == args.tls_key.is_some(),
+        "tls_cert and tls_key go together"
+    );
+    Ok(())
+}
+
+fn parse_addr(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    value
+        .parse()
+        .with_context(|| format!("{flag} {value:?} is not an address such as 127.0.0.1:8080"))
+}
+
+/// The bootstrap admin key: from the file if given, else `FUSION_ADMIN_KEY`.
+fn bootstrap_key(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let key = match file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the admin key file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("FUSION_ADMIN_KEY")
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty()),
+    };
+    if let Some(k) = &key {
+        anyhow::ensure!(
+            k.len() >= BOOTSTRAP_MIN_LEN && k.is_ascii() && !k.contains(char::is_whitespace),
+            "the bootstrap admin key must be at least {BOOTSTRAP_MIN_LEN} printable ASCII characters \
+             without spaces; `fusion keys create --role admin` makes a proper key"
+        );
+    }
+    Ok(key)
 }
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config {}", path.display()))?;
-        let cfg: ConfigFile =
-            toml::from_str(&text).with_context(|| format!("bad config {}", path.display()))?;
-        // Flags win over the file.
-        if args.bind.is_none() {
-            args.bind = cfg.bind;
-        }
-        if let Some(d) = cfg.data_dir
-            && args.store.data_dir.as_os_str() == "./data"
-        {
-            args.store.data_dir = d;
-        }
-        if args.store.model.is_none() {
-            args.store.model = cfg.model;
-        }
-        if args.store.database_url.is_none() {
-            args.store.database_url = cfg.database_url;
-        }
+    if let Some(path) = args.config.clone() {
+        merge_config(&mut args, &path)?;
     }
-    let bind = args.bind.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
-    let addr: SocketAddr = bind
-        .parse()
-        .with_context(|| format!("--bind {bind:?} is not an address such as 127.0.0.1:8080"))?;
-    if !addr.ip().is_loopback() {
-        bail!(
-            "no API keys are configured, so the service binds to loopback only; use --bind 127.0.0.1:PORT"
-        );
-    }
+    let bind = parse_addr("--bind", args.bind.as_deref().unwrap_or("127.0.0.1:8080"))?;
+    let metrics_bind = args
+        .metrics_bind
+        .as_deref()
+        .map(|m| parse_addr("--metrics-bind", m))
+        .transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let bootstrap = bootstrap_key(args.admin_key_file.as_deref())?;
+    let defaults = RateConfig::default();
+    let rates = RateConfig {
+        per_key: args.rate_per_key.unwrap_or(defaults.per_key),
+        per_address: args.rate_per_address.unwrap_or(defaults.per_address),
+    };
     let limits = args.limits()?;
+    // Before anything is counted (the demo load included).
+    http::metrics::recorder();
     actix_web::rt::System::new().block_on(async move {
         let (fold_faults, fail_open) = injected_faults()?;
         let options = EngineOptions {
@@ -204,49 +310,108 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             fail_open,
             ..EngineOptions::default()
         };
-        let engine = super::open_engine(&args.store, options).await?;
+        let (store, place) = super::open_store(&args.store).await?;
+        let edge = Edge::new(bind, &args.allowed_hosts, &args.cors_origins, tls.is_some());
+        let security = Security::load(
+            Keys::beside(&store, &args.store.data_dir),
+            bootstrap.as_deref(),
+            RateLimits::new(rates),
+            edge,
+            tls.is_some(),
+        )
+        .await
+        .context("cannot read the API keys")?;
+        let has_keys = security.keyring.has_keys();
+        if !has_keys && !bind.ip().is_loopback() {
+            bail!(
+                "no API keys are configured, so the service binds to loopback only; use --bind \
+                 127.0.0.1:PORT, or create a key first (`fusion keys create --role admin`) or set \
+                 FUSION_ADMIN_KEY"
+            );
+        }
+        if bind.ip().is_unspecified() && args.allowed_hosts.is_empty() {
+            tracing::warn!(
+                hosts = ?security.edge.hosts(),
+                "bound to every interface but answering only for these hosts; name the others with --allowed-host"
+            );
+        }
+        let engine =
+            super::engine_on(store, &place, &args.store, options).await?;
         if args.demo {
-            if engine.store().count().await? == 0 {
-                let story = ingest::parse_events(
-                    SEED_STORY.as_bytes(),
-                    BodyFormat::Ndjson,
-                    &engine.model().currency,
-                )?;
-                anyhow::ensure!(
-                    story.rejected.is_empty(),
-                    "the seed story has invalid events: {:?}",
-                    story.rejected
-                );
-                // The story is fixed data, not traffic: a clock set before
-                // its dates must not refuse it.
-                let latest = story.events.iter().map(|(_, e)| e.time).max();
-                let now = latest.map_or_else(Utc::now, |l| l.max(Utc::now()));
-                let report = engine
-                    .submit(story.events, story.rejected, true, now)
-                    .await?;
-                tracing::info!(accepted = report.accepted, "loaded the seed story");
-            } else {
-                tracing::info!("the store is not empty; --demo leaves it as it is");
-            }
+            load_demo(&engine).await?;
         }
         if let Backend::Postgres(_) = engine.store() {
             actix_web::rt::spawn(materialise_scores(Arc::clone(&engine)));
         }
-        tracing::info!(
-            events = engine.readiness().await.events,
-            store = engine.store().name(),
-            %bind,
-            "serving; no API keys configured: every request is accepted, loopback only"
-        );
-        http::serve(engine, &bind, limits)
-            .await
-            .with_context(|| format!("cannot serve on {bind}"))
+        let security = Arc::new(security);
+        actix_web::rt::spawn(http::auth::keep_keyring(Arc::clone(&security)));
+        let events = engine.readiness().await.events;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if has_keys {
+            tracing::info!(
+                events,
+                store = engine.store().name(),
+                %bind,
+                %scheme,
+                hosts = ?security.edge.hosts(),
+                "serving; API keys are required on every data route"
+            );
+        } else {
+            tracing::info!(
+                events,
+                store = engine.store().name(),
+                %bind,
+                %scheme,
+                "serving; no API keys configured: every request is accepted, loopback only"
+            );
+        }
+        http::serve(
+            engine,
+            security,
+            Options {
+                bind,
+                limits,
+                tls,
+                metrics_bind,
+                shutdown_timeout: args.shutdown_timeout,
+            },
+        )
+        .await
+        .with_context(|| format!("cannot serve on {bind}"))?;
+        tracing::info!("stopped: every request in flight was answered");
+        Ok(())
     })
 }
 
+async fn load_demo(engine: &Engine<Backend>) -> anyhow::Result<()> {
+    if engine.store().count().await? == 0 {
+        let story = ingest::parse_events(
+            SEED_STORY.as_bytes(),
+            BodyFormat::Ndjson,
+            &engine.model().currency,
+        )?;
+        anyhow::ensure!(
+            story.rejected.is_empty(),
+            "the seed story has invalid events: {:?}",
+            story.rejected
+        );
+        // The story is fixed data, not traffic: a clock set before
+        // its dates must not refuse it.
+        let latest = story.events.iter().map(|(_, e)| e.time).max();
+        let now = latest.map_or_else(Utc::now, |l| l.max(Utc::now()));
+        let report = engine
+            .submit(story.events, story.rejected, true, now)
+            .await?;
+        tracing::info!(accepted = report.accepted, "loaded the seed story");
+    } else {
+        tracing::info!("the store is not empty; --demo leaves it as it is");
+    }
+    Ok(())
+}
+
 /// Keeps `relationship_scores` in PostgreSQL current for SQL readers: every
-/// few seconds, if the state changed, one batch evaluation is written in
-/// batches. A failed write (database down) is retried on the next round.
+/// few seconds, if the state changed, the table is replaced by the current
+/// scores. A failed write (database down) is retried on the next round.
 async fn materialise_scores(engine: Arc<Engine<Backend>>) {
     let mut written: Option<u64> = None;
     let mut tick = tokio::time::interval(MATERIALISE_EVERY);
@@ -280,7 +445,10 @@ async fn materialise_scores(engine: Arc<Engine<Backend>>) {
                 tracing::debug!(rows = rows.len(), "materialised scores");
                 written = Some(version);
             }
-            Err(e) => tracing::warn!(cause = %e, "could not materialise scores; will retry"),
+            Err(e) => {
+                crate::telemetry::record_store_error(&e);
+                tracing::warn!(cause = %e, "could not materialise scores; will retry");
+            }
         }
     }
 }

@@ -50,6 +50,15 @@ pub enum ProblemKind {
     InvalidEvents,
     /// 422: an entity cannot take the kind asked for.
     EntityConflict,
+    /// 401: no API key, or one that is not valid (unknown, expired, revoked).
+    Unauthorized,
+    /// 403: the key's role does not allow the route; or a session request
+    /// that changes state lacks its CSRF token; or a foreign `Origin`.
+    Forbidden,
+    /// 421: a `Host` the service does not answer for.
+    MisdirectedRequest,
+    /// 429: past a rate limit; retry after `Retry-After`.
+    RateLimited,
     /// 503: too many request bodies are in flight; retry after `Retry-After`.
     Busy,
     /// 503: the event store cannot be reached; retry after `Retry-After`.
@@ -67,7 +76,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, for the documentation check.
-    pub const ALL: [ProblemKind; 19] = [
+    pub const ALL: [ProblemKind; 23] = [
         Self::InvalidParameter,
         Self::MalformedBody,
         Self::InvalidBody,
@@ -81,6 +90,10 @@ impl ProblemKind {
         Self::UnsupportedEncoding,
         Self::InvalidEvents,
         Self::EntityConflict,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::MisdirectedRequest,
+        Self::RateLimited,
         Self::Busy,
         Self::StoreUnavailable,
         Self::NotReady,
@@ -105,6 +118,10 @@ impl ProblemKind {
             Self::UnsupportedEncoding => "unsupported-encoding",
             Self::InvalidEvents => "invalid-events",
             Self::EntityConflict => "entity-conflict",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::MisdirectedRequest => "misdirected-request",
+            Self::RateLimited => "rate-limited",
             Self::Busy => "busy",
             Self::StoreUnavailable => "store-unavailable",
             Self::NotReady => "not-ready",
@@ -134,6 +151,10 @@ impl ProblemKind {
             Self::UnsupportedEncoding => "Unsupported content encoding",
             Self::InvalidEvents => "Invalid events",
             Self::EntityConflict => "Entity conflict",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::MisdirectedRequest => "Misdirected request",
+            Self::RateLimited => "Too many requests",
             Self::Busy => "Busy",
             Self::StoreUnavailable => "Service unavailable",
             Self::NotReady => "Not ready",
@@ -215,6 +236,19 @@ pub enum ApiError {
     /// request was stored.
     #[error("the event store is full; nothing was stored, retry later")]
     StoreFull,
+    /// No credentials, or ones that are not valid (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials without the role the route needs, a missing CSRF
+    /// token, or a foreign `Origin` (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Past a rate limit; the client may retry after this many seconds (429).
+    #[error("too many requests; retry after {0} s")]
+    TooManyRequests(u64),
+    /// A `Host` this service does not answer for (421).
+    #[error("{0}")]
+    Misdirected(String),
     #[error("internal error")]
     Internal,
 }
@@ -256,6 +290,10 @@ impl ApiError {
             ApiError::Unavailable => ProblemKind::StoreUnavailable,
             ApiError::NotReady(_) => ProblemKind::NotReady,
             ApiError::StoreFull => ProblemKind::StoreFull,
+            ApiError::Unauthorized(_) => ProblemKind::Unauthorized,
+            ApiError::Forbidden(_) => ProblemKind::Forbidden,
+            ApiError::TooManyRequests(_) => ProblemKind::RateLimited,
+            ApiError::Misdirected(_) => ProblemKind::MisdirectedRequest,
             ApiError::Internal => ProblemKind::Internal,
         }
     }
@@ -297,6 +335,7 @@ pub fn rejection_items(rejected: &[Rejection]) -> Vec<ProblemItem> {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        crate::telemetry::record_store_error(&e);
         match e {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "event store unavailable");
@@ -383,6 +422,10 @@ impl ResponseError for ApiError {
             ProblemKind::InvalidEvents | ProblemKind::EntityConflict => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
+            ProblemKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Busy | ProblemKind::StoreUnavailable | ProblemKind::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -392,12 +435,23 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        problem(
+        let mut resp = problem(
             self.kind(),
             self.status_code(),
             &self.to_string(),
             &self.items(),
-        )
+        );
+        let extra = match self {
+            ApiError::TooManyRequests(secs) => Some((header::RETRY_AFTER, secs.to_string())),
+            ApiError::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, "Bearer".to_string())),
+            _ => None,
+        };
+        if let Some((name, value)) = extra
+            && let Ok(value) = header::HeaderValue::from_str(&value)
+        {
+            resp.headers_mut().insert(name, value);
+        }
+        resp
     }
 }
 

@@ -19,6 +19,19 @@ use crate::store::EventStore;
 use crate::validity::ValidityError;
 use crate::validity::impact::{self, Action, ImpactSpec};
 
+#[utoipa::path(get, path = "/v1/brands/{brand}/impact", tag = "scores",
+    params(
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("occasion" = Option<String>, Query, description = "The occasion whose effect is measured (or `cause`)"),
+        ("cause" = Option<String>, Query, description = "The cause event whose effect is measured (or `occasion`)"),
+        ("at" = Option<String>, Query, description = "RFC 3339 (default: now)"),
+        ("window" = Option<f64>, Query, description = "Days before and after the action, in (0, 3650] (default 14)"),
+    ),
+    responses(
+        (status = 200, description = "The measured effect, with interval and group sizes (docs/api.md)", body = super::schema::Impact),
+        (status = 400, description = "A bad parameter, or the action is not before `at`", body = super::schema::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such brand or action", body = super::schema::Problem, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn get_impact<S: EventStore>(
     engine: web::Data<Engine<S>>,
     path: web::Path<String>,

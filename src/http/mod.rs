@@ -7,13 +7,27 @@
 //! framework's own error answers (unknown route, wrong method) into problems.
 //! Answers that actix-http gives before the app runs (a malformed or
 //! oversized request head, a slow head) are the documented exceptions.
+//!
+//! The edge around the routes (issue 12), outermost first: `observe`
+//! (request id, span, access log, latency, `request_id` in every problem
+//! body), the problem net, `limits::check_edge` (Host and Origin), CORS
+//! (only with allowed origins configured), `auth::authorize` (credentials,
+//! role, CSRF, rate limits). TLS, the metrics address and graceful shutdown
+//! are `serve`'s.
 
+pub mod auth;
 mod body;
 mod cache;
 mod error;
 mod impact;
+pub mod limits;
+pub mod metrics;
+pub mod observe;
+pub mod openapi;
 mod params;
+mod privacy;
 mod routes;
+mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +35,10 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::JsonPayloadError;
-use actix_web::middleware::ErrorHandlers;
+use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 
+pub use auth::Security;
 pub use body::{BodyBudget, BodyShare, IngestBody};
 pub use cache::ReadCache;
 pub use error::{ApiError, ProblemItem, ProblemKind};
@@ -73,18 +88,31 @@ impl Default for Limits {
     }
 }
 
-/// What every worker of one service shares: the read cache and the body budget.
+/// What every worker of one service shares: the read cache, the body
+/// budget, and who may call (keys, sessions, limits).
 #[derive(Clone)]
 pub struct Shared {
     cache: web::Data<ReadCache>,
     budget: web::Data<BodyBudget>,
+    security: web::Data<Security>,
+    /// Serve `/metrics` on the service's address (not on one of its own).
+    metrics_here: bool,
 }
 
 impl Shared {
+    /// For a service run in-process (tests): no keys, any Host, keys and
+    /// audit in memory.
     pub fn new(limits: &Limits) -> Self {
+        Self::with_security(limits, Arc::new(Security::in_memory()), true)
+    }
+
+    /// For `fusion serve`.
+    pub fn with_security(limits: &Limits, security: Arc<Security>, metrics_here: bool) -> Self {
         Self {
             cache: web::Data::new(ReadCache::default()),
             budget: web::Data::new(BodyBudget::new(limits.max_bodies_in_flight)),
+            security: web::Data::from(security),
+            metrics_here,
         }
     }
 }
@@ -104,9 +132,40 @@ pub fn app<S: EventStore>(
         InitError = (),
     >,
 > {
+    let edge = &shared.security.edge;
+    let with_cors = !edge.cors_origins.is_empty();
+    let cors = cors(edge);
     App::new()
+        .wrap(from_fn(auth::authorize))
+        .wrap(Condition::new(with_cors, cors))
+        .wrap(from_fn(limits::check_edge))
         .wrap(ErrorHandlers::new().default_handler(error::ensure_problem))
+        .wrap(from_fn(observe::observe))
         .configure(configure(engine, limits, shared))
+}
+
+/// CORS for the configured origins (and the service's own, whose pages
+/// send `Origin` on their own requests).
+fn cors(edge: &limits::Edge) -> actix_cors::Cors {
+    let edge = edge.clone();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| origin.to_str().is_ok_and(|o| edge.allows_origin(o)))
+        .allowed_methods(["GET", "POST", "PUT", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::CONTENT_ENCODING,
+            actix_web::http::header::IF_NONE_MATCH,
+        ])
+        .allowed_header(auth::CSRF_HEADER)
+        .allowed_header(observe::REQUEST_ID_HEADER)
+        .expose_headers([
+            actix_web::http::header::ETAG,
+            actix_web::http::header::RETRY_AFTER,
+        ])
+        .expose_headers([observe::REQUEST_ID_HEADER])
+        .supports_credentials()
+        .max_age(600)
 }
 
 /// Registers every route on an actix app, with its state and the error
@@ -120,10 +179,12 @@ fn configure<S: EventStore>(
         // The model's rate table, for the body extractor's validation (it
         // knows no engine type).
         let currencies = web::Data::new(engine.model().currency.clone());
+        let metrics_here = shared.metrics_here;
         cfg.app_data(web::Data::from(engine))
             .app_data(currencies)
             .app_data(shared.cache)
             .app_data(shared.budget)
+            .app_data(shared.security)
             .app_data(web::Data::new(limits))
             .app_data(
                 web::QueryConfig::default()
@@ -138,7 +199,11 @@ fn configure<S: EventStore>(
                 web::PathConfig::default()
                     .error_handler(|err, _| ApiError::parameter("path", err.to_string()).into()),
             );
+        if metrics_here {
+            cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
+        }
         routes::register::<S>(cfg);
+        openapi::register(cfg);
     }
 }
 
@@ -166,23 +231,64 @@ fn json_error(err: JsonPayloadError) -> ApiError {
     }
 }
 
-/// Runs the service until it is stopped (Ctrl-C / SIGTERM).
+/// How the service listens.
+pub struct Options {
+    pub bind: std::net::SocketAddr,
+    pub limits: Limits,
+    /// HTTPS with this configuration; plain HTTP without.
+    pub tls: Option<rustls::ServerConfig>,
+    /// Serve `/metrics` here instead of on `bind`.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Seconds requests in flight get to finish after SIGTERM.
+    pub shutdown_timeout: u64,
+}
+
+/// Runs the service until it is stopped. On SIGTERM (or Ctrl-C) it stops
+/// accepting, lets the requests in flight finish (up to
+/// `shutdown_timeout`), and returns; every acknowledged event is committed
+/// by then, since a request is answered only after its commit.
 pub async fn serve<S: EventStore>(
     engine: Arc<Engine<S>>,
-    bind: &str,
-    limits: Limits,
+    security: Arc<Security>,
+    options: Options,
 ) -> std::io::Result<()> {
-    let shared = Shared::new(&limits);
+    metrics::recorder();
+    let limits = options.limits;
+    let shared = Shared::with_security(&limits, security, options.metrics_bind.is_none());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    HttpServer::new(move || {
-        app(Arc::clone(&engine), limits, shared.clone())
-            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("fusion::http"))
-    })
-    .workers(workers)
-    .max_connections(limits.max_connections.div_ceil(workers).max(1))
-    .client_request_timeout(HEAD_TIMEOUT)
-    .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-    .bind(bind)?
-    .run()
-    .await
+    let app_engine = Arc::clone(&engine);
+    let server = HttpServer::new(move || app(Arc::clone(&app_engine), limits, shared.clone()))
+        .on_connect(|_, ext| {
+            ext.insert(crate::telemetry::ConnectionGauge::open());
+        })
+        .workers(workers)
+        .max_connections(limits.max_connections.div_ceil(workers).max(1))
+        .client_request_timeout(HEAD_TIMEOUT)
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+        .shutdown_timeout(options.shutdown_timeout);
+    let server = match options.tls {
+        Some(tls) => server.bind_rustls_0_23(options.bind, tls)?,
+        None => server.bind(options.bind)?,
+    }
+    .run();
+    let upkeep = actix_web::rt::spawn(metrics::upkeep());
+    let result = match options.metrics_bind {
+        None => server.await,
+        Some(addr) => {
+            let metrics_engine = Arc::clone(&engine);
+            let scraper = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::from(Arc::clone(&metrics_engine)))
+                    .route("/metrics", web::get().to(metrics::metrics::<S>))
+            })
+            .workers(1)
+            .bind(addr)?
+            .run();
+            futures_util::future::try_join(server, scraper)
+                .await
+                .map(|_| ())
+        }
+    };
+    upkeep.abort();
+    result
 }

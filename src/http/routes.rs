@@ -12,6 +12,7 @@ use super::body::IngestBody;
 use super::cache::ReadCache;
 use super::error::ApiError;
 use super::params::{Params, clamp_time};
+use super::schema::{self, Problem};
 use crate::domain::{Entity, EntityId, EntityKind};
 use crate::engine::{BrandFacts, Engine, EngineError, EntityFacts, RankedRelation};
 use crate::ingest::{self, MAX_REJECTIONS};
@@ -29,7 +30,13 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/entities/{id}")
                 .put(put_entity::<S>)
                 .get(get_entity::<S>)
-                .delete(delete_entity::<S>),
+                .delete(super::privacy::erase_entity::<S>),
+        )
+        .service(web::resource("/v1/entities/{id}/export").get(super::privacy::export_entity::<S>))
+        .service(
+            web::resource("/v1/session")
+                .post(super::auth::create_session)
+                .delete(super::auth::delete_session),
         )
         .service(web::resource("/v1/entities/{id}/events").get(entity_events::<S>))
         .service(web::resource("/v1/relationships/{person}/{brand}").get(get_relationship::<S>))
@@ -45,14 +52,39 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
 
 type Eng<S> = web::Data<Engine<S>>;
 
+/// The routes of this file in the OpenAPI document (openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    healthz,
+    readyz,
+    post_events,
+    put_entity,
+    get_entity,
+    entity_events,
+    get_relationship,
+    relationship_history,
+    brand_relationships,
+    brand_summary,
+    super::impact::get_impact,
+    rescore,
+))]
+pub(super) struct RoutesApi;
+
 pub(super) fn entity_id(field: &str, s: &str) -> Result<EntityId, ApiError> {
     EntityId::new(s).map_err(|e| ApiError::parameter(field, format!("bad id: {e}")))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = schema::Health)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store is reachable and the state loaded", body = schema::Ready),
+        (status = 503, description = "Not ready: the store is unreachable or the state is being rebuilt", body = schema::NotReady, content_type = "application/problem+json"),
+    ))]
 async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
     let readiness = engine.readiness().await;
     match &readiness.reason {
@@ -79,6 +111,19 @@ async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    params(("atomic" = Option<bool>, Query, description = "Any invalid event rejects the whole request (422) and nothing is stored")),
+    request_body(description = "One event, a JSON array of events, or NDJSON (one event per line); gzip or zstd Content-Encoding",
+        content((schema::EventsBody = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "Answered once the accepted events are durable", body = schema::IngestReport),
+        (status = 400, description = "Malformed JSON or NDJSON, or a bad parameter; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body came too slowly; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON or NDJSON body, or an unknown encoding", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Atomic request with invalid events; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store is full; nothing was stored", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn post_events<S: EventStore>(
     engine: Eng<S>,
     params: Params,
@@ -118,6 +163,17 @@ struct EntityBody {
     interests: Vec<String>,
 }
 
+#[utoipa::path(put, path = "/v1/entities/{id}", tag = "entities",
+    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    request_body(content = schema::EntityBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Registered", body = schema::Entity),
+        (status = 400, description = "A bad id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is known as another kind", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store is full", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_entity<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -200,7 +256,7 @@ fn components_view(c: &crate::score::Components) -> ComponentsView {
 
 /// The answer of `GET /v1/relationships/{person}/{brand}` (API.md).
 #[derive(Serialize)]
-struct RelationshipView<'a> {
+pub(super) struct RelationshipView<'a> {
     person: &'a EntityId,
     brand: &'a EntityId,
     score: f64,
@@ -213,7 +269,7 @@ struct RelationshipView<'a> {
     contributions: &'a [crate::score::Contribution],
 }
 
-fn relationship_view<'a>(
+pub(super) fn relationship_view<'a>(
     e: &'a Explanation,
     trend: &'a crate::engine::Trend,
 ) -> RelationshipView<'a> {
@@ -238,6 +294,20 @@ pub(super) fn now_to_the_second() -> DateTime<Utc> {
     DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }
 
+#[utoipa::path(get, path = "/v1/relationships/{person}/{brand}", tag = "scores",
+    params(
+        ("person" = String, Path, example = "artist", description = "Person id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("at" = Option<String>, Query, description = "Evaluation time, RFC 3339 (default: now, to the second)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The score with its trend and reasons", body = schema::Relationship,
+            headers(("ETag" = String, description = "Changes when the answer may change"))),
+        (status = 304, description = "Not modified since the ETag sent"),
+        (status = 400, description = "A bad id or time", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No relationship between them as of that time", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_relationship<S: EventStore>(
     engine: Eng<S>,
     cache: web::Data<ReadCache>,
@@ -291,6 +361,19 @@ async fn get_relationship<S: EventStore>(
 
 const MAX_HISTORY_POINTS: i64 = 1000;
 
+#[utoipa::path(get, path = "/v1/relationships/{person}/{brand}/history", tag = "scores",
+    params(
+        ("person" = String, Path, example = "artist", description = "Person id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("from" = Option<String>, Query, description = "RFC 3339 (default: 30 days before `to`)"),
+        ("to" = Option<String>, Query, description = "RFC 3339 (default: now)"),
+        ("step" = Option<String>, Query, description = "1d, 6h, 30m or 60s (default 1d); at most 1000 points"),
+    ),
+    responses(
+        (status = 200, description = "The score at each step", body = Vec<schema::HistoryPoint>),
+        (status = 400, description = "A bad id, time or step", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No relationship between them", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn relationship_history<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<(String, String)>,
@@ -368,6 +451,21 @@ fn decode_cursor(s: &str) -> Option<(f64, EntityId)> {
 /// Most items in one page of a listing.
 const MAX_PAGE: usize = 1000;
 
+#[utoipa::path(get, path = "/v1/brands/{brand}/relationships", tag = "scores",
+    params(
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("sort" = Option<String>, Query, description = "-score (default), score, -trend7d or trend7d"),
+        ("kind" = Option<String>, Query, description = "consumer or influencer"),
+        ("min_score" = Option<f64>, Query, description = "Only scores at or above (0 to 100)"),
+        ("max_score" = Option<f64>, Query, description = "Only scores at or below (0 to 100)"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The brand's relationships, ranked", body = schema::Listing),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such brand", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn brand_relationships<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -468,6 +566,13 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+#[utoipa::path(get, path = "/v1/brands/{brand}", tag = "scores",
+    params(("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "Relationship count, score distribution, service KPIs, sales", body = schema::BrandSummary),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such brand", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn brand_summary<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -527,6 +632,13 @@ async fn brand_summary<S: EventStore>(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/entities/{id}", tag = "entities",
+    params(("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
+    responses(
+        (status = 200, description = "The 360° view", body = schema::EntityView),
+        (status = 400, description = "A bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such entity", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_entity<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -589,6 +701,17 @@ async fn get_entity<S: EventStore>(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/entities/{id}/events", tag = "entities",
+    params(
+        ("id" = String, Path, example = "artist", description = "Entity id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the timeline, newest first", body = schema::Timeline),
+        (status = 400, description = "A bad id, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such entity", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn entity_events<S: EventStore>(
     engine: Eng<S>,
     path: web::Path<String>,
@@ -611,15 +734,8 @@ async fn entity_events<S: EventStore>(
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next_cursor})))
 }
 
-async fn delete_entity<S: EventStore>(
-    engine: Eng<S>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = entity_id("id", &path)?;
-    let removed = engine.erase(&id).await?;
-    Ok(HttpResponse::Ok().json(json!({"erased": id, "events_removed": removed})))
-}
-
+#[utoipa::path(post, path = "/v1/admin/rescore", tag = "operations",
+    responses((status = 200, description = "Recomputed from the log; how far the live scores had drifted", body = schema::RescoreReport)))]
 async fn rescore<S: EventStore>(engine: Eng<S>) -> Result<HttpResponse, ApiError> {
     let engine = engine.into_inner();
     let report = engine.rescore(Utc::now(), true).await?;

@@ -18,6 +18,7 @@ pub use body::{
     decode, parse_event, parse_events, parse_ndjson,
 };
 pub use validate::{
-    FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate, validate_all,
+    ALL_FIELDS, FieldError, FieldWarning, Rejection, Validated, Validation, Warning, validate,
+    validate_all,
 };
 pub use wire::to_wire;

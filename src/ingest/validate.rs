@@ -181,7 +181,7 @@ fn fields_of(t: EventType) -> &'static [(&'static str, bool)] {
 }
 
 /// Every field name the contract knows (API.md's event fields).
-const ALL_FIELDS: &[&str] = &[
+pub const ALL_FIELDS: &[&str] = &[
     "id",
     "type",
     "time",

@@ -42,11 +42,13 @@ pub mod backend;
 pub mod body;
 pub mod digest;
 pub mod embedded;
+pub mod keys;
 pub mod postgres;
 
 pub use backend::Backend;
 pub use digest::Digest;
 pub use embedded::EmbeddedStore;
+pub use keys::{KeyStore, Keys};
 pub use postgres::PostgresStore;
 
 #[derive(Debug, Clone, thiserror::Error)]

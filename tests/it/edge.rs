@@ -39,6 +39,9 @@ fn server(extra: &[&str]) -> (tempfile::TempDir, Server) {
 /// odd encodings) and bodies sent in pieces.
 struct Raw {
     stream: TcpStream,
+    /// The server's authority, sent as `Host` (the service answers only
+    /// for its own names).
+    host: String,
 }
 
 struct RawReply {
@@ -60,17 +63,19 @@ impl Raw {
     fn connect(s: &Server) -> Raw {
         let addr = s.base.trim_start_matches("http://");
         let stream = TcpStream::connect(addr).unwrap();
+        let host = addr.to_string();
         // A bound on every read: a server that never answers fails the test.
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
-        Raw { stream }
+        Raw { stream, host }
     }
 
     /// Sends a head with `headers` (each `Name: value`) for a body of `len` bytes.
     fn head(&mut self, method: &str, path: &str, headers: &[&str], len: usize) {
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {len}\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {len}\r\n",
+            self.host
         );
         for h in headers {
             head.push_str(h);

@@ -158,6 +158,9 @@ pub struct LocalServer {
     bin: PathBuf,
     root: PathBuf,
     as_postgres: bool,
+    port: u16,
+    /// More `postgres` options (after the defaults, so they win).
+    options: String,
 }
 
 const PORT: u16 = 5432;
@@ -166,6 +169,18 @@ impl LocalServer {
     /// initdb + start; a watchdog stops the server and removes its directory
     /// when this process ends.
     pub fn start() -> Result<LocalServer, String> {
+        Self::start_with(PORT, &[], |_| String::new())
+    }
+
+    /// A server on `port` with `files` (name, contents, mode) written to
+    /// its directory first and more `postgres` options made from that
+    /// directory (e.g. TCP and TLS for the TLS tests).
+    pub fn start_with(
+        port: u16,
+        files: &[(&str, &[u8], u32)],
+        options: impl FnOnce(&Path) -> String,
+    ) -> Result<LocalServer, String> {
+        use std::os::unix::fs::PermissionsExt;
         let bin = find_bin_dir().ok_or_else(|| MISSING.to_string())?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let root = std::env::temp_dir().join(format!(
@@ -178,10 +193,21 @@ impl LocalServer {
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         // PostgreSQL refuses to run as root.
         let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        for (name, contents, mode) in files {
+            let path = root.join(name);
+            std::fs::write(&path, contents)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                })
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        let options = options(&root);
         let server = LocalServer {
             bin,
             root,
             as_postgres,
+            port,
+            options,
         };
         if as_postgres {
             server.run(
@@ -207,8 +233,9 @@ impl LocalServer {
 
     pub fn base_url(&self) -> String {
         format!(
-            "host={} port={PORT} user=postgres dbname=postgres",
-            self.root.join("sock").display()
+            "host={} port={} user=postgres dbname=postgres",
+            self.root.join("sock").display(),
+            self.port
         )
     }
 
@@ -224,8 +251,10 @@ impl LocalServer {
     /// `pg_ctl start -w`: returns once the server accepts connections.
     pub fn start_again(&self) -> Result<(), String> {
         let opts = format!(
-            "-k {} -p {PORT} -c listen_addresses='' -c fsync=on -c max_connections=300",
-            self.root.join("sock").display()
+            "-k {} -p {} -c listen_addresses='' -c fsync=on -c max_connections=300 {}",
+            self.root.join("sock").display(),
+            self.port,
+            self.options
         );
         self.run(
             self.pg("pg_ctl")
@@ -369,6 +398,7 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
             "0001_events",
             "0002_relationship_scores",
             "0003_event_digests",
+            "0004_security",
             "0005_log_positions",
         ]
     );
@@ -383,7 +413,7 @@ const TOP_ADVOCATES: &str = "SELECT person, score FROM relationship_scores \
     WHERE brand = $1 ORDER BY score DESC, person LIMIT 10";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn materialised_scores_are_upserted_and_readable_with_sql() {
+async fn materialised_scores_are_replaced_and_readable_with_sql() {
     let db = TestDb::new().await;
     let store = PostgresStore::connect(&db.url).await.unwrap();
     store
@@ -397,8 +427,14 @@ async fn materialised_scores_are_upserted_and_readable_with_sql() {
         ])
         .await
         .unwrap();
+    // A refresh replaces the table: what it does not name is gone.
     store
-        .write_scores(&[score("ann", "knit", 95.0)])
+        .write_scores(&[
+            score("ann", "knit", 95.0),
+            score("bob", "knit", 80.0),
+            score("cat", "knit", 10.0),
+            score("ann", "bistro", 90.0),
+        ])
         .await
         .unwrap();
 
@@ -452,7 +488,8 @@ async fn schema_is_documented_in_the_database() {
         .query(
             "SELECT c.table_name || '.' || c.column_name FROM information_schema.columns c \
              WHERE c.table_schema = 'public' \
-               AND c.table_name IN ('events', 'entities', 'relationship_scores') \
+               AND c.table_name IN ('events', 'entities', 'relationship_scores', \
+                                    'api_keys', 'fusion_secrets', 'erasure_audit') \
                AND col_description((quote_ident(c.table_name))::regclass, c.ordinal_position) IS NULL \
                AND c.column_name <> 'id'",
             &[],

@@ -16,7 +16,7 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fusion")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,41 +38,124 @@ pub struct Reply {
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
     pub body: Value,
+    /// Every header, names lowercase, in order (Set-Cookie may repeat).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How to start a server beyond the defaults of `Server::start`.
+#[derive(Default)]
+pub struct Launch<'a> {
+    pub extra: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Serve HTTPS (the args carry --tls-cert/--tls-key) and trust this PEM CA.
+    pub ca_pem: Option<&'a [u8]>,
 }
 
 impl Server {
     /// Starts a server on `data_dir` with extra arguments; waits until ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        Server::start_with_env(data_dir, extra, &[])
+        Server::launch(
+            data_dir,
+            &Launch {
+                extra,
+                ..Launch::default()
+            },
+        )
     }
 
     /// `start` with extra environment variables (the fault-injection hook).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            data_dir,
+            &Launch {
+                extra,
+                env,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts a server as `launch` says; waits until ready.
+    pub fn launch(data_dir: &Path, launch: &Launch) -> Server {
         let port = free_port();
         let bind = format!("127.0.0.1:{port}");
         let child = Command::new(bin())
             .args(["serve", "--bind", &bind, "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(launch.extra)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(launch.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start fusion serve");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(60)));
+        if let Some(pem) = launch.ca_pem {
+            let ca = ureq::tls::Certificate::from_pem(pem).expect("a PEM CA certificate");
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+                    .build(),
+            );
+        }
+        let scheme = if launch.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut server = Server {
             child,
-            base: format!("http://{bind}"),
+            base: format!("{scheme}://{bind}"),
             data_dir: data_dir.to_path_buf(),
-            agent,
+            agent: config.build().into(),
         };
         server.wait_ready();
         server
+    }
+
+    /// Any request: method, path, extra headers, and a body with its
+    /// content type.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Reply {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let sent = match body {
+            Some((content_type, bytes)) => self.agent.run(
+                req.header("Content-Type", content_type)
+                    .body(bytes)
+                    .unwrap(),
+            ),
+            None => self.agent.run(req.body(()).unwrap()),
+        };
+        Self::reply(sent)
+    }
+
+    /// Asks the server to stop (SIGTERM) and answers its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.child.wait().unwrap()
     }
 
     /// Starts a server on the PostgreSQL database at `url` (`--database-url`)
@@ -123,12 +206,18 @@ impl Server {
             .as_reader()
             .read_to_string(&mut text)
             .unwrap();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Reply {
             status,
             content_type,
             retry_after,
             body,
+            headers,
         }
     }
 
@@ -262,4 +351,13 @@ impl MemoryLog {
             );
         }
     }
+}
+
+/// A body as two answers to the same question compare: without the
+/// request's own id, which every problem carries.
+pub fn comparable(mut body: Value) -> Value {
+    if let Some(problem) = body.as_object_mut() {
+        problem.remove("request_id");
+    }
+    body
 }

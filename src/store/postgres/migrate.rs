@@ -26,6 +26,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0003_event_digests.sql"),
     ),
     (
+        "0004_security",
+        include_str!("migrations/0004_security.sql"),
+    ),
+    (
         "0005_log_positions",
         include_str!("migrations/0005_log_positions.sql"),
     ),

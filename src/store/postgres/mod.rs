@@ -45,7 +45,9 @@ use super::digest::Sameness;
 use super::{AppendMode, Appended, Digest, EventStore, Outcome, ScoreRow, StoreError, body};
 use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
+mod keys;
 mod migrate;
+mod tls;
 
 /// Most events folded into one commit; bounds the size of a transaction and
 /// of the staging table.
@@ -178,6 +180,15 @@ ON CONFLICT (person, brand) DO UPDATE SET
     sales = EXCLUDED.sales, service = EXCLUDED.service, engagement = EXCLUDED.engagement,
     influence = EXCLUDED.influence, values_ = EXCLUDED.values_, as_of = EXCLUDED.as_of";
 
+/// After the upsert of a refresh: the rows of relationships the refresh
+/// does not hold (an anti-join against the staged rows, still there until
+/// the commit).
+const DELETE_VANISHED_SCORES: &str = "
+DELETE FROM relationship_scores s
+WHERE NOT EXISTS (
+    SELECT 1 FROM fusion_score_stage st WHERE st.person = s.person AND st.brand = s.brand
+)";
+
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
 /// One append waiting for the writer, encoded by the caller: each event's
@@ -293,13 +304,14 @@ impl PostgresStore {
         migrate::apply(&pool).await
     }
 
-    /// Upserts materialised relationship scores, all in one transaction so a
-    /// reader sees the whole refresh or none of it. A relationship named twice
-    /// keeps its last row.
+    /// Replaces the materialised relationship scores with `rows`, all in
+    /// one transaction so a reader sees the whole refresh or none of it: rows
+    /// are upserted, and every row of a relationship not in `rows` is
+    /// deleted (a relationship can vanish without its entity being erased:
+    /// consent withdrawn, or it existed only through an erased influencer;
+    /// keeping its row would leak it). A relationship named twice keeps its
+    /// last row.
     pub async fn write_scores(&self, rows: &[ScoreRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let sink = tx.copy_in(COPY_SCORES).await.map_err(pg_error)?;
@@ -329,6 +341,11 @@ impl PostgresStore {
         writer.finish().await.map_err(pg_error)?;
         let upsert = tx.prepare_cached(UPSERT_SCORES).await.map_err(pg_error)?;
         tx.execute(&upsert, &[]).await.map_err(pg_error)?;
+        let vanished = tx
+            .prepare_cached(DELETE_VANISHED_SCORES)
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&vanished, &[]).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -650,24 +667,27 @@ fn no_params() -> std::iter::Empty<&'static (dyn ToSql + Sync)> {
 }
 
 fn build_pool(url: &str) -> Result<Pool, StoreError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        StoreError::Internal(format!("invalid database url: {}", describe(&e)))
-    })?;
+    // sslmode=verify-* and sslrootcert are ours to handle (tls.rs).
+    let plan = tls::plan(url)?;
+    let mut config: tokio_postgres::Config =
+        plan.url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::Internal(format!("invalid database url: {}", describe(&e)))
+        })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(POOL_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("fusion");
     }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            // A connection that died while idle (server restart, failover) is
-            // found out by a test query and replaced before anyone uses it.
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
+    let manager_config = ManagerConfig {
+        // A connection that died while idle (server restart, failover) is
+        // found out by a test query and replaced before anyone uses it.
+        recycling_method: RecyclingMethod::Verified,
+    };
+    let manager = match &plan.tls {
+        None => Manager::from_config(config, NoTls, manager_config),
+        Some(check) => Manager::from_config(config, tls::connector(check)?, manager_config),
+    };
     Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)

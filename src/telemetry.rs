@@ -1,0 +1,235 @@
+//! What the service reports about itself: the names of its Prometheus
+//! metrics, the few helpers the engine and the HTTP layer record them with,
+//! and the logging set-up (text or JSON). Metric names live only here.
+//!
+//! Recording goes through the `metrics` facade: with no recorder installed
+//! (every command but `serve`, and the library's tests) it costs nothing.
+//! Must not decide anything: it only counts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, histogram};
+
+use crate::engine::IngestReport;
+
+/// Events stored by a request (new ids).
+pub const EVENTS_ACCEPTED: &str = "fusion_events_accepted_total";
+/// Events whose id was already stored.
+pub const EVENTS_DUPLICATE: &str = "fusion_events_duplicate_total";
+/// Events refused, whatever the number of bad fields.
+pub const EVENTS_REJECTED: &str = "fusion_events_rejected_total";
+/// Field errors of refused events, by field (`field` label; `other` for a
+/// field no event type has, so senders cannot grow the label set).
+pub const EVENT_FIELD_ERRORS: &str = "fusion_event_field_errors_total";
+/// Seconds from handing events to the store to their commit.
+pub const COMMIT_SECONDS: &str = "fusion_commit_seconds";
+/// Stored events waiting to be folded into the scores.
+pub const FOLD_LAG_EVENTS: &str = "fusion_fold_lag_events";
+/// Age of the oldest such wait, seconds.
+pub const FOLD_LAG_SECONDS: &str = "fusion_fold_lag_seconds";
+/// Folded events the live series (every relationship's current score) has
+/// not applied yet.
+pub const LIVE_LAG_EVENTS: &str = "fusion_live_lag_events";
+/// How long the live series has been behind, seconds (0 when caught up).
+pub const LIVE_LAG_SECONDS: &str = "fusion_live_lag_seconds";
+/// Request latency by method, route pattern (never the raw path: it holds
+/// ids) and status.
+pub const HTTP_SECONDS: &str = "fusion_http_request_duration_seconds";
+/// Store failures seen by the service, by kind (`unavailable`, `full`, `internal`).
+pub const STORE_ERRORS: &str = "fusion_store_errors_total";
+/// Client connections open now.
+pub const OPEN_CONNECTIONS: &str = "fusion_open_connections";
+/// Requests refused by the edge, by status (401, 403, 421, 429).
+pub const REFUSALS: &str = "fusion_requests_refused_total";
+/// Events in the state.
+pub const EVENTS_HELD: &str = "fusion_events";
+
+/// Histogram buckets for every `*_seconds` metric: 0.5 ms to 30 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Counts what one submission did.
+pub fn record_ingest(report: &IngestReport) {
+    counter!(EVENTS_ACCEPTED).increment(report.accepted as u64);
+    counter!(EVENTS_DUPLICATE).increment(report.duplicates as u64);
+    counter!(EVENTS_REJECTED).increment(report.rejected_count as u64);
+    record_field_errors(&report.rejected);
+}
+
+/// Counts refused events and their field errors (an atomic request).
+pub fn record_rejections(rejected: &[crate::ingest::Rejection]) {
+    counter!(EVENTS_REJECTED).increment(rejected.len() as u64);
+    record_field_errors(rejected);
+}
+
+fn record_field_errors(rejected: &[crate::ingest::Rejection]) {
+    for r in rejected {
+        for e in &r.errors {
+            counter!(EVENT_FIELD_ERRORS, "field" => field_label(&e.field)).increment(1);
+        }
+    }
+}
+
+/// A bounded label for a field name: a wire field (`performers[2]` counts as
+/// `performers`), or `other`.
+fn field_label(field: &str) -> &'static str {
+    let base = field.split(['[', '.']).next().unwrap_or(field);
+    crate::ingest::ALL_FIELDS
+        .iter()
+        .find(|f| **f == base)
+        .copied()
+        .unwrap_or("other")
+}
+
+pub fn record_commit(elapsed: Duration) {
+    histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn record_store_error(err: &crate::store::StoreError) {
+    let kind = match err {
+        crate::store::StoreError::Unavailable(_) => "unavailable",
+        crate::store::StoreError::Full(_) => "full",
+        crate::store::StoreError::Internal(_) => "internal",
+    };
+    counter!(STORE_ERRORS, "kind" => kind).increment(1);
+}
+
+/// Events handed to the fold thread and not folded yet, by ticket.
+struct FoldWaits {
+    next: AtomicU64,
+    waiting: Mutex<BTreeMap<u64, (Instant, usize)>>,
+}
+
+fn fold_waits() -> &'static FoldWaits {
+    static WAITS: OnceLock<FoldWaits> = OnceLock::new();
+    WAITS.get_or_init(|| FoldWaits {
+        next: AtomicU64::new(0),
+        waiting: Mutex::new(BTreeMap::new()),
+    })
+}
+
+/// Held while events wait for the fold thread; dropping it ends the wait.
+pub struct FoldWait(u64);
+
+impl FoldWait {
+    pub fn begin(events: usize) -> Self {
+        let waits = fold_waits();
+        let ticket = waits.next.fetch_add(1, Ordering::Relaxed);
+        waits
+            .waiting
+            .lock()
+            .expect("fold waits lock")
+            .insert(ticket, (Instant::now(), events));
+        FoldWait(ticket)
+    }
+}
+
+impl Drop for FoldWait {
+    fn drop(&mut self) {
+        fold_waits()
+            .waiting
+            .lock()
+            .expect("fold waits lock")
+            .remove(&self.0);
+    }
+}
+
+/// Since when the live series has been behind the folded events.
+fn live_behind() -> &'static Mutex<Option<Instant>> {
+    static SINCE: Mutex<Option<Instant>> = Mutex::new(None);
+    &SINCE
+}
+
+/// The fold thread says whether the live series has caught up.
+pub fn live_synced(synced: bool) {
+    let mut since = live_behind().lock().expect("live lag lock");
+    match (synced, *since) {
+        (true, _) => *since = None,
+        (false, None) => *since = Some(Instant::now()),
+        (false, Some(_)) => {}
+    }
+}
+
+/// Sets the lag gauges (called when metrics are scraped): `live_events`
+/// is the state's count of folded events the live series has not applied.
+pub fn sample_lags(live_events: usize, events_held: usize) {
+    let now = Instant::now();
+    let (events, oldest) = {
+        let waiting = fold_waits().waiting.lock().expect("fold waits lock");
+        let events: usize = waiting.values().map(|(_, n)| n).sum();
+        let oldest = waiting.values().map(|(t, _)| *t).min();
+        (events, oldest)
+    };
+    gauge!(FOLD_LAG_EVENTS).set(events as f64);
+    gauge!(FOLD_LAG_SECONDS).set(oldest.map_or(0.0, |t| (now - t).as_secs_f64()));
+    gauge!(LIVE_LAG_EVENTS).set(live_events as f64);
+    // Changes that do not go through the fold thread (erasure, a
+    // registration, a rescore) leave the series behind too: count from
+    // the first scrape that sees it, if the fold thread has not said so.
+    live_synced(live_events == 0);
+    let behind = *live_behind().lock().expect("live lag lock");
+    gauge!(LIVE_LAG_SECONDS).set(behind.map_or(0.0, |t| (now - t).as_secs_f64()));
+    gauge!(EVENTS_HELD).set(events_held as f64);
+}
+
+/// Counts one open connection while it lives (kept in the connection's
+/// extensions, dropped when the connection closes).
+pub struct ConnectionGauge;
+
+impl ConnectionGauge {
+    pub fn open() -> Self {
+        gauge!(OPEN_CONNECTIONS).increment(1.0);
+        ConnectionGauge
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        gauge!(OPEN_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span's fields (request id, route, key id).
+    Json,
+}
+
+/// Installs the global subscriber on stderr, filtered by `RUST_LOG`
+/// (default `info`). A second call does nothing.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_labels_are_bounded() {
+        assert_eq!(field_label("amount"), "amount");
+        assert_eq!(field_label("performers[3]"), "performers");
+        assert_eq!(field_label("colour"), "other");
+        assert_eq!(field_label("line 7"), "other");
+    }
+}
