@@ -47,3 +47,6 @@ SELECT DISTINCT r, time, id FROM events, unnest(refs) AS r;
 
 COMMENT ON TABLE entity_events IS
     'Every (entity, event) pair: an entity''s events in canonical order (time, id).';
+
+COMMENT ON COLUMN events.body IS
+    'The whole validated event in the stored format of src/store/body.rs: {"v":1,...} since issue #10; rows without v are v0 (the domain Event''s JSON before), read as v1.';
