@@ -17,6 +17,7 @@ mod impact;
 mod incremental;
 mod isolation;
 mod live;
+mod memory_check;
 mod numerics;
 mod old_stores;
 mod ops;
