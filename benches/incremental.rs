@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fusion::score::incremental::IncrementalRelspace;
+use fusion::score::IncrementalRelspace;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -8,8 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use fusion::graph::csr::{Edge, PullCsr};
-use fusion::score::kernel::{BatchPropagator, IncrementalPropagator, PropagationParams, propagate};
+use fusion::kernel::csr::{Edge, PullCsr};
+use fusion::kernel::{BatchPropagator, IncrementalPropagator, PropagationParams, propagate};
 
 const NODES: usize = 100_000;
 const EDGES: usize = 1_000_000;

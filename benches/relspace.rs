@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fusion::domain::Event;
 use fusion::generate::{GenerateConfig, write_ndjson};
-use fusion::score::relspace::RelSnapshot;
+use fusion::score::RelSnapshot;
 use fusion::score::{ScoreState, ScoringModel};
 
 const EVENTS: u64 = 200_000;

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use fusion::domain::Logged;
 use fusion::score::{ScoreState, ScoringModel};
 
 fn main() -> anyhow::Result<()> {
@@ -30,17 +31,20 @@ fn main() -> anyhow::Result<()> {
     let tail = events.split_off(events.len().saturating_sub(k));
 
     let started = Instant::now();
+    let held = events.len() as u64;
     let mut state = ScoreState::build(model, Vec::new(), events);
     let open_s = started.elapsed().as_secs_f64();
     let before = state.live().stats();
     let mut per_event = Vec::with_capacity(tail.len());
     // Events whose catch-up applied the event alone (no checkpoint build).
     let mut incremental = Vec::with_capacity(tail.len());
-    for e in tail {
-        state.apply(vec![e]);
+    for (i, event) in tail.into_iter().enumerate() {
+        // Later than everything before: appended in place.
+        let position = held + i as u64;
+        assert!(state.apply(vec![Logged { position, event }]));
         let builds = state.live().stats().builds;
         let t = Instant::now();
-        state.sync_live(None);
+        state.sync_live(|| false);
         let us = t.elapsed().as_secs_f64() * 1e6;
         per_event.push(us);
         if state.live().stats().builds == builds {

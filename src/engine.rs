@@ -41,11 +41,13 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 
-use crate::domain::{Entity, EntityId, EntityKind, Event, EventId};
+use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Logged};
 use crate::ingest::{FieldError, Rejection, Warning};
-use crate::score::relspace::RelSnapshot;
-use crate::score::{BatchScores, Explanation, RelationScore, ScoreState, ScoringModel};
-use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, StoreError};
+use crate::score::{
+    BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, RelationScore, ScoreState,
+    ScoresAt, ScoringModel,
+};
+use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, SCAN_CHUNK, StoreError};
 
 /// The content keys of some events of a request, by their index in it
 /// (`store::ContentKey`: a pipeline message's content, not the derived
@@ -79,6 +81,10 @@ pub enum EngineError {
     /// A fault in a read (a bug): nothing was changed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store's state would not fit in memory (`Footprint`); said when
+    /// the engine opens, with the figures.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// What a submission did.
@@ -150,6 +156,47 @@ pub struct Ranking {
     pub relationships: usize,
 }
 
+/// Who follows a person and whom they follow (`Engine::follows`): (id,
+/// follow strength in (0, 1]), sorted by id.
+#[derive(Debug, Clone, Default)]
+pub struct Follows {
+    pub followers: Vec<(EntityId, f64)>,
+    pub follows: Vec<(EntityId, f64)>,
+}
+
+/// What a brand's summary needs besides its scores (`Engine::brand_facts`).
+#[derive(Debug, Clone)]
+pub struct BrandFacts {
+    /// The registered name, if any.
+    pub name: Option<String>,
+    /// Service and sales KPIs.
+    pub stats: BrandStats,
+}
+
+/// An entity's 360° facts besides its relationships (`Engine::entity_facts`).
+#[derive(Debug, Clone)]
+pub struct EntityFacts {
+    /// Its kind.
+    pub kind: EntityKind,
+    /// Its registration, if it was registered.
+    pub registration: Option<Entity>,
+    /// Its follower count now (people only).
+    pub followers: Option<u64>,
+    /// How many stored events name it.
+    pub event_count: usize,
+    /// The latest events naming it, newest first.
+    pub recent: Vec<Event>,
+}
+
+/// A page of a timeline (`Engine::timeline`).
+#[derive(Debug, Clone)]
+pub struct TimelinePage {
+    /// Events, newest first.
+    pub events: Vec<Event>,
+    /// The id to ask the next page with, when there is one.
+    pub next_cursor: Option<EventId>,
+}
+
 /// How far the incremental (live) scores had drifted from a full batch
 /// recompute.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -184,6 +231,11 @@ pub struct EngineOptions {
     /// Test hook: the fold of the log when the engine opens fails
     /// (`FUSION_FAULT_INJECT=open`); false everywhere else.
     pub fail_open: bool,
+    /// Bytes of memory the state may take: a store whose state would need
+    /// more (`Footprint`, from the counts of the log) is refused when it is
+    /// opened. `None`: no check. The CLI reads what the machine has
+    /// available (`cli::available_memory`).
+    pub memory: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -192,6 +244,7 @@ impl Default for EngineOptions {
             max_future_skew: Duration::hours(24),
             fold_faults: 0,
             fail_open: false,
+            memory: None,
         }
     }
 }
@@ -273,29 +326,57 @@ impl Derived {
         }
     }
 
-    /// Runs `change` on the state: in place when it is cheap (`in_place`
-    /// says so), else on a copy that is swapped in, so readers are not held
-    /// up by a refold. A panic is caught: the state is marked broken and
-    /// rebuilt from the log (module docs), and the reason is returned.
-    fn change<T>(
-        &self,
-        payload: T,
-        in_place: impl FnOnce(&ScoreState, &T) -> bool,
-        change: impl FnOnce(&mut ScoreState, T),
-    ) -> Result<(), String> {
+    /// Changes the state in place, under the write lock (cheap changes:
+    /// events later than everything folded). A panic is caught: the state
+    /// is marked broken and rebuilt from the log (module docs), and the
+    /// reason is returned.
+    fn change(&self, change: impl FnOnce(&mut ScoreState)) -> Result<(), String> {
+        let _guard = self.fold.lock();
+        if let Some(reason) = self.broken() {
+            return Err(reason);
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| change(&mut self.slot.write().state)));
+        self.version.fetch_add(1, Ordering::SeqCst);
+        outcome.map_err(|panic| self.fail(&panic_message(&*panic)))
+    }
+
+    /// Replaces the state with one `build` makes off the write lock
+    /// (readers keep the old one meanwhile; folds wait: they are
+    /// serialised by `fold`, so none is lost). A build that fails or panics
+    /// marks the state broken (module docs); the reason is returned.
+    fn replace(&self, build: impl FnOnce() -> Result<ScoreState, String>) -> Result<(), String> {
+        let _guard = self.fold.lock();
+        if let Some(reason) = self.broken() {
+            return Err(reason);
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(build));
+        let result = match outcome {
+            Ok(Ok(state)) => {
+                self.slot.write().state = state;
+                Ok(())
+            }
+            Ok(Err(cause)) => Err(self.fail(&cause)),
+            Err(panic) => Err(self.fail(&panic_message(&*panic))),
+        };
+        self.version.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Rebuilds the live series from the state's inputs at the latest
+    /// event (what a checkpoint does), beside the one readers use, under
+    /// the read lock; folds wait meanwhile (the fold lock), readers do not;
+    /// the new series is swapped in.
+    fn rebuild_live(&self) -> Result<(), String> {
         let _guard = self.fold.lock();
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let cheap = in_place(&self.slot.read().state, &payload);
-            if cheap {
-                change(&mut self.slot.write().state, payload);
-            } else {
-                let mut next = self.slot.read().state.clone();
-                change(&mut next, payload);
-                self.slot.write().state = next;
+            if !self.slot.read().state.live_synced() {
+                self.slot.write().state.sync_live(|| false);
             }
+            let live = self.slot.read().state.recomputed_live();
+            self.slot.write().state.set_live(live);
         }));
         self.version.fetch_add(1, Ordering::SeqCst);
         outcome.map_err(|panic| self.fail(&panic_message(&*panic)))
@@ -330,23 +411,36 @@ impl Derived {
 /// Answers a writer waiting for a fold: the reason if it failed.
 type FoldReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
+/// Builds the state of the whole log from the store (on the thread that
+/// calls it, which may block). Shared by the fold thread, which builds
+/// again when events come late or a registration or erasure changes the
+/// log's context.
+type Rebuild = Arc<dyn Fn() -> Result<ScoreState, String> + Send + Sync>;
+
 /// Work for the fold thread.
 enum FoldJob {
     /// Stored events to fold, and who waits for them.
-    Fold(Vec<Event>, FoldReply),
+    Fold(Vec<Logged>, FoldReply),
+    /// Build the state again from the store (after a registration or an
+    /// erasure), and who waits for it.
+    Rebuild(FoldReply),
     /// A state rebuilt from the log after a failure, to swap in.
     Restore(Box<ScoreState>),
 }
 
 /// The fold thread: takes every job waiting, folds them together (one
-/// refold at most, however many of them came late), then answers each.
+/// rebuild at most, however many of them came late), then answers each.
 /// Concurrent writers whose batches arrive out of event-time order would
-/// otherwise each refold the log; here they share one refold per round,
-/// and no HTTP worker thread is held up by it. While the state is broken,
-/// jobs wait for the rebuilt state and are folded into it.
-fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
+/// otherwise each rebuild the state; here they share one rebuild per round,
+/// and no HTTP worker thread is held up by it. Events later than everything
+/// folded are folded in place; an earlier one, a registration or an
+/// erasure builds the state again from the store (which holds the events
+/// being folded: they were committed first), while readers keep the old
+/// state. While the state is broken, jobs wait for the rebuilt state and
+/// are folded into it.
+fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebuild: Rebuild) {
     let mut queued: VecDeque<FoldJob> = VecDeque::new();
-    let mut parked: Vec<(Vec<Event>, FoldReply)> = Vec::new();
+    let mut parked: Vec<(Vec<Logged>, FoldReply)> = Vec::new();
     loop {
         let job = match queued.pop_front() {
             Some(job) => job,
@@ -363,11 +457,13 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
                 queued.extend(parked.drain(..).map(|(e, tx)| FoldJob::Fold(e, tx)));
                 continue;
             }
-            FoldJob::Fold(events, tx) => vec![(events, tx)],
+            FoldJob::Fold(events, tx) => vec![(events, tx, false)],
+            FoldJob::Rebuild(tx) => vec![(Vec::new(), tx, true)],
         };
         while let Ok(more) = rx.try_recv() {
             match more {
-                FoldJob::Fold(events, tx) => jobs.push((events, tx)),
+                FoldJob::Fold(events, tx) => jobs.push((events, tx, false)),
+                FoldJob::Rebuild(tx) => jobs.push((Vec::new(), tx, true)),
                 restore @ FoldJob::Restore(_) => {
                     queued.push_back(restore);
                     break;
@@ -375,23 +471,38 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>) {
             }
         }
         if derived.broken().is_some() {
-            parked.extend(jobs);
+            // The rebuild after the failure reads the store, which has
+            // every change a rebuild was asked for.
+            parked.extend(jobs.into_iter().map(|(e, tx, _)| (e, tx)));
             continue;
         }
         let mut events = Vec::new();
         let mut waiting = Vec::with_capacity(jobs.len());
-        for (e, tx) in jobs {
+        let mut again = false;
+        for (e, tx, build) in jobs {
             events.extend(e);
             waiting.push(tx);
+            again |= build;
         }
-        let outcome = derived.change(
-            events,
-            |s, events| s.appends_in_order(events),
-            |s, events| {
-                s.apply(events);
+        let in_place = !again && derived.slot.read().state.appends_in_order(&events);
+        let outcome = if in_place {
+            derived.change(|s| {
+                let folded = s.apply(events);
+                debug_assert!(folded, "appends_in_order said so");
                 derived.fault_point();
-            },
-        );
+            })
+        } else {
+            derived.replace(|| {
+                let mut fresh = rebuild()?;
+                derived.fault_point();
+                // The store held these events already; anything it did not
+                // (a store that lost them) is folded if it can be.
+                if !fresh.apply(events) {
+                    tracing::warn!("events folded before a rebuild were not in the store's log");
+                }
+                Ok(fresh)
+            })
+        };
         for tx in waiting {
             let _ = tx.send(outcome.clone());
         }
@@ -424,11 +535,12 @@ fn sync_live(derived: &Derived, rx: &std::sync::mpsc::Receiver<FoldJob>) -> Opti
                     return true;
                 }
                 drop(slot);
+                let deadline = Instant::now() + SYNC_SLICE;
                 derived
                     .slot
                     .write()
                     .state
-                    .sync_live(Some(Instant::now() + SYNC_SLICE))
+                    .sync_live(|| Instant::now() >= deadline)
             }));
             match outcome {
                 Ok(true) => return None,
@@ -454,9 +566,8 @@ const REBUILD_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(
 
 /// The recovery task: after each failure, rebuilds the state from the log
 /// (off every lock) until that works, then hands it to the fold thread.
-async fn recovery_loop<S: EventStore>(
-    store: Arc<S>,
-    model: Arc<ScoringModel>,
+async fn recovery_loop(
+    rebuild: Rebuild,
     derived: Arc<Derived>,
     mut failed: tokio::sync::mpsc::UnboundedReceiver<()>,
     folder: std::sync::mpsc::Sender<FoldJob>,
@@ -466,7 +577,25 @@ async fn recovery_loop<S: EventStore>(
         while failed.try_recv().is_ok() {}
         let mut wait = REBUILD_BACKOFF;
         loop {
-            match rebuild(&*store, &model, &derived).await {
+            let (rebuild, d) = (Arc::clone(&rebuild), Arc::clone(&derived));
+            let built = tokio::task::spawn_blocking(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    d.fault_point();
+                    rebuild()
+                }))
+                .unwrap_or_else(|panic| {
+                    // A fold that fails is a fold failure; a store that
+                    // cannot be read is not.
+                    d.fold_failures.fetch_add(1, Ordering::SeqCst);
+                    Err(format!(
+                        "the event log could not be folded: {}",
+                        panic_message(&*panic)
+                    ))
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match built {
                 Ok(state) => {
                     if folder.send(FoldJob::Restore(Box::new(state))).is_err() {
                         return;
@@ -484,31 +613,139 @@ async fn recovery_loop<S: EventStore>(
     }
 }
 
-/// The state of the whole log, built on a blocking thread; a panic is a
-/// failure with its message.
-async fn rebuild<S: EventStore>(
+/// Why a build of the state from the store did not finish.
+#[derive(Debug)]
+enum BuildError {
+    /// Reading the store failed.
+    Store(StoreError),
+    /// The state would not fit in the memory given (`Footprint`).
+    TooBig(String),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Store(e) => e.fmt(f),
+            BuildError::TooBig(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The state of the store's log: the registrations, then two passes over
+/// the log in canonical order a chunk at a time (kinds, then the fold; the
+/// log is never in memory whole), the live series caught up. With a memory
+/// budget, the counts of the first pass are checked against it before
+/// the fold allocates anything (`Footprint`). Blocks on `rt` for the
+/// store's reads: call it where blocking is allowed (the fold thread, a
+/// blocking task).
+fn build_from_store<S: EventStore>(
     store: &S,
-    model: &Arc<ScoringModel>,
-    derived: &Arc<Derived>,
-) -> Result<ScoreState, String> {
-    let entities = store.entities().await.map_err(|e| e.to_string())?;
-    let events = store.scan().await.map_err(|e| e.to_string())?;
-    let (model, derived) = (Arc::clone(model), Arc::clone(derived));
-    tokio::task::spawn_blocking(move || {
-        catch_unwind(AssertUnwindSafe(|| {
-            derived.fault_point();
-            ScoreState::build(model, entities, events)
-        }))
-        .map_err(|panic| {
-            derived.fold_failures.fetch_add(1, Ordering::SeqCst);
-            format!(
-                "the event log could not be folded: {}",
-                panic_message(&*panic)
-            )
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    rt: &tokio::runtime::Handle,
+    model: Arc<ScoringModel>,
+    memory: Option<u64>,
+) -> Result<ScoreState, BuildError> {
+    let entities = rt.block_on(store.entities()).map_err(BuildError::Store)?;
+    let mut kinds = ScoreState::builder(model, entities);
+    for_each_chunk(store, rt, |chunk| kinds.see(chunk))?;
+    if let Some(available) = memory {
+        let counts = kinds.counts();
+        let needed = Footprint::of(&counts);
+        if needed.total() > available {
+            return Err(BuildError::TooBig(needed.refusal(&counts, available)));
+        }
+    }
+    let mut fold = kinds.fold_pass();
+    for_each_chunk(store, rt, |chunk| fold.fold(chunk))?;
+    let mut state = fold.finish();
+    state.sync_live(|| false);
+    Ok(state)
+}
+
+/// Reads the whole log in canonical order, a chunk at a time.
+fn for_each_chunk<S: EventStore>(
+    store: &S,
+    rt: &tokio::runtime::Handle,
+    mut f: impl FnMut(Vec<Logged>),
+) -> Result<(), BuildError> {
+    let mut after = None;
+    loop {
+        let chunk = rt
+            .block_on(store.scan_from(after.take(), SCAN_CHUNK))
+            .map_err(BuildError::Store)?;
+        let Some(last) = chunk.last() else {
+            return Ok(());
+        };
+        after = Some((last.event.time, last.event.id.clone()));
+        f(chunk);
+    }
+}
+
+/// What the derived state of a log will take in memory, estimated from the
+/// counts of a build's first pass (before the fold allocates anything), so
+/// a store that would not fit says so when it is opened instead of being
+/// killed by the operating system halfway. The figures per event, entity
+/// and relationship are measured (ARCHITECTURE.md, "Memory", with
+/// `benches/memory.sh`), with margin; relationships are estimated as
+/// `RELATIONSHIPS_PER_EVENT` per event, at most one per person and brand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    /// Bytes for the events' share (impulses, series, graph edges).
+    pub events: u64,
+    /// Bytes for the entities (the string table, per-entity maps).
+    pub entities: u64,
+    /// Bytes for the relationships (live series, rankings).
+    pub relationships: u64,
+    /// The relationships estimated.
+    pub relationship_count: u64,
+}
+
+/// Bytes a folded event takes at the peak of a build, with margin.
+/// Measured (ARCHITECTURE.md, "Memory"; `benches/memory.sh`): `serve` on
+/// 1,000,000 generated events and 497,536 relationships peaks at 855 MB
+/// while it builds, and cutting the relationships to 199,298 left it as it
+/// was: events dominate.
+pub const BYTES_PER_EVENT: u64 = 800;
+/// Bytes an entity takes, with margin.
+pub const BYTES_PER_ENTITY: u64 = 400;
+/// Bytes a relationship takes (the live series, a ranking being built
+/// beside the one served), with margin.
+pub const BYTES_PER_RELATIONSHIP: u64 = 400;
+/// Relationships per event, as `fusion generate` streams have them.
+pub const RELATIONSHIPS_PER_EVENT: f64 = 1.0;
+
+impl Footprint {
+    /// The estimate for a log of these counts.
+    pub fn of(counts: &LogCounts) -> Footprint {
+        let pairs = counts.people.saturating_mul(counts.brands);
+        let relationship_count =
+            ((counts.events as f64 * RELATIONSHIPS_PER_EVENT) as u64).min(pairs);
+        Footprint {
+            events: counts.events * BYTES_PER_EVENT,
+            entities: counts.entities * BYTES_PER_ENTITY,
+            relationships: relationship_count * BYTES_PER_RELATIONSHIP,
+            relationship_count,
+        }
+    }
+
+    /// The whole estimate, bytes.
+    pub fn total(&self) -> u64 {
+        self.events + self.entities + self.relationships
+    }
+
+    /// What to tell the operator when it does not fit in `available` bytes.
+    fn refusal(&self, counts: &LogCounts, available: u64) -> String {
+        let gb = |b: u64| b as f64 / 1e9;
+        format!(
+            "the store holds {} events naming {} entities (about {} relationships): \
+             scoring them needs about {:.1} GB of memory and {:.1} GB is available; \
+             free memory, or start with --no-memory-check to try anyway",
+            counts.events,
+            counts.entities,
+            self.relationship_count,
+            gb(self.total()),
+            gb(available)
+        )
+    }
 }
 
 pub struct Engine<S> {
@@ -537,36 +774,50 @@ impl<S: EventStore> Engine<S> {
         Self::open_with(store, model, EngineOptions::default()).await
     }
 
-    /// Opens the engine on a store: replays the whole log into state. An
-    /// unreachable store is an error; a log that cannot be folded is not:
-    /// the engine then starts not ready, says why, and keeps trying to
-    /// rebuild (module docs). Must be called within a tokio runtime.
+    /// Opens the engine on a store: builds the state of the whole log
+    /// (`build_from_store`). An unreachable store is an error, and so is a
+    /// log whose state would not fit in `EngineOptions::memory` (the error
+    /// says how much it needs); a log that cannot be folded is not: the
+    /// engine then starts not ready, says why, and keeps trying to rebuild
+    /// (module docs). Must be called within a tokio runtime.
     pub async fn open_with(
         store: S,
         model: Arc<ScoringModel>,
         options: EngineOptions,
     ) -> Result<Self, EngineError> {
         let store = Arc::new(store);
-        let entities = store.entities().await?;
-        let events = store.scan().await?;
-        let m = Arc::clone(&model);
-        let fail = options.fail_open;
-        let built = tokio::task::spawn_blocking(move || {
-            catch_unwind(AssertUnwindSafe(|| {
-                if fail {
-                    panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
-                }
-                ScoreState::build(m, entities, events)
-            }))
-            .map_err(|panic| panic_message(&*panic))
-        })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (state, broken) = match built {
-            Ok(state) => (state, None),
-            Err(cause) => (ScoreState::new(Arc::clone(&model)), Some(cause)),
+        let rt = tokio::runtime::Handle::current();
+        let rebuild: Rebuild = {
+            let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
+            Arc::new(move || {
+                build_from_store(&*store, &rt, Arc::clone(&model), None).map_err(|e| e.to_string())
+            })
         };
+        let built = {
+            let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
+            let fail = options.fail_open;
+            let memory = options.memory;
+            tokio::task::spawn_blocking(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    if fail {
+                        panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
+                    }
+                    build_from_store(&*store, &rt, model, memory)
+                }))
+            })
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        let (state, broken) = match built {
+            Ok(Ok(state)) => (state, None),
+            Ok(Err(BuildError::Store(e))) => return Err(EngineError::Store(e)),
+            Ok(Err(BuildError::TooBig(why))) => return Err(EngineError::TooLarge(why)),
+            Err(panic) => (
+                ScoreState::new(Arc::clone(&model)),
+                Some(panic_message(&*panic)),
+            ),
+        };
+        let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel();
         let derived = Arc::new(Derived {
             slot: RwLock::new(Slot {
                 state,
@@ -585,13 +836,13 @@ impl<S: EventStore> Engine<S> {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = Arc::clone(&derived);
+        let for_fold = Arc::clone(&rebuild);
         std::thread::Builder::new()
             .name("fusion-fold".into())
-            .spawn(move || fold_loop(for_thread, rx))
+            .spawn(move || fold_loop(for_thread, rx, for_fold))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let recovery = tokio::spawn(recovery_loop(
-            Arc::clone(&store),
-            Arc::clone(&model),
+            rebuild,
             Arc::clone(&derived),
             failed_rx,
             tx.clone(),
@@ -626,6 +877,14 @@ impl<S: EventStore> Engine<S> {
 
     pub fn version(&self) -> u64 {
         self.derived.version.load(Ordering::SeqCst)
+    }
+
+    /// Folded events the live series has not applied yet, and events
+    /// folded (for the lag metrics); `None` while the state is being
+    /// rebuilt.
+    pub fn live_lag(&self) -> Option<(usize, usize)> {
+        let state = self.state().ok()?;
+        Some((state.live_lag(), state.event_count()))
     }
 
     /// Whether the engine can serve: its state is whole and the store
@@ -709,7 +968,7 @@ impl<S: EventStore> Engine<S> {
         keep: bool,
         now: DateTime<Utc>,
         pending: &mut HashMap<EntityId, EntityKind>,
-    ) -> Result<(IngestReport, Vec<Event>), EngineError> {
+    ) -> Result<(IngestReport, Vec<Logged>), EngineError> {
         let keys = ContentKeys::new();
         self.store_checked_keyed(events, &keys, rejected, atomic, keep, now, pending)
             .await
@@ -726,7 +985,7 @@ impl<S: EventStore> Engine<S> {
         keep: bool,
         now: DateTime<Utc>,
         pending: &mut HashMap<EntityId, EntityKind>,
-    ) -> Result<(IngestReport, Vec<Event>), EngineError> {
+    ) -> Result<(IngestReport, Vec<Logged>), EngineError> {
         let latest_accepted = now + self.options.max_future_skew;
         let mut good = Vec::with_capacity(events.len());
         {
@@ -782,6 +1041,7 @@ impl<S: EventStore> Engine<S> {
         let (appended, kept) = if good.is_empty() {
             let none = Appended {
                 outcomes: Vec::new(),
+                positions: Vec::new(),
             };
             (none, Vec::new())
         } else if keep {
@@ -814,6 +1074,7 @@ impl<S: EventStore> Engine<S> {
             for (k, outcome) in appended.outcomes.iter().enumerate() {
                 let (index, id) = (indices[k], &ids[k]);
                 let event = kept.next();
+                let position = appended.positions.get(k).copied().flatten();
                 let mut refuse = |field: &str, message: String| {
                     rejected.push(Rejection {
                         index,
@@ -826,7 +1087,9 @@ impl<S: EventStore> Engine<S> {
                 };
                 match outcome {
                     Outcome::Inserted => {
-                        new.extend(event);
+                        if let (Some(event), Some(position)) = (event, position) {
+                            new.push(Logged { position, event });
+                        }
                         continue;
                     }
                     Outcome::Duplicate => {}
@@ -843,7 +1106,9 @@ impl<S: EventStore> Engine<S> {
                     }
                     Outcome::NotStored => continue,
                 }
-                if keep && !state.contains(id) {
+                // A stored event this process has not folded: its position
+                // is not in the state's bitmap.
+                if keep && position.is_none_or(|p| !state.folded(p)) {
                     stored_ids.push(id.clone());
                 }
             }
@@ -876,7 +1141,7 @@ impl<S: EventStore> Engine<S> {
     /// Folds stored events into the state (on the fold thread) and returns
     /// once they are readable; `NotFolded` if the fold failed (the events
     /// stay stored; the state is rebuilt from the log).
-    pub async fn fold_stored(&self, events: Vec<Event>) -> Result<(), EngineError> {
+    pub async fn fold_stored(&self, events: Vec<Logged>) -> Result<(), EngineError> {
         let count = events.len();
         let _waiting = crate::telemetry::FoldWait::begin(count);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -893,18 +1158,21 @@ impl<S: EventStore> Engine<S> {
         }
     }
 
-    /// Runs a change of state (registration, erasure, a swap) after the
-    /// store has it; a failure is reported as `NotReady` (the state is
-    /// rebuilt from the store, which has the change).
-    fn change_state<T>(
-        &self,
-        payload: T,
-        in_place: impl FnOnce(&ScoreState, &T) -> bool,
-        change: impl FnOnce(&mut ScoreState, T),
-    ) -> Result<(), EngineError> {
-        self.derived
-            .change(payload, in_place, change)
-            .map_err(EngineError::NotReady)
+    /// Builds the state again from the store (on the fold thread, which
+    /// serialises it with folds) after a change of the log's context that
+    /// the store has (a registration, an erasure); a failure is reported as
+    /// `NotReady` (the state is rebuilt from the store, which has the
+    /// change).
+    async fn rebuild_state(&self) -> Result<(), EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.folder.send(FoldJob::Rebuild(tx)).is_err() {
+            return Err(EngineError::Internal("the fold thread has stopped".into()));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(EngineError::NotReady(reason)),
+            Err(_) => Err(EngineError::Internal("the fold thread has stopped".into())),
+        }
     }
 
     /// Registers or replaces an entity.
@@ -920,8 +1188,8 @@ impl<S: EventStore> Engine<S> {
                 entity.kind.as_str()
             )));
         }
-        self.store.put_entity(entity.clone()).await?;
-        self.change_state(entity, |_, _| false, |s, e| s.register(e))
+        self.store.put_entity(entity).await?;
+        self.rebuild_state().await
     }
 
     /// Erases an entity: its events, edges and relationships, and every
@@ -931,32 +1199,278 @@ impl<S: EventStore> Engine<S> {
             return Err(EngineError::NotFound(format!("no entity '{id}'")));
         }
         let removed = self.store.erase(id).await?;
-        self.change_state(id, |_, _| false, |s, id| s.erase(id))?;
+        self.rebuild_state().await?;
         Ok(removed)
     }
 
-    /// One relationship at `at`, with trend and reasons.
-    pub fn relationship(
+    /// The kind of an entity, `None` when no event or registration names it.
+    pub fn kind(&self, id: &EntityId) -> Result<Option<EntityKind>, EngineError> {
+        Ok(self.state()?.kind(id))
+    }
+
+    /// Who follows `person` and whom it follows at `at`: two lists of (id,
+    /// follow strength in (0, 1]), each sorted by id. `None` when `person`
+    /// is no person.
+    pub fn follows(
+        &self,
+        person: &EntityId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Follows>, EngineError> {
+        let state = self.state()?;
+        let graph = &state.fold().graph;
+        let Some(h) = graph
+            .handle(person)
+            .filter(|&h| graph.entities().kind(h).is_person())
+        else {
+            return Ok(None);
+        };
+        let ids = |edges: Vec<(crate::graph::Handle, f64)>| -> Vec<(EntityId, f64)> {
+            edges
+                .into_iter()
+                .map(|(h, w)| (graph.entities().name(h).clone(), w))
+                .collect()
+        };
+        Ok(Some(Follows {
+            followers: ids(graph.followers(h, at)),
+            follows: ids(graph.followees(h, at)),
+        }))
+    }
+
+    /// One stored event by id, read from the store; `None` when no event has
+    /// it.
+    pub async fn event(&self, id: &EventId) -> Result<Option<Event>, EngineError> {
+        let found = self.store.events_by_id(vec![id.clone()]).await?;
+        Ok(found.into_iter().next().map(|l| l.event))
+    }
+
+    /// What a brand's summary needs besides its scores: its registered name
+    /// and KPIs. `None` when `brand` is not a brand.
+    pub fn brand_facts(&self, brand: &EntityId) -> Result<Option<BrandFacts>, EngineError> {
+        let state = self.state()?;
+        if state.kind(brand) != Some(EntityKind::Brand) {
+            return Ok(None);
+        }
+        Ok(Some(BrandFacts {
+            name: state.registration(brand).and_then(|e| e.name.clone()),
+            stats: state.brand_stats(brand),
+        }))
+    }
+
+    /// The score of (person, brand) at each of `times` (50 where there is
+    /// no relationship then); `None` when there is none at any of them nor
+    /// at `also`.
+    pub fn history(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        times: &[DateTime<Utc>],
+        also: DateTime<Utc>,
+    ) -> Result<Option<Vec<f64>>, EngineError> {
+        let state = self.state()?;
+        let scores: Vec<Option<f64>> = times
+            .iter()
+            .map(|&t| state.score_at(person, brand, t))
+            .collect();
+        if scores.iter().all(Option::is_none) && state.score_at(person, brand, also).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            scores.into_iter().map(|s| s.unwrap_or(50.0)).collect(),
+        ))
+    }
+
+    /// The facts of an entity's 360° view besides its relationships: kind,
+    /// registration, follower count at `now` (people), how many events name
+    /// it and the latest `recent` of them, newest first (read from the
+    /// store). `None` when no event or registration names it.
+    pub async fn entity_facts(
+        &self,
+        id: &EntityId,
+        now: DateTime<Utc>,
+        recent: usize,
+    ) -> Result<Option<EntityFacts>, EngineError> {
+        let (kind, registration, followers, event_count) = {
+            let state = self.state()?;
+            let Some(kind) = state.kind(id) else {
+                return Ok(None);
+            };
+            (
+                kind,
+                state.registration(id).cloned(),
+                kind.is_person().then(|| state.followers_at(id, now)),
+                state.events_naming(id),
+            )
+        };
+        let recent = self
+            .store
+            .entity_events(id, None, recent)
+            .await?
+            .unwrap_or_default();
+        Ok(Some(EntityFacts {
+            kind,
+            registration,
+            followers,
+            event_count,
+            recent: recent.into_iter().map(|l| l.event).collect(),
+        }))
+    }
+
+    /// A page of an entity's timeline, newest first (event time, then id),
+    /// read from the store: at most `limit` events before the event
+    /// `cursor` (an id of this timeline), or from the newest. `None` when
+    /// `cursor` is not an event of the timeline.
+    pub async fn timeline(
+        &self,
+        id: &EntityId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Option<TimelinePage>, EngineError> {
+        let before = match cursor {
+            None => None,
+            Some(c) => match EventId::new(c) {
+                Ok(id) => Some(id),
+                Err(_) => return Ok(None),
+            },
+        };
+        let Some(mut page) = self
+            .store
+            .entity_events(id, before, limit.saturating_add(1))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let events: Vec<Event> = page.into_iter().map(|l| l.event).collect();
+        Ok(Some(TimelinePage {
+            next_cursor: more.then(|| events.last().map(|e| e.id.clone())).flatten(),
+            events,
+        }))
+    }
+
+    /// Every event naming an entity, oldest first (canonical order), read
+    /// from the store a page at a time, with its kind and registration: an
+    /// export (`GET /v1/entities/{id}/export`). `None` when no event or
+    /// registration names it.
+    pub async fn entity_events(
+        &self,
+        id: &EntityId,
+    ) -> Result<Option<(EntityKind, Option<Entity>, Vec<Event>)>, EngineError> {
+        let (kind, registration) = {
+            let state = self.state()?;
+            let Some(kind) = state.kind(id) else {
+                return Ok(None);
+            };
+            (kind, state.registration(id).cloned())
+        };
+        let mut events: Vec<Event> = self
+            .events_naming_all(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .map(|l| l.event)
+            .collect();
+        // Newest first by whole microseconds (the store's order): sorted
+        // again to the nanosecond.
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok(Some((kind, registration, events)))
+    }
+
+    /// What the impact of a brand's action needs (`validity::impact::gather`):
+    /// the events naming the brand, the action's occasion and its
+    /// performers (read from the store), and two snapshots of the state
+    /// (under its read lock); the estimate runs without the state.
+    pub async fn impact_inputs(
+        self: &Arc<Self>,
+        spec: &crate::validity::impact::ImpactSpec,
+    ) -> Result<
+        Result<crate::validity::impact::ImpactInputs, crate::validity::ValidityError>,
+        EngineError,
+    > {
+        use crate::validity::impact::Action;
+        let mut named = vec![spec.brand.clone()];
+        if let Action::Occasion(o) = &spec.action {
+            named.push(o.clone());
+        }
+        let mut events = self.events_naming_all(&named).await?;
+        let mut performers: Vec<EntityId> = events
+            .iter()
+            .filter_map(|l| match &l.event.kind {
+                crate::domain::EventKind::Occasion { performers, .. } => Some(performers.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| !named.contains(p))
+            .collect();
+        performers.sort();
+        performers.dedup();
+        events.extend(self.events_naming_all(&performers).await?);
+        let mut log: Vec<Logged> = events;
+        log.sort_by_key(|l| l.position);
+        log.dedup_by_key(|l| l.position);
+        let mut events: Vec<Event> = log.into_iter().map(|l| l.event).collect();
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let (engine, spec) = (Arc::clone(self), spec.clone());
+        tokio::task::spawn_blocking(move || {
+            let state = engine.state()?;
+            Ok(crate::validity::impact::gather(&state, &events, &spec))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("the impact task failed: {e}")))?
+    }
+
+    /// Every stored event naming one of `entities` (read a page at a time).
+    async fn events_naming_all(&self, entities: &[EntityId]) -> Result<Vec<Logged>, EngineError> {
+        const PAGE: usize = 10_000;
+        let mut out = Vec::new();
+        for e in entities {
+            let mut before = None;
+            loop {
+                let page = self
+                    .store
+                    .entity_events(e, before, PAGE)
+                    .await?
+                    .unwrap_or_default();
+                let full = page.len() == PAGE;
+                before = page.last().map(|l| l.event.id.clone());
+                out.extend(page);
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One relationship at `at`, with trend and reasons: scored under the
+    /// state's read lock, its listed events read from the store after it.
+    pub async fn relationship(
         &self,
         person: &EntityId,
         brand: &EntityId,
         at: DateTime<Utc>,
     ) -> Result<Option<(Explanation, Trend)>, EngineError> {
-        let state = self.state()?;
-        let Some(now) = state.explain(person, brand, at) else {
-            return Ok(None);
+        let (draft, trend) = {
+            let state = self.state()?;
+            let Some(draft) = state.explain(person, brand, at) else {
+                return Ok(None);
+            };
+            let now = draft.score();
+            let past = |days: i64| {
+                state
+                    .score_at(person, brand, at - Duration::days(days))
+                    .unwrap_or(50.0)
+            };
+            let trend = Trend {
+                d1: now - past(1),
+                d7: now - past(7),
+                d30: now - past(30),
+            };
+            (draft, trend)
         };
-        let past = |days: i64| {
-            state
-                .score_at(person, brand, at - Duration::days(days))
-                .unwrap_or(50.0)
-        };
-        let trend = Trend {
-            d1: now.score - past(1),
-            d7: now.score - past(7),
-            d30: now.score - past(30),
-        };
-        Ok(Some((now, trend)))
+        let events = self.store.events_at(draft.events()).await?;
+        let by_position: HashMap<u64, Event> =
+            events.into_iter().map(|l| (l.position, l.event)).collect();
+        Ok(Some((draft.finish(|p| by_position.get(&p)), trend)))
     }
 
     /// The ranking of every relationship at about `now`: the shared one if it
@@ -1019,14 +1533,8 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<BatchScores, EngineError> {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let snapshot = {
-                let state = engine.state()?;
-                if let Some(live) = live_scores(&state, now) {
-                    return Ok(live);
-                }
-                RelSnapshot::build(&state, now)
-            };
-            Ok(snapshot.into_scores(&engine.model, now))
+            let scores = engine.state()?.scores_at(now);
+            Ok(scores.finish(&engine.model))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the scoring task failed: {e}")))?
@@ -1043,72 +1551,48 @@ impl<S: EventStore> Engine<S> {
         ];
         // Now from the live series (kept per event); the trend points are in
         // the past, where only a batch evaluation knows the graph.
-        let (live, snapshots, kinds) = {
+        let (current, snapshots, kinds) = {
             let state = self.state()?;
-            let live = live_scores(&state, now);
-            let snapshots: Vec<RelSnapshot> = times
+            let current = state.scores_at(now);
+            let snapshots: Vec<RelSnapshot> = times[1..]
                 .iter()
-                .skip(usize::from(live.is_some()))
                 .map(|&t| RelSnapshot::build(&state, t))
                 .collect();
             let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
-            (live, snapshots, kinds)
+            (current, snapshots, kinds)
         };
-        let mut batches: Vec<BatchScores> = live.into_iter().collect();
-        let skip = batches.len();
-        batches.extend(
-            snapshots
-                .into_iter()
-                .zip(times.into_iter().skip(skip))
-                .map(|(s, t)| s.into_scores(&self.model, t)),
-        );
-        let current = batches.remove(0);
-        Ok(rank(current, &batches, &kinds, version))
+        let current = current.finish(&self.model);
+        let past: Vec<BatchScores> = snapshots
+            .into_iter()
+            .zip(&times[1..])
+            .map(|(s, t)| s.into_scores(&self.model, *t))
+            .collect();
+        Ok(rank(current, &past, &kinds, version))
     }
 
-    /// Full batch recompute, compared with the incremental (live) scores
-    /// the engine serves at `now`. With `replay`, the log is first replayed
-    /// into a fresh state, which is compared and swapped in (the service:
-    /// its state has lived through many folds); without, the batch runs on
-    /// the current state (`fusion rescore`, whose state was just folded from
-    /// the log: one state in memory instead of two).
+    /// Full batch recompute on the current state, compared with the
+    /// incremental (live) scores the engine serves at `now`. With
+    /// `rebuild_live` (the service's admin rescore: its live series has
+    /// lived through many events), the live series is then rebuilt from
+    /// the state's inputs and swapped in; the fold state itself is a
+    /// function of the events (`tests/it/determinism.rs`), so one state is
+    /// enough: nothing is replayed into a second.
     pub async fn rescore(
         self: &Arc<Self>,
         now: DateTime<Utc>,
-        replay: bool,
+        rebuild_live: bool,
     ) -> Result<RescoreReport, EngineError> {
         let started = Instant::now();
-        let fresh = if replay {
-            let entities = self.store.entities().await?;
-            let events = self.store.scan().await?;
-            let model = Arc::clone(&self.model);
-            let fresh = tokio::task::spawn_blocking(move || {
-                catch_unwind(AssertUnwindSafe(|| {
-                    ScoreState::build(model, entities, events)
-                }))
-                .map_err(|panic| {
-                    EngineError::Internal(format!(
-                        "the event log could not be folded: {}",
-                        panic_message(&*panic)
-                    ))
-                })
-            })
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??;
-            Some(fresh)
-        } else {
-            None
-        };
         let engine = Arc::clone(self);
-        let (fresh, report) = tokio::task::spawn_blocking(move || {
+        let report = tokio::task::spawn_blocking(move || {
             let state = engine.state()?;
-            let live = live_scores(&state, now);
-            let live_synced = live.is_some();
-            let before = live.unwrap_or_else(|| state.batch(now));
-            let batch_of = fresh.as_ref().unwrap_or(&state);
-            let after = batch_of.batch(now);
-            let report = RescoreReport {
-                events: batch_of.event_count(),
+            let (before, live_synced) = match state.scores_at(now) {
+                ScoresAt::Live(scores) => (scores, true),
+                batch @ ScoresAt::Batch(_) => (batch.finish(&engine.model), false),
+            };
+            let after = state.batch(now);
+            Ok::<_, EngineError>(RescoreReport {
+                events: state.event_count(),
                 relationships: after.scores.len(),
                 max_drift: drift(&before, &after),
                 live_error_bound: state.live().error_bound(),
@@ -1116,14 +1600,16 @@ impl<S: EventStore> Engine<S> {
                 live: state.live().stats(),
                 seconds: 0.0,
                 as_of: now,
-            };
-            drop(state);
-            Ok::<_, EngineError>((fresh, report))
+            })
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the rescore task failed: {e}")))??;
-        if let Some(fresh) = fresh {
-            self.change_state(fresh, |_, _| true, |s, fresh| *s = fresh)?;
+        if rebuild_live {
+            let derived = Arc::clone(&self.derived);
+            tokio::task::spawn_blocking(move || derived.rebuild_live())
+                .await
+                .map_err(|e| EngineError::Internal(format!("the rescore task failed: {e}")))?
+                .map_err(EngineError::NotReady)?;
         }
         Ok(RescoreReport {
             seconds: started.elapsed().as_secs_f64(),
@@ -1142,19 +1628,6 @@ fn describe(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// The live series' scores at `now`, if `now` is at or after the latest event.
-fn live_scores(state: &ScoreState, now: DateTime<Utc>) -> Option<BatchScores> {
-    let model = state.model();
-    let rows = state.live_components_at(now)?;
-    Some(BatchScores {
-        at: now,
-        scores: rows
-            .into_iter()
-            .map(|(k, c)| (k, RelationScore::from_components(model, c)))
-            .collect(),
-    })
 }
 
 /// Largest score difference between two evaluations, counting a relationship

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Fusion: explained Fusion Scores for person–brand relationships.
 //!
 //! Modules in reading order:
@@ -5,6 +6,7 @@
 //! - [`ingest`]: wire format to validated domain events.
 //! - [`sentiment`]: VADER sentiment of post and review text.
 //! - [`graph`]: the entity graph (petgraph), readable as of any time.
+//! - [`kernel`]: the general propagation kernel and its CSR snapshot (`fusion propagate`).
 //! - [`score`]: scoring model, impulses, decay, propagation, explanations.
 //! - [`store`]: the `EventStore` trait (the event log) and its backends;
 //!   `KeyStore` (API keys, secrets, the erasure audit).
@@ -17,17 +19,29 @@
 //! - [`validity`]: backtests, calibration and impact: does the score mean something.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod auth;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod cli;
 pub mod domain;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod engine;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod generate;
 pub mod graph;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod http;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod ingest;
+pub mod kernel;
 pub mod score;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod sentiment;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod store;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod telemetry;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod tls;
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod validity;

@@ -6,7 +6,9 @@
 //! around the accepted range, numbers at and past their bounds, texts,
 //! entities in several roles) -> `ingest::validate_all` -> role checks (as
 //! the engine does) -> `ScoreState::build` in one go, and the same events
-//! applied in a fuzzed arrival order and batching. It asserts no panic,
+//! applied in a fuzzed arrival order and batching (numbered in arrival
+//! order, as a store does; a batch the state declines builds it again from
+//! the log so far, as the engine does). It asserts no panic,
 //! finite scores in [0, 100], and that both states serve the same bits
 //! (the determinism invariant: the state is a function of the event set).
 //! Half of the inputs use the shortest half-lives the model loader accepts,
@@ -17,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::Arbitrary;
 use chrono::{DateTime, Duration, Utc};
-use fusion::domain::Event;
+use fusion::domain::{Event, Logged};
 use fusion::score::{MIN_HALF_LIFE_DAYS, ScoreState, ScoringModel};
 use serde_json::{Value, json};
 
@@ -175,7 +177,7 @@ fn models() -> &'static [Arc<ScoringModel>; 2] {
 /// so equal text is equal bits), with every score checked.
 fn served(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     let mut synced = state.clone();
-    assert!(synced.sync_live(None));
+    assert!(synced.sync_live(|| false));
     let mut out = Vec::new();
     for &at in times {
         let batch = state.batch(at);
@@ -238,21 +240,35 @@ pub fn run(input: Input) {
         let n = arriving.len();
         arriving.swap(usize::from(i) % n, usize::from(j) % n);
     }
+    // As a store numbers them: log positions in arrival order.
+    let arriving: Vec<Logged> = arriving
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Logged {
+            position: i as u64,
+            event,
+        })
+        .collect();
     let mut state = ScoreState::new(Arc::clone(model));
     let mut sizes = input
         .batches
         .iter()
         .map(|&b| usize::from(b % 8) + 1)
         .cycle();
-    let mut rest = &arriving[..];
-    while !rest.is_empty() {
+    let mut done = 0;
+    while done < arriving.len() {
         let k = if input.batches.is_empty() {
-            rest.len()
+            arriving.len() - done
         } else {
-            sizes.next().unwrap_or(1).min(rest.len())
+            sizes.next().unwrap_or(1).min(arriving.len() - done)
         };
-        state.apply(rest[..k].to_vec());
-        rest = &rest[k..];
+        // A batch the state declines (late events) builds it again from
+        // the log so far, as the engine does from its store.
+        if !state.apply(arriving[done..done + k].to_vec()) {
+            state =
+                ScoreState::from_log(Arc::clone(model), Vec::new(), arriving[..done + k].to_vec());
+        }
+        done += k;
     }
     assert_eq!(served(&state, &times), expected, "incremental vs batch");
 }

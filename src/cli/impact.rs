@@ -64,7 +64,7 @@ pub fn run(args: ImpactArgs) -> anyhow::Result<()> {
             seed: args.seed,
         },
     };
-    let report = impact::impact(&state, &spec)?;
+    let report = impact::impact(&state, &log.events, &spec)?;
     let mut out = super::stdout();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

@@ -217,6 +217,11 @@ pub struct StoreArgs {
     /// Scoring model (TOML); the built-in models/default.toml when absent
     #[arg(long, env = "FUSION_MODEL")]
     pub model: Option<PathBuf>,
+    /// Open the store even when its scores look too big for the memory
+    /// this machine has available (the check estimates from the counts of
+    /// the log, and refuses rather than be killed halfway)
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
@@ -265,17 +270,26 @@ pub async fn open_engine(
     options: EngineOptions,
 ) -> anyhow::Result<Arc<Engine<Backend>>> {
     let (store, place) = open_store(args).await?;
-    engine_on(store, &place, args.model.as_deref(), options).await
+    engine_on(store, &place, args, options).await
 }
 
-/// Replays an opened store into an engine.
+/// Replays an opened store (the one `args` names) into an engine, with
+/// the model and the memory check `args` ask for.
 pub async fn engine_on(
     store: Backend,
     place: &str,
-    model: Option<&Path>,
+    args: &StoreArgs,
     options: EngineOptions,
 ) -> anyhow::Result<Arc<Engine<Backend>>> {
-    let model = load_model(model)?;
+    let model = load_model(args.model.as_deref())?;
+    let options = EngineOptions {
+        memory: if args.no_memory_check {
+            None
+        } else {
+            available_memory()
+        },
+        ..options
+    };
     let engine = Engine::open_with(store, model, options)
         .await
         .with_context(|| format!("failed to load the events from {place}"))?;
@@ -294,6 +308,17 @@ pub async fn open_keys(args: &StoreArgs) -> anyhow::Result<Keys> {
         ),
         None => Keys::File(KeyFile::in_dir(&args.data_dir)),
     })
+}
+
+/// Bytes of memory this machine has available now (`MemAvailable` of
+/// `/proc/meminfo`: free memory plus what the kernel can reclaim), for the
+/// memory check when a store is opened; `None` where it cannot be read
+/// (then nothing is checked).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Opens the store alone (no replay), and says where it is for messages.

@@ -3,7 +3,7 @@
 //!
 //! This module owns the file formats, the mapping of arbitrary `u32` node ids
 //! onto dense indices, and the timings; it must not contain scoring logic
-//! (that is `score::kernel`) or graph layout (that is `graph::csr`).
+//! (that is `kernel`) or graph layout (that is `kernel::csr`).
 //!
 //! Formats: `--edges` lines are `src dst weight`, `--seeds` lines are
 //! `node value`; fields are separated by tabs or spaces; blank lines and lines
@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 
-use crate::graph::csr::{Edge, PullCsr};
-use crate::score::kernel::{
+use crate::kernel::csr::{Edge, PullCsr};
+use crate::kernel::{
     BatchPropagator, IncrementalPropagator, PropagationParams, PushStats, max_abs_diff, propagate,
 };
 
@@ -181,7 +181,7 @@ fn bench_incremental(
     n: usize,
     mut edges: Vec<Edge>,
     x: &[f64],
-    batch: &crate::score::kernel::Propagation,
+    batch: &crate::kernel::Propagation,
     args: &PropagateArgs,
     count: usize,
 ) -> anyhow::Result<()> {

@@ -36,7 +36,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let engine = super::open_engine(&args.store, Default::default()).await?;
-        let Some((e, trend)) = engine.relationship(&person, &brand, at)? else {
+        let Some((e, trend)) = engine.relationship(&person, &brand, at).await? else {
             anyhow::bail!("no relationship between '{person}' and '{brand}' as of {at}");
         };
         let mut out = super::stdout();

@@ -311,6 +311,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             max_future_skew: args.max_future_skew,
             fold_faults,
             fail_open,
+            ..EngineOptions::default()
         };
         let (store, place) = super::open_store(&args.store).await?;
         let edge = Edge::new(bind, &args.allowed_hosts, &args.cors_origins, tls.is_some());
@@ -344,7 +345,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             mapping: args.pipelines.load_mapping()?,
         });
         let engine =
-            super::engine_on(store, &place, args.store.model.as_deref(), options).await?;
+            super::engine_on(store, &place, &args.store, options).await?;
         if args.demo {
             load_demo(&engine).await?;
         }

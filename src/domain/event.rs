@@ -13,10 +13,18 @@ use super::{Currency, EntityId, EventId};
 /// A free JSON object an event carries for its sender (never scored).
 pub type FreeObject = serde_json::Map<String, serde_json::Value>;
 
+/// One thing that happened: a validated event (every field within
+/// `bounds.rs`), with its id, its event time and what happened. Events are
+/// the log's records and the fold's input; `ingest` builds them from the
+/// wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The sender's idempotency key: the same id twice is one event.
     pub id: EventId,
+    /// When it happened (event time, not arrival time), UTC, from
+    /// 1900-01-01 up to 2200-01-01 when it was accepted.
     pub time: DateTime<Utc>,
+    /// What happened, with the fields of its type.
     pub kind: EventKind,
     /// Fields of the contract that this event's type does not use (a
     /// `rating` on a purchase), kept as sent so the pipeline loses nothing;
@@ -31,6 +39,20 @@ pub struct Event {
     pub attributes: Option<FreeObject>,
 }
 
+/// An event's place in the log: assigned by the store when the event is
+/// committed, in commit order, from 0, the same on every server sharing
+/// the store. Positions are never reused; an erased event leaves a gap.
+pub type LogPosition = u64;
+
+/// An event as the log holds it: where it is and what it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    /// Its place in the log.
+    pub position: LogPosition,
+    /// The event.
+    pub event: Event,
+}
+
 /// Where a post's or review's sentiment came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,110 +63,186 @@ pub enum SentimentSource {
     Text,
 }
 
+/// The sentiment of a post, mention or review.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sentiment {
-    /// In [-1, 1].
+    /// In [-1, 1]: -1 hostile, 0 neutral, 1 enthusiastic.
     pub value: f64,
+    /// Given by the sender, or scored from the text.
     pub source: SentimentSource,
 }
 
+/// What happened, per event type, with the fields of that type (DESIGN.md,
+/// "Events"; every bound in `bounds.rs`). `person` is always a person,
+/// `brand` a brand; a `channel` is where an interaction took place, as the
+/// sender named it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
-    /// `amount` in `currency` as sent; scores and totals convert it to the
-    /// model's base currency.
+    /// A person bought from a brand: `amount` (≥ 0, at most 1e12) in
+    /// `currency` as sent; scores and totals convert it to the model's base
+    /// currency.
     Purchase {
+        /// The buyer.
         person: EntityId,
+        /// The seller.
         brand: EntityId,
+        /// The amount in `currency`.
         amount: f64,
+        /// ISO 4217 code.
         currency: Currency,
+        /// Where it was bought (`web`, `store`, ...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
     },
+    /// A brand's aggregate sales for a period, reported at its end.
     BrandSales {
+        /// The brand.
         brand: EntityId,
+        /// Sales of the period in `currency`.
         amount: f64,
+        /// ISO 4217 code (USD when the sender gave none).
         #[serde(default = "Currency::default_currency")]
         currency: Currency,
     },
+    /// A person posted about a brand.
     Post {
+        /// The author.
         person: EntityId,
+        /// The brand talked about.
         brand: EntityId,
+        /// Given, or scored from `text`.
         sentiment: Sentiment,
+        /// The post's text, if sent.
         text: Option<String>,
+        /// Where it was posted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
     },
+    /// A person mentioned a brand (a lighter post).
     Mention {
+        /// The author.
         person: EntityId,
+        /// The brand mentioned.
         brand: EntityId,
+        /// Given, or scored from `text`.
         sentiment: Sentiment,
+        /// The mention's text, if sent.
         text: Option<String>,
+        /// Where it was made.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
     },
+    /// A person rated a brand.
     Review {
+        /// The reviewer.
         person: EntityId,
+        /// The brand reviewed.
         brand: EntityId,
+        /// Stars, 1 to 5.
         rating: u8,
+        /// The text's sentiment, given or scored, when there is a text or a
+        /// number.
         sentiment: Option<Sentiment>,
+        /// The review's text, if sent.
         text: Option<String>,
+        /// Where it was left.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
     },
+    /// A support contact between a person and a brand (seed 003's KPIs).
     Service {
+        /// The customer.
         person: EntityId,
+        /// The brand contacted.
         brand: EntityId,
+        /// How (`chat`, `phone`, ...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
+        /// Customer satisfaction, 1 to 5.
         csat: Option<u8>,
+        /// Customer effort, 1 (easy) to 7.
         effort: Option<u8>,
+        /// Whether the issue was resolved.
         resolved: Option<bool>,
+        /// Seconds waited, up to 365 days.
         wait_seconds: Option<f64>,
+        /// Times the contact was passed on, up to 1000.
         transfers: Option<u32>,
     },
+    /// A person (an influencer) publicly associates with a brand.
     Endorsement {
+        /// The endorser.
         person: EntityId,
+        /// The brand endorsed.
         brand: EntityId,
+        /// In (0, 1].
         strength: f64,
     },
+    /// A person's follower count changed.
     Audience {
+        /// Whose audience.
         person: EntityId,
+        /// The new total, up to 1e11.
         followers: u64,
     },
+    /// A person follows a person or a brand.
     Follow {
+        /// The follower.
         person: EntityId,
+        /// A person or a brand.
         target: EntityId,
+        /// How closely, in (0, 1] (1 when not sent).
         strength: f64,
     },
+    /// A person stops following a person or a brand.
     Unfollow {
+        /// The follower.
         person: EntityId,
+        /// Whom they followed.
         target: EntityId,
     },
+    /// A brand hosts a happening, with performers.
     Occasion {
+        /// The occasion's id (an entity).
         occasion: EntityId,
+        /// The host.
         brand: EntityId,
+        /// People who perform there (influencers).
         performers: Vec<EntityId>,
+        /// Free tags (`music`, `outdoor`).
         tags: Vec<String>,
     },
+    /// A person attends an occasion.
     Attendance {
+        /// The attendee.
         person: EntityId,
+        /// The occasion.
         occasion: EntityId,
     },
+    /// A brand acts on a cause; people whose interests share a tag care.
     Cause {
+        /// The brand.
         brand: EntityId,
+        /// The cause's tags, matched against interests without case.
         tags: Vec<String>,
+        /// What the brand put in, in `currency`.
         amount: f64,
+        /// ISO 4217 code (USD when the sender gave none).
         #[serde(default = "Currency::default_currency")]
         currency: Currency,
     },
+    /// A person grants or withdraws consent to being scored.
     Consent {
+        /// The person.
         person: EntityId,
+        /// Granted (true) or withdrawn (false).
         granted: bool,
     },
 }
 
-/// The `type` of an event on the wire.
+/// The `type` of an event on the wire (one per [`EventKind`] variant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(missing_docs)] // the variants are the `EventKind` variants, documented there
 pub enum EventType {
     Purchase,
     BrandSales,
@@ -163,6 +261,7 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type, in declaration order.
     pub const ALL: [EventType; 14] = [
         EventType::Purchase,
         EventType::BrandSales,
@@ -180,6 +279,7 @@ impl EventType {
         EventType::Consent,
     ];
 
+    /// The wire name (`purchase`, `brand_sales`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Purchase => "purchase",
@@ -199,6 +299,7 @@ impl EventType {
         }
     }
 
+    /// The type of a wire name, `None` for a name no type has.
     pub fn parse(s: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == s)
     }
@@ -218,6 +319,7 @@ impl EventKind {
         }
     }
 
+    /// This event's type.
     pub fn event_type(&self) -> EventType {
         match self {
             EventKind::Purchase { .. } => EventType::Purchase,
@@ -286,7 +388,9 @@ pub enum Role {
     Person,
     /// A person acting as an influencer (endorsing, performing).
     Influencer,
+    /// A brand.
     Brand,
+    /// An occasion.
     Occasion,
     /// Whoever is followed: a person or a brand, whichever it already is;
     /// a first reference creates a person (consumer).

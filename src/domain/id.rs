@@ -30,12 +30,16 @@ use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 /// address is at most 254).
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Why a string is not an id (module docs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// Empty, or only whitespace.
     #[error("must not be empty or only whitespace")]
     Empty,
+    /// Longer than [`MAX_ID_BYTES`] after normalisation.
     #[error("must be at most {MAX_ID_BYTES} bytes long (UTF-8, after NFC normalisation)")]
     TooLong,
+    /// `.` or `..`.
     #[error("cannot be `.` or `..`, which a URL cannot carry as a path segment; choose another id")]
     DotSegment,
     #[error(
@@ -43,6 +47,8 @@ pub enum IdError {
          (found U+{:04X}); remove it",
         *.0 as u32
     )]
+    /// A forbidden character (a control, a line separator, a
+    /// bidirectional-text control).
     Forbidden(char),
 }
 
@@ -99,6 +105,7 @@ macro_rules! id_type {
             pub fn new(s: impl AsRef<str>) -> Result<Self, IdError> {
                 normalise(s.as_ref()).map(|s| Self(Arc::from(s.as_ref())))
             }
+            /// The id's text (NFC).
             pub fn as_str(&self) -> &str {
                 &self.0
             }

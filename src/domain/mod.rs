@@ -10,6 +10,8 @@ mod money;
 
 pub use bounds::{MAX_TIME, MIN_TIME, TimeOutOfRange, check_time};
 pub use entity::{Entity, EntityKind};
-pub use event::{Event, EventKind, EventType, FreeObject, Role, Sentiment, SentimentSource};
+pub use event::{
+    Event, EventKind, EventType, FreeObject, LogPosition, Logged, Role, Sentiment, SentimentSource,
+};
 pub use id::{EntityId, EventId, IdError, MAX_ID_BYTES};
 pub use money::{Currency, CurrencyError, CurrencyTable, DEFAULT_CURRENCY, RATE_RANGE};

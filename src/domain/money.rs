@@ -18,11 +18,14 @@ pub struct Currency([u8; 3]);
 /// The currency of an amount sent without one (the contract's default).
 pub const DEFAULT_CURRENCY: Currency = Currency(*b"USD");
 
+/// A currency code that is not three uppercase ASCII letters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("must be a three-letter ISO 4217 code such as \"EUR\"")]
 pub struct CurrencyError;
 
 impl Currency {
+    /// The currency of a code (`EUR`); errors unless it is three uppercase
+    /// ASCII letters (whether the model's table knows it is another question).
     pub fn new(code: &str) -> Result<Self, CurrencyError> {
         match code.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
@@ -30,6 +33,7 @@ impl Currency {
         }
     }
 
+    /// The three-letter code.
     pub fn as_str(&self) -> &str {
         // Three ASCII letters, checked at construction.
         std::str::from_utf8(&self.0).unwrap_or("???")

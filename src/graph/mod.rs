@@ -1,36 +1,122 @@
-//! The entity graph: people, brands and occasions as petgraph nodes; follow,
-//! association, hosting and attendance edges. Edges carry their history
-//! (event time of each change) so the graph can be read as it stood at any
-//! time. `NodeIndex` never leaves this module: callers speak `EntityId`.
+//! The entity graph: every entity once, as a `u32` [`Handle`] into one
+//! string table ([`EntityTable`]: ids are interned once; `EntityId` strings
+//! appear only at the edges, in what the state is given and what it
+//! answers), with its kind; and the follow and association edges (the two
+//! the scores read; hosting, attendance and performing live in the fold's
+//! occasions, which is where the rules read them), each with its history
+//! (event time of each change), so the graph can be read as it stood at any
+//! time. petgraph holds the adjacency; `NodeIndex` never leaves this module.
 //!
-//! Iteration order of petgraph depends on insertion order, which depends on
-//! arrival order; every query here returns results sorted by id so that
-//! scores never depend on arrival order.
+//! Handles are numbered in the order entities are first seen, which depends
+//! on arrival order; every query here returns results sorted by id (the
+//! entity's name), so no sum anywhere depends on the numbering. No IO, no
+//! clock.
 
-pub mod csr;
-
-use rustc_hash::FxHashMap;
+use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 use petgraph::Direction;
-use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
+use rustc_hash::FxHashMap;
 
 use crate::domain::{EntityId, EntityKind};
 
+/// An entity of the state: its number in the [`EntityTable`]. Handles are
+/// not ordered by id (module docs): sort by [`EntityTable::name`] where
+/// order matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(u32);
+
+impl Handle {
+    /// The handle's number, `0..EntityTable::len()`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The string table: every entity id once, with its kind.
+#[derive(Debug, Clone, Default)]
+pub struct EntityTable {
+    names: Vec<EntityId>,
+    kinds: Vec<EntityKind>,
+    index: FxHashMap<EntityId, Handle>,
+}
+
+impl EntityTable {
+    /// The handle of an id, if the table has it.
+    pub fn get(&self, id: &EntityId) -> Option<Handle> {
+        self.index.get(id).copied()
+    }
+
+    /// The id of a handle.
+    pub fn name(&self, h: Handle) -> &EntityId {
+        &self.names[h.index()]
+    }
+
+    /// The kind of a handle.
+    pub fn kind(&self, h: Handle) -> EntityKind {
+        self.kinds[h.index()]
+    }
+
+    /// Entities in the table.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Every handle, in handle order.
+    pub fn handles(&self) -> impl Iterator<Item = Handle> + use<> {
+        (0..self.names.len() as u32).map(Handle)
+    }
+
+    /// Compares two handles by id: the order every query answers in.
+    pub fn cmp(&self, a: Handle, b: Handle) -> Ordering {
+        self.name(a).cmp(self.name(b))
+    }
+
+    /// Sorts handles by id.
+    pub fn sort(&self, handles: &mut [Handle]) {
+        handles.sort_unstable_by(|a, b| self.cmp(*a, *b));
+    }
+
+    /// The handle of `id`, added with `kind` if new (answers whether it
+    /// was); an existing entity keeps its kind unless a consumer is
+    /// promoted to influencer.
+    fn ensure(&mut self, id: &EntityId, kind: EntityKind) -> (Handle, bool) {
+        if let Some(&h) = self.index.get(id) {
+            let k = &mut self.kinds[h.index()];
+            if *k == EntityKind::Consumer && kind == EntityKind::Influencer {
+                *k = kind;
+            }
+            return (h, false);
+        }
+        let h = Handle(u32::try_from(self.names.len()).expect("fewer than 2^32 entities"));
+        self.names.push(id.clone());
+        self.kinds.push(kind);
+        self.index.insert(id.clone(), h);
+        (h, true)
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.names.shrink_to_fit();
+        self.kinds.shrink_to_fit();
+        self.index.shrink_to_fit();
+    }
+}
+
+/// What an edge means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EdgeKind {
-    /// person -> person or person -> brand.
+    /// person -> person or person -> brand, with a strength.
     Follow,
     /// person -> brand: the person is publicly tied to the brand (endorses it,
     /// performs at its occasions); what happens to the person spills onto it.
     Association,
-    /// brand -> occasion.
-    Hosts,
-    /// person -> occasion, as attendee.
-    Attends,
-    /// person -> occasion, as performer.
-    Performs,
 }
 
 /// One edge's history: `(time, weight)` changes in time order; a weight of
@@ -50,183 +136,157 @@ impl History {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Node {
-    id: EntityId,
-    kind: EntityKind,
-}
-
+/// The entity graph (module docs): the entity table, and follow and
+/// association edges with their history. Queries answer as of a time and
+/// sorted by id.
 #[derive(Debug, Clone, Default)]
 pub struct RelationGraph {
-    graph: DiGraph<Node, (EdgeKind, History)>,
-    index: FxHashMap<EntityId, NodeIndex>,
-    edges: FxHashMap<(NodeIndex, NodeIndex, EdgeKind), EdgeIndex>,
+    entities: EntityTable,
+    /// Node `i` is handle `i`.
+    graph: DiGraph<(), (EdgeKind, History)>,
+}
+
+fn node(h: Handle) -> NodeIndex {
+    NodeIndex::new(h.index())
+}
+
+fn handle(n: NodeIndex) -> Handle {
+    Handle(n.index() as u32)
 }
 
 impl RelationGraph {
+    /// The entity table.
+    pub fn entities(&self) -> &EntityTable {
+        &self.entities
+    }
+
+    /// The handle of an id, if the graph has it.
+    pub fn handle(&self, id: &EntityId) -> Option<Handle> {
+        self.entities.get(id)
+    }
+
+    /// The kind of an entity, if the graph has it.
     pub fn kind(&self, id: &EntityId) -> Option<EntityKind> {
-        self.index.get(id).map(|&n| self.graph[n].kind)
+        self.entities.get(id).map(|h| self.entities.kind(h))
     }
 
     /// Adds the entity if it is new; an existing entity keeps its kind unless
-    /// a consumer is promoted to influencer.
-    pub fn ensure(&mut self, id: &EntityId, kind: EntityKind) -> EntityKind {
-        if let Some(&n) = self.index.get(id) {
-            let node = &mut self.graph[n];
-            if node.kind == EntityKind::Consumer && kind == EntityKind::Influencer {
-                node.kind = kind;
-            }
-            return node.kind;
+    /// a consumer is promoted to influencer. Answers its handle.
+    pub fn ensure(&mut self, id: &EntityId, kind: EntityKind) -> Handle {
+        let (h, new) = self.entities.ensure(id, kind);
+        if new {
+            let n = self.graph.add_node(());
+            debug_assert_eq!(handle(n), h);
         }
-        let n = self.graph.add_node(Node {
-            id: id.clone(),
-            kind,
-        });
-        self.index.insert(id.clone(), n);
-        kind
+        h
     }
 
     /// Sets the kind outright (an explicit registration).
     pub fn set_kind(&mut self, id: &EntityId, kind: EntityKind) {
-        let n = match self.index.get(id) {
-            Some(&n) => n,
-            None => {
-                self.ensure(id, kind);
-                return;
-            }
-        };
-        self.graph[n].kind = kind;
-    }
-
-    pub fn node_count(&self) -> usize {
-        self.graph.node_count()
-    }
-
-    pub fn edge_count(&self) -> usize {
-        self.graph.edge_count()
+        let h = self.ensure(id, kind);
+        self.entities.kinds[h.index()] = kind;
     }
 
     /// Records that the edge `from -> to` of `kind` has `weight` from `at` on
-    /// (`None`: ends). Both entities must exist.
+    /// (`None`: ends).
     pub fn set_edge(
         &mut self,
-        from: &EntityId,
-        to: &EntityId,
+        from: Handle,
+        to: Handle,
         kind: EdgeKind,
         at: DateTime<Utc>,
         weight: Option<f64>,
     ) {
-        let (Some(&a), Some(&b)) = (self.index.get(from), self.index.get(to)) else {
-            return;
-        };
-        let e = *self
-            .edges
-            .entry((a, b, kind))
-            .or_insert_with(|| self.graph.add_edge(a, b, (kind, History::default())));
+        let existing = self
+            .graph
+            .edges_directed(node(from), Direction::Outgoing)
+            .find(|e| e.target() == node(to) && e.weight().0 == kind)
+            .map(|e| e.id());
+        let e = existing.unwrap_or_else(|| {
+            self.graph
+                .add_edge(node(from), node(to), (kind, History::default()))
+        });
         self.graph[e].1.set(at, weight);
     }
 
-    fn neighbours(
-        &self,
-        id: &EntityId,
-        kind: EdgeKind,
-        dir: Direction,
-        at: DateTime<Utc>,
-    ) -> Vec<(EntityId, f64)> {
-        let Some(&n) = self.index.get(id) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(EntityId, f64)> = self
+    /// `h`'s out-edges of `kind` alive at `at`, with weights, sorted by id.
+    fn out(&self, h: Handle, kind: EdgeKind, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        let mut out: Vec<(Handle, f64)> = self
             .graph
-            .edges_directed(n, dir)
+            .edges_directed(node(h), Direction::Outgoing)
             .filter(|e| e.weight().0 == kind)
-            .filter_map(|e| {
-                let other = if dir == Direction::Outgoing {
-                    e.target()
-                } else {
-                    e.source()
-                };
-                e.weight()
-                    .1
-                    .at(at)
-                    .map(|w| (self.graph[other].id.clone(), w))
-            })
+            .filter_map(|e| e.weight().1.at(at).map(|w| (handle(e.target()), w)))
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by(|a, b| self.entities.cmp(a.0, b.0));
         out
     }
 
     /// The people `person` follows at `at`, with follow strengths, sorted by id.
-    pub fn followees(&self, person: &EntityId, at: DateTime<Utc>) -> Vec<(EntityId, f64)> {
-        let mut v = self.neighbours(person, EdgeKind::Follow, Direction::Outgoing, at);
-        v.retain(|(id, _)| self.kind(id).is_some_and(EntityKind::is_person));
+    pub fn followees(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        let mut v = self.out(person, EdgeKind::Follow, at);
+        v.retain(|(p, _)| self.entities.kind(*p).is_person());
         v
     }
 
-    /// The people following `person` at `at`, with follow strengths, sorted by id.
-    pub fn followers(&self, person: &EntityId, at: DateTime<Utc>) -> Vec<(EntityId, f64)> {
-        self.neighbours(person, EdgeKind::Follow, Direction::Incoming, at)
+    /// The people following `person` at `at`, with follow strengths, sorted
+    /// by id (the dashboard's Person 360°; scoring reads out-edges only).
+    pub fn followers(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        let mut v: Vec<(Handle, f64)> = self
+            .graph
+            .edges_directed(node(person), Direction::Incoming)
+            .filter(|e| e.weight().0 == EdgeKind::Follow)
+            .filter(|e| self.entities.kind(handle(e.source())).is_person())
+            .filter_map(|e| e.weight().1.at(at).map(|w| (handle(e.source()), w)))
+            .collect();
+        v.sort_unstable_by(|a, b| self.entities.cmp(a.0, b.0));
+        v
     }
 
     /// Brands `person` is associated with at `at`, with strengths, sorted by id.
-    pub fn associations(&self, person: &EntityId, at: DateTime<Utc>) -> Vec<(EntityId, f64)> {
-        self.neighbours(person, EdgeKind::Association, Direction::Outgoing, at)
+    pub fn associations(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        self.out(person, EdgeKind::Association, at)
     }
 
-    /// Every person -> person follow edge alive at `at`: (follower, followee, strength).
-    pub fn follow_edges(&self, at: DateTime<Utc>) -> Vec<(EntityId, EntityId, f64)> {
+    /// Every person -> person follow edge alive at `at`: (follower, followee,
+    /// strength), sorted by (follower id, followee id).
+    pub fn follow_edges(&self, at: DateTime<Utc>) -> Vec<(Handle, Handle, f64)> {
         let mut out: Vec<_> = self
             .graph
             .edge_references()
             .filter(|e| e.weight().0 == EdgeKind::Follow)
-            .filter(|e| self.graph[e.target()].kind.is_person())
+            .filter(|e| self.entities.kind(handle(e.target())).is_person())
             .filter_map(|e| {
-                e.weight().1.at(at).map(|w| {
-                    (
-                        self.graph[e.source()].id.clone(),
-                        self.graph[e.target()].id.clone(),
-                        w,
-                    )
-                })
+                e.weight()
+                    .1
+                    .at(at)
+                    .map(|w| (handle(e.source()), handle(e.target()), w))
             })
             .collect();
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.sort_unstable_by(|a, b| {
+            self.entities
+                .cmp(a.0, b.0)
+                .then_with(|| self.entities.cmp(a.1, b.1))
+        });
         out
     }
 
-    /// Every entity with its kind, sorted by id.
-    pub fn entities(&self) -> Vec<(EntityId, EntityKind)> {
-        let mut v: Vec<_> = self
-            .graph
-            .node_weights()
-            .map(|n| (n.id.clone(), n.kind))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl RelationGraph {
     /// The weight of one edge at `at`, if it is alive then.
     pub fn edge_weight(
         &self,
-        from: &EntityId,
-        to: &EntityId,
+        from: Handle,
+        to: Handle,
         kind: EdgeKind,
         at: DateTime<Utc>,
     ) -> Option<f64> {
-        let (&a, &b) = (self.index.get(from)?, self.index.get(to)?);
-        let e = self.edges.get(&(a, b, kind))?;
-        self.graph[*e].1.at(at)
+        self.graph
+            .edges_directed(node(from), Direction::Outgoing)
+            .find(|e| e.target() == node(to) && e.weight().0 == kind)
+            .and_then(|e| e.weight().1.at(at))
     }
 
-    /// The strength with which `person` follows `target` at `at`.
-    pub fn follow_weight(
-        &self,
-        person: &EntityId,
-        target: &EntityId,
-        at: DateTime<Utc>,
-    ) -> Option<f64> {
-        self.edge_weight(person, target, EdgeKind::Follow, at)
+    /// Gives back memory grown for appends (after a build).
+    pub fn shrink_to_fit(&mut self) {
+        self.entities.shrink_to_fit();
+        self.graph.shrink_to_fit();
     }
 }

@@ -262,16 +262,9 @@ async fn event<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = crate::domain::EventId::new(path.as_str())
         .map_err(|e| ApiError::parameter("id", format!("bad id: {e}")))?;
-    let state = engine.state()?;
-    // The state knows whether it holds the id (a hash lookup) but keeps its
-    // position private; a hit is then found by a scan of the log in memory
-    // (milliseconds at a million events, one click).
-    let found = state
-        .contains(&id)
-        .then(|| state.events().iter().find(|e| e.id == id))
-        .flatten();
+    let found = engine.event(&id).await?;
     match found {
-        Some(e) => Ok(HttpResponse::Ok().json(crate::ingest::to_wire(e))),
+        Some(e) => Ok(HttpResponse::Ok().json(crate::ingest::to_wire(&e))),
         None => Err(ApiError::NotFound(format!("no event '{id}'"))),
     }
 }
@@ -315,10 +308,9 @@ async fn followers<S: EventStore>(
     let id = super::routes::entity_id("id", &path)?;
     let at = params.time("at")?.unwrap_or_else(Utc::now);
     let limit = params.count("limit", MAX_BRANDS)?.unwrap_or(100);
-    let state = engine.state()?;
-    if !state.kind(&id).is_some_and(EntityKind::is_person) {
+    let Some(follows) = engine.follows(&id, at)? else {
         return Err(ApiError::NotFound(format!("no person '{id}'")));
-    }
+    };
     let list = |edges: Vec<(EntityId, f64)>| -> (Vec<Follow>, usize) {
         let total = edges.len();
         let items = edges
@@ -331,8 +323,8 @@ async fn followers<S: EventStore>(
             .collect();
         (items, total)
     };
-    let (followers, followers_total) = list(state.graph.followers(&id, at));
-    let (follows, follows_total) = list(state.graph.followees(&id, at));
+    let (followers, followers_total) = list(follows.followers);
+    let (follows, follows_total) = list(follows.follows);
     Ok(HttpResponse::Ok().json(Follows {
         followers,
         followers_total,

@@ -364,7 +364,7 @@ impl From<EngineError> for ApiError {
                 tracing::warn!(cause = %e, "not ready");
                 ApiError::NotReady(e.to_string())
             }
-            EngineError::Internal(cause) => {
+            EngineError::Internal(cause) | EngineError::TooLarge(cause) => {
                 tracing::error!(%cause, "engine failure");
                 ApiError::Internal
             }

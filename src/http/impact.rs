@@ -3,9 +3,10 @@
 //! (days, default 14): the measured effect of a brand's action
 //! (`crate::validity::impact`; the answer's shape is in docs/api.md).
 //!
-//! Holds the state's read lock only to take two snapshots and the events
-//! involved (`impact::gather`); the matching and the bootstrap run after it
-//! is released, on the blocking pool. Must not estimate anything itself.
+//! The engine holds the state's read lock only to take two snapshots and
+//! the events involved (`Engine::impact_inputs`); the matching and the
+//! bootstrap run after it is released, on the blocking pool. Must not
+//! estimate anything itself.
 
 use actix_web::{HttpResponse, web};
 
@@ -38,7 +39,7 @@ pub(super) async fn get_impact<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
+    if engine.kind(&brand)? != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
     let action = match (params.get("occasion")?, params.get("cause")?) {
@@ -71,9 +72,9 @@ pub(super) async fn get_impact<S: EventStore>(
         bootstrap: impact::DEFAULT_BOOTSTRAP,
     };
     let engine = engine.into_inner();
+    let inputs = engine.impact_inputs(&spec).await?;
     let report = web::block(move || {
-        let state = engine.state().map_err(ApiError::from)?;
-        let inputs = impact::gather(&state, &spec).map_err(|e| match e {
+        let inputs = inputs.map_err(|e| match e {
             ValidityError::NotFound(m) => ApiError::NotFound(m),
             // The window is checked above, so what is left is about
             // `at`: the action is not before it.

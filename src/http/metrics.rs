@@ -60,8 +60,8 @@ pub async fn metrics<S: EventStore>(
     }
     // While the state is being rebuilt there is no state to sample: the
     // lags read 0 and `/readyz` says why.
-    if let Ok(state) = engine.state() {
-        telemetry::sample_lags(state.live_lag(), state.event_count());
+    if let Some((lag, events)) = engine.live_lag() {
+        telemetry::sample_lags(lag, events);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

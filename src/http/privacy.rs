@@ -50,7 +50,7 @@ pub async fn erase_entity<S: EventStore>(
     path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
-    if engine.state()?.kind(&id).is_none() {
+    if engine.kind(&id)?.is_none() {
         return Err(ApiError::NotFound(format!("no entity '{id}'")));
     }
     let key_id = principal(&req).map(|p| p.key_id);
@@ -99,28 +99,19 @@ pub async fn export_entity<S: EventStore>(
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
     let now = Utc::now();
-    let (kind, registration, events, consent) = {
-        let state = engine.state()?;
-        let Some(kind) = state.kind(&id) else {
-            return Err(ApiError::NotFound(format!("no entity '{id}'")));
-        };
-        let timeline = state.timeline(&id);
-        let events: Vec<Value> = timeline
-            .iter()
-            .map(|&p| ingest::to_wire(state.event_at(p)))
-            .collect();
-        let consent: Vec<Value> = timeline
-            .iter()
-            .map(|&p| state.event_at(p))
-            .filter_map(|e| match &e.kind {
-                EventKind::Consent { person, granted } if *person == id => {
-                    Some(json!({"time": e.time, "granted": granted, "event": e.id}))
-                }
-                _ => None,
-            })
-            .collect();
-        (kind, state.registration(&id).cloned(), events, consent)
+    let Some((kind, registration, log)) = engine.entity_events(&id).await? else {
+        return Err(ApiError::NotFound(format!("no entity '{id}'")));
     };
+    let events: Vec<Value> = log.iter().map(ingest::to_wire).collect();
+    let consent: Vec<Value> = log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Consent { person, granted } if *person == id => {
+                Some(json!({"time": e.time, "granted": granted, "event": e.id}))
+            }
+            _ => None,
+        })
+        .collect();
     let engine = engine.into_inner();
     let ranking = engine.ranking(now).await?;
     let pairs: Vec<(crate::domain::EntityId, crate::domain::EntityId)> = if kind.is_person() {
@@ -140,7 +131,7 @@ pub async fn export_entity<S: EventStore>(
     };
     let mut relationships = Vec::with_capacity(pairs.len());
     for (person, brand) in &pairs {
-        if let Some((e, trend)) = engine.relationship(person, brand, now)? {
+        if let Some((e, trend)) = engine.relationship(person, brand, now).await? {
             relationships
                 .push(serde_json::to_value(relationship_view(&e, &trend)).unwrap_or(Value::Null));
         }

@@ -16,7 +16,7 @@ use super::path::Path;
 use super::rejected::{self, Arrival, Intake};
 use super::schema::{self, Problem};
 use crate::domain::{EntityId, EntityKind};
-use crate::engine::{Engine, EngineError, RankedRelation};
+use crate::engine::{BrandFacts, Engine, EngineError, EntityFacts, RankedRelation};
 use crate::ingest::{self, MAX_REJECTIONS};
 use crate::score::{Component, Explanation};
 use crate::store::EventStore;
@@ -320,7 +320,7 @@ async fn get_relationship<S: EventStore>(
             .body(body));
     }
     let (person, brand, _) = &key;
-    match engine.relationship(person, brand, at)? {
+    match engine.relationship(person, brand, at).await? {
         Some((e, trend)) => {
             let body = serde_json::to_vec(&relationship_view(&e, &trend)).map_err(|e| {
                 tracing::error!(cause = %e, "cannot serialise a relationship");
@@ -382,24 +382,16 @@ async fn relationship_history<S: EventStore>(
             ),
         ));
     }
-    let state = engine.state()?;
-    if state.explain(&person, &brand, to).is_none()
-        && (0..points).all(|i| {
-            state
-                .explain(&person, &brand, from + step * i as i32)
-                .is_none()
-        })
-    {
+    let times: Vec<DateTime<Utc>> = (0..points).map(|i| from + step * i as i32).collect();
+    let Some(scores) = engine.history(&person, &brand, &times, to)? else {
         return Err(ApiError::NotFound(format!(
             "no relationship between '{person}' and '{brand}'"
         )));
-    }
-    let series: Vec<Value> = (0..points)
-        .map(|i| {
-            let t = from + step * i as i32;
-            let score = state.explain(&person, &brand, t).map_or(50.0, |e| e.score);
-            json!({"time": t, "score": score})
-        })
+    };
+    let series: Vec<Value> = times
+        .iter()
+        .zip(scores)
+        .map(|(t, score)| json!({"time": t, "score": score}))
         .collect();
     Ok(HttpResponse::Ok().json(series))
 }
@@ -483,7 +475,7 @@ async fn brand_relationships<S: EventStore>(
             ApiError::parameter("cursor", "is not a cursor this service gave out")
         })?),
     };
-    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
+    if engine.kind(&brand)? != Some(EntityKind::Brand) {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
     }
     let engine = engine.into_inner();
@@ -572,14 +564,9 @@ async fn brand_summary<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    if engine.state()?.kind(&brand) != Some(EntityKind::Brand) {
+    let Some(BrandFacts { name, stats }) = engine.brand_facts(&brand)? else {
         return Err(ApiError::NotFound(format!("no brand '{brand}'")));
-    }
-    let stats = engine.state()?.brand_stats(&brand);
-    let name = engine
-        .state()?
-        .registration(&brand)
-        .and_then(|e| e.name.clone());
+    };
     let engine = engine.into_inner();
     let ranking = super::dashboard::ranking_as_of(&engine, params.time("at")?).await?;
     let mut scores: Vec<f64> = ranking
@@ -647,23 +634,20 @@ async fn get_entity<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let id = entity_id("id", &path)?;
-    let (kind, registration, recent, total_events) = {
-        let state = engine.state()?;
-        let Some(kind) = state.kind(&id) else {
-            return Err(ApiError::NotFound(format!("no entity '{id}'")));
-        };
-        let tl = state.timeline(&id);
-        let recent: Vec<Value> = tl
-            .iter()
-            .rev()
-            .take(20)
-            .map(|&p| ingest::to_wire(state.event_at(p)))
-            .collect();
-        (kind, state.registration(&id).cloned(), recent, tl.len())
-    };
-    let engine = engine.into_inner();
     let at = params.time("at")?;
     let now = at.unwrap_or_else(Utc::now);
+    let Some(facts) = engine.entity_facts(&id, now, 20).await? else {
+        return Err(ApiError::NotFound(format!("no entity '{id}'")));
+    };
+    let EntityFacts {
+        kind,
+        registration,
+        followers,
+        event_count,
+        recent,
+    } = facts;
+    let recent: Vec<Value> = recent.iter().map(ingest::to_wire).collect();
+    let engine = engine.into_inner();
     let ranking = super::dashboard::ranking_as_of(&engine, at).await?;
     let relationships: Vec<Value> = if kind.is_person() {
         ranking
@@ -694,11 +678,6 @@ async fn get_entity<S: EventStore>(
     } else {
         Vec::new()
     };
-    let followers = if kind.is_person() {
-        Some(engine.state()?.followers_at(&id, now))
-    } else {
-        None
-    };
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
         "kind": kind,
@@ -707,7 +686,7 @@ async fn get_entity<S: EventStore>(
         "followers": followers,
         "registered": registration.is_some(),
         "relationships": relationships,
-        "event_count": total_events,
+        "event_count": event_count,
         "recent_events": recent,
         "as_of": ranking.as_of,
     })))
@@ -732,27 +711,17 @@ async fn entity_events<S: EventStore>(
     let id = entity_id("id", &path)?;
     let limit = params.count("limit", MAX_PAGE)?.unwrap_or(50);
     let cursor = params.get("cursor")?;
-    let state = engine.state()?;
-    if state.kind(&id).is_none() {
+    if engine.kind(&id)?.is_none() {
         return Err(ApiError::NotFound(format!("no entity '{id}'")));
     }
-    // Newest first; the cursor is the id of the last event served.
-    let tl = state.timeline(&id);
-    let start = match cursor {
-        None => tl.len(),
-        Some(c) => tl
-            .iter()
-            .position(|&p| state.event_at(p).id.as_str() == c)
-            .ok_or_else(|| ApiError::parameter("cursor", "is not an event of this timeline"))?,
+    let Some(page) = engine.timeline(&id, limit, cursor).await? else {
+        return Err(ApiError::parameter(
+            "cursor",
+            "is not an event of this timeline",
+        ));
     };
-    let page: Vec<u32> = tl[..start].iter().rev().take(limit).copied().collect();
-    let next_cursor = (start > page.len())
-        .then(|| page.last().map(|&p| state.event_at(p).id.to_string()))
-        .flatten();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|&p| ingest::to_wire(state.event_at(p)))
-        .collect();
+    let items: Vec<Value> = page.events.iter().map(ingest::to_wire).collect();
+    let next_cursor = page.next_cursor.map(|c| c.to_string());
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next_cursor})))
 }
 

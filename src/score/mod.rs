@@ -1,64 +1,39 @@
-//! Scoring: the model (data), impulses derived from events, decay in event
-//! time, propagation through the graph, and explanations.
+//! Scoring: from validated events to Fusion Scores with their reasons.
+//!
+//! Read in this order (each module depends only on those above it):
+//! - `model`: the scoring model, as data ([`ScoringModel`]);
+//! - `shares`: the one definition of decay and of the propagation
+//!   operator's coefficients;
+//! - `fold`: [`FoldState`], the events folded in canonical order into the
+//!   graph, impulses and brand KPIs; the impulse rules; role checks; it
+//!   emits what it changes as deltas ([`Delta`]);
+//! - `propagate`: the series `s = Σ_k (αM)^k x` summed three ways: the
+//!   adjoint walk (one relationship with its reasons, [`Explanation`]), the
+//!   batch driver (every relationship, [`RelSnapshot`]) and the push driver
+//!   (incremental, [`IncrementalRelspace`]);
+//! - `live`: the live series, fed by the fold's deltas ([`LiveScores`]);
+//! - `scores`: [`ScoreState`], the fold with its live series, and the one
+//!   read policy (live or batch).
 //!
 //! No IO, no clock: every evaluation takes its time as an argument, and every
 //! iteration is in a canonical order, so the same events and model give the
-//! same numbers whatever the arrival order.
+//! same numbers whatever the arrival order (`tests/it/tidy.rs` checks the
+//! imports).
 
-mod evaluate;
-pub mod incremental;
-pub mod kernel;
-pub mod live;
+pub(crate) mod fold;
+pub(crate) mod live;
 mod model;
-pub mod relspace;
-mod state;
+pub(crate) mod propagate;
+mod scores;
+pub(crate) mod shares;
 
-pub use evaluate::{BatchScores, Contribution, Explanation, RelationScore};
+pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
+pub use live::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
 pub use model::{
-    DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL, MIN_HALF_LIFE_DAYS, ModelError,
-    ScoringModel,
+    Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,
+    MIN_HALF_LIFE_DAYS, ModelError, PerComponent, Propagation, ScoringModel,
 };
-pub use state::{BrandStats, EventRef, ScoreState};
-
-use serde::Serialize;
-
-/// The parts a relationship is made of (DESIGN.md, "Scoring").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Component {
-    Sentiment,
-    Sales,
-    Service,
-    Engagement,
-    Influence,
-    Values,
-}
-
-impl Component {
-    pub const ALL: [Component; 6] = [
-        Component::Sentiment,
-        Component::Sales,
-        Component::Service,
-        Component::Engagement,
-        Component::Influence,
-        Component::Values,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::Sentiment => "sentiment",
-            Component::Sales => "sales",
-            Component::Service => "service",
-            Component::Engagement => "engagement",
-            Component::Influence => "influence",
-            Component::Values => "values",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// One value per component, indexed by `Component::index`.
-pub type Components = [f64; 6];
+pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft};
+pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
+pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
+pub use scores::{FoldPass, KindsPass, LogCounts, ScoreState, ScoresAt};

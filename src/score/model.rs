@@ -23,30 +23,94 @@
 //!   count is at most the series' mass over the tolerance), `max_hops` in
 //!   [1, 10000], `spread` in [1e-3, 1e6], `top_contributions` at most 1000.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::Component;
 use crate::domain::CurrencyTable;
 
+/// The parts a relationship is made of (DESIGN.md, "Scoring").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// What the person says about the brand: posts, mentions, reviews.
+    Sentiment,
+    /// Purchases, and sales lift credited after occasions.
+    Sales,
+    /// Quality and effort of support contacts.
+    Service,
+    /// Endorsements, performances, attendance, follows of the brand.
+    Engagement,
+    /// Audience growth of associated people.
+    Influence,
+    /// The brand's causes that match the person's interests.
+    Values,
+}
+
+impl Component {
+    /// Every component, in index order.
+    pub const ALL: [Component; 6] = [
+        Component::Sentiment,
+        Component::Sales,
+        Component::Service,
+        Component::Engagement,
+        Component::Influence,
+        Component::Values,
+    ];
+
+    /// The component's name on the wire and in models (`sentiment`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Sentiment => "sentiment",
+            Component::Sales => "sales",
+            Component::Service => "service",
+            Component::Engagement => "engagement",
+            Component::Influence => "influence",
+            Component::Values => "values",
+        }
+    }
+
+    /// Its position in [`Components`] (0 to 5).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One value per component, indexed by `Component::index`.
+pub type Components = [f64; 6];
+
+/// The scoring model: every number scoring uses, loaded from TOML
+/// (`models/default.toml` documents each) and validated against the bounds
+/// of the module docs. Raw units are the units of `raw`, the weighted sum
+/// of components before `score = 50 + 50·tanh(raw / spread)`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoringModel {
+    /// Raw units that move a score from 50 to about 88 (tanh(1)).
     pub spread: f64,
+    /// Truncation of the batch and adjoint series, raw units: amounts
+    /// below it are not propagated further.
     pub tolerance: f64,
     /// Push threshold of the live (incremental) series, raw units.
     pub live_tolerance: f64,
+    /// A safety cap on hops of the series (the tolerance ends it long before).
     pub max_hops: u32,
+    /// Contributions an explanation lists, at most.
     pub top_contributions: usize,
+    /// Half-life of each component, days of event time.
     pub half_life_days: PerComponent,
+    /// Weight of each component in the raw sum.
     pub weight: PerComponent,
+    /// The propagation operator's spill factors.
     pub propagation: Propagation,
+    /// The impulse rules' coefficients.
     pub impulse: Impulses,
     /// Exchange rates: amounts are scored and totalled in `currency.base`.
     pub currency: CurrencyTable,
 }
 
+/// One number per component (a half-life, a weight).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // one field per `Component`, documented there
 pub struct PerComponent {
     pub sentiment: f64,
     pub sales: f64,
@@ -57,6 +121,7 @@ pub struct PerComponent {
 }
 
 impl PerComponent {
+    /// The number of component `c`.
     pub fn get(&self, c: Component) -> f64 {
         match c {
             Component::Sentiment => self.sentiment,
@@ -69,10 +134,15 @@ impl PerComponent {
     }
 }
 
+/// The spill factors of the propagation operator (`shares.rs`); their sum
+/// is at most [`MAX_SPILL`], so the series converges.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Propagation {
+    /// `α_f`: what a person does spills onto their followers' relationships.
     pub audience: f64,
+    /// `α_a`: what happens between a person and a brand spills onto the
+    /// person's associated brands.
     pub association: f64,
 }
 
@@ -131,10 +201,13 @@ impl Impulses {
     }
 }
 
+/// Why a model cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// Not TOML, or not the model's shape (an unknown or missing key).
     #[error("cannot parse the model: {0}")]
     Parse(#[from] toml::de::Error),
+    /// A number outside its bound (module docs); the message names it.
     #[error("invalid model: {0}")]
     Invalid(String),
 }
@@ -153,12 +226,14 @@ pub const MAX_SPILL: f64 = 0.95;
 pub const DEFAULT_MODEL: &str = include_str!("../../models/default.toml");
 
 impl ScoringModel {
+    /// Parses and validates a model. Errors: [`ModelError`].
     pub fn from_toml(text: &str) -> Result<Self, ModelError> {
         let model: ScoringModel = toml::from_str(text)?;
         model.validate()?;
         Ok(model)
     }
 
+    /// The model of `models/default.toml`.
     pub fn default_model() -> Self {
         Self::from_toml(DEFAULT_MODEL).expect("models/default.toml is valid")
     }

@@ -6,7 +6,9 @@ use super::{
     AppendMode, Appended, ContentKey, EmbeddedStore, EventStore, PostgresStore, ScoreRow,
     StoreError,
 };
-use crate::domain::{Entity, EntityId, Event, EventId};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
 #[derive(Clone)]
 pub enum Backend {
@@ -50,11 +52,33 @@ impl EventStore for Backend {
     ) -> Result<Appended, StoreError> {
         delegate!(self, s => s.append_keyed(events, keys, mode))
     }
-    async fn scan(&self) -> Result<Vec<Event>, StoreError> {
-        delegate!(self, s => s.scan())
+    async fn scan_from(
+        &self,
+        after: Option<(DateTime<Utc>, EventId)>,
+        limit: usize,
+    ) -> Result<Vec<Logged>, StoreError> {
+        delegate!(self, s => s.scan_from(after, limit))
     }
-    async fn events_by_id(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError> {
+    async fn events_by_id(&self, ids: Vec<EventId>) -> Result<Vec<Logged>, StoreError> {
         delegate!(self, s => s.events_by_id(ids))
+    }
+    async fn events_at(&self, positions: Vec<LogPosition>) -> Result<Vec<Logged>, StoreError> {
+        delegate!(self, s => s.events_at(positions))
+    }
+    async fn tail(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> Result<Vec<Logged>, StoreError> {
+        delegate!(self, s => s.tail(after, limit))
+    }
+    async fn entity_events(
+        &self,
+        entity: &EntityId,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> Result<Option<Vec<Logged>>, StoreError> {
+        delegate!(self, s => s.entity_events(entity, before, limit))
     }
     async fn put_entity(&self, entity: Entity) -> Result<(), StoreError> {
         delegate!(self, s => s.put_entity(entity))

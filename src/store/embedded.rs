@@ -5,14 +5,26 @@
 //! into a single transaction (group commit). A caller's future resolves only
 //! after the commit that holds its events has returned.
 //!
-//! Tables: `events` keyed by (event time in µs, id) so a scan is already in
-//! canonical order; `event_ids` maps id -> time for the duplicate check and
-//! erasure; `entities` holds registrations; `health` one probe row. Values
-//! are JSON of domain types. An event's value is a zero byte, its content
-//! digest (`digest.rs`, 24 bytes) and the JSON body; a value written before
-//! digests is the bare body (it starts with `{`), whose digest is computed
-//! when its id comes again. (A table of digests beside `event_ids` cost a
-//! third B-tree insert per event: ingest took 70 % longer.)
+//! Tables (layout 1, issue #10):
+//! - `events`, keyed by (event time in µs, id), so a scan is already in
+//!   canonical order; the value is the layout tag (1), the event's log
+//!   position (u64, little-endian), its content digest (`digest.rs`, 24
+//!   bytes) and the body (`body`: the stored format);
+//! - `event_ids`: id -> time, for the duplicate check and reads by id;
+//! - `positions`: log position -> (time, id), for reads by position and the
+//!   tail of the log;
+//! - `entity_events`: (entity, time, id), one row per entity an event
+//!   names: an entity's events in canonical order, for timelines, the 360°
+//!   view and erasure;
+//! - `meta`: `layout` and `log_head` (the next position);
+//! - `entities` holds registrations (JSON); `health` one probe row.
+//!
+//! Positions are assigned by the one writer in commit order and persisted
+//! with each commit. A store written before positions (layout 0: a value is
+//! a zero byte, the digest and a JSON body, or before digests the bare
+//! body) is migrated when it is opened, in one transaction: positions in
+//! canonical order, digests where missing, the two new tables (a crash
+//! midway leaves the old store, which the next open migrates again).
 //!
 //! **I/O errors** (a full disk above all). redb refuses everything after an
 //! I/O error until the database is reopened. The writer thread owns that:
@@ -24,6 +36,7 @@
 //! commit stored nothing and acknowledged nothing.
 
 use std::io::ErrorKind;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -38,13 +51,21 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::digest::{DIGEST_LEN, Sameness};
-use super::{AppendMode, Appended, ContentKey, Digest, EventStore, Outcome, StoreError};
-use crate::domain::{Entity, EntityId, Event, EventId};
+use super::{
+    AppendMode, Appended, ContentKey, Digest, EventStore, Outcome, SCAN_CHUNK, StoreError, body,
+};
+use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
 const EVENTS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("events");
 const EVENT_IDS: TableDefinition<&str, i64> = TableDefinition::new("event_ids");
+const POSITIONS: TableDefinition<u64, (i64, &str)> = TableDefinition::new("positions");
+const ENTITY_EVENTS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("entity_events");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const HEALTH: TableDefinition<&str, u64> = TableDefinition::new("health");
+
+/// The layout this code writes (module docs); `meta.layout`.
+const LAYOUT: u64 = 1;
 
 /// Most events folded into one commit; bounds the size of a transaction.
 const MAX_EVENTS_PER_COMMIT: usize = 200_000;
@@ -64,13 +85,36 @@ type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 struct Encoded {
     id: String,
     time: i64,
-    /// The stored value (`encode`), which begins with the digest.
+    /// The stored value (`encode`): its log position is filled in by the
+    /// writer.
     value: Vec<u8>,
+    /// The entities the event names, each once.
+    refs: Vec<String>,
 }
 
 impl Encoded {
+    /// `key`: the content duplicates are decided on, when not the event's
+    /// own (`EventStore::append_keyed`).
+    fn new(event: &Event, key: Option<&ContentKey>) -> Encoded {
+        let mut refs: Vec<String> = event
+            .references()
+            .into_iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        refs.sort_unstable();
+        refs.dedup();
+        Encoded {
+            id: event.id.to_string(),
+            time: time_key(event),
+            value: encode(event, key),
+            refs,
+        }
+    }
+
     fn digest(&self) -> Digest {
-        split(&self.value).0.expect("encode writes the digest")
+        Stored::parse(&self.value)
+            .expect("encode writes the layout")
+            .digest
     }
 }
 
@@ -163,17 +207,109 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// Bytes of redb's page cache. redb's default (1 GiB) fills as the state
+/// is built from a scan of the whole log, and then holds pages the engine
+/// seldom reads again (it keeps its state, and reads the store only for
+/// timelines, explanations and late events): issue #10 measured it as
+/// half of `serve`'s resident memory on a 1,000,000-event store
+/// (ARCHITECTURE.md, "Memory"). The operating system's page cache still
+/// holds the file.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Opens (or creates) the database and its tables, so readers never meet
-/// a missing table.
+/// a missing table, and migrates a store of an older layout (module docs).
 fn open_database(path: &Path) -> Result<Database, Failure> {
-    let db = Database::create(path)?;
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)?;
     let txn = db.begin_write()?;
     txn.open_table(EVENTS)?;
     txn.open_table(EVENT_IDS)?;
+    txn.open_table(POSITIONS)?;
+    txn.open_table(ENTITY_EVENTS)?;
     txn.open_table(ENTITIES)?;
     txn.open_table(HEALTH)?;
+    let layout = txn.open_table(META)?.get("layout")?.map(|v| v.value());
+    match layout {
+        Some(LAYOUT) => {}
+        None => {
+            let migrated = migrate_to_positions(&txn)?;
+            if migrated > 0 {
+                tracing::info!(
+                    events = migrated,
+                    "gave the stored events log positions (layout 1)"
+                );
+            }
+        }
+        Some(other) => {
+            return Err(StoreError::Internal(format!(
+                "the store has layout {other}, which this version of Fusion does not know \
+                 (it writes layout {LAYOUT}); open it with the version that wrote it"
+            ))
+            .into());
+        }
+    }
     txn.commit()?;
     Ok(db)
+}
+
+/// Migrates a layout-0 store (module docs) in the caller's transaction:
+/// every event gets a log position in canonical order, a digest where it
+/// has none, its `positions` row and its `entity_events` rows. Answers how
+/// many events it migrated.
+fn migrate_to_positions(txn: &redb::WriteTransaction) -> Result<u64, Failure> {
+    const CHUNK: usize = 10_000;
+    let mut events = txn.open_table(EVENTS)?;
+    let mut positions = txn.open_table(POSITIONS)?;
+    let mut entity_events = txn.open_table(ENTITY_EVENTS)?;
+    let mut head = 0u64;
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        // Read a chunk, then rewrite it: a table cannot be written while
+        // it is iterated.
+        let chunk: Vec<((i64, String), Vec<u8>)> = {
+            let range = match &after {
+                None => events.range::<(i64, &str)>(..)?,
+                Some((t, id)) => events.range::<(i64, &str)>((
+                    std::ops::Bound::Excluded((*t, id.as_str())),
+                    std::ops::Bound::Unbounded,
+                ))?,
+            };
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for row in range.take(CHUNK) {
+                let (k, v) = row?;
+                let (t, id) = k.value();
+                chunk.push(((t, id.to_string()), v.value().to_vec()));
+            }
+            chunk
+        };
+        let Some(last) = chunk.last() else {
+            break;
+        };
+        after = Some(last.0.clone());
+        for ((t, id), value) in chunk {
+            let old = decode_layout0(&value)?;
+            let event = &old.event;
+            let mut refs: Vec<&str> = event.references().iter().map(|(e, _)| e.as_str()).collect();
+            refs.sort_unstable();
+            refs.dedup();
+            let rewritten = layout1(
+                head,
+                old.digest.unwrap_or_else(|| Digest::of(event)),
+                old.body,
+            );
+            events.insert((t, id.as_str()), rewritten.as_slice())?;
+            positions.insert(head, (t, id.as_str()))?;
+            for r in refs {
+                entity_events.insert((r, t, id.as_str()), ())?;
+            }
+            head += 1;
+        }
+    }
+    let mut meta = txn.open_table(META)?;
+    meta.insert("layout", LAYOUT)?;
+    meta.insert("log_head", head)?;
+    Ok(head)
 }
 
 impl EmbeddedStore {
@@ -263,6 +399,9 @@ async fn recv<T>(rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, Stor
         .map_err(|_| StoreError::Internal("the store writer dropped a request".into()))?
 }
 
+/// `(time, id)` of a scan's last event as the `events` key bounds it.
+type ScanKey = Option<(i64, String)>;
+
 impl EventStore for EmbeddedStore {
     fn append_keyed(
         &self,
@@ -274,11 +413,7 @@ impl EventStore for EmbeddedStore {
         let encoded: Vec<Encoded> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| Encoded {
-                id: e.id.to_string(),
-                time: time_key(e),
-                value: encode(e, keys.get(i).copied().flatten().as_ref()),
-            })
+            .map(|(i, e)| Encoded::new(e, keys.get(i).copied().flatten().as_ref()))
             .collect();
         let sent = self.send(Write::Append(encoded, mode, tx));
         async move {
@@ -287,12 +422,22 @@ impl EventStore for EmbeddedStore {
         }
     }
 
-    fn scan(&self) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
-        self.read_blocking(|db| {
+    fn scan_from(
+        &self,
+        after: Option<(chrono::DateTime<chrono::Utc>, EventId)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
+        let after: ScanKey = after.map(|(t, id)| (t.timestamp_micros(), id.to_string()));
+        self.read_blocking(move |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(EVENTS)?;
-            let mut out = Vec::with_capacity(table.len()? as usize);
-            for row in table.iter()? {
+            let range = match &after {
+                None => table.range::<(i64, &str)>(..)?,
+                Some((t, id)) => table
+                    .range::<(i64, &str)>((Bound::Excluded((*t, id.as_str())), Bound::Unbounded))?,
+            };
+            let mut out = Vec::with_capacity(limit.min(SCAN_CHUNK));
+            for row in range.take(limit) {
                 let (_, v) = row?;
                 out.push(decode(v.value())?);
             }
@@ -303,7 +448,7 @@ impl EventStore for EmbeddedStore {
     fn events_by_id(
         &self,
         ids: Vec<EventId>,
-    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
         self.read_blocking(move |db| {
             let txn = db.begin_read()?;
             let times = txn.open_table(EVENT_IDS)?;
@@ -313,11 +458,100 @@ impl EventStore for EmbeddedStore {
                 let Some(time) = times.get(id.as_str())? else {
                     continue;
                 };
-                if let Some(body) = events.get((time.value(), id.as_str()))? {
-                    out.push(decode(body.value())?);
+                if let Some(value) = events.get((time.value(), id.as_str()))? {
+                    out.push(decode(value.value())?);
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn events_at(
+        &self,
+        wanted: Vec<LogPosition>,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
+        self.read_blocking(move |db| {
+            let txn = db.begin_read()?;
+            let positions = txn.open_table(POSITIONS)?;
+            let events = txn.open_table(EVENTS)?;
+            let mut out = Vec::with_capacity(wanted.len());
+            for p in wanted {
+                let Some(key) = positions.get(p)? else {
+                    continue;
+                };
+                let (t, id) = key.value();
+                if let Some(value) = events.get((t, id))? {
+                    out.push(decode(value.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn tail(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
+        self.read_blocking(move |db| {
+            let txn = db.begin_read()?;
+            let positions = txn.open_table(POSITIONS)?;
+            let events = txn.open_table(EVENTS)?;
+            let range = match after {
+                None => positions.range::<u64>(..)?,
+                Some(p) => positions.range::<u64>((Bound::Excluded(p), Bound::Unbounded))?,
+            };
+            let mut out = Vec::with_capacity(limit.min(SCAN_CHUNK));
+            for row in range.take(limit) {
+                let (_, key) = row?;
+                let (t, id) = key.value();
+                if let Some(value) = events.get((t, id))? {
+                    out.push(decode(value.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn entity_events(
+        &self,
+        entity: &EntityId,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Logged>>, StoreError>> + Send {
+        let entity = entity.to_string();
+        self.read_blocking(move |db| {
+            let txn = db.begin_read()?;
+            let index = txn.open_table(ENTITY_EVENTS)?;
+            let events = txn.open_table(EVENTS)?;
+            let end = after_every_id();
+            let upper = match &before {
+                None => Bound::Included((entity.as_str(), i64::MAX, end.as_str())),
+                Some(id) => {
+                    let times = txn.open_table(EVENT_IDS)?;
+                    let Some(t) = times.get(id.as_str())?.map(|t| t.value()) else {
+                        return Ok(None);
+                    };
+                    if index.get((entity.as_str(), t, id.as_str()))?.is_none() {
+                        return Ok(None);
+                    }
+                    Bound::Excluded((entity.as_str(), t, id.as_str()))
+                }
+            };
+            let lower = Bound::Included((entity.as_str(), i64::MIN, ""));
+            let mut out = Vec::with_capacity(limit.min(1_000));
+            for row in index
+                .range::<(&str, i64, &str)>((lower, upper))?
+                .rev()
+                .take(limit)
+            {
+                let (k, _) = row?;
+                let (_, t, id) = k.value();
+                if let Some(value) = events.get((t, id))? {
+                    out.push(decode(value.value())?);
+                }
+            }
+            Ok(Some(out))
         })
     }
 
@@ -377,39 +611,104 @@ impl EventStore for EmbeddedStore {
     }
 }
 
-/// First byte of a stored value that carries a digest (JSON never starts
-/// with it).
-const WITH_DIGEST: u8 = 0;
+/// First byte of a value of layout 1.
+const TAG_LAYOUT1: u8 = 1;
+/// First byte of a layout-0 value that carries a digest (JSON never starts
+/// with it); a layout-0 value without it is the bare JSON body.
+const TAG_LAYOUT0_DIGEST: u8 = 0;
+/// Bytes before the body in a value of layout 1: tag, position, digest.
+const HEADER: usize = 1 + 8 + DIGEST_LEN;
 
-/// The stored value of an event: `WITH_DIGEST`, the digest (its content
-/// part `key` when given), the body.
-fn encode(event: &Event, key: Option<&ContentKey>) -> Vec<u8> {
-    let mut value = Vec::with_capacity(256);
-    value.push(WITH_DIGEST);
-    value.extend_from_slice(&[0; DIGEST_LEN]);
-    let digest = Digest::write_json_keyed(event, key, &mut value);
-    value[1..1 + DIGEST_LEN].copy_from_slice(&digest.to_bytes());
+/// A stored value of layout 1, parsed.
+struct Stored<'a> {
+    position: u64,
+    digest: Digest,
+    body: &'a [u8],
+}
+
+impl<'a> Stored<'a> {
+    fn parse(value: &'a [u8]) -> Result<Stored<'a>, StoreError> {
+        let bad =
+            || StoreError::Internal("an event value of an unknown layout in the store".into());
+        if value.len() < HEADER || value[0] != TAG_LAYOUT1 {
+            return Err(bad());
+        }
+        let position = u64::from_le_bytes(value[1..9].try_into().expect("8 bytes"));
+        let digest = Digest::from_bytes(&value[9..HEADER]).ok_or_else(bad)?;
+        Ok(Stored {
+            position,
+            digest,
+            body: &value[HEADER..],
+        })
+    }
+
+    fn decode(&self) -> Result<Logged, StoreError> {
+        Ok(Logged {
+            position: self.position,
+            event: body::decode(self.body)?,
+        })
+    }
+}
+
+/// A value of layout 1.
+fn layout1(position: u64, digest: Digest, body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER + body.len());
+    value.push(TAG_LAYOUT1);
+    value.extend_from_slice(&position.to_le_bytes());
+    value.extend_from_slice(&digest.to_bytes());
+    value.extend_from_slice(body);
     value
 }
 
-/// The digest and body of a stored value (no digest if written before).
-fn split(value: &[u8]) -> (Option<Digest>, &[u8]) {
-    match value.split_first() {
-        Some((&WITH_DIGEST, rest)) if rest.len() >= DIGEST_LEN => {
+/// The stored value of a new event, its position left for the writer
+/// (`set_position`).
+fn encode(event: &Event, key: Option<&ContentKey>) -> Vec<u8> {
+    let mut value = Vec::with_capacity(256);
+    value.push(TAG_LAYOUT1);
+    value.extend_from_slice(&[0; 8 + DIGEST_LEN]);
+    let digest = body::encode(event, key, &mut value);
+    value[9..HEADER].copy_from_slice(&digest.to_bytes());
+    value
+}
+
+fn set_position(value: &mut [u8], position: u64) {
+    value[1..9].copy_from_slice(&position.to_le_bytes());
+}
+
+fn decode(value: &[u8]) -> Result<Logged, StoreError> {
+    Stored::parse(value)?.decode()
+}
+
+/// A layout-0 value (module docs), read by the migration.
+struct Layout0<'a> {
+    digest: Option<Digest>,
+    body: &'a [u8],
+    event: Event,
+}
+
+fn decode_layout0(value: &[u8]) -> Result<Layout0<'_>, StoreError> {
+    let (digest, body) = match value.split_first() {
+        Some((&TAG_LAYOUT0_DIGEST, rest)) if rest.len() >= DIGEST_LEN => {
             let (digest, body) = rest.split_at(DIGEST_LEN);
             (Digest::from_bytes(digest), body)
         }
         _ => (None, value),
-    }
-}
-
-fn decode(value: &[u8]) -> Result<Event, StoreError> {
-    serde_json::from_slice(split(value).1)
-        .map_err(|e| StoreError::Internal(format!("undecodable event in the store: {e}")))
+    };
+    Ok(Layout0 {
+        digest,
+        body,
+        event: body::decode(body)?,
+    })
 }
 
 fn time_key(event: &Event) -> i64 {
     event.time.timestamp_micros()
+}
+
+/// A string greater, byte-wise, than any id (ids are at most 256 bytes):
+/// the end of an entity's rows in `entity_events`.
+fn after_every_id() -> String {
+    "\u{10FFFF}".repeat(crate::domain::MAX_ID_BYTES / 4 + 1)
 }
 
 /// The writer thread's state: the fault mode after an I/O error.
@@ -510,11 +809,14 @@ impl Writer {
         if appends.is_empty() {
             return;
         }
-        let batch = std::mem::take(appends);
-        match self.write(|db| commit_appends(db, &batch)) {
+        let mut batch = std::mem::take(appends);
+        match self.write(|db| commit_appends(db, &mut batch)) {
             Ok(results) => {
-                for ((_, _, reply), outcomes) in batch.into_iter().zip(results) {
-                    let _ = reply.send(Ok(Appended { outcomes }));
+                for ((_, _, reply), (outcomes, positions)) in batch.into_iter().zip(results) {
+                    let _ = reply.send(Ok(Appended {
+                        outcomes,
+                        positions,
+                    }));
                 }
             }
             Err(err) => {
@@ -602,38 +904,50 @@ impl Writer {
     }
 }
 
-/// The digest of the stored event `id`, stored at `time`.
+/// The digest and position of the stored event `id`, stored at `time`.
 fn stored_digest(
     events: &Table<(i64, &str), &[u8]>,
     id: &str,
     time: i64,
-) -> Result<Digest, Failure> {
+) -> Result<(Digest, u64), Failure> {
     let value = events.get((time, id))?.ok_or_else(|| {
         StoreError::Internal(format!("event '{id}' is in event_ids but not in events"))
     })?;
-    let value = value.value();
-    match split(value) {
-        (Some(digest), _) => Ok(digest),
-        (None, _) => Ok(Digest::of(&decode(value)?)),
-    }
+    let stored = Stored::parse(value.value())?;
+    Ok((stored.digest, stored.position))
 }
 
+/// What one commit answers each request: outcomes and positions.
+type Committed = Vec<(Vec<Outcome>, Vec<Option<u64>>)>;
+
+/// Commits a group of appends, giving the new events the next positions
+/// (`meta.log_head`, read and written in the same transaction: the one
+/// writer assigns them in commit order). Answers each request's outcomes
+/// and positions.
 fn commit_appends(
     db: &Database,
-    batch: &[(Vec<Encoded>, AppendMode, Reply)],
-) -> Result<Vec<Vec<Outcome>>, Failure> {
+    batch: &mut [(Vec<Encoded>, AppendMode, Reply)],
+) -> Result<Committed, Failure> {
     let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
     {
+        let mut head = txn
+            .open_table(META)?
+            .get("log_head")?
+            .map_or(0, |v| v.value());
         let mut events = txn.open_table(EVENTS)?;
         let mut ids = txn.open_table(EVENT_IDS)?;
-        for (batch_events, mode, _) in batch {
+        let mut positions = txn.open_table(POSITIONS)?;
+        let mut entity_events = txn.open_table(ENTITY_EVENTS)?;
+        for (batch_events, mode, _) in batch.iter_mut() {
             // Decide first, so an all-or-nothing request can store nothing;
             // `fresh` holds this request's own new ids (the first occurrence
-            // wins; a later one compares with it).
-            let mut fresh: FxHashMap<&str, Digest> = FxHashMap::default();
+            // wins; a later one compares with it) and where they go.
+            let mut fresh: FxHashMap<&str, (Digest, u64)> = FxHashMap::default();
             let mut outcomes = Vec::with_capacity(batch_events.len());
-            for event in batch_events {
+            let mut at = Vec::with_capacity(batch_events.len());
+            let mut next = head;
+            for event in batch_events.iter() {
                 let id = event.id.as_str();
                 let stored = match fresh.get(id) {
                     Some(d) => Some(*d),
@@ -642,34 +956,55 @@ fn commit_appends(
                         None => None,
                     },
                 };
-                outcomes.push(match stored {
+                let (outcome, position) = match stored {
                     None => {
-                        fresh.insert(id, event.digest());
-                        Outcome::Inserted
+                        fresh.insert(id, (event.digest(), next));
+                        next += 1;
+                        (Outcome::Inserted, next - 1)
                     }
-                    Some(d) => match event.digest().compare(&d) {
-                        Sameness::Same => Outcome::Duplicate,
-                        Sameness::OtherAttributes => Outcome::DuplicateOtherAttributes,
-                        Sameness::Conflicting => Outcome::Conflict,
-                    },
-                });
+                    Some((d, p)) => (
+                        match event.digest().compare(&d) {
+                            Sameness::Same => Outcome::Duplicate,
+                            Sameness::OtherAttributes => Outcome::DuplicateOtherAttributes,
+                            Sameness::Conflicting => Outcome::Conflict,
+                        },
+                        p,
+                    ),
+                };
+                outcomes.push(outcome);
+                at.push(Some(position));
             }
             if *mode == AppendMode::AllOrNothing && outcomes.contains(&Outcome::Conflict) {
-                for o in &mut outcomes {
+                for (o, p) in outcomes.iter_mut().zip(&mut at) {
                     if *o == Outcome::Inserted {
                         *o = Outcome::NotStored;
                     }
+                    // Positions of events of this request not stored were
+                    // never given out.
+                    if p.is_some_and(|p| p >= head) {
+                        *p = None;
+                    }
                 }
+                results.push((outcomes, at));
+                continue;
             }
-            for (event, outcome) in batch_events.iter().zip(&outcomes) {
+            for ((event, outcome), position) in batch_events.iter_mut().zip(&outcomes).zip(&at) {
                 if *outcome == Outcome::Inserted {
+                    let position = position.expect("an inserted event has a position");
+                    set_position(&mut event.value, position);
                     let id = event.id.as_str();
                     ids.insert(id, event.time)?;
                     events.insert((event.time, id), event.value.as_slice())?;
+                    positions.insert(position, (event.time, id))?;
+                    for r in &event.refs {
+                        entity_events.insert((r.as_str(), event.time, id), ())?;
+                    }
                 }
             }
-            results.push(outcomes);
+            head = next;
+            results.push((outcomes, at));
         }
+        txn.open_table(META)?.insert("log_head", head)?;
     }
     txn.commit()?;
     Ok(results)
@@ -686,22 +1021,34 @@ fn put_entity(db: &Database, entity: &Entity) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Removes every event naming `id` (found through `entity_events`) from
+/// every table, and its registration.
 fn erase(db: &Database, id: &EntityId) -> Result<u64, Failure> {
     let txn = db.begin_write()?;
     let mut removed = 0u64;
     {
         let mut events = txn.open_table(EVENTS)?;
         let mut ids = txn.open_table(EVENT_IDS)?;
-        let mut doomed: Vec<(i64, String)> = Vec::new();
-        for row in events.iter()? {
-            let (k, v) = row?;
-            if decode(v.value())?.mentions(id) {
-                let (t, eid) = k.value();
-                doomed.push((t, eid.to_string()));
-            }
-        }
+        let mut positions = txn.open_table(POSITIONS)?;
+        let mut index = txn.open_table(ENTITY_EVENTS)?;
+        let end = after_every_id();
+        let doomed: Vec<(i64, String)> = index
+            .range::<(&str, i64, &str)>((
+                Bound::Included((id.as_str(), i64::MIN, "")),
+                Bound::Included((id.as_str(), i64::MAX, end.as_str())),
+            ))?
+            .map(|row| row.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+            .collect::<Result<_, _>>()?;
         for (t, eid) in &doomed {
-            events.remove((*t, eid.as_str()))?;
+            let Some(value) = events.remove((*t, eid.as_str()))? else {
+                continue;
+            };
+            let logged = decode(value.value())?;
+            drop(value);
+            for (entity, _) in logged.event.references() {
+                index.remove((entity.as_str(), *t, eid.as_str()))?;
+            }
+            positions.remove(logged.position)?;
             ids.remove(eid.as_str())?;
             removed += 1;
         }

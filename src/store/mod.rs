@@ -15,18 +15,31 @@
 //! - an event the store cannot hold (a data error the validator missed) is
 //!   refused on its own: it never fails the other events or requests it was
 //!   group-committed with;
-//! - `scan` returns every stored event in canonical order (event time, then id),
-//!   so a replay does not depend on arrival order; `events_by_id` returns
-//!   the stored copies of some ids;
-//! - `erase` removes every event that names the entity, and its registration.
+//! - every stored event has a **log position** (`LogPosition`), assigned
+//!   when it is committed, in commit order, the same on every server;
+//!   `append` answers each event's position, new or stored (a duplicate's
+//!   and a conflict's are the stored event's);
+//! - `scan_from` returns stored events in canonical order (event time in
+//!   whole microseconds, then id), a chunk at a time, so a replay does not
+//!   depend on arrival order and never holds the log in memory (`scan`
+//!   gathers every chunk, for tools and tests); events with the same
+//!   microsecond come in id order, which a reader that needs the exact time
+//!   sorts again;
+//! - reads by what the engine needs: `events_by_id` (stored copies),
+//!   `events_at` (by positions: an explanation's events), `tail` (by
+//!   position, the log after a point), `entity_events` (an entity's events,
+//!   newest first, with a cursor: timelines, the 360° view);
+//! - `erase` removes every event that names the entity, and its
+//!   registration, from every table and index.
 //!
 //! This module knows nothing of HTTP or scoring.
 
 use std::future::Future;
 
-use crate::domain::{Entity, EntityId, Event, EventId};
+use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
 pub mod backend;
+pub mod body;
 pub mod dead_letters;
 pub mod digest;
 pub mod embedded;
@@ -76,6 +89,11 @@ pub struct ScoreRow {
     pub as_of: chrono::DateTime<chrono::Utc>,
 }
 
+/// Events a replay reads per chunk (`EventStore::scan_from`): large enough
+/// that a round trip is a small part of a chunk, small enough that a chunk
+/// is a few megabytes.
+pub const SCAN_CHUNK: usize = 20_000;
+
 /// Whether an append may store part of its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendMode {
@@ -114,7 +132,12 @@ impl Outcome {
 /// What `append` did with each event of the batch, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
+    /// What happened to each event.
     pub outcomes: Vec<Outcome>,
+    /// Each event's log position: the new one for an inserted event, the
+    /// stored event's for a duplicate or a conflict, none when nothing of
+    /// it is stored (refused, not stored).
+    pub positions: Vec<Option<LogPosition>>,
 }
 
 impl Appended {
@@ -160,15 +183,64 @@ pub trait EventStore: Send + Sync + 'static {
         mode: AppendMode,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
-    /// Every stored event, in canonical order (time, then id).
-    fn scan(&self) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    /// At most `limit` stored events after `after` (the (time, id) of the
+    /// last event of the previous chunk; `None`: from the start), in
+    /// canonical order (module docs).
+    fn scan_from(
+        &self,
+        after: Option<(chrono::DateTime<chrono::Utc>, EventId)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send;
+
+    /// Every stored event, in canonical order (module docs), in memory:
+    /// for tools and tests; a replay reads chunks (`scan_from`).
+    fn scan(&self) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let chunk = self.scan_from(after, SCAN_CHUNK).await?;
+                let Some(last) = chunk.last() else {
+                    return Ok(out);
+                };
+                after = Some((last.event.time, last.event.id.clone()));
+                out.extend(chunk.into_iter().map(|l| l.event));
+            }
+        }
+    }
 
     /// The stored events with these ids, in the order asked; ids not stored
     /// are left out.
     fn events_by_id(
         &self,
         ids: Vec<EventId>,
-    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send;
+
+    /// The stored events at these positions, in the order asked; positions
+    /// that hold no event (erased, or not assigned yet) are left out.
+    fn events_at(
+        &self,
+        positions: Vec<LogPosition>,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send;
+
+    /// At most `limit` stored events after position `after` (`None`: from
+    /// the first), by position.
+    fn tail(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send;
+
+    /// At most `limit` of the events naming `entity`, newest first
+    /// (canonical order, reversed), before the event `before` (an id of one
+    /// of them; `None`: from the newest). `None` when `before` is not an
+    /// event naming the entity.
+    fn entity_events(
+        &self,
+        entity: &EntityId,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Logged>>, StoreError>> + Send;
 
     /// Registers or replaces an entity.
     fn put_entity(&self, entity: Entity) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -41,9 +41,9 @@ use super::outcomes::purchase_amount;
 use super::scoring;
 use super::{ValidityError, fixed};
 use crate::domain::{EntityId, EventId, EventKind};
+use crate::score::RelSnapshot;
 use crate::score::ScoreState;
 use crate::score::ScoringModel;
-use crate::score::relspace::RelSnapshot;
 
 /// Fewer matched reached people or comparison people than this, and there
 /// is no estimate: a bootstrap of a handful says nothing.
@@ -200,16 +200,22 @@ pub struct ImpactReport {
     pub note: String,
 }
 
-/// Takes from `state` what the estimate needs. Errors: the action is not in
-/// the log (or belongs to another brand), or it is not before `at`.
-pub fn gather(state: &ScoreState, spec: &ImpactSpec) -> Result<ImpactInputs, ValidityError> {
+/// Takes from `state` and `events` what the estimate needs. `events` is the
+/// log in canonical order, or the part of it that names the brand, the
+/// action's occasion and its performers (the state keeps no event).
+/// Errors: the action is not in the log (or belongs to another brand), or
+/// it is not before `at`.
+pub fn gather(
+    state: &ScoreState,
+    events: &[crate::domain::Event],
+    spec: &ImpactSpec,
+) -> Result<ImpactInputs, ValidityError> {
     if !(spec.window_days > 0.0 && spec.window_days <= 3_650.0) {
         return Err(ValidityError::Invalid(format!(
             "the window must be between 0 and 3650 days, got {}",
             spec.window_days
         )));
     }
-    let events = scoring::events(state);
     let visible = |t: DateTime<Utc>| t <= spec.at;
     let action = find_action(events, spec)?;
     let t0 = action.time;
@@ -611,9 +617,13 @@ pub fn estimate(inputs: ImpactInputs) -> ImpactReport {
     }
 }
 
-/// [`gather`] then [`estimate`], for callers that own the state.
-pub fn impact(state: &ScoreState, spec: &ImpactSpec) -> Result<ImpactReport, ValidityError> {
-    gather(state, spec).map(estimate)
+/// [`gather`] then [`estimate`], for callers that own the state and the log.
+pub fn impact(
+    state: &ScoreState,
+    events: &[crate::domain::Event],
+    spec: &ImpactSpec,
+) -> Result<ImpactReport, ValidityError> {
+    gather(state, events, spec).map(estimate)
 }
 
 impl ImpactReport {

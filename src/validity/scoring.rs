@@ -4,7 +4,8 @@
 //!
 //! It uses the public API only: `ScoreState::build` (a fold of exactly the
 //! events given), `RelSnapshot::build` + `into_scores` (every relationship at
-//! one time). It must not evaluate a state built from more events than the
+//! one time). The state keeps no event: whoever asks for an impact hands
+//! the events in (`impact::gather`). It must not evaluate a state built from more events than the
 //! caller allows: "the score at the cut" is the state of the events before
 //! the cut, not the full log evaluated at the cut, because the fold takes
 //! context (an entity's kind, a sales baseline) from every event it is given.
@@ -16,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::outcomes::Pair;
 use crate::domain::{Entity, Event};
-use crate::score::relspace::RelSnapshot;
+use crate::score::RelSnapshot;
 use crate::score::{Components, ScoreState, ScoringModel};
 
 /// One relationship's score at a time, as validity uses it.
@@ -130,11 +131,6 @@ pub fn with_params(base: &ScoringModel, p: &Params) -> ScoringModel {
     m.half_life_days.influence = h[4];
     m.half_life_days.values = h[5];
     m
-}
-
-/// Every event of `state`, in canonical order.
-pub fn events(state: &ScoreState) -> &[Event] {
-    state.events()
 }
 
 /// The model `state` scores with.

@@ -435,7 +435,7 @@ fn an_unknown_brand_is_an_error_naming_it_not_zero_relationships() {
         window_days: 7.0,
         bootstrap: spec.bootstrap,
     };
-    names_it(impact::impact(&state, &imp).map(drop));
+    names_it(impact::impact(&state, &log, &imp).map(drop));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tiny.ndjson");

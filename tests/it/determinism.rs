@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::support::{STORY, Server, story_lines};
+use crate::support::{MemoryLog, STORY, Server, story_lines};
 
 pub fn story_events() -> Vec<Event> {
     let values = fusion::ingest::parse_ndjson(STORY.as_bytes()).unwrap();
@@ -108,12 +108,13 @@ pub fn random_events(seed: u64, n: usize) -> Vec<Event> {
 }
 
 /// Everything a reader can see of a state, as text, at a few times: batch
-/// scores, the live series and every explanation.
-pub fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
+/// scores, the live series and every explanation (its events looked up in
+/// `log`, by position).
+pub fn fingerprint(state: &ScoreState, log: &[Event], times: &[DateTime<Utc>]) -> Vec<String> {
     let entities = state.entities();
     // The live series catches up off the write path; here, all at once.
     let mut synced = state.clone();
-    assert!(synced.sync_live(None));
+    assert!(synced.sync_live(|| false));
     let mut out = Vec::new();
     for &at in times {
         let batch = state.batch(at);
@@ -128,8 +129,7 @@ pub fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
             {
                 out.push(format!(
                     "{:?}",
-                    state
-                        .explain(p, b, at)
+                    crate::support::explain(state, log, p, b, at)
                         .map(|e| serde_json::to_string(&e).unwrap())
                 ));
             }
@@ -138,18 +138,20 @@ pub fn fingerprint(state: &ScoreState, times: &[DateTime<Utc>]) -> Vec<String> {
     out
 }
 
-fn build_in_arrival_order(events: &[Event], seed: u64) -> ScoreState {
+/// The state of `events` posted in a shuffled order, in batches of 1 to 7,
+/// with the log as a store would hold it (positions in arrival order).
+fn build_in_arrival_order(events: &[Event], seed: u64) -> MemoryLog {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut shuffled = events.to_vec();
     shuffled.shuffle(&mut rng);
-    let mut state = ScoreState::new(model());
+    let mut log = MemoryLog::new(model());
     let mut rest = &shuffled[..];
     while !rest.is_empty() {
         let k = rng.random_range(1..=rest.len().min(7));
-        state.apply(rest[..k].to_vec());
+        log.append(rest[..k].to_vec());
         rest = &rest[k..];
     }
-    state
+    log
 }
 
 #[test]
@@ -160,11 +162,12 @@ fn arrival_order_and_batching_do_not_change_any_score() {
         t("2027-01-01T00:00:00Z"),
     ];
     let events = story_events();
-    let reference = fingerprint(&ScoreState::build(model(), vec![], events.clone()), &times);
+    let whole = ScoreState::build(model(), vec![], events.clone());
+    let reference = fingerprint(&whole, &events, &times);
     for seed in 0..20 {
-        let state = build_in_arrival_order(&events, seed);
+        let log = build_in_arrival_order(&events, seed);
         assert_eq!(
-            fingerprint(&state, &times),
+            fingerprint(&log.state, &log.events, &times),
             reference,
             "arrival order seed {seed}"
         );
@@ -180,11 +183,12 @@ fn arrival_order_does_not_matter_on_random_streams() {
     ];
     for stream in 0..3 {
         let events = random_events(stream, 300);
-        let reference = fingerprint(&ScoreState::build(model(), vec![], events.clone()), &times);
+        let whole = ScoreState::build(model(), vec![], events.clone());
+        let reference = fingerprint(&whole, &events, &times);
         for seed in 0..3 {
-            let state = build_in_arrival_order(&events, seed);
+            let log = build_in_arrival_order(&events, seed);
             assert_eq!(
-                fingerprint(&state, &times),
+                fingerprint(&log.state, &log.events, &times),
                 reference,
                 "stream {stream}, order {seed}"
             );

@@ -269,7 +269,7 @@ fn assert_scores_are_finite(state: &ScoreState, events: &[Event]) {
                 s.score.is_finite() && (0.0..=100.0).contains(&s.score) && s.raw.is_finite(),
                 "batch ({p}, {b}) at {at}: {s:?}"
             );
-            let e = state.explain(p, b, at);
+            let e = crate::support::explain(state, events, p, b, at);
             if let Some(e) = e {
                 assert!(
                     e.score.is_finite() && (0.0..=100.0).contains(&e.score),

@@ -125,13 +125,13 @@ const BRANDS: [&str; 3] = ["b0", "b1", "b2"];
 
 /// Every relationship's answer at a few times (including the range ends),
 /// checked finite and in [0, 100]; as text, to compare bits.
-fn scores(engine: &Engine<EmbeddedStore>, times: &[DateTime<Utc>]) -> Vec<String> {
+async fn scores(engine: &Engine<EmbeddedStore>, times: &[DateTime<Utc>]) -> Vec<String> {
     let mut out = Vec::new();
     for p in PEOPLE {
         for b in BRANDS {
             let (p, b) = (EntityId::new(p).unwrap(), EntityId::new(b).unwrap());
             for &at in times {
-                let answer = engine.relationship(&p, &b, at).unwrap();
+                let answer = engine.relationship(&p, &b, at).await.unwrap();
                 if let Some((e, trend)) = &answer {
                     assert!((0.0..=100.0).contains(&e.score), "{p}-{b} at {at}: {e:?}");
                     assert!(e.components.iter().all(|c| c.is_finite()), "{e:?}");
@@ -200,13 +200,13 @@ proptest! {
             // here), everything valid is stored.
             assert_eq!(report.accepted, accepted, "{report:?}");
             let times = [t(EARLIEST), t("2026-11-01T00:00:00Z"), t(LATEST)];
-            let before = scores(&engine, &times);
+            let before = scores(&engine, &times).await;
             let kinds: Vec<(EntityId, EntityKind)> = engine.state().unwrap().entities();
             drop(engine);
             let engine = open(dir.path()).await;
             assert_eq!(engine.store().count().await.unwrap(), accepted as u64);
             assert_eq!(engine.state().unwrap().entities(), kinds);
-            assert_eq!(scores(&engine, &times), before);
+            assert_eq!(scores(&engine, &times).await, before);
         });
     }
 }

@@ -48,7 +48,7 @@ fn planted_occasion_effects_are_covered_and_placebos_are_null() {
             window_days: 14.0,
             bootstrap: impact::DEFAULT_BOOTSTRAP,
         };
-        let report = impact::impact(&state, &spec).unwrap();
+        let report = impact::impact(&state, &events, &spec).unwrap();
         if report.action.time + Duration::days(14) > at {
             continue;
         }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use fusion::score::incremental::IncrementalRelspace;
+use fusion::score::IncrementalRelspace;
 use proptest::prelude::*;
 
 const ALPHA_F: f64 = 0.35;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use fusion::domain::{Entity, EntityId, Event, EventId};
+use fusion::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 use fusion::engine::Engine;
 use fusion::score::ScoringModel;
 use fusion::store::{AppendMode, Appended, EmbeddedStore, EventStore, Outcome, StoreError};
@@ -153,28 +153,57 @@ impl EventStore for Refusing {
                         }
                     })
                     .collect(),
+                positions: vec![None; events.len()],
             });
         }
         let keep: Vec<Event> = events.iter().filter(|e| !poisoned(e)).cloned().collect();
-        let mut stored = self.0.append(keep, mode).await?.outcomes.into_iter();
+        let appended = self.0.append(keep, mode).await?;
+        let mut stored = appended.outcomes.into_iter().zip(appended.positions);
+        let (outcomes, positions) = events
+            .iter()
+            .map(|e| {
+                if poisoned(e) {
+                    (
+                        Outcome::Refused("the event store cannot hold this event: poisoned".into()),
+                        None,
+                    )
+                } else {
+                    stored.next().unwrap()
+                }
+            })
+            .unzip();
         Ok(Appended {
-            outcomes: events
-                .iter()
-                .map(|e| {
-                    if poisoned(e) {
-                        Outcome::Refused("the event store cannot hold this event: poisoned".into())
-                    } else {
-                        stored.next().unwrap()
-                    }
-                })
-                .collect(),
+            outcomes,
+            positions,
         })
     }
-    async fn scan(&self) -> Result<Vec<Event>, StoreError> {
-        self.0.scan().await
+    async fn scan_from(
+        &self,
+        after: Option<(chrono::DateTime<chrono::Utc>, EventId)>,
+        limit: usize,
+    ) -> Result<Vec<Logged>, StoreError> {
+        self.0.scan_from(after, limit).await
     }
-    async fn events_by_id(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError> {
+    async fn events_by_id(&self, ids: Vec<EventId>) -> Result<Vec<Logged>, StoreError> {
         self.0.events_by_id(ids).await
+    }
+    async fn events_at(&self, positions: Vec<LogPosition>) -> Result<Vec<Logged>, StoreError> {
+        self.0.events_at(positions).await
+    }
+    async fn tail(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> Result<Vec<Logged>, StoreError> {
+        self.0.tail(after, limit).await
+    }
+    async fn entity_events(
+        &self,
+        entity: &EntityId,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> Result<Option<Vec<Logged>>, StoreError> {
+        self.0.entity_events(entity, before, limit).await
     }
     async fn put_entity(&self, entity: Entity) -> Result<(), StoreError> {
         self.0.put_entity(entity).await

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one boundary.
 
 mod backtest;
+mod build;
 mod calibrate;
 mod certs;
 mod conflicts;
@@ -18,7 +19,9 @@ mod impact;
 mod incremental;
 mod isolation;
 mod live;
+mod memory_check;
 mod numerics;
+mod old_stores;
 mod ops;
 mod pg;
 mod pg_e2e;
@@ -32,5 +35,6 @@ mod sentiment;
 mod store;
 mod story;
 mod support;
+mod tidy;
 mod truth;
 mod validation;

@@ -399,7 +399,8 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
             "0002_relationship_scores",
             "0003_event_digests",
             "0004_security",
-            "0010_dead_letters"
+            "0005_log_positions",
+            "0010_dead_letters",
         ]
     );
     assert!(PostgresStore::migrate(&db.url).await.unwrap().is_empty());

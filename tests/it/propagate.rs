@@ -1,4 +1,4 @@
-//! Tests of the propagation core (`graph::csr`, `score::kernel`) and of
+//! Tests of the propagation core (`kernel::csr`, `kernel`) and of
 //! `fusion propagate`: agreement with networkx, incremental equals batch,
 //! bit-identical results across thread counts and edge orders, and the exit
 //! statuses of the command. Must not assert on timings (those are benches).
@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use fusion::graph::csr::{Edge, InWeights, PullCsr};
-use fusion::score::kernel::{IncrementalPropagator, PropagationParams, max_abs_diff, propagate};
+use fusion::kernel::csr::{Edge, InWeights, PullCsr};
+use fusion::kernel::{IncrementalPropagator, PropagationParams, max_abs_diff, propagate};
 use proptest::prelude::*;
 
 /// `n` nodes, each with 1..=max_out distinct out-neighbours (no dangling node,

@@ -326,6 +326,71 @@ pub fn story_lines() -> Vec<&'static str> {
     STORY.lines().filter(|l| !l.trim().is_empty()).collect()
 }
 
+/// An explanation of a state built from `log` (`ScoreState::build` gives
+/// event `i` of the log position `i`), its events looked up there.
+pub fn explain(
+    state: &fusion::score::ScoreState,
+    log: &[fusion::domain::Event],
+    person: &fusion::domain::EntityId,
+    brand: &fusion::domain::EntityId,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<fusion::score::Explanation> {
+    state
+        .explain(person, brand, at)
+        .map(|draft| draft.finish(|p| log.get(p as usize)))
+}
+
+/// A log held in memory, for tests that feed a state in arrival order as a
+/// store would: each event gets the next position, a batch the state
+/// declines (late events) builds it again from the whole log, as the
+/// engine does from its store.
+pub struct MemoryLog {
+    model: std::sync::Arc<fusion::score::ScoringModel>,
+    /// Every event, by position.
+    pub events: Vec<fusion::domain::Event>,
+    /// The state of everything appended.
+    pub state: fusion::score::ScoreState,
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new(model: std::sync::Arc<fusion::score::ScoringModel>) -> MemoryLog {
+        MemoryLog {
+            state: fusion::score::ScoreState::new(std::sync::Arc::clone(&model)),
+            model,
+            events: Vec::new(),
+        }
+    }
+
+    /// Appends a batch and folds it (or builds the state again).
+    pub fn append(&mut self, batch: Vec<fusion::domain::Event>) {
+        let mut logged = Vec::with_capacity(batch.len());
+        for event in batch {
+            logged.push(fusion::domain::Logged {
+                position: self.events.len() as u64,
+                event: event.clone(),
+            });
+            self.events.push(event);
+        }
+        if !self.state.apply(logged) {
+            let log = self
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| fusion::domain::Logged {
+                    position: i as u64,
+                    event: e.clone(),
+                })
+                .collect();
+            self.state = fusion::score::ScoreState::from_log(
+                std::sync::Arc::clone(&self.model),
+                Vec::new(),
+                log,
+            );
+        }
+    }
+}
+
 /// A body as two answers to the same question compare: without the
 /// request's own id, which every problem carries.
 pub fn comparable(mut body: Value) -> Value {

@@ -177,10 +177,11 @@ fn a_free_item_makes_only_its_own_relationship() {
 #[test]
 fn a_neutral_post_makes_a_relationship_at_50() {
     let post = json!({"id": "n", "type": "post", "time": T, "person": "ann", "brand": "acme", "sentiment": 0});
-    let state = ScoreState::build(model(), Vec::new(), vec![accepted(&post).event]);
+    let events = vec![accepted(&post).event];
+    let state = ScoreState::build(model(), Vec::new(), events.clone());
     let id = |s: &str| EntityId::new(s).unwrap();
-    let e = state
-        .explain(&id("ann"), &id("acme"), time("2026-11-02T00:00:00Z"))
+    let at = time("2026-11-02T00:00:00Z");
+    let e = crate::support::explain(&state, &events, &id("ann"), &id("acme"), at)
         .expect("a relationship");
     assert_eq!((e.score, e.event_count), (50.0, 1));
 }

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0004_security.sql"),
     ),
     (
+        "0005_log_positions",
+        include_str!("migrations/0005_log_positions.sql"),
+    ),
+    (
         "0010_dead_letters",
         include_str!("migrations/0010_dead_letters.sql"),
     ),

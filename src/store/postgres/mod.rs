@@ -42,8 +42,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::digest::Sameness;
-use super::{AppendMode, Appended, ContentKey, Digest, EventStore, Outcome, ScoreRow, StoreError};
-use crate::domain::{Entity, EntityId, Event, EventId};
+use super::{
+    AppendMode, Appended, ContentKey, Digest, EventStore, Outcome, ScoreRow, StoreError, body,
+};
+use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
 mod dead_letters;
 mod keys;
@@ -111,24 +113,39 @@ const EVENT_STAGE_TYPES: [Type; 7] = [
     Type::BYTEA,
 ];
 
-/// DISTINCT ON keeps the first occurrence of an id within the batch (lowest
-/// `ord`); ON CONFLICT skips ids already stored; RETURNING says which rows
-/// went in. Rows go in id order, so concurrent writers (two servers on one
-/// database) take index locks in the same order and cannot deadlock.
-const INSERT_NEW_EVENTS: &str = "
-INSERT INTO events (id, time, type, refs, body, digest)
-SELECT DISTINCT ON (id) id, time, type, refs, body, digest
-FROM fusion_event_stage
-ORDER BY id, ord
-ON CONFLICT (id) DO NOTHING
-RETURNING id";
+/// Takes the one-row lock that numbers events: every append of every
+/// server takes it before inserting, so positions are given out and
+/// committed in the same order (migration 0005). Answers the next position.
+const LOCK_LOG_HEAD: &str = "SELECT pos FROM log_head FOR UPDATE";
 
-/// The stored digest of each staged event that was not inserted (a
-/// separate statement, so in READ COMMITTED it sees a row another
-/// transaction committed while the insert waited for it), and the body
-/// where an older row has no digest yet.
+/// DISTINCT ON keeps the first occurrence of an id within the batch (lowest
+/// `ord`); NOT EXISTS leaves out ids already stored (exact under the
+/// `log_head` lock, which every writer holds; ON CONFLICT stays as a
+/// guard); the new rows get consecutive positions from $1 in id order, and
+/// one `entity_events` row per entity they name. RETURNING says which rows
+/// went in, and where.
+const INSERT_NEW_EVENTS: &str = "
+WITH new AS (
+    INSERT INTO events (id, time, type, refs, body, digest, pos)
+    SELECT id, time, type, refs, body, digest, $1 + row_number() OVER (ORDER BY id) - 1
+    FROM (SELECT DISTINCT ON (id) * FROM fusion_event_stage ORDER BY id, ord) s
+    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
+    ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, time, refs, pos
+), indexed AS (
+    INSERT INTO entity_events (entity, time, id)
+    SELECT DISTINCT r, time, id FROM new, unnest(refs) AS r
+)
+SELECT id, pos FROM new";
+
+/// Moves the next position past what this transaction inserted.
+const ADVANCE_LOG_HEAD: &str = "UPDATE log_head SET pos = $1";
+
+/// The stored digest and position of each staged event that was not
+/// inserted, and the body where an older row has no digest yet.
 const STORED_DIGESTS: &str = "
-SELECT s.ord, e.digest, CASE WHEN e.digest IS NULL THEN e.body END
+SELECT s.ord, e.digest, CASE WHEN e.digest IS NULL THEN e.body END, e.pos
 FROM fusion_event_stage s JOIN events e ON e.id = s.id
 WHERE s.ord = ANY($1)";
 
@@ -207,6 +224,42 @@ impl ToSql for RawJson<'_> {
 
     tokio_postgres::types::accepts!(JSON, JSONB);
     tokio_postgres::types::to_sql_checked!();
+}
+
+/// A stored body as the database sends it (`jsonb`: a version byte, then
+/// the text), for `store::body` to decode.
+struct RawBody(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawBody {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = if *ty == Type::JSONB {
+            match raw.split_first() {
+                Some((1, rest)) => rest,
+                _ => return Err("unsupported jsonb version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(RawBody(text.to_vec()))
+    }
+
+    tokio_postgres::types::accepts!(JSON, JSONB);
+}
+
+/// The event of a `(pos, body)` row.
+fn logged(row: &tokio_postgres::Row) -> Result<Logged, StoreError> {
+    let undecodable = |e: tokio_postgres::Error| {
+        StoreError::Internal(format!("undecodable event in the store: {}", describe(&e)))
+    };
+    let position: i64 = row.try_get(0).map_err(undecodable)?;
+    let body: RawBody = row.try_get(1).map_err(undecodable)?;
+    Ok(Logged {
+        position: position as u64,
+        event: body::decode(&body.0)?,
+    })
 }
 
 /// The PostgreSQL backend. Cheap to clone: clones share the pool and the
@@ -323,16 +376,19 @@ impl EventStore for PostgresStore {
         let writer = self.writer.clone();
         async move {
             if events.is_empty() {
-                return Ok(Appended { outcomes: vec![] });
+                return Ok(Appended {
+                    outcomes: vec![],
+                    positions: vec![],
+                });
             }
             let (bodies, digests) = events
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let mut body = Vec::with_capacity(256);
+                    let mut json = Vec::with_capacity(256);
                     let key = keys.get(i).copied().flatten();
-                    let digest = Digest::write_json_keyed(e, key.as_ref(), &mut body);
-                    (body, digest)
+                    let digest = body::encode(e, key.as_ref(), &mut json);
+                    (json, digest)
                 })
                 .unzip();
             let (tx, rx) = oneshot::channel();
@@ -354,7 +410,7 @@ impl EventStore for PostgresStore {
     fn events_by_id(
         &self,
         ids: Vec<EventId>,
-    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move {
             if ids.is_empty() {
@@ -363,56 +419,148 @@ impl EventStore for PostgresStore {
             let client = pool.get().await.map_err(pool_error)?;
             let wanted: Vec<&str> = ids.iter().map(EventId::as_str).collect();
             let rows = client
-                .query("SELECT body FROM events WHERE id = ANY($1)", &[&wanted])
+                .query(
+                    "SELECT pos, body FROM events WHERE id = ANY($1)",
+                    &[&wanted],
+                )
                 .await
                 .map_err(pg_error)?;
-            let mut found: HashMap<EventId, Event> = HashMap::with_capacity(rows.len());
+            let mut found: HashMap<EventId, Logged> = HashMap::with_capacity(rows.len());
             for row in rows {
-                let Json(event) = row.try_get::<_, Json<Event>>(0).map_err(|e| {
-                    StoreError::Internal(format!(
-                        "undecodable event in the store: {}",
-                        describe(&e)
-                    ))
-                })?;
-                found.insert(event.id.clone(), event);
+                let logged = logged(&row)?;
+                found.insert(logged.event.id.clone(), logged);
             }
             Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
         }
     }
 
-    fn scan(&self) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+    fn events_at(
+        &self,
+        positions: Vec<LogPosition>,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            if positions.is_empty() {
+                return Ok(Vec::new());
+            }
+            let client = pool.get().await.map_err(pool_error)?;
+            let wanted: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+            let rows = client
+                .query(
+                    "SELECT pos, body FROM events WHERE pos = ANY($1)",
+                    &[&wanted],
+                )
+                .await
+                .map_err(pg_error)?;
+            let mut found: HashMap<u64, Logged> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let logged = logged(&row)?;
+                found.insert(logged.position, logged);
+            }
+            Ok(positions.iter().filter_map(|p| found.remove(p)).collect())
+        }
+    }
+
+    fn tail(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move {
             let client = pool.get().await.map_err(pool_error)?;
-            // Sorted here rather than by the server: an ORDER BY would need an
-            // index on (time, id) that every ingested row pays for, or a disk
-            // sort of whole rows; the caller holds every event in memory anyway.
-            let stmt = client
-                .prepare_cached("SELECT body FROM events")
-                .await
-                .map_err(pg_error)?;
+            let after = after.map_or(-1, |p| p as i64);
             let rows = client
-                .query_raw(&stmt, no_params())
+                .query(
+                    "SELECT pos, body FROM events WHERE pos > $1 ORDER BY pos LIMIT $2",
+                    &[&after, &(limit as i64)],
+                )
                 .await
                 .map_err(pg_error)?;
-            let mut rows = pin!(rows);
-            let mut out = Vec::new();
-            while let Some(row) = rows.try_next().await.map_err(pg_error)? {
-                let Json(event) = row.try_get::<_, Json<Event>>(0).map_err(|e| {
-                    StoreError::Internal(format!(
-                        "undecodable event in the store: {}",
-                        describe(&e)
-                    ))
-                })?;
-                out.push(event);
-            }
+            rows.iter().map(logged).collect()
+        }
+    }
+
+    fn scan_from(
+        &self,
+        after: Option<(chrono::DateTime<chrono::Utc>, EventId)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Logged>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let client = pool.get().await.map_err(pool_error)?;
             // The canonical order, exactly as the embedded store keys it:
-            // event time in whole microseconds, then id byte-wise.
-            out.sort_unstable_by(|a, b| {
-                (a.time.timestamp_micros(), a.id.as_str())
-                    .cmp(&(b.time.timestamp_micros(), b.id.as_str()))
-            });
-            Ok(out)
+            // event time in whole microseconds (what timestamptz holds),
+            // then id byte-wise (COLLATE "C"); `events_canonical` serves it.
+            let rows = match &after {
+                None => {
+                    client
+                        .query(
+                            "SELECT pos, body FROM events ORDER BY time, id LIMIT $1",
+                            &[&(limit as i64)],
+                        )
+                        .await
+                }
+                Some((t, id)) => {
+                    client
+                        .query(
+                            "SELECT pos, body FROM events WHERE (time, id) > ($1, $2) \
+                             ORDER BY time, id LIMIT $3",
+                            &[t, &id.as_str(), &(limit as i64)],
+                        )
+                        .await
+                }
+            }
+            .map_err(pg_error)?;
+            rows.iter().map(logged).collect()
+        }
+    }
+
+    fn entity_events(
+        &self,
+        entity: &EntityId,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Logged>>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let entity = entity.clone();
+        async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = match &before {
+                None => {
+                    client
+                        .query(
+                            "SELECT e.pos, e.body FROM entity_events x JOIN events e ON e.id = x.id \
+                             WHERE x.entity = $1 ORDER BY x.time DESC, x.id DESC LIMIT $2",
+                            &[&entity.as_str(), &(limit as i64)],
+                        )
+                        .await
+                }
+                Some(id) => {
+                    let cursor = client
+                        .query_opt(
+                            "SELECT x.time FROM events e JOIN entity_events x \
+                             ON x.entity = $1 AND x.time = e.time AND x.id = e.id WHERE e.id = $2",
+                            &[&entity.as_str(), &id.as_str()],
+                        )
+                        .await
+                        .map_err(pg_error)?;
+                    let Some(cursor) = cursor else {
+                        return Ok(None);
+                    };
+                    let t: chrono::DateTime<chrono::Utc> = cursor.get(0);
+                    client
+                        .query(
+                            "SELECT e.pos, e.body FROM entity_events x JOIN events e ON e.id = x.id \
+                             WHERE x.entity = $1 AND (x.time, x.id) < ($2, $3) \
+                             ORDER BY x.time DESC, x.id DESC LIMIT $4",
+                            &[&entity.as_str(), &t, &id.as_str(), &(limit as i64)],
+                        )
+                        .await
+                }
+            }
+            .map_err(pg_error)?;
+            rows.iter().map(logged).collect::<Result<_, _>>().map(Some)
         }
     }
 
@@ -461,13 +609,26 @@ impl EventStore for PostgresStore {
         async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM events WHERE refs @> ARRAY[$1::text]",
+            // The entity's events through `entity_events`, and every
+            // index row of theirs (one per entity they name).
+            let removed: i64 = tx
+                .query_one(
+                    "WITH doomed AS ( \
+                         DELETE FROM events WHERE id IN \
+                             (SELECT id FROM entity_events WHERE entity = $1) \
+                         RETURNING id, time, refs \
+                     ), unindexed AS ( \
+                         DELETE FROM entity_events x \
+                         USING (SELECT unnest(refs) AS entity, time, id FROM doomed) d \
+                         WHERE x.entity = d.entity AND x.time = d.time AND x.id = d.id \
+                     ) \
+                     SELECT count(*) FROM doomed",
                     &[&id.as_str()],
                 )
                 .await
-                .map_err(pg_error)?;
+                .map_err(pg_error)?
+                .get(0);
+            let removed = removed as u64;
             tx.execute("DELETE FROM entities WHERE id = $1", &[&id.as_str()])
                 .await
                 .map_err(pg_error)?;
@@ -582,9 +743,13 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Request>) {
         let pool = pool.clone();
         tokio::spawn(async move {
             match commit_group(&pool, &batch).await {
-                Ok(outcomes) => {
-                    for (request, outcomes) in batch.into_iter().zip(outcomes) {
-                        let _ = request.reply.send(Ok(Appended { outcomes }));
+                Ok(placed) => {
+                    for (request, placed) in batch.into_iter().zip(placed) {
+                        let (outcomes, positions) = placed.into_iter().unzip();
+                        let _ = request.reply.send(Ok(Appended {
+                            outcomes,
+                            positions,
+                        }));
                     }
                 }
                 Err(err) => {
@@ -608,13 +773,16 @@ struct Item {
     position: usize,
 }
 
+/// What became of one event: its outcome and log position.
+type Placed = (Outcome, Option<u64>);
+
 /// Why one transaction of a group did not commit.
 enum Attempt {
     /// A data error (module docs): the group is split.
     Data(String),
     /// These all-or-nothing requests have a conflict (their outcomes as
     /// found): they are taken out and the rest committed again.
-    AtomicConflict(Vec<(Item, Outcome)>),
+    AtomicConflict(Vec<(Item, Placed)>),
     /// Anything else fails the whole group.
     Store(StoreError),
 }
@@ -632,9 +800,9 @@ fn attempt_error(err: tokio_postgres::Error) -> Attempt {
     }
 }
 
-/// Commits a group (module docs): every event gets its outcome, unless the
-/// group fails as a whole (unavailable, a fault).
-async fn commit_group(pool: &Pool, batch: &[Request]) -> Result<Vec<Vec<Outcome>>, StoreError> {
+/// Commits a group (module docs): every event gets its outcome and
+/// position, unless the group fails as a whole (unavailable, a fault).
+async fn commit_group(pool: &Pool, batch: &[Request]) -> Result<Vec<Vec<Placed>>, StoreError> {
     let items: Vec<Item> = batch
         .iter()
         .enumerate()
@@ -642,14 +810,14 @@ async fn commit_group(pool: &Pool, batch: &[Request]) -> Result<Vec<Vec<Outcome>
             (0..r.events.len()).map(move |position| Item { request, position })
         })
         .collect();
-    let mut out: Vec<Vec<Option<Outcome>>> =
+    let mut out: Vec<Vec<Option<Placed>>> =
         batch.iter().map(|r| vec![None; r.events.len()]).collect();
     commit_items(pool, batch, items, &mut out).await?;
     Ok(out
         .into_iter()
         .map(|v| {
             v.into_iter()
-                .map(|o| o.unwrap_or(Outcome::NotStored))
+                .map(|o| o.unwrap_or((Outcome::NotStored, None)))
                 .collect()
         })
         .collect())
@@ -660,7 +828,7 @@ fn commit_items<'a>(
     pool: &'a Pool,
     batch: &'a [Request],
     items: Vec<Item>,
-    out: &'a mut Vec<Vec<Option<Outcome>>>,
+    out: &'a mut Vec<Vec<Option<Placed>>>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
     Box::pin(async move {
         if items.is_empty() {
@@ -676,9 +844,10 @@ fn commit_items<'a>(
             Err(Attempt::Store(err)) => Err(err),
             Err(Attempt::AtomicConflict(found)) => {
                 let refused: HashSet<usize> = found.iter().map(|(i, _)| i.request).collect();
-                for (item, outcome) in found {
-                    out[item.request][item.position] = Some(match outcome {
-                        Outcome::Inserted => Outcome::NotStored,
+                for (item, placed) in found {
+                    out[item.request][item.position] = Some(match placed {
+                        // Rolled back: nothing of it stored, no position.
+                        (Outcome::Inserted, _) => (Outcome::NotStored, None),
                         other => other,
                     });
                 }
@@ -705,7 +874,8 @@ fn commit_items<'a>(
                 } else if items.len() == 1 || batch[first].mode == AppendMode::AllOrNothing {
                     let message = format!("the event store cannot hold this event: {reason}");
                     for item in items {
-                        out[item.request][item.position] = Some(Outcome::Refused(message.clone()));
+                        out[item.request][item.position] =
+                            Some((Outcome::Refused(message.clone()), None));
                     }
                     Ok(())
                 } else {
@@ -725,7 +895,7 @@ async fn try_commit(
     pool: &Pool,
     batch: &[Request],
     items: &[Item],
-) -> Result<Vec<Outcome>, Attempt> {
+) -> Result<Vec<Placed>, Attempt> {
     let event = |i: &Item| &batch[i.request].events[i.position];
     let digest = |i: &Item| &batch[i.request].digests[i.position];
     let mut client = pool
@@ -757,24 +927,39 @@ async fn try_commit(
             .map_err(attempt_error)?;
     }
     writer.finish().await.map_err(attempt_error)?;
+    // Under the lock from here to the commit: positions are given out in
+    // commit order (module docs). The COPY above overlaps another group's
+    // commit; this waits for it.
+    let head: i64 = tx
+        .query_one(LOCK_LOG_HEAD, &[])
+        .await
+        .map_err(attempt_error)?
+        .get(0);
     let insert = tx
         .prepare_cached(INSERT_NEW_EVENTS)
         .await
         .map_err(attempt_error)?;
-    let mut new_ids: HashSet<String> = tx
-        .query(&insert, &[])
+    let mut new_ids: HashMap<String, i64> = tx
+        .query(&insert, &[&head])
         .await
         .map_err(attempt_error)?
         .iter()
-        .map(|row| row.get::<_, String>(0))
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
         .collect();
+    if let Some(last) = new_ids.values().max() {
+        tx.execute(ADVANCE_LOG_HEAD, &[&(last + 1)])
+            .await
+            .map_err(attempt_error)?;
+    }
+    let mut positions: Vec<Option<u64>> = vec![None; items.len()];
     // The first occurrence of an inserted id is the inserted event.
     let mut outcomes: Vec<Option<Outcome>> = items
         .iter()
-        .map(|i| {
-            new_ids
-                .remove(event(i).id.as_str())
-                .then_some(Outcome::Inserted)
+        .enumerate()
+        .map(|(ord, i)| {
+            let pos = new_ids.remove(event(i).id.as_str())?;
+            positions[ord] = Some(pos as u64);
+            Some(Outcome::Inserted)
         })
         .collect();
     let others: Vec<i64> = (0..items.len())
@@ -791,15 +976,16 @@ async fn try_commit(
             let stored = match row.get::<_, Option<&[u8]>>(1).and_then(Digest::from_bytes) {
                 Some(d) => d,
                 None => {
-                    let Json(stored) = row.try_get::<_, Json<Event>>(2).map_err(|e| {
+                    let body = row.try_get::<_, RawBody>(2).map_err(|e| {
                         Attempt::Store(StoreError::Internal(format!(
                             "undecodable event in the store: {}",
                             describe(&e)
                         )))
                     })?;
-                    Digest::of(&stored)
+                    Digest::of(&body::decode(&body.0).map_err(Attempt::Store)?)
                 }
             };
+            positions[ord] = Some(row.get::<_, i64>(3) as u64);
             outcomes[ord] = Some(match digest(&items[ord]).compare(&stored) {
                 Sameness::Same => Outcome::Duplicate,
                 Sameness::OtherAttributes => Outcome::DuplicateOtherAttributes,
@@ -809,15 +995,16 @@ async fn try_commit(
     }
     // A row gone meanwhile (erased by another transaction) stored nothing
     // of this event: a duplicate of an event that is no more.
-    let outcomes: Vec<Outcome> = outcomes
+    let outcomes: Vec<(Outcome, Option<u64>)> = outcomes
         .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Duplicate))
+        .zip(positions)
+        .map(|(o, p)| (o.unwrap_or(Outcome::Duplicate), p))
         .collect();
     let conflicted: HashSet<usize> = items
         .iter()
         .zip(&outcomes)
-        .filter(|(i, o)| {
-            **o == Outcome::Conflict && batch[i.request].mode == AppendMode::AllOrNothing
+        .filter(|(i, (o, _))| {
+            *o == Outcome::Conflict && batch[i.request].mode == AppendMode::AllOrNothing
         })
         .map(|(i, _)| i.request)
         .collect();
@@ -858,9 +1045,10 @@ async fn backfill_digests(pool: &Pool) -> Result<u64, StoreError> {
         let row = rows.try_next().await.map_err(pg_error)?;
         if let Some(row) = &row {
             let id: String = row.get(0);
-            let Json(event) = row.try_get::<_, Json<Event>>(1).map_err(|e| {
+            let raw = row.try_get::<_, RawBody>(1).map_err(|e| {
                 StoreError::Internal(format!("undecodable event {id}: {}", describe(&e)))
             })?;
+            let event = body::decode(&raw.0)?;
             ids.push(id);
             digests.push(Digest::of(&event).to_bytes().to_vec());
         }

@@ -11,7 +11,7 @@
 //! accumulators).
 //!
 //! It sums the same truncated series as the sequential forward walk it
-//! replaced (`ScoreState::batch_reference`, kept as the oracle):
+//! replaced (`FoldState::batch_reference` below, kept as the oracle):
 //! `s = Σ_k (αM)^k x`, where the frontier of hop k+1 keeps only the
 //! relationships whose largest component reaches the model's `tolerance`, and
 //! at most `max_hops` hops are taken. The numbers agree with the oracle to
@@ -19,22 +19,59 @@
 //! relationship in a different order); `tests/it/relspace.rs` checks 1e-9.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-
-use super::ScoringModel;
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
+use serde::Serialize;
 
-use super::{BatchScores, Components, RelationScore, ScoreState};
 use crate::domain::EntityId;
+use crate::graph::Handle;
+use crate::score::fold::FoldState;
+use crate::score::model::{Components, ScoringModel};
+use crate::score::shares::{attention_share, decayed};
+
+/// Score of one relationship in a batch evaluation.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RelationScore {
+    /// The Fusion Score, 0 to 100 (50 neutral).
+    pub score: f64,
+    /// The raw sum before `50 + 50·tanh(raw / spread)`.
+    pub raw: f64,
+    /// Weighted, decayed, propagated sum per component (they add up to `raw`).
+    pub components: Components,
+}
+
+impl RelationScore {
+    /// The score of weighted component sums: raw is their sum.
+    pub fn from_components(model: &ScoringModel, components: Components) -> Self {
+        let raw: f64 = components.iter().sum();
+        Self {
+            score: model.score(raw),
+            raw,
+            components,
+        }
+    }
+}
+
+/// Every relationship's score at one time, keyed by (person, brand).
+#[derive(Debug, Clone)]
+pub struct BatchScores {
+    /// The evaluation time.
+    pub at: DateTime<Utc>,
+    /// Every relationship reached, in (person, brand) id order.
+    pub scores: BTreeMap<(EntityId, EntityId), RelationScore>,
+}
 
 /// A sparse people × brands matrix with one value per component, as
 /// `(key, components)` sorted by key. Column keys are `brand << 32 | person`
 /// (the audience spill works per brand column); `swap` turns them into row
 /// keys `person << 32 | brand` (the association spill works per person row).
 type Entries = Vec<(u64, Components)>;
+
+/// Relationships `((person, brand), components)` in row order (person, then
+/// brand), numbered as in the snapshot's id tables.
+pub type Rows = Vec<((u32, u32), Components)>;
 
 fn col_key(person: u32, brand: u32) -> u64 {
     (u64::from(brand) << 32) | u64::from(person)
@@ -58,9 +95,14 @@ fn swap(key: u64) -> u64 {
 /// every order the kernel sums in, depends only on the set of ids.
 #[derive(Debug, Clone)]
 pub struct RelSnapshot {
+    /// The time the snapshot stands at.
     pub at: DateTime<Utc>,
-    people: Vec<EntityId>,
-    brands: Vec<EntityId>,
+    /// People and brands numbered by their position here (sorted by id):
+    /// handles, and the ids `into_scores` answers with.
+    people: Vec<Handle>,
+    brands: Vec<Handle>,
+    people_ids: Vec<EntityId>,
+    brand_ids: Vec<EntityId>,
     /// The audience spill, transposed for sparse columns: for followee `p`,
     /// `spill_offsets[p]..spill_offsets[p + 1]` lists its consenting followers
     /// `q` (ascending) with `α_f · F[q,p]`. It is the pull CSR of `F` (rows
@@ -102,53 +144,57 @@ thread_local! {
 
 impl RelSnapshot {
     /// Snapshots `state` as it stood at `at`.
-    pub fn build(state: &ScoreState, at: DateTime<Utc>) -> Self {
+    pub fn build(state: &FoldState, at: DateTime<Utc>) -> Self {
         let model = state.model();
-        let (alpha_f, alpha_a) = (model.propagation.audience, model.propagation.association);
+        let table = state.table();
+        let alpha_f = model.propagation.audience;
         let follows = state.graph.follow_edges(at);
 
         // Canonical people table: everyone with impulses or in a follow.
-        let mut people: Vec<&EntityId> = state.impulses.keys().collect();
+        let mut people: Vec<Handle> = state.impulses.keys().copied().collect();
         for (q, p, _) in &follows {
-            people.push(q);
-            people.push(p);
+            people.push(*q);
+            people.push(*p);
         }
-        people.sort_unstable();
+        table.sort(&mut people);
         people.dedup();
-        let consents: Vec<bool> = people.par_iter().map(|p| state.consents(p, at)).collect();
+        let consents: Vec<bool> = people
+            .par_iter()
+            .map(|p| state.consents_h(*p, at))
+            .collect();
         // Only consenting people are ever in a frontier, so only they need
         // their associations.
-        let assoc_raw: Vec<Vec<(EntityId, f64)>> = people
+        let assoc_shares: Vec<Vec<(Handle, f64)>> = people
             .par_iter()
             .zip(&consents)
             .map(|(p, &ok)| {
                 if ok {
-                    state.associations_at(p, at)
+                    state.association_shares(*p, at)
                 } else {
                     Vec::new()
                 }
             })
             .collect();
 
-        let mut brands: Vec<&EntityId> = state
+        let mut brands: Vec<Handle> = state
             .impulses
             .values()
-            .flat_map(|list| list.iter().map(|i| &i.brand))
+            .flat_map(|list| list.brand.iter().copied())
             .collect();
-        brands.extend(assoc_raw.iter().flatten().map(|(b, _)| b));
+        brands.extend(assoc_shares.iter().flatten().map(|(b, _)| *b));
         brands.sort_unstable();
         brands.dedup();
+        table.sort(&mut brands);
 
-        let person_id: FxHashMap<&EntityId, u32> = people
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i as u32))
-            .collect();
-        let brand_id: FxHashMap<&EntityId, u32> = brands
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (*b, i as u32))
-            .collect();
+        // Dense maps handle -> number (u32::MAX: not in the snapshot).
+        let mut person_id = vec![u32::MAX; table.len()];
+        for (i, p) in people.iter().enumerate() {
+            person_id[p.index()] = i as u32;
+        }
+        let mut brand_id = vec![u32::MAX; table.len()];
+        for (i, b) in brands.iter().enumerate() {
+            brand_id[b.index()] = i as u32;
+        }
         let n = people.len();
 
         // Pull CSR of F: `follows` is sorted by (q, p), so its rows come in
@@ -156,17 +202,21 @@ impl RelSnapshot {
         let mut rows: Vec<(u32, u32, f64)> = Vec::with_capacity(follows.len());
         let mut start = 0;
         while start < follows.len() {
-            let q = &follows[start].0;
+            let q = follows[start].0;
             let mut end = start;
             let mut attention = 0.0;
-            while end < follows.len() && &follows[end].0 == q {
+            while end < follows.len() && follows[end].0 == q {
                 attention += follows[end].2;
                 end += 1;
             }
-            if consents[person_id[q] as usize] && attention > 0.0 {
-                let qi = person_id[q];
+            let qi = person_id[q.index()];
+            if consents[qi as usize] && attention > 0.0 {
                 for (_, p, w) in &follows[start..end] {
-                    rows.push((qi, person_id[p], alpha_f * (w / attention)));
+                    rows.push((
+                        qi,
+                        person_id[p.index()],
+                        attention_share(alpha_f, *w, attention),
+                    ));
                 }
             }
             start = end;
@@ -194,11 +244,11 @@ impl RelSnapshot {
         let mut assoc_brands = Vec::new();
         let mut assoc_coef = Vec::new();
         assoc_offsets.push(0);
-        for list in &assoc_raw {
-            // `associations_at` is sorted by id, hence by brand number.
-            for (b, a) in list {
-                assoc_brands.push(brand_id[b]);
-                assoc_coef.push(alpha_a * a);
+        for list in &assoc_shares {
+            // `association_shares` is sorted by id, hence by brand number.
+            for (b, c) in list {
+                assoc_brands.push(brand_id[b.index()]);
+                assoc_coef.push(*c);
             }
             assoc_offsets.push(assoc_brands.len());
         }
@@ -212,16 +262,14 @@ impl RelSnapshot {
                 if !consents[pi] {
                     return Vec::new();
                 }
-                let Some(list) = state.impulses.get(*p) else {
+                let Some(list) = state.impulses.get(p) else {
                     return Vec::new();
                 };
-                let end = list.partition_point(|i| i.time <= at);
                 let mut row: Vec<(u64, Components)> = Vec::new();
-                for imp in &list[..end] {
-                    let c = imp.component;
-                    let secs = (at - imp.time).num_milliseconds() as f64 / 1000.0;
-                    let v = imp.amount * model.decay(c, secs) * model.weight.get(c);
-                    let key = col_key(pi as u32, brand_id[&imp.brand]);
+                for i in 0..list.until(at) {
+                    let c = list.component[i];
+                    let v = decayed(model, c, list.amount[i], list.time[i], at);
+                    let key = col_key(pi as u32, brand_id[list.brand[i].index()]);
                     match row.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, acc)) => acc[c.index()] += v,
                         None => {
@@ -240,8 +288,10 @@ impl RelSnapshot {
 
         RelSnapshot {
             at,
-            people: people.into_iter().cloned().collect(),
-            brands: brands.into_iter().cloned().collect(),
+            people_ids: people.iter().map(|p| table.name(*p).clone()).collect(),
+            brand_ids: brands.iter().map(|b| table.name(*b).clone()).collect(),
+            people,
+            brands,
             spill_offsets,
             spill_targets,
             spill_coef,
@@ -254,11 +304,23 @@ impl RelSnapshot {
         }
     }
 
+    /// The people, numbered by position (sorted by id).
     pub fn people(&self) -> &[EntityId] {
+        &self.people_ids
+    }
+
+    /// The brands, numbered by position (sorted by id).
+    pub fn brands(&self) -> &[EntityId] {
+        &self.brand_ids
+    }
+
+    /// The people's handles, numbered as [`Self::people`].
+    pub(crate) fn people_handles(&self) -> &[Handle] {
         &self.people
     }
 
-    pub fn brands(&self) -> &[EntityId] {
+    /// The brands' handles, numbered as [`Self::brands`].
+    pub(crate) fn brand_handles(&self) -> &[Handle] {
         &self.brands
     }
 
@@ -298,7 +360,7 @@ impl RelSnapshot {
     /// `s` as [`Self::propagate`] sums it, and its exact residual
     /// `r = x + αM s − s` (what the truncation left out, up to rounding),
     /// both in row order; `s + Σ_k (αM)^k r` is then the whole series.
-    pub fn seed(&self) -> (Vec<((u32, u32), Components)>, Vec<((u32, u32), Components)>) {
+    pub fn seed(&self) -> (Rows, Rows) {
         let total = self.total();
         let audience = self.audience(&total);
         let mut association = self.association(&total);
@@ -463,9 +525,110 @@ fn merge_add(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
     out
 }
 
-/// Every relationship's score at `at` (what `ScoreState::batch` answers).
-pub fn batch(state: &ScoreState, at: DateTime<Utc>) -> BatchScores {
-    RelSnapshot::build(state, at).into_scores(state.model(), at)
+impl FoldState {
+    /// Every relationship's score at `at`: the relationship-space driver,
+    /// parallel over brands and people.
+    pub fn batch(&self, at: DateTime<Utc>) -> BatchScores {
+        RelSnapshot::build(self, at).into_scores(self.model(), at)
+    }
+
+    /// The sequential forward walk from every impulse that `batch` replaced,
+    /// kept as the oracle the parallel driver is tested against
+    /// (`tests/it/relspace.rs`) and benched against. Not for serving.
+    #[doc(hidden)]
+    pub fn batch_reference(&self, at: DateTime<Utc>) -> BatchScores {
+        let model = self.model();
+        let alpha_f = model.propagation.audience;
+        let tol = model.tolerance;
+
+        let table = self.table();
+        let name = |h: Handle| table.name(h).clone();
+        let mut x: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
+        let mut people: Vec<Handle> = self.impulses.keys().copied().collect();
+        table.sort(&mut people);
+        for p in people {
+            if !self.consents_h(p, at) {
+                continue;
+            }
+            let list = &self.impulses[&p];
+            for i in 0..list.until(at) {
+                let c = list.component[i];
+                let v = decayed(model, c, list.amount[i], list.time[i], at);
+                x.entry((name(p), name(list.brand[i]))).or_insert([0.0; 6])[c.index()] += v;
+            }
+        }
+
+        // Followers of each person with their attention share.
+        let mut attention: HashMap<EntityId, f64> = HashMap::new();
+        let edges: Vec<(EntityId, EntityId, f64)> = self
+            .graph
+            .follow_edges(at)
+            .into_iter()
+            .map(|(q, p, w)| (name(q), name(p), w))
+            .collect();
+        for (q, _, w) in &edges {
+            *attention.entry(q.clone()).or_insert(0.0) += w;
+        }
+        let mut followers: HashMap<EntityId, Vec<(EntityId, f64)>> = HashMap::new();
+        for (q, p, w) in &edges {
+            if self.consents(q, at) {
+                followers
+                    .entry(p.clone())
+                    .or_default()
+                    .push((q.clone(), attention_share(alpha_f, *w, attention[q])));
+            }
+        }
+        let mut assoc_cache: HashMap<EntityId, Vec<(EntityId, f64)>> = HashMap::new();
+
+        let mut total = x.clone();
+        let mut frontier = x;
+        for _hop in 0..model.max_hops {
+            let mut next: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
+            for ((p, b), v) in &frontier {
+                if let Some(fs) = followers.get(p) {
+                    for (q, share) in fs {
+                        let e = next.entry((q.clone(), b.clone())).or_insert([0.0; 6]);
+                        for (acc, vi) in e.iter_mut().zip(v) {
+                            *acc += share * vi;
+                        }
+                    }
+                }
+                let shares = assoc_cache.entry(p.clone()).or_insert_with(|| {
+                    let h = self.handle(p).expect("a person of the state");
+                    self.association_shares(h, at)
+                        .into_iter()
+                        .map(|(b, c)| (name(b), c))
+                        .collect()
+                });
+                for (b2, c) in shares.iter() {
+                    if b2 == b {
+                        continue;
+                    }
+                    let e = next.entry((p.clone(), b2.clone())).or_insert([0.0; 6]);
+                    for (acc, vi) in e.iter_mut().zip(v) {
+                        *acc += c * vi;
+                    }
+                }
+            }
+            next.retain(|_, v| v.iter().fold(0.0f64, |m, x| m.max(x.abs())) >= tol);
+            if next.is_empty() {
+                break;
+            }
+            for (k, v) in &next {
+                let e = total.entry(k.clone()).or_insert([0.0; 6]);
+                for (acc, vi) in e.iter_mut().zip(v) {
+                    *acc += vi;
+                }
+            }
+            frontier = next;
+        }
+        let scores = total
+            .into_iter()
+            .filter(|((p, _), _)| self.consents(p, at))
+            .map(|(k, components)| (k, RelationScore::from_components(model, components)))
+            .collect();
+        BatchScores { at, scores }
+    }
 }
 
 impl RelSnapshot {
@@ -479,8 +642,8 @@ impl RelSnapshot {
             .map(|((p, b), components)| {
                 (
                     (
-                        self.people[p as usize].clone(),
-                        self.brands[b as usize].clone(),
+                        self.people_ids[p as usize].clone(),
+                        self.brand_ids[b as usize].clone(),
                     ),
                     RelationScore::from_components(model, components),
                 )

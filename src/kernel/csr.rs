@@ -47,6 +47,7 @@ use thiserror::Error;
 
 /// The user's mistakes a snapshot refuses to be built from.
 #[derive(Debug, Error, PartialEq)]
+#[allow(missing_docs)] // each variant's message says what it is, with its fields
 pub enum GraphError {
     #[error("edge {index} ({src} -> {dst}) names a node outside 0..{node_count}")]
     NodeOutOfRange {
@@ -75,8 +76,11 @@ pub enum GraphError {
 /// One directed weighted edge: mass flows from `src` to `dst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Edge {
+    /// Where mass comes from.
     pub src: u32,
+    /// Where it goes.
     pub dst: u32,
+    /// Finite and >= 0; a source's weights are normalised over its out-edges.
     pub weight: f64,
 }
 
@@ -302,6 +306,7 @@ impl PullCsr {
         Self::from_arrays(node_count, &sources, &targets, &weights)
     }
 
+    /// Nodes numbered `0..node_count()`.
     pub fn node_count(&self) -> usize {
         self.node_count
     }

@@ -7,8 +7,9 @@
 //! (MX)[q,b] = α_f Σ_p F[q,p] X[p,b]  +  α_a ā[q,b] Σ_{b'≠b} X[q,b']
 //! ```
 //!
-//! (`α` is folded into the coefficients: `α_f F` and `α_a ā`). Run one
-//! driver per component for all six; the graph is the same for each.
+//! (`α` is folded into the coefficients: `α_f F` and `α_a ā`, the attention
+//! and association shares of `shares.rs`). One lane per component; the
+//! graph is the same for each.
 //!
 //! It keeps scores `s` and a residual `r`, both sparse over
 //! `(person u32, brand u32)`, with the invariant
@@ -19,8 +20,8 @@
 //! not do IO, read the clock, or depend on anything but the sequence of
 //! operations: the push queue is a FIFO, seeded in sorted order, and
 //! neighbours are visited in id order, so the same operations give the same
-//! bits. `live::LiveScores` runs six of them (one per component) for the
-//! engine.
+//! bits. Its coefficients are `shares.rs`'s. `live::LiveScores` runs it
+//! with all six components as lanes for the engine.
 //!
 //! **Error bound.** With `‖X‖ = max_p Σ_b |X[p,b]|`, `‖αM‖ ≤ ρ = α_f + α_a < 1`
 //! (ARCHITECTURE.md, "Convergence"), so
@@ -38,7 +39,7 @@
 //! need not fall at every push: a person with many followers spreads to each
 //! of them with that follower's full attention share.)
 //!
-//! **Edge changes** (the standard trick; cf. `kernel::IncrementalPropagator`).
+//! **Edge changes** (the standard trick; cf. `crate::kernel::IncrementalPropagator`).
 //! The invariant says `r = x - (I - αM) s = x - s + αM s`. If `M` becomes
 //! `M'` and `s` is kept, the residual that keeps the invariant exact for the
 //! new graph is
@@ -63,21 +64,29 @@ use std::collections::VecDeque;
 
 use thiserror::Error;
 
-use super::Components;
+use crate::score::model::Components;
+use crate::score::shares::{association_share, attention_share};
 
 /// Errors from the caller's inputs.
 #[derive(Debug, Error, PartialEq)]
+#[allow(missing_docs)] // the fields are what the messages name
 pub enum IncrementalError {
+    /// Spill factors that would not converge.
     #[error("alpha_f = {alpha_f}, alpha_a = {alpha_a}: both must be >= 0 with a sum below 1")]
     BadAlpha { alpha_f: f64, alpha_a: f64 },
+    /// A tolerance that is not finite and positive.
     #[error("the tolerance must be finite and > 0, got {0}")]
     BadTolerance(String),
+    /// A person number past the driver's people.
     #[error("person {person} is outside 0..{people}")]
     PersonOutOfRange { person: u32, people: usize },
+    /// A brand number past the driver's brands.
     #[error("brand {brand} is outside 0..{brands}")]
     BrandOutOfRange { brand: u32, brands: usize },
+    /// A follow or association weight that is negative or not finite.
     #[error("weight {0} must be finite and >= 0")]
     BadWeight(f64),
+    /// An impulse that is not finite.
     #[error("impulse {0} must be finite")]
     BadImpulse(String),
 }
@@ -85,7 +94,9 @@ pub enum IncrementalError {
 /// Work done to settle one operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PushStats {
+    /// Entries pushed (their residual moved into the scores).
     pub pushes: usize,
+    /// Neighbour entries the pushes touched.
     pub visits: usize,
 }
 
@@ -97,6 +108,7 @@ pub struct PushStats {
 pub trait Value: Copy + std::fmt::Debug + PartialEq {
     /// The push threshold, one per lane.
     type Tol: Copy + std::fmt::Debug + PartialEq;
+    /// Zero in every lane.
     const ZERO: Self;
     /// `self += v`, lane by lane.
     fn add(&mut self, v: &Self);
@@ -110,7 +122,9 @@ pub trait Value: Copy + std::fmt::Debug + PartialEq {
     fn exceeds(&self, tol: &Self::Tol) -> bool;
     /// Lane-wise `max(self, |v|)`.
     fn max_abs(&mut self, v: &Self);
+    /// Every lane is 0.
     fn is_zero(&self) -> bool;
+    /// Every lane is finite.
     fn is_finite(&self) -> bool;
     /// Every lane finite and > 0.
     fn valid_tol(tol: &Self::Tol) -> bool;
@@ -516,14 +530,17 @@ impl<V: Value> IncrementalRelspace<V> {
         worst
     }
 
+    /// People numbered `0..people()`.
     pub fn people(&self) -> usize {
         self.follows.len()
     }
 
+    /// Brands numbered `0..brands()`.
     pub fn brands(&self) -> usize {
         self.brands
     }
 
+    /// The push threshold per lane.
     pub fn tolerance(&self) -> V::Tol {
         self.tol
     }
@@ -692,9 +709,8 @@ impl<V: Value> IncrementalRelspace<V> {
     /// `(b, α_a ā[p,b])` for a row of raw strengths.
     fn coef_row(&self, row: &[(u32, f64)]) -> Vec<(u32, f64)> {
         let sum: f64 = row.iter().map(|e| e.1).sum();
-        let norm = sum.max(1.0);
         row.iter()
-            .map(|&(b, a)| (b, self.alpha_a * (a / norm)))
+            .map(|&(b, a)| (b, association_share(self.alpha_a, a, sum)))
             .collect()
     }
 
@@ -708,7 +724,7 @@ impl<V: Value> IncrementalRelspace<V> {
             return acc;
         }
         for &(p, w) in &self.follows[qi] {
-            let c = self.alpha_f * (w / attention);
+            let c = attention_share(self.alpha_f, w, attention);
             for &(b, v) in &self.scores[p as usize] {
                 add_sorted(&mut acc, b, v.scaled(c));
             }
@@ -812,7 +828,7 @@ impl<V: Value> IncrementalRelspace<V> {
                 if att <= 0.0 {
                     continue;
                 }
-                let c = alpha_f * (w / att);
+                let c = attention_share(alpha_f, w, att);
                 bump(residual, queue, f, b, r.scaled(c));
             }
             stats.visits += followers[qi].len();

@@ -1,70 +1,20 @@
 //! `LiveScores`: every relationship's components at the latest event time
-//! (and any later time), kept up to date event by event with the incremental
-//! relationship-space driver (`incremental.rs`, all six components as lanes
-//! of one driver over one graph).
-//!
-//! It owns the id numbering of the live state, forward decay, consent and
-//! the checkpoints. It must not do IO or read the clock, and it is fed only
-//! by `ScoreState::fold`, which runs in canonical event order (time, id) in
-//! every case (appends, refolds, replays at start).
-//!
-//! **Checkpoints: batch, then per event.** The series is built in one go
-//! ([`LiveScores::build`], from the batch driver's sum and its exact
-//! residual, ids numbered in sorted order) from the state as it stood at
-//! canonical position `n − n mod CHECKPOINT_EVENTS` ([`checkpoint`]); the
-//! events after it are applied one by one (`ScoreState::sync_live`). So the
-//! live state is a function of the set of events alone, whatever the
-//! arrival order, batching or restarts; start-up and refolds record nothing
-//! for the events before the checkpoint.
-//!
-//! **Forward decay.** The graph (follows, associations, consent) is a step
-//! function of time that changes only at events, and decay is a factor per
-//! component, so for any `at` at or after the latest event
-//!
-//! `s_c(at) = 2^(-(at - o)/h_c) · Σ_k (αM)^k x̃_c`,  `x̃_c = Σ_i w_c x_i 2^((t_i - o)/h_c)`
-//!
-//! with `o` the origin (the checkpoint's time) and `h_c` the half-life. The
-//! driver keeps the series of `x̃` (forward units); a read multiplies by one
-//! factor per component. The push threshold
-//! of each lane is the model's tolerance in current units,
-//! `tol · 2^((latest - o)/h_c)` in forward units.
-//!
-//! **A moving landmark** (Cormode, Shkapenyuk, Srivastava, Xu, "Forward
-//! decay: a practical time decay model for streaming systems", ICDE 2009,
-//! section on numerical issues). `2^((t - o)/h)` overflows an f64 past 1,024
-//! half-lives (85 years with a 30-day half-life, 20 years with 7 days), and
-//! events that far apart are ordinary (a placeholder date beside today's).
-//! So when an event is applied more than `RENORMALISE_AFTER_HALF_LIVES`
-//! half-lives of the shortest component after the origin, the origin moves
-//! to that event's time: `s`, `r` (and with them the thresholds) are
-//! multiplied per component by `2^(-(t - o)/h_c)` (the series is linear),
-//! which underflows harmlessly to zero for what has decayed away. Every
-//! forward factor then stays below `2^RENORMALISE_AFTER_HALF_LIVES`, for any
-//! span of event time and any half-life. The landmark moves only while
-//! events are applied in canonical order after a checkpoint, at a time
-//! that is a function of those events, so the bits stay a function of the
-//! event set.
-//!
-//! **Consent.** A person without consent is out of the series (ARCHITECTURE.md,
-//! "Scoring"): no impulses, no follow row (receives no audience spill), no
-//! association row. Withdrawal removes all three from the driver; a new grant
-//! puts back what the state holds then.
-//!
-//! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
-//! canonical order, so the check is deterministic too), the worst residual
-//! row is measured; past `max_error` the series is rebuilt from the inputs
-//! (`ScoreState::recompute_live`, a checkpoint). By construction each row
-//! holds at most `B·tol` (B: brands with a residual entry for that person),
-//! so this is a backstop against rounding and people with very many brands.
+//! (and any later time), kept up to date operation by operation with the
+//! push driver (`propagate::push`, all six components as lanes of one
+//! driver over one graph), in forward-decay units (module docs of
+//! `live`). It owns the id numbering of the live state, forward decay and
+//! its moving landmark, consent and the drift bound; `LiveSeries` (mod.rs)
+//! feeds it. No IO, no clock.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::incremental::{IncrementalRelspace, PushStats, Value};
-use super::{Component, Components, ScoringModel};
-use crate::domain::{EntityId, Event};
+use crate::graph::{EntityTable, Handle};
+use crate::score::model::{Component, Components, ScoringModel};
+use crate::score::propagate::push::{IncrementalRelspace, PushStats, Value};
+use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
 
 /// The drift bound in units of the model's tolerance (1e-3 raw units, about
 /// 0.01 points, with the default model).
@@ -86,7 +36,9 @@ pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
 pub struct LiveStats {
     /// Driver operations (impulses, follow and association changes).
     pub operations: u64,
+    /// Entries pushed.
     pub pushes: u64,
+    /// Neighbour entries pushes touched.
     pub visits: u64,
     /// Checkpoints built (every `CHECKPOINT_EVENTS` events, plus drift rebuilds).
     pub builds: u64,
@@ -96,13 +48,15 @@ pub struct LiveStats {
     pub renormalisations: u64,
 }
 
+/// The live series (module docs): every relationship's components, in
+/// forward-decay units, with its own id numbering.
 #[derive(Debug, Clone)]
 pub struct LiveScores {
     model: Arc<ScoringModel>,
-    people: Vec<EntityId>,
-    person_ix: FxHashMap<EntityId, u32>,
-    brands: Vec<EntityId>,
-    brand_ix: FxHashMap<EntityId, u32>,
+    people: Vec<Handle>,
+    person_ix: FxHashMap<Handle, u32>,
+    brands: Vec<Handle>,
+    brand_ix: FxHashMap<Handle, u32>,
     driver: IncrementalRelspace<Components>,
     /// Forward-decay origin `o`: the checkpoint's time, or the event it last
     /// moved to (module docs, "A moving landmark").
@@ -114,50 +68,8 @@ pub struct LiveScores {
     stats: LiveStats,
 }
 
-/// Events between two checkpoints (canonical positions).
-pub(crate) const CHECKPOINT_EVENTS: usize = 128;
-
-/// Where the live series of a log (sorted canonically) is built in one go.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Checkpoint {
-    /// `(origin, as_of)`: the build takes the inputs as they stood at
-    /// `as_of`; `None` for an empty log.
-    pub at: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// The first position applied event by event after the build.
-    pub first_pending: usize,
-}
-
-/// The latest checkpoint of a log: position `P = n - n mod K`. If `P = n`,
-/// the build takes everything (as of the latest event); else it takes the
-/// events before the time of event `P` (those at that time and after are
-/// applied per event, so equal times never straddle the build).
-pub(crate) fn checkpoint(events: &[Event]) -> Checkpoint {
-    let n = events.len();
-    let Some(last) = events.last() else {
-        return Checkpoint {
-            at: None,
-            first_pending: 0,
-        };
-    };
-    let p = n - n % CHECKPOINT_EVENTS;
-    if p == n {
-        return Checkpoint {
-            at: Some((last.time, last.time)),
-            first_pending: n,
-        };
-    }
-    let c = events[p].time;
-    Checkpoint {
-        at: Some((c, c - chrono::Duration::nanoseconds(1))),
-        first_pending: events.partition_point(|e| e.time < c),
-    }
-}
-
-fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1000.0
-}
-
 impl LiveScores {
+    /// An empty series for `model`.
     pub fn new(model: Arc<ScoringModel>) -> Self {
         let p = model.propagation;
         let tol = [model.live_tolerance; 6];
@@ -178,37 +90,43 @@ impl LiveScores {
         }
     }
 
+    /// The work done so far.
     pub fn stats(&self) -> LiveStats {
         self.stats
     }
 
+    /// Carries on counting from `stats` (a series rebuilt beside another).
+    pub(crate) fn set_stats(&mut self, stats: LiveStats) {
+        self.stats = stats;
+    }
+
     fn half_life_seconds(&self, c: usize) -> f64 {
-        self.model.half_life_days.get(Component::ALL[c]) * 86_400.0
+        half_life_seconds(&self.model, Component::ALL[c])
     }
 
     /// `2^(sign · seconds / h_c)` per component.
     fn factors(&self, seconds: f64, sign: f64) -> Components {
-        std::array::from_fn(|c| (sign * seconds / self.half_life_seconds(c)).exp2())
+        std::array::from_fn(|c| half_life_factor(sign * seconds, self.half_life_seconds(c)))
     }
 
-    fn person(&mut self, id: &EntityId) -> u32 {
+    fn person(&mut self, id: &Handle) -> u32 {
         if let Some(&i) = self.person_ix.get(id) {
             return i;
         }
         let i = self.people.len() as u32;
-        self.people.push(id.clone());
-        self.person_ix.insert(id.clone(), i);
+        self.people.push(*id);
+        self.person_ix.insert(*id, i);
         self.driver.grow(self.people.len(), self.brands.len());
         i
     }
 
-    fn brand(&mut self, id: &EntityId) -> u32 {
+    fn brand(&mut self, id: &Handle) -> u32 {
         if let Some(&i) = self.brand_ix.get(id) {
             return i;
         }
         let i = self.brands.len() as u32;
-        self.brands.push(id.clone());
-        self.brand_ix.insert(id.clone(), i);
+        self.brands.push(*id);
+        self.brand_ix.insert(*id, i);
         self.driver.grow(self.people.len(), self.brands.len());
         i
     }
@@ -227,6 +145,7 @@ impl LiveScores {
         self.driver.hold();
     }
 
+    /// Settles the operations of the event begun by [`Self::begin_event`].
     pub fn end_event(&mut self) {
         let stats = self.driver.release();
         self.stats.pushes += stats.pushes as u64;
@@ -243,7 +162,7 @@ impl LiveScores {
         }
         self.latest = Some(t);
         let mut origin = *self.origin.get_or_insert(t);
-        if seconds(origin, t) / self.shortest_half_life() > RENORMALISE_AFTER_HALF_LIVES {
+        if seconds_between(origin, t) / self.shortest_half_life() > RENORMALISE_AFTER_HALF_LIVES {
             self.move_origin(t);
             origin = t;
         }
@@ -268,14 +187,14 @@ impl LiveScores {
             self.origin = Some(to);
             return;
         };
-        let factor = self.factors(seconds(origin, to), -1.0);
+        let factor = self.factors(seconds_between(origin, to), -1.0);
         self.driver.scale(&factor);
         self.origin = Some(to);
         self.stats.renormalisations += 1;
     }
 
     fn tolerance_at(&self, origin: DateTime<Utc>, t: DateTime<Utc>) -> Components {
-        self.factors(seconds(origin, t), 1.0)
+        self.factors(seconds_between(origin, t), 1.0)
             .map(|f| self.model.live_tolerance * f)
     }
 
@@ -298,38 +217,40 @@ impl LiveScores {
     pub fn build(
         model: Arc<ScoringModel>,
         origin: DateTime<Utc>,
-        follows: &[(EntityId, EntityId, f64)],
-        associations: &[(EntityId, EntityId, f64)],
-        scores: &[(&EntityId, &EntityId, Components)],
-        residual: &[(&EntityId, &EntityId, Components)],
-        withdrawn: &[EntityId],
+        follows: &[(Handle, Handle, f64)],
+        associations: &[(Handle, Handle, f64)],
+        scores: &[(Handle, Handle, Components)],
+        residual: &[(Handle, Handle, Components)],
+        withdrawn: &[Handle],
+        table: &EntityTable,
         previous: LiveStats,
     ) -> Self {
         let mut this = Self::new(model);
         this.origin = Some(origin);
         this.latest = Some(origin);
-        let mut people: Vec<&EntityId> = Vec::new();
-        let mut brands: Vec<&EntityId> = Vec::new();
+        let mut people: Vec<Handle> = Vec::new();
+        let mut brands: Vec<Handle> = Vec::new();
         for (q, p, _) in follows {
-            people.extend([q, p]);
+            people.extend([*q, *p]);
         }
         for (p, b, _) in associations {
-            people.push(p);
-            brands.push(b);
+            people.push(*p);
+            brands.push(*b);
         }
         for (p, b, _) in scores.iter().chain(residual) {
-            people.push(p);
-            brands.push(b);
+            people.push(*p);
+            brands.push(*b);
         }
         people.extend(withdrawn);
-        people.sort_unstable();
-        people.dedup();
-        brands.sort_unstable();
-        brands.dedup();
-        for p in people {
+        for list in [&mut people, &mut brands] {
+            list.sort_unstable();
+            list.dedup();
+            table.sort(list);
+        }
+        for p in &people {
             this.person(p);
         }
-        for b in brands {
+        for b in &brands {
             this.brand(b);
         }
         let out: FxHashSet<u32> = withdrawn.iter().map(|p| this.person_ix[p]).collect();
@@ -343,12 +264,11 @@ impl LiveScores {
             .map(|(p, b, s)| (this.person_ix[p], this.brand_ix[b], *s))
             .filter(|(p, ..)| !out.contains(p))
             .collect();
-        let numbered =
-            |list: &[(&EntityId, &EntityId, Components)]| -> Vec<(u32, u32, Components)> {
-                list.iter()
-                    .map(|(p, b, v)| (this.person_ix[*p], this.brand_ix[*b], *v))
-                    .collect()
-            };
+        let numbered = |list: &[(Handle, Handle, Components)]| -> Vec<(u32, u32, Components)> {
+            list.iter()
+                .map(|(p, b, v)| (this.person_ix[p], this.brand_ix[b], *v))
+                .collect()
+        };
         let (s, r) = (numbered(scores), numbered(residual));
         let prop = this.model.propagation;
         let (driver, stats) = IncrementalRelspace::from_parts(
@@ -376,8 +296,8 @@ impl LiveScores {
     /// (weighted here, as the batch driver does).
     pub fn impulse(
         &mut self,
-        person: &EntityId,
-        brand: &EntityId,
+        person: &Handle,
+        brand: &Handle,
         component: Component,
         amount: f64,
         t: DateTime<Utc>,
@@ -392,17 +312,14 @@ impl LiveScores {
     }
 
     fn forward(&self, component: Component, amount: f64, t: DateTime<Utc>) -> Components {
-        let c = component.index();
         let origin = self.origin.unwrap_or(t);
         let mut x = [0.0; 6];
-        x[c] = amount
-            * self.model.weight.get(component)
-            * (seconds(origin, t) / self.half_life_seconds(c)).exp2();
+        x[component.index()] = forward(&self.model, component, amount, t, origin);
         x
     }
 
     /// Follower `q`'s follow of person `p` set (`Some(weight)`) or removed.
-    pub fn set_follow(&mut self, q: &EntityId, p: &EntityId, weight: Option<f64>) {
+    pub fn set_follow(&mut self, q: &Handle, p: &Handle, weight: Option<f64>) {
         let (qi, pi) = (self.person(q), self.person(p));
         if self.withdrawn.contains(&qi) {
             return;
@@ -416,7 +333,7 @@ impl LiveScores {
 
     /// Person `p`'s association with `brand` set or removed (raw strength;
     /// the driver normalises the row).
-    pub fn set_association(&mut self, p: &EntityId, brand: &EntityId, strength: Option<f64>) {
+    pub fn set_association(&mut self, p: &Handle, brand: &Handle, strength: Option<f64>) {
         let (pi, b) = (self.person(p), self.brand(brand));
         if self.withdrawn.contains(&pi) {
             return;
@@ -433,8 +350,8 @@ impl LiveScores {
     /// association row out of the series.
     pub fn withdraw(
         &mut self,
-        person: &EntityId,
-        impulses: &[(EntityId, Component, f64, DateTime<Utc>)],
+        person: &Handle,
+        impulses: &[(Handle, Component, f64, DateTime<Utc>)],
     ) {
         let p = self.person(person);
         if self.withdrawn.contains(&p) {
@@ -460,10 +377,10 @@ impl LiveScores {
     /// associations and impulses as the state holds them now.
     pub fn grant(
         &mut self,
-        person: &EntityId,
-        follows: &[(EntityId, f64)],
-        associations: &[(EntityId, f64)],
-        impulses: &[(EntityId, Component, f64, DateTime<Utc>)],
+        person: &Handle,
+        follows: &[(Handle, f64)],
+        associations: &[(Handle, f64)],
+        impulses: &[(Handle, Component, f64, DateTime<Utc>)],
     ) {
         let Some(&p) = self.person_ix.get(person) else {
             return;
@@ -489,7 +406,7 @@ impl LiveScores {
         let Some(latest) = self.latest else {
             return 0.0;
         };
-        let now = self.factors(seconds(self.origin.expect("set"), latest), -1.0);
+        let now = self.factors(seconds_between(self.origin.expect("set"), latest), -1.0);
         let bound = self.driver.error_bound();
         bound.iter().zip(now).map(|(b, f)| b * f).sum()
     }
@@ -501,9 +418,10 @@ impl LiveScores {
     pub fn components_at(
         &self,
         at: DateTime<Utc>,
-    ) -> Option<Vec<((EntityId, EntityId), Components)>> {
+        table: &EntityTable,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
         let factor = match (self.origin, self.latest) {
-            (Some(o), Some(l)) if at >= l => self.factors(seconds(o, at), -1.0),
+            (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
             (None, _) => return Some(Vec::new()),
             _ => return None,
         };
@@ -514,14 +432,15 @@ impl LiveScores {
             }
             for &(b, v) in self.driver.row(p as u32) {
                 if !v.is_zero() {
-                    out.push((
-                        (id.clone(), self.brands[b as usize].clone()),
-                        v.times(&factor),
-                    ));
+                    out.push(((*id, self.brands[b as usize]), v.times(&factor)));
                 }
             }
         }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by(|x, y| {
+            table
+                .cmp(x.0.0, y.0.0)
+                .then_with(|| table.cmp(x.0.1, y.0.1))
+        });
         Some(out)
     }
 

@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::graph::csr::{Edge, GraphError, InWeights, PullCsr};
+pub mod csr;
+
+use csr::{Edge, GraphError, InWeights, PullCsr};
 
 /// Destinations per parallel task. Fixed (not derived from the thread count)
 /// so the partial L1 sums, and their sequential reduction, are the same on
@@ -24,6 +26,7 @@ const CHUNK: usize = 1024;
 /// Errors of the propagation core: bad parameters or inputs from the caller,
 /// or a run that did not converge within its iteration budget.
 #[derive(Debug, Error, PartialEq)]
+#[allow(missing_docs)] // each variant's message says what it is, with its fields
 pub enum KernelError {
     #[error("alpha must be in [0, 1) for the sum to converge, got {0}")]
     BadAlpha(f64),
@@ -131,6 +134,9 @@ pub struct BatchPropagator<'g> {
 }
 
 impl<'g> BatchPropagator<'g> {
+    /// A run over `csr` from `seeds` (one per node) with damping `alpha`.
+    /// Errors: `alpha` outside [0, 1), a seed count other than the node
+    /// count, a seed that is not finite.
     pub fn new(csr: &'g PullCsr, seeds: &[f64], alpha: f64) -> Result<Self, KernelError> {
         validate_alpha_tol(alpha, 1.0)?;
         let n = csr.node_count();
@@ -255,6 +261,7 @@ impl<'g> BatchPropagator<'g> {
         Ok(())
     }
 
+    /// Steps taken so far.
     pub fn iterations(&self) -> usize {
         self.iterations
     }
@@ -274,6 +281,7 @@ impl<'g> BatchPropagator<'g> {
                 * std::mem::size_of::<f32>()
     }
 
+    /// The scores (caller's node ids) with the run's figures.
     pub fn into_result(self) -> Propagation {
         Propagation {
             scores: self.csr.to_external(&self.scores),
@@ -356,7 +364,9 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 /// Work done to settle one update.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PushStats {
+    /// Nodes pushed.
     pub pushes: usize,
+    /// Edges the pushes visited.
     pub edge_visits: usize,
 }
 
@@ -520,6 +530,7 @@ impl IncrementalPropagator {
         Ok((this, stats))
     }
 
+    /// Nodes numbered `0..node_count()`.
     pub fn node_count(&self) -> usize {
         self.scores.len()
     }
@@ -567,6 +578,7 @@ impl IncrementalPropagator {
         self.pending[self.label[node as usize] as usize].limit
     }
 
+    /// The push threshold (absolute, seed units).
     pub fn tolerance(&self) -> f64 {
         self.tol
     }

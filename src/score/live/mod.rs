@@ -1,0 +1,355 @@
+//! The live series: every relationship's components now, kept event by
+//! event. `LiveSeries` consumes the fold's deltas (`fold::deltas`) and
+//! keeps `LiveScores` (`scores.rs`: the push driver in forward-decay units)
+//! up to date; it reads the fold's state only to build checkpoints. It
+//! must not do IO or read the clock: `sync` is sliced by a `stop` callback
+//! the caller owns.
+//!
+//! **Checkpoints: batch, then per event.** The series is built in one go
+//! ([`LiveScores::build`], from the batch driver's sum and its exact
+//! residual, ids numbered in sorted order) from the state as it stood at
+//! canonical position `n − n mod CHECKPOINT_EVENTS` ([`Checkpoint`]); the
+//! events after it are applied one by one from their deltas
+//! ([`LiveSeries::sync`]). So the live state is a function of the set of
+//! events alone, whatever the arrival order, batching or restarts; start-up
+//! and refolds emit no deltas for the events before the checkpoint.
+//!
+//! **Forward decay.** The graph (follows, associations, consent) is a step
+//! function of time that changes only at events, and decay is a factor per
+//! component, so for any `at` at or after the latest event
+//!
+//! `s_c(at) = 2^(-(at - o)/h_c) · Σ_k (αM)^k x̃_c`,  `x̃_c = Σ_i w_c x_i 2^((t_i - o)/h_c)`
+//!
+//! with `o` the origin (the checkpoint's time) and `h_c` the half-life. The
+//! driver keeps the series of `x̃` (forward units); a read multiplies by one
+//! factor per component. The push threshold of each lane is the model's
+//! tolerance in current units, `tol · 2^((latest - o)/h_c)` in forward units.
+//!
+//! **A moving landmark** (Cormode, Shkapenyuk, Srivastava, Xu, "Forward
+//! decay: a practical time decay model for streaming systems", ICDE 2009,
+//! section on numerical issues). `2^((t - o)/h)` overflows an f64 past 1,024
+//! half-lives (85 years with a 30-day half-life, 20 years with 7 days), and
+//! events that far apart are ordinary (a placeholder date beside today's).
+//! So when an event is applied more than `RENORMALISE_AFTER_HALF_LIVES`
+//! half-lives of the shortest component after the origin, the origin moves
+//! to that event's time: `s`, `r` (and with them the thresholds) are
+//! multiplied per component by `2^(-(t - o)/h_c)` (the series is linear),
+//! which underflows harmlessly to zero for what has decayed away. Every
+//! forward factor then stays below `2^RENORMALISE_AFTER_HALF_LIVES`, for any
+//! span of event time and any half-life. The landmark moves only while
+//! events are applied in canonical order after a checkpoint, at a time
+//! that is a function of those events, so the bits stay a function of the
+//! event set.
+//!
+//! **Consent.** A person without consent is out of the series (ARCHITECTURE.md,
+//! "Scoring"): no impulses, no follow row (receives no audience spill), no
+//! association row. Withdrawal removes all three from the driver; a new grant
+//! puts back what the state holds then (the deltas carry it).
+//!
+//! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
+//! canonical order, so the check is deterministic too), the worst residual
+//! row is measured; past `max_error` the series is rebuilt from the inputs
+//! (a checkpoint). By construction each row holds at most `B·tol` (B: brands
+//! with a residual entry for that person), so this is a backstop against
+//! rounding and people with very many brands.
+
+mod scores;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+pub use scores::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
+
+use crate::graph::{EntityTable, Handle};
+use crate::score::fold::{Delta, EventDeltas, FoldState};
+use crate::score::model::{Components, ScoringModel};
+use crate::score::propagate::batch::RelSnapshot;
+
+/// Events between two checkpoints (canonical positions).
+pub const CHECKPOINT_EVENTS: usize = 128;
+
+/// Where the live series of a log is built in one go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Checkpoint {
+    /// `(origin, as_of)`: the build takes the inputs as they stood at
+    /// `as_of`; `None` for an empty log.
+    pub at: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The first canonical position applied event by event after the build.
+    pub first_pending: usize,
+}
+
+/// Where the folded log stands in canonical order, as far as the live
+/// series needs it to place its checkpoint: the count, the latest event's
+/// time with the first position of that time, and the same for the latest
+/// checkpoint position (a multiple of [`CHECKPOINT_EVENTS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LogClock {
+    count: usize,
+    /// (time, first position with that time) of the latest event.
+    last: Option<(DateTime<Utc>, usize)>,
+    /// (position, time, first position with that time) of the latest event
+    /// at a multiple of `CHECKPOINT_EVENTS`.
+    mark: Option<(usize, DateTime<Utc>, usize)>,
+}
+
+impl LogClock {
+    /// One more event, at or after the latest.
+    pub fn tick(&mut self, t: DateTime<Utc>) {
+        let i = self.count;
+        let run = match self.last {
+            Some((lt, start)) if lt == t => start,
+            _ => i,
+        };
+        self.last = Some((t, run));
+        if i.is_multiple_of(CHECKPOINT_EVENTS) {
+            self.mark = Some((i, t, run));
+        }
+        self.count += 1;
+    }
+
+    /// Events counted.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The latest checkpoint of the log: position `P = n - n mod K`. If
+    /// `P = n`, the build takes everything (as of the latest event); else
+    /// it takes the events before the time of event `P` (those at that time
+    /// and after are applied per event, so equal times never straddle the
+    /// build).
+    pub fn checkpoint(&self) -> Checkpoint {
+        let n = self.count;
+        let Some((last, _)) = self.last else {
+            return Checkpoint {
+                at: None,
+                first_pending: 0,
+            };
+        };
+        let p = n - n % CHECKPOINT_EVENTS;
+        if p == n {
+            return Checkpoint {
+                at: Some((last, last)),
+                first_pending: n,
+            };
+        }
+        let (at, c, run) = self.mark.expect("a log of n > 0 events has a mark");
+        debug_assert_eq!(at, p);
+        Checkpoint {
+            at: Some((c, c - chrono::Duration::nanoseconds(1))),
+            first_pending: run,
+        }
+    }
+}
+
+/// The live series and what it has not applied yet (module docs).
+#[derive(Debug, Clone)]
+pub struct LiveSeries {
+    scores: LiveScores,
+    /// Deltas of folded events not applied yet, in canonical order; always
+    /// the events from some position up to the latest folded.
+    pending: VecDeque<EventDeltas>,
+    clock: LogClock,
+}
+
+impl LiveSeries {
+    /// The series of a log whose canonical clock is `clock`, not built yet:
+    /// it expects the deltas of the events from `clock.checkpoint()
+    /// .first_pending` on.
+    pub fn new(model: Arc<ScoringModel>, clock: LogClock) -> Self {
+        Self {
+            scores: LiveScores::new(model),
+            pending: VecDeque::new(),
+            clock,
+        }
+    }
+
+    /// The series itself.
+    pub fn scores(&self) -> &LiveScores {
+        &self.scores
+    }
+
+    /// Takes the deltas of newly folded events (in canonical order).
+    pub fn receive(&mut self, deltas: VecDeque<EventDeltas>) {
+        for e in deltas {
+            if e.index as usize >= self.clock.count {
+                debug_assert_eq!(e.index as usize, self.clock.count);
+                self.clock.tick(e.time);
+            }
+            self.pending.push_back(e);
+        }
+    }
+
+    /// Folded events whose deltas are not applied yet.
+    pub fn lag(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether the series has applied every folded event.
+    pub fn synced(&self) -> bool {
+        self.pending.is_empty() && self.scores.checkpoint() == self.clock.checkpoint().at
+    }
+
+    /// The components at `at`, sorted by (person id, brand id); `None`
+    /// while the series has not caught up or when `at` is before the latest
+    /// event.
+    pub fn components_at(
+        &self,
+        at: DateTime<Utc>,
+        table: &EntityTable,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
+        if !self.synced() {
+            return None;
+        }
+        self.scores.components_at(at, table)
+    }
+
+    /// Brings the series up to date with the folded events, in canonical
+    /// order: a build at the latest checkpoint if it is not there yet, then
+    /// the pending events after it one by one. Asks `stop` after each event
+    /// and stops when it says so; returns whether it caught up. The result
+    /// is the same whenever and in how many slices it runs.
+    pub fn sync(&mut self, state: &FoldState, mut stop: impl FnMut() -> bool) -> bool {
+        let target = self.clock.checkpoint();
+        if self.scores.checkpoint() != target.at {
+            let Some((_, as_of)) = target.at else {
+                return true;
+            };
+            self.build_at(state, as_of);
+            self.scores.set_checkpoint(target.at);
+            let first = target.first_pending as u32;
+            while self.pending.front().is_some_and(|e| e.index < first) {
+                self.pending.pop_front();
+            }
+        }
+        while let Some(event) = self.pending.pop_front() {
+            self.apply(&event);
+            // The drift check, at canonical positions where the inputs as of
+            // this event's time are exactly those of the events up to it.
+            let next_later = self.pending.front().is_none_or(|e| e.time > event.time);
+            if (event.index + 1) % scores::CHECK_EVERY == 0
+                && next_later
+                && self.scores.check_drift()
+            {
+                let mark = self.scores.checkpoint();
+                self.build_at(state, event.time);
+                self.scores.set_checkpoint(mark);
+                self.scores.note_recompute();
+            }
+            if stop() {
+                return self.pending.is_empty();
+            }
+        }
+        true
+    }
+
+    fn apply(&mut self, event: &EventDeltas) {
+        let t = event.time;
+        let live = &mut self.scores;
+        live.advance(t);
+        live.begin_event();
+        for delta in &event.deltas {
+            match delta {
+                Delta::Impulse {
+                    person,
+                    brand,
+                    component,
+                    amount,
+                } => live.impulse(person, brand, *component, *amount, t),
+                Delta::Follow {
+                    follower,
+                    followee,
+                    strength,
+                } => live.set_follow(follower, followee, *strength),
+                Delta::Association {
+                    person,
+                    brand,
+                    strength,
+                } => live.set_association(person, brand, Some(*strength)),
+                Delta::ConsentWithdrawn { person, impulses } => live.withdraw(person, impulses),
+                Delta::ConsentGranted {
+                    person,
+                    follows,
+                    associations,
+                    impulses,
+                } => live.grant(person, follows, associations, impulses),
+            }
+        }
+        live.end_event();
+    }
+
+    /// Rebuilds the series (a checkpoint) from the state as it stood at
+    /// `as_of` (follows, associations, consent, the impulses of events at or
+    /// before it): the batch driver sums the series there, and the live
+    /// series starts from that and its residual.
+    fn build_at(&mut self, state: &FoldState, as_of: DateTime<Utc>) {
+        let table = state.table();
+        let snapshot = RelSnapshot::build(state, as_of);
+        let (s, r) = snapshot.seed();
+        let (people, brands) = (snapshot.people_handles(), snapshot.brand_handles());
+        let handles = |list: &[((u32, u32), Components)]| -> Vec<_> {
+            list.iter()
+                .map(|((p, b), v)| (people[*p as usize], brands[*b as usize], *v))
+                .collect()
+        };
+        let (s, r) = (handles(&s), handles(&r));
+        let follows = state.graph.follow_edges(as_of);
+        let mut persons: Vec<Handle> = table
+            .handles()
+            .filter(|h| table.kind(*h).is_person())
+            .collect();
+        table.sort(&mut persons);
+        let mut associations = Vec::new();
+        for p in persons {
+            for (b, a) in state.graph.associations(p, as_of) {
+                associations.push((p, b, a));
+            }
+        }
+        let withdrawn = state.withdrawn_at(as_of);
+        self.scores = LiveScores::build(
+            Arc::clone(state.model_arc()),
+            as_of,
+            &follows,
+            &associations,
+            &s,
+            &r,
+            &withdrawn,
+            table,
+            self.scores.stats(),
+        );
+    }
+
+    /// The series [`Self::recompute`] would make, made beside this one (no
+    /// copy of it): built from the inputs at the latest event, keeping its
+    /// checkpoint mark and clock. This one must have caught up (no pending
+    /// deltas).
+    pub fn recomputed(&self, state: &FoldState) -> LiveSeries {
+        debug_assert!(self.pending.is_empty());
+        let mut fresh = LiveSeries {
+            scores: LiveScores::new(Arc::clone(state.model_arc())),
+            pending: VecDeque::new(),
+            clock: self.clock,
+        };
+        fresh.scores.set_stats(self.scores.stats());
+        if let Some(latest) = state.latest_time() {
+            fresh.build_at(state, latest);
+            fresh.scores.note_recompute();
+        }
+        fresh.scores.set_checkpoint(self.scores.checkpoint());
+        fresh
+    }
+
+    /// A full recompute on demand (what a checkpoint does): catches up,
+    /// then rebuilds the series from the inputs at the latest event,
+    /// keeping its checkpoint mark, so it carries on per event from there.
+    pub fn recompute(&mut self, state: &FoldState) {
+        self.sync(state, || false);
+        if let Some(latest) = state.latest_time() {
+            let mark = self.scores.checkpoint();
+            self.build_at(state, latest);
+            self.scores.set_checkpoint(mark);
+            self.scores.note_recompute();
+        }
+    }
+}

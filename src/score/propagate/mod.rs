@@ -1,0 +1,37 @@
+//! Propagation: the truncated series `s = Σ_k (αM)^k x` over relationship
+//! space (ARCHITECTURE.md, "Scoring"), summed three ways over the fold's
+//! state, with decay and coefficients from `shares.rs`:
+//! - `adjoint`: one relationship with its reasons (`explain`, `score_at`);
+//! - `batch`: every relationship at one time (`RelSnapshot`, parallel);
+//! - `push`: the incremental driver the live series runs (`IncrementalRelspace`).
+//!
+//! It reads the fold's state and never changes it; no IO, no clock.
+
+pub mod adjoint;
+pub mod batch;
+pub mod push;
+
+use chrono::{DateTime, Utc};
+
+use crate::graph::Handle;
+use crate::score::fold::FoldState;
+use crate::score::shares::association_share;
+
+impl FoldState {
+    /// The association shares `α_a · s / max(1, Σs)` of `person` at `at`
+    /// (`shares.rs`), for each associated brand with a strength above 0,
+    /// sorted by brand id.
+    pub(crate) fn association_shares(
+        &self,
+        person: Handle,
+        at: DateTime<Utc>,
+    ) -> Vec<(Handle, f64)> {
+        let raw = self.graph.associations(person, at);
+        let total: f64 = raw.iter().map(|(_, w)| w).sum();
+        let alpha_a = self.model().propagation.association;
+        raw.into_iter()
+            .filter(|(_, w)| *w > 0.0)
+            .map(|(b, w)| (b, association_share(alpha_a, w, total)))
+            .collect()
+    }
+}

@@ -1,0 +1,347 @@
+//! `ScoreState`: what the engine owns, the fold's state (`fold`) and the
+//! live series it feeds with deltas (`live`), changed together so the live
+//! series always follows the fold. It reads as its fold state (`Deref`):
+//! explanations and batch evaluations are the fold state's.
+//!
+//! It holds the one read policy for "every relationship at `at`"
+//! ([`ScoreState::scores_at`]): the live series when it has caught up and
+//! `at` is at or after the latest event (where it is exact to its bound),
+//! else a batch evaluation. Decided here once; the engine, rankings, the
+//! materialised table and rescore all ask this.
+//!
+//! It keeps no event. A state is built from a log read twice in canonical
+//! order ([`ScoreState::builder`]: kinds, then the fold), and events later
+//! than everything folded are appended ([`ScoreState::apply`]); a late
+//! event makes `apply` decline, and whoever holds the log builds again.
+//!
+//! No IO, no clock: live catch-up is sliced by a `stop` callback.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::fold::{FoldState, PositionSet, sort_canonically};
+use super::live::{LiveScores, LiveSeries, LogClock};
+use super::model::{Components, ScoringModel};
+use super::propagate::batch::{BatchScores, RelSnapshot, RelationScore};
+use crate::domain::{Entity, EntityId, EntityKind, Event, Logged};
+
+/// The scoring state: the fold and its live series (module docs).
+#[derive(Debug, Clone)]
+pub struct ScoreState {
+    fold: FoldState,
+    live: LiveSeries,
+}
+
+impl Deref for ScoreState {
+    type Target = FoldState;
+    fn deref(&self) -> &FoldState {
+        &self.fold
+    }
+}
+
+/// How a read of every relationship at one time will be answered.
+pub enum ScoresAt {
+    /// From the live series: ready.
+    Live(BatchScores),
+    /// From a batch evaluation: a snapshot taken now, to be propagated
+    /// (`RelSnapshot::into_scores`) without holding the state.
+    Batch(Box<RelSnapshot>),
+}
+
+impl ScoresAt {
+    /// The scores, propagating a batch snapshot if that is what it is.
+    pub fn finish(self, model: &ScoringModel) -> BatchScores {
+        match self {
+            ScoresAt::Live(scores) => scores,
+            ScoresAt::Batch(snapshot) => {
+                let at = snapshot.at;
+                snapshot.into_scores(model, at)
+            }
+        }
+    }
+}
+
+/// Events a log holds in the same microsecond come from a store in id
+/// order (`store::EventStore::scan_from`); the fold needs (time, id) order
+/// to the nanosecond. This holds back the last microsecond's run of a chunk
+/// until the next chunk says it is complete, and sorts what it lets go.
+#[derive(Debug, Default)]
+struct Reorder {
+    held: Vec<Logged>,
+}
+
+impl Reorder {
+    /// Takes a chunk; answers what is ready, in canonical order.
+    fn push(&mut self, chunk: Vec<Logged>) -> Vec<Logged> {
+        self.held.extend(chunk);
+        let Some(last) = self.held.last() else {
+            return Vec::new();
+        };
+        let micros = last.event.time.timestamp_micros();
+        let run = self
+            .held
+            .iter()
+            .rposition(|l| l.event.time.timestamp_micros() != micros)
+            .map_or(0, |i| i + 1);
+        let mut ready: Vec<Logged> = self.held.drain(..run).collect();
+        sort_canonically(&mut ready);
+        ready
+    }
+
+    /// Everything held, in canonical order.
+    fn finish(&mut self) -> Vec<Logged> {
+        let mut rest = std::mem::take(&mut self.held);
+        sort_canonically(&mut rest);
+        rest
+    }
+}
+
+/// The first pass of a build (module docs): every event of the log, in the
+/// store's canonical order, for the kinds its roles fix and the log's
+/// clock. Then [`KindsPass::fold_pass`].
+///
+/// The second pass folds only the positions the first one saw: a store
+/// being written meanwhile answers the second pass with more events, and
+/// one of them naming as a brand an entity the first pass saw only
+/// followed would leave it a person (found by
+/// `pg_e2e::sigkill_mid_ingest_loses_no_acknowledged_event_on_the_embedded_store`).
+/// Events left out are folded when their own fold job comes.
+#[derive(Debug)]
+pub struct KindsPass {
+    fold: FoldState,
+    clock: LogClock,
+    order: Reorder,
+    seen: PositionSet,
+}
+
+/// What the first pass counted: the sizes the derived state will have
+/// (`engine::Footprint` estimates its memory from them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Events in the log.
+    pub events: u64,
+    /// People (consumers and influencers) the events and registrations name.
+    pub people: u64,
+    /// Brands.
+    pub brands: u64,
+    /// Every entity, occasions included.
+    pub entities: u64,
+}
+
+impl KindsPass {
+    /// Sees a chunk of the log (canonical order, as a store scans it).
+    pub fn see(&mut self, chunk: Vec<Logged>) {
+        let ready = self.order.push(chunk);
+        self.take(&ready);
+    }
+
+    fn take(&mut self, ready: &[Logged]) {
+        self.fold.fix_kinds(ready.iter().map(|l| &l.event));
+        for l in ready {
+            self.clock.tick(l.event.time);
+            self.seen.insert(l.position);
+        }
+    }
+
+    /// The counts of the whole log, once every chunk has been seen.
+    pub fn counts(&mut self) -> LogCounts {
+        let rest = self.order.finish();
+        self.take(&rest);
+        let table = self.fold.table();
+        let of = |k: fn(EntityKind) -> bool| {
+            table.handles().filter(|h| k(table.kind(*h))).count() as u64
+        };
+        LogCounts {
+            events: self.clock.count() as u64,
+            people: of(EntityKind::is_person),
+            brands: of(|k| k == EntityKind::Brand),
+            entities: table.len() as u64,
+        }
+    }
+
+    /// The second pass: the same log again, from the start.
+    pub fn fold_pass(mut self) -> FoldPass {
+        let rest = self.order.finish();
+        self.take(&rest);
+        let first = self.clock.checkpoint().first_pending as u32;
+        FoldPass {
+            emit_from: Some(first),
+            live: LiveSeries::new(Arc::clone(self.fold.model_arc()), self.clock),
+            fold: self.fold,
+            order: Reorder::default(),
+            seen: self.seen,
+        }
+    }
+}
+
+/// The second pass of a build: every event again, folded.
+#[derive(Debug)]
+pub struct FoldPass {
+    fold: FoldState,
+    live: LiveSeries,
+    emit_from: Option<u32>,
+    order: Reorder,
+    /// The positions the first pass saw: the only ones folded.
+    seen: PositionSet,
+}
+
+impl FoldPass {
+    /// Folds a chunk of the log (canonical order, as a store scans it):
+    /// the events of it the first pass saw.
+    pub fn fold(&mut self, mut chunk: Vec<Logged>) {
+        chunk.retain(|l| self.seen.contains(l.position));
+        let ready = self.order.push(chunk);
+        self.fold.fold_built(ready, self.emit_from);
+    }
+
+    /// The state, its live series not built yet (it builds when it first
+    /// syncs: `ScoreState::sync_live`).
+    pub fn finish(mut self) -> ScoreState {
+        let rest = self.order.finish();
+        self.fold.fold_built(rest, self.emit_from);
+        self.fold.built();
+        self.live.receive(self.fold.take_deltas());
+        ScoreState {
+            fold: self.fold,
+            live: self.live,
+        }
+    }
+}
+
+impl ScoreState {
+    /// An empty state scoring with `model`.
+    pub fn new(model: Arc<ScoringModel>) -> Self {
+        Self {
+            live: LiveSeries::new(Arc::clone(&model), LogClock::default()),
+            fold: FoldState::new(model),
+        }
+    }
+
+    /// A build from a log (module docs), with these registrations.
+    pub fn builder(model: Arc<ScoringModel>, entities: Vec<Entity>) -> KindsPass {
+        KindsPass {
+            fold: FoldState::to_build(model, entities),
+            clock: LogClock::default(),
+            order: Reorder::default(),
+            seen: PositionSet::default(),
+        }
+    }
+
+    /// The state of a log held in memory, in any order, the live series
+    /// caught up.
+    pub fn from_log(model: Arc<ScoringModel>, entities: Vec<Entity>, mut log: Vec<Logged>) -> Self {
+        sort_canonically(&mut log);
+        let mut kinds = Self::builder(model, entities);
+        kinds.see(log.clone());
+        let mut fold = kinds.fold_pass();
+        fold.fold(log);
+        let mut state = fold.finish();
+        state.sync_live(|| false);
+        state
+    }
+
+    /// The state of these events, as a log holding them at positions 0, 1,
+    /// ... in the order given (tests, tools, validity), the live series
+    /// caught up.
+    pub fn build(model: Arc<ScoringModel>, entities: Vec<Entity>, events: Vec<Event>) -> Self {
+        let log = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Logged {
+                position: i as u64,
+                event,
+            })
+            .collect();
+        Self::from_log(model, entities, log)
+    }
+
+    /// The fold's state.
+    pub fn fold(&self) -> &FoldState {
+        &self.fold
+    }
+
+    /// Folds in new events (those whose position is folded are skipped),
+    /// when they are later than everything folded. Returns `false`,
+    /// changing nothing, when one is not: the log must be built again
+    /// (module docs).
+    pub fn apply(&mut self, events: Vec<Logged>) -> bool {
+        if !self.fold.append(events) {
+            return false;
+        }
+        self.live.receive(self.fold.take_deltas());
+        true
+    }
+
+    /// The live series: every relationship now, kept per event.
+    pub fn live(&self) -> &LiveScores {
+        self.live.scores()
+    }
+
+    /// Whether the live series has applied every folded event.
+    pub fn live_synced(&self) -> bool {
+        self.live.synced()
+    }
+
+    /// Folded events the live series has not applied yet.
+    pub fn live_lag(&self) -> usize {
+        self.live.lag()
+    }
+
+    /// The live series' components at `at` (`None` while it has not caught
+    /// up with the folded events, or when `at` is before the latest event).
+    pub fn live_components_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<((EntityId, EntityId), Components)>> {
+        let table = self.fold.table();
+        let rows = self.live.components_at(at, table)?;
+        Some(
+            rows.into_iter()
+                .map(|((p, b), c)| ((table.name(p).clone(), table.name(b).clone()), c))
+                .collect(),
+        )
+    }
+
+    /// Brings the live series up to date, asking `stop` after each event
+    /// (`LiveSeries::sync`); returns whether it caught up.
+    pub fn sync_live(&mut self, stop: impl FnMut() -> bool) -> bool {
+        self.live.sync(&self.fold, stop)
+    }
+
+    /// A full recompute of the live series on demand (what a checkpoint
+    /// does), at the latest event.
+    pub fn recompute_live(&mut self) {
+        self.live.recompute(&self.fold);
+    }
+
+    /// A live series rebuilt from the inputs at the latest event (what
+    /// [`Self::recompute_live`] makes), made beside this one, which stays
+    /// as it is until [`Self::set_live`]. The series must have caught up.
+    pub(crate) fn recomputed_live(&self) -> LiveSeries {
+        self.live.recomputed(&self.fold)
+    }
+
+    /// Swaps in a series from [`Self::recomputed_live`].
+    pub(crate) fn set_live(&mut self, live: LiveSeries) {
+        self.live = live;
+    }
+
+    /// The one read policy for every relationship at `at` (module docs):
+    /// the live series' scores when it answers for `at`, else a batch
+    /// snapshot to finish off the state's lock.
+    pub fn scores_at(&self, at: DateTime<Utc>) -> ScoresAt {
+        let model = self.fold.model();
+        match self.live_components_at(at) {
+            Some(rows) => ScoresAt::Live(BatchScores {
+                at,
+                scores: rows
+                    .into_iter()
+                    .map(|(k, c)| (k, RelationScore::from_components(model, c)))
+                    .collect(),
+            }),
+            None => ScoresAt::Batch(Box::new(RelSnapshot::build(&self.fold, at))),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! A store whose state would not fit in memory says so when it is opened
+//! (issue #10), from the counts of its log, instead of being killed by the
+//! operating system halfway through the build.
+
+use std::sync::Arc;
+
+use fusion::engine::{Engine, EngineError, EngineOptions, Footprint};
+use fusion::score::{LogCounts, ScoringModel};
+use fusion::store::{AppendMode, EmbeddedStore, EventStore};
+
+use crate::determinism::story_events;
+
+async fn open(
+    dir: &std::path::Path,
+    memory: Option<u64>,
+) -> Result<Engine<EmbeddedStore>, EngineError> {
+    // A refused engine lets its store go as its writer thread ends, a
+    // moment after the refusal: wait for the file's lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let store = loop {
+        match EmbeddedStore::open(dir) {
+            Ok(store) => break store,
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.to_string().contains("already open") =>
+            {
+                std::thread::yield_now()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let options = EngineOptions {
+        memory,
+        ..EngineOptions::default()
+    };
+    Engine::open_with(store, Arc::new(ScoringModel::default_model()), options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_too_big_for_the_memory_given_is_refused_with_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store
+            .append(story_events(), AppendMode::EachEvent)
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let events = story_events().len();
+    match open(dir.path(), Some(1_000)).await {
+        Err(EngineError::TooLarge(why)) => {
+            assert!(why.contains(&format!("{events} events")), "{why}");
+            assert!(why.contains("--no-memory-check"), "{why}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a store needing more than 1,000 bytes opened within 1,000"),
+    }
+    // Enough memory, or no check: it opens, with every event.
+    for memory in [Some(u64::MAX), None] {
+        let engine = open(dir.path(), memory).await.unwrap();
+        assert_eq!(engine.readiness().await.events, events);
+    }
+}
+
+#[test]
+fn the_estimate_grows_with_each_count_and_bounds_relationships_by_pairs() {
+    let counts = LogCounts {
+        events: 1_000_000,
+        people: 10,
+        brands: 10,
+        entities: 20,
+    };
+    let few_pairs = Footprint::of(&counts);
+    assert_eq!(
+        few_pairs.relationship_count, 100,
+        "at most one per person and brand"
+    );
+    let many = Footprint::of(&LogCounts {
+        people: 100_000,
+        brands: 100,
+        ..counts
+    });
+    assert!(many.relationship_count > few_pairs.relationship_count);
+    assert!(many.total() > few_pairs.total());
+}
