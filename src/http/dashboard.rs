@@ -141,15 +141,35 @@ fn serve(req: &HttpRequest, i: usize) -> HttpResponse {
     }
 }
 
+/// The last ranking at a past time, with the engine it came from. A brand
+/// page asks four routes for the same `at` at once (the summary, the list,
+/// the advocates, the at-risk) and each was a batch evaluation of every
+/// relationship of its own (15 to 20 s each at a million events,
+/// benches/dashboard.sh): the first computes it while the others wait, then
+/// share it. One slot: a ranking holds every relationship.
+static PAST: tokio::sync::Mutex<Option<(usize, Arc<Ranking>)>> =
+    tokio::sync::Mutex::const_new(None);
+
 /// The ranking as of `at` (default: now), for the routes that take `at`.
 pub(super) async fn ranking_as_of<S: EventStore>(
     engine: &Arc<Engine<S>>,
     at: Option<DateTime<Utc>>,
 ) -> Result<Arc<Ranking>, ApiError> {
-    Ok(match at {
-        None => engine.ranking(Utc::now()).await?,
-        Some(at) => engine.ranking_at(at).await?,
-    })
+    let Some(at) = at else {
+        return Ok(engine.ranking(Utc::now()).await?);
+    };
+    let mine = Arc::as_ptr(engine) as usize;
+    let mut past = PAST.lock().await;
+    if let Some((owner, r)) = past.as_ref()
+        && *owner == mine
+        && r.version == engine.version()
+        && r.as_of == at
+    {
+        return Ok(Arc::clone(r));
+    }
+    let r = engine.ranking_at(at).await?;
+    *past = Some((mine, Arc::clone(&r)));
+    Ok(r)
 }
 
 /// One brand of `GET /v1/brands`.

@@ -164,6 +164,16 @@ fn polled_reads_answer_304_until_an_event_is_folded() {
     }
     let path = "/v1/brands/bistro?at=2026-11-13T00:00:00Z";
     let tag = get(&s, &read, path).header("etag").unwrap().to_string();
+    let listed = "/v1/brands/bistro/relationships?at=2026-11-13T00:00:00Z";
+    let fan3 = |body: &Value| {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["person"] == "fan3")
+            .map(|r| r["score"].clone())
+    };
+    let before = fan3(&get(&s, &read, listed).body);
     let r = s.request(
         "POST",
         "/v1/events",
@@ -182,6 +192,13 @@ fn polled_reads_answer_304_until_an_event_is_folded() {
         "an event was folded, the tag must change"
     );
     assert_ne!(after.header("etag").unwrap(), tag);
+    // The ranking at a past time kept for a page's routes (dashboard.rs)
+    // is not served once an event has been folded.
+    assert_ne!(
+        fan3(&get(&s, &read, listed).body),
+        before,
+        "a stale ranking"
+    );
 }
 
 #[test]
