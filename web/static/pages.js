@@ -27,7 +27,8 @@ function empty(text, ...more) {
   return h('p', { class: 'empty' }, text, ...more);
 }
 
-const POST_SOME = ['post some with ', h('code', {}, 'fusion ingest FILE'), ' or ', h('code', {}, 'POST /v1/events'), ', or start with ', h('code', {}, 'fusion serve --demo'), '.'];
+// A function: a node is in one place at a time, and two empty states may share a page.
+const postSome = () => ['post some with ', h('code', {}, 'fusion ingest FILE'), ' or ', h('code', {}, 'POST /v1/events'), ', or start with ', h('code', {}, 'fusion serve --demo'), '.'];
 
 /** An error answer as a page. */
 export function failure(e) {
@@ -54,7 +55,9 @@ export async function brands(ctx) {
   );
   let list;
   if (body.items.length === 0) {
-    list = q ? empty(`No brand matches “${q}”.`) : empty('No brands yet: ', ...POST_SOME);
+    list = q
+      ? empty(`No brand matches “${q}”: search part of an id or a name, or `, h('a', { href: ctx.link('/') }, 'show every brand'), '.')
+      : empty('No brands yet: ', ...postSome());
   } else {
     list = table(
       ['Brand', 'Relationships', 'Mean score'],
@@ -94,7 +97,7 @@ async function chips(ctx, person, brand) {
 }
 
 async function ranked(ctx, brand, items, caption) {
-  if (items.length === 0) return empty(`No ${caption.toLowerCase()} yet.`);
+  if (items.length === 0) return empty(`No ${caption.toLowerCase()} yet: `, ...postSome());
   const reasons = await Promise.all(items.map((r) => chips(ctx, r.person, brand)));
   return table(['Person', 'Score', '7 days', 'Top reasons'], items.map((r, i) => h('tr', { 'data-person': r.person },
     h('td', {}, h('a', { href: ctx.link(`/rel/${seg(r.person)}/${seg(brand)}`) }, r.person)),
@@ -137,7 +140,7 @@ export async function brand(ctx) {
   const title = summary.name ? `${summary.name} (${summary.brand})` : summary.brand;
   const head = [h('h1', {}, title), asOf(ctx, summary.as_of)];
   if (summary.relationships === 0) {
-    return h('section', {}, head, empty(`No relationships with ${summary.brand} yet: `, ...POST_SOME));
+    return h('section', {}, head, empty(`No relationships with ${summary.brand} yet: `, ...postSome()));
   }
   const sv = summary.service;
   return h('section', { class: 'brand' }, head,
@@ -156,7 +159,7 @@ export async function brand(ctx) {
           tile('7 days', delta(mean(items.map((r) => r.trend.d7))), 'trend_d7'),
           tile('30 days', delta(mean(items.map((r) => r.trend.d30))), 'trend_d30'))),
       h('section', { class: 'card' }, h('h2', {}, 'Service'),
-        sv.contacts === 0 ? empty('No service contacts yet.') : h('dl', { class: 'kpis' },
+        sv.contacts === 0 ? empty('No service contacts yet: post ', h('code', {}, 'service'), ' events (csat, effort, resolved, wait_seconds, transfers) with ', h('code', {}, 'POST /v1/events'), '.') : h('dl', { class: 'kpis' },
           h('dt', {}, 'Contacts'), h('dd', { 'data-field': 'contacts' }, count(sv.contacts)),
           h('dt', {}, 'CSAT (1–5)'), h('dd', { 'data-field': 'csat' }, one(sv.csat)),
           h('dt', {}, 'Customer effort (1–7, lower is better)'), h('dd', { 'data-field': 'effort' }, one(sv.customer_effort)),
@@ -232,7 +235,7 @@ export async function relationship(ctx) {
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
       return h('section', {}, h('h1', {}, `${person} – ${brandId}`),
-        empty(`No relationship between ${person} and ${brandId}${ctx.at ? ` as of ${ctx.at}` : ''}: `, ...POST_SOME));
+        empty(`No relationship between ${person} and ${brandId}${ctx.at ? ` as of ${ctx.at}` : ''}: `, ...postSome()));
     }
     throw e;
   }
@@ -262,7 +265,7 @@ export async function relationship(ctx) {
       h('section', { class: 'card' }, h('h2', {}, 'Components'),
         table(['Component', 'Value'], comp.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', { class: 'num', 'data-component': k }, delta(v, 3)))))),
       h('section', { class: 'card wide' }, h('h2', {}, 'Why: the events behind the score'),
-        contributions.length === 0 ? empty('No event counts yet.') : table(['Points', 'Event', 'When', 'Path'], contributions.map((c) => h('tr', { 'data-event': c.event },
+        contributions.length === 0 ? empty('No event counts as of this date: pick a later one above, or ', ...postSome()) : table(['Points', 'Event', 'When', 'Path'], contributions.map((c) => h('tr', { 'data-event': c.event },
           h('td', { class: `num ${c.delta < 0 ? 'down' : 'up'}`, 'data-field': 'delta' }, delta(c.delta)),
           h('td', {}, h('a', { href: ctx.link(`/event/${seg(c.event)}`) }, `${c.type} ${c.event}`)),
           h('td', {}, time(c.time)),
@@ -320,11 +323,11 @@ export async function person(ctx) {
         people(ctx, 'Followed in Fusion by', follows.followers, follows.followers_total, 'followers_total'),
         people(ctx, 'Follows', follows.follows, follows.follows_total, 'follows_total')),
       h('section', { class: 'card' }, h('h2', {}, 'Brands'),
-        rels.length === 0 ? empty('No relationships yet.') : table(['Brand', 'Score'], rels.map((r) => h('tr', { 'data-brand': r.brand },
+        rels.length === 0 ? empty('No relationships yet: one starts with their first purchase, post, review or service event; ', ...postSome()) : table(['Brand', 'Score'], rels.map((r) => h('tr', { 'data-brand': r.brand },
           h('td', {}, h('a', { href: ctx.link(`/rel/${p}/${seg(r.brand)}`) }, r.brand)),
           h('td', { class: 'num', 'data-field': 'score' }, score(r.score)))))),
       h('section', { class: 'card wide' }, h('h2', {}, 'Timeline, across channels'),
-        events.length === 0 ? empty('No events yet: ', ...POST_SOME) : table(['When', 'Event', 'Channel', 'What'], events.map((e) => h('tr', { 'data-event': e.id },
+        events.length === 0 ? empty('No events yet: ', ...postSome()) : table(['When', 'Event', 'Channel', 'What'], events.map((e) => h('tr', { 'data-event': e.id },
           h('td', {}, time(e.time)),
           h('td', {}, h('a', { href: ctx.link(`/event/${seg(e.id)}`) }, `${e.type} ${e.id}`)),
           h('td', {}, e.channel || '–'),
@@ -356,7 +359,7 @@ export async function live(ctx) {
   const rows = new Map();
   const tbody = h('tbody', {});
   const status = h('p', { class: 'muted', id: 'live-status' }, 'Taking the first reading…');
-  const none = empty('No score has moved since the page opened. Scores move when events arrive: ', ...POST_SOME);
+  const none = empty('No score has moved since the page opened. Scores move when events arrive: ', ...postSome());
   const movedTable = h('table', { id: 'moved' },
     h('caption', {}, 'Relationships whose score moved, latest first'),
     h('thead', {}, h('tr', {}, ['Seen', 'Relationship', 'Before', 'Now', 'Change'].map((x) => h('th', { scope: 'col' }, x)))),
