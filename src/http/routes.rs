@@ -380,8 +380,29 @@ async fn relationship_history<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
-    let person = entity_id("person", &person)?;
-    let brand = entity_id("brand", &brand)?;
+    let series: Vec<Value> = history_series(&engine, &person, &brand, &params)?
+        .into_iter()
+        .map(|(t, e)| json!({"time": t, "score": e.map_or(50.0, |e| e.score)}))
+        .collect();
+    Ok(HttpResponse::Ok().json(series))
+}
+
+/// A history series: each point's time and the explanation there.
+pub(super) type Series = Vec<(DateTime<Utc>, Option<Explanation>)>;
+
+/// The points of a history request (`from`, `to`, `step` of `params`) with
+/// the relationship's explanation at each (`None`: no event reaches it
+/// then, it reads 50). Shared by the history and the events behind it
+/// (dashboard.rs), so both answer for the same points. A pair with no
+/// explanation at any point, nor at `to`, is a 404.
+pub(super) fn history_series<S: EventStore>(
+    engine: &Engine<S>,
+    person: &str,
+    brand: &str,
+    params: &Params,
+) -> Result<Series, ApiError> {
+    let person = entity_id("person", person)?;
+    let brand = entity_id("brand", brand)?;
     let to = params.time("to")?.unwrap_or_else(Utc::now);
     let from = params
         .time("from")?
@@ -402,25 +423,18 @@ async fn relationship_history<S: EventStore>(
         ));
     }
     let state = engine.state()?;
-    if state.explain(&person, &brand, to).is_none()
-        && (0..points).all(|i| {
-            state
-                .explain(&person, &brand, from + step * i as i32)
-                .is_none()
+    let series: Vec<_> = (0..points)
+        .map(|i| {
+            let t = from + step * i as i32;
+            (t, state.explain(&person, &brand, t))
         })
-    {
+        .collect();
+    if series.iter().all(|(_, e)| e.is_none()) && state.explain(&person, &brand, to).is_none() {
         return Err(ApiError::NotFound(format!(
             "no relationship between '{person}' and '{brand}'"
         )));
     }
-    let series: Vec<Value> = (0..points)
-        .map(|i| {
-            let t = from + step * i as i32;
-            let score = state.explain(&person, &brand, t).map_or(50.0, |e| e.score);
-            json!({"time": t, "score": score})
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(series))
+    Ok(series)
 }
 
 #[derive(Clone, Copy, PartialEq)]

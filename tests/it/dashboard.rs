@@ -132,6 +132,7 @@ fn polled_reads_answer_304_until_an_event_is_folded() {
         "/v1/entities/artist/events",
         "/v1/entities/artist/followers?at=2026-11-13T00:00:00Z",
         "/v1/relationships/artist/sweater/history?from=2026-11-01T00:00:00Z&to=2026-11-13T00:00:00Z",
+        "/v1/relationships/artist/sweater/history/events?from=2026-11-01T00:00:00Z&to=2026-11-13T00:00:00Z",
     ] {
         let first = get(&s, &read, path);
         let tag = first
@@ -240,6 +241,81 @@ fn the_brand_list_searches_ids_and_names_and_an_event_is_found_by_id() {
         )
         .status,
         404
+    );
+}
+
+/// The events behind a history series are the reasons of its points: each
+/// point's contributions (as `GET /v1/relationships/...?at=` gives them) are
+/// among them, each listed once, at the first point it counts in, by time.
+#[test]
+fn the_events_behind_a_history_series_are_the_reasons_of_its_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, read, _) = story_server(dir.path());
+    let window = "from=2026-10-30T00:00:00Z&to=2026-11-13T00:00:00Z&step=1d";
+    let series = get(
+        &s,
+        &read,
+        &format!("/v1/relationships/artist/bistro/history?{window}"),
+    )
+    .body;
+    let behind = get(
+        &s,
+        &read,
+        &format!("/v1/relationships/artist/bistro/history/events?{window}"),
+    )
+    .body;
+    let events = behind["events"].as_array().unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for point in series.as_array().unwrap() {
+        let at = point["time"].as_str().unwrap();
+        let auth = format!("Bearer {read}");
+        let r = s.request(
+            "GET",
+            &format!("/v1/relationships/artist/bistro?at={at}"),
+            &[("Authorization", &auth)],
+            None,
+        );
+        if r.status == 404 {
+            continue;
+        }
+        for c in r.body["contributions"].as_array().unwrap() {
+            want.entry(c["event"].as_str().unwrap().to_string())
+                .or_insert_with(|| (at.to_string(), c["delta"].as_f64().unwrap()));
+        }
+    }
+    assert!(
+        want.contains_key("story-025"),
+        "the tweet moved artist-bistro: {want:?}"
+    );
+    assert_eq!(events.len(), want.len(), "{behind}");
+    for e in events {
+        let (at, delta) = &want[e["event"].as_str().unwrap()];
+        let shown: chrono::DateTime<chrono::Utc> = e["at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            shown,
+            at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            "{e}"
+        );
+        assert_eq!(e["delta"].as_f64().unwrap(), *delta, "{e}");
+        assert!(
+            e["time"].as_str().unwrap() <= e["at"].as_str().unwrap(),
+            "{e}"
+        );
+    }
+    let times: Vec<&str> = events.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(times.is_sorted(), "{times:?}");
+    let auth = format!("Bearer {read}");
+    let status = |path: &str| {
+        s.request("GET", path, &[("Authorization", &auth)], None)
+            .status
+    };
+    assert_eq!(
+        status("/v1/relationships/nobody/bistro/history/events"),
+        404
+    );
+    assert_eq!(
+        status("/v1/relationships/artist/bistro/history/events?step=1s&from=2026-01-01T00:00:00Z"),
+        400
     );
 }
 
@@ -539,6 +615,36 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         .for_element(Locator::Css(".chart canvas"))
         .await
         .unwrap();
+    // The chart marks the events behind its 60 days, as the API lists them.
+    let to: chrono::DateTime<chrono::Utc> = rel["as_of"].as_str().unwrap().parse().unwrap();
+    let from = to - chrono::Duration::days(60);
+    let behind = api(&format!(
+        "/v1/relationships/artist/bistro/history/events?from={}&to={}&step=1d",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ));
+    let within = behind["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["time"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+                >= from
+        })
+        .count();
+    assert!(within >= 2, "the purchase and the tweet: {behind}");
+    let marked = c
+        .find(Locator::Css(".chart"))
+        .await
+        .unwrap()
+        .attr("data-marks")
+        .await
+        .unwrap();
+    assert_eq!(marked, Some(within.to_string()));
     // A spill reaches a fan through the artist.
     open(&c, &s, &format!("#/rel/fan1/bistro?at={AT}")).await;
     shows(

@@ -185,7 +185,7 @@ const DAY = 86400;
 const WINDOW_DAYS = 60;
 
 function chart(series, marks) {
-  const box = h('div', { class: 'chart', role: 'img', 'aria-label': `Score history, ${series.length} days; dashed lines mark the events behind the score` });
+  const box = h('div', { class: 'chart', role: 'img', 'data-marks': marks.length, 'aria-label': `Score history, ${series.length} days; dashed lines mark the ${marks.length} events behind it` });
   if (typeof uPlot === 'undefined' || series.length < 2) return box;
   const xs = series.map((p) => Date.parse(p.time) / 1000);
   const ys = series.map((p) => p.score);
@@ -241,8 +241,14 @@ export async function relationship(ctx) {
   }
   const to = new Date(rel.as_of);
   const from = new Date(to.getTime() - WINDOW_DAYS * DAY * 1000);
-  const series = (await get(`/v1/relationships/${p}/${b}/history${query({ from: from.toISOString(), to: to.toISOString(), step: '1d' })}`)).body;
-  const marks = rel.contributions.map((c) => Date.parse(c.time) / 1000);
+  const span = query({ from: from.toISOString(), to: to.toISOString(), step: '1d' });
+  const [series, behind] = await Promise.all([
+    get(`/v1/relationships/${p}/${b}/history${span}`),
+    get(`/v1/relationships/${p}/${b}/history/events${span}`),
+  ]).then((rs) => rs.map((r) => r.body));
+  // Every event behind a point of the series, not only today's reasons:
+  // one that has since decayed out of them still moved the line.
+  const marks = behind.events.map((e) => Date.parse(e.time) / 1000).filter((t) => t >= from / 1000);
   const slider = h('input', { type: 'range', id: 'slider', min: 0, max: WINDOW_DAYS, step: 1, value: WINDOW_DAYS, 'aria-describedby': 'slider-value' });
   const sliderValue = h('output', { id: 'slider-value', for: 'slider' }, `${to.toISOString().slice(0, 10)}`);
   const dayOf = () => new Date(to.getTime() - (WINDOW_DAYS - Number(slider.value)) * DAY * 1000).toISOString().slice(0, 10);
