@@ -564,6 +564,27 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         &summary["sales"]["purchases"].to_string(),
     )
     .await;
+    // The concert and its measured effect, as the API's.
+    let impact = api(&format!(
+        "/v1/brands/sweater/impact?occasion=teen-concert&at={AT_API}"
+    ));
+    let row = "#occasions tr[data-occasion='teen-concert']";
+    shows(
+        &c,
+        &format!("{row} [data-field=reached]"),
+        &impact["groups"]["reached"].to_string(),
+    )
+    .await;
+    // Too few people in the story to compare: the brand's change instead.
+    assert!(impact["estimate"].is_null(), "{impact}");
+    let level = &impact["brand_level"];
+    let effect = text(&c, &format!("{row} [data-field=effect]")).await;
+    let change = format!(
+        "{} \u{2192} {}",
+        score(level["mean_score_before"].as_f64().unwrap()),
+        score(level["mean_score_after"].as_f64().unwrap())
+    );
+    assert!(effect.contains(&change), "{effect} lacks {change}");
     no_console_errors(&driver, &c, "on the brand page").await;
 
     // A reason chip leads to its event.

@@ -175,8 +175,48 @@ export async function brand(ctx) {
           h('dt', {}, 'Reviews'), h('dd', { 'data-field': 'reviews' }, count(summary.reviews.count)),
           h('dt', {}, 'Mean rating (1–5)'), h('dd', { 'data-field': 'rating' }, one(summary.reviews.mean_rating))))),
     h('p', { class: 'muted' }, 'Service, sales and review figures count every event the brand has, whatever the date.'),
+    occasions(ctx, id),
     h('section', { class: 'card', id: 'advocates' }, h('h2', {}, 'Top advocates'), await ranked(ctx, id, advocates.items, 'Advocates')),
     h('section', { class: 'card', id: 'at-risk' }, h('h2', {}, 'At risk (falling fastest over 7 days)'), await ranked(ctx, id, atRisk.items, 'At-risk relationships')));
+}
+
+/** Occasions shown: the brand's latest, each one impact estimate. */
+const OCCASIONS = 3;
+
+/**
+ * The brand's latest occasions (in its newest 1000 events, up to `at`)
+ * and their measured effect (GET /v1/brands/{brand}/impact). Filled in
+ * after the page is on screen: an estimate is a bootstrap.
+ */
+function occasions(ctx, brand) {
+  const body = h('div', {}, h('p', { class: 'muted' }, 'Measuring…'));
+  const card = h('section', { class: 'card', id: 'occasions' }, h('h2', {}, 'Occasions and their effect'), body);
+  const until = ctx.apiAt ? Date.parse(ctx.apiAt) : Date.now();
+  (async () => {
+    const events = (await get(`/v1/entities/${seg(brand)}/events${query({ limit: 1000 })}`)).body.items;
+    const held = events.filter((e) => e.type === 'occasion' && Date.parse(e.time) < until).slice(0, OCCASIONS);
+    if (held.length === 0) {
+      body.replaceChildren(empty('No occasion in the brand’s latest 1,000 events: post an ', h('code', {}, 'occasion'),
+        ' event and its ', h('code', {}, 'attendance'), ' events with ', h('code', {}, 'POST /v1/events'), '.'));
+      return;
+    }
+    const measured = await Promise.all(held.map((e) => get(`/v1/brands/${seg(brand)}/impact${query({ occasion: e.occasion, at: ctx.apiAt })}`)
+      .then((r) => r.body, (err) => ({ failed: err.message }))));
+    body.replaceChildren(table(['Occasion', 'When', 'Reached', 'Effect on the score'], held.map((e, i) => {
+      const m = measured[i];
+      const name = e.attributes && e.attributes.name ? `${e.attributes.name} (${e.occasion})` : e.occasion;
+      let effect;
+      if (m.failed) effect = h('span', { class: 'error' }, m.failed);
+      else if (m.estimate) effect = `${delta(m.estimate.points.effect)} points (95%: ${delta(m.estimate.points.ci95[0])} to ${delta(m.estimate.points.ci95[1])})`;
+      else effect = `no estimate (too few people to compare); the brand’s mean score went ${score(m.brand_level.mean_score_before)} → ${score(m.brand_level.mean_score_after)}`;
+      return h('tr', { 'data-occasion': e.occasion },
+        h('td', {}, h('a', { href: ctx.link(`/event/${seg(e.id)}`) }, name)),
+        h('td', {}, time(e.time)),
+        h('td', { class: 'num', 'data-field': 'reached' }, m.groups ? count(m.groups.reached) : '–'),
+        h('td', { 'data-field': 'effect' }, effect));
+    })));
+  })().catch((err) => body.replaceChildren(h('p', { class: 'error' }, `Could not measure: ${err.message}`)));
+  return card;
 }
 
 // ---- Relationship ---------------------------------------------------------
