@@ -1279,6 +1279,46 @@ impl<S: EventStore> Engine<S> {
         ))
     }
 
+    /// The relationship's explanation at each of `times` (`None` where no
+    /// event reaches it then), each finished with its events read from the
+    /// store in one read; `None` when it has none at any of them nor at
+    /// `also` (no such relationship).
+    pub async fn explanations(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        times: &[DateTime<Utc>],
+        also: DateTime<Utc>,
+    ) -> Result<Option<Vec<Option<Explanation>>>, EngineError> {
+        let drafts = {
+            let state = self.state()?;
+            let drafts: Vec<_> = times
+                .iter()
+                .map(|&t| state.explain(person, brand, t))
+                .collect();
+            if drafts.iter().all(Option::is_none) && state.score_at(person, brand, also).is_none() {
+                return Ok(None);
+            }
+            drafts
+        };
+        let mut positions: Vec<u64> = drafts.iter().flatten().flat_map(|d| d.events()).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        let by_position: HashMap<u64, Event> = self
+            .store
+            .events_at(positions)
+            .await?
+            .into_iter()
+            .map(|l| (l.position, l.event))
+            .collect();
+        Ok(Some(
+            drafts
+                .into_iter()
+                .map(|d| d.map(|d| d.finish(|p| by_position.get(&p))))
+                .collect(),
+        ))
+    }
+
     /// The facts of an entity's 360° view besides its relationships: kind,
     /// registration, follower count at `now` (people), how many events name
     /// it and the latest `recent` of them, newest first (read from the

@@ -77,6 +77,11 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/relationships/{person}/{brand}/history",
         Key(Role::Read),
     ),
+    route(
+        "GET",
+        "/v1/relationships/{person}/{brand}/history/events",
+        Key(Role::Read),
+    ),
     route("GET", "/v1/brands", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}/relationships", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}", Key(Role::Read)),

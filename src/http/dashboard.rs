@@ -3,7 +3,8 @@
 //! content types, revalidation by ETag and a strict Content-Security-Policy
 //! (no inline script or style, nothing from another origin); and the one
 //! read routes its pages needed that the API lacked: the brand list, one
-//! event by id (where a reason chip leads) and a person's followers.
+//! event by id (where a reason chip leads), a person's followers and the
+//! events behind a history series (the marks on the relationship chart).
 //! Owns no score logic: pages read the same routes as any client.
 
 use std::sync::{Arc, OnceLock};
@@ -89,7 +90,11 @@ pub fn register<S: EventStore>(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/v1/brands").get(brands::<S>))
         .service(web::resource("/v1/events/{id}").get(event::<S>))
-        .service(web::resource("/v1/entities/{id}/followers").get(followers::<S>));
+        .service(web::resource("/v1/entities/{id}/followers").get(followers::<S>))
+        .service(
+            web::resource("/v1/relationships/{person}/{brand}/history/events")
+                .get(history_events::<S>),
+        );
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {
@@ -142,15 +147,35 @@ fn serve(req: &HttpRequest, i: usize) -> HttpResponse {
     }
 }
 
+/// The last ranking at a past time, with the engine it came from. A brand
+/// page asks four routes for the same `at` at once (the summary, the list,
+/// the advocates, the at-risk) and each was a batch evaluation of every
+/// relationship of its own (15 to 20 s each at a million events,
+/// benches/dashboard.sh): the first computes it while the others wait, then
+/// share it. One slot: a ranking holds every relationship.
+static PAST: tokio::sync::Mutex<Option<(usize, Arc<Ranking>)>> =
+    tokio::sync::Mutex::const_new(None);
+
 /// The ranking as of `at` (default: now), for the routes that take `at`.
 pub(super) async fn ranking_as_of<S: EventStore>(
     engine: &Arc<Engine<S>>,
     at: Option<DateTime<Utc>>,
 ) -> Result<Arc<Ranking>, ApiError> {
-    Ok(match at {
-        None => engine.ranking(Utc::now()).await?,
-        Some(at) => engine.ranking_at(at).await?,
-    })
+    let Some(at) = at else {
+        return Ok(engine.ranking(Utc::now()).await?);
+    };
+    let mine = Arc::as_ptr(engine) as usize;
+    let mut past = PAST.lock().await;
+    if let Some((owner, r)) = past.as_ref()
+        && *owner == mine
+        && r.version == engine.version()
+        && r.as_of == at
+    {
+        return Ok(Arc::clone(r));
+    }
+    let r = engine.ranking_at(at).await?;
+    *past = Some((mine, Arc::clone(&r)));
+    Ok(r)
 }
 
 /// One brand of `GET /v1/brands`.
@@ -180,8 +205,8 @@ const MAX_BRANDS: usize = 1000;
 /// The routes of this file in the OpenAPI document (openapi.rs).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(brands, event, followers),
-    components(schemas(BrandItem, BrandList, Follow, Follows))
+    paths(brands, event, followers, history_events),
+    components(schemas(BrandItem, BrandList, Follow, Follows, SeriesEvent, SeriesEvents))
 )]
 pub(super) struct DashboardApi;
 
@@ -332,4 +357,78 @@ async fn followers<S: EventStore>(
         follows_total,
         as_of: at,
     }))
+}
+
+/// One event behind a history series.
+#[derive(Serialize, ToSchema)]
+pub struct SeriesEvent {
+    /// The event's id (`GET /v1/events/{id}` has it whole).
+    pub event: String,
+    #[serde(rename = "type")]
+    #[schema(example = "post")]
+    pub kind: String,
+    /// When it happened.
+    pub time: DateTime<Utc>,
+    /// The first point of the series at which it counts: where the series
+    /// shows its move.
+    pub at: DateTime<Utc>,
+    /// Its points in the score at `at` (the score minus the score without it).
+    pub delta: f64,
+    /// How it reached the relationship (`person:a`, `brand:b`, ...).
+    pub path: Vec<String>,
+}
+
+/// The answer of `GET /v1/relationships/{person}/{brand}/history/events`.
+#[derive(Serialize, ToSchema)]
+pub struct SeriesEvents {
+    /// By time, then id.
+    pub events: Vec<SeriesEvent>,
+}
+
+#[utoipa::path(get, path = "/v1/relationships/{person}/{brand}/history/events", tag = "scores",
+    params(
+        ("person" = String, Path, example = "artist", description = "Person id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("brand" = String, Path, example = "sweater", description = "Brand id", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("from" = Option<String>, Query, description = "RFC 3339 (default: 30 days before `to`)"),
+        ("to" = Option<String>, Query, description = "RFC 3339 (default: now)"),
+        ("step" = Option<String>, Query, description = "1d, 6h, 30m or 60s (default 1d); at most 1000 points"),
+    ),
+    responses(
+        (status = 200, description = "The events behind the points of the same history request: each among the score's reasons at one point at least", body = SeriesEvents),
+        (status = 400, description = "A bad id, time or step", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No relationship between them", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn history_events<S: EventStore>(
+    engine: web::Data<Engine<S>>,
+    path: Path<(String, String)>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    let (person, brand) = path.into_inner();
+    let h = super::routes::history_points(&person, &brand, &params)?;
+    let Some(series) = engine
+        .explanations(&h.person, &h.brand, &h.times, h.to)
+        .await?
+    else {
+        return Err(h.not_found());
+    };
+    // An event's reasons are the model's largest contributions at a point:
+    // the union over the points is every event the series shows moving it.
+    let mut seen = std::collections::HashSet::new();
+    let mut events = Vec::new();
+    for (at, explanation) in h.times.iter().zip(&series) {
+        for c in explanation.iter().flat_map(|e| &e.contributions) {
+            if seen.insert(c.event.clone()) {
+                events.push(SeriesEvent {
+                    event: c.event.to_string(),
+                    kind: c.event_type.to_string(),
+                    time: c.time,
+                    at: *at,
+                    delta: c.delta,
+                    path: c.path.clone(),
+                });
+            }
+        }
+    }
+    events.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.event.cmp(&b.event)));
+    Ok(HttpResponse::Ok().json(SeriesEvents { events }))
 }

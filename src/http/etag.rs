@@ -24,7 +24,7 @@ use crate::engine::Engine;
 use crate::store::EventStore;
 
 /// The route patterns (as registered) whose GET answers carry an ETag here.
-pub const POLLED: [&str; 7] = [
+pub const POLLED: [&str; 8] = [
     "/v1/brands",
     "/v1/brands/{brand}",
     "/v1/brands/{brand}/relationships",
@@ -32,6 +32,7 @@ pub const POLLED: [&str; 7] = [
     "/v1/entities/{id}/events",
     "/v1/entities/{id}/followers",
     "/v1/relationships/{person}/{brand}/history",
+    "/v1/relationships/{person}/{brand}/history/events",
 ];
 
 /// Versions restart at zero with every process, so a tag carries a

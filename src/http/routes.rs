@@ -361,8 +361,47 @@ async fn relationship_history<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let (person, brand) = path.into_inner();
-    let person = entity_id("person", &person)?;
-    let brand = entity_id("brand", &brand)?;
+    let h = history_points(&person, &brand, &params)?;
+    let Some(scores) = engine.history(&h.person, &h.brand, &h.times, h.to)? else {
+        return Err(h.not_found());
+    };
+    let series: Vec<Value> = h
+        .times
+        .iter()
+        .zip(scores)
+        .map(|(t, score)| json!({"time": t, "score": score}))
+        .collect();
+    Ok(HttpResponse::Ok().json(series))
+}
+
+/// The points of a history request: the pair, each point's time, and `to`.
+/// Shared by the history and the events behind it (dashboard.rs), so both
+/// answer for the same points.
+pub(super) struct HistoryPoints {
+    pub person: EntityId,
+    pub brand: EntityId,
+    pub times: Vec<DateTime<Utc>>,
+    pub to: DateTime<Utc>,
+}
+
+impl HistoryPoints {
+    /// A pair with no score at any point, nor at `to`.
+    pub fn not_found(&self) -> ApiError {
+        ApiError::NotFound(format!(
+            "no relationship between '{}' and '{}'",
+            self.person, self.brand
+        ))
+    }
+}
+
+/// The points of a history request (`from`, `to`, `step` of `params`).
+pub(super) fn history_points(
+    person: &str,
+    brand: &str,
+    params: &Params,
+) -> Result<HistoryPoints, ApiError> {
+    let person = entity_id("person", person)?;
+    let brand = entity_id("brand", brand)?;
     let to = params.time("to")?.unwrap_or_else(Utc::now);
     let from = params
         .time("from")?
@@ -382,18 +421,13 @@ async fn relationship_history<S: EventStore>(
             ),
         ));
     }
-    let times: Vec<DateTime<Utc>> = (0..points).map(|i| from + step * i as i32).collect();
-    let Some(scores) = engine.history(&person, &brand, &times, to)? else {
-        return Err(ApiError::NotFound(format!(
-            "no relationship between '{person}' and '{brand}'"
-        )));
-    };
-    let series: Vec<Value> = times
-        .iter()
-        .zip(scores)
-        .map(|(t, score)| json!({"time": t, "score": score}))
-        .collect();
-    Ok(HttpResponse::Ok().json(series))
+    let times = (0..points).map(|i| from + step * i as i32).collect();
+    Ok(HistoryPoints {
+        person,
+        brand,
+        times,
+        to,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -99,6 +99,8 @@ async function render(quiet = false) {
     if (mine !== rendering) return;
     main.replaceChildren(view);
     main.dataset.route = location.hash || '#/';
+    // Time to first render, as benches/dashboard.sh reads it.
+    if (!quiet) performance.mark(`rendered ${main.dataset.route}`);
   } catch (e) {
     if (mine !== rendering) return;
     if (e instanceof Unauthorized) showSignIn();

@@ -27,7 +27,8 @@ function empty(text, ...more) {
   return h('p', { class: 'empty' }, text, ...more);
 }
 
-const POST_SOME = ['post some with ', h('code', {}, 'fusion ingest FILE'), ' or ', h('code', {}, 'POST /v1/events'), ', or start with ', h('code', {}, 'fusion serve --demo'), '.'];
+// A function: a node is in one place at a time, and two empty states may share a page.
+const postSome = () => ['post some with ', h('code', {}, 'fusion ingest FILE'), ' or ', h('code', {}, 'POST /v1/events'), ', or start with ', h('code', {}, 'fusion serve --demo'), '.'];
 
 /** An error answer as a page. */
 export function failure(e) {
@@ -54,7 +55,9 @@ export async function brands(ctx) {
   );
   let list;
   if (body.items.length === 0) {
-    list = q ? empty(`No brand matches “${q}”.`) : empty('No brands yet: ', ...POST_SOME);
+    list = q
+      ? empty(`No brand matches “${q}”: search part of an id or a name, or `, h('a', { href: ctx.link('/') }, 'show every brand'), '.')
+      : empty('No brands yet: ', ...postSome());
   } else {
     list = table(
       ['Brand', 'Relationships', 'Mean score'],
@@ -94,7 +97,7 @@ async function chips(ctx, person, brand) {
 }
 
 async function ranked(ctx, brand, items, caption) {
-  if (items.length === 0) return empty(`No ${caption.toLowerCase()} yet.`);
+  if (items.length === 0) return empty(`No ${caption.toLowerCase()} yet: `, ...postSome());
   const reasons = await Promise.all(items.map((r) => chips(ctx, r.person, brand)));
   return table(['Person', 'Score', '7 days', 'Top reasons'], items.map((r, i) => h('tr', { 'data-person': r.person },
     h('td', {}, h('a', { href: ctx.link(`/rel/${seg(r.person)}/${seg(brand)}`) }, r.person)),
@@ -137,7 +140,7 @@ export async function brand(ctx) {
   const title = summary.name ? `${summary.name} (${summary.brand})` : summary.brand;
   const head = [h('h1', {}, title), asOf(ctx, summary.as_of)];
   if (summary.relationships === 0) {
-    return h('section', {}, head, empty(`No relationships with ${summary.brand} yet: `, ...POST_SOME));
+    return h('section', {}, head, empty(`No relationships with ${summary.brand} yet: `, ...postSome()));
   }
   const sv = summary.service;
   return h('section', { class: 'brand' }, head,
@@ -156,7 +159,7 @@ export async function brand(ctx) {
           tile('7 days', delta(mean(items.map((r) => r.trend.d7))), 'trend_d7'),
           tile('30 days', delta(mean(items.map((r) => r.trend.d30))), 'trend_d30'))),
       h('section', { class: 'card' }, h('h2', {}, 'Service'),
-        sv.contacts === 0 ? empty('No service contacts yet.') : h('dl', { class: 'kpis' },
+        sv.contacts === 0 ? empty('No service contacts yet: post ', h('code', {}, 'service'), ' events (csat, effort, resolved, wait_seconds, transfers) with ', h('code', {}, 'POST /v1/events'), '.') : h('dl', { class: 'kpis' },
           h('dt', {}, 'Contacts'), h('dd', { 'data-field': 'contacts' }, count(sv.contacts)),
           h('dt', {}, 'CSAT (1–5)'), h('dd', { 'data-field': 'csat' }, one(sv.csat)),
           h('dt', {}, 'Customer effort (1–7, lower is better)'), h('dd', { 'data-field': 'effort' }, one(sv.customer_effort)),
@@ -172,8 +175,48 @@ export async function brand(ctx) {
           h('dt', {}, 'Reviews'), h('dd', { 'data-field': 'reviews' }, count(summary.reviews.count)),
           h('dt', {}, 'Mean rating (1–5)'), h('dd', { 'data-field': 'rating' }, one(summary.reviews.mean_rating))))),
     h('p', { class: 'muted' }, 'Service, sales and review figures count every event the brand has, whatever the date.'),
+    occasions(ctx, id),
     h('section', { class: 'card', id: 'advocates' }, h('h2', {}, 'Top advocates'), await ranked(ctx, id, advocates.items, 'Advocates')),
     h('section', { class: 'card', id: 'at-risk' }, h('h2', {}, 'At risk (falling fastest over 7 days)'), await ranked(ctx, id, atRisk.items, 'At-risk relationships')));
+}
+
+/** Occasions shown: the brand's latest, each one impact estimate. */
+const OCCASIONS = 3;
+
+/**
+ * The brand's latest occasions (in its newest 1000 events, up to `at`)
+ * and their measured effect (GET /v1/brands/{brand}/impact). Filled in
+ * after the page is on screen: an estimate is a bootstrap.
+ */
+function occasions(ctx, brand) {
+  const body = h('div', {}, h('p', { class: 'muted' }, 'Measuring…'));
+  const card = h('section', { class: 'card', id: 'occasions' }, h('h2', {}, 'Occasions and their effect'), body);
+  const until = ctx.apiAt ? Date.parse(ctx.apiAt) : Date.now();
+  (async () => {
+    const events = (await get(`/v1/entities/${seg(brand)}/events${query({ limit: 1000 })}`)).body.items;
+    const held = events.filter((e) => e.type === 'occasion' && Date.parse(e.time) < until).slice(0, OCCASIONS);
+    if (held.length === 0) {
+      body.replaceChildren(empty('No occasion in the brand’s latest 1,000 events: post an ', h('code', {}, 'occasion'),
+        ' event and its ', h('code', {}, 'attendance'), ' events with ', h('code', {}, 'POST /v1/events'), '.'));
+      return;
+    }
+    const measured = await Promise.all(held.map((e) => get(`/v1/brands/${seg(brand)}/impact${query({ occasion: e.occasion, at: ctx.apiAt })}`)
+      .then((r) => r.body, (err) => ({ failed: err.message }))));
+    body.replaceChildren(table(['Occasion', 'When', 'Reached', 'Effect on the score'], held.map((e, i) => {
+      const m = measured[i];
+      const name = e.attributes && e.attributes.name ? `${e.attributes.name} (${e.occasion})` : e.occasion;
+      let effect;
+      if (m.failed) effect = h('span', { class: 'error' }, m.failed);
+      else if (m.estimate) effect = `${delta(m.estimate.points.effect)} points (95%: ${delta(m.estimate.points.ci95[0])} to ${delta(m.estimate.points.ci95[1])})`;
+      else effect = `no estimate (too few people to compare); the brand’s mean score went ${score(m.brand_level.mean_score_before)} → ${score(m.brand_level.mean_score_after)}`;
+      return h('tr', { 'data-occasion': e.occasion },
+        h('td', {}, h('a', { href: ctx.link(`/event/${seg(e.id)}`) }, name)),
+        h('td', {}, time(e.time)),
+        h('td', { class: 'num', 'data-field': 'reached' }, m.groups ? count(m.groups.reached) : '–'),
+        h('td', { 'data-field': 'effect' }, effect));
+    })));
+  })().catch((err) => body.replaceChildren(h('p', { class: 'error' }, `Could not measure: ${err.message}`)));
+  return card;
 }
 
 // ---- Relationship ---------------------------------------------------------
@@ -182,7 +225,7 @@ const DAY = 86400;
 const WINDOW_DAYS = 60;
 
 function chart(series, marks) {
-  const box = h('div', { class: 'chart', role: 'img', 'aria-label': `Score history, ${series.length} days; dashed lines mark the events behind the score` });
+  const box = h('div', { class: 'chart', role: 'img', 'data-marks': marks.length, 'aria-label': `Score history, ${series.length} days; dashed lines mark the ${marks.length} events behind it` });
   if (typeof uPlot === 'undefined' || series.length < 2) return box;
   const xs = series.map((p) => Date.parse(p.time) / 1000);
   const ys = series.map((p) => p.score);
@@ -232,14 +275,20 @@ export async function relationship(ctx) {
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
       return h('section', {}, h('h1', {}, `${person} – ${brandId}`),
-        empty(`No relationship between ${person} and ${brandId}${ctx.at ? ` as of ${ctx.at}` : ''}: `, ...POST_SOME));
+        empty(`No relationship between ${person} and ${brandId}${ctx.at ? ` as of ${ctx.at}` : ''}: `, ...postSome()));
     }
     throw e;
   }
   const to = new Date(rel.as_of);
   const from = new Date(to.getTime() - WINDOW_DAYS * DAY * 1000);
-  const series = (await get(`/v1/relationships/${p}/${b}/history${query({ from: from.toISOString(), to: to.toISOString(), step: '1d' })}`)).body;
-  const marks = rel.contributions.map((c) => Date.parse(c.time) / 1000);
+  const span = query({ from: from.toISOString(), to: to.toISOString(), step: '1d' });
+  const [series, behind] = await Promise.all([
+    get(`/v1/relationships/${p}/${b}/history${span}`),
+    get(`/v1/relationships/${p}/${b}/history/events${span}`),
+  ]).then((rs) => rs.map((r) => r.body));
+  // Every event behind a point of the series, not only today's reasons:
+  // one that has since decayed out of them still moved the line.
+  const marks = behind.events.map((e) => Date.parse(e.time) / 1000).filter((t) => t >= from / 1000);
   const slider = h('input', { type: 'range', id: 'slider', min: 0, max: WINDOW_DAYS, step: 1, value: WINDOW_DAYS, 'aria-describedby': 'slider-value' });
   const sliderValue = h('output', { id: 'slider-value', for: 'slider' }, `${to.toISOString().slice(0, 10)}`);
   const dayOf = () => new Date(to.getTime() - (WINDOW_DAYS - Number(slider.value)) * DAY * 1000).toISOString().slice(0, 10);
@@ -262,7 +311,7 @@ export async function relationship(ctx) {
       h('section', { class: 'card' }, h('h2', {}, 'Components'),
         table(['Component', 'Value'], comp.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', { class: 'num', 'data-component': k }, delta(v, 3)))))),
       h('section', { class: 'card wide' }, h('h2', {}, 'Why: the events behind the score'),
-        contributions.length === 0 ? empty('No event counts yet.') : table(['Points', 'Event', 'When', 'Path'], contributions.map((c) => h('tr', { 'data-event': c.event },
+        contributions.length === 0 ? empty('No event counts as of this date: pick a later one above, or ', ...postSome()) : table(['Points', 'Event', 'When', 'Path'], contributions.map((c) => h('tr', { 'data-event': c.event },
           h('td', { class: `num ${c.delta < 0 ? 'down' : 'up'}`, 'data-field': 'delta' }, delta(c.delta)),
           h('td', {}, h('a', { href: ctx.link(`/event/${seg(c.event)}`) }, `${c.type} ${c.event}`)),
           h('td', {}, time(c.time)),
@@ -320,11 +369,11 @@ export async function person(ctx) {
         people(ctx, 'Followed in Fusion by', follows.followers, follows.followers_total, 'followers_total'),
         people(ctx, 'Follows', follows.follows, follows.follows_total, 'follows_total')),
       h('section', { class: 'card' }, h('h2', {}, 'Brands'),
-        rels.length === 0 ? empty('No relationships yet.') : table(['Brand', 'Score'], rels.map((r) => h('tr', { 'data-brand': r.brand },
+        rels.length === 0 ? empty('No relationships yet: one starts with their first purchase, post, review or service event; ', ...postSome()) : table(['Brand', 'Score'], rels.map((r) => h('tr', { 'data-brand': r.brand },
           h('td', {}, h('a', { href: ctx.link(`/rel/${p}/${seg(r.brand)}`) }, r.brand)),
           h('td', { class: 'num', 'data-field': 'score' }, score(r.score)))))),
       h('section', { class: 'card wide' }, h('h2', {}, 'Timeline, across channels'),
-        events.length === 0 ? empty('No events yet: ', ...POST_SOME) : table(['When', 'Event', 'Channel', 'What'], events.map((e) => h('tr', { 'data-event': e.id },
+        events.length === 0 ? empty('No events yet: ', ...postSome()) : table(['When', 'Event', 'Channel', 'What'], events.map((e) => h('tr', { 'data-event': e.id },
           h('td', {}, time(e.time)),
           h('td', {}, h('a', { href: ctx.link(`/event/${seg(e.id)}`) }, `${e.type} ${e.id}`)),
           h('td', {}, e.channel || '–'),
@@ -356,7 +405,7 @@ export async function live(ctx) {
   const rows = new Map();
   const tbody = h('tbody', {});
   const status = h('p', { class: 'muted', id: 'live-status' }, 'Taking the first reading…');
-  const none = empty('No score has moved since the page opened. Scores move when events arrive: ', ...POST_SOME);
+  const none = empty('No score has moved since the page opened. Scores move when events arrive: ', ...postSome());
   const movedTable = h('table', { id: 'moved' },
     h('caption', {}, 'Relationships whose score moved, latest first'),
     h('thead', {}, h('tr', {}, ['Seen', 'Relationship', 'Before', 'Now', 'Change'].map((x) => h('th', { scope: 'col' }, x)))),
