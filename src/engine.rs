@@ -1208,6 +1208,30 @@ impl<S: EventStore> Engine<S> {
         Ok(self.state()?.kind(id))
     }
 
+    /// Every brand, by id, with its registered name (unsorted).
+    pub fn brands(&self) -> Result<Vec<(EntityId, Option<String>)>, EngineError> {
+        let state = self.state()?;
+        Ok(state
+            .entities()
+            .into_iter()
+            .filter(|(_, kind)| *kind == EntityKind::Brand)
+            .map(|(id, _)| {
+                let name = state.registration(&id).and_then(|e| e.name.clone());
+                (id, name)
+            })
+            .collect())
+    }
+
+    /// An entity's registration, if any, and its kind, if any event or
+    /// registration names it.
+    pub fn registration(
+        &self,
+        id: &EntityId,
+    ) -> Result<(Option<Entity>, Option<EntityKind>), EngineError> {
+        let state = self.state()?;
+        Ok((state.registration(id).cloned(), state.kind(id)))
+    }
+
     /// Who follows `person` and whom it follows at `at`: two lists of (id,
     /// follow strength in (0, 1]), each sorted by id. `None` when `person`
     /// is no person.

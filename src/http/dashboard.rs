@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::path::Path;
 use super::schema::{self, Problem};
-use crate::domain::{EntityId, EntityKind};
+use crate::domain::EntityId;
 use crate::engine::{Engine, Ranking};
 use crate::store::EventStore;
 
@@ -227,24 +227,16 @@ async fn brands<S: EventStore>(
     let q = params.get("q")?.map(str::to_lowercase);
     let limit = params.count("limit", MAX_BRANDS)?.unwrap_or(100);
     let at = params.time("at")?;
-    let mut found: Vec<(EntityId, Option<String>)> = {
-        let state = engine.state()?;
-        state
-            .entities()
-            .into_iter()
-            .filter(|(_, kind)| *kind == EntityKind::Brand)
-            .map(|(id, _)| {
-                let name = state.registration(&id).and_then(|e| e.name.clone());
-                (id, name)
+    let mut found: Vec<(EntityId, Option<String>)> = engine
+        .brands()?
+        .into_iter()
+        .filter(|(id, name)| {
+            q.as_deref().is_none_or(|q| {
+                id.as_str().to_lowercase().contains(q)
+                    || name.as_ref().is_some_and(|n| n.to_lowercase().contains(q))
             })
-            .filter(|(id, name)| {
-                q.as_deref().is_none_or(|q| {
-                    id.as_str().to_lowercase().contains(q)
-                        || name.as_ref().is_some_and(|n| n.to_lowercase().contains(q))
-                })
-            })
-            .collect()
-    };
+        })
+        .collect();
     found.sort();
     let total = found.len();
     let engine = engine.into_inner();

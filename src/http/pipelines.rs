@@ -378,10 +378,9 @@ fn entity_of<S: EventStore>(
 ) -> Result<Entity, Vec<FieldError>> {
     let bad = |field: &str, message: &str| vec![FieldError::new(field, message)];
     let id = EntityId::new(&update.id).map_err(|e| bad("userId", &format!("bad id: {e}")))?;
-    let (current, known) = match engine.state() {
-        Ok(state) => (state.registration(&id).cloned(), state.kind(&id)),
-        Err(e) => return Err(bad("", &e.to_string())),
-    };
+    let (current, known) = engine
+        .registration(&id)
+        .map_err(|e| bad("", &e.to_string()))?;
     let kind = current
         .as_ref()
         .map(|c| c.kind)
