@@ -676,3 +676,159 @@ fn relationship_reads_carry_etags_that_change_with_the_state() {
     assert_eq!(after.status(), 200);
     assert_ne!(etag(&after), tag);
 }
+
+/// Red team (H8b): two requests that give one new id two kinds at once (a
+/// purchase naming it as `person`, another naming it as `brand`) were both
+/// accepted: the role check reads the state before either is folded, so
+/// neither sees the other. The log then holds a brand that is also a buyer
+/// (after a restart the entity is a brand, yet its purchase as a person is
+/// scored, and the same event sent now is refused on `person`).
+/// `scripts/redteam/kind_race.py` shows it with `PUT /v1/entities` too.
+/// Right: whatever the timing, at most one of the two is accepted.
+#[test]
+fn concurrent_requests_cannot_give_one_id_two_kinds() {
+    let (_d, s) = server();
+    let t = "2026-11-01T10:00:00Z";
+    let mut both = Vec::new();
+    for i in 0..40 {
+        let x = format!("x{i}");
+        let as_person = json!({"id": format!("{x}-p"), "type": "purchase", "time": t, "person": x, "brand": "shop", "amount": 5});
+        let as_brand = json!({"id": format!("{x}-b"), "type": "purchase", "time": t, "person": "buyer", "brand": x, "amount": 5});
+        let (p, b) = std::thread::scope(|scope| {
+            let p = scope.spawn(|| s.post_json("/v1/events", &as_person));
+            let b = scope.spawn(|| s.post_json("/v1/events", &as_brand));
+            (p.join().unwrap(), b.join().unwrap())
+        });
+        if p.body["accepted"] == 1 && b.body["accepted"] == 1 {
+            both.push(x);
+        }
+    }
+    assert!(
+        both.is_empty(),
+        "{} of 40 ids were accepted both as a person and as a brand: {both:?}",
+        both.len()
+    );
+}
+
+/// Red team (H8b): `POST /v1/admin/rescore` builds a fresh state from a scan
+/// of the log taken at its start, off the fold lock, then swaps it in whole.
+/// Events acknowledged (stored and folded) between the scan and the swap
+/// vanished from the live state: timelines and scores left them out until
+/// the next restart, which folds the log again and brings them back.
+/// Right: a rescore loses nothing acknowledged; after it, the live state
+/// holds every accepted event.
+#[test]
+fn a_rescore_loses_no_event_acknowledged_while_it_ran() {
+    let (_d, s) = server();
+    // A log large enough that a rescore takes a while.
+    let t = "2026-10-01T00:00:00Z";
+    let base: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"id": format!("base-{i}"), "type": "purchase", "time": t, "person": format!("c{}", i % 2000), "brand": format!("b{}", i % 50), "amount": 3})
+            )
+        })
+        .collect();
+    assert_eq!(s.post_ndjson(&base).body["accepted"], 20_000);
+    let writers = ["w0", "w1", "w2"];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let accepted = std::thread::scope(|scope| {
+        let posting: Vec<_> = writers
+            .iter()
+            .map(|w| {
+                let (s, stop) = (&s, &stop);
+                scope.spawn(move || {
+                    let mut accepted = 0;
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let batch: Vec<Value> = (0..10)
+                            .map(|j| json!({"id": format!("{w}-{n}-{j}"), "type": "purchase", "time": t, "person": w, "brand": "b0", "amount": 1}))
+                            .collect();
+                        n += 1;
+                        let r = s.post_json("/v1/events", &Value::Array(batch));
+                        accepted += r.body["accepted"].as_u64().unwrap_or(0);
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        for _ in 0..8 {
+            let r = s.post("/v1/admin/rescore", "application/json", b"");
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        posting.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    let folded: u64 = writers
+        .iter()
+        .map(|w| {
+            s.get(&format!("/v1/entities/{w}")).body["event_count"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        folded, accepted,
+        "the live state holds {folded} of the {accepted} events acknowledged during the rescores"
+    );
+}
+
+/// Red team (H8b): an erasure racing a request about the same person
+/// leaves a live state that is not the log's: the erasure's store step and
+/// its state step are not ordered with the request's append and fold, so an
+/// event the erasure removed from the log can be folded after it (the live
+/// server shows it; a restart drops it), or one stored after the erasure is
+/// erased from the state only (a restart brings it back).
+/// `scripts/redteam/erase_race.py` is the same under load.
+/// Right: after the dust settles, the live state is the log's: every
+/// timeline reads the same before and after a restart.
+#[test]
+fn an_erasure_racing_an_event_about_the_same_person_leaves_the_state_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let t = "2026-10-01T00:00:00Z";
+    let people: Vec<String> = (0..250).map(|i| format!("v{i}")).collect();
+    for (i, p) in people.iter().enumerate() {
+        let first = json!({"id": format!("{p}-0"), "type": "purchase", "time": t, "person": p, "brand": "b", "amount": 1});
+        assert_eq!(s.post_json("/v1/events", &first).body["accepted"], 1);
+        let batch: Vec<Value> = (1..20)
+            .map(|j| json!({"id": format!("{p}-{j}"), "type": "purchase", "time": t, "person": p, "brand": format!("b{}", (i + j) % 3), "amount": j}))
+            .collect();
+        std::thread::scope(|scope| {
+            for k in 0..4 {
+                let batch: Vec<Value> = batch
+                    .iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e["id"] = json!(format!("{}-{k}", e["id"].as_str().unwrap()));
+                        e
+                    })
+                    .collect();
+                let s = &s;
+                scope.spawn(move || s.post_json("/v1/events", &Value::Array(batch)));
+            }
+            scope.spawn(|| s.delete(&format!("/v1/entities/{p}")));
+        });
+    }
+    let timelines = |s: &Server| -> Vec<(u16, usize)> {
+        people
+            .iter()
+            .map(|p| {
+                let r = s.get(&format!("/v1/entities/{p}/events?limit=100"));
+                (r.status, r.body["items"].as_array().map_or(0, Vec::len))
+            })
+            .collect()
+    };
+    let live = timelines(&s);
+    s.terminate();
+    let s = Server::start(dir.path(), &[]);
+    let after_restart = timelines(&s);
+    let differ: Vec<_> = people
+        .iter()
+        .zip(live.iter().zip(&after_restart))
+        .filter(|(_, (a, b))| a != b)
+        .map(|(p, (a, b))| format!("{p}: live {a:?}, after restart {b:?}"))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+}

@@ -591,3 +591,55 @@ fn without_keys_the_service_binds_loopback_only_and_with_one_any_address() {
     let _ = child.wait();
     assert_eq!(status, 404, "served, and the key was needed and accepted");
 }
+
+/// Sends raw request bytes to `s` and answers the status of its answer.
+fn raw_status(s: &Server, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Red team (H8b): the Host check refused a foreign `Host` but let a request
+/// with none through (HTTP/1.0 does not require one): the data routes
+/// answered 200, so the check fails open. Right: a request with no Host the
+/// service answers for is refused like a foreign one (`421`; probes, which
+/// come by address, excepted).
+#[test]
+fn a_request_without_host_is_refused_like_a_foreign_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let status = raw_status(&s, "GET /v1/brands/sweater HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 421, "a data route answered a request without Host");
+}
+
+/// Red team (H8b): a request in absolute form names its authority in the
+/// request line, and RFC 9112 (3.2.2) says a server must then ignore
+/// `Host`. The check read only `Host`, so `GET http://attacker.example/...`
+/// with the service's own Host was answered 200. Right: the authority of an
+/// absolute-form target is the one checked: `421` for a foreign one.
+#[test]
+fn an_absolute_form_target_with_a_foreign_authority_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--demo"]);
+    let own = s.base.trim_start_matches("http://").to_string();
+    let status = raw_status(
+        &s,
+        &format!(
+            "GET http://attacker.example/v1/brands/sweater HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(
+        status, 421,
+        "a foreign absolute-form authority was answered"
+    );
+}

@@ -871,3 +871,43 @@ async fn entity_registrations_follow_the_same_rules() {
         "{r}"
     );
 }
+
+// ---------------------------------------------------------------- red team (H8b)
+
+/// Red team (H8b): a path segment whose percent escapes are not UTF-8
+/// (`%FF`) was decoded lossily to U+FFFD: `PUT /v1/entities/%FF` registered
+/// the entity `\u{FFFD}` (an id the client never sent), and `%FE`, another
+/// id, then read the same entity. A body with invalid UTF-8 is refused; a
+/// path must be too. Right: `400` naming `id`, and nothing registered.
+#[actix_web::test]
+async fn a_path_id_that_is_not_utf8_is_refused_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let app = app!(engine);
+    let put = atest::TestRequest::put()
+        .uri("/v1/entities/%FF")
+        .set_json(json!({"kind": "brand", "name": "x"}))
+        .to_request();
+    let (status, body) = send(&app, put).await;
+    assert_eq!(status, 400, "PUT /v1/entities/%FF -> {body}");
+    assert_eq!(body["errors"][0]["field"], "id", "{body}");
+    let (status, body) = send(&app, get("/v1/entities/%EF%BF%BD").to_request()).await;
+    assert_eq!(status, 404, "U+FFFD was registered in place of %FF: {body}");
+    let (status, body) = send(&app, get("/v1/entities/%FE/events").to_request()).await;
+    assert_eq!(status, 400, "GET /v1/entities/%FE/events -> {body}");
+}
+
+/// Red team (H8b): `-0` is how JSON writes the integer zero, but every
+/// integer field (`transfers`, `followers`, ...) refused it with "must be
+/// an integer ..., got -0.0", a value the sender never wrote, while README
+/// promises that `-0.0` is stored as 0. Right: `-0` in an integer field is 0.
+#[test]
+fn minus_zero_in_an_integer_field_is_zero() {
+    for text in [
+        r#"{"id":"e","type":"service","time":"2026-11-01T10:00:00Z","person":"a","brand":"b","transfers":-0}"#,
+        r#"{"id":"e","type":"audience","time":"2026-11-01T10:00:00Z","person":"a","followers":-0}"#,
+    ] {
+        let v: Value = serde_json::from_str(text).unwrap();
+        accepted(&v);
+    }
+}
