@@ -397,6 +397,8 @@ impl Derived {
 
 /// Answers a writer waiting for a fold: the reason if it failed.
 type FoldReply = tokio::sync::oneshot::Sender<Result<(), String>>;
+/// What a writer waits on for its fold's answer.
+type FoldWaiter = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 /// Builds the state of the whole log from the store (on the thread that
 /// calls it, which may block). Shared by the fold thread, which builds
@@ -404,73 +406,93 @@ type FoldReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// log's context.
 type Rebuild = Arc<dyn Fn() -> Result<ScoreState, String> + Send + Sync>;
 
+/// A change of the log for the state to follow, sent to the fold thread
+/// inside the writer section (`Engine::writes`), so the fold thread
+/// receives changes in the order the store made them.
+struct Change {
+    /// Stored events to fold (positions from the store).
+    events: Vec<Logged>,
+    /// The log's context changed (a registration, an erasure): build the
+    /// state again from the store.
+    rebuild: bool,
+    /// Who waits for it.
+    reply: FoldReply,
+    /// Kinds its events or registration give, reserved until the state
+    /// has them (dropped after the change is in the state, or failed).
+    _reserved: Reservation,
+}
+
 /// Work for the fold thread.
 enum FoldJob {
-    /// Stored events to fold, and who waits for them.
-    Fold(Vec<Logged>, FoldReply),
-    /// Build the state again from the store (after a registration or an
-    /// erasure), and who waits for it.
-    Rebuild(FoldReply),
+    Change(Change),
     /// A state rebuilt from the log after a failure, to swap in.
     Restore(Box<ScoreState>),
 }
 
-/// The fold thread: takes every job waiting, folds them together (one
+/// The fold thread: takes every change waiting, folds them together (one
 /// rebuild at most, however many of them came late), then answers each.
 /// Concurrent writers whose batches arrive out of event-time order would
 /// otherwise each rebuild the state; here they share one rebuild per round,
 /// and no HTTP worker thread is held up by it. Events later than everything
 /// folded are folded in place; an earlier one, a registration or an
-/// erasure builds the state again from the store (which holds the events
-/// being folded: they were committed first), while readers keep the old
-/// state. While the state is broken, jobs wait for the rebuilt state and
-/// are folded into it.
+/// erasure builds the state again from the store, while readers keep the
+/// old state.
+///
+/// Changes come in the store's order (`Engine::writes`) and every event
+/// of a change was committed before the change was sent, so a build from
+/// the store holds every event of the changes received before it, minus
+/// what an erasure received before it removed: a round that builds folds
+/// no event on top (one erased meanwhile would come back), and a change
+/// received before a build is never folded after it (a round takes every
+/// change received, in order). While the state is broken, changes wait
+/// (in order, rebuilds kept) for the rebuilt state and are folded into it.
 fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebuild: Rebuild) {
-    let mut queued: VecDeque<FoldJob> = VecDeque::new();
-    let mut parked: Vec<(Vec<Logged>, FoldReply)> = Vec::new();
+    // Received and not handled yet, in the order received.
+    let mut received: VecDeque<FoldJob> = VecDeque::new();
+    let mut parked: Vec<Change> = Vec::new();
     loop {
-        let job = match queued.pop_front() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
+        if received.is_empty() {
+            match rx.recv() {
+                Ok(job) => received.push_back(job),
                 Err(_) => return,
-            },
-        };
-        let mut jobs = match job {
-            FoldJob::Restore(state) => {
-                derived.restore(*state);
-                // What waited for the rebuild is folded into it (anything
-                // the rebuild already holds is skipped by `apply`).
-                queued.extend(parked.drain(..).map(|(e, tx)| FoldJob::Fold(e, tx)));
-                continue;
             }
-            FoldJob::Fold(events, tx) => vec![(events, tx, false)],
-            FoldJob::Rebuild(tx) => vec![(Vec::new(), tx, true)],
-        };
-        while let Ok(more) = rx.try_recv() {
-            match more {
-                FoldJob::Fold(events, tx) => jobs.push((events, tx, false)),
-                FoldJob::Rebuild(tx) => jobs.push((Vec::new(), tx, true)),
+        }
+        while let Ok(job) = rx.try_recv() {
+            received.push_back(job);
+        }
+        // A round: every change received before the first restore.
+        let mut round = Vec::new();
+        while let Some(job) = received.pop_front() {
+            match job {
+                FoldJob::Change(change) => round.push(change),
+                FoldJob::Restore(state) if round.is_empty() => {
+                    derived.restore(*state);
+                    // What waited for the rebuilt state comes first, in
+                    // order (anything it already holds is skipped by
+                    // `apply`; a rebuild asked meanwhile builds again).
+                    for change in parked.drain(..).rev() {
+                        received.push_front(FoldJob::Change(change));
+                    }
+                    break;
+                }
                 restore @ FoldJob::Restore(_) => {
-                    queued.push_back(restore);
+                    received.push_front(restore);
                     break;
                 }
             }
         }
-        if derived.broken().is_some() {
-            // The rebuild after the failure reads the store, which has
-            // every change a rebuild was asked for.
-            parked.extend(jobs.into_iter().map(|(e, tx, _)| (e, tx)));
+        if round.is_empty() {
             continue;
         }
-        let mut events = Vec::new();
-        let mut waiting = Vec::with_capacity(jobs.len());
-        let mut again = false;
-        for (e, tx, build) in jobs {
-            events.extend(e);
-            waiting.push(tx);
-            again |= build;
+        if derived.broken().is_some() {
+            parked.extend(round);
+            continue;
         }
+        let again = round.iter().any(|c| c.rebuild);
+        let events: Vec<Logged> = round
+            .iter_mut()
+            .flat_map(|c| std::mem::take(&mut c.events))
+            .collect();
         let in_place = !again && derived.slot.read().state.appends_in_order(&events);
         let outcome = if in_place {
             derived.change(|s| {
@@ -479,28 +501,88 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
                 derived.fault_point();
             })
         } else {
+            // The store holds the round's events (see above).
             derived.replace(|| {
-                let mut fresh = rebuild()?;
+                let fresh = rebuild()?;
                 derived.fault_point();
-                // The store held these events already; anything it did not
-                // (a store that lost them) is folded if it can be.
-                if !fresh.apply(events) {
-                    tracing::warn!("events folded before a rebuild were not in the store's log");
-                }
                 Ok(fresh)
             })
         };
-        for tx in waiting {
-            let _ = tx.send(outcome.clone());
+        for change in round {
+            let _ = change.reply.send(outcome.clone());
         }
         let live_synced = |d: &Derived| d.slot.read().state.live_synced();
         crate::telemetry::live_synced(live_synced(&derived));
         if outcome.is_ok()
             && let Some(job) = sync_live(&derived, &rx)
         {
-            queued.push_back(job);
+            received.push_back(job);
         }
         crate::telemetry::live_synced(live_synced(&derived));
+    }
+}
+
+/// Kinds given to new entities by events stored (or being stored) and not
+/// folded yet, and by registrations not in the state yet: what the role
+/// checks read besides the state (`Engine::check_and_reserve`), so two
+/// concurrent requests cannot give one id two kinds.
+#[derive(Default)]
+struct Reservations {
+    kinds: HashMap<EntityId, EntityKind>,
+    /// How many unfinished writes hold each id of `kinds`.
+    holders: HashMap<EntityId, usize>,
+}
+
+/// One write's hold on ids of `Reservations`; dropping it releases them
+/// (on the fold thread once its change is in the state, or where the
+/// write ends early).
+struct Reservation {
+    table: Arc<Mutex<Reservations>>,
+    ids: Vec<EntityId>,
+}
+
+impl Reservation {
+    fn none(table: &Arc<Mutex<Reservations>>) -> Self {
+        Reservation {
+            table: Arc::clone(table),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Holds `id` (already in `table.kinds`), once per write.
+    fn hold(&mut self, table: &mut Reservations, id: &EntityId) {
+        if table.kinds.contains_key(id) && !self.ids.contains(id) {
+            *table.holders.entry(id.clone()).or_default() += 1;
+            self.ids.push(id.clone());
+        }
+    }
+
+    /// Keeps the kinds reserved for the engine's life: a loader that only
+    /// stores (`Engine::store_checked`) never folds what it stores.
+    fn keep(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut table = self.table.lock();
+        for id in self.ids.drain(..) {
+            let last = match table.holders.get_mut(&id) {
+                Some(n) => {
+                    *n -= 1;
+                    *n == 0
+                }
+                None => false,
+            };
+            if last {
+                table.holders.remove(&id);
+                table.kinds.remove(&id);
+            }
+        }
     }
 }
 
@@ -740,6 +822,16 @@ pub struct Engine<S> {
     /// Stopped when the engine is dropped; then the fold thread ends too
     /// (its last sender is gone) and the store is let go.
     recovery: tokio::task::JoinHandle<()>,
+    /// The writer section. A write holds it shared from its role checks
+    /// to sending its change to the fold thread (its commit included:
+    /// concurrent writes still share group commits); an erasure or a
+    /// registration holds it alone from its checks to sending its
+    /// rebuild. So no write's store step and state step straddle an
+    /// erasure's, and the fold thread sees the log's changes in the order
+    /// the store made them (`fold_loop`).
+    writes: tokio::sync::RwLock<()>,
+    /// Kinds of new entities not in the state yet, checked with it.
+    reserved: Arc<Mutex<Reservations>>,
     ranking: RwLock<Option<Arc<Ranking>>>,
     ranking_build: tokio::sync::Mutex<()>,
 }
@@ -837,6 +929,8 @@ impl<S: EventStore> Engine<S> {
             derived,
             folder: tx,
             recovery,
+            writes: tokio::sync::RwLock::new(()),
+            reserved: Arc::default(),
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
         })
@@ -906,6 +1000,7 @@ impl<S: EventStore> Engine<S> {
     /// event the arrival checks refuse) rejects the whole request. `now` is
     /// the arrival time (the edge reads the clock): events dated more than
     /// `EngineOptions::max_future_skew` after it are refused on `time`.
+    /// Answers once the events are in the state (read your writes).
     pub async fn submit(
         &self,
         events: Vec<(usize, Event)>,
@@ -913,63 +1008,108 @@ impl<S: EventStore> Engine<S> {
         atomic: bool,
         now: DateTime<Utc>,
     ) -> Result<IngestReport, EngineError> {
-        let mut pending = HashMap::new();
-        let (report, new) = self
-            .store_checked(events, rejected, atomic, true, now, &mut pending)
-            .await?;
-        if !new.is_empty() {
-            self.fold_stored(new).await?;
+        let (report, folded) = self.write(events, rejected, atomic, true, now).await?;
+        if let Some((count, folded)) = folded {
+            match folded.await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    return Err(EngineError::NotFolded {
+                        events: count,
+                        reason,
+                    });
+                }
+                Err(_) => return Err(EngineError::Internal("the fold thread has stopped".into())),
+            }
         }
         Ok(report)
     }
 
-    /// The first half of `submit`: the arrival checks (time against `now`,
-    /// roles), then the durable append.
-    /// With `keep`, answers the events that were new too; a caller that folds
-    /// them must do so in order. `pending` carries the kinds given to new
-    /// entities by events not folded (yet), so a bulk loader can store batch
-    /// after batch with the same checks as the service.
+    /// `submit` without the fold, for a bulk loader (`fusion ingest`):
+    /// the arrival checks, then the durable append. The kinds its events
+    /// give new entities stay reserved for the engine's life, so batch
+    /// after batch is checked as the service checks them.
     pub async fn store_checked(
         &self,
         events: Vec<(usize, Event)>,
-        mut rejected: Vec<Rejection>,
+        rejected: Vec<Rejection>,
         atomic: bool,
-        keep: bool,
         now: DateTime<Utc>,
-        pending: &mut HashMap<EntityId, EntityKind>,
-    ) -> Result<(IngestReport, Vec<Logged>), EngineError> {
-        let latest_accepted = now + self.options.max_future_skew;
-        let mut good = Vec::with_capacity(events.len());
-        {
-            let state = self.state()?;
-            for (index, event) in events {
-                let refused = if event.time > latest_accepted {
-                    Some(FieldError {
-                        field: "time".into(),
-                        message: format!(
-                            "is more than {} ahead of the server clock ({}); \
-                             check the sender's clock",
-                            describe(self.options.max_future_skew),
-                            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                        ),
-                    })
-                } else {
+    ) -> Result<IngestReport, EngineError> {
+        Ok(self.write(events, rejected, atomic, false, now).await?.0)
+    }
+
+    /// The role checks of `events` against the state and the kinds
+    /// reserved by writes not folded yet, as one step (so two concurrent
+    /// requests cannot each give an id a kind the other does not see);
+    /// the kinds the passing events give are reserved for this write.
+    /// Answers each event's refusal, if any.
+    fn check_and_reserve(
+        &self,
+        events: &[(usize, Event)],
+        refusal: impl Fn(&Event) -> Option<FieldError>,
+    ) -> Result<(Vec<Option<FieldError>>, Reservation), EngineError> {
+        let mut reservation = Reservation::none(&self.reserved);
+        let mut table = self.reserved.lock();
+        let state = self.state()?;
+        let refusals = events
+            .iter()
+            .map(|(_, event)| {
+                let refused = refusal(event).or_else(|| {
                     state
-                        .check_roles(&event, pending)
+                        .check_roles(event, &mut table.kinds)
                         .err()
                         .map(|conflict| FieldError {
                             field: conflict.field.to_string(),
                             message: conflict.message,
                         })
-                };
-                match refused {
-                    None => good.push((index, event)),
-                    Some(error) => rejected.push(Rejection {
-                        index,
-                        id: Some(event.id.to_string()),
-                        errors: vec![error],
-                    }),
+                });
+                if refused.is_none() {
+                    for (id, _) in event.references() {
+                        reservation.hold(&mut table, id);
+                    }
                 }
+                refused
+            })
+            .collect();
+        Ok((refusals, reservation))
+    }
+
+    /// The write path in the writer section (`Engine::writes`): the
+    /// arrival checks (time against `now`, roles), the durable append,
+    /// and with `fold` the change sent to the fold thread; answers the
+    /// report and, with `fold`, how many events wait to be folded and
+    /// the fold's answer to wait for.
+    async fn write(
+        &self,
+        events: Vec<(usize, Event)>,
+        mut rejected: Vec<Rejection>,
+        atomic: bool,
+        fold: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(IngestReport, Option<(usize, FoldWaiter)>), EngineError> {
+        let _section = self.writes.read().await;
+        let latest_accepted = now + self.options.max_future_skew;
+        let too_late = |event: &Event| {
+            (event.time > latest_accepted).then(|| FieldError {
+                field: "time".into(),
+                message: format!(
+                    "is more than {} ahead of the server clock ({}); \
+                     check the sender's clock",
+                    describe(self.options.max_future_skew),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            })
+        };
+        let (refusals, reservation) = self.check_and_reserve(&events, too_late)?;
+        let mut good = Vec::with_capacity(events.len());
+        for ((index, event), refused) in events.into_iter().zip(refusals) {
+            match refused {
+                None => good.push((index, event)),
+                Some(error) => rejected.push(Rejection {
+                    index,
+                    id: Some(event.id.to_string()),
+                    errors: vec![error],
+                }),
             }
         }
         rejected.sort_by_key(|r| r.index);
@@ -991,7 +1131,7 @@ impl<S: EventStore> Engine<S> {
                 positions: Vec::new(),
             };
             (none, Vec::new())
-        } else if keep {
+        } else if fold {
             (self.store.append(good.clone(), mode).await?, good)
         } else {
             (self.store.append(good, mode).await?, Vec::new())
@@ -1051,7 +1191,7 @@ impl<S: EventStore> Engine<S> {
                 }
                 // A stored event this process has not folded: its position
                 // is not in the state's bitmap.
-                if keep && position.is_none_or(|p| !state.folded(p)) {
+                if fold && position.is_none_or(|p| !state.folded(p)) {
                     stored_ids.push(id.clone());
                 }
             }
@@ -1078,71 +1218,105 @@ impl<S: EventStore> Engine<S> {
             warnings,
         };
         crate::telemetry::record_ingest(&report);
-        Ok((report, new))
+        if !fold {
+            reservation.keep();
+            return Ok((report, None));
+        }
+        if new.is_empty() {
+            return Ok((report, None));
+        }
+        let count = new.len();
+        let waiter = self.send_change(new, false, reservation)?;
+        Ok((report, Some((count, waiter))))
     }
 
-    /// Folds stored events into the state (on the fold thread) and returns
-    /// once they are readable; `NotFolded` if the fold failed (the events
-    /// stay stored; the state is rebuilt from the log).
-    pub async fn fold_stored(&self, events: Vec<Logged>) -> Result<(), EngineError> {
-        let count = events.len();
-        let _waiting = crate::telemetry::FoldWait::begin(count);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.folder.send(FoldJob::Fold(events, tx)).is_err() {
+    /// Sends a change of the log to the fold thread; call it in the writer
+    /// section, after the store made the change. Answers what to wait on.
+    fn send_change(
+        &self,
+        events: Vec<Logged>,
+        rebuild: bool,
+        reserved: Reservation,
+    ) -> Result<FoldWaiter, EngineError> {
+        let (reply, waiter) = tokio::sync::oneshot::channel();
+        let change = Change {
+            events,
+            rebuild,
+            reply,
+            _reserved: reserved,
+        };
+        if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
         }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(EngineError::NotFolded {
-                events: count,
-                reason,
-            }),
-            Err(_) => Err(EngineError::Internal("the fold thread has stopped".into())),
-        }
+        Ok(waiter)
     }
 
-    /// Builds the state again from the store (on the fold thread, which
-    /// serialises it with folds) after a change of the log's context that
-    /// the store has (a registration, an erasure); a failure is reported as
-    /// `NotReady` (the state is rebuilt from the store, which has the
-    /// change).
-    async fn rebuild_state(&self) -> Result<(), EngineError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.folder.send(FoldJob::Rebuild(tx)).is_err() {
-            return Err(EngineError::Internal("the fold thread has stopped".into()));
-        }
-        match rx.await {
+    /// Waits for a rebuild of the state from the store (after a change of
+    /// the log's context that the store has: a registration, an erasure);
+    /// a failure is reported as `NotReady` (the state is rebuilt from the
+    /// store, which has the change).
+    async fn rebuilt(waiter: FoldWaiter) -> Result<(), EngineError> {
+        match waiter.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(EngineError::NotReady(reason)),
             Err(_) => Err(EngineError::Internal("the fold thread has stopped".into())),
         }
     }
 
-    /// Registers or replaces an entity.
+    /// Registers or replaces an entity. Alone in the writer section from
+    /// its kind check (against the state and the kinds reserved by writes
+    /// not folded yet) to sending its rebuild, and its kind stays reserved
+    /// until the rebuilt state has it, so no concurrent event gives the id
+    /// another kind.
     pub async fn register(&self, entity: Entity) -> Result<(), EngineError> {
-        if let Some(kind) = self.state()?.kind(&entity.id)
-            && kind.is_person() != entity.kind.is_person()
-            && kind != entity.kind
-        {
-            return Err(EngineError::Invalid(format!(
-                "'{}' is already known as a {}; it cannot become a {}",
-                entity.id,
-                kind.as_str(),
-                entity.kind.as_str()
-            )));
-        }
-        self.store.put_entity(entity).await?;
-        self.rebuild_state().await
+        let waiter = {
+            let _section = self.writes.write().await;
+            let mut reservation = Reservation::none(&self.reserved);
+            {
+                let mut table = self.reserved.lock();
+                let known = match table.kinds.get(&entity.id) {
+                    Some(kind) => Some(*kind),
+                    None => self.state()?.kind(&entity.id),
+                };
+                if let Some(kind) = known
+                    && kind.is_person() != entity.kind.is_person()
+                    && kind != entity.kind
+                {
+                    return Err(EngineError::Invalid(format!(
+                        "'{}' is already known as a {}; it cannot become a {}",
+                        entity.id,
+                        kind.as_str(),
+                        entity.kind.as_str()
+                    )));
+                }
+                if known.is_none() {
+                    table.kinds.insert(entity.id.clone(), entity.kind);
+                    reservation.hold(&mut table, &entity.id);
+                }
+            }
+            self.store.put_entity(entity).await?;
+            self.send_change(Vec::new(), true, reservation)?
+        };
+        Self::rebuilt(waiter).await
     }
 
     /// Erases an entity: its events, edges and relationships, and every
-    /// score they touched is recomputed as if they had never been.
+    /// score they touched is recomputed as if they had never been. Alone
+    /// in the writer section from its check to sending its rebuild: every
+    /// write is wholly before it (its events erased, its fold before the
+    /// rebuild) or wholly after it (stored after the erasure, kept).
     pub async fn erase(&self, id: &EntityId) -> Result<u64, EngineError> {
-        if self.state()?.kind(id).is_none() {
-            return Err(EngineError::NotFound(format!("no entity '{id}'")));
-        }
-        let removed = self.store.erase(id).await?;
-        self.rebuild_state().await?;
+        let (removed, waiter) = {
+            let _section = self.writes.write().await;
+            let reserved = self.reserved.lock().kinds.contains_key(id);
+            if !reserved && self.state()?.kind(id).is_none() {
+                return Err(EngineError::NotFound(format!("no entity '{id}'")));
+            }
+            let removed = self.store.erase(id).await?;
+            let waiter = self.send_change(Vec::new(), true, Reservation::none(&self.reserved))?;
+            (removed, waiter)
+        };
+        Self::rebuilt(waiter).await?;
         Ok(removed)
     }
 
