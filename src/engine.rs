@@ -17,6 +17,15 @@
 //! batch evaluations at the trend points, recomputed on a blocking thread
 //! when the state has changed, and shared.
 //!
+//! **Order.** A change of the log and its change of the state are one
+//! ordered step: the writer section (`Engine::writes`) is held shared by a
+//! write from its role checks (against the state and the kinds reserved by
+//! writes not folded yet) through its append to sending its change to the
+//! fold thread, and alone by an erasure or a registration through its
+//! store step to sending its rebuild. The fold thread therefore receives
+//! the log's changes in the order the store made them (`fold_loop`), and
+//! the live state is always the log's, whatever the interleaving.
+//!
 //! Folding happens on one fold thread that takes every waiting batch at
 //! once. Folding late events refolds the log; that happens on a copy so
 //! readers are never held up by it, and concurrent late batches share it.
