@@ -361,15 +361,21 @@ impl Derived {
     /// Rebuilds the live series from the state's inputs at the latest
     /// event (what a checkpoint does), beside the one readers use, under
     /// the read lock; folds wait meanwhile (the fold lock), readers do not;
-    /// the new series is swapped in.
+    /// the new series is swapped in. A series behind the fold catches up
+    /// first in slices of `SYNC_SLICE` under the write lock, as on the fold
+    /// thread, so readers wait at most one slice.
     fn rebuild_live(&self) -> Result<(), String> {
         let _guard = self.fold.lock();
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if !self.slot.read().state.live_synced() {
-                self.slot.write().state.sync_live(|| false);
+            while !self.slot.read().state.live_synced() {
+                let deadline = Instant::now() + SYNC_SLICE;
+                let mut slot = self.slot.write();
+                if slot.state.sync_live(|| Instant::now() >= deadline) {
+                    break;
+                }
             }
             let live = self.slot.read().state.recomputed_live();
             self.slot.write().state.set_live(live);
