@@ -1164,11 +1164,11 @@ impl<S: EventStore> Engine<S> {
         let mut stored_ids = Vec::new();
         let mut new = Vec::new();
         {
-            // Stored already: a failure now is a failure to fold them.
-            let state = self.state().map_err(|e| EngineError::NotFolded {
-                events: appended.accepted(),
-                reason: e.to_string(),
-            })?;
+            // Stored already, so they go to the fold thread whatever the
+            // state: if it broke meanwhile, the change waits for the state
+            // rebuilt from the log (whose scan may have passed them) and is
+            // folded into it.
+            let state = self.state().ok();
             for (k, outcome) in appended.outcomes.iter().enumerate() {
                 let (index, id) = (indices[k], &ids[k]);
                 let event = kept.next();
@@ -1206,7 +1206,8 @@ impl<S: EventStore> Engine<S> {
                 }
                 // A stored event this process has not folded: its position
                 // is not in the state's bitmap.
-                if fold && position.is_none_or(|p| !state.folded(p)) {
+                let folded = |p: u64| state.as_ref().is_some_and(|s| s.folded(p));
+                if fold && position.is_none_or(|p| !folded(p)) {
                     stored_ids.push(id.clone());
                 }
             }
