@@ -299,6 +299,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Derived {
+    /// A whole state; `faults` as `EngineOptions::fold_faults`; `failed`
+    /// wakes the recovery task.
+    fn new(state: ScoreState, faults: u32, failed: tokio::sync::mpsc::UnboundedSender<()>) -> Self {
+        Derived {
+            slot: RwLock::new(Slot {
+                state,
+                broken: None,
+            }),
+            fold: Mutex::new(()),
+            version: Default::default(),
+            faults: AtomicU32::new(faults),
+            fold_failures: Default::default(),
+            recoveries: Default::default(),
+            rebuild_failure: Mutex::new(None),
+            failed,
+        }
+    }
+
     fn read(&self) -> Result<StateGuard<'_>, EngineError> {
         let slot = self.slot.read();
         if let Some(reason) = &slot.broken {
@@ -908,19 +926,7 @@ impl<S: EventStore> Engine<S> {
             ),
         };
         let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let derived = Arc::new(Derived {
-            slot: RwLock::new(Slot {
-                state,
-                broken: None,
-            }),
-            fold: Mutex::new(()),
-            version: Default::default(),
-            faults: AtomicU32::new(options.fold_faults),
-            fold_failures: Default::default(),
-            recoveries: Default::default(),
-            rebuild_failure: Mutex::new(None),
-            failed: failed_tx,
-        });
+        let derived = Arc::new(Derived::new(state, options.fold_faults, failed_tx));
         if let Some(cause) = broken {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
@@ -1760,5 +1766,121 @@ fn rank(
         relationships: current.scores.len(),
         by_brand,
         by_person: by_person.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fold thread's order (`fold_loop`) driven directly, its jobs
+    //! queued before it starts so that they make one round: the "store" is
+    //! a list of logged events that its rebuild reads.
+    use super::*;
+
+    fn model() -> Arc<ScoringModel> {
+        Arc::new(ScoringModel::default_model())
+    }
+
+    fn purchase(position: crate::domain::LogPosition, id: &str, person: &str) -> Logged {
+        let value = serde_json::json!({"id": id, "type": "purchase",
+            "time": "2026-10-01T00:00:00Z", "person": person, "brand": "b", "amount": 1});
+        let mut valid = crate::ingest::validate_all(&[value], &model().currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        Logged {
+            position,
+            event: valid.good.remove(0).1,
+        }
+    }
+
+    fn build(log: &[Logged]) -> ScoreState {
+        let mut kinds = ScoreState::builder(model(), Vec::new());
+        kinds.see(log.to_vec());
+        let mut fold = kinds.fold_pass();
+        fold.fold(log.to_vec());
+        let mut state = fold.finish();
+        state.sync_live(|| false);
+        state
+    }
+
+    /// Runs the fold thread on `jobs` (queued first, so they make one
+    /// round) over a state built from `state_log` and a store holding
+    /// `store_log`, `broken` or not; answers the state once every change
+    /// is answered, and the changes' answers.
+    fn run(
+        state_log: &[Logged],
+        broken: bool,
+        store_log: Vec<Logged>,
+        jobs: Vec<FoldJob>,
+        replies: Vec<FoldWaiter>,
+    ) -> (Arc<Derived>, Vec<Result<(), String>>) {
+        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let derived = Arc::new(Derived::new(build(state_log), 0, failed_tx));
+        if broken {
+            derived.fail("a test");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        for job in jobs {
+            tx.send(job).unwrap();
+        }
+        let rebuild: Rebuild = Arc::new(move || Ok(build(&store_log)));
+        let thread = {
+            let derived = Arc::clone(&derived);
+            std::thread::spawn(move || fold_loop(derived, rx, rebuild))
+        };
+        let answers = replies
+            .into_iter()
+            .map(|r| r.blocking_recv().expect("the fold thread answers"))
+            .collect();
+        drop(tx);
+        thread.join().unwrap();
+        (derived, answers)
+    }
+
+    fn change(events: Vec<Logged>, rebuild: bool) -> (FoldJob, FoldWaiter) {
+        let (reply, waiter) = tokio::sync::oneshot::channel();
+        let change = Change {
+            events,
+            rebuild,
+            reply,
+            _reserved: Reservation::none(&Arc::default()),
+        };
+        (FoldJob::Change(change), waiter)
+    }
+
+    /// Regression (task H11): an event stored just before an erasure of
+    /// its person, whose fold reached the fold thread in the erasure's
+    /// round, was folded on top of the state rebuilt without it: the live
+    /// state showed an erased event the log no longer held.
+    #[test]
+    fn a_round_that_rebuilds_folds_no_erased_event_on_top() {
+        let a = purchase(0, "a", "p");
+        let (fold, folded) = change(vec![a], false);
+        let (erase, erased) = change(Vec::new(), true);
+        let (derived, answers) = run(
+            &[],
+            false,
+            Vec::new(),
+            vec![fold, erase],
+            vec![folded, erased],
+        );
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let state = derived.read().unwrap();
+        assert_eq!(state.event_count(), 0);
+        assert_eq!(state.kind(&EntityId::new("p").unwrap()), None);
+    }
+
+    /// Regression (task H11): a rebuild asked (by an erasure) while the
+    /// state was broken was parked as a plain fold, so the state rebuilt
+    /// by the recovery, whose scan ran before the erasure, kept the
+    /// erased events after it was swapped in.
+    #[test]
+    fn a_rebuild_asked_while_broken_is_done_after_the_restore() {
+        let a = purchase(0, "a", "p");
+        let (erase, erased) = change(Vec::new(), true);
+        let recovered = FoldJob::Restore(Box::new(build(std::slice::from_ref(&a))));
+        let (derived, answers) = run(&[a], true, Vec::new(), vec![erase, recovered], vec![erased]);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let state = derived.read().unwrap();
+        assert_eq!(state.event_count(), 0);
+        assert_eq!(derived.recoveries.load(Ordering::SeqCst), 1);
     }
 }
