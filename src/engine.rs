@@ -801,13 +801,17 @@ pub struct Footprint {
     pub relationship_count: u64,
 }
 
-/// Bytes a folded event takes, with margin (measured: ARCHITECTURE.md).
-pub const BYTES_PER_EVENT: u64 = 200;
+/// Bytes a folded event takes at the peak of a build, with margin.
+/// Measured (ARCHITECTURE.md, "Memory"; `benches/memory.sh`): `serve` on
+/// 1,000,000 generated events and 497,536 relationships peaks at 855 MB
+/// while it builds, and cutting the relationships to 199,298 left it as it
+/// was: events dominate.
+pub const BYTES_PER_EVENT: u64 = 800;
 /// Bytes an entity takes, with margin.
 pub const BYTES_PER_ENTITY: u64 = 400;
-/// Bytes a relationship takes at peak (the live series, a ranking being
-/// built beside the one served), with margin.
-pub const BYTES_PER_RELATIONSHIP: u64 = 1_200;
+/// Bytes a relationship takes (the live series, a ranking being built
+/// beside the one served), with margin.
+pub const BYTES_PER_RELATIONSHIP: u64 = 400;
 /// Relationships per event, as `fusion generate` streams have them.
 pub const RELATIONSHIPS_PER_EVENT: f64 = 1.0;
 

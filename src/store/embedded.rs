@@ -190,10 +190,21 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// Bytes of redb's page cache. redb's default (1 GiB) fills as the state
+/// is built from a scan of the whole log, and then holds pages the engine
+/// seldom reads again (it keeps its state, and reads the store only for
+/// timelines, explanations and late events): issue #10 measured it as
+/// half of `serve`'s resident memory on a 1,000,000-event store
+/// (ARCHITECTURE.md, "Memory"). The operating system's page cache still
+/// holds the file.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Opens (or creates) the database and its tables, so readers never meet
 /// a missing table, and migrates a store of an older layout (module docs).
 fn open_database(path: &Path) -> Result<Database, Failure> {
-    let db = Database::create(path)?;
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)?;
     let txn = db.begin_write()?;
     txn.open_table(EVENTS)?;
     txn.open_table(EVENT_IDS)?;

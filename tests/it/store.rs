@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use fusion::domain::{
-    Entity, EntityId, EntityKind, Event, EventId, EventKind, Sentiment, SentimentSource,
+    Entity, EntityId, EntityKind, Event, EventId, EventKind, Logged, Sentiment, SentimentSource,
 };
 use fusion::store::{AppendMode, EmbeddedStore, EventStore, Outcome, PostgresStore};
 
@@ -142,6 +142,7 @@ conformance!(
     a_reopened_store_has_everything_it_acknowledged,
     concurrent_appends_land_exactly_once,
     an_empty_append_is_answered,
+    log_positions_follow_commits_and_every_read_finds_them,
 );
 
 // ---------------------------------------------------------------------------
@@ -767,6 +768,16 @@ async fn concurrent_appends_land_exactly_once<B: Backend>(b: &B) {
     assert_eq!(won.len(), distinct, "every event reported new exactly once");
     assert_eq!(store.count().await.unwrap(), distinct as u64);
     assert_eq!(store.scan().await.unwrap().len(), distinct);
+    // Positions of concurrent commits: 0, 1, ... without a gap or a
+    // repeat (issue #10: assigned at commit under one lock).
+    let positions: Vec<u64> = store
+        .tail(None, distinct + 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.position)
+        .collect();
+    assert_eq!(positions, (0..distinct as u64).collect::<Vec<_>>());
 }
 
 async fn an_empty_append_is_answered<B: Backend>(b: &B) {
@@ -782,4 +793,109 @@ async fn an_empty_append_is_answered<B: Backend>(b: &B) {
     store.ping().await.unwrap();
     assert_eq!(store.count().await.unwrap(), 0);
     assert!(store.scan().await.unwrap().is_empty());
+}
+
+/// Issue #10: positions are assigned at commit, from 0, in commit order,
+/// never reused (an erased event leaves a gap); a duplicate answers the
+/// stored event's position; `tail`, `events_at` and `entity_events` read
+/// them back.
+async fn log_positions_follow_commits_and_every_read_finds_them<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let first = store
+        .append(
+            vec![
+                purchase("a", 30, "ann", "knit"),
+                purchase("b", 10, "ann", "knit"),
+            ],
+            AppendMode::EachEvent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.positions, [Some(0), Some(1)]);
+    let second = store
+        .append(
+            vec![
+                purchase("c", 20, "ann", "wool"),
+                purchase("a", 30, "ann", "knit"),
+            ],
+            AppendMode::EachEvent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.inserted(), [true, false]);
+    assert_eq!(
+        second.positions,
+        [Some(2), Some(0)],
+        "a duplicate's is the stored one"
+    );
+
+    let at = |logged: &[Logged]| -> Vec<(u64, String)> {
+        logged
+            .iter()
+            .map(|l| (l.position, l.event.id.as_str().to_string()))
+            .collect()
+    };
+    let pairs = |v: &[(u64, &str)]| -> Vec<(u64, String)> {
+        v.iter().map(|(p, id)| (*p, id.to_string())).collect()
+    };
+    assert_eq!(
+        at(&store.tail(None, 10).await.unwrap()),
+        pairs(&[(0, "a"), (1, "b"), (2, "c")])
+    );
+    assert_eq!(
+        at(&store.tail(Some(0), 1).await.unwrap()),
+        pairs(&[(1, "b")])
+    );
+    assert_eq!(
+        at(&store.events_at(vec![2, 99, 0]).await.unwrap()),
+        pairs(&[(2, "c"), (0, "a")])
+    );
+
+    // Newest first, by event time, with a cursor.
+    let ann = ent("ann");
+    let page = store.entity_events(&ann, None, 2).await.unwrap().unwrap();
+    assert_eq!(at(&page), pairs(&[(0, "a"), (2, "c")]));
+    let next = store
+        .entity_events(&ann, Some(EventId::new("c").unwrap()), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at(&next), pairs(&[(1, "b")]));
+    let wool = store
+        .entity_events(&ent("wool"), None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at(&wool), pairs(&[(2, "c")]));
+    assert!(
+        store
+            .entity_events(&ann, Some(EventId::new("nope").unwrap()), 2)
+            .await
+            .unwrap()
+            .is_none(),
+        "a cursor that is not one of its events"
+    );
+
+    // Erased positions stay unused.
+    assert_eq!(store.erase(&ent("wool")).await.unwrap(), 1);
+    let third = store
+        .append(
+            vec![purchase("d", 40, "bob", "knit")],
+            AppendMode::EachEvent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.positions, [Some(3)]);
+    assert_eq!(
+        at(&store.tail(None, 10).await.unwrap()),
+        pairs(&[(0, "a"), (1, "b"), (3, "d")])
+    );
+    assert!(
+        store
+            .entity_events(&ent("wool"), None, 10)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .is_empty()
+    );
 }

@@ -11,11 +11,12 @@ CREATE TABLE events (
     seq  bigserial NOT NULL
 );
 
--- Deliberately no index besides the primary key: every index is paid for on
--- each ingested row: measured on 300,000 rows, an index on (time, id) and a
--- GIN index on refs each made the insert 40-85% slower. A replay reads
--- the whole table anyway (the store sorts it), and erasure is rare enough to
--- afford a sequential scan. See docs/postgres.md.
+-- No index besides the primary key here: every index is paid for on each
+-- ingested row (measured on 300,000 rows, an index on (time, id) and a GIN
+-- index on refs each made a bare insert 40-85% slower). Revised by
+-- 0005_log_positions (issue #10): once the events left the service's
+-- memory, reads need `pos`, (time, id) and entity -> events indexes; end to
+-- end `fusion ingest` pays about 15% for them (docs/postgres.md).
 
 COMMENT ON TABLE events IS
     'Fusion event log: every accepted event once, idempotent by id. Append-only except for erasure.';
