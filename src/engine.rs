@@ -17,6 +17,15 @@
 //! batch evaluations at the trend points, recomputed on a blocking thread
 //! when the state has changed, and shared.
 //!
+//! **Order.** A change of the log and its change of the state are one
+//! ordered step: the writer section (`Engine::writes`) is held shared by a
+//! write from its role checks (against the state and the kinds reserved by
+//! writes not folded yet) through its append to sending its change to the
+//! fold thread, and alone by an erasure or a registration through its
+//! store step to sending its rebuild. The fold thread therefore receives
+//! the log's changes in the order the store made them (`fold_loop`), and
+//! the live state is always the log's, whatever the interleaving.
+//!
 //! Folding happens on one fold thread that takes every waiting batch at
 //! once. Folding late events refolds the log; that happens on a copy so
 //! readers are never held up by it, and concurrent late batches share it.
@@ -303,6 +312,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Derived {
+    /// A whole state; `faults` as `EngineOptions::fold_faults`; `failed`
+    /// wakes the recovery task.
+    fn new(state: ScoreState, faults: u32, failed: tokio::sync::mpsc::UnboundedSender<()>) -> Self {
+        Derived {
+            slot: RwLock::new(Slot {
+                state,
+                broken: None,
+            }),
+            fold: Mutex::new(()),
+            version: Default::default(),
+            faults: AtomicU32::new(faults),
+            fold_failures: Default::default(),
+            recoveries: Default::default(),
+            rebuild_failure: Mutex::new(None),
+            failed,
+        }
+    }
+
     fn read(&self) -> Result<StateGuard<'_>, EngineError> {
         let slot = self.slot.read();
         if let Some(reason) = &slot.broken {
@@ -365,15 +392,21 @@ impl Derived {
     /// Rebuilds the live series from the state's inputs at the latest
     /// event (what a checkpoint does), beside the one readers use, under
     /// the read lock; folds wait meanwhile (the fold lock), readers do not;
-    /// the new series is swapped in.
+    /// the new series is swapped in. A series behind the fold catches up
+    /// first in slices of `SYNC_SLICE` under the write lock, as on the fold
+    /// thread, so readers wait at most one slice.
     fn rebuild_live(&self) -> Result<(), String> {
         let _guard = self.fold.lock();
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if !self.slot.read().state.live_synced() {
-                self.slot.write().state.sync_live(|| false);
+            while !self.slot.read().state.live_synced() {
+                let deadline = Instant::now() + SYNC_SLICE;
+                let mut slot = self.slot.write();
+                if slot.state.sync_live(|| Instant::now() >= deadline) {
+                    break;
+                }
             }
             let live = self.slot.read().state.recomputed_live();
             self.slot.write().state.set_live(live);
@@ -410,6 +443,8 @@ impl Derived {
 
 /// Answers a writer waiting for a fold: the reason if it failed.
 type FoldReply = tokio::sync::oneshot::Sender<Result<(), String>>;
+/// What a writer waits on for its fold's answer.
+type FoldWaiter = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 /// Builds the state of the whole log from the store (on the thread that
 /// calls it, which may block). Shared by the fold thread, which builds
@@ -417,73 +452,93 @@ type FoldReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// log's context.
 type Rebuild = Arc<dyn Fn() -> Result<ScoreState, String> + Send + Sync>;
 
+/// A change of the log for the state to follow, sent to the fold thread
+/// inside the writer section (`Engine::writes`), so the fold thread
+/// receives changes in the order the store made them.
+struct Change {
+    /// Stored events to fold (positions from the store).
+    events: Vec<Logged>,
+    /// The log's context changed (a registration, an erasure): build the
+    /// state again from the store.
+    rebuild: bool,
+    /// Who waits for it.
+    reply: FoldReply,
+    /// Kinds its events or registration give, reserved until the state
+    /// has them (dropped after the change is in the state, or failed).
+    _reserved: Reservation,
+}
+
 /// Work for the fold thread.
 enum FoldJob {
-    /// Stored events to fold, and who waits for them.
-    Fold(Vec<Logged>, FoldReply),
-    /// Build the state again from the store (after a registration or an
-    /// erasure), and who waits for it.
-    Rebuild(FoldReply),
+    Change(Change),
     /// A state rebuilt from the log after a failure, to swap in.
     Restore(Box<ScoreState>),
 }
 
-/// The fold thread: takes every job waiting, folds them together (one
+/// The fold thread: takes every change waiting, folds them together (one
 /// rebuild at most, however many of them came late), then answers each.
 /// Concurrent writers whose batches arrive out of event-time order would
 /// otherwise each rebuild the state; here they share one rebuild per round,
 /// and no HTTP worker thread is held up by it. Events later than everything
 /// folded are folded in place; an earlier one, a registration or an
-/// erasure builds the state again from the store (which holds the events
-/// being folded: they were committed first), while readers keep the old
-/// state. While the state is broken, jobs wait for the rebuilt state and
-/// are folded into it.
+/// erasure builds the state again from the store, while readers keep the
+/// old state.
+///
+/// Changes come in the store's order (`Engine::writes`) and every event
+/// of a change was committed before the change was sent, so a build from
+/// the store holds every event of the changes received before it, minus
+/// what an erasure received before it removed: a round that builds folds
+/// no event on top (one erased meanwhile would come back), and a change
+/// received before a build is never folded after it (a round takes every
+/// change received, in order). While the state is broken, changes wait
+/// (in order, rebuilds kept) for the rebuilt state and are folded into it.
 fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebuild: Rebuild) {
-    let mut queued: VecDeque<FoldJob> = VecDeque::new();
-    let mut parked: Vec<(Vec<Logged>, FoldReply)> = Vec::new();
+    // Received and not handled yet, in the order received.
+    let mut received: VecDeque<FoldJob> = VecDeque::new();
+    let mut parked: Vec<Change> = Vec::new();
     loop {
-        let job = match queued.pop_front() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
+        if received.is_empty() {
+            match rx.recv() {
+                Ok(job) => received.push_back(job),
                 Err(_) => return,
-            },
-        };
-        let mut jobs = match job {
-            FoldJob::Restore(state) => {
-                derived.restore(*state);
-                // What waited for the rebuild is folded into it (anything
-                // the rebuild already holds is skipped by `apply`).
-                queued.extend(parked.drain(..).map(|(e, tx)| FoldJob::Fold(e, tx)));
-                continue;
             }
-            FoldJob::Fold(events, tx) => vec![(events, tx, false)],
-            FoldJob::Rebuild(tx) => vec![(Vec::new(), tx, true)],
-        };
-        while let Ok(more) = rx.try_recv() {
-            match more {
-                FoldJob::Fold(events, tx) => jobs.push((events, tx, false)),
-                FoldJob::Rebuild(tx) => jobs.push((Vec::new(), tx, true)),
+        }
+        while let Ok(job) = rx.try_recv() {
+            received.push_back(job);
+        }
+        // A round: every change received before the first restore.
+        let mut round = Vec::new();
+        while let Some(job) = received.pop_front() {
+            match job {
+                FoldJob::Change(change) => round.push(change),
+                FoldJob::Restore(state) if round.is_empty() => {
+                    derived.restore(*state);
+                    // What waited for the rebuilt state comes first, in
+                    // order (anything it already holds is skipped by
+                    // `apply`; a rebuild asked meanwhile builds again).
+                    for change in parked.drain(..).rev() {
+                        received.push_front(FoldJob::Change(change));
+                    }
+                    break;
+                }
                 restore @ FoldJob::Restore(_) => {
-                    queued.push_back(restore);
+                    received.push_front(restore);
                     break;
                 }
             }
         }
-        if derived.broken().is_some() {
-            // The rebuild after the failure reads the store, which has
-            // every change a rebuild was asked for.
-            parked.extend(jobs.into_iter().map(|(e, tx, _)| (e, tx)));
+        if round.is_empty() {
             continue;
         }
-        let mut events = Vec::new();
-        let mut waiting = Vec::with_capacity(jobs.len());
-        let mut again = false;
-        for (e, tx, build) in jobs {
-            events.extend(e);
-            waiting.push(tx);
-            again |= build;
+        if derived.broken().is_some() {
+            parked.extend(round);
+            continue;
         }
+        let again = round.iter().any(|c| c.rebuild);
+        let events: Vec<Logged> = round
+            .iter_mut()
+            .flat_map(|c| std::mem::take(&mut c.events))
+            .collect();
         let in_place = !again && derived.slot.read().state.appends_in_order(&events);
         let outcome = if in_place {
             derived.change(|s| {
@@ -492,28 +547,88 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
                 derived.fault_point();
             })
         } else {
+            // The store holds the round's events (see above).
             derived.replace(|| {
-                let mut fresh = rebuild()?;
+                let fresh = rebuild()?;
                 derived.fault_point();
-                // The store held these events already; anything it did not
-                // (a store that lost them) is folded if it can be.
-                if !fresh.apply(events) {
-                    tracing::warn!("events folded before a rebuild were not in the store's log");
-                }
                 Ok(fresh)
             })
         };
-        for tx in waiting {
-            let _ = tx.send(outcome.clone());
+        for change in round {
+            let _ = change.reply.send(outcome.clone());
         }
         let live_synced = |d: &Derived| d.slot.read().state.live_synced();
         crate::telemetry::live_synced(live_synced(&derived));
         if outcome.is_ok()
             && let Some(job) = sync_live(&derived, &rx)
         {
-            queued.push_back(job);
+            received.push_back(job);
         }
         crate::telemetry::live_synced(live_synced(&derived));
+    }
+}
+
+/// Kinds given to new entities by events stored (or being stored) and not
+/// folded yet, and by registrations not in the state yet: what the role
+/// checks read besides the state (`Engine::check_and_reserve`), so two
+/// concurrent requests cannot give one id two kinds.
+#[derive(Default)]
+struct Reservations {
+    kinds: HashMap<EntityId, EntityKind>,
+    /// How many unfinished writes hold each id of `kinds`.
+    holders: HashMap<EntityId, usize>,
+}
+
+/// One write's hold on ids of `Reservations`; dropping it releases them
+/// (on the fold thread once its change is in the state, or where the
+/// write ends early).
+struct Reservation {
+    table: Arc<Mutex<Reservations>>,
+    ids: Vec<EntityId>,
+}
+
+impl Reservation {
+    fn none(table: &Arc<Mutex<Reservations>>) -> Self {
+        Reservation {
+            table: Arc::clone(table),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Holds `id` (already in `table.kinds`), once per write.
+    fn hold(&mut self, table: &mut Reservations, id: &EntityId) {
+        if table.kinds.contains_key(id) && !self.ids.contains(id) {
+            *table.holders.entry(id.clone()).or_default() += 1;
+            self.ids.push(id.clone());
+        }
+    }
+
+    /// Keeps the kinds reserved for the engine's life: a loader that only
+    /// stores (`Engine::store_checked`) never folds what it stores.
+    fn keep(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut table = self.table.lock();
+        for id in self.ids.drain(..) {
+            let last = match table.holders.get_mut(&id) {
+                Some(n) => {
+                    *n -= 1;
+                    *n == 0
+                }
+                None => false,
+            };
+            if last {
+                table.holders.remove(&id);
+                table.kinds.remove(&id);
+            }
+        }
     }
 }
 
@@ -757,6 +872,16 @@ pub struct Engine<S> {
     /// Stopped when the engine is dropped; then the fold thread ends too
     /// (its last sender is gone) and the store is let go.
     recovery: tokio::task::JoinHandle<()>,
+    /// The writer section. A write holds it shared from its role checks
+    /// to sending its change to the fold thread (its commit included:
+    /// concurrent writes still share group commits); an erasure or a
+    /// registration holds it alone from its checks to sending its
+    /// rebuild. So no write's store step and state step straddle an
+    /// erasure's, and the fold thread sees the log's changes in the order
+    /// the store made them (`fold_loop`).
+    writes: tokio::sync::RwLock<()>,
+    /// Kinds of new entities not in the state yet, checked with it.
+    reserved: Arc<Mutex<Reservations>>,
     ranking: RwLock<Option<Arc<Ranking>>>,
     ranking_build: tokio::sync::Mutex<()>,
 }
@@ -818,19 +943,7 @@ impl<S: EventStore> Engine<S> {
             ),
         };
         let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let derived = Arc::new(Derived {
-            slot: RwLock::new(Slot {
-                state,
-                broken: None,
-            }),
-            fold: Mutex::new(()),
-            version: Default::default(),
-            faults: AtomicU32::new(options.fold_faults),
-            fold_failures: Default::default(),
-            recoveries: Default::default(),
-            rebuild_failure: Mutex::new(None),
-            failed: failed_tx,
-        });
+        let derived = Arc::new(Derived::new(state, options.fold_faults, failed_tx));
         if let Some(cause) = broken {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
@@ -854,6 +967,8 @@ impl<S: EventStore> Engine<S> {
             derived,
             folder: tx,
             recovery,
+            writes: tokio::sync::RwLock::new(()),
+            reserved: Arc::default(),
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
         })
@@ -923,6 +1038,7 @@ impl<S: EventStore> Engine<S> {
     /// event the arrival checks refuse) rejects the whole request. `now` is
     /// the arrival time (the edge reads the clock): events dated more than
     /// `EngineOptions::max_future_skew` after it are refused on `time`.
+    /// Answers once the events are in the state (read your writes).
     pub async fn submit(
         &self,
         events: Vec<(usize, Event)>,
@@ -944,80 +1060,115 @@ impl<S: EventStore> Engine<S> {
         atomic: bool,
         now: DateTime<Utc>,
     ) -> Result<IngestReport, EngineError> {
-        let mut pending = HashMap::new();
-        let (report, new) = self
-            .store_checked_keyed(events, keys, rejected, atomic, true, now, &mut pending)
+        let (report, folded) = self
+            .write(events, keys, rejected, atomic, true, now)
             .await?;
-        if !new.is_empty() {
-            self.fold_stored(new).await?;
+        if let Some((count, folded)) = folded {
+            match folded.await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    return Err(EngineError::NotFolded {
+                        events: count,
+                        reason,
+                    });
+                }
+                Err(_) => return Err(EngineError::Internal("the fold thread has stopped".into())),
+            }
         }
         Ok(report)
     }
 
-    /// The first half of `submit`: the arrival checks (time against `now`,
-    /// roles), then the durable append.
-    /// With `keep`, answers the events that were new too; a caller that folds
-    /// them must do so in order. `pending` carries the kinds given to new
-    /// entities by events not folded (yet), so a bulk loader can store batch
-    /// after batch with the same checks as the service.
+    /// `submit` without the fold, for a bulk loader (`fusion ingest`):
+    /// the arrival checks, then the durable append. The kinds its events
+    /// give new entities stay reserved for the engine's life, so batch
+    /// after batch is checked as the service checks them.
     pub async fn store_checked(
         &self,
         events: Vec<(usize, Event)>,
         rejected: Vec<Rejection>,
         atomic: bool,
-        keep: bool,
         now: DateTime<Utc>,
-        pending: &mut HashMap<EntityId, EntityKind>,
-    ) -> Result<(IngestReport, Vec<Logged>), EngineError> {
-        let keys = ContentKeys::new();
-        self.store_checked_keyed(events, &keys, rejected, atomic, keep, now, pending)
-            .await
+    ) -> Result<IngestReport, EngineError> {
+        Ok(self
+            .write(events, &ContentKeys::new(), rejected, atomic, false, now)
+            .await?
+            .0)
     }
 
-    /// `store_checked` with content keys (`submit_keyed`).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn store_checked_keyed(
+    /// The role checks of `events` against the state and the kinds
+    /// reserved by writes not folded yet, as one step (so two concurrent
+    /// requests cannot each give an id a kind the other does not see);
+    /// the kinds the passing events give are reserved for this write.
+    /// Answers each event's refusal, if any.
+    fn check_and_reserve(
         &self,
-        events: Vec<(usize, Event)>,
-        keys: &ContentKeys,
-        mut rejected: Vec<Rejection>,
-        atomic: bool,
-        keep: bool,
-        now: DateTime<Utc>,
-        pending: &mut HashMap<EntityId, EntityKind>,
-    ) -> Result<(IngestReport, Vec<Logged>), EngineError> {
-        let latest_accepted = now + self.options.max_future_skew;
-        let mut good = Vec::with_capacity(events.len());
-        {
-            let state = self.state()?;
-            for (index, event) in events {
-                let refused = if event.time > latest_accepted {
-                    Some(FieldError {
-                        field: "time".into(),
-                        message: format!(
-                            "is more than {} ahead of the server clock ({}); \
-                             check the sender's clock",
-                            describe(self.options.max_future_skew),
-                            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                        ),
-                    })
-                } else {
+        events: &[(usize, Event)],
+        refusal: impl Fn(&Event) -> Option<FieldError>,
+    ) -> Result<(Vec<Option<FieldError>>, Reservation), EngineError> {
+        let mut reservation = Reservation::none(&self.reserved);
+        let mut table = self.reserved.lock();
+        let state = self.state()?;
+        let refusals = events
+            .iter()
+            .map(|(_, event)| {
+                let refused = refusal(event).or_else(|| {
                     state
-                        .check_roles(&event, pending)
+                        .check_roles(event, &mut table.kinds)
                         .err()
                         .map(|conflict| FieldError {
                             field: conflict.field.to_string(),
                             message: conflict.message,
                         })
-                };
-                match refused {
-                    None => good.push((index, event)),
-                    Some(error) => rejected.push(Rejection {
-                        index,
-                        id: Some(event.id.to_string()),
-                        errors: vec![error],
-                    }),
+                });
+                if refused.is_none() {
+                    for (id, _) in event.references() {
+                        reservation.hold(&mut table, id);
+                    }
                 }
+                refused
+            })
+            .collect();
+        Ok((refusals, reservation))
+    }
+
+    /// The write path in the writer section (`Engine::writes`): the
+    /// arrival checks (time against `now`, roles), the durable append,
+    /// and with `fold` the change sent to the fold thread (`keys`: the
+    /// content some events' duplicates are decided on, `submit_keyed`);
+    /// answers the report and, with `fold`, how many events wait to be
+    /// folded and the fold's answer to wait for.
+    async fn write(
+        &self,
+        events: Vec<(usize, Event)>,
+        keys: &ContentKeys,
+        mut rejected: Vec<Rejection>,
+        atomic: bool,
+        fold: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(IngestReport, Option<(usize, FoldWaiter)>), EngineError> {
+        let _section = self.writes.read().await;
+        let latest_accepted = now + self.options.max_future_skew;
+        let too_late = |event: &Event| {
+            (event.time > latest_accepted).then(|| FieldError {
+                field: "time".into(),
+                message: format!(
+                    "is more than {} ahead of the server clock ({}); \
+                     check the sender's clock",
+                    describe(self.options.max_future_skew),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            })
+        };
+        let (refusals, reservation) = self.check_and_reserve(&events, too_late)?;
+        let mut good = Vec::with_capacity(events.len());
+        for ((index, event), refused) in events.into_iter().zip(refusals) {
+            match refused {
+                None => good.push((index, event)),
+                Some(error) => rejected.push(Rejection {
+                    index,
+                    id: Some(event.id.to_string()),
+                    errors: vec![error],
+                }),
             }
         }
         rejected.sort_by_key(|r| r.index);
@@ -1044,7 +1195,7 @@ impl<S: EventStore> Engine<S> {
                 positions: Vec::new(),
             };
             (none, Vec::new())
-        } else if keep {
+        } else if fold {
             let appended = self.store.append_keyed(good.clone(), content, mode).await?;
             (appended, good)
         } else {
@@ -1066,11 +1217,11 @@ impl<S: EventStore> Engine<S> {
         let mut stored_ids = Vec::new();
         let mut new = Vec::new();
         {
-            // Stored already: a failure now is a failure to fold them.
-            let state = self.state().map_err(|e| EngineError::NotFolded {
-                events: appended.accepted(),
-                reason: e.to_string(),
-            })?;
+            // Stored already, so they go to the fold thread whatever the
+            // state: if it broke meanwhile, the change waits for the state
+            // rebuilt from the log (whose scan may have passed them) and is
+            // folded into it.
+            let state = self.state().ok();
             for (k, outcome) in appended.outcomes.iter().enumerate() {
                 let (index, id) = (indices[k], &ids[k]);
                 let event = kept.next();
@@ -1108,7 +1259,8 @@ impl<S: EventStore> Engine<S> {
                 }
                 // A stored event this process has not folded: its position
                 // is not in the state's bitmap.
-                if keep && position.is_none_or(|p| !state.folded(p)) {
+                let folded = |p: u64| state.as_ref().is_some_and(|s| s.folded(p));
+                if fold && position.is_none_or(|p| !folded(p)) {
                     stored_ids.push(id.clone());
                 }
             }
@@ -1135,71 +1287,105 @@ impl<S: EventStore> Engine<S> {
             warnings,
         };
         crate::telemetry::record_ingest(&report);
-        Ok((report, new))
+        if !fold {
+            reservation.keep();
+            return Ok((report, None));
+        }
+        if new.is_empty() {
+            return Ok((report, None));
+        }
+        let count = new.len();
+        let waiter = self.send_change(new, false, reservation)?;
+        Ok((report, Some((count, waiter))))
     }
 
-    /// Folds stored events into the state (on the fold thread) and returns
-    /// once they are readable; `NotFolded` if the fold failed (the events
-    /// stay stored; the state is rebuilt from the log).
-    pub async fn fold_stored(&self, events: Vec<Logged>) -> Result<(), EngineError> {
-        let count = events.len();
-        let _waiting = crate::telemetry::FoldWait::begin(count);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.folder.send(FoldJob::Fold(events, tx)).is_err() {
+    /// Sends a change of the log to the fold thread; call it in the writer
+    /// section, after the store made the change. Answers what to wait on.
+    fn send_change(
+        &self,
+        events: Vec<Logged>,
+        rebuild: bool,
+        reserved: Reservation,
+    ) -> Result<FoldWaiter, EngineError> {
+        let (reply, waiter) = tokio::sync::oneshot::channel();
+        let change = Change {
+            events,
+            rebuild,
+            reply,
+            _reserved: reserved,
+        };
+        if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
         }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(EngineError::NotFolded {
-                events: count,
-                reason,
-            }),
-            Err(_) => Err(EngineError::Internal("the fold thread has stopped".into())),
-        }
+        Ok(waiter)
     }
 
-    /// Builds the state again from the store (on the fold thread, which
-    /// serialises it with folds) after a change of the log's context that
-    /// the store has (a registration, an erasure); a failure is reported as
-    /// `NotReady` (the state is rebuilt from the store, which has the
-    /// change).
-    async fn rebuild_state(&self) -> Result<(), EngineError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.folder.send(FoldJob::Rebuild(tx)).is_err() {
-            return Err(EngineError::Internal("the fold thread has stopped".into()));
-        }
-        match rx.await {
+    /// Waits for a rebuild of the state from the store (after a change of
+    /// the log's context that the store has: a registration, an erasure);
+    /// a failure is reported as `NotReady` (the state is rebuilt from the
+    /// store, which has the change).
+    async fn rebuilt(waiter: FoldWaiter) -> Result<(), EngineError> {
+        match waiter.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(EngineError::NotReady(reason)),
             Err(_) => Err(EngineError::Internal("the fold thread has stopped".into())),
         }
     }
 
-    /// Registers or replaces an entity.
+    /// Registers or replaces an entity. Alone in the writer section from
+    /// its kind check (against the state and the kinds reserved by writes
+    /// not folded yet) to sending its rebuild, and its kind stays reserved
+    /// until the rebuilt state has it, so no concurrent event gives the id
+    /// another kind.
     pub async fn register(&self, entity: Entity) -> Result<(), EngineError> {
-        if let Some(kind) = self.state()?.kind(&entity.id)
-            && kind.is_person() != entity.kind.is_person()
-            && kind != entity.kind
-        {
-            return Err(EngineError::Invalid(format!(
-                "'{}' is already known as a {}; it cannot become a {}",
-                entity.id,
-                kind.as_str(),
-                entity.kind.as_str()
-            )));
-        }
-        self.store.put_entity(entity).await?;
-        self.rebuild_state().await
+        let waiter = {
+            let _section = self.writes.write().await;
+            let mut reservation = Reservation::none(&self.reserved);
+            {
+                let mut table = self.reserved.lock();
+                let known = match table.kinds.get(&entity.id) {
+                    Some(kind) => Some(*kind),
+                    None => self.state()?.kind(&entity.id),
+                };
+                if let Some(kind) = known
+                    && kind.is_person() != entity.kind.is_person()
+                    && kind != entity.kind
+                {
+                    return Err(EngineError::Invalid(format!(
+                        "'{}' is already known as a {}; it cannot become a {}",
+                        entity.id,
+                        kind.as_str(),
+                        entity.kind.as_str()
+                    )));
+                }
+                if known.is_none() {
+                    table.kinds.insert(entity.id.clone(), entity.kind);
+                    reservation.hold(&mut table, &entity.id);
+                }
+            }
+            self.store.put_entity(entity).await?;
+            self.send_change(Vec::new(), true, reservation)?
+        };
+        Self::rebuilt(waiter).await
     }
 
     /// Erases an entity: its events, edges and relationships, and every
-    /// score they touched is recomputed as if they had never been.
+    /// score they touched is recomputed as if they had never been. Alone
+    /// in the writer section from its check to sending its rebuild: every
+    /// write is wholly before it (its events erased, its fold before the
+    /// rebuild) or wholly after it (stored after the erasure, kept).
     pub async fn erase(&self, id: &EntityId) -> Result<u64, EngineError> {
-        if self.state()?.kind(id).is_none() {
-            return Err(EngineError::NotFound(format!("no entity '{id}'")));
-        }
-        let removed = self.store.erase(id).await?;
-        self.rebuild_state().await?;
+        let (removed, waiter) = {
+            let _section = self.writes.write().await;
+            let reserved = self.reserved.lock().kinds.contains_key(id);
+            if !reserved && self.state()?.kind(id).is_none() {
+                return Err(EngineError::NotFound(format!("no entity '{id}'")));
+            }
+            let removed = self.store.erase(id).await?;
+            let waiter = self.send_change(Vec::new(), true, Reservation::none(&self.reserved))?;
+            (removed, waiter)
+        };
+        Self::rebuilt(waiter).await?;
         Ok(removed)
     }
 
@@ -1748,5 +1934,121 @@ fn rank(
         relationships: current.scores.len(),
         by_brand,
         by_person: by_person.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fold thread's order (`fold_loop`) driven directly, its jobs
+    //! queued before it starts so that they make one round: the "store" is
+    //! a list of logged events that its rebuild reads.
+    use super::*;
+
+    fn model() -> Arc<ScoringModel> {
+        Arc::new(ScoringModel::default_model())
+    }
+
+    fn purchase(position: crate::domain::LogPosition, id: &str, person: &str) -> Logged {
+        let value = serde_json::json!({"id": id, "type": "purchase",
+            "time": "2026-10-01T00:00:00Z", "person": person, "brand": "b", "amount": 1});
+        let mut valid = crate::ingest::validate_all(&[value], &model().currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        Logged {
+            position,
+            event: valid.good.remove(0).1,
+        }
+    }
+
+    fn build(log: &[Logged]) -> ScoreState {
+        let mut kinds = ScoreState::builder(model(), Vec::new());
+        kinds.see(log.to_vec());
+        let mut fold = kinds.fold_pass();
+        fold.fold(log.to_vec());
+        let mut state = fold.finish();
+        state.sync_live(|| false);
+        state
+    }
+
+    /// Runs the fold thread on `jobs` (queued first, so they make one
+    /// round) over a state built from `state_log` and a store holding
+    /// `store_log`, `broken` or not; answers the state once every change
+    /// is answered, and the changes' answers.
+    fn run(
+        state_log: &[Logged],
+        broken: bool,
+        store_log: Vec<Logged>,
+        jobs: Vec<FoldJob>,
+        replies: Vec<FoldWaiter>,
+    ) -> (Arc<Derived>, Vec<Result<(), String>>) {
+        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let derived = Arc::new(Derived::new(build(state_log), 0, failed_tx));
+        if broken {
+            derived.fail("a test");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        for job in jobs {
+            tx.send(job).unwrap();
+        }
+        let rebuild: Rebuild = Arc::new(move || Ok(build(&store_log)));
+        let thread = {
+            let derived = Arc::clone(&derived);
+            std::thread::spawn(move || fold_loop(derived, rx, rebuild))
+        };
+        let answers = replies
+            .into_iter()
+            .map(|r| r.blocking_recv().expect("the fold thread answers"))
+            .collect();
+        drop(tx);
+        thread.join().unwrap();
+        (derived, answers)
+    }
+
+    fn change(events: Vec<Logged>, rebuild: bool) -> (FoldJob, FoldWaiter) {
+        let (reply, waiter) = tokio::sync::oneshot::channel();
+        let change = Change {
+            events,
+            rebuild,
+            reply,
+            _reserved: Reservation::none(&Arc::default()),
+        };
+        (FoldJob::Change(change), waiter)
+    }
+
+    /// Regression (task H11): an event stored just before an erasure of
+    /// its person, whose fold reached the fold thread in the erasure's
+    /// round, was folded on top of the state rebuilt without it: the live
+    /// state showed an erased event the log no longer held.
+    #[test]
+    fn a_round_that_rebuilds_folds_no_erased_event_on_top() {
+        let a = purchase(0, "a", "p");
+        let (fold, folded) = change(vec![a], false);
+        let (erase, erased) = change(Vec::new(), true);
+        let (derived, answers) = run(
+            &[],
+            false,
+            Vec::new(),
+            vec![fold, erase],
+            vec![folded, erased],
+        );
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let state = derived.read().unwrap();
+        assert_eq!(state.event_count(), 0);
+        assert_eq!(state.kind(&EntityId::new("p").unwrap()), None);
+    }
+
+    /// Regression (task H11): a rebuild asked (by an erasure) while the
+    /// state was broken was parked as a plain fold, so the state rebuilt
+    /// by the recovery, whose scan ran before the erasure, kept the
+    /// erased events after it was swapped in.
+    #[test]
+    fn a_rebuild_asked_while_broken_is_done_after_the_restore() {
+        let a = purchase(0, "a", "p");
+        let (erase, erased) = change(Vec::new(), true);
+        let recovered = FoldJob::Restore(Box::new(build(std::slice::from_ref(&a))));
+        let (derived, answers) = run(&[a], true, Vec::new(), vec![erase, recovered], vec![erased]);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let state = derived.read().unwrap();
+        assert_eq!(state.event_count(), 0);
+        assert_eq!(derived.recoveries.load(Ordering::SeqCst), 1);
     }
 }

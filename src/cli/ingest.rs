@@ -20,7 +20,6 @@
 //! `Retry-After`, a bounded number of times. Every line is sent, so the
 //! server keeps each one it rejects in its dead-letter store.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -346,21 +345,13 @@ fn ingest_local(
         // Only the log is written here: the scoring state is derived from it
         // when a service or command opens the store, so folding the events
         // into this process's state would be thrown away at exit. The state
-        // replayed at start gives the kinds of known entities; `pending`
-        // carries those of new ones across batches, so role conflicts are
+        // replayed at start gives the kinds of known entities; the engine
+        // keeps those of new ones across batches, so role conflicts are
         // caught exactly as the service catches them.
-        let mut pending = HashMap::new();
         while let Some(batch) = rx.recv().await {
             bar.inc(batch.bytes);
-            let (report, _stored) = engine
-                .store_checked(
-                    batch.good,
-                    batch.bad,
-                    false,
-                    false,
-                    chrono::Utc::now(),
-                    &mut pending,
-                )
+            let report = engine
+                .store_checked(batch.good, batch.bad, false, chrono::Utc::now())
                 .await?;
             totals.accepted += report.accepted;
             totals.duplicates += report.duplicates;

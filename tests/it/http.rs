@@ -710,6 +710,38 @@ fn concurrent_requests_cannot_give_one_id_two_kinds() {
     );
 }
 
+/// Regression (the writer section, task H11): a registration racing an
+/// event that names the same new id in another role could both be
+/// accepted (`scripts/redteam/kind_race.py`): the registration checked the
+/// state and stored, the event checked the state not rebuilt yet. A
+/// registration now checks the kinds reserved by writes not folded yet, and
+/// reserves its own until the rebuilt state has it.
+/// Right: whatever the timing, at most one of the two is accepted.
+#[test]
+fn a_registration_racing_an_event_cannot_give_one_id_two_kinds() {
+    let (_d, s) = server();
+    let t = "2026-11-01T10:00:00Z";
+    let mut both = Vec::new();
+    for i in 0..40 {
+        let x = format!("r{i}");
+        let as_brand = json!({"kind": "brand", "name": x});
+        let as_person = json!({"id": format!("{x}-p"), "type": "purchase", "time": t, "person": x, "brand": "shop", "amount": 5});
+        let (b, p) = std::thread::scope(|scope| {
+            let b = scope.spawn(|| s.put_json(&format!("/v1/entities/{x}"), &as_brand));
+            let p = scope.spawn(|| s.post_json("/v1/events", &as_person));
+            (b.join().unwrap(), p.join().unwrap())
+        });
+        if b.status == 200 && p.body["accepted"] == 1 {
+            both.push(x);
+        }
+    }
+    assert!(
+        both.is_empty(),
+        "{} of 40 ids were registered as a brand and accepted as a person: {both:?}",
+        both.len()
+    );
+}
+
 /// Red team (H8b): `POST /v1/admin/rescore` builds a fresh state from a scan
 /// of the log taken at its start, off the fold lock, then swaps it in whole.
 /// Events acknowledged (stored and folded) between the scan and the swap

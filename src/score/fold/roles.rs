@@ -42,17 +42,22 @@ fn field_of(event: &Event, id: &EntityId, role: Role) -> &'static str {
 
 impl FoldState {
     /// Checks that every entity the event names can play its role there.
-    /// `pending` holds kinds implied by earlier events of the same request
-    /// (and gets this event's). Errors: the first conflicting reference.
+    /// `pending` holds kinds implied by events not folded yet (and gets
+    /// this event's, only when it passes: a refused event implies nothing).
+    /// Errors: the first conflicting reference.
     pub fn check_roles(
         &self,
         event: &Event,
         pending: &mut HashMap<EntityId, EntityKind>,
     ) -> Result<(), RoleConflict> {
+        // Kinds this event gives: also seen by its own later references
+        // (one id as person and brand of a purchase is refused).
+        let mut implied: Vec<(&EntityId, EntityKind)> = Vec::new();
         for (id, role) in event.references() {
+            let given = implied.iter().find(|(i, _)| *i == id).map(|(_, k)| *k);
             // A provisional person (only ever followed) may still turn out
             // to be a brand.
-            let known = pending.get(id).copied().or_else(|| {
+            let known = given.or_else(|| pending.get(id).copied()).or_else(|| {
                 (!(self.is_provisional(id) && role != Role::Occasion))
                     .then(|| self.kind(id))
                     .flatten()
@@ -76,8 +81,11 @@ impl FoldState {
                 });
             }
             if known.is_none() && role != Role::FollowTarget {
-                pending.insert(id.clone(), role_kind(role));
+                implied.push((id, role_kind(role)));
             }
+        }
+        for (id, kind) in implied {
+            pending.insert(id.clone(), kind);
         }
         Ok(())
     }
