@@ -138,10 +138,10 @@ impl Wire {
         };
         v["id"] = format!("f{id}").into();
         v["time"] = time.into();
-        if let Some(text) = &self.text {
-            if matches!(self.kind % 14, 2..=4) {
-                v["text"] = text.clone().into();
-            }
+        if let Some(text) = &self.text
+            && matches!(self.kind % 14, 2..=4)
+        {
+            v["text"] = text.clone().into();
         }
         Some(v)
     }

@@ -434,14 +434,16 @@ fn ingest_server(
             totals.warn(&b.source, &b.lines, &b.warnings);
             let (texts, malformed): (Vec<usize>, Vec<usize>) =
                 (0..b.raw.len()).partition(|&i| ingest::is_json_text(&b.raw[i]));
-            let sent = (!texts.is_empty())
-                .then(|| send_lines(client, &b, &texts, &mut totals))
-                .unwrap_or(Ok(()))
-                .and_then(|()| {
-                    malformed
-                        .iter()
-                        .try_for_each(|&i| send_malformed(client, &b, i, &mut totals))
-                });
+            let sent = if texts.is_empty() {
+                Ok(())
+            } else {
+                send_lines(client, &b, &texts, &mut totals)
+            }
+            .and_then(|()| {
+                malformed
+                    .iter()
+                    .try_for_each(|&i| send_malformed(client, &b, i, &mut totals))
+            });
             match sent {
                 Ok(()) => true,
                 Err(e) => {
