@@ -16,12 +16,30 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fusion")
 }
 
+/// A loopback port that is free now, for a child process to bind.
+///
+/// Not from the kernel's ephemeral range (`ip_local_port_range`): the tests'
+/// own outgoing connections draw their local ports from there, and one took
+/// a drawn port before the server bound it (CI, 2026-11-30). Ports below the
+/// range are handed out in turn from a start that depends on the process id,
+/// so no two draws in one test run repeat, and two runs rarely meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(20_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = (low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {high}")
 }
 
 /// A running `fusion serve`; killed on drop.
@@ -84,9 +102,34 @@ impl Server {
         )
     }
 
-    /// Starts a server as `launch` says; waits until ready.
+    /// Starts a server as `launch` says; waits until ready. A free port is
+    /// only free when it is drawn: another test's server can take it before
+    /// this one binds. When the child exits early and its port is now taken,
+    /// it lost that race, and it is started again on another port (at most
+    /// 5 times); any other early exit fails the test.
     pub fn launch(data_dir: &Path, launch: &Launch) -> Server {
-        let port = free_port();
+        for attempt in 1..=5 {
+            let port = free_port();
+            match Server::launch_on(data_dir, launch, port) {
+                Ok(server) => return server,
+                Err(status) => {
+                    let port_taken = TcpListener::bind(("127.0.0.1", port)).is_err();
+                    assert!(
+                        port_taken && attempt < 5,
+                        "fusion serve exited early: {status}"
+                    );
+                    eprintln!("port {port} was taken before fusion serve bound it; retrying");
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn launch_on(
+        data_dir: &Path,
+        launch: &Launch,
+        port: u16,
+    ) -> Result<Server, std::process::ExitStatus> {
         let bind = format!("127.0.0.1:{port}");
         let child = Command::new(bin())
             .args(["serve", "--bind", &bind, "--data-dir"])
@@ -120,8 +163,8 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             agent: config.build().into(),
         };
-        server.wait_ready();
-        server
+        server.wait_ready()?;
+        Ok(server)
     }
 
     /// Any request: method, path, extra headers, and a body with its
@@ -167,18 +210,19 @@ impl Server {
         Server::start(data_dir, &args)
     }
 
-    /// Polls /readyz until it answers 200, for at most 60 s.
-    fn wait_ready(&mut self) {
+    /// Polls /readyz until it answers 200, for at most 60 s; the child's
+    /// exit status if it exits first.
+    fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self.agent.get(&format!("{}/readyz", self.base)).call()
                 && r.status() == 200
                 && self.listens_itself()
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("fusion serve exited early: {status}");
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
