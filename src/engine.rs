@@ -58,6 +58,8 @@ use crate::score::{
 };
 use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, SCAN_CHUNK, StoreError};
 
+mod snapshot;
+
 /// The content keys of some events of a request, by their index in it
 /// (`store::ContentKey`: a pipeline message's content, not the derived
 /// event's, decides duplicates).
@@ -245,6 +247,11 @@ pub struct EngineOptions {
     /// opened. `None`: no check. The CLI reads what the machine has
     /// available (`cli::available_memory`).
     pub memory: Option<u64>,
+    /// Events folded between two snapshots of the derived state written in
+    /// the background (`engine::snapshot`); 0: only at open after a full
+    /// fold, at shutdown and after a rescore. `None`: no snapshot is
+    /// written or loaded (the whole log is folded at every open).
+    pub snapshot_every: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -254,6 +261,7 @@ impl Default for EngineOptions {
             fold_faults: 0,
             fail_open: false,
             memory: None,
+            snapshot_every: None,
         }
     }
 }
@@ -300,6 +308,11 @@ struct Derived {
     rebuild_failure: Mutex<Option<String>>,
     /// Wakes the recovery task after a failure.
     failed: tokio::sync::mpsc::UnboundedSender<()>,
+    /// The store's erasure epoch the state reflects (read before it was
+    /// built; `snapshot::UNKNOWN_EPOCH`: not known, never snapshotted).
+    epoch: AtomicU64,
+    /// The snapshot writer, when the engine writes snapshots (`snapshot`).
+    snapshots: std::sync::OnceLock<snapshot::Writer>,
 }
 
 /// The message of a caught panic.
@@ -327,6 +340,8 @@ impl Derived {
             recoveries: Default::default(),
             rebuild_failure: Mutex::new(None),
             failed,
+            epoch: AtomicU64::new(snapshot::UNKNOWN_EPOCH),
+            snapshots: std::sync::OnceLock::new(),
         }
     }
 
@@ -435,6 +450,7 @@ impl Derived {
             broken: None,
         };
         *self.rebuild_failure.lock() = None;
+        self.epoch.store(snapshot::UNKNOWN_EPOCH, Ordering::SeqCst);
         self.recoveries.fetch_add(1, Ordering::SeqCst);
         self.version.fetch_add(1, Ordering::SeqCst);
         tracing::info!("the scoring state was rebuilt from the event log; ready again");
@@ -547,13 +563,26 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
                 derived.fault_point();
             })
         } else {
-            // The store holds the round's events (see above).
-            derived.replace(|| {
+            // Read before the build: a snapshot of it names this epoch.
+            let epoch = derived
+                .snapshots
+                .get()
+                .map_or(snapshot::UNKNOWN_EPOCH, |w| w.epoch_now());
+            let outcome = derived.replace(|| {
                 let fresh = rebuild()?;
                 derived.fault_point();
                 Ok(fresh)
-            })
+            });
+            if outcome.is_ok() {
+                derived.epoch.store(epoch, Ordering::SeqCst);
+            }
+            outcome
         };
+        if outcome.is_ok()
+            && let Some(writer) = derived.snapshots.get()
+        {
+            writer.after_round(&derived, false);
+        }
         for change in round {
             let _ = change.reply.send(outcome.clone());
         }
@@ -884,6 +913,8 @@ pub struct Engine<S> {
     reserved: Arc<Mutex<Reservations>>,
     ranking: RwLock<Option<Arc<Ranking>>>,
     ranking_build: tokio::sync::Mutex<()>,
+    /// Whether the state at open came from a snapshot and the log after it.
+    from_snapshot: bool,
 }
 
 impl<S> Drop for Engine<S> {
@@ -918,6 +949,9 @@ impl<S: EventStore> Engine<S> {
                 build_from_store(&*store, &rt, Arc::clone(&model), None).map_err(|e| e.to_string())
             })
         };
+        // Read before the build: a snapshot of it names this epoch.
+        let epoch = store.snapshot_epoch();
+        let snapshots = options.snapshot_every.is_some();
         let built = {
             let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
             let fail = options.fail_open;
@@ -927,14 +961,24 @@ impl<S: EventStore> Engine<S> {
                     if fail {
                         panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
                     }
-                    build_from_store(&*store, &rt, model, memory)
+                    if snapshots
+                        && let Some(state) =
+                            snapshot::load(&*store, &rt, &model).map_err(BuildError::Store)?
+                    {
+                        return Ok((state, true));
+                    }
+                    build_from_store(&*store, &rt, model, memory).map(|state| (state, false))
                 }))
             })
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?
         };
+        let mut from_snapshot = true;
         let (state, broken) = match built {
-            Ok(Ok(state)) => (state, None),
+            Ok(Ok((state, loaded))) => {
+                from_snapshot = loaded;
+                (state, None)
+            }
             Ok(Err(BuildError::Store(e))) => return Err(EngineError::Store(e)),
             Ok(Err(BuildError::TooBig(why))) => return Err(EngineError::TooLarge(why)),
             Err(panic) => (
@@ -943,9 +987,18 @@ impl<S: EventStore> Engine<S> {
             ),
         };
         let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let broken_none = broken.is_none();
         let derived = Arc::new(Derived::new(state, options.fold_faults, failed_tx));
         if let Some(cause) = broken {
             derived.fail(&format!("the event log could not be folded: {cause}"));
+        }
+        if let Some(every) = options.snapshot_every {
+            let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            derived.epoch.store(epoch, Ordering::SeqCst);
+            // A full fold is followed by a snapshot at once.
+            writer.after_round(&derived, !from_snapshot);
+            let _ = derived.snapshots.set(writer);
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = Arc::clone(&derived);
@@ -971,11 +1024,32 @@ impl<S: EventStore> Engine<S> {
             reserved: Arc::default(),
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
+            from_snapshot: from_snapshot && broken_none,
         })
+    }
+
+    /// Whether the state at open was loaded from a snapshot and the log
+    /// after it (`engine::snapshot`), rather than folded from the whole log.
+    pub fn opened_from_snapshot(&self) -> bool {
+        self.from_snapshot
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Writes a snapshot of the derived state now and waits for it
+    /// (graceful shutdown, rescore; `engine::snapshot`): `Ok(true)` when
+    /// one was written, `Ok(false)` when the engine writes none or the
+    /// state is not one to save (empty, broken, an erasure since).
+    pub async fn write_snapshot(&self) -> Result<bool, EngineError> {
+        match self.derived.snapshots.get() {
+            Some(writer) => writer
+                .now(&self.derived)
+                .await
+                .map_err(EngineError::Internal),
+            None => Ok(false),
+        }
     }
 
     pub fn model(&self) -> &ScoringModel {
@@ -1861,6 +1935,9 @@ impl<S: EventStore> Engine<S> {
                 .map_err(|e| EngineError::Internal(format!("the rescore task failed: {e}")))?
                 .map_err(EngineError::NotReady)?;
         }
+        // A rescore leaves a fresh snapshot; failing to write one fails
+        // nothing else (logged by the writer).
+        let _ = self.write_snapshot().await;
         Ok(RescoreReport {
             seconds: started.elapsed().as_secs_f64(),
             ..report

@@ -222,6 +222,12 @@ pub struct StoreArgs {
     /// the log, and refuses rather than be killed halfway)
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Events folded between two snapshots of the scores, written in the
+    /// background beside the log (or in the database) so a start folds only
+    /// the log after the latest one; 0 writes them only after a full fold,
+    /// at shutdown and after a rescore
+    #[arg(long, default_value_t = 100_000, env = "FUSION_SNAPSHOT_EVERY")]
+    pub snapshot_every: u64,
 }
 
 pub fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<ScoringModel>> {
@@ -288,6 +294,7 @@ pub async fn engine_on(
         } else {
             available_memory()
         },
+        snapshot_every: Some(args.snapshot_every),
         ..options
     };
     let engine = Engine::open_with(store, model, options)

@@ -374,6 +374,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 "serving; no API keys configured: every request is accepted, loopback only"
             );
         }
+        // Kept for the snapshot written once every request is answered.
+        let for_snapshot = Arc::clone(&engine);
         http::serve(
             engine,
             security,
@@ -389,6 +391,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot serve on {bind}"))?;
         tracing::info!("stopped: every request in flight was answered");
+        // A graceful stop leaves a snapshot, so the next start folds
+        // nothing (`engine::snapshot`); failing to write one is logged.
+        if let Err(e) = for_snapshot.write_snapshot().await {
+            tracing::warn!(cause = %e, "cannot write a snapshot at shutdown");
+        }
         Ok(())
     })
 }

@@ -29,6 +29,12 @@ use crate::domain::{EntityId, EntityKind};
 pub struct Handle(u32);
 
 impl Handle {
+    /// The handle of table index `i` (snapshots give back the table they
+    /// saved; `RelationGraph::from_parts` checks the range).
+    pub(crate) fn from_index(i: u32) -> Handle {
+        Handle(i)
+    }
+
     /// The handle's number, `0..EntityTable::len()`.
     pub fn index(self) -> usize {
         self.0 as usize
@@ -288,5 +294,76 @@ impl RelationGraph {
     pub fn shrink_to_fit(&mut self) {
         self.entities.shrink_to_fit();
         self.graph.shrink_to_fit();
+    }
+
+    /// The graph as plain parts, for a snapshot (`score::snapshot`): the
+    /// table's ids and kinds in handle order, and every edge in petgraph's
+    /// edge order (source, target, kind, history of (time, weight)).
+    /// `from_parts` gives back a graph that answers every query alike.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn to_parts(
+        &self,
+    ) -> (
+        &[EntityId],
+        &[EntityKind],
+        Vec<(Handle, Handle, EdgeKind, &[(DateTime<Utc>, Option<f64>)])>,
+    ) {
+        let edges = self
+            .graph
+            .edge_references()
+            .map(|e| {
+                let (kind, history) = e.weight();
+                (
+                    handle(e.source()),
+                    handle(e.target()),
+                    *kind,
+                    history.0.as_slice(),
+                )
+            })
+            .collect();
+        (&self.entities.names, &self.entities.kinds, edges)
+    }
+
+    /// The graph of `to_parts`' parts. Edges are added in the order given,
+    /// so petgraph's adjacency lists come back as they were. `None` when
+    /// the parts do not fit together (lengths, a handle out of range).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn from_parts(
+        names: Vec<EntityId>,
+        kinds: Vec<EntityKind>,
+        edges: Vec<(u32, u32, EdgeKind, Vec<(DateTime<Utc>, Option<f64>)>)>,
+    ) -> Option<RelationGraph> {
+        if names.len() != kinds.len() || u32::try_from(names.len()).is_err() {
+            return None;
+        }
+        let mut graph = DiGraph::with_capacity(names.len(), edges.len());
+        for _ in 0..names.len() {
+            graph.add_node(());
+        }
+        for (from, to, kind, history) in edges {
+            if from as usize >= names.len() || to as usize >= names.len() {
+                return None;
+            }
+            graph.add_edge(
+                NodeIndex::new(from as usize),
+                NodeIndex::new(to as usize),
+                (kind, History(history)),
+            );
+        }
+        let mut index = FxHashMap::default();
+        index.reserve(names.len());
+        for (i, id) in names.iter().enumerate() {
+            if index.insert(id.clone(), Handle(i as u32)).is_some() {
+                return None;
+            }
+        }
+        Some(RelationGraph {
+            entities: EntityTable {
+                names,
+                kinds,
+                index,
+            },
+            graph,
+        })
     }
 }

@@ -26,6 +26,7 @@ mod model;
 pub(crate) mod propagate;
 mod scores;
 pub(crate) mod shares;
+pub mod snapshot;
 
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
@@ -37,3 +38,4 @@ pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft};
 pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
 pub use scores::{FoldPass, KindsPass, LogCounts, ScoreState, ScoresAt};
+pub use snapshot::{Captured, SnapshotError, SnapshotHeader};

@@ -30,8 +30,8 @@ use crate::domain::{Entity, EntityId, EntityKind, Event, Logged};
 /// The scoring state: the fold and its live series (module docs).
 #[derive(Debug, Clone)]
 pub struct ScoreState {
-    fold: FoldState,
-    live: LiveSeries,
+    pub(in crate::score) fold: FoldState,
+    pub(in crate::score) live: LiveSeries,
 }
 
 impl Deref for ScoreState {

@@ -95,4 +95,21 @@ impl EventStore for Backend {
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.ping())
     }
+    fn snapshot_epoch(&self) -> u64 {
+        match self {
+            Backend::Embedded(s) => s.snapshot_epoch(),
+            Backend::Postgres(s) => s.snapshot_epoch(),
+        }
+    }
+    async fn save_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        meta: super::SnapshotMeta,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.save_snapshot(bytes, meta, epoch))
+    }
+    async fn snapshots(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        delegate!(self, s => s.snapshots())
+    }
 }

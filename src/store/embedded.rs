@@ -150,6 +150,8 @@ impl Shared {
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     writer: mpsc::Sender<Write>,
+    /// Snapshots of the derived state, beside the log (`snapshots.rs`).
+    snapshots: Arc<super::SnapshotDir>,
 }
 
 /// A redb error, and whether it was an I/O error (the database must then
@@ -351,7 +353,11 @@ impl EmbeddedStore {
                 }
             })
             .map_err(StoreError::internal)?;
-        Ok(Self { shared, writer: tx })
+        Ok(Self {
+            shared,
+            writer: tx,
+            snapshots: Arc::new(super::SnapshotDir::in_dir(dir)),
+        })
     }
 
     /// Commits what is queued, stops the writer and lets go of the file,
@@ -580,9 +586,43 @@ impl EventStore for EmbeddedStore {
     fn erase(&self, id: &EntityId) -> impl Future<Output = Result<u64, StoreError>> + Send {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(Write::Erase(id.clone(), tx));
+        let snapshots = Arc::clone(&self.snapshots);
         async move {
             sent?;
-            recv(rx).await
+            let removed = recv(rx).await?;
+            // After the log's erasure: a state built before it is from an
+            // older epoch, so its snapshot is refused (`snapshots.rs`).
+            tokio::task::spawn_blocking(move || snapshots.erase_all())
+                .await
+                .map_err(StoreError::internal)??;
+            Ok(removed)
+        }
+    }
+
+    fn snapshot_epoch(&self) -> u64 {
+        self.snapshots.epoch()
+    }
+
+    fn save_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        meta: super::SnapshotMeta,
+        epoch: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let snapshots = Arc::clone(&self.snapshots);
+        async move {
+            tokio::task::spawn_blocking(move || snapshots.save(&bytes, meta, epoch))
+                .await
+                .map_err(StoreError::internal)?
+        }
+    }
+
+    fn snapshots(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
+        let snapshots = Arc::clone(&self.snapshots);
+        async move {
+            tokio::task::spawn_blocking(move || snapshots.latest())
+                .await
+                .map_err(StoreError::internal)?
         }
     }
 

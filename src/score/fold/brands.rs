@@ -1,7 +1,7 @@
 //! Brand KPIs: the service and sales figures of a brand's summary (seed
 //! 003's KPIs), counted as events are folded. They move no score.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Service and sales figures of a brand, for its summary.
 ///
@@ -9,7 +9,9 @@ use serde::Serialize;
 /// become infinite: the worst, `sales_amount`, adds converted amounts of at
 /// most 1e27 each, under 2e46 after even 2^64 purchases. Amounts are in the
 /// model's base currency.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Snapshots store it with its serde derive (`score::snapshot`: a
+/// score-internal struct of plain numbers, never the stored event format).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BrandStats {
     /// Purchases from the brand.
     pub purchases: u64,

@@ -95,13 +95,13 @@ impl Impulses {
 
 /// What the fold keeps of an occasion.
 #[derive(Debug, Clone)]
-struct OccasionInfo {
-    host: Option<Handle>,
-    time: DateTime<Utc>,
+pub(in crate::score) struct OccasionInfo {
+    pub(in crate::score) host: Option<Handle>,
+    pub(in crate::score) time: DateTime<Utc>,
     /// (person, is performer), in the order they joined.
-    participants: Vec<(Handle, bool)>,
+    pub(in crate::score) participants: Vec<(Handle, bool)>,
     /// The same, for membership tests.
-    joined: FxHashSet<(Handle, bool)>,
+    pub(in crate::score) joined: FxHashSet<(Handle, bool)>,
 }
 
 impl OccasionInfo {
@@ -130,37 +130,37 @@ impl OccasionInfo {
 /// Cloning it is a deep copy of plain data.
 #[derive(Debug, Clone)]
 pub struct FoldState {
-    model: Arc<ScoringModel>,
+    pub(in crate::score) model: Arc<ScoringModel>,
     pub(crate) graph: RelationGraph,
-    registrations: BTreeMap<EntityId, Entity>,
+    pub(in crate::score) registrations: BTreeMap<EntityId, Entity>,
     /// Which log positions are folded.
-    folded: PositionSet,
+    pub(in crate::score) folded: PositionSet,
     /// Events folded.
-    count: usize,
+    pub(in crate::score) count: usize,
     /// The latest event folded, (time, id): canonical order's end.
-    latest: Option<(DateTime<Utc>, EventId)>,
+    pub(in crate::score) latest: Option<(DateTime<Utc>, EventId)>,
     /// Impulses of the person whose relationships they move.
     pub(crate) impulses: FxHashMap<Handle, Impulses>,
     /// How many folded events name each entity, by handle.
-    event_counts: Vec<u32>,
-    audience: FxHashMap<Handle, Vec<(DateTime<Utc>, u64)>>,
-    occasions: FxHashMap<Handle, OccasionInfo>,
-    hosted: FxHashMap<Handle, Vec<Handle>>,
+    pub(in crate::score) event_counts: Vec<u32>,
+    pub(in crate::score) audience: FxHashMap<Handle, Vec<(DateTime<Utc>, u64)>>,
+    pub(in crate::score) occasions: FxHashMap<Handle, OccasionInfo>,
+    pub(in crate::score) hosted: FxHashMap<Handle, Vec<Handle>>,
     /// The latest `sales_baseline_periods` reports of each brand, oldest
     /// first (the baseline reads no more).
-    sales: FxHashMap<Handle, VecDeque<f64>>,
-    consent: FxHashMap<Handle, Vec<(DateTime<Utc>, bool)>>,
+    pub(in crate::score) sales: FxHashMap<Handle, VecDeque<f64>>,
+    pub(in crate::score) consent: FxHashMap<Handle, Vec<(DateTime<Utc>, bool)>>,
     /// People by registered interest, lowercased.
-    interests: FxHashMap<String, Vec<Handle>>,
-    brand_stats: FxHashMap<Handle, BrandStats>,
+    pub(in crate::score) interests: FxHashMap<String, Vec<Handle>>,
+    pub(in crate::score) brand_stats: FxHashMap<Handle, BrandStats>,
     /// Entities seen only as follow targets so far: taken for people until
     /// an event names them in a role that fixes their kind (a brand).
-    provisional: FxHashSet<Handle>,
+    pub(in crate::score) provisional: FxHashSet<Handle>,
     /// Deltas of the folded events not taken yet, in canonical order.
-    outbox: VecDeque<EventDeltas>,
+    pub(in crate::score) outbox: VecDeque<EventDeltas>,
     /// Events at or after this canonical position emit deltas; `None`:
     /// none do.
-    emit_from: Option<u32>,
+    pub(in crate::score) emit_from: Option<u32>,
 }
 
 impl FoldState {
@@ -555,7 +555,7 @@ pub fn sort_canonically(events: &mut [Logged]) {
 /// million positions take 125 kB).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PositionSet {
-    words: Vec<u64>,
+    pub(in crate::score) words: Vec<u64>,
 }
 
 impl PositionSet {
@@ -566,6 +566,17 @@ impl PositionSet {
             self.words.resize(w + 1, 0);
         }
         self.words[w] |= 1 << (p % 64);
+    }
+
+    /// The largest position added.
+    pub(crate) fn max(&self) -> Option<LogPosition> {
+        let (i, w) = self
+            .words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, w)| **w != 0)?;
+        Some(i as u64 * 64 + 63 - u64::from(w.leading_zeros()))
     }
 
     /// Whether a position was added.

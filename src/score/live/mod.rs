@@ -86,12 +86,12 @@ pub struct Checkpoint {
 /// checkpoint position (a multiple of [`CHECKPOINT_EVENTS`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LogClock {
-    count: usize,
+    pub(in crate::score) count: usize,
     /// (time, first position with that time) of the latest event.
-    last: Option<(DateTime<Utc>, usize)>,
+    pub(in crate::score) last: Option<(DateTime<Utc>, usize)>,
     /// (position, time, first position with that time) of the latest event
     /// at a multiple of `CHECKPOINT_EVENTS`.
-    mark: Option<(usize, DateTime<Utc>, usize)>,
+    pub(in crate::score) mark: Option<(usize, DateTime<Utc>, usize)>,
 }
 
 impl LogClock {
@@ -150,6 +150,11 @@ pub struct LiveSeries {
     /// Deltas of folded events not applied yet, in canonical order; always
     /// the events from some position up to the latest folded.
     pending: VecDeque<EventDeltas>,
+    /// Deltas applied since the checkpoint, in canonical order: what a
+    /// series rebuilt at that checkpoint applies again (a snapshot keeps
+    /// them, `score::snapshot`; a new checkpoint whose run of equal times
+    /// starts before it applies again those of the run).
+    applied: Vec<EventDeltas>,
     clock: LogClock,
 }
 
@@ -161,8 +166,41 @@ impl LiveSeries {
         Self {
             scores: LiveScores::new(model),
             pending: VecDeque::new(),
+            applied: Vec::new(),
             clock,
         }
+    }
+
+    /// The series of a log whose canonical clock is `clock`, not built
+    /// yet, given the deltas of the events from `clock.checkpoint()
+    /// .first_pending` on (a snapshot's journal, `Self::journal`): it
+    /// syncs as a build of the whole log would.
+    pub(in crate::score) fn resume(
+        model: Arc<ScoringModel>,
+        clock: LogClock,
+        journal: Vec<EventDeltas>,
+    ) -> Self {
+        let mut series = Self::new(model, clock);
+        series.pending = journal.into();
+        series
+    }
+
+    /// The canonical clock.
+    pub(in crate::score) fn clock(&self) -> LogClock {
+        self.clock
+    }
+
+    /// The deltas of the events from the latest checkpoint's first pending
+    /// position on, applied or not, in canonical order: with the fold's
+    /// state and the clock, what `Self::resume` needs.
+    pub(in crate::score) fn journal(&self) -> Vec<EventDeltas> {
+        let first = self.clock.checkpoint().first_pending as u32;
+        self.applied
+            .iter()
+            .chain(self.pending.iter())
+            .filter(|e| e.index >= first)
+            .cloned()
+            .collect()
     }
 
     /// The series itself.
@@ -219,21 +257,29 @@ impl LiveSeries {
             self.build_at(state, as_of);
             self.scores.set_checkpoint(target.at);
             let first = target.first_pending as u32;
+            // A run of equal times that straddles the new checkpoint
+            // starts before it: its events applied already are left out of
+            // the build (it takes the inputs before their time), so they
+            // are applied again.
+            for e in std::mem::take(&mut self.applied).into_iter().rev() {
+                if e.index >= first {
+                    self.pending.push_front(e);
+                }
+            }
             while self.pending.front().is_some_and(|e| e.index < first) {
                 self.pending.pop_front();
             }
         }
         while let Some(event) = self.pending.pop_front() {
             self.apply(&event);
+            let (index, time) = (event.index, event.time);
+            self.applied.push(event);
             // The drift check, at canonical positions where the inputs as of
             // this event's time are exactly those of the events up to it.
-            let next_later = self.pending.front().is_none_or(|e| e.time > event.time);
-            if (event.index + 1) % scores::CHECK_EVERY == 0
-                && next_later
-                && self.scores.check_drift()
-            {
+            let next_later = self.pending.front().is_none_or(|e| e.time > time);
+            if (index + 1) % scores::CHECK_EVERY == 0 && next_later && self.scores.check_drift() {
                 let mark = self.scores.checkpoint();
-                self.build_at(state, event.time);
+                self.build_at(state, time);
                 self.scores.set_checkpoint(mark);
                 self.scores.note_recompute();
             }
@@ -329,6 +375,7 @@ impl LiveSeries {
         let mut fresh = LiveSeries {
             scores: LiveScores::new(Arc::clone(state.model_arc())),
             pending: VecDeque::new(),
+            applied: self.applied.clone(),
             clock: self.clock,
         };
         fresh.scores.set_stats(self.scores.stats());

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_dead_letters",
         include_str!("migrations/0010_dead_letters.sql"),
     ),
+    (
+        "0011_snapshots",
+        include_str!("migrations/0011_snapshots.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

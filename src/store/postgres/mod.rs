@@ -50,6 +50,7 @@ use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 mod dead_letters;
 mod keys;
 mod migrate;
+mod snapshots;
 mod tls;
 
 /// Most events folded into one commit; bounds the size of a transaction and
@@ -268,6 +269,9 @@ fn logged(row: &tokio_postgres::Row) -> Result<Logged, StoreError> {
 pub struct PostgresStore {
     pool: Pool,
     writer: mpsc::Sender<Request>,
+    /// This server's erasures so far, and the lock that orders snapshot
+    /// saves with them (`store::snapshots`).
+    snapshot_epoch: Arc<snapshots::Epoch>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -296,7 +300,11 @@ impl PostgresStore {
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(writer_loop(pool.clone(), rx));
-        Ok(Self { pool, writer: tx })
+        Ok(Self {
+            pool,
+            writer: tx,
+            snapshot_epoch: Arc::default(),
+        })
     }
 
     /// Applies the pending migrations of the database at `url` and answers
@@ -606,9 +614,17 @@ impl EventStore for PostgresStore {
     fn erase(&self, id: &EntityId) -> impl Future<Output = Result<u64, StoreError>> + Send {
         let pool = self.pool.clone();
         let id = id.clone();
+        let epoch = Arc::clone(&self.snapshot_epoch);
         async move {
+            // A snapshot save waiting on this lock sees the new epoch and
+            // keeps nothing; one saved before is deleted below.
+            epoch.bump().await;
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
+            // Every snapshot may hold the entity (`store::snapshots`).
+            tx.execute("DELETE FROM snapshots", &[])
+                .await
+                .map_err(pg_error)?;
             // The entity's events through `entity_events`, and every
             // index row of theirs (one per entity they name).
             let removed: i64 = tx
@@ -665,6 +681,25 @@ impl EventStore for PostgresStore {
             client.simple_query("SELECT 1").await.map_err(pg_error)?;
             Ok(())
         }
+    }
+
+    fn snapshot_epoch(&self) -> u64 {
+        self.snapshot_epoch.get()
+    }
+
+    fn save_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        meta: super::SnapshotMeta,
+        epoch: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let (pool, order) = (self.pool.clone(), Arc::clone(&self.snapshot_epoch));
+        async move { snapshots::save(&pool, &order, bytes, meta, epoch).await }
+    }
+
+    fn snapshots(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { snapshots::latest(&pool).await }
     }
 }
 

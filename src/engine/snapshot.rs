@@ -1,0 +1,271 @@
+//! Snapshots of the derived state, the engine's side: loading the latest
+//! valid one at open and folding the log after it, and writing new ones in
+//! the background. `score::snapshot` owns the format (pure), the store
+//! keeps the bytes (`store::snapshots`); this module does the IO between
+//! them and must not score anything itself.
+//!
+//! **Loading** ([`load`]): the kept snapshots, newest first; the first one
+//! that decodes for this model and format, whose registrations are the
+//! store's, is the state; the log after its position is read by position
+//! (`EventStore::tail`) and appended as the fold thread appends (events
+//! later than everything folded). The snapshot is given up, and the whole
+//! log folded, when: it is refused (truncated, corrupted, another model or
+//! format: logged at warn); a registration changed since; the tail holds
+//! an event earlier than the snapshot's latest (a late event: the state is
+//! a function of the event set folded in canonical order, so it is built
+//! again, as the running engine does); or the store holds another number
+//! of events than the snapshot plus its tail (an event committed before
+//! the snapshot's position but not folded into it, or an erasure since).
+//! After a full fold a new snapshot follows at once.
+//!
+//! **Writing** ([`Writer`]): the fold thread, after a round that brought
+//! the events folded `every` past the last snapshot, copies what a
+//! snapshot holds (`ScoreState::capture`: the fold's state, not the live
+//! series) under the read lock, which readers share, and hands it to the
+//! `fusion-snapshot` thread, which encodes and saves it off every lock. A
+//! capture while the writer is busy is skipped (the next round tries
+//! again). Graceful shutdown and rescore write one and wait for it
+//! (`Engine::write_snapshot`).
+//!
+//! **Erasure.** A save names the store's erasure epoch read before the
+//! state was built (`Derived::epoch`), and the store refuses it after an
+//! erasure (`store::snapshots`); a state swapped in by the recovery task
+//! has no known epoch and is not saved until the next build.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::score::snapshot::registrations_match;
+use crate::score::{Captured, ScoreState, ScoringModel, SnapshotHeader};
+use crate::store::{EventStore, SCAN_CHUNK, SnapshotMeta, StoreError};
+
+use super::Derived;
+
+/// `Derived::epoch` of a state whose erasure epoch is not known: never saved.
+pub(super) const UNKNOWN_EPOCH: u64 = u64::MAX;
+
+/// The state of the latest valid snapshot with the log after it folded
+/// (module docs), its live series caught up; `None` when there is none
+/// to use. Blocks on `rt` for the store's reads.
+pub(super) fn load<S: EventStore>(
+    store: &S,
+    rt: &tokio::runtime::Handle,
+    model: &Arc<ScoringModel>,
+) -> Result<Option<ScoreState>, StoreError> {
+    let started = Instant::now();
+    let kept = match rt.block_on(store.snapshots()) {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot read the snapshots; folding the whole log");
+            return Ok(None);
+        }
+    };
+    let mut found = None;
+    for bytes in kept {
+        match ScoreState::from_snapshot(&bytes, Arc::clone(model)) {
+            Ok(ok) => {
+                found = Some(ok);
+                break;
+            }
+            Err(e) => tracing::warn!(cause = %e, "ignoring a snapshot of the scoring state"),
+        }
+    }
+    let Some((header, mut state)) = found else {
+        return Ok(None);
+    };
+    let entities = rt.block_on(store.entities())?;
+    if !registrations_match(&state, &entities) {
+        tracing::warn!("ignoring the snapshot: registrations changed since; folding the whole log");
+        return Ok(None);
+    }
+    let mut after = Some(header.position);
+    let mut tail = 0u64;
+    loop {
+        let chunk = rt.block_on(store.tail(after, SCAN_CHUNK))?;
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.position);
+        tail += chunk.len() as u64;
+        if !state.apply(chunk) {
+            tracing::warn!(
+                "the log after the snapshot holds events earlier than it (late events); \
+                 folding the whole log"
+            );
+            return Ok(None);
+        }
+    }
+    let stored = rt.block_on(store.count())?;
+    if stored != state.event_count() as u64 {
+        tracing::warn!(
+            stored,
+            snapshot = header.events,
+            tail,
+            "the store's events are not the snapshot's and its tail; folding the whole log"
+        );
+        return Ok(None);
+    }
+    state.sync_live(|| false);
+    tracing::info!(
+        events = header.events,
+        tail,
+        seconds = started.elapsed().as_secs_f64(),
+        "loaded the scoring state from a snapshot and the log after it"
+    );
+    Ok(Some(state))
+}
+
+/// A capture handed to the writer thread.
+struct Job {
+    captured: Captured,
+    epoch: u64,
+    done: Option<tokio::sync::oneshot::Sender<Result<bool, String>>>,
+}
+
+/// The background writer (module docs).
+pub(super) struct Writer {
+    /// Events folded between two periodic snapshots; 0: none periodic.
+    every: u64,
+    /// Events folded at the last capture.
+    last: AtomicU64,
+    /// The store's erasure epoch now.
+    epoch_now: Box<dyn Fn() -> u64 + Send + Sync>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Writer {
+    /// Starts the `fusion-snapshot` thread saving to `store`.
+    pub(super) fn start<S: EventStore>(
+        store: Arc<S>,
+        rt: tokio::runtime::Handle,
+        every: u64,
+    ) -> std::io::Result<Writer> {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let for_epoch = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("fusion-snapshot".into())
+            .spawn(move || {
+                for job in rx {
+                    let outcome = save(&*store, &rt, &job.captured, job.epoch);
+                    if let Err(e) = &outcome {
+                        tracing::warn!(cause = %e, "cannot write a snapshot of the scoring state");
+                    }
+                    if let Some(done) = job.done {
+                        let _ = done.send(outcome);
+                    }
+                }
+            })?;
+        Ok(Writer {
+            every,
+            last: AtomicU64::new(0),
+            epoch_now: Box::new(move || for_epoch.snapshot_epoch()),
+            jobs,
+        })
+    }
+
+    /// The store's erasure epoch now (read before a build).
+    pub(super) fn epoch_now(&self) -> u64 {
+        (self.epoch_now)()
+    }
+
+    /// After a fold round (and at open after a full fold, `force`): hands
+    /// a capture to the writer when one is due and the writer is free.
+    /// Called on the fold thread (or before it starts).
+    pub(super) fn after_round(&self, derived: &Derived, force: bool) {
+        let epoch = derived.epoch.load(Ordering::SeqCst);
+        if epoch == UNKNOWN_EPOCH || (self.every == 0 && !force) {
+            return;
+        }
+        let slot = derived.slot.read();
+        if slot.broken.is_some() {
+            return;
+        }
+        let events = slot.state.event_count() as u64;
+        let last = self.last.load(Ordering::SeqCst);
+        // Fewer events than at the last snapshot: an erasure deleted it.
+        let due = force || events < last || events >= last.saturating_add(self.every);
+        if !due || events == 0 {
+            return;
+        }
+        let captured = slot.state.capture();
+        drop(slot);
+        let job = Job {
+            captured,
+            epoch,
+            done: None,
+        };
+        if self.jobs.try_send(job).is_ok() {
+            self.last.store(events, Ordering::SeqCst);
+        }
+    }
+
+    /// Captures the state now and waits until it is saved: `true` when a
+    /// snapshot was written.
+    pub(super) async fn now(&self, derived: &Derived) -> Result<bool, String> {
+        let job = {
+            // Between two changes, so the epoch is the state's.
+            let _fold = derived.fold.lock();
+            let epoch = derived.epoch.load(Ordering::SeqCst);
+            let slot = derived.slot.read();
+            if epoch == UNKNOWN_EPOCH || slot.broken.is_some() {
+                return Ok(false);
+            }
+            self.last
+                .store(slot.state.event_count() as u64, Ordering::SeqCst);
+            let (done, answer) = tokio::sync::oneshot::channel();
+            (
+                Job {
+                    captured: slot.state.capture(),
+                    epoch,
+                    done: Some(done),
+                },
+                answer,
+            )
+        };
+        let (job, answer) = job;
+        let jobs = self.jobs.clone();
+        tokio::task::spawn_blocking(move || jobs.send(job))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the snapshot writer has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the snapshot writer has stopped".to_string())?
+    }
+}
+
+/// Encodes and saves one capture; `false` when there was nothing to save
+/// or the store refused it (an erasure since).
+fn save<S: EventStore>(
+    store: &S,
+    rt: &tokio::runtime::Handle,
+    captured: &Captured,
+    epoch: u64,
+) -> Result<bool, String> {
+    let started = Instant::now();
+    let Some(bytes) = captured.encode() else {
+        return Ok(false);
+    };
+    let header = SnapshotHeader::read(&bytes).map_err(|e| e.to_string())?;
+    let meta = SnapshotMeta {
+        position: header.position,
+        events: header.events,
+        format: header.format,
+        model: header.model,
+    };
+    let len = bytes.len();
+    let saved = rt
+        .block_on(store.save_snapshot(bytes, meta, epoch))
+        .map_err(|e| e.to_string())?;
+    if saved {
+        tracing::info!(
+            events = header.events,
+            position = header.position,
+            bytes = len,
+            seconds = started.elapsed().as_secs_f64(),
+            "wrote a snapshot of the scoring state"
+        );
+    } else {
+        tracing::info!("a snapshot was not kept: an erasure came after its state");
+    }
+    Ok(saved)
+}

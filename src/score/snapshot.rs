@@ -1,0 +1,850 @@
+//! Snapshots of the derived state: a `ScoreState` as bytes and back, so a
+//! start folds only the log after the snapshot instead of the whole log.
+//! This module owns the format; it must not do IO or read the clock (the
+//! engine writes and reads the bytes, the store keeps them).
+//!
+//! **What is saved.** The fold's state (`FoldState`: the entity table and
+//! graph with its edge histories, registrations, the folded positions,
+//! impulses in their columns, the per-entity series, brand KPIs,
+//! provisional kinds), the live series' canonical clock, and the deltas of
+//! the events from the live series' latest checkpoint on (fewer than
+//! `CHECKPOINT_EVENTS` plus a run of equal times). Not the live series
+//! itself: it is as large as the relationships, and it is a function of the
+//! fold's state at its checkpoint plus those deltas, so it is rebuilt after
+//! a load (one batch evaluation) and syncs to the same bits as a build of
+//! the whole log.
+//!
+//! **Format** (version [`FORMAT_VERSION`]): a fixed header, little-endian,
+//! [`HEADER_LEN`] bytes: magic `FUSNSNAP`, format version `u32`, the
+//! model's hash (SHA-256, [`model_hash`]), the largest log position folded
+//! `u64`, the events folded `u64`, the body's length `u64`, the body's
+//! SHA-256. Then the body: [`postcard`] of `Body`, structs of this module
+//! only. Handles are the table's `u32` indices, times `(seconds, nanos)`,
+//! kinds and components small integers. The domain types' serde derives
+//! (the wire and the stored events' format) are never used: a change of
+//! them must not change what a snapshot means. `BrandStats`, a
+//! score-internal struct of plain numbers, is stored with its derive.
+//! A change of any struct here, or of what the fold keeps, bumps
+//! `FORMAT_VERSION`; the unit test `the_encoding_of_a_fixed_state_is_pinned`
+//! fails until it is.
+//!
+//! **What is refused** ([`SnapshotError`]): a short or truncated file, another
+//! magic, format version or model hash, a body whose checksum does not
+//! match, a body that does not decode or whose parts do not fit together
+//! (a handle out of range). The caller then folds the whole log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::fold::{BrandStats, Delta, EventDeltas, FoldState, Impulses, OccasionInfo, PositionSet};
+use super::live::{LiveSeries, LogClock};
+use super::model::{Component, ScoringModel};
+use super::scores::ScoreState;
+use crate::domain::{Entity, EntityId, EntityKind, EventId, LogPosition};
+use crate::graph::{EdgeKind, Handle, RelationGraph};
+
+/// The snapshot format's version; a snapshot of another is ignored.
+pub const FORMAT_VERSION: u32 = 1;
+/// The first bytes of every snapshot.
+pub const MAGIC: [u8; 8] = *b"FUSNSNAP";
+/// Bytes of the header before the body.
+pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 8 + 8 + 32;
+
+/// Why a snapshot cannot be used (the caller folds the whole log instead).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Shorter than its header says (a write cut off halfway).
+    #[error("the snapshot is truncated: {0} bytes, its header needs {1}")]
+    Truncated(usize, usize),
+    /// Not a snapshot.
+    #[error("not a fusion snapshot (bad magic)")]
+    Magic,
+    /// Written by another version of the format.
+    #[error("the snapshot's format is version {0}, this build reads version {FORMAT_VERSION}")]
+    Format(u32),
+    /// Written with another scoring model.
+    #[error("the snapshot was made with another scoring model")]
+    Model,
+    /// The body does not match its checksum (a corrupted file).
+    #[error("the snapshot's checksum does not match its body (corrupted)")]
+    Checksum,
+    /// The body does not decode, or its parts do not fit together.
+    #[error("the snapshot's body is invalid: {0}")]
+    Body(String),
+}
+
+/// What a snapshot's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The format version.
+    pub format: u32,
+    /// The scoring model's hash ([`model_hash`]).
+    pub model: [u8; 32],
+    /// The largest log position folded: a start folds the log after it.
+    pub position: LogPosition,
+    /// Events folded.
+    pub events: u64,
+    /// Bytes of the body.
+    pub body_len: u64,
+    /// SHA-256 of the body.
+    pub checksum: [u8; 32],
+}
+
+impl SnapshotHeader {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.format.to_le_bytes());
+        out.extend_from_slice(&self.model);
+        out.extend_from_slice(&self.position.to_le_bytes());
+        out.extend_from_slice(&self.events.to_le_bytes());
+        out.extend_from_slice(&self.body_len.to_le_bytes());
+        out.extend_from_slice(&self.checksum);
+    }
+
+    /// Reads the header of `bytes`, checking the magic only.
+    pub fn read(bytes: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(SnapshotError::Truncated(bytes.len(), HEADER_LEN));
+        }
+        if bytes[..8] != MAGIC {
+            return Err(SnapshotError::Magic);
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let hash_at = |i: usize| -> [u8; 32] { bytes[i..i + 32].try_into().expect("32 bytes") };
+        Ok(SnapshotHeader {
+            format: u32_at(8),
+            model: hash_at(12),
+            position: u64_at(44),
+            events: u64_at(52),
+            body_len: u64_at(60),
+            checksum: hash_at(68),
+        })
+    }
+}
+
+/// The scoring model's hash: SHA-256 of its `Debug` text, which names every
+/// field and prints every f64 in its shortest exact form (maps in it are
+/// `BTreeMap`s, so the text is a function of the model).
+pub fn model_hash(model: &ScoringModel) -> [u8; 32] {
+    Sha256::digest(format!("{model:?}").as_bytes()).into()
+}
+
+/// What a snapshot is made from, copied out of a `ScoreState`
+/// ([`ScoreState::capture`]: the fold's state without the live series) so
+/// that it can be encoded off every lock.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    fold: FoldState,
+    clock: LogClock,
+    journal: Vec<EventDeltas>,
+}
+
+impl Captured {
+    /// Events folded.
+    pub fn events(&self) -> u64 {
+        self.fold.count as u64
+    }
+
+    /// The largest log position folded; `None` for an empty state.
+    pub fn position(&self) -> Option<LogPosition> {
+        self.fold.folded.max()
+    }
+
+    /// The snapshot: header and body (module docs). `None` for an empty
+    /// state, which needs no snapshot.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let position = self.position()?;
+        let body = postcard::to_stdvec(&Body::of(self))
+            .expect("postcard encodes plain structs into a Vec");
+        let header = SnapshotHeader {
+            format: FORMAT_VERSION,
+            model: model_hash(&self.fold.model),
+            position,
+            events: self.events(),
+            body_len: body.len() as u64,
+            checksum: Sha256::digest(&body).into(),
+        };
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        header.write(&mut out);
+        out.extend_from_slice(&body);
+        Some(out)
+    }
+}
+
+impl ScoreState {
+    /// Copies what a snapshot holds (module docs), leaving the live series'
+    /// scores out.
+    pub fn capture(&self) -> Captured {
+        Captured {
+            fold: self.fold.clone(),
+            clock: self.live.clock(),
+            journal: self.live.journal(),
+        }
+    }
+
+    /// The state a snapshot holds, scoring with `model`, its live series to
+    /// be rebuilt when it first syncs; the header with it. Refused (module
+    /// docs) when it was made with another model or format, or is
+    /// truncated or corrupted.
+    pub fn from_snapshot(
+        bytes: &[u8],
+        model: Arc<ScoringModel>,
+    ) -> Result<(SnapshotHeader, ScoreState), SnapshotError> {
+        let header = SnapshotHeader::read(bytes)?;
+        if header.format != FORMAT_VERSION {
+            return Err(SnapshotError::Format(header.format));
+        }
+        if header.model != model_hash(&model) {
+            return Err(SnapshotError::Model);
+        }
+        let body = &bytes[HEADER_LEN..];
+        let want = usize::try_from(header.body_len).unwrap_or(usize::MAX);
+        if body.len() != want {
+            return Err(SnapshotError::Truncated(
+                bytes.len(),
+                HEADER_LEN.saturating_add(want),
+            ));
+        }
+        if <[u8; 32]>::from(Sha256::digest(body)) != header.checksum {
+            return Err(SnapshotError::Checksum);
+        }
+        let body: Body =
+            postcard::from_bytes(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
+        let state = body.into_state(model).map_err(SnapshotError::Body)?;
+        if state.fold.count as u64 != header.events
+            || state.fold.folded.max() != Some(header.position)
+        {
+            return Err(SnapshotError::Body(
+                "the header's counts are not the body's".into(),
+            ));
+        }
+        Ok((header, state))
+    }
+}
+
+/// A time: seconds since the epoch and nanoseconds.
+type Time = (i64, u32);
+
+fn time(t: DateTime<Utc>) -> Time {
+    (t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+fn from_time((s, n): Time) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp(s, n).ok_or_else(|| format!("time {s}.{n} out of range"))
+}
+
+fn kind_code(k: EntityKind) -> u8 {
+    match k {
+        EntityKind::Consumer => 0,
+        EntityKind::Influencer => 1,
+        EntityKind::Brand => 2,
+        EntityKind::Occasion => 3,
+    }
+}
+
+fn kind_of(c: u8) -> Result<EntityKind, String> {
+    Ok(match c {
+        0 => EntityKind::Consumer,
+        1 => EntityKind::Influencer,
+        2 => EntityKind::Brand,
+        3 => EntityKind::Occasion,
+        _ => return Err(format!("entity kind {c}")),
+    })
+}
+
+fn component_of(c: u8) -> Result<Component, String> {
+    Component::ALL
+        .get(c as usize)
+        .copied()
+        .ok_or_else(|| format!("component {c}"))
+}
+
+fn id(s: String) -> Result<EntityId, String> {
+    EntityId::new(s).map_err(|e| e.to_string())
+}
+
+/// Everything but the header (module docs). Maps are stored as vectors
+/// sorted by key, so equal states encode to equal bytes.
+#[derive(Serialize, Deserialize)]
+struct Body {
+    names: Vec<String>,
+    kinds: Vec<u8>,
+    edges: Vec<EdgeRow>,
+    registrations: Vec<Registration>,
+    folded: Vec<u64>,
+    count: u64,
+    latest: Option<(Time, String)>,
+    impulses: Vec<(u32, ImpulseColumns)>,
+    event_counts: Vec<u32>,
+    audience: Vec<(u32, Vec<(Time, u64)>)>,
+    occasions: Vec<(u32, Occasion)>,
+    hosted: Vec<(u32, Vec<u32>)>,
+    sales: Vec<(u32, Vec<f64>)>,
+    consent: Vec<(u32, Vec<(Time, bool)>)>,
+    interests: Vec<(String, Vec<u32>)>,
+    brand_stats: Vec<(u32, BrandStats)>,
+    provisional: Vec<u32>,
+    clock: Clock,
+    journal: Vec<JournalEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EdgeRow {
+    from: u32,
+    to: u32,
+    /// 0 follow, 1 association.
+    kind: u8,
+    history: Vec<(Time, Option<f64>)>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Registration {
+    id: String,
+    kind: u8,
+    name: Option<String>,
+    followers: Option<u64>,
+    interests: Vec<String>,
+}
+
+impl Registration {
+    fn of(e: &Entity) -> Self {
+        Registration {
+            id: e.id.as_str().to_string(),
+            kind: kind_code(e.kind),
+            name: e.name.clone(),
+            followers: e.followers,
+            interests: e.interests.clone(),
+        }
+    }
+
+    fn entity(self) -> Result<Entity, String> {
+        Ok(Entity {
+            id: id(self.id)?,
+            kind: kind_of(self.kind)?,
+            name: self.name,
+            followers: self.followers,
+            interests: self.interests,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ImpulseColumns {
+    brand: Vec<u32>,
+    component: Vec<u8>,
+    time: Vec<Time>,
+    amount: Vec<f64>,
+    event: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Occasion {
+    host: Option<u32>,
+    time: Time,
+    participants: Vec<(u32, bool)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Clock {
+    count: u64,
+    last: Option<(Time, u64)>,
+    mark: Option<(u64, Time, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalEvent {
+    index: u32,
+    time: Time,
+    deltas: Vec<DeltaRow>,
+}
+
+/// An impulse as deltas carry it: brand, component, amount, time.
+type ImpulseRow = (u32, u8, f64, Time);
+
+#[derive(Serialize, Deserialize)]
+enum DeltaRow {
+    Impulse(u32, u32, u8, f64),
+    Follow(u32, u32, Option<f64>),
+    Association(u32, u32, f64),
+    ConsentWithdrawn(u32, Vec<ImpulseRow>),
+    ConsentGranted(u32, Vec<(u32, f64)>, Vec<(u32, f64)>, Vec<ImpulseRow>),
+}
+
+fn h(x: Handle) -> u32 {
+    x.index() as u32
+}
+
+/// Sorted by key, as the body keeps maps.
+fn sorted<K: Copy + Ord, V, W>(map: &FxHashMap<K, V>, f: impl Fn(&V) -> W) -> Vec<(K, W)> {
+    let mut v: Vec<(K, W)> = map.iter().map(|(k, x)| (*k, f(x))).collect();
+    v.sort_by_key(|(k, _)| *k);
+    v
+}
+
+impl Body {
+    fn of(c: &Captured) -> Body {
+        let f = &c.fold;
+        let (names, kinds, edges) = f.graph.to_parts();
+        let impulse_row = |(b, comp, amount, t): &(Handle, Component, f64, DateTime<Utc>)| {
+            (h(*b), comp.index() as u8, *amount, time(*t))
+        };
+        let pairs = |v: &[(Handle, f64)]| v.iter().map(|(x, w)| (h(*x), *w)).collect();
+        let mut interests: Vec<(String, Vec<u32>)> = f
+            .interests
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|x| h(*x)).collect()))
+            .collect();
+        interests.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut provisional: Vec<u32> = f.provisional.iter().map(|x| h(*x)).collect();
+        provisional.sort_unstable();
+        Body {
+            names: names.iter().map(|n| n.as_str().to_string()).collect(),
+            kinds: kinds.iter().map(|k| kind_code(*k)).collect(),
+            edges: edges
+                .into_iter()
+                .map(|(from, to, kind, history)| EdgeRow {
+                    from: h(from),
+                    to: h(to),
+                    kind: match kind {
+                        EdgeKind::Follow => 0,
+                        EdgeKind::Association => 1,
+                    },
+                    history: history.iter().map(|(t, w)| (time(*t), *w)).collect(),
+                })
+                .collect(),
+            registrations: f.registrations.values().map(Registration::of).collect(),
+            folded: f.folded.words.clone(),
+            count: f.count as u64,
+            latest: f
+                .latest
+                .as_ref()
+                .map(|(t, id)| (time(*t), id.as_str().to_string())),
+            impulses: sorted(&f.impulses, |i| ImpulseColumns {
+                brand: i.brand.iter().map(|x| h(*x)).collect(),
+                component: i.component.iter().map(|c| c.index() as u8).collect(),
+                time: i.time.iter().map(|t| time(*t)).collect(),
+                amount: i.amount.clone(),
+                event: i.event.clone(),
+            })
+            .into_iter()
+            .map(|(k, v)| (h(k), v))
+            .collect(),
+            event_counts: f.event_counts.clone(),
+            audience: sorted(&f.audience, |s| {
+                s.iter().map(|(t, n)| (time(*t), *n)).collect()
+            })
+            .into_iter()
+            .map(|(k, v)| (h(k), v))
+            .collect(),
+            occasions: sorted(&f.occasions, |o| Occasion {
+                host: o.host.map(h),
+                time: time(o.time),
+                participants: o.participants.iter().map(|(p, b)| (h(*p), *b)).collect(),
+            })
+            .into_iter()
+            .map(|(k, v)| (h(k), v))
+            .collect(),
+            hosted: sorted(&f.hosted, |v| v.iter().map(|x| h(*x)).collect())
+                .into_iter()
+                .map(|(k, v)| (h(k), v))
+                .collect(),
+            sales: sorted(&f.sales, |v| v.iter().copied().collect())
+                .into_iter()
+                .map(|(k, v)| (h(k), v))
+                .collect(),
+            consent: sorted(&f.consent, |s| {
+                s.iter().map(|(t, g)| (time(*t), *g)).collect()
+            })
+            .into_iter()
+            .map(|(k, v)| (h(k), v))
+            .collect(),
+            interests,
+            brand_stats: sorted(&f.brand_stats, BrandStats::clone)
+                .into_iter()
+                .map(|(k, v)| (h(k), v))
+                .collect(),
+            provisional,
+            clock: Clock {
+                count: c.clock.count as u64,
+                last: c.clock.last.map(|(t, i)| (time(t), i as u64)),
+                mark: c.clock.mark.map(|(p, t, r)| (p as u64, time(t), r as u64)),
+            },
+            journal: c
+                .journal
+                .iter()
+                .map(|e| JournalEvent {
+                    index: e.index,
+                    time: time(e.time),
+                    deltas: e
+                        .deltas
+                        .iter()
+                        .map(|d| match d {
+                            Delta::Impulse {
+                                person,
+                                brand,
+                                component,
+                                amount,
+                            } => DeltaRow::Impulse(
+                                h(*person),
+                                h(*brand),
+                                component.index() as u8,
+                                *amount,
+                            ),
+                            Delta::Follow {
+                                follower,
+                                followee,
+                                strength,
+                            } => DeltaRow::Follow(h(*follower), h(*followee), *strength),
+                            Delta::Association {
+                                person,
+                                brand,
+                                strength,
+                            } => DeltaRow::Association(h(*person), h(*brand), *strength),
+                            Delta::ConsentWithdrawn { person, impulses } => {
+                                DeltaRow::ConsentWithdrawn(
+                                    h(*person),
+                                    impulses.iter().map(impulse_row).collect(),
+                                )
+                            }
+                            Delta::ConsentGranted {
+                                person,
+                                follows,
+                                associations,
+                                impulses,
+                            } => DeltaRow::ConsentGranted(
+                                h(*person),
+                                pairs(follows),
+                                pairs(associations),
+                                impulses.iter().map(impulse_row).collect(),
+                            ),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn into_state(self, model: Arc<ScoringModel>) -> Result<ScoreState, String> {
+        let n = self.names.len();
+        let hd = |x: u32| -> Result<Handle, String> {
+            if (x as usize) < n {
+                Ok(Handle::from_index(x))
+            } else {
+                Err(format!("handle {x} out of {n}"))
+            }
+        };
+        let names = self
+            .names
+            .into_iter()
+            .map(id)
+            .collect::<Result<Vec<_>, _>>()?;
+        let kinds = self
+            .kinds
+            .into_iter()
+            .map(kind_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let edges = self
+            .edges
+            .into_iter()
+            .map(|e| {
+                let kind = match e.kind {
+                    0 => EdgeKind::Follow,
+                    1 => EdgeKind::Association,
+                    k => return Err(format!("edge kind {k}")),
+                };
+                let history = e
+                    .history
+                    .into_iter()
+                    .map(|(t, w)| Ok((from_time(t)?, w)))
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok((e.from, e.to, kind, history))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let graph = RelationGraph::from_parts(names, kinds, edges)
+            .ok_or("the entity table or an edge does not fit")?;
+        let mut registrations = BTreeMap::new();
+        for r in self.registrations {
+            let e = r.entity()?;
+            registrations.insert(e.id.clone(), e);
+        }
+        let keyed = |k: u32| hd(k);
+        let mut impulses = FxHashMap::default();
+        for (k, c) in self.impulses {
+            let len = c.amount.len();
+            if [
+                c.brand.len(),
+                c.component.len(),
+                c.time.len(),
+                c.event.len(),
+            ] != [len; 4]
+            {
+                return Err("impulse columns of unequal lengths".into());
+            }
+            impulses.insert(
+                keyed(k)?,
+                Impulses {
+                    brand: c.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
+                    component: c
+                        .component
+                        .into_iter()
+                        .map(component_of)
+                        .collect::<Result<_, _>>()?,
+                    time: c
+                        .time
+                        .into_iter()
+                        .map(from_time)
+                        .collect::<Result<_, _>>()?,
+                    amount: c.amount,
+                    event: c.event,
+                },
+            );
+        }
+        let series = |v: Vec<(Time, u64)>| -> Result<Vec<(DateTime<Utc>, u64)>, String> {
+            v.into_iter().map(|(t, x)| Ok((from_time(t)?, x))).collect()
+        };
+        let mut audience = FxHashMap::default();
+        for (k, v) in self.audience {
+            audience.insert(keyed(k)?, series(v)?);
+        }
+        let mut occasions = FxHashMap::default();
+        for (k, o) in self.occasions {
+            let participants: Vec<(Handle, bool)> = o
+                .participants
+                .into_iter()
+                .map(|(p, b)| Ok((hd(p)?, b)))
+                .collect::<Result<_, String>>()?;
+            let joined: FxHashSet<(Handle, bool)> = participants.iter().copied().collect();
+            occasions.insert(
+                keyed(k)?,
+                OccasionInfo {
+                    host: o.host.map(hd).transpose()?,
+                    time: from_time(o.time)?,
+                    participants,
+                    joined,
+                },
+            );
+        }
+        let mut hosted = FxHashMap::default();
+        for (k, v) in self.hosted {
+            hosted.insert(keyed(k)?, v.into_iter().map(hd).collect::<Result<_, _>>()?);
+        }
+        let mut sales = FxHashMap::default();
+        for (k, v) in self.sales {
+            sales.insert(keyed(k)?, VecDeque::from(v));
+        }
+        let mut consent = FxHashMap::default();
+        for (k, v) in self.consent {
+            let s = v
+                .into_iter()
+                .map(|(t, g)| Ok((from_time(t)?, g)))
+                .collect::<Result<Vec<_>, String>>()?;
+            consent.insert(keyed(k)?, s);
+        }
+        let mut interests = FxHashMap::default();
+        for (k, v) in self.interests {
+            interests.insert(k, v.into_iter().map(hd).collect::<Result<_, _>>()?);
+        }
+        let mut brand_stats = FxHashMap::default();
+        for (k, v) in self.brand_stats {
+            brand_stats.insert(keyed(k)?, v);
+        }
+        let provisional = self
+            .provisional
+            .into_iter()
+            .map(hd)
+            .collect::<Result<FxHashSet<_>, _>>()?;
+        let latest = match self.latest {
+            None => None,
+            Some((t, e)) => Some((from_time(t)?, EventId::new(e).map_err(|e| e.to_string())?)),
+        };
+        let mut fold = FoldState::new(Arc::clone(&model));
+        fold.graph = graph;
+        fold.registrations = registrations;
+        fold.folded = PositionSet { words: self.folded };
+        fold.count = usize::try_from(self.count).map_err(|e| e.to_string())?;
+        fold.latest = latest;
+        fold.impulses = impulses;
+        fold.event_counts = self.event_counts;
+        fold.audience = audience;
+        fold.occasions = occasions;
+        fold.hosted = hosted;
+        fold.sales = sales;
+        fold.consent = consent;
+        fold.interests = interests;
+        fold.brand_stats = brand_stats;
+        fold.provisional = provisional;
+        let to_usize = |x: u64| usize::try_from(x).map_err(|e| e.to_string());
+        let clock = LogClock {
+            count: to_usize(self.clock.count)?,
+            last: match self.clock.last {
+                None => None,
+                Some((t, i)) => Some((from_time(t)?, to_usize(i)?)),
+            },
+            mark: match self.clock.mark {
+                None => None,
+                Some((p, t, r)) => Some((to_usize(p)?, from_time(t)?, to_usize(r)?)),
+            },
+        };
+        if clock.count != fold.count {
+            return Err("the live clock's count is not the fold's".into());
+        }
+        let impulse = |(b, c, a, t): ImpulseRow| -> Result<_, String> {
+            Ok((hd(b)?, component_of(c)?, a, from_time(t)?))
+        };
+        let pairs = |v: Vec<(u32, f64)>| -> Result<Vec<(Handle, f64)>, String> {
+            v.into_iter().map(|(x, w)| Ok((hd(x)?, w))).collect()
+        };
+        let mut journal = Vec::with_capacity(self.journal.len());
+        for e in self.journal {
+            let deltas = e
+                .deltas
+                .into_iter()
+                .map(|d| {
+                    Ok(match d {
+                        DeltaRow::Impulse(p, b, c, amount) => Delta::Impulse {
+                            person: hd(p)?,
+                            brand: hd(b)?,
+                            component: component_of(c)?,
+                            amount,
+                        },
+                        DeltaRow::Follow(a, b, strength) => Delta::Follow {
+                            follower: hd(a)?,
+                            followee: hd(b)?,
+                            strength,
+                        },
+                        DeltaRow::Association(p, b, strength) => Delta::Association {
+                            person: hd(p)?,
+                            brand: hd(b)?,
+                            strength,
+                        },
+                        DeltaRow::ConsentWithdrawn(p, v) => Delta::ConsentWithdrawn {
+                            person: hd(p)?,
+                            impulses: v.into_iter().map(impulse).collect::<Result<_, _>>()?,
+                        },
+                        DeltaRow::ConsentGranted(p, f, a, v) => Delta::ConsentGranted {
+                            person: hd(p)?,
+                            follows: pairs(f)?,
+                            associations: pairs(a)?,
+                            impulses: v.into_iter().map(impulse).collect::<Result<_, _>>()?,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            journal.push(EventDeltas {
+                index: e.index,
+                time: from_time(e.time)?,
+                deltas,
+            });
+        }
+        fold.built();
+        let live = LiveSeries::resume(model, clock, journal);
+        Ok(ScoreState { fold, live })
+    }
+}
+
+/// The registrations a snapshot holds, as they compare with a store's
+/// (`Registrations::matches`): a snapshot made before a registration
+/// changed is not used.
+pub fn registrations_match(state: &ScoreState, entities: &[Entity]) -> bool {
+    let held: Vec<Registration> = state
+        .fold
+        .registrations
+        .values()
+        .map(Registration::of)
+        .collect();
+    let mut given: Vec<Registration> = entities.iter().map(Registration::of).collect();
+    given.sort_by(|a, b| a.id.cmp(&b.id));
+    held == given
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Logged;
+
+    /// The seed story's state.
+    fn state() -> ScoreState {
+        let model = ScoringModel::default_model();
+        let values: Vec<serde_json::Value> = include_str!("../../fixtures/seed_story.ndjson")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("the seed story is JSON"))
+            .collect();
+        let valid = crate::ingest::validate_all(&values, &model.currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        let log: Vec<Logged> = valid
+            .good
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, event))| Logged {
+                position: i as u64,
+                event,
+            })
+            .collect();
+        ScoreState::from_log(Arc::new(model), Vec::new(), log)
+    }
+
+    #[test]
+    fn a_snapshot_gives_back_the_state_it_was_made_of() {
+        let s = state();
+        let bytes = s.capture().encode().expect("not empty");
+        let (header, back) = ScoreState::from_snapshot(&bytes, Arc::clone(s.model_arc())).unwrap();
+        assert_eq!(header.events, s.event_count() as u64);
+        // Encoding the loaded state gives the same bytes: nothing was lost.
+        assert_eq!(back.capture().encode().unwrap(), bytes);
+    }
+
+    #[test]
+    fn truncated_flipped_and_foreign_snapshots_are_refused() {
+        let s = state();
+        let bytes = s.capture().encode().unwrap();
+        let model = Arc::clone(s.model_arc());
+        let half = &bytes[..bytes.len() / 2];
+        assert!(matches!(
+            ScoreState::from_snapshot(half, Arc::clone(&model)),
+            Err(SnapshotError::Truncated(..))
+        ));
+        assert!(matches!(
+            ScoreState::from_snapshot(&bytes[..10], Arc::clone(&model)),
+            Err(SnapshotError::Truncated(..))
+        ));
+        let mut flipped = bytes.clone();
+        let i = HEADER_LEN + (bytes.len() - HEADER_LEN) / 2;
+        flipped[i] ^= 0x40;
+        assert_eq!(
+            ScoreState::from_snapshot(&flipped, Arc::clone(&model)).err(),
+            Some(SnapshotError::Checksum)
+        );
+        let mut other = ScoringModel::default_model();
+        other.spread *= 1.5;
+        assert_eq!(
+            ScoreState::from_snapshot(&bytes, Arc::new(other)).err(),
+            Some(SnapshotError::Model)
+        );
+        let mut newer = bytes.clone();
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert_eq!(
+            ScoreState::from_snapshot(&newer, model).err(),
+            Some(SnapshotError::Format(FORMAT_VERSION + 1))
+        );
+    }
+
+    /// Pins the encoding: when this fails, the snapshot format changed, so
+    /// bump `FORMAT_VERSION` (old snapshots must be ignored, not misread)
+    /// and update the hash.
+    #[test]
+    fn the_encoding_of_a_fixed_state_is_pinned() {
+        let bytes = state().capture().encode().unwrap();
+        let hash: [u8; 32] = Sha256::digest(&bytes[HEADER_LEN..]).into();
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!((FORMAT_VERSION, hex.as_str()), (1, PINNED));
+    }
+
+    const PINNED: &str = "92b56504cf24c03a9a73d0c4b8ef98e7c64207493b75994b7d96f44eaa93edfb";
+}

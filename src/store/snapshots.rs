@@ -1,0 +1,211 @@
+//! Where snapshots of the derived state are kept (`score::snapshot` owns
+//! their format; here they are opaque bytes with a few facts beside them).
+//! The embedded store keeps them as files in `snapshots/` beside the log
+//! ([`SnapshotDir`]); PostgreSQL in the `snapshots` table of the same
+//! database (`postgres/snapshots.rs`, migration 0011), so every server can
+//! use them. Must not know scoring.
+//!
+//! **Erasure reaches snapshots.** A snapshot may hold an erased person, so
+//! the store's erasure deletes every snapshot, in the same erasure path. A
+//! snapshot being written meanwhile must not come back after it: every
+//! save names the erasure epoch its state reflects
+//! (`EventStore::snapshot_epoch`, read before that state was built), and is
+//! refused when an erasure came since; the check and the rename (the
+//! insert) happen under the lock the erasure takes to bump the epoch and
+//! delete. (The engine also refuses, on load, a snapshot whose event count
+//! or registrations disagree with the store: a person erased by another
+//! server on the same database is caught there.)
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use super::StoreError;
+use crate::domain::LogPosition;
+
+/// Snapshots kept per scoring model; older ones are deleted when a new one
+/// is saved. (Per model: a command run once with another model must not
+/// push out the snapshots the service loads.)
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// What the store records beside a snapshot's bytes (its header says the
+/// same; PostgreSQL keeps them as columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The largest log position the snapshot covers.
+    pub position: LogPosition,
+    /// Events folded into it.
+    pub events: u64,
+    /// Its format version.
+    pub format: u32,
+    /// The scoring model's hash.
+    pub model: [u8; 32],
+}
+
+/// Snapshots as files in a directory beside the embedded log: each written
+/// to a temporary file, fsynced, renamed, and the directory fsynced; the
+/// newest [`SNAPSHOTS_KEPT`] of each model are kept. Names sort by the log
+/// position they cover, then the events folded; they end with the model's
+/// hash.
+#[derive(Debug)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+    /// Erasures so far (the epoch), and the lock that orders saves with them.
+    epoch: Mutex<u64>,
+}
+
+const SUFFIX: &str = ".snapshot";
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Internal(format!("cannot {what} {}: {e}", path.display()))
+}
+
+impl SnapshotDir {
+    /// Snapshots in `data_dir/snapshots` (created at the first save).
+    pub fn in_dir(data_dir: &Path) -> Self {
+        SnapshotDir {
+            dir: data_dir.join("snapshots"),
+            epoch: Mutex::new(0),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Erasures so far.
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.lock()
+    }
+
+    /// Saves a snapshot (module docs); `false`, saving nothing, when an
+    /// erasure came after `epoch`. Blocks on the file system.
+    pub fn save(&self, bytes: &[u8], meta: SnapshotMeta, epoch: u64) -> Result<bool, StoreError> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
+        let model = model_tag(&meta.model);
+        let name = format!("{:020}-{:020}-{model}{SUFFIX}", meta.position, meta.events);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!("{name}.tmp"));
+        {
+            let mut file = std::fs::File::create(&temp).map_err(|e| io("create", &temp, e))?;
+            file.write_all(bytes).map_err(|e| io("write", &temp, e))?;
+            file.sync_all().map_err(|e| io("sync", &temp, e))?;
+        }
+        let current = self.epoch.lock();
+        if *current != epoch {
+            drop(current);
+            let _ = std::fs::remove_file(&temp);
+            return Ok(false);
+        }
+        std::fs::rename(&temp, &path).map_err(|e| io("rename", &temp, e))?;
+        sync_dir(&self.dir)?;
+        drop(current);
+        let same_model = format!("-{model}{SUFFIX}");
+        let names = self
+            .names()?
+            .into_iter()
+            .filter(|n| n.ends_with(&same_model));
+        for old in names.skip(SNAPSHOTS_KEPT) {
+            let _ = std::fs::remove_file(self.dir.join(old));
+        }
+        Ok(true)
+    }
+
+    /// The snapshots' file names, newest first (temporary files left by a
+    /// write that was cut off are not snapshots).
+    fn names(&self) -> Result<Vec<String>, StoreError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read", &self.dir, e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(SUFFIX))
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(names)
+    }
+
+    /// The kept snapshots' bytes (of every model), newest first. Blocks on
+    /// the file system.
+    pub fn latest(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.names()?
+            .into_iter()
+            .map(|n| {
+                let path = self.dir.join(n);
+                std::fs::read(&path).map_err(|e| io("read", &path, e))
+            })
+            .collect()
+    }
+
+    /// An erasure: bumps the epoch and deletes every snapshot, temporary
+    /// files included (module docs).
+    pub fn erase_all(&self) -> Result<(), StoreError> {
+        let mut epoch = self.epoch.lock();
+        *epoch += 1;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("read", &self.dir, e)),
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| io("delete", &path, e))?;
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// The model part of a snapshot's name: the first 8 bytes of its hash, in hex.
+fn model_tag(model: &[u8; 32]) -> String {
+    model[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes a rename or deletion in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(position: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            position,
+            events: position + 1,
+            format: 1,
+            model: [0; 32],
+        }
+    }
+
+    #[test]
+    fn the_newest_two_are_kept_and_an_erasure_deletes_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::in_dir(dir.path());
+        assert!(snaps.latest().unwrap().is_empty());
+        for p in [5, 30, 200] {
+            assert!(snaps.save(&[p as u8], meta(p), 0).unwrap());
+        }
+        assert_eq!(snaps.latest().unwrap(), vec![vec![200u8], vec![30u8]]);
+        snaps.erase_all().unwrap();
+        assert!(snaps.latest().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_save_of_a_state_from_before_an_erasure_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::in_dir(dir.path());
+        let epoch = snaps.epoch();
+        snaps.erase_all().unwrap();
+        assert!(!snaps.save(&[1], meta(1), epoch).unwrap());
+        assert!(snaps.latest().unwrap().is_empty());
+        assert!(std::fs::read_dir(snaps.dir()).unwrap().next().is_none());
+    }
+}
