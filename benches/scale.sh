@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# benches/scale.sh [N]: the figures of issue #10 at N generated events
+# (default 1,000,000) on the embedded store: memory per event, start-up from
+# the whole log and from a snapshot, rescore, and the relationship read
+# under load beside /healthz.
+#
+# Generates a `fusion generate` stream of N events, loads it with `fusion
+# ingest`, then:
+# - first open: `fusion serve` until /readyz answers 200 (a full fold of
+#   the log): seconds, resident bytes then (VmRSS) and per event, the peak
+#   (VmHWM); the snapshot it writes after the full fold (seconds until it
+#   is on disk, bytes);
+# - the read under load: wrk on `GET /healthz` and on a relationship read
+#   (one relationship of the stream, a new `at` on every request so the
+#   answer cache never answers), p50/p99;
+# - restart: SIGTERM (a graceful stop writes a snapshot), `fusion serve`
+#   again until ready: seconds, resident bytes;
+# - `fusion rescore`: wall seconds and peak resident memory
+#   (/usr/bin/time -v), relationships scored (it loads the snapshot too).
+# Prints `name=value` lines on stdout; the rest goes to stderr. The stream
+# and the store are deleted at the end (KEEP=1 keeps them).
+#
+# Settings (environment): FUSION_BIN (default: build release), SEED (42),
+# PEOPLE, INFLUENCERS, BRANDS (generator defaults when unset; the issue's
+# 10M run: 200000, 2000, 1000), DURATION (wrk, 10s), CONNECTIONS (16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${1:-${EVENTS:-1000000}}
+SEED=${SEED:-42}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-16}
+if [ -n "${FUSION_BIN:-}" ]; then
+    BIN=$FUSION_BIN
+else
+    cargo build --release --quiet
+    BIN=target/release/fusion
+fi
+command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-scale.XXXXXX")
+pid=
+cleanup() {
+    [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+    [ "${KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+kb() { awk "/^$1:/ { print \$2 }" "/proc/$pid/status"; }
+
+gen=(--seed "$SEED" --events "$EVENTS")
+[ -n "${PEOPLE:-}" ] && gen+=(--people "$PEOPLE")
+[ -n "${INFLUENCERS:-}" ] && gen+=(--influencers "$INFLUENCERS")
+[ -n "${BRANDS:-}" ] && gen+=(--brands "$BRANDS")
+echo "generating ${gen[*]}..." >&2
+"$BIN" generate "${gen[@]}" >"$WORK/events.ndjson"
+# A relationship the stream certainly has: the first purchase's.
+read -r person brand < <(grep -m1 '"type":"purchase"' "$WORK/events.ndjson" |
+    python3 -c 'import json,sys; e=json.loads(sys.stdin.read()); print(e["person"], e["brand"])')
+"$BIN" ingest --data-dir "$WORK/data" "$WORK/events.ndjson" >&2
+rm "$WORK/events.ndjson"
+echo "events=$EVENTS"
+echo "store_bytes=$(du -sb "$WORK/data" | cut -f1)"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BASE="http://127.0.0.1:$port"
+
+# Starts serve (its process id in $pid) and waits until it is ready; the
+# seconds it took in $ready.
+start() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    RUST_LOG=info "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/data" \
+        >>"$WORK/serve.log" 2>&1 &
+    pid=$!
+    until curl -sf "$BASE/readyz" >/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/serve.log" >&2; echo "serve exited" >&2; exit 1; }
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    ready=$(elapsed "$t0" "$t1")
+}
+
+start
+t_ready=$(date +%s.%N)
+rss=$(kb VmRSS)
+echo "first_open_ready_s=$ready"
+echo "first_open_rss_bytes=$((rss * 1024))"
+echo "first_open_rss_bytes_per_event=$((rss * 1024 / EVENTS))"
+echo "first_open_peak_bytes=$(($(kb VmHWM) * 1024))"
+
+# The snapshot written in the background after the full fold.
+until ls "$WORK/data/snapshots/"*.snapshot >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { echo "serve exited" >&2; exit 1; }
+    sleep 0.1
+done
+echo "snapshot_written_after_ready_s=$(elapsed "$t_ready" "$(date +%s.%N)")"
+echo "snapshot_bytes=$(stat -c %s "$(ls -t "$WORK/data/snapshots/"*.snapshot | head -1)")"
+echo "first_open_peak_with_snapshot_bytes=$(($(kb VmHWM) * 1024))"
+
+to_ms() {
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n;
+        else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+measure() {
+    local name=$1 out="$WORK/wrk-$1.txt"
+    shift
+    timeout 120 wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency "$@" >"$out"
+    cat "$out" >&2
+    echo "${name}_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+    echo "${name}_p50_ms=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")"
+    echo "${name}_p99_ms=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
+    local bad
+    bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+    [ -z "$bad" ] || echo "${name}_non2xx=$bad"
+}
+code=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/v1/relationships/$person/$brand")
+[ "$code" = 200 ] || { echo "GET /v1/relationships/$person/$brand answered $code" >&2; exit 1; }
+cat >"$WORK/uncached.lua" <<LUA
+counter = 0
+request = function()
+    counter = counter + 1
+    local t = 1767225600 + 86400 * 90 + (counter * 7919) % 2000000
+    return wrk.format("GET", string.format("/v1/relationships/$person/$brand?at=%s",
+        os.date("!%Y-%m-%dT%H:%M:%SZ", t)))
+end
+LUA
+measure healthz "$BASE/healthz"
+measure relationship_uncached -s "$WORK/uncached.lua" "$BASE/"
+
+kill -TERM "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+start
+rss=$(kb VmRSS)
+echo "restart_ready_s=$ready"
+echo "restart_rss_bytes=$((rss * 1024))"
+echo "restart_rss_bytes_per_event=$((rss * 1024 / EVENTS))"
+echo "restart_peak_bytes=$(($(kb VmHWM) * 1024))"
+grep -c "loaded the scoring state from a snapshot" "$WORK/serve.log" |
+    sed 's/^/restart_from_snapshot=/'
+kill -TERM "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+
+/usr/bin/time -v "$BIN" rescore --data-dir "$WORK/data" >"$WORK/rescore.out" 2>"$WORK/rescore.time"
+cat "$WORK/rescore.out" >&2
+echo "relationships=$(grep -oE 'relationships=[0-9]+' "$WORK/rescore.out" | cut -d= -f2)"
+wall=$(awk '/Elapsed \(wall clock\)/ { print $8 }' "$WORK/rescore.time")
+echo "rescore_s=$(awk -v w="$wall" 'BEGIN { n = split(w, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.1f", s }')"
+echo "rescore_peak_bytes=$(($(awk '/Maximum resident set size/ { print $6 }' "$WORK/rescore.time") * 1024))"
