@@ -223,10 +223,13 @@ impl Writer {
         };
         let (job, answer) = job;
         let jobs = self.jobs.clone();
-        tokio::task::spawn_blocking(move || jobs.send(job))
+        // Waits while the writer is busy with a periodic snapshot.
+        let sent = tokio::task::spawn_blocking(move || jobs.send(job).is_ok())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|_| "the snapshot writer has stopped".to_string())?;
+            .map_err(|e| e.to_string())?;
+        if !sent {
+            return Err("the snapshot writer has stopped".into());
+        }
         answer
             .await
             .map_err(|_| "the snapshot writer has stopped".to_string())?

@@ -257,7 +257,8 @@ async fn truncated_corrupted_and_other_models_snapshots_are_ignored_and_replaced
     let store = EmbeddedStore::open(dir.path()).unwrap();
     append(&store, &events).await;
     let reference = fingerprint(&open(store.clone(), false).await).await;
-    let damages: [(&str, fn(&mut Vec<u8>)); 2] = [
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 2] = [
         ("cut off halfway", |b| b.truncate(b.len() / 2)),
         ("one byte flipped", |b| {
             let i = b.len() * 2 / 3;
