@@ -993,7 +993,8 @@ impl<S: EventStore> Engine<S> {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
         if let Some(every) = options.snapshot_every {
-            let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every)
+            let events = derived.slot.read().state.event_count() as u64;
+            let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every, events)
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             derived.epoch.store(epoch, Ordering::SeqCst);
             // A full fold is followed by a snapshot at once.

@@ -133,11 +133,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the `fusion-snapshot` thread saving to `store`.
+    /// Starts the `fusion-snapshot` thread saving to `store`; the state
+    /// holds `events` now (the next periodic snapshot is `every` past them).
     pub(super) fn start<S: EventStore>(
         store: Arc<S>,
         rt: tokio::runtime::Handle,
         every: u64,
+        events: u64,
     ) -> std::io::Result<Writer> {
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(1);
         let for_epoch = Arc::clone(&store);
@@ -156,7 +158,7 @@ impl Writer {
             })?;
         Ok(Writer {
             every,
-            last: AtomicU64::new(0),
+            last: AtomicU64::new(events),
             epoch_now: Box::new(move || for_epoch.snapshot_epoch()),
             jobs,
         })
