@@ -356,3 +356,49 @@ async fn erasure_reaches_every_snapshot_on_postgres() {
     let store = PostgresStore::connect(&db.url).await.unwrap();
     erasure_reaches_snapshots(store).await;
 }
+
+/// The cadence: a snapshot is written in the background once `every`
+/// events were folded since the last one, and a start loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_written_every_so_many_events_folded() {
+    let events = stream(600);
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let options = EngineOptions {
+        snapshot_every: Some(250),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open_with(store.clone(), model(), options)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    for batch in events.chunks(50) {
+        let batch = batch.iter().cloned().enumerate().collect();
+        engine.submit(batch, Vec::new(), false, now).await.unwrap();
+    }
+    // Two periodic snapshots (at 250 and 500 events, or the first rounds
+    // past them), polled with a generous deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let counts: Vec<u64> = store
+            .snapshots()
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| fusion::score::SnapshotHeader::read(b).unwrap().events)
+            .collect();
+        if counts.iter().any(|n| *n >= 500) {
+            assert!(counts.iter().all(|n| *n >= 250), "{counts:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot past 500 events: {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(engine);
+    let again = open(store.clone(), true).await;
+    assert!(again.opened_from_snapshot());
+    assert_eq!(again.state().unwrap().event_count(), 600);
+}
