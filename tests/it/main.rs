@@ -34,6 +34,7 @@ mod security;
 mod sentiment;
 mod store;
 mod story;
+mod stream;
 mod support;
 mod tidy;
 mod truth;

@@ -282,6 +282,11 @@ impl FoldState {
         self.count
     }
 
+    /// The log position after the last one folded (0 for none).
+    pub fn position(&self) -> LogPosition {
+        self.folded.end()
+    }
+
     /// Whether the event at this log position is folded.
     pub fn folded(&self, position: LogPosition) -> bool {
         self.folded.contains(position)
@@ -566,6 +571,14 @@ impl PositionSet {
             self.words.resize(w + 1, 0);
         }
         self.words[w] |= 1 << (p % 64);
+    }
+
+    /// The position after the largest added (0 for none).
+    pub(crate) fn end(&self) -> LogPosition {
+        let Some(i) = self.words.iter().rposition(|w| *w != 0) else {
+            return 0;
+        };
+        i as LogPosition * 64 + (64 - self.words[i].leading_zeros()) as LogPosition
     }
 
     /// Whether a position was added.
