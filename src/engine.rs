@@ -836,7 +836,9 @@ impl std::fmt::Display for BuildError {
 
 /// The state of the store's log: the registrations, then two passes over
 /// the log in canonical order a chunk at a time (kinds, then the fold; the
-/// log is never in memory whole), the live series caught up. With a memory
+/// log is never in memory whole), the live series caught up with
+/// `sync_live` (at open; a rebuild while serving leaves that to the live
+/// thread, off the fold thread and every lock: `live.rs`). With a memory
 /// budget, the counts of the first pass are checked against it before
 /// the fold allocates anything (`Footprint`). Blocks on `rt` for the
 /// store's reads: call it where blocking is allowed (the fold thread, a
@@ -846,6 +848,7 @@ fn build_from_store<S: EventStore>(
     rt: &tokio::runtime::Handle,
     model: Arc<ScoringModel>,
     memory: Option<u64>,
+    sync_live: bool,
 ) -> Result<ScoreState, BuildError> {
     let entities = rt.block_on(store.entities()).map_err(BuildError::Store)?;
     let mut kinds = ScoreState::builder(model, entities);
@@ -860,7 +863,9 @@ fn build_from_store<S: EventStore>(
     let mut fold = kinds.fold_pass();
     for_each_chunk(store, rt, |chunk| fold.fold(chunk))?;
     let mut state = fold.finish();
-    state.sync_live(|| false);
+    if sync_live {
+        state.sync_live(|| false);
+    }
     Ok(state)
 }
 
@@ -1024,7 +1029,8 @@ impl<S: EventStore> Engine<S> {
         let rebuild: Rebuild = {
             let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
             Arc::new(move || {
-                build_from_store(&*store, &rt, Arc::clone(&model), None).map_err(|e| e.to_string())
+                build_from_store(&*store, &rt, Arc::clone(&model), None, false)
+                    .map_err(|e| e.to_string())
             })
         };
         let built = {
@@ -1036,7 +1042,7 @@ impl<S: EventStore> Engine<S> {
                     if fail {
                         panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
                     }
-                    build_from_store(&*store, &rt, model, memory)
+                    build_from_store(&*store, &rt, model, memory, true)
                 }))
             })
             .await
