@@ -9,9 +9,15 @@
 # 127.0.0.1; the server is started here and killed on exit. Prints
 # `name=value` lines on stdout; everything else goes to stderr.
 #
+# Then (issue #11) reads of many different relationships: a second server
+# on a store of ROTATE_EVENTS generated events, wrk rotating over
+# ROTATE_PAIRS (person, brand) pairs named by its events, against the same
+# server's `/healthz`: `rotated_*` and `rotated_to_healthz_ratio`.
+#
 # Settings (environment): FUSION_BIN (a built binary to use instead of
 # building release), PORT (default: a free one), DURATION (10s),
-# CONNECTIONS (32), THREADS (2), READY_TRIES (150, 0.2 s apart).
+# CONNECTIONS (32), THREADS (2), READY_TRIES (150, 0.2 s apart),
+# ROTATE_EVENTS (200000; 0 skips the rotation), ROTATE_PAIRS (2000).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -152,3 +158,48 @@ end
 LUA
 measure relationship_uncached "$RELATIONSHIP_PATH" "$WORK/uncached.lua"
 echo "relationship_uncached_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+
+# Many different relationships on a generated store: no answer repeats
+# within a second, so this is the cost of a score read with its reasons.
+ROTATE_EVENTS=${ROTATE_EVENTS:-200000}
+ROTATE_PAIRS=${ROTATE_PAIRS:-2000}
+if [ "$ROTATE_EVENTS" -gt 0 ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    echo "generating and ingesting $ROTATE_EVENTS events..." >&2
+    "$BIN" generate --seed 42 --events "$ROTATE_EVENTS" >"$WORK/rotate.ndjson"
+    "$BIN" ingest --data-dir "$WORK/rotate" "$WORK/rotate.ndjson" >/dev/null 2>&1
+    python3 - "$WORK/rotate.ndjson" "$ROTATE_PAIRS" >"$WORK/paths.txt" <<'PY'
+import json, sys
+seen = []
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if "person" in e and "brand" in e and (e["person"], e["brand"]) not in seen:
+        seen.append((e["person"], e["brand"]))
+        if len(seen) >= int(sys.argv[2]):
+            break
+for p, b in seen:
+    print(f"/v1/relationships/{p}/{b}")
+PY
+    "$BIN" serve --data-dir "$WORK/rotate" --bind "127.0.0.1:$PORT" >"$WORK/serve-rotate.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 $((READY_TRIES * 4))); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)
+        [ "$code" = "200" ] && break
+        sleep 0.2
+    done
+    cat >"$WORK/rotate.lua" <<LUA
+paths = {}
+for line in io.lines("$WORK/paths.txt") do paths[#paths + 1] = line end
+counter = 0
+request = function()
+    counter = counter + 1
+    return wrk.format("GET", paths[(counter % #paths) + 1])
+end
+LUA
+    echo "rotated_pairs=$(wc -l <"$WORK/paths.txt")"
+    measure rotated_healthz /healthz
+    rotated_healthz_rps=$LAST_RPS
+    measure rotated /v1/relationships "$WORK/rotate.lua"
+    echo "rotated_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$rotated_healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+fi

@@ -41,14 +41,16 @@
 //! never one that cannot start. `EngineOptions::fold_faults` injects such
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
+mod live;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Logged};
 use crate::ingest::{FieldError, Rejection, Warning};
@@ -96,6 +98,29 @@ pub enum EngineError {
     /// the engine opens, with the figures.
     #[error("{0}")]
     TooLarge(String),
+    /// Back-pressure: this many events wait to be folded, and the write's
+    /// would pass the bound (`EngineOptions::max_fold_queue`); nothing of
+    /// the request was stored.
+    #[error(
+        "the service is overloaded: {queued} events wait to be folded and this request's \
+         {events} would pass the bound of {limit}; nothing was stored, retry after a second \
+         (or send smaller batches)"
+    )]
+    Overloaded {
+        queued: usize,
+        events: usize,
+        limit: usize,
+    },
+    /// `min_position` was not reached in time (`Engine::wait_for_position`).
+    #[error(
+        "this server has folded the log through position {reached}, not yet {wanted}, \
+         after waiting {waited_ms} ms; retry, or ask with a longer `wait`"
+    )]
+    PositionTimeout {
+        wanted: u64,
+        reached: u64,
+        waited_ms: u64,
+    },
 }
 
 /// What a submission did.
@@ -111,6 +136,10 @@ pub struct IngestReport {
     /// (validation), and duplicates whose attributes differed from the
     /// stored event's (the stored ones stay).
     pub warnings: Vec<Warning>,
+    /// The log position this answer reflects: the state has folded every
+    /// event of the request through it (`min_position` of a later read,
+    /// on any server of the log, waits for it).
+    pub position: u64,
 }
 
 impl IngestReport {
@@ -162,6 +191,12 @@ pub struct RankedRelation {
 pub struct Ranking {
     pub as_of: DateTime<Utc>,
     pub version: u64,
+    /// The log position of the state it was built from.
+    pub position: u64,
+    /// `Derived::generation` of that state.
+    pub generation: u64,
+    /// When it was taken (its staleness is measured from here).
+    pub taken: Instant,
     pub by_brand: HashMap<EntityId, Vec<RankedRelation>>,
     pub by_person: HashMap<EntityId, Vec<(EntityId, f64)>>,
     pub relationships: usize,
@@ -252,7 +287,25 @@ pub struct EngineOptions {
     /// fold, at shutdown and after a rescore. `None`: no snapshot is
     /// written or loaded (the whole log is folded at every open).
     pub snapshot_every: Option<u64>,
+    /// Events sent to the fold thread and not folded yet past which a
+    /// write is refused as `EngineError::Overloaded` before it is stored
+    /// (back-pressure: the queue stays bounded, and so does the wait of an
+    /// acknowledgement). A write larger than this alone is refused too.
+    pub max_fold_queue: usize,
+    /// How far behind the folded log a ranking (and what is read from it:
+    /// brand listings and summaries) may be when it is served without a
+    /// `min_position`: a ranking taken more than this long ago is served
+    /// only if nothing was folded since. Zero: every read reflects every
+    /// acknowledged event (read-your-writes).
+    pub staleness: std::time::Duration,
 }
+
+/// Default of `EngineOptions::max_fold_queue`: 50,000 events, about a
+/// second and a half of folding at the rates of `benches/stream.sh`.
+pub const DEFAULT_MAX_FOLD_QUEUE: usize = 50_000;
+
+/// Default of `EngineOptions::staleness`.
+pub const DEFAULT_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -262,6 +315,8 @@ impl Default for EngineOptions {
             fail_open: false,
             memory: None,
             snapshot_every: None,
+            max_fold_queue: DEFAULT_MAX_FOLD_QUEUE,
+            staleness: DEFAULT_STALENESS,
         }
     }
 }
@@ -292,14 +347,48 @@ struct Slot {
     broken: Option<String>,
 }
 
-/// The derived state and what guards it; shared with the fold thread and
-/// the recovery task.
+/// The state's write lock, held: records how long when it is let go
+/// (`Derived::write_slot`).
+struct TimedWrite<'a> {
+    guard: RwLockWriteGuard<'a, Slot>,
+    since: Instant,
+}
+
+impl std::ops::Deref for TimedWrite<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for TimedWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        &mut self.guard
+    }
+}
+
+impl Drop for TimedWrite<'_> {
+    fn drop(&mut self) {
+        crate::telemetry::record_write_lock_hold(self.since.elapsed());
+    }
+}
+
+/// The derived state and what guards it; shared with the fold thread, the
+/// live thread and the recovery task.
 struct Derived {
     slot: RwLock<Slot>,
     /// Serialises changes, so a refold on a copy never loses a concurrent fold.
     fold: Mutex<()>,
     /// Bumped on every change of state.
     version: AtomicU64,
+    /// Bumped when a whole state is swapped in (a rebuild, a restore, a
+    /// rebuilt live series): what was derived from the old one is void.
+    generation: AtomicU64,
+    /// The log position the state has folded through (`ScoreState::position`,
+    /// never lowered: an erasure leaves its positions folded through).
+    position: tokio::sync::watch::Sender<u64>,
+    /// Wakes the live thread (`live.rs`).
+    live: live::LiveSignal,
     /// Injected failures left (`EngineOptions::fold_faults`).
     faults: AtomicU32,
     fold_failures: AtomicU64,
@@ -328,6 +417,7 @@ impl Derived {
     /// A whole state; `faults` as `EngineOptions::fold_faults`; `failed`
     /// wakes the recovery task.
     fn new(state: ScoreState, faults: u32, failed: tokio::sync::mpsc::UnboundedSender<()>) -> Self {
+        let position = state.position();
         Derived {
             slot: RwLock::new(Slot {
                 state,
@@ -335,6 +425,9 @@ impl Derived {
             }),
             fold: Mutex::new(()),
             version: Default::default(),
+            generation: Default::default(),
+            position: tokio::sync::watch::Sender::new(position),
+            live: Default::default(),
             faults: AtomicU32::new(faults),
             fold_failures: Default::default(),
             recoveries: Default::default(),
@@ -357,6 +450,25 @@ impl Derived {
         self.slot.read().broken.clone()
     }
 
+    /// The write lock, its hold measured (`telemetry::record_write_lock_hold`):
+    /// every change of the state goes through here.
+    fn write_slot(&self) -> TimedWrite<'_> {
+        TimedWrite {
+            guard: self.slot.write(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Publishes the state's log position (after a change, under the fold
+    /// lock), never lowering it.
+    fn publish_position(&self, position: u64) {
+        self.position.send_if_modified(|p| {
+            let higher = position > *p;
+            *p = (*p).max(position);
+            higher
+        });
+    }
+
     /// Fails here if a fault is injected (`EngineOptions::fold_faults`).
     fn fault_point(&self) {
         let injected = self
@@ -377,7 +489,7 @@ impl Derived {
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| change(&mut self.slot.write().state)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| change(&mut self.write_slot().state)));
         self.version.fetch_add(1, Ordering::SeqCst);
         outcome.map_err(|panic| self.fail(&panic_message(&*panic)))
     }
@@ -394,7 +506,10 @@ impl Derived {
         let outcome = catch_unwind(AssertUnwindSafe(build));
         let result = match outcome {
             Ok(Ok(state)) => {
-                self.slot.write().state = state;
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                let position = state.position();
+                self.write_slot().state = state;
+                self.publish_position(position);
                 Ok(())
             }
             Ok(Err(cause)) => Err(self.fail(&cause)),
@@ -405,26 +520,32 @@ impl Derived {
     }
 
     /// Rebuilds the live series from the state's inputs at the latest
-    /// event (what a checkpoint does), beside the one readers use, under
-    /// the read lock; folds wait meanwhile (the fold lock), readers do not;
-    /// the new series is swapped in. A series behind the fold catches up
-    /// first in slices of `SYNC_SLICE` under the write lock, as on the fold
-    /// thread, so readers wait at most one slice.
+    /// event (what a checkpoint does), beside the one readers use; the new
+    /// series is swapped in. Folds wait meanwhile (the fold lock: no event
+    /// may come between the catch-up and the rebuild), readers do not: the
+    /// builds run under the read lock, and the write lock is held only to
+    /// swap in a build or for one slice of per-event catch-up (`live.rs`).
     fn rebuild_live(&self) -> Result<(), String> {
         let _guard = self.fold.lock();
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            while !self.slot.read().state.live_synced() {
-                let deadline = Instant::now() + SYNC_SLICE;
-                let mut slot = self.slot.write();
-                if slot.state.sync_live(|| Instant::now() >= deadline) {
+            let plan = self.slot.read().state.live_plan();
+            if let Some(plan) = plan {
+                let built = plan.run();
+                self.write_slot().state.install_live(built);
+            }
+            loop {
+                let deadline = Instant::now() + live::SLICE;
+                let mut slot = self.write_slot();
+                if slot.state.apply_live(|| Instant::now() >= deadline) {
                     break;
                 }
             }
             let live = self.slot.read().state.recomputed_live();
-            self.slot.write().state.set_live(live);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.write_slot().state.set_live(live);
         }));
         self.version.fetch_add(1, Ordering::SeqCst);
         outcome.map_err(|panic| self.fail(&panic_message(&*panic)))
@@ -436,7 +557,7 @@ impl Derived {
         let reason = format!("a fold failed: {cause}");
         tracing::error!(%reason, "the scoring state is broken; rebuilding it from the event log");
         self.fold_failures.fetch_add(1, Ordering::SeqCst);
-        self.slot.write().broken = Some(reason.clone());
+        self.write_slot().broken = Some(reason.clone());
         self.version.fetch_add(1, Ordering::SeqCst);
         let _ = self.failed.send(());
         reason
@@ -445,10 +566,14 @@ impl Derived {
     /// Swaps in a state rebuilt from the log: ready again.
     fn restore(&self, state: ScoreState) {
         let _guard = self.fold.lock();
-        *self.slot.write() = Slot {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let position = state.position();
+        *self.write_slot() = Slot {
             state,
             broken: None,
         };
+        self.publish_position(position);
+        self.live.wake();
         *self.rebuild_failure.lock() = None;
         self.epoch.store(snapshot::UNKNOWN_EPOCH, Ordering::SeqCst);
         self.recoveries.fetch_add(1, Ordering::SeqCst);
@@ -482,6 +607,8 @@ struct Change {
     /// Kinds its events or registration give, reserved until the state
     /// has them (dropped after the change is in the state, or failed).
     _reserved: Reservation,
+    /// Its events in the fold queue's count, until it is folded.
+    _queued: Option<Queued>,
 }
 
 /// Work for the fold thread.
@@ -516,7 +643,10 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
         if received.is_empty() {
             match rx.recv() {
                 Ok(job) => received.push_back(job),
-                Err(_) => return,
+                Err(_) => {
+                    derived.live.stop();
+                    return;
+                }
             }
         }
         while let Ok(job) = rx.try_recv() {
@@ -578,22 +708,20 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
             }
             outcome
         };
-        if outcome.is_ok()
-            && let Some(writer) = derived.snapshots.get()
-        {
-            writer.after_round(&derived, false);
+        if outcome.is_ok() {
+            // Before the answers: a writer that reads after its answer
+            // finds its events within the published position.
+            derived.publish_position(derived.slot.read().state.position());
+            if let Some(writer) = derived.snapshots.get() {
+                writer.after_round(&derived, false);
+            }
         }
         for change in round {
             let _ = change.reply.send(outcome.clone());
         }
-        let live_synced = |d: &Derived| d.slot.read().state.live_synced();
-        crate::telemetry::live_synced(live_synced(&derived));
-        if outcome.is_ok()
-            && let Some(job) = sync_live(&derived, &rx)
-        {
-            received.push_back(job);
-        }
-        crate::telemetry::live_synced(live_synced(&derived));
+        // The live series catches up on its own thread (`live.rs`): no
+        // writer waits for it.
+        derived.live.wake();
     }
 }
 
@@ -657,48 +785,6 @@ impl Drop for Reservation {
                 table.holders.remove(&id);
                 table.kinds.remove(&id);
             }
-        }
-    }
-}
-
-/// Longest hold of the write lock by one slice of live-series catch-up.
-const SYNC_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Brings the live series up to date after the writers were answered, in
-/// slices of at most `SYNC_SLICE` under the write lock, so readers wait at
-/// most one slice; yields to new fold jobs (folding comes first, the series
-/// catches up after: a job that arrives is returned). Until it has caught
-/// up, readers get batch evaluations. A failure is a fold failure.
-fn sync_live(derived: &Derived, rx: &std::sync::mpsc::Receiver<FoldJob>) -> Option<FoldJob> {
-    loop {
-        {
-            let _guard = derived.fold.lock();
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                let slot = derived.slot.read();
-                if slot.broken.is_some() || slot.state.live_synced() {
-                    return true;
-                }
-                drop(slot);
-                let deadline = Instant::now() + SYNC_SLICE;
-                derived
-                    .slot
-                    .write()
-                    .state
-                    .sync_live(|| Instant::now() >= deadline)
-            }));
-            match outcome {
-                Ok(true) => return None,
-                Ok(false) => {}
-                Err(panic) => {
-                    derived.fail(&panic_message(&*panic));
-                    return None;
-                }
-            }
-        }
-        match rx.try_recv() {
-            Ok(job) => return Some(job),
-            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
         }
     }
 }
@@ -777,7 +863,9 @@ impl std::fmt::Display for BuildError {
 
 /// The state of the store's log: the registrations, then two passes over
 /// the log in canonical order a chunk at a time (kinds, then the fold; the
-/// log is never in memory whole), the live series caught up. With a memory
+/// log is never in memory whole), the live series caught up with
+/// `sync_live` (at open; a rebuild while serving leaves that to the live
+/// thread, off the fold thread and every lock: `live.rs`). With a memory
 /// budget, the counts of the first pass are checked against it before
 /// the fold allocates anything (`Footprint`). Blocks on `rt` for the
 /// store's reads: call it where blocking is allowed (the fold thread, a
@@ -787,6 +875,7 @@ fn build_from_store<S: EventStore>(
     rt: &tokio::runtime::Handle,
     model: Arc<ScoringModel>,
     memory: Option<u64>,
+    sync_live: bool,
 ) -> Result<ScoreState, BuildError> {
     let entities = rt.block_on(store.entities()).map_err(BuildError::Store)?;
     let mut kinds = ScoreState::builder(model, entities);
@@ -801,7 +890,9 @@ fn build_from_store<S: EventStore>(
     let mut fold = kinds.fold_pass();
     for_each_chunk(store, rt, |chunk| fold.fold(chunk))?;
     let mut state = fold.finish();
-    state.sync_live(|| false);
+    if sync_live {
+        state.sync_live(|| false);
+    }
     Ok(state)
 }
 
@@ -915,6 +1006,27 @@ pub struct Engine<S> {
     ranking_build: tokio::sync::Mutex<()>,
     /// Whether the state at open came from a snapshot and the log after it.
     from_snapshot: bool,
+    /// Events sent to the fold thread and not folded yet (back-pressure).
+    queued: Arc<AtomicUsize>,
+    /// The trend columns of the latest ranking (1, 7 and 30 days before
+    /// its time): the generation and time they were taken for.
+    past_columns: Mutex<PastColumns>,
+}
+
+/// `Engine::past_columns`.
+type PastColumns = Option<(u64, DateTime<Utc>, Arc<Vec<BatchScores>>)>;
+
+/// A write's events counted in `Engine::queued` until it is dropped (after
+/// its change is folded, or where the write ends early).
+struct Queued {
+    count: Arc<AtomicUsize>,
+    events: usize,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.events, Ordering::SeqCst);
+    }
 }
 
 impl<S> Drop for Engine<S> {
@@ -946,7 +1058,8 @@ impl<S: EventStore> Engine<S> {
         let rebuild: Rebuild = {
             let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
             Arc::new(move || {
-                build_from_store(&*store, &rt, Arc::clone(&model), None).map_err(|e| e.to_string())
+                build_from_store(&*store, &rt, Arc::clone(&model), None, false)
+                    .map_err(|e| e.to_string())
             })
         };
         // Read before the build: a snapshot of it names this epoch.
@@ -967,7 +1080,7 @@ impl<S: EventStore> Engine<S> {
                     {
                         return Ok((state, true));
                     }
-                    build_from_store(&*store, &rt, model, memory).map(|state| (state, false))
+                    build_from_store(&*store, &rt, model, memory, true).map(|state| (state, false))
                 }))
             })
             .await
@@ -1008,6 +1121,11 @@ impl<S: EventStore> Engine<S> {
             .name("fusion-fold".into())
             .spawn(move || fold_loop(for_thread, rx, for_fold))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let for_live = Arc::clone(&derived);
+        std::thread::Builder::new()
+            .name("fusion-live".into())
+            .spawn(move || live::live_loop(for_live))
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         let recovery = tokio::spawn(recovery_loop(
             rebuild,
             Arc::clone(&derived),
@@ -1026,6 +1144,8 @@ impl<S: EventStore> Engine<S> {
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
             from_snapshot: from_snapshot && broken_none,
+            queued: Arc::default(),
+            past_columns: Mutex::new(None),
         })
     }
 
@@ -1135,9 +1255,10 @@ impl<S: EventStore> Engine<S> {
         atomic: bool,
         now: DateTime<Utc>,
     ) -> Result<IngestReport, EngineError> {
-        let (report, folded) = self
+        let (mut report, folded) = self
             .write(events, keys, rejected, atomic, true, now)
             .await?;
+        report.position = self.position();
         if let Some((count, folded)) = folded {
             match folded.await {
                 Ok(Ok(())) => {}
@@ -1149,8 +1270,57 @@ impl<S: EventStore> Engine<S> {
                 }
                 Err(_) => return Err(EngineError::Internal("the fold thread has stopped".into())),
             }
+            report.position = self.position();
         }
         Ok(report)
+    }
+
+    /// Counts `events` into the fold queue, or refuses them as
+    /// `Overloaded` when they would pass `EngineOptions::max_fold_queue`.
+    fn enqueue(&self, events: usize) -> Result<Queued, EngineError> {
+        let limit = self.options.max_fold_queue;
+        self.queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                (q + events <= limit).then_some(q + events)
+            })
+            .map_err(|queued| {
+                crate::telemetry::record_overloaded(events);
+                EngineError::Overloaded {
+                    queued,
+                    events,
+                    limit,
+                }
+            })?;
+        Ok(Queued {
+            count: Arc::clone(&self.queued),
+            events,
+        })
+    }
+
+    /// The log position this server's state has folded through (every
+    /// answer says which it reflects).
+    pub fn position(&self) -> u64 {
+        *self.derived.position.borrow()
+    }
+
+    /// Waits until the state has folded through `position`, for at most
+    /// `wait`; `PositionTimeout` (saying how far it got) if not.
+    pub async fn wait_for_position(
+        &self,
+        position: u64,
+        wait: std::time::Duration,
+    ) -> Result<u64, EngineError> {
+        let started = Instant::now();
+        let mut rx = self.derived.position.subscribe();
+        let reached = tokio::time::timeout(wait, rx.wait_for(|p| *p >= position)).await;
+        match reached {
+            Ok(Ok(p)) => Ok(*p),
+            _ => Err(EngineError::PositionTimeout {
+                wanted: position,
+                reached: self.position(),
+                waited_ms: started.elapsed().as_millis() as u64,
+            }),
+        }
     }
 
     /// `submit` without the fold, for a bulk loader (`fusion ingest`):
@@ -1263,6 +1433,13 @@ impl<S: EventStore> Engine<S> {
         } else {
             indices.iter().map(|i| keys.get(i).copied()).collect()
         };
+        // Back-pressure before anything is stored: refused whole, retried
+        // whole.
+        let queued = if fold && !good.is_empty() {
+            Some(self.enqueue(good.len())?)
+        } else {
+            None
+        };
         let committing = Instant::now();
         let (appended, kept) = if good.is_empty() {
             let none = Appended {
@@ -1360,6 +1537,13 @@ impl<S: EventStore> Engine<S> {
             rejected_count: rejected.len(),
             rejected,
             warnings,
+            // Folded writes answer the position once folded (`submit_keyed`).
+            position: appended
+                .positions
+                .iter()
+                .flatten()
+                .max()
+                .map_or(0, |p| p + 1),
         };
         crate::telemetry::record_ingest(&report);
         if !fold {
@@ -1370,7 +1554,7 @@ impl<S: EventStore> Engine<S> {
             return Ok((report, None));
         }
         let count = new.len();
-        let waiter = self.send_change(new, false, reservation)?;
+        let waiter = self.send_change(new, false, reservation, queued)?;
         Ok((report, Some((count, waiter))))
     }
 
@@ -1381,6 +1565,7 @@ impl<S: EventStore> Engine<S> {
         events: Vec<Logged>,
         rebuild: bool,
         reserved: Reservation,
+        queued: Option<Queued>,
     ) -> Result<FoldWaiter, EngineError> {
         let (reply, waiter) = tokio::sync::oneshot::channel();
         let change = Change {
@@ -1388,6 +1573,7 @@ impl<S: EventStore> Engine<S> {
             rebuild,
             reply,
             _reserved: reserved,
+            _queued: queued,
         };
         if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
@@ -1439,7 +1625,7 @@ impl<S: EventStore> Engine<S> {
                 }
             }
             self.store.put_entity(entity).await?;
-            self.send_change(Vec::new(), true, reservation)?
+            self.send_change(Vec::new(), true, reservation, None)?
         };
         Self::rebuilt(waiter).await
     }
@@ -1457,7 +1643,8 @@ impl<S: EventStore> Engine<S> {
                 return Err(EngineError::NotFound(format!("no entity '{id}'")));
             }
             let removed = self.store.erase(id).await?;
-            let waiter = self.send_change(Vec::new(), true, Reservation::none(&self.reserved))?;
+            let waiter =
+                self.send_change(Vec::new(), true, Reservation::none(&self.reserved), None)?;
             (removed, waiter)
         };
         Self::rebuilt(waiter).await?;
@@ -1798,33 +1985,69 @@ impl<S: EventStore> Engine<S> {
         Ok(Some((draft.finish(|p| by_position.get(&p)), trend)))
     }
 
-    /// The ranking of every relationship at about `now`: the shared one if it
-    /// is current, else a fresh batch evaluation (one at a time).
+    /// The ranking of every relationship at about `now`, reflecting at
+    /// least `min_position` (which the state must have reached:
+    /// `wait_for_position`): the shared one when it is of this state's
+    /// generation, within its minute, and either current or taken less than
+    /// `EngineOptions::staleness` ago; else a fresh one (one build at a
+    /// time: readers that come meanwhile share it). A shared ranking that
+    /// is served while behind starts a rebuild in the background, so under
+    /// a stream readers seldom wait for one.
     pub async fn ranking(
         self: &Arc<Self>,
         now: DateTime<Utc>,
+        min_position: u64,
     ) -> Result<Arc<Ranking>, EngineError> {
-        let fresh =
-            |r: &Ranking| r.version == self.version() && (now - r.as_of) < Duration::seconds(60);
-        if let Some(r) = self.ranking.read().as_ref()
-            && fresh(r)
-        {
-            return Ok(Arc::clone(r));
+        if let Some(r) = self.shared_ranking(now, min_position) {
+            if r.position < self.position() {
+                self.refresh_ranking_in_background(now);
+            }
+            return Ok(r);
         }
         let _building = self.ranking_build.lock().await;
-        if let Some(r) = self.ranking.read().as_ref()
-            && fresh(r)
-        {
-            return Ok(Arc::clone(r));
+        if let Some(r) = self.shared_ranking(now, min_position) {
+            return Ok(r);
         }
-        let version = self.version();
+        self.build_shared_ranking(now).await
+    }
+
+    /// The shared ranking, if it may answer for `now` and `min_position`
+    /// (`ranking`).
+    fn shared_ranking(&self, now: DateTime<Utc>, min_position: u64) -> Option<Arc<Ranking>> {
+        let r = self.ranking.read().clone()?;
+        let usable = r.generation == self.derived.generation.load(Ordering::SeqCst)
+            && (now - r.as_of) < Duration::seconds(60)
+            && r.position >= min_position
+            && (r.position >= self.position() || r.taken.elapsed() <= self.options.staleness);
+        usable.then_some(r)
+    }
+
+    /// Builds the ranking at `now` on a blocking thread and shares it; call
+    /// it holding `ranking_build`.
+    async fn build_shared_ranking(
+        self: &Arc<Self>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Ranking>, EngineError> {
         let engine = Arc::clone(self);
-        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(now, version))
+        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(now))
             .await
             .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
         let ranking = Arc::new(ranking);
         *self.ranking.write() = Some(Arc::clone(&ranking));
         Ok(ranking)
+    }
+
+    /// Starts a rebuild of the shared ranking unless one is running.
+    fn refresh_ranking_in_background(self: &Arc<Self>, now: DateTime<Utc>) {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(_building) = engine.ranking_build.try_lock() else {
+                return;
+            };
+            if let Err(e) = engine.build_shared_ranking(now).await {
+                tracing::warn!(cause = %e, "a background rebuild of the ranking failed");
+            }
+        });
     }
 
     /// The ranking of every relationship as it stood at `at` (the
@@ -1835,15 +2058,13 @@ impl<S: EventStore> Engine<S> {
         self: &Arc<Self>,
         at: DateTime<Utc>,
     ) -> Result<Arc<Ranking>, EngineError> {
-        if let Some(r) = self.ranking.read().as_ref()
-            && r.version == self.version()
+        if let Some(r) = self.shared_ranking(at, 0)
             && (at - r.as_of).abs() < Duration::seconds(60)
         {
-            return Ok(Arc::clone(r));
+            return Ok(r);
         }
-        let version = self.version();
         let engine = Arc::clone(self);
-        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(at, version))
+        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(at))
             .await
             .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
         Ok(Arc::new(ranking))
@@ -1867,7 +2088,7 @@ impl<S: EventStore> Engine<S> {
 
     /// Takes snapshots at now and at the trend points under the read lock,
     /// then propagates them without it, so folds are not held up.
-    fn build_ranking(&self, now: DateTime<Utc>, version: u64) -> Result<Ranking, EngineError> {
+    fn build_ranking(&self, now: DateTime<Utc>) -> Result<Ranking, EngineError> {
         let times = [
             now,
             now - Duration::days(1),
@@ -1875,24 +2096,54 @@ impl<S: EventStore> Engine<S> {
             now - Duration::days(30),
         ];
         // Now from the live series (kept per event); the trend points are in
-        // the past, where only a batch evaluation knows the graph.
-        let (current, snapshots, kinds) = {
+        // the past, where only a batch evaluation knows the graph. Those
+        // are shared by the rankings of a minute (as the whole ranking was
+        // before streams): appends in place never reach into the past, and
+        // anything that does (a late event, an erasure) is a new generation.
+        let generation = self.derived.generation.load(Ordering::SeqCst);
+        let reused = self.past_columns.lock().as_ref().and_then(|(g, at, past)| {
+            (*g == generation && (now - *at).abs() < Duration::seconds(60))
+                .then(|| Arc::clone(past))
+        });
+        let (current, snapshots, kinds, taken) = {
             let state = self.state()?;
+            // Read under the read lock: the state cannot change meanwhile.
+            let taken = (
+                self.version(),
+                self.position(),
+                self.derived.generation.load(Ordering::SeqCst),
+                Instant::now(),
+            );
             let current = state.scores_at(now);
-            let snapshots: Vec<RelSnapshot> = times[1..]
-                .iter()
-                .map(|&t| RelSnapshot::build(&state, t))
-                .collect();
+            let snapshots: Vec<RelSnapshot> = if reused.is_some() {
+                Vec::new()
+            } else {
+                times[1..]
+                    .iter()
+                    .map(|&t| RelSnapshot::build(&state, t))
+                    .collect()
+            };
             let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
-            (current, snapshots, kinds)
+            (current, snapshots, kinds, taken)
         };
         let current = current.finish(&self.model);
-        let past: Vec<BatchScores> = snapshots
-            .into_iter()
-            .zip(&times[1..])
-            .map(|(s, t)| s.into_scores(&self.model, *t))
-            .collect();
-        Ok(rank(current, &past, &kinds, version))
+        let past = match reused {
+            Some(past) => past,
+            None => {
+                let past: Arc<Vec<BatchScores>> = Arc::new(
+                    snapshots
+                        .into_iter()
+                        .zip(&times[1..])
+                        .map(|(s, t)| s.into_scores(&self.model, *t))
+                        .collect(),
+                );
+                if taken.2 == generation {
+                    *self.past_columns.lock() = Some((generation, now, Arc::clone(&past)));
+                }
+                past
+            }
+        };
+        Ok(rank(current, &past, &kinds, taken))
     }
 
     /// Full batch recompute on the current state, compared with the
@@ -1974,11 +2225,13 @@ pub fn drift(a: &BatchScores, b: &BatchScores) -> f64 {
     worst
 }
 
+/// The ranking of `current` with trends against `past`; `taken`: the
+/// state's version, position and generation, and when it was read.
 fn rank(
     current: BatchScores,
     past: &[BatchScores],
     kinds: &HashMap<EntityId, EntityKind>,
-    version: u64,
+    (version, position, generation, taken): (u64, u64, u64, Instant),
 ) -> Ranking {
     let now = current.at;
     let then = |i: usize, k: &(EntityId, EntityId)| past[i].scores.get(k).map_or(50.0, |s| s.score);
@@ -2009,6 +2262,9 @@ fn rank(
     Ranking {
         as_of: now,
         version,
+        position,
+        generation,
+        taken,
         relationships: current.scores.len(),
         by_brand,
         by_person: by_person.into_iter().collect(),
@@ -2088,6 +2344,7 @@ mod tests {
             rebuild,
             reply,
             _reserved: Reservation::none(&Arc::default()),
+            _queued: None,
         };
         (FoldJob::Change(change), waiter)
     }

@@ -46,6 +46,13 @@ pub const OPEN_CONNECTIONS: &str = "fusion_open_connections";
 pub const REFUSALS: &str = "fusion_requests_refused_total";
 /// Events in the state.
 pub const EVENTS_HELD: &str = "fusion_events";
+/// How long the scoring state's write lock was held, each time (readers
+/// wait that long at most).
+pub const WRITE_LOCK_HOLD_SECONDS: &str = "fusion_write_lock_hold_seconds";
+/// The longest such hold since start, seconds.
+pub const WRITE_LOCK_HOLD_MAX_SECONDS: &str = "fusion_write_lock_hold_max_seconds";
+/// Events refused by back-pressure (503 `overloaded`): the fold queue was full.
+pub const EVENTS_OVERLOADED: &str = "fusion_events_overloaded_total";
 
 /// Rejections kept in the dead-letter store, by route pattern.
 pub const DEAD_LETTERS_KEPT: &str = "fusion_dead_letters_kept_total";
@@ -133,6 +140,22 @@ pub fn record_replayed(n: u64) {
 /// Sets the gauge of letters held (at a scrape).
 pub fn sample_dead_letters(held: u64) {
     gauge!(DEAD_LETTERS_HELD).set(held as f64);
+}
+
+/// Records one hold of the state's write lock (and the longest so far).
+pub fn record_write_lock_hold(held: Duration) {
+    static LONGEST_NS: AtomicU64 = AtomicU64::new(0);
+    let ns = held.as_nanos().min(u64::MAX as u128) as u64;
+    let before = LONGEST_NS.fetch_max(ns, Ordering::Relaxed);
+    histogram!(WRITE_LOCK_HOLD_SECONDS).record(held.as_secs_f64());
+    if ns > before {
+        gauge!(WRITE_LOCK_HOLD_MAX_SECONDS).set(held.as_secs_f64());
+    }
+}
+
+/// Counts the events of a write refused by back-pressure.
+pub fn record_overloaded(events: usize) {
+    counter!(EVENTS_OVERLOADED).increment(events as u64);
 }
 
 pub fn record_commit(elapsed: Duration) {

@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// Refuse events dated more than this ahead of the server clock (24h, 90m, 30s, 2d)
     #[arg(long, default_value = "24h", value_parser = super::future_skew)]
     pub max_future_skew: chrono::Duration,
+    /// Events waiting to be folded past which ingest answers 503
+    /// `overloaded` with Retry-After (back-pressure; at least the largest batch)
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_FOLD_QUEUE)]
+    pub max_fold_queue: usize,
+    /// Seconds rankings, brand listings and summaries may lag the folded
+    /// log (0: every read reflects every acknowledged event)
+    #[arg(long, default_value_t = crate::engine::DEFAULT_STALENESS.as_secs_f64(), value_parser = staleness)]
+    pub staleness: f64,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -95,6 +103,15 @@ pub struct ServeArgs {
     /// a first start before any key exists; at least 32 characters
     #[arg(long)]
     pub admin_key_file: Option<PathBuf>,
+}
+
+/// `--staleness`: zero allowed, at most a minute (a ranking is kept a
+/// minute at most anyway).
+fn staleness(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=60.0).contains(&x) => Ok(x),
+        _ => Err("expected a number of seconds in [0, 60]".into()),
+    }
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -311,6 +328,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             max_future_skew: args.max_future_skew,
             fold_faults,
             fail_open,
+            max_fold_queue: args.max_fold_queue,
+            staleness: std::time::Duration::from_secs_f64(args.staleness),
             ..EngineOptions::default()
         };
         let (store, place) = super::open_store(&args.store).await?;

@@ -162,7 +162,11 @@ pub(super) async fn ranking_as_of<S: EventStore>(
     at: Option<DateTime<Utc>>,
 ) -> Result<Arc<Ranking>, ApiError> {
     let Some(at) = at else {
-        return Ok(engine.ranking(Utc::now()).await?);
+        let r = engine
+            .ranking(Utc::now(), super::position::min_position())
+            .await?;
+        super::position::reflects(r.position);
+        return Ok(r);
     };
     let mine = Arc::as_ptr(engine) as usize;
     let mut past = PAST.lock().await;

@@ -67,6 +67,11 @@ pub enum ProblemKind {
     NotReady,
     /// 507: the event store is out of space; retry after `Retry-After`.
     StoreFull,
+    /// 503: back-pressure: events wait to be folded past the bound; nothing
+    /// was stored; retry after `Retry-After` (1 s).
+    Overloaded,
+    /// 504: `min_position` was not reached within `wait`.
+    PositionTimeout,
     /// 500: a fault of the service; the log has the cause.
     Internal,
     /// Any other error status the framework answers with (the status says
@@ -76,7 +81,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, for the documentation check.
-    pub const ALL: [ProblemKind; 23] = [
+    pub const ALL: [ProblemKind; 25] = [
         Self::InvalidParameter,
         Self::MalformedBody,
         Self::InvalidBody,
@@ -98,6 +103,8 @@ impl ProblemKind {
         Self::StoreUnavailable,
         Self::NotReady,
         Self::StoreFull,
+        Self::Overloaded,
+        Self::PositionTimeout,
         Self::Internal,
         Self::HttpError,
     ];
@@ -126,6 +133,8 @@ impl ProblemKind {
             Self::StoreUnavailable => "store-unavailable",
             Self::NotReady => "not-ready",
             Self::StoreFull => "store-full",
+            Self::Overloaded => "overloaded",
+            Self::PositionTimeout => "position-timeout",
             Self::Internal => "internal",
             Self::HttpError => "http-error",
         }
@@ -159,6 +168,8 @@ impl ProblemKind {
             Self::StoreUnavailable => "Service unavailable",
             Self::NotReady => "Not ready",
             Self::StoreFull => "Insufficient storage",
+            Self::Overloaded => "Overloaded",
+            Self::PositionTimeout => "Position not reached",
             Self::Internal => "Internal error",
             Self::HttpError => "HTTP error",
         }
@@ -236,6 +247,13 @@ pub enum ApiError {
     /// request was stored.
     #[error("the event store is full; nothing was stored, retry later")]
     StoreFull,
+    /// 503 with `Retry-After: 1`: back-pressure (the detail says how full
+    /// the fold queue is); nothing of the request was stored.
+    #[error("{0}")]
+    Overloaded(String),
+    /// 504: `min_position` not reached in time; the detail says how far.
+    #[error("{0}")]
+    PositionTimeout(String),
     /// No credentials, or ones that are not valid (401).
     #[error("{0}")]
     Unauthorized(String),
@@ -290,6 +308,8 @@ impl ApiError {
             ApiError::Unavailable => ProblemKind::StoreUnavailable,
             ApiError::NotReady(_) => ProblemKind::NotReady,
             ApiError::StoreFull => ProblemKind::StoreFull,
+            ApiError::Overloaded(_) => ProblemKind::Overloaded,
+            ApiError::PositionTimeout(_) => ProblemKind::PositionTimeout,
             ApiError::Unauthorized(_) => ProblemKind::Unauthorized,
             ApiError::Forbidden(_) => ProblemKind::Forbidden,
             ApiError::TooManyRequests(_) => ProblemKind::RateLimited,
@@ -364,6 +384,8 @@ impl From<EngineError> for ApiError {
                 tracing::warn!(cause = %e, "not ready");
                 ApiError::NotReady(e.to_string())
             }
+            e @ EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
+            e @ EngineError::PositionTimeout { .. } => ApiError::PositionTimeout(e.to_string()),
             EngineError::Internal(cause) | EngineError::TooLarge(cause) => {
                 tracing::error!(%cause, "engine failure");
                 ApiError::Internal
@@ -442,9 +464,11 @@ impl ResponseError for ApiError {
             ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ProblemKind::Busy | ProblemKind::StoreUnavailable | ProblemKind::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProblemKind::Busy
+            | ProblemKind::StoreUnavailable
+            | ProblemKind::NotReady
+            | ProblemKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::PositionTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
             ProblemKind::Internal | ProblemKind::HttpError => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -471,6 +495,9 @@ impl ApiError {
         );
         let extra = match self {
             ApiError::TooManyRequests(secs) => Some((header::RETRY_AFTER, secs.to_string())),
+            // The fold queue drains in about a second at the rates measured
+            // (benches/stream.sh): sooner than the general 5 s.
+            ApiError::Overloaded(_) => Some((header::RETRY_AFTER, "1".to_string())),
             ApiError::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, "Bearer".to_string())),
             _ => None,
         };

@@ -31,6 +31,7 @@ pub mod openapi;
 mod params;
 mod path;
 mod pipelines;
+mod position;
 mod privacy;
 pub mod rejected;
 mod routes;
@@ -158,6 +159,7 @@ pub fn app<S: EventStore>(
     let with_cors = !edge.cors_origins.is_empty();
     let cors = cors(edge);
     App::new()
+        .wrap(from_fn(position::reflect::<S>))
         .wrap(from_fn(etag::conditional::<S>))
         .wrap(from_fn(auth::authorize))
         .wrap(Condition::new(with_cors, cors))
@@ -217,6 +219,7 @@ fn cors(edge: &limits::Edge) -> actix_cors::Cors {
             actix_web::http::header::RETRY_AFTER,
         ])
         .expose_headers([observe::REQUEST_ID_HEADER])
+        .expose_headers([position::POSITION_HEADER])
         .supports_credentials()
         .max_age(600)
 }

@@ -113,7 +113,7 @@ pub async fn export_entity<S: EventStore>(
         })
         .collect();
     let engine = engine.into_inner();
-    let ranking = engine.ranking(now).await?;
+    let ranking = engine.ranking(now, 0).await?;
     let pairs: Vec<(crate::domain::EntityId, crate::domain::EntityId)> = if kind.is_person() {
         ranking
             .by_person

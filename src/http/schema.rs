@@ -143,6 +143,10 @@ pub struct IngestReport {
     /// About kept events: fields kept but unused by their type, duplicates
     /// whose attributes differed.
     pub warnings: Vec<Warning>,
+    /// The log position this answer reflects (also in `Fusion-Position`):
+    /// pass it as `min_position` to a read, on any server of the log, to
+    /// read these events' effects.
+    pub position: u64,
 }
 
 #[derive(Serialize, ToSchema)]

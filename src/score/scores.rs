@@ -310,6 +310,31 @@ impl ScoreState {
         self.live.sync(&self.fold, stop)
     }
 
+    /// The checkpoint build the live series needs before it can apply
+    /// its pending events, its inputs read now (`LiveSeries::plan`): the
+    /// engine runs it off the state's lock, then [`Self::install_live`].
+    pub fn live_plan(&self) -> Option<super::live::BuildPlan> {
+        self.live.plan(&self.fold)
+    }
+
+    /// Installs a build of [`Self::live_plan`] (`LiveSeries::install`).
+    pub fn install_live(&mut self, built: super::live::Built) {
+        self.live.install(built);
+    }
+
+    /// Applies the live series' pending events when it needs no build
+    /// first (`LiveSeries::apply_pending`), asking `stop` after each;
+    /// returns whether it caught up.
+    pub fn apply_live(&mut self, stop: impl FnMut() -> bool) -> bool {
+        self.live.apply_pending(&self.fold, stop)
+    }
+
+    /// The log position after the last one folded (0 for none): every
+    /// position below it that the log holds is folded.
+    pub fn position(&self) -> u64 {
+        self.fold.position()
+    }
+
     /// A full recompute of the live series on demand (what a checkpoint
     /// does), at the latest event.
     pub fn recompute_live(&mut self) {

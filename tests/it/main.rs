@@ -35,6 +35,7 @@ mod sentiment;
 mod snapshots;
 mod store;
 mod story;
+mod stream;
 mod support;
 mod tidy;
 mod truth;

@@ -135,6 +135,14 @@ impl Server {
             .args(["serve", "--bind", &bind, "--data-dir"])
             .arg(data_dir)
             .args(launch.extra)
+            // Read-your-writes on rankings too, as the tests before issue
+            // #11 expect; tests of staleness pass their own.
+            .args(
+                (!launch.extra.contains(&"--staleness"))
+                    .then_some(["--staleness", "0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", "warn")
             .envs(launch.env.iter().copied())
             .stdout(Stdio::null())

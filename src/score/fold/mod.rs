@@ -282,6 +282,11 @@ impl FoldState {
         self.count
     }
 
+    /// The log position after the last one folded (0 for none).
+    pub fn position(&self) -> LogPosition {
+        self.folded.end()
+    }
+
     /// Whether the event at this log position is folded.
     pub fn folded(&self, position: LogPosition) -> bool {
         self.folded.contains(position)
@@ -570,13 +575,15 @@ impl PositionSet {
 
     /// The largest position added.
     pub(crate) fn max(&self) -> Option<LogPosition> {
-        let (i, w) = self
-            .words
-            .iter()
-            .enumerate()
-            .rev()
-            .find(|(_, w)| **w != 0)?;
-        Some(i as u64 * 64 + 63 - u64::from(w.leading_zeros()))
+        self.end().checked_sub(1)
+    }
+
+    /// The position after the largest added (0 for none).
+    pub(crate) fn end(&self) -> LogPosition {
+        let Some(i) = self.words.iter().rposition(|w| *w != 0) else {
+            return 0;
+        };
+        i as LogPosition * 64 + (64 - self.words[i].leading_zeros()) as LogPosition
     }
 
     /// Whether a position was added.

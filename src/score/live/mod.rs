@@ -248,27 +248,56 @@ impl LiveSeries {
     /// the pending events after it one by one. Asks `stop` after each event
     /// and stops when it says so; returns whether it caught up. The result
     /// is the same whenever and in how many slices it runs.
-    pub fn sync(&mut self, state: &FoldState, mut stop: impl FnMut() -> bool) -> bool {
+    pub fn sync(&mut self, state: &FoldState, stop: impl FnMut() -> bool) -> bool {
+        if let Some(plan) = self.plan(state) {
+            self.install(plan.run());
+        }
+        self.apply_pending(state, stop)
+    }
+
+    /// The checkpoint build this series needs before it can apply its
+    /// pending events, if any, with its inputs read from `state` now (the
+    /// engine reads them under the state's lock and runs the build,
+    /// [`BuildPlan::run`], off it; then [`Self::install`]).
+    pub fn plan(&self, state: &FoldState) -> Option<BuildPlan> {
         let target = self.clock.checkpoint();
-        if self.scores.checkpoint() != target.at {
-            let Some((_, as_of)) = target.at else {
-                return true;
-            };
-            self.build_at(state, as_of);
-            self.scores.set_checkpoint(target.at);
-            let first = target.first_pending as u32;
-            // A run of equal times that straddles the new checkpoint
-            // starts before it: its events applied already are left out of
-            // the build (it takes the inputs before their time), so they
-            // are applied again.
-            for e in std::mem::take(&mut self.applied).into_iter().rev() {
-                if e.index >= first {
-                    self.pending.push_front(e);
-                }
+        if self.scores.checkpoint() == target.at {
+            return None;
+        }
+        let (_, as_of) = target.at?;
+        Some(BuildPlan {
+            inputs: BuildInputs::read(state, as_of, self.scores.stats()),
+            target,
+        })
+    }
+
+    /// Installs a build made from [`Self::plan`]'s inputs, dropping the
+    /// pending events it holds (what [`Self::sync`] does after its build).
+    pub fn install(&mut self, built: Built) {
+        let first = built.target.first_pending as u32;
+        self.scores = built.scores;
+        self.scores.set_checkpoint(built.target.at);
+        // A run of equal times that straddles the new checkpoint starts
+        // before it: its events applied already are left out of the build
+        // (it takes the inputs before their time), so they are applied
+        // again.
+        for e in std::mem::take(&mut self.applied).into_iter().rev() {
+            if e.index >= first {
+                self.pending.push_front(e);
             }
-            while self.pending.front().is_some_and(|e| e.index < first) {
-                self.pending.pop_front();
-            }
+        }
+        while self.pending.front().is_some_and(|e| e.index < first) {
+            self.pending.pop_front();
+        }
+    }
+
+    /// Applies the pending events one by one when the series is at its
+    /// latest checkpoint (else `false` at once: it needs a build first,
+    /// [`Self::plan`]). Asks `stop` after each event; returns whether it
+    /// caught up.
+    pub fn apply_pending(&mut self, state: &FoldState, mut stop: impl FnMut() -> bool) -> bool {
+        if self.scores.checkpoint() != self.clock.checkpoint().at {
+            return false;
         }
         while let Some(event) = self.pending.pop_front() {
             self.apply(&event);
@@ -330,40 +359,7 @@ impl LiveSeries {
     /// before it): the batch driver sums the series there, and the live
     /// series starts from that and its residual.
     fn build_at(&mut self, state: &FoldState, as_of: DateTime<Utc>) {
-        let table = state.table();
-        let snapshot = RelSnapshot::build(state, as_of);
-        let (s, r) = snapshot.seed();
-        let (people, brands) = (snapshot.people_handles(), snapshot.brand_handles());
-        let handles = |list: &[((u32, u32), Components)]| -> Vec<_> {
-            list.iter()
-                .map(|((p, b), v)| (people[*p as usize], brands[*b as usize], *v))
-                .collect()
-        };
-        let (s, r) = (handles(&s), handles(&r));
-        let follows = state.graph.follow_edges(as_of);
-        let mut persons: Vec<Handle> = table
-            .handles()
-            .filter(|h| table.kind(*h).is_person())
-            .collect();
-        table.sort(&mut persons);
-        let mut associations = Vec::new();
-        for p in persons {
-            for (b, a) in state.graph.associations(p, as_of) {
-                associations.push((p, b, a));
-            }
-        }
-        let withdrawn = state.withdrawn_at(as_of);
-        self.scores = LiveScores::build(
-            Arc::clone(state.model_arc()),
-            as_of,
-            &follows,
-            &associations,
-            &s,
-            &r,
-            &withdrawn,
-            table,
-            self.scores.stats(),
-        );
+        self.scores = BuildInputs::read(state, as_of, self.scores.stats()).build();
     }
 
     /// The series [`Self::recompute`] would make, made beside this one (no
@@ -399,4 +395,100 @@ impl LiveSeries {
             self.scores.note_recompute();
         }
     }
+}
+
+/// What a checkpoint build reads from the fold's state, read in one go
+/// (cheap next to the build: a snapshot of the inputs, the graph's edges
+/// and a copy of the id table), so that the build itself needs no state.
+struct BuildInputs {
+    snapshot: RelSnapshot,
+    follows: Vec<(Handle, Handle, f64)>,
+    associations: Vec<(Handle, Handle, f64)>,
+    withdrawn: Vec<Handle>,
+    table: EntityTable,
+    model: Arc<ScoringModel>,
+    as_of: DateTime<Utc>,
+    stats: LiveStats,
+}
+
+impl BuildInputs {
+    /// The inputs as they stood at `as_of` (follows, associations,
+    /// consent, the impulses of events at or before it).
+    fn read(state: &FoldState, as_of: DateTime<Utc>, stats: LiveStats) -> Self {
+        let table = state.table();
+        let snapshot = RelSnapshot::build(state, as_of);
+        let follows = state.graph.follow_edges(as_of);
+        let mut persons: Vec<Handle> = table
+            .handles()
+            .filter(|h| table.kind(*h).is_person())
+            .collect();
+        table.sort(&mut persons);
+        let mut associations = Vec::new();
+        for p in persons {
+            for (b, a) in state.graph.associations(p, as_of) {
+                associations.push((p, b, a));
+            }
+        }
+        BuildInputs {
+            snapshot,
+            follows,
+            associations,
+            withdrawn: state.withdrawn_at(as_of),
+            table: table.clone(),
+            model: Arc::clone(state.model_arc()),
+            as_of,
+            stats,
+        }
+    }
+
+    /// The series: the batch driver sums it at `as_of`, and the live series
+    /// starts from that and its residual.
+    fn build(self) -> LiveScores {
+        let (s, r) = self.snapshot.seed();
+        let (people, brands) = (
+            self.snapshot.people_handles(),
+            self.snapshot.brand_handles(),
+        );
+        let handles = |list: &[((u32, u32), Components)]| -> Vec<_> {
+            list.iter()
+                .map(|((p, b), v)| (people[*p as usize], brands[*b as usize], *v))
+                .collect()
+        };
+        let (s, r) = (handles(&s), handles(&r));
+        LiveScores::build(
+            self.model,
+            self.as_of,
+            &self.follows,
+            &self.associations,
+            &s,
+            &r,
+            &self.withdrawn,
+            &self.table,
+            self.stats,
+        )
+    }
+}
+
+/// A checkpoint build with its inputs read ([`LiveSeries::plan`]): it
+/// holds no reference to the state, so it runs off every lock.
+pub struct BuildPlan {
+    inputs: BuildInputs,
+    target: Checkpoint,
+}
+
+impl BuildPlan {
+    /// Builds the series (the costly part: a batch evaluation and the push
+    /// driver's set-up).
+    pub fn run(self) -> Built {
+        Built {
+            scores: self.inputs.build(),
+            target: self.target,
+        }
+    }
+}
+
+/// A finished checkpoint build, to [`LiveSeries::install`].
+pub struct Built {
+    scores: LiveScores,
+    target: Checkpoint,
 }

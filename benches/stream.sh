@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# benches/stream.sh: a live stream against `fusion serve` (issue #11).
+#
+# Owns the stream figures: a server on a store of STORE_EVENTS generated
+# events takes an open-loop stream (examples/stream.rs) while readers poll
+# relationships, brand rankings and summaries and marker events measure
+# freshness; printed per scenario: offered and absorbed events/s, ack
+# p50/p99, read p50/p99 per kind, freshness p50/p99, the longest hold of
+# the state's write lock (from /metrics), the server's peak memory, and the
+# absorbed rate as a fraction of bulk `fusion ingest` measured in the same
+# run. Scenarios: `batches` (RATE events/s in BATCH-event NDJSON requests
+# from CLIENTS clients) and `singles` (SINGLE_RATE events/s, one event per
+# request, from 64 clients); each gets its own copy of the store and its
+# own server. Prints `name=value` lines on stdout; the rest goes to stderr.
+#
+# Settings (environment): FUSION_BIN and STREAM_BIN (built binaries instead
+# of building release), STORE_EVENTS (200000; 1000000 for the note), RATE
+# (20000), BATCH (500), CLIENTS (4), SINGLE_RATE (5000), SECONDS (15),
+# SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
+# READY_TRIES (1500, 0.2 s apart).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+STORE_EVENTS=${STORE_EVENTS:-200000}
+RATE=${RATE:-20000}
+BATCH=${BATCH:-500}
+CLIENTS=${CLIENTS:-4}
+SINGLE_RATE=${SINGLE_RATE:-5000}
+SECONDS_EACH=${SECONDS:-15}
+SCENARIOS=${SCENARIOS:-batches singles}
+SERVE_FLAGS=${SERVE_FLAGS:-}
+READY_TRIES=${READY_TRIES:-1500}
+
+command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+if [ -z "${FUSION_BIN:-}" ] || [ -z "${STREAM_BIN:-}" ]; then
+    echo "building release..." >&2
+    cargo build --release --quiet --bin fusion --example stream
+fi
+BIN=${FUSION_BIN:-target/release/fusion}
+STREAM=${STREAM_BIN:-target/release/examples/stream}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-stream.XXXXXX")
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+echo "generating a store of $STORE_EVENTS events..." >&2
+"$BIN" generate --seed 42 --events "$STORE_EVENTS" >"$WORK/store.ndjson"
+t0=$(now)
+"$BIN" ingest --data-dir "$WORK/store" "$WORK/store.ndjson" >/dev/null 2>&1
+t1=$(now)
+BULK=$(awk -v n="$STORE_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+# The stream's content (ids and times are rewritten at send).
+"$BIN" generate --seed 43 --events 20000 >"$WORK/stream.ndjson"
+echo "store_events=$STORE_EVENTS"
+echo "bulk_ingest_events_per_s=$BULK"
+
+# scenario NAME RATE BATCH CLIENTS: a server on a copy of the store, the stream.
+scenario() {
+    local name=$1 rate=$2 batch=$3 clients=$4
+    cp -r "$WORK/store" "$WORK/$name"
+    local port
+    port=$(free_port)
+    # shellcheck disable=SC2086
+    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/$name" $SERVE_FLAGS 2>"$WORK/$name.log" &
+    SERVER_PID=$!
+    local tries=0
+    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge "$READY_TRIES" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "the server did not become ready" >&2
+            tail -n 20 "$WORK/$name.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    echo "$name: $rate events/s in $batch-event requests from $clients clients for ${SECONDS_EACH}s" >&2
+    "$STREAM" "http://127.0.0.1:$port" "$WORK/store.ndjson" "$WORK/stream.ndjson" \
+        rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" >"$WORK/$name.out"
+    sed "s/^/${name}_/" "$WORK/$name.out"
+    local absorbed
+    absorbed=$(awk -F= '$1 == "absorbed_events_per_s" { print $2 }' "$WORK/$name.out")
+    echo "${name}_absorbed_to_bulk_ratio=$(awk -v a="$absorbed" -v b="$BULK" 'BEGIN { printf "%.5f", a / b }')"
+    local hold
+    hold=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "fusion_write_lock_hold_max_seconds" { print $2 }')
+    echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
+    echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+for s in $SCENARIOS; do
+    case $s in
+        batches) scenario batches "$RATE" "$BATCH" "$CLIENTS" ;;
+        singles) scenario singles "$SINGLE_RATE" 1 64 ;;
+        *) echo "unknown scenario $s" >&2; exit 1 ;;
+    esac
+done

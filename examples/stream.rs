@@ -1,0 +1,368 @@
+//! An open-loop load generator for `fusion serve` (issue #11): writers post
+//! at a fixed offered rate whatever the answers' latency, readers poll
+//! relationships, brand rankings and brand summaries at fixed rates, and
+//! marker events measure freshness. Prints `name=value` lines; it measures
+//! and asserts nothing. Used by `benches/stream.sh`.
+//!
+//! Open loop, kept lean on a shared two-core machine: every request has a
+//! scheduled send time (offered rate), each client is one blocking thread,
+//! and a latency is measured from the scheduled time, not the send (a client
+//! that fell behind because the server was slow counts the wait: no
+//! coordinated omission, as wrk2 does it).
+//!
+//! Events come from an NDJSON file (`fusion generate`); each is sent under
+//! a fresh id (`s<run>-<request>-<k>`) stamped with the clock at send, so
+//! the stream is live. A marker is a purchase by a new person for a brand
+//! of its own, posted alone; its freshness is the time from its
+//! acknowledgement until it heads its brand's ranking.
+//!
+//! Usage: stream BASE STORE_NDJSON STREAM_NDJSON [key=value...]
+//!   rate=20000 (events/s offered), batch=500 (events per request),
+//!   clients=4, seconds=20, relationship_rate=50, ranking_rate=5,
+//!   summary_rate=5 (reads/s per kind), pairs=2000 (relationships read),
+//!   marker_ms=500 (a marker every so often).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// What one request of a kind did.
+#[derive(Default)]
+struct Samples {
+    /// Seconds from the scheduled send to the answer, of 2xx answers.
+    latencies: Vec<f64>,
+    /// Answers by status (0: no answer).
+    statuses: HashMap<u16, u64>,
+}
+
+impl Samples {
+    fn print(&self, name: &str) {
+        let mut l = self.latencies.clone();
+        l.sort_by(f64::total_cmp);
+        let q = |q: f64| {
+            if l.is_empty() {
+                f64::NAN
+            } else {
+                l[((l.len() as f64 - 1.0) * q).round() as usize]
+            }
+        };
+        println!("{name}_ok={}", l.len());
+        println!("{name}_p50_ms={:.1}", q(0.5) * 1e3);
+        println!("{name}_p99_ms={:.1}", q(0.99) * 1e3);
+        let mut statuses: Vec<_> = self.statuses.iter().filter(|(s, _)| **s >= 300).collect();
+        statuses.sort();
+        for (status, n) in statuses {
+            println!("{name}_status_{status}={n}");
+        }
+    }
+}
+
+struct Settings {
+    base: String,
+    rate: f64,
+    batch: usize,
+    clients: usize,
+    seconds: f64,
+    relationship_rate: f64,
+    ranking_rate: f64,
+    summary_rate: f64,
+    pairs: usize,
+    marker_ms: u64,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// Sends a request; answers the status and body (status 0 when no answer).
+fn send(req: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String) {
+    match req {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let mut text = String::new();
+            let _ = resp.body_mut().as_reader().read_to_string(&mut text);
+            (status, text)
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Waits until `at` (no wait when late: open loop).
+fn wait_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: stream BASE STORE_NDJSON STREAM_NDJSON [key=value...]";
+    let base = args.next().context(usage)?;
+    let store_path = args.next().context(usage)?;
+    let stream_path = args.next().context(usage)?;
+    let mut s = Settings {
+        base: base.trim_end_matches('/').to_string(),
+        rate: 20_000.0,
+        batch: 500,
+        clients: 4,
+        seconds: 20.0,
+        relationship_rate: 50.0,
+        ranking_rate: 5.0,
+        summary_rate: 5.0,
+        pairs: 2000,
+        marker_ms: 500,
+    };
+    for arg in args {
+        let (k, v) = arg.split_once('=').context("settings are key=value")?;
+        match k {
+            "rate" => s.rate = v.parse()?,
+            "batch" => s.batch = v.parse()?,
+            "clients" => s.clients = v.parse()?,
+            "seconds" => s.seconds = v.parse()?,
+            "relationship_rate" => s.relationship_rate = v.parse()?,
+            "ranking_rate" => s.ranking_rate = v.parse()?,
+            "summary_rate" => s.summary_rate = v.parse()?,
+            "pairs" => s.pairs = v.parse()?,
+            "marker_ms" => s.marker_ms = v.parse()?,
+            other => anyhow::bail!("unknown setting {other}"),
+        }
+    }
+    // The relationships and brands to read: pairs named by the store's events.
+    let mut pairs = BTreeSet::new();
+    let mut brands = BTreeSet::new();
+    for line in std::fs::read_to_string(&store_path)?.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        if let Some(b) = v.get("brand").and_then(Value::as_str) {
+            brands.insert(b.to_string());
+            if let Some(p) = v.get("person").and_then(Value::as_str)
+                && pairs.len() < s.pairs
+            {
+                pairs.insert((p.to_string(), b.to_string()));
+            }
+        }
+    }
+    let pairs: Vec<_> = pairs.into_iter().collect();
+    let brands: Vec<_> = brands.into_iter().collect();
+    anyhow::ensure!(!pairs.is_empty(), "no relationship in {store_path}");
+    let events: Vec<Value> = std::fs::read_to_string(&stream_path)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(!events.is_empty(), "no event in {stream_path}");
+    let events = Arc::new(events);
+    let run = chrono::Utc::now().timestamp_millis();
+
+    let s = Arc::new(s);
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + Duration::from_secs_f64(s.seconds);
+    let requests = ((s.rate * s.seconds) / s.batch as f64).round() as u64;
+    let interval = s.batch as f64 / s.rate;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let last_ack = Arc::new(Mutex::new(start));
+    let posts = Arc::new(Mutex::new(Samples::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut writers = Vec::new();
+    for c in 0..s.clients as u64 {
+        let (s, events, accepted, last_ack, posts) = (
+            Arc::clone(&s),
+            Arc::clone(&events),
+            Arc::clone(&accepted),
+            Arc::clone(&last_ack),
+            Arc::clone(&posts),
+        );
+        writers.push(std::thread::spawn(move || {
+            let agent = agent();
+            let url = format!("{}/v1/events", s.base);
+            let mut i = c;
+            while i < requests {
+                let scheduled = start + Duration::from_secs_f64(i as f64 * interval);
+                wait_until(scheduled);
+                let time = now_rfc3339();
+                let mut body = String::with_capacity(s.batch * 160);
+                for k in 0..s.batch {
+                    let n = (i as usize * s.batch + k) % events.len();
+                    let mut e = events[n].clone();
+                    e["id"] = Value::String(format!("s{run}-{i}-{k}"));
+                    e["time"] = Value::String(time.clone());
+                    body.push_str(&e.to_string());
+                    body.push('\n');
+                }
+                let (status, text) = send(
+                    agent
+                        .post(&url)
+                        .header("Content-Type", "application/x-ndjson")
+                        .send(body.as_bytes()),
+                );
+                let done = Instant::now();
+                let mut p = posts.lock().unwrap();
+                *p.statuses.entry(status).or_default() += 1;
+                if (200..300).contains(&status) {
+                    p.latencies.push((done - scheduled).as_secs_f64());
+                    let n = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v["accepted"].as_u64())
+                        .unwrap_or(0);
+                    accepted.fetch_add(n, Ordering::Relaxed);
+                    let mut last = last_ack.lock().unwrap();
+                    *last = (*last).max(done);
+                }
+                i += s.clients as u64;
+            }
+        }));
+    }
+
+    // Readers: one thread per kind, each at its own fixed rate.
+    let reader = |name: &'static str, rate: f64, path: Box<dyn Fn(u64) -> String + Send>| {
+        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut samples = Samples::default();
+            if rate <= 0.0 {
+                return (name, samples);
+            }
+            let mut i = 0u64;
+            loop {
+                let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+                if scheduled >= end || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                wait_until(scheduled);
+                let (status, _) = send(agent.get(format!("{}{}", s.base, path(i))).call());
+                *samples.statuses.entry(status).or_default() += 1;
+                if (200..300).contains(&status) {
+                    samples
+                        .latencies
+                        .push((Instant::now() - scheduled).as_secs_f64());
+                }
+                i += 1;
+            }
+            (name, samples)
+        })
+    };
+    let (p, b1, b2) = (pairs.clone(), brands.clone(), brands.clone());
+    let readers = vec![
+        reader(
+            "read_relationship",
+            s.relationship_rate,
+            Box::new(move |i| {
+                let (person, brand) = &p[(i as usize * 7919) % p.len()];
+                format!("/v1/relationships/{person}/{brand}")
+            }),
+        ),
+        reader(
+            "read_ranking",
+            s.ranking_rate,
+            Box::new(move |i| {
+                format!(
+                    "/v1/brands/{}/relationships?limit=20",
+                    b1[i as usize % b1.len()]
+                )
+            }),
+        ),
+        reader(
+            "read_summary",
+            s.summary_rate,
+            Box::new(move |i| format!("/v1/brands/{}", b2[i as usize % b2.len()])),
+        ),
+    ];
+
+    // Markers: one at a time, each polled until it heads its brand.
+    let marker = {
+        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut fresh = Vec::new();
+            let mut unseen = 0u64;
+            let mut k = 0u64;
+            let mut next = start;
+            while next < end && !stop.load(Ordering::Relaxed) {
+                wait_until(next);
+                next += Duration::from_millis(s.marker_ms);
+                let (person, brand) = (format!("mkp{run}-{k}"), format!("mkb{run}-{k}"));
+                let event = serde_json::json!({"id": format!("mk{run}-{k}"), "type": "purchase",
+                    "time": now_rfc3339(), "person": person, "brand": brand, "amount": 10});
+                k += 1;
+                let (status, _) = send(
+                    agent
+                        .post(format!("{}/v1/events", s.base))
+                        .header("Content-Type", "application/json")
+                        .send(event.to_string().as_bytes()),
+                );
+                if status != 200 {
+                    continue;
+                }
+                let acked = Instant::now();
+                let url = format!("{}/v1/brands/{brand}/relationships?limit=1", s.base);
+                loop {
+                    let (status, text) = send(agent.get(&url).call());
+                    if status == 200 && text.contains(&person) {
+                        fresh.push(acked.elapsed().as_secs_f64());
+                        break;
+                    }
+                    if acked.elapsed() > Duration::from_secs(30) {
+                        unseen += 1;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            (fresh, unseen)
+        })
+    };
+
+    for w in writers {
+        let _ = w.join();
+    }
+    let writing = (*last_ack.lock().unwrap() - start).as_secs_f64().max(1e-3);
+    stop.store(true, Ordering::Relaxed);
+    let offered = requests as f64 * s.batch as f64 / s.seconds;
+    println!("offered_events_per_s={offered:.0}");
+    println!("batch={}", s.batch);
+    println!("clients={}", s.clients);
+    let accepted = accepted.load(Ordering::Relaxed);
+    println!("accepted_events={accepted}");
+    println!(
+        "absorbed_events_per_s={:.0}",
+        accepted as f64 / writing.max(s.seconds)
+    );
+    println!(
+        "absorbed_fraction={:.3}",
+        accepted as f64 / (requests as f64 * s.batch as f64)
+    );
+    posts.lock().unwrap().print("ack");
+    for r in readers {
+        if let Ok((name, samples)) = r.join() {
+            samples.print(name);
+        }
+    }
+    if let Ok((mut fresh, unseen)) = marker.join() {
+        fresh.sort_by(f64::total_cmp);
+        let q = |q: f64| {
+            if fresh.is_empty() {
+                f64::NAN
+            } else {
+                fresh[((fresh.len() as f64 - 1.0) * q).round() as usize]
+            }
+        };
+        println!("markers_seen={}", fresh.len());
+        println!("markers_unseen_30s={unseen}");
+        println!("freshness_p50_ms={:.1}", q(0.5) * 1e3);
+        println!("freshness_p99_ms={:.1}", q(0.99) * 1e3);
+    }
+    Ok(())
+}
