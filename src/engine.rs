@@ -300,6 +300,16 @@ struct Derived {
     rebuild_failure: Mutex<Option<String>>,
     /// Wakes the recovery task after a failure.
     failed: tokio::sync::mpsc::UnboundedSender<()>,
+    /// The change feed, once attached (`Engine::attach_feed`). Lock order:
+    /// `fold`, then `feed`, then `slot`.
+    feed: Mutex<Option<FeedOut>>,
+}
+
+/// The change feed's state on the engine's side: what was published per
+/// relationship (`feed::Tracker`) and where changes go.
+struct FeedOut {
+    tracker: crate::feed::Tracker,
+    sink: Arc<dyn crate::feed::FeedSink>,
 }
 
 /// The message of a caught panic.
@@ -327,6 +337,33 @@ impl Derived {
             recoveries: Default::default(),
             rebuild_failure: Mutex::new(None),
             failed,
+            feed: Mutex::new(None),
+        }
+    }
+
+    /// Whether a feed is attached: states swapped in record what their
+    /// live series moves then.
+    fn feeding(&self) -> bool {
+        self.feed.lock().is_some()
+    }
+
+    /// Hands what the live series moved since the last call to the feed
+    /// (dropped when none is attached, so nothing piles up).
+    fn publish_changes(&self) {
+        let mut feed = self.feed.lock();
+        let movements = self.slot.write().state.take_movements();
+        let Some(out) = feed.as_mut() else {
+            return;
+        };
+        if movements.is_empty() {
+            return;
+        }
+        let changes = {
+            let slot = self.slot.read();
+            out.tracker.observe(movements, slot.state.table())
+        };
+        if !changes.is_empty() {
+            out.sink.publish(changes);
         }
     }
 
@@ -378,7 +415,8 @@ impl Derived {
         }
         let outcome = catch_unwind(AssertUnwindSafe(build));
         let result = match outcome {
-            Ok(Ok(state)) => {
+            Ok(Ok(mut state)) => {
+                state.record_movements(self.feeding());
                 self.slot.write().state = state;
                 Ok(())
             }
@@ -428,8 +466,9 @@ impl Derived {
     }
 
     /// Swaps in a state rebuilt from the log: ready again.
-    fn restore(&self, state: ScoreState) {
+    fn restore(&self, mut state: ScoreState) {
         let _guard = self.fold.lock();
+        state.record_movements(self.feeding());
         *self.slot.write() = Slot {
             state,
             broken: None,
@@ -564,6 +603,7 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
         {
             received.push_back(job);
         }
+        derived.publish_changes();
         crate::telemetry::live_synced(live_synced(&derived));
     }
 }
@@ -1386,7 +1426,33 @@ impl<S: EventStore> Engine<S> {
             (removed, waiter)
         };
         Self::rebuilt(waiter).await?;
+        if let Some(out) = self.derived.feed.lock().as_mut() {
+            out.tracker.forget(id);
+            out.sink.forget(id);
+        }
         Ok(removed)
+    }
+
+    /// Attaches the change feed (`GET /v1/stream`): from now on, what the
+    /// live series moves goes through a `feed::Tracker` to the sink `make`
+    /// builds. `make` gets the largest log position folded now: changes at
+    /// or before it are never published (the feed's window starts after
+    /// it). One feed per engine; a second call replaces the first.
+    pub fn attach_feed<F: crate::feed::FeedSink>(
+        &self,
+        make: impl FnOnce(Option<crate::domain::LogPosition>) -> Arc<F>,
+    ) -> Arc<F> {
+        let _fold = self.derived.fold.lock();
+        let mut feed = self.derived.feed.lock();
+        let mut slot = self.derived.slot.write();
+        slot.state.record_movements(true);
+        let floor = slot.state.max_position();
+        let sink = make(floor);
+        *feed = Some(FeedOut {
+            tracker: crate::feed::Tracker::new(Arc::clone(&self.model), floor),
+            sink: Arc::clone(&sink) as Arc<dyn crate::feed::FeedSink>,
+        });
+        sink
     }
 
     /// The kind of an entity, `None` when no event or registration names it.

@@ -28,7 +28,7 @@ mod scores;
 pub(crate) mod shares;
 
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
-pub use live::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
+pub use live::{LiveScores, LiveStats, MoveCause, Moved, Movement, RENORMALISE_AFTER_HALF_LIVES};
 pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,
     MIN_HALF_LIFE_DAYS, ModelError, PerComponent, Propagation, ScoringModel,

@@ -287,6 +287,11 @@ impl FoldState {
         self.folded.contains(position)
     }
 
+    /// The largest log position folded (`None`: nothing folded).
+    pub fn max_position(&self) -> Option<LogPosition> {
+        self.folded.max()
+    }
+
     /// The kind of an entity, if any event or registration named it.
     pub fn kind(&self, id: &EntityId) -> Option<EntityKind> {
         self.graph.kind(id)
@@ -510,6 +515,8 @@ impl FoldState {
             self.outbox.push_back(EventDeltas {
                 index: pos,
                 time: event.time,
+                position,
+                event: event.id.clone(),
                 deltas: Vec::new(),
             });
         }
@@ -566,6 +573,17 @@ impl PositionSet {
             self.words.resize(w + 1, 0);
         }
         self.words[w] |= 1 << (p % 64);
+    }
+
+    /// The largest position added.
+    pub(crate) fn max(&self) -> Option<LogPosition> {
+        let (w, word) = self
+            .words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, w)| **w != 0)?;
+        Some(w as u64 * 64 + 63 - word.leading_zeros() as u64)
     }
 
     /// Whether a position was added.

@@ -60,8 +60,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use scores::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
+pub use scores::{LiveScores, LiveStats, Moved, RENORMALISE_AFTER_HALF_LIVES};
 
+use crate::domain::{EventId, LogPosition};
 use crate::graph::{EntityTable, Handle};
 use crate::score::fold::{Delta, EventDeltas, FoldState};
 use crate::score::model::{Components, ScoringModel};
@@ -143,6 +144,40 @@ impl LogClock {
     }
 }
 
+/// What moved relationships of the series, for the change feed
+/// (`crate::feed`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MoveCause {
+    /// One event, applied on its own.
+    Event {
+        /// Its log position.
+        position: LogPosition,
+        /// Its id.
+        event: EventId,
+    },
+    /// Events folded together by a checkpoint build: the smallest and the
+    /// largest of their log positions. A series built from nothing (after
+    /// a start or a rebuild of the state) names the whole log folded.
+    Rebuild {
+        /// The smallest log position of the events.
+        first: LogPosition,
+        /// The largest.
+        last: LogPosition,
+    },
+}
+
+/// Relationships one step of the series moved, in canonical order of the
+/// steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Movement {
+    /// The event, or the events of a build.
+    pub cause: MoveCause,
+    /// Event time of the step: `before` and `after` are both valued then.
+    pub time: DateTime<Utc>,
+    /// The relationships moved, sorted by the series' numbering.
+    pub moved: Vec<Moved>,
+}
+
 /// The live series and what it has not applied yet (module docs).
 #[derive(Debug, Clone)]
 pub struct LiveSeries {
@@ -151,6 +186,10 @@ pub struct LiveSeries {
     /// the events from some position up to the latest folded.
     pending: VecDeque<EventDeltas>,
     clock: LogClock,
+    /// What the steps applied since the last [`Self::take_movements`] moved.
+    movements: Vec<Movement>,
+    /// Whether to record `movements` (only a change feed reads them).
+    record: bool,
 }
 
 impl LiveSeries {
@@ -162,7 +201,22 @@ impl LiveSeries {
             scores: LiveScores::new(model),
             pending: VecDeque::new(),
             clock,
+            movements: Vec::new(),
+            record: false,
         }
+    }
+
+    /// Records what each step moves from now on (`true`), or stops.
+    pub fn record_movements(&mut self, record: bool) {
+        self.record = record;
+        if !record {
+            self.movements.clear();
+        }
+    }
+
+    /// Takes what the steps applied so far moved, in the order applied.
+    pub fn take_movements(&mut self) -> Vec<Movement> {
+        std::mem::take(&mut self.movements)
     }
 
     /// The series itself.
@@ -216,9 +270,44 @@ impl LiveSeries {
             let Some((_, as_of)) = target.at else {
                 return true;
             };
+            let first = target.first_pending as u32;
+            // Events the build takes that were not applied one by one: what
+            // they moved is the difference the build makes (a series built
+            // from nothing: everything folded).
+            let skipped: Vec<LogPosition> = self
+                .pending
+                .iter()
+                .take_while(|e| e.index < first)
+                .map(|e| e.position)
+                .collect();
+            let fresh = self.scores.checkpoint().is_none();
+            let cause = match (skipped.iter().min(), skipped.iter().max()) {
+                _ if fresh => Some(MoveCause::Rebuild {
+                    first: 0,
+                    last: state.max_position().unwrap_or(0),
+                }),
+                (Some(&first), Some(&last)) => Some(MoveCause::Rebuild { first, last }),
+                _ => None,
+            };
+            let before = cause
+                .as_ref()
+                .filter(|_| self.record)
+                .and_then(|_| self.scores.components_at(as_of, state.table()));
             self.build_at(state, as_of);
             self.scores.set_checkpoint(target.at);
-            let first = target.first_pending as u32;
+            if let (Some(cause), Some(before)) = (cause, before)
+                && let Some(after) = self.scores.components_at(as_of, state.table())
+            {
+                let tolerance = state.model().live_tolerance;
+                let moved = differences(before, after, state.table(), tolerance);
+                if !moved.is_empty() {
+                    self.movements.push(Movement {
+                        cause,
+                        time: as_of,
+                        moved,
+                    });
+                }
+            }
             while self.pending.front().is_some_and(|e| e.index < first) {
                 self.pending.pop_front();
             }
@@ -245,10 +334,24 @@ impl LiveSeries {
     }
 
     fn apply(&mut self, event: &EventDeltas) {
+        let moved = self.apply_deltas(event);
+        if !moved.is_empty() {
+            self.movements.push(Movement {
+                cause: MoveCause::Event {
+                    position: event.position,
+                    event: event.event.clone(),
+                },
+                time: event.time,
+                moved,
+            });
+        }
+    }
+
+    fn apply_deltas(&mut self, event: &EventDeltas) -> Vec<Moved> {
         let t = event.time;
         let live = &mut self.scores;
         live.advance(t);
-        live.begin_event();
+        live.begin_event(self.record);
         for delta in &event.deltas {
             match delta {
                 Delta::Impulse {
@@ -276,7 +379,7 @@ impl LiveSeries {
                 } => live.grant(person, follows, associations, impulses),
             }
         }
-        live.end_event();
+        live.end_event()
     }
 
     /// Rebuilds the series (a checkpoint) from the state as it stood at
@@ -330,6 +433,8 @@ impl LiveSeries {
             scores: LiveScores::new(Arc::clone(state.model_arc())),
             pending: VecDeque::new(),
             clock: self.clock,
+            movements: Vec::new(),
+            record: self.record,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
@@ -352,4 +457,60 @@ impl LiveSeries {
             self.scores.note_recompute();
         }
     }
+}
+
+/// The relationships whose components differ between two listings sorted
+/// the same way (`LiveScores::components_at`) by more than `tolerance` in
+/// sum (rounding between two builds of the same inputs is not a move).
+fn differences(
+    before: Vec<((Handle, Handle), Components)>,
+    after: Vec<((Handle, Handle), Components)>,
+    table: &EntityTable,
+    tolerance: f64,
+) -> Vec<Moved> {
+    let key_order = |x: &(Handle, Handle), y: &(Handle, Handle)| {
+        table.cmp(x.0, y.0).then_with(|| table.cmp(x.1, y.1))
+    };
+    let mut moved = Vec::new();
+    let mut push = |(person, brand): (Handle, Handle), before: Components, after: Components| {
+        let apart: f64 = before.iter().zip(&after).map(|(b, a)| (a - b).abs()).sum();
+        if apart > tolerance {
+            moved.push(Moved {
+                person,
+                brand,
+                before,
+                after,
+            });
+        }
+    };
+    let (mut b, mut a) = (before.into_iter().peekable(), after.into_iter().peekable());
+    loop {
+        match (b.peek(), a.peek()) {
+            (None, None) => break,
+            (Some(_), None) => {
+                let (k, v) = b.next().expect("peeked");
+                push(k, v, [0.0; 6]);
+            }
+            (None, Some(_)) => {
+                let (k, v) = a.next().expect("peeked");
+                push(k, [0.0; 6], v);
+            }
+            (Some(x), Some(y)) => match key_order(&x.0, &y.0) {
+                std::cmp::Ordering::Less => {
+                    let (k, v) = b.next().expect("peeked");
+                    push(k, v, [0.0; 6]);
+                }
+                std::cmp::Ordering::Greater => {
+                    let (k, v) = a.next().expect("peeked");
+                    push(k, [0.0; 6], v);
+                }
+                std::cmp::Ordering::Equal => {
+                    let (k, v) = b.next().expect("peeked");
+                    let (_, w) = a.next().expect("peeked");
+                    push(k, v, w);
+                }
+            },
+        }
+    }
+    moved
 }
