@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// Seconds of silence after which the feed sends a heartbeat comment
     #[arg(long, default_value_t = http::stream::FeedOptions::default().heartbeat.as_secs_f64(), value_parser = seconds)]
     pub feed_heartbeat: f64,
+    /// Seconds one feed stream lasts before it ends (the client resumes
+    /// with Last-Event-ID, and its credentials are checked again)
+    #[arg(long, default_value_t = http::stream::FeedOptions::default().lifetime.as_secs_f64(), value_parser = seconds)]
+    pub feed_lifetime: f64,
     /// File holding the bootstrap admin key (else env FUSION_ADMIN_KEY), for
     /// a first start before any key exists; at least 32 characters
     #[arg(long)]
@@ -141,6 +145,7 @@ impl ServeArgs {
                 window: self.feed_window,
                 buffer: self.feed_buffer,
                 heartbeat: secs(self.feed_heartbeat),
+                lifetime: secs(self.feed_lifetime),
             },
         })
     }

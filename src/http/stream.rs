@@ -20,6 +20,9 @@
 //!   buffer, and a slow subscriber holds up no one (the channel never waits
 //!   for a receiver).
 //! - Heartbeats: a comment line every `FeedOptions::heartbeat` of silence.
+//! - A stream lasts at most `FeedOptions::lifetime`, then ends cleanly (the
+//!   client reconnects with `Last-Event-ID`): credentials are checked when
+//!   a stream opens, so a revoked key or an expired session stops there.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -47,6 +50,8 @@ pub struct FeedOptions {
     pub buffer: usize,
     /// Silence after which a heartbeat comment is sent (`--feed-heartbeat`).
     pub heartbeat: Duration,
+    /// How long one stream lasts before it ends (`--feed-lifetime`).
+    pub lifetime: Duration,
 }
 
 impl Default for FeedOptions {
@@ -55,6 +60,7 @@ impl Default for FeedOptions {
             window: 100_000,
             buffer: 1024,
             heartbeat: Duration::from_secs(15),
+            lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -267,6 +273,8 @@ struct Subscriber {
     /// The last position handed to the stream (where to resume).
     last: Option<LogPosition>,
     done: bool,
+    /// When the stream ends (`FeedOptions::lifetime`).
+    end: tokio::time::Instant,
     _gauge: crate::telemetry::SubscriberGauge,
 }
 
@@ -305,7 +313,11 @@ impl Subscriber {
                 self.render(&group);
                 continue;
             }
-            match self.live.recv().await {
+            let received = tokio::select! {
+                received = self.live.recv() => received,
+                () = tokio::time::sleep_until(self.end) => return None,
+            };
+            match received {
                 Ok(batch) => {
                     for group in batch.iter() {
                         self.render(group);
@@ -402,6 +414,7 @@ async fn stream(
                 out: VecDeque::from([reset]),
                 last: None,
                 done: true,
+                end: tokio::time::Instant::now(),
                 _gauge: crate::telemetry::SubscriberGauge::open(),
             }
         }
@@ -416,6 +429,7 @@ async fn stream(
             out: VecDeque::new(),
             last: resume,
             done: false,
+            end: tokio::time::Instant::now() + hub.options.lifetime,
             _gauge: crate::telemetry::SubscriberGauge::open(),
         },
     };

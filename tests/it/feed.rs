@@ -459,3 +459,17 @@ fn the_stream_needs_a_read_key_when_keys_are_configured() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(cause_event(&with.change()), "e1");
 }
+
+/// Credentials are checked when a stream opens: a stream ends after
+/// `--feed-lifetime`, and the client resumes where it was.
+#[test]
+fn a_stream_ends_after_its_lifetime_and_resumes_where_it_was() {
+    let (_dir, s) = start(&["--feed-lifetime", "1"]);
+    let mut feed = Stream::open(&s, "", &[]);
+    post(&s, &[purchase("e1", "ann", "acme", 1, 40.0)]);
+    let id = feed.change().id.expect("an id");
+    assert!(feed.next().is_none(), "the stream ends");
+    post(&s, &[purchase("e2", "bob", "acme", 2, 40.0)]);
+    let mut resumed = Stream::open(&s, "", &[("Last-Event-ID", &id)]);
+    assert_eq!(cause_event(&resumed.change()), "e2");
+}
