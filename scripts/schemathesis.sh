@@ -50,6 +50,7 @@ run() {
     port=$(free_port)
     FUSION_ADMIN_KEY=$key RUST_LOG=warn "$BIN" serve --demo --data-dir "$WORK/$name" \
         --bind "127.0.0.1:$port" --rate-per-key 0 --rate-per-address 0 \
+        --feed-lifetime 0.2 \
         >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!
     local ready=""

@@ -402,6 +402,16 @@ struct Derived {
     epoch: AtomicU64,
     /// The snapshot writer, when the engine writes snapshots (`snapshot`).
     snapshots: std::sync::OnceLock<snapshot::Writer>,
+    /// The change feed, once attached (`Engine::attach_feed`). Lock order:
+    /// `fold`, then `feed`, then `slot`.
+    feed: Mutex<Option<FeedOut>>,
+}
+
+/// The change feed's state on the engine's side: what was published per
+/// relationship (`feed::Tracker`) and where changes go.
+struct FeedOut {
+    tracker: crate::feed::Tracker,
+    sink: Arc<dyn crate::feed::FeedSink>,
 }
 
 /// The message of a caught panic.
@@ -435,6 +445,33 @@ impl Derived {
             failed,
             epoch: AtomicU64::new(snapshot::UNKNOWN_EPOCH),
             snapshots: std::sync::OnceLock::new(),
+            feed: Mutex::new(None),
+        }
+    }
+
+    /// Whether a feed is attached: states swapped in record what their
+    /// live series moves then.
+    fn feeding(&self) -> bool {
+        self.feed.lock().is_some()
+    }
+
+    /// Hands what the live series moved since the last call to the feed
+    /// (dropped when none is attached, so nothing piles up).
+    fn publish_changes(&self) {
+        let mut feed = self.feed.lock();
+        let movements = self.write_slot().state.take_movements();
+        let Some(out) = feed.as_mut() else {
+            return;
+        };
+        if movements.is_empty() {
+            return;
+        }
+        let changes = {
+            let slot = self.slot.read();
+            out.tracker.observe(movements, slot.state.table())
+        };
+        if !changes.is_empty() {
+            out.sink.publish(changes);
         }
     }
 
@@ -505,7 +542,8 @@ impl Derived {
         }
         let outcome = catch_unwind(AssertUnwindSafe(build));
         let result = match outcome {
-            Ok(Ok(state)) => {
+            Ok(Ok(mut state)) => {
+                state.record_movements(self.feeding());
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 let position = state.position();
                 self.write_slot().state = state;
@@ -564,8 +602,9 @@ impl Derived {
     }
 
     /// Swaps in a state rebuilt from the log: ready again.
-    fn restore(&self, state: ScoreState) {
+    fn restore(&self, mut state: ScoreState) {
         let _guard = self.fold.lock();
+        state.record_movements(self.feeding());
         self.generation.fetch_add(1, Ordering::SeqCst);
         let position = state.position();
         *self.write_slot() = Slot {
@@ -1648,7 +1687,33 @@ impl<S: EventStore> Engine<S> {
             (removed, waiter)
         };
         Self::rebuilt(waiter).await?;
+        if let Some(out) = self.derived.feed.lock().as_mut() {
+            out.tracker.forget(id);
+            out.sink.forget(id);
+        }
         Ok(removed)
+    }
+
+    /// Attaches the change feed (`GET /v1/stream`): from now on, what the
+    /// live series moves goes through a `feed::Tracker` to the sink `make`
+    /// builds. `make` gets the largest log position folded now: changes at
+    /// or before it are never published (the feed's window starts after
+    /// it). One feed per engine; a second call replaces the first.
+    pub fn attach_feed<F: crate::feed::FeedSink>(
+        &self,
+        make: impl FnOnce(Option<crate::domain::LogPosition>) -> Arc<F>,
+    ) -> Arc<F> {
+        let _fold = self.derived.fold.lock();
+        let mut feed = self.derived.feed.lock();
+        let mut slot = self.derived.write_slot();
+        slot.state.record_movements(true);
+        let floor = slot.state.max_position();
+        let sink = make(floor);
+        *feed = Some(FeedOut {
+            tracker: crate::feed::Tracker::new(Arc::clone(&self.model), floor),
+            sink: Arc::clone(&sink) as Arc<dyn crate::feed::FeedSink>,
+        });
+        sink
     }
 
     /// The kind of an entity, `None` when no event or registration names it.

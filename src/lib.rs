@@ -12,6 +12,7 @@
 //!   `KeyStore` (API keys, secrets, the erasure audit).
 //! - [`auth`]: API keys, roles, sessions: who may do what.
 //! - [`engine`]: owns the derived state; where ingest meets scoring.
+//! - [`feed`]: the change feed's pure part: which relationships moved enough to publish.
 //! - [`http`]: the actix-web service.
 //! - [`telemetry`]: metric names, their recording helpers, log set-up.
 //! - [`tls`]: the HTTPS server configuration.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod domain;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod engine;
+pub mod feed;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod generate;
 pub mod graph;

@@ -65,6 +65,13 @@ pub const DEAD_LETTERS_REPLAYED: &str = "fusion_dead_letters_replayed_total";
 /// Letters held now (sampled at each scrape).
 pub const DEAD_LETTERS_HELD: &str = "fusion_dead_letters";
 
+/// Subscribers of the change feed (`GET /v1/stream`) connected now.
+pub const FEED_SUBSCRIBERS: &str = "fusion_feed_subscribers";
+/// Changes the feed published.
+pub const FEED_CHANGES: &str = "fusion_feed_changes_published_total";
+/// Subscribers cut off for falling behind (`event: cutoff`).
+pub const FEED_CUTOFFS: &str = "fusion_feed_cutoffs_total";
+
 /// Histogram buckets for every `*_seconds` metric: 0.5 ms to 30 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -263,6 +270,32 @@ impl ConnectionGauge {
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         gauge!(OPEN_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Counts changes the feed published.
+pub fn record_feed_changes(n: usize) {
+    counter!(FEED_CHANGES).increment(n as u64);
+}
+
+/// Counts a subscriber cut off.
+pub fn record_feed_cutoff() {
+    counter!(FEED_CUTOFFS).increment(1);
+}
+
+/// Counts one feed subscriber while it lives (kept by its stream).
+pub struct SubscriberGauge;
+
+impl SubscriberGauge {
+    pub fn open() -> Self {
+        gauge!(FEED_SUBSCRIBERS).increment(1.0);
+        SubscriberGauge
+    }
+}
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        gauge!(FEED_SUBSCRIBERS).decrement(1.0);
     }
 }
 

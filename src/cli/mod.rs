@@ -60,8 +60,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Boxed: its flags make it far larger than the other commands.
     /// Run the HTTP service
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load NDJSON event files (`-` for stdin) into the store or a running server
     Ingest(ingest::IngestArgs),
     /// Print one relationship's score and reasons from the store
@@ -89,7 +90,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Ingest(args) => ingest::run(args),
         Command::Score(args) => score::run(args),
         Command::Rescore(args) => rescore::run(args),

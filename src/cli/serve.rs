@@ -99,6 +99,19 @@ pub struct ServeArgs {
     /// Seconds requests in flight get to finish after SIGTERM
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Changes the change feed retains for resumption (GET /v1/stream)
+    #[arg(long, default_value_t = http::stream::FeedOptions::default().window)]
+    pub feed_window: usize,
+    /// Log positions a feed subscriber may fall behind before it is cut off
+    #[arg(long, default_value_t = http::stream::FeedOptions::default().buffer)]
+    pub feed_buffer: usize,
+    /// Seconds of silence after which the feed sends a heartbeat comment
+    #[arg(long, default_value_t = http::stream::FeedOptions::default().heartbeat.as_secs_f64(), value_parser = seconds)]
+    pub feed_heartbeat: f64,
+    /// Seconds one feed stream lasts before it ends (the client resumes
+    /// with Last-Event-ID, and its credentials are checked again)
+    #[arg(long, default_value_t = http::stream::FeedOptions::default().lifetime.as_secs_f64(), value_parser = seconds)]
+    pub feed_lifetime: f64,
     /// File holding the bootstrap admin key (else env FUSION_ADMIN_KEY), for
     /// a first start before any key exists; at least 32 characters
     #[arg(long)]
@@ -133,6 +146,10 @@ impl ServeArgs {
             self.max_connections >= 1,
             "--max-connections must be at least 1"
         );
+        anyhow::ensure!(
+            self.feed_window >= 1 && self.feed_buffer >= 1,
+            "--feed-window and --feed-buffer must be at least 1"
+        );
         let secs = std::time::Duration::from_secs_f64;
         Ok(Limits {
             max_body: self.max_body,
@@ -141,6 +158,12 @@ impl ServeArgs {
             body_deadline: secs(self.body_deadline),
             body_budget_wait: secs(self.body_budget_wait),
             max_connections: fit_connections(self.max_connections),
+            feed: http::stream::FeedOptions {
+                window: self.feed_window,
+                buffer: self.feed_buffer,
+                heartbeat: secs(self.feed_heartbeat),
+                lifetime: secs(self.feed_lifetime),
+            },
         })
     }
 }

@@ -117,6 +117,7 @@ fn step(derived: &Derived) -> Step {
         if derived.generation.load(Ordering::SeqCst) == generation {
             derived.write_slot().state.install_live(built);
         }
+        derived.publish_changes();
         return Step::Again;
     }
     let deadline = Instant::now() + SLICE;
@@ -124,6 +125,7 @@ fn step(derived: &Derived) -> Step {
         .write_slot()
         .state
         .apply_live(|| Instant::now() >= deadline);
+    derived.publish_changes();
     MutexGuard::unlock_fair(fold);
     if done { Step::Done } else { Step::Again }
 }

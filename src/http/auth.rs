@@ -83,6 +83,7 @@ pub const ROUTES: &[RouteAccess] = &[
         Key(Role::Read),
     ),
     route("GET", "/v1/brands", Key(Role::Read)),
+    route("GET", "/v1/stream", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}/relationships", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}", Key(Role::Read)),
     route("GET", "/v1/brands/{brand}/impact", Key(Role::Read)),

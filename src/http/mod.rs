@@ -36,6 +36,7 @@ mod privacy;
 pub mod rejected;
 mod routes;
 mod schema;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,8 @@ pub struct Limits {
     /// Connections served at once, across all workers; more wait in the
     /// listen backlog.
     pub max_connections: usize,
+    /// The change feed's window, buffer and heartbeat (`GET /v1/stream`).
+    pub feed: stream::FeedOptions,
 }
 
 impl Default for Limits {
@@ -94,6 +97,7 @@ impl Default for Limits {
             body_deadline: Duration::from_secs(60),
             body_budget_wait: Duration::from_secs(2),
             max_connections: 4096,
+            feed: stream::FeedOptions::default(),
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Shared {
     intake: web::Data<Intake>,
     /// Serve `/metrics` on the service's address (not on one of its own).
     metrics_here: bool,
+    /// The change feed's hub (`GET /v1/stream`).
+    feed: web::Data<stream::Hub>,
 }
 
 impl Shared {
@@ -136,7 +142,15 @@ impl Shared {
             security: web::Data::from(security),
             intake: web::Data::from(intake),
             metrics_here,
+            // Not attached to an engine until `with_feed`: no changes.
+            feed: web::Data::new(stream::Hub::new(limits.feed, None)),
         }
+    }
+
+    /// With the change feed of an engine (`stream::Hub::attach`).
+    pub fn with_feed(mut self, hub: Arc<stream::Hub>) -> Self {
+        self.feed = web::Data::from(hub);
+        self
     }
 }
 
@@ -242,6 +256,7 @@ fn configure<S: EventStore>(
             .app_data(shared.budget)
             .app_data(shared.security)
             .app_data(shared.intake)
+            .app_data(shared.feed)
             .app_data(web::Data::new(limits))
             .app_data(
                 web::QueryConfig::default()
@@ -262,6 +277,7 @@ fn configure<S: EventStore>(
         routes::register::<S>(cfg);
         dashboard::register::<S>(cfg);
         pipelines::register::<S>(cfg);
+        stream::register(cfg);
         openapi::register(cfg);
     }
 }
@@ -319,7 +335,8 @@ pub async fn serve<S: EventStore>(
         security,
         Arc::clone(&intake),
         options.metrics_bind.is_none(),
-    );
+    )
+    .with_feed(stream::Hub::attach(&engine, limits.feed));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app_engine = Arc::clone(&engine);
     let server = HttpServer::new(move || app(Arc::clone(&app_engine), limits, shared.clone()))

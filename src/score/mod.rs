@@ -29,7 +29,10 @@ pub(crate) mod shares;
 pub mod snapshot;
 
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
-pub use live::{BuildPlan, Built, LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
+pub use live::{
+    BuildPlan, Built, LiveScores, LiveStats, MoveCause, Moved, Movement,
+    RENORMALISE_AFTER_HALF_LIVES,
+};
 pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,
     MIN_HALF_LIFE_DAYS, ModelError, PerComponent, Propagation, ScoringModel,

@@ -335,6 +335,18 @@ impl ScoreState {
         self.fold.position()
     }
 
+    /// Records what the live series' steps move from now on, or stops
+    /// (only a change feed takes them: [`Self::take_movements`]).
+    pub fn record_movements(&mut self, record: bool) {
+        self.live.record_movements(record);
+    }
+
+    /// Takes what the live series' steps moved since the last call, in
+    /// the order applied (the change feed's input, `crate::feed`).
+    pub fn take_movements(&mut self) -> Vec<super::live::Movement> {
+        self.live.take_movements()
+    }
+
     /// A full recompute of the live series on demand (what a checkpoint
     /// does), at the latest event.
     pub fn recompute_live(&mut self) {

@@ -361,6 +361,9 @@ struct Clock {
 struct JournalEvent {
     index: u32,
     time: Time,
+    /// Its log position and id: what the change feed names as a cause.
+    position: u64,
+    event: String,
     deltas: Vec<DeltaRow>,
 }
 
@@ -481,6 +484,8 @@ impl Body {
                 .map(|e| JournalEvent {
                     index: e.index,
                     time: time(e.time),
+                    position: e.position,
+                    event: e.event.as_str().to_owned(),
                     deltas: e
                         .deltas
                         .iter()
@@ -739,6 +744,8 @@ impl Body {
             journal.push(EventDeltas {
                 index: e.index,
                 time: from_time(e.time)?,
+                position: e.position,
+                event: EventId::from(e.event),
                 deltas,
             });
         }

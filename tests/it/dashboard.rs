@@ -816,6 +816,14 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         (shown - current).abs() <= 0.1,
         "Live shows {shown}, the API {current}"
     );
+    // It came over the change feed (a poll knows no cause): the row names
+    // the event that caused it.
+    shows(
+        &c,
+        "#moved tr[data-person='artist'][data-brand='bistro'] [data-field=cause]",
+        "live-1",
+    )
+    .await;
     let kept = c
         .execute("return window.fusionNoReload === true;", vec![])
         .await

@@ -12,6 +12,7 @@ mod disk_full;
 mod edge;
 mod extreme;
 mod extremes;
+mod feed;
 mod fuzz_corpus;
 mod generate;
 mod http;

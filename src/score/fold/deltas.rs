@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::{EventId, LogPosition};
 use crate::graph::Handle;
 use crate::score::model::Component;
 
@@ -86,6 +87,10 @@ pub struct EventDeltas {
     pub index: u32,
     /// The event's time.
     pub time: DateTime<Utc>,
+    /// Its place in the store's log (what the change feed cites).
+    pub position: LogPosition,
+    /// Its id (the cause the change feed names).
+    pub event: EventId,
     /// What it changed, in order.
     pub deltas: Vec<Delta>,
 }

@@ -292,6 +292,11 @@ impl FoldState {
         self.folded.contains(position)
     }
 
+    /// The largest log position folded (`None`: nothing folded).
+    pub fn max_position(&self) -> Option<LogPosition> {
+        self.folded.max()
+    }
+
     /// The kind of an entity, if any event or registration named it.
     pub fn kind(&self, id: &EntityId) -> Option<EntityKind> {
         self.graph.kind(id)
@@ -515,6 +520,8 @@ impl FoldState {
             self.outbox.push_back(EventDeltas {
                 index: pos,
                 time: event.time,
+                position,
+                event: event.id.clone(),
                 deltas: Vec::new(),
             });
         }

@@ -60,8 +60,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use scores::{LiveScores, LiveStats, RENORMALISE_AFTER_HALF_LIVES};
+pub use scores::{LiveScores, LiveStats, Moved, RENORMALISE_AFTER_HALF_LIVES};
 
+use crate::domain::{EventId, LogPosition};
 use crate::graph::{EntityTable, Handle};
 use crate::score::fold::{Delta, EventDeltas, FoldState};
 use crate::score::model::{Components, ScoringModel};
@@ -143,6 +144,40 @@ impl LogClock {
     }
 }
 
+/// What moved relationships of the series, for the change feed
+/// (`crate::feed`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MoveCause {
+    /// One event, applied on its own.
+    Event {
+        /// Its log position.
+        position: LogPosition,
+        /// Its id.
+        event: EventId,
+    },
+    /// Events folded together by a checkpoint build: the smallest and the
+    /// largest of their log positions. A series built from nothing (after
+    /// a start or a rebuild of the state) names the whole log folded.
+    Rebuild {
+        /// The smallest log position of the events.
+        first: LogPosition,
+        /// The largest.
+        last: LogPosition,
+    },
+}
+
+/// Relationships one step of the series moved, in canonical order of the
+/// steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Movement {
+    /// The event, or the events of a build.
+    pub cause: MoveCause,
+    /// Event time of the step: `before` and `after` are both valued then.
+    pub time: DateTime<Utc>,
+    /// The relationships moved, sorted by the series' numbering.
+    pub moved: Vec<Moved>,
+}
+
 /// The live series and what it has not applied yet (module docs).
 #[derive(Debug, Clone)]
 pub struct LiveSeries {
@@ -156,6 +191,10 @@ pub struct LiveSeries {
     /// starts before it applies again those of the run).
     applied: Vec<EventDeltas>,
     clock: LogClock,
+    /// What the steps applied since the last [`Self::take_movements`] moved.
+    movements: Vec<Movement>,
+    /// Whether to record `movements` (only a change feed reads them).
+    record: bool,
 }
 
 impl LiveSeries {
@@ -168,6 +207,8 @@ impl LiveSeries {
             pending: VecDeque::new(),
             applied: Vec::new(),
             clock,
+            movements: Vec::new(),
+            record: false,
         }
     }
 
@@ -201,6 +242,19 @@ impl LiveSeries {
             .filter(|e| e.index >= first)
             .cloned()
             .collect()
+    }
+
+    /// Records what each step moves from now on (`true`), or stops.
+    pub fn record_movements(&mut self, record: bool) {
+        self.record = record;
+        if !record {
+            self.movements.clear();
+        }
+    }
+
+    /// Takes what the steps applied so far moved, in the order applied.
+    pub fn take_movements(&mut self) -> Vec<Movement> {
+        std::mem::take(&mut self.movements)
     }
 
     /// The series itself.
@@ -268,12 +322,59 @@ impl LiveSeries {
         Some(BuildPlan {
             inputs: BuildInputs::read(state, as_of, self.scores.stats()),
             target,
+            basis: self.movement_basis(state, target, as_of),
         })
+    }
+
+    /// What a change feed needs to tell what a checkpoint build moves
+    /// (when movements are recorded): its cause, and the series' components
+    /// before it at the build's time. Events the build takes that were not
+    /// applied one by one moved what the build changes (a series built from
+    /// nothing: everything folded).
+    fn movement_basis(
+        &self,
+        state: &FoldState,
+        target: Checkpoint,
+        as_of: DateTime<Utc>,
+    ) -> Option<(MoveCause, Vec<((Handle, Handle), Components)>)> {
+        if !self.record {
+            return None;
+        }
+        let first = target.first_pending as u32;
+        let skipped = self
+            .pending
+            .iter()
+            .take_while(|e| e.index < first)
+            .map(|e| e.position);
+        let cause = if self.scores.checkpoint().is_none() {
+            MoveCause::Rebuild {
+                first: 0,
+                last: state.max_position().unwrap_or(0),
+            }
+        } else {
+            let (low, high) = skipped.fold((None, None), |(lo, hi), p| {
+                (
+                    Some(lo.map_or(p, |l: LogPosition| l.min(p))),
+                    Some(hi.map_or(p, |h: LogPosition| h.max(p))),
+                )
+            });
+            MoveCause::Rebuild {
+                first: low?,
+                last: high?,
+            }
+        };
+        let before = self.scores.components_at(as_of, state.table())?;
+        Some((cause, before))
     }
 
     /// Installs a build made from [`Self::plan`]'s inputs, dropping the
     /// pending events it holds (what [`Self::sync`] does after its build).
     pub fn install(&mut self, built: Built) {
+        if self.record
+            && let Some(movement) = built.movement
+        {
+            self.movements.push(movement);
+        }
         let first = built.target.first_pending as u32;
         self.scores = built.scores;
         self.scores.set_checkpoint(built.target.at);
@@ -320,10 +421,24 @@ impl LiveSeries {
     }
 
     fn apply(&mut self, event: &EventDeltas) {
+        let moved = self.apply_deltas(event);
+        if !moved.is_empty() {
+            self.movements.push(Movement {
+                cause: MoveCause::Event {
+                    position: event.position,
+                    event: event.event.clone(),
+                },
+                time: event.time,
+                moved,
+            });
+        }
+    }
+
+    fn apply_deltas(&mut self, event: &EventDeltas) -> Vec<Moved> {
         let t = event.time;
         let live = &mut self.scores;
         live.advance(t);
-        live.begin_event();
+        live.begin_event(self.record);
         for delta in &event.deltas {
             match delta {
                 Delta::Impulse {
@@ -351,7 +466,7 @@ impl LiveSeries {
                 } => live.grant(person, follows, associations, impulses),
             }
         }
-        live.end_event();
+        live.end_event()
     }
 
     /// Rebuilds the series (a checkpoint) from the state as it stood at
@@ -373,6 +488,8 @@ impl LiveSeries {
             pending: VecDeque::new(),
             applied: self.applied.clone(),
             clock: self.clock,
+            movements: Vec::new(),
+            record: self.record,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
@@ -443,7 +560,7 @@ impl BuildInputs {
 
     /// The series: the batch driver sums it at `as_of`, and the live series
     /// starts from that and its residual.
-    fn build(self) -> LiveScores {
+    fn build(&self) -> LiveScores {
         let (s, r) = self.snapshot.seed();
         let (people, brands) = (
             self.snapshot.people_handles(),
@@ -456,7 +573,7 @@ impl BuildInputs {
         };
         let (s, r) = (handles(&s), handles(&r));
         LiveScores::build(
-            self.model,
+            Arc::clone(&self.model),
             self.as_of,
             &self.follows,
             &self.associations,
@@ -474,15 +591,30 @@ impl BuildInputs {
 pub struct BuildPlan {
     inputs: BuildInputs,
     target: Checkpoint,
+    /// `LiveSeries::movement_basis`, when movements are recorded.
+    basis: Option<(MoveCause, Vec<((Handle, Handle), Components)>)>,
 }
 
 impl BuildPlan {
     /// Builds the series (the costly part: a batch evaluation and the push
     /// driver's set-up).
     pub fn run(self) -> Built {
+        let scores = self.inputs.build();
+        let inputs = &self.inputs;
+        let movement = self.basis.and_then(|(cause, before)| {
+            let after = scores.components_at(inputs.as_of, &inputs.table)?;
+            let tolerance = inputs.model.live_tolerance;
+            let moved = differences(before, after, &inputs.table, tolerance);
+            (!moved.is_empty()).then_some(Movement {
+                cause,
+                time: inputs.as_of,
+                moved,
+            })
+        });
         Built {
-            scores: self.inputs.build(),
+            scores,
             target: self.target,
+            movement,
         }
     }
 }
@@ -491,4 +623,62 @@ impl BuildPlan {
 pub struct Built {
     scores: LiveScores,
     target: Checkpoint,
+    /// What the build moved, for a change feed (`BuildPlan::basis`).
+    movement: Option<Movement>,
+}
+
+/// The relationships whose components differ between two listings sorted
+/// the same way (`LiveScores::components_at`) by more than `tolerance` in
+/// sum (rounding between two builds of the same inputs is not a move).
+fn differences(
+    before: Vec<((Handle, Handle), Components)>,
+    after: Vec<((Handle, Handle), Components)>,
+    table: &EntityTable,
+    tolerance: f64,
+) -> Vec<Moved> {
+    let key_order = |x: &(Handle, Handle), y: &(Handle, Handle)| {
+        table.cmp(x.0, y.0).then_with(|| table.cmp(x.1, y.1))
+    };
+    let mut moved = Vec::new();
+    let mut push = |(person, brand): (Handle, Handle), before: Components, after: Components| {
+        let apart: f64 = before.iter().zip(&after).map(|(b, a)| (a - b).abs()).sum();
+        if apart > tolerance {
+            moved.push(Moved {
+                person,
+                brand,
+                before,
+                after,
+            });
+        }
+    };
+    let (mut b, mut a) = (before.into_iter().peekable(), after.into_iter().peekable());
+    loop {
+        match (b.peek(), a.peek()) {
+            (None, None) => break,
+            (Some(_), None) => {
+                let (k, v) = b.next().expect("peeked");
+                push(k, v, [0.0; 6]);
+            }
+            (None, Some(_)) => {
+                let (k, v) = a.next().expect("peeked");
+                push(k, [0.0; 6], v);
+            }
+            (Some(x), Some(y)) => match key_order(&x.0, &y.0) {
+                std::cmp::Ordering::Less => {
+                    let (k, v) = b.next().expect("peeked");
+                    push(k, v, [0.0; 6]);
+                }
+                std::cmp::Ordering::Greater => {
+                    let (k, v) = a.next().expect("peeked");
+                    push(k, [0.0; 6], v);
+                }
+                std::cmp::Ordering::Equal => {
+                    let (k, v) = b.next().expect("peeked");
+                    let (_, w) = a.next().expect("peeked");
+                    push(k, v, w);
+                }
+            },
+        }
+    }
+    moved
 }

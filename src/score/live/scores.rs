@@ -48,6 +48,21 @@ pub struct LiveStats {
     pub renormalisations: u64,
 }
 
+/// One relationship a change of the series moved: its components (weighted,
+/// current units) before and after, both at the same time, so decay plays
+/// no part in the difference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moved {
+    /// The person of the relationship.
+    pub person: Handle,
+    /// The brand.
+    pub brand: Handle,
+    /// The components before the change.
+    pub before: Components,
+    /// The components after it.
+    pub after: Components,
+}
+
 /// The live series (module docs): every relationship's components, in
 /// forward-decay units, with its own id numbering.
 #[derive(Debug, Clone)]
@@ -141,15 +156,37 @@ impl LiveScores {
     /// settled together by [`Self::end_event`] (fewer pushes than one settle
     /// per operation when an event has many, like a cause reaching every
     /// interested person; still one canonical sequence).
-    pub fn begin_event(&mut self) {
+    /// With `record`, [`Self::end_event`] answers what the event moved.
+    pub fn begin_event(&mut self, record: bool) {
         self.driver.hold();
+        if record {
+            self.driver.track_moves();
+        }
     }
 
-    /// Settles the operations of the event begun by [`Self::begin_event`].
-    pub fn end_event(&mut self) {
+    /// Settles the operations of the event begun by [`Self::begin_event`];
+    /// answers the relationships the settle moved, before and after the
+    /// event at its time (people without consent left out), when asked to
+    /// record them.
+    pub fn end_event(&mut self) -> Vec<Moved> {
         let stats = self.driver.release();
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
+        let moves = self.driver.take_moves();
+        let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
+            return Vec::new();
+        };
+        let now = self.factors(seconds_between(origin, latest), -1.0);
+        moves
+            .into_iter()
+            .filter(|(p, ..)| !self.withdrawn.contains(p))
+            .map(|(p, b, before, after)| Moved {
+                person: self.people[p as usize],
+                brand: self.brands[b as usize],
+                before: before.times(&now),
+                after: after.times(&now),
+            })
+            .collect()
     }
 
     /// Moves the clock to event time `t` (never backwards) and sets each

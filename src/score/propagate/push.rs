@@ -239,6 +239,10 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// While set ([`Self::hold`]), operations only update the residual and
     /// queue; [`Self::release`] settles them together.
     held: bool,
+    /// While set ([`Self::track_moves`]), each entry of `s` a settle
+    /// changed, with its value before the first change: what the change
+    /// feed reads (`crate::feed`), gathered where the pushes already are.
+    moves: Option<rustc_hash::FxHashMap<(u32, u32), V>>,
 }
 
 fn validate<V: Value>(alpha_f: f64, alpha_a: f64, tol: &V::Tol) -> Result<(), IncrementalError> {
@@ -320,6 +324,7 @@ impl<V: Value> IncrementalRelspace<V> {
             residual: vec![Vec::new(); people],
             queue: VecDeque::new(),
             held: false,
+            moves: None,
         })
     }
 
@@ -393,6 +398,26 @@ impl<V: Value> IncrementalRelspace<V> {
     /// the release.
     pub fn hold(&mut self) {
         self.held = true;
+    }
+
+    /// Starts recording which entries of `s` settles change (and their
+    /// values before), until [`Self::take_moves`].
+    pub fn track_moves(&mut self) {
+        self.moves = Some(Default::default());
+    }
+
+    /// The entries changed since [`Self::track_moves`], as `(person, brand,
+    /// before, after)` sorted by `(person, brand)`; stops recording.
+    pub fn take_moves(&mut self) -> Vec<(u32, u32, V, V)> {
+        let mut moves: Vec<_> = self
+            .moves
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|((p, b), before)| (p, b, before, value_at(&self.scores[p as usize], b)))
+            .collect();
+        moves.sort_unstable_by_key(|m| (m.0, m.1));
+        moves
     }
 
     /// Settles everything queued since [`Self::hold`].
@@ -776,6 +801,7 @@ impl<V: Value> IncrementalRelspace<V> {
             scores,
             residual,
             queue,
+            moves,
             ..
         } = self;
         let (alpha_f, tol) = (*alpha_f, *tol);
@@ -821,6 +847,11 @@ impl<V: Value> IncrementalRelspace<V> {
                 continue;
             }
             row.remove(i);
+            if let Some(moves) = moves.as_mut() {
+                moves
+                    .entry((q, b))
+                    .or_insert_with(|| value_at(&scores[qi], b));
+            }
             add_sorted(&mut scores[qi], b, r);
             stats.pushes += 1;
             for &(f, w) in &followers[qi] {

@@ -1,0 +1,433 @@
+//! The change feed's pure part (issue #13, `GET /v1/stream`): which
+//! relationships events moved far enough to publish, by how much, and why.
+//! It reads what the live series recorded where its pushes already were
+//! (`score::live::Movement`: components before and after each step, both at
+//! the step's event time) and keeps, per relationship, the components it
+//! last published with their time. It must not do IO, read the clock or
+//! know how changes are delivered (`http::stream` broadcasts them).
+//!
+//! **Decay publishes nothing.** A relationship's published components are
+//! decayed to the time of the new step, component by component with the
+//! model's half-lives (`score::shares`), before they are compared with the
+//! components after it: with no event in between the two are equal (the
+//! series is linear and decays per component), so only events move a
+//! relationship away from what was published. The delta of a change is
+//! that event-made movement in points, `score(after) − score(published
+//! decayed to now)`.
+//!
+//! **Idempotent over replays.** A rebuilt state replays events already
+//! seen; they move nothing away from the published components, so they
+//! publish nothing again. Steps at or before the log position the feed
+//! started at (`Tracker::new`'s `floor`) publish nothing: they only set the
+//! published components of relationships seen for the first time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{EntityId, EntityKind, EventId, LogPosition};
+use crate::graph::EntityTable;
+use crate::score::shares::{half_life_factor, half_life_seconds, seconds_between};
+use crate::score::{Component, Components, MoveCause, Movement, ScoringModel};
+
+/// The smallest movement, in score points, that publishes a change.
+/// Subscribers may ask for more (`min_delta`), never less.
+pub const PUBLISH_DELTA: f64 = 0.5;
+
+/// Who the person of a relationship is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonKind {
+    /// A consumer.
+    Consumer,
+    /// An influencer.
+    Influencer,
+}
+
+impl PersonKind {
+    /// The kind of a person entity; `None` for brands and occasions.
+    pub fn of(kind: EntityKind) -> Option<Self> {
+        match kind {
+            EntityKind::Consumer => Some(PersonKind::Consumer),
+            EntityKind::Influencer => Some(PersonKind::Influencer),
+            EntityKind::Brand | EntityKind::Occasion => None,
+        }
+    }
+
+    /// Parses the wire name (`consumer`, `influencer`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "consumer" => Some(PersonKind::Consumer),
+            "influencer" => Some(PersonKind::Influencer),
+            _ => None,
+        }
+    }
+}
+
+/// Why a relationship moved.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The event that moved it, by id.
+    #[schema(value_type = String)]
+    Event(EventId),
+    /// Events folded together by a batched rebuild of the live series: the
+    /// smallest and largest of their log positions (after a start or a full
+    /// rebuild of the state, the whole log folded).
+    Positions {
+        /// The smallest log position.
+        first: LogPosition,
+        /// The largest.
+        last: LogPosition,
+    },
+}
+
+/// One published change of a relationship's score.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Change {
+    /// The brand.
+    #[schema(value_type = String)]
+    pub brand: EntityId,
+    /// The person.
+    #[schema(value_type = String)]
+    pub person: EntityId,
+    /// Consumer or influencer.
+    pub kind: PersonKind,
+    /// The new score, 0 to 100, at `at`.
+    pub score: f64,
+    /// Points the events moved it since the change last published for it
+    /// (decay left out; module docs), at least [`PUBLISH_DELTA`] in size.
+    pub delta: f64,
+    /// What moved it.
+    pub cause: Cause,
+    /// Log position of the change: the causing event's, or the largest of
+    /// a rebuild's. Also its SSE id.
+    pub position: LogPosition,
+    /// Event time the score is valued at.
+    pub at: DateTime<Utc>,
+}
+
+/// Where published changes go (`http::stream`'s hub). Called on the fold
+/// thread: it must not block for long.
+pub trait FeedSink: Send + Sync + 'static {
+    /// Changes just published, in the order observed.
+    fn publish(&self, changes: Vec<Change>);
+    /// An entity was erased: keep nothing that names it.
+    fn forget(&self, id: &EntityId);
+}
+
+/// Components last published for one relationship, with their time.
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    at: DateTime<Utc>,
+    components: Components,
+}
+
+/// What the feed last published per relationship (module docs).
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    model: Arc<ScoringModel>,
+    floor: Option<LogPosition>,
+    published: HashMap<(EntityId, EntityId), Published>,
+}
+
+impl Tracker {
+    /// A tracker scoring with `model`; steps at log positions at or before
+    /// `floor` (the log folded when the feed started) publish nothing.
+    pub fn new(model: Arc<ScoringModel>, floor: Option<LogPosition>) -> Self {
+        Tracker {
+            model,
+            floor,
+            published: HashMap::new(),
+        }
+    }
+
+    /// Relationships tracked (each holds its last published components).
+    pub fn len(&self) -> usize {
+        self.published.len()
+    }
+
+    /// Whether no relationship is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.published.is_empty()
+    }
+
+    /// Forgets every relationship of an erased entity.
+    pub fn forget(&mut self, id: &EntityId) {
+        self.published
+            .retain(|(person, brand), _| person != id && brand != id);
+    }
+
+    /// The changes `movements` publish, in the order of the movements
+    /// (within one, by person then brand id); `table` names the handles
+    /// they carry (the state's that recorded them).
+    pub fn observe(&mut self, movements: Vec<Movement>, table: &EntityTable) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for movement in movements {
+            let (position, cause) = match movement.cause {
+                MoveCause::Event { position, event } => (position, Cause::Event(event)),
+                MoveCause::Rebuild { first, last } => (last, Cause::Positions { first, last }),
+            };
+            let seeding = self.floor.is_some_and(|floor| position <= floor);
+            let at = movement.time;
+            let mut moved: Vec<_> = movement
+                .moved
+                .into_iter()
+                .filter_map(|m| {
+                    let kind = PersonKind::of(table.kind(m.person))?;
+                    Some((table.name(m.person), table.name(m.brand), kind, m))
+                })
+                .collect();
+            moved.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+            for (person, brand, kind, m) in moved {
+                let key = (person.clone(), brand.clone());
+                let seen = self.published.contains_key(&key);
+                if seeding {
+                    if !seen {
+                        let published = Published {
+                            at,
+                            components: m.after,
+                        };
+                        self.published.insert(key, published);
+                    }
+                    continue;
+                }
+                let last = *self.published.entry(key.clone()).or_insert(Published {
+                    at,
+                    components: m.before,
+                });
+                let score = self.model.score(m.after.iter().sum());
+                let delta = score - self.score_at(&last, at);
+                if delta.abs() < PUBLISH_DELTA {
+                    continue;
+                }
+                self.published.insert(
+                    key,
+                    Published {
+                        at,
+                        components: m.after,
+                    },
+                );
+                changes.push(Change {
+                    brand: brand.clone(),
+                    person: person.clone(),
+                    kind,
+                    score,
+                    delta,
+                    cause: cause.clone(),
+                    position,
+                    at,
+                });
+            }
+        }
+        changes
+    }
+
+    /// The score of published components decayed (or, for an earlier
+    /// time, grown back) to `at`.
+    fn score_at(&self, published: &Published, at: DateTime<Utc>) -> f64 {
+        let seconds = seconds_between(published.at, at);
+        let raw: f64 = published
+            .components
+            .iter()
+            .zip(Component::ALL)
+            .map(|(v, c)| v * half_life_factor(-seconds, half_life_seconds(&self.model, c)))
+            .sum();
+        self.model.score(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EntityKind;
+    use crate::score::Moved;
+
+    fn setup() -> (
+        Tracker,
+        EntityTable,
+        crate::graph::Handle,
+        crate::graph::Handle,
+    ) {
+        let model = Arc::new(ScoringModel::default_model());
+        let mut graph = crate::graph::RelationGraph::default();
+        let p = graph.ensure(&EntityId::new("p").unwrap(), EntityKind::Consumer);
+        let b = graph.ensure(&EntityId::new("b").unwrap(), EntityKind::Brand);
+        (
+            Tracker::new(model, Some(10)),
+            graph.entities().clone(),
+            p,
+            b,
+        )
+    }
+
+    fn at(day: u32) -> DateTime<Utc> {
+        format!("2026-11-{day:02}T00:00:00Z").parse().unwrap()
+    }
+
+    fn step(
+        position: LogPosition,
+        time: DateTime<Utc>,
+        p: crate::graph::Handle,
+        b: crate::graph::Handle,
+        before: Components,
+        after: Components,
+    ) -> Movement {
+        Movement {
+            cause: MoveCause::Event {
+                position,
+                event: EventId::new(format!("e{position}")).unwrap(),
+            },
+            time,
+            moved: vec![Moved {
+                person: p,
+                brand: b,
+                before,
+                after,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_move_of_half_a_point_publishes_and_less_does_not() {
+        let (mut t, table, p, b) = setup();
+        let spread = t.model.spread;
+        let small = [0.001 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let big = [0.05 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert!(
+            t.observe(vec![step(11, at(1), p, b, [0.0; 6], small)], &table)
+                .is_empty()
+        );
+        let changes = t.observe(vec![step(12, at(1), p, b, small, big)], &table);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let c = &changes[0];
+        assert_eq!(c.position, 12);
+        assert_eq!(c.cause, Cause::Event(EventId::new("e12").unwrap()));
+        assert!((c.delta - (c.score - 50.0)).abs() < 1e-9, "{c:?}");
+    }
+
+    #[test]
+    fn decay_alone_publishes_nothing() {
+        let (mut t, table, p, b) = setup();
+        let spread = t.model.spread;
+        let big = [0.5 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(
+            t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table)
+                .len(),
+            1
+        );
+        // A month later the relationship has decayed; an event that moves it
+        // by a hair is compared with the decayed published value.
+        let h = half_life_seconds(&t.model, Component::ALL[0]);
+        let f = half_life_factor(-seconds_between(at(1), at(29)), h);
+        let decayed = [0.5 * spread * f, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let nudged = [0.5 * spread * f + 1e-6, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert!(
+            t.observe(vec![step(12, at(29), p, b, decayed, nudged)], &table)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn steps_at_or_before_the_floor_publish_nothing_and_replays_publish_once() {
+        let (mut t, table, p, b) = setup();
+        let spread = t.model.spread;
+        let big = [0.5 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert!(
+            t.observe(vec![step(10, at(1), p, b, [0.0; 6], big)], &table)
+                .is_empty()
+        );
+        // The same step replayed by a rebuilt state, past the floor: the
+        // published components already hold it.
+        assert!(
+            t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table)
+                .is_empty()
+        );
+        t.forget(&EntityId::new("p").unwrap());
+        assert!(t.is_empty());
+    }
+
+    /// The live series records, per event, exactly the relationships whose
+    /// components the event changed, with their values before and after at
+    /// the event's time (what `observe` compares): checked against reading
+    /// every relationship before and after each event of the seed story.
+    #[test]
+    fn the_series_records_what_each_event_moved_before_and_after() {
+        use crate::domain::Logged;
+        use crate::score::ScoreState;
+        let model = Arc::new(ScoringModel::default_model());
+        let story = include_str!("../../fixtures/seed_story.ndjson");
+        let values = crate::ingest::parse_ndjson(story.as_bytes()).unwrap();
+        let checked = crate::ingest::validate_all(&values, &model.currency);
+        assert!(checked.rejected.is_empty());
+        let mut events: Vec<_> = checked.good.into_iter().map(|(_, e)| e).collect();
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let mut state = ScoreState::new(Arc::clone(&model));
+        state.record_movements(true);
+        let mut checked_moves = 0;
+        let mut log = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let t = event.time;
+            let read = |s: &ScoreState| -> HashMap<(EntityId, EntityId), Components> {
+                s.live_components_at(t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect()
+            };
+            let before = read(&state);
+            let id = event.id.clone();
+            log.push(Logged {
+                position: i as u64,
+                event,
+            });
+            if !state.apply(vec![log[i].clone()]) {
+                // An event that fixes a provisional kind: the log is built
+                // again (what the engine does), and that step not checked.
+                state = ScoreState::from_log(Arc::clone(&model), Vec::new(), log.clone());
+                state.record_movements(true);
+                assert!(state.sync_live(|| false));
+                state.take_movements();
+                continue;
+            }
+            assert!(state.sync_live(|| false));
+            let after = read(&state);
+            let table = state.table().clone();
+            let mut recorded: Vec<((EntityId, EntityId), Components, Components)> = Vec::new();
+            for m in state.take_movements() {
+                if let MoveCause::Event { position, event } = &m.cause {
+                    assert_eq!((*position, event), (i as u64, &id));
+                }
+                for moved in m.moved {
+                    let key = (
+                        table.name(moved.person).clone(),
+                        table.name(moved.brand).clone(),
+                    );
+                    recorded.push((key, moved.before, moved.after));
+                }
+            }
+            let zero = [0.0; 6];
+            let close = |a: &Components, b: &Components| {
+                a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-9 * (1.0 + x.abs()))
+            };
+            for (key, b, a) in &recorded {
+                assert!(close(b, before.get(key).unwrap_or(&zero)), "{key:?} before");
+                assert!(close(a, after.get(key).unwrap_or(&zero)), "{key:?} after");
+                checked_moves += 1;
+            }
+            for (key, a) in &after {
+                let b = before.get(key).unwrap_or(&zero);
+                if !close(a, b) {
+                    assert!(
+                        recorded.iter().any(|r| &r.0 == key),
+                        "{key:?} moved, not recorded"
+                    );
+                }
+            }
+        }
+        assert!(checked_moves > 20, "{checked_moves}");
+    }
+}
