@@ -25,6 +25,7 @@ use crate::store::keys::KeyFile;
 use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
 use crate::telemetry::LogFormat;
 
+pub mod alerts;
 pub mod backtest;
 pub mod calibrate;
 pub mod generate;

@@ -17,6 +17,7 @@
 //! polled read routes). The dashboard's page and assets are `dashboard`'s.
 //! TLS, the metrics address and graceful shutdown are `serve`'s.
 
+mod alerts;
 pub mod auth;
 mod body;
 mod cache;
@@ -108,6 +109,8 @@ pub struct Shared {
     intake: web::Data<Intake>,
     /// Serve `/metrics` on the service's address (not on one of its own).
     metrics_here: bool,
+    /// Alert rules and their outbox; none in-process (the routes answer 503).
+    alerts: Option<web::Data<crate::alerts::Alerts>>,
 }
 
 impl Shared {
@@ -135,7 +138,14 @@ impl Shared {
             security: web::Data::from(security),
             intake: web::Data::from(intake),
             metrics_here,
+            alerts: None,
         }
+    }
+
+    /// With the alert service (`fusion serve`).
+    pub fn with_alerts(mut self, alerts: Option<Arc<crate::alerts::Alerts>>) -> Self {
+        self.alerts = alerts.map(web::Data::from);
+        self
     }
 }
 
@@ -253,6 +263,9 @@ fn configure<S: EventStore>(
                 web::PathConfig::default()
                     .error_handler(|err, _| ApiError::parameter("path", err.to_string()).into()),
             );
+        if let Some(alerts) = shared.alerts {
+            cfg.app_data(alerts);
+        }
         if metrics_here {
             cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
         }
@@ -260,6 +273,7 @@ fn configure<S: EventStore>(
         dashboard::register::<S>(cfg);
         pipelines::register::<S>(cfg);
         openapi::register(cfg);
+        alerts::register(cfg);
     }
 }
 
@@ -297,6 +311,8 @@ pub struct Options {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Seconds requests in flight get to finish after SIGTERM.
     pub shutdown_timeout: u64,
+    /// The alert service behind `/v1/alerts` (started by the caller).
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 /// Runs the service until it is stopped. On SIGTERM (or Ctrl-C) it stops
@@ -316,7 +332,8 @@ pub async fn serve<S: EventStore>(
         security,
         Arc::clone(&intake),
         options.metrics_bind.is_none(),
-    );
+    )
+    .with_alerts(options.alerts);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app_engine = Arc::clone(&engine);
     let server = HttpServer::new(move || app(Arc::clone(&app_engine), limits, shared.clone()))

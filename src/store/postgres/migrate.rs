@@ -37,6 +37,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_dead_letters",
         include_str!("migrations/0010_dead_letters.sql"),
     ),
+    ("0012_alerts", include_str!("migrations/0012_alerts.sql")),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).
