@@ -84,6 +84,9 @@ pub fn register(cfg: &mut web::ServiceConfig) {
     responses(
         (status = 201, description = "Stored; `secret` signs its webhooks and is never shown again", body = AlertRuleCreated),
         (status = 400, description = "A bad field (the item names it), or a webhook URL that is not a public http(s) URL", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store is full", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_rule(
     alerts: Service,

@@ -106,6 +106,9 @@ pub enum Phase {
     Fired { at: DateTime<Utc> },
 }
 
+/// The phases of a rule's relationships: ((person, brand), phase).
+pub type Phases = Vec<((String, String), Phase)>;
+
 /// A relationship's new phase under a rule (`Armed` removes it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseChange {
@@ -199,10 +202,7 @@ pub trait AlertStore: Send + Sync + 'static {
 
     /// The phases of a rule's relationships that are not armed:
     /// ((person, brand), phase).
-    fn phases(
-        &self,
-        rule: u64,
-    ) -> impl Future<Output = Result<Vec<((String, String), Phase)>, StoreError>> + Send;
+    fn phases(&self, rule: u64) -> impl Future<Output = Result<Phases, StoreError>> + Send;
 
     /// In one transaction: the phase changes, the alerts and one pending
     /// delivery per alert (due at `now`, to `url`); answers the alerts as
@@ -246,6 +246,17 @@ pub trait AlertStore: Send + Sync + 'static {
         &self,
         delivery: Delivery,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Erasure: removes every phase and alert whose person or brand is
+    /// `entity`, with the alerts' deliveries; answers how many alerts
+    /// went. Rules naming it as their brand stay (they hold no personal
+    /// data and watch nothing once it is gone).
+    fn erase(&self, entity: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Whether an alert names the entity (erasure).
+pub fn names(alert: &NewAlert, entity: &str) -> bool {
+    alert.person == entity || alert.brand == entity
 }
 
 /// The pending delivery of a just-recorded alert.
@@ -466,10 +477,7 @@ impl AlertStore for AlertFile {
         })
     }
 
-    fn phases(
-        &self,
-        rule: u64,
-    ) -> impl Future<Output = Result<Vec<((String, String), Phase)>, StoreError>> + Send {
+    fn phases(&self, rule: u64) -> impl Future<Output = Result<Phases, StoreError>> + Send {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let t = txn.open_table(PHASES).map_err(redb_error)?;
@@ -589,6 +597,37 @@ impl AlertStore for AlertFile {
             Ok(())
         })
     }
+
+    fn erase(&self, entity: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let entity = entity.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(redb_error)?;
+            let n = {
+                let mut phases = txn.open_table(PHASES).map_err(redb_error)?;
+                phases
+                    .retain(|(_, person, brand), _| person != entity && brand != entity)
+                    .map_err(redb_error)?;
+                let mut alerts = txn.open_table(ALERTS).map_err(redb_error)?;
+                let mut gone = std::collections::HashSet::new();
+                for row in alerts.iter().map_err(redb_error)? {
+                    let (k, v) = row.map_err(redb_error)?;
+                    if names(&decode::<AlertRecord>(v.value())?.alert, &entity) {
+                        gone.insert(k.value());
+                    }
+                }
+                alerts
+                    .retain(|id, _| !gone.contains(&id))
+                    .map_err(redb_error)?;
+                let mut deliveries = txn.open_table(DELIVERIES).map_err(redb_error)?;
+                deliveries
+                    .retain(|_, v| decode::<Delivery>(v).map_or(true, |d| !gone.contains(&d.alert)))
+                    .map_err(redb_error)?;
+                gone.len() as u64
+            };
+            txn.commit().map_err(redb_error)?;
+            Ok(n)
+        })
+    }
 }
 
 /// The first `limit` of `pending` due at `now` (earliest first), and the
@@ -654,7 +693,7 @@ impl AlertStore for AlertBook {
     async fn delete_rule(&self, id: u64) -> Result<bool, StoreError> {
         delegate!(self, s => s.delete_rule(id))
     }
-    async fn phases(&self, rule: u64) -> Result<Vec<((String, String), Phase)>, StoreError> {
+    async fn phases(&self, rule: u64) -> Result<Phases, StoreError> {
         delegate!(self, s => s.phases(rule))
     }
     async fn commit(
@@ -692,5 +731,8 @@ impl AlertStore for AlertBook {
     }
     async fn update_delivery(&self, delivery: Delivery) -> Result<(), StoreError> {
         delegate!(self, s => s.update_delivery(delivery))
+    }
+    async fn erase(&self, entity: &str) -> Result<u64, StoreError> {
+        delegate!(self, s => s.erase(entity))
     }
 }

@@ -630,6 +630,29 @@ async fn contract(book: &AlertBook) {
         .unwrap();
     assert!(late.is_empty());
     assert!(book.phases(b.id).await.unwrap().is_empty());
+    // Erasure takes every alert, phase and delivery naming the entity.
+    book.commit(
+        a.id,
+        vec![
+            change("p1", Phase::Fired { at: t(4) }),
+            change("p9", Phase::Fired { at: t(4) }),
+        ],
+        vec![alert("p1"), alert("p9")],
+        a.spec.webhook_url.clone(),
+        t(4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(book.erase("p1").await.unwrap(), 1);
+    let left = book.alerts(a.id, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].alert.person, "p9");
+    let phases = book.phases(a.id).await.unwrap();
+    assert_eq!(phases.len(), 1);
+    assert_eq!(phases[0].0.0, "p9");
+    let deliveries = book.deliveries(a.id, None, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].alert, left[0].id);
 }
 
 #[test]
@@ -643,6 +666,10 @@ fn the_redb_file_keeps_the_alert_contract_across_a_reopen() {
         let rules = reopened.rules().await.unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].secret, "sa");
+        assert_eq!(
+            reopened.alerts(rules[0].id, None, 10).await.unwrap().len(),
+            1
+        );
     });
 }
 

@@ -11,8 +11,8 @@ use tokio_postgres::types::Json;
 use super::{PostgresStore, pg_error, pool_error};
 use crate::store::StoreError;
 use crate::store::alerts::{
-    AlertRecord, AlertStore, Delivery, DeliveryState, NewAlert, Phase, PhaseChange, Rule, RuleSpec,
-    first_delivery,
+    AlertRecord, AlertStore, Delivery, DeliveryState, NewAlert, Phase, PhaseChange, Phases, Rule,
+    RuleSpec, first_delivery,
 };
 
 fn id(i: u64) -> i64 {
@@ -98,10 +98,7 @@ impl AlertStore for PostgresStore {
         }
     }
 
-    fn phases(
-        &self,
-        rule: u64,
-    ) -> impl Future<Output = Result<Vec<((String, String), Phase)>, StoreError>> + Send {
+    fn phases(&self, rule: u64) -> impl Future<Output = Result<Phases, StoreError>> + Send {
         let pool = self.pool.clone();
         async move {
             let client = pool.get().await.map_err(pool_error)?;
@@ -295,6 +292,40 @@ impl AlertStore for PostgresStore {
                 .await
                 .map_err(pg_error)?;
             Ok(())
+        }
+    }
+
+    fn erase(&self, entity: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let entity = entity.to_string();
+        async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute(
+                "DELETE FROM alert_phases WHERE person = $1 OR brand = $1",
+                &[&entity],
+            )
+            .await
+            .map_err(pg_error)?;
+            let gone: Vec<i64> = tx
+                .query(
+                    "DELETE FROM alert_events WHERE alert->>'person' = $1 OR alert->>'brand' = $1 \
+                     RETURNING id",
+                    &[&entity],
+                )
+                .await
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.execute(
+                "DELETE FROM alert_deliveries WHERE (delivery->>'alert')::bigint = ANY($1)",
+                &[&gone],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok(gone.len() as u64)
         }
     }
 }
