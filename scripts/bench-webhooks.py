@@ -47,6 +47,13 @@ class Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    # The default backlog (5) drops the connections of a batch of tries:
+    # their SYNs are retried a second later, and that was the measure.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,7 +70,7 @@ def call(base, method, path, body=None, ctype="application/json"):
 
 
 def main():
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    receiver = Server(("127.0.0.1", 0), Hook)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     with tempfile.TemporaryDirectory() as data:

@@ -61,7 +61,7 @@ pub const TICK: Duration = Duration::from_millis(200);
 /// server on the same database may have written to it).
 const IDLE: Duration = Duration::from_secs(1);
 /// Deliveries tried at once.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 /// Longest dwell a rule may ask for: 30 days.
 pub const MAX_DWELL_SECONDS: u64 = 30 * 86_400;
 /// Longest webhook URL.
@@ -261,16 +261,13 @@ impl Alerts {
                 continue;
             }
             let started = tokio::time::Instant::now();
-            match self.evaluate_all(&engine, Utc::now()).await {
-                Ok(()) => {
-                    seen = Some(version);
-                    if sweep_due {
-                        last_sweep = Some(started);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(cause = %e, "could not evaluate the alert rules; will retry")
-                }
+            if let Err(e) = self.evaluate_all(&engine, Utc::now()).await {
+                // Retried at the next change or sweep, not at every tick.
+                tracing::warn!(cause = %e, "could not evaluate the alert rules; will retry");
+            }
+            seen = Some(version);
+            if sweep_due {
+                last_sweep = Some(started);
             }
         }
     }
@@ -395,11 +392,13 @@ impl Alerts {
                 (d, at, outcome)
             }))
         });
-        for tried in futures_util::future::join_all(tries).await {
-            let (d, at, outcome) = tried.map_err(|e| AlertError::Store(StoreError::internal(e)))?;
-            let d = self.after_try(d, at, outcome);
-            self.book.update_delivery(d).await?;
+        let mut tried = Vec::new();
+        for t in futures_util::future::join_all(tries).await {
+            let (d, at, outcome) = t.map_err(|e| AlertError::Store(StoreError::internal(e)))?;
+            tried.push(self.after_try(d, at, outcome));
         }
+        // One commit for the batch: a commit is a disk sync.
+        self.book.update_deliveries(tried).await?;
         Ok(None)
     }
 

@@ -240,11 +240,12 @@ pub trait AlertStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError>> + Send;
 
-    /// Writes back a delivery after a try (its state, tries, times, error);
-    /// nothing when it is gone (its rule was deleted meanwhile).
-    fn update_delivery(
+    /// Writes back deliveries after their tries (state, tries, times,
+    /// error), in one transaction (one commit per batch of tries, not per
+    /// try); one that is gone (its rule was deleted meanwhile) stays gone.
+    fn update_deliveries(
         &self,
-        delivery: Delivery,
+        deliveries: Vec<Delivery>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Erasure: removes every phase and alert whose person or brand is
@@ -580,17 +581,19 @@ impl AlertStore for AlertFile {
         async move { Ok(split_due(pending.await?, now, limit)) }
     }
 
-    fn update_delivery(
+    fn update_deliveries(
         &self,
-        delivery: Delivery,
+        deliveries: Vec<Delivery>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(redb_error)?;
             {
                 let mut t = txn.open_table(DELIVERIES).map_err(redb_error)?;
-                if t.get(delivery.id).map_err(redb_error)?.is_some() {
-                    t.insert(delivery.id, encode(&delivery)?.as_slice())
-                        .map_err(redb_error)?;
+                for delivery in &deliveries {
+                    if t.get(delivery.id).map_err(redb_error)?.is_some() {
+                        t.insert(delivery.id, encode(delivery)?.as_slice())
+                            .map_err(redb_error)?;
+                    }
                 }
             }
             txn.commit().map_err(redb_error)?;
@@ -729,8 +732,8 @@ impl AlertStore for AlertBook {
     ) -> Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError> {
         delegate!(self, s => s.due(now, limit))
     }
-    async fn update_delivery(&self, delivery: Delivery) -> Result<(), StoreError> {
-        delegate!(self, s => s.update_delivery(delivery))
+    async fn update_deliveries(&self, deliveries: Vec<Delivery>) -> Result<(), StoreError> {
+        delegate!(self, s => s.update_deliveries(deliveries))
     }
     async fn erase(&self, entity: &str) -> Result<u64, StoreError> {
         delegate!(self, s => s.erase(entity))

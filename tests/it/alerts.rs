@@ -601,7 +601,7 @@ async fn contract(book: &AlertBook) {
     d.tries = 1;
     d.next_attempt = t(60);
     d.last_error = Some("the receiver answered 503".into());
-    book.update_delivery(d.clone()).await.unwrap();
+    book.update_deliveries(vec![d.clone()]).await.unwrap();
     let (due, rest) = book.due(t(5), 10).await.unwrap();
     assert_eq!((due.len(), rest), (0, Some(t(60))));
     assert_eq!(
@@ -609,7 +609,7 @@ async fn contract(book: &AlertBook) {
         vec![d.clone()]
     );
     d.state = DeliveryState::Delivered;
-    book.update_delivery(d).await.unwrap();
+    book.update_deliveries(vec![d]).await.unwrap();
     assert_eq!(book.due(t(100), 10).await.unwrap(), (vec![], None));
     // Deleting a rule takes everything of it; a commit for it writes nothing.
     assert!(book.delete_rule(b.id).await.unwrap());

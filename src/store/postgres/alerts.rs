@@ -272,25 +272,34 @@ impl AlertStore for PostgresStore {
         }
     }
 
-    fn update_delivery(
+    fn update_deliveries(
         &self,
-        delivery: Delivery,
+        deliveries: Vec<Delivery>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let pool = self.pool.clone();
         async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client
-                .execute(
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let update = tx
+                .prepare_cached(
                     "UPDATE alert_deliveries SET state = $2, next_attempt = $3, delivery = $4 WHERE id = $1",
+                )
+                .await
+                .map_err(pg_error)?;
+            for delivery in &deliveries {
+                tx.execute(
+                    &update,
                     &[
                         &id(delivery.id),
                         &state_name(delivery.state),
                         &delivery.next_attempt,
-                        &Json(&delivery),
+                        &Json(delivery),
                     ],
                 )
                 .await
                 .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)?;
             Ok(())
         }
     }
