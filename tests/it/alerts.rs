@@ -318,12 +318,12 @@ fn an_alert_fires_only_after_its_dwell_in_event_time() {
     assert!(list(&s, None, dip, "events").is_empty());
 }
 
-#[test]
-fn the_outbox_survives_sigkill_and_delivers_once_per_idempotency_key() {
-    let dir = tempfile::tempdir().unwrap();
+/// The outbox across SIGKILL on the store `launch` opens (called twice: the
+/// server's first start and its restart, on the same store).
+fn outbox_survives_sigkill(launch: impl Fn(&[&str]) -> Server) {
     let receiver = Receiver::start(503);
     let flags = [PRIVATE, "--alert-sweep", "0.5", "--webhook-backoff", "0.2"];
-    let s = Server::start(dir.path(), &flags);
+    let s = launch(&flags);
     let start = Utc::now() - chrono::Duration::minutes(10);
     post_event(&s, None, &mention("k-0", "p1", "b1", -0.8, start, 0));
     let low = score(&s, None, "p1", "b1");
@@ -342,9 +342,9 @@ fn the_outbox_survives_sigkill_and_delivers_once_per_idempotency_key() {
         (d.len() == 1 && d[0]["tries"].as_u64() >= Some(1) && d[0]["state"] == "pending")
             .then_some(())
     });
-    let dir_path = s.kill();
+    s.kill();
     receiver.status.store(200, Ordering::SeqCst);
-    let s = Server::start(&dir_path, &flags);
+    let s = launch(&flags);
     let d = eventually("the delivery after the restart", || {
         let d = list(&s, None, id, "deliveries");
         (d.len() == 1 && d[0]["state"] == "delivered").then_some(d)
@@ -361,6 +361,21 @@ fn the_outbox_survives_sigkill_and_delivers_once_per_idempotency_key() {
     // The relationship stayed fired across the restart: no second alert.
     evaluated_after(&s, None, id, Utc::now());
     assert_eq!(list(&s, None, id, "events").len(), 1);
+}
+
+#[test]
+fn the_outbox_survives_sigkill_and_delivers_once_per_idempotency_key() {
+    let dir = tempfile::tempdir().unwrap();
+    outbox_survives_sigkill(|flags| Server::start(dir.path(), flags));
+}
+
+#[test]
+fn the_outbox_survives_sigkill_on_postgres() {
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    outbox_survives_sigkill(|flags| Server::start_on_database(dir.path(), &db.url, flags));
 }
 
 #[test]
