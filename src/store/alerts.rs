@@ -285,6 +285,9 @@ const RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_rules");
 const PHASES: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("alert_phases");
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_deliveries");
+/// The pending deliveries by (next attempt in microseconds, id): what
+/// `due` reads, so a large outbox of delivered ones costs it nothing.
+const PENDING: TableDefinition<(i64, u64), ()> = TableDefinition::new("alert_pending");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("alert_counters");
 
 /// `alerts.redb` in the embedded store's data directory: its own file, so
@@ -357,6 +360,7 @@ impl AlertFile {
         txn.open_table(PHASES).map_err(redb_error)?;
         txn.open_table(ALERTS).map_err(redb_error)?;
         txn.open_table(DELIVERIES).map_err(redb_error)?;
+        txn.open_table(PENDING).map_err(redb_error)?;
         txn.open_table(COUNTERS).map_err(redb_error)?;
         txn.commit().map_err(redb_error)?;
         Ok(db)
@@ -471,6 +475,10 @@ impl AlertStore for AlertFile {
                 deliveries
                     .retain(|_, v| decode::<Delivery>(v).map_or(true, |d| d.rule != id))
                     .map_err(redb_error)?;
+                drop_unlisted(
+                    &mut txn.open_table(PENDING).map_err(redb_error)?,
+                    &deliveries,
+                )?;
                 existed
             };
             txn.commit().map_err(redb_error)?;
@@ -524,6 +532,7 @@ impl AlertStore for AlertFile {
                 let mut counters = txn.open_table(COUNTERS).map_err(redb_error)?;
                 let mut alerts = txn.open_table(ALERTS).map_err(redb_error)?;
                 let mut deliveries = txn.open_table(DELIVERIES).map_err(redb_error)?;
+                let mut pending = txn.open_table(PENDING).map_err(redb_error)?;
                 let mut records = Vec::with_capacity(fired.len());
                 for alert in fired {
                     let record = AlertRecord {
@@ -538,6 +547,9 @@ impl AlertStore for AlertFile {
                         first_delivery(next_id(&mut counters, "delivery")?, &record, &url, now);
                     deliveries
                         .insert(delivery.id, encode(&delivery)?.as_slice())
+                        .map_err(redb_error)?;
+                    pending
+                        .insert((delivery.next_attempt.timestamp_micros(), delivery.id), ())
                         .map_err(redb_error)?;
                     records.push(record);
                 }
@@ -572,13 +584,29 @@ impl AlertStore for AlertFile {
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError>> + Send
     {
-        // Every delivery is read: the outbox of one server is small next to
-        // the log, and an index by state would be a second table to keep in
-        // step (a debt noted in ARCHITECTURE.md).
-        let pending = self.scan(DELIVERIES, None, usize::MAX, |d: &Delivery| {
-            d.state == DeliveryState::Pending
-        });
-        async move { Ok(split_due(pending.await?, now, limit)) }
+        let now_micros = now.timestamp_micros();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let pending = txn.open_table(PENDING).map_err(redb_error)?;
+            let deliveries = txn.open_table(DELIVERIES).map_err(redb_error)?;
+            let mut due = Vec::new();
+            for row in pending.iter().map_err(redb_error)? {
+                let (k, _) = row.map_err(redb_error)?;
+                let (at, id) = k.value();
+                let Some(v) = deliveries.get(id).map_err(redb_error)? else {
+                    continue;
+                };
+                let d: Delivery = decode(v.value())?;
+                if d.state != DeliveryState::Pending {
+                    continue;
+                }
+                if due.len() >= limit || at > now_micros {
+                    return Ok((due, Some(d.next_attempt)));
+                }
+                due.push(d);
+            }
+            Ok((due, None))
+        })
     }
 
     fn update_deliveries(
@@ -589,9 +617,21 @@ impl AlertStore for AlertFile {
             let txn = db.begin_write().map_err(redb_error)?;
             {
                 let mut t = txn.open_table(DELIVERIES).map_err(redb_error)?;
+                let mut pending = txn.open_table(PENDING).map_err(redb_error)?;
                 for delivery in &deliveries {
-                    if t.get(delivery.id).map_err(redb_error)?.is_some() {
-                        t.insert(delivery.id, encode(delivery)?.as_slice())
+                    let old: Option<Delivery> = match t.get(delivery.id).map_err(redb_error)? {
+                        Some(v) => Some(decode(v.value())?),
+                        None => None,
+                    };
+                    let Some(old) = old else { continue };
+                    pending
+                        .remove((old.next_attempt.timestamp_micros(), old.id))
+                        .map_err(redb_error)?;
+                    t.insert(delivery.id, encode(delivery)?.as_slice())
+                        .map_err(redb_error)?;
+                    if delivery.state == DeliveryState::Pending {
+                        pending
+                            .insert((delivery.next_attempt.timestamp_micros(), delivery.id), ())
                             .map_err(redb_error)?;
                     }
                 }
@@ -625,6 +665,10 @@ impl AlertStore for AlertFile {
                 deliveries
                     .retain(|_, v| decode::<Delivery>(v).map_or(true, |d| !gone.contains(&d.alert)))
                     .map_err(redb_error)?;
+                drop_unlisted(
+                    &mut txn.open_table(PENDING).map_err(redb_error)?,
+                    &deliveries,
+                )?;
                 gone.len() as u64
             };
             txn.commit().map_err(redb_error)?;
@@ -633,22 +677,14 @@ impl AlertStore for AlertFile {
     }
 }
 
-/// The first `limit` of `pending` due at `now` (earliest first), and the
-/// earliest `next_attempt` of the rest.
-pub(crate) fn split_due(
-    mut pending: Vec<Delivery>,
-    now: DateTime<Utc>,
-    limit: usize,
-) -> (Vec<Delivery>, Option<DateTime<Utc>>) {
-    pending.sort_by_key(|d| (d.next_attempt, d.id));
-    let n = pending
-        .iter()
-        .take(limit)
-        .take_while(|d| d.next_attempt <= now)
-        .count();
-    let rest = pending.get(n).map(|d| d.next_attempt);
-    pending.truncate(n);
-    (pending, rest)
+/// Removes the index entries of deliveries that are gone.
+fn drop_unlisted(
+    pending: &mut redb::Table<(i64, u64), ()>,
+    deliveries: &redb::Table<u64, &[u8]>,
+) -> Result<(), StoreError> {
+    pending
+        .retain(|(_, id), _| deliveries.get(id).ok().flatten().is_some())
+        .map_err(redb_error)
 }
 
 // ---------------------------------------------------------------------------
