@@ -13,6 +13,7 @@
 //! - [`auth`]: API keys, roles, sessions: who may do what.
 //! - [`engine`]: owns the derived state; where ingest meets scoring.
 //! - [`feed`]: the change feed's pure part: which relationships moved enough to publish.
+//! - [`alerts`]: alert rules, their evaluation and the webhook outbox.
 //! - [`http`]: the actix-web service.
 //! - [`telemetry`]: metric names, their recording helpers, log set-up.
 //! - [`tls`]: the HTTPS server configuration.
@@ -20,6 +21,8 @@
 //! - [`validity`]: backtests, calibration and impact: does the score mean something.
 //! - [`cli`]: the subcommands of the `fusion` binary.
 
+#[allow(missing_docs)] // documented item by item as issue #10 goes on
+pub mod alerts;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on
 pub mod auth;
 #[allow(missing_docs)] // documented item by item as issue #10 goes on

@@ -25,6 +25,7 @@ use crate::store::keys::KeyFile;
 use crate::store::{Backend, EmbeddedStore, Keys, PostgresStore};
 use crate::telemetry::LogFormat;
 
+pub mod alerts;
 pub mod backtest;
 pub mod calibrate;
 pub mod generate;
@@ -58,6 +59,8 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+// Parsed once per process: the size of `serve`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     // Boxed: its flags make it far larger than the other commands.

@@ -35,6 +35,8 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub pipelines: PipelineArgs,
+    #[command(flatten)]
+    pub alerts: super::alerts::AlertArgs,
     /// Load the seed story into the store first, if the store is empty
     #[arg(long)]
     pub demo: bool,
@@ -127,7 +129,7 @@ fn staleness(s: &str) -> Result<f64, String> {
     }
 }
 
-fn seconds(s: &str) -> Result<f64, String> {
+pub(super) fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Ok(x),
         _ => Err("expected a number of seconds in (0, 86400]".into()),
@@ -386,8 +388,13 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             retention: args.pipelines.dead_letters.retention(),
             mapping: args.pipelines.load_mapping()?,
         });
+        let alert_book = crate::store::AlertBook::beside(&store, &args.store.data_dir)
+            .context("cannot open the alert store")?;
         let engine =
             super::engine_on(store, &place, &args.store, options).await?;
+        // Alerts: rules evaluated as the scores move, webhooks from the outbox.
+        let alerts = crate::alerts::Alerts::new(alert_book, args.alerts.config());
+        alerts.start(Arc::clone(&engine));
         if args.demo {
             load_demo(&engine).await?;
         }
@@ -428,6 +435,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 tls,
                 metrics_bind,
                 shutdown_timeout: args.shutdown_timeout,
+                alerts: Some(alerts),
             },
         )
         .await

@@ -96,6 +96,13 @@ pub const ROUTES: &[RouteAccess] = &[
     route("GET", "/v1/rejected", Key(Role::Admin)),
     route("DELETE", "/v1/rejected", Key(Role::Admin)),
     route("POST", "/v1/rejected/replay", Key(Role::Admin)),
+    // Alerts (issue 13, item 2).
+    route("GET", "/v1/alerts", Key(Role::Admin)),
+    route("POST", "/v1/alerts", Key(Role::Admin)),
+    route("GET", "/v1/alerts/{id}", Key(Role::Admin)),
+    route("DELETE", "/v1/alerts/{id}", Key(Role::Admin)),
+    route("GET", "/v1/alerts/{id}/events", Key(Role::Admin)),
+    route("GET", "/v1/alerts/{id}/deliveries", Key(Role::Admin)),
 ];
 
 /// The routes of Segment's Tracking API, whose clients send their write

@@ -17,6 +17,7 @@
 //! polled read routes). The dashboard's page and assets are `dashboard`'s.
 //! TLS, the metrics address and graceful shutdown are `serve`'s.
 
+mod alerts;
 pub mod auth;
 mod body;
 mod cache;
@@ -115,6 +116,8 @@ pub struct Shared {
     metrics_here: bool,
     /// The change feed's hub (`GET /v1/stream`).
     feed: web::Data<stream::Hub>,
+    /// Alert rules and their outbox; none in-process (the routes answer 503).
+    alerts: Option<web::Data<crate::alerts::Alerts>>,
 }
 
 impl Shared {
@@ -144,12 +147,19 @@ impl Shared {
             metrics_here,
             // Not attached to an engine until `with_feed`: no changes.
             feed: web::Data::new(stream::Hub::new(limits.feed, None)),
+            alerts: None,
         }
     }
 
     /// With the change feed of an engine (`stream::Hub::attach`).
     pub fn with_feed(mut self, hub: Arc<stream::Hub>) -> Self {
         self.feed = web::Data::from(hub);
+        self
+    }
+
+    /// With the alert service (`fusion serve`).
+    pub fn with_alerts(mut self, alerts: Option<Arc<crate::alerts::Alerts>>) -> Self {
+        self.alerts = alerts.map(web::Data::from);
         self
     }
 }
@@ -271,6 +281,9 @@ fn configure<S: EventStore>(
                 web::PathConfig::default()
                     .error_handler(|err, _| ApiError::parameter("path", err.to_string()).into()),
             );
+        if let Some(alerts) = shared.alerts {
+            cfg.app_data(alerts);
+        }
         if metrics_here {
             cfg.route("/metrics", web::get().to(metrics::metrics::<S>));
         }
@@ -279,6 +292,7 @@ fn configure<S: EventStore>(
         pipelines::register::<S>(cfg);
         stream::register(cfg);
         openapi::register(cfg);
+        alerts::register(cfg);
     }
 }
 
@@ -316,6 +330,8 @@ pub struct Options {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Seconds requests in flight get to finish after SIGTERM.
     pub shutdown_timeout: u64,
+    /// The alert service behind `/v1/alerts` (started by the caller).
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 /// Runs the service until it is stopped. On SIGTERM (or Ctrl-C) it stops
@@ -336,7 +352,8 @@ pub async fn serve<S: EventStore>(
         Arc::clone(&intake),
         options.metrics_bind.is_none(),
     )
-    .with_feed(stream::Hub::attach(&engine, limits.feed));
+    .with_feed(stream::Hub::attach(&engine, limits.feed))
+    .with_alerts(options.alerts);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app_engine = Arc::clone(&engine);
     let server = HttpServer::new(move || app(Arc::clone(&app_engine), limits, shared.clone()))

@@ -72,6 +72,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     api.merge(super::pipelines::PipelinesApi::openapi());
     api.merge(super::rejected::RejectedApi::openapi());
     api.merge(super::stream::StreamApi::openapi());
+    api.merge(super::alerts::AlertsApi::openapi());
     // Merged paths came after the modifier ran: apply it to everything.
     Access.modify(&mut api);
     api

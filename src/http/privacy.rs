@@ -46,6 +46,7 @@ pub async fn erase_entity<S: EventStore>(
     engine: Eng<S>,
     security: web::Data<Security>,
     intake: web::Data<super::Intake>,
+    alerts: Option<web::Data<crate::alerts::Alerts>>,
     req: HttpRequest,
     path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -66,6 +67,11 @@ pub async fn erase_entity<S: EventStore>(
         use crate::store::DeadLetterStore;
         intake.letters.erase(id.as_str()).await?
     };
+    // Alerts, their phases and deliveries name people too (issue 13).
+    if let Some(alerts) = &alerts {
+        use crate::store::AlertStore;
+        alerts.book().erase(id.as_str()).await?;
+    }
     let removed = engine.erase(&id).await?;
     security.keys.finish_erasure(audit, removed).await?;
     // The id stays out of the log, as out of the audit.

@@ -39,6 +39,7 @@ use std::future::Future;
 
 use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
+pub mod alerts;
 pub mod backend;
 pub mod body;
 pub mod dead_letters;
@@ -48,6 +49,7 @@ pub mod keys;
 pub mod postgres;
 pub mod snapshots;
 
+pub use alerts::{AlertBook, AlertStore};
 pub use backend::Backend;
 pub use dead_letters::{DeadLetterStore, DeadLetters};
 pub use digest::{ContentKey, Digest};

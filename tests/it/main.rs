@@ -1,5 +1,6 @@
 //! The one integration-test binary: each module tests one boundary.
 
+mod alerts;
 mod backtest;
 mod build;
 mod calibrate;

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_snapshots",
         include_str!("migrations/0011_snapshots.sql"),
     ),
+    ("0012_alerts", include_str!("migrations/0012_alerts.sql")),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

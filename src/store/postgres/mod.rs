@@ -47,6 +47,7 @@ use super::{
 };
 use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
+mod alerts;
 mod dead_letters;
 mod keys;
 mod migrate;
