@@ -41,6 +41,9 @@
 //! never one that cannot start. `EngineOptions::fold_faults` injects such
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
+mod simulate;
+pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

@@ -33,6 +33,12 @@ impl Handle {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// The handle numbered `i`: for views that number entities of their
+    /// own after a table's (`score::simulate`'s overlay).
+    pub(crate) fn from_index(i: usize) -> Handle {
+        Handle(u32::try_from(i).expect("fewer than 2^32 entities"))
+    }
 }
 
 /// The string table: every entity id once, with its kind.

@@ -35,6 +35,7 @@ mod privacy;
 pub mod rejected;
 mod routes;
 mod schema;
+mod simulate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,6 +260,7 @@ fn configure<S: EventStore>(
         routes::register::<S>(cfg);
         dashboard::register::<S>(cfg);
         pipelines::register::<S>(cfg);
+        simulate::register::<S>(cfg);
         openapi::register(cfg);
     }
 }

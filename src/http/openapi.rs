@@ -71,6 +71,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     api.merge(super::metrics::MetricsApi::openapi());
     api.merge(super::pipelines::PipelinesApi::openapi());
     api.merge(super::rejected::RejectedApi::openapi());
+    api.merge(super::simulate::SimulateApi::openapi());
     // Merged paths came after the modifier ran: apply it to everything.
     Access.modify(&mut api);
     api

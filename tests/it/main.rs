@@ -32,6 +32,7 @@ mod relspace;
 mod resilience;
 mod security;
 mod sentiment;
+mod simulate;
 mod store;
 mod story;
 mod support;
