@@ -458,8 +458,7 @@ impl Overlay {
             .get(&from)
             .into_iter()
             .flatten()
-            .filter(|e| e.to == to && e.kind == kind && e.time <= t)
-            .next_back();
+            .rfind(|e| e.to == to && e.kind == kind && e.time <= t);
         match edit {
             Some(e) => e.weight,
             None if from.index() < self.base_len && to.index() < self.base_len => {
