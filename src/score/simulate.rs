@@ -928,3 +928,99 @@ fn distribution(mut deltas: Vec<f64>) -> Distribution {
         histogram,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::score::ScoreState;
+
+    fn story() -> Vec<Event> {
+        include_str!("../../fixtures/seed_story.ndjson")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let model = ScoringModel::default_model();
+                crate::ingest::validate(&v, &model.currency).unwrap().event
+            })
+            .collect()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// The overlay of the story's last events over the state of the rest
+    /// scores every relationship as the state of all of them does, to the
+    /// bit (an audience report changing a later post's reach included).
+    #[test]
+    fn an_overlay_scores_as_the_state_that_holds_its_events() {
+        let model = Arc::new(ScoringModel::default_model());
+        let events = story();
+        let cut = t("2026-11-05T00:00:00Z");
+        let (early, late): (Vec<Event>, Vec<Event>) =
+            events.iter().cloned().partition(|e| e.time < cut);
+        assert!(late.len() >= 5);
+        let base = ScoreState::build(Arc::clone(&model), Vec::new(), early);
+        let all = ScoreState::build(Arc::clone(&model), Vec::new(), events);
+        let late: Vec<(usize, Event)> = late.into_iter().enumerate().collect();
+        let overlay = Overlay::fold(base.fold(), late, || false).unwrap();
+        let view = overlay.view(base.fold(), &model);
+        let at = t("2026-11-20T00:00:00Z");
+        let entities = all.entities();
+        let mut compared = 0;
+        for (p, pk) in &entities {
+            for (b, bk) in &entities {
+                if !pk.is_person() || *bk != EntityKind::Brand {
+                    continue;
+                }
+                let want = all.score_at(p, b, at);
+                assert_eq!(
+                    score_in(&view, p, b, at).map(f64::to_bits),
+                    want.map(f64::to_bits),
+                    "{p}/{b}"
+                );
+                compared += usize::from(want.is_some());
+            }
+        }
+        assert!(compared > 10, "{compared}");
+        let sim = simulate(base.fold(), &overlay, &model, at, 1000, || false).unwrap();
+        assert!(!sim.movers.is_empty());
+        for (m, draft) in &sim.movers {
+            assert_eq!(m.after, all.score_at(&m.person, &m.brand, at));
+            assert_eq!(m.before, base.score_at(&m.person, &m.brand, at));
+            assert_eq!(draft.as_ref().map(|d| d.score()), m.after);
+        }
+    }
+
+    #[test]
+    fn a_stop_answers_out_of_time() {
+        let model = Arc::new(ScoringModel::default_model());
+        let base = ScoreState::build(Arc::clone(&model), Vec::new(), story());
+        let err = model_whatif(
+            base.fold(),
+            &model,
+            &EntityId::new("bistro").unwrap(),
+            &[EntityId::new("fan1").unwrap()],
+            t("2026-11-20T00:00:00Z"),
+            10,
+            || true,
+        )
+        .unwrap_err();
+        assert_eq!(err, SimulateError::OutOfTime { done: 0 });
+    }
+
+    #[test]
+    fn quantiles_and_bins_count_every_delta() {
+        let d = distribution(vec![-12.0, -0.5, 0.0, 0.0, 3.0]);
+        assert_eq!(d.quantiles[0], (0.0, -12.0));
+        assert_eq!(d.quantiles[3], (0.5, 0.0));
+        assert_eq!(d.quantiles[6], (1.0, 3.0));
+        let counts: Vec<usize> = d.histogram.iter().map(|b| b.count).collect();
+        assert_eq!(counts.iter().sum::<usize>(), 5);
+        assert_eq!(d.histogram[0].count, 1); // below -10
+        assert_eq!(d.histogram[5].count, 2); // [-0.1, 0.1)
+    }
+}
