@@ -39,6 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -168,7 +169,7 @@ impl Overlay {
     pub fn fold(
         base: &FoldState,
         mut events: Vec<(usize, Event)>,
-        mut stop: impl FnMut() -> bool,
+        stop: impl Fn() -> bool + Sync,
     ) -> Result<Self, SimulateError> {
         let mut pending: HashMap<EntityId, EntityKind> = HashMap::new();
         for (index, e) in &events {
@@ -584,7 +585,7 @@ impl Overlaid<'_> {
     fn reach(
         &self,
         at: DateTime<Utc>,
-        stop: &mut impl FnMut() -> bool,
+        stop: &(impl Fn() -> bool + Sync),
         done: usize,
     ) -> Result<BTreeSet<(Handle, Handle)>, SimulateError> {
         let model = self.model;
@@ -780,18 +781,18 @@ pub fn simulate(
     model: &ScoringModel,
     at: DateTime<Utc>,
     top: usize,
-    mut stop: impl FnMut() -> bool,
+    stop: impl Fn() -> bool + Sync,
 ) -> Result<Simulation, SimulateError> {
     let view = overlay.view(base, model);
     let done = overlay.events.len();
-    let reached = view.reach(at, &mut stop, done)?;
+    let reached = view.reach(at, &stop, done)?;
     let mut pairs: Vec<(&EntityId, &EntityId)> = reached
         .iter()
         .filter(|(p, b)| view.kind(*p).is_person() && view.kind(*b) == EntityKind::Brand)
         .map(|(p, b)| (view.name(*p), view.name(*b)))
         .collect();
     pairs.sort();
-    let rows = score_pairs(base, &view, &pairs, at, &mut stop, done)?;
+    let rows = score_pairs(base, &view, &pairs, at, &stop, done)?;
     Ok(summarise(&view, rows, at, top, false))
 }
 
@@ -805,7 +806,7 @@ pub fn model_whatif(
     people: &[EntityId],
     at: DateTime<Utc>,
     top: usize,
-    mut stop: impl FnMut() -> bool,
+    stop: impl Fn() -> bool + Sync,
 ) -> Result<Simulation, SimulateError> {
     let overlay = Overlay::empty(base);
     let view = overlay.view(base, model);
@@ -815,33 +816,52 @@ pub fn model_whatif(
     let truncated = people.len() > MAX_RELATIONSHIPS;
     people.truncate(MAX_RELATIONSHIPS);
     let pairs: Vec<(&EntityId, &EntityId)> = people.into_iter().map(|p| (p, brand)).collect();
-    let rows = score_pairs(base, &view, &pairs, at, &mut stop, 0)?;
+    let rows = score_pairs(base, &view, &pairs, at, &stop, 0)?;
     Ok(summarise(&view, rows, at, top, truncated))
 }
 
-/// Each pair's score in the state and in the view, asking `stop` before each.
+/// Pairs scored between two asks of `stop` (one unit of work each).
+const CHUNK: usize = 64;
+
+/// Each pair's score in the state and in the view, in parallel over chunks
+/// of pairs (each pair's walks are sequential, so the bits do not depend on
+/// the thread count), asking `stop` before each chunk.
 fn score_pairs(
     base: &FoldState,
     view: &Overlaid<'_>,
     pairs: &[(&EntityId, &EntityId)],
     at: DateTime<Utc>,
-    stop: &mut impl FnMut() -> bool,
+    stop: &(impl Fn() -> bool + Sync),
     done: usize,
 ) -> Result<Vec<Mover>, SimulateError> {
+    let chunks: Vec<Result<Vec<Mover>, SimulateError>> = pairs
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(k, chunk)| {
+            if stop() {
+                return Err(SimulateError::OutOfTime {
+                    done: done + k * CHUNK,
+                });
+            }
+            Ok(chunk
+                .iter()
+                .map(|(p, b)| {
+                    let before = score_in(base, p, b, at);
+                    let after = score_in(view, p, b, at);
+                    Mover {
+                        person: (*p).clone(),
+                        brand: (*b).clone(),
+                        before,
+                        after,
+                        delta: after.unwrap_or(50.0) - before.unwrap_or(50.0),
+                    }
+                })
+                .collect())
+        })
+        .collect();
     let mut out = Vec::with_capacity(pairs.len());
-    for (i, (p, b)) in pairs.iter().enumerate() {
-        if stop() {
-            return Err(SimulateError::OutOfTime { done: done + i });
-        }
-        let before = score_in(base, p, b, at);
-        let after = score_in(view, p, b, at);
-        out.push(Mover {
-            person: (*p).clone(),
-            brand: (*b).clone(),
-            before,
-            after,
-            delta: after.unwrap_or(50.0) - before.unwrap_or(50.0),
-        });
+    for chunk in chunks {
+        out.extend(chunk?);
     }
     Ok(out)
 }
