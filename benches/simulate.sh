@@ -46,7 +46,17 @@ rm -f "$WORK/events.ndjson"
 # The what-if events: the same population, after the store's 90 days.
 "$BIN" generate --seed $((SEED + 1)) --events 20000 --start 2026-04-01T00:00:00Z --days 7 |
     grep -v -e '"type":"occasion"' -e '"type":"brand_sales"' |
-    sed 's/"id":"/"id":"whatif-/' >"$WORK/whatif.ndjson"
+    sed 's/"id":"/"id":"whatif-/' >"$WORK/whatif.all"
+# An influencer's post first: the one-event figure is a post that reaches
+# the poster's audience (the stream's first event may change nothing).
+python3 - "$WORK/whatif.all" >"$WORK/whatif.ndjson" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+first = next(i for i, l in enumerate(lines)
+             if (e := json.loads(l))["type"] == "post" and e["person"].startswith("i")
+             and abs(e.get("sentiment", 0)) >= 0.3)
+print("\n".join([lines[first]] + lines[:first] + lines[first + 1:]))
+PY
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$port"

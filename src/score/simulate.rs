@@ -594,6 +594,9 @@ impl Overlaid<'_> {
         let mut frontier = self.overlay.seeds(self, at);
         let mut reached: BTreeSet<(Handle, Handle)> = frontier.keys().copied().collect();
         let mut attention: FxHashMap<Handle, f64> = FxHashMap::default();
+        // A person's rows, read once for all their brands.
+        let mut rows: FxHashMap<Handle, (Vec<(Handle, f64)>, Vec<(Handle, f64)>)> =
+            FxHashMap::default();
         for _hop in 0..model.max_hops {
             if stop() {
                 return Err(SimulateError::OutOfTime { done });
@@ -603,7 +606,10 @@ impl Overlaid<'_> {
                 if !self.consents(p, at) {
                     continue;
                 }
-                for (q, w) in self.followers(p, at) {
+                let (followers, shares) = rows
+                    .entry(p)
+                    .or_insert_with(|| (self.followers(p, at), self.association_shares(p, at)));
+                for &(q, w) in followers.iter() {
                     let total = *attention.entry(q).or_insert_with(|| {
                         self.followees(q, at).iter().map(|(_, w)| w).sum::<f64>()
                     });
@@ -612,7 +618,7 @@ impl Overlaid<'_> {
                         *next.entry((q, b)).or_default() += v;
                     }
                 }
-                for (b2, c) in self.association_shares(p, at) {
+                for &(b2, c) in shares.iter() {
                     if b2 != b && m * c >= threshold {
                         *next.entry((p, b2)).or_default() += m * c;
                     }
