@@ -101,6 +101,9 @@ pub enum SimulateError {
     },
 }
 
+/// A person's row: (entity, strength or share), sorted by id.
+type Row = Vec<(Handle, f64)>;
+
 /// One follow or association edit of the overlay.
 #[derive(Debug, Clone, Copy)]
 struct Edit {
@@ -595,8 +598,7 @@ impl Overlaid<'_> {
         let mut reached: BTreeSet<(Handle, Handle)> = frontier.keys().copied().collect();
         let mut attention: FxHashMap<Handle, f64> = FxHashMap::default();
         // A person's rows, read once for all their brands.
-        let mut rows: FxHashMap<Handle, (Vec<(Handle, f64)>, Vec<(Handle, f64)>)> =
-            FxHashMap::default();
+        let mut rows: FxHashMap<Handle, (Row, Row)> = FxHashMap::default();
         for _hop in 0..model.max_hops {
             if stop() {
                 return Err(SimulateError::OutOfTime { done });
