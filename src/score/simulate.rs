@@ -828,12 +828,13 @@ pub fn model_whatif(
     Ok(summarise(&view, rows, at, top, truncated))
 }
 
-/// Pairs scored between two asks of `stop` (one unit of work each).
+/// Pairs per parallel task.
 const CHUNK: usize = 64;
 
 /// Each pair's score in the state and in the view, in parallel over chunks
 /// of pairs (each pair's walks are sequential, so the bits do not depend on
-/// the thread count), asking `stop` before each chunk.
+/// the thread count), asking `stop` before each pair: one relationship's
+/// two walks are the unit of work (about 40 ms on a 1,000,000-event store).
 fn score_pairs(
     base: &FoldState,
     view: &Overlaid<'_>,
@@ -846,25 +847,26 @@ fn score_pairs(
         .par_chunks(CHUNK)
         .enumerate()
         .map(|(k, chunk)| {
-            if stop() {
-                return Err(SimulateError::OutOfTime {
-                    done: done + k * CHUNK,
-                });
-            }
-            Ok(chunk
+            chunk
                 .iter()
-                .map(|(p, b)| {
+                .enumerate()
+                .map(|(i, (p, b))| {
+                    if stop() {
+                        return Err(SimulateError::OutOfTime {
+                            done: done + k * CHUNK + i,
+                        });
+                    }
                     let before = score_in(base, p, b, at);
                     let after = score_in(view, p, b, at);
-                    Mover {
+                    Ok(Mover {
                         person: (*p).clone(),
                         brand: (*b).clone(),
                         before,
                         after,
                         delta: after.unwrap_or(50.0) - before.unwrap_or(50.0),
-                    }
+                    })
                 })
-                .collect())
+                .collect()
         })
         .collect();
     let mut out = Vec::with_capacity(pairs.len());
