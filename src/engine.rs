@@ -42,6 +42,8 @@
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
 mod live;
+mod simulate;
+pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};

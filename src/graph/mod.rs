@@ -29,8 +29,9 @@ use crate::domain::{EntityId, EntityKind};
 pub struct Handle(u32);
 
 impl Handle {
-    /// The handle of table index `i` (snapshots give back the table they
-    /// saved; `RelationGraph::from_parts` checks the range).
+    /// The handle numbered `i`: snapshots give back the table they saved
+    /// (`RelationGraph::from_parts` checks the range); views number
+    /// entities of their own after a table's (`score::simulate`'s overlay).
     pub(crate) fn from_index(i: u32) -> Handle {
         Handle(i)
     }

@@ -103,6 +103,8 @@ pub const ROUTES: &[RouteAccess] = &[
     route("DELETE", "/v1/alerts/{id}", Key(Role::Admin)),
     route("GET", "/v1/alerts/{id}/events", Key(Role::Admin)),
     route("GET", "/v1/alerts/{id}/deliveries", Key(Role::Admin)),
+    // Model overrides in the body need admin (`require`, in the handler).
+    route("POST", "/v1/simulate", Key(Role::Read)),
 ];
 
 /// The routes of Segment's Tracking API, whose clients send their write
@@ -363,6 +365,20 @@ fn check_csrf(req: &ServiceRequest, security: &Security) -> Result<(), ApiError>
             "a request authenticated by the session cookie that changes state needs the session's \
              CSRF token in {CSRF_HEADER}"
         )))
+    }
+}
+
+/// A need stricter than the route's row, for what a request asks within
+/// its route (`POST /v1/simulate` with model overrides needs `admin`):
+/// 403 when the admitted key's role does not grant `role`; allowed when the
+/// service runs without keys, as every route is.
+pub fn require(req: &HttpRequest, role: Role, what: &str) -> Result<(), ApiError> {
+    match principal(req) {
+        Some(p) if !p.role.grants(role) => Err(ApiError::Forbidden(format!(
+            "key {} has the role {}; {what} need {role}",
+            p.key_id, p.role
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -59,6 +59,7 @@ const ASSETS: &[Asset] = &[
     asset!("format.js", JS),
     asset!("pages.js", JS),
     asset!("live.js", JS),
+    asset!("whatif.js", JS),
     asset!("style.css", CSS),
     asset!("vendor/uPlot.iife.min.js", JS),
     asset!("vendor/uPlot.min.css", CSS),

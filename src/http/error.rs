@@ -77,11 +77,17 @@ pub enum ProblemKind {
     /// Any other error status the framework answers with (the status says
     /// which); kept so that even those are problems.
     HttpError,
+    /// 400: events of a simulation are invalid (`errors`: index, id, field).
+    InvalidSimulatedEvents,
+    /// 413: a simulation holds more events than it takes.
+    TooManyEvents,
+    /// 422: a simulation would take more work than its bound.
+    SimulationTooCostly,
 }
 
 impl ProblemKind {
     /// Every kind, for the documentation check.
-    pub const ALL: [ProblemKind; 25] = [
+    pub const ALL: [ProblemKind; 28] = [
         Self::InvalidParameter,
         Self::MalformedBody,
         Self::InvalidBody,
@@ -107,6 +113,9 @@ impl ProblemKind {
         Self::PositionTimeout,
         Self::Internal,
         Self::HttpError,
+        Self::InvalidSimulatedEvents,
+        Self::TooManyEvents,
+        Self::SimulationTooCostly,
     ];
 
     /// The last segment of the type URI.
@@ -137,6 +146,9 @@ impl ProblemKind {
             Self::PositionTimeout => "position-timeout",
             Self::Internal => "internal",
             Self::HttpError => "http-error",
+            Self::InvalidSimulatedEvents => "invalid-simulated-events",
+            Self::TooManyEvents => "too-many-events",
+            Self::SimulationTooCostly => "simulation-too-costly",
         }
     }
 
@@ -172,6 +184,9 @@ impl ProblemKind {
             Self::PositionTimeout => "Position not reached",
             Self::Internal => "Internal error",
             Self::HttpError => "HTTP error",
+            Self::InvalidSimulatedEvents => "Invalid simulated events",
+            Self::TooManyEvents => "Too many events",
+            Self::SimulationTooCostly => "Simulation too costly",
         }
     }
 
@@ -269,6 +284,15 @@ pub enum ApiError {
     Misdirected(String),
     #[error("internal error")]
     Internal,
+    /// Invalid events of a simulation (400), per event and field.
+    #[error("{0}")]
+    InvalidSimulatedEvents(String, Vec<ProblemItem>),
+    /// A simulation with more events than it takes (413).
+    #[error("{0}")]
+    TooManyEvents(String),
+    /// A simulation past its work bound (422).
+    #[error("{0}")]
+    SimulationTooCostly(String),
 }
 
 impl ApiError {
@@ -315,13 +339,18 @@ impl ApiError {
             ApiError::TooManyRequests(_) => ProblemKind::RateLimited,
             ApiError::Misdirected(_) => ProblemKind::MisdirectedRequest,
             ApiError::Internal => ProblemKind::Internal,
+            ApiError::InvalidSimulatedEvents(..) => ProblemKind::InvalidSimulatedEvents,
+            ApiError::TooManyEvents(_) => ProblemKind::TooManyEvents,
+            ApiError::SimulationTooCostly(_) => ProblemKind::SimulationTooCostly,
         }
     }
 
     fn items(&self) -> Vec<ProblemItem> {
         match self {
             ApiError::InvalidParameter(item) | ApiError::InvalidBody(item) => vec![item.clone()],
-            ApiError::InvalidEvents(_, items) => items.clone(),
+            ApiError::InvalidEvents(_, items) | ApiError::InvalidSimulatedEvents(_, items) => {
+                items.clone()
+            }
             ApiError::Body(e) => {
                 let field = match e {
                     BodyError::Malformed { line: Some(l), .. } => format!("line {l}"),
@@ -449,17 +478,18 @@ impl ResponseError for ApiError {
             ProblemKind::InvalidParameter
             | ProblemKind::MalformedBody
             | ProblemKind::InvalidBody
+            | ProblemKind::InvalidSimulatedEvents
             | ProblemKind::BadRequest => StatusCode::BAD_REQUEST,
             ProblemKind::NotFound | ProblemKind::UnknownRoute => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProblemKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemKind::BodyTooLarge | ProblemKind::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType | ProblemKind::UnsupportedEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ProblemKind::InvalidEvents | ProblemKind::EntityConflict => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ProblemKind::InvalidEvents
+            | ProblemKind::EntityConflict
+            | ProblemKind::SimulationTooCostly => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,

@@ -38,6 +38,7 @@ pub mod rejected;
 mod routes;
 mod schema;
 pub mod stream;
+mod simulate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,6 +292,7 @@ fn configure<S: EventStore>(
         dashboard::register::<S>(cfg);
         pipelines::register::<S>(cfg);
         stream::register(cfg);
+        simulate::register::<S>(cfg);
         openapi::register(cfg);
         alerts::register(cfg);
     }

@@ -73,6 +73,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     api.merge(super::rejected::RejectedApi::openapi());
     api.merge(super::stream::StreamApi::openapi());
     api.merge(super::alerts::AlertsApi::openapi());
+    api.merge(super::simulate::SimulateApi::openapi());
     // Merged paths came after the modifier ran: apply it to everything.
     Access.modify(&mut api);
     api

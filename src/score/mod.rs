@@ -12,6 +12,8 @@
 //!   batch driver (every relationship, [`RelSnapshot`]) and the push driver
 //!   (incremental, [`IncrementalRelspace`]);
 //! - `live`: the live series, fed by the fold's deltas ([`LiveScores`]);
+//! - `simulate`: what-if, an overlay of simulated events over the fold's
+//!   state, scored by the adjoint walk through a view (`propagate::view`);
 //! - `scores`: [`ScoreState`], the fold with its live series, and the one
 //!   read policy (live or batch).
 //!
@@ -27,6 +29,7 @@ pub(crate) mod propagate;
 mod scores;
 pub(crate) mod shares;
 pub mod snapshot;
+pub mod simulate;
 
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
@@ -35,7 +38,7 @@ pub use live::{
 };
 pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,
-    MIN_HALF_LIFE_DAYS, ModelError, PerComponent, Propagation, ScoringModel,
+    MIN_HALF_LIFE_DAYS, ModelError, ModelOverrides, PerComponent, Propagation, ScoringModel,
 };
 pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft};
 pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};

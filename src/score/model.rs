@@ -134,6 +134,86 @@ impl PerComponent {
     }
 }
 
+/// Overrides of the parts of a model applied at read time (weights,
+/// half-lives, propagation constants), for model what-if
+/// (`score::simulate`): impulses stand as folded, only their reading
+/// changes. Absent members keep the model's value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOverrides {
+    /// Weights per component.
+    #[serde(default)]
+    pub weight: SomeComponents,
+    /// Half-lives per component, days.
+    #[serde(default)]
+    pub half_life_days: SomeComponents,
+    /// Spill factors.
+    #[serde(default)]
+    pub propagation: SomePropagation,
+}
+
+/// Some components' numbers (an override).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // one field per `Component`, documented there
+pub struct SomeComponents {
+    pub sentiment: Option<f64>,
+    pub sales: Option<f64>,
+    pub service: Option<f64>,
+    pub engagement: Option<f64>,
+    pub influence: Option<f64>,
+    pub values: Option<f64>,
+}
+
+impl SomeComponents {
+    fn apply(&self, to: &mut PerComponent) {
+        let pairs = [
+            (&mut to.sentiment, self.sentiment),
+            (&mut to.sales, self.sales),
+            (&mut to.service, self.service),
+            (&mut to.engagement, self.engagement),
+            (&mut to.influence, self.influence),
+            (&mut to.values, self.values),
+        ];
+        for (slot, v) in pairs {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+    }
+}
+
+/// Some spill factors (an override).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // as `Propagation`
+pub struct SomePropagation {
+    pub audience: Option<f64>,
+    pub association: Option<f64>,
+}
+
+impl ModelOverrides {
+    /// Whether it overrides nothing.
+    pub fn is_empty(&self) -> bool {
+        let none = |c: &SomeComponents| {
+            [
+                c.sentiment,
+                c.sales,
+                c.service,
+                c.engagement,
+                c.influence,
+                c.values,
+            ]
+            .iter()
+            .all(Option::is_none)
+        };
+        none(&self.weight)
+            && none(&self.half_life_days)
+            && self.propagation.audience.is_none()
+            && self.propagation.association.is_none()
+    }
+}
+
 /// The spill factors of the propagation operator (`shares.rs`); their sum
 /// is at most [`MAX_SPILL`], so the series converges.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -306,6 +386,22 @@ impl ScoringModel {
             return bad(problem);
         }
         Ok(())
+    }
+
+    /// This model with `overrides` applied, checked against the same
+    /// bounds as a loaded model. Errors: the first bound broken.
+    pub fn with_overrides(&self, overrides: &ModelOverrides) -> Result<ScoringModel, ModelError> {
+        let mut model = self.clone();
+        overrides.weight.apply(&mut model.weight);
+        overrides.half_life_days.apply(&mut model.half_life_days);
+        if let Some(a) = overrides.propagation.audience {
+            model.propagation.audience = a;
+        }
+        if let Some(a) = overrides.propagation.association {
+            model.propagation.association = a;
+        }
+        model.validate()?;
+        Ok(model)
     }
 
     /// Decay factor of component `c` over `seconds` of event time.

@@ -1117,3 +1117,96 @@ fn format_count(n: u64) -> String {
     }
     out
 }
+
+/// The What-if page (issue 14) in Chromium: a pasted event is simulated
+/// (through the session, with its CSRF token) and its mover shows with the
+/// delta the API answers for the same question; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_what_if_page_shows_the_mover_of_a_pasted_event_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, read, _) = story_server(dir.path());
+    let driver = start_driver();
+    let c = browser(&driver).await;
+    let event = json!({"id": "whatif-review", "type": "review", "time": "2026-11-20T12:00:00Z",
+        "person": "fan6", "brand": "bistro", "rating": 1, "text": "Cold food, rude waiter."});
+    let at = "2026-11-25";
+    // Signing in on the brand list (the What-if page reads nothing until run).
+    c.goto(&format!("{}/#/", s.base)).await.unwrap();
+    rendered(&c, "sign-in").await;
+    console(&driver, &c).await;
+    let key = c.find(Locator::Css("#key")).await.unwrap();
+    key.send_keys(&read).await.unwrap();
+    c.find(Locator::Css("#login-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    rendered(&c, "#/").await;
+    c.find(Locator::Css("[data-nav=whatif]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    rendered(&c, "#/whatif").await;
+    c.goto(&format!("{}/#/whatif?at={at}", s.base))
+        .await
+        .unwrap();
+    rendered(&c, &format!("#/whatif?at={at}")).await;
+    let nav = c
+        .find(Locator::Css("[data-nav=whatif]"))
+        .await
+        .unwrap()
+        .attr("aria-current")
+        .await
+        .unwrap();
+    assert_eq!(nav.as_deref(), Some("page"));
+    c.find(Locator::Css("#whatif-events"))
+        .await
+        .unwrap()
+        .send_keys(&event.to_string())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#whatif-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let auth = format!("Bearer {read}");
+    let body = json!({"events": [event], "at": format!("{at}T00:00:00Z")});
+    let api = s.request(
+        "POST",
+        "/v1/simulate",
+        &[("Authorization", &auth)],
+        Some(("application/json", body.to_string().as_bytes())),
+    );
+    assert_eq!(api.status, 200, "{}", api.body);
+    let mover = api.body["movers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["person"] == "fan6" && m["brand"] == "bistro")
+        .unwrap()
+        .clone();
+    shows(
+        &c,
+        "tr[data-mover='fan6/bistro'] [data-field=delta]",
+        &delta(mover["delta"].as_f64().unwrap()),
+    )
+    .await;
+    let chips = text(&c, "tr[data-mover='fan6/bistro'] .chips").await;
+    assert!(chips.contains("whatif-review"), "{chips}");
+    text(&c, "tr[data-brand=bistro]").await;
+    no_console_errors(&driver, &c, "on the What-if page").await;
+    // Nothing was stored.
+    let stored = s.request(
+        "GET",
+        "/v1/events/whatif-review",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(stored.status, 404, "{}", stored.body);
+    c.close().await.unwrap();
+}

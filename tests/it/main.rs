@@ -35,6 +35,7 @@ mod resilience;
 mod security;
 mod sentiment;
 mod snapshots;
+mod simulate;
 mod store;
 mod story;
 mod stream;

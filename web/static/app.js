@@ -7,6 +7,7 @@
 import { Unauthorized, get, signIn } from './api.js';
 import { h, zone } from './format.js';
 import * as pages from './pages.js';
+import { whatif } from './whatif.js';
 
 const main = document.getElementById('main');
 const atInput = document.getElementById('at');
@@ -53,11 +54,12 @@ const PAGES = {
   person: pages.person,
   event: pages.event,
   live: pages.live,
+  whatif,
 };
 
 /** Pages that show "now" refresh when the state has changed. */
 const REFRESH_MS = 5000;
-const FIXED = new Set(['live', 'event']);
+const FIXED = new Set(['live', 'event', 'whatif']);
 
 /**
  * Renders the route's page. `quiet`: a refresh of the page on screen,
@@ -72,7 +74,7 @@ async function render(quiet = false) {
   atInput.value = at && /^\d{4}-\d{2}-\d{2}/.test(at) ? at.slice(0, 10) : '';
   const name = parts[0] || '';
   for (const a of document.querySelectorAll('[data-nav]')) {
-    const current = (a.dataset.nav === 'live') === (name === 'live');
+    const current = a.dataset.nav === (['live', 'whatif'].includes(name) ? name : 'brands');
     if (current) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }

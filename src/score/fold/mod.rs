@@ -27,7 +27,7 @@
 mod brands;
 pub(crate) mod deltas;
 mod roles;
-mod rules;
+pub(crate) mod rules;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -383,7 +383,7 @@ impl FoldState {
         }
     }
 
-    fn followers_h(&self, person: Handle, at: DateTime<Utc>) -> u64 {
+    pub(crate) fn followers_h(&self, person: Handle, at: DateTime<Utc>) -> u64 {
         if let Some(series) = self.audience.get(&person) {
             let pos = series.partition_point(|(t, _)| *t <= at);
             if pos > 0 {
@@ -400,13 +400,37 @@ impl FoldState {
     /// id: strength divided by max(1, total), so a person's associations sum
     /// to at most 1 (only those above 0).
     fn associations_at(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
-        let raw = self.graph.associations(person, at);
-        let total: f64 = raw.iter().map(|(_, w)| w).sum();
-        let norm = total.max(1.0);
-        raw.into_iter()
-            .filter(|(_, w)| *w > 0.0)
-            .map(|(b, w)| (b, w / norm))
-            .collect()
+        normalised_associations(self.graph.associations(person, at))
+    }
+
+    /// The latest consent change of `person` at or before `at`, if any
+    /// (what a view over this state combines with its own).
+    pub(crate) fn consent_change(
+        &self,
+        person: Handle,
+        at: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, bool)> {
+        let series = self.consent.get(&person)?;
+        let pos = series.partition_point(|(t, _)| *t <= at);
+        pos.checked_sub(1).map(|i| series[i])
+    }
+
+    /// The people registered with interest `tag` (lowercased), in
+    /// registration order.
+    pub(crate) fn interested(&self, tag: &str) -> &[Handle] {
+        self.interests.get(tag).map_or(&[], Vec::as_slice)
+    }
+
+    /// The brand hosting an occasion, once its occasion event is folded.
+    pub(crate) fn occasion_host(&self, occasion: Handle) -> Option<Handle> {
+        self.occasions.get(&occasion).and_then(|o| o.host)
+    }
+
+    /// Whether `person` has joined `occasion` (as performer or not).
+    pub(crate) fn has_joined(&self, occasion: Handle, person: Handle, performer: bool) -> bool {
+        self.occasions
+            .get(&occasion)
+            .is_some_and(|o| o.joined.contains(&(person, performer)))
     }
 
     /// Whether `append(events)` would fold them in (every new one later
@@ -556,6 +580,18 @@ impl FoldState {
         self.count += 1;
         self.latest = Some((event.time, event.id));
     }
+}
+
+/// Association strengths normalised by `max(1, total)`, the ones above 0
+/// (a person's associations sum to at most 1): what the audience rule
+/// spreads growth over.
+pub(crate) fn normalised_associations(raw: Vec<(Handle, f64)>) -> Vec<(Handle, f64)> {
+    let total: f64 = raw.iter().map(|(_, w)| w).sum();
+    let norm = total.max(1.0);
+    raw.into_iter()
+        .filter(|(_, w)| *w > 0.0)
+        .map(|(b, w)| (b, w / norm))
+        .collect()
 }
 
 /// Sorts events in the canonical order: event time, then id.

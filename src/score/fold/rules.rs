@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashSet;
 
-use super::brands::Contact;
+pub(crate) use super::brands::Contact;
 use super::{Delta, FoldState, OccasionInfo};
 use crate::domain::{EntityId, EntityKind, Event, EventKind, EventType, LogPosition};
 use crate::graph::{EdgeKind, Handle};
@@ -408,18 +408,18 @@ impl FoldState {
 
 /// A purchase worth `value` in the base currency: `purchase · ln(1 + value
 /// / purchase_unit)`.
-fn purchase_impulse(imp: &Impulses, value: f64) -> f64 {
+pub(crate) fn purchase_impulse(imp: &Impulses, value: f64) -> f64 {
     imp.purchase * (1.0 + value / imp.purchase_unit).ln()
 }
 
 /// A post or mention (weight `w`) with a sentiment in [-1, 1] by a person
 /// with `reach` followers: `w · s · (1 + reach_boost · log10(1 + reach))`.
-fn talk_impulse(imp: &Impulses, w: f64, sentiment: f64, reach: f64) -> f64 {
+pub(crate) fn talk_impulse(imp: &Impulses, w: f64, sentiment: f64, reach: f64) -> f64 {
     w * sentiment * (1.0 + imp.reach_boost * (1.0 + reach).log10())
 }
 
 /// A review: stars around 3, plus its text's sentiment when it has one.
-fn review_impulse(imp: &Impulses, rating: u8, sentiment: Option<f64>) -> f64 {
+pub(crate) fn review_impulse(imp: &Impulses, rating: u8, sentiment: Option<f64>) -> f64 {
     let mut x = (f64::from(rating) - 3.0) * imp.review_star;
     if let Some(s) = sentiment {
         x += s * imp.review_text;
@@ -429,7 +429,7 @@ fn review_impulse(imp: &Impulses, rating: u8, sentiment: Option<f64>) -> f64 {
 
 /// A support contact: CSAT around 3, effort around 4, resolution, the log
 /// of the wait in minutes and the transfers.
-fn service_impulse(imp: &Impulses, c: &Contact) -> f64 {
+pub(crate) fn service_impulse(imp: &Impulses, c: &Contact) -> f64 {
     let mut x = 0.0;
     if let Some(v) = c.csat {
         x += (f64::from(v) - 3.0) * imp.service_csat;
@@ -454,12 +454,12 @@ fn service_impulse(imp: &Impulses, c: &Contact) -> f64 {
 /// The influence impulse of an audience change from `before` to `after`
 /// followers (`audience_growth · ln(after / before)`), spread over the
 /// person's associations; none when either count is 0.
-fn audience_growth(imp: &Impulses, before: u64, after: u64) -> Option<f64> {
+pub(crate) fn audience_growth(imp: &Impulses, before: u64, after: u64) -> Option<f64> {
     (before > 0 && after > 0).then(|| imp.audience_growth * (after as f64 / before as f64).ln())
 }
 
 /// A cause of `amount` (base currency) for each interested person.
-fn cause_impulse(imp: &Impulses, amount: f64) -> f64 {
+pub(crate) fn cause_impulse(imp: &Impulses, amount: f64) -> f64 {
     imp.cause * (1.0 + 0.25 * (1.0 + amount).log10())
 }
 

@@ -34,6 +34,8 @@ use crate::score::fold::FoldState;
 use crate::score::model::Components;
 use crate::score::shares::{attention_share, decayed};
 
+use super::view::{Impulse, ScoreView};
+
 /// One event's share in a relationship's score.
 #[derive(Debug, Clone, Serialize)]
 pub struct Contribution {
@@ -212,232 +214,244 @@ impl FoldState {
         brand: &EntityId,
         at: DateTime<Utc>,
     ) -> Option<ExplanationDraft> {
-        let (p, b) = (self.handle(person)?, self.handle(brand)?);
-        if !self.consents_h(p, at) {
-            return None;
-        }
-        let model = self.model();
-        let table = self.table();
-        let (total, route) = self.walk(p, b, at, true);
-
-        let mut components = [0.0; 6];
-        let mut per_event: BTreeMap<u64, (f64, DateTime<Utc>, Handle, Handle)> = BTreeMap::new();
-        self.for_each_share(&total, p, b, at, |via, i, c, v| {
-            let list = &self.impulses[&via];
-            components[c] += v;
-            let entry =
-                per_event
-                    .entry(list.event[i])
-                    .or_insert((0.0, list.time[i], via, list.brand[i]));
-            entry.0 += v;
-        });
-        if per_event.is_empty() {
-            return None;
-        }
-        let raw: f64 = components.iter().sum();
-        let score = model.score(raw);
-        let mut entries: Vec<Entry> = per_event
-            .iter()
-            .map(|(&event, &(v, time, via, about))| {
-                let mut path: Vec<String> = route
-                    .get(&via)
-                    .map(|r| {
-                        r.iter()
-                            .map(|p| format!("person:{}", table.name(*p)))
-                            .collect()
-                    })
-                    .unwrap_or_else(|| {
-                        vec![
-                            format!("person:{person}"),
-                            format!("person:{}", table.name(via)),
-                        ]
-                    });
-                path.push(format!("brand:{}", table.name(about)));
-                if about != b {
-                    path.push(format!("brand:{brand}"));
-                }
-                Entry {
-                    event,
-                    time,
-                    delta: score - model.score(raw - v),
-                    raw: v,
-                    path,
-                }
-            })
-            .collect();
-        let updated_at = entries.iter().map(|e| e.time).max();
-        let event_count = entries.len();
-        entries.sort_by(|x, y| y.delta.abs().total_cmp(&x.delta.abs()));
-        let top = model.top_contributions;
-        if let Some(last) = top.checked_sub(1).and_then(|i| entries.get(i)) {
-            let edge = last.delta.abs();
-            let keep = entries.partition_point(|e| e.delta.abs() >= edge);
-            entries.truncate(keep);
-        } else if top == 0 {
-            entries.clear();
-        }
-        Some(ExplanationDraft {
-            explanation: Explanation {
-                person: person.clone(),
-                brand: brand.clone(),
-                at,
-                score,
-                raw,
-                components,
-                contributions: Vec::new(),
-                event_count,
-                updated_at,
-            },
-            entries,
-            top,
-        })
-    }
-
-    /// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as
-    /// of `at`; with `routes`, also the first route found to each person.
-    fn walk(
-        &self,
-        person: Handle,
-        brand: Handle,
-        at: DateTime<Utc>,
-        routes: bool,
-    ) -> (ByName<'_, Adjoint>, FxHashMap<Handle, Vec<Handle>>) {
-        let model = self.model();
-        let table = self.table();
-        let key = |h: Handle| (table.name(h), h);
-        let alpha_f = model.propagation.audience;
-        let tol = model.tolerance;
-        let mut total: ByName<'_, Adjoint> = BTreeMap::new();
-        let mut route: FxHashMap<Handle, Vec<Handle>> = FxHashMap::default();
-        let mut frontier: ByName<'_, Adjoint> = BTreeMap::new();
-        frontier.insert(
-            key(person),
-            Adjoint {
-                target: 1.0,
-                ..Default::default()
-            },
-        );
-        if routes {
-            route.insert(person, vec![person]);
-        }
-        for (p, y) in &frontier {
-            total.entry(*p).or_default().add_scaled(y, 1.0);
-        }
-        for _hop in 0..model.max_hops {
-            let mut next: ByName<'_, Adjoint> = BTreeMap::new();
-            for (&(_, p), y) in &frontier {
-                // A person without consent has no follow row and no
-                // association row (they receive no spill), so nothing
-                // reaches the target through them: the walk stops there.
-                // (It went on before issue #10; the explanation then
-                // disagreed with the batch.)
-                if !self.consents_h(p, at) {
-                    continue;
-                }
-                let followees = self.graph.followees(p, at);
-                let attention: f64 = followees.iter().map(|(_, w)| w).sum();
-                if attention > 0.0 {
-                    for &(f, w) in &followees {
-                        next.entry(key(f))
-                            .or_default()
-                            .add_scaled(y, attention_share(alpha_f, w, attention));
-                        if routes && !route.contains_key(&f) {
-                            let mut r = route[&p].clone();
-                            r.push(f);
-                            route.insert(f, r);
-                        }
-                    }
-                }
-                // y'[p,b'] = Σ_{b≠b'} c_b y[p,b] = S - c_b' y[p,b'], S = Σ_b c_b y[p,b],
-                // with c_b the association shares.
-                let shares = self.association_shares(p, at);
-                if !shares.is_empty() {
-                    let s: f64 = shares.iter().map(|(b, c)| c * y.at(*b, brand)).sum();
-                    let c_target = shares
-                        .iter()
-                        .find(|(b, _)| *b == brand)
-                        .map_or(0.0, |(_, c)| *c);
-                    let mut moved = Adjoint {
-                        target: s - c_target * y.target,
-                        other: s,
-                        extra: BTreeMap::new(),
-                    };
-                    for &(b, c) in &shares {
-                        if b != brand {
-                            moved.extra.insert(b, -c * y.at(b, brand));
-                        }
-                    }
-                    next.entry(key(p)).or_default().add_scaled(&moved, 1.0);
-                }
-            }
-            next.retain(|_, y| y.magnitude() >= tol);
-            if next.is_empty() {
-                break;
-            }
-            for (p, y) in &next {
-                total.entry(*p).or_default().add_scaled(y, 1.0);
-            }
-            frontier = next;
-        }
-
-        (total, route)
-    }
-
-    /// Every impulse up to `at` that reaches (`person`, `brand`) through the
-    /// adjoint weights `total`: calls `f(person, impulse index, component
-    /// index, share)` with its share `y[p, b_i] · x_i`, decayed to `at` and
-    /// weighted, in a fixed order (people by id, each one's impulses in
-    /// event order). A share of 0 still counts (the relationship exists,
-    /// at 50) when the impulse is nonzero but decayed or weighted to
-    /// nothing, or when it is the relationship's own interaction of 0 (a
-    /// free item); a spilled impulse of 0 reaches nothing, as in the batch.
-    fn for_each_share(
-        &self,
-        total: &ByName<'_, Adjoint>,
-        person: Handle,
-        brand: Handle,
-        at: DateTime<Utc>,
-        mut f: impl FnMut(Handle, usize, usize, f64),
-    ) {
-        let model = self.model();
-        for (&(_, p), y) in total {
-            if !self.consents_h(p, at) {
-                continue;
-            }
-            let Some(list) = self.impulses.get(&p) else {
-                continue;
-            };
-            for i in 0..list.until(at) {
-                let w = y.at(list.brand[i], brand);
-                if w == 0.0 {
-                    continue;
-                }
-                let c = list.component[i];
-                let amount = list.amount[i];
-                let v = w * decayed(model, c, amount, list.time[i], at);
-                if v != 0.0 || amount != 0.0 || (p == person && list.brand[i] == brand) {
-                    f(p, i, c.index(), v);
-                }
-            }
-        }
+        explain_in(self, person, brand, at)
     }
 
     /// Just the score of (person, brand) at `at` (what `explain` gives,
     /// without the reasons); `None` where `explain` gives none.
     pub fn score_at(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<f64> {
-        let (p, b) = (self.handle(person)?, self.handle(brand)?);
-        if !self.consents_h(p, at) {
-            return None;
+        score_in(self, person, brand, at)
+    }
+}
+
+/// [`FoldState::explain`] over any view (`view.rs`): the fold's state, or a
+/// what-if overlay over it, summed alike.
+pub fn explain_in<V: ScoreView>(
+    view: &V,
+    person: &EntityId,
+    brand: &EntityId,
+    at: DateTime<Utc>,
+) -> Option<ExplanationDraft> {
+    let (p, b) = (view.handle(person)?, view.handle(brand)?);
+    if !view.consents(p, at) {
+        return None;
+    }
+    let model = view.model();
+    let (total, route) = walk(view, p, b, at, true);
+
+    let mut components = [0.0; 6];
+    let mut per_event: BTreeMap<u64, (f64, DateTime<Utc>, Handle, Handle)> = BTreeMap::new();
+    for_each_share(view, &total, p, b, at, |via, imp, c, v| {
+        components[c] += v;
+        let entry = per_event
+            .entry(imp.event)
+            .or_insert((0.0, imp.time, via, imp.brand));
+        entry.0 += v;
+    });
+    if per_event.is_empty() {
+        return None;
+    }
+    let raw: f64 = components.iter().sum();
+    let score = model.score(raw);
+    let mut entries: Vec<Entry> = per_event
+        .iter()
+        .map(|(&event, &(v, time, via, about))| {
+            let mut path: Vec<String> = route
+                .get(&via)
+                .map(|r| {
+                    r.iter()
+                        .map(|p| format!("person:{}", view.name(*p)))
+                        .collect()
+                })
+                .unwrap_or_else(|| {
+                    vec![
+                        format!("person:{person}"),
+                        format!("person:{}", view.name(via)),
+                    ]
+                });
+            path.push(format!("brand:{}", view.name(about)));
+            if about != b {
+                path.push(format!("brand:{brand}"));
+            }
+            Entry {
+                event,
+                time,
+                delta: score - model.score(raw - v),
+                raw: v,
+                path,
+            }
+        })
+        .collect();
+    let updated_at = entries.iter().map(|e| e.time).max();
+    let event_count = entries.len();
+    entries.sort_by(|x, y| y.delta.abs().total_cmp(&x.delta.abs()));
+    let top = model.top_contributions;
+    if let Some(last) = top.checked_sub(1).and_then(|i| entries.get(i)) {
+        let edge = last.delta.abs();
+        let keep = entries.partition_point(|e| e.delta.abs() >= edge);
+        entries.truncate(keep);
+    } else if top == 0 {
+        entries.clear();
+    }
+    Some(ExplanationDraft {
+        explanation: Explanation {
+            person: person.clone(),
+            brand: brand.clone(),
+            at,
+            score,
+            raw,
+            components,
+            contributions: Vec::new(),
+            event_count,
+            updated_at,
+        },
+        entries,
+        top,
+    })
+}
+
+/// [`FoldState::score_at`] over any view.
+pub fn score_in<V: ScoreView>(
+    view: &V,
+    person: &EntityId,
+    brand: &EntityId,
+    at: DateTime<Utc>,
+) -> Option<f64> {
+    let (p, b) = (view.handle(person)?, view.handle(brand)?);
+    if !view.consents(p, at) {
+        return None;
+    }
+    let (total, _) = walk(view, p, b, at, false);
+    let mut components = [0.0; 6];
+    let mut any = false;
+    for_each_share(view, &total, p, b, at, |_, _, c, v| {
+        components[c] += v;
+        any = true;
+    });
+    // Summed per component first, as `explain` does, so both agree to the bit.
+    any.then(|| view.model().score(components.iter().sum()))
+}
+
+/// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as
+/// of `at`; with `routes`, also the first route found to each person.
+fn walk<V: ScoreView>(
+    view: &V,
+    person: Handle,
+    brand: Handle,
+    at: DateTime<Utc>,
+    routes: bool,
+) -> (ByName<'_, Adjoint>, FxHashMap<Handle, Vec<Handle>>) {
+    let model = view.model();
+    let key = |h: Handle| (view.name(h), h);
+    let alpha_f = model.propagation.audience;
+    let tol = model.tolerance;
+    let mut total: ByName<'_, Adjoint> = BTreeMap::new();
+    let mut route: FxHashMap<Handle, Vec<Handle>> = FxHashMap::default();
+    let mut frontier: ByName<'_, Adjoint> = BTreeMap::new();
+    frontier.insert(
+        key(person),
+        Adjoint {
+            target: 1.0,
+            ..Default::default()
+        },
+    );
+    if routes {
+        route.insert(person, vec![person]);
+    }
+    for (p, y) in &frontier {
+        total.entry(*p).or_default().add_scaled(y, 1.0);
+    }
+    for _hop in 0..model.max_hops {
+        let mut next: ByName<'_, Adjoint> = BTreeMap::new();
+        for (&(_, p), y) in &frontier {
+            // A person without consent has no follow row and no
+            // association row (they receive no spill), so nothing
+            // reaches the target through them: the walk stops there.
+            // (It went on before issue #10; the explanation then
+            // disagreed with the batch.)
+            if !view.consents(p, at) {
+                continue;
+            }
+            let followees = view.followees(p, at);
+            let attention: f64 = followees.iter().map(|(_, w)| w).sum();
+            if attention > 0.0 {
+                for &(f, w) in &followees {
+                    next.entry(key(f))
+                        .or_default()
+                        .add_scaled(y, attention_share(alpha_f, w, attention));
+                    if routes && !route.contains_key(&f) {
+                        let mut r = route[&p].clone();
+                        r.push(f);
+                        route.insert(f, r);
+                    }
+                }
+            }
+            // y'[p,b'] = Σ_{b≠b'} c_b y[p,b] = S - c_b' y[p,b'], S = Σ_b c_b y[p,b],
+            // with c_b the association shares.
+            let shares = view.association_shares(p, at);
+            if !shares.is_empty() {
+                let s: f64 = shares.iter().map(|(b, c)| c * y.at(*b, brand)).sum();
+                let c_target = shares
+                    .iter()
+                    .find(|(b, _)| *b == brand)
+                    .map_or(0.0, |(_, c)| *c);
+                let mut moved = Adjoint {
+                    target: s - c_target * y.target,
+                    other: s,
+                    extra: BTreeMap::new(),
+                };
+                for &(b, c) in &shares {
+                    if b != brand {
+                        moved.extra.insert(b, -c * y.at(b, brand));
+                    }
+                }
+                next.entry(key(p)).or_default().add_scaled(&moved, 1.0);
+            }
         }
-        let model = self.model();
-        let (total, _) = self.walk(p, b, at, false);
-        let mut components = [0.0; 6];
-        let mut any = false;
-        self.for_each_share(&total, p, b, at, |_, _, c, v| {
-            components[c] += v;
-            any = true;
+        next.retain(|_, y| y.magnitude() >= tol);
+        if next.is_empty() {
+            break;
+        }
+        for (p, y) in &next {
+            total.entry(*p).or_default().add_scaled(y, 1.0);
+        }
+        frontier = next;
+    }
+
+    (total, route)
+}
+
+/// Every impulse up to `at` that reaches (`person`, `brand`) through the
+/// adjoint weights `total`: calls `f(person, impulse, component index,
+/// share)` with its share `y[p, b_i] · x_i`, decayed to `at` and weighted,
+/// in a fixed order (people by id, each one's impulses in event order). A
+/// share of 0 still counts (the relationship exists, at 50) when the
+/// impulse is nonzero but decayed or weighted to nothing, or when it is
+/// the relationship's own interaction of 0 (a free item); a spilled
+/// impulse of 0 reaches nothing, as in the batch.
+fn for_each_share<V: ScoreView>(
+    view: &V,
+    total: &ByName<'_, Adjoint>,
+    person: Handle,
+    brand: Handle,
+    at: DateTime<Utc>,
+    mut f: impl FnMut(Handle, &Impulse, usize, f64),
+) {
+    let model = view.model();
+    for (&(_, p), y) in total {
+        if !view.consents(p, at) {
+            continue;
+        }
+        view.for_each_impulse(p, at, |imp| {
+            let w = y.at(imp.brand, brand);
+            if w == 0.0 {
+                return;
+            }
+            let c = imp.component;
+            let v = w * decayed(model, c, imp.amount, imp.time, at);
+            if v != 0.0 || imp.amount != 0.0 || (p == person && imp.brand == brand) {
+                f(p, &imp, c.index(), v);
+            }
         });
-        // Summed per component first, as `explain` does, so both agree to the bit.
-        any.then(|| model.score(components.iter().sum()))
     }
 }

@@ -10,28 +10,23 @@
 pub mod adjoint;
 pub mod batch;
 pub mod push;
+pub mod view;
 
 use chrono::{DateTime, Utc};
 
 use crate::graph::Handle;
 use crate::score::fold::FoldState;
-use crate::score::shares::association_share;
+use view::ScoreView;
 
 impl FoldState {
     /// The association shares `α_a · s / max(1, Σs)` of `person` at `at`
     /// (`shares.rs`), for each associated brand with a strength above 0,
-    /// sorted by brand id.
+    /// sorted by brand id: [`ScoreView::association_shares`], said once.
     pub(crate) fn association_shares(
         &self,
         person: Handle,
         at: DateTime<Utc>,
     ) -> Vec<(Handle, f64)> {
-        let raw = self.graph.associations(person, at);
-        let total: f64 = raw.iter().map(|(_, w)| w).sum();
-        let alpha_a = self.model().propagation.association;
-        raw.into_iter()
-            .filter(|(_, w)| *w > 0.0)
-            .map(|(b, w)| (b, association_share(alpha_a, w, total)))
-            .collect()
+        ScoreView::association_shares(self, person, at)
     }
 }

@@ -1,0 +1,101 @@
+//! `ScoreView`: what the adjoint walk (`adjoint.rs`) reads of a state, so
+//! that one walk scores both the fold's state and a what-if overlay over it
+//! (`score::simulate`), summing the same numbers in the same order.
+//!
+//! A view answers as of a time, in id order: the model, entity names,
+//! consent, follow and association rows, and a person's impulses in
+//! canonical event order. It must not change what it reads; no IO, no
+//! clock.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::EntityId;
+use crate::graph::Handle;
+use crate::score::fold::FoldState;
+use crate::score::model::{Component, ScoringModel};
+use crate::score::shares::association_share;
+
+/// One impulse as a view gives it: `amount` on `component` of the
+/// relationship with `brand`, at `time`, caused by the event `event` (a log
+/// position, or an overlay's reference: `score::simulate::SIMULATED`).
+#[derive(Debug, Clone, Copy)]
+pub struct Impulse {
+    /// The brand of the relationship it moves.
+    pub brand: Handle,
+    /// The component it moves.
+    pub component: Component,
+    /// Its event time.
+    pub time: DateTime<Utc>,
+    /// Its amount, before weight and decay.
+    pub amount: f64,
+    /// The event that caused it, by reference.
+    pub event: u64,
+}
+
+/// What a scoring walk reads of a state (module docs).
+pub trait ScoreView {
+    /// The model scores are computed with.
+    fn model(&self) -> &ScoringModel;
+    /// The id of a handle.
+    fn name(&self, h: Handle) -> &EntityId;
+    /// The handle of an id, if the view knows it.
+    fn handle(&self, id: &EntityId) -> Option<Handle>;
+    /// Whether `person` may be scored at `at` (no consent withdrawn then).
+    fn consents(&self, person: Handle, at: DateTime<Utc>) -> bool;
+    /// The people `person` follows at `at`, with strengths, sorted by id.
+    fn followees(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)>;
+    /// The brands `person` is associated with at `at`, with strengths,
+    /// sorted by id.
+    fn associations(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)>;
+    /// Calls `f` with each impulse of `person` at or before `at`, in
+    /// canonical event order.
+    fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, f: impl FnMut(Impulse));
+
+    /// The association shares `α_a · s / max(1, Σs)` of `person` at `at`
+    /// (`shares.rs`), for each associated brand with a strength above 0,
+    /// sorted by brand id.
+    fn association_shares(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        let raw = self.associations(person, at);
+        let total: f64 = raw.iter().map(|(_, w)| w).sum();
+        let alpha_a = self.model().propagation.association;
+        raw.into_iter()
+            .filter(|(_, w)| *w > 0.0)
+            .map(|(b, w)| (b, association_share(alpha_a, w, total)))
+            .collect()
+    }
+}
+
+impl ScoreView for FoldState {
+    fn model(&self) -> &ScoringModel {
+        FoldState::model(self)
+    }
+    fn name(&self, h: Handle) -> &EntityId {
+        self.table().name(h)
+    }
+    fn handle(&self, id: &EntityId) -> Option<Handle> {
+        FoldState::handle(self, id)
+    }
+    fn consents(&self, person: Handle, at: DateTime<Utc>) -> bool {
+        self.consents_h(person, at)
+    }
+    fn followees(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        self.graph.followees(person, at)
+    }
+    fn associations(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+        self.graph.associations(person, at)
+    }
+    fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, mut f: impl FnMut(Impulse)) {
+        let Some(list) = self.impulses.get(&person) else {
+            return;
+        };
+        for i in 0..list.until(at) {
+            f(Impulse {
+                brand: list.brand[i],
+                component: list.component[i],
+                time: list.time[i],
+                amount: list.amount[i],
+                event: list.event[i],
+            });
+        }
+    }
+}
