@@ -853,5 +853,5 @@ mod tests {
         assert_eq!((FORMAT_VERSION, hex.as_str()), (1, PINNED));
     }
 
-    const PINNED: &str = "92b56504cf24c03a9a73d0c4b8ef98e7c64207493b75994b7d96f44eaa93edfb";
+    const PINNED: &str = "600baa37035727faf748318dae715190c22135864d5489809ab274178eca3fe3";
 }
