@@ -109,10 +109,16 @@ pub fn call(
 
 /// A concrete request for a route pattern, on the seed story's ids.
 fn concrete(pattern: &str) -> String {
-    pattern
+    let path = pattern
         .replace("{id}", "fan1")
         .replace("{person}", "fan1")
-        .replace("{brand}", "sweater")
+        .replace("{brand}", "sweater");
+    // The change feed never ends by itself: resuming from before its
+    // window answers a reset, and ends.
+    if pattern == "/v1/stream" {
+        return format!("{path}?last_event_id=0");
+    }
+    path
 }
 
 fn body_for(method: &str, pattern: &str, n: usize) -> Option<Value> {

@@ -341,23 +341,23 @@ impl LiveSeries {
             return None;
         }
         let first = target.first_pending as u32;
-        let skipped = self
+        let (low, high) = self
             .pending
             .iter()
             .take_while(|e| e.index < first)
-            .map(|e| e.position);
+            .map(|e| e.position)
+            .fold((None, None), |(lo, hi): (Option<LogPosition>, Option<LogPosition>), p| {
+                (Some(lo.map_or(p, |l| l.min(p))), Some(hi.map_or(p, |h| h.max(p))))
+            });
         let cause = if self.scores.checkpoint().is_none() {
+            // Everything the build takes: the log up to the events it
+            // leaves to be applied one by one (whose positions come after,
+            // so the feed's positions stay in log order).
             MoveCause::Rebuild {
                 first: 0,
-                last: state.max_position().unwrap_or(0),
+                last: high.or_else(|| state.max_position()).unwrap_or(0),
             }
         } else {
-            let (low, high) = skipped.fold((None, None), |(lo, hi), p| {
-                (
-                    Some(lo.map_or(p, |l: LogPosition| l.min(p))),
-                    Some(hi.map_or(p, |h: LogPosition| h.max(p))),
-                )
-            });
             MoveCause::Rebuild {
                 first: low?,
                 last: high?,
