@@ -74,7 +74,7 @@ scenario() {
     local port
     port=$(free_port)
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/$name" $SERVE_FLAGS 2>"$WORK/$name.log" &
+    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/$name" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
     SERVER_PID=$!
     local tries=0
     until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
