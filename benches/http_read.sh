@@ -70,7 +70,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BIN" serve --demo --data-dir "$WORK/data" --bind "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
+"$BIN" serve --demo --data-dir "$WORK/data" --bind "127.0.0.1:$PORT" --rate-per-address 0 >"$WORK/serve.log" 2>&1 &
 SERVER_PID=$!
 
 echo "waiting for $BASE/readyz..." >&2
@@ -181,7 +181,7 @@ for line in open(sys.argv[1]):
 for p, b in seen:
     print(f"/v1/relationships/{p}/{b}")
 PY
-    "$BIN" serve --data-dir "$WORK/rotate" --bind "127.0.0.1:$PORT" >"$WORK/serve-rotate.log" 2>&1 &
+    "$BIN" serve --data-dir "$WORK/rotate" --bind "127.0.0.1:$PORT" --rate-per-address 0 >"$WORK/serve-rotate.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 $((READY_TRIES * 4))); do
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)

@@ -13,7 +13,8 @@
 # request, from 64 clients); each gets its own copy of the store and its
 # own server. Prints `name=value` lines on stdout; the rest goes to stderr.
 #
-# Settings (environment): FUSION_BIN and STREAM_BIN (built binaries instead
+# The generator is open loop up to 8 requests in flight per client (2 per
+# client of `singles`). Settings (environment): FUSION_BIN and STREAM_BIN (built binaries instead
 # of building release), STORE_EVENTS (200000; 1000000 for the note), RATE
 # (20000), BATCH (500), CLIENTS (4), SINGLE_RATE (5000), SECONDS (15),
 # SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
@@ -65,14 +66,15 @@ BULK=$(awk -v n="$STORE_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n 
 echo "store_events=$STORE_EVENTS"
 echo "bulk_ingest_events_per_s=$BULK"
 
-# scenario NAME RATE BATCH CLIENTS: a server on a copy of the store, the stream.
+# scenario NAME RATE BATCH CLIENTS [SETTING]: a server on a copy of the
+# store, the stream (SETTING: one more key=value for examples/stream.rs).
 scenario() {
-    local name=$1 rate=$2 batch=$3 clients=$4
+    local name=$1 rate=$2 batch=$3 clients=$4 extra=${5:-}
     cp -r "$WORK/store" "$WORK/$name"
     local port
     port=$(free_port)
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/$name" $SERVE_FLAGS 2>"$WORK/$name.log" &
+    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/$name" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
     SERVER_PID=$!
     local tries=0
     until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
@@ -86,7 +88,7 @@ scenario() {
     done
     echo "$name: $rate events/s in $batch-event requests from $clients clients for ${SECONDS_EACH}s" >&2
     "$STREAM" "http://127.0.0.1:$port" "$WORK/store.ndjson" "$WORK/stream.ndjson" \
-        rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" >"$WORK/$name.out"
+        rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" $extra >"$WORK/$name.out"
     sed "s/^/${name}_/" "$WORK/$name.out"
     local absorbed
     absorbed=$(awk -F= '$1 == "absorbed_events_per_s" { print $2 }' "$WORK/$name.out")
@@ -103,7 +105,7 @@ scenario() {
 for s in $SCENARIOS; do
     case $s in
         batches) scenario batches "$RATE" "$BATCH" "$CLIENTS" ;;
-        singles) scenario singles "$SINGLE_RATE" 1 64 ;;
+        singles) scenario singles "$SINGLE_RATE" 1 64 inflight=2 ;;
         *) echo "unknown scenario $s" >&2; exit 1 ;;
     esac
 done

@@ -5,9 +5,11 @@
 //! and asserts nothing. Used by `benches/stream.sh`.
 //!
 //! Open loop, kept lean on a shared two-core machine: every request has a
-//! scheduled send time (offered rate), each client is one blocking thread,
-//! and a latency is measured from the scheduled time, not the send (a client
-//! that fell behind because the server was slow counts the wait: no
+//! scheduled send time (offered rate); each client is `inflight` blocking
+//! threads that take the next scheduled request in turn, so a slow answer
+//! does not hold the next request back (up to `clients × inflight` in
+//! flight); a latency is measured from the scheduled time, not the send (a
+//! request sent late because every thread was busy counts the wait: no
 //! coordinated omission, as wrk2 does it).
 //!
 //! Events come from an NDJSON file (`fusion generate`); each is sent under
@@ -18,7 +20,8 @@
 //!
 //! Usage: stream BASE STORE_NDJSON STREAM_NDJSON [key=value...]
 //!   rate=20000 (events/s offered), batch=500 (events per request),
-//!   clients=4, seconds=20, relationship_rate=50, ranking_rate=5,
+//!   clients=4, inflight=8 (threads per client), seconds=20,
+//!   relationship_rate=50, ranking_rate=5,
 //!   summary_rate=5 (reads/s per kind), pairs=2000 (relationships read),
 //!   marker_ms=500 (a marker every so often).
 
@@ -67,6 +70,7 @@ struct Settings {
     rate: f64,
     batch: usize,
     clients: usize,
+    inflight: usize,
     seconds: f64,
     relationship_rate: f64,
     ranking_rate: f64,
@@ -119,6 +123,7 @@ fn main() -> anyhow::Result<()> {
         rate: 20_000.0,
         batch: 500,
         clients: 4,
+        inflight: 8,
         seconds: 20.0,
         relationship_rate: 50.0,
         ranking_rate: 5.0,
@@ -132,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             "rate" => s.rate = v.parse()?,
             "batch" => s.batch = v.parse()?,
             "clients" => s.clients = v.parse()?,
+            "inflight" => s.inflight = v.parse()?,
             "seconds" => s.seconds = v.parse()?,
             "relationship_rate" => s.relationship_rate = v.parse()?,
             "ranking_rate" => s.ranking_rate = v.parse()?,
@@ -176,8 +182,10 @@ fn main() -> anyhow::Result<()> {
     let posts = Arc::new(Mutex::new(Samples::default()));
     let stop = Arc::new(AtomicBool::new(false));
 
+    let next_request = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
-    for c in 0..s.clients as u64 {
+    for _ in 0..(s.clients * s.inflight).max(1) {
+        let next_request = Arc::clone(&next_request);
         let (s, events, accepted, last_ack, posts) = (
             Arc::clone(&s),
             Arc::clone(&events),
@@ -188,8 +196,11 @@ fn main() -> anyhow::Result<()> {
         writers.push(std::thread::spawn(move || {
             let agent = agent();
             let url = format!("{}/v1/events", s.base);
-            let mut i = c;
-            while i < requests {
+            loop {
+                let i = next_request.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
                 let scheduled = start + Duration::from_secs_f64(i as f64 * interval);
                 wait_until(scheduled);
                 let time = now_rfc3339();
@@ -221,7 +232,6 @@ fn main() -> anyhow::Result<()> {
                     let mut last = last_ack.lock().unwrap();
                     *last = (*last).max(done);
                 }
-                i += s.clients as u64;
             }
         }));
     }
@@ -334,6 +344,7 @@ fn main() -> anyhow::Result<()> {
     println!("offered_events_per_s={offered:.0}");
     println!("batch={}", s.batch);
     println!("clients={}", s.clients);
+    println!("in_flight_max={}", s.clients * s.inflight);
     let accepted = accepted.load(Ordering::Relaxed);
     println!("accepted_events={accepted}");
     println!(

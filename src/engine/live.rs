@@ -78,15 +78,33 @@ enum Step {
     Done,
     /// More to do.
     Again,
+    /// A build was made, in this long; more to do.
+    Built(std::time::Duration),
 }
+
+/// Longest pause between two builds (`catch_up`).
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Catches the live series up with the folded events (module docs). A
 /// panic is a fold failure: the state is marked broken and rebuilt.
+///
+/// While a stream keeps moving the checkpoint, every build is overtaken
+/// before the series is current, and readers get batch evaluations
+/// meanwhile; so after a build that is already behind, the thread pauses
+/// as long as the build took (at most `MAX_PAUSE`): builds take at most
+/// half of a core from folding and serving, and the series catches up
+/// once the stream slows.
 fn catch_up(derived: &Derived) {
     loop {
         match catch_unwind(AssertUnwindSafe(|| step(derived))) {
             Ok(Step::Done) => return,
             Ok(Step::Again) => {}
+            Ok(Step::Built(took)) => {
+                let behind = derived.slot.read().state.live_plan_needed();
+                if behind {
+                    std::thread::sleep(took.min(MAX_PAUSE));
+                }
+            }
             Err(panic) => {
                 derived.fail(&panic_message(&*panic));
                 return;
@@ -110,15 +128,18 @@ fn step(derived: &Derived) -> Step {
     };
     if let Some(plan) = plan {
         MutexGuard::unlock_fair(fold);
+        let started = Instant::now();
         let built = plan.run();
         let _fold = derived.fold.lock();
         // A state swapped in meanwhile (a rebuild, a restore) has its own
         // series: this build is of another.
         if derived.generation.load(Ordering::SeqCst) == generation {
-            derived.write_slot().state.install_live(built);
+            // The replaced series is freed after the lock is let go.
+            let old = derived.write_slot().state.install_live(built);
+            drop(old);
         }
         derived.publish_changes();
-        return Step::Again;
+        return Step::Built(started.elapsed());
     }
     let deadline = Instant::now() + SLICE;
     let done = derived

@@ -317,9 +317,17 @@ impl ScoreState {
         self.live.plan(&self.fold)
     }
 
-    /// Installs a build of [`Self::live_plan`] (`LiveSeries::install`).
-    pub fn install_live(&mut self, built: super::live::Built) {
-        self.live.install(built);
+    /// Whether the live series needs a checkpoint build before it can
+    /// apply its pending events ([`Self::live_plan`] would make one).
+    pub fn live_plan_needed(&self) -> bool {
+        self.live.plan_needed()
+    }
+
+    /// Installs a build of [`Self::live_plan`] (`LiveSeries::install`);
+    /// answers the series it replaced (for the caller to free where it
+    /// likes: off a lock).
+    pub fn install_live(&mut self, built: super::live::Built) -> LiveScores {
+        self.live.install(built)
     }
 
     /// Applies the live series' pending events when it needs no build
@@ -360,9 +368,10 @@ impl ScoreState {
         self.live.recomputed(&self.fold)
     }
 
-    /// Swaps in a series from [`Self::recomputed_live`].
-    pub(crate) fn set_live(&mut self, live: LiveSeries) {
-        self.live = live;
+    /// Swaps in a series from [`Self::recomputed_live`]; answers the one
+    /// it replaced (to free off a lock).
+    pub(crate) fn set_live(&mut self, live: LiveSeries) -> LiveSeries {
+        std::mem::replace(&mut self.live, live)
     }
 
     /// The one read policy for every relationship at `at` (module docs):

@@ -367,16 +367,23 @@ impl LiveSeries {
         Some((cause, before))
     }
 
+    /// Whether [`Self::plan`] would make a build (without reading inputs).
+    pub fn plan_needed(&self) -> bool {
+        let target = self.clock.checkpoint();
+        target.at.is_some() && self.scores.checkpoint() != target.at
+    }
+
     /// Installs a build made from [`Self::plan`]'s inputs, dropping the
-    /// pending events it holds (what [`Self::sync`] does after its build).
-    pub fn install(&mut self, built: Built) {
+    /// pending events it holds (what [`Self::sync`] does after its build);
+    /// answers the scores it replaced.
+    pub fn install(&mut self, built: Built) -> LiveScores {
         if self.record
             && let Some(movement) = built.movement
         {
             self.movements.push(movement);
         }
         let first = built.target.first_pending as u32;
-        self.scores = built.scores;
+        let old = std::mem::replace(&mut self.scores, built.scores);
         self.scores.set_checkpoint(built.target.at);
         // A run of equal times that straddles the new checkpoint starts
         // before it: its events applied already are left out of the build
@@ -390,6 +397,7 @@ impl LiveSeries {
         while self.pending.front().is_some_and(|e| e.index < first) {
             self.pending.pop_front();
         }
+        old
     }
 
     /// Applies the pending events one by one when the series is at its
