@@ -401,6 +401,7 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
             "0004_security",
             "0005_log_positions",
             "0010_dead_letters",
+            "0011_snapshots",
         ]
     );
     assert!(PostgresStore::migrate(&db.url).await.unwrap().is_empty());
