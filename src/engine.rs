@@ -247,11 +247,26 @@ pub struct EngineOptions {
     /// opened. `None`: no check. The CLI reads what the machine has
     /// available (`cli::available_memory`).
     pub memory: Option<u64>,
-    /// Events folded between two snapshots of the derived state written in
-    /// the background (`engine::snapshot`); 0: only at open after a full
-    /// fold, at shutdown and after a rescore. `None`: no snapshot is
-    /// written or loaded (the whole log is folded at every open).
-    pub snapshot_every: Option<u64>,
+    /// Whether the engine loads snapshots of the derived state at open
+    /// and writes them (`engine::snapshot`).
+    pub snapshots: Snapshots,
+}
+
+/// What the engine does with snapshots of the derived state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    /// Neither loads nor writes: every open folds the whole log.
+    Off,
+    /// Loads the latest valid one at open; writes none (commands that
+    /// open a store, answer and exit: a write would die with them).
+    Load,
+    /// Loads at open, and writes one after a full fold at open, every
+    /// `every` events folded (0: never periodically), at `write_snapshot`
+    /// (graceful shutdown, rescore).
+    LoadAndWrite {
+        /// Events folded between two periodic snapshots.
+        every: u64,
+    },
 }
 
 impl Default for EngineOptions {
@@ -261,7 +276,7 @@ impl Default for EngineOptions {
             fold_faults: 0,
             fail_open: false,
             memory: None,
-            snapshot_every: None,
+            snapshots: Snapshots::Off,
         }
     }
 }
@@ -951,7 +966,7 @@ impl<S: EventStore> Engine<S> {
         };
         // Read before the build: a snapshot of it names this epoch.
         let epoch = store.snapshot_epoch();
-        let snapshots = options.snapshot_every.is_some();
+        let snapshots = options.snapshots != Snapshots::Off;
         let built = {
             let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
             let fail = options.fail_open;
@@ -992,7 +1007,7 @@ impl<S: EventStore> Engine<S> {
         if let Some(cause) = broken {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
-        if let Some(every) = options.snapshot_every {
+        if let Snapshots::LoadAndWrite { every } = options.snapshots {
             let events = derived.slot.read().state.event_count() as u64;
             let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every, events)
                 .map_err(|e| EngineError::Internal(e.to_string()))?;

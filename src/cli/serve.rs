@@ -311,6 +311,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             max_future_skew: args.max_future_skew,
             fold_faults,
             fail_open,
+            // `--snapshot-every` is applied by `engine_on`.
+            snapshots: crate::engine::Snapshots::LoadAndWrite { every: 0 },
             ..EngineOptions::default()
         };
         let (store, place) = super::open_store(&args.store).await?;
