@@ -10,9 +10,10 @@
 #   the log): seconds, resident bytes then (VmRSS) and per event, the peak
 #   (VmHWM); the snapshot it writes after the full fold (seconds until it
 #   is on disk, bytes);
-# - the read under load: wrk on `GET /healthz` and on a relationship read
-#   (one relationship of the stream, a new `at` on every request so the
-#   answer cache never answers), p50/p99;
+# - the read under load: wrk on `GET /healthz`, on a relationship read (one
+#   relationship of the stream, the answer cache answering), and on the same
+#   read with a new `at` on every request (the cache never answers),
+#   p50/p99;
 # - restart: SIGTERM (a graceful stop writes a snapshot), `fusion serve`
 #   again until ready: seconds, resident bytes;
 # - `fusion rescore`: wall seconds and peak resident memory
@@ -70,8 +71,9 @@ BASE="http://127.0.0.1:$port"
 start() {
     local t0 t1
     t0=$(date +%s.%N)
+    # No rate limit: the load comes from one address.
     RUST_LOG=info "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/data" \
-        >>"$WORK/serve.log" 2>&1 &
+        --rate-per-address 0 --rate-per-key 0 >>"$WORK/serve.log" 2>&1 &
     pid=$!
     until curl -sf "$BASE/readyz" >/dev/null; do
         kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/serve.log" >&2; echo "serve exited" >&2; exit 1; }
@@ -126,6 +128,7 @@ request = function()
 end
 LUA
 measure healthz "$BASE/healthz"
+measure relationship "$BASE/v1/relationships/$person/$brand"
 measure relationship_uncached -s "$WORK/uncached.lua" "$BASE/"
 
 kill -TERM "$pid"

@@ -284,11 +284,6 @@ pub struct EngineOptions {
     /// opened. `None`: no check. The CLI reads what the machine has
     /// available (`cli::available_memory`).
     pub memory: Option<u64>,
-    /// Events folded between two snapshots of the derived state written in
-    /// the background (`engine::snapshot`); 0: only at open after a full
-    /// fold, at shutdown and after a rescore. `None`: no snapshot is
-    /// written or loaded (the whole log is folded at every open).
-    pub snapshot_every: Option<u64>,
     /// Events sent to the fold thread and not folded yet past which a
     /// write is refused as `EngineError::Overloaded` before it is stored
     /// (back-pressure: the queue stays bounded, and so does the wait of an
@@ -300,6 +295,26 @@ pub struct EngineOptions {
     /// only if nothing was folded since. Zero: every read reflects every
     /// acknowledged event (read-your-writes).
     pub staleness: std::time::Duration,
+    /// Whether the engine loads snapshots of the derived state at open
+    /// and writes them (`engine::snapshot`).
+    pub snapshots: Snapshots,
+}
+
+/// What the engine does with snapshots of the derived state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    /// Neither loads nor writes: every open folds the whole log.
+    Off,
+    /// Loads the latest valid one at open; writes none (commands that
+    /// open a store, answer and exit: a write would die with them).
+    Load,
+    /// Loads at open, and writes one after a full fold at open, every
+    /// `every` events folded (0: never periodically), at `write_snapshot`
+    /// (graceful shutdown, rescore).
+    LoadAndWrite {
+        /// Events folded between two periodic snapshots.
+        every: u64,
+    },
 }
 
 /// Default of `EngineOptions::max_fold_queue`: 50,000 events, about a
@@ -316,9 +331,9 @@ impl Default for EngineOptions {
             fold_faults: 0,
             fail_open: false,
             memory: None,
-            snapshot_every: None,
             max_fold_queue: DEFAULT_MAX_FOLD_QUEUE,
             staleness: DEFAULT_STALENESS,
+            snapshots: Snapshots::Off,
         }
     }
 }
@@ -1136,7 +1151,7 @@ impl<S: EventStore> Engine<S> {
         };
         // Read before the build: a snapshot of it names this epoch.
         let epoch = store.snapshot_epoch();
-        let snapshots = options.snapshot_every.is_some();
+        let snapshots = options.snapshots != Snapshots::Off;
         let built = {
             let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
             let fail = options.fail_open;
@@ -1177,7 +1192,7 @@ impl<S: EventStore> Engine<S> {
         if let Some(cause) = broken {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
-        if let Some(every) = options.snapshot_every {
+        if let Snapshots::LoadAndWrite { every } = options.snapshots {
             let events = derived.slot.read().state.event_count() as u64;
             let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every, events)
                 .map_err(|e| EngineError::Internal(e.to_string()))?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, Snapshots};
 use crate::ingest::mapping::Mapping;
 use crate::score::ScoringModel;
 use crate::store::dead_letters::Retention;
@@ -226,10 +226,11 @@ pub struct StoreArgs {
     /// the log, and refuses rather than be killed halfway)
     #[arg(long)]
     pub no_memory_check: bool,
-    /// Events folded between two snapshots of the scores, written in the
-    /// background beside the log (or in the database) so a start folds only
-    /// the log after the latest one; 0 writes them only after a full fold,
-    /// at shutdown and after a rescore
+    /// Events folded between two snapshots of the scores, written by
+    /// `serve` in the background beside the log (or in the database) so a
+    /// start folds only the log after the latest one; 0 writes them only
+    /// after a full fold, at shutdown and after a rescore. Every command
+    /// that opens the store loads the latest
     #[arg(long, default_value_t = 100_000, env = "FUSION_SNAPSHOT_EVERY")]
     pub snapshot_every: u64,
 }
@@ -298,7 +299,12 @@ pub async fn engine_on(
         } else {
             available_memory()
         },
-        snapshot_every: Some(args.snapshot_every),
+        snapshots: match options.snapshots {
+            Snapshots::LoadAndWrite { .. } => Snapshots::LoadAndWrite {
+                every: args.snapshot_every,
+            },
+            _ => Snapshots::Load,
+        },
         ..options
     };
     let engine = Engine::open_with(store, model, options)

@@ -17,7 +17,12 @@ pub struct RescoreArgs {
 pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        let engine = super::open_engine(&args.store, Default::default()).await?;
+        // A rescore leaves a fresh snapshot (`Engine::rescore`).
+        let options = crate::engine::EngineOptions {
+            snapshots: crate::engine::Snapshots::LoadAndWrite { every: 0 },
+            ..Default::default()
+        };
+        let engine = super::open_engine(&args.store, options).await?;
         let r = engine.rescore(Utc::now(), false).await?;
         writeln!(
             super::stdout(),

@@ -355,6 +355,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             fail_open,
             max_fold_queue: args.max_fold_queue,
             staleness: std::time::Duration::from_secs_f64(args.staleness),
+            // `--snapshot-every` is applied by `engine_on`.
+            snapshots: crate::engine::Snapshots::LoadAndWrite { every: 0 },
             ..EngineOptions::default()
         };
         let (store, place) = super::open_store(&args.store).await?;

@@ -102,6 +102,20 @@ impl SnapshotDir {
         std::fs::rename(&temp, &path).map_err(|e| io("rename", &temp, e))?;
         sync_dir(&self.dir)?;
         drop(current);
+        // Temporary files of writes cut off (a process killed mid-write):
+        // one process writes here at a time (redb locks the log), so every
+        // other one is stale.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let stale = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with(".tmp"));
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let same_model = format!("-{model}{SUFFIX}");
         let names = self
             .names()?
@@ -186,13 +200,17 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_two_are_kept_and_an_erasure_deletes_them_all() {
+    fn the_newest_two_are_kept_stale_temporary_files_cleared_and_an_erasure_deletes_them_all() {
         let dir = tempfile::tempdir().unwrap();
         let snaps = SnapshotDir::in_dir(dir.path());
         assert!(snaps.latest().unwrap().is_empty());
+        std::fs::create_dir_all(snaps.dir()).unwrap();
+        std::fs::write(snaps.dir().join("x.snapshot.tmp"), b"cut off").unwrap();
         for p in [5, 30, 200] {
             assert!(snaps.save(&[p as u8], meta(p), 0).unwrap());
         }
+        // A temporary file left by a write cut off is cleared.
+        assert!(!snaps.dir().join("x.snapshot.tmp").exists());
         assert_eq!(snaps.latest().unwrap(), vec![vec![200u8], vec![30u8]]);
         snaps.erase_all().unwrap();
         assert!(snaps.latest().unwrap().is_empty());

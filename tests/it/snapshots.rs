@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fusion::domain::{EntityId, Event};
-use fusion::engine::{Engine, EngineOptions};
+use fusion::engine::{Engine, EngineOptions, Snapshots};
 use fusion::generate::{GenerateConfig, write_ndjson};
 use fusion::score::{ScoreState, ScoringModel};
 use fusion::store::{AppendMode, EmbeddedStore, EventStore, PostgresStore};
@@ -44,7 +44,7 @@ fn stream(events: u64) -> Vec<Event> {
 
 fn with_snapshots() -> EngineOptions {
     EngineOptions {
-        snapshot_every: Some(0),
+        snapshots: Snapshots::LoadAndWrite { every: 0 },
         ..EngineOptions::default()
     }
 }
@@ -365,7 +365,7 @@ async fn a_snapshot_is_written_every_so_many_events_folded() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let options = EngineOptions {
-        snapshot_every: Some(250),
+        snapshots: Snapshots::LoadAndWrite { every: 250 },
         ..EngineOptions::default()
     };
     let engine = Engine::open_with(store.clone(), model(), options)
