@@ -52,6 +52,9 @@ pub struct SnapshotDir {
     dir: PathBuf,
     /// Erasures so far (the epoch), and the lock that orders saves with them.
     epoch: Mutex<u64>,
+    /// Held through a whole save, so saves in this process take turns (a
+    /// save clears the temporary files of others, cut off).
+    saving: Mutex<()>,
 }
 
 const SUFFIX: &str = ".snapshot";
@@ -66,6 +69,7 @@ impl SnapshotDir {
         SnapshotDir {
             dir: data_dir.join("snapshots"),
             epoch: Mutex::new(0),
+            saving: Mutex::new(()),
         }
     }
 
@@ -83,6 +87,7 @@ impl SnapshotDir {
     /// erasure came after `epoch`. Blocks on the file system.
     pub fn save(&self, bytes: &[u8], meta: SnapshotMeta, epoch: u64) -> Result<bool, StoreError> {
         use std::io::Write;
+        let _turn = self.saving.lock();
         std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
         let model = model_tag(&meta.model);
         let name = format!("{:020}-{:020}-{model}{SUFFIX}", meta.position, meta.events);
@@ -103,8 +108,8 @@ impl SnapshotDir {
         sync_dir(&self.dir)?;
         drop(current);
         // Temporary files of writes cut off (a process killed mid-write):
-        // one process writes here at a time (redb locks the log), so every
-        // other one is stale.
+        // one process writes here at a time (redb locks the log) and its
+        // saves take turns, so every other one is stale.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let stale = entry
