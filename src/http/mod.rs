@@ -37,8 +37,8 @@ mod privacy;
 pub mod rejected;
 mod routes;
 mod schema;
-pub mod stream;
 mod simulate;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

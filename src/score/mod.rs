@@ -28,8 +28,8 @@ mod model;
 pub(crate) mod propagate;
 mod scores;
 pub(crate) mod shares;
-pub mod snapshot;
 pub mod simulate;
+pub mod snapshot;
 
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{

@@ -336,7 +336,7 @@ impl LiveSeries {
         state: &FoldState,
         target: Checkpoint,
         as_of: DateTime<Utc>,
-    ) -> Option<(MoveCause, Vec<((Handle, Handle), Components)>)> {
+    ) -> Option<MovementBasis> {
         if !self.record {
             return None;
         }
@@ -346,9 +346,15 @@ impl LiveSeries {
             .iter()
             .take_while(|e| e.index < first)
             .map(|e| e.position)
-            .fold((None, None), |(lo, hi): (Option<LogPosition>, Option<LogPosition>), p| {
-                (Some(lo.map_or(p, |l| l.min(p))), Some(hi.map_or(p, |h| h.max(p))))
-            });
+            .fold(
+                (None, None),
+                |(lo, hi): (Option<LogPosition>, Option<LogPosition>), p| {
+                    (
+                        Some(lo.map_or(p, |l| l.min(p))),
+                        Some(hi.map_or(p, |h| h.max(p))),
+                    )
+                },
+            );
         let cause = if self.scores.checkpoint().is_none() {
             // Everything the build takes: the log up to the events it
             // leaves to be applied one by one (whose positions come after,
@@ -594,13 +600,17 @@ impl BuildInputs {
     }
 }
 
+/// What a checkpoint build needs to record what it moves: its cause, and
+/// every relationship's components before it (`LiveSeries::movement_basis`).
+type MovementBasis = (MoveCause, Vec<((Handle, Handle), Components)>);
+
 /// A checkpoint build with its inputs read ([`LiveSeries::plan`]): it
 /// holds no reference to the state, so it runs off every lock.
 pub struct BuildPlan {
     inputs: BuildInputs,
     target: Checkpoint,
     /// `LiveSeries::movement_basis`, when movements are recorded.
-    basis: Option<(MoveCause, Vec<((Handle, Handle), Components)>)>,
+    basis: Option<MovementBasis>,
 }
 
 impl BuildPlan {
