@@ -13,7 +13,7 @@
 //!   `event: reset` (reload, then subscribe without an id) and ends the
 //!   stream: never a silent gap.
 //! - Each subscriber reads from a `tokio::sync::broadcast` channel of
-//!   `FeedOptions::buffer` publications (one per fold round that moved
+//!   `FeedOptions::buffer` publications (one per step of the live thread that moved
 //!   something), shared by all: a subscriber that falls that far behind
 //!   gets `event: cutoff` with the position to resume from, and its stream
 //!   ends. Memory stays bounded by the window and the
@@ -45,7 +45,7 @@ use crate::feed::{Change, FeedSink, PUBLISH_DELTA, PersonKind};
 pub struct FeedOptions {
     /// Changes retained for resumption (`--feed-window`).
     pub window: usize,
-    /// Publications (fold rounds that moved something) a subscriber may
+    /// Publications (steps of the live thread that moved something) a subscriber may
     /// fall behind before it is cut off (`--feed-buffer`).
     pub buffer: usize,
     /// Silence after which a heartbeat comment is sent (`--feed-heartbeat`).
@@ -71,7 +71,7 @@ struct Group {
     changes: Vec<Change>,
 }
 
-/// One publication: the positions of one fold round, in log order.
+/// One publication: the positions one step of the live thread moved, in log order.
 type Batch = Arc<Vec<Arc<Group>>>;
 
 /// The retained window: every change after `floor`, oldest first.
