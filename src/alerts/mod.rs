@@ -50,8 +50,8 @@ use tokio::sync::Notify;
 use crate::domain::{EntityId, EntityKind};
 use crate::engine::Engine;
 use crate::store::alerts::{
-    AlertBook, AlertStore, Delivery, DeliveryState, Metric, NewAlert, Phase, PhaseChange, Rule,
-    RuleSpec,
+    AlertBook, AlertRecord, AlertStore, Delivery, DeliveryState, Metric, NewAlert, Phase,
+    PhaseChange, Rule, RuleSpec,
 };
 use crate::store::{EventStore, StoreError};
 
@@ -130,6 +130,17 @@ pub struct Alerts {
     deliver: Notify,
     /// When each rule was last evaluated (this process only).
     evaluated: Mutex<HashMap<u64, DateTime<Utc>>>,
+    /// Where fired alerts are announced besides their webhooks: the
+    /// change feed (`Alerts::announce_to`).
+    announce: std::sync::OnceLock<Arc<dyn AlertSink>>,
+}
+
+/// Where fired alerts are announced as they are recorded (the change
+/// feed, `http::stream::Hub`). Told after the alerts are durable in the
+/// store; an announcement is not retained or resumable, the store is.
+pub trait AlertSink: Send + Sync + 'static {
+    /// Alerts recorded together, in the order recorded.
+    fn announce(&self, alerts: &[AlertRecord]);
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> AlertError {
@@ -201,6 +212,7 @@ impl Alerts {
             evaluate: Notify::new(),
             deliver: Notify::new(),
             evaluated: Mutex::new(HashMap::new()),
+            announce: std::sync::OnceLock::new(),
         })
     }
 
@@ -228,6 +240,12 @@ impl Alerts {
     /// When the rule was last evaluated by this process.
     pub fn evaluated_at(&self, rule: u64) -> Option<DateTime<Utc>> {
         self.evaluated.lock().get(&rule).copied()
+    }
+
+    /// Announces fired alerts to `sink` from now on (once; a second call
+    /// is ignored).
+    pub fn announce_to(&self, sink: Arc<dyn AlertSink>) {
+        let _ = self.announce.set(sink);
     }
 
     /// The hook of the change feed: these relationships moved, so evaluate
@@ -343,6 +361,9 @@ impl Alerts {
                     .await?;
                 if !records.is_empty() {
                     tracing::info!(rule = rule.id, alerts = records.len(), "alerts fired");
+                    if let Some(sink) = self.announce.get() {
+                        sink.announce(&records);
+                    }
                     self.deliver.notify_one();
                 }
             }

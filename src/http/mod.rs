@@ -348,13 +348,17 @@ pub async fn serve<S: EventStore>(
 ) -> std::io::Result<()> {
     metrics::recorder();
     let limits = options.limits;
+    let hub = stream::Hub::attach(&engine, limits.feed);
+    if let Some(alerts) = &options.alerts {
+        alerts.announce_to(Arc::clone(&hub) as Arc<dyn crate::alerts::AlertSink>);
+    }
     let shared = Shared::with_security(
         &limits,
         security,
         Arc::clone(&intake),
         options.metrics_bind.is_none(),
     )
-    .with_feed(stream::Hub::attach(&engine, limits.feed))
+    .with_feed(hub)
     .with_alerts(options.alerts);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app_engine = Arc::clone(&engine);

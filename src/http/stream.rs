@@ -39,6 +39,7 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::domain::{EntityId, LogPosition};
 use crate::feed::{Change, FeedSink, PUBLISH_DELTA, PersonKind};
+use crate::store::alerts::AlertRecord;
 
 /// The feed's sizes and pace; `fusion serve` flags set them.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +75,17 @@ struct Group {
 /// One publication: the positions one step of the live thread moved, in log order.
 type Batch = Arc<Vec<Arc<Group>>>;
 
+/// What goes to every subscriber at once.
+#[derive(Clone)]
+enum Publication {
+    /// Changes, retained in the window and resumable by position.
+    Changes(Batch),
+    /// Alerts just recorded (`crate::alerts`): sent as `event: alert`
+    /// without an id, neither retained nor resumable (the store keeps
+    /// them: `GET /v1/alerts/{id}/events`).
+    Alerts(Arc<Vec<AlertRecord>>),
+}
+
 /// The retained window: every change after `floor`, oldest first.
 struct Ring {
     groups: VecDeque<Arc<Group>>,
@@ -86,7 +98,7 @@ struct Ring {
 pub struct Hub {
     options: FeedOptions,
     ring: Mutex<Ring>,
-    sender: broadcast::Sender<Batch>,
+    sender: broadcast::Sender<Publication>,
 }
 
 /// How a subscription starts.
@@ -97,7 +109,7 @@ enum Start {
     /// then the live ones.
     Stream {
         backlog: VecDeque<Arc<Group>>,
-        live: broadcast::Receiver<Batch>,
+        live: broadcast::Receiver<Publication>,
         /// The position to resume from if cut off before anything is read.
         resume: Option<LogPosition>,
     },
@@ -186,7 +198,7 @@ impl FeedSink for Hub {
             }
         }
         // No receiver is not an error: nobody listens now.
-        let _ = self.sender.send(Arc::new(batch));
+        let _ = self.sender.send(Publication::Changes(Arc::new(batch)));
     }
 
     fn forget(&self, id: &EntityId) {
@@ -208,6 +220,15 @@ impl FeedSink for Hub {
                 }));
             }
         }
+    }
+}
+
+impl crate::alerts::AlertSink for Hub {
+    fn announce(&self, alerts: &[AlertRecord]) {
+        // No receiver is not an error: nobody listens now.
+        let _ = self
+            .sender
+            .send(Publication::Alerts(Arc::new(alerts.to_vec())));
     }
 }
 
@@ -247,6 +268,21 @@ impl Filter {
             && self.kind.is_none_or(|k| c.kind == k)
             && c.delta.abs() >= self.min_delta
     }
+
+    /// An alert passes the brand, person and kind filters (`min_delta`
+    /// is for changes).
+    fn admits_alert(&self, a: &AlertRecord) -> bool {
+        self.brand
+            .as_ref()
+            .is_none_or(|b| a.alert.brand == b.as_str())
+            && self
+                .person
+                .as_ref()
+                .is_none_or(|p| a.alert.person == p.as_str())
+            && self
+                .kind
+                .is_none_or(|k| PersonKind::of(a.alert.kind) == Some(k))
+    }
 }
 
 /// The data of `event: cutoff` and `event: reset`.
@@ -267,7 +303,7 @@ pub struct StreamNotice {
 struct Subscriber {
     filter: Filter,
     backlog: VecDeque<Arc<Group>>,
-    live: broadcast::Receiver<Batch>,
+    live: broadcast::Receiver<Publication>,
     /// SSE events rendered and not yielded yet.
     out: VecDeque<sse::Event>,
     /// The last position handed to the stream (where to resume).
@@ -318,9 +354,17 @@ impl Subscriber {
                 () = tokio::time::sleep_until(self.end) => return None,
             };
             match received {
-                Ok(batch) => {
+                Ok(Publication::Changes(batch)) => {
                     for group in batch.iter() {
                         self.render(group);
+                    }
+                }
+                Ok(Publication::Alerts(alerts)) => {
+                    for alert in alerts.iter().filter(|a| self.filter.admits_alert(a)) {
+                        let data = sse::Data::new_json(alert)
+                            .expect("an alert serialises")
+                            .event("alert");
+                        self.out.push_back(data.into());
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -386,7 +430,7 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this log position: every retained change after it, in order, then live"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `change` events (data: a Change, id: its log position), `reset` and `cutoff` notices (data: a StreamNotice), heartbeat comments", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `change` events (data: a Change, id: its log position), `alert` events as alert rules fire (data: the alert, as its webhook's body; no id: not retained, the store keeps them), `reset` and `cutoff` notices (data: a StreamNotice), heartbeat comments", content_type = "text/event-stream", body = String),
         (status = 400, description = "A bad parameter", body = super::schema::Problem, content_type = "application/problem+json"),
     ))]
 async fn stream(

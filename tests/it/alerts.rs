@@ -234,6 +234,9 @@ fn a_score_oscillating_inside_the_hysteresis_band_fires_one_signed_alert() {
     let id = created.body["id"].as_u64().unwrap();
     let secret = created.body["secret"].as_str().unwrap().to_string();
     assert!(secret.len() >= 32);
+    // The change feed announces the alert too (issue #13: "in the store
+    // and on the change feed"), to a subscriber of its brand.
+    let mut feed = crate::feed::Stream::open(&s, "?brand=b1", &[]);
     for (i, v) in sentiments.iter().enumerate() {
         post_event(
             &s,
@@ -273,6 +276,14 @@ fn a_score_oscillating_inside_the_hysteresis_band_fires_one_signed_alert() {
     let body: Value = serde_json::from_str(&got[0].body).unwrap();
     assert_eq!(body["id"], events[0]["id"]);
     assert_eq!(body["rule"], id);
+    let announced = std::iter::from_fn(|| feed.next())
+        .find(|e| e.event == "alert")
+        .expect("the alert on the change feed");
+    assert_eq!(
+        announced.data, body,
+        "the feed announces the webhook's body"
+    );
+    assert_eq!(announced.id, None, "an alert is not a resumable position");
     // The secret is shown once: never in a listing or a read.
     let read = call(&s, "GET", &format!("/v1/alerts/{id}"), None, None);
     assert!(read.body.get("secret").is_none(), "{}", read.body);

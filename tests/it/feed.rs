@@ -19,14 +19,14 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// One Server-Sent Event (comments are counted, not kept).
 #[derive(Debug, Clone)]
-struct Sse {
-    event: String,
-    id: Option<String>,
-    data: Value,
+pub struct Sse {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
 }
 
 /// A subscriber: an open `GET /v1/stream` and what it has read.
-struct Stream {
+pub struct Stream {
     reader: BufReader<TcpStream>,
     /// Decoded body bytes not parsed yet.
     pending: Vec<u8>,
@@ -38,7 +38,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn open(s: &Server, query: &str, headers: &[(&str, &str)]) -> Stream {
+    pub fn open(s: &Server, query: &str, headers: &[(&str, &str)]) -> Stream {
         let authority = s.base.trim_start_matches("http://");
         let mut socket = TcpStream::connect(authority).expect("connect");
         socket.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -139,7 +139,7 @@ impl Stream {
 
     /// The next event, heartbeats skipped; `None` when the stream ended.
     /// Fails when none comes within `PATIENCE` (heartbeats do not count).
-    fn next(&mut self) -> Option<Sse> {
+    pub fn next(&mut self) -> Option<Sse> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             match self.block()? {
