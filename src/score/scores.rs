@@ -327,7 +327,7 @@ impl ScoreState {
     /// answers the series it replaced (for the caller to free where it
     /// likes: off a lock).
     pub fn install_live(&mut self, built: super::live::Built) -> LiveScores {
-        self.live.install(built)
+        self.live.install(built, &self.fold)
     }
 
     /// Applies the live series' pending events when it needs no build

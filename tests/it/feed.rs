@@ -473,3 +473,60 @@ fn a_stream_ends_after_its_lifetime_and_resumes_where_it_was() {
     let mut resumed = Stream::open(&s, "", &[("Last-Event-ID", &id)]);
     assert_eq!(cause_event(&resumed.change()), "e2");
 }
+
+/// After an erasure the state is built again from the log, and its live
+/// series replays the events the feed has seen, in canonical (time) order,
+/// which is not log order. The red team (2026-11-30) saw the feed's ids go
+/// backwards then, and a build's changes at its checkpoint's time leave a
+/// resuming client with stale scores. Now the replay is one change per
+/// relationship it moved, at its largest position, valued at its latest
+/// time: ids never go backwards, and what was last published is the score.
+#[test]
+fn after_an_erasure_the_feed_stays_in_log_order_with_current_scores() {
+    let (_dir, s) = start(&[]);
+    let mut feed = Stream::open(&s, "?brand=shop", &[]);
+    // One batch whose times are not in log order (distinct minutes), so
+    // canonical order and log order differ.
+    let events: Vec<Value> = (0..60)
+        .map(|i| {
+            purchase(
+                &format!("e{i}"),
+                &format!("q{}", i % 20),
+                "shop",
+                (i * 37 % 59) as u32,
+                40.0,
+            )
+        })
+        .collect();
+    post(&s, &events);
+    let r = s.delete("/v1/entities/q0");
+    assert!(r.status < 300, "{:?}", r.body);
+    post(&s, &[purchase("marker", "zed", "shop", 59, 40.0)]);
+    let mut last_id = 0u64;
+    let mut published = std::collections::BTreeMap::new();
+    loop {
+        let c = feed.change();
+        if let Some(id) = &c.id {
+            let id: u64 = id.parse().unwrap();
+            assert!(id >= last_id, "ids go back: {id} after {last_id}");
+            last_id = id;
+        }
+        let person = c.data["person"].as_str().unwrap().to_string();
+        published.insert(person, c.data["score"].as_f64().unwrap());
+        if cause_event(&c) == "marker" {
+            break;
+        }
+    }
+    // The last published score of each relationship is its score at the
+    // marker's time, within the feed's publishing threshold.
+    for (person, score) in &published {
+        if person == "q0" {
+            continue;
+        }
+        let read = s.score(person, "shop", "2026-11-01T10:59:00Z");
+        assert!(
+            (score - read).abs() < 0.5,
+            "{person}: published {score}, read {read}"
+        );
+    }
+}

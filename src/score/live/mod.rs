@@ -195,6 +195,10 @@ pub struct LiveSeries {
     movements: Vec<Movement>,
     /// Whether to record `movements` (only a change feed reads them).
     record: bool,
+    /// While a series built again from the log (a rebuilt state) replays
+    /// events the feed has seen: the canonical index the replay ends at and
+    /// the largest log position it holds (`Self::record_movements`).
+    replay: Option<(u32, LogPosition)>,
 }
 
 impl LiveSeries {
@@ -209,6 +213,7 @@ impl LiveSeries {
             clock,
             movements: Vec::new(),
             record: false,
+            replay: None,
         }
     }
 
@@ -245,10 +250,24 @@ impl LiveSeries {
     }
 
     /// Records what each step moves from now on (`true`), or stops.
+    ///
+    /// A series not built yet (a state built again from the log, after a
+    /// late event or an erasure) replays events the feed has seen already,
+    /// in canonical order, which is not log order: their changes are not
+    /// recorded one by one. Once the replay is applied, one movement says
+    /// what it changed against the feed's published values, at the
+    /// replay's latest time, caused by the positions it holds (red team
+    /// 2026-11-30: after an erasure the feed's ids went backwards, and a
+    /// build's changes at its checkpoint time left stale scores).
     pub fn record_movements(&mut self, record: bool) {
         self.record = record;
+        self.replay = None;
         if !record {
             self.movements.clear();
+        } else if self.scores.checkpoint().is_none() {
+            let end = self.pending.back().map(|e| e.index + 1);
+            let last = self.pending.iter().map(|e| e.position).max();
+            self.replay = end.zip(last);
         }
     }
 
@@ -304,7 +323,7 @@ impl LiveSeries {
     /// is the same whenever and in how many slices it runs.
     pub fn sync(&mut self, state: &FoldState, stop: impl FnMut() -> bool) -> bool {
         if let Some(plan) = self.plan(state) {
-            self.install(plan.run());
+            self.install(plan.run(), state);
         }
         self.apply_pending(state, stop)
     }
@@ -337,7 +356,7 @@ impl LiveSeries {
         target: Checkpoint,
         as_of: DateTime<Utc>,
     ) -> Option<MovementBasis> {
-        if !self.record {
+        if !self.record || self.replay.is_some() {
             return None;
         }
         let first = target.first_pending as u32;
@@ -382,7 +401,7 @@ impl LiveSeries {
     /// Installs a build made from [`Self::plan`]'s inputs, dropping the
     /// pending events it holds (what [`Self::sync`] does after its build);
     /// answers the scores it replaced.
-    pub fn install(&mut self, built: Built) -> LiveScores {
+    pub fn install(&mut self, built: Built, state: &FoldState) -> LiveScores {
         if self.record
             && let Some(movement) = built.movement
         {
@@ -403,6 +422,13 @@ impl LiveSeries {
         while self.pending.front().is_some_and(|e| e.index < first) {
             self.pending.pop_front();
         }
+        // A replay the build took whole (`Self::record_movements`).
+        if let (Some((end, last)), Some((_, as_of))) = (self.replay, built.target.at)
+            && end <= first
+        {
+            self.replay = None;
+            self.record_replay(state, as_of, last);
+        }
         old
     }
 
@@ -415,7 +441,7 @@ impl LiveSeries {
             return false;
         }
         while let Some(event) = self.pending.pop_front() {
-            self.apply(&event);
+            self.apply(&event, state);
             let (index, time) = (event.index, event.time);
             self.applied.push(event);
             // The drift check, at canonical positions where the inputs as of
@@ -434,8 +460,33 @@ impl LiveSeries {
         true
     }
 
-    fn apply(&mut self, event: &EventDeltas) {
+    /// The movement of a replay (`Self::record_movements`): every
+    /// relationship's components at `at` (the replay's latest time), from
+    /// nothing, so the feed compares them with what it published.
+    fn record_replay(&mut self, state: &FoldState, at: DateTime<Utc>, last: LogPosition) {
+        let Some(after) = self.scores.components_at(at, state.table()) else {
+            return;
+        };
+        let tolerance = state.model().live_tolerance;
+        let moved = differences(Vec::new(), after, state.table(), tolerance);
+        if !moved.is_empty() {
+            self.movements.push(Movement {
+                cause: MoveCause::Rebuild { first: 0, last },
+                time: at,
+                moved,
+            });
+        }
+    }
+
+    fn apply(&mut self, event: &EventDeltas, state: &FoldState) {
         let moved = self.apply_deltas(event);
+        if let Some((end, last)) = self.replay {
+            if event.index + 1 >= end {
+                self.replay = None;
+                self.record_replay(state, event.time, last);
+            }
+            return;
+        }
         if !moved.is_empty() {
             self.movements.push(Movement {
                 cause: MoveCause::Event {
@@ -504,6 +555,7 @@ impl LiveSeries {
             clock: self.clock,
             movements: Vec::new(),
             record: self.record,
+            replay: self.replay,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
