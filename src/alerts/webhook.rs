@@ -16,7 +16,7 @@
 //!
 //! Blocking (ureq): tries run on the blocking pool. Knows no store.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ureq::http::Uri;
@@ -50,7 +50,10 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => non_public_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // An IPv4 address carried inside IPv6 is judged as that IPv4
+            // address: mapped, and the translation and tunnelling forms a
+            // network may route to it (red team 2026-11-30).
+            if let Some(v4) = v6.to_ipv4_mapped().or_else(|| embedded_v4(v6)) {
                 return non_public_v4(v4);
             }
             let first = v6.segments()[0];
@@ -70,6 +73,32 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
                 None
             }
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address embeds in the forms that translate or
+/// tunnel to it: NAT64 `64:ff9b::/96` (RFC 6052) and `64:ff9b:1::/48`
+/// (RFC 8215, last 32 bits), SIIT `::ffff:0:a.b.c.d` (RFC 2765), 6to4
+/// `2002:a.b.c.d::/16` (RFC 3056), and IPv4-compatible `::a.b.c.d`
+/// (deprecated by RFC 4291, still parsed).
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let last = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+        || (s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified())
+    {
+        Some(last)
+    } else if s[0] == 0x2002 {
+        Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ))
+    } else {
+        None
     }
 }
 
@@ -266,6 +295,14 @@ mod tests {
             "http://[fe80::1]/",
             "http://[fd00::1]/",
             "http://[::ffff:127.0.0.1]/",
+            // IPv4 inside IPv6: NAT64, its local-use prefix, 6to4,
+            // IPv4-compatible, SIIT (red team 2026-11-30).
+            "http://[64:ff9b::a01:203]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[::127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
             "http://0.0.0.0/",
             "http://100.64.0.1/",
             "http://localhost:9/",
@@ -278,6 +315,11 @@ mod tests {
             assert_eq!(check_url(url, true), Ok(()), "{url}");
         }
         assert_eq!(check_url("https://93.184.216.34/hook", false), Ok(()));
+        assert_eq!(
+            check_url("https://[64:ff9b::5db8:d822]/hook", false),
+            Ok(())
+        );
+        assert_eq!(check_url("https://[2002:5db8:d822::1]/hook", false), Ok(()));
     }
 
     #[test]
