@@ -42,6 +42,22 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port below {high}")
 }
 
+/// A request path for a route `pattern` of the access table or the spec,
+/// with `person` for `{id}` and `{person}` and `brand` for `{brand}`, that
+/// ends by itself: the change feed never does, so it resumes from before
+/// its window, which answers a reset and ends. Tests that walk every route
+/// use it, so a new streaming route is handled once.
+pub fn walkable_path(pattern: &str, person: &str, brand: &str) -> String {
+    let path = pattern
+        .replace("{id}", person)
+        .replace("{person}", person)
+        .replace("{brand}", brand);
+    if pattern == "/v1/stream" {
+        return format!("{path}?last_event_id=0");
+    }
+    path
+}
+
 /// A running `fusion serve`; killed on drop.
 pub struct Server {
     pub child: Child,
