@@ -360,20 +360,13 @@ impl LiveSeries {
             return None;
         }
         let first = target.first_pending as u32;
-        let (low, high) = self
-            .pending
-            .iter()
-            .take_while(|e| e.index < first)
-            .map(|e| e.position)
-            .fold(
-                (None, None),
-                |(lo, hi): (Option<LogPosition>, Option<LogPosition>), p| {
-                    (
-                        Some(lo.map_or(p, |l| l.min(p))),
-                        Some(hi.map_or(p, |h| h.max(p))),
-                    )
-                },
-            );
+        let skipped = || {
+            self.pending
+                .iter()
+                .take_while(|e| e.index < first)
+                .map(|e| e.position)
+        };
+        let (low, high) = (skipped().min(), skipped().max());
         let cause = if self.scores.checkpoint().is_none() {
             // Everything the build takes: the log up to the events it
             // leaves to be applied one by one (whose positions come after,
