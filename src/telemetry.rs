@@ -15,62 +15,120 @@ use metrics::{counter, gauge, histogram};
 
 use crate::engine::IngestReport;
 
-/// Events stored by a request (new ids).
-pub const EVENTS_ACCEPTED: &str = "fusion_events_accepted_total";
-/// Events whose id was already stored.
-pub const EVENTS_DUPLICATE: &str = "fusion_events_duplicate_total";
-/// Events refused, whatever the number of bad fields.
-pub const EVENTS_REJECTED: &str = "fusion_events_rejected_total";
-/// Field errors of refused events, by field (`field` label; `other` for a
-/// field no event type has, so senders cannot grow the label set).
-pub const EVENT_FIELD_ERRORS: &str = "fusion_event_field_errors_total";
-/// Seconds from handing events to the store to their commit.
-pub const COMMIT_SECONDS: &str = "fusion_commit_seconds";
-/// Stored events waiting to be folded into the scores.
-pub const FOLD_LAG_EVENTS: &str = "fusion_fold_lag_events";
-/// Age of the oldest such wait, seconds.
-pub const FOLD_LAG_SECONDS: &str = "fusion_fold_lag_seconds";
-/// Folded events the live series (every relationship's current score) has
-/// not applied yet.
-pub const LIVE_LAG_EVENTS: &str = "fusion_live_lag_events";
-/// How long the live series has been behind, seconds (0 when caught up).
-pub const LIVE_LAG_SECONDS: &str = "fusion_live_lag_seconds";
-/// Request latency by method, route pattern (never the raw path: it holds
-/// ids) and status.
-pub const HTTP_SECONDS: &str = "fusion_http_request_duration_seconds";
-/// Store failures seen by the service, by kind (`unavailable`, `full`, `internal`).
-pub const STORE_ERRORS: &str = "fusion_store_errors_total";
-/// Client connections open now.
-pub const OPEN_CONNECTIONS: &str = "fusion_open_connections";
-/// Requests refused by the edge, by status (401, 403, 421, 429).
-pub const REFUSALS: &str = "fusion_requests_refused_total";
-/// Events in the state.
-pub const EVENTS_HELD: &str = "fusion_events";
-/// How long the scoring state's write lock was held, each time (readers
-/// wait that long at most).
-pub const WRITE_LOCK_HOLD_SECONDS: &str = "fusion_write_lock_hold_seconds";
-/// The longest such hold since start, seconds.
-pub const WRITE_LOCK_HOLD_MAX_SECONDS: &str = "fusion_write_lock_hold_max_seconds";
-/// Events refused by back-pressure (503 `overloaded`): the fold queue was full.
-pub const EVENTS_OVERLOADED: &str = "fusion_events_overloaded_total";
+/// What a metric is, for its `# TYPE` line and its start value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A counter with no labels: exposed at 0 from the start.
+    Counter,
+    /// A counter whose series are its labels' values, each from its first
+    /// count (the values are not all known in advance).
+    LabelledCounter,
+    /// A gauge: exposed at 0 from the start.
+    Gauge,
+    /// A histogram: exposed from its first sample.
+    Histogram,
+}
 
-/// Rejections kept in the dead-letter store, by route pattern.
-pub const DEAD_LETTERS_KEPT: &str = "fusion_dead_letters_kept_total";
-/// Rejections not kept: past the first 1,000 of one request.
-pub const DEAD_LETTERS_NOT_KEPT: &str = "fusion_dead_letters_not_kept_total";
-/// Letters the retention (count and age) dropped, oldest first.
-pub const DEAD_LETTERS_DROPPED: &str = "fusion_dead_letters_dropped_total";
-/// Letters replayed, ingested and removed.
-pub const DEAD_LETTERS_REPLAYED: &str = "fusion_dead_letters_replayed_total";
-/// Letters held now (sampled at each scrape).
-pub const DEAD_LETTERS_HELD: &str = "fusion_dead_letters";
+/// One metric the service exposes: its name, kind and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The Prometheus name.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: MetricKind,
+    /// The `# HELP` text, which is also the constant's documentation.
+    pub help: &'static str,
+}
 
-/// Subscribers of the change feed (`GET /v1/stream`) connected now.
-pub const FEED_SUBSCRIBERS: &str = "fusion_feed_subscribers";
-/// Changes the feed published.
-pub const FEED_CHANGES: &str = "fusion_feed_changes_published_total";
-/// Subscribers cut off for falling behind (`event: cutoff`).
-pub const FEED_CUTOFFS: &str = "fusion_feed_cutoffs_total";
+/// Declares each metric once: a documented constant for its name, and an
+/// entry of [`METRICS`] with its kind and help text, so the `# HELP` lines
+/// and the start values cannot drift from the names.
+macro_rules! metrics_table {
+    ($($name:ident = $value:literal, $kind:ident, $help:literal;)*) => {
+        $(
+            #[doc = $help]
+            pub const $name: &str = $value;
+        )*
+        /// Every metric the service exposes (`register`).
+        pub const METRICS: &[Metric] = &[
+            $(Metric { name: $value, kind: MetricKind::$kind, help: $help },)*
+        ];
+    };
+}
+
+metrics_table! {
+    EVENTS_ACCEPTED = "fusion_events_accepted_total", Counter,
+        "Events stored by a request (new ids).";
+    EVENTS_DUPLICATE = "fusion_events_duplicate_total", Counter,
+        "Events whose id was already stored.";
+    EVENTS_REJECTED = "fusion_events_rejected_total", Counter,
+        "Events refused, whatever the number of bad fields.";
+    EVENT_FIELD_ERRORS = "fusion_event_field_errors_total", LabelledCounter,
+        "Field errors of refused events, by field (`field` label; `other` for a field no event type has, so senders cannot grow the label set).";
+    COMMIT_SECONDS = "fusion_commit_seconds", Histogram,
+        "Seconds from handing events to the store to their commit.";
+    FOLD_LAG_EVENTS = "fusion_fold_lag_events", Gauge,
+        "Stored events waiting to be folded into the scores.";
+    FOLD_LAG_SECONDS = "fusion_fold_lag_seconds", Gauge,
+        "Age of the oldest such wait, seconds.";
+    LIVE_LAG_EVENTS = "fusion_live_lag_events", Gauge,
+        "Folded events the live series (every relationship's current score) has not applied yet.";
+    LIVE_LAG_SECONDS = "fusion_live_lag_seconds", Gauge,
+        "How long the live series has been behind, seconds (0 when caught up).";
+    HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
+        "Request latency by method, route pattern (never the raw path: it holds ids) and status.";
+    STORE_ERRORS = "fusion_store_errors_total", LabelledCounter,
+        "Store failures seen by the service, by kind (`unavailable`, `full`, `internal`).";
+    OPEN_CONNECTIONS = "fusion_open_connections", Gauge,
+        "Client connections open now.";
+    REFUSALS = "fusion_requests_refused_total", LabelledCounter,
+        "Requests refused by the edge, by status (401, 403, 421, 429).";
+    EVENTS_HELD = "fusion_events", Gauge,
+        "Events in the state.";
+    WRITE_LOCK_HOLD_SECONDS = "fusion_write_lock_hold_seconds", Histogram,
+        "How long the scoring state's write lock was held, each time (readers wait that long at most).";
+    WRITE_LOCK_HOLD_MAX_SECONDS = "fusion_write_lock_hold_max_seconds", Gauge,
+        "The longest such hold since start, seconds.";
+    EVENTS_OVERLOADED = "fusion_events_overloaded_total", Counter,
+        "Events refused by back-pressure (503 `overloaded`): the fold queue was full.";
+    DEAD_LETTERS_KEPT = "fusion_dead_letters_kept_total", LabelledCounter,
+        "Rejections kept in the dead-letter store, by route pattern.";
+    DEAD_LETTERS_NOT_KEPT = "fusion_dead_letters_not_kept_total", Counter,
+        "Rejections not kept: past the first 1,000 of one request.";
+    DEAD_LETTERS_DROPPED = "fusion_dead_letters_dropped_total", Counter,
+        "Letters the retention (count and age) dropped, oldest first.";
+    DEAD_LETTERS_REPLAYED = "fusion_dead_letters_replayed_total", Counter,
+        "Letters replayed, ingested and removed.";
+    DEAD_LETTERS_HELD = "fusion_dead_letters", Gauge,
+        "Letters held now (sampled at each scrape).";
+    FEED_SUBSCRIBERS = "fusion_feed_subscribers", Gauge,
+        "Subscribers of the change feed (`GET /v1/stream`) connected now.";
+    FEED_CHANGES = "fusion_feed_changes_published_total", Counter,
+        "Changes the feed published.";
+    FEED_CUTOFFS = "fusion_feed_cutoffs_total", Counter,
+        "Subscribers cut off for falling behind (`event: cutoff`).";
+}
+
+/// Describes every metric of [`METRICS`] to the installed recorder (its
+/// `# HELP` line) and exposes each unlabelled counter and gauge at 0, so a
+/// metric is on `/metrics` from the start and not only after its first
+/// count: a dashboard's `rate()` needs the 0 before the first cut-off.
+pub fn register() {
+    for m in METRICS {
+        match m.kind {
+            MetricKind::Counter => {
+                metrics::describe_counter!(m.name, m.help);
+                counter!(m.name).increment(0);
+            }
+            MetricKind::LabelledCounter => metrics::describe_counter!(m.name, m.help),
+            MetricKind::Gauge => {
+                metrics::describe_gauge!(m.name, m.help);
+                gauge!(m.name).increment(0.0);
+            }
+            MetricKind::Histogram => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
+}
 
 /// Histogram buckets for every `*_seconds` metric: 0.5 ms to 30 s.
 pub const SECONDS_BUCKETS: &[f64] = &[

@@ -29,6 +29,8 @@ pub fn recorder() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was installed already; /metrics will be empty");
+        } else {
+            telemetry::register();
         }
         handle
     })

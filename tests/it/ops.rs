@@ -42,6 +42,34 @@ fn scrape(s: &Server) -> String {
     }
 }
 
+/// Regression: `fusion_feed_cutoffs_total` (and every other counter) was
+/// absent from `/metrics` until its first count, so a dashboard's `rate()`
+/// had no series to start from. Every metric the service declares has its
+/// `# HELP` line on a fresh server, and each unlabelled counter and gauge
+/// its value.
+#[test]
+fn every_declared_metric_is_exposed_from_the_start() {
+    use fusion::telemetry::{METRICS, MetricKind};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let text = scrape(&s);
+    for m in METRICS {
+        if matches!(m.kind, MetricKind::Counter | MetricKind::Gauge) {
+            assert!(
+                text.contains(&format!("\n{} ", m.name)),
+                "{} missing on a fresh server:\n{text}",
+                m.name
+            );
+            assert!(
+                text.contains(&format!("# HELP {} ", m.name)),
+                "{} has no help line:\n{text}",
+                m.name
+            );
+        }
+    }
+    assert_eq!(metric(&text, "fusion_feed_cutoffs_total", &[]), 0.0);
+}
+
 #[test]
 fn metrics_move_when_events_are_posted() {
     let dir = tempfile::tempdir().unwrap();
