@@ -10,17 +10,19 @@
 //! - here: `Alerts`, the service. Two tasks: the evaluator and the
 //!   deliverer.
 //!
-//! **When rules are evaluated.** The evaluator wakes every
-//! [`TICK`]; it evaluates every rule when the engine's version moved since
-//! the last evaluation (any change of the scores' inputs), when the sweep is
+//! **When rules are evaluated.** The evaluator wakes every [`TICK`]; it
+//! evaluates every rule when the engine's folded position moved since the
+//! last evaluation (any change of the scores' inputs), when the sweep is
 //! due (`AlertConfig::sweep`, default 60 s at the server's clock: decay
-//! alone moves scores without moving the version, and the sweep is what
+//! alone moves scores without moving the position, and the sweep is what
 //! catches an advocate going quiet), and when woken by [`Alerts::on_changes`]
 //! or a new rule. Scores and 7-day trends come from the engine's shared
-//! ranking (`Engine::ranking`), so the evaluation costs no extra batch while
-//! the ranking is current. Values are read at the evaluation's `now`, which
-//! is the time the state machine is given (the dwell is measured on that
-//! axis).
+//! ranking (`Engine::ranking`) within the engine's staleness, the one
+//! readers share: under a stream the evaluation follows the ranking's
+//! builds (and skips a tick whose ranking it has evaluated already)
+//! instead of asking for a whole build at every change. Values are read at
+//! the evaluation's `now`, which is the time the state machine is given
+//! (the dwell is measured on that axis).
 //!
 //! **The change feed.** `on_changes` is the hook for the change feed
 //! (issue #13, item 1): call it with the relationships a fold moved and the
@@ -48,7 +50,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::domain::{EntityId, EntityKind};
-use crate::engine::Engine;
+use crate::engine::{Engine, Ranking};
 use crate::store::alerts::{
     AlertBook, AlertRecord, AlertStore, Delivery, DeliveryState, Metric, NewAlert, Phase,
     PhaseChange, Rule, RuleSpec,
@@ -110,8 +112,6 @@ pub enum AlertError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read the scores: {0}")]
-    Engine(String),
 }
 
 /// A relationship the change feed says moved (`Alerts::on_changes`).
@@ -266,46 +266,53 @@ impl Alerts {
     }
 
     async fn evaluate_loop<S: EventStore>(self: Arc<Self>, engine: Arc<Engine<S>>) {
-        let mut seen: Option<u64> = None;
+        // The (generation, position) of the ranking last evaluated.
+        let mut seen: Option<(u64, u64)> = None;
         let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
             let woken = tokio::select! {
                 _ = self.evaluate.notified() => true,
                 _ = tokio::time::sleep(TICK) => false,
             };
-            let version = engine.version();
             let sweep_due = last_sweep.is_none_or(|t| t.elapsed() >= self.config.sweep);
-            if !woken && !sweep_due && seen == Some(version) {
+            let moved = seen.is_none_or(|(_, p)| p != engine.position());
+            if !woken && !sweep_due && !moved {
                 continue;
             }
             let started = tokio::time::Instant::now();
-            if let Err(e) = self.evaluate_all(&engine, Utc::now()).await {
+            let now = Utc::now();
+            // The shared ranking, within the engine's staleness: asking for
+            // the folded position would force a whole ranking build at every
+            // change of a stream, for one evaluator (readers share it).
+            let ranking = match engine.ranking(now, 0).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(cause = %e, "could not evaluate the alert rules; will retry");
+                    continue;
+                }
+            };
+            let this = (ranking.generation, ranking.position);
+            if !woken && !sweep_due && seen == Some(this) {
+                // Nothing new to evaluate until the ranking catches up.
+                continue;
+            }
+            if let Err(e) = self.evaluate_all(&ranking, now).await {
                 // Retried at the next change or sweep, not at every tick.
                 tracing::warn!(cause = %e, "could not evaluate the alert rules; will retry");
             }
-            seen = Some(version);
+            seen = Some(this);
             if sweep_due {
                 last_sweep = Some(started);
             }
         }
     }
 
-    /// Evaluates every rule at `now`; writes what changed.
-    async fn evaluate_all<S: EventStore>(
-        &self,
-        engine: &Arc<Engine<S>>,
-        now: DateTime<Utc>,
-    ) -> Result<(), AlertError> {
+    /// Evaluates every rule at `now` on `ranking`; writes what changed.
+    async fn evaluate_all(&self, ranking: &Ranking, now: DateTime<Utc>) -> Result<(), AlertError> {
         let rules = self.book.rules().await?;
         if rules.is_empty() {
             return Ok(());
         }
-        // At this server's folded position: an evaluation woken by a new
-        // version sees that version, not a ranking within the staleness.
-        let ranking = engine
-            .ranking(now, engine.position())
-            .await
-            .map_err(|e| AlertError::Engine(e.to_string()))?;
         for rule in rules {
             let phases: HashMap<(String, String), Phase> =
                 self.book.phases(rule.id).await?.into_iter().collect();

@@ -39,7 +39,6 @@ impl From<AlertError> for ApiError {
         match e {
             AlertError::Invalid { field, message } => ApiError::body_field(field, message),
             AlertError::Store(s) => s.into(),
-            AlertError::Engine(why) => ApiError::NotReady(why),
         }
     }
 }
