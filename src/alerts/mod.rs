@@ -11,10 +11,10 @@
 //!   deliverer.
 //!
 //! **When rules are evaluated.** The evaluator wakes every [`TICK`]; it
-//! evaluates every rule when the engine's folded position moved since the
-//! last evaluation (any change of the scores' inputs), when the sweep is
+//! evaluates every rule when the engine's version moved since the last
+//! evaluation (any change of the scores' inputs), when the sweep is
 //! due (`AlertConfig::sweep`, default 60 s at the server's clock: decay
-//! alone moves scores without moving the position, and the sweep is what
+//! alone moves scores without moving the version, and the sweep is what
 //! catches an advocate going quiet), and when woken by [`Alerts::on_changes`]
 //! or a new rule. Scores and 7-day trends come from the engine's shared
 //! ranking (`Engine::ranking`) within the engine's staleness, the one
@@ -266,7 +266,9 @@ impl Alerts {
     }
 
     async fn evaluate_loop<S: EventStore>(self: Arc<Self>, engine: Arc<Engine<S>>) {
-        // The (generation, position) of the ranking last evaluated.
+        // The engine's version when last evaluated, and the (generation,
+        // position) of the ranking evaluated then.
+        let mut version_seen: Option<u64> = None;
         let mut seen: Option<(u64, u64)> = None;
         let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
@@ -275,7 +277,8 @@ impl Alerts {
                 _ = tokio::time::sleep(TICK) => false,
             };
             let sweep_due = last_sweep.is_none_or(|t| t.elapsed() >= self.config.sweep);
-            let moved = seen.is_none_or(|(_, p)| p != engine.position());
+            let version = engine.version();
+            let moved = version_seen != Some(version);
             if !woken && !sweep_due && !moved {
                 continue;
             }
@@ -301,6 +304,7 @@ impl Alerts {
                 tracing::warn!(cause = %e, "could not evaluate the alert rules; will retry");
             }
             seen = Some(this);
+            version_seen = Some(version);
             if sweep_due {
                 last_sweep = Some(started);
             }
