@@ -30,11 +30,15 @@
 //! wired, the version watch covers every change.
 //!
 //! **Delivery.** An alert and its delivery are written in one transaction
-//! (`store::alerts`); the deliverer takes due deliveries from the store,
-//! tries them on the blocking pool, and writes each outcome back: delivered
-//! on a 2xx, else retried after `webhook::backoff`, dead after
-//! `max_tries`. A delivery tried but not written back (a crash) is tried
-//! again after a restart: at least once, with the same idempotency key.
+//! (`store::alerts`), and only by the evaluation whose phase change
+//! applies (compare-and-set: several servers on one database record a
+//! crossing once). The deliverer claims due deliveries from the store for
+//! a lease (two tries' timeouts and a margin; on PostgreSQL with `FOR
+//! UPDATE SKIP LOCKED`, so each goes to one server), tries them on the
+//! blocking pool, and writes each outcome back: delivered on a 2xx, else
+//! retried after `webhook::backoff`, dead after `max_tries`. A delivery
+//! tried but not written back (a crash) is due again when its lease ends,
+//! on any server: at least once, with the same idempotency key.
 //!
 //! Must not: score anything itself, or speak HTTP to clients.
 
@@ -64,6 +68,8 @@ pub const TICK: Duration = Duration::from_millis(200);
 const IDLE: Duration = Duration::from_secs(1);
 /// Deliveries tried at once.
 const BATCH: usize = 64;
+/// What a claim of due deliveries lasts beyond two tries' timeouts.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Longest dwell a rule may ask for: 30 days.
 pub const MAX_DWELL_SECONDS: u64 = 30 * 86_400;
 /// Longest webhook URL.
@@ -321,7 +327,6 @@ impl Alerts {
             let phases: HashMap<(String, String), Phase> =
                 self.book.phases(rule.id).await?.into_iter().collect();
             let mut changes = Vec::new();
-            let mut fired = Vec::new();
             let brands = ranking.by_brand.iter().filter(|(b, _)| {
                 rule.spec
                     .brand
@@ -343,8 +348,9 @@ impl Alerts {
                     );
                     let old = phases.get(&key).copied().unwrap_or(Phase::Armed);
                     let (new, firing) = rule::step(&rule.spec, old, now, value);
-                    if let Some(f) = firing {
-                        fired.push(NewAlert {
+                    // A firing always moves the phase (to `Fired`).
+                    if new != old {
+                        let alert = firing.map(|f| NewAlert {
                             person: key.0.clone(),
                             brand: key.1.clone(),
                             kind: rel.kind,
@@ -355,12 +361,12 @@ impl Alerts {
                             crossed_at: f.crossed_at,
                             fired_at: now,
                         });
-                    }
-                    if new != old {
                         changes.push(PhaseChange {
                             person: key.0,
                             brand: key.1,
+                            from: old,
                             phase: new,
+                            alert,
                         });
                     }
                 }
@@ -368,7 +374,7 @@ impl Alerts {
             if !changes.is_empty() {
                 let records = self
                     .book
-                    .commit(rule.id, changes, fired, rule.spec.webhook_url.clone(), now)
+                    .commit(rule.id, changes, rule.spec.webhook_url.clone(), now)
                     .await?;
                 if !records.is_empty() {
                     tracing::info!(rule = rule.id, alerts = records.len(), "alerts fired");
@@ -404,7 +410,12 @@ impl Alerts {
     /// Tries the deliveries due at `now`; answers how long to wait for the
     /// next (`None`: more are due now).
     async fn deliver_due(&self, now: DateTime<Utc>) -> Result<Option<Duration>, AlertError> {
-        let (due, next) = self.book.due(now, BATCH).await?;
+        // Claimed for two tries' time and a margin: long enough that no
+        // other server tries them meanwhile, short enough that a delivery
+        // whose deliverer died mid-try goes out soon after.
+        let lease = 2 * self.config.timeout + LEASE_MARGIN;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let (due, next) = self.book.claim_due(now, lease_until, BATCH).await?;
         if due.is_empty() {
             let wait = next.map_or(IDLE, |n| (n - now).to_std().unwrap_or(Duration::ZERO));
             return Ok(Some(wait.min(IDLE)));

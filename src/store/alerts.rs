@@ -109,12 +109,19 @@ pub enum Phase {
 /// The phases of a rule's relationships: ((person, brand), phase).
 pub type Phases = Vec<((String, String), Phase)>;
 
-/// A relationship's new phase under a rule (`Armed` removes it).
+/// One relationship's move under a rule, as an evaluation decided it: from
+/// the phase it read to the one it reached (`Armed` removes it), with the
+/// alert its crossing fired, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseChange {
     pub person: String,
     pub brand: String,
+    /// The phase the evaluation read (`Armed` when none was stored).
+    pub from: Phase,
+    /// The phase it reached.
     pub phase: Phase,
+    /// The alert the crossing fired.
+    pub alert: Option<NewAlert>,
 }
 
 /// An alert as the evaluation makes it.
@@ -204,14 +211,19 @@ pub trait AlertStore: Send + Sync + 'static {
     /// ((person, brand), phase).
     fn phases(&self, rule: u64) -> impl Future<Output = Result<Phases, StoreError>> + Send;
 
-    /// In one transaction: the phase changes, the alerts and one pending
+    /// In one transaction: the phase changes, their alerts and one pending
     /// delivery per alert (due at `now`, to `url`); answers the alerts as
     /// recorded. Nothing, and no alerts, when the rule is gone.
+    ///
+    /// A change applies only if the relationship's stored phase is still
+    /// its `from` (compare-and-set); otherwise it is dropped with its
+    /// alert. Several servers on one database evaluate the same rules over
+    /// the same scores: the first to commit a crossing records it, once,
+    /// and the others' evaluations of it change nothing.
     fn commit(
         &self,
         rule: u64,
         changes: Vec<PhaseChange>,
-        fired: Vec<NewAlert>,
         url: String,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
@@ -232,11 +244,16 @@ pub trait AlertStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
 
-    /// Up to `limit` pending deliveries due at `now`, earliest first; and
-    /// the earliest `next_attempt` of those left pending after them.
-    fn due(
+    /// Claims up to `limit` pending deliveries due at `now`, earliest
+    /// first, until `lease_until`: their next attempt moves there, so no
+    /// other deliverer (another server on the same database) takes them
+    /// meanwhile, and one its deliverer never wrote back (it died mid-try)
+    /// is due again once the lease ends. Answers them as claimed, and the
+    /// earliest `next_attempt` of the pending ones left.
+    fn claim_due(
         &self,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError>> + Send;
 
@@ -507,7 +524,6 @@ impl AlertStore for AlertFile {
         &self,
         rule: u64,
         changes: Vec<PhaseChange>,
-        fired: Vec<NewAlert>,
         url: String,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send {
@@ -519,8 +535,16 @@ impl AlertStore for AlertFile {
                     return Ok(Vec::new());
                 }
                 let mut phases = txn.open_table(PHASES).map_err(redb_error)?;
-                for c in &changes {
+                let mut fired = Vec::new();
+                for c in changes {
                     let key = (rule, c.person.as_str(), c.brand.as_str());
+                    let stored: Phase = match phases.get(key).map_err(redb_error)? {
+                        Some(v) => decode(v.value())?,
+                        None => Phase::Armed,
+                    };
+                    if stored != c.from {
+                        continue;
+                    }
                     if c.phase == Phase::Armed {
                         phases.remove(key).map_err(redb_error)?;
                     } else {
@@ -528,6 +552,7 @@ impl AlertStore for AlertFile {
                             .insert(key, encode(&c.phase)?.as_slice())
                             .map_err(redb_error)?;
                     }
+                    fired.extend(c.alert);
                 }
                 let mut counters = txn.open_table(COUNTERS).map_err(redb_error)?;
                 let mut alerts = txn.open_table(ALERTS).map_err(redb_error)?;
@@ -578,34 +603,55 @@ impl AlertStore for AlertFile {
         self.scan(DELIVERIES, after, limit, move |d: &Delivery| d.rule == rule)
     }
 
-    fn due(
+    fn claim_due(
         &self,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError>> + Send
     {
         let now_micros = now.timestamp_micros();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(redb_error)?;
-            let pending = txn.open_table(PENDING).map_err(redb_error)?;
-            let deliveries = txn.open_table(DELIVERIES).map_err(redb_error)?;
-            let mut due = Vec::new();
-            for row in pending.iter().map_err(redb_error)? {
-                let (k, _) = row.map_err(redb_error)?;
-                let (at, id) = k.value();
-                let Some(v) = deliveries.get(id).map_err(redb_error)? else {
-                    continue;
-                };
-                let d: Delivery = decode(v.value())?;
-                if d.state != DeliveryState::Pending {
-                    continue;
+            let txn = db.begin_write().map_err(redb_error)?;
+            let (claimed, next) = {
+                let mut pending = txn.open_table(PENDING).map_err(redb_error)?;
+                let mut deliveries = txn.open_table(DELIVERIES).map_err(redb_error)?;
+                let mut due = Vec::new();
+                let mut next = None;
+                for row in pending.iter().map_err(redb_error)? {
+                    let (k, _) = row.map_err(redb_error)?;
+                    let (at, id) = k.value();
+                    let Some(v) = deliveries.get(id).map_err(redb_error)? else {
+                        continue;
+                    };
+                    let d: Delivery = decode(v.value())?;
+                    if d.state != DeliveryState::Pending {
+                        continue;
+                    }
+                    if due.len() >= limit || at > now_micros {
+                        next = Some(d.next_attempt);
+                        break;
+                    }
+                    due.push(d);
                 }
-                if due.len() >= limit || at > now_micros {
-                    return Ok((due, Some(d.next_attempt)));
+                for d in &mut due {
+                    pending
+                        .remove((d.next_attempt.timestamp_micros(), d.id))
+                        .map_err(redb_error)?;
+                    d.next_attempt = lease_until;
+                    pending
+                        .insert((lease_until.timestamp_micros(), d.id), ())
+                        .map_err(redb_error)?;
+                    deliveries
+                        .insert(d.id, encode(&*d)?.as_slice())
+                        .map_err(redb_error)?;
                 }
-                due.push(d);
+                (due, next)
+            };
+            if !claimed.is_empty() {
+                txn.commit().map_err(redb_error)?;
             }
-            Ok((due, None))
+            Ok((claimed, next))
         })
     }
 
@@ -739,11 +785,10 @@ impl AlertStore for AlertBook {
         &self,
         rule: u64,
         changes: Vec<PhaseChange>,
-        fired: Vec<NewAlert>,
         url: String,
         now: DateTime<Utc>,
     ) -> Result<Vec<AlertRecord>, StoreError> {
-        delegate!(self, s => s.commit(rule, changes, fired, url, now))
+        delegate!(self, s => s.commit(rule, changes, url, now))
     }
     async fn alerts(
         &self,
@@ -761,12 +806,13 @@ impl AlertStore for AlertBook {
     ) -> Result<Vec<Delivery>, StoreError> {
         delegate!(self, s => s.deliveries(rule, after, limit))
     }
-    async fn due(
+    async fn claim_due(
         &self,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError> {
-        delegate!(self, s => s.due(now, limit))
+        delegate!(self, s => s.claim_due(now, lease_until, limit))
     }
     async fn update_deliveries(&self, deliveries: Vec<Delivery>) -> Result<(), StoreError> {
         delegate!(self, s => s.update_deliveries(deliveries))

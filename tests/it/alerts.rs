@@ -564,25 +564,46 @@ async fn contract(book: &AlertBook) {
     let rules = book.rules().await.unwrap();
     assert_eq!(rules, vec![a.clone(), b.clone()]);
     // Phases, alerts and deliveries in one commit.
-    let change = |p: &str, phase| PhaseChange {
+    let change = |p: &str, from, phase| PhaseChange {
         person: p.into(),
         brand: "b".into(),
+        from,
         phase,
+        alert: None,
+    };
+    let fire = |p: &str, at| PhaseChange {
+        alert: Some(alert(p)),
+        ..change(p, Phase::Armed, Phase::Fired { at })
     };
     let fired = book
         .commit(
             b.id,
             vec![
-                change("p1", Phase::Fired { at: t(1) }),
-                change("p2", Phase::Pending { since: t(1) }),
+                fire("p1", t(1)),
+                change("p2", Phase::Armed, Phase::Pending { since: t(1) }),
             ],
-            vec![alert("p1")],
             b.spec.webhook_url.clone(),
             t(1),
         )
         .await
         .unwrap();
     assert_eq!(fired.len(), 1);
+    // Compare-and-set: the same crossing committed again (another server's
+    // evaluation of the same scores) finds p1 fired, not armed, and records
+    // nothing; a change from a phase no longer stored is dropped too.
+    let again = book
+        .commit(
+            b.id,
+            vec![
+                fire("p1", t(1)),
+                change("p2", Phase::Armed, Phase::Fired { at: t(1) }),
+            ],
+            b.spec.webhook_url.clone(),
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
     let mut phases = book.phases(b.id).await.unwrap();
     phases.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(
@@ -596,8 +617,7 @@ async fn contract(book: &AlertBook) {
     // Armed removes the phase.
     book.commit(
         b.id,
-        vec![change("p2", Phase::Armed)],
-        vec![],
+        vec![change("p2", Phase::Pending { since: t(1) }, Phase::Armed)],
         String::new(),
         t(2),
     )
@@ -620,15 +640,23 @@ async fn contract(book: &AlertBook) {
         serde_json::from_str::<Value>(&d.body).unwrap()["person"],
         "p1"
     );
-    // Due at its time, not before; written back after a try.
-    assert!(book.due(t(0), 10).await.unwrap().0.is_empty());
-    let (due, rest) = book.due(t(5), 10).await.unwrap();
+    // Due at its time, not before; claimed for a lease; written back after
+    // a try.
+    assert!(book.claim_due(t(0), t(30), 10).await.unwrap().0.is_empty());
+    let (due, rest) = book.claim_due(t(5), t(35), 10).await.unwrap();
     assert_eq!((due.len(), rest), (1, None));
+    assert_eq!(due[0].next_attempt, t(35));
+    // Claimed: another deliverer does not get it during the lease, and
+    // gets it again once the lease is over (its first deliverer died).
+    let (during, rest) = book.claim_due(t(6), t(36), 10).await.unwrap();
+    assert_eq!((during.len(), rest), (0, Some(t(35))));
+    let (after, _) = book.claim_due(t(35), t(65), 10).await.unwrap();
+    assert_eq!(after.len(), 1);
     d.tries = 1;
     d.next_attempt = t(60);
     d.last_error = Some("the receiver answered 503".into());
     book.update_deliveries(vec![d.clone()]).await.unwrap();
-    let (due, rest) = book.due(t(5), 10).await.unwrap();
+    let (due, rest) = book.claim_due(t(5), t(35), 10).await.unwrap();
     assert_eq!((due.len(), rest), (0, Some(t(60))));
     assert_eq!(
         book.deliveries(b.id, None, 10).await.unwrap(),
@@ -636,7 +664,10 @@ async fn contract(book: &AlertBook) {
     );
     d.state = DeliveryState::Delivered;
     book.update_deliveries(vec![d]).await.unwrap();
-    assert_eq!(book.due(t(100), 10).await.unwrap(), (vec![], None));
+    assert_eq!(
+        book.claim_due(t(100), t(130), 10).await.unwrap(),
+        (vec![], None)
+    );
     // Deleting a rule takes everything of it; a commit for it writes nothing.
     assert!(book.delete_rule(b.id).await.unwrap());
     assert!(!book.delete_rule(b.id).await.unwrap());
@@ -645,13 +676,7 @@ async fn contract(book: &AlertBook) {
     assert!(book.alerts(b.id, None, 10).await.unwrap().is_empty());
     assert!(book.deliveries(b.id, None, 10).await.unwrap().is_empty());
     let late = book
-        .commit(
-            b.id,
-            vec![change("p3", Phase::Fired { at: t(3) })],
-            vec![alert("p3")],
-            String::new(),
-            t(3),
-        )
+        .commit(b.id, vec![fire("p3", t(3))], String::new(), t(3))
         .await
         .unwrap();
     assert!(late.is_empty());
@@ -659,11 +684,7 @@ async fn contract(book: &AlertBook) {
     // Erasure takes every alert, phase and delivery naming the entity.
     book.commit(
         a.id,
-        vec![
-            change("p1", Phase::Fired { at: t(4) }),
-            change("p9", Phase::Fired { at: t(4) }),
-        ],
-        vec![alert("p1"), alert("p9")],
+        vec![fire("p1", t(4)), fire("p9", t(4))],
         a.spec.webhook_url.clone(),
         t(4),
     )
@@ -704,4 +725,50 @@ async fn the_postgresql_tables_keep_the_alert_contract() {
     let db = TestDb::new().await;
     let store = PostgresStore::connect(&db.url).await.unwrap();
     contract(&AlertBook::Postgres(store)).await;
+}
+
+/// Two servers on one database evaluate the same rule over the same scores
+/// and commit the same crossing at once: the alert is recorded once (each
+/// commit compares and sets the phase it read), and its delivery is claimed
+/// by one deliverer (`FOR UPDATE SKIP LOCKED`, then a lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_committing_one_crossing_record_one_alert() {
+    let db = TestDb::new().await;
+    let one = AlertBook::Postgres(PostgresStore::connect(&db.url).await.unwrap());
+    let two = AlertBook::Postgres(PostgresStore::connect(&db.url).await.unwrap());
+    let rule = one.create_rule(spec("b"), "s".into(), t(0)).await.unwrap();
+    for round in 0..20 {
+        let person = format!("p{round}");
+        let crossing = || {
+            vec![PhaseChange {
+                person: person.clone(),
+                brand: "b".into(),
+                from: Phase::Armed,
+                phase: Phase::Fired { at: t(round) },
+                alert: Some(alert(&person)),
+            }]
+        };
+        let url = rule.spec.webhook_url.clone();
+        let (a, b) = tokio::join!(
+            one.commit(rule.id, crossing(), url.clone(), t(round)),
+            two.commit(rule.id, crossing(), url.clone(), t(round)),
+        );
+        let recorded = a.unwrap().len() + b.unwrap().len();
+        assert_eq!(recorded, 1, "round {round}: {recorded} alerts recorded");
+    }
+    assert_eq!(one.alerts(rule.id, None, 100).await.unwrap().len(), 20);
+    assert_eq!(one.deliveries(rule.id, None, 100).await.unwrap().len(), 20);
+    // Their deliverers claim the outbox at once: each delivery goes to one.
+    let (a, b) = tokio::join!(
+        one.claim_due(t(30), t(60), 15),
+        two.claim_due(t(30), t(60), 15),
+    );
+    let mut ids: Vec<u64> = a.unwrap().0.iter().map(|d| d.id).collect();
+    let second: Vec<u64> = b.unwrap().0.iter().map(|d| d.id).collect();
+    let claimed = ids.len() + second.len();
+    ids.extend(second);
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "a delivery claimed twice");
+    assert_eq!(claimed, 20);
 }

@@ -6,13 +6,13 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::{PostgresStore, pg_error, pool_error};
 use crate::store::StoreError;
 use crate::store::alerts::{
-    AlertRecord, AlertStore, Delivery, DeliveryState, NewAlert, Phase, PhaseChange, Phases, Rule,
-    RuleSpec, first_delivery,
+    AlertRecord, AlertStore, Delivery, DeliveryState, Phase, PhaseChange, Phases, Rule, RuleSpec,
+    first_delivery,
 };
 
 fn id(i: u64) -> i64 {
@@ -119,7 +119,6 @@ impl AlertStore for PostgresStore {
         &self,
         rule: u64,
         changes: Vec<PhaseChange>,
-        fired: Vec<NewAlert>,
         url: String,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send {
@@ -139,22 +138,44 @@ impl AlertStore for PostgresStore {
             if live.is_none() {
                 return Ok(Vec::new());
             }
-            for c in &changes {
-                if c.phase == Phase::Armed {
-                    tx.execute(
-                        "DELETE FROM alert_phases WHERE rule_id = $1 AND person = $2 AND brand = $3",
-                        &[&id(rule), &c.person, &c.brand],
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                } else {
-                    tx.execute(
-                        "INSERT INTO alert_phases (rule_id, person, brand, phase) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (rule_id, person, brand) DO UPDATE SET phase = EXCLUDED.phase",
-                        &[&id(rule), &c.person, &c.brand, &Json(&c.phase)],
-                    )
-                    .await
-                    .map_err(pg_error)?;
+            let rule_id = id(rule);
+            let mut fired = Vec::new();
+            for c in changes {
+                // Compare-and-set: each statement changes the row only if
+                // it still holds `from` (an armed relationship has no row,
+                // and a concurrent insert of it makes this one conflict
+                // once that commits). Under READ COMMITTED a concurrent
+                // change of the same row is waited for and then re-checked.
+                let key: [&(dyn ToSql + Sync); 3] = [&rule_id, &c.person, &c.brand];
+                let applied = match (c.from, c.phase) {
+                    (Phase::Armed, Phase::Armed) => 1,
+                    (Phase::Armed, to) => tx
+                        .execute(
+                            "INSERT INTO alert_phases (rule_id, person, brand, phase) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                            &[key[0], key[1], key[2], &Json(&to)],
+                        )
+                        .await
+                        .map_err(pg_error)?,
+                    (from, Phase::Armed) => tx
+                        .execute(
+                            "DELETE FROM alert_phases \
+                             WHERE rule_id = $1 AND person = $2 AND brand = $3 AND phase = $4",
+                            &[key[0], key[1], key[2], &Json(&from)],
+                        )
+                        .await
+                        .map_err(pg_error)?,
+                    (from, to) => tx
+                        .execute(
+                            "UPDATE alert_phases SET phase = $5 \
+                             WHERE rule_id = $1 AND person = $2 AND brand = $3 AND phase = $4",
+                            &[key[0], key[1], key[2], &Json(&from), &Json(&to)],
+                        )
+                        .await
+                        .map_err(pg_error)?,
+                };
+                if applied == 1 {
+                    fired.extend(c.alert);
                 }
             }
             let mut records = Vec::with_capacity(fired.len());
@@ -241,26 +262,43 @@ impl AlertStore for PostgresStore {
         }
     }
 
-    fn due(
+    fn claim_due(
         &self,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Delivery>, Option<DateTime<Utc>>), StoreError>> + Send
     {
         let pool = self.pool.clone();
         async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let rows = client
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            // SKIP LOCKED: rows another server is claiming now are its own;
+            // once it commits, their next attempt is past `now`.
+            let rows = tx
                 .query(
                     "SELECT delivery FROM alert_deliveries WHERE state = 'pending' AND next_attempt <= $1 \
-                     ORDER BY next_attempt, id LIMIT $2",
+                     ORDER BY next_attempt, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[&now, &(limit.min(i64::MAX as usize) as i64)],
                 )
                 .await
                 .map_err(pg_error)?;
-            let due: Vec<Delivery> = rows.iter().map(|r| json(r, 0)).collect::<Result<_, _>>()?;
+            let mut due: Vec<Delivery> =
+                rows.iter().map(|r| json(r, 0)).collect::<Result<_, _>>()?;
+            let lease = tx
+                .prepare_cached(
+                    "UPDATE alert_deliveries SET next_attempt = $2, delivery = $3 WHERE id = $1",
+                )
+                .await
+                .map_err(pg_error)?;
+            for d in &mut due {
+                d.next_attempt = lease_until;
+                tx.execute(&lease, &[&id(d.id), &lease_until, &Json(&*d)])
+                    .await
+                    .map_err(pg_error)?;
+            }
             let taken: Vec<i64> = due.iter().map(|d| id(d.id)).collect();
-            let next: Option<DateTime<Utc>> = client
+            let next: Option<DateTime<Utc>> = tx
                 .query_one(
                     "SELECT min(next_attempt) FROM alert_deliveries WHERE state = 'pending' AND NOT (id = ANY($1))",
                     &[&taken],
@@ -268,6 +306,7 @@ impl AlertStore for PostgresStore {
                 .await
                 .map_err(pg_error)?
                 .get(0);
+            tx.commit().await.map_err(pg_error)?;
             Ok((due, next))
         }
     }
