@@ -117,6 +117,7 @@ impl<S: EventStore> Engine<S> {
                 let _section = self.writes.read().await;
                 let (context, foreign) = log.context_since(cursor.context).await?;
                 if foreign {
+                    crate::telemetry::record_followed_rebuild();
                     // Built from the store after this point: holds every
                     // event stored before it; positions read next are folded.
                     let waiter = self.send_change(
@@ -130,6 +131,9 @@ impl<S: EventStore> Engine<S> {
                     cursor.context = context;
                     continue;
                 }
+                // Moved by this server only: rebuilt for already, and the
+                // store has forgotten those moves now.
+                cursor.context = context;
                 let positions = log
                     .positions_after(cursor.position, POSITIONS_PER_READ)
                     .await?;
@@ -150,6 +154,7 @@ impl<S: EventStore> Engine<S> {
                 let waiter = if events.is_empty() {
                     None
                 } else {
+                    crate::telemetry::record_followed(events.len());
                     Some(self.send_change(
                         events,
                         false,

@@ -11,6 +11,7 @@ use fusion::store::{AppendMode, EventStore, PostgresStore, SharedLog};
 use serde_json::{Value, json};
 
 use crate::feed::Stream;
+use crate::ops::{metric, scrape};
 use crate::pg::TestDb;
 use crate::pg_e2e::{fresh_db, poll};
 use crate::support::{Server, bin};
@@ -188,6 +189,14 @@ fn registrations_and_erasures_on_one_server_reach_the_other() {
     let (status, ann) = read_at(&b, "ann", "acme", at, p);
     assert_eq!(status, 200);
     assert_eq!(ann, read_at(&a, "ann", "acme", at, p).1);
+    // B rebuilt once for each; A, which rebuilt for its own as it made
+    // them, never for them again (they once came back to it as foreign:
+    // its follower had not kept the epoch it had seen).
+    let rebuilds = |s: &Server| metric(&scrape(s), "fusion_followed_rebuilds_total", &[]);
+    assert_eq!(rebuilds(&b), 2.0);
+    assert_eq!(rebuilds(&a), 0.0);
+    let followed = metric(&scrape(&b), "fusion_followed_events_total", &[]);
+    assert_eq!(followed, 2.0);
 }
 
 #[test]
