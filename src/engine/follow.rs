@@ -177,3 +177,101 @@ impl<S: EventStore> Engine<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The follower over a log written behind the engine's back: its own
+    //! embedded store appended to directly, as another server would, with
+    //! wake-ups given by hand (the poll set to an hour), so what the engine
+    //! publishes before and after a pass is seen exactly.
+    use super::*;
+    use crate::domain::{Event, LogPosition};
+    use crate::score::ScoringModel;
+    use crate::store::{AppendMode, EmbeddedStore, StoreError};
+
+    struct Handmade {
+        store: EmbeddedStore,
+        wake: Arc<tokio::sync::Notify>,
+    }
+
+    impl SharedLog for Handmade {
+        async fn positions_after(
+            &self,
+            after: Option<LogPosition>,
+            limit: usize,
+        ) -> Result<Vec<LogPosition>, StoreError> {
+            let tail = self.store.tail(after, limit).await?;
+            Ok(tail.into_iter().map(|l| l.position).collect())
+        }
+        async fn context_epoch(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn context_since(&self, _seen: u64) -> Result<(u64, bool), StoreError> {
+            Ok((0, false))
+        }
+        async fn changed(&self) {
+            self.wake.notified().await
+        }
+    }
+
+    fn purchase(id: &str, minute: u32) -> Event {
+        let value = serde_json::json!({"id": id, "type": "purchase",
+            "time": format!("2026-10-01T00:{minute:02}:00Z"), "person": "p", "brand": "b",
+            "amount": 1});
+        let model = ScoringModel::default_model();
+        let mut valid = crate::ingest::validate_all(&[value], &model.currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        valid.good.remove(0).1
+    }
+
+    /// Regression: a server's published position was its state's (the
+    /// largest folded, plus one), so a local write folded above another
+    /// server's event not followed yet made `min_position` pass for a
+    /// state without that event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_published_position_waits_for_what_other_servers_stored_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let model = Arc::new(ScoringModel::default_model());
+        let engine = Arc::new(Engine::open(store.clone(), model).await.unwrap());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let log = Handmade {
+            store: store.clone(),
+            wake: Arc::clone(&wake),
+        };
+        engine.follow(log, 0, Duration::from_secs(3600));
+        // The first pass (the log is empty) publishes nothing new.
+        let wait = Duration::from_secs(30);
+        engine.wait_for_position(0, wait).await.unwrap();
+
+        // Another server stores an event (position 0)...
+        let other = store
+            .append(vec![purchase("elsewhere", 1)], AppendMode::EachEvent)
+            .await
+            .unwrap();
+        assert_eq!(other.positions, vec![Some(0)]);
+        // ... and this one folds its own above it (position 1).
+        let report = engine
+            .submit(
+                vec![(0, purchase("here", 2))],
+                Vec::new(),
+                false,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.accepted, 1);
+        // Its answer says its own event's position: another server
+        // answers `min_position` for it once it has everything below.
+        assert_eq!(report.position, 2);
+        // This server has not folded position 0: it must not say it has.
+        assert_eq!(engine.position(), 0);
+        assert!(!engine.state().unwrap().folded(0));
+
+        wake.notify_one();
+        assert_eq!(engine.wait_for_position(2, wait).await.unwrap(), 2);
+        let state = engine.state().unwrap();
+        assert!(state.folded(0) && state.folded(1));
+        assert_eq!(state.event_count(), 2);
+    }
+}
