@@ -121,8 +121,14 @@ scenario() {
     local absorbed
     absorbed=$(awk -F= '$1 == "absorbed_events_per_s" { print $2 }' "$WORK/$name.out")
     echo "${name}_absorbed_to_bulk_ratio=$(awk -v a="$absorbed" -v b="$BULK" 'BEGIN { printf "%.5f", a / b }')"
-    local hold
-    hold=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "fusion_write_lock_hold_max_seconds" { print $2 }')
+    local hold metrics
+    metrics=$(curl -s "http://127.0.0.1:$port/metrics")
+    hold=$(awk '$1 == "fusion_write_lock_hold_max_seconds" { print $2 }' <<<"$metrics")
+    if [ "$DATABASE" = 1 ]; then
+        # One server: whatever its follower folded was its own, read
+        # between commit and fold (folded once; the cost is the read).
+        echo "${name}_followed_events=$(awk '$1 == "fusion_followed_events_total" { n = $2 } END { printf "%d", n }' <<<"$metrics")"
+    fi
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"
