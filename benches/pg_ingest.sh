@@ -37,28 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-admin="${FUSION_BENCH_DATABASE_URL:-}"
-if [[ -z "$admin" ]]; then
-    bin=$(dirname "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)")
-    if [[ ! -x "$bin/initdb" || ! -x "$bin/pg_ctl" ]]; then
-        echo "pg_ingest.sh: needs PostgreSQL (apt-get install postgresql) or FUSION_BENCH_DATABASE_URL" >&2
-        exit 1
-    fi
-    chmod 755 "$work"  # the server user must reach its directory below
-    mkdir "$work/pg" "$work/pg/sock"
-    as_pg=()
-    if [[ $(id -u) == 0 ]]; then
-        chown -R postgres: "$work/pg"
-        as_pg=(runuser -u postgres --)
-    fi
-    "${as_pg[@]}" "$bin/initdb" -D "$work/pg/data" -A trust -U postgres -E UTF8 --no-sync >/dev/null
-    # The same settings as benches/pg_copy.sh: durable commits, and
-    # max_wal_size raised as any ingest-heavy server would.
-    opts="-k $work/pg/sock -p 5432 -c listen_addresses='' -c fsync=on -c synchronous_commit=on -c max_wal_size=4GB"
-    "${as_pg[@]}" "$bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -o "$opts" start >/dev/null
-    stop_server='"${as_pg[@]}" "$bin/pg_ctl" -D "$work/pg/data" -m fast stop >/dev/null 2>&1 || true'
-    admin="host=$work/pg/sock port=5432 user=postgres dbname=postgres"
-    echo "server=$("$bin/postgres" --version | tr ' ' '_')"
+# shellcheck source=benches/pg_server.sh
+source benches/pg_server.sh
+pg_server_start "$work"
+if [[ -n "$stop_server" ]]; then
     echo "server_settings=fsync=on,synchronous_commit=on,max_wal_size=4GB,shared_buffers=128MB"
 fi
 echo "cpus=$(nproc)"

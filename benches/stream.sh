@@ -18,7 +18,10 @@
 # of building release), STORE_EVENTS (200000; 1000000 for the note), RATE
 # (20000), BATCH (500), CLIENTS (4), SINGLE_RATE (5000), SECONDS (15),
 # SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
-# READY_TRIES (1500, 0.2 s apart).
+# READY_TRIES (1500, 0.2 s apart). STREAM_DATABASE=1: on PostgreSQL instead
+# (a fresh database per scenario, loaded with `fusion ingest
+# --database-url`, which is then the bulk reference; the server from
+# FUSION_BENCH_DATABASE_URL or a throwaway one, benches/pg_server.sh).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,8 +39,10 @@ READY_TRIES=${READY_TRIES:-1500}
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 if [ -z "${FUSION_BIN:-}" ] || [ -z "${STREAM_BIN:-}" ]; then
     echo "building release..." >&2
-    cargo build --release --quiet --bin fusion --example stream
+    cargo build --release --quiet --bin fusion --example stream --example pg_ingest
 fi
+DATABASE=${STREAM_DATABASE:-0}
+PG_HELPER=${PG_HELPER_BIN:-target/release/examples/pg_ingest}
 BIN=${FUSION_BIN:-target/release/fusion}
 STREAM=${STREAM_BIN:-target/release/examples/stream}
 
@@ -48,9 +53,32 @@ cleanup() {
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    if [ -n "${stop_server:-}" ]; then eval "$stop_server"; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+if [ "$DATABASE" = 1 ]; then
+    # shellcheck source=benches/pg_server.sh
+    source benches/pg_server.sh
+    pg_server_start "$WORK"
+fi
+echo "backend=$([ "$DATABASE" = 1 ] && echo postgres || echo embedded)"
+echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
+
+# load NAME: the generated store into a new place for scenario NAME; echoes
+# the `serve`/`ingest` flags that name it.
+load() {
+    if [ "$DATABASE" = 1 ]; then
+        local url
+        url=$("$PG_HELPER" db "$admin" "bench_stream_$1")
+        "$BIN" ingest --database-url "$url" "$WORK/store.ndjson" >/dev/null 2>&1
+        mkdir -p "$WORK/$1.dir"
+        echo "--data-dir $WORK/$1.dir --database-url $url"
+    else
+        "$BIN" ingest --data-dir "$WORK/$1" "$WORK/store.ndjson" >/dev/null 2>&1
+        echo "--data-dir $WORK/$1"
+    fi
+}
 
 now() { date +%s.%N; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -58,7 +86,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 echo "generating a store of $STORE_EVENTS events..." >&2
 "$BIN" generate --seed 42 --events "$STORE_EVENTS" >"$WORK/store.ndjson"
 t0=$(now)
-"$BIN" ingest --data-dir "$WORK/store" "$WORK/store.ndjson" >/dev/null 2>&1
+load bulk >/dev/null
 t1=$(now)
 BULK=$(awk -v n="$STORE_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
 # The stream's content (ids and times are rewritten at send).
@@ -70,11 +98,11 @@ echo "bulk_ingest_events_per_s=$BULK"
 # store, the stream (SETTING: one more key=value for examples/stream.rs).
 scenario() {
     local name=$1 rate=$2 batch=$3 clients=$4 extra=${5:-}
-    cp -r "$WORK/store" "$WORK/$name"
-    local port
+    local place port
+    place=$(load "$name")
     port=$(free_port)
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/$name" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
+    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" $place --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
     SERVER_PID=$!
     local tries=0
     until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
@@ -93,8 +121,14 @@ scenario() {
     local absorbed
     absorbed=$(awk -F= '$1 == "absorbed_events_per_s" { print $2 }' "$WORK/$name.out")
     echo "${name}_absorbed_to_bulk_ratio=$(awk -v a="$absorbed" -v b="$BULK" 'BEGIN { printf "%.5f", a / b }')"
-    local hold
-    hold=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "fusion_write_lock_hold_max_seconds" { print $2 }')
+    local hold metrics
+    metrics=$(curl -s "http://127.0.0.1:$port/metrics")
+    hold=$(awk '$1 == "fusion_write_lock_hold_max_seconds" { print $2 }' <<<"$metrics")
+    if [ "$DATABASE" = 1 ]; then
+        # One server: whatever its follower folded was its own, read
+        # between commit and fold (folded once; the cost is the read).
+        echo "${name}_followed_events=$(awk '$1 == "fusion_followed_events_total" { n = $2 } END { printf "%d", n }' <<<"$metrics")"
+    fi
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

@@ -41,8 +41,10 @@
 //! never one that cannot start. `EngineOptions::fold_faults` injects such
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
+mod follow;
 mod live;
 mod simulate;
+pub use follow::DEFAULT_FOLLOW_INTERVAL;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -404,6 +406,10 @@ struct Derived {
     /// The log position the state has folded through (`ScoreState::position`,
     /// never lowered: an erasure leaves its positions folded through).
     position: tokio::sync::watch::Sender<u64>,
+    /// Caps the published position while a follower runs (`follow.rs`):
+    /// every position below it that the log holds is folded. `u64::MAX`:
+    /// no follower, the state's position is published.
+    followed: AtomicU64,
     /// Wakes the live thread (`live.rs`).
     live: live::LiveSignal,
     /// Injected failures left (`EngineOptions::fold_faults`).
@@ -454,6 +460,7 @@ impl Derived {
             version: Default::default(),
             generation: Default::default(),
             position: tokio::sync::watch::Sender::new(position),
+            followed: AtomicU64::new(u64::MAX),
             live: Default::default(),
             faults: AtomicU32::new(faults),
             fold_failures: Default::default(),
@@ -516,6 +523,7 @@ impl Derived {
     /// Publishes the state's log position (after a change, under the fold
     /// lock), never lowering it.
     fn publish_position(&self, position: u64) {
+        let position = position.min(self.followed.load(Ordering::SeqCst));
         self.position.send_if_modified(|p| {
             let higher = position > *p;
             *p = (*p).max(position);
@@ -1345,7 +1353,10 @@ impl<S: EventStore> Engine<S> {
         let (mut report, folded) = self
             .write(events, keys, rejected, atomic, true, now)
             .await?;
-        report.position = self.position();
+        // At least its own events' position: a follower may not have
+        // passed them yet (`follow.rs`), and another server must.
+        let own = report.position;
+        report.position = self.position().max(own);
         if let Some((count, folded)) = folded {
             match folded.await {
                 Ok(Ok(())) => {}
@@ -1357,7 +1368,7 @@ impl<S: EventStore> Engine<S> {
                 }
                 Err(_) => return Err(EngineError::Internal("the fold thread has stopped".into())),
             }
-            report.position = self.position();
+            report.position = self.position().max(own);
         }
         Ok(report)
     }

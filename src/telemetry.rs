@@ -130,6 +130,13 @@ pub fn register() {
     }
 }
 
+/// Events the log follower sent to the fold (`engine::follow`): those
+/// another server of the same database stored, and now and then one of
+/// this server's own read between its commit and its fold (folded once).
+pub const FOLLOWED_EVENTS: &str = "fusion_followed_events_total";
+/// Rebuilds of the state because another server registered or erased.
+pub const FOLLOWED_REBUILDS: &str = "fusion_followed_rebuilds_total";
+
 /// Histogram buckets for every `*_seconds` metric: 0.5 ms to 30 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -329,6 +336,16 @@ impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         gauge!(OPEN_CONNECTIONS).decrement(1.0);
     }
+}
+
+/// Counts events followed from other servers.
+pub fn record_followed(events: usize) {
+    counter!(FOLLOWED_EVENTS).increment(events as u64);
+}
+
+/// Counts a rebuild for another server's registration or erasure.
+pub fn record_followed_rebuild() {
+    counter!(FOLLOWED_REBUILDS).increment(1);
 }
 
 /// Counts changes the feed published.

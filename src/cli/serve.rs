@@ -17,6 +17,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::http::limits::{Edge, RateConfig, RateLimits};
 use crate::http::{self, Limits, Options, Security};
 use crate::ingest::{self, BodyFormat};
+use crate::store::SharedLog;
 use crate::store::dead_letters::DeadLetters;
 use crate::store::{Backend, EventStore, Keys, ScoreRow};
 
@@ -118,6 +119,11 @@ pub struct ServeArgs {
     /// a first start before any key exists; at least 32 characters
     #[arg(long)]
     pub admin_key_file: Option<PathBuf>,
+    /// With --database-url: seconds between two reads of the events other
+    /// servers stored, besides the database's notifications (a lost
+    /// notification delays by at most this)
+    #[arg(long, default_value_t = crate::engine::DEFAULT_FOLLOW_INTERVAL.as_secs_f64(), value_parser = seconds)]
+    pub follow_interval: f64,
 }
 
 /// `--staleness`: zero allowed, at most a minute (a ranking is kept a
@@ -392,8 +398,22 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         });
         let alert_book = crate::store::AlertBook::beside(&store, &args.store.data_dir)
             .context("cannot open the alert store")?;
+        // Other servers of the same database append too: follow them
+        // (`engine::follow`); the context epoch is read before the build.
+        let shared = match &store {
+            Backend::Postgres(pg) => {
+                let log = pg.shared_log();
+                let context = log.context_epoch().await.context("cannot read the log's context")?;
+                Some((log, context))
+            }
+            Backend::Embedded(_) => None,
+        };
         let engine =
             super::engine_on(store, &place, &args.store, options).await?;
+        if let Some((log, context)) = shared {
+            let interval = std::time::Duration::from_secs_f64(args.follow_interval);
+            engine.follow(log, context, interval);
+        }
         // Alerts: rules evaluated as the scores move, webhooks from the outbox.
         let alerts = crate::alerts::Alerts::new(alert_book, args.alerts.config());
         alerts.start(Arc::clone(&engine));

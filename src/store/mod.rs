@@ -33,6 +33,11 @@
 //!   registration, from every table and index, and every snapshot of the
 //!   derived state (`snapshots.rs`).
 //!
+//! A log that several servers append to (PostgreSQL) is also a
+//! `SharedLog`: what a server reads to follow the others' appends and
+//! context changes (`engine::follow`). The embedded store is locked by one
+//! process, so it has none.
+//!
 //! This module knows nothing of HTTP or scoring.
 
 use std::future::Future;
@@ -55,7 +60,7 @@ pub use dead_letters::{DeadLetterStore, DeadLetters};
 pub use digest::{ContentKey, Digest};
 pub use embedded::EmbeddedStore;
 pub use keys::{KeyStore, Keys};
-pub use postgres::PostgresStore;
+pub use postgres::{LogWatch, PostgresStore};
 pub use snapshots::{SnapshotDir, SnapshotMeta};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -287,4 +292,34 @@ pub trait EventStore: Send + Sync + 'static {
     fn snapshots(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
         async { Ok(Vec::new()) }
     }
+}
+
+/// A log other servers append to as well (PostgreSQL, `LogWatch`): what a
+/// server reads to follow it (`engine::follow`).
+pub trait SharedLog: Send + Sync + 'static {
+    /// At most `limit` positions stored after `after` (`None`: from the
+    /// first), ascending. Positions are commit-ordered (module docs of
+    /// `postgres::follow`), so a reader that has seen every position up to
+    /// p and asks after p misses none.
+    fn positions_after(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LogPosition>, StoreError>> + Send;
+
+    /// The log's context epoch: how many registrations and erasures every
+    /// server has made (read it before a build to know what it covers).
+    fn context_epoch(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The context epoch now, and whether another process moved it since
+    /// `seen` (this process's own registrations and erasures rebuilt its
+    /// state already).
+    fn context_since(
+        &self,
+        seen: u64,
+    ) -> impl Future<Output = Result<(u64, bool), StoreError>> + Send;
+
+    /// Resolves when the log may have changed (a wake-up kept while nobody
+    /// waits); may never resolve, so a follower also polls.
+    fn changed(&self) -> impl Future<Output = ()> + Send;
 }

@@ -6,6 +6,7 @@ mod build;
 mod calibrate;
 mod certs;
 mod conflicts;
+mod converge;
 mod dashboard;
 mod dead_letters;
 mod determinism;

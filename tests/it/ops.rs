@@ -13,7 +13,7 @@ use crate::security::call;
 use crate::support::{Launch, Server, bin, free_port};
 
 /// The sum of the samples of `name` whose labels include every `k="v"`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -28,7 +28,7 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-fn scrape(s: &Server) -> String {
+pub fn scrape(s: &Server) -> String {
     let r = s.get("/metrics");
     assert_eq!(r.status, 200);
     assert!(

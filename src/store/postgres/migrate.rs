@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0011_snapshots.sql"),
     ),
     ("0012_alerts", include_str!("migrations/0012_alerts.sql")),
+    (
+        "0013_log_follow",
+        include_str!("migrations/0013_log_follow.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

@@ -49,10 +49,13 @@ use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 
 mod alerts;
 mod dead_letters;
+mod follow;
 mod keys;
 mod migrate;
 mod snapshots;
 mod tls;
+
+pub use follow::LogWatch;
 
 /// Most events folded into one commit; bounds the size of a transaction and
 /// of the staging table.
@@ -273,6 +276,10 @@ pub struct PostgresStore {
     /// This server's erasures so far, and the lock that orders snapshot
     /// saves with them (`store::snapshots`).
     snapshot_epoch: Arc<snapshots::Epoch>,
+    /// The connection string, for the log's listener (`follow.rs`).
+    url: Arc<str>,
+    /// Context epochs this process made (`follow.rs`).
+    own_context: Arc<follow::OwnContext>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -305,6 +312,8 @@ impl PostgresStore {
             pool,
             writer: tx,
             snapshot_epoch: Arc::default(),
+            url: Arc::from(url),
+            own_context: Arc::default(),
         })
     }
 
@@ -574,17 +583,21 @@ impl EventStore for PostgresStore {
     }
 
     fn put_entity(&self, entity: Entity) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let pool = self.pool.clone();
+        let (pool, own) = (self.pool.clone(), Arc::clone(&self.own_context));
         async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client
-                .execute(
-                    "INSERT INTO entities (id, kind, body) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, body = EXCLUDED.body",
-                    &[&entity.id.as_str(), &entity.kind.as_str(), &Json(&entity)],
-                )
-                .await
-                .map_err(pg_error)?;
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO entities (id, kind, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, body = EXCLUDED.body",
+                &[&entity.id.as_str(), &entity.kind.as_str(), &Json(&entity)],
+            )
+            .await
+            .map_err(pg_error)?;
+            // The log's context changed: other servers rebuild (`follow.rs`).
+            let epoch = follow::bump_context(&tx).await?;
+            tx.commit().await.map_err(pg_error)?;
+            own.made(epoch);
             Ok(())
         }
     }
@@ -616,6 +629,7 @@ impl EventStore for PostgresStore {
         let pool = self.pool.clone();
         let id = id.clone();
         let epoch = Arc::clone(&self.snapshot_epoch);
+        let own = Arc::clone(&self.own_context);
         async move {
             // A snapshot save waiting on this lock sees the new epoch and
             // keeps nothing; one saved before is deleted below.
@@ -655,7 +669,10 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+            // The log's context changed: other servers rebuild (`follow.rs`).
+            let context = follow::bump_context(&tx).await?;
             tx.commit().await.map_err(pg_error)?;
+            own.made(context);
             Ok(removed)
         }
     }
@@ -708,7 +725,11 @@ fn no_params() -> std::iter::Empty<&'static (dyn ToSql + Sync)> {
     std::iter::empty()
 }
 
-fn build_pool(url: &str) -> Result<Pool, StoreError> {
+/// The connection settings of `url`, and its TLS check (`None`: no TLS):
+/// what the pool and the log's listener (`follow.rs`) connect with.
+fn connection_config(
+    url: &str,
+) -> Result<(tokio_postgres::Config, Option<tls::Check>), StoreError> {
     // sslmode=verify-* and sslrootcert are ours to handle (tls.rs).
     let plan = tls::plan(url)?;
     let mut config: tokio_postgres::Config =
@@ -721,12 +742,17 @@ fn build_pool(url: &str) -> Result<Pool, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("fusion");
     }
+    Ok((config, plan.tls))
+}
+
+fn build_pool(url: &str) -> Result<Pool, StoreError> {
+    let (config, tls) = connection_config(url)?;
     let manager_config = ManagerConfig {
         // A connection that died while idle (server restart, failover) is
         // found out by a test query and replaced before anyone uses it.
         recycling_method: RecyclingMethod::Verified,
     };
-    let manager = match &plan.tls {
+    let manager = match &tls {
         None => Manager::from_config(config, NoTls, manager_config),
         Some(check) => Manager::from_config(config, tls::connector(check)?, manager_config),
     };

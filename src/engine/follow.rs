@@ -1,0 +1,277 @@
+//! The log follower (issue #11, item 4): on a log that other servers append
+//! to (PostgreSQL, `store::SharedLog`), folds what they stored into this
+//! engine's state, so two servers on one database converge without a
+//! restart. Owns the follower's cursor and the published position's cap;
+//! must not fold anything itself (the fold thread does, `fold_loop`).
+//!
+//! **Order.** A pass runs in the writer section like a local write
+//! (`Engine::writes`, held shared from its reads to sending its change), so
+//! the fold thread still receives the log's changes in the order the store
+//! made them: a followed range is wholly before or after a local erasure
+//! or registration. A local write may commit a position the follower reads
+//! too: both send it, and the fold skips a position already folded
+//! (`FoldState::append`, also within one round), so nothing folds twice.
+//!
+//! **Nothing is missed.** Positions are commit-ordered (the `log_head`
+//! lock, `store::postgres::follow`): once position p is visible, every
+//! position below p is committed. The follower reads the positions after
+//! its cursor (an index scan, no bodies), fetches the events of those this
+//! state has not folded, sends them, and once they are folded moves its
+//! cursor to the last position read. So every position at or below the
+//! cursor that the log holds is folded: that is the position this server
+//! publishes (`Derived::followed` caps it), and `min_position` waits on it.
+//! A local write folds before the follower passes its position; its answer
+//! still says its own events' position (`submit_keyed`), which another
+//! server reaches only once it has folded everything below.
+//!
+//! **Context.** A registration or an erasure by another server moves the
+//! log's context epoch; the follower then asks the fold thread for a
+//! rebuild from the store, as a local one does. Its own moves were rebuilt
+//! for already and are told apart by the store (`SharedLog::context_since`).
+//!
+//! Wake-ups: the store's notifications (`LISTEN`), and a poll every
+//! `interval`, so a lost notification only delays. The embedded store has
+//! one server by construction (redb is locked by one process): nothing to
+//! follow, no follower.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{Engine, EngineError, Reservation};
+use crate::store::{EventStore, SharedLog};
+
+/// Default poll interval of the follower (`fusion serve --follow-interval`).
+pub const DEFAULT_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Positions read per query: bounds one pass's memory and a round's size.
+const POSITIONS_PER_READ: usize = 10_000;
+
+impl<S: EventStore> Engine<S> {
+    /// Starts following `log` (module docs): `context` is the log's context
+    /// epoch read before this engine's state was built, `interval` the
+    /// poll. The task ends when the engine is dropped. Must be called
+    /// within a tokio runtime.
+    pub fn follow<L: SharedLog>(
+        self: &Arc<Self>,
+        log: L,
+        context: u64,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        // From now on the published position is the follower's: what was
+        // published at open stays (it is never lowered).
+        let derived = &self.derived;
+        derived
+            .followed
+            .store(*derived.position.borrow(), Ordering::SeqCst);
+        let engine = Arc::downgrade(self);
+        tokio::spawn(follow_loop(engine, log, context, interval))
+    }
+}
+
+/// Where a follower is.
+struct Cursor {
+    /// Every position at or below it that the log holds is folded
+    /// (`None`: nothing read yet).
+    position: Option<u64>,
+    /// The context epoch the state reflects.
+    context: u64,
+}
+
+async fn follow_loop<S: EventStore, L: SharedLog>(
+    engine: Weak<Engine<S>>,
+    log: L,
+    context: u64,
+    interval: Duration,
+) {
+    let mut cursor = Cursor {
+        position: None,
+        context,
+    };
+    loop {
+        {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            if let Err(e) = engine.follow_pass(&log, &mut cursor).await {
+                tracing::warn!(cause = %e, "cannot follow the other servers' events yet; retrying");
+            }
+        }
+        tokio::select! {
+            () = log.changed() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Folds what the log holds after the cursor, a read at a time, and
+    /// publishes the position reached (module docs).
+    async fn follow_pass<L: SharedLog>(
+        &self,
+        log: &L,
+        cursor: &mut Cursor,
+    ) -> Result<(), EngineError> {
+        loop {
+            let (waiter, last, full) = {
+                let _section = self.writes.read().await;
+                let (context, foreign) = log.context_since(cursor.context).await?;
+                if foreign {
+                    crate::telemetry::record_followed_rebuild();
+                    // Built from the store after this point: holds every
+                    // event stored before it; positions read next are folded.
+                    let waiter = self.send_change(
+                        Vec::new(),
+                        true,
+                        Reservation::none(&self.reserved),
+                        None,
+                    )?;
+                    drop(_section);
+                    Self::rebuilt(waiter).await?;
+                    cursor.context = context;
+                    continue;
+                }
+                // Moved by this server only: rebuilt for already, and the
+                // store has forgotten those moves now.
+                cursor.context = context;
+                let positions = log
+                    .positions_after(cursor.position, POSITIONS_PER_READ)
+                    .await?;
+                let Some(&last) = positions.last() else {
+                    break;
+                };
+                let missing: Vec<u64> = {
+                    let state = self.state()?;
+                    positions
+                        .iter()
+                        .copied()
+                        .filter(|p| !state.folded(*p))
+                        .collect()
+                };
+                // An event erased meanwhile is left out: its erasure's
+                // context move rebuilds anyway.
+                let events = self.store.events_at(missing).await?;
+                let waiter = if events.is_empty() {
+                    None
+                } else {
+                    crate::telemetry::record_followed(events.len());
+                    Some(self.send_change(
+                        events,
+                        false,
+                        Reservation::none(&self.reserved),
+                        None,
+                    )?)
+                };
+                (waiter, last, positions.len() == POSITIONS_PER_READ)
+            };
+            if let Some(waiter) = waiter {
+                Self::rebuilt(waiter).await?;
+            }
+            cursor.position = Some(last);
+            self.derived.followed.fetch_max(last + 1, Ordering::SeqCst);
+            if !full {
+                break;
+            }
+        }
+        self.derived.publish_position(u64::MAX);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The follower over a log written behind the engine's back: its own
+    //! embedded store appended to directly, as another server would, with
+    //! wake-ups given by hand (the poll set to an hour), so what the engine
+    //! publishes before and after a pass is seen exactly.
+    use super::*;
+    use crate::domain::{Event, LogPosition};
+    use crate::score::ScoringModel;
+    use crate::store::{AppendMode, EmbeddedStore, StoreError};
+
+    struct Handmade {
+        store: EmbeddedStore,
+        wake: Arc<tokio::sync::Notify>,
+    }
+
+    impl SharedLog for Handmade {
+        async fn positions_after(
+            &self,
+            after: Option<LogPosition>,
+            limit: usize,
+        ) -> Result<Vec<LogPosition>, StoreError> {
+            let tail = self.store.tail(after, limit).await?;
+            Ok(tail.into_iter().map(|l| l.position).collect())
+        }
+        async fn context_epoch(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn context_since(&self, _seen: u64) -> Result<(u64, bool), StoreError> {
+            Ok((0, false))
+        }
+        async fn changed(&self) {
+            self.wake.notified().await
+        }
+    }
+
+    fn purchase(id: &str, minute: u32) -> Event {
+        let value = serde_json::json!({"id": id, "type": "purchase",
+            "time": format!("2026-10-01T00:{minute:02}:00Z"), "person": "p", "brand": "b",
+            "amount": 1});
+        let model = ScoringModel::default_model();
+        let mut valid = crate::ingest::validate_all(&[value], &model.currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        valid.good.remove(0).1
+    }
+
+    /// Regression: a server's published position was its state's (the
+    /// largest folded, plus one), so a local write folded above another
+    /// server's event not followed yet made `min_position` pass for a
+    /// state without that event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_published_position_waits_for_what_other_servers_stored_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let model = Arc::new(ScoringModel::default_model());
+        let engine = Arc::new(Engine::open(store.clone(), model).await.unwrap());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let log = Handmade {
+            store: store.clone(),
+            wake: Arc::clone(&wake),
+        };
+        engine.follow(log, 0, Duration::from_secs(3600));
+        // The first pass (the log is empty) publishes nothing new.
+        let wait = Duration::from_secs(30);
+        engine.wait_for_position(0, wait).await.unwrap();
+
+        // Another server stores an event (position 0)...
+        let other = store
+            .append(vec![purchase("elsewhere", 1)], AppendMode::EachEvent)
+            .await
+            .unwrap();
+        assert_eq!(other.positions, vec![Some(0)]);
+        // ... and this one folds its own above it (position 1).
+        let report = engine
+            .submit(
+                vec![(0, purchase("here", 2))],
+                Vec::new(),
+                false,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.accepted, 1);
+        // Its answer says its own event's position: another server
+        // answers `min_position` for it once it has everything below.
+        assert_eq!(report.position, 2);
+        // This server has not folded position 0: it must not say it has.
+        assert_eq!(engine.position(), 0);
+        assert!(!engine.state().unwrap().folded(0));
+
+        wake.notify_one();
+        assert_eq!(engine.wait_for_position(2, wait).await.unwrap(), 2);
+        let state = engine.state().unwrap();
+        assert!(state.folded(0) && state.folded(1));
+        assert_eq!(state.event_count(), 2);
+    }
+}
