@@ -759,11 +759,14 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
                 .snapshots
                 .get()
                 .map_or(snapshot::UNKNOWN_EPOCH, |w| w.epoch_now());
+            let started = Instant::now();
             let outcome = derived.replace(|| {
                 let fresh = rebuild()?;
                 derived.fault_point();
                 Ok(fresh)
             });
+            let cause = if again { "context" } else { "late" };
+            crate::telemetry::record_fold_rebuild(cause, started.elapsed());
             if outcome.is_ok() {
                 derived.epoch.store(epoch, Ordering::SeqCst);
             }

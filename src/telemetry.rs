@@ -53,6 +53,15 @@ pub const WRITE_LOCK_HOLD_SECONDS: &str = "fusion_write_lock_hold_seconds";
 pub const WRITE_LOCK_HOLD_MAX_SECONDS: &str = "fusion_write_lock_hold_max_seconds";
 /// Events refused by back-pressure (503 `overloaded`): the fold queue was full.
 pub const EVENTS_OVERLOADED: &str = "fusion_events_overloaded_total";
+/// Builds of the whole state from the log by the fold thread, by cause
+/// (`late`: an event the fold declined to place in the folded state;
+/// `context`: a registration or an erasure).
+pub const FOLD_REBUILDS: &str = "fusion_fold_rebuilds_total";
+/// Seconds each such build took (off the state's lock; folds wait).
+pub const FOLD_REBUILD_SECONDS: &str = "fusion_fold_rebuild_seconds";
+/// Events earlier than the latest folded that the fold placed in the
+/// state without a rebuild.
+pub const FOLD_LATE_IN_PLACE: &str = "fusion_fold_late_in_place_total";
 
 /// Rejections kept in the dead-letter store, by route pattern.
 pub const DEAD_LETTERS_KEPT: &str = "fusion_dead_letters_kept_total";
@@ -157,6 +166,20 @@ pub fn record_write_lock_hold(held: Duration) {
     histogram!(WRITE_LOCK_HOLD_SECONDS).record(held.as_secs_f64());
     if ns > before {
         gauge!(WRITE_LOCK_HOLD_MAX_SECONDS).set(held.as_secs_f64());
+    }
+}
+
+/// Counts one build of the whole state by the fold thread; `cause` is
+/// `late` or `context` ([`FOLD_REBUILDS`]).
+pub fn record_fold_rebuild(cause: &'static str, took: Duration) {
+    counter!(FOLD_REBUILDS, "cause" => cause).increment(1);
+    histogram!(FOLD_REBUILD_SECONDS).record(took.as_secs_f64());
+}
+
+/// Counts late events folded in place ([`FOLD_LATE_IN_PLACE`]).
+pub fn record_late_in_place(events: usize) {
+    if events > 0 {
+        counter!(FOLD_LATE_IN_PLACE).increment(events as u64);
     }
 }
 
