@@ -42,6 +42,7 @@
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
 mod live;
+mod release;
 mod simulate;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 
@@ -594,6 +595,7 @@ impl Derived {
                 let built = plan.run();
                 let old = self.write_slot().state.install_live(built);
                 drop(old);
+                release::return_freed_memory();
             }
             loop {
                 let deadline = Instant::now() + live::SLICE;
@@ -1173,6 +1175,8 @@ impl<S: EventStore> Engine<S> {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?
         };
+        // What the build or the load read and built beside the state is freed.
+        release::return_freed_memory();
         let mut from_snapshot = true;
         let (state, broken) = match built {
             Ok(Ok((state, loaded))) => {
