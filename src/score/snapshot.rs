@@ -921,7 +921,13 @@ mod tests {
                 .iter()
                 .map(|(p, c)| {
                     let amounts: Vec<u64> = c.amount.iter().map(|a| a.to_bits()).collect();
-                    (*p, c.brand.clone(), c.time.clone(), amounts, c.event.clone())
+                    (
+                        *p,
+                        c.brand.clone(),
+                        c.time.clone(),
+                        amounts,
+                        c.event.clone(),
+                    )
                 })
                 .collect();
             v.sort_by_key(|x| x.0);
