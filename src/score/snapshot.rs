@@ -186,7 +186,9 @@ impl Captured {
 
 impl ScoreState {
     /// Copies what a snapshot holds (module docs), leaving the live series'
-    /// scores out.
+    /// scores out. The impulse columns are shared with the state, not
+    /// copied (`FoldState::impulses`: the fold copies a person's columns
+    /// before it changes them while a capture holds them).
     pub fn capture(&self) -> Captured {
         Captured {
             fold: self.fold.clone(),
