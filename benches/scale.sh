@@ -24,6 +24,9 @@
 # Settings (environment): FUSION_BIN (default: build release), SEED (42),
 # PEOPLE, INFLUENCERS, BRANDS (generator defaults when unset; the issue's
 # 10M run: 200000, 2000, 1000), DURATION (wrk, 10s), CONNECTIONS (16).
+# STREAM=file.ndjson and STORE=dir reuse a stream generated and ingested
+# once (the store is copied, its snapshots left out): comparing two builds
+# on one stream then costs neither generating nor ingesting it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,13 +56,23 @@ gen=(--seed "$SEED" --events "$EVENTS")
 [ -n "${PEOPLE:-}" ] && gen+=(--people "$PEOPLE")
 [ -n "${INFLUENCERS:-}" ] && gen+=(--influencers "$INFLUENCERS")
 [ -n "${BRANDS:-}" ] && gen+=(--brands "$BRANDS")
-echo "generating ${gen[*]}..." >&2
-"$BIN" generate "${gen[@]}" >"$WORK/events.ndjson"
+if [ -n "${STORE:-}" ]; then
+    [ -n "${STREAM:-}" ] || { echo "STORE needs the STREAM it was ingested from" >&2; exit 1; }
+    cp -r "$STORE" "$WORK/data"
+    rm -rf "$WORK/data/snapshots"
+    events=$STREAM
+else
+    echo "generating ${gen[*]}..." >&2
+    "$BIN" generate "${gen[@]}" >"$WORK/events.ndjson"
+    events=$WORK/events.ndjson
+fi
 # A relationship the stream certainly has: the first purchase's.
-read -r person brand < <(grep -m1 '"type":"purchase"' "$WORK/events.ndjson" |
+read -r person brand < <(grep -m1 '"type":"purchase"' "$events" |
     python3 -c 'import json,sys; e=json.loads(sys.stdin.read()); print(e["person"], e["brand"])')
-"$BIN" ingest --data-dir "$WORK/data" "$WORK/events.ndjson" >&2
-rm "$WORK/events.ndjson"
+if [ -z "${STORE:-}" ]; then
+    "$BIN" ingest --data-dir "$WORK/data" "$events" >&2
+    rm "$events"
+fi
 echo "events=$EVENTS"
 echo "store_bytes=$(du -sb "$WORK/data" | cut -f1)"
 

@@ -44,6 +44,7 @@
 
 mod follow;
 mod live;
+mod release;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
@@ -603,6 +604,7 @@ impl Derived {
                 let built = plan.run();
                 let old = self.write_slot().state.install_live(built);
                 drop(old);
+                release::return_freed_memory();
             }
             loop {
                 let deadline = Instant::now() + live::SLICE;
@@ -1187,6 +1189,8 @@ impl<S: EventStore> Engine<S> {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?
         };
+        // What the build or the load read and built beside the state is freed.
+        release::return_freed_memory();
         let mut from_snapshot = true;
         let (state, broken) = match built {
             Ok(Ok((state, loaded))) => {

@@ -431,7 +431,10 @@ mod tests {
         let source = include_str!("telemetry.rs");
         let plain = ["pub const ", ": &str = \"fusion_"].concat();
         let stray: Vec<&str> = source.lines().filter(|l| l.contains(&plain)).collect();
-        assert!(stray.is_empty(), "declare these in metrics_table!: {stray:?}");
+        assert!(
+            stray.is_empty(),
+            "declare these in metrics_table!: {stray:?}"
+        );
         for m in METRICS {
             assert!(m.name.starts_with("fusion_") && !m.help.is_empty(), "{m:?}");
         }

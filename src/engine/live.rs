@@ -139,6 +139,8 @@ fn step(derived: &Derived) -> Step {
             drop(old);
         }
         derived.publish_changes();
+        // The build's transient (the batch evaluation) is freed by now.
+        super::release::return_freed_memory();
         return Step::Built(started.elapsed());
     }
     let deadline = Instant::now() + SLICE;

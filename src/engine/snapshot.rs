@@ -154,6 +154,9 @@ impl Writer {
                     if let Some(done) = job.done {
                         let _ = done.send(outcome);
                     }
+                    // The capture and the bytes are freed: give them back.
+                    drop(job.captured);
+                    super::release::return_freed_memory();
                 }
             })?;
         Ok(Writer {

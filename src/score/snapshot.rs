@@ -161,26 +161,35 @@ impl Captured {
     /// state, which needs no snapshot.
     pub fn encode(&self) -> Option<Vec<u8>> {
         let position = self.position()?;
-        let body = postcard::to_stdvec(&Body::of(self))
+        // The body is encoded after room for the header, into the one
+        // buffer that is written, and its largest part (the impulses)
+        // straight from the state's columns: a copy of the state in the
+        // body's structs, and of the body's bytes behind a header, made
+        // the write's transient three times the snapshot (ARCHITECTURE.md,
+        // "Memory").
+        let mut out = postcard::to_extend(&Body::of(self), vec![0; HEADER_LEN])
             .expect("postcard encodes plain structs into a Vec");
+        let body = &out[HEADER_LEN..];
         let header = SnapshotHeader {
             format: FORMAT_VERSION,
             model: model_hash(&self.fold.model),
             position,
             events: self.events(),
             body_len: body.len() as u64,
-            checksum: Sha256::digest(&body).into(),
+            checksum: Sha256::digest(body).into(),
         };
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        header.write(&mut out);
-        out.extend_from_slice(&body);
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        header.write(&mut head);
+        out[..HEADER_LEN].copy_from_slice(&head);
         Some(out)
     }
 }
 
 impl ScoreState {
     /// Copies what a snapshot holds (module docs), leaving the live series'
-    /// scores out.
+    /// scores out. The impulse columns are shared with the state, not
+    /// copied (`FoldState::impulses`: the fold copies a person's columns
+    /// before it changes them while a capture holds them).
     pub fn capture(&self) -> Captured {
         Captured {
             fold: self.fold.clone(),
@@ -271,9 +280,11 @@ fn id(s: String) -> Result<EntityId, String> {
 }
 
 /// Everything but the header (module docs). Maps are stored as vectors
-/// sorted by key, so equal states encode to equal bytes.
+/// sorted by key, so equal states encode to equal bytes. The impulses are
+/// `I`: decoded into [`ImpulseColumns`], encoded from the state's own
+/// columns ([`ImpulsesView`], the same bytes).
 #[derive(Serialize, Deserialize)]
-struct Body {
+struct Body<I = Vec<(u32, ImpulseColumns)>> {
     names: Vec<String>,
     kinds: Vec<u8>,
     edges: Vec<EdgeRow>,
@@ -281,7 +292,7 @@ struct Body {
     folded: Vec<u64>,
     count: u64,
     latest: Option<(Time, String)>,
-    impulses: Vec<(u32, ImpulseColumns)>,
+    impulses: I,
     event_counts: Vec<u32>,
     audience: Vec<(u32, Vec<(Time, u64)>)>,
     occasions: Vec<(u32, Occasion)>,
@@ -344,6 +355,46 @@ struct ImpulseColumns {
     event: Vec<u64>,
 }
 
+/// Every person's impulse columns, borrowed from the state, sorted by
+/// handle: encodes as `Vec<(u32, ImpulseColumns)>` does.
+struct ImpulsesView<'a>(Vec<(u32, &'a Impulses)>);
+
+impl Serialize for ImpulsesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(k, c)| (*k, ColumnsView(c))))
+    }
+}
+
+/// One person's columns, borrowed: encodes as [`ImpulseColumns`] does.
+struct ColumnsView<'a>(&'a Impulses);
+
+impl Serialize for ColumnsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.0;
+        let mut st = s.serialize_struct("ImpulseColumns", 5)?;
+        st.serialize_field("brand", &Mapped(&c.brand, |x: &Handle| h(*x)))?;
+        st.serialize_field(
+            "component",
+            &Mapped(&c.component, |x: &Component| x.index() as u8),
+        )?;
+        st.serialize_field("time", &Mapped(&c.time, |t: &DateTime<Utc>| time(*t)))?;
+        st.serialize_field("amount", &c.amount)?;
+        st.serialize_field("event", &c.event)?;
+        st.end()
+    }
+}
+
+/// A slice encoded as the `Vec` of its elements mapped by `F`, without
+/// that `Vec`.
+struct Mapped<'a, T, F>(&'a [T], F);
+
+impl<T, U: Serialize, F: Fn(&T) -> U> Serialize for Mapped<'_, T, F> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(&self.1))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Occasion {
     host: Option<u32>,
@@ -385,14 +436,17 @@ fn h(x: Handle) -> u32 {
 }
 
 /// Sorted by key, as the body keeps maps.
-fn sorted<K: Copy + Ord, V, W>(map: &FxHashMap<K, V>, f: impl Fn(&V) -> W) -> Vec<(K, W)> {
+fn sorted<'a, K: Copy + Ord, V, W>(
+    map: &'a FxHashMap<K, V>,
+    f: impl Fn(&'a V) -> W,
+) -> Vec<(K, W)> {
     let mut v: Vec<(K, W)> = map.iter().map(|(k, x)| (*k, f(x))).collect();
     v.sort_by_key(|(k, _)| *k);
     v
 }
 
-impl Body {
-    fn of(c: &Captured) -> Body {
+impl<'a> Body<ImpulsesView<'a>> {
+    fn of(c: &'a Captured) -> Self {
         let f = &c.fold;
         let (names, kinds, edges) = f.graph.to_parts();
         let impulse_row = |(b, comp, amount, t): &(Handle, Component, f64, DateTime<Utc>)| {
@@ -429,16 +483,12 @@ impl Body {
                 .latest
                 .as_ref()
                 .map(|(t, id)| (time(*t), id.as_str().to_string())),
-            impulses: sorted(&f.impulses, |i| ImpulseColumns {
-                brand: i.brand.iter().map(|x| h(*x)).collect(),
-                component: i.component.iter().map(|c| c.index() as u8).collect(),
-                time: i.time.iter().map(|t| time(*t)).collect(),
-                amount: i.amount.clone(),
-                event: i.event.clone(),
-            })
-            .into_iter()
-            .map(|(k, v)| (h(k), v))
-            .collect(),
+            impulses: ImpulsesView(
+                sorted(&f.impulses, |i| &**i)
+                    .into_iter()
+                    .map(|(k, v)| (h(k), v))
+                    .collect(),
+            ),
             event_counts: f.event_counts.clone(),
             audience: sorted(&f.audience, |s| {
                 s.iter().map(|(t, n)| (time(*t), *n)).collect()
@@ -535,7 +585,9 @@ impl Body {
                 .collect(),
         }
     }
+}
 
+impl Body {
     fn into_state(self, model: Arc<ScoringModel>) -> Result<ScoreState, String> {
         let n = self.names.len();
         let hd = |x: u32| -> Result<Handle, String> {
@@ -594,7 +646,7 @@ impl Body {
             }
             impulses.insert(
                 keyed(k)?,
-                Impulses {
+                Arc::new(Impulses {
                     brand: c.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
                     component: c
                         .component
@@ -608,7 +660,7 @@ impl Body {
                         .collect::<Result<_, _>>()?,
                     amount: c.amount,
                     event: c.event,
-                },
+                }),
             );
         }
         let series = |v: Vec<(Time, u64)>| -> Result<Vec<(DateTime<Utc>, u64)>, String> {
@@ -809,6 +861,85 @@ mod tests {
         assert_eq!(header.events, s.event_count() as u64);
         // Encoding the loaded state gives the same bytes: nothing was lost.
         assert_eq!(back.capture().encode().unwrap(), bytes);
+    }
+
+    /// The seed story's log in canonical order, positions in that order.
+    fn canonical_log() -> (Arc<ScoringModel>, Vec<Logged>) {
+        let s = state();
+        let model = Arc::clone(s.model_arc());
+        let values: Vec<serde_json::Value> = include_str!("../../fixtures/seed_story.ndjson")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("the seed story is JSON"))
+            .collect();
+        let mut events: Vec<_> = crate::ingest::validate_all(&values, &model.currency)
+            .good
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let log = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Logged {
+                position: i as u64,
+                event,
+            })
+            .collect();
+        (model, log)
+    }
+
+    /// A capture shares the impulse columns instead of copying them (they
+    /// were most of a snapshot write's transient, issue #10), so a fold
+    /// after it must copy a person's columns before changing them: the
+    /// capture still encodes what it captured, and the state holds the
+    /// impulses a fold of the whole log holds.
+    #[test]
+    fn a_capture_shares_the_impulse_columns_and_a_later_fold_leaves_it_as_captured() {
+        let (model, log) = canonical_log();
+        let (head, tail) = log.split_at(log.len() - 3);
+        let mut s = ScoreState::from_log(Arc::clone(&model), Vec::new(), head.to_vec());
+        let captured = s.capture();
+        for (p, list) in &s.fold.impulses {
+            assert!(Arc::ptr_eq(list, &captured.fold.impulses[p]));
+        }
+        let bytes = captured.encode().unwrap();
+        assert!(s.apply(tail.to_vec()));
+        let copied = s
+            .fold
+            .impulses
+            .iter()
+            .filter(|(p, list)| {
+                captured
+                    .fold
+                    .impulses
+                    .get(p)
+                    .is_some_and(|c| !Arc::ptr_eq(list, c))
+            })
+            .count();
+        assert!(copied > 0, "the tail adds impulses to a captured person");
+        assert_eq!(captured.encode().unwrap(), bytes);
+        let whole = ScoreState::from_log(model, Vec::new(), log);
+        let columns = |s: &ScoreState| {
+            let mut v: Vec<_> = s
+                .fold
+                .impulses
+                .iter()
+                .map(|(p, c)| {
+                    let amounts: Vec<u64> = c.amount.iter().map(|a| a.to_bits()).collect();
+                    (
+                        *p,
+                        c.brand.clone(),
+                        c.time.clone(),
+                        amounts,
+                        c.event.clone(),
+                    )
+                })
+                .collect();
+            v.sort_by_key(|x| x.0);
+            v
+        };
+        assert_eq!(columns(&s), columns(&whole));
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl OccasionInfo {
 /// Everything the fold derives from the event log and the registrations
 /// (module docs): entities as handles of one string table, impulses in
 /// columns per person, the per-entity series the rules read, brand KPIs.
-/// Cloning it is a deep copy of plain data.
+/// Cloning it is a copy of plain data, but for the impulse columns, which
+/// are shared until either copy changes them.
 #[derive(Debug, Clone)]
 pub struct FoldState {
     pub(in crate::score) model: Arc<ScoringModel>,
@@ -152,8 +153,11 @@ pub struct FoldState {
     pub(in crate::score) count: usize,
     /// The latest event folded, (time, id): canonical order's end.
     pub(in crate::score) latest: Option<(DateTime<Utc>, EventId)>,
-    /// Impulses of the person whose relationships they move.
-    pub(crate) impulses: FxHashMap<Handle, Impulses>,
+    /// Impulses of the person whose relationships they move. Shared, copied
+    /// on write ([`Arc::make_mut`]): they are most of the state, and a
+    /// snapshot's capture then copies none of them (only the columns of a
+    /// person folded into while a capture holds them are copied).
+    pub(crate) impulses: FxHashMap<Handle, Arc<Impulses>>,
     /// How many folded events name each entity, by handle.
     pub(in crate::score) event_counts: Vec<u32>,
     pub(in crate::score) audience: FxHashMap<Handle, Vec<(DateTime<Utc>, u64)>>,
@@ -238,7 +242,7 @@ impl FoldState {
     fn shrink_to_fit(&mut self) {
         self.graph.shrink_to_fit();
         for list in self.impulses.values_mut() {
-            list.shrink_to_fit();
+            Arc::make_mut(list).shrink_to_fit();
         }
         self.impulses.shrink_to_fit();
         self.event_counts.shrink_to_fit();

@@ -5,6 +5,8 @@
 //! occasions, sales history), records impulses, graph edits and brand KPIs,
 //! and emits the deltas a view must follow.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashSet;
 
@@ -427,9 +429,7 @@ impl FoldState {
         component: Component,
         amount: f64,
     ) {
-        self.impulses
-            .entry(person)
-            .or_default()
+        Arc::make_mut(self.impulses.entry(person).or_default())
             .insert(brand, component, time, amount, event);
     }
 }
