@@ -144,3 +144,54 @@ fn walks_kept_before_events_folded_in_place_still_serve_before_them() {
         assert!(reused > 0, "{what}: no walk reused");
     }
 }
+
+/// Through the server: a relationship read keeps its walk (`engine/reads.rs`);
+/// a follow folded in place afterwards, earlier than the read's time,
+/// changes the walk there, and the next read at that time must be the
+/// answer a fresh start on the same log gives, not one from the kept walk.
+#[test]
+fn a_read_after_a_follow_folded_in_place_is_what_a_fresh_start_answers() {
+    use serde_json::json;
+
+    use crate::support::Server;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let events = [
+        json!({"id": "r1", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "fan", "brand": "b", "amount": 40}),
+        json!({"id": "r2", "type": "endorsement", "time": "2026-10-02T00:00:00Z", "person": "star", "brand": "b", "strength": 0.8}),
+        json!({"id": "r3", "type": "post", "time": "2026-10-03T00:00:00Z", "person": "star", "brand": "c", "sentiment": 0.9}),
+        json!({"id": "r4", "type": "purchase", "time": "2026-10-04T00:00:00Z", "person": "star", "brand": "b", "amount": 300}),
+    ];
+    let lines: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    assert_eq!(s.post_ndjson(&lines.join("\n")).status, 200);
+    let path = "/v1/relationships/fan/b?at=2026-11-01T00:00:00Z";
+    let before = s.get(path);
+    assert_eq!(before.status, 200, "{}", before.body);
+
+    let follow = json!({"id": "r5", "type": "follow", "time": "2026-10-20T00:00:00Z", "person": "fan", "target": "star"});
+    assert_eq!(s.post_ndjson(&follow.to_string()).status, 200);
+    let after = s.get(path);
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_ne!(
+        after.body["score"], before.body["score"],
+        "the follow must reach the read (the star's purchase spills over)"
+    );
+
+    let dir_path = s.kill();
+    let fresh = Server::start(&dir_path, &[]);
+    let again = fresh.get(path);
+    for field in [
+        "score",
+        "raw",
+        "components",
+        "trend",
+        "event_count",
+        "contributions",
+    ] {
+        assert_eq!(
+            after.body[field], again.body[field],
+            "{field}: the read after the follow differs from a fresh start's"
+        );
+    }
+}
