@@ -44,6 +44,7 @@
 
 mod follow;
 mod live;
+mod reads;
 mod release;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
@@ -1114,6 +1115,8 @@ pub struct Engine<S> {
     /// The trend columns of the latest ranking (1, 7 and 30 days before
     /// its time): the generation and time they were taken for.
     past_columns: Mutex<PastColumns>,
+    /// The adjoint walks of recently read relationships (`reads.rs`).
+    walks: reads::Walks,
 }
 
 /// `Engine::past_columns`.
@@ -1251,6 +1254,7 @@ impl<S: EventStore> Engine<S> {
             from_snapshot: from_snapshot && broken_none,
             queued: Arc::default(),
             past_columns: Mutex::new(None),
+            walks: reads::Walks::default(),
         })
     }
 
@@ -2097,21 +2101,29 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<Option<(Explanation, Trend)>, EngineError> {
         let (draft, trend) = {
             let state = self.state()?;
-            let Some(draft) = state.explain(person, brand, at) else {
+            // Read under the read lock, after it was taken (`reads::Taken`).
+            let taken = reads::Taken {
+                generation: self.derived.generation.load(Ordering::SeqCst),
+                version: self.version(),
+                events: state.event_count(),
+                position: state.position(),
+                latest: state.latest_time(),
+            };
+            let past = [1, 7, 30].map(|days| at - Duration::days(days));
+            let Some(reading) = state.read(person, brand, at, &past, |t| {
+                self.walks.get(&taken, person, brand, t)
+            }) else {
                 return Ok(None);
             };
-            let now = draft.score();
-            let past = |days: i64| {
-                state
-                    .score_at(person, brand, at - Duration::days(days))
-                    .unwrap_or(50.0)
-            };
+            self.walks.put(&taken, person, brand, &reading.walks);
+            let now = reading.draft.score();
+            let change = |i: usize| now - reading.past[i].unwrap_or(50.0);
             let trend = Trend {
-                d1: now - past(1),
-                d7: now - past(7),
-                d30: now - past(30),
+                d1: change(0),
+                d7: change(1),
+                d30: change(2),
             };
-            (draft, trend)
+            (reading.draft, trend)
         };
         let events = self.store.events_at(draft.events()).await?;
         let by_position: HashMap<u64, Event> =

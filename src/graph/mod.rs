@@ -228,6 +228,30 @@ impl RelationGraph {
         out
     }
 
+    /// The span of time around `at` over which every out-edge of `h`
+    /// (follows and associations) keeps the weight it has at `at`:
+    /// `(from, until)`, the latest change at or before `at` and the earliest
+    /// after it (`None`: no change on that side). What a cached adjoint walk
+    /// may be reused over (`score::propagate::adjoint::Walk`).
+    pub fn out_steady(
+        &self,
+        h: Handle,
+        at: DateTime<Utc>,
+    ) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let (mut from, mut until) = (None, None::<DateTime<Utc>>);
+        for e in self.graph.edges_directed(node(h), Direction::Outgoing) {
+            let changes = &e.weight().1.0;
+            let pos = changes.partition_point(|(t, _)| *t <= at);
+            if let Some(i) = pos.checked_sub(1) {
+                from = from.max(Some(changes[i].0));
+            }
+            if let Some((t, _)) = changes.get(pos) {
+                until = Some(until.map_or(*t, |u| u.min(*t)));
+            }
+        }
+        (from, until)
+    }
+
     /// The people `person` follows at `at`, with follow strengths, sorted by id.
     pub fn followees(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
         let mut v = self.out(person, EdgeKind::Follow, at);

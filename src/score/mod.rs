@@ -40,8 +40,9 @@ pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,
     MIN_HALF_LIFE_DAYS, ModelError, ModelOverrides, PerComponent, Propagation, ScoringModel,
 };
-pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft};
+pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft, Reading, Walk};
 pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
+pub use propagate::view::Span;
 pub use scores::{FoldPass, KindsPass, LogCounts, ScoreState, ScoresAt};
 pub use snapshot::{Captured, SnapshotError, SnapshotHeader};

@@ -39,10 +39,25 @@ pub fn half_life_seconds(model: &ScoringModel, c: Component) -> f64 {
     model.half_life_days.get(c) * 86_400.0
 }
 
-/// Decay of component `c` over `seconds` of event time (1 for a span of 0
-/// or less: an impulse is whole at its own time).
-pub fn decay(model: &ScoringModel, c: Component, seconds: f64) -> f64 {
-    half_life_factor(-seconds.max(0.0), half_life_seconds(model, c))
+/// Event time as whole nanoseconds since 1970 (`None` outside about 1677 to
+/// 2262), the form [`seconds_between_nanos`] takes: a time converted once
+/// and then measured against several others costs no calendar arithmetic
+/// per span.
+pub fn nanos(t: DateTime<Utc>) -> Option<i64> {
+    t.timestamp_nanos_opt()
+}
+
+/// [`seconds_between`] of two times given as [`nanos`], the same number to
+/// the bit (whole milliseconds, truncated toward zero as
+/// `TimeDelta::num_milliseconds` does).
+pub fn seconds_between_nanos(from: i64, to: i64) -> f64 {
+    // Integer division truncates toward zero; 128 bits only for spans
+    // past 292 years, where 64 would overflow.
+    let millis = match to.checked_sub(from) {
+        Some(span) => span / 1_000_000,
+        None => ((i128::from(to) - i128::from(from)) / 1_000_000) as i64,
+    };
+    millis as f64 / 1000.0
 }
 
 /// An impulse of `amount` on component `c` at `time`, decayed to `at` and
@@ -54,7 +69,50 @@ pub fn decayed(
     time: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> f64 {
-    amount * decay(model, c, seconds_between(time, at)) * model.weight.get(c)
+    weighted(
+        amount,
+        seconds_between(time, at),
+        half_life_seconds(model, c),
+        model.weight.get(c),
+    )
+}
+
+/// `weight · amount · decay over seconds`, the one expression [`decayed`]
+/// and [`Decays::decayed`] evaluate (so they round alike); the decay is 1
+/// for a span of 0 or less (an impulse is whole at its own time).
+#[inline]
+fn weighted(amount: f64, seconds: f64, half_life_seconds: f64, weight: f64) -> f64 {
+    amount * half_life_factor(-seconds.max(0.0), half_life_seconds) * weight
+}
+
+/// The model's half-lives (seconds) and weights per component, looked up
+/// once for a loop that decays many impulses (the relationship read).
+#[derive(Debug, Clone, Copy)]
+pub struct Decays {
+    half_life_seconds: [f64; 6],
+    weight: [f64; 6],
+}
+
+impl Decays {
+    /// The model's.
+    pub fn of(model: &ScoringModel) -> Self {
+        let mut d = Self {
+            half_life_seconds: [0.0; 6],
+            weight: [0.0; 6],
+        };
+        for c in Component::ALL {
+            d.half_life_seconds[c.index()] = half_life_seconds(model, c);
+            d.weight[c.index()] = model.weight.get(c);
+        }
+        d
+    }
+
+    /// [`decayed`] over `seconds` of event time, the same number to the bit.
+    #[inline]
+    pub fn decayed(&self, c: Component, amount: f64, seconds: f64) -> f64 {
+        let i = c.index();
+        weighted(amount, seconds, self.half_life_seconds[i], self.weight[i])
+    }
 }
 
 /// An impulse of `amount` on component `c` at `time`, weighted, in forward
@@ -103,7 +161,57 @@ mod tests {
         assert_eq!(decayed(&model, Component::Sales, 2.0, t0, t0), 2.0 * w);
         assert!((decayed(&model, Component::Sales, 2.0, t0, t1) - w).abs() < 1e-12);
         // Before its time an impulse is whole (callers leave it out).
-        assert_eq!(decay(&model, Component::Sales, -5.0), 1.0);
+        let before = t0 - chrono::Duration::seconds(5);
+        assert_eq!(decayed(&model, Component::Sales, 2.0, t0, before), 2.0 * w);
+    }
+
+    /// The relationship read decays from nanoseconds and looked-up
+    /// half-lives (issue #11); it must give `decayed`'s bits, sub-millisecond
+    /// and negative spans included.
+    #[test]
+    fn decays_from_nanoseconds_equal_decayed_to_the_bit() {
+        let model = ScoringModel::default_model();
+        let decays = Decays::of(&model);
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let spans = [
+            0i64,
+            1,
+            999_999,
+            1_000_000,
+            1_500_000,
+            -1,
+            -999_999,
+            -1_000_001,
+            86_400_000_000_123,
+            -2_592_000_000_999_999,
+            4_000_000_000_000_000_000,
+        ];
+        // Past 292 years the span takes the 128-bit path.
+        let (far, near) = (
+            nanos(t0).unwrap() + 4_000_000_000_000_000_000,
+            -5_300_000_000_000_000_000,
+        );
+        assert_eq!(
+            seconds_between_nanos(near, far),
+            (((far as i128 - near as i128) / 1_000_000) as i64) as f64 / 1000.0
+        );
+        for ns in spans {
+            let t1 = t0 + chrono::Duration::nanoseconds(ns);
+            assert_eq!(
+                seconds_between_nanos(nanos(t0).unwrap(), nanos(t1).unwrap()).to_bits(),
+                seconds_between(t0, t1).to_bits(),
+                "span {ns} ns"
+            );
+            for c in Component::ALL {
+                let secs = seconds_between_nanos(nanos(t0).unwrap(), nanos(t1).unwrap());
+                assert_eq!(
+                    decays.decayed(c, 3.7, secs).to_bits(),
+                    decayed(&model, c, 3.7, t0, t1).to_bits()
+                );
+            }
+        }
     }
 
     #[test]

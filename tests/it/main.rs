@@ -31,6 +31,7 @@ mod pg_e2e;
 mod pg_security;
 mod pipelines;
 mod propagate;
+mod reads;
 mod relspace;
 mod resilience;
 mod security;

@@ -22,6 +22,7 @@
 //! clock: `at` is an argument.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -31,10 +32,12 @@ use rustc_hash::FxHashMap;
 use crate::domain::{EntityId, Event, EventId, EventKind, Sentiment};
 use crate::graph::Handle;
 use crate::score::fold::FoldState;
-use crate::score::model::Components;
-use crate::score::shares::{attention_share, decayed};
+use crate::score::model::{Components, ScoringModel};
+use crate::score::shares::{
+    Decays, attention_share, nanos, seconds_between, seconds_between_nanos,
+};
 
-use super::view::{Impulse, ScoreView};
+use super::view::{Impulse, ScoreView, Span};
 
 /// One event's share in a relationship's score.
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +122,38 @@ impl Adjoint {
             .fold(self.target.abs().max(self.other.abs()), |m, v| {
                 m.max(v.abs())
             })
+    }
+}
+
+/// An [`Adjoint`] as a finished walk keeps it: the corrections in a flat
+/// list by brand handle (looked up per impulse; the values are the same).
+#[derive(Debug, Clone)]
+struct Weights {
+    target: f64,
+    other: f64,
+    extra: Box<[(Handle, f64)]>,
+}
+
+impl Weights {
+    fn of(y: Adjoint) -> Self {
+        Self {
+            target: y.target,
+            other: y.other,
+            extra: y.extra.into_iter().collect(),
+        }
+    }
+    /// `y[p, brand]` ([`Adjoint::at`]).
+    #[inline]
+    fn at(&self, brand: Handle, target: Handle) -> f64 {
+        if brand == target {
+            self.target
+        } else {
+            let extra = match self.extra.binary_search_by_key(&brand, |(b, _)| *b) {
+                Ok(i) => self.extra[i].1,
+                Err(_) => 0.0,
+            };
+            self.other + extra
+        }
     }
 }
 
@@ -222,6 +257,20 @@ impl FoldState {
     pub fn score_at(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<f64> {
         score_in(self, person, brand, at)
     }
+
+    /// The explanation at `at` and the score at each of `past`, as
+    /// [`FoldState::explain`] and [`FoldState::score_at`] give them, in one
+    /// read that reuses walks: [`read_in`].
+    pub fn read(
+        &self,
+        person: &EntityId,
+        brand: &EntityId,
+        at: DateTime<Utc>,
+        past: &[DateTime<Utc>],
+        cached: impl Fn(DateTime<Utc>) -> Option<Arc<Walk>>,
+    ) -> Option<Reading> {
+        read_in(self, person, brand, at, past, cached)
+    }
 }
 
 /// [`FoldState::explain`] over any view (`view.rs`): the fold's state, or a
@@ -232,67 +281,213 @@ pub fn explain_in<V: ScoreView>(
     brand: &EntityId,
     at: DateTime<Utc>,
 ) -> Option<ExplanationDraft> {
+    read_in(view, person, brand, at, &[], |_| None).map(|r| r.draft)
+}
+
+/// [`FoldState::score_at`] over any view.
+pub fn score_in<V: ScoreView>(
+    view: &V,
+    person: &EntityId,
+    brand: &EntityId,
+    at: DateTime<Utc>,
+) -> Option<f64> {
     let (p, b) = (view.handle(person)?, view.handle(brand)?);
     if !view.consents(p, at) {
         return None;
     }
-    let model = view.model();
-    let (total, route) = walk(view, p, b, at, true);
+    let walk = walk(view, p, b, at);
+    let sums = sum_shares(view, &walk, p, b, &[at], |_, _, _| {});
+    sums[0].score(view.model())
+}
 
-    let mut components = [0.0; 6];
-    let mut per_event: BTreeMap<u64, (f64, DateTime<Utc>, Handle, Handle)> = BTreeMap::new();
-    for_each_share(view, &total, p, b, at, |via, imp, c, v| {
-        components[c] += v;
-        let entry = per_event
-            .entry(imp.event)
-            .or_insert((0.0, imp.time, via, imp.brand));
-        entry.0 += v;
-    });
-    if per_event.is_empty() {
+/// One relationship read: the explanation at `at` and the score at each of
+/// `past` (`None` where [`score_in`] gives none), every number bit for bit
+/// what [`explain_in`] and [`score_in`] give, with the walks it used.
+#[derive(Debug)]
+pub struct Reading {
+    /// The explanation at `at`.
+    pub draft: ExplanationDraft,
+    /// The score at each of the `past` times asked for, in their order.
+    pub past: Vec<Option<f64>>,
+    /// The walks the read used (at least the one at `at`), to be kept and
+    /// given again to later reads of the same pair.
+    pub walks: Vec<Arc<Walk>>,
+}
+
+/// [`explain_in`] at `at` and [`score_in`] at each of `past` in one read:
+/// one adjoint walk serves every time its [`Walk::span`] covers (the graph
+/// rows it read are the same there, so the walk is), and one pass over the
+/// impulses sums every time that walk serves. `cached(t)` may give a walk of
+/// this pair, taken on this state, whose span covers `t` (the engine's cache
+/// of walks); one is taken where it gives none. Costs one walk per
+/// distinct graph in the span of times, plus `O(impulses reached)` per time.
+pub fn read_in<V: ScoreView>(
+    view: &V,
+    person: &EntityId,
+    brand: &EntityId,
+    at: DateTime<Utc>,
+    past: &[DateTime<Utc>],
+    cached: impl Fn(DateTime<Utc>) -> Option<Arc<Walk>>,
+) -> Option<Reading> {
+    let (p, b) = (view.handle(person)?, view.handle(brand)?);
+    if !view.consents(p, at) {
         return None;
     }
+    let mut walks: Vec<Arc<Walk>> = Vec::new();
+    let mut walk_for = |t: DateTime<Utc>| -> usize {
+        if let Some(i) = walks.iter().position(|w| w.span.covers(t)) {
+            return i;
+        }
+        walks.push(cached(t).unwrap_or_else(|| Arc::new(walk(view, p, b, t))));
+        walks.len() - 1
+    };
+    // Which walk serves which time (the first, the one at `at`).
+    let first = walk_for(at);
+    let served: Vec<usize> = past.iter().map(|&t| walk_for(t)).collect();
+
+    let mut past_scores: Vec<Option<f64>> = vec![None; past.len()];
+    let mut draft = None;
+    for (w, walk) in walks.iter().enumerate() {
+        let mut times: Vec<DateTime<Utc>> = Vec::new();
+        if w == first {
+            times.push(at);
+        }
+        let slots: Vec<usize> = (0..past.len()).filter(|&i| served[i] == w).collect();
+        times.extend(slots.iter().map(|&i| past[i]));
+        let mut per_event = PerEvent::with_capacity(if w == first { 4096 } else { 0 });
+        let sums = sum_shares(view, walk, p, b, &times, |via, imp, v| {
+            if w == first {
+                per_event.add(via, imp, v);
+            }
+        });
+        let past_sums = if w == first {
+            draft = Some(drafted(
+                view, walk, person, brand, b, at, &sums[0], per_event,
+            )?);
+            &sums[1..]
+        } else {
+            &sums[..]
+        };
+        for (&i, s) in slots.iter().zip(past_sums) {
+            past_scores[i] = if view.consents(p, past[i]) {
+                s.score(view.model())
+            } else {
+                None
+            };
+        }
+    }
+    Some(Reading {
+        draft: draft?,
+        past: past_scores,
+        walks,
+    })
+}
+
+/// One event's share of an explanation as it is summed: its share, time,
+/// the person it happened to and the brand it was about (the first impulse's).
+#[derive(Default)]
+struct PerEvent {
+    index: FxHashMap<u64, usize>,
+    list: Vec<(u64, f64, DateTime<Utc>, Handle, Handle)>,
+}
+
+impl PerEvent {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            index: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            list: Vec::with_capacity(n),
+        }
+    }
+    fn add(&mut self, via: Handle, imp: &Impulse, v: f64) {
+        let i = *self.index.entry(imp.event).or_insert_with(|| {
+            self.list.push((imp.event, 0.0, imp.time, via, imp.brand));
+            self.list.len() - 1
+        });
+        // Added in the order the shares come, as the per-component sums are.
+        self.list[i].1 += v;
+    }
+}
+
+/// The draft of the explanation at `at` from its sums and per-event shares:
+/// the score, the deltas, and the paths of the candidates for the listed
+/// contributions (only those: a path is strings).
+#[allow(clippy::too_many_arguments)]
+fn drafted<V: ScoreView>(
+    view: &V,
+    walk: &Walk,
+    person: &EntityId,
+    brand: &EntityId,
+    b: Handle,
+    at: DateTime<Utc>,
+    sums: &Sums,
+    per_event: PerEvent,
+) -> Option<ExplanationDraft> {
+    if per_event.list.is_empty() {
+        return None;
+    }
+    let model = view.model();
+    let components = sums.components;
     let raw: f64 = components.iter().sum();
     let score = model.score(raw);
-    let mut entries: Vec<Entry> = per_event
+    let deltas: Vec<f64> = per_event
+        .list
         .iter()
-        .map(|(&event, &(v, time, via, about))| {
-            let mut path: Vec<String> = route
-                .get(&via)
-                .map(|r| {
-                    r.iter()
+        .map(|&(_, v, ..)| score - model.score(raw - v))
+        .collect();
+    let updated_at = per_event.list.iter().map(|e| e.2).max();
+    let event_count = per_event.list.len();
+    // The candidates: the `top` largest by |delta| and every one tied with
+    // the last of them (the set a sort by |delta| cut at the last tie keeps).
+    let top = model.top_contributions;
+    let edge = if top == 0 {
+        None
+    } else if deltas.len() <= top {
+        Some(f64::NEG_INFINITY)
+    } else {
+        let mut magnitudes: Vec<f64> = deltas.iter().map(|d| d.abs()).collect();
+        let (_, edge, _) = magnitudes.select_nth_unstable_by(top - 1, |x, y| y.total_cmp(x));
+        Some(*edge)
+    };
+    let mut entries: Vec<Entry> = match edge {
+        None => Vec::new(),
+        Some(edge) => per_event
+            .list
+            .iter()
+            .zip(&deltas)
+            .filter(|(_, d)| d.abs() >= edge)
+            .map(|(&(event, v, time, via, about), &delta)| {
+                let mut path: Vec<String> = match walk.route(via) {
+                    Some(r) => r
+                        .iter()
                         .map(|p| format!("person:{}", view.name(*p)))
-                        .collect()
-                })
-                .unwrap_or_else(|| {
-                    vec![
+                        .collect(),
+                    None => vec![
                         format!("person:{person}"),
                         format!("person:{}", view.name(via)),
-                    ]
-                });
-            path.push(format!("brand:{}", view.name(about)));
-            if about != b {
-                path.push(format!("brand:{brand}"));
-            }
-            Entry {
-                event,
-                time,
-                delta: score - model.score(raw - v),
-                raw: v,
-                path,
-            }
-        })
-        .collect();
-    let updated_at = entries.iter().map(|e| e.time).max();
-    let event_count = entries.len();
-    entries.sort_by(|x, y| y.delta.abs().total_cmp(&x.delta.abs()));
-    let top = model.top_contributions;
-    if let Some(last) = top.checked_sub(1).and_then(|i| entries.get(i)) {
-        let edge = last.delta.abs();
-        let keep = entries.partition_point(|e| e.delta.abs() >= edge);
-        entries.truncate(keep);
-    } else if top == 0 {
-        entries.clear();
-    }
+                    ],
+                };
+                path.push(format!("brand:{}", view.name(about)));
+                if about != b {
+                    path.push(format!("brand:{brand}"));
+                }
+                Entry {
+                    event,
+                    time,
+                    delta,
+                    raw: v,
+                    path,
+                }
+            })
+            .collect(),
+    };
+    // In the order a sort by |delta| of events by reference gives, so the
+    // draft is the one it always was (`finish` orders them again).
+    entries.sort_by(|x, y| {
+        y.delta
+            .abs()
+            .total_cmp(&x.delta.abs())
+            .then_with(|| x.event.cmp(&y.event))
+    });
     Some(ExplanationDraft {
         explanation: Explanation {
             person: person.clone(),
@@ -310,43 +505,57 @@ pub fn explain_in<V: ScoreView>(
     })
 }
 
-/// [`FoldState::score_at`] over any view.
-pub fn score_in<V: ScoreView>(
-    view: &V,
-    person: &EntityId,
-    brand: &EntityId,
-    at: DateTime<Utc>,
-) -> Option<f64> {
-    let (p, b) = (view.handle(person)?, view.handle(brand)?);
-    if !view.consents(p, at) {
-        return None;
+/// The adjoint weights `y = Σ_k (αMᵀ)^k e_(person,brand)` of one
+/// relationship over the graph as of a time, with the first route found to
+/// each person, and the [`Span`] of times whose graph is the same for it
+/// (every person it visited keeps their consent, follow and association
+/// rows there), so the walk at any time in the span is this one, bit for
+/// bit. It does not depend on impulses: events that only add impulses leave
+/// it as it is.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    /// The people visited, in id order (the order every sum follows).
+    weights: Vec<(Handle, Weights)>,
+    /// The person before each on the first route found to it (the
+    /// relationship's person has none).
+    before: FxHashMap<Handle, Handle>,
+    person: Handle,
+    span: Span,
+}
+
+impl Walk {
+    /// The times this walk is the walk of.
+    pub fn span(&self) -> Span {
+        self.span
     }
-    let (total, _) = walk(view, p, b, at, false);
-    let mut components = [0.0; 6];
-    let mut any = false;
-    for_each_share(view, &total, p, b, at, |_, _, c, v| {
-        components[c] += v;
-        any = true;
-    });
-    // Summed per component first, as `explain` does, so both agree to the bit.
-    any.then(|| view.model().score(components.iter().sum()))
+
+    /// People the walk visited (its size).
+    pub fn people(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// The first route found from the relationship's person to `to`.
+    fn route(&self, to: Handle) -> Option<Vec<Handle>> {
+        let mut route = vec![to];
+        let mut at = to;
+        while at != self.person {
+            at = *self.before.get(&at)?;
+            route.push(at);
+        }
+        route.reverse();
+        Some(route)
+    }
 }
 
 /// The adjoint walk `y = Σ_k (αMᵀ)^k e_(person,brand)` over the graph as
-/// of `at`; with `routes`, also the first route found to each person.
-fn walk<V: ScoreView>(
-    view: &V,
-    person: Handle,
-    brand: Handle,
-    at: DateTime<Utc>,
-    routes: bool,
-) -> (ByName<'_, Adjoint>, FxHashMap<Handle, Vec<Handle>>) {
+/// of `at`, with the first route found to each person and its span.
+fn walk<V: ScoreView>(view: &V, person: Handle, brand: Handle, at: DateTime<Utc>) -> Walk {
     let model = view.model();
     let key = |h: Handle| (view.name(h), h);
     let alpha_f = model.propagation.audience;
     let tol = model.tolerance;
     let mut total: ByName<'_, Adjoint> = BTreeMap::new();
-    let mut route: FxHashMap<Handle, Vec<Handle>> = FxHashMap::default();
+    let mut before: FxHashMap<Handle, Handle> = FxHashMap::default();
     let mut frontier: ByName<'_, Adjoint> = BTreeMap::new();
     frontier.insert(
         key(person),
@@ -355,9 +564,6 @@ fn walk<V: ScoreView>(
             ..Default::default()
         },
     );
-    if routes {
-        route.insert(person, vec![person]);
-    }
     for (p, y) in &frontier {
         total.entry(*p).or_default().add_scaled(y, 1.0);
     }
@@ -379,10 +585,8 @@ fn walk<V: ScoreView>(
                     next.entry(key(f))
                         .or_default()
                         .add_scaled(y, attention_share(alpha_f, w, attention));
-                    if routes && !route.contains_key(&f) {
-                        let mut r = route[&p].clone();
-                        r.push(f);
-                        route.insert(f, r);
+                    if f != person && !before.contains_key(&f) {
+                        before.insert(f, p);
                     }
                 }
             }
@@ -417,41 +621,103 @@ fn walk<V: ScoreView>(
         }
         frontier = next;
     }
-
-    (total, route)
+    // Every person whose rows the walk read is in `total` (a frontier is
+    // added to it before it is expanded), and their consent is what the
+    // sums read too: the walk is the same wherever all of them are steady.
+    let span = total.keys().fold(
+        Span {
+            from: None,
+            until: None,
+        },
+        |span, &(_, p)| span.meet(view.steady(p, at)),
+    );
+    Walk {
+        weights: total
+            .into_iter()
+            .map(|((_, h), y)| (h, Weights::of(y)))
+            .collect(),
+        before,
+        person,
+        span,
+    }
 }
 
-/// Every impulse up to `at` that reaches (`person`, `brand`) through the
-/// adjoint weights `total`: calls `f(person, impulse, component index,
-/// share)` with its share `y[p, b_i] · x_i`, decayed to `at` and weighted,
-/// in a fixed order (people by id, each one's impulses in event order). A
-/// share of 0 still counts (the relationship exists, at 50) when the
-/// impulse is nonzero but decayed or weighted to nothing, or when it is
-/// the relationship's own interaction of 0 (a free item); a spilled
-/// impulse of 0 reaches nothing, as in the batch.
-fn for_each_share<V: ScoreView>(
+/// The per-component sums of one evaluation time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    components: [f64; 6],
+    /// Whether any impulse reached the relationship (it exists).
+    any: bool,
+}
+
+impl Sums {
+    /// The score, if the relationship exists; summed per component first,
+    /// as `explain` does, so both agree to the bit.
+    fn score(&self, model: &ScoringModel) -> Option<f64> {
+        self.any.then(|| model.score(self.components.iter().sum()))
+    }
+}
+
+/// Every impulse that reaches (`person`, `brand`) through `walk`, summed at
+/// each of `times` (which `walk` must cover): the share of an impulse at
+/// or before `t` is `y[p, b_i] · x_i`, decayed to `t` and weighted, added
+/// in a fixed order (people by id, each one's impulses in event order);
+/// `f(person, impulse, share)` sees the shares at `times[0]`. A share of 0
+/// still counts (the relationship exists, at 50) when the impulse is
+/// nonzero but decayed or weighted to nothing, or when it is the
+/// relationship's own interaction of 0 (a free item); a spilled impulse of
+/// 0 reaches nothing, as in the batch.
+fn sum_shares<V: ScoreView>(
     view: &V,
-    total: &ByName<'_, Adjoint>,
+    walk: &Walk,
     person: Handle,
     brand: Handle,
-    at: DateTime<Utc>,
-    mut f: impl FnMut(Handle, &Impulse, usize, f64),
-) {
-    let model = view.model();
-    for (&(_, p), y) in total {
-        if !view.consents(p, at) {
+    times: &[DateTime<Utc>],
+    mut f: impl FnMut(Handle, &Impulse, f64),
+) -> Vec<Sums> {
+    let decays = Decays::of(view.model());
+    let mut sums = vec![Sums::default(); times.len()];
+    let Some(&until) = times.iter().max() else {
+        return sums;
+    };
+    // Each impulse's time is converted once, not once per time it is
+    // decayed to (`shares::seconds_between_nanos`, the same bits).
+    let times_ns: Vec<Option<i64>> = times.iter().map(|&t| nanos(t)).collect();
+    let mut consenting = vec![false; times.len()];
+    for (p, y) in &walk.weights {
+        let p = *p;
+        for (k, &t) in times.iter().enumerate() {
+            consenting[k] = view.consents(p, t);
+        }
+        if !consenting.contains(&true) {
             continue;
         }
-        view.for_each_impulse(p, at, |imp| {
+        view.for_each_impulse(p, until, |imp| {
             let w = y.at(imp.brand, brand);
             if w == 0.0 {
                 return;
             }
             let c = imp.component;
-            let v = w * decayed(model, c, imp.amount, imp.time, at);
-            if v != 0.0 || imp.amount != 0.0 || (p == person && imp.brand == brand) {
-                f(p, &imp, c.index(), v);
+            let own = p == person && imp.brand == brand;
+            let imp_ns = nanos(imp.time);
+            for (k, &t) in times.iter().enumerate() {
+                if imp.time > t || !consenting[k] {
+                    continue;
+                }
+                let seconds = match (imp_ns, times_ns[k]) {
+                    (Some(from), Some(to)) => seconds_between_nanos(from, to),
+                    _ => seconds_between(imp.time, t),
+                };
+                let v = w * decays.decayed(c, imp.amount, seconds);
+                if v != 0.0 || imp.amount != 0.0 || own {
+                    sums[k].components[c.index()] += v;
+                    sums[k].any = true;
+                    if k == 0 {
+                        f(p, &imp, v);
+                    }
+                }
             }
         });
     }
+    sums
 }

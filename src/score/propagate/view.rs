@@ -7,7 +7,7 @@
 //! canonical event order. It must not change what it reads; no IO, no
 //! clock.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::EntityId;
 use crate::graph::Handle;
@@ -32,6 +32,44 @@ pub struct Impulse {
     pub event: u64,
 }
 
+/// A span of event time `from <= t < until` (`None`: unbounded on that
+/// side) over which what a view says of a person stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The first time in the span, if bounded.
+    pub from: Option<DateTime<Utc>>,
+    /// The first time after the span, if bounded.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Span {
+    /// The span of `at` alone (what a view that cannot tell answers).
+    pub fn point(at: DateTime<Utc>) -> Self {
+        Self {
+            from: Some(at),
+            until: Some(at + Duration::nanoseconds(1)),
+        }
+    }
+
+    /// Whether `t` lies in the span.
+    pub fn covers(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| f <= t) && self.until.is_none_or(|u| t < u)
+    }
+
+    /// Both spans at once.
+    pub fn meet(self, other: Span) -> Span {
+        let from = match (self.from, other.from) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let until = match (self.until, other.until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Span { from, until }
+    }
+}
+
 /// What a scoring walk reads of a state (module docs).
 pub trait ScoreView {
     /// The model scores are computed with.
@@ -50,6 +88,14 @@ pub trait ScoreView {
     /// Calls `f` with each impulse of `person` at or before `at`, in
     /// canonical event order.
     fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, f: impl FnMut(Impulse));
+
+    /// The span around `at` over which `person`'s consent, follow row and
+    /// association row stay as they are at `at` (what a walk that visited
+    /// them may be reused over). The default, `at` alone, is always true.
+    fn steady(&self, person: Handle, at: DateTime<Utc>) -> Span {
+        let _ = person;
+        Span::point(at)
+    }
 
     /// The association shares `α_a · s / max(1, Σs)` of `person` at `at`
     /// (`shares.rs`), for each associated brand with a strength above 0,
@@ -83,6 +129,18 @@ impl ScoreView for FoldState {
     }
     fn associations(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
         self.graph.associations(person, at)
+    }
+    fn steady(&self, person: Handle, at: DateTime<Utc>) -> Span {
+        let (from, until) = self.graph.out_steady(person, at);
+        let rows = Span { from, until };
+        let Some(series) = self.consent.get(&person) else {
+            return rows;
+        };
+        let pos = series.partition_point(|(t, _)| *t <= at);
+        rows.meet(Span {
+            from: pos.checked_sub(1).map(|i| series[i].0),
+            until: series.get(pos).map(|(t, _)| *t),
+        })
     }
     fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, mut f: impl FnMut(Impulse)) {
         let Some(list) = self.impulses.get(&person) else {

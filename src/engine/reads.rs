@@ -1,0 +1,131 @@
+//! The relationship read's cache of adjoint walks (issue #11: a read must
+//! not cost a full walk): `Walks`, the walks of recently read pairs, given
+//! again to `score::propagate::adjoint::read_in` for any time their span
+//! covers, on the state they were taken on or a later one that did not
+//! change the graph there.
+//!
+//! Why a walk outlives a state version: it depends only on the graph rows
+//! and consents of the people it visited, over its span, never on impulses.
+//! A fold in place adds events no earlier than the latest folded
+//! (`FoldState::latest_time`), so it changes no row before that time;
+//! anything that reaches further back (a late event, an erasure, a fixed
+//! kind) is a new state generation, which empties the cache. So a walk
+//! taken at version v stays right for every later version of its
+//! generation wherever its span ends at a change it saw, and up to the
+//! latest event time of its state where its span was open.
+//!
+//! Must not: hold a walk of another generation; grow without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+
+use crate::domain::EntityId;
+use crate::score::Walk;
+
+/// Pairs kept at most; the cache is emptied when it would grow past this
+/// (as `http::cache::ReadCache` is): a walk of an ordinary relationship is
+/// a few hundred people.
+const MAX_PAIRS: usize = 4_096;
+/// Walks kept per pair (the read's time and its trend points when the
+/// graph changed between them); the oldest goes first.
+const MAX_WALKS: usize = 4;
+
+/// What a walk was taken on: the state's generation and version, and the
+/// state's own counts (a version is read beside the state, not from it, so
+/// the counts tell two states of one version apart), and its latest event
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Taken {
+    pub generation: u64,
+    pub version: u64,
+    pub events: usize,
+    pub position: u64,
+    pub latest: Option<DateTime<Utc>>,
+}
+
+struct Kept {
+    walk: Arc<Walk>,
+    taken: Taken,
+}
+
+impl Kept {
+    /// Whether this walk is the walk at `t` on the state `now`.
+    fn serves(&self, now: &Taken, t: DateTime<Utc>) -> bool {
+        let span = self.walk.span();
+        if self.taken.generation != now.generation || !span.covers(t) {
+            return false;
+        }
+        let same = self.taken.version == now.version
+            && self.taken.events == now.events
+            && self.taken.position == now.position;
+        // A span that ends ends at a change already folded: later folds in
+        // place come after it. An open one holds for later states only
+        // before the latest event time it was taken with.
+        same || span.until.is_some() || self.taken.latest.is_some_and(|l| t < l)
+    }
+}
+
+/// The cache (module docs).
+#[derive(Default)]
+pub(super) struct Walks {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: u64,
+    pairs: HashMap<(EntityId, EntityId), Vec<Kept>>,
+}
+
+impl Walks {
+    /// A kept walk of (person, brand) that is the walk at `t` on `now`.
+    pub fn get(
+        &self,
+        now: &Taken,
+        person: &EntityId,
+        brand: &EntityId,
+        t: DateTime<Utc>,
+    ) -> Option<Arc<Walk>> {
+        let inner = self.inner.lock();
+        if inner.generation != now.generation {
+            return None;
+        }
+        // A borrowed key cannot look up a tuple of owned ids; the clones
+        // are two short strings.
+        let kept = inner.pairs.get(&(person.clone(), brand.clone()))?;
+        kept.iter()
+            .find(|k| k.serves(now, t))
+            .map(|k| Arc::clone(&k.walk))
+    }
+
+    /// Keeps the walks a read of (person, brand) used on `now`.
+    pub fn put(&self, now: &Taken, person: &EntityId, brand: &EntityId, walks: &[Arc<Walk>]) {
+        let mut inner = self.inner.lock();
+        if inner.generation != now.generation {
+            inner.generation = now.generation;
+            inner.pairs.clear();
+        }
+        if inner.pairs.len() >= MAX_PAIRS {
+            inner.pairs.clear();
+        }
+        let kept = inner
+            .pairs
+            .entry((person.clone(), brand.clone()))
+            .or_default();
+        for walk in walks {
+            if kept.iter().any(|k| Arc::ptr_eq(&k.walk, walk)) {
+                continue;
+            }
+            if kept.len() >= MAX_WALKS {
+                kept.remove(0);
+            }
+            kept.push(Kept {
+                walk: Arc::clone(walk),
+                taken: *now,
+            });
+        }
+    }
+}
