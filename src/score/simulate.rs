@@ -1085,40 +1085,34 @@ fn difference(
             *seeds.entry((p, b)).or_default() += v;
         }
     }
-    let (pushed, left) = push_difference(view, seeds, at, stop, done)?;
+    let pushed = push_difference(view, seeds, &direct, at, stop, done)?;
 
-    // The rows: every relationship pushed or named, by (person, brand) id;
-    // the residual left on one is its change's first term.
-    let mut keys: BTreeSet<(Handle, Handle)> = pushed.keys().copied().collect();
-    keys.extend(direct);
-    let mut rows: Vec<Mover> = Vec::with_capacity(keys.len());
-    for (p, b) in keys {
-        if !(view.kind(p).is_person() && view.kind(b) == EntityKind::Brand) {
+    // The rows: every relationship pushed or named, by (person, brand) id.
+    let mut rows: Vec<Mover> = Vec::new();
+    for (p, changes) in pushed.rows {
+        if !view.kind(p).is_person() {
             continue;
         }
-        let change = [&pushed, &left]
-            .iter()
-            .filter_map(|m| m.get(&(p, b)))
-            .sum::<f64>();
-        let before = value_of(&s(p), b);
-        rows.push(Mover {
-            person: view.name(p).clone(),
-            brand: view.name(b).clone(),
-            before: None,
-            after: None,
-            delta: model.score(before + change) - model.score(before),
-        });
+        let before = s(p);
+        for (b, change) in changes {
+            if view.kind(b) != EntityKind::Brand {
+                continue;
+            }
+            let before = value_of(&before, b);
+            rows.push(Mover {
+                person: view.name(p).clone(),
+                brand: view.name(b).clone(),
+                before: None,
+                after: None,
+                delta: model.score(before + change) - model.score(before),
+            });
+        }
     }
     rows.sort_by(|x, y| (&x.person, &x.brand).cmp(&(&y.person, &y.brand)));
     // The push leaves |r| ≤ tol per entry; the series of what it leaves is
     // at most max_p Σ_b |r(p,b)| / (1 − ρ) (`propagate::push`, error bound).
-    let mut worst: FxHashMap<Handle, f64> = FxHashMap::default();
-    for ((p, _), r) in &left {
-        *worst.entry(*p).or_default() += r.abs();
-    }
-    let worst = worst.values().copied().fold(0.0, f64::max);
     let rho = model.propagation.audience + model.propagation.association;
-    let raw_bound = live.error_bound() + worst / (1.0 - rho);
+    let raw_bound = live.error_bound() + pushed.worst_residual_row / (1.0 - rho);
     Ok((rows, raw_bound * 50.0 / model.spread))
 }
 
@@ -1204,94 +1198,183 @@ impl SpillView for Before<'_, '_> {
     }
 }
 
-/// Raw amounts by (person, brand).
-type Changes = FxHashMap<(Handle, Handle), f64>;
+/// What [`push_difference`] answers.
+struct Pushed {
+    /// Each person reached, with the change of each of their relationships
+    /// pushed or named (what was pushed there plus the residual left, its
+    /// first term), sorted by brand handle.
+    rows: Vec<(Handle, Row)>,
+    /// `max_p Σ_b |r(p,b)|` of the residual left.
+    worst_residual_row: f64,
+}
 
-/// One residual entry of [`push_difference`]: value, whether queued.
-type Residual = FxHashMap<(Handle, Handle), (f64, bool)>;
+/// One residual entry: brand, value, whether `(person, brand)` is queued.
+type Residual = (Handle, f64, bool);
+
+/// A person's followers `(number, strength)` in a push.
+type Followers = Vec<(u32, f64)>;
+
+/// The people a push reached, numbered densely in the order it met them
+/// (a function of the seeds and the graph), with their rows read once.
+#[derive(Default)]
+struct Reached {
+    number: FxHashMap<Handle, u32>,
+    people: Vec<Handle>,
+    /// Followers with consent `(number, strength)` and association shares,
+    /// once the person has been pushed from.
+    rows: Vec<Option<(Followers, Row)>>,
+    /// Attention `Σw` over the person's followees.
+    attention: Vec<f64>,
+    residual: Vec<Vec<Residual>>,
+    pushed: Vec<Row>,
+}
+
+impl Reached {
+    fn number(&mut self, view: &Overlaid<'_>, p: Handle, at: DateTime<Utc>) -> u32 {
+        if let Some(&i) = self.number.get(&p) {
+            return i;
+        }
+        let i = u32::try_from(self.people.len()).expect("fewer than 2^32 people");
+        self.number.insert(p, i);
+        self.people.push(p);
+        self.rows.push(None);
+        self.attention
+            .push(view.followees(p, at).iter().map(|(_, w)| w).sum());
+        self.residual.push(Vec::new());
+        self.pushed.push(Vec::new());
+        i
+    }
+}
+
+/// The index of brand `b` in a row sorted by brand, inserting `new()`
+/// there first when absent.
+fn entry_at<T>(
+    row: &mut Vec<T>,
+    b: Handle,
+    brand: impl Fn(&T) -> Handle,
+    new: impl FnOnce() -> T,
+) -> usize {
+    match row.binary_search_by_key(&b, brand) {
+        Ok(i) => i,
+        Err(i) => {
+            row.insert(i, new());
+            i
+        }
+    }
+}
 
 /// Pushes `seeds` over `view`'s graph at `at` until every residual is at
-/// most the model's `live_tolerance` (the live series' driver,
-/// `propagate::push`, with its arithmetic, `push::spread`): answers what
-/// was pushed into each relationship and the residual left. A person
-/// without consent has no follow or association row (receives no spill).
+/// most the model's `live_tolerance`, as the live series' driver does
+/// (`propagate::push`: its arithmetic, `push::spread`, and its layout,
+/// people numbered densely with rows sorted by brand), FIFO, seeded in
+/// sorted order. `direct` relationships are answered even when nothing is
+/// pushed there. A person without consent has no follow or association
+/// row (receives no spill).
 fn push_difference(
     view: &Overlaid<'_>,
     seeds: BTreeMap<(Handle, Handle), f64>,
+    direct: &BTreeSet<(Handle, Handle)>,
     at: DateTime<Utc>,
     stop: &(impl Fn() -> bool + Sync),
     done: usize,
-) -> Result<(Changes, Changes), SimulateError> {
+) -> Result<Pushed, SimulateError> {
     let model = view.model;
     let tol = model.live_tolerance;
     let alpha_f = model.propagation.audience;
-    let mut residual: Residual = FxHashMap::default();
-    let mut queue: VecDeque<(Handle, Handle)> = VecDeque::new();
-    for (key, v) in seeds {
-        if v == 0.0 {
-            continue;
+    let mut reached = Reached::default();
+    let mut queue: VecDeque<(u32, Handle)> = VecDeque::new();
+    // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
+    let bump = |residual: &mut Vec<Vec<Residual>>,
+                queue: &mut VecDeque<(u32, Handle)>,
+                p: u32,
+                b: Handle,
+                v: f64| {
+        let row = &mut residual[p as usize];
+        let k = entry_at(row, b, |e| e.0, || (b, 0.0, false));
+        row[k].1 += v;
+        if !row[k].2 && row[k].1.abs() > tol {
+            row[k].2 = true;
+            queue.push_back((p, b));
         }
-        residual.insert(key, (v, false));
-        if v.abs() > tol {
-            residual.get_mut(&key).expect("inserted").1 = true;
-            queue.push_back(key);
-        }
+    };
+    for &(p, b) in direct {
+        let i = reached.number(view, p, at) as usize;
+        entry_at(&mut reached.pushed[i], b, |e| e.0, || (b, 0.0));
     }
-    let mut pushed: Changes = FxHashMap::default();
-    // A person's followers (with consent) and association shares, and a
-    // follower's attention, read once.
-    let mut spread_rows: FxHashMap<Handle, (Row, Row)> = FxHashMap::default();
-    let mut attention: FxHashMap<Handle, f64> = FxHashMap::default();
+    for ((p, b), v) in seeds {
+        let i = reached.number(view, p, at);
+        bump(&mut reached.residual, &mut queue, i, b, v);
+    }
     let mut pushes = 0usize;
     while let Some((q, b)) = queue.pop_front() {
-        let Some(entry) = residual.get_mut(&(q, b)) else {
+        let qi = q as usize;
+        let row = &mut reached.residual[qi];
+        let Ok(k) = row.binary_search_by_key(&b, |e| e.0) else {
             continue;
         };
-        entry.1 = false;
-        let r = entry.0;
+        row[k].2 = false;
+        let r = row[k].1;
         if r.abs() <= tol {
             continue;
         }
-        residual.remove(&(q, b));
-        *pushed.entry((q, b)).or_default() += r;
+        row.remove(k);
+        let k = entry_at(&mut reached.pushed[qi], b, |e| e.0, || (b, 0.0));
+        reached.pushed[qi][k].1 += r;
         pushes += 1;
         if pushes.is_multiple_of(PUSHES_PER_STOP) && stop() {
             return Err(SimulateError::OutOfTime { done });
         }
-        let (followers, shares) = spread_rows.entry(q).or_insert_with(|| {
-            let mut followers = view.followers(q, at);
-            followers.retain(|(f, _)| view.consents(*f, at));
-            let shares = if view.consents(q, at) {
-                view.association_shares(q, at)
+        if reached.rows[qi].is_none() {
+            let person = reached.people[qi];
+            let mut followers = Vec::new();
+            for (f, w) in view.followers(person, at) {
+                if view.consents(f, at) {
+                    followers.push((reached.number(view, f, at), w));
+                }
+            }
+            let shares = if view.consents(person, at) {
+                view.association_shares(person, at)
             } else {
                 Vec::new()
             };
-            (followers, shares)
-        });
-        for &(f, _) in followers.iter() {
-            attention
-                .entry(f)
-                .or_insert_with(|| view.followees(f, at).iter().map(|(_, w)| w).sum());
+            reached.rows[qi] = Some((followers, shares));
         }
+        let Reached {
+            rows,
+            attention,
+            residual,
+            ..
+        } = &mut reached;
+        let (followers, shares) = rows[qi].as_ref().expect("read above");
         spread(
             alpha_f,
             (q, b),
             r,
             followers,
-            |f| attention[&f],
+            |f| attention[f as usize],
             shares,
-            |p, b2, v| {
-                let e = residual.entry((p, b2)).or_insert((0.0, false));
-                e.0 += v;
-                if !e.1 && e.0.abs() > tol {
-                    e.1 = true;
-                    queue.push_back((p, b2));
-                }
-            },
+            |p, b2, v| bump(residual, &mut queue, p, b2, v),
         );
     }
-    let left = residual.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    Ok((pushed, left))
+    let mut worst_residual_row = 0.0f64;
+    let mut rows = Vec::with_capacity(reached.people.len());
+    for (i, p) in reached.people.iter().enumerate() {
+        let left = &reached.residual[i];
+        worst_residual_row = worst_residual_row.max(left.iter().map(|e| e.1.abs()).sum());
+        let mut changes = std::mem::take(&mut reached.pushed[i]);
+        for (b, v) in changes.iter_mut() {
+            if let Ok(k) = left.binary_search_by_key(b, |e| e.0) {
+                *v += left[k].1;
+            }
+        }
+        if !changes.is_empty() {
+            rows.push((*p, changes));
+        }
+    }
+    Ok(Pushed {
+        rows,
+        worst_residual_row,
+    })
 }
 
 /// Movers, brand summaries and the distribution of scored rows. The top
