@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use super::{Engine, EngineError};
 use crate::domain::{EntityId, Event};
 use crate::score::simulate::{
-    self, BrandSummary, Distribution, Mover, Overlay, SIMULATED, SimulateError,
+    self, BrandSummary, Distribution, Mover, Overlay, Precision, SIMULATED, SimulateError,
 };
 use crate::score::{Explanation, ModelError, ModelOverrides};
 use crate::store::EventStore;
@@ -76,6 +76,8 @@ pub struct WhatIfAnswer {
     pub movers: Vec<MoverAnswer>,
     pub brands: Vec<BrandSummary>,
     pub distribution: Distribution,
+    /// How exact `brands` and `distribution` are (the movers always are).
+    pub precision: Precision,
 }
 
 impl<S: EventStore> Engine<S> {
@@ -124,7 +126,8 @@ impl<S: EventStore> Engine<S> {
                     }
                     _ => {
                         let overlay = Overlay::fold(fold, events, stop)?;
-                        let sim = simulate::simulate(fold, &overlay, model, at, top, stop)?;
+                        let live = state.live_synced().then(|| state.live().at(at)).flatten();
+                        let sim = simulate::simulate(fold, &overlay, model, live, at, top, stop)?;
                         let simulated: Vec<Event> =
                             overlay.events().iter().map(|(_, e)| e.clone()).collect();
                         Ok((sim, simulated))
@@ -179,6 +182,7 @@ impl<S: EventStore> Engine<S> {
             movers,
             brands: sim.brands,
             distribution: sim.distribution,
+            precision: sim.precision,
         }))
     }
 }

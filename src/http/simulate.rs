@@ -73,6 +73,9 @@ struct SimulationAnswer {
     brands: Vec<serde_json::Map<String, Value>>,
     /// quantiles, histogram.
     distribution: serde_json::Map<String, Value>,
+    /// summaries (`exact` or `live_tolerance`), error_bound (score points):
+    /// how exact `brands` and `distribution` are; the movers always are.
+    precision: serde_json::Map<String, Value>,
 }
 
 /// A what-if body, read on the blocking pool (its events validated there).

@@ -78,7 +78,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use scores::{LiveScores, LiveStats, Moved, RENORMALISE_AFTER_HALF_LIVES};
+pub use scores::{LiveAt, LiveScores, LiveStats, Moved, RENORMALISE_AFTER_HALF_LIVES};
 
 use crate::domain::{EventId, LogPosition};
 use crate::graph::{EntityTable, Handle};

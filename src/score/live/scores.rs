@@ -481,6 +481,21 @@ impl LiveScores {
         Some(out)
     }
 
+    /// The series read at `at` one person at a time (what-if's scores
+    /// before, `score::simulate`); `None` if `at` is before the latest
+    /// event, as [`Self::components_at`].
+    pub fn at(&self, at: DateTime<Utc>) -> Option<LiveAt<'_>> {
+        let factor = match (self.origin, self.latest) {
+            (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
+            (None, _) => [1.0; 6],
+            _ => return None,
+        };
+        Some(LiveAt {
+            scores: self,
+            factor,
+        })
+    }
+
     /// The largest error the live series may carry before a rebuild, in raw
     /// units: `MAX_ERROR_TOLERANCES` times the model's tolerance.
     pub fn max_error(&self) -> f64 {
@@ -496,5 +511,41 @@ impl LiveScores {
     /// Counts a rebuild forced by the drift check.
     pub(crate) fn note_recompute(&mut self) {
         self.stats.recomputes += 1;
+    }
+}
+
+/// The live series at one time ([`LiveScores::at`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LiveAt<'a> {
+    scores: &'a LiveScores,
+    /// Forward units to current units at the time read.
+    factor: Components,
+}
+
+impl LiveAt<'_> {
+    /// `person`'s relationships as `(brand, raw)`, raw the weighted
+    /// components summed in component order (as `RelationScore` sums them),
+    /// in the series' brand numbering; empty for a person the series does
+    /// not hold or who has withdrawn consent, as [`LiveScores::components_at`].
+    pub fn row(&self, person: Handle) -> Vec<(Handle, f64)> {
+        let live = self.scores;
+        let Some(&p) = live.person_ix.get(&person) else {
+            return Vec::new();
+        };
+        if live.withdrawn.contains(&p) {
+            return Vec::new();
+        }
+        live.driver
+            .row(p)
+            .iter()
+            .filter(|(_, v)| !v.is_zero())
+            .map(|&(b, v)| (live.brands[b as usize], v.times(&self.factor).iter().sum()))
+            .collect()
+    }
+
+    /// [`LiveScores::error_bound`]: raw units at the latest event, an upper
+    /// bound at any later time (decay only shrinks it).
+    pub fn error_bound(&self) -> f64 {
+        self.scores.error_bound()
     }
 }

@@ -854,21 +854,16 @@ impl<V: Value> IncrementalRelspace<V> {
             }
             add_sorted(&mut scores[qi], b, r);
             stats.pushes += 1;
-            for &(f, w) in &followers[qi] {
-                let att = attention[f as usize];
-                if att <= 0.0 {
-                    continue;
-                }
-                let c = attention_share(alpha_f, w, att);
-                bump(residual, queue, f, b, r.scaled(c));
-            }
-            stats.visits += followers[qi].len();
-            for &(b2, c) in &assoc_coef[qi] {
-                if b2 != b {
-                    bump(residual, queue, q, b2, r.scaled(c));
-                }
-            }
-            stats.visits += assoc_coef[qi].len();
+            spread(
+                alpha_f,
+                (q, b),
+                r,
+                &followers[qi],
+                |f| attention[f as usize],
+                &assoc_coef[qi],
+                |p, b2, v| bump(residual, queue, p, b2, v),
+            );
+            stats.visits += followers[qi].len() + assoc_coef[qi].len();
         }
         stats
     }
@@ -896,6 +891,38 @@ impl<V: Value> IncrementalRelspace<V> {
     fn check_entry(&self, p: u32, b: u32) -> Result<(), IncrementalError> {
         self.check_person(p)?;
         self.check_brand(b)
+    }
+}
+
+/// The arithmetic of one push (module docs; [`IncrementalRelspace`]'s
+/// settle, and what-if's push of a simulation's difference,
+/// `score::simulate`): moving `r` out of `(q, b)` sends
+/// `α_f F[f,q] r = attention_share(α_f, w, attention(f)) · r` to `(f, b)` for
+/// each follower `(f, w)` of `q` whose attention is positive, in the order
+/// given, then `α_a ā[q,b'] r` to `(q, b')` for each `(b', α_a ā[q,b'])` of
+/// `coefficients` with `b' ≠ b`, in the order given. Generic over how
+/// people and brands are named, so both drivers sum the same numbers in
+/// the same way.
+pub fn spread<P: Copy, B: Copy + PartialEq, V: Value>(
+    alpha_f: f64,
+    (q, b): (P, B),
+    r: V,
+    followers: &[(P, f64)],
+    attention: impl Fn(P) -> f64,
+    coefficients: &[(B, f64)],
+    mut send: impl FnMut(P, B, V),
+) {
+    for &(f, w) in followers {
+        let att = attention(f);
+        if att <= 0.0 {
+            continue;
+        }
+        send(f, b, r.scaled(attention_share(alpha_f, w, att)));
+    }
+    for &(b2, c) in coefficients {
+        if b2 != b {
+            send(q, b2, r.scaled(c));
+        }
     }
 }
 
