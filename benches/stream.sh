@@ -65,18 +65,18 @@ fi
 echo "backend=$([ "$DATABASE" = 1 ] && echo postgres || echo embedded)"
 echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
 
-# load NAME: the generated store into a new place for scenario NAME; echoes
-# the `serve`/`ingest` flags that name it.
+# load NAME: the generated store into a new place for scenario NAME; sets
+# PLACE to the `serve` flags that name it.
 load() {
     if [ "$DATABASE" = 1 ]; then
         local url
         url=$("$PG_HELPER" db "$admin" "bench_stream_$1")
         "$BIN" ingest --database-url "$url" "$WORK/store.ndjson" >/dev/null 2>&1
         mkdir -p "$WORK/$1.dir"
-        echo "--data-dir $WORK/$1.dir --database-url $url"
+        PLACE=(--data-dir "$WORK/$1.dir" --database-url "$url")
     else
         "$BIN" ingest --data-dir "$WORK/$1" "$WORK/store.ndjson" >/dev/null 2>&1
-        echo "--data-dir $WORK/$1"
+        PLACE=(--data-dir "$WORK/$1")
     fi
 }
 
@@ -86,7 +86,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 echo "generating a store of $STORE_EVENTS events..." >&2
 "$BIN" generate --seed 42 --events "$STORE_EVENTS" >"$WORK/store.ndjson"
 t0=$(now)
-load bulk >/dev/null
+load bulk
 t1=$(now)
 BULK=$(awk -v n="$STORE_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
 # The stream's content (ids and times are rewritten at send).
@@ -98,11 +98,11 @@ echo "bulk_ingest_events_per_s=$BULK"
 # store, the stream (SETTING: one more key=value for examples/stream.rs).
 scenario() {
     local name=$1 rate=$2 batch=$3 clients=$4 extra=${5:-}
-    local place port
-    place=$(load "$name")
+    local port
+    load "$name"
     port=$(free_port)
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" $place --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
+    RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" "${PLACE[@]}" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
     SERVER_PID=$!
     local tries=0
     until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do

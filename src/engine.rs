@@ -413,6 +413,9 @@ struct Derived {
     /// every position below it that the log holds is folded. `u64::MAX`:
     /// no follower, the state's position is published.
     followed: AtomicU64,
+    /// Positions of changes sent to the fold thread, while a follower runs
+    /// (`follow.rs`: it does not read them again).
+    in_flight: follow::InFlight,
     /// Wakes the live thread (`live.rs`).
     live: live::LiveSignal,
     /// Injected failures left (`EngineOptions::fold_faults`).
@@ -464,6 +467,7 @@ impl Derived {
             generation: Default::default(),
             position: tokio::sync::watch::Sender::new(position),
             followed: AtomicU64::new(u64::MAX),
+            in_flight: Default::default(),
             live: Default::default(),
             faults: AtomicU32::new(faults),
             fold_failures: Default::default(),
@@ -1680,6 +1684,7 @@ impl<S: EventStore> Engine<S> {
         queued: Option<Queued>,
     ) -> Result<FoldWaiter, EngineError> {
         let (reply, waiter) = tokio::sync::oneshot::channel();
+        let positions = self.derived.in_flight.positions(&events);
         let change = Change {
             events,
             rebuild,
@@ -1690,6 +1695,7 @@ impl<S: EventStore> Engine<S> {
         if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
         }
+        self.derived.in_flight.sent(positions);
         Ok(waiter)
     }
 

@@ -8,8 +8,12 @@
 //! (`Engine::writes`, held shared from its reads to sending its change), so
 //! the fold thread still receives the log's changes in the order the store
 //! made them: a followed range is wholly before or after a local erasure
-//! or registration. A local write may commit a position the follower reads
-//! too: both send it, and the fold skips a position already folded
+//! or registration. A local write's positions are noted once its change
+//! is sent (`InFlight`), and the follower does not read those again: the
+//! fold thread has them, ahead of anything the follower sends next (its
+//! channel is in order), and when it sends nothing a pass sends an empty
+//! change to wait behind them. One read between the write's commit and
+//! that note is sent twice, and the fold skips a position already folded
 //! (`FoldState::append`, also within one round), so nothing folds twice.
 //!
 //! **Nothing is missed.** Positions are commit-ordered (the `log_head`
@@ -34,11 +38,15 @@
 //! one server by construction (redb is locked by one process): nothing to
 //! follow, no follower.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use super::{Engine, EngineError, Reservation};
+use crate::domain::Logged;
 use crate::store::{EventStore, SharedLog};
 
 /// Default poll interval of the follower (`fusion serve --follow-interval`).
@@ -61,11 +69,48 @@ impl<S: EventStore> Engine<S> {
         // From now on the published position is the follower's: what was
         // published at open stays (it is never lowered).
         let derived = &self.derived;
+        derived.in_flight.on.store(true, Ordering::SeqCst);
         derived
             .followed
             .store(*derived.position.borrow(), Ordering::SeqCst);
         let engine = Arc::downgrade(self);
         tokio::spawn(follow_loop(engine, log, context, interval))
+    }
+}
+
+/// Positions of the changes sent to the fold thread and not passed by the
+/// follower yet (noted only while one runs: nothing else prunes them).
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    on: AtomicBool,
+    positions: Mutex<BTreeSet<u64>>,
+}
+
+impl InFlight {
+    /// The positions of a change about to be sent (none without a follower).
+    pub(super) fn positions(&self, events: &[Logged]) -> Vec<u64> {
+        if !self.on.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        events.iter().map(|l| l.position).collect()
+    }
+
+    /// Notes them once the change is sent, not before: a follower that
+    /// finds one knows the fold thread has its change.
+    pub(super) fn sent(&self, positions: Vec<u64>) {
+        if !positions.is_empty() {
+            self.positions.lock().extend(positions);
+        }
+    }
+
+    fn contains(&self, position: u64) -> bool {
+        self.positions.lock().contains(&position)
+    }
+
+    /// Forgets what the follower has passed.
+    fn passed(&self, last: u64) {
+        let mut positions = self.positions.lock();
+        *positions = positions.split_off(&(last + 1));
     }
 }
 
@@ -140,21 +185,23 @@ impl<S: EventStore> Engine<S> {
                 let Some(&last) = positions.last() else {
                     break;
                 };
-                let missing: Vec<u64> = {
+                let (in_flight, missing): (Vec<u64>, Vec<u64>) = {
                     let state = self.state()?;
                     positions
                         .iter()
                         .copied()
                         .filter(|p| !state.folded(*p))
-                        .collect()
+                        .partition(|p| self.derived.in_flight.contains(*p))
                 };
                 // An event erased meanwhile is left out: its erasure's
                 // context move rebuilds anyway.
                 let events = self.store.events_at(missing).await?;
-                let waiter = if events.is_empty() {
+                crate::telemetry::record_followed(events.len());
+                // With nothing to send, an empty change still waits behind
+                // the local changes in flight.
+                let waiter = if events.is_empty() && in_flight.is_empty() {
                     None
                 } else {
-                    crate::telemetry::record_followed(events.len());
                     Some(self.send_change(
                         events,
                         false,
@@ -168,6 +215,7 @@ impl<S: EventStore> Engine<S> {
                 Self::rebuilt(waiter).await?;
             }
             cursor.position = Some(last);
+            self.derived.in_flight.passed(last);
             self.derived.followed.fetch_max(last + 1, Ordering::SeqCst);
             if !full {
                 break;
