@@ -5,7 +5,9 @@
 # events takes an open-loop stream (examples/stream.rs) while readers poll
 # relationships, brand rankings and summaries and marker events measure
 # freshness; printed per scenario: offered and absorbed events/s, ack
-# p50/p99, read p50/p99 per kind, freshness p50/p99, the longest hold of
+# p50/p99, read p50/p99 per kind, freshness p50/p99 (ack until a marker
+# heads its brand's ranking), feed latency p50/p99 (ack until its change
+# arrives on a `GET /v1/stream` subscriber), the longest hold of
 # the state's write lock (from /metrics), the server's peak memory, and the
 # absorbed rate as a fraction of bulk `fusion ingest` measured in the same
 # run. Scenarios: `batches` (RATE events/s in BATCH-event NDJSON requests

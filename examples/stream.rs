@@ -1,8 +1,9 @@
 //! An open-loop load generator for `fusion serve` (issue #11): writers post
 //! at a fixed offered rate whatever the answers' latency, readers poll
 //! relationships, brand rankings and brand summaries at fixed rates, and
-//! marker events measure freshness. Prints `name=value` lines; it measures
-//! and asserts nothing. Used by `benches/stream.sh`.
+//! marker events measure freshness, of the rankings and of the change feed.
+//! Prints `name=value` lines; it measures and asserts nothing. Used by
+//! `benches/stream.sh`.
 //!
 //! Open loop, kept lean on a shared two-core machine: every request has a
 //! scheduled send time (offered rate); each client is `inflight` blocking
@@ -16,7 +17,10 @@
 //! a fresh id (`s<run>-<request>-<k>`) stamped with the clock at send, so
 //! the stream is live. A marker is a purchase by a new person for a brand
 //! of its own, posted alone; its freshness is the time from its
-//! acknowledgement until it heads its brand's ranking.
+//! acknowledgement until it heads its brand's ranking, and its feed latency
+//! the time from its acknowledgement until its change arrives on a
+//! subscriber of `GET /v1/stream` (issue #13: how fresh the feed is under
+//! the stream).
 //!
 //! Usage: stream BASE STORE_NDJSON STREAM_NDJSON [key=value...]
 //!   rate=20000 (events/s offered), batch=500 (events per request),
@@ -291,9 +295,19 @@ fn main() -> anyhow::Result<()> {
         ),
     ];
 
+    // The change feed: one subscriber for the whole run, noting when each
+    // marker's change arrives (its brand is `mkb<run>-<k>`).
+    let acks: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let arrivals: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    {
+        let (base, arrivals) = (s.base.clone(), Arc::clone(&arrivals));
+        let prefix = format!("mkb{run}-");
+        std::thread::spawn(move || subscribe(&base, &prefix, &arrivals));
+    }
+
     // Markers: one at a time, each polled until it heads its brand.
     let marker = {
-        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        let (s, stop, acks) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&acks));
         std::thread::spawn(move || {
             let agent = agent();
             let mut fresh = Vec::new();
@@ -317,6 +331,7 @@ fn main() -> anyhow::Result<()> {
                     continue;
                 }
                 let acked = Instant::now();
+                acks.lock().unwrap().insert(k - 1, acked);
                 let url = format!("{}/v1/brands/{brand}/relationships?limit=1", s.base);
                 loop {
                     let (status, text) = send(agent.get(&url).call());
@@ -363,17 +378,75 @@ fn main() -> anyhow::Result<()> {
     }
     if let Ok((mut fresh, unseen)) = marker.join() {
         fresh.sort_by(f64::total_cmp);
-        let q = |q: f64| {
-            if fresh.is_empty() {
-                f64::NAN
-            } else {
-                fresh[((fresh.len() as f64 - 1.0) * q).round() as usize]
-            }
-        };
         println!("markers_seen={}", fresh.len());
         println!("markers_unseen_30s={unseen}");
-        println!("freshness_p50_ms={:.1}", q(0.5) * 1e3);
-        println!("freshness_p99_ms={:.1}", q(0.99) * 1e3);
+        println!("freshness_p50_ms={:.1}", quantile(&fresh, 0.5) * 1e3);
+        println!("freshness_p99_ms={:.1}", quantile(&fresh, 0.99) * 1e3);
     }
+    let (acks, arrivals) = (acks.lock().unwrap(), arrivals.lock().unwrap());
+    let mut feed: Vec<f64> = acks
+        .iter()
+        .filter_map(|(k, acked)| {
+            let arrived = arrivals.get(k)?;
+            // An arrival before the client read its answer counts as 0.
+            Some(arrived.saturating_duration_since(*acked).as_secs_f64())
+        })
+        .collect();
+    feed.sort_by(f64::total_cmp);
+    println!("feed_markers_seen={}", feed.len());
+    println!("feed_markers_unseen={}", acks.len() - feed.len());
+    println!("feed_latency_p50_ms={:.1}", quantile(&feed, 0.5) * 1e3);
+    println!("feed_latency_p99_ms={:.1}", quantile(&feed, 0.99) * 1e3);
     Ok(())
+}
+
+/// The `q` quantile of sorted samples (NaN when there are none).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        f64::NAN
+    } else {
+        sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+    }
+}
+
+/// Reads `GET /v1/stream` until the process ends (again from now if the
+/// server cuts it off), noting when the first change of each marker brand
+/// `<prefix><k>` arrives.
+fn subscribe(base: &str, prefix: &str, arrivals: &Mutex<HashMap<u64, Instant>>) {
+    use std::io::BufRead;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    loop {
+        let Ok(resp) = agent
+            .get(format!("{base}/v1/stream"))
+            .header("Accept", "text/event-stream")
+            .call()
+        else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            if !data.contains(prefix) {
+                continue;
+            }
+            let arrived = Instant::now();
+            let Ok(change) = serde_json::from_str::<Value>(data.trim()) else {
+                continue;
+            };
+            let k = change["brand"]
+                .as_str()
+                .and_then(|b| b.strip_prefix(prefix))
+                .and_then(|k| k.parse::<u64>().ok());
+            if let Some(k) = k {
+                arrivals.lock().unwrap().entry(k).or_insert(arrived);
+            }
+        }
+    }
 }
