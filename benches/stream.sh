@@ -131,10 +131,9 @@ scenario() {
         # between commit and fold (folded once; the cost is the read).
         echo "${name}_followed_events=$(awk '$1 == "fusion_followed_events_total" { n = $2 } END { printf "%d", n }' <<<"$metrics")"
     fi
-    # Whole-state builds by the fold thread, and late events placed without one.
-    echo "${name}_fold_rebuilds_late=$(echo "$metrics" | awk '$1 == "fusion_fold_rebuilds_total{cause=\"late\"}" { n = $2 } END { print n + 0 }')"
-    echo "${name}_fold_rebuild_mean_s=$(echo "$metrics" | awk '$1 == "fusion_fold_rebuild_seconds_sum" { s = $2 } $1 == "fusion_fold_rebuild_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }')"
-    echo "${name}_fold_late_in_place=$(echo "$metrics" | awk '$1 == "fusion_fold_late_in_place_total" { n = $2 } END { print n + 0 }')"
+    # Whole-state builds by the fold thread for late events, and their mean.
+    echo "${name}_fold_rebuilds_late=$(awk '$1 == "fusion_fold_rebuilds_total{cause=\"late\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    echo "${name}_fold_rebuild_mean_s=$(awk '$1 == "fusion_fold_rebuild_seconds_sum" { s = $2 } $1 == "fusion_fold_rebuild_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

@@ -27,9 +27,8 @@
 //! the live state is always the log's, whatever the interleaving.
 //!
 //! Folding happens on one fold thread that takes every waiting batch at
-//! once. Late events are mostly folded in place (`FoldState::placement`);
-//! one the fold cannot place refolds the log, on a copy so readers are
-//! never held up by it, and concurrent late batches share it.
+//! once. Folding late events refolds the log; that happens on a copy so
+//! readers are never held up by it, and concurrent late batches share it.
 //!
 //! **A fold that fails** (a panic anywhere in a change of state) is caught:
 //! the state is marked broken (no poisoned locks: parking_lot), the waiting
@@ -62,8 +61,8 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard, RwLockW
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Logged};
 use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::{
-    BatchScores, BrandStats, Explanation, LogCounts, Placement, RelSnapshot, RelationScore,
-    ScoreState, ScoresAt, ScoringModel,
+    BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, RelationScore, ScoreState,
+    ScoresAt, ScoringModel,
 };
 use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, SCAN_CHUNK, StoreError};
 
@@ -700,14 +699,13 @@ enum FoldJob {
 }
 
 /// The fold thread: takes every change waiting, folds them together (one
-/// rebuild at most, however many of them came late: most late events are
-/// folded in place, `FoldState::placement`), then answers each.
+/// rebuild at most, however many of them came late), then answers each.
 /// Concurrent writers whose batches arrive out of event-time order would
 /// otherwise each rebuild the state; here they share one rebuild per round,
 /// and no HTTP worker thread is held up by it. Events later than everything
-/// folded, and earlier ones the fold can place, are folded in place; one it
-/// cannot place, a registration or an erasure builds the state again from
-/// the store, while readers keep the old state.
+/// folded are folded in place; an earlier one, a registration or an
+/// erasure builds the state again from the store, while readers keep the
+/// old state.
 ///
 /// Changes come in the store's order (`Engine::writes`) and every event
 /// of a change was committed before the change was sent, so a build from
@@ -767,9 +765,8 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.events))
             .collect();
-        let placement = (!again).then(|| derived.slot.read().state.placement(&events));
-        let outcome = if let Some(Placement::InPlace { late }) = placement {
-            crate::telemetry::record_late_in_place(late);
+        let in_place = !again && derived.slot.read().state.appends_in_order(&events);
+        let outcome = if in_place {
             fold_in_slices(&derived, events)
         } else {
             // Read before the build: a snapshot of it names this epoch.
@@ -811,12 +808,11 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
 /// (tens of thousands of events) would hold it for tens of milliseconds.
 const FOLD_SLICE: usize = 1_000;
 
-/// Folds a round's events, which the fold has placed (later than
-/// everything folded, or late ones it folds in place: `FoldState::placement`),
-/// in canonical order, `FOLD_SLICE` at a time under the write lock (each
-/// slice is later than the one before, so the state is the same as one fold
-/// of them all; readers may see a slice before the round's position is
-/// published, never less than it says).
+/// Folds a round's events, all later than everything folded, in canonical
+/// order, `FOLD_SLICE` at a time under the write lock (each slice is later
+/// than the one before, so the state is the same as one fold of them all;
+/// readers may see a slice before the round's position is published, never
+/// less than it says).
 fn fold_in_slices(derived: &Derived, mut events: Vec<Logged>) -> Result<(), String> {
     crate::score::fold::sort_canonically(&mut events);
     let mut first = true;
@@ -824,7 +820,8 @@ fn fold_in_slices(derived: &Derived, mut events: Vec<Logged>) -> Result<(), Stri
         let rest = events.split_off(events.len().min(FOLD_SLICE));
         let slice = std::mem::replace(&mut events, rest);
         derived.change(|s| {
-            s.apply_placed(slice);
+            let folded = s.apply(slice);
+            debug_assert!(folded, "appends_in_order said so");
             if std::mem::take(&mut first) {
                 derived.fault_point();
             }

@@ -92,15 +92,9 @@ metrics_table! {
     EVENTS_OVERLOADED = "fusion_events_overloaded_total", Counter,
         "Events refused by back-pressure (503 `overloaded`): the fold queue was full.";
     FOLD_REBUILDS = "fusion_fold_rebuilds_total", LabelledCounter,
-        "Builds of the whole state from the log by the fold thread, by cause (`late`: an event the fold declined to place in the folded state; `context`: a registration or an erasure).";
+        "Builds of the whole state from the log by the fold thread, by cause (`late`: an event earlier than the latest folded; `context`: a registration or an erasure).";
     FOLD_REBUILD_SECONDS = "fusion_fold_rebuild_seconds", Histogram,
         "Seconds each such build took (off the state's lock; folds wait).";
-    FOLD_LATE_IN_PLACE = "fusion_fold_late_in_place_total", Counter,
-        "Events earlier than the latest folded that the fold placed in the state without a rebuild.";
-    FOLLOWED_EVENTS = "fusion_followed_events_total", Counter,
-        "Events the log follower sent to the fold (`engine::follow`): those another server of the same database stored, and now and then one of this server's own read between its commit and its fold (folded once).";
-    FOLLOWED_REBUILDS = "fusion_followed_rebuilds_total", Counter,
-        "Rebuilds of the state because another server registered or erased.";
     DEAD_LETTERS_KEPT = "fusion_dead_letters_kept_total", LabelledCounter,
         "Rejections kept in the dead-letter store, by route pattern.";
     DEAD_LETTERS_NOT_KEPT = "fusion_dead_letters_not_kept_total", Counter,
@@ -139,6 +133,13 @@ pub fn register() {
         }
     }
 }
+
+/// Events the log follower sent to the fold (`engine::follow`): those
+/// another server of the same database stored, and now and then one of
+/// this server's own read between its commit and its fold (folded once).
+pub const FOLLOWED_EVENTS: &str = "fusion_followed_events_total";
+/// Rebuilds of the state because another server registered or erased.
+pub const FOLLOWED_REBUILDS: &str = "fusion_followed_rebuilds_total";
 
 /// Histogram buckets for every `*_seconds` metric: 0.5 ms to 30 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -228,18 +229,11 @@ pub fn record_write_lock_hold(held: Duration) {
     }
 }
 
-/// Counts one build of the whole state by the fold thread; `cause` is
-/// `late` or `context` ([`FOLD_REBUILDS`]).
+/// Counts one build of the whole state by the fold thread, with its cause
+/// (`late` or `context`) and how long it took.
 pub fn record_fold_rebuild(cause: &'static str, took: Duration) {
     counter!(FOLD_REBUILDS, "cause" => cause).increment(1);
     histogram!(FOLD_REBUILD_SECONDS).record(took.as_secs_f64());
-}
-
-/// Counts late events folded in place ([`FOLD_LATE_IN_PLACE`]).
-pub fn record_late_in_place(events: usize) {
-    if events > 0 {
-        counter!(FOLD_LATE_IN_PLACE).increment(events as u64);
-    }
 }
 
 /// Counts the events of a write refused by back-pressure.

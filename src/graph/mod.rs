@@ -315,24 +315,6 @@ impl RelationGraph {
             .and_then(|e| e.weight().1.at(at))
     }
 
-    /// The time of the latest change of one edge, if it ever changed.
-    pub fn last_change(&self, from: Handle, to: Handle, kind: EdgeKind) -> Option<DateTime<Utc>> {
-        self.graph
-            .edges_directed(node(from), Direction::Outgoing)
-            .find(|e| e.target() == node(to) && e.weight().0 == kind)
-            .and_then(|e| e.weight().1.0.last().map(|(t, _)| *t))
-    }
-
-    /// Whether one of `person`'s associations changed at exactly `at` (a
-    /// change whose order against another event at `at` is by event id,
-    /// which the graph does not keep: the late fold's concern).
-    pub fn association_changed_at(&self, person: Handle, at: DateTime<Utc>) -> bool {
-        self.graph
-            .edges_directed(node(person), Direction::Outgoing)
-            .filter(|e| e.weight().0 == EdgeKind::Association)
-            .any(|e| e.weight().1.0.iter().any(|(t, _)| *t == at))
-    }
-
     /// Gives back memory grown for appends (after a build).
     pub fn shrink_to_fit(&mut self) {
         self.entities.shrink_to_fit();

@@ -31,7 +31,7 @@ pub(crate) mod shares;
 pub mod simulate;
 pub mod snapshot;
 
-pub use fold::{BrandStats, Delta, EventDeltas, FoldState, Placement, RoleConflict};
+pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
     BuildPlan, Built, LiveScores, LiveStats, MoveCause, Moved, Movement,
     RENORMALISE_AFTER_HALF_LIVES,

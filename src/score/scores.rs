@@ -11,10 +11,8 @@
 //!
 //! It keeps no event. A state is built from a log read twice in canonical
 //! order ([`ScoreState::builder`]: kinds, then the fold), and events later
-//! than everything folded are appended ([`ScoreState::apply`]), and so are
-//! late events the fold can place in place (`fold::late`); a late event it
-//! cannot place makes `apply` decline, and whoever holds the log builds
-//! again.
+//! than everything folded are appended ([`ScoreState::apply`]); a late
+//! event makes `apply` decline, and whoever holds the log builds again.
 //!
 //! No IO, no clock: live catch-up is sliced by a `stop` callback.
 
@@ -274,14 +272,6 @@ impl ScoreState {
         }
         self.live.receive(self.fold.take_deltas());
         true
-    }
-
-    /// [`Self::apply`] of events [`FoldState::placement`] placed in place
-    /// together with earlier ones (`FoldState::append_placed`): a round
-    /// folded in slices.
-    pub fn apply_placed(&mut self, events: Vec<Logged>) {
-        self.fold.append_placed(events);
-        self.live.receive(self.fold.take_deltas());
     }
 
     /// The live series: every relationship now, kept per event.

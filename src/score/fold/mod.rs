@@ -2,12 +2,10 @@
 //! the events in canonical order (event time, then id). Each event's
 //! impulses are computed from the context as it stood at that event's time
 //! (the follower count before an audience change, the occasions before a
-//! sales report), so the state is a function of the *set* of events. An
-//! event earlier than what is folded is folded in place when nothing
-//! folded after it read what it writes (`late.rs` decides, per event type
-//! and entity); else `append` declines it and the log is refolded. Either
-//! way a late event lands only where it belongs: the state is bit for bit
-//! that of one canonical fold (`tests/it/late.rs`).
+//! sales report), so the state is a function of the *set* of events: an
+//! event earlier than what is folded needs the log refolded (`append`
+//! declines it), and a late event never lands anywhere but where it
+//! belongs.
 //!
 //! It owns the entity graph (with the one string table: entities are `u32`
 //! handles here), registrations, impulses (per person, in columns), the
@@ -24,14 +22,10 @@
 //! store) refolds it when `append` declines late events.
 //!
 //! Appending events later than everything seen is the common case and costs
-//! only those events; a late event folded in place costs its own rules and
-//! an insertion into the columns it adds to.
+//! only those events.
 
 mod brands;
 pub(crate) mod deltas;
-mod late;
-#[cfg(test)]
-mod late_tests;
 mod roles;
 pub(crate) mod rules;
 
@@ -43,8 +37,6 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use brands::BrandStats;
 pub use deltas::{Delta, EventDeltas, ImpulseInput};
-pub(crate) use late::LateGuards;
-pub use late::Placement;
 pub use roles::RoleConflict;
 pub(crate) use roles::role_kind;
 
@@ -52,8 +44,8 @@ use super::model::{Component, ScoringModel};
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, LogPosition, Logged, Role};
 use crate::graph::{EntityTable, Handle, RelationGraph};
 
-/// One person's impulses, in columns, in canonical event order (so their
-/// times ascend; a late event's are inserted at their place): the impulse `i` is
+/// One person's impulses, in columns, in the order they were folded
+/// (canonical event order, so their times ascend): the impulse `i` is
 /// `amount[i]` on `component[i]` of the relationship with `brand[i]`, at
 /// `time[i]`, caused by the event at log position `event[i]`. 33
 /// bytes an impulse.
@@ -67,11 +59,7 @@ pub(crate) struct Impulses {
 }
 
 impl Impulses {
-    /// Adds an impulse after every one at or before its time: its place
-    /// in canonical order, for an event folded after every event of its
-    /// time that this column holds (`late.rs` sees to that), and the end
-    /// for the common event later than everything.
-    fn insert(
+    fn push(
         &mut self,
         brand: Handle,
         component: Component,
@@ -79,12 +67,11 @@ impl Impulses {
         amount: f64,
         event: LogPosition,
     ) {
-        let i = self.until(time);
-        self.brand.insert(i, brand);
-        self.component.insert(i, component);
-        self.time.insert(i, time);
-        self.amount.insert(i, amount);
-        self.event.insert(i, event);
+        self.brand.push(brand);
+        self.component.push(component);
+        self.time.push(time);
+        self.amount.push(amount);
+        self.event.push(event);
     }
 
     /// How many there are.
@@ -170,9 +157,6 @@ pub struct FoldState {
     /// People by registered interest, lowercased.
     pub(in crate::score) interests: FxHashMap<String, Vec<Handle>>,
     pub(in crate::score) brand_stats: FxHashMap<Handle, BrandStats>,
-    /// What folded events read, for deciding whether a late event can be
-    /// folded in place (`late.rs`).
-    pub(in crate::score) late: LateGuards,
     /// Entities seen only as follow targets so far: taken for people until
     /// an event names them in a role that fixes their kind (a brand).
     pub(in crate::score) provisional: FxHashSet<Handle>,
@@ -203,7 +187,6 @@ impl FoldState {
             interests: FxHashMap::default(),
             brand_stats: FxHashMap::default(),
             provisional: FxHashSet::default(),
-            late: LateGuards::default(),
             outbox: VecDeque::new(),
             emit_from: Some(0),
             model,
@@ -455,40 +438,40 @@ impl FoldState {
     }
 
     /// Whether `append(events)` would fold them in (every new one later
-    /// than everything folded, or placed in place: [`Self::placement`]), as
-    /// opposed to declining them: the log must then be refolded.
+    /// than everything folded), as opposed to declining them: the log must
+    /// then be refolded.
     pub fn appends_in_order(&self, events: &[Logged]) -> bool {
-        matches!(self.placement(events), Placement::InPlace { .. })
+        let Some((t, id)) = &self.latest else {
+            return true;
+        };
+        !self.fixes_provisional(events)
+            && events
+                .iter()
+                .filter(|l| !self.folded.contains(l.position))
+                .all(|l| (l.event.time, &l.event.id) > (*t, id))
     }
 
-    /// Folds in new events: later than everything folded, or earlier ones
-    /// that can be placed in the state ([`Self::placement`]). Events seen
-    /// before (or twice here: the first occurrence is the event) are
-    /// skipped. Returns `false`, changing nothing, when some new event
-    /// cannot be placed or fixes a provisional entity's kind: then the log
-    /// must be refolded.
-    pub fn append(&mut self, events: Vec<Logged>) -> bool {
-        if !self.appends_in_order(&events) {
-            return false;
-        }
-        self.append_placed(events);
-        true
-    }
-
-    /// [`Self::append`] of events [`Self::placement`] has placed together
-    /// with earlier ones (a round folded in slices: events of one time in
-    /// two slices are placed as one call would place them).
-    pub(crate) fn append_placed(&mut self, mut events: Vec<Logged>) {
+    /// Folds in new events later than everything folded. Events seen before
+    /// (or twice here: the first occurrence is the event) are skipped.
+    /// Returns `false`, changing nothing, when some new event is not later
+    /// than everything folded or fixes a provisional entity's kind: then
+    /// the log must be refolded (`refolded`); `events` is left holding the
+    /// new events, in canonical order.
+    pub fn append(&mut self, mut events: Vec<Logged>) -> bool {
         let mut seen = FxHashSet::default();
         events.retain(|l| !self.folded.contains(l.position) && seen.insert(l.position));
         if events.is_empty() {
-            return;
+            return true;
+        }
+        if !self.appends_in_order(&events) {
+            return false;
         }
         sort_canonically(&mut events);
         self.fix_kinds(events.iter().map(|l| &l.event));
         for l in events {
             self.fold(l.event, l.position);
         }
+        true
     }
 
     /// Registers (or replaces) an entity in this state without refolding:
@@ -599,14 +582,7 @@ impl FoldState {
         self.fold_rules(&event, position);
         self.folded.insert(position);
         self.count += 1;
-        // The latest in canonical order, whatever the order folded in.
-        let later = self
-            .latest
-            .as_ref()
-            .is_none_or(|(t, id)| (event.time, &event.id) > (*t, id));
-        if later {
-            self.latest = Some((event.time, event.id));
-        }
+        self.latest = Some((event.time, event.id));
     }
 }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashSet;
 
 pub(crate) use super::brands::Contact;
-use super::{Delta, FoldState, LateGuards, OccasionInfo};
+use super::{Delta, FoldState, OccasionInfo};
 use crate::domain::{EntityId, EntityKind, Event, EventKind, EventType, LogPosition};
 use crate::graph::{EdgeKind, Handle};
 use crate::score::model::{Component, Impulses};
@@ -75,7 +75,6 @@ impl FoldState {
                     imp.mention
                 };
                 let (person, brand) = (self.h(person), self.h(brand));
-                LateGuards::note(&mut self.late.reach, person, t);
                 let reach = self.followers_h(person, t) as f64;
                 let x = talk_impulse(&imp, w, sentiment.value, reach);
                 self.push_direct(person, brand, pos, t, Component::Sentiment, x);
@@ -126,8 +125,6 @@ impl FoldState {
             }
             Audience { person, followers } => {
                 let person = self.h(person);
-                LateGuards::note(&mut self.late.reach, person, t);
-                LateGuards::note(&mut self.late.associations, person, t);
                 let before = self.followers_h(person, t);
                 self.audience
                     .entry(person)
@@ -190,16 +187,10 @@ impl FoldState {
             }
             Attendance { person, occasion } => {
                 let (person, occasion) = (self.h(person), self.h(occasion));
-                LateGuards::note(&mut self.late.joins, occasion, t);
                 let info = self
                     .occasions
                     .entry(occasion)
                     .or_insert_with(|| OccasionInfo::new(t));
-                // An occasion not folded yet is timed by its earliest
-                // attendance (the first in canonical order).
-                if info.host.is_none() {
-                    info.time = info.time.min(t);
-                }
                 if info.join(person, false)
                     && let Some(host) = info.host
                 {
@@ -238,14 +229,11 @@ impl FoldState {
                 self.consent.entry(person).or_default().push((t, *granted));
                 if self.emitting() {
                     let impulses = self.impulses_of(person);
-                    // The live series holds the graph as it stands now: a
-                    // late grant puts back the follows of now.
-                    let now = self.latest_time().map_or(t, |l| l.max(t));
                     let delta = if *granted {
                         Delta::ConsentGranted {
                             person,
-                            follows: self.graph.followees(person, now),
-                            associations: self.graph.associations(person, now),
+                            follows: self.graph.followees(person, t),
+                            associations: self.graph.associations(person, t),
                             impulses,
                         }
                     } else {
@@ -274,10 +262,6 @@ impl FoldState {
         t: DateTime<Utc>,
     ) {
         let imp = self.model.impulse;
-        LateGuards::note(&mut self.late.joins, occasion, t);
-        for &p in performers {
-            LateGuards::note(&mut self.late.associations, p, t);
-        }
         let info = self
             .occasions
             .entry(occasion)
@@ -317,7 +301,6 @@ impl FoldState {
     /// outdoor concert ... and, three days later, see an increase in sales").
     fn fold_brand_sales(&mut self, brand: Handle, amount: f64, pos: u64, t: DateTime<Utc>) {
         let imp = self.model.impulse;
-        LateGuards::note(&mut self.late.sales, brand, t);
         let history = self.sales.entry(brand).or_default();
         let baseline =
             (!history.is_empty()).then(|| history.iter().sum::<f64>() / history.len() as f64);
@@ -330,10 +313,20 @@ impl FoldState {
             return;
         };
         let x = sales_lift_impulse(&imp, amount, baseline);
+        let window = Duration::milliseconds((imp.sales_window_days * 86_400_000.0) as i64);
+        // Occasions are hosted in time order: walk back from the latest and
+        // stop at the first that ended before the window.
         let mut credited: Vec<Handle> = Vec::new();
         let mut seen: FxHashSet<Handle> = FxHashSet::default();
-        for occ in self.credited_occasions(brand, t) {
-            for (p, _) in &self.occasions[&occ].participants {
+        for occ in self.hosted.get(&brand).into_iter().flatten().rev() {
+            let info = &self.occasions[occ];
+            if info.time > t {
+                continue;
+            }
+            if t - info.time > window {
+                break;
+            }
+            for (p, _) in &info.participants {
                 if seen.insert(*p) {
                     credited.push(*p);
                 }
@@ -342,27 +335,6 @@ impl FoldState {
         for p in credited {
             self.push_impulse(p, brand, pos, t, Component::Sales, x);
         }
-    }
-
-    /// The occasions of `brand` a sales report at `t` credits: those at or
-    /// before `t` within the sales window. Occasions are hosted in time
-    /// order: walk back from the latest and stop at the first that ended
-    /// before the window.
-    pub(super) fn credited_occasions(
-        &self,
-        brand: Handle,
-        t: DateTime<Utc>,
-    ) -> impl Iterator<Item = Handle> + '_ {
-        let imp = &self.model.impulse;
-        let window = Duration::milliseconds((imp.sales_window_days * 86_400_000.0) as i64);
-        self.hosted
-            .get(&brand)
-            .into_iter()
-            .flatten()
-            .rev()
-            .filter(move |o| self.occasions[o].time <= t)
-            .take_while(move |o| t - self.occasions[o].time <= window)
-            .copied()
     }
 
     /// Sets person `p`'s association with `brand`.
@@ -430,7 +402,7 @@ impl FoldState {
         amount: f64,
     ) {
         Arc::make_mut(self.impulses.entry(person).or_default())
-            .insert(brand, component, time, amount, event);
+            .push(brand, component, time, amount, event);
     }
 }
 

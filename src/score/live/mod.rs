@@ -10,27 +10,9 @@
 //! residual, ids numbered in sorted order) from the state as it stood at
 //! canonical position `n − n mod CHECKPOINT_EVENTS` ([`Checkpoint`]); the
 //! events after it are applied one by one from their deltas
-//! ([`LiveSeries::sync`]). Start-up and refolds emit no deltas for the
-//! events before the checkpoint. Without late events the live state is a
-//! function of the set of events alone, whatever the arrival order,
-//! batching or restarts.
-//!
-//! **Late events.** An event the fold folds in place though it is earlier
-//! than the latest (`fold::late`) comes as deltas like any other, after
-//! later events: its impulses are plain adds in forward units (`2^((t −
-//! o)/h)` is the same factor whenever it is applied), and its follow,
-//! association or consent change is the graph as it stands now (the fold
-//! places it only when nothing later changed it). The clock counts it at
-//! the latest time, so checkpoints stay in time order; a build takes every
-//! event folded when its inputs were read at or before its time, late or
-//! not, and everything else is applied after it. So after late events the
-//! series is still within its bound of the exact scores (the drift check
-//! and the checkpoints hold it there), but its **bits depend on the order
-//! events arrived in** (an add's rounding depends on what was summed
-//! before it, and which events a checkpoint build holds on what had
-//! arrived); the next checkpoint build makes them a function of the events
-//! up to it again. Scores read from the fold (`explain`, batch
-//! evaluations) are bit for bit the canonical fold's.
+//! ([`LiveSeries::sync`]). So the live state is a function of the set of
+//! events alone, whatever the arrival order, batching or restarts; start-up
+//! and refolds emit no deltas for the events before the checkpoint.
 //!
 //! **Forward decay.** The graph (follows, associations, consent) is a step
 //! function of time that changes only at events, and decay is a factor per
@@ -217,9 +199,6 @@ pub struct LiveSeries {
     /// events the feed has seen: the canonical index the replay ends at and
     /// the largest log position it holds (`Self::record_movements`).
     replay: Option<(u32, LogPosition)>,
-    /// The index of the latest event received late (earlier than the
-    /// latest received; module docs, "Late events").
-    last_late: Option<u32>,
 }
 
 impl LiveSeries {
@@ -235,7 +214,6 @@ impl LiveSeries {
             movements: Vec::new(),
             record: false,
             replay: None,
-            last_late: None,
         }
     }
 
@@ -262,11 +240,11 @@ impl LiveSeries {
     /// position on, applied or not, in canonical order: with the fold's
     /// state and the clock, what `Self::resume` needs.
     pub(in crate::score) fn journal(&self) -> Vec<EventDeltas> {
-        let as_of = self.clock.checkpoint().at.map(|(_, as_of)| as_of);
+        let first = self.clock.checkpoint().first_pending as u32;
         self.applied
             .iter()
             .chain(self.pending.iter())
-            .filter(|e| after_build(e, as_of))
+            .filter(|e| e.index >= first)
             .cloned()
             .collect()
     }
@@ -303,20 +281,12 @@ impl LiveSeries {
         &self.scores
     }
 
-    /// Takes the deltas of newly folded events, in the order folded: in
-    /// canonical order, but for late events folded in place (module docs,
-    /// "Late events"), which the clock counts at the latest time so that
-    /// checkpoints stay in time order.
+    /// Takes the deltas of newly folded events (in canonical order).
     pub fn receive(&mut self, deltas: VecDeque<EventDeltas>) {
         for e in deltas {
             if e.index as usize >= self.clock.count {
                 debug_assert_eq!(e.index as usize, self.clock.count);
-                let last = self.clock.last.map(|(last, _)| last);
-                if last.is_some_and(|last| e.time < last) {
-                    self.last_late = Some(e.index);
-                }
-                self.clock
-                    .tick(last.map_or(e.time, |last| last.max(e.time)));
+                self.clock.tick(e.time);
             }
             self.pending.push_back(e);
         }
@@ -372,7 +342,6 @@ impl LiveSeries {
             inputs: BuildInputs::read(state, as_of, self.scores.stats()),
             target,
             basis: self.movement_basis(state, target, as_of),
-            seen: self.clock.count,
         })
     }
 
@@ -432,22 +401,20 @@ impl LiveSeries {
             self.movements.push(movement);
         }
         let first = built.target.first_pending as u32;
-        let as_of = built.target.at.map(|(_, as_of)| as_of);
         let old = std::mem::replace(&mut self.scores, built.scores);
         self.scores.set_checkpoint(built.target.at);
-        // The build holds every event folded when its inputs were read
-        // whose time is at or before `as_of`; the others are applied after
-        // it. So a run of equal times that straddles the new checkpoint
-        // (it starts before it: the build takes the inputs before their
-        // time) is applied again, and so is an event folded late after the
-        // inputs were read, whatever its time.
+        // A run of equal times that straddles the new checkpoint starts
+        // before it: its events applied already are left out of the build
+        // (it takes the inputs before their time), so they are applied
+        // again.
         for e in std::mem::take(&mut self.applied).into_iter().rev() {
-            if after_build(&e, as_of) {
+            if e.index >= first {
                 self.pending.push_front(e);
             }
         }
-        self.pending
-            .retain(|e| e.index as usize >= built.seen || after_build(e, as_of));
+        while self.pending.front().is_some_and(|e| e.index < first) {
+            self.pending.pop_front();
+        }
         // A replay the build took whole (`Self::record_movements`).
         if let (Some((end, last)), Some((_, as_of))) = (self.replay, built.target.at)
             && end <= first
@@ -472,17 +439,8 @@ impl LiveSeries {
             self.applied.push(event);
             // The drift check, at canonical positions where the inputs as of
             // this event's time are exactly those of the events up to it.
-            // Nor while a late event received is not applied (the state's
-            // inputs as of this time hold it): events are received in
-            // index order, so every one up to `last_late` is applied once
-            // this index is past it.
             let next_later = self.pending.front().is_none_or(|e| e.time > time);
-            let no_late = self.last_late.is_none_or(|late| index > late);
-            if (index + 1) % scores::CHECK_EVERY == 0
-                && next_later
-                && no_late
-                && self.scores.check_drift()
-            {
+            if (index + 1) % scores::CHECK_EVERY == 0 && next_later && self.scores.check_drift() {
                 let mark = self.scores.checkpoint();
                 self.build_at(state, time);
                 self.scores.set_checkpoint(mark);
@@ -591,7 +549,6 @@ impl LiveSeries {
             movements: Vec::new(),
             record: self.record,
             replay: self.replay,
-            last_late: self.last_late,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
@@ -699,9 +656,6 @@ pub struct BuildPlan {
     target: Checkpoint,
     /// `LiveSeries::movement_basis`, when movements are recorded.
     basis: Option<MovementBasis>,
-    /// Events folded when the inputs were read: those folded after are not
-    /// in the build, whatever their time.
-    seen: usize,
 }
 
 impl BuildPlan {
@@ -724,7 +678,6 @@ impl BuildPlan {
             scores,
             target: self.target,
             movement,
-            seen: self.seen,
         }
     }
 }
@@ -735,14 +688,6 @@ pub struct Built {
     target: Checkpoint,
     /// What the build moved, for a change feed (`BuildPlan::basis`).
     movement: Option<Movement>,
-    /// `BuildPlan::seen`.
-    seen: usize,
-}
-
-/// Whether a build at `as_of` leaves `event` to be applied after it (its
-/// time is later; `None`: an empty log's build holds nothing).
-fn after_build(event: &EventDeltas, as_of: Option<DateTime<Utc>>) -> bool {
-    as_of.is_none_or(|as_of| event.time > as_of)
 }
 
 /// The relationships whose components differ between two listings sorted
