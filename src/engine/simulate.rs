@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{Engine, EngineError};
-use crate::domain::{EntityId, Event};
+use crate::domain::{EntityId, Event, EventId};
 use crate::score::simulate::{
     self, BrandSummary, Distribution, Mover, Overlay, Precision, SIMULATED, SimulateError,
 };
@@ -78,6 +78,10 @@ pub struct WhatIfAnswer {
     pub distribution: Distribution,
     /// How exact `brands` and `distribution` are (the movers always are).
     pub precision: Precision,
+    /// Ids of the request's events that the log holds already, left out of
+    /// the simulation: posting them would store nothing (a duplicate, or a
+    /// conflict refused), so they move nothing.
+    pub already_stored: Vec<EventId>,
 }
 
 impl<S: EventStore> Engine<S> {
@@ -106,12 +110,29 @@ impl<S: EventStore> Engine<S> {
         };
         let engine = Arc::clone(self);
         let WhatIf {
-            events,
+            mut events,
             brand,
             at,
             top,
             ..
         } = what;
+        // What the log holds already is in the state: as an ingest of it
+        // would, the simulation takes only ids the log does not hold.
+        let ids: Vec<EventId> = events.iter().map(|(_, e)| e.id.clone()).collect();
+        let already_stored: Vec<EventId> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .events_by_id(ids)
+                .await?
+                .into_iter()
+                .map(|l| l.event.id)
+                .collect()
+        };
+        if !already_stored.is_empty() {
+            let held: std::collections::HashSet<&EventId> = already_stored.iter().collect();
+            events.retain(|(_, e)| !held.contains(&e.id));
+        }
         let outcome = tokio::task::spawn_blocking(move || {
             let stop = || Instant::now() >= deadline;
             let state = engine.state()?;
@@ -183,6 +204,7 @@ impl<S: EventStore> Engine<S> {
             brands: sim.brands,
             distribution: sim.distribution,
             precision: sim.precision,
+            already_stored,
         }))
     }
 }

@@ -301,6 +301,25 @@ impl RelationGraph {
         out
     }
 
+    /// Whether one edge changed (weight or end) at a time in `(after, until]`.
+    pub fn edge_changed_between(
+        &self,
+        from: Handle,
+        to: Handle,
+        kind: EdgeKind,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> bool {
+        self.graph
+            .edges_directed(node(from), Direction::Outgoing)
+            .find(|e| e.target() == node(to) && e.weight().0 == kind)
+            .is_some_and(|e| {
+                let changes = &e.weight().1.0;
+                let first_after = changes.partition_point(|(t, _)| *t <= after);
+                changes.get(first_after).is_some_and(|(t, _)| *t <= until)
+            })
+    }
+
     /// The weight of one edge at `at`, if it is alive then.
     pub fn edge_weight(
         &self,

@@ -76,6 +76,9 @@ struct SimulationAnswer {
     /// summaries (`exact` or `live_tolerance`), error_bound (score points):
     /// how exact `brands` and `distribution` are; the movers always are.
     precision: serde_json::Map<String, Value>,
+    /// Ids of the request's events the log holds already: left out, as
+    /// posting them would store nothing.
+    already_stored: Vec<String>,
 }
 
 /// A what-if body, read on the blocking pool (its events validated there).

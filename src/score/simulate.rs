@@ -39,9 +39,12 @@
 //! relationship scored, one event folded, one hop): the engine passes its
 //! deadline. No IO, no clock.
 //!
-//! Limits, said here once: a simulated event is taken as the latest change
-//! of what it touches (an overlay edit wins over the state's history of the
-//! same edge at `at`), and the state's own impulses are not re-derived
+//! Limits, said here once: a simulated follow, unfollow or consent change
+//! takes its place in the history of what it touches (a stored change
+//! after it still wins, as it would once stored: `Edit::holds_at`), but a
+//! simulated event earlier than stored ones is otherwise read as their
+//! latest change (an endorsement is not folded into the strengths later
+//! stored ones built on), and the state's own impulses are not re-derived
 //! from a context the simulated events would have changed before them (an
 //! audience report dated before stored posts does not change their reach);
 //! occasions and brand sales reports are not simulated (their effects
@@ -126,6 +129,22 @@ struct Edit {
     kind: EdgeKind,
     time: DateTime<Utc>,
     weight: Option<f64>,
+}
+
+impl Edit {
+    /// Whether this simulated change of an edge holds at `at`: made by
+    /// then, and not overridden by a later stored change of the same edge.
+    /// A simulated event takes its place in the edge's history, as storing
+    /// it would (red team: a simulated follow before a stored unfollow
+    /// used to outlive the unfollow).
+    fn holds_at(&self, base: &FoldState, base_len: usize, at: DateTime<Utc>) -> bool {
+        self.time <= at
+            && !(self.from.index() < base_len
+                && self.to.index() < base_len
+                && base
+                    .graph
+                    .edge_changed_between(self.from, self.to, self.kind, self.time, at))
+    }
 }
 
 /// What simulated events add to a state (module docs). Built by
@@ -478,7 +497,7 @@ impl Overlay {
             .get(&from)
             .into_iter()
             .flatten()
-            .rfind(|e| e.to == to && e.kind == kind && e.time <= t);
+            .rfind(|e| e.to == to && e.kind == kind && e.holds_at(base, self.base_len, t));
         match edit {
             Some(e) => e.weight,
             None if from.index() < self.base_len && to.index() < self.base_len => {
@@ -512,7 +531,10 @@ impl Overlay {
         }
         let mut rows: Vec<(Handle, Handle)> = Vec::new();
         for (&p, edits) in &self.edits {
-            for e in edits.iter().filter(|e| e.time <= at) {
+            for e in edits
+                .iter()
+                .filter(|e| e.holds_at(view.base, self.base_len, at))
+            {
                 rows.push((p, e.to));
             }
         }
@@ -556,7 +578,10 @@ impl Overlaid<'_> {
             return row;
         };
         let mut changed = false;
-        for e in edits.iter().filter(|e| e.kind == kind && e.time <= at) {
+        for e in edits
+            .iter()
+            .filter(|e| e.kind == kind && e.holds_at(self.base, self.overlay.base_len, at))
+        {
             row.retain(|(h, _)| *h != e.to);
             if let Some(w) = e.weight {
                 row.push((e.to, w));
@@ -577,7 +602,7 @@ impl Overlaid<'_> {
             Vec::new()
         };
         for e in self.overlay.followed.get(&person).into_iter().flatten() {
-            if e.time <= at {
+            if e.holds_at(self.base, self.overlay.base_len, at) {
                 out.retain(|(q, _)| *q != e.from);
                 if let Some(w) = e.weight {
                     out.push((e.from, w));
@@ -676,7 +701,11 @@ impl ScoreView for Overlaid<'_> {
             let pos = s.partition_point(|(t, _)| *t <= at);
             pos.checked_sub(1).map(|i| s[i])
         });
+        // The later change wins: a simulated one takes its place in the
+        // person's consent history, as storing it would (a stored grant
+        // after a simulated withdrawal still grants).
         match (base, own) {
+            (Some((stored, granted)), Some((simulated, _))) if stored > simulated => granted,
             (_, Some((_, granted))) => granted,
             (Some((_, granted)), None) => granted,
             (None, None) => true,
@@ -1013,7 +1042,10 @@ fn difference(
     // changes, at or before `at`.
     let mut changed: BTreeSet<Handle> = BTreeSet::new();
     for (&p, edits) in &overlay.edits {
-        if edits.iter().any(|e| e.time <= at) {
+        if edits
+            .iter()
+            .any(|e| e.holds_at(view.base, overlay.base_len, at))
+        {
             changed.insert(p);
         }
     }

@@ -195,3 +195,64 @@ fn a_read_after_a_follow_folded_in_place_is_what_a_fresh_start_answers() {
         );
     }
 }
+
+/// Regression (red team, on a merge that folded late events in place
+/// without a new generation): walks kept for times inside a closed span
+/// (cat follows bob from 10-02 to 10-10) or an open one before the latest
+/// event served stale scores after a late event changed that span (cat
+/// follows dan at 10-06: warm 51.45, fresh 51.65). Every late event, of
+/// every type, leaves reads equal to a fresh start's.
+#[test]
+fn reads_after_a_late_event_inside_a_kept_walks_span_are_a_fresh_starts() {
+    use serde_json::json;
+
+    use crate::support::{Server, comparable};
+
+    let base = json!([
+        {"id": "c1", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "bob", "brand": "acme", "amount": 80},
+        {"id": "c2", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "dan", "brand": "acme", "amount": 250},
+        {"id": "c3", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "cat", "brand": "acme", "amount": 5},
+        {"id": "c4", "type": "follow", "time": "2026-10-02T00:00:00Z", "person": "cat", "target": "bob"},
+        {"id": "c5", "type": "unfollow", "time": "2026-10-10T00:00:00Z", "person": "cat", "target": "bob"},
+        {"id": "c6", "type": "purchase", "time": "2026-10-20T00:00:00Z", "person": "eve", "brand": "acme", "amount": 10},
+    ]);
+    let late = [
+        json!({"id": "l1", "type": "follow", "time": "2026-10-06T00:00:00Z", "person": "cat", "target": "dan"}),
+        json!({"id": "l2", "type": "consent", "time": "2026-10-06T00:00:00Z", "person": "bob", "granted": false}),
+        json!({"id": "l3", "type": "endorsement", "time": "2026-10-06T00:00:00Z", "person": "dan", "brand": "acme", "strength": 1.0}),
+        json!({"id": "l4", "type": "follow", "time": "2026-10-11T00:00:00Z", "person": "cat", "target": "dan"}),
+        json!({"id": "l5", "type": "unfollow", "time": "2026-10-05T00:00:00Z", "person": "cat", "target": "bob"}),
+        json!({"id": "l6", "type": "audience", "time": "2026-10-05T00:00:00Z", "person": "bob", "followers": 50000}),
+    ];
+    let times = [
+        "2026-10-07T12:00:00Z",
+        "2026-10-09T12:00:00Z",
+        "2026-10-12T12:00:00Z",
+    ];
+    let read = |s: &Server| -> Vec<serde_json::Value> {
+        times
+            .iter()
+            .flat_map(|at| {
+                ["cat", "bob", "dan"]
+                    .map(|p| comparable(s.get(&format!("/v1/relationships/{p}/acme?at={at}")).body))
+            })
+            .collect()
+    };
+    let mut wrong = Vec::new();
+    for e in late {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Server::start(dir.path(), &[]);
+        assert_eq!(s.post_json("/v1/events", &base).status, 200);
+        read(&s);
+        assert_eq!(s.post_json("/v1/events", &json!([e])).status, 200);
+        let warm = read(&s);
+        drop(s);
+        let fresh = read(&Server::start(dir.path(), &[]));
+        for (w, f) in warm.iter().zip(&fresh) {
+            if w != f {
+                wrong.push(format!("{}: warm {w} fresh {f}", e["id"]));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

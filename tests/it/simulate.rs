@@ -296,3 +296,106 @@ fn a_model_override_moves_the_distribution_of_a_brands_relationships() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["errors"][0]["field"], "model", "{}", r.body);
 }
+
+/// Regression (red team): a what-if of an event whose id the log holds
+/// counted it a second time (ann–acme moved about 4 points, `b1` listed
+/// twice in the reasons), where posting it again stores nothing. Such ids
+/// are left out, and the answer names them.
+#[test]
+fn a_what_if_of_a_stored_id_moves_nothing_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let stored = json!({"id": "b1", "type": "purchase", "time": "2026-10-01T00:00:00Z",
+        "person": "ann", "brand": "acme", "amount": 80});
+    let r = s.post_json("/v1/events", &json!([stored]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The same id with other content would be a conflict: stored nothing too.
+    let other = json!({"id": "b1", "type": "purchase", "time": "2026-10-02T00:00:00Z",
+        "person": "ann", "brand": "acme", "amount": 5});
+    let fresh = json!({"id": "b2", "type": "purchase", "time": "2026-10-03T00:00:00Z",
+        "person": "bob", "brand": "acme", "amount": 5});
+    for at in ["2026-11-01T00:00:00Z", "2026-09-01T00:00:00Z"] {
+        for events in [json!([stored]), json!([other])] {
+            let r = s.post_json("/v1/simulate", &json!({"events": events, "at": at}));
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.body["already_stored"], json!(["b1"]), "{}", r.body);
+            assert_eq!(r.body["events"], 0, "{}", r.body);
+            let movers = r.body["movers"].as_array().unwrap();
+            assert!(
+                movers.iter().all(|m| m["delta"].as_f64() == Some(0.0)),
+                "at {at}: a stored id simulated again moved {movers:?}"
+            );
+        }
+    }
+    // Beside a new event, only the new one is simulated.
+    let r = s.post_json(
+        "/v1/simulate",
+        &json!({"events": [stored, fresh], "at": "2026-11-01T00:00:00Z"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["already_stored"], json!(["b1"]));
+    assert_eq!(r.body["events"], 1);
+    let movers = r.body["movers"].as_array().unwrap();
+    assert!(
+        movers.iter().all(|m| m["person"] == "bob"),
+        "only bob's relationship moves: {movers:?}"
+    );
+}
+
+/// Regression (red team): a simulated event earlier than stored changes of
+/// what it touches was read as the latest change: a withdrawal before a
+/// stored grant withdrew (after = null, posted: unchanged), and a follow
+/// before a stored unfollow outlived it (51.09, posted: 50.59). A simulated
+/// follow, unfollow or consent change takes its place in the history, as
+/// storing it does.
+#[test]
+fn a_late_follow_or_consent_what_if_is_what_posting_it_gives() {
+    let at = "2026-11-01T00:00:00Z";
+    let base = json!([
+        {"id": "b1", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "ann", "brand": "acme", "amount": 80},
+        {"id": "b2", "type": "consent", "time": "2026-10-05T00:00:00Z", "person": "ann", "granted": true},
+        {"id": "b3", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "bob", "brand": "acme", "amount": 80},
+        {"id": "b4", "type": "follow", "time": "2026-10-02T00:00:00Z", "person": "cat", "target": "bob"},
+        {"id": "b5", "type": "unfollow", "time": "2026-10-10T00:00:00Z", "person": "cat", "target": "bob"},
+        {"id": "b6", "type": "purchase", "time": "2026-10-01T00:00:00Z", "person": "cat", "brand": "acme", "amount": 5},
+    ]);
+    let late = [
+        json!({"id": "w1", "type": "consent", "time": "2026-09-01T00:00:00Z", "person": "ann", "granted": false}),
+        json!({"id": "w2", "type": "follow", "time": "2026-10-03T00:00:00Z", "person": "cat", "target": "bob"}),
+        json!({"id": "w3", "type": "follow", "time": "2026-10-12T00:00:00Z", "person": "cat", "target": "bob"}),
+    ];
+    let mut wrong = Vec::new();
+    for e in late {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Server::start(dir.path(), &[]);
+        let r = s.post_json("/v1/events", &base);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = s.post_json(
+            "/v1/simulate",
+            &json!({"events": [e], "at": at, "top": 1000}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r2 = s.post_json("/v1/events", &json!([e]));
+        assert_eq!(r2.status, 200, "{}", r2.body);
+        for m in r.body["movers"].as_array().unwrap() {
+            let (p, b) = (m["person"].as_str().unwrap(), m["brand"].as_str().unwrap());
+            let read = read_score_at(&s, p, b, at);
+            if m["after"].as_f64().map(f64::to_bits) != read.map(f64::to_bits) {
+                wrong.push(format!(
+                    "{} {p}-{b}: simulated {} -> {}, posted then read {read:?}",
+                    e["id"], m["before"], m["after"]
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+fn read_score_at(s: &Server, person: &str, brand: &str, at: &str) -> Option<f64> {
+    let r = s.get(&format!("/v1/relationships/{person}/{brand}?at={at}"));
+    match r.status {
+        200 => r.body["score"].as_f64(),
+        404 => None,
+        other => panic!("{person}-{brand}: {other} {}", r.body),
+    }
+}

@@ -161,11 +161,16 @@ async fn read_context(pool: &Pool) -> Result<i64, StoreError> {
 async fn listen(url: Arc<str>, wake: Arc<tokio::sync::Notify>) {
     let mut wait = RELISTEN;
     loop {
-        match listen_once(&url, &wake).await {
-            Ok(()) => wait = RELISTEN,
-            Err(e) => {
-                tracing::warn!(cause = %e, retry_in = ?wait, "cannot listen for the log's changes; polling meanwhile")
-            }
+        let mut listened = false;
+        let outcome = listen_once(&url, &wake, &mut listened).await;
+        // A listener that was up and then lost starts the back-off over:
+        // only failures in a row double it (red team: it doubled at every
+        // loss for the life of the process, up to 30 s without LISTEN).
+        if listened {
+            wait = RELISTEN;
+        }
+        if let Err(e) = outcome {
+            tracing::warn!(cause = %e, retry_in = ?wait, "cannot listen for the log's changes; polling meanwhile");
         }
         // Whatever came while not listening is found by the next pass.
         wake.notify_one();
@@ -174,20 +179,25 @@ async fn listen(url: Arc<str>, wake: Arc<tokio::sync::Notify>) {
     }
 }
 
-/// One listening connection, until it is lost.
-async fn listen_once(url: &str, wake: &Arc<tokio::sync::Notify>) -> Result<(), StoreError> {
+/// One listening connection, until it is lost; sets `listened` once its
+/// LISTEN took effect.
+async fn listen_once(
+    url: &str,
+    wake: &Arc<tokio::sync::Notify>,
+    listened: &mut bool,
+) -> Result<(), StoreError> {
     let (config, check) = connection_config(url)?;
     match check {
         None => {
             let (client, connection) = config.connect(NoTls).await.map_err(pg_error)?;
-            serve_listener(client, connection, wake).await
+            serve_listener(client, connection, wake, listened).await
         }
         Some(check) => {
             let (client, connection) = config
                 .connect(tls::connector(&check)?)
                 .await
                 .map_err(pg_error)?;
-            serve_listener(client, connection, wake).await
+            serve_listener(client, connection, wake, listened).await
         }
     }
 }
@@ -196,6 +206,7 @@ async fn serve_listener<S, T>(
     client: tokio_postgres::Client,
     mut connection: Connection<S, T>,
     wake: &Arc<tokio::sync::Notify>,
+    listened: &mut bool,
 ) -> Result<(), StoreError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -220,6 +231,7 @@ where
             }
         }
     }
+    *listened = true;
     // Anything appended before the LISTEN took effect is found by a pass.
     wake.notify_one();
     while let Some(message) = messages.next().await {
