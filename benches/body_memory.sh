@@ -17,13 +17,8 @@ cd "$(dirname "$0")/.."
 
 BODY_MB=${BODY_MB:-30}
 
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-body.XXXXXX")
 PID=

@@ -32,13 +32,8 @@ for b in /usr/bin/chromium /usr/bin/chromedriver; do
 done
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }

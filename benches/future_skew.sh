@@ -24,13 +24,8 @@ FUTURE=${FUTURE:-2030-01-01T00:00:00Z}
 READY_TRIES=${READY_TRIES:-600}
 
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-skew.XXXXXX")
 SERVER_PID=""

@@ -35,13 +35,8 @@ EVENTS=${EVENTS:-40000}
 
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "needs openssl for the test certificate" >&2; exit 1; }
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-auth.XXXXXX")
 SERVER_PID=""

@@ -37,13 +37,8 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v curl >/dev/null || { echo "curl is needed to poll /readyz" >&2; exit 1; }
 
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 if [ -z "${PORT:-}" ]; then
     # Ask the kernel for a free port; fall back to a random high one.

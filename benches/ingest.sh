@@ -19,13 +19,8 @@ EVENTS=${EVENTS:-1000000}
 SEED=${SEED:-42}
 INGEST_TIMEOUT=${INGEST_TIMEOUT:-900}
 
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-ingest.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

@@ -20,12 +20,8 @@ cd "$(dirname "$0")/.."
 
 EVENTS=${EVENTS:-1000000}
 SEED=${SEED:-42}
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-memory.XXXXXX")
 cleanup() {
     [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true

@@ -24,13 +24,8 @@ python3 -c 'import segment.analytics, requests' 2>/dev/null || {
     echo "needs segment-analytics-python 2.x (scripts/test installs it)" >&2
     exit 1
 }
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-pipelines.XXXXXX")
 SERVER_PID=""

@@ -34,12 +34,8 @@ EVENTS=${1:-${EVENTS:-1000000}}
 SEED=${SEED:-42}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-scale.XXXXXX")
 pid=

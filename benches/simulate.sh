@@ -30,13 +30,8 @@ TOPS=${TOPS:-20}
 READY_TIMEOUT=${READY_TIMEOUT:-900}
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
-if [ -n "${FUSION_BIN:-}" ]; then
-    BIN=$FUSION_BIN
-else
-    echo "building release..." >&2
-    cargo build --release --quiet
-    BIN=target/release/fusion
-fi
+# shellcheck source=benches/fusion_bin.sh
+source benches/fusion_bin.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-simulate.XXXXXX")
 PID=
