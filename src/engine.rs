@@ -64,7 +64,7 @@ use crate::score::{
     BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, RelationScore, ScoreState,
     ScoresAt, ScoringModel,
 };
-use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, SCAN_CHUNK, StoreError};
+use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, StoreError};
 
 mod snapshot;
 
@@ -1001,23 +1001,14 @@ fn build_from_store<S: EventStore>(
     Ok(state)
 }
 
-/// Reads the whole log in canonical order, a chunk at a time.
+/// Reads the whole log in canonical order, a chunk at a time, the next
+/// chunk read while `f` works (`store::scan`).
 fn for_each_chunk<S: EventStore>(
     store: &S,
     rt: &tokio::runtime::Handle,
-    mut f: impl FnMut(Vec<Logged>),
+    f: impl FnMut(Vec<Logged>),
 ) -> Result<(), BuildError> {
-    let mut after = None;
-    loop {
-        let chunk = rt
-            .block_on(store.scan_from(after.take(), SCAN_CHUNK))
-            .map_err(BuildError::Store)?;
-        let Some(last) = chunk.last() else {
-            return Ok(());
-        };
-        after = Some((last.event.time, last.event.id.clone()));
-        f(chunk);
-    }
+    crate::store::scan::for_each_chunk(store, rt, f).map_err(BuildError::Store)
 }
 
 /// What the derived state of a log will take in memory, estimated from the

@@ -52,6 +52,7 @@ pub mod digest;
 pub mod embedded;
 pub mod keys;
 pub mod postgres;
+pub mod scan;
 pub mod snapshots;
 
 pub use alerts::{AlertBook, AlertStore};

@@ -143,6 +143,7 @@ conformance!(
     concurrent_appends_land_exactly_once,
     an_empty_append_is_answered,
     log_positions_follow_commits_and_every_read_finds_them,
+    a_builds_read_hands_every_event_once_in_order_across_chunks,
 );
 
 // ---------------------------------------------------------------------------
@@ -535,6 +536,54 @@ async fn scan_is_in_canonical_order_whatever_the_arrival_order<B: Backend>(b: &B
     }
     let scanned = store.scan().await.unwrap();
     assert_eq!(ids(&scanned), ["z", "A1", "a-1", "a1", "a_1", "a.1", "b"]);
+}
+
+/// Issue #11: a build reads the log with the next chunk read ahead
+/// (`store::scan::for_each_chunk`, on a reader thread); it must hand over
+/// exactly what `scan` has, in order, across chunk boundaries, and a
+/// consumer that panics must end the reader, not leave the build hanging.
+async fn a_builds_read_hands_every_event_once_in_order_across_chunks<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let n = 2 * fusion::store::SCAN_CHUNK + 7;
+    // Times arrive out of order, several events share a second.
+    let events: Vec<Event> = (0..n)
+        .map(|i| purchase(&format!("e{i}"), ((i * 7919) % n / 3) as i64, "ann", "knit"))
+        .collect();
+    for batch in events.chunks(10_000) {
+        store
+            .append(batch.to_vec(), AppendMode::EachEvent)
+            .await
+            .unwrap();
+    }
+    let expected: Vec<String> = ids(&store.scan().await.unwrap())
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(expected.len(), n);
+    let rt = tokio::runtime::Handle::current();
+    let reader = store.clone();
+    let (chunks, read) = tokio::task::spawn_blocking(move || {
+        let (mut chunks, mut read) = (0, Vec::new());
+        fusion::store::scan::for_each_chunk(&reader, &rt, |chunk| {
+            chunks += 1;
+            read.extend(chunk.into_iter().map(|l| l.event.id.as_str().to_string()));
+        })
+        .unwrap();
+        (chunks, read)
+    })
+    .await
+    .unwrap();
+    assert_eq!(chunks, 3);
+    assert_eq!(read, expected);
+
+    let rt = tokio::runtime::Handle::current();
+    let panicking = tokio::task::spawn_blocking(move || {
+        fusion::store::scan::for_each_chunk(&store, &rt, |_| panic!("the consumer failed"))
+    });
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(60), panicking)
+        .await
+        .expect("a consumer's panic ends the read");
+    assert!(joined.unwrap_err().is_panic());
 }
 
 async fn events_come_back_exactly_as_they_went_in<B: Backend>(b: &B) {

@@ -144,6 +144,12 @@ WITH new AS (
 )
 SELECT id, pos FROM new";
 
+/// A chunk of the log in canonical order (`EventStore::scan_from`):
+/// the first, and the one after a (time, id).
+const SCAN_FIRST: &str = "SELECT pos, body FROM events ORDER BY time, id LIMIT $1";
+const SCAN_AFTER: &str = "SELECT pos, body FROM events WHERE (time, id) > ($1, $2) \
+     ORDER BY time, id LIMIT $3";
+
 /// Moves the next position past what this transaction inserted.
 const ADVANCE_LOG_HEAD: &str = "UPDATE log_head SET pos = $1";
 
@@ -510,27 +516,31 @@ impl EventStore for PostgresStore {
             // The canonical order, exactly as the embedded store keys it:
             // event time in whole microseconds (what timestamptz holds),
             // then id byte-wise (COLLATE "C"); `events_canonical` serves it.
+            // Rows are decoded as they arrive (`query_raw`), so the server
+            // produces the next rows while these decode (`store::scan`).
+            let limit = limit as i64;
             let rows = match &after {
                 None => {
+                    let stmt = client.prepare_cached(SCAN_FIRST).await.map_err(pg_error)?;
                     client
-                        .query(
-                            "SELECT pos, body FROM events ORDER BY time, id LIMIT $1",
-                            &[&(limit as i64)],
-                        )
+                        .query_raw(&stmt, [&limit as &(dyn ToSql + Sync)])
                         .await
                 }
                 Some((t, id)) => {
+                    let stmt = client.prepare_cached(SCAN_AFTER).await.map_err(pg_error)?;
+                    let id = id.as_str();
                     client
-                        .query(
-                            "SELECT pos, body FROM events WHERE (time, id) > ($1, $2) \
-                             ORDER BY time, id LIMIT $3",
-                            &[t, &id.as_str(), &(limit as i64)],
-                        )
+                        .query_raw(&stmt, [t as &(dyn ToSql + Sync), &id, &limit])
                         .await
                 }
             }
             .map_err(pg_error)?;
-            rows.iter().map(logged).collect()
+            let mut rows = pin!(rows);
+            let mut out = Vec::with_capacity((limit as usize).min(super::SCAN_CHUNK));
+            while let Some(row) = rows.try_next().await.map_err(pg_error)? {
+                out.push(logged(&row)?);
+            }
+            Ok(out)
         }
     }
 
