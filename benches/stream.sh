@@ -20,7 +20,9 @@
 # of building release), STORE_EVENTS (200000; 1000000 for the note), RATE
 # (20000), BATCH (500), CLIENTS (4), SINGLE_RATE (5000), SECONDS (15),
 # SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
-# READY_TRIES (1500, 0.2 s apart). STREAM_DATABASE=1: on PostgreSQL instead
+# READY_TRIES (1500, 0.2 s apart), PATIENCE (0: every request is sent
+# however long an overwhelmed server takes; N: requests not sent N s after
+# the stream's end are given up and count as not absorbed). STREAM_DATABASE=1: on PostgreSQL instead
 # (a fresh database per scenario, loaded with `fusion ingest
 # --database-url`, which is then the bulk reference; the server from
 # FUSION_BENCH_DATABASE_URL or a throwaway one, benches/pg_server.sh).
@@ -37,6 +39,7 @@ SECONDS_EACH=${SECONDS:-15}
 SCENARIOS=${SCENARIOS:-batches singles}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 READY_TRIES=${READY_TRIES:-1500}
+PATIENCE=${PATIENCE:-0}
 
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 if [ -z "${FUSION_BIN:-}" ] || [ -z "${STREAM_BIN:-}" ]; then
@@ -118,7 +121,7 @@ scenario() {
     done
     echo "$name: $rate events/s in $batch-event requests from $clients clients for ${SECONDS_EACH}s" >&2
     "$STREAM" "http://127.0.0.1:$port" "$WORK/store.ndjson" "$WORK/stream.ndjson" \
-        rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" $extra >"$WORK/$name.out"
+        rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" patience="$PATIENCE" $extra >"$WORK/$name.out"
     sed "s/^/${name}_/" "$WORK/$name.out"
     local absorbed
     absorbed=$(awk -F= '$1 == "absorbed_events_per_s" { print $2 }' "$WORK/$name.out")
@@ -134,6 +137,8 @@ scenario() {
     # Whole-state builds by the fold thread for late events, and their mean.
     echo "${name}_fold_rebuilds_late=$(awk '$1 == "fusion_fold_rebuilds_total{cause=\"late\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_fold_rebuild_mean_s=$(awk '$1 == "fusion_fold_rebuild_seconds_sum" { s = $2 } $1 == "fusion_fold_rebuild_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    # Append requests per commit (group commit), on average.
+    echo "${name}_commit_group_requests_mean=$(awk '$1 == "fusion_commit_group_requests_sum" { s = $2 } $1 == "fusion_commit_group_requests_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

@@ -27,7 +27,10 @@
 //!   clients=4, inflight=8 (threads per client), seconds=20,
 //!   relationship_rate=50, ranking_rate=5,
 //!   summary_rate=5 (reads/s per kind), pairs=2000 (relationships read),
-//!   marker_ms=500 (a marker every so often).
+//!   marker_ms=500 (a marker every so often), patience=0 (seconds after
+//!   the stream's end past which requests not sent yet are given up and
+//!   counted as not absorbed, printed as `given_up_requests`; 0: never,
+//!   every request is sent however long it takes).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -81,6 +84,7 @@ struct Settings {
     summary_rate: f64,
     pairs: usize,
     marker_ms: u64,
+    patience: f64,
 }
 
 fn agent() -> ureq::Agent {
@@ -134,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         summary_rate: 5.0,
         pairs: 2000,
         marker_ms: 500,
+        patience: 0.0,
     };
     for arg in args {
         let (k, v) = arg.split_once('=').context("settings are key=value")?;
@@ -148,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             "summary_rate" => s.summary_rate = v.parse()?,
             "pairs" => s.pairs = v.parse()?,
             "marker_ms" => s.marker_ms = v.parse()?,
+            "patience" => s.patience = v.parse()?,
             other => anyhow::bail!("unknown setting {other}"),
         }
     }
@@ -185,17 +191,21 @@ fn main() -> anyhow::Result<()> {
     let last_ack = Arc::new(Mutex::new(start));
     let posts = Arc::new(Mutex::new(Samples::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let given_up = Arc::new(AtomicU64::new(0));
+    // Past this, an overwhelmed server is not waited for (`patience`).
+    let give_up_at = (s.patience > 0.0).then(|| end + Duration::from_secs_f64(s.patience));
 
     let next_request = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for _ in 0..(s.clients * s.inflight).max(1) {
         let next_request = Arc::clone(&next_request);
-        let (s, events, accepted, last_ack, posts) = (
+        let (s, events, accepted, last_ack, posts, given_up) = (
             Arc::clone(&s),
             Arc::clone(&events),
             Arc::clone(&accepted),
             Arc::clone(&last_ack),
             Arc::clone(&posts),
+            Arc::clone(&given_up),
         );
         writers.push(std::thread::spawn(move || {
             let agent = agent();
@@ -206,6 +216,10 @@ fn main() -> anyhow::Result<()> {
                     break;
                 }
                 let scheduled = start + Duration::from_secs_f64(i as f64 * interval);
+                if give_up_at.is_some_and(|at| Instant::now() > at) {
+                    given_up.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 wait_until(scheduled);
                 let time = now_rfc3339();
                 let mut body = String::with_capacity(s.batch * 160);
@@ -362,6 +376,7 @@ fn main() -> anyhow::Result<()> {
     println!("in_flight_max={}", s.clients * s.inflight);
     let accepted = accepted.load(Ordering::Relaxed);
     println!("accepted_events={accepted}");
+    println!("given_up_requests={}", given_up.load(Ordering::Relaxed));
     println!(
         "absorbed_events_per_s={:.0}",
         accepted as f64 / writing.max(s.seconds)

@@ -67,6 +67,8 @@ metrics_table! {
         "Field errors of refused events, by field (`field` label; `other` for a field no event type has, so senders cannot grow the label set).";
     COMMIT_SECONDS = "fusion_commit_seconds", Histogram,
         "Seconds from handing events to the store to their commit.";
+    COMMIT_GROUP_REQUESTS = "fusion_commit_group_requests", Histogram,
+        "Append requests the store committed together in one transaction (group commit), per commit.";
     FOLD_LAG_EVENTS = "fusion_fold_lag_events", Gauge,
         "Stored events waiting to be folded into the scores.";
     FOLD_LAG_SECONDS = "fusion_fold_lag_seconds", Gauge,
@@ -145,6 +147,10 @@ pub const FOLLOWED_REBUILDS: &str = "fusion_followed_rebuilds_total";
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Histogram buckets for `fusion_commit_group_requests`: 1 to 1,024
+/// requests in one commit.
+pub const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 /// Counts what one submission did.
 pub fn record_ingest(report: &IngestReport) {
@@ -239,6 +245,12 @@ pub fn record_fold_rebuild(cause: &'static str, took: Duration) {
 /// Counts the events of a write refused by back-pressure.
 pub fn record_overloaded(events: usize) {
     counter!(EVENTS_OVERLOADED).increment(events as u64);
+}
+
+/// One group commit of the store's writer: how many append requests it
+/// took (`store::embedded`, `store::postgres`).
+pub fn record_commit_group(requests: usize) {
+    histogram!(COMMIT_GROUP_REQUESTS).record(requests as f64);
 }
 
 pub fn record_commit(elapsed: Duration) {

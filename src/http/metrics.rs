@@ -25,6 +25,11 @@ pub fn recorder() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets(telemetry::SECONDS_BUCKETS)
             .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(telemetry::COMMIT_GROUP_REQUESTS.into()),
+                telemetry::GROUP_BUCKETS,
+            )
+            .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {

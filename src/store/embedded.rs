@@ -850,6 +850,7 @@ impl Writer {
             return;
         }
         let mut batch = std::mem::take(appends);
+        crate::telemetry::record_commit_group(batch.len());
         match self.write(|db| commit_appends(db, &mut batch)) {
             Ok(results) => {
                 for ((_, _, reply), (outcomes, positions)) in batch.into_iter().zip(results) {

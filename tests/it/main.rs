@@ -17,6 +17,7 @@ mod extremes;
 mod feed;
 mod fuzz_corpus;
 mod generate;
+mod group_commit;
 mod http;
 mod impact;
 mod incremental;

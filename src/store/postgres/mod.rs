@@ -812,6 +812,7 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
+        crate::telemetry::record_commit_group(batch.len());
         let pool = pool.clone();
         tokio::spawn(async move {
             match commit_group(&pool, &batch).await {
