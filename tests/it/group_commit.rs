@@ -42,6 +42,15 @@ fn one_group_with_conflicts_and_duplicates(start: impl Fn() -> Server) {
     let r = s.post_ndjson(&held);
     assert_eq!(r.body["accepted"], CONFLICTS, "{}", r.body);
     let before = s.event_count();
+    let groups = |s: &Server| {
+        let text = crate::ops::scrape(s);
+        let m = |name| crate::ops::metric(&text, name, &[]);
+        (
+            m("fusion_commit_group_requests_count"),
+            m("fusion_commit_group_requests_sum"),
+        )
+    };
+    let (commits_before, requests_before) = groups(&s);
 
     let barrier = Barrier::new(AT_ONCE);
     let answers: Vec<(usize, u16, Value)> = std::thread::scope(|scope| {
@@ -70,6 +79,16 @@ fn one_group_with_conflicts_and_duplicates(start: impl Fn() -> Server) {
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
 
+    // The premise: requests sent at once shared commits (each store's
+    // writer takes every request waiting).
+    let (commits, requests) = groups(&s);
+    assert!(
+        requests - requests_before > commits - commits_before,
+        "{AT_ONCE} requests sent at once were committed one at a time: \
+         {} requests in {} commits",
+        requests - requests_before,
+        commits - commits_before
+    );
     let mut pairs_accepted = std::collections::BTreeMap::<String, u64>::new();
     for (k, status, body) in &answers {
         let k = *k;
