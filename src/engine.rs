@@ -828,10 +828,16 @@ fn fold_loop(
             let outcome = derived.replace(|| {
                 if let Some(checkpoint) = from {
                     let tail = tail(checkpoint.latest().map(|l| l.0))?;
-                    let made = {
+                    // What the state it replaces lacks, read at once: the
+                    // refold runs without the read lock.
+                    let new: std::collections::HashSet<u64> = {
                         let slot = derived.slot.read();
-                        checkpoint.refold(tail, |p| slot.state.folded(p))
+                        tail.iter()
+                            .map(|l| l.position)
+                            .filter(|p| !slot.state.folded(*p))
+                            .collect()
                     };
+                    let made = checkpoint.refold(tail, |p| !new.contains(&p));
                     if let Some(made) = made {
                         derived.fault_point();
                         let reach = made.changed_from.as_ref().map_or(

@@ -14,8 +14,8 @@
 //! registration or an erasure (which changes the context of every event)
 //! builds the whole state again, and the checkpoints start over from it.
 //!
-//! Copies are taken under the read lock (readers go on; only the fold
-//! thread, which takes them, waits) and share the impulse columns.
+//! Copies are taken under the fold lock and the read lock (readers go on;
+//! the fold and live threads wait) and share the impulse columns.
 //!
 //! Must not: keep events, answer writers, hold the write lock.
 
@@ -81,6 +81,9 @@ impl Checkpoints {
         if self.kept.back().is_some_and(|k| k.taken.elapsed() < EVERY) {
             return;
         }
+        // The fold lock keeps the live thread's slices waiting on it, not
+        // on the write lock, where they would hold readers back meanwhile.
+        let _fold = derived.fold.lock();
         let slot = derived.slot.read();
         if slot.broken.is_some()
             || self
@@ -121,6 +124,7 @@ impl Checkpoints {
     /// checkpoint at or after it lacks an event before its end, so it is
     /// no prefix of the log any more.
     pub(super) fn after_refold(&mut self, first: &(DateTime<Utc>, EventId)) {
-        self.kept.retain(|k| k.checkpoint.is_before(first));
+        self.kept
+            .retain(|k| k.checkpoint.is_before(first.0, &first.1));
     }
 }

@@ -84,17 +84,16 @@ impl FoldCheckpoint {
         self.fold.event_count()
     }
 
-    /// Whether everything folded into it comes before `key` (time, id) in
+    /// Whether everything folded into it comes before (`time`, `id`) in
     /// canonical order.
-    pub fn is_before(&self, key: &(DateTime<Utc>, EventId)) -> bool {
-        self.latest().is_none_or(|latest| latest < key)
+    pub fn is_before(&self, time: DateTime<Utc>, id: &EventId) -> bool {
+        self.latest().is_none_or(|(t, i)| (*t, i) < (time, id))
     }
 
     /// Whether a refold could take `event`: it is later than the
     /// checkpoint's latest in canonical order, or already folded into it.
     pub fn takes(&self, event: &Logged) -> bool {
-        self.fold.folded(event.position)
-            || self.is_before(&(event.event.time, event.event.id.clone()))
+        self.fold.folded(event.position) || self.is_before(event.event.time, &event.event.id)
     }
 
     /// The state of the checkpoint's events and `tail` (any order; events

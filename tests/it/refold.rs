@@ -126,7 +126,7 @@ impl CheckpointedLog {
                     "the earliest change is one of the batch's events"
                 );
                 self.state = made.state;
-                self.checkpoints.retain(|c| c.is_before(&first));
+                self.checkpoints.retain(|c| c.is_before(first.0, &first.1));
                 return Folded::Refold;
             }
         }
