@@ -822,29 +822,38 @@ fn fold_loop(
             } else {
                 checkpoints.for_events(&events)
             };
-            // (events folded on the checkpoint, the earliest new one), when
-            // the state was refolded from a checkpoint.
+            // (events folded on the checkpoint, the earliest new one, whether
+            // it only added events), when refolded from a checkpoint.
             let mut refolded = None;
             let outcome = derived.replace(|| {
                 if let Some(checkpoint) = from {
                     let tail = tail(checkpoint.latest().map(|l| l.0))?;
-                    // What the state it replaces lacks, read at once: the
-                    // refold runs without the read lock.
-                    let new: std::collections::HashSet<u64> = {
+                    // What the state it replaces lacks, and how many
+                    // events it holds, read at once: the refold runs
+                    // without the read lock.
+                    let (new, held): (std::collections::HashSet<u64>, usize) = {
                         let slot = derived.slot.read();
-                        tail.iter()
+                        let new = tail
+                            .iter()
                             .map(|l| l.position)
                             .filter(|p| !slot.state.folded(*p))
-                            .collect()
+                            .collect();
+                        (new, slot.state.event_count())
                     };
                     let made = checkpoint.refold(tail, |p| !new.contains(&p));
                     if let Some(made) = made {
                         derived.fault_point();
-                        let reach = made.changed_from.as_ref().map_or(
-                            lineage::Reach::AddedFrom(chrono::DateTime::<Utc>::MAX_UTC),
-                            |(t, _)| lineage::Reach::AddedFrom(*t),
-                        );
-                        refolded = Some((made.folded, made.changed_from));
+                        // Fewer than held plus new: an erasure removed
+                        // events from the store meanwhile (its own build
+                        // comes next); nothing is known unchanged.
+                        let only_added = made.state.event_count() == held + new.len();
+                        let reach = match &made.changed_from {
+                            _ if !only_added => lineage::Reach::Everything,
+                            Some((t, _)) => lineage::Reach::AddedFrom(*t),
+                            None => lineage::Reach::AddedFrom(DateTime::<Utc>::MAX_UTC),
+                        };
+                        let first = made.changed_from.filter(|_| only_added);
+                        refolded = Some((made.folded, first, only_added));
                         return Ok((made.state, reach));
                     }
                 }
@@ -853,10 +862,12 @@ fn fold_loop(
                 Ok((fresh, lineage::Reach::Everything))
             });
             match &refolded {
-                Some((folded, first)) => {
+                Some((folded, first, only_added)) => {
                     crate::telemetry::record_fold_refold(*folded, started.elapsed());
-                    if let Some(first) = first {
-                        checkpoints.after_refold(first);
+                    match first {
+                        Some(first) => checkpoints.after_refold(first),
+                        None if !only_added => checkpoints.clear(),
+                        None => {}
                     }
                 }
                 None => {
