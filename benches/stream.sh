@@ -8,7 +8,8 @@
 # p50/p99, read p50/p99 per kind, freshness p50/p99 (ack until a marker
 # heads its brand's ranking), feed latency p50/p99 (ack until its change
 # arrives on a `GET /v1/stream` subscriber), the longest hold of
-# the state's write lock (from /metrics), the server's peak memory, and the
+# the state's write lock, whole-state builds and checkpoint refolds for late
+# events (counts, mean seconds; from /metrics), the server's peak memory, and the
 # absorbed rate as a fraction of bulk `fusion ingest` measured in the same
 # run. Scenarios: `batches` (RATE events/s in BATCH-event NDJSON requests
 # from CLIENTS clients) and `singles` (SINGLE_RATE events/s, one event per
@@ -139,6 +140,11 @@ scenario() {
     echo "${name}_fold_rebuild_mean_s=$(awk '$1 == "fusion_fold_rebuild_seconds_sum" { s = $2 } $1 == "fusion_fold_rebuild_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     # Append requests per commit (group commit), on average.
     echo "${name}_commit_group_requests_mean=$(awk '$1 == "fusion_commit_group_requests_sum" { s = $2 } $1 == "fusion_commit_group_requests_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    # Refolds for late events from an event-time checkpoint (the events
+    # after it), their mean time and mean events folded.
+    echo "${name}_fold_refolds=$(awk '$1 == "fusion_fold_refolds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    echo "${name}_fold_refold_mean_s=$(awk '$1 == "fusion_fold_refold_seconds_sum" { s = $2 } $1 == "fusion_fold_refold_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    echo "${name}_fold_refold_mean_events=$(awk '$1 == "fusion_fold_refold_events_sum" { s = $2 } $1 == "fusion_fold_refold_events_count" { n = $2 } END { printf "%.0f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

@@ -27,8 +27,10 @@
 //! the live state is always the log's, whatever the interleaving.
 //!
 //! Folding happens on one fold thread that takes every waiting batch at
-//! once. Folding late events refolds the log; that happens on a copy so
-//! readers are never held up by it, and concurrent late batches share it.
+//! once. Folding late events refolds the log from the newest event-time
+//! checkpoint before them (`refold.rs`; the whole log when none is), on a
+//! copy so readers are never held up by it, and concurrent late batches
+//! share it.
 //!
 //! **A fold that fails** (a panic anywhere in a change of state) is caught:
 //! the state is marked broken (no poisoned locks: parking_lot), the waiting
@@ -42,8 +44,10 @@
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
 mod follow;
+mod lineage;
 mod live;
 mod reads;
+mod refold;
 mod release;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
@@ -402,9 +406,12 @@ struct Derived {
     fold: Mutex<()>,
     /// Bumped on every change of state.
     version: AtomicU64,
-    /// Bumped when a whole state is swapped in (a rebuild, a restore, a
-    /// rebuilt live series): what was derived from the old one is void.
+    /// Bumped when a whole state is swapped in (a refold, a rebuild, a
+    /// restore, a rebuilt live series), under the write lock: what was
+    /// derived from the old one holds only as far as `lineage` says.
     generation: AtomicU64,
+    /// What each generation changed (`lineage.rs`).
+    lineage: lineage::Lineage,
     /// The log position the state has folded through (`ScoreState::position`,
     /// never lowered: an erasure leaves its positions folded through).
     position: tokio::sync::watch::Sender<u64>,
@@ -464,6 +471,7 @@ impl Derived {
             fold: Mutex::new(()),
             version: Default::default(),
             generation: Default::default(),
+            lineage: Default::default(),
             position: tokio::sync::watch::Sender::new(position),
             followed: AtomicU64::new(u64::MAX),
             in_flight: Default::default(),
@@ -562,24 +570,39 @@ impl Derived {
         outcome.map_err(|panic| self.fail(&panic_message(&*panic)))
     }
 
+    /// Starts a new generation that changed `reach` (`lineage.rs`). Called
+    /// holding the write lock (and the fold lock), so a reader reads the
+    /// generation of the state it reads.
+    fn new_generation(&self, reach: lineage::Reach) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.lineage.record(generation, reach);
+    }
+
     /// Replaces the state with one `build` makes off the write lock
     /// (readers keep the old one meanwhile; folds wait: they are
-    /// serialised by `fold`, so none is lost). A build that fails or panics
-    /// marks the state broken (module docs); the reason is returned.
-    fn replace(&self, build: impl FnOnce() -> Result<ScoreState, String>) -> Result<(), String> {
+    /// serialised by `fold`, so none is lost), with what it changed. A
+    /// build that fails or panics marks the state broken (module docs);
+    /// the reason is returned.
+    fn replace(
+        &self,
+        build: impl FnOnce() -> Result<(ScoreState, lineage::Reach), String>,
+    ) -> Result<(), String> {
         let _guard = self.fold.lock();
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
         let outcome = catch_unwind(AssertUnwindSafe(build));
         let result = match outcome {
-            Ok(Ok(mut state)) => {
+            Ok(Ok((mut state, reach))) => {
                 state.record_movements(self.feeding());
-                self.generation.fetch_add(1, Ordering::SeqCst);
                 let position = state.position();
                 // The old state is dropped after the lock is let go
                 // (freeing a large state took 0.7 s under it).
-                let old = std::mem::replace(&mut self.write_slot().state, state);
+                let old = {
+                    let mut slot = self.write_slot();
+                    self.new_generation(reach);
+                    std::mem::replace(&mut slot.state, state)
+                };
                 self.publish_position(position);
                 drop(old);
                 Ok(())
@@ -618,8 +641,11 @@ impl Derived {
                 }
             }
             let live = self.slot.read().state.recomputed_live();
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            let old = self.write_slot().state.set_live(live);
+            let old = {
+                let mut slot = self.write_slot();
+                self.new_generation(lineage::Reach::Everything);
+                slot.state.set_live(live)
+            };
             drop(old);
         }));
         self.version.fetch_add(1, Ordering::SeqCst);
@@ -642,15 +668,18 @@ impl Derived {
     fn restore(&self, mut state: ScoreState) {
         let _guard = self.fold.lock();
         state.record_movements(self.feeding());
-        self.generation.fetch_add(1, Ordering::SeqCst);
         let position = state.position();
-        let old = std::mem::replace(
-            &mut *self.write_slot(),
-            Slot {
-                state,
-                broken: None,
-            },
-        );
+        let old = {
+            let mut slot = self.write_slot();
+            self.new_generation(lineage::Reach::Everything);
+            std::mem::replace(
+                &mut *slot,
+                Slot {
+                    state,
+                    broken: None,
+                },
+            )
+        };
         drop(old);
         self.publish_position(position);
         self.live.wake();
@@ -699,13 +728,15 @@ enum FoldJob {
 }
 
 /// The fold thread: takes every change waiting, folds them together (one
-/// rebuild at most, however many of them came late), then answers each.
+/// refold at most, however many of them came late), then answers each.
 /// Concurrent writers whose batches arrive out of event-time order would
-/// otherwise each rebuild the state; here they share one rebuild per round,
+/// otherwise each refold the state; here they share one refold per round,
 /// and no HTTP worker thread is held up by it. Events later than everything
-/// folded are folded in place; an earlier one, a registration or an
-/// erasure builds the state again from the store, while readers keep the
-/// old state.
+/// folded are folded in place; an earlier one refolds the log from the
+/// newest event-time checkpoint before it (`refold.rs`: the events after
+/// it, read from the store), one older than every checkpoint, a
+/// registration or an erasure builds the state again from the whole store,
+/// while readers keep the old state.
 ///
 /// Changes come in the store's order (`Engine::writes`) and every event
 /// of a change was committed before the change was sent, so a build from
@@ -715,10 +746,19 @@ enum FoldJob {
 /// received before a build is never folded after it (a round takes every
 /// change received, in order). While the state is broken, changes wait
 /// (in order, rebuilds kept) for the rebuilt state and are folded into it.
-fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebuild: Rebuild) {
+/// A refold reads the store after its checkpoint as a build reads it whole,
+/// so the same holds of it.
+fn fold_loop(
+    derived: Arc<Derived>,
+    rx: std::sync::mpsc::Receiver<FoldJob>,
+    rebuild: Rebuild,
+    tail: refold::Tail,
+) {
     // Received and not handled yet, in the order received.
     let mut received: VecDeque<FoldJob> = VecDeque::new();
     let mut parked: Vec<Change> = Vec::new();
+    let mut checkpoints = refold::Checkpoints::default();
+    checkpoints.after_round(&derived);
     loop {
         if received.is_empty() {
             match rx.recv() {
@@ -739,6 +779,8 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
                 FoldJob::Change(change) => round.push(change),
                 FoldJob::Restore(state) if round.is_empty() => {
                     derived.restore(*state);
+                    checkpoints.clear();
+                    checkpoints.after_round(&derived);
                     // What waited for the rebuilt state comes first, in
                     // order (anything it already holds is skipped by
                     // `apply`; a rebuild asked meanwhile builds again).
@@ -775,19 +817,72 @@ fn fold_loop(derived: Arc<Derived>, rx: std::sync::mpsc::Receiver<FoldJob>, rebu
                 .get()
                 .map_or(snapshot::UNKNOWN_EPOCH, |w| w.epoch_now());
             let started = Instant::now();
+            let from = if again {
+                None
+            } else {
+                checkpoints.for_events(&events)
+            };
+            // (events folded on the checkpoint, the earliest new one, whether
+            // it only added events), when refolded from a checkpoint.
+            let mut refolded = None;
             let outcome = derived.replace(|| {
+                if let Some(checkpoint) = from {
+                    let tail = tail(checkpoint.latest().map(|l| l.0))?;
+                    // What the state it replaces lacks, and how many
+                    // events it holds, read at once: the refold runs
+                    // without the read lock.
+                    let (new, held): (std::collections::HashSet<u64>, usize) = {
+                        let slot = derived.slot.read();
+                        let new = tail
+                            .iter()
+                            .map(|l| l.position)
+                            .filter(|p| !slot.state.folded(*p))
+                            .collect();
+                        (new, slot.state.event_count())
+                    };
+                    let made = checkpoint.refold(tail, |p| !new.contains(&p));
+                    if let Some(made) = made {
+                        derived.fault_point();
+                        // Fewer than held plus new: an erasure removed
+                        // events from the store meanwhile (its own build
+                        // comes next); nothing is known unchanged.
+                        let only_added = made.state.event_count() == held + new.len();
+                        let reach = match &made.changed_from {
+                            _ if !only_added => lineage::Reach::Everything,
+                            Some((t, _)) => lineage::Reach::AddedFrom(*t),
+                            None => lineage::Reach::AddedFrom(DateTime::<Utc>::MAX_UTC),
+                        };
+                        let first = made.changed_from.filter(|_| only_added);
+                        refolded = Some((made.folded, first, only_added));
+                        return Ok((made.state, reach));
+                    }
+                }
                 let fresh = rebuild()?;
                 derived.fault_point();
-                Ok(fresh)
+                Ok((fresh, lineage::Reach::Everything))
             });
-            let cause = if again { "context" } else { "late" };
-            crate::telemetry::record_fold_rebuild(cause, started.elapsed());
+            match &refolded {
+                Some((folded, first, only_added)) => {
+                    crate::telemetry::record_fold_refold(*folded, started.elapsed());
+                    match first {
+                        Some(first) => checkpoints.after_refold(first),
+                        None if !only_added => checkpoints.clear(),
+                        None => {}
+                    }
+                }
+                None => {
+                    let cause = if again { "context" } else { "late" };
+                    crate::telemetry::record_fold_rebuild(cause, started.elapsed());
+                    checkpoints.clear();
+                }
+            }
             if outcome.is_ok() {
                 derived.epoch.store(epoch, Ordering::SeqCst);
             }
             outcome
         };
         if outcome.is_ok() {
+            checkpoints.after_round(&derived);
             // Before the answers: a writer that reads after its answer
             // finds its events within the published position.
             derived.publish_position(derived.slot.read().state.position());
@@ -1217,9 +1312,13 @@ impl<S: EventStore> Engine<S> {
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = Arc::clone(&derived);
         let for_fold = Arc::clone(&rebuild);
+        let tail: refold::Tail = {
+            let (store, rt) = (Arc::clone(&store), rt.clone());
+            Arc::new(move |from| refold::read_tail(&*store, &rt, from).map_err(|e| e.to_string()))
+        };
         std::thread::Builder::new()
             .name("fusion-fold".into())
-            .spawn(move || fold_loop(for_thread, rx, for_fold))
+            .spawn(move || fold_loop(for_thread, rx, for_fold, tail))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let for_live = Arc::clone(&derived);
         std::thread::Builder::new()
@@ -2105,7 +2204,8 @@ impl<S: EventStore> Engine<S> {
             };
             let past = [1, 7, 30].map(|days| at - Duration::days(days));
             let Some(reading) = state.read(person, brand, at, &past, |t| {
-                self.walks.get(&taken, person, brand, t)
+                self.walks
+                    .get(&taken, &self.derived.lineage, person, brand, t)
             }) else {
                 return Ok(None);
             };
@@ -2155,7 +2255,10 @@ impl<S: EventStore> Engine<S> {
     /// (`ranking`).
     fn shared_ranking(&self, now: DateTime<Utc>, min_position: u64) -> Option<Arc<Ranking>> {
         let r = self.ranking.read().clone()?;
-        let usable = r.generation == self.derived.generation.load(Ordering::SeqCst)
+        // A ranking of a generation that only added events since is one
+        // that lags (`lineage.rs`): served within the staleness as any.
+        let generation = self.derived.generation.load(Ordering::SeqCst);
+        let usable = self.derived.lineage.only_added(r.generation, generation)
             && (now - r.as_of) < Duration::seconds(60)
             && r.position >= min_position
             && (r.position >= self.position() || r.taken.elapsed() <= self.options.staleness);
@@ -2239,12 +2342,28 @@ impl<S: EventStore> Engine<S> {
         // the past, where only a batch evaluation knows the graph. Those
         // are shared by the rankings of a minute (as the whole ranking was
         // before streams): appends in place never reach into the past, and
-        // anything that does (a late event, an erasure) is a new generation.
+        // a new generation keeps them when it changed nothing up to the
+        // latest of them (`Lineage::unchanged_at`: a refold for events
+        // later than a day back).
         let generation = self.derived.generation.load(Ordering::SeqCst);
-        let reused = self.past_columns.lock().as_ref().and_then(|(g, at, past)| {
-            (*g == generation && (now - *at).abs() < Duration::seconds(60))
-                .then(|| Arc::clone(past))
-        });
+        let reused = {
+            let mut kept = self.past_columns.lock();
+            let valid = kept.as_ref().is_some_and(|(g, at, _)| {
+                (now - *at).abs() < Duration::seconds(60)
+                    && self
+                        .derived
+                        .lineage
+                        .unchanged_at(*g, generation, *at - Duration::days(1))
+            });
+            match kept.as_mut() {
+                Some((g, _, past)) if valid => {
+                    // Valid for this generation: checked from here on.
+                    *g = generation;
+                    Some(Arc::clone(past))
+                }
+                _ => None,
+            }
+        };
         let (current, snapshots, kinds, taken) = {
             let state = self.state()?;
             // Read under the read lock: the state cannot change meanwhile.
@@ -2463,10 +2582,12 @@ mod tests {
         for job in jobs {
             tx.send(job).unwrap();
         }
+        let tail_log = store_log.clone();
         let rebuild: Rebuild = Arc::new(move || Ok(build(&store_log)));
+        let tail: refold::Tail = Arc::new(move |_| Ok(tail_log.clone()));
         let thread = {
             let derived = Arc::clone(&derived);
-            std::thread::spawn(move || fold_loop(derived, rx, rebuild))
+            std::thread::spawn(move || fold_loop(derived, rx, rebuild, tail))
         };
         let answers = replies
             .into_iter()
@@ -2509,6 +2630,77 @@ mod tests {
         let state = derived.read().unwrap();
         assert_eq!(state.event_count(), 0);
         assert_eq!(state.kind(&EntityId::new("p").unwrap()), None);
+    }
+
+    /// A purchase by `person` of brand "b" at `time`.
+    fn bought(id: &str, person: &str, time: DateTime<Utc>) -> (usize, Event) {
+        let value = serde_json::json!({"id": id, "type": "purchase",
+            "time": time.to_rfc3339(), "person": person, "brand": "b", "amount": 5});
+        let mut valid = crate::ingest::validate_all(&[value], &model().currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        (0, valid.good.remove(0).1)
+    }
+
+    /// What a refold keeps (`lineage.rs`, issue #11 item 3): a late event
+    /// within the last day leaves the rankings' past columns (1, 7 and 30
+    /// days back) shared and the walks of times before it served; one
+    /// older than the columns does not keep them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refold_within_the_last_day_keeps_the_past_columns_and_an_older_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+        let engine = Engine::open(store, model()).await.unwrap();
+        let now = Utc::now();
+        let ago = |hours: i64| now - Duration::hours(hours);
+        let head = vec![
+            bought("a", "p", ago(72)),
+            bought("b", "q", ago(48)),
+            bought("c", "p", ago(1)),
+        ];
+        engine.submit(head, Vec::new(), false, now).await.unwrap();
+        let past = |engine: &Engine<_>| {
+            engine.build_ranking(now).unwrap();
+            let kept = engine.past_columns.lock();
+            Arc::clone(&kept.as_ref().expect("kept").2)
+        };
+        let (p, b) = (EntityId::new("p").unwrap(), EntityId::new("b").unwrap());
+        engine
+            .relationship(&p, &b, now)
+            .await
+            .unwrap()
+            .expect("p buys b");
+        let before = past(&engine);
+        let generation = engine.derived.generation.load(Ordering::SeqCst);
+
+        // Two hours back: a refold (only added), the columns shared, the
+        // walk of a day back served, the one of now not.
+        let late = vec![bought("d", "p", ago(2))];
+        engine.submit(late, Vec::new(), false, now).await.unwrap();
+        let refolded = engine.derived.generation.load(Ordering::SeqCst);
+        assert!(refolded > generation, "a late event starts a generation");
+        assert!(engine.derived.lineage.only_added(generation, refolded));
+        assert!(Arc::ptr_eq(&before, &past(&engine)), "past columns shared");
+        let taken = reads::Taken {
+            generation: refolded,
+            version: engine.version(),
+            events: 4,
+            position: engine.position(),
+            latest: Some(ago(1)),
+        };
+        let walk = |t| engine.walks.get(&taken, &engine.derived.lineage, &p, &b, t);
+        assert!(walk(ago(24)).is_some(), "the walk of a day back is kept");
+        assert!(walk(now).is_none(), "the walk of now is not");
+
+        // A day and a half back: a refold too, older than the day-back
+        // column, so the columns are evaluated again.
+        let older = vec![bought("e", "q", ago(36))];
+        engine.submit(older, Vec::new(), false, now).await.unwrap();
+        let again = engine.derived.generation.load(Ordering::SeqCst);
+        assert!(engine.derived.lineage.only_added(refolded, again));
+        assert!(
+            !Arc::ptr_eq(&before, &past(&engine)),
+            "past columns evaluated again"
+        );
     }
 
     /// Regression (task H11): a rebuild asked (by an erasure) while the

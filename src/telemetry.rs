@@ -97,6 +97,12 @@ metrics_table! {
         "Builds of the whole state from the log by the fold thread, by cause (`late`: an event earlier than the latest folded; `context`: a registration or an erasure).";
     FOLD_REBUILD_SECONDS = "fusion_fold_rebuild_seconds", Histogram,
         "Seconds each such build took (off the state's lock; folds wait).";
+    FOLD_REFOLDS = "fusion_fold_refolds_total", Counter,
+        "Refolds by the fold thread for late events from an event-time checkpoint before them (the events after it, not the whole log).";
+    FOLD_REFOLD_SECONDS = "fusion_fold_refold_seconds", Histogram,
+        "Seconds each refold took, the store's read of the events after the checkpoint included (off the state's lock; folds wait).";
+    FOLD_REFOLD_EVENTS = "fusion_fold_refold_events", Histogram,
+        "Events each refold folded on its checkpoint.";
     DEAD_LETTERS_KEPT = "fusion_dead_letters_kept_total", LabelledCounter,
         "Rejections kept in the dead-letter store, by route pattern.";
     DEAD_LETTERS_NOT_KEPT = "fusion_dead_letters_not_kept_total", Counter,
@@ -240,6 +246,14 @@ pub fn record_write_lock_hold(held: Duration) {
 pub fn record_fold_rebuild(cause: &'static str, took: Duration) {
     counter!(FOLD_REBUILDS, "cause" => cause).increment(1);
     histogram!(FOLD_REBUILD_SECONDS).record(took.as_secs_f64());
+}
+
+/// Counts one refold from an event-time checkpoint by the fold thread,
+/// with the events it folded on the checkpoint and how long it took.
+pub fn record_fold_refold(events: usize, took: Duration) {
+    counter!(FOLD_REFOLDS).increment(1);
+    histogram!(FOLD_REFOLD_SECONDS).record(took.as_secs_f64());
+    histogram!(FOLD_REFOLD_EVENTS).record(events as f64);
 }
 
 /// Counts the events of a write refused by back-pressure.

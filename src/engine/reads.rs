@@ -12,9 +12,15 @@
 //! kind) is a new state generation, which empties the cache. So a walk
 //! taken at version v stays right for every later version of its
 //! generation wherever its span ends at a change it saw, and up to the
-//! latest event time of its state where its span was open.
+//! latest event time of its state where its span was open. A new
+//! generation that only added events from some time T on (a refold from an
+//! event-time checkpoint, `lineage.rs`) leaves every row before T as it
+//! was, so a walk of an earlier generation still serves times before T
+//! (`Lineage::unchanged_at`, the one rule); anything else (a whole build,
+//! an erasure, a fixed kind) leaves it nothing.
 //!
-//! Must not: hold a walk of another generation; grow without bound.
+//! Must not: serve a walk at a time its generation's successors changed;
+//! grow without bound.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+use super::lineage::Lineage;
 use crate::domain::EntityId;
 use crate::score::Walk;
 
@@ -53,12 +60,13 @@ struct Kept {
 
 impl Kept {
     /// Whether this walk is the walk at `t` on the state `now`.
-    fn serves(&self, now: &Taken, t: DateTime<Utc>) -> bool {
+    fn serves(&self, now: &Taken, t: DateTime<Utc>, lineage: &Lineage) -> bool {
         let span = self.walk.span();
-        if self.taken.generation != now.generation || !span.covers(t) {
+        if !span.covers(t) || !lineage.unchanged_at(self.taken.generation, now.generation, t) {
             return false;
         }
-        let same = self.taken.version == now.version
+        let same = self.taken.generation == now.generation
+            && self.taken.version == now.version
             && self.taken.events == now.events
             && self.taken.position == now.position;
         // A span that ends ends at a change already folded: later folds in
@@ -76,38 +84,32 @@ pub(super) struct Walks {
 
 #[derive(Default)]
 struct Inner {
-    generation: u64,
     pairs: HashMap<(EntityId, EntityId), Vec<Kept>>,
 }
 
 impl Walks {
-    /// A kept walk of (person, brand) that is the walk at `t` on `now`.
+    /// A kept walk of (person, brand) that is the walk at `t` on `now`
+    /// (`lineage`: what the generations since each walk changed).
     pub fn get(
         &self,
         now: &Taken,
+        lineage: &Lineage,
         person: &EntityId,
         brand: &EntityId,
         t: DateTime<Utc>,
     ) -> Option<Arc<Walk>> {
         let inner = self.inner.lock();
-        if inner.generation != now.generation {
-            return None;
-        }
         // A borrowed key cannot look up a tuple of owned ids; the clones
         // are two short strings.
         let kept = inner.pairs.get(&(person.clone(), brand.clone()))?;
         kept.iter()
-            .find(|k| k.serves(now, t))
+            .find(|k| k.serves(now, t, lineage))
             .map(|k| Arc::clone(&k.walk))
     }
 
     /// Keeps the walks a read of (person, brand) used on `now`.
     pub fn put(&self, now: &Taken, person: &EntityId, brand: &EntityId, walks: &[Arc<Walk>]) {
         let mut inner = self.inner.lock();
-        if inner.generation != now.generation {
-            inner.generation = now.generation;
-            inner.pairs.clear();
-        }
         if inner.pairs.len() >= MAX_PAIRS {
             inner.pairs.clear();
         }

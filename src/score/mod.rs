@@ -15,7 +15,8 @@
 //! - `simulate`: what-if, an overlay of simulated events over the fold's
 //!   state, scored by the adjoint walk through a view (`propagate::view`);
 //! - `scores`: [`ScoreState`], the fold with its live series, and the one
-//!   read policy (live or batch).
+//!   read policy (live or batch); `refold`: event-time checkpoints of the
+//!   fold ([`FoldCheckpoint`]) and the refold of a tail after one.
 //!
 //! No IO, no clock: every evaluation takes its time as an argument, and every
 //! iteration is in a canonical order, so the same events and model give the
@@ -26,6 +27,7 @@ pub(crate) mod fold;
 pub(crate) mod live;
 mod model;
 pub(crate) mod propagate;
+mod refold;
 mod scores;
 pub(crate) mod shares;
 pub mod simulate;
@@ -44,5 +46,6 @@ pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft, Readin
 pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
 pub use propagate::view::Span;
+pub use refold::{FoldCheckpoint, Refolded};
 pub use scores::{FoldPass, KindsPass, LogCounts, ScoreState, ScoresAt};
 pub use snapshot::{Captured, SnapshotError, SnapshotHeader};

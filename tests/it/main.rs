@@ -33,6 +33,7 @@ mod pg_security;
 mod pipelines;
 mod propagate;
 mod reads;
+mod refold;
 mod relspace;
 mod resilience;
 mod security;
