@@ -35,6 +35,10 @@ pub struct Impulse {
     pub amount: f64,
     /// The event that caused it, by reference.
     pub event: u64,
+    /// The sales credit it is, if it is one (`Credits`' index): the same
+    /// impulse, held by every person it credits, so a reader may compute
+    /// what depends only on the impulse once for all of them.
+    pub credit: Option<u32>,
 }
 
 /// The component every sales credit moves.
@@ -88,6 +92,7 @@ impl Credits {
             time: self.time[i],
             amount: self.amount[i],
             event: self.event[i],
+            credit: Some(i as u32),
         }
     }
 
@@ -305,6 +310,7 @@ impl Iterator for Iter<'_> {
                 time: c.time[j],
                 amount: c.amount[j],
                 event: c.event[j],
+                credit: None,
             })
         }
     }
