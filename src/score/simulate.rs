@@ -296,6 +296,7 @@ impl Overlay {
             time: t,
             amount,
             event: reference,
+            credit: None,
         };
         use EventKind::*;
         match &event.kind {

@@ -5,8 +5,9 @@
 //!
 //! **What is saved.** The fold's state (`FoldState`: the entity table and
 //! graph with its edge histories, registrations, the folded positions,
-//! impulses in their columns, the per-entity series, brand KPIs,
-//! provisional kinds), the live series' canonical clock, and the deltas of
+//! impulses in their columns with the sales credits they name, the
+//! per-entity series, brand KPIs, provisional kinds), the live series'
+//! canonical clock, and the deltas of
 //! the events from the live series' latest checkpoint on (fewer than
 //! `CHECKPOINT_EVENTS` plus a run of equal times). Not the live series
 //! itself: it is as large as the relationships, and it is a function of the
@@ -41,7 +42,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fold::{BrandStats, Delta, EventDeltas, FoldState, Impulses, OccasionInfo, PositionSet};
+use super::fold::impulses::Columns;
+use super::fold::{
+    BrandStats, Credits, Delta, EventDeltas, FoldState, Impulses, OccasionInfo, PositionSet,
+};
 use super::live::{LiveSeries, LogClock};
 use super::model::{Component, ScoringModel};
 use super::scores::ScoreState;
@@ -49,7 +53,9 @@ use crate::domain::{Entity, EntityId, EntityKind, EventId, LogPosition};
 use crate::graph::{EdgeKind, Handle, RelationGraph};
 
 /// The snapshot format's version; a snapshot of another is ignored.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: a sales report's lift credited to many people is stored once
+/// (`credits`), each person's impulses naming it (`fold/impulses.rs`).
+pub const FORMAT_VERSION: u32 = 2;
 /// The first bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"FUSNSNAP";
 /// Bytes of the header before the body.
@@ -291,6 +297,7 @@ struct Body<I = Vec<(u32, ImpulseColumns)>> {
     folded: Vec<u64>,
     count: u64,
     latest: Option<(Time, String)>,
+    credits: CreditColumns,
     impulses: I,
     event_counts: Vec<u32>,
     audience: Vec<(u32, Vec<(Time, u64)>)>,
@@ -345,6 +352,8 @@ impl Registration {
     }
 }
 
+/// A person's impulses: the own ones in columns, the indices of their
+/// credits, the order bits (`fold::Impulses`).
 #[derive(Serialize, Deserialize)]
 struct ImpulseColumns {
     brand: Vec<u32>,
@@ -352,6 +361,45 @@ struct ImpulseColumns {
     time: Vec<Time>,
     amount: Vec<f64>,
     event: Vec<u64>,
+    credits: Vec<u32>,
+    order: Vec<u64>,
+}
+
+/// The sales credits (`fold::Credits`).
+#[derive(Serialize, Deserialize)]
+struct CreditColumns {
+    brand: Vec<u32>,
+    time: Vec<Time>,
+    amount: Vec<f64>,
+    event: Vec<u64>,
+}
+
+impl CreditColumns {
+    fn of(c: &Credits) -> Self {
+        CreditColumns {
+            brand: c.brand.iter().map(|x| h(*x)).collect(),
+            time: c.time.iter().map(|t| time(*t)).collect(),
+            amount: c.amount.clone(),
+            event: c.event.clone(),
+        }
+    }
+
+    fn into_credits(self, hd: impl Fn(u32) -> Result<Handle, String>) -> Result<Credits, String> {
+        let len = self.amount.len();
+        if [self.brand.len(), self.time.len(), self.event.len()] != [len; 3] {
+            return Err("credit columns of unequal lengths".into());
+        }
+        Ok(Credits {
+            brand: self.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
+            time: self
+                .time
+                .into_iter()
+                .map(from_time)
+                .collect::<Result<_, _>>()?,
+            amount: self.amount,
+            event: self.event,
+        })
+    }
 }
 
 /// Every person's impulse columns, borrowed from the state, sorted by
@@ -370,8 +418,8 @@ struct ColumnsView<'a>(&'a Impulses);
 impl Serialize for ColumnsView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let c = self.0;
-        let mut st = s.serialize_struct("ImpulseColumns", 5)?;
+        let (c, list) = (&self.0.own, self.0);
+        let mut st = s.serialize_struct("ImpulseColumns", 7)?;
         st.serialize_field("brand", &Mapped(&c.brand, |x: &Handle| h(*x)))?;
         st.serialize_field(
             "component",
@@ -380,6 +428,8 @@ impl Serialize for ColumnsView<'_> {
         st.serialize_field("time", &Mapped(&c.time, |t: &DateTime<Utc>| time(*t)))?;
         st.serialize_field("amount", &c.amount)?;
         st.serialize_field("event", &c.event)?;
+        st.serialize_field("credits", &list.credits)?;
+        st.serialize_field("order", &list.order)?;
         st.end()
     }
 }
@@ -482,6 +532,7 @@ impl<'a> Body<ImpulsesView<'a>> {
                 .latest
                 .as_ref()
                 .map(|(t, id)| (time(*t), id.as_str().to_string())),
+            credits: CreditColumns::of(&f.credits),
             impulses: ImpulsesView(
                 sorted(&f.impulses, |i| &**i)
                     .into_iter()
@@ -631,21 +682,11 @@ impl Body {
             registrations.insert(e.id.clone(), e);
         }
         let keyed = |k: u32| hd(k);
+        let credits = self.credits.into_credits(hd)?;
         let mut impulses = FxHashMap::default();
         for (k, c) in self.impulses {
-            let len = c.amount.len();
-            if [
-                c.brand.len(),
-                c.component.len(),
-                c.time.len(),
-                c.event.len(),
-            ] != [len; 4]
-            {
-                return Err("impulse columns of unequal lengths".into());
-            }
-            impulses.insert(
-                keyed(k)?,
-                Arc::new(Impulses {
+            let list = Impulses {
+                own: Columns {
                     brand: c.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
                     component: c
                         .component
@@ -659,8 +700,14 @@ impl Body {
                         .collect::<Result<_, _>>()?,
                     amount: c.amount,
                     event: c.event,
-                }),
-            );
+                },
+                credits: c.credits,
+                order: c.order,
+            };
+            if !list.fits(&credits) {
+                return Err("a person's impulses do not fit together or with the credits".into());
+            }
+            impulses.insert(keyed(k)?, Arc::new(list));
         }
         let series = |v: Vec<(Time, u64)>| -> Result<Vec<(DateTime<Utc>, u64)>, String> {
             v.into_iter().map(|(t, x)| Ok((from_time(t)?, x))).collect()
@@ -727,6 +774,7 @@ impl Body {
         fold.count = usize::try_from(self.count).map_err(|e| e.to_string())?;
         fold.latest = latest;
         fold.impulses = impulses;
+        fold.credits = Arc::new(credits);
         fold.event_counts = self.event_counts;
         fold.audience = audience;
         fold.occasions = occasions;
@@ -899,6 +947,11 @@ mod tests {
         for (p, list) in &s.fold.impulses {
             assert!(Arc::ptr_eq(list, &captured.fold.impulses[p]));
         }
+        assert!(Arc::ptr_eq(&s.fold.credits, &captured.fold.credits));
+        assert!(
+            s.fold.credits.len() > 0,
+            "the seed story credits sales lifts"
+        );
         let bytes = captured.encode().unwrap();
         assert!(s.apply(tail.to_vec()));
         let copied = s
@@ -916,20 +969,20 @@ mod tests {
         assert!(copied > 0, "the tail adds impulses to a captured person");
         assert_eq!(captured.encode().unwrap(), bytes);
         let whole = ScoreState::from_log(model, Vec::new(), log);
+        // Every impulse as read, amounts by their bits.
         let columns = |s: &ScoreState| {
             let mut v: Vec<_> = s
                 .fold
-                .impulses
-                .iter()
-                .map(|(p, c)| {
-                    let amounts: Vec<u64> = c.amount.iter().map(|a| a.to_bits()).collect();
-                    (
-                        *p,
-                        c.brand.clone(),
-                        c.time.clone(),
-                        amounts,
-                        c.event.clone(),
-                    )
+                .impulse_people()
+                .map(|p| {
+                    let list: Vec<_> = s
+                        .fold
+                        .impulse_list(p)
+                        .unwrap()
+                        .iter()
+                        .map(|i| (i.brand, i.component, i.time, i.amount.to_bits(), i.event))
+                        .collect();
+                    (p, list)
                 })
                 .collect();
             v.sort_by_key(|x| x.0);
@@ -981,8 +1034,11 @@ mod tests {
         let bytes = state().capture().encode().unwrap();
         let hash: [u8; 32] = Sha256::digest(&bytes[HEADER_LEN..]).into();
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!((FORMAT_VERSION, hex.as_str()), (1, PINNED));
+        assert_eq!((FORMAT_VERSION, hex.as_str()), (2, PINNED));
     }
 
-    const PINNED: &str = "600baa37035727faf748318dae715190c22135864d5489809ab274178eca3fe3";
+    /// Re-pinned for version 2: sales credits are stored once and named
+    /// by each credited person's impulses (task h24, issue #10); version 1
+    /// was "600baa37035727faf748318dae715190c22135864d5489809ab274178eca3fe3".
+    const PINNED: &str = "5b42f19851b47197dcd6fc450c9f0c34ec6130bee7dd7eeea957ba65d5f05940";
 }

@@ -11,7 +11,9 @@
 //! handles here), registrations, impulses (per person, in columns), the
 //! per-entity series the rules read (audience, consent, occasions and their
 //! participants, sales history) and the brand KPIs; `rules.rs` holds what
-//! each event type does, `roles.rs` the role checks, `brands.rs` the KPIs.
+//! each event type does, `roles.rs` the role checks, `brands.rs` the KPIs,
+//! `impulses.rs` how impulses are kept (a sales lift once, as a credit the
+//! credited people name) and the one way to read them.
 //! It emits what it changes as deltas (`deltas.rs`) for whoever maintains a
 //! view; it knows nothing of propagation or the live series, and does no IO
 //! and reads no clock.
@@ -26,6 +28,7 @@
 
 mod brands;
 pub(crate) mod deltas;
+pub(crate) mod impulses;
 mod roles;
 pub(crate) mod rules;
 
@@ -37,61 +40,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use brands::BrandStats;
 pub use deltas::{Delta, EventDeltas, ImpulseInput};
+pub use impulses::Impulse;
+pub(crate) use impulses::{Credits, ImpulseList, Impulses};
 pub use roles::RoleConflict;
 pub(crate) use roles::role_kind;
 
-use super::model::{Component, ScoringModel};
+use super::model::ScoringModel;
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, LogPosition, Logged, Role};
 use crate::graph::{EntityTable, Handle, RelationGraph};
-
-/// One person's impulses, in columns, in the order they were folded
-/// (canonical event order, so their times ascend): the impulse `i` is
-/// `amount[i]` on `component[i]` of the relationship with `brand[i]`, at
-/// `time[i]`, caused by the event at log position `event[i]`. 33
-/// bytes an impulse.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Impulses {
-    pub brand: Vec<Handle>,
-    pub component: Vec<Component>,
-    pub time: Vec<DateTime<Utc>>,
-    pub amount: Vec<f64>,
-    pub event: Vec<LogPosition>,
-}
-
-impl Impulses {
-    fn push(
-        &mut self,
-        brand: Handle,
-        component: Component,
-        time: DateTime<Utc>,
-        amount: f64,
-        event: LogPosition,
-    ) {
-        self.brand.push(brand);
-        self.component.push(component);
-        self.time.push(time);
-        self.amount.push(amount);
-        self.event.push(event);
-    }
-
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.amount.len()
-    }
-
-    /// How many are at or before `at` (they come first).
-    pub fn until(&self, at: DateTime<Utc>) -> usize {
-        self.time.partition_point(|t| *t <= at)
-    }
-
-    fn shrink_to_fit(&mut self) {
-        self.brand.shrink_to_fit();
-        self.component.shrink_to_fit();
-        self.time.shrink_to_fit();
-        self.amount.shrink_to_fit();
-        self.event.shrink_to_fit();
-    }
-}
 
 /// What the fold keeps of an occasion.
 #[derive(Debug, Clone)]
@@ -145,6 +101,9 @@ pub struct FoldState {
     /// snapshot's capture then copies none of them (only the columns of a
     /// person folded into while a capture holds them are copied).
     pub(crate) impulses: FxHashMap<Handle, Arc<Impulses>>,
+    /// Sales credits, which `impulses` name by index (`impulses.rs`);
+    /// shared and copied on write as the impulses are.
+    pub(crate) credits: Arc<Credits>,
     /// How many folded events name each entity, by handle.
     pub(in crate::score) event_counts: Vec<u32>,
     pub(in crate::score) audience: FxHashMap<Handle, Vec<(DateTime<Utc>, u64)>>,
@@ -178,6 +137,7 @@ impl FoldState {
             count: 0,
             latest: None,
             impulses: FxHashMap::default(),
+            credits: Arc::default(),
             event_counts: Vec::new(),
             audience: FxHashMap::default(),
             occasions: FxHashMap::default(),
@@ -228,6 +188,7 @@ impl FoldState {
             Arc::make_mut(list).shrink_to_fit();
         }
         self.impulses.shrink_to_fit();
+        Arc::make_mut(&mut self.credits).shrink_to_fit();
         self.event_counts.shrink_to_fit();
     }
 
@@ -269,6 +230,18 @@ impl FoldState {
     /// The model, shared.
     pub fn model_arc(&self) -> &Arc<ScoringModel> {
         &self.model
+    }
+
+    /// The impulses of `person`, in canonical event order (`None`: none);
+    /// the one way to read them (`impulses.rs`).
+    pub(crate) fn impulse_list(&self, person: Handle) -> Option<ImpulseList<'_>> {
+        let list = self.impulses.get(&person)?;
+        Some(ImpulseList::new(list, &self.credits))
+    }
+
+    /// The people with impulses, in no particular order.
+    pub(crate) fn impulse_people(&self) -> impl Iterator<Item = Handle> + '_ {
+        self.impulses.keys().copied()
     }
 
     /// The entity table (handles and ids).
@@ -525,19 +498,11 @@ impl FoldState {
     /// Every impulse of `person` as deltas carry them, in event order
     /// (impulses of 0 left out: they change no sum).
     fn impulses_of(&self, person: Handle) -> Vec<ImpulseInput> {
-        let Some(list) = self.impulses.get(&person) else {
-            return Vec::new();
-        };
-        (0..list.len())
-            .filter(|&i| list.amount[i] != 0.0)
-            .map(|i| {
-                (
-                    list.brand[i],
-                    list.component[i],
-                    list.amount[i],
-                    list.time[i],
-                )
-            })
+        self.impulse_list(person)
+            .into_iter()
+            .flat_map(|list| list.iter())
+            .filter(|i| i.amount != 0.0)
+            .map(|i| (i.brand, i.component, i.amount, i.time))
             .collect()
     }
 

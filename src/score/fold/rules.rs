@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashSet;
 
 pub(crate) use super::brands::Contact;
+use super::impulses::CREDIT_COMPONENT;
 use super::{Delta, FoldState, OccasionInfo};
 use crate::domain::{EntityId, EntityKind, Event, EventKind, EventType, LogPosition};
 use crate::graph::{EdgeKind, Handle};
@@ -332,8 +333,33 @@ impl FoldState {
                 }
             }
         }
-        for p in credited {
-            self.push_impulse(p, brand, pos, t, Component::Sales, x);
+        self.credit(&credited, brand, pos, t, x);
+    }
+
+    /// The sales lift `amount` credited to each of `people`, as
+    /// `push_impulse` would push it to each, but kept once (`impulses.rs`:
+    /// a credit, each person holding its index); the deltas are each
+    /// person's, in the same order.
+    fn credit(
+        &mut self,
+        people: &[Handle],
+        brand: Handle,
+        event: u64,
+        time: DateTime<Utc>,
+        amount: f64,
+    ) {
+        if people.is_empty() || amount == 0.0 || !amount.is_finite() {
+            return;
+        }
+        let credit = Arc::make_mut(&mut self.credits).push(brand, time, amount, event);
+        for &person in people {
+            self.emit(Delta::Impulse {
+                person,
+                brand,
+                component: CREDIT_COMPONENT,
+                amount,
+            });
+            Arc::make_mut(self.impulses.entry(person).or_default()).push_credit(credit);
         }
     }
 

@@ -683,6 +683,16 @@ fn sum_shares<V: ScoreView>(
     // Each impulse's time is converted once, not once per time it is
     // decayed to (`shares::seconds_between_nanos`, the same bits).
     let times_ns: Vec<Option<i64>> = times.iter().map(|&t| nanos(t)).collect();
+    let span = |imp: &Impulse, imp_ns: Option<i64>, k: usize| match (imp_ns, times_ns[k]) {
+        (Some(from), Some(to)) => seconds_between_nanos(from, to),
+        _ => seconds_between(imp.time, times[k]),
+    };
+    // A sales credit is one impulse that many people of the walk may hold
+    // (`fold::impulses`): its decayed value at each time is a function of
+    // the impulse alone, so it is computed once per read and kept here
+    // (`times.len()` values from the offset `shared` gives), the same bits.
+    let mut shared: FxHashMap<u32, usize> = FxHashMap::default();
+    let mut shared_decayed: Vec<f64> = Vec::new();
     let mut consenting = vec![false; times.len()];
     for (p, y) in &walk.weights {
         let p = *p;
@@ -700,15 +710,28 @@ fn sum_shares<V: ScoreView>(
             let c = imp.component;
             let own = p == person && imp.brand == brand;
             let imp_ns = nanos(imp.time);
+            let kept = imp.credit.map(|credit| {
+                *shared.entry(credit).or_insert_with(|| {
+                    let offset = shared_decayed.len();
+                    shared_decayed.extend((0..times.len()).map(|k| {
+                        if imp.time > times[k] {
+                            0.0
+                        } else {
+                            decays.decayed(c, imp.amount, span(&imp, imp_ns, k))
+                        }
+                    }));
+                    offset
+                })
+            });
             for (k, &t) in times.iter().enumerate() {
                 if imp.time > t || !consenting[k] {
                     continue;
                 }
-                let seconds = match (imp_ns, times_ns[k]) {
-                    (Some(from), Some(to)) => seconds_between_nanos(from, to),
-                    _ => seconds_between(imp.time, t),
+                let decayed = match kept {
+                    Some(offset) => shared_decayed[offset + k],
+                    None => decays.decayed(c, imp.amount, span(&imp, imp_ns, k)),
                 };
-                let v = w * decays.decayed(c, imp.amount, seconds);
+                let v = w * decayed;
                 if v != 0.0 || imp.amount != 0.0 || own {
                     sums[k].components[c.index()] += v;
                     sums[k].any = true;
@@ -720,4 +743,106 @@ fn sum_shares<V: ScoreView>(
         });
     }
     sums
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Duration;
+
+    use super::*;
+    use crate::domain::Logged;
+    use crate::generate::{GenerateConfig, write_ndjson};
+    use crate::score::ScoreState;
+
+    /// The fold's state read as if no impulse were a shared credit: every
+    /// impulse decayed on its own, as before credits were kept once.
+    struct Unshared<'a>(&'a FoldState);
+
+    impl ScoreView for Unshared<'_> {
+        fn model(&self) -> &ScoringModel {
+            self.0.model()
+        }
+        fn name(&self, h: Handle) -> &EntityId {
+            ScoreView::name(self.0, h)
+        }
+        fn handle(&self, id: &EntityId) -> Option<Handle> {
+            self.0.handle(id)
+        }
+        fn consents(&self, person: Handle, at: DateTime<Utc>) -> bool {
+            self.0.consents_h(person, at)
+        }
+        fn followees(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+            ScoreView::followees(self.0, person, at)
+        }
+        fn associations(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
+            ScoreView::associations(self.0, person, at)
+        }
+        fn for_each_impulse(&self, p: Handle, at: DateTime<Utc>, mut f: impl FnMut(Impulse)) {
+            self.0.for_each_impulse(p, at, |imp| {
+                f(Impulse {
+                    credit: None,
+                    ..imp
+                })
+            });
+        }
+    }
+
+    /// A relationship read decays a sales credit once for every person of
+    /// its walk that holds it (task h24); its explanation and its scores at
+    /// past times are the bits of decaying each person's copy alone.
+    #[test]
+    fn a_credit_decayed_once_per_read_reads_the_bits_of_each_copy_decayed_alone() {
+        let config = GenerateConfig {
+            people: 300,
+            influencers: 10,
+            brands: 5,
+            events: 6_000,
+            ..GenerateConfig::default()
+        };
+        let mut ndjson = Vec::new();
+        write_ndjson(&config, &mut ndjson).unwrap();
+        let model = ScoringModel::default_model();
+        let values: Vec<serde_json::Value> = ndjson
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let valid = crate::ingest::validate_all(&values, &model.currency);
+        let log: Vec<Logged> = valid
+            .good
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, event))| Logged {
+                position: i as u64,
+                event,
+            })
+            .collect();
+        let state = ScoreState::from_log(Arc::new(model), Vec::new(), log);
+        let fold: &FoldState = &state;
+        assert!(fold.credits.len() > 10, "the stream credits sales lifts");
+        let at = fold.latest_time().unwrap();
+        let past: Vec<DateTime<Utc>> = (1..20).map(|d| at - Duration::days(d * 3)).collect();
+        let bits = |r: Option<Reading>| {
+            r.map(|r| {
+                let past: Vec<Option<u64>> = r.past.iter().map(|s| s.map(f64::to_bits)).collect();
+                (serde_json::to_string(&r.draft.explanation).unwrap(), past)
+            })
+        };
+        let mut read = 0;
+        for p in (0..20)
+            .map(|i| format!("p{i}"))
+            .chain((0..10).map(|i| format!("i{i}")))
+        {
+            for b in (0..5).map(|i| format!("b{i}")) {
+                let (p, b) = (EntityId::new(&p).unwrap(), EntityId::new(&b).unwrap());
+                let shared = bits(read_in(fold, &p, &b, at, &past, |_| None));
+                let alone = bits(read_in(&Unshared(fold), &p, &b, at, &past, |_| None));
+                assert_eq!(shared, alone, "{p} {b}");
+                read += usize::from(shared.is_some());
+            }
+        }
+        assert!(read > 30, "{read} relationships read");
+    }
 }

@@ -151,7 +151,7 @@ impl RelSnapshot {
         let follows = state.graph.follow_edges(at);
 
         // Canonical people table: everyone with impulses or in a follow.
-        let mut people: Vec<Handle> = state.impulses.keys().copied().collect();
+        let mut people: Vec<Handle> = state.impulse_people().collect();
         for (q, p, _) in &follows {
             people.push(*q);
             people.push(*p);
@@ -177,9 +177,9 @@ impl RelSnapshot {
             .collect();
 
         let mut brands: Vec<Handle> = state
-            .impulses
-            .values()
-            .flat_map(|list| list.brand.iter().copied())
+            .impulse_people()
+            .filter_map(|p| state.impulse_list(p))
+            .flat_map(|list| list.brands())
             .collect();
         brands.extend(assoc_shares.iter().flatten().map(|(b, _)| *b));
         brands.sort_unstable();
@@ -262,14 +262,14 @@ impl RelSnapshot {
                 if !consents[pi] {
                     return Vec::new();
                 }
-                let Some(list) = state.impulses.get(p) else {
+                let Some(list) = state.impulse_list(*p) else {
                     return Vec::new();
                 };
                 let mut row: Vec<(u64, Components)> = Vec::new();
-                for i in 0..list.until(at) {
-                    let c = list.component[i];
-                    let v = decayed(model, c, list.amount[i], list.time[i], at);
-                    let key = col_key(pi as u32, brand_id[list.brand[i].index()]);
+                for imp in list.up_to(at) {
+                    let c = imp.component;
+                    let v = decayed(model, c, imp.amount, imp.time, at);
+                    let key = col_key(pi as u32, brand_id[imp.brand.index()]);
                     match row.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, acc)) => acc[c.index()] += v,
                         None => {
@@ -544,17 +544,16 @@ impl FoldState {
         let table = self.table();
         let name = |h: Handle| table.name(h).clone();
         let mut x: BTreeMap<(EntityId, EntityId), Components> = BTreeMap::new();
-        let mut people: Vec<Handle> = self.impulses.keys().copied().collect();
+        let mut people: Vec<Handle> = self.impulse_people().collect();
         table.sort(&mut people);
         for p in people {
             if !self.consents_h(p, at) {
                 continue;
             }
-            let list = &self.impulses[&p];
-            for i in 0..list.until(at) {
-                let c = list.component[i];
-                let v = decayed(model, c, list.amount[i], list.time[i], at);
-                x.entry((name(p), name(list.brand[i]))).or_insert([0.0; 6])[c.index()] += v;
+            for imp in self.impulse_list(p).into_iter().flat_map(|l| l.up_to(at)) {
+                let c = imp.component;
+                let v = decayed(model, c, imp.amount, imp.time, at);
+                x.entry((name(p), name(imp.brand))).or_insert([0.0; 6])[c.index()] += v;
             }
         }
 

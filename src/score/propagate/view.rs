@@ -12,25 +12,10 @@ use chrono::{DateTime, Duration, Utc};
 use crate::domain::EntityId;
 use crate::graph::Handle;
 use crate::score::fold::FoldState;
-use crate::score::model::{Component, ScoringModel};
+use crate::score::model::ScoringModel;
 use crate::score::shares::association_share;
 
-/// One impulse as a view gives it: `amount` on `component` of the
-/// relationship with `brand`, at `time`, caused by the event `event` (a log
-/// position, or an overlay's reference: `score::simulate::SIMULATED`).
-#[derive(Debug, Clone, Copy)]
-pub struct Impulse {
-    /// The brand of the relationship it moves.
-    pub brand: Handle,
-    /// The component it moves.
-    pub component: Component,
-    /// Its event time.
-    pub time: DateTime<Utc>,
-    /// Its amount, before weight and decay.
-    pub amount: f64,
-    /// The event that caused it, by reference.
-    pub event: u64,
-}
+pub use crate::score::fold::Impulse;
 
 /// A span of event time `from <= t < until` (`None`: unbounded on that
 /// side) over which what a view says of a person stays the same.
@@ -142,18 +127,9 @@ impl ScoreView for FoldState {
             until: series.get(pos).map(|(t, _)| *t),
         })
     }
-    fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, mut f: impl FnMut(Impulse)) {
-        let Some(list) = self.impulses.get(&person) else {
-            return;
-        };
-        for i in 0..list.until(at) {
-            f(Impulse {
-                brand: list.brand[i],
-                component: list.component[i],
-                time: list.time[i],
-                amount: list.amount[i],
-                event: list.event[i],
-            });
+    fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, f: impl FnMut(Impulse)) {
+        if let Some(list) = self.impulse_list(person) {
+            list.up_to(at).for_each(f);
         }
     }
 }
