@@ -15,6 +15,11 @@
 //! (the same checkpoints, the same events after them), so the bits are a
 //! function of the event set, whatever the timing.
 //!
+//! After a start that did not wait for it (`EngineOptions::ready_before_live`)
+//! the thread's first build is the one planned at open
+//! (`Derived::open_build`), and once it has caught up the readers that
+//! wait for it are let go (`Engine::live_built`).
+//!
 //! Must not fold, answer writers, or hold a lock across a build.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -68,6 +73,10 @@ impl LiveSignal {
 pub(super) fn live_loop(derived: Arc<Derived>) {
     while derived.live.wait() {
         catch_up(&derived);
+        // Caught up (or broken: readers then get `NotReady` instead).
+        derived
+            .live_built
+            .send_if_modified(|built| !std::mem::replace(built, true));
         crate::telemetry::live_synced(derived.slot.read().state.live_synced());
     }
 }
@@ -121,10 +130,13 @@ fn step(derived: &Derived) -> Step {
         if slot.broken.is_some() || slot.state.live_synced() {
             return Step::Done;
         }
-        (
-            slot.state.live_plan(),
-            derived.generation.load(Ordering::SeqCst),
-        )
+        let generation = derived.generation.load(Ordering::SeqCst);
+        // Of a state swapped out since (a rebuild, a restore): not run.
+        let opened = derived.open_build.lock().take();
+        match opened.filter(|(_, planned)| *planned == generation) {
+            Some((plan, generation)) => (Some(plan), generation),
+            None => (slot.state.live_plan(), generation),
+        }
     };
     if let Some(plan) = plan {
         MutexGuard::unlock_fair(fold);

@@ -46,14 +46,18 @@ use super::Derived;
 pub(super) const UNKNOWN_EPOCH: u64 = u64::MAX;
 
 /// The state of the latest valid snapshot with the log after it folded
-/// (module docs), its live series caught up; `None` when there is none
-/// to use. Blocks on `rt` for the store's reads.
+/// (module docs), its live series caught up when `sync_live` (else left
+/// to be built: `EngineOptions::ready_before_live`); `None` when there is
+/// none to use. Blocks on `rt` for the store's reads. Logs how long each
+/// phase took (ARCHITECTURE.md, "Snapshots").
 pub(super) fn load<S: EventStore>(
     store: &S,
     rt: &tokio::runtime::Handle,
     model: &Arc<ScoringModel>,
+    sync_live: bool,
 ) -> Result<Option<ScoreState>, StoreError> {
     let started = Instant::now();
+    let mut phases = super::Phases::start();
     let kept = match rt.block_on(store.snapshots()) {
         Ok(kept) => kept,
         Err(e) => {
@@ -61,6 +65,7 @@ pub(super) fn load<S: EventStore>(
             return Ok(None);
         }
     };
+    let read_seconds = phases.lap();
     let mut found = None;
     for bytes in kept {
         match ScoreState::from_snapshot(&bytes, Arc::clone(model)) {
@@ -74,6 +79,7 @@ pub(super) fn load<S: EventStore>(
     let Some((header, mut state)) = found else {
         return Ok(None);
     };
+    let decode_seconds = phases.lap();
     let entities = rt.block_on(store.entities())?;
     if !registrations_match(&state, &entities) {
         tracing::warn!("ignoring the snapshot: registrations changed since; folding the whole log");
@@ -104,10 +110,17 @@ pub(super) fn load<S: EventStore>(
         );
         return Ok(None);
     }
-    state.sync_live(|| false);
+    let tail_seconds = phases.lap();
+    if sync_live {
+        state.sync_live(|| false);
+    }
     tracing::info!(
         events = header.events,
         tail,
+        read_seconds,
+        decode_seconds,
+        tail_seconds,
+        live_seconds = phases.lap(),
         seconds = started.elapsed().as_secs_f64(),
         "loaded the scoring state from a snapshot and the log after it"
     );
