@@ -4,8 +4,9 @@
 //! keeps the bytes (`store::snapshots`); this module does the IO between
 //! them and must not score anything itself.
 //!
-//! **Loading** ([`load`]): the kept snapshots, newest first; the first one
-//! that decodes for this model and format, whose registrations are the
+//! **Loading** ([`load`]): the kept snapshots, newest first, each read
+//! only when the one before it was refused; the first one that decodes
+//! for this model and format, whose registrations are the
 //! store's, is the state; the log after its position is read by position
 //! (`EventStore::tail`) and appended as the fold thread appends (events
 //! later than everything folded). The snapshot is given up, and the whole
@@ -58,17 +59,24 @@ pub(super) fn load<S: EventStore>(
 ) -> Result<Option<ScoreState>, StoreError> {
     let started = Instant::now();
     let mut phases = super::Phases::start();
-    let kept = match rt.block_on(store.snapshots()) {
-        Ok(kept) => kept,
-        Err(e) => {
-            tracing::warn!(cause = %e, "cannot read the snapshots; folding the whole log");
-            return Ok(None);
-        }
-    };
-    let read_seconds = phases.lap();
+    // Newest first, one at a time: the next is read only when one is
+    // refused (each is as large as the state).
+    let (mut read_seconds, mut decode_seconds) = (0.0, 0.0);
     let mut found = None;
-    for bytes in kept {
-        match ScoreState::from_snapshot(&bytes, Arc::clone(model)) {
+    for rank in 0.. {
+        let bytes = match rt.block_on(store.snapshot(rank)) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(cause = %e, "cannot read the snapshots; folding the whole log");
+                return Ok(None);
+            }
+        };
+        read_seconds += phases.lap();
+        let decoded = ScoreState::from_snapshot(&bytes, Arc::clone(model));
+        drop(bytes);
+        decode_seconds += phases.lap();
+        match decoded {
             Ok(ok) => {
                 found = Some(ok);
                 break;
@@ -79,7 +87,6 @@ pub(super) fn load<S: EventStore>(
     let Some((header, mut state)) = found else {
         return Ok(None);
     };
-    let decode_seconds = phases.lap();
     let entities = rt.block_on(store.entities())?;
     if !registrations_match(&state, &entities) {
         tracing::warn!("ignoring the snapshot: registrations changed since; folding the whole log");

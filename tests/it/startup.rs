@@ -68,7 +68,7 @@ fn options(snapshots: Snapshots, ready_before_live: bool) -> EngineOptions {
 }
 
 /// Every relationship's ranking entries and scores at `at`, as exact text.
-async fn rankings(engine: &Arc<Engine<EmbeddedStore>>, at: DateTime<Utc>) -> Vec<String> {
+async fn rankings<S: EventStore>(engine: &Arc<Engine<S>>, at: DateTime<Utc>) -> Vec<String> {
     let ranking = engine.ranking(at, 0).await.unwrap();
     let mut out: Vec<String> = ranking
         .by_brand
@@ -81,7 +81,7 @@ async fn rankings(engine: &Arc<Engine<EmbeddedStore>>, at: DateTime<Utc>) -> Vec
     out
 }
 
-fn latest(engine: &Engine<EmbeddedStore>) -> DateTime<Utc> {
+fn latest<S: EventStore>(engine: &Engine<S>) -> DateTime<Utc> {
     engine.state().unwrap().latest_time().unwrap()
 }
 
@@ -209,4 +209,107 @@ async fn a_feed_attached_while_the_live_series_is_built_is_told_what_it_would_ha
     // Only the new event's changes: none of the stored events'.
     let position = waited[0].position;
     assert!(waited.iter().all(|c| c.position == position), "{waited:?}");
+}
+
+/// Two snapshots at two points of the log, the newest `damage`d by the
+/// caller: a start reads the newest, refuses it, reads the one before it
+/// and folds the longer tail onto it, giving the full fold's rankings.
+/// `EventStore::snapshot` ranks them as `snapshots` orders them.
+async fn an_older_snapshot_is_read_when_the_newest_is_refused<S, F>(store: S, damage: F)
+where
+    S: EventStore + Clone,
+    F: AsyncFnOnce(&S),
+{
+    let events = validated(&lines());
+    let (head, tail) = events.split_at(events.len() / 2);
+    let with = |snapshots| options(snapshots, false);
+    let write = async |events: &[Event]| {
+        for batch in events.chunks(500) {
+            store
+                .append(batch.to_vec(), AppendMode::EachEvent)
+                .await
+                .unwrap();
+        }
+        let engine = Engine::open_with(
+            store.clone(),
+            model(),
+            with(Snapshots::LoadAndWrite { every: 0 }),
+        )
+        .await
+        .unwrap();
+        assert!(engine.write_snapshot().await.unwrap());
+    };
+    write(head).await;
+    write(tail).await;
+    let kept = store.snapshots().await.unwrap();
+    assert_eq!(kept.len(), 2);
+    for (rank, bytes) in kept.iter().enumerate() {
+        assert_eq!(store.snapshot(rank).await.unwrap().as_ref(), Some(bytes));
+    }
+    assert_eq!(store.snapshot(2).await.unwrap(), None);
+
+    let reference = Arc::new(
+        Engine::open_with(store.clone(), model(), with(Snapshots::Off))
+            .await
+            .unwrap(),
+    );
+    let at = latest(&reference) + chrono::Duration::hours(1);
+    let expected = rankings(&reference, at).await;
+    drop(reference);
+    damage(&store).await;
+    let engine = Arc::new(
+        Engine::open_with(store.clone(), model(), with(Snapshots::Load))
+            .await
+            .unwrap(),
+    );
+    assert!(engine.opened_from_snapshot());
+    assert_eq!(rankings(&engine, at).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_snapshot_is_read_when_the_newest_is_refused_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let snapshots = dir.path().join("snapshots");
+    an_older_snapshot_is_read_when_the_newest_is_refused(store, async |_: &EmbeddedStore| {
+        // Names sort by position: the last is the newest.
+        let mut files: Vec<_> = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "snapshot"))
+            .collect();
+        files.sort();
+        let newest = files.last().unwrap();
+        let mut bytes = std::fs::read(newest).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        std::fs::write(newest, bytes).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_snapshot_is_read_when_the_newest_is_refused_on_postgres() {
+    let db = crate::pg::TestDb::new().await;
+    let store = fusion::store::PostgresStore::connect(&db.url)
+        .await
+        .unwrap();
+    let url = db.url.clone();
+    an_older_snapshot_is_read_when_the_newest_is_refused(
+        store,
+        async |_: &fusion::store::PostgresStore| {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+                .execute(
+                    "UPDATE snapshots SET snapshot = substring(snapshot from 1 for 1000) \
+                     WHERE id = (SELECT id FROM snapshots ORDER BY position DESC, id DESC LIMIT 1)",
+                    &[],
+                )
+                .await
+                .unwrap();
+        },
+    )
+    .await;
 }
