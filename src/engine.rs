@@ -1237,10 +1237,11 @@ impl<S: EventStore> Engine<S> {
                     if fail {
                         panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
                     }
-                    let loaded = match snapshots {
-                        true => snapshot::load(&*store, &rt, &model, sync_live)
-                            .map_err(BuildError::Store)?,
-                        false => None,
+                    let loaded = if snapshots {
+                        snapshot::load(&*store, &rt, &model, sync_live)
+                            .map_err(BuildError::Store)?
+                    } else {
+                        None
                     };
                     let (state, loaded) = match loaded {
                         Some(state) => (state, true),
