@@ -436,7 +436,9 @@ struct Derived {
     /// with the generation it was planned in. Planned at open, before a
     /// change feed can attach, so the build records no movement: what it
     /// holds is at or before the feed's floor.
-    open_build: Mutex<Option<(crate::score::live::BuildPlan, u64)>>,
+    /// After a full fold, the build first waits for the snapshot written
+    /// at open (`snapshot::Writer::first`).
+    open_build: Mutex<Option<OpenBuild>>,
     /// True once the live series built at open has caught up (at once when
     /// it was built before `open_with` returned): `Engine::live_built`.
     live_built: tokio::sync::watch::Sender<bool>,
@@ -457,6 +459,11 @@ struct Derived {
     /// `fold`, then `feed`, then `slot`.
     feed: Mutex<Option<FeedOut>>,
 }
+
+/// The live series' first build after a start that did not wait for it
+/// (`Derived::open_build`): the plan, the generation it was planned in,
+/// and the snapshot written at open to wait for first, if any.
+type OpenBuild = (crate::score::live::BuildPlan, u64, Option<snapshot::Saved>);
 
 /// The change feed's state on the engine's side: what was published per
 /// relationship (`feed::Tracker`) and where changes go.
@@ -1283,19 +1290,22 @@ impl<S: EventStore> Engine<S> {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
         let live_pending = !sync_live && !derived.slot.read().state.live_synced();
-        if live_pending {
-            derived.live_built.send_replace(false);
-            // Planned in generation 0, the state's at open.
-            *derived.open_build.lock() = open_build.map(|plan| (plan, 0));
-        }
+        let mut first_snapshot = None;
         if let Snapshots::LoadAndWrite { every } = options.snapshots {
             let events = derived.slot.read().state.event_count() as u64;
             let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every, events)
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             derived.epoch.store(epoch, Ordering::SeqCst);
             // A full fold is followed by a snapshot at once.
-            writer.after_round(&derived, !from_snapshot);
+            if !from_snapshot {
+                first_snapshot = writer.first(&derived);
+            }
             let _ = derived.snapshots.set(writer);
+        }
+        if live_pending {
+            derived.live_built.send_replace(false);
+            // Planned in generation 0, the state's at open.
+            *derived.open_build.lock() = open_build.map(|plan| (plan, 0, first_snapshot));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = Arc::clone(&derived);

@@ -134,6 +134,9 @@ pub(super) fn load<S: EventStore>(
     Ok(Some(state))
 }
 
+/// Answers once a snapshot handed to the writer is saved, or is not.
+pub(super) type Saved = tokio::sync::oneshot::Receiver<Result<bool, String>>;
+
 /// A capture handed to the writer thread.
 struct Job {
     captured: Captured,
@@ -196,31 +199,55 @@ impl Writer {
     /// a capture to the writer when one is due and the writer is free.
     /// Called on the fold thread (or before it starts).
     pub(super) fn after_round(&self, derived: &Derived, force: bool) {
+        self.hand(derived, force, None);
+    }
+
+    /// `after_round` at open after a full fold: answers when the snapshot
+    /// is saved (or will not be), for the live series' first build to wait
+    /// for (`Derived::open_build`): the two are the largest transients of
+    /// a start, and the snapshot is what makes the next start fast (at 10M
+    /// events of the shape the build outgrew the machine before
+    /// the snapshot beside it was saved: ARCHITECTURE.md, "Snapshots").
+    pub(super) fn first(&self, derived: &Derived) -> Option<Saved> {
+        let (done, saved) = tokio::sync::oneshot::channel();
+        self.hand(derived, true, Some(done)).then_some(saved)
+    }
+
+    /// Hands a capture to the writer when one is due and the writer is
+    /// free; whether it was handed.
+    fn hand(
+        &self,
+        derived: &Derived,
+        force: bool,
+        done: Option<tokio::sync::oneshot::Sender<Result<bool, String>>>,
+    ) -> bool {
         let epoch = derived.epoch.load(Ordering::SeqCst);
         if epoch == UNKNOWN_EPOCH || (self.every == 0 && !force) {
-            return;
+            return false;
         }
         let slot = derived.slot.read();
         if slot.broken.is_some() {
-            return;
+            return false;
         }
         let events = slot.state.event_count() as u64;
         let last = self.last.load(Ordering::SeqCst);
         // Fewer events than at the last snapshot: an erasure deleted it.
         let due = force || events < last || events >= last.saturating_add(self.every);
         if !due || events == 0 {
-            return;
+            return false;
         }
         let captured = slot.state.capture();
         drop(slot);
         let job = Job {
             captured,
             epoch,
-            done: None,
+            done,
         };
-        if self.jobs.try_send(job).is_ok() {
+        let handed = self.jobs.try_send(job).is_ok();
+        if handed {
             self.last.store(events, Ordering::SeqCst);
         }
+        handed
     }
 
     /// Captures the state now and waits until it is saved: `true` when a

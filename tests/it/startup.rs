@@ -313,3 +313,24 @@ async fn an_older_snapshot_is_read_when_the_newest_is_refused_on_postgres() {
     )
     .await;
 }
+
+/// After a full fold at open, the snapshot written then is saved before the
+/// live series' first build runs (regression: at 10M events of the issue's
+/// shape the build, beside the snapshot's encoding, outgrew the machine
+/// before the snapshot was saved, so every start folded the whole log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_of_a_full_fold_is_saved_before_the_live_series_is_built() {
+    let events = validated(&lines());
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_of(dir.path(), &events).await;
+    let engine = Engine::open_with(
+        store.clone(),
+        model(),
+        options(Snapshots::LoadAndWrite { every: 0 }, true),
+    )
+    .await
+    .unwrap();
+    assert!(!engine.opened_from_snapshot());
+    engine.live_built().await;
+    assert_eq!(store.snapshots().await.unwrap().len(), 1);
+}
