@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # benches/scale.sh [N]: the figures of issue #10 at N generated events
-# (default 1,000,000) on the embedded store: memory per event, start-up from
-# the whole log and from a snapshot, rescore, and the relationship read
-# under load beside /healthz.
+# (default 1,000,000) on the embedded store (DATABASE=1: on PostgreSQL):
+# memory per event, start-up from the whole log and from a snapshot,
+# rescore, and the relationship read under load beside /healthz.
 #
 # Generates a `fusion generate` stream of N events, loads it with `fusion
 # ingest`, then:
 # - first open: `fusion serve` until /readyz answers 200 (a full fold of
-#   the log): seconds, resident bytes then (VmRSS) and per event, the peak
-#   (VmHWM); the snapshot it writes after the full fold (seconds until it
-#   is on disk, bytes);
+#   the log): seconds, resident bytes then (VmRSS) and per event; then until
+#   /readyz says `"rankings":"ready"` (the live series, built on the live
+#   thread after ready: seconds from the start, resident bytes then); the
+#   peak (VmHWM); the phases of the start from its log (`*_phase_*_s`,
+#   engine `Phases`); the snapshot it writes after the full fold (seconds
+#   until it is stored, bytes);
 # - the read under load: wrk on `GET /healthz`, on a relationship read (one
 #   relationship of the stream, the answer cache answering), and on the same
 #   read with a new `at` on every request (the cache never answers),
 #   p50/p99;
 # - restart: SIGTERM (a graceful stop writes a snapshot), `fusion serve`
-#   again until ready: seconds, resident bytes;
+#   again until ready and until its rankings are: seconds, resident bytes,
+#   the phases (reading the snapshots, decoding one, folding the log's tail);
 # - `fusion rescore`: wall seconds and peak resident memory
 #   (/usr/bin/time -v), relationships scored (it loads the snapshot too).
 # Prints `name=value` lines on stdout; the rest goes to stderr. The stream
-# and the store are deleted at the end (KEEP=1 keeps them).
+# and the store are deleted at the end (KEEP=1 keeps them, and a
+# PostgreSQL server started here keeps running: stop it with the pg_ctl
+# line on stderr).
 #
 # Settings (environment): FUSION_BIN (default: build release), SEED (42),
 # PEOPLE, INFLUENCERS, BRANDS (generator defaults when unset; the issue's
@@ -27,6 +33,11 @@
 # STREAM=file.ndjson and STORE=dir reuse a stream generated and ingested
 # once (the store is copied, its snapshots left out): comparing two builds
 # on one stream then costs neither generating nor ingesting it again.
+# STORE_COPY=0 uses STORE in place instead (its snapshots deleted first; it
+# keeps this run's): a 10M-event store is 6 GB. DATABASE=1: PostgreSQL, a
+# throwaway server (benches/pg_server.sh; FUSION_BENCH_DATABASE_URL, a
+# key=value connection string, for another), a database `bench_scale`
+# loaded with `fusion ingest --database-url` (STORE is embedded only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +45,7 @@ EVENTS=${1:-${EVENTS:-1000000}}
 SEED=${SEED:-42}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
+DATABASE=${DATABASE:-0}
 # shellcheck source=benches/fusion_bin.sh
 source benches/fusion_bin.sh
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
@@ -41,12 +53,38 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-scale.XXXXXX")
 pid=
 cleanup() {
     [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
-    [ "${KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "kept $WORK" >&2
+        [ -z "${stop_server:-}" ] || echo "its PostgreSQL server runs; stop it with: $stop_server" >&2
+    else
+        [ -z "${stop_server:-}" ] || eval "$stop_server"
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 kb() { awk "/^$1:/ { print \$2 }" "/proc/$pid/status"; }
+
+# PLACE: the flags that name the store, for every command.
+if [ "$DATABASE" = 1 ]; then
+    [ -z "${STORE:-}" ] || { echo "STORE is for the embedded store only" >&2; exit 1; }
+    # shellcheck source=benches/pg_server.sh
+    source benches/pg_server.sh
+    pg_server_start "$WORK"
+    case "$admin" in
+        *dbname=*) url=$(sed -E 's/dbname=[^ ]*/dbname=bench_scale/' <<<"$admin") ;;
+        *) echo "FUSION_BENCH_DATABASE_URL must be key=value (dbname=...)" >&2; exit 1 ;;
+    esac
+    psql "$admin" -qc "DROP DATABASE IF EXISTS bench_scale" -c "CREATE DATABASE bench_scale"
+    mkdir -p "$WORK/data"
+    PLACE=(--data-dir "$WORK/data" --database-url "$url")
+    echo "backend=postgres"
+else
+    PLACE=(--data-dir "$WORK/data")
+    echo "backend=embedded"
+fi
+echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
 
 gen=(--seed "$SEED" --events "$EVENTS")
 [ -n "${PEOPLE:-}" ] && gen+=(--people "$PEOPLE")
@@ -54,8 +92,14 @@ gen=(--seed "$SEED" --events "$EVENTS")
 [ -n "${BRANDS:-}" ] && gen+=(--brands "$BRANDS")
 if [ -n "${STORE:-}" ]; then
     [ -n "${STREAM:-}" ] || { echo "STORE needs the STREAM it was ingested from" >&2; exit 1; }
-    cp -r "$STORE" "$WORK/data"
-    rm -rf "$WORK/data/snapshots"
+    if [ "${STORE_COPY:-1}" = 0 ]; then
+        rm -rf "$STORE/snapshots"
+        # The cleanup's rm -rf removes the link, not the store.
+        ln -s "$(realpath "$STORE")" "$WORK/data"
+    else
+        cp -r "$STORE" "$WORK/data"
+        rm -rf "$WORK/data/snapshots"
+    fi
     events=$STREAM
 else
     echo "generating ${gen[*]}..." >&2
@@ -66,47 +110,86 @@ fi
 read -r person brand < <(grep -m1 '"type":"purchase"' "$events" |
     python3 -c 'import json,sys; e=json.loads(sys.stdin.read()); print(e["person"], e["brand"])')
 if [ -z "${STORE:-}" ]; then
-    "$BIN" ingest --data-dir "$WORK/data" "$events" >&2
+    t0=$(date +%s.%N)
+    "$BIN" ingest "${PLACE[@]}" "$events" >&2
+    echo "ingest_s=$(elapsed "$t0" "$(date +%s.%N)")"
     rm "$events"
 fi
 echo "events=$EVENTS"
-echo "store_bytes=$(du -sb "$WORK/data" | cut -f1)"
+if [ "$DATABASE" = 1 ]; then
+    echo "store_bytes=$(psql "$admin" -qtAc "SELECT pg_database_size('bench_scale')")"
+else
+    echo "store_bytes=$(du -sbL "$WORK/data" | cut -f1)"
+fi
+
+# Snapshots stored, and the newest one's bytes.
+snapshot_count() {
+    if [ "$DATABASE" = 1 ]; then
+        psql "$url" -qtAc "SELECT count(*) FROM snapshots"
+    else
+        find -L "$WORK/data/snapshots" -name '*.snapshot' 2>/dev/null | wc -l
+    fi
+}
+newest_snapshot_bytes() {
+    if [ "$DATABASE" = 1 ]; then
+        psql "$url" -qtAc "SELECT octet_length(snapshot) FROM snapshots ORDER BY position DESC, id DESC LIMIT 1"
+    else
+        stat -c %s "$(ls -t "$WORK/data/snapshots/"*.snapshot | head -1)"
+    fi
+}
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$port"
 
-# Starts serve (its process id in $pid) and waits until it is ready; the
-# seconds it took in $ready.
+# start NAME: starts serve (its process id in $pid, its log in
+# $WORK/serve-NAME.log) and waits until it is ready (seconds in $ready,
+# resident kB then in $rss_ready), then until its rankings are (the live
+# series built: seconds from the start in $rankings_ready). Prints the
+# phases its log names as `NAME_phase_<phase>_s`.
 start() {
-    local t0 t1
+    local t0 t1 log="$WORK/serve-$1.log"
     t0=$(date +%s.%N)
     # No rate limit: the load comes from one address.
-    RUST_LOG=info "$BIN" serve --bind "127.0.0.1:$port" --data-dir "$WORK/data" \
-        --rate-per-address 0 --rate-per-key 0 >>"$WORK/serve.log" 2>&1 &
+    RUST_LOG=info "$BIN" serve --bind "127.0.0.1:$port" "${PLACE[@]}" \
+        --rate-per-address 0 --rate-per-key 0 >>"$log" 2>&1 &
     pid=$!
     until curl -sf "$BASE/readyz" >/dev/null; do
-        kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/serve.log" >&2; echo "serve exited" >&2; exit 1; }
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; echo "serve exited" >&2; exit 1; }
         sleep 0.1
     done
     t1=$(date +%s.%N)
     ready=$(elapsed "$t0" "$t1")
+    rss_ready=$(kb VmRSS)
+    # A build before issue #10's h25 has no `rankings`: ready is both.
+    until curl -sf "$BASE/readyz" | grep -qvE '"rankings":"building"'; do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; echo "serve exited" >&2; exit 1; }
+        sleep 0.1
+    done
+    rankings_ready=$(elapsed "$t0" "$(date +%s.%N)")
+    sed 's/\x1b\[[0-9;]*m//g' "$log" |
+        grep -E 'loaded the scoring state from a snapshot|built the scoring state from the whole log' |
+        grep -oE '[a-z_]+_seconds=[0-9.e-]+' |
+        sed -E "s/^([a-z_]+)_seconds=/$1_phase_\\1_s=/" || true
 }
 
-start
+start first_open
 t_ready=$(date +%s.%N)
-rss=$(kb VmRSS)
 echo "first_open_ready_s=$ready"
-echo "first_open_rss_bytes=$((rss * 1024))"
-echo "first_open_rss_bytes_per_event=$((rss * 1024 / EVENTS))"
+echo "first_open_rss_bytes=$((rss_ready * 1024))"
+echo "first_open_rss_bytes_per_event=$((rss_ready * 1024 / EVENTS))"
+echo "first_open_rankings_ready_s=$rankings_ready"
+rss=$(kb VmRSS)
+echo "first_open_rankings_ready_rss_bytes=$((rss * 1024))"
+echo "first_open_rankings_ready_rss_bytes_per_event=$((rss * 1024 / EVENTS))"
 echo "first_open_peak_bytes=$(($(kb VmHWM) * 1024))"
 
 # The snapshot written in the background after the full fold.
-until ls "$WORK/data/snapshots/"*.snapshot >/dev/null 2>&1; do
+until [ "$(snapshot_count)" -gt 0 ]; do
     kill -0 "$pid" 2>/dev/null || { echo "serve exited" >&2; exit 1; }
     sleep 0.1
 done
 echo "snapshot_written_after_ready_s=$(elapsed "$t_ready" "$(date +%s.%N)")"
-echo "snapshot_bytes=$(stat -c %s "$(ls -t "$WORK/data/snapshots/"*.snapshot | head -1)")"
+echo "snapshot_bytes=$(newest_snapshot_bytes)"
 echo "first_open_peak_with_snapshot_bytes=$(($(kb VmHWM) * 1024))"
 
 to_ms() {
@@ -143,21 +226,25 @@ measure relationship_uncached -s "$WORK/uncached.lua" "$BASE/"
 kill -TERM "$pid"
 wait "$pid" 2>/dev/null || true
 pid=
-start
-rss=$(kb VmRSS)
+start restart
 echo "restart_ready_s=$ready"
-echo "restart_rss_bytes=$((rss * 1024))"
-echo "restart_rss_bytes_per_event=$((rss * 1024 / EVENTS))"
+echo "restart_rss_bytes=$((rss_ready * 1024))"
+echo "restart_rss_bytes_per_event=$((rss_ready * 1024 / EVENTS))"
+echo "restart_rankings_ready_s=$rankings_ready"
+rss=$(kb VmRSS)
+echo "restart_rankings_ready_rss_bytes=$((rss * 1024))"
+echo "restart_rankings_ready_rss_bytes_per_event=$((rss * 1024 / EVENTS))"
 echo "restart_peak_bytes=$(($(kb VmHWM) * 1024))"
-grep -c "loaded the scoring state from a snapshot" "$WORK/serve.log" |
-    sed 's/^/restart_from_snapshot=/'
+grep -c "loaded the scoring state from a snapshot" "$WORK/serve-restart.log" |
+    sed 's/^/restart_from_snapshot=/' || true
 kill -TERM "$pid"
 wait "$pid" 2>/dev/null || true
 pid=
 
-/usr/bin/time -v "$BIN" rescore --data-dir "$WORK/data" >"$WORK/rescore.out" 2>"$WORK/rescore.time"
+/usr/bin/time -v "$BIN" rescore "${PLACE[@]}" >"$WORK/rescore.out" 2>"$WORK/rescore.time"
 cat "$WORK/rescore.out" >&2
 echo "relationships=$(grep -oE 'relationships=[0-9]+' "$WORK/rescore.out" | cut -d= -f2)"
 wall=$(awk '/Elapsed \(wall clock\)/ { print $8 }' "$WORK/rescore.time")
 echo "rescore_s=$(awk -v w="$wall" 'BEGIN { n = split(w, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.1f", s }')"
 echo "rescore_peak_bytes=$(($(awk '/Maximum resident set size/ { print $6 }' "$WORK/rescore.time") * 1024))"
+echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"

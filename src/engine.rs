@@ -306,6 +306,14 @@ pub struct EngineOptions {
     /// Whether the engine loads snapshots of the derived state at open
     /// and writes them (`engine::snapshot`).
     pub snapshots: Snapshots,
+    /// Whether `open_with` returns (and `/readyz` answers) before the live
+    /// series is built: the build (most of a start from a snapshot,
+    /// ARCHITECTURE.md "Snapshots") then runs on the live thread, and what
+    /// reads every relationship at once waits for it (`Engine::live_built`),
+    /// answering what it would have answered. `serve` sets it; commands
+    /// that open, answer and exit do not (they read the live series at
+    /// once).
+    pub ready_before_live: bool,
 }
 
 /// What the engine does with snapshots of the derived state.
@@ -342,6 +350,7 @@ impl Default for EngineOptions {
             max_fold_queue: DEFAULT_MAX_FOLD_QUEUE,
             staleness: DEFAULT_STALENESS,
             snapshots: Snapshots::Off,
+            ready_before_live: false,
         }
     }
 }
@@ -359,6 +368,11 @@ pub struct Readiness {
     pub fold_failures: u64,
     /// Rebuilds of the state from the log that completed.
     pub recoveries: u64,
+    /// Whether reads of every relationship at once (rankings: listings,
+    /// summaries, the dashboard; what-if; rescore) answer without waiting:
+    /// false after a start while the live series is built
+    /// (`EngineOptions::ready_before_live`).
+    pub rankings_ready: bool,
 }
 
 /// A read of the current state; see `Engine::state`.
@@ -424,6 +438,17 @@ struct Derived {
     in_flight: follow::InFlight,
     /// Wakes the live thread (`live.rs`).
     live: live::LiveSignal,
+    /// The live series' first build, planned at open and run by the live
+    /// thread before anything else (`EngineOptions::ready_before_live`),
+    /// with the generation it was planned in. Planned at open, before a
+    /// change feed can attach, so the build records no movement: what it
+    /// holds is at or before the feed's floor.
+    /// After a full fold, the build first waits for the snapshot written
+    /// at open (`snapshot::Writer::first`).
+    open_build: Mutex<Option<OpenBuild>>,
+    /// True once the live series built at open has caught up (at once when
+    /// it was built before `open_with` returned): `Engine::live_built`.
+    live_built: tokio::sync::watch::Sender<bool>,
     /// Injected failures left (`EngineOptions::fold_faults`).
     faults: AtomicU32,
     fold_failures: AtomicU64,
@@ -441,6 +466,11 @@ struct Derived {
     /// `fold`, then `feed`, then `slot`.
     feed: Mutex<Option<FeedOut>>,
 }
+
+/// The live series' first build after a start that did not wait for it
+/// (`Derived::open_build`): the plan, the generation it was planned in,
+/// and the snapshot written at open to wait for first, if any.
+type OpenBuild = (crate::score::live::BuildPlan, u64, Option<snapshot::Saved>);
 
 /// The change feed's state on the engine's side: what was published per
 /// relationship (`feed::Tracker`) and where changes go.
@@ -476,6 +506,8 @@ impl Derived {
             followed: AtomicU64::new(u64::MAX),
             in_flight: Default::default(),
             live: Default::default(),
+            open_build: Mutex::new(None),
+            live_built: tokio::sync::watch::Sender::new(true),
             faults: AtomicU32::new(faults),
             fold_failures: Default::default(),
             recoveries: Default::default(),
@@ -1069,7 +1101,8 @@ impl std::fmt::Display for BuildError {
 /// budget, the counts of the first pass are checked against it before
 /// the fold allocates anything (`Footprint`). Blocks on `rt` for the
 /// store's reads: call it where blocking is allowed (the fold thread, a
-/// blocking task).
+/// blocking task). Logs how long each phase took (ARCHITECTURE.md,
+/// "Snapshots": where a start's seconds go).
 fn build_from_store<S: EventStore>(
     store: &S,
     rt: &tokio::runtime::Handle,
@@ -1077,9 +1110,11 @@ fn build_from_store<S: EventStore>(
     memory: Option<u64>,
     sync_live: bool,
 ) -> Result<ScoreState, BuildError> {
+    let mut phases = Phases::start();
     let entities = rt.block_on(store.entities()).map_err(BuildError::Store)?;
     let mut kinds = ScoreState::builder(model, entities);
     for_each_chunk(store, rt, |chunk| kinds.see(chunk))?;
+    let kinds_seconds = phases.lap();
     if let Some(available) = memory {
         let counts = kinds.counts();
         let needed = Footprint::of(&counts);
@@ -1090,10 +1125,35 @@ fn build_from_store<S: EventStore>(
     let mut fold = kinds.fold_pass();
     for_each_chunk(store, rt, |chunk| fold.fold(chunk))?;
     let mut state = fold.finish();
+    let fold_seconds = phases.lap();
     if sync_live {
         state.sync_live(|| false);
     }
+    tracing::info!(
+        events = state.event_count(),
+        kinds_seconds,
+        fold_seconds,
+        live_seconds = phases.lap(),
+        "built the scoring state from the whole log"
+    );
     Ok(state)
+}
+
+/// Seconds between the phases of a start, for its log lines.
+pub(crate) struct Phases(Instant);
+
+impl Phases {
+    pub(crate) fn start() -> Self {
+        Phases(Instant::now())
+    }
+
+    /// Seconds since the start or the previous lap.
+    pub(crate) fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let seconds = (now - self.0).as_secs_f64();
+        self.0 = now;
+        seconds
+    }
 }
 
 /// Reads the whole log in canonical order, a chunk at a time, the next
@@ -1258,6 +1318,9 @@ impl<S: EventStore> Engine<S> {
         // Read before the build: a snapshot of it names this epoch.
         let epoch = store.snapshot_epoch();
         let snapshots = options.snapshots != Snapshots::Off;
+        // Without the live series, or with it built now (module docs of
+        // `engine::live`; `EngineOptions::ready_before_live`).
+        let sync_live = !options.ready_before_live;
         let built = {
             let (store, model, rt) = (Arc::clone(&store), Arc::clone(&model), rt.clone());
             let fail = options.fail_open;
@@ -1267,13 +1330,23 @@ impl<S: EventStore> Engine<S> {
                     if fail {
                         panic!("injected failure of the fold at open (FUSION_FAULT_INJECT)");
                     }
-                    if snapshots
-                        && let Some(state) =
-                            snapshot::load(&*store, &rt, &model).map_err(BuildError::Store)?
-                    {
-                        return Ok((state, true));
-                    }
-                    build_from_store(&*store, &rt, model, memory, true).map(|state| (state, false))
+                    let loaded = if snapshots {
+                        snapshot::load(&*store, &rt, &model, sync_live)
+                            .map_err(BuildError::Store)?
+                    } else {
+                        None
+                    };
+                    let (state, loaded) = match loaded {
+                        Some(state) => (state, true),
+                        None => (
+                            build_from_store(&*store, &rt, model, memory, sync_live)?,
+                            false,
+                        ),
+                    };
+                    // The build's inputs are read here, before a change
+                    // feed can attach (`Derived::open_build`).
+                    let plan = if sync_live { None } else { state.live_plan() };
+                    Ok((state, loaded, plan))
                 }))
             })
             .await
@@ -1282,9 +1355,11 @@ impl<S: EventStore> Engine<S> {
         // What the build or the load read and built beside the state is freed.
         release::return_freed_memory();
         let mut from_snapshot = true;
+        let mut open_build = None;
         let (state, broken) = match built {
-            Ok(Ok((state, loaded))) => {
+            Ok(Ok((state, loaded, plan))) => {
                 from_snapshot = loaded;
+                open_build = plan;
                 (state, None)
             }
             Ok(Err(BuildError::Store(e))) => return Err(EngineError::Store(e)),
@@ -1300,14 +1375,23 @@ impl<S: EventStore> Engine<S> {
         if let Some(cause) = broken {
             derived.fail(&format!("the event log could not be folded: {cause}"));
         }
+        let live_pending = !sync_live && !derived.slot.read().state.live_synced();
+        let mut first_snapshot = None;
         if let Snapshots::LoadAndWrite { every } = options.snapshots {
             let events = derived.slot.read().state.event_count() as u64;
             let writer = snapshot::Writer::start(Arc::clone(&store), rt.clone(), every, events)
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             derived.epoch.store(epoch, Ordering::SeqCst);
             // A full fold is followed by a snapshot at once.
-            writer.after_round(&derived, !from_snapshot);
+            if !from_snapshot {
+                first_snapshot = writer.first(&derived);
+            }
             let _ = derived.snapshots.set(writer);
+        }
+        if live_pending {
+            derived.live_built.send_replace(false);
+            // Planned in generation 0, the state's at open.
+            *derived.open_build.lock() = open_build.map(|plan| (plan, 0, first_snapshot));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = Arc::clone(&derived);
@@ -1325,6 +1409,9 @@ impl<S: EventStore> Engine<S> {
             .name("fusion-live".into())
             .spawn(move || live::live_loop(for_live))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
+        if live_pending {
+            derived.live.wake();
+        }
         let recovery = tokio::spawn(recovery_loop(
             rebuild,
             Arc::clone(&derived),
@@ -1425,7 +1512,20 @@ impl<S: EventStore> Engine<S> {
             events,
             fold_failures,
             recoveries,
+            rankings_ready: *self.derived.live_built.borrow(),
         }
+    }
+
+    /// Waits until the live series built at open has caught up: at once
+    /// unless `EngineOptions::ready_before_live` left its build to the live
+    /// thread. What reads every relationship at once (rankings, current
+    /// scores, what-if, rescore) awaits it first, so it answers what it
+    /// answered when a start waited for the build; single reads and writes
+    /// do not wait (they never read the live series).
+    pub async fn live_built(&self) {
+        let mut built = self.derived.live_built.subscribe();
+        // The sender lives as long as the engine.
+        let _ = built.wait_for(|built| *built).await;
     }
 
     /// Stores and applies validated events. `rejected` are the events of the
@@ -1872,7 +1972,9 @@ impl<S: EventStore> Engine<S> {
         let _fold = self.derived.fold.lock();
         let mut feed = self.derived.feed.lock();
         let mut slot = self.derived.write_slot();
-        slot.state.record_movements(true);
+        // A new feed has published nothing: everything folded is below its
+        // floor, so a series still being built at open replays nothing to it.
+        slot.state.record_movements_from_now();
         let floor = slot.state.max_position();
         let sink = make(floor);
         *feed = Some(FeedOut {
@@ -2238,6 +2340,7 @@ impl<S: EventStore> Engine<S> {
         now: DateTime<Utc>,
         min_position: u64,
     ) -> Result<Arc<Ranking>, EngineError> {
+        self.live_built().await;
         if let Some(r) = self.shared_ranking(now, min_position) {
             if r.position < self.position() {
                 self.refresh_ranking_in_background(now);
@@ -2301,6 +2404,7 @@ impl<S: EventStore> Engine<S> {
         self: &Arc<Self>,
         at: DateTime<Utc>,
     ) -> Result<Arc<Ranking>, EngineError> {
+        self.live_built().await;
         if let Some(r) = self.shared_ranking(at, 0)
             && (at - r.as_of).abs() < Duration::seconds(60)
         {
@@ -2320,6 +2424,7 @@ impl<S: EventStore> Engine<S> {
         self: &Arc<Self>,
         now: DateTime<Utc>,
     ) -> Result<BatchScores, EngineError> {
+        self.live_built().await;
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let scores = engine.state()?.scores_at(now);
@@ -2417,6 +2522,7 @@ impl<S: EventStore> Engine<S> {
         now: DateTime<Utc>,
         rebuild_live: bool,
     ) -> Result<RescoreReport, EngineError> {
+        self.live_built().await;
         let started = Instant::now();
         let engine = Arc::clone(self);
         let report = tokio::task::spawn_blocking(move || {

@@ -363,6 +363,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             staleness: std::time::Duration::from_secs_f64(args.staleness),
             // `--snapshot-every` is applied by `engine_on`.
             snapshots: crate::engine::Snapshots::LoadAndWrite { every: 0 },
+            // Ready once every acknowledged event is folded; rankings wait
+            // for the live series (docs/api.md, `/readyz`).
+            ready_before_live: true,
             ..EngineOptions::default()
         };
         let (store, place) = super::open_store(&args.store).await?;

@@ -15,6 +15,13 @@
 //! (the same checkpoints, the same events after them), so the bits are a
 //! function of the event set, whatever the timing.
 //!
+//! After a start that did not wait for it (`EngineOptions::ready_before_live`)
+//! the thread's first build is the one planned at open
+//! (`Derived::open_build`), after the snapshot a full fold at open writes
+//! (so the two largest transients of a start do not add up, and the next
+//! start finds its snapshot), and once it has caught up the readers that
+//! wait for it are let go (`Engine::live_built`).
+//!
 //! Must not fold, answer writers, or hold a lock across a build.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -68,6 +75,10 @@ impl LiveSignal {
 pub(super) fn live_loop(derived: Arc<Derived>) {
     while derived.live.wait() {
         catch_up(&derived);
+        // Caught up (or broken: readers then get `NotReady` instead).
+        derived
+            .live_built
+            .send_if_modified(|built| !std::mem::replace(built, true));
         crate::telemetry::live_synced(derived.slot.read().state.live_synced());
     }
 }
@@ -116,18 +127,26 @@ fn catch_up(derived: &Derived) {
 /// One build, or one slice of per-event catch-up.
 fn step(derived: &Derived) -> Step {
     let fold = derived.fold.lock();
-    let (plan, generation) = {
+    let (plan, generation, first_snapshot) = {
         let slot = derived.slot.read();
         if slot.broken.is_some() || slot.state.live_synced() {
             return Step::Done;
         }
-        (
-            slot.state.live_plan(),
-            derived.generation.load(Ordering::SeqCst),
-        )
+        let generation = derived.generation.load(Ordering::SeqCst);
+        // Of a state swapped out since (a rebuild, a restore): not run.
+        let opened = derived.open_build.lock().take();
+        match opened.filter(|(_, planned, _)| *planned == generation) {
+            Some((plan, generation, saved)) => (Some(plan), generation, saved),
+            None => (slot.state.live_plan(), generation, None),
+        }
     };
     if let Some(plan) = plan {
         MutexGuard::unlock_fair(fold);
+        // The snapshot written at open first (`snapshot::Writer::first`):
+        // saved or not, the build goes on.
+        if let Some(saved) = first_snapshot {
+            let _ = saved.blocking_recv();
+        }
         let started = Instant::now();
         let built = plan.run();
         let _fold = derived.fold.lock();

@@ -90,6 +90,8 @@ impl<S: EventStore> Engine<S> {
         self: &Arc<Self>,
         what: WhatIf,
     ) -> Result<Result<WhatIfAnswer, WhatIfError>, EngineError> {
+        // Its scores before come from the live series (`Engine::live_built`).
+        self.live_built().await;
         let deadline = Instant::now() + SIMULATION_BUDGET;
         let model = match &what.model {
             Some(o) => match self.model().with_overrides(o) {

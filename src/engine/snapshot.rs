@@ -4,8 +4,9 @@
 //! keeps the bytes (`store::snapshots`); this module does the IO between
 //! them and must not score anything itself.
 //!
-//! **Loading** ([`load`]): the kept snapshots, newest first; the first one
-//! that decodes for this model and format, whose registrations are the
+//! **Loading** ([`load`]): the kept snapshots, newest first, each read
+//! only when the one before it was refused; the first one that decodes
+//! for this model and format, whose registrations are the
 //! store's, is the state; the log after its position is read by position
 //! (`EventStore::tail`) and appended as the fold thread appends (events
 //! later than everything folded). The snapshot is given up, and the whole
@@ -46,24 +47,36 @@ use super::Derived;
 pub(super) const UNKNOWN_EPOCH: u64 = u64::MAX;
 
 /// The state of the latest valid snapshot with the log after it folded
-/// (module docs), its live series caught up; `None` when there is none
-/// to use. Blocks on `rt` for the store's reads.
+/// (module docs), its live series caught up when `sync_live` (else left
+/// to be built: `EngineOptions::ready_before_live`); `None` when there is
+/// none to use. Blocks on `rt` for the store's reads. Logs how long each
+/// phase took (ARCHITECTURE.md, "Snapshots").
 pub(super) fn load<S: EventStore>(
     store: &S,
     rt: &tokio::runtime::Handle,
     model: &Arc<ScoringModel>,
+    sync_live: bool,
 ) -> Result<Option<ScoreState>, StoreError> {
     let started = Instant::now();
-    let kept = match rt.block_on(store.snapshots()) {
-        Ok(kept) => kept,
-        Err(e) => {
-            tracing::warn!(cause = %e, "cannot read the snapshots; folding the whole log");
-            return Ok(None);
-        }
-    };
+    let mut phases = super::Phases::start();
+    // Newest first, one at a time: the next is read only when one is
+    // refused (each is as large as the state).
+    let (mut read_seconds, mut decode_seconds) = (0.0, 0.0);
     let mut found = None;
-    for bytes in kept {
-        match ScoreState::from_snapshot(&bytes, Arc::clone(model)) {
+    for rank in 0.. {
+        let bytes = match rt.block_on(store.snapshot(rank)) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(cause = %e, "cannot read the snapshots; folding the whole log");
+                return Ok(None);
+            }
+        };
+        read_seconds += phases.lap();
+        let decoded = ScoreState::from_snapshot(&bytes, Arc::clone(model));
+        drop(bytes);
+        decode_seconds += phases.lap();
+        match decoded {
             Ok(ok) => {
                 found = Some(ok);
                 break;
@@ -104,15 +117,25 @@ pub(super) fn load<S: EventStore>(
         );
         return Ok(None);
     }
-    state.sync_live(|| false);
+    let tail_seconds = phases.lap();
+    if sync_live {
+        state.sync_live(|| false);
+    }
     tracing::info!(
         events = header.events,
         tail,
+        read_seconds,
+        decode_seconds,
+        tail_seconds,
+        live_seconds = phases.lap(),
         seconds = started.elapsed().as_secs_f64(),
         "loaded the scoring state from a snapshot and the log after it"
     );
     Ok(Some(state))
 }
+
+/// Answers once a snapshot handed to the writer is saved, or is not.
+pub(super) type Saved = tokio::sync::oneshot::Receiver<Result<bool, String>>;
 
 /// A capture handed to the writer thread.
 struct Job {
@@ -176,31 +199,55 @@ impl Writer {
     /// a capture to the writer when one is due and the writer is free.
     /// Called on the fold thread (or before it starts).
     pub(super) fn after_round(&self, derived: &Derived, force: bool) {
+        self.hand(derived, force, None);
+    }
+
+    /// `after_round` at open after a full fold: answers when the snapshot
+    /// is saved (or will not be), for the live series' first build to wait
+    /// for (`Derived::open_build`): the two are the largest transients of
+    /// a start, and the snapshot is what makes the next start fast (at 10M
+    /// events of the shape the build outgrew the machine before
+    /// the snapshot beside it was saved: ARCHITECTURE.md, "Snapshots").
+    pub(super) fn first(&self, derived: &Derived) -> Option<Saved> {
+        let (done, saved) = tokio::sync::oneshot::channel();
+        self.hand(derived, true, Some(done)).then_some(saved)
+    }
+
+    /// Hands a capture to the writer when one is due and the writer is
+    /// free; whether it was handed.
+    fn hand(
+        &self,
+        derived: &Derived,
+        force: bool,
+        done: Option<tokio::sync::oneshot::Sender<Result<bool, String>>>,
+    ) -> bool {
         let epoch = derived.epoch.load(Ordering::SeqCst);
         if epoch == UNKNOWN_EPOCH || (self.every == 0 && !force) {
-            return;
+            return false;
         }
         let slot = derived.slot.read();
         if slot.broken.is_some() {
-            return;
+            return false;
         }
         let events = slot.state.event_count() as u64;
         let last = self.last.load(Ordering::SeqCst);
         // Fewer events than at the last snapshot: an erasure deleted it.
         let due = force || events < last || events >= last.saturating_add(self.every);
         if !due || events == 0 {
-            return;
+            return false;
         }
         let captured = slot.state.capture();
         drop(slot);
         let job = Job {
             captured,
             epoch,
-            done: None,
+            done,
         };
-        if self.jobs.try_send(job).is_ok() {
+        let handed = self.jobs.try_send(job).is_ok();
+        if handed {
             self.last.store(events, Ordering::SeqCst);
         }
+        handed
     }
 
     /// Captures the state now and waits until it is saved: `true` when a

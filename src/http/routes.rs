@@ -95,6 +95,7 @@ async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
             "events": readiness.events,
             "fold_failures": readiness.fold_failures,
             "recoveries": readiness.recoveries,
+            "rankings": if readiness.rankings_ready { "ready" } else { "building" },
         })),
         Some(reason) => {
             tracing::debug!(%reason, "not ready");

@@ -472,6 +472,12 @@ pub struct Ready {
     pub fold_failures: u64,
     /// Rebuilds of the state that completed.
     pub recoveries: u64,
+    /// `ready`, or `building` for the first seconds after a start while
+    /// the live series is built: reads of every relationship at once
+    /// (listings, brand summaries, the dashboard, what-if, rescore) wait
+    /// for it then; single reads and writes do not.
+    #[schema(pattern = "^(ready|building)$")]
+    pub rankings: String,
 }
 
 /// `GET /readyz` when not ready: a problem with the fold counters.

@@ -349,6 +349,12 @@ impl ScoreState {
         self.live.record_movements(record);
     }
 
+    /// Records from now on, replaying nothing folded so far
+    /// (`LiveSeries::record_movements_from_now`): a new change feed.
+    pub fn record_movements_from_now(&mut self) {
+        self.live.record_movements_from_now();
+    }
+
     /// Takes what the live series' steps moved since the last call, in
     /// the order applied (the change feed's input, `crate::feed`).
     pub fn take_movements(&mut self) -> Vec<super::live::Movement> {

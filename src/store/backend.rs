@@ -112,4 +112,7 @@ impl EventStore for Backend {
     async fn snapshots(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         delegate!(self, s => s.snapshots())
     }
+    async fn snapshot(&self, rank: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        delegate!(self, s => s.snapshot(rank))
+    }
 }

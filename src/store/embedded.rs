@@ -626,6 +626,18 @@ impl EventStore for EmbeddedStore {
         }
     }
 
+    fn snapshot(
+        &self,
+        rank: usize,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let snapshots = Arc::clone(&self.snapshots);
+        async move {
+            tokio::task::spawn_blocking(move || snapshots.nth(rank))
+                .await
+                .map_err(StoreError::internal)?
+        }
+    }
+
     fn count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         self.read_blocking(|db| {
             let txn = db.begin_read()?;

@@ -293,6 +293,18 @@ pub trait EventStore: Send + Sync + 'static {
     fn snapshots(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
         async { Ok(Vec::new()) }
     }
+
+    /// The kept snapshot `rank` places from the newest (0: the newest, as
+    /// [`Self::snapshots`] orders them), `None` past the oldest: a start
+    /// reads the newest only, unless it is refused (reading every kept one
+    /// took 5 of a 1M-event restart's 8 s on PostgreSQL).
+    fn snapshot(
+        &self,
+        rank: usize,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let _ = rank;
+        async { Ok(None) }
+    }
 }
 
 /// A log other servers append to as well (PostgreSQL, `LogWatch`): what a

@@ -161,6 +161,19 @@ impl SnapshotDir {
             .collect()
     }
 
+    /// The bytes of the kept snapshot `rank` places from the newest, as
+    /// [`Self::latest`] orders them; `None` past the oldest. Blocks on the
+    /// file system.
+    pub fn nth(&self, rank: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(name) = self.names()?.into_iter().nth(rank) else {
+            return Ok(None);
+        };
+        let path = self.dir.join(name);
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|e| io("read", &path, e))
+    }
+
     /// An erasure: bumps the epoch and deletes every snapshot, temporary
     /// files included (module docs).
     pub fn erase_all(&self) -> Result<(), StoreError> {

@@ -40,6 +40,7 @@ mod security;
 mod sentiment;
 mod simulate;
 mod snapshots;
+mod startup;
 mod store;
 mod story;
 mod stream;

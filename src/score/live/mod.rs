@@ -195,6 +195,9 @@ pub struct LiveSeries {
     movements: Vec<Movement>,
     /// Whether to record `movements` (only a change feed reads them).
     record: bool,
+    /// Events of a lower canonical index are applied unrecorded: they were
+    /// folded before the feed attached (`Self::record_movements_from_now`).
+    record_from: u32,
     /// While a series built again from the log (a rebuilt state) replays
     /// events the feed has seen: the canonical index the replay ends at and
     /// the largest log position it holds (`Self::record_movements`).
@@ -213,6 +216,7 @@ impl LiveSeries {
             clock,
             movements: Vec::new(),
             record: false,
+            record_from: 0,
             replay: None,
         }
     }
@@ -261,6 +265,7 @@ impl LiveSeries {
     /// build's changes at its checkpoint time left stale scores).
     pub fn record_movements(&mut self, record: bool) {
         self.record = record;
+        self.record_from = 0;
         self.replay = None;
         if !record {
             self.movements.clear();
@@ -269,6 +274,19 @@ impl LiveSeries {
             let last = self.pending.iter().map(|e| e.position).max();
             self.replay = end.zip(last);
         }
+    }
+
+    /// Records what each step moves from now on, for a change feed that
+    /// has published nothing: unlike [`Self::record_movements`], nothing
+    /// folded so far is told to it (its floor is every event folded), not
+    /// by a replay of a series not built yet, nor by the events still
+    /// pending (a start that did not wait for the series, `engine::live`,
+    /// whose build was planned before). A series built and caught up
+    /// records the same either way.
+    pub fn record_movements_from_now(&mut self) {
+        self.record = true;
+        self.record_from = self.clock.count as u32;
+        self.replay = None;
     }
 
     /// Takes what the steps applied so far moved, in the order applied.
@@ -472,7 +490,11 @@ impl LiveSeries {
     }
 
     fn apply(&mut self, event: &EventDeltas, state: &FoldState) {
-        let moved = self.apply_deltas(event);
+        let record = self.record && event.index >= self.record_from;
+        let moved = self.apply_deltas(event, record);
+        if !record {
+            return;
+        }
         if let Some((end, last)) = self.replay {
             if event.index + 1 >= end {
                 self.replay = None;
@@ -492,11 +514,11 @@ impl LiveSeries {
         }
     }
 
-    fn apply_deltas(&mut self, event: &EventDeltas) -> Vec<Moved> {
+    fn apply_deltas(&mut self, event: &EventDeltas, record: bool) -> Vec<Moved> {
         let t = event.time;
         let live = &mut self.scores;
         live.advance(t);
-        live.begin_event(self.record);
+        live.begin_event(record);
         for delta in &event.deltas {
             match delta {
                 Delta::Impulse {
@@ -548,6 +570,7 @@ impl LiveSeries {
             clock: self.clock,
             movements: Vec::new(),
             record: self.record,
+            record_from: self.record_from,
             replay: self.replay,
         };
         fresh.scores.set_stats(self.scores.stats());

@@ -729,6 +729,14 @@ impl EventStore for PostgresStore {
         let pool = self.pool.clone();
         async move { snapshots::latest(&pool).await }
     }
+
+    fn snapshot(
+        &self,
+        rank: usize,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { snapshots::nth(&pool, rank).await }
+    }
 }
 
 fn no_params() -> std::iter::Empty<&'static (dyn ToSql + Sync)> {

@@ -70,6 +70,21 @@ pub(super) async fn save(
     Ok(true)
 }
 
+/// The kept snapshot `rank` places from the newest, as [`latest`] orders
+/// them; `None` past the oldest.
+pub(super) async fn nth(pool: &Pool, rank: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let offset = i64::try_from(rank).unwrap_or(i64::MAX);
+    let row = client
+        .query_opt(
+            "SELECT snapshot FROM snapshots ORDER BY position DESC, id DESC OFFSET $1 LIMIT 1",
+            &[&offset],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The kept snapshots (of every model), newest first.
 pub(super) async fn latest(pool: &Pool) -> Result<Vec<Vec<u8>>, StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
