@@ -1255,6 +1255,9 @@ pub struct Engine<S> {
     reserved: Arc<Mutex<Reservations>>,
     ranking: RwLock<Option<Arc<Ranking>>>,
     ranking_build: tokio::sync::Mutex<()>,
+    /// Woken each time a shared ranking is installed (`ranking`'s bounded
+    /// wait for a build).
+    ranking_built: tokio::sync::Notify,
     /// Whether the state at open came from a snapshot and the log after it.
     from_snapshot: bool,
     /// Events sent to the fold thread and not folded yet (back-pressure).
@@ -1429,6 +1432,7 @@ impl<S: EventStore> Engine<S> {
             reserved: Arc::default(),
             ranking: RwLock::new(None),
             ranking_build: tokio::sync::Mutex::new(()),
+            ranking_built: tokio::sync::Notify::new(),
             from_snapshot: from_snapshot && broken_none,
             queued: Arc::default(),
             past_columns: Mutex::new(None),
@@ -2335,6 +2339,15 @@ impl<S: EventStore> Engine<S> {
     /// time: readers that come meanwhile share it). A shared ranking that
     /// is served while behind starts a rebuild in the background, so under
     /// a stream readers seldom wait for one.
+    ///
+    /// Readers never wait long for a build: when the shared ranking lags by
+    /// more than the staleness (a build under a heavy stream can take
+    /// seconds) but may otherwise answer (it is of a generation that only
+    /// added events since, within its minute, and reflects `min_position`),
+    /// a reader waits for the background build at most the staleness, then
+    /// is answered with the lagging ranking, whose position
+    /// (`Fusion-Position`) and `as_of` say how far behind it is. With a
+    /// staleness of 0 every reader waits for a current ranking, as promised.
     pub async fn ranking(
         self: &Arc<Self>,
         now: DateTime<Utc>,
@@ -2346,6 +2359,15 @@ impl<S: EventStore> Engine<S> {
                 self.refresh_ranking_in_background(now);
             }
             return Ok(r);
+        }
+        if let Some(lagging) = self.lagging_ranking(now, min_position) {
+            let built = self.ranking_built.notified();
+            tokio::pin!(built);
+            // Registered before the build starts: its end cannot be missed.
+            built.as_mut().enable();
+            self.refresh_ranking_in_background(now);
+            let _ = tokio::time::timeout(self.options.staleness, built).await;
+            return Ok(self.shared_ranking(now, min_position).unwrap_or(lagging));
         }
         let _building = self.ranking_build.lock().await;
         if let Some(r) = self.shared_ranking(now, min_position) {
@@ -2368,6 +2390,20 @@ impl<S: EventStore> Engine<S> {
         usable.then_some(r)
     }
 
+    /// The shared ranking when it may answer but for its staleness
+    /// (`ranking`'s bounded wait), and the staleness is not 0.
+    fn lagging_ranking(&self, now: DateTime<Utc>, min_position: u64) -> Option<Arc<Ranking>> {
+        if self.options.staleness.is_zero() {
+            return None;
+        }
+        let r = self.ranking.read().clone()?;
+        let generation = self.derived.generation.load(Ordering::SeqCst);
+        let usable = self.derived.lineage.only_added(r.generation, generation)
+            && (now - r.as_of) < Duration::seconds(60)
+            && r.position >= min_position;
+        usable.then_some(r)
+    }
+
     /// Builds the ranking at `now` on a blocking thread and shares it; call
     /// it holding `ranking_build`.
     async fn build_shared_ranking(
@@ -2380,6 +2416,7 @@ impl<S: EventStore> Engine<S> {
             .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
         let ranking = Arc::new(ranking);
         *self.ranking.write() = Some(Arc::clone(&ranking));
+        self.ranking_built.notify_waiters();
         Ok(ranking)
     }
 
@@ -2745,6 +2782,62 @@ mod tests {
         let mut valid = crate::ingest::validate_all(&[value], &model().currency);
         assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
         (0, valid.good.remove(0).1)
+    }
+
+    /// Readers never wait long for a ranking build (issue #11, item 2):
+    /// while a build runs (here: its lock held, as a build under a heavy
+    /// stream holds it for seconds), a reader is answered within about the
+    /// staleness with the lagging ranking, which says its position; with a
+    /// staleness of 0 it waits for a current one. Before, every reader
+    /// waited for the build.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_waits_at_most_the_staleness_for_a_ranking_build() {
+        for staleness_ms in [50, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+            let options = EngineOptions {
+                staleness: std::time::Duration::from_millis(staleness_ms),
+                ..EngineOptions::default()
+            };
+            let engine = Arc::new(Engine::open_with(store, model(), options).await.unwrap());
+            let now = Utc::now();
+            let ago = |minutes: i64| now - Duration::minutes(minutes);
+            engine
+                .submit(vec![bought("a", "p", ago(30))], Vec::new(), false, now)
+                .await
+                .unwrap();
+            let first = engine.ranking(now, 0).await.unwrap();
+            engine
+                .submit(vec![bought("b", "q", ago(10))], Vec::new(), false, now)
+                .await
+                .unwrap();
+            assert!(first.position < engine.position());
+            let build = engine.ranking_build.lock().await;
+            // Past the staleness: the first ranking lags now.
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            // Generous when an answer is due (a loaded machine), short when
+            // none may come.
+            let patience = if staleness_ms == 0 { 500 } else { 5_000 };
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_millis(patience),
+                engine.ranking(now, 0),
+            )
+            .await;
+            if staleness_ms == 0 {
+                assert!(answer.is_err(), "staleness 0: the reader waits for a build");
+                drop(build);
+                let current = engine.ranking(now, 0).await.unwrap();
+                assert_eq!(current.position, engine.position());
+            } else {
+                let lagging = answer.expect("answered while the build runs").unwrap();
+                assert!(
+                    Arc::ptr_eq(&lagging, &first),
+                    "the lagging ranking, as it is"
+                );
+                assert!(lagging.position < engine.position(), "it says it lags");
+                drop(build);
+            }
+        }
     }
 
     /// What a refold keeps (`lineage.rs`, issue #11 item 3): a late event
