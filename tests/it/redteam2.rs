@@ -187,6 +187,36 @@ fn post_concurrently(s: &Server, seed: u64, n: u32, head: usize) -> BTreeSet<Str
 /// restart on the same store serves (the canonical fold of its log).
 #[test]
 fn a_concurrent_late_stream_with_erasure_serves_what_a_restart_serves() {
+    concurrent_late_stream(|dir| Server::start(dir, &["--staleness", "0"]));
+}
+
+#[test]
+fn a_concurrent_late_stream_with_erasure_serves_what_a_restart_serves_on_postgres() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One database per seed: each run starts from an empty log.
+    let dbs: Vec<_> = (0..3)
+        .map(|_| rt.block_on(crate::pg::TestDb::new()))
+        .collect();
+    let next = std::cell::Cell::new(0usize);
+    let mut last_dir = None::<std::path::PathBuf>;
+    concurrent_late_stream(|dir| {
+        // A new data dir is a new run: the next database.
+        if last_dir.as_deref() != Some(dir) {
+            if last_dir.is_some() {
+                next.set(next.get() + 1);
+            }
+            last_dir = Some(dir.to_path_buf());
+        }
+        Server::start_on_database(dir, &dbs[next.get()].url, &["--staleness", "0"])
+    });
+}
+
+/// Runs of late streams (see the embedded and PostgreSQL tests), each on a
+/// new data directory; `start` starts a server there.
+fn concurrent_late_stream(mut start: impl FnMut(&std::path::Path) -> Server) {
     // A head sent in order and a restart before the stream: the restart's
     // checkpoint at open is older than the late events (refolds, not whole
     // builds: about 8 to 26 a run, measured).
@@ -195,11 +225,11 @@ fn a_concurrent_late_stream_with_erasure_serves_what_a_restart_serves() {
         if head > 0 {
             let mut sorted: Vec<Value> = (0..240).map(event).collect();
             sorted.sort_by_key(|e| e["time"].as_str().unwrap().to_string());
-            let first = Server::start(dir.path(), &["--staleness", "0"]);
+            let first = start(dir.path());
             assert_eq!(first.post_ndjson(&ndjson(&sorted[..head])).status, 200);
             first.terminate();
         }
-        let a = Server::start(dir.path(), &["--staleness", "0"]);
+        let a = start(dir.path());
         post_concurrently(&a, seed, 240, head);
         caught_up(&a);
         if head > 0 {
@@ -211,7 +241,7 @@ fn a_concurrent_late_stream_with_erasure_serves_what_a_restart_serves() {
         let count = a.event_count();
         let live = everything(&a);
         a.terminate();
-        let b = Server::start(dir.path(), &["--staleness", "0"]);
+        let b = start(dir.path());
         caught_up(&b);
         assert_eq!(b.event_count(), count, "seed {seed}");
         let restarted = everything(&b);
