@@ -452,3 +452,33 @@ fn conflicting_new_ids_in_one_group(s: &Server) {
         "{AT_ONCE} requests in {commits} commits"
     );
 }
+
+/// The same listing request on the same state answers the same bits
+/// whatever was asked before. Regression (red team h28): a listing at an
+/// asked `at` took the trend columns (1, 7, 30 days back) kept by an
+/// earlier listing within a minute of it, so its trends were those of the
+/// other time (d1 -0.0373178 against -0.0373308 at 30 s apart) and two
+/// servers of one log answered one request with other bits.
+#[test]
+fn a_listing_at_a_time_does_not_depend_on_the_listing_asked_before() {
+    let later = "2026-12-01T00:00:30Z";
+    let listing = |s: &Server, at: &str| {
+        comparable(
+            s.get(&format!("/v1/brands/b0/relationships?limit=5&at={at}"))
+                .body,
+        )
+    };
+    let mut answers = Vec::new();
+    for first in [None, Some(AT)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Server::start(dir.path(), &["--staleness", "0"]);
+        let all: Vec<Value> = (0..100).map(event).collect();
+        assert_eq!(s.post_ndjson(&ndjson(&all)).status, 200);
+        caught_up(&s);
+        if let Some(at) = first {
+            listing(&s, at);
+        }
+        answers.push(listing(&s, later));
+    }
+    assert_eq!(answers[0], answers[1]);
+}
