@@ -482,3 +482,34 @@ fn a_listing_at_a_time_does_not_depend_on_the_listing_asked_before() {
     }
     assert_eq!(answers[0], answers[1]);
 }
+
+/// One request holding the same new id twice with other content: the first
+/// is stored, the second refused as a conflict with it (never both, never
+/// the second), and an atomic request holding such a pair stores nothing.
+#[test]
+fn one_request_with_one_new_id_twice_stores_the_first_and_refuses_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let e = |amount: u32| {
+        json!({"id": "twice", "type": "purchase", "time": "2026-09-01T10:00:00Z",
+            "person": "ann", "brand": "b0", "amount": amount})
+    };
+    let r = s.post(
+        "/v1/events?atomic=true",
+        "application/x-ndjson",
+        ndjson(&[e(1), e(2)]).as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(s.event_count(), 0);
+    let r = s.post_ndjson(&ndjson(&[e(1), e(2)]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["accepted"], 1, "{}", r.body);
+    assert_eq!(r.body["rejected"][0]["index"], 1, "{}", r.body);
+    let stored = s.get("/v1/events/twice");
+    assert!(
+        stored.body.to_string().contains("\"amount\":1"),
+        "{}",
+        stored.body
+    );
+    assert_eq!(s.event_count(), 1);
+}
