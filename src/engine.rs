@@ -2411,9 +2411,10 @@ impl<S: EventStore> Engine<S> {
         now: DateTime<Utc>,
     ) -> Result<Arc<Ranking>, EngineError> {
         let engine = Arc::clone(self);
-        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(now))
-            .await
-            .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
+        let ranking =
+            tokio::task::spawn_blocking(move || engine.build_ranking(now, PastReuse::OfTheMinute))
+                .await
+                .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
         let ranking = Arc::new(ranking);
         *self.ranking.write() = Some(Arc::clone(&ranking));
         self.ranking_built.notify_waiters();
@@ -2434,23 +2435,27 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// The ranking of every relationship as it stood at `at` (the
-    /// dashboard's "as of"): the shared ranking when `at` is within its
-    /// minute, else a batch evaluation at `at` that is not shared, so a look
-    /// into the past never displaces the current ranking.
+    /// dashboard's "as of"): the shared ranking when it is at `at` itself,
+    /// else a batch evaluation at `at` that is not shared, so a look into
+    /// the past never displaces the current ranking. An asked time is
+    /// exact: its trend columns are those of `at` (`PastReuse::Exact`),
+    /// so the answer does not depend on what was asked before (red team
+    /// h28, `a_listing_at_a_time_does_not_depend_on_the_listing_asked_before`).
     pub async fn ranking_at(
         self: &Arc<Self>,
         at: DateTime<Utc>,
     ) -> Result<Arc<Ranking>, EngineError> {
         self.live_built().await;
         if let Some(r) = self.shared_ranking(at, 0)
-            && (at - r.as_of).abs() < Duration::seconds(60)
+            && r.as_of == at
         {
             return Ok(r);
         }
         let engine = Arc::clone(self);
-        let ranking = tokio::task::spawn_blocking(move || engine.build_ranking(at))
-            .await
-            .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
+        let ranking =
+            tokio::task::spawn_blocking(move || engine.build_ranking(at, PastReuse::Exact))
+                .await
+                .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
         Ok(Arc::new(ranking))
     }
 
@@ -2473,7 +2478,7 @@ impl<S: EventStore> Engine<S> {
 
     /// Takes snapshots at now and at the trend points under the read lock,
     /// then propagates them without it, so folds are not held up.
-    fn build_ranking(&self, now: DateTime<Utc>) -> Result<Ranking, EngineError> {
+    fn build_ranking(&self, now: DateTime<Utc>, reuse: PastReuse) -> Result<Ranking, EngineError> {
         let times = [
             now,
             now - Duration::days(1),
@@ -2491,7 +2496,11 @@ impl<S: EventStore> Engine<S> {
         let reused = {
             let mut kept = self.past_columns.lock();
             let valid = kept.as_ref().is_some_and(|(g, at, _)| {
-                (now - *at).abs() < Duration::seconds(60)
+                let close = match reuse {
+                    PastReuse::OfTheMinute => (now - *at).abs() < Duration::seconds(60),
+                    PastReuse::Exact => *at == now,
+                };
+                close
                     && self
                         .derived
                         .lineage
@@ -2671,6 +2680,17 @@ fn rank(
         by_brand,
         by_person: by_person.into_iter().collect(),
     }
+}
+
+/// Which kept trend columns a ranking may take (`Engine::build_ranking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PastReuse {
+    /// Those of a ranking within a minute of its time: the current ranking,
+    /// rebuilt under a stream, shares them (scores only decay between).
+    OfTheMinute,
+    /// Only those of its own time: a ranking at an asked time answers the
+    /// same bits whatever was asked before.
+    Exact,
 }
 
 #[cfg(test)]
@@ -2858,7 +2878,7 @@ mod tests {
         ];
         engine.submit(head, Vec::new(), false, now).await.unwrap();
         let past = |engine: &Engine<_>| {
-            engine.build_ranking(now).unwrap();
+            engine.build_ranking(now, PastReuse::OfTheMinute).unwrap();
             let kept = engine.past_columns.lock();
             Arc::clone(&kept.as_ref().expect("kept").2)
         };

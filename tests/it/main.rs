@@ -33,6 +33,7 @@ mod pg_security;
 mod pipelines;
 mod propagate;
 mod reads;
+mod redteam2;
 mod refold;
 mod relspace;
 mod resilience;
