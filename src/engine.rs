@@ -1193,11 +1193,20 @@ pub struct Footprint {
 pub const BYTES_PER_EVENT: u64 = 800;
 /// Bytes an entity takes, with margin.
 pub const BYTES_PER_ENTITY: u64 = 400;
-/// Bytes a relationship takes (the live series, a ranking being built
-/// beside the one served), with margin.
-pub const BYTES_PER_RELATIONSHIP: u64 = 400;
-/// Relationships per event, as `fusion generate` streams have them.
-pub const RELATIONSHIPS_PER_EVENT: f64 = 1.0;
+/// Bytes a relationship takes at the peak of a start (the live series'
+/// build, a ranking being built beside the one served), with margin.
+/// Measured on 1,000,000 events of issue #10's 10M shape (200,000 people,
+/// 2,000 influencers, 1,000 brands; 11.1 million relationships): 5.7 GB
+/// peak, about 480 B per relationship once the events' share is taken off.
+pub const BYTES_PER_RELATIONSHIP: u64 = 500;
+/// Relationships per event, at most one per person and brand. Measured on
+/// `fusion generate` streams: the default shape (10,000 people, 50
+/// brands) reaches nearly every pair (497,536 of 500,000 at 1,000,000
+/// events: the pairs bound it), issue #10's 10M shape 11.1 per event at
+/// 1,000,000 events (propagation through 2,000 influencers reaches far
+/// more pairs than events name). One per event let that shape's 10M store
+/// open and be killed by the kernel in the live series' build.
+pub const RELATIONSHIPS_PER_EVENT: f64 = 12.0;
 
 impl Footprint {
     /// The estimate for a log of these counts.

@@ -84,3 +84,34 @@ fn the_estimate_grows_with_each_count_and_bounds_relationships_by_pairs() {
     assert!(many.relationship_count > few_pairs.relationship_count);
     assert!(many.total() > few_pairs.total());
 }
+
+/// The check refuses what was killed (issue #10's 10M shape: 10,000,000
+/// events, 200,000 people, 1,000 brands, on a 23 GB machine; its live
+/// series' build passed 22 GB and the kernel killed `serve`, because the
+/// estimate took one relationship per event where that shape has eleven)
+/// and lets through what ran: 1,000,000 events of the same shape (5.7 GB
+/// peak) and of the default shape (under 1 GB).
+#[test]
+fn the_estimate_refuses_the_shape_that_was_killed_and_admits_those_that_ran() {
+    let machine = 23_000_000_000;
+    let ten_million = LogCounts {
+        events: 10_000_000,
+        people: 200_000,
+        brands: 1_000,
+        entities: 203_000,
+    };
+    assert!(Footprint::of(&ten_million).total() > machine);
+    let one_million_same_shape = LogCounts {
+        events: 1_000_000,
+        ..ten_million
+    };
+    let fits = Footprint::of(&one_million_same_shape).total();
+    assert!(fits < machine && fits > 5_700_000_000, "{fits}");
+    let default_shape = LogCounts {
+        events: 1_000_000,
+        people: 10_000,
+        brands: 50,
+        entities: 10_150,
+    };
+    assert!(Footprint::of(&default_shape).total() < 1_500_000_000);
+}
