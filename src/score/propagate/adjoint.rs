@@ -752,7 +752,6 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::domain::Logged;
     use crate::generate::{GenerateConfig, write_ndjson};
     use crate::score::ScoreState;
 
@@ -810,16 +809,8 @@ mod tests {
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
         let valid = crate::ingest::validate_all(&values, &model.currency);
-        let log: Vec<Logged> = valid
-            .good
-            .into_iter()
-            .enumerate()
-            .map(|(i, (_, event))| Logged {
-                position: i as u64,
-                event,
-            })
-            .collect();
-        let state = ScoreState::from_log(Arc::new(model), Vec::new(), log);
+        let events = valid.good.into_iter().map(|(_, event)| event).collect();
+        let state = ScoreState::build(Arc::new(model), Vec::new(), events);
         let fold: &FoldState = &state;
         assert!(fold.credits.len() > 10, "the stream credits sales lifts");
         let at = fold.latest_time().unwrap();
