@@ -23,7 +23,9 @@
 # SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
 # READY_TRIES (1500, 0.2 s apart), PATIENCE (0: every request is sent
 # however long an overwhelmed server takes; N: requests not sent N s after
-# the stream's end are given up and count as not absorbed). STREAM_DATABASE=1: on PostgreSQL instead
+# the stream's end are given up and count as not absorbed), WAIT_RANKINGS
+# (0; 1: the stream starts once the rankings are ready and one ranking is
+# built: a server in service). STREAM_DATABASE=1: on PostgreSQL instead
 # (a fresh database per scenario, loaded with `fusion ingest
 # --database-url`, which is then the bulk reference; the server from
 # FUSION_BENCH_DATABASE_URL or a throwaway one, benches/pg_server.sh).
@@ -120,6 +122,21 @@ scenario() {
         fi
         sleep 0.2
     done
+    # WAIT_RANKINGS=1: the stream starts once the rankings are built too
+    # (the live series' first build and the first ranking), so the reads
+    # measure a server in service, not its start.
+    if [ "${WAIT_RANKINGS:-0}" = 1 ]; then
+        tries=0
+        until curl -sf "http://127.0.0.1:$port/readyz" | grep -q '"rankings": *"ready"'; do
+            tries=$((tries + 1))
+            if [ "$tries" -ge "$READY_TRIES" ]; then
+                echo "the rankings did not become ready" >&2
+                exit 1
+            fi
+            sleep 0.2
+        done
+        curl -sf "http://127.0.0.1:$port/v1/brands?limit=1" >/dev/null || true
+    fi
     echo "$name: $rate events/s in $batch-event requests from $clients clients for ${SECONDS_EACH}s" >&2
     "$STREAM" "http://127.0.0.1:$port" "$WORK/store.ndjson" "$WORK/stream.ndjson" \
         rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" patience="$PATIENCE" $extra >"$WORK/$name.out"
@@ -145,6 +162,12 @@ scenario() {
     echo "${name}_fold_refolds=$(awk '$1 == "fusion_fold_refolds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_fold_refold_mean_s=$(awk '$1 == "fusion_fold_refold_seconds_sum" { s = $2 } $1 == "fusion_fold_refold_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_fold_refold_mean_events=$(awk '$1 == "fusion_fold_refold_events_sum" { s = $2 } $1 == "fusion_fold_refold_events_count" { n = $2 } END { printf "%.0f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    # The live series' checkpoint builds (installed, thrown away by a new
+    # state) and refolds that continued it instead (task h31).
+    echo "${name}_live_builds=$(awk '$1 == "fusion_live_builds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    echo "${name}_live_builds_discarded=$(awk '$1 == "fusion_live_builds_discarded_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    echo "${name}_live_build_mean_s=$(awk '$1 == "fusion_live_build_seconds_sum" { s = $2 } $1 == "fusion_live_build_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    echo "${name}_live_resumes=$(awk '$1 == "fusion_live_resumes_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

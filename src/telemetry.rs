@@ -77,6 +77,14 @@ metrics_table! {
         "Folded events the live series (every relationship's current score) has not applied yet.";
     LIVE_LAG_SECONDS = "fusion_live_lag_seconds", Gauge,
         "How long the live series has been behind, seconds (0 when caught up).";
+    LIVE_BUILDS = "fusion_live_builds_total", Counter,
+        "Checkpoint builds of the live series installed (a batch evaluation of every relationship each, off the state's lock).";
+    LIVE_BUILDS_DISCARDED = "fusion_live_builds_discarded_total", Counter,
+        "Checkpoint builds of the live series thrown away: a state that changed their inputs was swapped in while they ran.";
+    LIVE_BUILD_SECONDS = "fusion_live_build_seconds", Histogram,
+        "Seconds each checkpoint build of the live series took, installed or not.";
+    LIVE_RESUMES = "fusion_live_resumes_total", Counter,
+        "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
         "Request latency by method, route pattern (never the raw path: it holds ids) and status.";
     STORE_ERRORS = "fusion_store_errors_total", LabelledCounter,
@@ -254,6 +262,23 @@ pub fn record_fold_refold(events: usize, took: Duration) {
     counter!(FOLD_REFOLDS).increment(1);
     histogram!(FOLD_REFOLD_SECONDS).record(took.as_secs_f64());
     histogram!(FOLD_REFOLD_EVENTS).record(events as f64);
+}
+
+/// One checkpoint build of the live series: how long it took, and whether
+/// it was installed or thrown away (`engine::live`).
+pub fn record_live_build(took: Duration, installed: bool) {
+    counter!(if installed {
+        LIVE_BUILDS
+    } else {
+        LIVE_BUILDS_DISCARDED
+    })
+    .increment(1);
+    histogram!(LIVE_BUILD_SECONDS).record(took.as_secs_f64());
+}
+
+/// A refold continued the live series instead of building it again.
+pub fn record_live_resume() {
+    counter!(LIVE_RESUMES).increment(1);
 }
 
 /// Counts the events of a write refused by back-pressure.

@@ -13,7 +13,12 @@
 //! slices of at most `SLICE` under the write lock, the fold lock given back
 //! fairly between slices. The result is the series `LiveSeries::sync` makes
 //! (the same checkpoints, the same events after them), so the bits are a
-//! function of the event set, whatever the timing.
+//! function of the event set, whatever the timing. A build that a refold
+//! overtakes is still installed when the refold added nothing up to its
+//! inputs and the new state's series needs that checkpoint (task h31:
+//! before, every refold threw the running build away); and the refold
+//! itself continues the series rather than leaving one to build
+//! ([`rebase_after_refold`], `Derived::replace`).
 //!
 //! After a start that did not wait for it (`EngineOptions::ready_before_live`)
 //! the thread's first build is the one planned at open
@@ -46,6 +51,9 @@ pub(super) struct LiveSignal {
     /// (work waiting, stop).
     state: Mutex<(bool, bool)>,
     cond: Condvar,
+    /// Counts the catch-ups done (one after each wake-up), for readers
+    /// that wait for the series (`Engine::ranking_at`).
+    caught_up: tokio::sync::watch::Sender<u64>,
 }
 
 impl LiveSignal {
@@ -59,6 +67,12 @@ impl LiveSignal {
     pub(super) fn stop(&self) {
         self.state.lock().1 = true;
         self.cond.notify_one();
+    }
+
+    /// A receiver told after each catch-up of the live thread (done, or
+    /// left behind a stream until its next wake-up).
+    pub(super) fn caught_up(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.caught_up.subscribe()
     }
 
     /// Waits for work; `false` once told to stop.
@@ -82,6 +96,7 @@ pub(super) fn live_loop(derived: Arc<Derived>) {
             .live_built
             .send_if_modified(|built| !std::mem::replace(built, true));
         crate::telemetry::live_synced(derived.slot.read().state.live_synced());
+        derived.live.caught_up.send_modify(|n| *n += 1);
     }
 }
 
@@ -135,6 +150,25 @@ fn catch_up(derived: &Derived) {
     }
 }
 
+/// After a refold that made `state` (the fold lock held, before the swap):
+/// its live series starts from a copy of the replaced series' build at the
+/// checkpoint when that series applied events the refold moved
+/// (`ScoreState::rebase_live_on`, the copy made here, under the read lock
+/// only); when it applied none, the swap moves its scores instead
+/// (`Derived::replace`). Either way no checkpoint build (module docs of
+/// `score::live`).
+pub(super) fn rebase_after_refold(
+    derived: &Derived,
+    state: &mut crate::score::ScoreState,
+    reach: super::lineage::Reach,
+) {
+    if let super::lineage::Reach::AddedFrom(first) = reach
+        && state.rebase_live_on(&derived.slot.read().state, first)
+    {
+        crate::telemetry::record_live_resume();
+    }
+}
+
 /// One build, or one slice of per-event catch-up.
 fn step(derived: &Derived) -> Step {
     let fold = derived.fold.lock();
@@ -160,14 +194,28 @@ fn step(derived: &Derived) -> Step {
         }
         let started = Instant::now();
         let built = plan.run();
+        let took = started.elapsed();
         let _fold = derived.fold.lock();
-        // A state swapped in meanwhile (a rebuild, a restore) has its own
-        // series: this build is of another.
-        if derived.generation.load(Ordering::SeqCst) == generation {
+        // A state swapped in meanwhile has its own series. The build is
+        // still that series' when the new state only added events later
+        // than the build's inputs and needs a build of the same checkpoint
+        // (a refold of late events, every round of a stream stamped at
+        // send): before, every such refold threw the build away, and
+        // under a stream no build was ever installed. A whole rebuild or a
+        // restore may have changed anything: their series builds anew.
+        let now = derived.generation.load(Ordering::SeqCst);
+        let target = built.target();
+        let inputs_kept = target
+            .at
+            .is_some_and(|(_, as_of)| derived.lineage.unchanged_at(generation, now, as_of));
+        let installed = {
+            let mut slot = derived.write_slot();
+            let fits = now == generation || (inputs_kept && slot.state.live_awaits(target));
             // The replaced series is freed after the lock is let go.
-            let old = derived.write_slot().state.install_live(built);
-            drop(old);
-        }
+            fits.then(|| slot.state.install_live(built))
+        };
+        crate::telemetry::record_live_build(took, installed.is_some());
+        drop(installed);
         derived.publish_changes();
         // The build's transient (the batch evaluation) is freed by now.
         super::release::return_freed_memory();

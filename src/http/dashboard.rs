@@ -180,7 +180,12 @@ pub(super) async fn ranking_as_of<S: EventStore>(
         return Ok(Arc::clone(r));
     }
     let r = engine.ranking_at(at).await?;
-    *past = Some((mine, Arc::clone(&r)));
+    // Kept only when its bits are the log's whatever the timing: the
+    // version does not move when the live series catches up (red team
+    // h28, F1: a batch stand-in stayed until the next write).
+    if r.settled {
+        *past = Some((mine, Arc::clone(&r)));
+    }
     Ok(r)
 }
 

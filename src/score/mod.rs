@@ -35,8 +35,8 @@ pub mod snapshot;
 
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
-    BuildPlan, Built, LiveScores, LiveStats, MoveCause, Moved, Movement,
-    RENORMALISE_AFTER_HALF_LIVES,
+    BuildPlan, Built, CHECKPOINT_EVENTS, Checkpoint, LiveScores, LiveStats, MoveCause, Moved,
+    Movement, RENORMALISE_AFTER_HALF_LIVES, Resumed,
 };
 pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,

@@ -330,6 +330,39 @@ impl ScoreState {
         self.live.install(built, &self.fold)
     }
 
+    /// Whether a build of `target` is what this state's live series needs
+    /// next (`LiveSeries::awaits`).
+    pub fn live_awaits(&self, target: super::live::Checkpoint) -> bool {
+        self.live.awaits(target)
+    }
+
+    /// Continues the live series of `old`, the state a refold that added
+    /// events from `first_added` on replaces, in this one's, by moving its
+    /// scores (`LiveSeries::continue_from`; at the swap); answers whether
+    /// it did.
+    pub fn continue_live_from(&mut self, old: &mut ScoreState, first_added: DateTime<Utc>) -> bool {
+        self.live.continue_from(&mut old.live, first_added)
+    }
+
+    /// Starts this state's live series from a copy of `old`'s build at
+    /// its checkpoint when its scores cannot be moved
+    /// (`LiveSeries::rebase_on`; before the swap, off the write lock);
+    /// answers whether it did.
+    pub fn rebase_live_on(&mut self, old: &ScoreState, first_added: DateTime<Utc>) -> bool {
+        self.live.rebase_on(&old.live, first_added)
+    }
+
+    /// Whether a read of every relationship at `at` is owed to the live
+    /// series: `at` is at or after the latest event, where the series
+    /// answers once it has caught up, and it has not yet. A batch
+    /// evaluation then is within the series' bound but not its bits, so
+    /// it is not the log's answer for `at` (red team h28, F1: a listing
+    /// at a time read during catch-up had other bits than after it, and
+    /// than after a restart).
+    pub fn live_owes(&self, at: DateTime<Utc>) -> bool {
+        !self.live.synced() && self.fold.latest_time().is_none_or(|latest| at >= latest)
+    }
+
     /// Applies the live series' pending events when it needs no build
     /// first (`LiveSeries::apply_pending`), asking `stop` after each;
     /// returns whether it caught up.

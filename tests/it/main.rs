@@ -23,6 +23,7 @@ mod impact;
 mod incremental;
 mod isolation;
 mod live;
+mod live_resume;
 mod memory_check;
 mod numerics;
 mod old_stores;

@@ -14,6 +14,15 @@
 //! events alone, whatever the arrival order, batching or restarts; start-up
 //! and refolds emit no deltas for the events before the checkpoint.
 //!
+//! **Through refolds.** A refold of late events after the checkpoint does
+//! not build the series again ([`LiveSeries::resumable`]): the replaced
+//! series' scores continue when it applied nothing the refold moved, else
+//! a copy of its build at the checkpoint (`base`) applies the events since
+//! it again, in canonical order; either way the bits a fresh series of
+//! the refolded log would have. The checkpoint stays every
+//! `CHECKPOINT_EVENTS` positions: on the generated mix 128 events of pushes
+//! cost about a build (ARCHITECTURE.md, "Late events").
+//!
 //! **Forward decay.** The graph (follows, associations, consent) is a step
 //! function of time that changes only at events, and decay is a factor per
 //! component, so for any `at` at or after the latest event
@@ -144,6 +153,18 @@ impl LogClock {
     }
 }
 
+/// How [`LiveSeries::resumable`] continues a series through a refold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// It did not: the series is built again at its checkpoint.
+    No,
+    /// The replaced series' scores, the events it had not applied pending.
+    Continued,
+    /// A copy of the replaced series' build at the checkpoint, every event
+    /// since pending.
+    Replayed,
+}
+
 /// What moved relationships of the series, for the change feed
 /// (`crate::feed`).
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +223,14 @@ pub struct LiveSeries {
     /// events the feed has seen: the canonical index the replay ends at and
     /// the largest log position it holds (`Self::record_movements`).
     replay: Option<(u32, LogPosition)>,
+    /// The scores as built at the checkpoint, before any event after it:
+    /// a refold of late events after the checkpoint replays the events
+    /// since it on a copy ([`Self::resumable`]) instead of building.
+    base: Option<Arc<LiveScores>>,
+    /// Started again from `base` by a refold: the events it replays were
+    /// seen by a change feed (`Self::record_movements` treats them as a
+    /// rebuilt log's).
+    rebased: bool,
 }
 
 impl LiveSeries {
@@ -218,6 +247,8 @@ impl LiveSeries {
             record: false,
             record_from: 0,
             replay: None,
+            base: None,
+            rebased: false,
         }
     }
 
@@ -269,11 +300,12 @@ impl LiveSeries {
         self.replay = None;
         if !record {
             self.movements.clear();
-        } else if self.scores.checkpoint().is_none() {
+        } else if self.scores.checkpoint().is_none() || self.rebased {
             let end = self.pending.back().map(|e| e.index + 1);
             let last = self.pending.iter().map(|e| e.position).max();
             self.replay = end.zip(last);
         }
+        self.rebased = false;
     }
 
     /// Records what each step moves from now on, for a change feed that
@@ -403,6 +435,117 @@ impl LiveSeries {
         Some((cause, before))
     }
 
+    /// Whether a build of `target` is the one this series needs next: its
+    /// clock's checkpoint is `target` and its scores are not built there.
+    /// A build planned on the state this one replaced (a refold) fits it
+    /// when, besides, the refold added nothing up to the build's inputs
+    /// (`engine::lineage`): the build's inputs are then this state's.
+    pub fn awaits(&self, target: Checkpoint) -> bool {
+        self.clock.checkpoint() == target && self.scores.checkpoint() != target.at
+    }
+
+    /// Whether `old`, the series of the state a refold replaces, can be
+    /// continued in this series (the refold's, not built yet) with this
+    /// series' bits, and how ([`Resumed`]). Both must have the same checkpoint,
+    /// at a time earlier than `first_added` (the earliest event the refold
+    /// added): the build's inputs are then the same, and the events from
+    /// the checkpoint up to `first_added` keep their canonical positions
+    /// and deltas. Then, if every event `old` applied is earlier than
+    /// `first_added`, `old`'s scores are this series' build plus the same
+    /// events in the same order: they are moved here (`old` is left
+    /// empty; it is dropped with the replaced state), and the events from
+    /// the first `old` did not apply on stay pending. Else the scores
+    /// start again from a copy of `old`'s build at the checkpoint (`base`)
+    /// and every event since the checkpoint is applied again, in canonical
+    /// order. Either way a refold of late events after the checkpoint costs
+    /// per-event pushes of the events since it, not a checkpoint build
+    /// (about 2 s at 200,000 events): before, every refold built the
+    /// series again. Only events before the checkpoint need a build.
+    /// Taken in two steps so that the copy is not made under the write
+    /// lock: [`Self::rebase_on`] (reading `old`) makes the copy when the
+    /// scores cannot be moved, [`Self::continue_from`] (at the swap) moves
+    /// them when they can.
+    pub fn resumable(&self, old: &LiveSeries, first_added: DateTime<Utc>) -> Resumed {
+        let target = self.clock.checkpoint();
+        let Some((origin, _)) = target.at else {
+            return Resumed::No;
+        };
+        if origin >= first_added || self.scores.checkpoint().is_some() {
+            return Resumed::No;
+        }
+        // A replay in progress counts canonical positions of the old log.
+        let continues = old.scores.checkpoint() == target.at
+            && old.replay.is_none()
+            && old.applied.iter().all(|e| e.time < first_added)
+            && old
+                .applied
+                .first()
+                .is_none_or(|e| e.index as usize == target.first_pending)
+            && self
+                .pending
+                .front()
+                .is_none_or(|e| e.index <= old.next_index(target));
+        if continues {
+            return Resumed::Continued;
+        }
+        let rebases = old
+            .base
+            .as_ref()
+            .is_some_and(|base| base.checkpoint() == target.at)
+            && self
+                .pending
+                .front()
+                .is_none_or(|e| e.index as usize == target.first_pending);
+        if rebases {
+            Resumed::Replayed
+        } else {
+            Resumed::No
+        }
+    }
+
+    /// The canonical index of the first event after those applied since
+    /// the checkpoint `target`.
+    fn next_index(&self, target: Checkpoint) -> u32 {
+        self.applied
+            .last()
+            .map_or(target.first_pending as u32, |e| e.index + 1)
+    }
+
+    /// The moving step of [`Self::resumable`]: `old`'s scores, when they
+    /// continue into this series; answers whether they did.
+    pub fn continue_from(&mut self, old: &mut LiveSeries, first_added: DateTime<Utc>) -> bool {
+        if self.resumable(old, first_added) != Resumed::Continued {
+            return false;
+        }
+        let next = old.next_index(self.clock.checkpoint());
+        while self.pending.front().is_some_and(|e| e.index < next) {
+            self.pending.pop_front();
+        }
+        // This series' scores are not built: `old` drops them.
+        std::mem::swap(&mut self.scores, &mut old.scores);
+        self.applied = std::mem::take(&mut old.applied);
+        self.movements = std::mem::take(&mut old.movements);
+        self.base = old.base.take();
+        self.record = old.record;
+        self.record_from = old.record_from;
+        self.replay = None;
+        true
+    }
+
+    /// The copying step of [`Self::resumable`]: a copy of `old`'s build at
+    /// the checkpoint, every event since it pending, when `old`'s scores
+    /// cannot continue; answers whether it made one.
+    pub fn rebase_on(&mut self, old: &LiveSeries, first_added: DateTime<Utc>) -> bool {
+        if self.resumable(old, first_added) != Resumed::Replayed {
+            return false;
+        }
+        let base = old.base.as_ref().expect("resumable checked it");
+        self.scores = LiveScores::clone(base);
+        self.base = Some(Arc::clone(base));
+        self.rebased = true;
+        true
+    }
+
     /// Whether [`Self::plan`] would make a build (without reading inputs).
     pub fn plan_needed(&self) -> bool {
         let target = self.clock.checkpoint();
@@ -413,7 +556,11 @@ impl LiveSeries {
     /// pending events it holds (what [`Self::sync`] does after its build);
     /// answers the scores it replaced.
     pub fn install(&mut self, built: Built, state: &FoldState) -> LiveScores {
+        // A series replaying a rebuilt log records the replay instead (a
+        // build planned on the state a refold replaced measured its
+        // movement against that state's series).
         if self.record
+            && self.replay.is_none()
             && let Some(movement) = built.movement
         {
             self.movements.push(movement);
@@ -421,6 +568,8 @@ impl LiveSeries {
         let first = built.target.first_pending as u32;
         let old = std::mem::replace(&mut self.scores, built.scores);
         self.scores.set_checkpoint(built.target.at);
+        self.base = Some(built.base);
+        self.rebased = false;
         // A run of equal times that straddles the new checkpoint starts
         // before it: its events applied already are left out of the build
         // (it takes the inputs before their time), so they are applied
@@ -572,6 +721,10 @@ impl LiveSeries {
             record: self.record,
             record_from: self.record_from,
             replay: self.replay,
+            // Built at the latest event, not at the checkpoint: a refold
+            // must build again.
+            base: None,
+            rebased: false,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
@@ -588,6 +741,7 @@ impl LiveSeries {
     pub fn recompute(&mut self, state: &FoldState) {
         self.sync(state, || false);
         if let Some(latest) = state.latest_time() {
+            self.base = None;
             let mark = self.scores.checkpoint();
             self.build_at(state, latest);
             self.scores.set_checkpoint(mark);
@@ -685,7 +839,11 @@ impl BuildPlan {
     /// Builds the series (the costly part: a batch evaluation and the push
     /// driver's set-up).
     pub fn run(self) -> Built {
-        let scores = self.inputs.build();
+        let mut scores = self.inputs.build();
+        scores.set_checkpoint(self.target.at);
+        // Copied here, off every lock (tens of milliseconds at 200,000
+        // events), not at the install under the write lock.
+        let base = Arc::new(scores.clone());
         let inputs = &self.inputs;
         let movement = self.basis.and_then(|(cause, before)| {
             let after = scores.components_at(inputs.as_of, &inputs.table)?;
@@ -699,6 +857,7 @@ impl BuildPlan {
         });
         Built {
             scores,
+            base,
             target: self.target,
             movement,
         }
@@ -708,9 +867,18 @@ impl BuildPlan {
 /// A finished checkpoint build, to [`LiveSeries::install`].
 pub struct Built {
     scores: LiveScores,
+    /// A copy of `scores`, kept as the series' `base`.
+    base: Arc<LiveScores>,
     target: Checkpoint,
     /// What the build moved, for a change feed (`BuildPlan::basis`).
     movement: Option<Movement>,
+}
+
+impl Built {
+    /// The checkpoint it was built at.
+    pub fn target(&self) -> Checkpoint {
+        self.target
+    }
 }
 
 /// The relationships whose components differ between two listings sorted
