@@ -379,7 +379,7 @@ impl ScoreState {
     /// Records what the live series' steps move from now on, or stops
     /// (only a change feed takes them: [`Self::take_movements`]).
     pub fn record_movements(&mut self, record: bool) {
-        self.live.record_movements(record);
+        self.live.record_movements(record, self.fold.max_position());
     }
 
     /// Records from now on, replaying nothing folded so far

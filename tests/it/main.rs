@@ -35,6 +35,7 @@ mod pipelines;
 mod propagate;
 mod reads;
 mod redteam2;
+mod redteam3;
 mod refold;
 mod relspace;
 mod resilience;

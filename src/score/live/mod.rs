@@ -294,7 +294,16 @@ impl LiveSeries {
     /// replay's latest time, caused by the positions it holds (red team
     /// 2026-11-30: after an erasure the feed's ids went backwards, and a
     /// build's changes at its checkpoint time left stale scores).
-    pub fn record_movements(&mut self, record: bool) {
+    ///
+    /// `folded` is the largest log position folded: the replay reflects
+    /// every event folded (those before the checkpoint through the build
+    /// or its copy, the rest pending), so its position is at least that,
+    /// not only the largest pending one. A late event at or before the
+    /// checkpoint's time can hold the largest position, be published, and
+    /// not be pending in the next replay (red team h33: the feed's ids
+    /// went backwards after a series replayed from its copy, and a client
+    /// resuming with `Last-Event-ID` silently missed the replay's changes).
+    pub fn record_movements(&mut self, record: bool, folded: Option<LogPosition>) {
         self.record = record;
         self.record_from = 0;
         self.replay = None;
@@ -302,7 +311,7 @@ impl LiveSeries {
             self.movements.clear();
         } else if self.scores.checkpoint().is_none() || self.rebased {
             let end = self.pending.back().map(|e| e.index + 1);
-            let last = self.pending.iter().map(|e| e.position).max();
+            let last = self.pending.iter().map(|e| e.position).max().max(folded);
             self.replay = end.zip(last);
         }
         self.rebased = false;
