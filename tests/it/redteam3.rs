@@ -142,8 +142,9 @@ enum Step {
 /// continues), now and then one held back from far earlier (late by more:
 /// it is built again), a new event stamped exactly at the time of the
 /// event at a multiple of 128 in the log (the live checkpoint's origin),
-/// duplicates of the round before, and registrations, erasures between.
-fn steps(seed: u64, head: u32, n: u32) -> Vec<Step> {
+/// duplicates of the round before, and registrations, erasures between;
+/// a wait for the live series after a round with probability `catch_up`.
+fn steps(seed: u64, head: u32, n: u32, catch_up: f64) -> Vec<Step> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut steps = vec![Step::Post((0..head).map(event).collect())];
     // Times of the events sent so far, for the checkpoint origins.
@@ -208,7 +209,7 @@ fn steps(seed: u64, head: u32, n: u32) -> Vec<Step> {
             15 => steps.push(Step::Erase(format!("p{}", round % 10))),
             _ => {}
         }
-        if rng.random_bool(0.4) {
+        if rng.random_bool(catch_up) {
             steps.push(Step::CatchUp);
         }
     }
@@ -259,12 +260,12 @@ fn run(s: &Server, steps: &[Step], may_die: bool, acked: &std::sync::Mutex<Vec<V
 /// restart from the whole log serves (a fresh open), bit for bit.
 #[test]
 fn late_rounds_near_and_far_with_entity_changes_serve_a_fresh_opens_bits() {
-    for seed in [1u64, 2] {
+    for (seed, catch_up) in [(1u64, 0.4), (2, 0.4), (5, 0.0), (6, 0.9)] {
         let dir = tempfile::tempdir().unwrap();
         let flags = ["--staleness", "0", "--snapshot-every", "97"];
         let s = Server::start(dir.path(), &flags);
         let acked = std::sync::Mutex::new(Vec::new());
-        run(&s, &steps(seed, 200, 620), false, &acked);
+        run(&s, &steps(seed, 200, 620, catch_up), false, &acked);
         caught_up(&s);
         let resumes = metric(&s, "fusion_live_resumes_total");
         let refolds = metric(&s, "fusion_fold_refolds_total");
@@ -307,7 +308,7 @@ fn a_kill_mid_way_through_late_rounds_loses_nothing_and_restarts_to_the_same_bit
     let a = Server::start(dir.path(), &flags);
     let acked = std::sync::Mutex::new(Vec::new());
     // No erasure: sending an erased person's events again is another matter.
-    let all: Vec<Step> = steps(3, 150, 900)
+    let all: Vec<Step> = steps(3, 150, 900, 0.4)
         .into_iter()
         .filter(|s| !matches!(s, Step::Erase(_)))
         .collect();
@@ -357,7 +358,7 @@ fn the_feeds_ids_never_go_back_when_the_live_series_replays_from_its_copy() {
     let dir = tempfile::tempdir().unwrap();
     let flags = ["--staleness", "0"];
     let s = Server::start(dir.path(), &flags);
-    let all = steps(4, 200, 560);
+    let all = steps(4, 200, 560, 0.4);
     let acked = std::sync::Mutex::new(Vec::new());
     // Head first, then subscribe, then the late rounds.
     run(&s, &all[..1], false, &acked);
@@ -419,4 +420,70 @@ fn the_feeds_ids_never_go_back_when_the_live_series_replays_from_its_copy() {
     let s = Server::start(dir.path(), &flags);
     caught_up(&s);
     same(&live, &everything(&s), "a restart");
+}
+
+/// Rankings (task h31, item 2): once a ranking build has taken longer
+/// than the staleness, readers are answered at once from the latest
+/// ranking. With a staleness shorter than any build (a millisecond), each
+/// round adds a new person's late purchase (a refold): a listing asking
+/// `min_position` of that ingest still reflects it (the person is
+/// listed, `Fusion-Position` at least that); a listing without it is
+/// honest either way (it lists the person exactly when its position says
+/// it reflects the ingest); with `--staleness 0` every listing reflects
+/// every acknowledged event.
+#[test]
+fn rankings_that_stop_waiting_still_honour_min_position_and_say_what_they_reflect() {
+    for staleness in ["0.001", "0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Server::start(dir.path(), &["--staleness", staleness]);
+        let head: Vec<Value> = (0..200).map(event).collect();
+        assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
+        caught_up(&s);
+        let listed = |r: &crate::support::Reply, person: &str| {
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["person"] == person)
+        };
+        let position = |r: &crate::support::Reply| -> u64 {
+            r.header("fusion-position")
+                .expect("a listing carries Fusion-Position")
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(s.get("/v1/brands/b0/relationships?limit=1000").status, 200);
+        let mut lagged = 0;
+        for k in 0..12u32 {
+            let person = format!("n{k}");
+            let late = json!({"id": format!("n{k}"), "type": "purchase",
+                "time": minute(100 + k), "person": person, "brand": "b0", "amount": 30});
+            let r = s.post_ndjson(&ndjson(&[late]));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let p: u64 = r.header("fusion-position").unwrap().parse().unwrap();
+            let plain = s.get("/v1/brands/b0/relationships?limit=1000");
+            assert_eq!(plain.status, 200, "{}", plain.body);
+            assert_eq!(
+                listed(&plain, &person),
+                position(&plain) >= p,
+                "staleness {staleness}, round {k}: a listing at position {} \
+                 (ingest at {p}) lists {person}: {}",
+                position(&plain),
+                listed(&plain, &person)
+            );
+            if staleness == "0" {
+                assert!(listed(&plain, &person), "staleness 0, round {k}");
+            }
+            lagged += usize::from(position(&plain) < p);
+            let asked = s.get(&format!(
+                "/v1/brands/b0/relationships?limit=1000&min_position={p}"
+            ));
+            assert_eq!(asked.status, 200, "{}", asked.body);
+            assert!(position(&asked) >= p, "round {k}: {}", position(&asked));
+            assert!(listed(&asked, &person), "staleness {staleness}, round {k}");
+        }
+        if staleness != "0" {
+            assert!(lagged > 0, "premise: a listing answered without waiting");
+        }
+    }
 }
