@@ -256,7 +256,8 @@ fn run(s: &Server, steps: &[Step], may_die: bool, acked: &std::sync::Mutex<Vec<V
 
 /// Late rounds near and far, ties, duplicates, checkpoint origins and
 /// entity changes through a server that writes snapshots after resumes:
-/// what it serves is what a restart from its snapshot serves, and what a
+/// what it serves, read at once and after the live series caught up, is
+/// what a restart from its snapshot serves (read at once too), and what a
 /// restart from the whole log serves (a fresh open), bit for bit.
 #[test]
 fn late_rounds_near_and_far_with_entity_changes_serve_a_fresh_opens_bits() {
@@ -266,6 +267,9 @@ fn late_rounds_near_and_far_with_entity_changes_serve_a_fresh_opens_bits() {
         let s = Server::start(dir.path(), &flags);
         let acked = std::sync::Mutex::new(Vec::new());
         run(&s, &steps(seed, 200, 620, catch_up), false, &acked);
+        // Read at once, while the series may still catch up: a listing at
+        // a time the series answers for waits for it (red team h28, F1).
+        let at_once = everything(&s);
         caught_up(&s);
         let resumes = metric(&s, "fusion_live_resumes_total");
         let refolds = metric(&s, "fusion_fold_refolds_total");
@@ -275,10 +279,17 @@ fn late_rounds_near_and_far_with_entity_changes_serve_a_fresh_opens_bits() {
         );
         let count = s.event_count();
         let live = everything(&s);
+        same(
+            &live,
+            &at_once,
+            &format!("seed {seed}: a read before catch-up"),
+        );
         s.terminate();
         let s = Server::start(dir.path(), &flags);
+        let started = everything(&s);
         caught_up(&s);
         assert_eq!(s.event_count(), count, "seed {seed}");
+        same(&live, &started, &format!("seed {seed}: a read at start"));
         same(
             &live,
             &everything(&s),
