@@ -460,7 +460,7 @@ fn feed_is_in_order(changes: &[crate::feed::Sse], what: &str) {
 /// listed, `Fusion-Position` at least that); a listing without it is
 /// honest either way (it lists the person exactly when its position says
 /// it reflects the ingest); with `--staleness 0` every listing reflects
-/// every acknowledged event.
+/// every acknowledged event; a position not reached is a `504`.
 #[test]
 fn rankings_that_stop_waiting_still_honour_min_position_and_say_what_they_reflect() {
     for staleness in ["0.001", "0"] {
@@ -511,9 +511,45 @@ fn rankings_that_stop_waiting_still_honour_min_position_and_say_what_they_reflec
             assert_eq!(asked.status, 200, "{}", asked.body);
             assert!(position(&asked) >= p, "round {k}: {}", position(&asked));
             assert!(listed(&asked, &person), "staleness {staleness}, round {k}");
+            let beyond = s.get(&format!(
+                "/v1/brands/b0/relationships?limit=1000&min_position={}&wait=0",
+                p + 1000
+            ));
+            assert_eq!(beyond.status, 504, "{}", beyond.body);
         }
         if staleness != "0" {
             assert!(lagged > 0, "premise: a listing answered without waiting");
         }
     }
+}
+
+/// The late rounds on PostgreSQL (the store's scan from a checkpoint's
+/// microsecond is another implementation): a live server and a restart
+/// serve the same bits.
+#[test]
+fn late_rounds_on_postgres_serve_a_restarts_bits() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(crate::pg::TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--staleness", "0"];
+    let s = Server::start_on_database(dir.path(), &db.url, &flags);
+    let acked = std::sync::Mutex::new(Vec::new());
+    run(&s, &steps(11, 200, 520, 0.3), false, &acked);
+    let at_once = everything(&s);
+    caught_up(&s);
+    assert!(
+        metric(&s, "fusion_live_resumes_total") > 0.0,
+        "premise: resumes"
+    );
+    let count = s.event_count();
+    let live = everything(&s);
+    same(&live, &at_once, "a read before catch-up");
+    s.terminate();
+    let s = Server::start_on_database(dir.path(), &db.url, &flags);
+    caught_up(&s);
+    assert_eq!(s.event_count(), count);
+    same(&live, &everything(&s), "a restart");
 }
