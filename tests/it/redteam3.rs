@@ -220,7 +220,8 @@ fn steps(seed: u64, head: u32, n: u32, catch_up: f64) -> Vec<Step> {
     steps
 }
 
-/// Runs `steps` against `s`; answers the ids acknowledged. Stops quietly
+/// Runs `steps` against `s`, adding the events acknowledged to `acked`.
+/// Stops quietly
 /// at the first request that fails when `may_die` (the server was killed).
 fn run(s: &Server, steps: &[Step], may_die: bool, acked: &std::sync::Mutex<Vec<Value>>) {
     for step in steps {
