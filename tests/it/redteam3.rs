@@ -221,8 +221,8 @@ fn steps(seed: u64, head: u32, n: u32, catch_up: f64) -> Vec<Step> {
 }
 
 /// Runs `steps` against `s`, adding the events acknowledged to `acked`.
-/// Stops quietly
-/// at the first request that fails when `may_die` (the server was killed).
+/// Stops quietly at the first request that fails when `may_die` (the
+/// server was killed).
 fn run(s: &Server, steps: &[Step], may_die: bool, acked: &std::sync::Mutex<Vec<Value>>) {
     for step in steps {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match step {
