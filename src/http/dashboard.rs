@@ -168,6 +168,9 @@ pub(super) async fn ranking_as_of<S: EventStore>(
             .ranking(Utc::now(), super::position::min_position())
             .await?;
         super::position::reflects(r.position);
+        if !r.settled {
+            super::position::provisional();
+        }
         return Ok(r);
     };
     let mine = Arc::as_ptr(engine) as usize;
@@ -185,6 +188,8 @@ pub(super) async fn ranking_as_of<S: EventStore>(
     // h28, F1: a batch stand-in stayed until the next write).
     if r.settled {
         *past = Some((mine, Arc::clone(&r)));
+    } else {
+        super::position::provisional();
     }
     Ok(r)
 }

@@ -10,6 +10,7 @@
 //! event has been folded and the minute has not turned, and between minutes
 //! only decay moves, which no dashboard shows below a tenth of a point.
 //! `/v1/relationships/{person}/{brand}` keeps its own cached ETag (cache.rs).
+//! A provisional answer (`position::provisional`) gets no tag.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
@@ -64,6 +65,16 @@ fn matches(if_none_match: &str, tag: &str) -> bool {
             .any(|t| t == tag)
 }
 
+/// Whether an answer gets a tag: a 200 that is not provisional
+/// (`position::provisional` sets `Cache-Control: no-store`: its bits change
+/// while the version stays, so a 304 would keep them past the change).
+fn taggable(status: StatusCode, headers: &header::HeaderMap) -> bool {
+    status == StatusCode::OK
+        && !headers
+            .get(header::CACHE_CONTROL)
+            .is_some_and(|v| v.as_bytes() == super::position::NO_STORE.as_bytes())
+}
+
 /// The middleware (inside `authorize`: a caller gets a 304 only where it
 /// would get the answer).
 pub async fn conditional<S: EventStore>(
@@ -99,7 +110,7 @@ pub async fn conditional<S: EventStore>(
         return Ok(req.into_response(answer).map_into_right_body());
     }
     let mut res = next.call(req).await?;
-    if res.status() == StatusCode::OK
+    if taggable(res.status(), res.headers())
         && let Ok(value) = header::HeaderValue::from_str(&tag)
     {
         res.headers_mut().insert(header::ETAG, value);
@@ -122,6 +133,21 @@ mod tests {
         assert_ne!(t, tag(2, "/v1/brands?q=a", None));
         assert_ne!(t, tag(1, "/v1/brands?q=b", None));
         assert_ne!(t, tag(1, "/v1/brands?q=a", Some(7)));
+    }
+
+    /// Red team h33, finding 2: a listing evaluated in batch while the live
+    /// series caught up was tagged with the state version, which does not
+    /// move at the catch-up, so a poll got 304 and kept the stand-in's bits.
+    #[test]
+    fn a_provisional_answer_gets_no_tag() {
+        let mut headers = header::HeaderMap::new();
+        assert!(taggable(StatusCode::OK, &headers));
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static(super::super::position::NO_STORE),
+        );
+        assert!(!taggable(StatusCode::OK, &headers));
+        assert!(!taggable(StatusCode::NOT_FOUND, &header::HeaderMap::new()));
     }
 
     #[test]

@@ -10,13 +10,20 @@
 //! the handler says it reflects another (`reflects`): an ingest answer its
 //! events' position, a ranking the state it was built from. Handlers read
 //! the wanted position with `min_position` (rankings wait for it too).
+//!
+//! A handler also says when its answer is provisional (`provisional`): a
+//! stand-in whose bits will change while the state's version does not (a
+//! ranking evaluated in batch while the live series catches up,
+//! `Ranking::settled`). Such an answer carries `Cache-Control: no-store`,
+//! and the conditional-GET layer (`etag.rs`) gives it no tag, so no client
+//! or cache keeps it past the catch-up (red team h33, finding 2).
 
 use std::cell::Cell;
 
 use actix_web::ResponseError;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
 
@@ -24,6 +31,9 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::engine::Engine;
 use crate::store::EventStore;
+
+/// `Cache-Control` of a provisional answer (`provisional`).
+pub const NO_STORE: &str = "no-store";
 
 /// The response header.
 pub const POSITION_HEADER: &str = "fusion-position";
@@ -38,6 +48,7 @@ pub const MAX_WAIT_SECONDS: f64 = 60.0;
 struct Read {
     min: u64,
     reflects: Cell<Option<u64>>,
+    provisional: Cell<bool>,
 }
 
 tokio::task_local! {
@@ -53,6 +64,12 @@ pub fn min_position() -> u64 {
 /// position when the request came in).
 pub fn reflects(position: u64) {
     let _ = READ.try_with(|r| r.reflects.set(Some(position)));
+}
+
+/// Says that the answer being made is provisional (module docs): it is
+/// sent with `Cache-Control: no-store` and no `ETag`.
+pub fn provisional() {
+    let _ = READ.try_with(|r| r.provisional.set(true));
 }
 
 /// `min_position` and `wait` of a query.
@@ -106,11 +123,13 @@ pub async fn reflect<S: EventStore>(
     let read = Read {
         min,
         reflects: Cell::new(None),
+        provisional: Cell::new(false),
     };
-    let (mut res, reflected) = READ
+    let (mut res, reflected, provisional) = READ
         .scope(read, async {
             let res = next.call(req).await;
-            (res, READ.with(|r| r.reflects.get()))
+            let (reflected, provisional) = READ.with(|r| (r.reflects.get(), r.provisional.get()));
+            (res, reflected, provisional)
         })
         .await;
     if let Ok(res) = res.as_mut() {
@@ -119,6 +138,10 @@ pub async fn reflect<S: EventStore>(
             HeaderName::from_static(POSITION_HEADER),
             HeaderValue::from(position),
         );
+        if provisional {
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+        }
     }
     Ok(res?.map_into_left_body())
 }
