@@ -43,14 +43,17 @@
 //! never one that cannot start. `EngineOptions::fold_faults` injects such
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
+mod dropper;
 mod follow;
 mod lineage;
 mod live;
 mod reads;
 mod refold;
 mod release;
+mod reorder;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
+pub use reorder::DEFAULT_REORDER_WINDOW;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -303,6 +306,12 @@ pub struct EngineOptions {
     /// only if nothing was folded since. Zero: every read reflects every
     /// acknowledged event (read-your-writes).
     pub staleness: std::time::Duration,
+    /// How long the fold thread holds fresh events back, so events stamped
+    /// before them by other senders are folded with them in order instead
+    /// of refolding (`engine/reorder.rs`): a change is folded once the
+    /// clock has passed its latest event time by this, at most this after
+    /// it was stored. Zero: folded as they come.
+    pub reorder_window: std::time::Duration,
     /// Whether the engine loads snapshots of the derived state at open
     /// and writes them (`engine::snapshot`).
     pub snapshots: Snapshots,
@@ -349,6 +358,7 @@ impl Default for EngineOptions {
             memory: None,
             max_fold_queue: DEFAULT_MAX_FOLD_QUEUE,
             staleness: DEFAULT_STALENESS,
+            reorder_window: DEFAULT_REORDER_WINDOW,
             snapshots: Snapshots::Off,
             ready_before_live: false,
         }
@@ -628,15 +638,16 @@ impl Derived {
             Ok(Ok((mut state, reach))) => {
                 state.record_movements(self.feeding());
                 let position = state.position();
-                // The old state is dropped after the lock is let go
-                // (freeing a large state took 0.7 s under it).
+                // The old state is freed after the lock is let go
+                // (freeing a large state took 0.7 s under it), and off
+                // the fold thread, which answers writers next.
                 let old = {
                     let mut slot = self.write_slot();
                     self.new_generation(reach);
                     std::mem::replace(&mut slot.state, state)
                 };
                 self.publish_position(position);
-                drop(old);
+                dropper::drop_later(old);
                 Ok(())
             }
             Ok(Err(cause)) => Err(self.fail(&cause)),
@@ -750,6 +761,8 @@ struct Change {
     _reserved: Reservation,
     /// Its events in the fold queue's count, until it is folded.
     _queued: Option<Queued>,
+    /// When it may be folded (`reorder.rs`: fresh events are held back).
+    due: Instant,
 }
 
 /// Work for the fold thread.
@@ -791,11 +804,14 @@ fn fold_loop(
     let mut parked: Vec<Change> = Vec::new();
     let mut checkpoints = refold::Checkpoints::default();
     checkpoints.after_round(&derived);
+    // Every sender is gone: what is held back is folded at once.
+    let mut closed = false;
     loop {
         if received.is_empty() {
-            match rx.recv() {
-                Ok(job) => received.push_back(job),
-                Err(_) => {
+            let job = if closed { None } else { rx.recv().ok() };
+            match job {
+                Some(job) => received.push_back(job),
+                None => {
                     derived.live.stop();
                     return;
                 }
@@ -804,9 +820,30 @@ fn fold_loop(
         while let Ok(job) = rx.try_recv() {
             received.push_back(job);
         }
-        // A round: every change received before the first restore.
+        // Fresh events wait a little for the stragglers stamped before
+        // them (`reorder.rs`), so the round folds them in place.
+        let now = Instant::now();
+        let mut due = if closed {
+            received.len()
+        } else {
+            reorder::due_prefix(&received, now)
+        };
+        if due == 0 {
+            if let Some(at) = reorder::next_due(&received, now) {
+                match rx.recv_timeout(at.saturating_duration_since(now)) {
+                    Ok(job) => received.push_back(job),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                }
+            }
+            continue;
+        }
+        // A round: every due change received before the first restore.
         let mut round = Vec::new();
-        while let Some(job) = received.pop_front() {
+        while due > 0
+            && let Some(job) = received.pop_front()
+        {
+            due -= 1;
             match job {
                 FoldJob::Change(change) => round.push(change),
                 FoldJob::Restore(state) if round.is_empty() => {
@@ -914,7 +951,6 @@ fn fold_loop(
             outcome
         };
         if outcome.is_ok() {
-            checkpoints.after_round(&derived);
             // Before the answers: a writer that reads after its answer
             // finds its events within the published position.
             derived.publish_position(derived.slot.read().state.position());
@@ -924,6 +960,11 @@ fn fold_loop(
         }
         for change in round {
             let _ = change.reply.send(outcome.clone());
+        }
+        if outcome.is_ok() {
+            // After the answers: a checkpoint is a copy of the fold state
+            // (milliseconds), and nothing changed the fold since the round.
+            checkpoints.after_round(&derived);
         }
         // The live series catches up on its own thread (`live.rs`): no
         // writer waits for it.
@@ -1576,7 +1617,10 @@ impl<S: EventStore> Engine<S> {
         let own = report.position;
         report.position = self.position().max(own);
         if let Some((count, folded)) = folded {
-            match folded.await {
+            let waiting = Instant::now();
+            let folded = folded.await;
+            crate::telemetry::record_fold_wait(waiting.elapsed());
+            match folded {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
                     return Err(EngineError::NotFolded {
@@ -1885,12 +1929,15 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<FoldWaiter, EngineError> {
         let (reply, waiter) = tokio::sync::oneshot::channel();
         let positions = self.derived.in_flight.positions(&events);
+        let window = self.options.reorder_window;
+        let due = reorder::due(&events, window, Instant::now(), Utc::now());
         let change = Change {
             events,
             rebuild,
             reply,
             _reserved: reserved,
             _queued: queued,
+            due,
         };
         if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
@@ -2778,6 +2825,7 @@ mod tests {
             reply,
             _reserved: Reservation::none(&Arc::default()),
             _queued: None,
+            due: Instant::now(),
         };
         (FoldJob::Change(change), waiter)
     }

@@ -75,6 +75,12 @@ pub struct ServeArgs {
     /// log (0: every read reflects every acknowledged event)
     #[arg(long, default_value_t = crate::engine::DEFAULT_STALENESS.as_secs_f64(), value_parser = staleness)]
     pub staleness: f64,
+    /// Milliseconds the fold holds fresh events back so events stamped
+    /// before them by other senders are folded in order with them, not
+    /// refolded (0: folded as they come; at most 1000)
+    #[arg(long, default_value_t = crate::engine::DEFAULT_REORDER_WINDOW.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub reorder_window_ms: u64,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -361,6 +367,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             fail_open,
             max_fold_queue: args.max_fold_queue,
             staleness: std::time::Duration::from_secs_f64(args.staleness),
+            reorder_window: std::time::Duration::from_millis(args.reorder_window_ms),
             // `--snapshot-every` is applied by `engine_on`.
             snapshots: crate::engine::Snapshots::LoadAndWrite { every: 0 },
             // Ready once every acknowledged event is folded; rankings wait
