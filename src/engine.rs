@@ -781,7 +781,9 @@ enum FoldJob {
 /// newest event-time checkpoint before it (`refold.rs`: the events after
 /// it, read from the store), one older than every checkpoint, a
 /// registration or an erasure builds the state again from the whole store,
-/// while readers keep the old state.
+/// while readers keep the old state. Fresh events wait for the reorder
+/// window first (`reorder.rs`: a round takes the prefix of changes due),
+/// so stragglers stamped before them fold in order with them.
 ///
 /// Changes come in the store's order (`Engine::writes`) and every event
 /// of a change was committed before the change was sent, so a build from
