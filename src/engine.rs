@@ -47,6 +47,7 @@ mod dropper;
 mod follow;
 mod lineage;
 mod live;
+mod queue;
 mod reads;
 mod refold;
 mod release;
@@ -59,7 +60,7 @@ pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfE
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
@@ -124,6 +125,14 @@ pub enum EngineError {
         events: usize,
         limit: usize,
     },
+    /// Back-pressure in time: the oldest write waiting for its commit and
+    /// fold has waited longer than `EngineOptions::max_fold_wait`; nothing
+    /// of the request was stored.
+    #[error(
+        "the service is overloaded: a write has waited {waited_ms} ms for its commit and fold, \
+         past the bound of {limit_ms} ms; nothing was stored, retry after a second"
+    )]
+    OverloadedWait { waited_ms: u64, limit_ms: u64 },
     /// `min_position` was not reached in time (`Engine::wait_for_position`).
     #[error(
         "this server has folded the log through position {reached}, not yet {wanted}, \
@@ -300,6 +309,12 @@ pub struct EngineOptions {
     /// (back-pressure: the queue stays bounded, and so does the wait of an
     /// acknowledgement). A write larger than this alone is refused too.
     pub max_fold_queue: usize,
+    /// How long the oldest write waiting for its commit and fold may have
+    /// waited before a new write is refused as
+    /// `EngineError::OverloadedWait` (back-pressure in time, `queue.rs`:
+    /// acknowledgements stay bounded whatever an event costs). Zero: no
+    /// bound in time.
+    pub max_fold_wait: std::time::Duration,
     /// How far behind the folded log a ranking (and what is read from it:
     /// brand listings and summaries) may be when it is served without a
     /// `min_position`: a ranking taken more than this long ago is served
@@ -346,6 +361,11 @@ pub enum Snapshots {
 /// second and a half of folding at the rates of `benches/stream.sh`.
 pub const DEFAULT_MAX_FOLD_QUEUE: usize = 50_000;
 
+/// Default of `EngineOptions::max_fold_wait`: well past a refold of a
+/// stream's late batches (0.2 to 0.5 s under `benches/stream.sh`), so it
+/// sheds only where acknowledgements would otherwise queue for seconds.
+pub const DEFAULT_MAX_FOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Default of `EngineOptions::staleness`.
 pub const DEFAULT_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -357,6 +377,7 @@ impl Default for EngineOptions {
             fail_open: false,
             memory: None,
             max_fold_queue: DEFAULT_MAX_FOLD_QUEUE,
+            max_fold_wait: DEFAULT_MAX_FOLD_WAIT,
             staleness: DEFAULT_STALENESS,
             reorder_window: DEFAULT_REORDER_WINDOW,
             snapshots: Snapshots::Off,
@@ -763,6 +784,8 @@ struct Change {
     _queued: Option<Queued>,
     /// When it may be folded (`reorder.rs`: fresh events are held back).
     due: Instant,
+    /// Its stored events in the fold lag gauges, until it is folded.
+    _lag: Option<crate::telemetry::FoldWait>,
 }
 
 /// Work for the fold thread.
@@ -1313,7 +1336,7 @@ pub struct Engine<S> {
     /// Whether the state at open came from a snapshot and the log after it.
     from_snapshot: bool,
     /// Events sent to the fold thread and not folded yet (back-pressure).
-    queued: Arc<AtomicUsize>,
+    queued: Arc<queue::FoldQueue>,
     /// The trend columns of the latest ranking (1, 7 and 30 days before
     /// its time): the generation and time they were taken for.
     past_columns: Mutex<PastColumns>,
@@ -1324,18 +1347,7 @@ pub struct Engine<S> {
 /// `Engine::past_columns`.
 type PastColumns = Option<(u64, DateTime<Utc>, Arc<Vec<BatchScores>>)>;
 
-/// A write's events counted in `Engine::queued` until it is dropped (after
-/// its change is folded, or where the write ends early).
-struct Queued {
-    count: Arc<AtomicUsize>,
-    events: usize,
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.count.fetch_sub(self.events, Ordering::SeqCst);
-    }
-}
+use queue::Queued;
 
 impl<S> Drop for Engine<S> {
     fn drop(&mut self) {
@@ -1638,25 +1650,12 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Counts `events` into the fold queue, or refuses them as
-    /// `Overloaded` when they would pass `EngineOptions::max_fold_queue`.
+    /// `Overloaded` when they would pass `EngineOptions::max_fold_queue`,
+    /// or `OverloadedWait` when the oldest write waiting has waited past
+    /// `EngineOptions::max_fold_wait` (`queue.rs`).
     fn enqueue(&self, events: usize) -> Result<Queued, EngineError> {
-        let limit = self.options.max_fold_queue;
-        self.queued
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
-                (q + events <= limit).then_some(q + events)
-            })
-            .map_err(|queued| {
-                crate::telemetry::record_overloaded(events);
-                EngineError::Overloaded {
-                    queued,
-                    events,
-                    limit,
-                }
-            })?;
-        Ok(Queued {
-            count: Arc::clone(&self.queued),
-            events,
-        })
+        let (limit, max_wait) = (self.options.max_fold_queue, self.options.max_fold_wait);
+        self.queued.enter(events, limit, max_wait)
     }
 
     /// The log position this server's state has folded through (every
@@ -1933,6 +1932,7 @@ impl<S: EventStore> Engine<S> {
         let positions = self.derived.in_flight.positions(&events);
         let window = self.options.reorder_window;
         let due = reorder::due(&events, window, Instant::now(), Utc::now());
+        let lag = (!events.is_empty()).then(|| crate::telemetry::FoldWait::begin(events.len()));
         let change = Change {
             events,
             rebuild,
@@ -1940,6 +1940,7 @@ impl<S: EventStore> Engine<S> {
             _reserved: reserved,
             _queued: queued,
             due,
+            _lag: lag,
         };
         if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
@@ -2828,6 +2829,7 @@ mod tests {
             _reserved: Reservation::none(&Arc::default()),
             _queued: None,
             due: Instant::now(),
+            _lag: None,
         };
         (FoldJob::Change(change), waiter)
     }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one boundary.
 
 mod alerts;
+mod backpressure;
 mod backtest;
 mod build;
 mod calibrate;
