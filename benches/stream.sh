@@ -16,8 +16,14 @@
 # request, from 64 clients); each gets its own copy of the store and its
 # own server. Prints `name=value` lines on stdout; the rest goes to stderr.
 #
-# The generator is open loop up to 8 requests in flight per client (2 per
-# client of `singles`). Settings (environment): FUSION_BIN and STREAM_BIN (built binaries instead
+# Also printed: the split of an acknowledgement in the server (mean
+# commit, mean wait for the fold after it, mean ingest request);
+# METRICS_OUT=PREFIX keeps each scenario's /metrics in PREFIX.<scenario>.
+#
+# The generator is open loop up to 8 requests in flight per client
+# (SINGLE_INFLIGHT, 2, per client of `singles`: 128 in flight, so above a
+# mean acknowledgement of 25.6 ms the generator, not the server, sets the
+# rate). Settings (environment): FUSION_BIN and STREAM_BIN (built binaries instead
 # of building release), STORE_EVENTS (200000; 1000000 for the note), RATE
 # (20000), BATCH (500), CLIENTS (4), SINGLE_RATE (5000), SECONDS (15),
 # SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
@@ -43,6 +49,7 @@ SCENARIOS=${SCENARIOS:-batches singles}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 READY_TRIES=${READY_TRIES:-1500}
 PATIENCE=${PATIENCE:-0}
+SINGLE_INFLIGHT=${SINGLE_INFLIGHT:-2}
 
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 if [ -z "${FUSION_BIN:-}" ] || [ -z "${STREAM_BIN:-}" ]; then
@@ -157,6 +164,15 @@ scenario() {
     echo "${name}_fold_rebuild_mean_s=$(awk '$1 == "fusion_fold_rebuild_seconds_sum" { s = $2 } $1 == "fusion_fold_rebuild_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     # Append requests per commit (group commit), on average.
     echo "${name}_commit_group_requests_mean=$(awk '$1 == "fusion_commit_group_requests_sum" { s = $2 } $1 == "fusion_commit_group_requests_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    # The commit's mean time (an fsync and the group's writes).
+    echo "${name}_commit_mean_ms=$(awk '$1 == "fusion_commit_seconds_sum" { s = $2 } $1 == "fusion_commit_seconds_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+    # The wait for the fold after the commit, and a whole ingest request
+    # in the server (2xx), means: with the commit, the split of an ack.
+    echo "${name}_fold_wait_mean_ms=$(awk '$1 == "fusion_fold_wait_seconds_sum" { s = $2 } $1 == "fusion_fold_wait_seconds_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+    echo "${name}_ingest_request_mean_ms=$(awk 'index($1, "fusion_http_request_duration_seconds_sum{") == 1 && $1 ~ /route="\/v1\/events"/ && $1 ~ /method="POST"/ && $1 ~ /status="2/ { s += $2 } index($1, "fusion_http_request_duration_seconds_count{") == 1 && $1 ~ /route="\/v1\/events"/ && $1 ~ /method="POST"/ && $1 ~ /status="2/ { n += $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+    if [ -n "${METRICS_OUT:-}" ]; then
+        cp /dev/stdin "$METRICS_OUT.$name" <<<"$metrics"
+    fi
     # Refolds for late events from an event-time checkpoint (the events
     # after it), their mean time and mean events folded.
     echo "${name}_fold_refolds=$(awk '$1 == "fusion_fold_refolds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
@@ -178,7 +194,7 @@ scenario() {
 for s in $SCENARIOS; do
     case $s in
         batches) scenario batches "$RATE" "$BATCH" "$CLIENTS" ;;
-        singles) scenario singles "$SINGLE_RATE" 1 64 inflight=2 ;;
+        singles) scenario singles "$SINGLE_RATE" 1 64 "inflight=$SINGLE_INFLIGHT" ;;
         *) echo "unknown scenario $s" >&2; exit 1 ;;
     esac
 done

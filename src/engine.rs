@@ -43,20 +43,24 @@
 //! never one that cannot start. `EngineOptions::fold_faults` injects such
 //! failures for the tests (`FUSION_FAULT_INJECT`, read by `serve` only).
 
+mod dropper;
 mod follow;
 mod lineage;
 mod live;
+mod queue;
 mod reads;
 mod refold;
 mod release;
+mod reorder;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
+pub use reorder::DEFAULT_REORDER_WINDOW;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
@@ -121,6 +125,14 @@ pub enum EngineError {
         events: usize,
         limit: usize,
     },
+    /// Back-pressure in time: the oldest write waiting for its commit and
+    /// fold has waited longer than `EngineOptions::max_fold_wait`; nothing
+    /// of the request was stored.
+    #[error(
+        "the service is overloaded: a write has waited {waited_ms} ms for its commit and fold, \
+         past the bound of {limit_ms} ms; nothing was stored, retry after a second"
+    )]
+    OverloadedWait { waited_ms: u64, limit_ms: u64 },
     /// `min_position` was not reached in time (`Engine::wait_for_position`).
     #[error(
         "this server has folded the log through position {reached}, not yet {wanted}, \
@@ -303,12 +315,24 @@ pub struct EngineOptions {
     /// (back-pressure: the queue stays bounded, and so does the wait of an
     /// acknowledgement). A write larger than this alone is refused too.
     pub max_fold_queue: usize,
+    /// How long the oldest write waiting for its commit and fold may have
+    /// waited before a new write is refused as
+    /// `EngineError::OverloadedWait` (back-pressure in time, `queue.rs`:
+    /// acknowledgements stay bounded whatever an event costs). Zero: no
+    /// bound in time.
+    pub max_fold_wait: std::time::Duration,
     /// How far behind the folded log a ranking (and what is read from it:
     /// brand listings and summaries) may be when it is served without a
     /// `min_position`: a ranking taken more than this long ago is served
     /// only if nothing was folded since. Zero: every read reflects every
     /// acknowledged event (read-your-writes).
     pub staleness: std::time::Duration,
+    /// How long the fold thread holds fresh events back, so events stamped
+    /// before them by other senders are folded with them in order instead
+    /// of refolding (`engine/reorder.rs`): a change is folded once the
+    /// clock has passed its latest event time by this, at most this after
+    /// it was stored. Zero: folded as they come.
+    pub reorder_window: std::time::Duration,
     /// Whether the engine loads snapshots of the derived state at open
     /// and writes them (`engine::snapshot`).
     pub snapshots: Snapshots,
@@ -348,6 +372,11 @@ pub const DEFAULT_MAX_FOLD_QUEUE: usize = 50_000;
 /// the series' bound, that no cache keeps (`Ranking::settled`).
 const LIVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Default of `EngineOptions::max_fold_wait`: well past a refold of a
+/// stream's late batches (0.2 to 0.5 s under `benches/stream.sh`), so it
+/// sheds only where acknowledgements would otherwise queue for seconds.
+pub const DEFAULT_MAX_FOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Default of `EngineOptions::staleness`.
 pub const DEFAULT_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -359,7 +388,9 @@ impl Default for EngineOptions {
             fail_open: false,
             memory: None,
             max_fold_queue: DEFAULT_MAX_FOLD_QUEUE,
+            max_fold_wait: DEFAULT_MAX_FOLD_WAIT,
             staleness: DEFAULT_STALENESS,
+            reorder_window: DEFAULT_REORDER_WINDOW,
             snapshots: Snapshots::Off,
             ready_before_live: false,
         }
@@ -639,8 +670,9 @@ impl Derived {
             Ok(Ok((mut state, reach))) => {
                 state.record_movements(self.feeding());
                 let position = state.position();
-                // The old state is dropped after the lock is let go
-                // (freeing a large state took 0.7 s under it).
+                // The old state is freed after the lock is let go
+                // (freeing a large state took 0.7 s under it), and off
+                // the fold thread, which answers writers next.
                 let old = {
                     let mut slot = self.write_slot();
                     // A refold of events after the live series' checkpoint
@@ -654,7 +686,7 @@ impl Derived {
                     std::mem::replace(&mut slot.state, state)
                 };
                 self.publish_position(position);
-                drop(old);
+                dropper::drop_later(old);
                 Ok(())
             }
             Ok(Err(cause)) => Err(self.fail(&cause)),
@@ -768,6 +800,10 @@ struct Change {
     _reserved: Reservation,
     /// Its events in the fold queue's count, until it is folded.
     _queued: Option<Queued>,
+    /// When it may be folded (`reorder.rs`: fresh events are held back).
+    due: Instant,
+    /// Its stored events in the fold lag gauges, until it is folded.
+    _lag: Option<crate::telemetry::FoldWait>,
 }
 
 /// Work for the fold thread.
@@ -786,7 +822,9 @@ enum FoldJob {
 /// newest event-time checkpoint before it (`refold.rs`: the events after
 /// it, read from the store), one older than every checkpoint, a
 /// registration or an erasure builds the state again from the whole store,
-/// while readers keep the old state.
+/// while readers keep the old state. Fresh events wait for the reorder
+/// window first (`reorder.rs`: a round takes the prefix of changes due),
+/// so stragglers stamped before them fold in order with them.
 ///
 /// Changes come in the store's order (`Engine::writes`) and every event
 /// of a change was committed before the change was sent, so a build from
@@ -809,11 +847,14 @@ fn fold_loop(
     let mut parked: Vec<Change> = Vec::new();
     let mut checkpoints = refold::Checkpoints::default();
     checkpoints.after_round(&derived);
+    // Every sender is gone: what is held back is folded at once.
+    let mut closed = false;
     loop {
         if received.is_empty() {
-            match rx.recv() {
-                Ok(job) => received.push_back(job),
-                Err(_) => {
+            let job = if closed { None } else { rx.recv().ok() };
+            match job {
+                Some(job) => received.push_back(job),
+                None => {
                     derived.live.stop();
                     return;
                 }
@@ -822,9 +863,30 @@ fn fold_loop(
         while let Ok(job) = rx.try_recv() {
             received.push_back(job);
         }
-        // A round: every change received before the first restore.
+        // Fresh events wait a little for the stragglers stamped before
+        // them (`reorder.rs`), so the round folds them in place.
+        let now = Instant::now();
+        let mut due = if closed {
+            received.len()
+        } else {
+            reorder::due_prefix(&received, now)
+        };
+        if due == 0 {
+            if let Some(at) = reorder::next_due(&received, now) {
+                match rx.recv_timeout(at.saturating_duration_since(now)) {
+                    Ok(job) => received.push_back(job),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                }
+            }
+            continue;
+        }
+        // A round: every due change received before the first restore.
         let mut round = Vec::new();
-        while let Some(job) = received.pop_front() {
+        while due > 0
+            && let Some(job) = received.pop_front()
+        {
+            due -= 1;
             match job {
                 FoldJob::Change(change) => round.push(change),
                 FoldJob::Restore(state) if round.is_empty() => {
@@ -934,7 +996,6 @@ fn fold_loop(
             outcome
         };
         if outcome.is_ok() {
-            checkpoints.after_round(&derived);
             // Before the answers: a writer that reads after its answer
             // finds its events within the published position.
             derived.publish_position(derived.slot.read().state.position());
@@ -944,6 +1005,11 @@ fn fold_loop(
         }
         for change in round {
             let _ = change.reply.send(outcome.clone());
+        }
+        if outcome.is_ok() {
+            // After the answers: a checkpoint is a copy of the fold state
+            // (milliseconds), and nothing changed the fold since the round.
+            checkpoints.after_round(&derived);
         }
         // The live series catches up on its own thread (`live.rs`): no
         // writer waits for it.
@@ -1293,7 +1359,7 @@ pub struct Engine<S> {
     /// Whether the state at open came from a snapshot and the log after it.
     from_snapshot: bool,
     /// Events sent to the fold thread and not folded yet (back-pressure).
-    queued: Arc<AtomicUsize>,
+    queued: Arc<queue::FoldQueue>,
     /// The trend columns of the latest ranking (1, 7 and 30 days before
     /// its time): the generation and time they were taken for.
     past_columns: Mutex<PastColumns>,
@@ -1304,18 +1370,7 @@ pub struct Engine<S> {
 /// `Engine::past_columns`.
 type PastColumns = Option<(u64, DateTime<Utc>, Arc<Vec<BatchScores>>)>;
 
-/// A write's events counted in `Engine::queued` until it is dropped (after
-/// its change is folded, or where the write ends early).
-struct Queued {
-    count: Arc<AtomicUsize>,
-    events: usize,
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.count.fetch_sub(self.events, Ordering::SeqCst);
-    }
-}
+use queue::Queued;
 
 impl<S> Drop for Engine<S> {
     fn drop(&mut self) {
@@ -1600,7 +1655,10 @@ impl<S: EventStore> Engine<S> {
         let own = report.position;
         report.position = self.position().max(own);
         if let Some((count, folded)) = folded {
-            match folded.await {
+            let waiting = Instant::now();
+            let folded = folded.await;
+            crate::telemetry::record_fold_wait(waiting.elapsed());
+            match folded {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
                     return Err(EngineError::NotFolded {
@@ -1616,25 +1674,12 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Counts `events` into the fold queue, or refuses them as
-    /// `Overloaded` when they would pass `EngineOptions::max_fold_queue`.
+    /// `Overloaded` when they would pass `EngineOptions::max_fold_queue`,
+    /// or `OverloadedWait` when the oldest write waiting has waited past
+    /// `EngineOptions::max_fold_wait` (`queue.rs`).
     fn enqueue(&self, events: usize) -> Result<Queued, EngineError> {
-        let limit = self.options.max_fold_queue;
-        self.queued
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
-                (q + events <= limit).then_some(q + events)
-            })
-            .map_err(|queued| {
-                crate::telemetry::record_overloaded(events);
-                EngineError::Overloaded {
-                    queued,
-                    events,
-                    limit,
-                }
-            })?;
-        Ok(Queued {
-            count: Arc::clone(&self.queued),
-            events,
-        })
+        let (limit, max_wait) = (self.options.max_fold_queue, self.options.max_fold_wait);
+        self.queued.enter(events, limit, max_wait)
     }
 
     /// The log position this server's state has folded through (every
@@ -1909,12 +1954,17 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<FoldWaiter, EngineError> {
         let (reply, waiter) = tokio::sync::oneshot::channel();
         let positions = self.derived.in_flight.positions(&events);
+        let window = self.options.reorder_window;
+        let due = reorder::due(&events, window, Instant::now(), Utc::now());
+        let lag = (!events.is_empty()).then(|| crate::telemetry::FoldWait::begin(events.len()));
         let change = Change {
             events,
             rebuild,
             reply,
             _reserved: reserved,
             _queued: queued,
+            due,
+            _lag: lag,
         };
         if self.folder.send(FoldJob::Change(change)).is_err() {
             return Err(EngineError::Internal("the fold thread has stopped".into()));
@@ -2840,6 +2890,8 @@ mod tests {
             reply,
             _reserved: Reservation::none(&Arc::default()),
             _queued: None,
+            due: Instant::now(),
+            _lag: None,
         };
         (FoldJob::Change(change), waiter)
     }

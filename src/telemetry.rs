@@ -69,6 +69,8 @@ metrics_table! {
         "Seconds from handing events to the store to their commit.";
     COMMIT_GROUP_REQUESTS = "fusion_commit_group_requests", Histogram,
         "Append requests the store committed together in one transaction (group commit), per commit.";
+    FOLD_WAIT_SECONDS = "fusion_fold_wait_seconds", Histogram,
+        "Seconds a write waits for the fold after its commit (the reorder window, the round, a refold).";
     FOLD_LAG_EVENTS = "fusion_fold_lag_events", Gauge,
         "Stored events waiting to be folded into the scores.";
     FOLD_LAG_SECONDS = "fusion_fold_lag_seconds", Gauge,
@@ -294,6 +296,11 @@ pub fn record_commit_group(requests: usize) {
 
 pub fn record_commit(elapsed: Duration) {
     histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A write's wait for the fold of its events, after their commit.
+pub fn record_fold_wait(elapsed: Duration) {
+    histogram!(FOLD_WAIT_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub fn record_store_error(err: &crate::store::StoreError) {

@@ -71,10 +71,21 @@ pub struct ServeArgs {
     /// `overloaded` with Retry-After (back-pressure; at least the largest batch)
     #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_FOLD_QUEUE)]
     pub max_fold_queue: usize,
+    /// Seconds the oldest write may have waited for its commit and fold
+    /// past which ingest answers 503 `overloaded` with Retry-After
+    /// (back-pressure in time; 0: no bound)
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_FOLD_WAIT.as_secs_f64(), value_parser = wait_bound)]
+    pub max_fold_wait: f64,
     /// Seconds rankings, brand listings and summaries may lag the folded
     /// log (0: every read reflects every acknowledged event)
     #[arg(long, default_value_t = crate::engine::DEFAULT_STALENESS.as_secs_f64(), value_parser = staleness)]
     pub staleness: f64,
+    /// Milliseconds the fold holds fresh events back so events stamped
+    /// before them by other senders are folded in order with them, not
+    /// refolded (0: folded as they come; at most 1000)
+    #[arg(long, default_value_t = crate::engine::DEFAULT_REORDER_WINDOW.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub reorder_window_ms: u64,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -132,6 +143,14 @@ fn staleness(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && (0.0..=60.0).contains(&x) => Ok(x),
         _ => Err("expected a number of seconds in [0, 60]".into()),
+    }
+}
+
+/// `--max-fold-wait`: zero (no bound) allowed, at most an hour.
+fn wait_bound(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=3600.0).contains(&x) => Ok(x),
+        _ => Err("expected a number of seconds in [0, 3600]".into()),
     }
 }
 
@@ -360,7 +379,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             fold_faults,
             fail_open,
             max_fold_queue: args.max_fold_queue,
+            max_fold_wait: std::time::Duration::from_secs_f64(args.max_fold_wait),
             staleness: std::time::Duration::from_secs_f64(args.staleness),
+            reorder_window: std::time::Duration::from_millis(args.reorder_window_ms),
             // `--snapshot-every` is applied by `engine_on`.
             snapshots: crate::engine::Snapshots::LoadAndWrite { every: 0 },
             // Ready once every acknowledged event is folded; rankings wait

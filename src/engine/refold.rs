@@ -15,7 +15,9 @@
 //! builds the whole state again, and the checkpoints start over from it.
 //!
 //! Copies are taken under the fold lock and the read lock (readers go on;
-//! the fold and live threads wait) and share the impulse columns.
+//! the fold and live threads wait) and share the impulse columns; they
+//! are taken after a round's answers, and freed off the fold thread
+//! (`dropper.rs`).
 //!
 //! Must not: keep events, answer writers, hold the write lock.
 
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::Derived;
+use super::{Derived, dropper};
 use crate::domain::{EventId, Logged};
 use crate::score::FoldCheckpoint;
 use crate::store::{EventStore, SCAN_CHUNK, StoreError};
@@ -100,14 +102,14 @@ impl Checkpoints {
             checkpoint,
         });
         if self.kept.len() > KEEP {
-            self.kept.pop_front();
+            dropper::drop_later(self.kept.pop_front());
         }
     }
 
     /// Forgets every checkpoint (the state was built whole: they may hold
     /// what it no longer does, or lack an earlier event it holds).
     pub(super) fn clear(&mut self) {
-        self.kept.clear();
+        dropper::drop_later(std::mem::take(&mut self.kept));
     }
 
     /// The newest checkpoint every one of `events` comes after (or is
@@ -124,7 +126,10 @@ impl Checkpoints {
     /// checkpoint at or after it lacks an event before its end, so it is
     /// no prefix of the log any more.
     pub(super) fn after_refold(&mut self, first: &(DateTime<Utc>, EventId)) {
-        self.kept
-            .retain(|k| k.checkpoint.is_before(first.0, &first.1));
+        let (kept, gone) = std::mem::take(&mut self.kept)
+            .into_iter()
+            .partition(|k| k.checkpoint.is_before(first.0, &first.1));
+        self.kept = kept;
+        dropper::drop_later::<VecDeque<Kept>>(gone);
     }
 }

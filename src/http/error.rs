@@ -413,7 +413,9 @@ impl From<EngineError> for ApiError {
                 tracing::warn!(cause = %e, "not ready");
                 ApiError::NotReady(e.to_string())
             }
-            e @ EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
+            e @ (EngineError::Overloaded { .. } | EngineError::OverloadedWait { .. }) => {
+                ApiError::Overloaded(e.to_string())
+            }
             e @ EngineError::PositionTimeout { .. } => ApiError::PositionTimeout(e.to_string()),
             EngineError::Internal(cause) | EngineError::TooLarge(cause) => {
                 tracing::error!(%cause, "engine failure");

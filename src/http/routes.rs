@@ -125,7 +125,7 @@ async fn readyz<S: EventStore>(engine: Eng<S>) -> HttpResponse {
         (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a JSON or NDJSON body, or an unknown encoding", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Atomic request with invalid events; nothing was stored", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded (back-pressure: too many events wait to be folded), busy, or not ready; nothing was stored; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded (back-pressure: too many events wait to be folded, or a write has waited too long for its fold), busy, or not ready; nothing was stored; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The store is full; nothing was stored", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn post_events<S: EventStore>(

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one boundary.
 
 mod alerts;
+mod backpressure;
 mod backtest;
 mod build;
 mod calibrate;
@@ -38,6 +39,7 @@ mod redteam2;
 mod redteam3;
 mod refold;
 mod relspace;
+mod reorder;
 mod resilience;
 mod security;
 mod sentiment;
