@@ -1365,6 +1365,8 @@ pub struct Engine<S> {
     past_columns: Mutex<PastColumns>,
     /// The adjoint walks of recently read relationships (`reads.rs`).
     walks: reads::Walks,
+    /// The events recent relationship reads listed as reasons (`reads.rs`).
+    reasons: reads::Reasons,
 }
 
 /// `Engine::past_columns`.
@@ -1525,6 +1527,7 @@ impl<S: EventStore> Engine<S> {
             queued: Arc::default(),
             past_columns: Mutex::new(None),
             walks: reads::Walks::default(),
+            reasons: reads::Reasons::default(),
         })
     }
 
@@ -2381,7 +2384,7 @@ impl<S: EventStore> Engine<S> {
         brand: &EntityId,
         at: DateTime<Utc>,
     ) -> Result<Option<(Explanation, Trend)>, EngineError> {
-        let (draft, trend) = {
+        let (draft, trend, generation) = {
             let state = self.state()?;
             // Read under the read lock, after it was taken (`reads::Taken`).
             let taken = reads::Taken {
@@ -2406,12 +2409,13 @@ impl<S: EventStore> Engine<S> {
                 d7: change(1),
                 d30: change(2),
             };
-            (reading.draft, trend)
+            (reading.draft, trend, taken.generation)
         };
-        let events = self.store.events_at(draft.events()).await?;
-        let by_position: HashMap<u64, Event> =
-            events.into_iter().map(|l| (l.position, l.event)).collect();
-        Ok(Some((draft.finish(|p| by_position.get(&p)), trend)))
+        let by_position = self.reasons_events(generation, draft.events()).await?;
+        Ok(Some((
+            draft.finish(|p| by_position.get(&p).map(|e| &**e)),
+            trend,
+        )))
     }
 
     /// The ranking of every relationship at about `now`, reflecting at

@@ -14,7 +14,8 @@ use actix_web::web::Bytes;
 
 use crate::domain::EntityId;
 
-/// Answers kept at most; the cache is emptied when it would grow past this.
+/// Answers kept at most (a few KB each: tens of MB); when it would grow
+/// past this, answers of earlier seconds go first (`ReadCache::put`).
 const MAX_ENTRIES: usize = 10_000;
 
 type Key = (EntityId, EntityId, i64);
@@ -63,7 +64,17 @@ impl ReadCache {
             inner.answers.clear();
         }
         if inner.answers.len() >= MAX_ENTRIES {
-            inner.answers.clear();
+            // Reads at the default `at` (now, to the second) fill it with
+            // answers of past seconds that no one asks for again: those go
+            // first, so the answers of this second (a dashboard's polls,
+            // many relationships in rotation) stay; when that frees too
+            // little, everything goes.
+            let newest = inner.answers.keys().map(|k| k.2).max().unwrap_or(key.2);
+            let recent = newest.max(key.2) - 1_000_000;
+            inner.answers.retain(|k, _| k.2 >= recent);
+            if inner.answers.len() >= MAX_ENTRIES / 2 {
+                inner.answers.clear();
+            }
         }
         inner.answers.insert(key, (body, etag.clone()));
         etag

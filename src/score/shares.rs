@@ -82,7 +82,19 @@ pub fn decayed(
 /// for a span of 0 or less (an impulse is whole at its own time).
 #[inline]
 fn weighted(amount: f64, seconds: f64, half_life_seconds: f64, weight: f64) -> f64 {
-    amount * half_life_factor(-seconds.max(0.0), half_life_seconds) * weight
+    scaled(amount, decay(seconds, half_life_seconds), weight)
+}
+
+/// The decay over `seconds` of [`weighted`]'s expression.
+#[inline]
+fn decay(seconds: f64, half_life_seconds: f64) -> f64 {
+    half_life_factor(-seconds.max(0.0), half_life_seconds)
+}
+
+/// The rest of [`weighted`]'s expression, in its order.
+#[inline]
+fn scaled(amount: f64, decay: f64, weight: f64) -> f64 {
+    amount * decay * weight
 }
 
 /// The model's half-lives (seconds) and weights per component, looked up
@@ -112,6 +124,21 @@ impl Decays {
     pub fn decayed(&self, c: Component, amount: f64, seconds: f64) -> f64 {
         let i = c.index();
         weighted(amount, seconds, self.half_life_seconds[i], self.weight[i])
+    }
+
+    /// The decay of component `c` over `seconds`: what [`Self::decayed`]
+    /// multiplies by, for a reader that decays many impulses of one time
+    /// (the relationship read: `exp2` once per time, not per impulse).
+    #[inline]
+    pub fn decay(&self, c: Component, seconds: f64) -> f64 {
+        decay(seconds, self.half_life_seconds[c.index()])
+    }
+
+    /// [`Self::decayed`] with its decay given ([`Self::decay`]), the same
+    /// number to the bit.
+    #[inline]
+    pub fn decayed_by(&self, c: Component, amount: f64, decay: f64) -> f64 {
+        scaled(amount, decay, self.weight[c.index()])
     }
 }
 

@@ -34,6 +34,7 @@ mod pg_e2e;
 mod pg_security;
 mod pipelines;
 mod propagate;
+mod read_cache;
 mod reads;
 mod redteam2;
 mod redteam3;
