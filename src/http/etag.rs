@@ -70,9 +70,9 @@ fn matches(if_none_match: &str, tag: &str) -> bool {
 /// while the version stays, so a 304 would keep them past the change).
 fn taggable(status: StatusCode, headers: &header::HeaderMap) -> bool {
     status == StatusCode::OK
-        && !headers
+        && headers
             .get(header::CACHE_CONTROL)
-            .is_some_and(|v| v.as_bytes() == super::position::NO_STORE.as_bytes())
+            .is_none_or(|v| v.as_bytes() != super::position::NO_STORE.as_bytes())
 }
 
 /// The middleware (inside `authorize`: a caller gets a 304 only where it
