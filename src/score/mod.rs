@@ -23,6 +23,7 @@
 //! same numbers whatever the arrival order (`tests/it/tidy.rs` checks the
 //! imports).
 
+mod drift;
 pub(crate) mod fold;
 pub(crate) mod live;
 mod model;
@@ -33,6 +34,7 @@ pub(crate) mod shares;
 pub mod simulate;
 pub mod snapshot;
 
+pub use drift::Drift;
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
     BuildPlan, Built, LiveScores, LiveStats, MoveCause, Moved, Movement,

@@ -36,6 +36,7 @@ mod reads;
 mod redteam2;
 mod refold;
 mod relspace;
+mod rescore;
 mod resilience;
 mod security;
 mod sentiment;
