@@ -1171,8 +1171,10 @@ fn for_each_chunk<S: EventStore>(
 /// a store that would not fit says so when it is opened instead of being
 /// killed by the operating system halfway. The figures per event, entity
 /// and relationship are measured (ARCHITECTURE.md, "Memory", with
-/// `benches/memory.sh`), with margin; relationships are estimated as
-/// `RELATIONSHIPS_PER_EVENT` per event, at most one per person and brand.
+/// `benches/memory.sh` and `benches/scale.sh`), with margin; the
+/// relationships are the first pass's count of those the state can hold
+/// (`LogCounts::relationships`, `score::reach`), not a ratio to events
+/// measured on one shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Footprint {
     /// Bytes for the events' share (impulses, series, graph edges).
@@ -1181,7 +1183,7 @@ pub struct Footprint {
     pub entities: u64,
     /// Bytes for the relationships (live series, rankings).
     pub relationships: u64,
-    /// The relationships estimated.
+    /// The relationships counted.
     pub relationship_count: u64,
 }
 
@@ -1199,21 +1201,13 @@ pub const BYTES_PER_ENTITY: u64 = 400;
 /// 2,000 influencers, 1,000 brands; 11.1 million relationships): 5.7 GB
 /// peak, about 480 B per relationship once the events' share is taken off.
 pub const BYTES_PER_RELATIONSHIP: u64 = 500;
-/// Relationships per event, at most one per person and brand. Measured on
-/// `fusion generate` streams: the default shape (10,000 people, 50
-/// brands) reaches nearly every pair (497,536 of 500,000 at 1,000,000
-/// events: the pairs bound it), issue #10's 10M shape 11.1 per event at
-/// 1,000,000 events (propagation through 2,000 influencers reaches far
-/// more pairs than events name). One per event let that shape's 10M store
-/// open and be killed by the kernel in the live series' build.
-pub const RELATIONSHIPS_PER_EVENT: f64 = 12.0;
 
 impl Footprint {
     /// The estimate for a log of these counts.
     pub fn of(counts: &LogCounts) -> Footprint {
-        let pairs = counts.people.saturating_mul(counts.brands);
-        let relationship_count =
-            ((counts.events as f64 * RELATIONSHIPS_PER_EVENT) as u64).min(pairs);
+        let relationship_count = counts
+            .relationships
+            .min(counts.people.saturating_mul(counts.brands));
         Footprint {
             events: counts.events * BYTES_PER_EVENT,
             entities: counts.entities * BYTES_PER_ENTITY,

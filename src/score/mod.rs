@@ -28,6 +28,7 @@ pub(crate) mod fold;
 pub(crate) mod live;
 mod model;
 pub(crate) mod propagate;
+mod reach;
 mod refold;
 mod scores;
 pub(crate) mod shares;
