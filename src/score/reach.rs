@@ -126,6 +126,18 @@ impl Reach {
             }
         }
         followers.sort_unstable();
+        // CSR: the followers of handle `p` are `follower[start[p]..start[p + 1]]`.
+        let mut start = vec![0u32; table.len() + 1];
+        for k in &followers {
+            start[(k >> 32) as usize + 1] += 1;
+        }
+        let mut sum = 0;
+        for s in &mut start {
+            sum += *s;
+            *s = sum;
+        }
+        let follower: Vec<u32> = followers.iter().map(|k| *k as u32).collect();
+        drop(followers);
         for k in std::mem::take(&mut self.attended) {
             if let Some(&b) = self.occasion_brand.get(&((k >> 32) as u32)) {
                 self.named.insert(key(b, k as u32));
@@ -160,12 +172,8 @@ impl Reach {
                 }
             }
             while let Some(p) = queue.pop() {
-                let from = followers.partition_point(|f| ((f >> 32) as u32) < p);
-                for f in followers[from..]
-                    .iter()
-                    .take_while(|f| (*f >> 32) as u32 == p)
-                {
-                    let q = *f as u32;
+                let span = start[p as usize] as usize..start[p as usize + 1] as usize;
+                for &q in &follower[span] {
                     if mark[q as usize] != b {
                         mark[q as usize] = b;
                         reached += 1;

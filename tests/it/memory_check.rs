@@ -165,7 +165,7 @@ fn the_first_pass_counts_at_least_the_relationships_the_state_holds() {
 /// peak) and of the default shape (under 1 GB). The counts are the first
 /// pass's on those stores (`examples/log_counts.rs`, task h32): the 1M
 /// one counts 13,747,242 relationships where its state holds 11,103,072,
-/// the 10M one 158,222,420.
+/// the 10M one 177,167,004.
 #[test]
 fn the_estimate_refuses_the_shape_that_was_killed_and_admits_those_that_ran() {
     let machine = 23_000_000_000;
@@ -174,7 +174,7 @@ fn the_estimate_refuses_the_shape_that_was_killed_and_admits_those_that_ran() {
         people: 202_000,
         brands: 1_000,
         entities: 275_468,
-        relationships: 158_222_420,
+        relationships: 177_167_004,
     };
     assert!(Footprint::of(&ten_million).total() > machine);
     let one_million_same_shape = LogCounts {
