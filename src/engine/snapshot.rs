@@ -341,21 +341,27 @@ fn save<S: EventStore>(
         };
         (saved, encoded)
     });
-    // The encoder's error says why the store saw the pieces stop.
-    let len = encoded?;
-    let saved = saved.map_err(|e| e.to_string())?;
-    if saved {
-        tracing::info!(
-            events = header.events,
-            position = header.position,
-            bytes = len,
-            seconds = started.elapsed().as_secs_f64(),
-            "wrote a snapshot of the scoring state"
-        );
-    } else {
-        tracing::info!("a snapshot was not kept: an erasure came after its state");
-    }
-    Ok(saved)
+    // A store that refused early (an erasure since) stopped the encoder:
+    // that is a refusal, not a failure; a store's error and an encoder's
+    // are both said.
+    let len = match (saved, encoded) {
+        (Ok(false), _) => {
+            tracing::info!("a snapshot was not kept: an erasure came after its state");
+            return Ok(false);
+        }
+        (Ok(true), Ok(len)) => len,
+        (Ok(true), Err(e)) => return Err(e),
+        (Err(s), Ok(_)) => return Err(s.to_string()),
+        (Err(s), Err(e)) => return Err(format!("{s} (the encoder: {e})")),
+    };
+    tracing::info!(
+        events = header.events,
+        position = header.position,
+        bytes = len,
+        seconds = started.elapsed().as_secs_f64(),
+        "wrote a snapshot of the scoring state"
+    );
+    Ok(true)
 }
 
 /// A snapshot's bytes as written, sent to the store in pieces of [`PIECE`]
