@@ -132,7 +132,10 @@ snapshot_count() {
 }
 newest_snapshot_bytes() {
     if [ "$DATABASE" = 1 ]; then
-        psql "$url" -qtAc "SELECT octet_length(snapshot) FROM snapshots ORDER BY position DESC, id DESC LIMIT 1"
+        # Its bytes are in chunks (migration 0014); a build before has them whole.
+        psql "$url" -qtAc "SELECT COALESCE((SELECT sum(octet_length(bytes)) FROM snapshot_chunks \
+            WHERE snapshot = (SELECT id FROM snapshots ORDER BY position DESC, id DESC LIMIT 1)), 0)" 2>/dev/null ||
+            psql "$url" -qtAc "SELECT octet_length(snapshot) FROM snapshots ORDER BY position DESC, id DESC LIMIT 1"
     else
         stat -c %s "$(ls -t "$WORK/data/snapshots/"*.snapshot | head -1)"
     fi

@@ -70,7 +70,7 @@ use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Logged};
 use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::{
     BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, RelationScore, ScoreState,
-    ScoresAt, ScoringModel,
+    ScoringModel,
 };
 use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, StoreError};
 
@@ -1257,8 +1257,10 @@ fn for_each_chunk<S: EventStore>(
 /// a store that would not fit says so when it is opened instead of being
 /// killed by the operating system halfway. The figures per event, entity
 /// and relationship are measured (ARCHITECTURE.md, "Memory", with
-/// `benches/memory.sh`), with margin; relationships are estimated as
-/// `RELATIONSHIPS_PER_EVENT` per event, at most one per person and brand.
+/// `benches/memory.sh` and `benches/scale.sh`), with margin; the
+/// relationships are the first pass's count of those the state can hold
+/// (`LogCounts::relationships`, `score::reach`), not a ratio to events
+/// measured on one shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Footprint {
     /// Bytes for the events' share (impulses, series, graph edges).
@@ -1267,7 +1269,7 @@ pub struct Footprint {
     pub entities: u64,
     /// Bytes for the relationships (live series, rankings).
     pub relationships: u64,
-    /// The relationships estimated.
+    /// The relationships counted.
     pub relationship_count: u64,
 }
 
@@ -1285,21 +1287,13 @@ pub const BYTES_PER_ENTITY: u64 = 400;
 /// 2,000 influencers, 1,000 brands; 11.1 million relationships): 5.7 GB
 /// peak, about 480 B per relationship once the events' share is taken off.
 pub const BYTES_PER_RELATIONSHIP: u64 = 500;
-/// Relationships per event, at most one per person and brand. Measured on
-/// `fusion generate` streams: the default shape (10,000 people, 50
-/// brands) reaches nearly every pair (497,536 of 500,000 at 1,000,000
-/// events: the pairs bound it), issue #10's 10M shape 11.1 per event at
-/// 1,000,000 events (propagation through 2,000 influencers reaches far
-/// more pairs than events name). One per event let that shape's 10M store
-/// open and be killed by the kernel in the live series' build.
-pub const RELATIONSHIPS_PER_EVENT: f64 = 12.0;
 
 impl Footprint {
     /// The estimate for a log of these counts.
     pub fn of(counts: &LogCounts) -> Footprint {
-        let pairs = counts.people.saturating_mul(counts.brands);
-        let relationship_count =
-            ((counts.events as f64 * RELATIONSHIPS_PER_EVENT) as u64).min(pairs);
+        let relationship_count = counts
+            .relationships
+            .min(counts.people.saturating_mul(counts.brands));
         Footprint {
             events: counts.events * BYTES_PER_EVENT,
             entities: counts.entities * BYTES_PER_ENTITY,
@@ -2697,17 +2691,15 @@ impl<S: EventStore> Engine<S> {
         let engine = Arc::clone(self);
         let report = tokio::task::spawn_blocking(move || {
             let state = engine.state()?;
-            let (before, live_synced) = match state.scores_at(now) {
-                ScoresAt::Live(scores) => (scores, true),
-                batch @ ScoresAt::Batch(_) => (batch.finish(&engine.model), false),
-            };
-            let after = state.batch(now);
+            // Compared row by row, not as two maps of every relationship
+            // (`score::drift`: they were most of the peak at 11M).
+            let drift = state.drift_at(now);
             Ok::<_, EngineError>(RescoreReport {
                 events: state.event_count(),
-                relationships: after.scores.len(),
-                max_drift: drift(&before, &after),
+                relationships: drift.relationships,
+                max_drift: drift.max_drift,
                 live_error_bound: state.live().error_bound(),
-                live_synced,
+                live_synced: drift.live_synced,
                 live: state.live().stats(),
                 seconds: 0.0,
                 as_of: now,

@@ -19,6 +19,13 @@
 //! the snapshot's position but not folded into it, or an erasure since).
 //! After a full fold a new snapshot follows at once.
 //!
+//! **Streamed** both ways (`store::snapshots`, "Streamed"): a start decodes
+//! the snapshot as its pieces come from the store ([`PiecesReader`]), and a
+//! save encodes it on a thread of its own into pieces the store writes as
+//! they come ([`PieceWriter`]), so neither holds the snapshot whole (at 10M
+//! events of issue #10's shape it is over 3 GB; ARCHITECTURE.md,
+//! "Snapshots").
+//!
 //! **Writing** ([`Writer`]): the fold thread, after a round that brought
 //! the events folded `every` past the last snapshot, copies what a
 //! snapshot holds (`ScoreState::capture`: the fold's state, not the live
@@ -38,8 +45,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::score::snapshot::registrations_match;
-use crate::score::{Captured, ScoreState, ScoringModel, SnapshotHeader};
-use crate::store::{EventStore, SCAN_CHUNK, SnapshotMeta, StoreError};
+use crate::score::{Captured, ScoreState, ScoringModel};
+use crate::store::snapshots::{PIECE, PIECES_IN_FLIGHT};
+use crate::store::{EventStore, SCAN_CHUNK, SnapshotMeta, SnapshotPiece, SnapshotRead, StoreError};
 
 use super::Derived;
 
@@ -61,11 +69,13 @@ pub(super) fn load<S: EventStore>(
     let mut phases = super::Phases::start();
     // Newest first, one at a time: the next is read only when one is
     // refused (each is as large as the state).
+    // Read and decoded at once: `read_seconds` finds the snapshot,
+    // `decode_seconds` reads and decodes it.
     let (mut read_seconds, mut decode_seconds) = (0.0, 0.0);
     let mut found = None;
     for rank in 0.. {
-        let bytes = match rt.block_on(store.snapshot(rank)) {
-            Ok(Some(bytes)) => bytes,
+        let read = match rt.block_on(store.snapshot_stream(rank)) {
+            Ok(Some(read)) => read,
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(cause = %e, "cannot read the snapshots; folding the whole log");
@@ -73,8 +83,7 @@ pub(super) fn load<S: EventStore>(
             }
         };
         read_seconds += phases.lap();
-        let decoded = ScoreState::from_snapshot(&bytes, Arc::clone(model));
-        drop(bytes);
+        let decoded = ScoreState::read_snapshot(PiecesReader::new(read), Arc::clone(model));
         decode_seconds += phases.lap();
         match decoded {
             Ok(ok) => {
@@ -289,7 +298,8 @@ impl Writer {
 }
 
 /// Encodes and saves one capture; `false` when there was nothing to save
-/// or the store refused it (an erasure since).
+/// or the store refused it (an erasure since). The encoding runs on a
+/// thread of its own, its pieces saved as they come (module docs).
 fn save<S: EventStore>(
     store: &S,
     rt: &tokio::runtime::Handle,
@@ -297,30 +307,144 @@ fn save<S: EventStore>(
     epoch: u64,
 ) -> Result<bool, String> {
     let started = Instant::now();
-    let Some(bytes) = captured.encode() else {
+    let Some(header) = captured.header() else {
         return Ok(false);
     };
-    let header = SnapshotHeader::read(&bytes).map_err(|e| e.to_string())?;
     let meta = SnapshotMeta {
         position: header.position,
         events: header.events,
         format: header.format,
         model: header.model,
     };
-    let len = bytes.len();
-    let saved = rt
-        .block_on(store.save_snapshot(bytes, meta, epoch))
-        .map_err(|e| e.to_string())?;
-    if saved {
-        tracing::info!(
-            events = header.events,
-            position = header.position,
-            bytes = len,
-            seconds = started.elapsed().as_secs_f64(),
-            "wrote a snapshot of the scoring state"
-        );
-    } else {
-        tracing::info!("a snapshot was not kept: an erasure came after its state");
+    let (tx, rx) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
+    let (saved, encoded) = std::thread::scope(|scope| {
+        let encoder = std::thread::Builder::new()
+            .name("fusion-snapshot-encode".into())
+            .spawn_scoped(scope, move || -> Result<u64, String> {
+                let pieces = PieceWriter {
+                    tx,
+                    piece: Vec::with_capacity(PIECE),
+                    sent: 0,
+                };
+                let (pieces, _) = captured
+                    .encode_to(pieces)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the state became empty")?;
+                pieces.end()
+            });
+        let saved = rt.block_on(store.save_snapshot_stream(rx, meta, epoch));
+        let encoded = match encoder {
+            Ok(encoder) => encoder
+                .join()
+                .unwrap_or_else(|_| Err("the snapshot's encoder panicked".into())),
+            Err(e) => Err(format!("cannot start the snapshot's encoder: {e}")),
+        };
+        (saved, encoded)
+    });
+    // A store that refused early (an erasure since) stopped the encoder:
+    // that is a refusal, not a failure; a store's error and an encoder's
+    // are both said.
+    let len = match (saved, encoded) {
+        (Ok(false), _) => {
+            tracing::info!("a snapshot was not kept: an erasure came after its state");
+            return Ok(false);
+        }
+        (Ok(true), Ok(len)) => len,
+        (Ok(true), Err(e)) => return Err(e),
+        (Err(s), Ok(_)) => return Err(s.to_string()),
+        (Err(s), Err(e)) => return Err(format!("{s} (the encoder: {e})")),
+    };
+    tracing::info!(
+        events = header.events,
+        position = header.position,
+        bytes = len,
+        seconds = started.elapsed().as_secs_f64(),
+        "wrote a snapshot of the scoring state"
+    );
+    Ok(true)
+}
+
+/// A snapshot's bytes as written, sent to the store in pieces of [`PIECE`]
+/// (blocking while [`PIECES_IN_FLIGHT`] wait): the encoder's side of a save.
+struct PieceWriter {
+    tx: tokio::sync::mpsc::Sender<SnapshotPiece>,
+    piece: Vec<u8>,
+    /// Bytes sent so far.
+    sent: u64,
+}
+
+impl PieceWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(PIECE));
+        self.sent += piece.len() as u64;
+        self.tx
+            .blocking_send(SnapshotPiece::Bytes(piece))
+            .map_err(|_| std::io::Error::other("the store stopped taking the snapshot"))
     }
-    Ok(saved)
+
+    /// The last piece and the end: the store may keep the snapshot. Answers
+    /// the bytes sent.
+    fn end(mut self) -> Result<u64, String> {
+        self.send().map_err(|e| e.to_string())?;
+        self.tx
+            .blocking_send(SnapshotPiece::End)
+            .map_err(|_| "the store stopped taking the snapshot".to_string())?;
+        Ok(self.sent)
+    }
+}
+
+impl std::io::Write for PieceWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = bytes.len().min(PIECE - self.piece.len());
+        self.piece.extend_from_slice(&bytes[..n]);
+        if self.piece.len() == PIECE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A snapshot's bytes as the store sends them, read as they come (blocking
+/// on the channel: call it off the async runtime). A store's error ends
+/// the read with it.
+struct PiecesReader {
+    read: SnapshotRead,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl PiecesReader {
+    fn new(read: SnapshotRead) -> Self {
+        PiecesReader {
+            read,
+            piece: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for PiecesReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.piece.len() {
+            match self.read.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(piece)) => {
+                    self.piece = piece;
+                    self.at = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.at);
+        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }

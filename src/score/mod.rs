@@ -23,16 +23,19 @@
 //! same numbers whatever the arrival order (`tests/it/tidy.rs` checks the
 //! imports).
 
+mod drift;
 pub(crate) mod fold;
 pub(crate) mod live;
 mod model;
 pub(crate) mod propagate;
+mod reach;
 mod refold;
 mod scores;
 pub(crate) mod shares;
 pub mod simulate;
 pub mod snapshot;
 
+pub use drift::Drift;
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
     BuildPlan, Built, CHECKPOINT_EVENTS, Checkpoint, LiveScores, LiveStats, MoveCause, Moved,

@@ -25,6 +25,7 @@ use super::fold::{FoldState, PositionSet, sort_canonically};
 use super::live::{LiveScores, LiveSeries, LogClock};
 use super::model::{Components, ScoringModel};
 use super::propagate::batch::{BatchScores, RelSnapshot, RelationScore};
+use super::reach::Reach;
 use crate::domain::{Entity, EntityId, EntityKind, Event, Logged};
 
 /// The scoring state: the fold and its live series (module docs).
@@ -114,6 +115,8 @@ pub struct KindsPass {
     clock: LogClock,
     order: Reorder,
     seen: PositionSet,
+    /// Who names which brand and follows whom: `LogCounts::relationships`.
+    reach: Reach,
 }
 
 /// What the first pass counted: the sizes the derived state will have
@@ -128,6 +131,9 @@ pub struct LogCounts {
     pub brands: u64,
     /// Every entity, occasions included.
     pub entities: u64,
+    /// The most relationships the state can hold: per brand, the people
+    /// the events have naming it and their followers (`score::reach`).
+    pub relationships: u64,
 }
 
 impl KindsPass {
@@ -140,6 +146,7 @@ impl KindsPass {
     fn take(&mut self, ready: &[Logged]) {
         self.fold.fix_kinds(ready.iter().map(|l| &l.event));
         for l in ready {
+            self.reach.see(&self.fold, &l.event);
             self.clock.tick(l.event.time);
             self.seen.insert(l.position);
         }
@@ -153,11 +160,13 @@ impl KindsPass {
         let of = |k: fn(EntityKind) -> bool| {
             table.handles().filter(|h| k(table.kind(*h))).count() as u64
         };
+        let (people, brands) = (of(EntityKind::is_person), of(|k| k == EntityKind::Brand));
         LogCounts {
             events: self.clock.count() as u64,
-            people: of(EntityKind::is_person),
-            brands: of(|k| k == EntityKind::Brand),
+            people,
+            brands,
             entities: table.len() as u64,
+            relationships: std::mem::take(&mut self.reach).bound(&self.fold, people, brands),
         }
     }
 
@@ -226,6 +235,7 @@ impl ScoreState {
             clock: LogClock::default(),
             order: Reorder::default(),
             seen: PositionSet::default(),
+            reach: Reach::default(),
         }
     }
 

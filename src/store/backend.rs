@@ -101,18 +101,21 @@ impl EventStore for Backend {
             Backend::Postgres(s) => s.snapshot_epoch(),
         }
     }
-    async fn save_snapshot(
+    async fn save_snapshot_stream(
         &self,
-        bytes: Vec<u8>,
+        pieces: super::SnapshotPieces,
         meta: super::SnapshotMeta,
         epoch: u64,
     ) -> Result<bool, StoreError> {
-        delegate!(self, s => s.save_snapshot(bytes, meta, epoch))
+        delegate!(self, s => s.save_snapshot_stream(pieces, meta, epoch))
     }
     async fn snapshots(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         delegate!(self, s => s.snapshots())
     }
-    async fn snapshot(&self, rank: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        delegate!(self, s => s.snapshot(rank))
+    async fn snapshot_stream(
+        &self,
+        rank: usize,
+    ) -> Result<Option<super::SnapshotRead>, StoreError> {
+        delegate!(self, s => s.snapshot_stream(rank))
     }
 }

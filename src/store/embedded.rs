@@ -603,15 +603,15 @@ impl EventStore for EmbeddedStore {
         self.snapshots.epoch()
     }
 
-    fn save_snapshot(
+    fn save_snapshot_stream(
         &self,
-        bytes: Vec<u8>,
+        pieces: super::SnapshotPieces,
         meta: super::SnapshotMeta,
         epoch: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let snapshots = Arc::clone(&self.snapshots);
         async move {
-            tokio::task::spawn_blocking(move || snapshots.save(&bytes, meta, epoch))
+            tokio::task::spawn_blocking(move || snapshots.save_pieces(pieces, meta, epoch))
                 .await
                 .map_err(StoreError::internal)?
         }
@@ -626,15 +626,19 @@ impl EventStore for EmbeddedStore {
         }
     }
 
-    fn snapshot(
+    fn snapshot_stream(
         &self,
         rank: usize,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<super::SnapshotRead>, StoreError>> + Send {
         let snapshots = Arc::clone(&self.snapshots);
         async move {
-            tokio::task::spawn_blocking(move || snapshots.nth(rank))
+            let file = tokio::task::spawn_blocking(move || snapshots.open_nth(rank))
                 .await
-                .map_err(StoreError::internal)?
+                .map_err(StoreError::internal)??;
+            let Some(file) = file else { return Ok(None) };
+            let (tx, rx) = tokio::sync::mpsc::channel(super::snapshots::PIECES_IN_FLIGHT);
+            tokio::task::spawn_blocking(move || super::snapshots::send_pieces(file, tx));
+            Ok(Some(rx))
         }
     }
 

@@ -2,8 +2,17 @@
 //! their format; here they are opaque bytes with a few facts beside them).
 //! The embedded store keeps them as files in `snapshots/` beside the log
 //! ([`SnapshotDir`]); PostgreSQL in the `snapshots` table of the same
-//! database (`postgres/snapshots.rs`, migration 0011), so every server can
-//! use them. Must not know scoring.
+//! database, their bytes in `snapshot_chunks` (`postgres/snapshots.rs`,
+//! migrations 0011 and 0014), so every server can use them. Must not know
+//! scoring.
+//!
+//! **Streamed.** A snapshot is as large as the scoring state (over 3 GB at
+//! 10M events of issue #10's shape), so its bytes go to and from a store in
+//! pieces of at most [`PIECE`] bytes through a bounded channel
+//! ([`SnapshotPieces`], [`SnapshotRead`]): neither side holds more than a
+//! few pieces. A save keeps a snapshot only once its writer said
+//! [`SnapshotPiece::End`]; a writer that stops before (it failed or was
+//! dropped) leaves nothing.
 //!
 //! **Erasure reaches snapshots.** A snapshot may hold an erased person, so
 //! the store's erasure deletes every snapshot, in the same erasure path. A
@@ -22,6 +31,47 @@ use parking_lot::Mutex;
 
 use super::StoreError;
 use crate::domain::LogPosition;
+
+/// The largest piece of a snapshot's bytes sent at once, bytes.
+pub const PIECE: usize = 1 << 20;
+/// Pieces in flight between a snapshot's writer and its store (or its
+/// store and its reader): what either side holds besides its own piece.
+pub const PIECES_IN_FLIGHT: usize = 2;
+
+/// A piece of a snapshot being saved.
+#[derive(Debug)]
+pub enum SnapshotPiece {
+    /// The next bytes.
+    Bytes(Vec<u8>),
+    /// Every byte was sent: the snapshot may be kept.
+    End,
+}
+
+/// A snapshot's bytes on their way to a store (module docs, "Streamed").
+pub type SnapshotPieces = tokio::sync::mpsc::Receiver<SnapshotPiece>;
+
+/// A kept snapshot's bytes read from a store, a piece at a time, in order;
+/// the channel closes after the last piece (or after an error).
+pub type SnapshotRead = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;
+
+/// `bytes` as the pieces of a save, ended.
+pub fn pieces_of(bytes: Vec<u8>) -> SnapshotPieces {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.try_send(SnapshotPiece::Bytes(bytes))
+        .expect("a new channel has room");
+    tx.try_send(SnapshotPiece::End)
+        .expect("a new channel has room");
+    rx
+}
+
+/// Every piece of a read, put together (tests and small snapshots).
+pub async fn read_whole(mut read: SnapshotRead) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    while let Some(piece) = read.recv().await {
+        bytes.extend_from_slice(&piece?);
+    }
+    Ok(bytes)
+}
 
 /// Snapshots kept per scoring model; older ones are deleted when a new one
 /// is saved. (Per model: a command run once with another model must not
@@ -86,7 +136,44 @@ impl SnapshotDir {
     /// Saves a snapshot (module docs); `false`, saving nothing, when an
     /// erasure came after `epoch`. Blocks on the file system.
     pub fn save(&self, bytes: &[u8], meta: SnapshotMeta, epoch: u64) -> Result<bool, StoreError> {
-        use std::io::Write;
+        self.save_with(meta, epoch, |file, temp| {
+            use std::io::Write;
+            file.write_all(bytes).map_err(|e| io("write", temp, e))
+        })
+    }
+
+    /// [`Self::save`] of the bytes `pieces` bring (module docs,
+    /// "Streamed"), written to the file as they come. Blocks on the file
+    /// system and on the pieces (call it off the async runtime).
+    pub fn save_pieces(
+        &self,
+        mut pieces: SnapshotPieces,
+        meta: SnapshotMeta,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        self.save_with(meta, epoch, |file, temp| {
+            use std::io::Write;
+            while let Some(piece) = pieces.blocking_recv() {
+                match piece {
+                    SnapshotPiece::Bytes(bytes) => {
+                        file.write_all(&bytes).map_err(|e| io("write", temp, e))?
+                    }
+                    SnapshotPiece::End => return Ok(()),
+                }
+            }
+            Err(StoreError::Internal(
+                "the snapshot's writer stopped before its end; nothing was kept".into(),
+            ))
+        })
+    }
+
+    /// A save whose bytes `write` puts in the temporary file.
+    fn save_with(
+        &self,
+        meta: SnapshotMeta,
+        epoch: u64,
+        write: impl FnOnce(&mut std::fs::File, &Path) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
         let _turn = self.saving.lock();
         std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
         let model = model_tag(&meta.model);
@@ -95,7 +182,11 @@ impl SnapshotDir {
         let temp = self.dir.join(format!("{name}.tmp"));
         {
             let mut file = std::fs::File::create(&temp).map_err(|e| io("create", &temp, e))?;
-            file.write_all(bytes).map_err(|e| io("write", &temp, e))?;
+            if let Err(e) = write(&mut file, &temp) {
+                drop(file);
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
             file.sync_all().map_err(|e| io("sync", &temp, e))?;
         }
         let current = self.epoch.lock();
@@ -161,15 +252,15 @@ impl SnapshotDir {
             .collect()
     }
 
-    /// The bytes of the kept snapshot `rank` places from the newest, as
-    /// [`Self::latest`] orders them; `None` past the oldest. Blocks on the
-    /// file system.
-    pub fn nth(&self, rank: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The kept snapshot `rank` places from the newest, as [`Self::latest`]
+    /// orders them, opened; `None` past the oldest. Blocks on the file
+    /// system.
+    pub fn open_nth(&self, rank: usize) -> Result<Option<std::fs::File>, StoreError> {
         let Some(name) = self.names()?.into_iter().nth(rank) else {
             return Ok(None);
         };
         let path = self.dir.join(name);
-        std::fs::read(&path)
+        std::fs::File::open(&path)
             .map(Some)
             .map_err(|e| io("read", &path, e))
     }
@@ -189,6 +280,40 @@ impl SnapshotDir {
             std::fs::remove_file(&path).map_err(|e| io("delete", &path, e))?;
         }
         sync_dir(&self.dir)
+    }
+}
+
+/// Sends `file`'s bytes to `tx` in pieces of [`PIECE`] (module docs,
+/// "Streamed"), until its end, a read error (sent) or the reader dropping
+/// the channel. Blocks on the file and on the channel.
+pub fn send_pieces(
+    mut file: std::fs::File,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
+) {
+    use std::io::Read;
+    loop {
+        let mut piece = vec![0u8; PIECE];
+        let mut got = 0;
+        while got < PIECE {
+            match file.read(&mut piece[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(StoreError::Internal(format!(
+                        "cannot read a snapshot: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
+        if got == 0 {
+            return;
+        }
+        piece.truncate(got);
+        if tx.blocking_send(Ok(piece)).is_err() || got < PIECE {
+            return;
+        }
     }
 }
 

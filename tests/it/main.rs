@@ -41,6 +41,7 @@ mod redteam3;
 mod refold;
 mod relspace;
 mod reorder;
+mod rescore;
 mod resilience;
 mod security;
 mod sentiment;

@@ -301,11 +301,15 @@ async fn an_older_snapshot_is_read_when_the_newest_is_refused_on_postgres() {
                 .await
                 .unwrap();
             tokio::spawn(connection);
+            // Its bytes are in chunks (migration 0014): cut after 1,000.
             client
-                .execute(
-                    "UPDATE snapshots SET snapshot = substring(snapshot from 1 for 1000) \
-                     WHERE id = (SELECT id FROM snapshots ORDER BY position DESC, id DESC LIMIT 1)",
-                    &[],
+                .batch_execute(
+                    "CREATE TEMP TABLE newest AS SELECT id FROM snapshots \
+                         ORDER BY position DESC, id DESC LIMIT 1; \
+                     DELETE FROM snapshot_chunks WHERE snapshot IN (SELECT id FROM newest) \
+                         AND seq > 0; \
+                     UPDATE snapshot_chunks SET bytes = substring(bytes from 1 for 1000) \
+                         WHERE snapshot IN (SELECT id FROM newest) AND seq = 0",
                 )
                 .await
                 .unwrap();

@@ -631,6 +631,16 @@ impl FoldState {
 }
 
 impl RelSnapshot {
+    /// The id of person number `p` of [`Self::propagate`]'s rows.
+    pub(crate) fn person_id(&self, p: u32) -> &EntityId {
+        &self.people_ids[p as usize]
+    }
+
+    /// The id of brand number `b` of [`Self::propagate`]'s rows.
+    pub(crate) fn brand_id(&self, b: u32) -> &EntityId {
+        &self.brand_ids[b as usize]
+    }
+
     /// Propagates and maps to scores. Needs no access to the state, so a
     /// caller can build snapshots under the state's read lock and do this
     /// part after releasing it.

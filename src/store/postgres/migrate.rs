@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_log_follow",
         include_str!("migrations/0013_log_follow.sql"),
     ),
+    (
+        "0014_snapshot_chunks",
+        include_str!("migrations/0014_snapshot_chunks.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

@@ -715,14 +715,14 @@ impl EventStore for PostgresStore {
         self.snapshot_epoch.get()
     }
 
-    fn save_snapshot(
+    fn save_snapshot_stream(
         &self,
-        bytes: Vec<u8>,
+        pieces: super::SnapshotPieces,
         meta: super::SnapshotMeta,
         epoch: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let (pool, order) = (self.pool.clone(), Arc::clone(&self.snapshot_epoch));
-        async move { snapshots::save(&pool, &order, bytes, meta, epoch).await }
+        async move { snapshots::save(&pool, &order, pieces, meta, epoch).await }
     }
 
     fn snapshots(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
@@ -730,10 +730,10 @@ impl EventStore for PostgresStore {
         async move { snapshots::latest(&pool).await }
     }
 
-    fn snapshot(
+    fn snapshot_stream(
         &self,
         rank: usize,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<super::SnapshotRead>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { snapshots::nth(&pool, rank).await }
     }

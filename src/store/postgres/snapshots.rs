@@ -1,15 +1,17 @@
 //! Snapshots of the derived state in PostgreSQL: the `snapshots` table of
-//! the same database (migration 0011), so every server can load them.
-//! Opaque bytes here (`store::snapshots` says how erasure reaches them);
-//! must not know scoring.
+//! the same database (migration 0011), so every server can load them, their
+//! bytes in `snapshot_chunks` (migration 0014), a piece per row, written
+//! and read a piece at a time (`store::snapshots`, "Streamed"). Opaque
+//! bytes here (`store::snapshots` says how erasure reaches them); must not
+//! know scoring.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
 
 use super::{pg_error, pool_error};
-use crate::store::snapshots::SNAPSHOTS_KEPT;
-use crate::store::{SnapshotMeta, StoreError};
+use crate::store::snapshots::{PIECES_IN_FLIGHT, SNAPSHOTS_KEPT};
+use crate::store::{SnapshotMeta, SnapshotPiece, SnapshotPieces, SnapshotRead, StoreError};
 
 /// This server's erasures so far, and the lock that orders a save's check
 /// and insert with an erasure's bump.
@@ -32,16 +34,18 @@ impl Epoch {
     }
 }
 
-/// Inserts a snapshot unless an erasure came after `epoch`, and deletes
-/// all but the newest `SNAPSHOTS_KEPT` of its model, in one transaction.
+/// Inserts a snapshot, a row per piece as `pieces` bring them, unless an
+/// erasure came after `of`, and deletes all but the newest
+/// `SNAPSHOTS_KEPT` of its model, in one transaction: nothing is kept when
+/// the pieces stop before their end. The erasure lock is taken only to
+/// check the epoch and commit, not while the pieces come.
 pub(super) async fn save(
     pool: &Pool,
     epoch: &Epoch,
-    bytes: Vec<u8>,
+    mut pieces: SnapshotPieces,
     meta: SnapshotMeta,
     of: u64,
 ) -> Result<bool, StoreError> {
-    let _order = epoch.order.lock().await;
     if epoch.get() != of {
         return Ok(false);
     }
@@ -52,13 +56,45 @@ pub(super) async fn save(
         i64::try_from(meta.events).map_err(StoreError::internal)?,
         meta.format as i32,
     );
-    tx.execute(
-        "INSERT INTO snapshots (position, events, format, model, snapshot) \
-         VALUES ($1, $2, $3, $4, $5)",
-        &[&position, &events, &format, &meta.model.as_slice(), &bytes],
-    )
-    .await
-    .map_err(pg_error)?;
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO snapshots (position, events, format, model) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+            &[&position, &events, &format, &meta.model.as_slice()],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let insert = tx
+        .prepare("INSERT INTO snapshot_chunks (snapshot, seq, bytes) VALUES ($1, $2, $3)")
+        .await
+        .map_err(pg_error)?;
+    let mut seq = 0i32;
+    let mut ended = false;
+    while let Some(piece) = pieces.recv().await {
+        match piece {
+            SnapshotPiece::Bytes(bytes) => {
+                tx.execute(&insert, &[&id, &seq, &bytes])
+                    .await
+                    .map_err(pg_error)?;
+                seq += 1;
+            }
+            SnapshotPiece::End => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    if !ended {
+        // The transaction rolls back as it is dropped.
+        return Err(StoreError::Internal(
+            "the snapshot's writer stopped before its end; nothing was kept".into(),
+        ));
+    }
+    let _order = epoch.order.lock().await;
+    if epoch.get() != of {
+        return Ok(false);
+    }
     tx.execute(
         "DELETE FROM snapshots WHERE model = $2 AND id NOT IN \
          (SELECT id FROM snapshots WHERE model = $2 ORDER BY position DESC, id DESC LIMIT $1)",
@@ -71,29 +107,74 @@ pub(super) async fn save(
 }
 
 /// The kept snapshot `rank` places from the newest, as [`latest`] orders
-/// them; `None` past the oldest.
-pub(super) async fn nth(pool: &Pool, rank: usize) -> Result<Option<Vec<u8>>, StoreError> {
+/// them, its chunks read one at a time by a task of their own; `None` past
+/// the oldest. A snapshot deleted meanwhile (an erasure) ends early: its
+/// reader finds it truncated.
+pub(super) async fn nth(pool: &Pool, rank: usize) -> Result<Option<SnapshotRead>, StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
     let offset = i64::try_from(rank).unwrap_or(i64::MAX);
     let row = client
         .query_opt(
-            "SELECT snapshot FROM snapshots ORDER BY position DESC, id DESC OFFSET $1 LIMIT 1",
+            "SELECT id FROM snapshots ORDER BY position DESC, id DESC OFFSET $1 LIMIT 1",
             &[&offset],
         )
         .await
         .map_err(pg_error)?;
-    Ok(row.map(|r| r.get(0)))
+    let Some(row) = row else { return Ok(None) };
+    let id: i64 = row.get(0);
+    let (tx, rx) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
+    tokio::spawn(async move {
+        let chunk = match client
+            .prepare("SELECT bytes FROM snapshot_chunks WHERE snapshot = $1 AND seq = $2")
+            .await
+        {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = tx.send(Err(pg_error(e))).await;
+                return;
+            }
+        };
+        for seq in 0i32.. {
+            let piece = match client.query_opt(&chunk, &[&id, &seq]).await {
+                Ok(Some(row)) => Ok(row.get::<_, Vec<u8>>(0)),
+                Ok(None) => return,
+                Err(e) => Err(pg_error(e)),
+            };
+            let failed = piece.is_err();
+            if tx.send(piece).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(Some(rx))
 }
 
-/// The kept snapshots (of every model), newest first.
+/// The kept snapshots (of every model), newest first, each put together.
 pub(super) async fn latest(pool: &Pool) -> Result<Vec<Vec<u8>>, StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
     let rows = client
         .query(
-            "SELECT snapshot FROM snapshots ORDER BY position DESC, id DESC",
+            "SELECT id FROM snapshots ORDER BY position DESC, id DESC",
             &[],
         )
         .await
         .map_err(pg_error)?;
-    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        let chunks = client
+            .query(
+                "SELECT bytes FROM snapshot_chunks WHERE snapshot = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        out.push(
+            chunks
+                .iter()
+                .flat_map(|c| c.get::<_, &[u8]>(0).to_vec())
+                .collect(),
+        );
+    }
+    Ok(out)
 }
