@@ -226,10 +226,16 @@ fn filters_and_min_delta_choose_the_changes_a_subscriber_sees() {
     post(&s, &[purchase("e1", "p1", "b1", 1, 10.0)]);
     post(&s, &[purchase("e2", "p2", "b2", 2, 40.0)]);
     post(&s, &[purchase("e3", "p2", "b1", 3, 500.0)]);
+    // The three moves are published before the registration: a
+    // registration rebuilds the state, and a move the live series had not
+    // applied by then is published as the rebuild's, with a range of
+    // positions for cause (issue #11, item 6), not as its event's. Under
+    // load the full suite saw e3's move come so ("" for its cause).
+    let mut seen = all.changes(3);
     let r = s.put_json("/v1/entities/star", &json!({"kind": "influencer"}));
     assert!(r.status < 300, "{:?}", r.body);
     post(&s, &[purchase("e5", "star", "b3", 5, 500.0)]);
-    let seen = all.changes(4);
+    seen.extend(all.changes(1));
     let causes: Vec<&str> = seen.iter().map(cause_event).collect();
     assert_eq!(causes, ["e1", "e2", "e3", "e5"]);
     let delta = |e: &str| {
