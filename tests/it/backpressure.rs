@@ -11,22 +11,6 @@ use serde_json::{Value, json};
 
 use crate::support::Server;
 
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.get("/metrics");
-    assert_eq!(r.status, 200);
-    let text = r
-        .body
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| r.body.to_string());
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 fn purchase(id: &str, time: &str, person: &str) -> Value {
     json!({"id": id, "type": "purchase", "time": time,
         "person": person, "brand": "b0", "amount": 10})
@@ -62,7 +46,7 @@ fn a_write_past_the_wait_bound_is_refused_before_it_is_stored() {
     std::thread::scope(|scope| {
         let first = scope.spawn(|| s.post_json("/v1/events", &held));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while metric(&s, "fusion_fold_lag_seconds") <= 0.3 {
+        while s.metric("fusion_fold_lag_seconds") <= 0.3 {
             assert!(
                 Instant::now() < deadline,
                 "the held write never showed as waiting"
@@ -88,7 +72,7 @@ fn a_write_past_the_wait_bound_is_refused_before_it_is_stored() {
             first.body
         );
     });
-    assert!(metric(&s, "fusion_events_overloaded_total") >= 1.0);
+    assert!(s.metric("fusion_events_overloaded_total") >= 1.0);
     let r = s.post_json("/v1/events", &late);
     assert_eq!(r.status, 200, "taken once the queue is folded: {}", r.body);
     // New, not a duplicate: the refused request stored nothing.

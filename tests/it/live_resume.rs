@@ -217,22 +217,6 @@ fn ndjson(events: &[Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.get("/metrics");
-    assert_eq!(r.status, 200);
-    let text = r
-        .body
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| r.body.to_string());
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Event `i` of a stream a minute apart: purchases, follows and reviews
 /// among 12 people and 3 brands.
 fn event(id: &str, i: u32) -> Value {
@@ -252,8 +236,8 @@ fn event(id: &str, i: u32) -> Value {
 fn caught_up(s: &Server) {
     let deadline = Instant::now() + Wait::from_secs(120);
     while s.get("/readyz").body["rankings"] != "ready"
-        || metric(s, "fusion_fold_lag_events") != 0.0
-        || metric(s, "fusion_live_lag_events") != 0.0
+        || s.metric("fusion_fold_lag_events") != 0.0
+        || s.metric("fusion_live_lag_events") != 0.0
     {
         assert!(Instant::now() < deadline, "the live series never caught up");
         std::thread::yield_now();
@@ -274,7 +258,7 @@ fn a_stream_of_late_rounds_builds_the_live_series_only_when_its_checkpoint_moves
     let head: Vec<Value> = (0..300).map(|i| event(&format!("h{i}"), i)).collect();
     assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
     caught_up(&s);
-    let builds_before = metric(&s, "fusion_live_builds_total");
+    let builds_before = s.metric("fusion_live_builds_total");
     let rounds = 60u32;
     for r in 0..rounds {
         let base = 300 + 4 * r;
@@ -288,14 +272,11 @@ fn a_stream_of_late_rounds_builds_the_live_series_only_when_its_checkpoint_moves
         assert_eq!(s.post_ndjson(&ndjson(late)).status, 200);
         caught_up(&s);
     }
-    let refolds = metric(&s, "fusion_fold_refolds_total");
-    let resumes = metric(&s, "fusion_live_resumes_total");
-    let builds = metric(&s, "fusion_live_builds_total") - builds_before;
+    let refolds = s.metric("fusion_fold_refolds_total");
+    let resumes = s.metric("fusion_live_resumes_total");
+    let builds = s.metric("fusion_live_builds_total") - builds_before;
     assert!(refolds >= f64::from(rounds) / 2.0, "refolds {refolds}");
-    assert_eq!(
-        metric(&s, "fusion_fold_rebuilds_total{cause=\"late\"}"),
-        0.0
-    );
+    assert_eq!(s.metric("fusion_fold_rebuilds_total{cause=\"late\"}"), 0.0);
     // 240 events after the head: the count lands on a multiple of 128
     // twice, in a round's late post (events 384 and 512), and the
     // checkpoint moves twice there (a build of everything, then, after the

@@ -94,25 +94,13 @@ fn same(a: &Value, b: &Value, what: &str) {
     assert!(bad.is_empty(), "differs from {what} at {bad:?}");
 }
 
-/// A metric's value (0 when absent).
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.get("/metrics");
-    let text = r.body.as_str().map(str::to_string).unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Waits until the fold and the live series have taken every event: a
 /// listing read before is a batch evaluation, within the tolerance of the
 /// live series but not its bits (finding F1 in scripts/redteam/README.md).
 fn caught_up(s: &Server) {
     rankings_ready(s);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(s, "fusion_fold_lag_events") != 0.0 || metric(s, "fusion_live_lag_events") != 0.0 {
+    while s.metric("fusion_fold_lag_events") != 0.0 || s.metric("fusion_live_lag_events") != 0.0 {
         assert!(Instant::now() < deadline, "the live series never caught up");
         std::thread::yield_now();
     }
@@ -234,7 +222,7 @@ fn concurrent_late_stream(mut start: impl FnMut(&std::path::Path) -> Server) {
         caught_up(&a);
         if head > 0 {
             assert!(
-                metric(&a, "fusion_fold_refolds_total") > 0.0,
+                a.metric("fusion_fold_refolds_total") > 0.0,
                 "premise: refolds"
             );
         }

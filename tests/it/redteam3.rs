@@ -102,23 +102,12 @@ fn same(a: &Value, b: &Value, what: &str) {
     }
 }
 
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.get("/metrics");
-    let text = r.body.as_str().map(str::to_string).unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Waits until the fold and the live series have taken every event.
 fn caught_up(s: &Server) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while s.get("/readyz").body["rankings"] != "ready"
-        || metric(s, "fusion_fold_lag_events") != 0.0
-        || metric(s, "fusion_live_lag_events") != 0.0
+        || s.metric("fusion_fold_lag_events") != 0.0
+        || s.metric("fusion_live_lag_events") != 0.0
     {
         assert!(Instant::now() < deadline, "the live series never caught up");
         std::thread::yield_now();
@@ -272,8 +261,8 @@ fn late_rounds_near_and_far_with_entity_changes_serve_a_fresh_opens_bits() {
         // a time the series answers for waits for it (red team h28, F1).
         let at_once = everything(&s);
         caught_up(&s);
-        let resumes = metric(&s, "fusion_live_resumes_total");
-        let refolds = metric(&s, "fusion_fold_refolds_total");
+        let resumes = s.metric("fusion_live_resumes_total");
+        let refolds = s.metric("fusion_fold_refolds_total");
         assert!(
             resumes > 0.0 && refolds > 0.0,
             "premise: {resumes} resumes, {refolds} refolds"
@@ -395,7 +384,7 @@ fn the_feeds_ids_never_go_back_when_the_live_series_replays_from_its_copy() {
             "time": "2026-11-30T00:00:00Z", "person": "zz", "brand": "bz", "amount": 500});
         assert_eq!(s.post_ndjson(&ndjson(&[sentinel])).status, 200);
         assert!(
-            metric(&s, "fusion_live_resumes_total") > 0.0,
+            s.metric("fusion_live_resumes_total") > 0.0,
             "premise: resumes"
         );
         for (name, mut feed) in [("early", early), ("late", late)] {
@@ -542,7 +531,7 @@ fn late_rounds_on_postgres_serve_a_restarts_bits() {
     let at_once = everything(&s);
     caught_up(&s);
     assert!(
-        metric(&s, "fusion_live_resumes_total") > 0.0,
+        s.metric("fusion_live_resumes_total") > 0.0,
         "premise: resumes"
     );
     let count = s.event_count();

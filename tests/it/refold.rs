@@ -298,22 +298,6 @@ fn ndjson(events: &[Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.get("/metrics");
-    assert_eq!(r.status, 200);
-    let text = r
-        .body
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| r.body.to_string());
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 fn day(i: u32, hour: u32) -> String {
     format!("2026-09-{:02}T{hour:02}:00:00Z", 1 + i)
 }
@@ -357,11 +341,11 @@ fn a_server_refolds_late_events_from_its_checkpoints_and_builds_whole_only_befor
         let r = a.post_ndjson(&ndjson(batch));
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    assert_eq!(metric(&a, "fusion_fold_refolds_total"), 4.0);
+    assert_eq!(a.metric("fusion_fold_refolds_total"), 4.0);
     let late_builds = "fusion_fold_rebuilds_total{cause=\"late\"}";
-    assert_eq!(metric(&a, late_builds), 0.0);
+    assert_eq!(a.metric(late_builds), 0.0);
     assert_eq!(a.post_ndjson(&ndjson(&oldest)).status, 200);
-    assert_eq!(metric(&a, late_builds), 1.0);
+    assert_eq!(a.metric(late_builds), 1.0);
 
     let dir_b = tempfile::tempdir().unwrap();
     let b = Server::start(dir_b.path(), &[]);

@@ -13,22 +13,6 @@ fn purchase(id: &str, time: chrono::DateTime<chrono::Utc>, person: &str) -> Valu
         "person": person, "brand": "b0", "amount": 10})
 }
 
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.get("/metrics");
-    assert_eq!(r.status, 200);
-    let text = r
-        .body
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| r.body.to_string());
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Two senders at once, the second's event stamped 50 ms before the
 /// first's: within the window, both are folded in order (no refold) and
 /// each answer reads its own write. Without a window the same straggler,
@@ -50,11 +34,8 @@ fn a_straggler_within_the_reorder_window_is_folded_in_place_not_refolded() {
     });
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(b.status, 200, "{}", b.body);
-    assert_eq!(metric(&s, "fusion_fold_refolds_total"), 0.0);
-    assert_eq!(
-        metric(&s, "fusion_fold_rebuilds_total{cause=\"late\"}"),
-        0.0
-    );
+    assert_eq!(s.metric("fusion_fold_refolds_total"), 0.0);
+    assert_eq!(s.metric("fusion_fold_rebuilds_total{cause=\"late\"}"), 0.0);
     // Acknowledged means folded: both relationships read at once.
     for person in ["p1", "p2"] {
         let r = s.get(&format!("/v1/relationships/{person}/b0"));
@@ -65,7 +46,7 @@ fn a_straggler_within_the_reorder_window_is_folded_in_place_not_refolded() {
     let s = Server::start(dir.path(), &["--reorder-window-ms", "0"]);
     assert_eq!(s.post_json("/v1/events", &first).status, 200);
     assert_eq!(s.post_json("/v1/events", &straggler).status, 200);
-    assert_eq!(metric(&s, "fusion_fold_refolds_total"), 1.0);
+    assert_eq!(s.metric("fusion_fold_refolds_total"), 1.0);
 }
 
 /// An event dated ahead of the server clock (within `--max-future-skew`)

@@ -95,6 +95,24 @@ pub struct Launch<'a> {
 }
 
 impl Server {
+    /// The value of the unlabelled metric `name` on `/metrics` (0 when
+    /// absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200);
+        let text = r
+            .body
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| r.body.to_string());
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == name).then(|| v.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
     /// Starts a server on `data_dir` with extra arguments; waits until ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         Server::launch(
