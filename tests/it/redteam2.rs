@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, comparable};
 
-const BRANDS: [&str; 3] = ["b0", "b1", "b2"];
-const AT: &str = "2026-12-01T00:00:00Z";
+pub(crate) const BRANDS: [&str; 3] = ["b0", "b1", "b2"];
+pub(crate) const AT: &str = "2026-12-01T00:00:00Z";
 
 /// Event `i` of a stream over 30 days where every fourth event shares its
 /// time with the one before (ties at equal times), with sales reports
@@ -46,13 +46,13 @@ fn event(i: u32) -> Value {
     }
 }
 
-fn ndjson(events: &[Value]) -> String {
+pub(crate) fn ndjson(events: &[Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
 /// Everything a reader of every relationship sees: each brand's ranking and
 /// summary, and each ranked relationship with its explanation, at `AT`.
-fn everything(s: &Server) -> Value {
+pub(crate) fn everything(s: &Server) -> Value {
     let mut out = serde_json::Map::new();
     for brand in BRANDS {
         let r = s.get(&format!(
@@ -81,23 +81,27 @@ fn everything(s: &Server) -> Value {
     Value::Object(out)
 }
 
-/// Fails on the first key of `everything` where `a` and `b` differ.
-fn same(a: &Value, b: &Value, what: &str) {
+/// Fails on the keys of `everything` where `a` and `b` differ.
+pub(crate) fn same(a: &Value, b: &Value, what: &str) {
     let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let mut bad = Vec::new();
-    for k in keys {
-        if a.get(k) != b.get(k) {
-            bad.push(k.clone());
-        }
+    let bad: Vec<_> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
+    if let Some(k) = bad.first() {
+        panic!(
+            "differs from {what} at {bad:?}; first:\n  live {}\n  other {}",
+            a.get(*k).unwrap_or(&Value::Null),
+            b.get(*k).unwrap_or(&Value::Null)
+        );
     }
-    assert!(bad.is_empty(), "differs from {what} at {bad:?}");
 }
 
 /// Waits until the fold and the live series have taken every event: a
 /// listing read before is a batch evaluation, within the tolerance of the
 /// live series but not its bits (finding F1 in scripts/redteam/README.md).
-fn caught_up(s: &Server) {
+pub(crate) fn caught_up(s: &Server) {
     rankings_ready(s);
     let deadline = Instant::now() + Duration::from_secs(120);
     while s.metric("fusion_fold_lag_events") != 0.0 || s.metric("fusion_live_lag_events") != 0.0 {

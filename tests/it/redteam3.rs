@@ -7,17 +7,15 @@
 //! attached meanwhile, and a SIGKILL mid-stream; what it serves must be what
 //! a restart (from its snapshot, and from the whole log) serves, bit for bit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use crate::support::{Server, comparable};
-
-const BRANDS: [&str; 3] = ["b0", "b1", "b2"];
-const AT: &str = "2026-12-01T00:00:00Z";
+use crate::redteam2::{BRANDS, caught_up, everything, ndjson, same};
+use crate::support::Server;
 
 /// Event `i`: a minute slot each, every third event sharing the slot of
 /// the one before (ties at equal times), purchases, follows of people and
@@ -50,68 +48,6 @@ fn minute(slot: u32) -> String {
         + chrono::Duration::minutes(i64::from(slot));
     at.with_timezone(&chrono::Utc)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn ndjson(events: &[Value]) -> String {
-    events.iter().map(|e| format!("{e}\n")).collect()
-}
-
-/// Everything a reader sees at `AT`: each brand's ranking and summary
-/// counts, and each ranked relationship with its explanation.
-fn everything(s: &Server) -> Value {
-    let mut out = serde_json::Map::new();
-    for brand in BRANDS {
-        let r = s.get(&format!(
-            "/v1/brands/{brand}/relationships?limit=1000&at={AT}"
-        ));
-        assert!(r.status == 200 || r.status == 404, "{}", r.body);
-        let people: BTreeSet<String> = r.body["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| i["person"].as_str().unwrap().to_string())
-            .collect();
-        out.insert(format!("rank {brand}"), comparable(r.body));
-        let mut summary = comparable(s.get(&format!("/v1/brands/{brand}")).body);
-        for k in ["as_of", "scores"] {
-            summary.as_object_mut().unwrap().remove(k);
-        }
-        out.insert(format!("summary {brand}"), summary);
-        for person in people {
-            let r = s.get(&format!("/v1/relationships/{person}/{brand}?at={AT}"));
-            out.insert(format!("rel {person} {brand}"), r.body);
-        }
-    }
-    Value::Object(out)
-}
-
-/// Fails on the keys of `everything` where `a` and `b` differ.
-fn same(a: &Value, b: &Value, what: &str) {
-    let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
-    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let bad: Vec<_> = keys
-        .into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .collect();
-    if let Some(k) = bad.first() {
-        panic!(
-            "differs from {what} at {bad:?}; first:\n  live {}\n  other {}",
-            a.get(*k).unwrap_or(&Value::Null),
-            b.get(*k).unwrap_or(&Value::Null)
-        );
-    }
-}
-
-/// Waits until the fold and the live series have taken every event.
-fn caught_up(s: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while s.get("/readyz").body["rankings"] != "ready"
-        || s.metric("fusion_fold_lag_events") != 0.0
-        || s.metric("fusion_live_lag_events") != 0.0
-    {
-        assert!(Instant::now() < deadline, "the live series never caught up");
-        std::thread::yield_now();
-    }
 }
 
 /// One step of the attack: a body to post, or an entity change.
