@@ -12,7 +12,12 @@
 # Then (issue #11) reads of many different relationships: a second server
 # on a store of ROTATE_EVENTS generated events, wrk rotating over
 # ROTATE_PAIRS (person, brand) pairs named by its events, against the same
-# server's `/healthz`: `rotated_*` and `rotated_to_healthz_ratio`.
+# server's `/healthz`: `rotated_*` and `rotated_to_healthz_ratio`; then the
+# same rotation with every request at its own `at` (a second after the
+# store's events), so that no answer comes from the answer cache:
+# `rotated_uncached_*`. Each rotation prints the server's CPU per request
+# (`*_server_cpu_us`, from /proc: user plus system time over requests),
+# and the server's resident memory before and after them.
 #
 # Settings (environment): FUSION_BIN (a built binary to use instead of
 # building release), PORT (default: a free one), DURATION (10s),
@@ -195,6 +200,36 @@ LUA
     echo "rotated_pairs=$(wc -l <"$WORK/paths.txt")"
     measure rotated_healthz /healthz
     rotated_healthz_rps=$LAST_RPS
+    # The server's CPU time in clock ticks (user + system), and per request
+    # of the last wrk run.
+    ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+    cpu_per_request() {
+        local before=$1 after=$2 out=$3 requests
+        requests=$(awk '/requests in/ { print $1 }' "$out")
+        awk -v a="$after" -v b="$before" -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { if (n > 0) printf "%.1f", (a - b) / hz * 1e6 / n; else print "nan" }'
+    }
+    # Resident memory before the reads and after both rotations: what the
+    # reads' caches (walks, people's sums, reasons, answers) hold.
+    rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
+    echo "rotated_rss_before_mb=$(rss_mb)"
+    before=$(ticks)
     measure rotated /v1/relationships "$WORK/rotate.lua"
+    echo "rotated_server_cpu_us=$(cpu_per_request "$before" "$(ticks)" "$WORK/wrk-rotated.txt")"
     echo "rotated_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$rotated_healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+    cat >"$WORK/rotate-uncached.lua" <<LUA
+paths = {}
+for line in io.lines("$WORK/paths.txt") do paths[#paths + 1] = line end
+counter = 0
+request = function()
+    counter = counter + 1
+    local t = 1790000000 + (counter * 7919) % 5000000
+    return wrk.format("GET", paths[(counter % #paths) + 1] .. "?at=" .. os.date("!%Y-%m-%dT%H:%M:%SZ", t))
+end
+LUA
+    before=$(ticks)
+    measure rotated_uncached /v1/relationships "$WORK/rotate-uncached.lua"
+    echo "rotated_uncached_server_cpu_us=$(cpu_per_request "$before" "$(ticks)" "$WORK/wrk-rotated_uncached.txt")"
+    echo "rotated_rss_after_mb=$(rss_mb)"
+    echo "rotated_uncached_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$rotated_healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
 fi

@@ -127,18 +127,11 @@ impl Decays {
     }
 
     /// The decay of component `c` over `seconds`: what [`Self::decayed`]
-    /// multiplies by, for a reader that decays many impulses of one time
-    /// (the relationship read: `exp2` once per time, not per impulse).
+    /// multiplies by (`fold::sums` decays a running sum by it from one
+    /// impulse to the next).
     #[inline]
     pub fn decay(&self, c: Component, seconds: f64) -> f64 {
         decay(seconds, self.half_life_seconds[c.index()])
-    }
-
-    /// [`Self::decayed`] with its decay given ([`Self::decay`]), the same
-    /// number to the bit.
-    #[inline]
-    pub fn decayed_by(&self, c: Component, amount: f64, decay: f64) -> f64 {
-        scaled(amount, decay, self.weight[c.index()])
     }
 }
 

@@ -754,6 +754,17 @@ impl ScoreView for Overlaid<'_> {
             f(*imp);
         }
     }
+    fn person_sums(
+        &self,
+        person: Handle,
+    ) -> Option<std::sync::Arc<crate::score::propagate::view::PersonSums>> {
+        // A person the overlay adds no impulse to has the state's list, so
+        // the state's kept sums (the same bits as building them here).
+        if self.is_base(person) && !self.overlay.impulses.contains_key(&person) {
+            return self.base.person_sums(person);
+        }
+        crate::score::propagate::view::sums_of(self, person)
+    }
 }
 
 /// One relationship a simulation moved.

@@ -31,6 +31,7 @@ pub(crate) mod deltas;
 pub(crate) mod impulses;
 mod roles;
 pub(crate) mod rules;
+pub(crate) mod sums;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -124,6 +125,9 @@ pub struct FoldState {
     /// Events at or after this canonical position emit deltas; `None`:
     /// none do.
     pub(in crate::score) emit_from: Option<u32>,
+    /// The people read, as sums per (brand, component) (`sums.rs`):
+    /// derived from `impulses` on a read, shared by clones.
+    pub(crate) sums: sums::SumsCache,
 }
 
 impl FoldState {
@@ -149,6 +153,7 @@ impl FoldState {
             provisional: FxHashSet::default(),
             outbox: VecDeque::new(),
             emit_from: Some(0),
+            sums: Default::default(),
             model,
         }
     }
@@ -237,6 +242,15 @@ impl FoldState {
     pub(crate) fn impulse_list(&self, person: Handle) -> Option<ImpulseList<'_>> {
         let list = self.impulses.get(&person)?;
         Some(ImpulseList::new(list, &self.credits))
+    }
+
+    /// The impulses of `person` as sums per (brand, component)
+    /// (`sums.rs`), kept while they are unchanged (`None`: none).
+    pub(crate) fn person_sums(&self, person: Handle) -> Option<Arc<sums::PersonSums>> {
+        let list = self.impulses.get(&person)?;
+        Some(self.sums.get(list, || {
+            sums::PersonSums::of(&self.model, ImpulseList::new(list, &self.credits).iter())
+        }))
     }
 
     /// The people with impulses, in no particular order.

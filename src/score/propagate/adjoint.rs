@@ -11,7 +11,10 @@
 //! - `explain` (one relationship, exact, with its reasons): the adjoint walk
 //!   `y = Σ_k (αMᵀ)^k e_(q,b)` from the target, which only visits the people q
 //!   follows (transitively) and their associations; each impulse then
-//!   contributes `y[p,b'] · x_i`, which is what the explanation lists.
+//!   contributes `y[p,b'] · x_i`, which is what the explanation lists. The
+//!   sums are taken per (person, brand, component) from running decayed
+//!   sums (`fold::sums`, task h35), the reasons from each one's largest
+//!   impulses, so a read costs the series it reaches, not their impulses.
 //! - `batch` (every relationship): the forward walk from every impulse, run
 //!   by the parallel relationship-space driver (`batch.rs`).
 //!
@@ -32,12 +35,11 @@ use rustc_hash::FxHashMap;
 use crate::domain::{EntityId, Event, EventId, EventKind, Sentiment};
 use crate::graph::Handle;
 use crate::score::fold::FoldState;
+use crate::score::fold::sums::span_seconds;
 use crate::score::model::{Components, ScoringModel};
-use crate::score::shares::{
-    Decays, attention_share, nanos, seconds_between, seconds_between_nanos,
-};
+use crate::score::shares::{Decays, attention_share};
 
-use super::view::{Impulse, ScoreView, Span};
+use super::view::{PersonSums, ScoreView, Span};
 
 /// One event's share in a relationship's score.
 #[derive(Debug, Clone, Serialize)]
@@ -297,7 +299,7 @@ pub fn score_in<V: ScoreView>(
         return None;
     }
     let walk = walk(view, p, b, at);
-    let sums = sum_shares(view, &walk, p, b, &[at], |_, _, _| {});
+    let sums = sum_shares(view, &walk, p, b, &[at]);
     sums[0].score(view.model())
 }
 
@@ -355,16 +357,10 @@ pub fn read_in<V: ScoreView>(
         }
         let slots: Vec<usize> = (0..past.len()).filter(|&i| served[i] == w).collect();
         times.extend(slots.iter().map(|&i| past[i]));
-        let mut per_event = PerEvent::with_capacity(if w == first { 4096 } else { 0 });
-        let sums = sum_shares(view, walk, p, b, &times, |via, imp, v| {
-            if w == first {
-                per_event.add(via, imp, v);
-            }
-        });
+        let sums = sum_shares(view, walk, p, b, &times);
         let past_sums = if w == first {
-            draft = Some(drafted(
-                view, walk, person, brand, b, at, &sums[0], per_event,
-            )?);
+            let moved = moved(view, walk, p, b, at);
+            draft = Some(drafted(view, walk, person, brand, b, at, &sums[0], moved)?);
             &sums[1..]
         } else {
             &sums[..]
@@ -384,31 +380,6 @@ pub fn read_in<V: ScoreView>(
     })
 }
 
-/// One event's share of an explanation as it is summed: its share, time,
-/// the person it happened to and the brand it was about (the first impulse's).
-#[derive(Default)]
-struct PerEvent {
-    index: FxHashMap<u64, usize>,
-    list: Vec<(u64, f64, DateTime<Utc>, Handle, Handle)>,
-}
-
-impl PerEvent {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            index: FxHashMap::with_capacity_and_hasher(n, Default::default()),
-            list: Vec::with_capacity(n),
-        }
-    }
-    fn add(&mut self, via: Handle, imp: &Impulse, v: f64) {
-        let i = *self.index.entry(imp.event).or_insert_with(|| {
-            self.list.push((imp.event, 0.0, imp.time, via, imp.brand));
-            self.list.len() - 1
-        });
-        // Added in the order the shares come, as the per-component sums are.
-        self.list[i].1 += v;
-    }
-}
-
 /// The draft of the explanation at `at` from its sums and per-event shares:
 /// the score, the deltas, and the paths of the candidates for the listed
 /// contributions (only those: a path is strings).
@@ -421,22 +392,22 @@ fn drafted<V: ScoreView>(
     b: Handle,
     at: DateTime<Utc>,
     sums: &Sums,
-    per_event: PerEvent,
+    moved: Moved,
 ) -> Option<ExplanationDraft> {
-    if per_event.list.is_empty() {
+    if !sums.any || moved.candidates.is_empty() {
         return None;
     }
     let model = view.model();
     let components = sums.components;
     let raw: f64 = components.iter().sum();
     let score = model.score(raw);
-    let deltas: Vec<f64> = per_event
-        .list
+    let deltas: Vec<f64> = moved
+        .candidates
         .iter()
         .map(|&(_, v, ..)| score - model.score(raw - v))
         .collect();
-    let updated_at = per_event.list.iter().map(|e| e.2).max();
-    let event_count = per_event.list.len();
+    let updated_at = moved.latest;
+    let event_count = moved.count;
     // The candidates: the `top` largest by |delta| and every one tied with
     // the last of them (the set a sort by |delta| cut at the last tie keeps).
     let top = model.top_contributions;
@@ -451,8 +422,8 @@ fn drafted<V: ScoreView>(
     };
     let mut entries: Vec<Entry> = match edge {
         None => Vec::new(),
-        Some(edge) => per_event
-            .list
+        Some(edge) => moved
+            .candidates
             .iter()
             .zip(&deltas)
             .filter(|(_, d)| d.abs() >= edge)
@@ -660,50 +631,25 @@ impl Sums {
 }
 
 /// Every impulse that reaches (`person`, `brand`) through `walk`, summed at
-/// each of `times` (which `walk` must cover): the share of an impulse at
-/// or before `t` is `y[p, b_i] · x_i`, decayed to `t` and weighted, added
-/// in a fixed order (people by id, each one's impulses in event order);
-/// `f(person, impulse, share)` sees the shares at `times[0]`. A share of 0
-/// still counts (the relationship exists, at 50) when the impulse is
-/// nonzero but decayed or weighted to nothing, or when it is the
-/// relationship's own interaction of 0 (a free item); a spilled impulse of
-/// 0 reaches nothing, as in the batch.
+/// each of `times` (which `walk` must cover): the share of the impulses of
+/// one (person `p`, brand `b'`, component) at or before `t` is
+/// `y[p, b'] · D · 2^(-(t − t_D)/h)`, their running decayed sum
+/// (`fold::sums`) at its latest impulse then, weighted, added in a fixed
+/// order (people by id, each one's series in the order their first
+/// impulses came). `O(series reached · log n)` per time, whatever the
+/// impulses. A series counts (the relationship exists, at 50 if nothing
+/// else) when an impulse of it at or before `t` is nonzero, or is the
+/// relationship's own interaction of 0 (a free item); one of only spilled
+/// zeros reaches nothing, as in the batch.
 fn sum_shares<V: ScoreView>(
     view: &V,
     walk: &Walk,
     person: Handle,
     brand: Handle,
     times: &[DateTime<Utc>],
-    mut f: impl FnMut(Handle, &Impulse, f64),
 ) -> Vec<Sums> {
     let decays = Decays::of(view.model());
     let mut sums = vec![Sums::default(); times.len()];
-    let Some(&until) = times.iter().max() else {
-        return sums;
-    };
-    // Each impulse's time is converted once, not once per time it is
-    // decayed to (`shares::seconds_between_nanos`, the same bits).
-    let times_ns: Vec<Option<i64>> = times.iter().map(|&t| nanos(t)).collect();
-    let span = |imp: &Impulse, imp_ns: Option<i64>, k: usize| match (imp_ns, times_ns[k]) {
-        (Some(from), Some(to)) => seconds_between_nanos(from, to),
-        _ => seconds_between(imp.time, times[k]),
-    };
-    // A sales credit is one impulse that many people of the walk may hold
-    // (`fold::impulses`): its decayed value at each time is a function of
-    // the impulse alone, so it is computed once per read and kept here
-    // (`times.len()` values from the offset `shared` gives), the same bits.
-    let mut shared: FxHashMap<u32, usize> = FxHashMap::default();
-    let mut shared_decayed: Vec<f64> = Vec::new();
-    // Many impulses share their time and component (an event's impulses,
-    // a post's on several people of the walk): their decay to each time is
-    // one `exp2`, computed once per read and kept here as the credits' are
-    // (`times.len()` values from the offset `decay_at` gives), then scaled
-    // by each amount in `decayed`'s own order, the same bits. Under
-    // `benches/http_read.sh`'s rotation a read decayed 28,000 impulses at
-    // 7,500 distinct (time, component, evaluation time)s.
-    let mut decay_at: FxHashMap<(i64, usize), usize> = FxHashMap::default();
-    let mut last_decay: Option<((i64, usize), usize)> = None;
-    let mut decays_kept: Vec<f64> = Vec::new();
     let mut consenting = vec![false; times.len()];
     for (p, y) in &walk.weights {
         let p = *p;
@@ -713,74 +659,241 @@ fn sum_shares<V: ScoreView>(
         if !consenting.contains(&true) {
             continue;
         }
-        view.for_each_impulse(p, until, |imp| {
-            let w = y.at(imp.brand, brand);
+        let Some(person_sums) = view.person_sums(p) else {
+            continue;
+        };
+        for series in &person_sums.series {
+            let w = y.at(series.brand, brand);
             if w == 0.0 {
-                return;
+                continue;
             }
-            let c = imp.component;
-            let own = p == person && imp.brand == brand;
-            let imp_ns = nanos(imp.time);
-            let kept = imp.credit.map(|credit| {
-                *shared.entry(credit).or_insert_with(|| {
-                    let offset = shared_decayed.len();
-                    shared_decayed.extend((0..times.len()).map(|k| {
-                        if imp.time > times[k] {
-                            0.0
-                        } else {
-                            decays.decayed(c, imp.amount, span(&imp, imp_ns, k))
-                        }
-                    }));
-                    offset
-                })
-            });
-            let of_time = match (kept, imp_ns) {
-                (None, Some(ns)) => {
-                    let key = (ns, c.index());
-                    Some(match last_decay {
-                        Some((last, offset)) if last == key => offset,
-                        _ => {
-                            let offset = *decay_at.entry(key).or_insert_with(|| {
-                                let offset = decays_kept.len();
-                                decays_kept.extend((0..times.len()).map(|k| {
-                                    if imp.time > times[k] {
-                                        0.0
-                                    } else {
-                                        decays.decay(c, span(&imp, imp_ns, k))
-                                    }
-                                }));
-                                offset
-                            });
-                            last_decay = Some((key, offset));
-                            offset
-                        }
-                    })
-                }
-                _ => None,
-            };
+            let own = p == person && series.brand == brand;
+            let c = series.component.index();
             for (k, &t) in times.iter().enumerate() {
-                if imp.time > t || !consenting[k] {
+                if !consenting[k] {
                     continue;
                 }
-                let decayed = match (kept, of_time) {
-                    (Some(offset), _) => shared_decayed[offset + k],
-                    (None, Some(offset)) => {
-                        decays.decayed_by(c, imp.amount, decays_kept[offset + k])
-                    }
-                    (None, None) => decays.decayed(c, imp.amount, span(&imp, imp_ns, k)),
+                let Some(j) = series.upto(t) else {
+                    continue;
                 };
-                let v = w * decayed;
-                if v != 0.0 || imp.amount != 0.0 || own {
-                    sums[k].components[c.index()] += v;
+                if series.counts(j, own) {
+                    sums[k].components[c] += w * series.value(&decays, j, t);
                     sums[k].any = true;
-                    if k == 0 {
-                        f(p, &imp, v);
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// The events that moved (`person`, `brand`) at `at` through `walk`, as
+/// the explanation lists them: the candidates for its largest
+/// contributions with their exact shares, how many events moved it, and
+/// when the latest did.
+struct Moved {
+    /// (event, share, time, the person it happened to, the brand it was
+    /// about), by event reference.
+    candidates: Vec<(u64, f64, DateTime<Utc>, Handle, Handle)>,
+    count: usize,
+    latest: Option<DateTime<Utc>>,
+}
+
+/// [`Moved`] from the people's sums, without a pass over their impulses:
+/// each reached series gives its impulses at or before `at` largest first
+/// (`fold::sums::Series::largest`) while they are among the
+/// `3 · top_contributions` largest impulse shares seen (ties kept); an
+/// event with impulses in several series or held by several people is a
+/// candidate too when a bound of one person's part of it reaches the
+/// smallest of those over the number of people (`grouped_candidates`), as
+/// one part must if the whole does.
+/// Each candidate's share is then summed exactly, over every impulse of
+/// that event the walk reaches, in the order a pass over every impulse
+/// added them (the same bits). The count is each person's events by prefix
+/// counts, an event counted in several series or for several people of
+/// the walk once. Where a score saturates (every delta 0 at 100), the
+/// deltas all tie and the listed are the largest shares, not the smallest
+/// event ids of every event as a pass over all of them gave.
+fn moved<V: ScoreView>(
+    view: &V,
+    walk: &Walk,
+    person: Handle,
+    brand: Handle,
+    at: DateTime<Utc>,
+) -> Moved {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let model = view.model();
+    let decays = Decays::of(model);
+    let want = 3 * model.top_contributions.max(1);
+    let people: Vec<(Handle, &Weights, Arc<PersonSums>)> = walk
+        .weights
+        .iter()
+        .filter(|(p, _)| view.consents(*p, at))
+        .filter_map(|(p, y)| Some((*p, y, view.person_sums(*p)?)))
+        .collect();
+    let mut count = 0;
+    let mut latest: Option<DateTime<Utc>> = None;
+    // The `want` largest |shares| seen, smallest on top, and every share
+    // pushed (those below the final edge are dropped after: ties stay).
+    let mut heap: BinaryHeap<Reverse<Magnitude>> = BinaryHeap::with_capacity(want + 1);
+    let mut pushed: Vec<(f64, u64)> = Vec::new();
+    let mut largest_weight: Vec<f64> = Vec::with_capacity(people.len());
+    for (p, y, sums) in &people {
+        // How this person's events are counted: every series reached (the
+        // person's distinct events), the series of one brand (no event
+        // has two impulses on one brand), or some of several brands (the
+        // events spanning them seen one by one).
+        let mut all = true;
+        let mut brands: Option<(Handle, bool)> = None;
+        let mut counted = 0;
+        let mut zeros = 0;
+        let mut weight: f64 = 0.0;
+        for series in &sums.series {
+            let w = y.at(series.brand, brand);
+            if w == 0.0 {
+                all = false;
+                continue;
+            }
+            weight = weight.max(w.abs());
+            let own = *p == person && series.brand == brand;
+            let Some(j) = series.upto(at) else {
+                continue;
+            };
+            brands = match brands {
+                None => Some((series.brand, false)),
+                Some((b, several)) => Some((b, several || b != series.brand)),
+            };
+            if !series.counts(j, own) {
+                continue;
+            }
+            counted += series.events(j, own);
+            if own {
+                zeros += series.events(j, true) - series.events(j, false);
+            }
+            latest = latest.max(series.latest(j, own));
+            for (event, amount, time) in series.largest(model, j, own) {
+                let v =
+                    (w * decays.decayed(series.component, amount, span_seconds(time, at))).abs();
+                if heap.len() == want && heap.peek().is_some_and(|Reverse(m)| v < m.0) {
+                    break;
+                }
+                pushed.push((v, event));
+                heap.push(Reverse(Magnitude(v)));
+                if heap.len() > want {
+                    heap.pop();
+                }
+            }
+        }
+        largest_weight.push(weight);
+        count += if all {
+            sums.events_until(at) + zeros
+        } else if brands.is_some_and(|(_, several)| several) {
+            let mut seen: FxHashMap<u64, ()> = FxHashMap::default();
+            for &(event, s, i) in &sums.spanning {
+                let series = &sums.series[s as usize];
+                let own = *p == person && series.brand == brand;
+                let (amount, time) = series.at(i);
+                let reaches =
+                    time <= at && y.at(series.brand, brand) != 0.0 && (own || amount != 0.0);
+                if reaches && seen.insert(event, ()).is_some() {
+                    counted -= 1;
+                }
+            }
+            counted
+        } else {
+            counted
+        };
+    }
+    // An event of a rule that moves several people (a sales credit, a
+    // cause, an occasion: `fold::sums`) held by several people of the walk
+    // is one event.
+    if people
+        .iter()
+        .filter(|(.., s)| !s.multi_person.is_empty())
+        .count()
+        > 1
+    {
+        let mut seen: FxHashMap<u64, Handle> = FxHashMap::default();
+        for (p, y, sums) in &people {
+            for &(event, s, i) in &sums.multi_person {
+                let series = &sums.series[s as usize];
+                let own = *p == person && series.brand == brand;
+                let (amount, time) = series.at(i);
+                let reaches =
+                    time <= at && y.at(series.brand, brand) != 0.0 && (own || amount != 0.0);
+                if reaches && seen.insert(event, *p).is_some_and(|q| q != *p) {
+                    count -= 1;
+                }
+            }
+        }
+    }
+    let edge = match heap.peek() {
+        Some(Reverse(m)) if heap.len() == want => m.0,
+        _ => 0.0,
+    };
+    let mut events: Vec<u64> = pushed
+        .into_iter()
+        .filter(|&(v, _)| v >= edge)
+        .map(|(_, e)| e)
+        .collect();
+    // An event with impulses in several series, or held by several people
+    // of the walk, may be large only as their sum: if its share reaches the
+    // edge, one person's part of it reaches the edge over the number of
+    // people, and a bound of that part is looked up here.
+    let part = edge / people.len().max(1) as f64;
+    for ((_, _, sums), &weight) in people.iter().zip(&largest_weight) {
+        events.extend(sums.grouped_candidates(model, at, weight, part));
+    }
+    events.sort_unstable();
+    events.dedup();
+    let candidates = events
+        .into_iter()
+        .filter_map(|event| {
+            let mut share = 0.0;
+            let mut first = None;
+            for (p, y, sums) in &people {
+                for (series, amount, time) in sums.of_event(event) {
+                    let w = y.at(series.brand, brand);
+                    if time > at || w == 0.0 {
+                        continue;
+                    }
+                    let own = *p == person && series.brand == brand;
+                    let v = w * decays.decayed(series.component, amount, span_seconds(time, at));
+                    if v != 0.0 || amount != 0.0 || own {
+                        share += v;
+                        first.get_or_insert((time, *p, series.brand));
                     }
                 }
             }
-        });
+            first.map(|(time, via, about)| (event, share, time, via, about))
+        })
+        .collect();
+    Moved {
+        candidates,
+        count,
+        latest,
     }
-    sums
+}
+
+/// An `f64` ordered by `total_cmp` (the candidates' heap).
+#[derive(Debug, Clone, Copy)]
+struct Magnitude(f64);
+
+impl PartialEq for Magnitude {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+impl Eq for Magnitude {}
+impl PartialOrd for Magnitude {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Magnitude {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 #[cfg(test)]
@@ -793,44 +906,9 @@ mod tests {
     use crate::generate::{GenerateConfig, write_ndjson};
     use crate::score::ScoreState;
 
-    /// The fold's state read as if no impulse were a shared credit: every
-    /// impulse decayed on its own, as before credits were kept once.
-    struct Unshared<'a>(&'a FoldState);
-
-    impl ScoreView for Unshared<'_> {
-        fn model(&self) -> &ScoringModel {
-            self.0.model()
-        }
-        fn name(&self, h: Handle) -> &EntityId {
-            ScoreView::name(self.0, h)
-        }
-        fn handle(&self, id: &EntityId) -> Option<Handle> {
-            self.0.handle(id)
-        }
-        fn consents(&self, person: Handle, at: DateTime<Utc>) -> bool {
-            self.0.consents_h(person, at)
-        }
-        fn followees(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
-            ScoreView::followees(self.0, person, at)
-        }
-        fn associations(&self, person: Handle, at: DateTime<Utc>) -> Vec<(Handle, f64)> {
-            ScoreView::associations(self.0, person, at)
-        }
-        fn for_each_impulse(&self, p: Handle, at: DateTime<Utc>, mut f: impl FnMut(Impulse)) {
-            self.0.for_each_impulse(p, at, |imp| {
-                f(Impulse {
-                    credit: None,
-                    ..imp
-                })
-            });
-        }
-    }
-
-    /// A relationship read decays a sales credit once for every person of
-    /// its walk that holds it (task h24); its explanation and its scores at
-    /// past times are the bits of decaying each person's copy alone.
-    #[test]
-    fn a_credit_decayed_once_per_read_reads_the_bits_of_each_copy_decayed_alone() {
+    /// A state of a generated stream (influencers, brand associations,
+    /// occasions and sales credits, causes).
+    fn generated() -> ScoreState {
         let config = GenerateConfig {
             people: 300,
             influencers: 10,
@@ -848,30 +926,135 @@ mod tests {
             .collect();
         let valid = crate::ingest::validate_all(&values, &model.currency);
         let events = valid.good.into_iter().map(|(_, event)| event).collect();
-        let state = ScoreState::build(Arc::new(model), Vec::new(), events);
+        ScoreState::build(Arc::new(model), Vec::new(), events)
+    }
+
+    /// An event's share and time.
+    type EventShare = (u64, f64, DateTime<Utc>);
+
+    /// What a pass over every impulse the walk reaches gives at `at` (the
+    /// read before task h35): the weighted components, each one decayed
+    /// alone, and every event's share with its time, in first-seen order.
+    fn every_impulse(
+        fold: &FoldState,
+        walk: &Walk,
+        person: Handle,
+        brand: Handle,
+        at: DateTime<Utc>,
+    ) -> ([f64; 6], Vec<EventShare>) {
+        let model = fold.model();
+        let mut components = [0.0; 6];
+        let mut events: Vec<EventShare> = Vec::new();
+        let mut index: FxHashMap<u64, usize> = FxHashMap::default();
+        for (p, y) in &walk.weights {
+            if !fold.consents_h(*p, at) {
+                continue;
+            }
+            ScoreView::for_each_impulse(fold, *p, at, |imp| {
+                let w = y.at(imp.brand, brand);
+                let own = *p == person && imp.brand == brand;
+                let v = w * crate::score::shares::decayed(
+                    model,
+                    imp.component,
+                    imp.amount,
+                    imp.time,
+                    at,
+                );
+                if w != 0.0 && (v != 0.0 || imp.amount != 0.0 || own) {
+                    components[imp.component.index()] += v;
+                    let i = *index.entry(imp.event).or_insert_with(|| {
+                        events.push((imp.event, 0.0, imp.time));
+                        events.len() - 1
+                    });
+                    events[i].1 += v;
+                }
+            });
+        }
+        (components, events)
+    }
+
+    /// The read sums each (person, brand, component) as a running decayed
+    /// sum and picks its reasons from each one's largest impulses (task
+    /// h35, issue #11's 100 µs read), where it decayed every impulse it
+    /// reached: its components are that pass's to within rounding, it
+    /// counts the same events with the same latest time, and the reasons
+    /// it lists are the same events with the same shares, to the bit.
+    #[test]
+    fn a_read_from_the_sums_lists_what_a_pass_over_every_impulse_lists() {
+        let state = generated();
         let fold: &FoldState = &state;
         assert!(fold.credits.len() > 10, "the stream credits sales lifts");
-        let at = fold.latest_time().unwrap();
-        let past: Vec<DateTime<Utc>> = (1..20).map(|d| at - Duration::days(d * 3)).collect();
-        let bits = |r: Option<Reading>| {
-            r.map(|r| {
-                let past: Vec<Option<u64>> = r.past.iter().map(|s| s.map(f64::to_bits)).collect();
-                (serde_json::to_string(&r.draft.explanation).unwrap(), past)
-            })
-        };
+        let model = fold.model();
+        let latest = fold.latest_time().unwrap();
         let mut read = 0;
-        for p in (0..20)
-            .map(|i| format!("p{i}"))
-            .chain((0..10).map(|i| format!("i{i}")))
-        {
-            for b in (0..5).map(|i| format!("b{i}")) {
-                let (p, b) = (EntityId::new(&p).unwrap(), EntityId::new(&b).unwrap());
-                let shared = bits(read_in(fold, &p, &b, at, &past, |_| None));
-                let alone = bits(read_in(&Unshared(fold), &p, &b, at, &past, |_| None));
-                assert_eq!(shared, alone, "{p} {b}");
-                read += usize::from(shared.is_some());
+        let mut listed = 0;
+        for at in [
+            latest,
+            latest - Duration::days(20),
+            latest + Duration::days(9),
+        ] {
+            for p in (0..40)
+                .map(|i| format!("p{i}"))
+                .chain((0..10).map(|i| format!("i{i}")))
+            {
+                for b in (0..5).map(|i| format!("b{i}")) {
+                    let (person, brand) = (EntityId::new(&p).unwrap(), EntityId::new(&b).unwrap());
+                    let (Some(ph), Some(bh)) = (fold.handle(&person), fold.handle(&brand)) else {
+                        continue;
+                    };
+                    let walk = walk(fold, ph, bh, at);
+                    let (components, events) = every_impulse(fold, &walk, ph, bh, at);
+                    let draft = explain_in(fold, &person, &brand, at);
+                    let Some(draft) = draft else {
+                        assert!(
+                            events.is_empty(),
+                            "{p} {b} {at}: no read, {} events",
+                            events.len()
+                        );
+                        continue;
+                    };
+                    read += 1;
+                    let e = &draft.explanation;
+                    for (c, (sum, pass)) in e.components.iter().zip(components).enumerate() {
+                        assert!(
+                            (sum - pass).abs() <= 1e-12 * (1.0 + pass.abs()),
+                            "{p} {b} {at}: component {c} {sum} against {pass}"
+                        );
+                    }
+                    assert_eq!(e.event_count, events.len(), "{p} {b} {at}");
+                    assert_eq!(
+                        e.updated_at,
+                        events.iter().map(|e| e.2).max(),
+                        "{p} {b} {at}"
+                    );
+                    // The listed: the `top` largest by |delta| and their ties.
+                    let delta = |v: f64| (e.score - model.score(e.raw - v)).abs();
+                    let mut by_delta: Vec<f64> = events.iter().map(|x| delta(x.1)).collect();
+                    by_delta.sort_by(|x, y| y.total_cmp(x));
+                    let edge = by_delta
+                        .get(model.top_contributions - 1)
+                        .copied()
+                        .unwrap_or(f64::NEG_INFINITY);
+                    let mut want: Vec<(u64, u64)> = events
+                        .iter()
+                        .filter(|x| delta(x.1) >= edge)
+                        .map(|x| (x.0, x.1.to_bits()))
+                        .collect();
+                    let mut got: Vec<(u64, u64)> = draft
+                        .entries
+                        .iter()
+                        .map(|x| (x.event, x.raw.to_bits()))
+                        .collect();
+                    want.sort_unstable();
+                    got.sort_unstable();
+                    assert_eq!(got, want, "{p} {b} {at}");
+                    listed += got.len();
+                }
             }
         }
-        assert!(read > 30, "{read} relationships read");
+        assert!(
+            read > 100 && listed > 1_000,
+            "{read} relationships read, {listed} listed"
+        );
     }
 }

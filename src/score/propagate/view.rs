@@ -4,8 +4,12 @@
 //!
 //! A view answers as of a time, in id order: the model, entity names,
 //! consent, follow and association rows, and a person's impulses in
-//! canonical event order. It must not change what it reads; no IO, no
-//! clock.
+//! canonical event order, and as sums per (brand, component)
+//! (`fold::sums`, what the walk sums; kept by the fold's state, built from
+//! the impulses by a view that keeps none). It must not change what it
+//! reads; no IO, no clock.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -16,6 +20,7 @@ use crate::score::model::ScoringModel;
 use crate::score::shares::association_share;
 
 pub use crate::score::fold::Impulse;
+pub use crate::score::fold::sums::PersonSums;
 
 /// A span of event time `from <= t < until` (`None`: unbounded on that
 /// side) over which what a view says of a person stays the same.
@@ -74,6 +79,15 @@ pub trait ScoreView {
     /// canonical event order.
     fn for_each_impulse(&self, person: Handle, at: DateTime<Utc>, f: impl FnMut(Impulse));
 
+    /// `person`'s impulses as sums per (brand, component), the form every
+    /// score is summed from (`fold::sums`); `None` when they have none.
+    /// The default builds them from [`Self::for_each_impulse`] at every
+    /// call; a view that keeps them must give the same (they are a
+    /// function of the impulse list).
+    fn person_sums(&self, person: Handle) -> Option<Arc<PersonSums>> {
+        sums_of(self, person)
+    }
+
     /// The span around `at` over which `person`'s consent, follow row and
     /// association row stay as they are at `at` (what a walk that visited
     /// them may be reused over). The default, `at` alone, is always true.
@@ -94,6 +108,14 @@ pub trait ScoreView {
             .map(|(b, w)| (b, association_share(alpha_a, w, total)))
             .collect()
     }
+}
+
+/// `person`'s sums built from `view`'s impulses ([`ScoreView::person_sums`]'s
+/// default, for a view that keeps none).
+pub fn sums_of<V: ScoreView + ?Sized>(view: &V, person: Handle) -> Option<Arc<PersonSums>> {
+    let mut impulses = Vec::new();
+    view.for_each_impulse(person, DateTime::<Utc>::MAX_UTC, |imp| impulses.push(imp));
+    (!impulses.is_empty()).then(|| Arc::new(PersonSums::of(view.model(), impulses.into_iter())))
 }
 
 impl ScoreView for FoldState {
@@ -131,5 +153,8 @@ impl ScoreView for FoldState {
         if let Some(list) = self.impulse_list(person) {
             list.up_to(at).for_each(f);
         }
+    }
+    fn person_sums(&self, person: Handle) -> Option<Arc<PersonSums>> {
+        FoldState::person_sums(self, person)
     }
 }

@@ -1,0 +1,401 @@
+//! `PersonSums`: a person's impulses summed per (brand, component) as
+//! running decayed sums by time, so that the relationship read
+//! (`score::propagate::adjoint`, issue #11) values everything a person
+//! contributes at any time `at` in `O(log n)` per (brand, component), not
+//! by decaying every impulse to `at`; and `SumsCache`, the sums of the
+//! people read, kept beside the fold's state.
+//!
+//! The sum: for one (brand, component) series with impulses `x_1..x_n` at
+//! `t_1 ≤ .. ≤ t_n` (canonical order),
+//! `D_j = D_{j-1}·2^(-(t_j − t_{j-1})/h) + x_j`, so `Σ_{i≤j} x_i 2^(-(at − t_i)/h) = D_j · 2^(-(at − t_j)/h)` for
+//! `at ≥ t_j`. This is forward decay (Cormode et al., "Forward decay",
+//! ICDE 2009) with the landmark moved to every impulse: no factor is ever
+//! above 1, so no span of event time (a 0001-01-01 placeholder beside 2026,
+//! `tests/it/numerics.rs`) can overflow, and the sums are a function of the
+//! person's impulse list alone. Summing before weighting reassociates the
+//! per-impulse sum, so a score differs from the per-impulse one in its last
+//! bits; every reader of the explanation reads these (ARCHITECTURE.md,
+//! "The relationship read").
+//!
+//! The reasons: per series, the impulses ordered by forward magnitude
+//! `log2|x| + t/h` (built when first asked): at any `at` after them, their
+//! decayed values come in that order, so the largest contributions are the
+//! first ones at or before `at`; and every impulse by event, to sum one
+//! event's exact share.
+//!
+//! Derived, not persisted: built from `FoldState::impulse_list` when a
+//! person is first read, and kept while that person's impulses are the same
+//! allocation (`Arc::make_mut` moves a person's impulses to a new one when
+//! the fold adds to them while a `Weak` is held, so a kept entry can never
+//! describe a list that changed). A snapshot holds none of it; a start
+//! pays nothing until a read. Must not: do IO, read the clock, or be kept
+//! past a change of the list it was built from.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use super::impulses::{Impulse, Impulses};
+use crate::graph::Handle;
+use crate::score::model::{Component, ScoringModel};
+use crate::score::shares::{
+    Decays, half_life_seconds, nanos, seconds_between, seconds_between_nanos,
+};
+
+/// Event time from `from` to `to` in seconds, as `shares::seconds_between`
+/// counts it (whole milliseconds), by nanoseconds where both fit.
+#[inline]
+pub fn span_seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    match (nanos(from), nanos(to)) {
+        (Some(a), Some(b)) => seconds_between_nanos(a, b),
+        _ => seconds_between(from, to),
+    }
+}
+
+/// One (brand, component) of a person: its impulses in canonical order with
+/// their running decayed sums (module docs).
+#[derive(Debug)]
+pub struct Series {
+    /// The brand of the relationship its impulses move.
+    pub brand: Handle,
+    /// The component they move.
+    pub component: Component,
+    /// Each impulse's event time, non-decreasing.
+    time: Vec<DateTime<Utc>>,
+    /// `D_j`, in amount units (before weight).
+    sum: Vec<f64>,
+    /// Each impulse's amount.
+    amount: Vec<f64>,
+    /// Each impulse's event, by reference.
+    event: Vec<u64>,
+    /// `1 +` the index of the latest impulse at or before each with a
+    /// nonzero amount (0: none).
+    nonzero: Vec<u32>,
+    /// How many impulses at or before each are the first of their event in
+    /// the series: all of them, and those with a nonzero amount.
+    firsts: Vec<u32>,
+    firsts_nonzero: Vec<u32>,
+    /// Indices by forward magnitude, largest first (built when first asked).
+    by_size: OnceLock<Vec<u32>>,
+}
+
+/// What a series holds at a time: the index of its latest impulse then.
+#[derive(Debug, Clone, Copy)]
+pub struct Upto(usize);
+
+impl Series {
+    /// The latest impulse at or before `at`, if any.
+    #[inline]
+    pub fn upto(&self, at: DateTime<Utc>) -> Option<Upto> {
+        let n = self.time.len();
+        if self.time[n - 1] <= at {
+            return Some(Upto(n - 1));
+        }
+        self.time
+            .partition_point(|t| *t <= at)
+            .checked_sub(1)
+            .map(Upto)
+    }
+
+    /// Whether some impulse up to `j` makes the relationship: one with a
+    /// nonzero amount, or any one when `own` (the person's own interaction
+    /// with the brand of 0, a free item, still makes it).
+    #[inline]
+    pub fn counts(&self, j: Upto, own: bool) -> bool {
+        own || self.nonzero[j.0] > 0
+    }
+
+    /// `Σ_{i≤j} x_i 2^(-(at − t_i)/h)`, weighted: `D_j` decayed from `t_j`
+    /// to `at` ([`Decays::decayed`], the one decay).
+    #[inline]
+    pub fn value(&self, decays: &Decays, j: Upto, at: DateTime<Utc>) -> f64 {
+        decays.decayed(
+            self.component,
+            self.sum[j.0],
+            span_seconds(self.time[j.0], at),
+        )
+    }
+
+    /// The time of the latest impulse up to `j` that makes the
+    /// relationship ([`Self::counts`]).
+    pub fn latest(&self, j: Upto, own: bool) -> Option<DateTime<Utc>> {
+        if own {
+            Some(self.time[j.0])
+        } else {
+            self.nonzero[j.0]
+                .checked_sub(1)
+                .map(|i| self.time[i as usize])
+        }
+    }
+
+    /// How many of the impulses up to `j` that make the relationship are
+    /// the first of their event in the series (an event that has impulses
+    /// elsewhere too is in [`PersonSums::shared`]).
+    pub fn events(&self, j: Upto, own: bool) -> usize {
+        (if own {
+            self.firsts[j.0]
+        } else {
+            self.firsts_nonzero[j.0]
+        }) as usize
+    }
+
+    /// The impulses up to `j`, largest weighted value at any time after
+    /// them first, as (event, amount, time); zeros only when `own`.
+    pub fn largest(
+        &self,
+        model: &ScoringModel,
+        j: Upto,
+        own: bool,
+    ) -> impl Iterator<Item = (u64, f64, DateTime<Utc>)> + '_ {
+        let by_size = self.by_size.get_or_init(|| {
+            let h = half_life_seconds(model, self.component);
+            let origin = self.time[0];
+            let key = |i: usize| {
+                let x = self.amount[i].abs();
+                if x == 0.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    x.log2() + span_seconds(origin, self.time[i]) / h
+                }
+            };
+            let mut order: Vec<u32> = (0..self.time.len() as u32).collect();
+            order.sort_by(|&a, &b| key(b as usize).total_cmp(&key(a as usize)).then(a.cmp(&b)));
+            order
+        });
+        by_size
+            .iter()
+            .map(|&i| i as usize)
+            .filter(move |&i| i <= j.0 && (own || self.amount[i] != 0.0))
+            .map(|i| (self.event[i], self.amount[i], self.time[i]))
+    }
+
+    /// The impulse at `i` as (amount, time).
+    pub fn at(&self, i: u32) -> (f64, DateTime<Utc>) {
+        (self.amount[i as usize], self.time[i as usize])
+    }
+}
+
+/// A person's impulses as sums per (brand, component) (module docs).
+#[derive(Debug)]
+pub struct PersonSums {
+    /// The series, in the order their first impulses come.
+    pub series: Vec<Series>,
+    /// Every impulse as (event, series, index in it), by event (then in
+    /// list order): an event's share is found without a pass.
+    by_event: Vec<(u64, u32, u32)>,
+    /// The time of each event with a nonzero impulse, in list order: how
+    /// many events moved a relationship every series of this person
+    /// reaches.
+    events_nonzero: Vec<DateTime<Utc>>,
+    /// The impulses (each the first of its event in its series) of events
+    /// that have impulses in several series, as (event, series, index):
+    /// what a read that reaches some of those series but not all counts
+    /// once (an audience change moves every associated brand).
+    pub spanning: Vec<(u64, u32, u32)>,
+    /// Events with impulses in several series, or of a rule that moves
+    /// several people (`multi_person`), as (bound key, event, time,
+    /// Σ|w_c·x|), largest bound first: the key `log2 Σ|w_c·x| + t/H`, `H`
+    /// the model's longest half-life, orders `Σ|w_c·x|·2^(-(at − t)/H)`
+    /// (at least this person's part of the event's share, before the
+    /// walk's weight) alike at every `at` after them.
+    grouped_by_size: Vec<(f64, u64, DateTime<Utc>, f64)>,
+    /// The impulses of the rules that move several people with one event
+    /// (`rules.rs`: a brand's sales lift, a credit; a cause, Values; an
+    /// occasion, Engagement), as (event, series, index): a read counts
+    /// such an event once however many people of its walk hold it. The
+    /// test that a read counts what a pass over every impulse counts
+    /// (`adjoint.rs`) fails if another rule does.
+    pub multi_person: Vec<(u64, u32, u32)>,
+    /// Impulses summed (the list's length).
+    len: usize,
+}
+
+impl PersonSums {
+    /// The sums of `impulses`, given in canonical order.
+    pub fn of(model: &ScoringModel, impulses: impl Iterator<Item = Impulse>) -> Self {
+        let decays = Decays::of(model);
+        let mut index: FxHashMap<(Handle, usize), u32> = FxHashMap::default();
+        let mut series: Vec<Series> = Vec::new();
+        let mut by_event = Vec::new();
+        let mut multi_person = Vec::new();
+        let mut events_nonzero = Vec::new();
+        let mut last_nonzero: Option<u64> = None;
+        let mut len = 0;
+        for imp in impulses {
+            len += 1;
+            let c = imp.component;
+            let s = *index.entry((imp.brand, c.index())).or_insert_with(|| {
+                series.push(Series {
+                    brand: imp.brand,
+                    component: c,
+                    time: Vec::new(),
+                    sum: Vec::new(),
+                    amount: Vec::new(),
+                    event: Vec::new(),
+                    nonzero: Vec::new(),
+                    firsts: Vec::new(),
+                    firsts_nonzero: Vec::new(),
+                    by_size: OnceLock::new(),
+                });
+                (series.len() - 1) as u32
+            });
+            let one = &mut series[s as usize];
+            let i = one.time.len();
+            // An event's impulses on one person come together (one fold).
+            let first = i == 0 || one.event[i - 1] != imp.event;
+            let sum = match i.checked_sub(1) {
+                None => imp.amount,
+                Some(p) => {
+                    let d = decays.decay(c, span_seconds(one.time[p], imp.time));
+                    one.sum[p] * d + imp.amount
+                }
+            };
+            let prev = |v: &Vec<u32>| i.checked_sub(1).map_or(0, |p| v[p]);
+            let nonzero = if imp.amount != 0.0 {
+                i as u32 + 1
+            } else {
+                prev(&one.nonzero)
+            };
+            let firsts = prev(&one.firsts) + u32::from(first);
+            let firsts_nonzero = prev(&one.firsts_nonzero) + u32::from(first && imp.amount != 0.0);
+            one.time.push(imp.time);
+            one.sum.push(sum);
+            one.amount.push(imp.amount);
+            one.event.push(imp.event);
+            one.nonzero.push(nonzero);
+            one.firsts.push(firsts);
+            one.firsts_nonzero.push(firsts_nonzero);
+            if imp.credit.is_some() || matches!(c, Component::Values | Component::Engagement) {
+                multi_person.push((imp.event, s, i as u32));
+            }
+            if imp.amount != 0.0 && last_nonzero != Some(imp.event) {
+                events_nonzero.push(imp.time);
+                last_nonzero = Some(imp.event);
+            }
+            by_event.push((imp.event, s, i as u32, first));
+        }
+        by_event.sort_by_key(|&(e, ..)| e);
+        let longest = Component::ALL
+            .iter()
+            .map(|&c| half_life_seconds(model, c))
+            .fold(0.0, f64::max);
+        let mut spanning = Vec::new();
+        let mut grouped_by_size = Vec::new();
+        let several: rustc_hash::FxHashSet<u64> = multi_person.iter().map(|x| x.0).collect();
+        let origin = series.first().map(|s| s.time[0]);
+        for group in by_event.chunk_by(|a, b| a.0 == b.0) {
+            let spans = group.iter().any(|x| x.1 != group[0].1);
+            if !spans && !several.contains(&group[0].0) {
+                continue;
+            }
+            if spans {
+                spanning.extend(group.iter().filter(|x| x.3).map(|x| (x.0, x.1, x.2)));
+            }
+            let (mut total, mut time) = (0.0, None);
+            for &(_, s, i, _) in group {
+                let one = &series[s as usize];
+                total += (one.amount[i as usize] * decays.decayed(one.component, 1.0, 0.0)).abs();
+                time = time.max(Some(one.time[i as usize]));
+            }
+            if let (Some(time), Some(origin)) = (time, origin)
+                && total > 0.0
+            {
+                let key = total.log2() + span_seconds(origin, time) / longest;
+                grouped_by_size.push((key, group[0].0, time, total));
+            }
+        }
+        grouped_by_size.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let by_event = by_event.into_iter().map(|x| (x.0, x.1, x.2)).collect();
+        Self {
+            series,
+            by_event,
+            events_nonzero,
+            spanning,
+            grouped_by_size,
+            multi_person,
+            len,
+        }
+    }
+
+    /// How many events with a nonzero impulse came at or before `at`.
+    pub fn events_until(&self, at: DateTime<Utc>) -> usize {
+        self.events_nonzero.partition_point(|t| *t <= at)
+    }
+
+    /// The events with impulses in several series or of several people
+    /// whose part here may be at least `edge` at `at` through weights at
+    /// most `weight` in magnitude, largest bound first (`grouped_by_size`).
+    pub fn grouped_candidates(
+        &self,
+        model: &ScoringModel,
+        at: DateTime<Utc>,
+        weight: f64,
+        edge: f64,
+    ) -> impl Iterator<Item = u64> + '_ {
+        let longest = Component::ALL
+            .iter()
+            .map(|&c| half_life_seconds(model, c))
+            .fold(0.0, f64::max);
+        self.grouped_by_size
+            .iter()
+            .filter(move |x| x.2 <= at)
+            .take_while(move |x| {
+                let bound = weight * x.3 * (-span_seconds(x.2, at).max(0.0) / longest).exp2();
+                bound >= edge
+            })
+            .map(|x| x.1)
+    }
+
+    /// The impulses of `event`, as (series, amount, time), in list order.
+    pub fn of_event(&self, event: u64) -> impl Iterator<Item = (&Series, f64, DateTime<Utc>)> {
+        let from = self.by_event.partition_point(|&(e, ..)| e < event);
+        self.by_event[from..]
+            .iter()
+            .take_while(move |&&(e, ..)| e == event)
+            .map(|&(_, s, i)| {
+                let series = &self.series[s as usize];
+                let (amount, time) = series.at(i);
+                (series, amount, time)
+            })
+    }
+}
+
+/// Kept sums by the address of the impulses they were built from.
+type Kept = FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>)>;
+
+/// People's sums kept at most; emptied when it would grow past this.
+const MAX_PEOPLE: usize = 16_384;
+
+/// The sums of the people read, shared by every clone of a state (module
+/// docs: an entry is keyed by the allocation of the impulses it was built
+/// from and holds it weakly, so it serves exactly while they are the same).
+#[derive(Debug, Clone, Default)]
+pub struct SumsCache {
+    inner: Arc<Mutex<Kept>>,
+}
+
+impl SumsCache {
+    /// The sums of `list` (a person's impulses), kept or built by `build`.
+    pub(crate) fn get(
+        &self,
+        list: &Arc<Impulses>,
+        build: impl FnOnce() -> PersonSums,
+    ) -> Arc<PersonSums> {
+        let key = Arc::as_ptr(list) as usize;
+        if let Some((weak, sums)) = self.inner.lock().get(&key)
+            && weak.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list))
+            && sums.len == list.len()
+        {
+            return Arc::clone(sums);
+        }
+        let sums = Arc::new(build());
+        let mut inner = self.inner.lock();
+        if inner.len() >= MAX_PEOPLE {
+            inner.clear();
+        }
+        inner.insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
+        sums
+    }
+}
