@@ -3,7 +3,9 @@
 //! brand) pairs its events name (as `benches/http_read.sh` does), and times
 //! per read, as `name=value` lines (microseconds, mean over the pairs):
 //! - `explain_us`: one fresh explanation (a walk with routes, the shares at
-//!   `at`, the deltas, the reasons' paths);
+//!   `at`, the deltas, the reasons' paths); the first read of each person
+//!   also builds their sums (`fold::sums`, task h35), which later reads
+//!   keep;
 //! - `score_at_us`: one fresh past score (a walk, the shares);
 //! - `four_walks_us`: the read as it was before issue #11, the explanation
 //!   and three past scores each with its own walk (on today's walk and

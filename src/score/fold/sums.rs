@@ -194,13 +194,12 @@ pub struct PersonSums {
     /// what a read that reaches some of those series but not all counts
     /// once (an audience change moves every associated brand).
     pub spanning: Vec<(u64, u32, u32)>,
-    /// Events with impulses in several series, or of a rule that moves
-    /// several people (`multi_person`), as (bound key, event, time,
-    /// Σ|w_c·x|), largest bound first: the key `log2 Σ|w_c·x| + t/H`, `H`
-    /// the model's longest half-life, orders `Σ|w_c·x|·2^(-(at − t)/H)`
-    /// (at least this person's part of the event's share, before the
-    /// walk's weight) alike at every `at` after them.
-    grouped_by_size: Vec<(f64, u64, DateTime<Utc>, f64)>,
+    /// Events with impulses in several series, as (bound key, event,
+    /// time, Σ|w_c·x|), largest bound first: the key `log2 Σ|w_c·x| +
+    /// t/H`, `H` the model's longest half-life, orders
+    /// `Σ|w_c·x|·2^(-(at − t)/H)` (at least the event's share here, before
+    /// the walk's weight) alike at every `at` after them.
+    spanning_by_size: Vec<(f64, u64, DateTime<Utc>, f64)>,
     /// The impulses of the rules that move several people with one event
     /// (`rules.rs`: a brand's sales lift, a credit; a cause, Values; an
     /// occasion, Engagement), as (event, series, index): a read counts
@@ -282,17 +281,13 @@ impl PersonSums {
             .map(|&c| half_life_seconds(model, c))
             .fold(0.0, f64::max);
         let mut spanning = Vec::new();
-        let mut grouped_by_size = Vec::new();
-        let several: rustc_hash::FxHashSet<u64> = multi_person.iter().map(|x| x.0).collect();
+        let mut spanning_by_size = Vec::new();
         let origin = series.first().map(|s| s.time[0]);
         for group in by_event.chunk_by(|a, b| a.0 == b.0) {
-            let spans = group.iter().any(|x| x.1 != group[0].1);
-            if !spans && !several.contains(&group[0].0) {
+            if group.iter().all(|x| x.1 == group[0].1) {
                 continue;
             }
-            if spans {
-                spanning.extend(group.iter().filter(|x| x.3).map(|x| (x.0, x.1, x.2)));
-            }
+            spanning.extend(group.iter().filter(|x| x.3).map(|x| (x.0, x.1, x.2)));
             let (mut total, mut time) = (0.0, None);
             for &(_, s, i, _) in group {
                 let one = &series[s as usize];
@@ -303,17 +298,17 @@ impl PersonSums {
                 && total > 0.0
             {
                 let key = total.log2() + span_seconds(origin, time) / longest;
-                grouped_by_size.push((key, group[0].0, time, total));
+                spanning_by_size.push((key, group[0].0, time, total));
             }
         }
-        grouped_by_size.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        spanning_by_size.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let by_event = by_event.into_iter().map(|x| (x.0, x.1, x.2)).collect();
         Self {
             series,
             by_event,
             events_nonzero,
             spanning,
-            grouped_by_size,
+            spanning_by_size,
             multi_person,
             len,
         }
@@ -324,10 +319,10 @@ impl PersonSums {
         self.events_nonzero.partition_point(|t| *t <= at)
     }
 
-    /// The events with impulses in several series or of several people
-    /// whose part here may be at least `edge` at `at` through weights at
-    /// most `weight` in magnitude, largest bound first (`grouped_by_size`).
-    pub fn grouped_candidates(
+    /// The events with impulses in several series that may have a share
+    /// of at least `edge` at `at` through weights at most `weight` in
+    /// magnitude, largest bound first (`spanning_by_size`).
+    pub fn spanning_candidates(
         &self,
         model: &ScoringModel,
         at: DateTime<Utc>,
@@ -338,7 +333,7 @@ impl PersonSums {
             .iter()
             .map(|&c| half_life_seconds(model, c))
             .fold(0.0, f64::max);
-        self.grouped_by_size
+        self.spanning_by_size
             .iter()
             .filter(move |x| x.2 <= at)
             .take_while(move |x| {

@@ -702,10 +702,10 @@ struct Moved {
 /// each reached series gives its impulses at or before `at` largest first
 /// (`fold::sums::Series::largest`) while they are among the
 /// `3 · top_contributions` largest impulse shares seen (ties kept); an
-/// event with impulses in several series or held by several people is a
-/// candidate too when a bound of one person's part of it reaches the
-/// smallest of those over the number of people (`grouped_candidates`), as
-/// one part must if the whole does.
+/// event with impulses in several series of one person is a candidate too
+/// when a bound of their sum reaches the smallest of those
+/// (`spanning_candidates`), and one held by several people of the walk
+/// when the sum of its copies' magnitudes does.
 /// Each candidate's share is then summed exactly, over every impulse of
 /// that event the walk reaches, in the order a pass over every impulse
 /// added them (the same bits). The count is each person's events by prefix
@@ -804,45 +804,75 @@ fn moved<V: ScoreView>(
             counted
         };
     }
+    let edge = match heap.peek() {
+        Some(Reverse(m)) if heap.len() == want => m.0,
+        _ => 0.0,
+    };
     // An event of a rule that moves several people (a sales credit, a
     // cause, an occasion: `fold::sums`) held by several people of the walk
-    // is one event.
+    // is one event, and its share the sum of their copies: a candidate
+    // when that sum of magnitudes reaches the edge (each copy alone may
+    // not).
+    let mut held: Vec<u64> = Vec::new();
     if people
         .iter()
         .filter(|(.., s)| !s.multi_person.is_empty())
         .count()
         > 1
     {
-        let mut seen: FxHashMap<u64, Handle> = FxHashMap::default();
-        for (p, y, sums) in &people {
+        // The first person holding each, and the copies' magnitudes once a
+        // second holds it.
+        let mut seen: FxHashMap<u64, (usize, u32, u32, Option<f64>)> = FxHashMap::default();
+        let magnitude = |k: usize, s: u32, i: u32| {
+            let (_, y, sums) = &people[k];
+            let series = &sums.series[s as usize];
+            let (amount, time) = series.at(i);
+            (y.at(series.brand, brand)
+                * decays.decayed(series.component, amount, span_seconds(time, at)))
+            .abs()
+        };
+        for (k, (p, y, sums)) in people.iter().enumerate() {
             for &(event, s, i) in &sums.multi_person {
                 let series = &sums.series[s as usize];
                 let own = *p == person && series.brand == brand;
                 let (amount, time) = series.at(i);
                 let reaches =
                     time <= at && y.at(series.brand, brand) != 0.0 && (own || amount != 0.0);
-                if reaches && seen.insert(event, *p).is_some_and(|q| q != *p) {
-                    count -= 1;
+                if !reaches {
+                    continue;
+                }
+                match seen.entry(event) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert((k, s, i, None));
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        let (first, fs, fi, sum) = e.get_mut();
+                        if *first == k {
+                            continue;
+                        }
+                        count -= 1;
+                        let before = sum.unwrap_or_else(|| magnitude(*first, *fs, *fi));
+                        *sum = Some(before + magnitude(k, s, i));
+                    }
                 }
             }
         }
+        held.extend(
+            seen.into_iter()
+                .filter(|(_, x)| x.3.is_some_and(|m| m >= edge))
+                .map(|(e, _)| e),
+        );
     }
-    let edge = match heap.peek() {
-        Some(Reverse(m)) if heap.len() == want => m.0,
-        _ => 0.0,
-    };
     let mut events: Vec<u64> = pushed
         .into_iter()
         .filter(|&(v, _)| v >= edge)
         .map(|(_, e)| e)
         .collect();
-    // An event with impulses in several series, or held by several people
-    // of the walk, may be large only as their sum: if its share reaches the
-    // edge, one person's part of it reaches the edge over the number of
-    // people, and a bound of that part is looked up here.
-    let part = edge / people.len().max(1) as f64;
+    events.extend(held);
+    // An event with impulses in several series of one person may be large
+    // only as their sum: a candidate when a bound of it reaches the edge.
     for ((_, _, sums), &weight) in people.iter().zip(&largest_weight) {
-        events.extend(sums.grouped_candidates(model, at, weight, part));
+        events.extend(sums.spanning_candidates(model, at, weight, edge));
     }
     events.sort_unstable();
     events.dedup();
