@@ -388,9 +388,95 @@ impl SumsCache {
         let sums = Arc::new(build());
         let mut inner = self.inner.lock();
         if inner.len() >= MAX_PEOPLE {
-            inner.clear();
+            // Sums of lists that are gone (moved by the fold, or of a
+            // state replaced by a refold) go first; then all of them.
+            inner.retain(|_, (list, _)| list.strong_count() > 0);
+            if inner.len() >= MAX_PEOPLE / 2 {
+                inner.clear();
+            }
         }
         inner.insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
         sums
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::impulses::{Credits, ImpulseList};
+    use super::*;
+    use crate::score::shares::decayed;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn sums_of(model: &ScoringModel, list: &Impulses, credits: &Credits) -> PersonSums {
+        PersonSums::of(model, ImpulseList::new(list, credits).iter())
+    }
+
+    /// A series' running sum read at a time is the impulses decayed one by
+    /// one (to rounding), at, between and after them; a 0001-01-01
+    /// placeholder beside 2026 neither overflows nor poisons the sum (the
+    /// live series' landmark once panicked on it: `tests/it/numerics.rs`).
+    #[test]
+    fn a_running_sum_is_its_impulses_decayed_alone_across_any_span() {
+        let model = ScoringModel::default_model();
+        let decays = Decays::of(&model);
+        let b = Handle::from_index(2);
+        let c = Component::Sales;
+        let impulses = [
+            ("0001-01-01T00:00:00Z", 5.0),
+            ("2026-01-01T00:00:00Z", 1.5),
+            ("2026-01-01T00:00:00Z", -0.25),
+            ("2026-02-10T12:00:00Z", 3.0),
+        ];
+        let mut list = Impulses::default();
+        for (k, (time, x)) in impulses.iter().enumerate() {
+            list.push(b, c, t(time), *x, k as u64);
+        }
+        let sums = sums_of(&model, &list, &Credits::default());
+        let series = &sums.series[0];
+        for at in [
+            "0001-01-01T00:00:00Z",
+            "1990-06-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            "2026-01-20T00:00:00Z",
+            "2026-11-30T00:00:00Z",
+        ] {
+            let at = t(at);
+            let want: f64 = impulses
+                .iter()
+                .filter(|(time, _)| t(time) <= at)
+                .map(|(time, x)| decayed(&model, c, *x, t(time), at))
+                .sum();
+            let j = series.upto(at).unwrap();
+            let got = series.value(&decays, j, at);
+            assert!(got.is_finite(), "{at}: {got}");
+            assert!(
+                (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                "{at}: {got} against {want}"
+            );
+        }
+        assert!(series.upto(t("0000-06-01T00:00:00Z")).is_none());
+    }
+
+    /// The cache serves a person's sums only while their impulses are the
+    /// same: a fold that adds one moves the list (`Arc::make_mut` with a
+    /// `Weak` held), and the next read builds the sums again with it.
+    #[test]
+    fn kept_sums_are_never_served_for_a_list_that_changed() {
+        let model = ScoringModel::default_model();
+        let credits = Credits::default();
+        let b = Handle::from_index(1);
+        let mut list = Arc::new(Impulses::default());
+        Arc::make_mut(&mut list).push(b, Component::Sentiment, t("2026-01-01T00:00:00Z"), 1.0, 0);
+        let cache = SumsCache::default();
+        let first = cache.get(&list, || sums_of(&model, &list, &credits));
+        let again = cache.get(&list, || panic!("kept sums were not served"));
+        assert!(Arc::ptr_eq(&first, &again));
+        Arc::make_mut(&mut list).push(b, Component::Sentiment, t("2026-01-02T00:00:00Z"), 2.0, 1);
+        let after = cache.get(&list, || sums_of(&model, &list, &credits));
+        assert!(!Arc::ptr_eq(&first, &after));
+        assert_eq!(after.series[0].time.len(), 2);
     }
 }
