@@ -79,7 +79,7 @@ pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 8;
 pub const FRAME_MAX: usize = 1 << 20;
 /// Bytes of the checksum at the end.
 const CHECKSUM_LEN: usize = 32;
-/// Scratch for one string of the body as it is decoded (ids, names).
+/// The longest string of the body (ids, names), bytes.
 const SCRATCH: usize = 64 * 1024;
 /// Bytes of the body read ahead of its decoder.
 const BODY_BUFFER: usize = 64 * 1024;
@@ -340,6 +340,100 @@ impl<R: Read> Read for FrameReader<R> {
     }
 }
 
+/// The body's bytes as postcard takes them (its `Flavor`): a byte, or a
+/// few for an `f64` or a string, at a time, from a buffer refilled from
+/// the frames in blocks. postcard's own reader over `std::io::Read` asks
+/// for each byte with `read_exact`, through a buffered reader, and the
+/// decode ran at about 40 MB/s, most of a 10M restart's decoding (task
+/// h37).
+struct BodyBytes<R> {
+    input: R,
+    buf: Box<[u8]>,
+    at: usize,
+    end: usize,
+    /// A string or number that straddles two fills, put together.
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> BodyBytes<R> {
+    fn new(input: R) -> Self {
+        BodyBytes {
+            input,
+            buf: vec![0u8; BODY_BUFFER].into_boxed_slice(),
+            at: 0,
+            end: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Refills the empty buffer; an error at the end of the body.
+    fn fill(&mut self) -> postcard::Result<()> {
+        loop {
+            match self.input.read(&mut self.buf) {
+                Ok(0) => return Err(postcard::Error::DeserializeUnexpectedEnd),
+                Ok(n) => {
+                    (self.at, self.end) = (0, n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(postcard::Error::DeserializeUnexpectedEnd),
+            }
+        }
+    }
+}
+
+impl<'de, R: Read + 'de> postcard::de_flavors::Flavor<'de> for BodyBytes<R> {
+    /// Bytes read from the frames and not taken.
+    type Remainder = usize;
+    type Source = ();
+
+    #[inline]
+    fn pop(&mut self) -> postcard::Result<u8> {
+        if self.at == self.end {
+            self.fill()?;
+        }
+        let byte = self.buf[self.at];
+        self.at += 1;
+        Ok(byte)
+    }
+
+    /// Borrowing from the input for the whole decode: the body has no
+    /// borrowed field, so nothing asks.
+    fn try_take_n(&mut self, _: usize) -> postcard::Result<&'de [u8]> {
+        Err(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    #[inline]
+    fn try_take_n_temp<'a>(&'a mut self, ct: usize) -> postcard::Result<&'a [u8]>
+    where
+        'de: 'a,
+    {
+        if self.end - self.at >= ct {
+            let at = self.at;
+            self.at += ct;
+            return Ok(&self.buf[at..at + ct]);
+        }
+        if ct > SCRATCH {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        self.scratch.clear();
+        while self.scratch.len() < ct {
+            if self.at == self.end {
+                self.fill()?;
+            }
+            let n = (ct - self.scratch.len()).min(self.end - self.at);
+            self.scratch
+                .extend_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+        }
+        Ok(&self.scratch)
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.end - self.at)
+    }
+}
+
 /// The scoring model's hash: SHA-256 of its `Debug` text, which names every
 /// field and prints every f64 in its shortest exact form (maps in it are
 /// `BTreeMap`s, so the text is a function of the model).
@@ -466,17 +560,9 @@ impl ScoreState {
         if header.model != model_hash(&model) {
             return Err(SnapshotError::Model);
         }
-        let mut scratch = vec![0u8; SCRATCH];
-        // postcard reads a byte at a time: buffered here, the frames are
-        // read (and hashed) in blocks instead of a call per byte, which
-        // decoded at about 16 MB/s (task h37).
-        let mut body = std::io::BufReader::with_capacity(BODY_BUFFER, &mut frames);
-        let decoded = postcard::from_io::<Body, _>((&mut body, &mut scratch[..]))
-            .map(|(body, _)| body)
-            .map_err(|e| SnapshotError::Body(e.to_string()));
-        let buffered = body.buffer().len() as u64;
-        drop(body);
-        drop(scratch);
+        let mut de = postcard::Deserializer::from_flavor(BodyBytes::new(&mut frames));
+        let decoded = Body::deserialize(&mut de).map_err(|e| SnapshotError::Body(e.to_string()));
+        let buffered = de.finalize().unwrap_or(0) as u64;
         // Read to the end whatever happened: the checksum decides whether
         // a body that did not decode was corrupted or cut off.
         let over = buffered + frames.drain();
