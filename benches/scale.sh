@@ -11,7 +11,9 @@
 #   /readyz says `"rankings":"ready"` (the live series, built on the live
 #   thread after ready: seconds from the start, resident bytes then); the
 #   peak (VmHWM); the phases of the start from its log (`*_phase_*_s`,
-#   engine `Phases`); the snapshot it writes after the full fold (seconds
+#   engine `Phases`; `*_phase_before_load_s`, the store's open before a
+#   load from a snapshot, and `*_phase_after_load_s`, from the load or
+#   build to serving); the snapshot it writes after the full fold (seconds
 #   until it is stored, bytes);
 # - the read under load: wrk on `GET /healthz`, on a relationship read (one
 #   relationship of the stream, the answer cache answering), and on the same
