@@ -11,7 +11,9 @@
 #   /readyz says `"rankings":"ready"` (the live series, built on the live
 #   thread after ready: seconds from the start, resident bytes then); the
 #   peak (VmHWM); the phases of the start from its log (`*_phase_*_s`,
-#   engine `Phases`); the snapshot it writes after the full fold (seconds
+#   engine `Phases`; `*_phase_before_load_s`, the store's open before a
+#   load from a snapshot, and `*_phase_after_load_s`, from the load or
+#   build to serving); the snapshot it writes after the full fold (seconds
 #   until it is stored, bytes);
 # - the read under load: wrk on `GET /healthz`, on a relationship read (one
 #   relationship of the stream, the answer cache answering), and on the same
@@ -173,6 +175,28 @@ start() {
         grep -E 'loaded the scoring state from a snapshot|built the scoring state from the whole log' |
         grep -oE '[a-z_]+_seconds=[0-9.e-]+' |
         sed -E "s/^([a-z_]+)_seconds=/$1_phase_\\1_s=/" || true
+    # Around the state's load or build, from the log's times (task h37):
+    # before it (the store's open: a file not closed cleanly is repaired
+    # first, every page read), and after it until `serve` says it serves
+    # (the live series' build inputs read, memory given back, the rest of
+    # the set-up).
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | python3 -c '
+import re, sys
+from datetime import datetime
+name, t0 = sys.argv[1], float(sys.argv[2])
+def at(line):
+    return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+loaded = serving = None
+for line in sys.stdin:
+    if loaded is None and re.search("loaded the scoring state from a snapshot|built the scoring state from the whole log", line):
+        loaded = (at(line), float(re.search(r" seconds=([0-9.e-]+)", line).group(1)) if " seconds=" in line else None)
+    if serving is None and "serving;" in line:
+        serving = at(line)
+if loaded and loaded[1] is not None:
+    print(f"{name}_phase_before_load_s={loaded[0] - loaded[1] - t0:.2f}")
+if loaded and serving:
+    print(f"{name}_phase_after_load_s={serving - loaded[0]:.2f}")
+' "$1" "$t0" || true
 }
 
 start first_open

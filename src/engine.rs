@@ -484,7 +484,9 @@ struct Derived {
     /// thread before anything else (`EngineOptions::ready_before_live`),
     /// with the generation it was planned in. Planned at open, before a
     /// change feed can attach, so the build records no movement: what it
-    /// holds is at or before the feed's floor.
+    /// holds is at or before the feed's floor. What the plan reads is
+    /// copied at open and the plan made on the live thread
+    /// (`ScoreState::live_planner`), after ready.
     /// After a full fold, the build first waits for the snapshot written
     /// at open (`snapshot::Writer::first`).
     open_build: Mutex<Option<OpenBuild>>,
@@ -512,7 +514,9 @@ struct Derived {
 /// The live series' first build after a start that did not wait for it
 /// (`Derived::open_build`): the plan, the generation it was planned in,
 /// and the snapshot written at open to wait for first, if any.
-type OpenBuild = (crate::score::live::BuildPlan, u64, Option<snapshot::Saved>);
+/// The plan is made on the live thread (`ScoreState::live_planner`), not
+/// before ready (task h37).
+type OpenBuild = (crate::score::LivePlanner, u64, Option<snapshot::Saved>);
 
 /// The change feed's state on the engine's side: what was published per
 /// relationship (`feed::Tracker`) and where changes go.
@@ -1431,7 +1435,11 @@ impl<S: EventStore> Engine<S> {
                     };
                     // The build's inputs are read here, before a change
                     // feed can attach (`Derived::open_build`).
-                    let plan = if sync_live { None } else { state.live_plan() };
+                    let plan = if sync_live {
+                        None
+                    } else {
+                        state.live_planner()
+                    };
                     Ok((state, loaded, plan))
                 }))
             })

@@ -373,6 +373,7 @@ fn ingest_local(
         reader
             .join()
             .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+        engine.store().close().await;
         Ok(totals)
     })
 }

@@ -29,6 +29,7 @@ pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
             "events={} relationships={} max_drift={:.3e} live_error_bound={:.3e} live_pushes={} seconds={:.3}",
             r.events, r.relationships, r.max_drift, r.live_error_bound, r.live.pushes, r.seconds
         )?;
+        engine.store().close().await;
         Ok(())
     })
 }

@@ -70,6 +70,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             )?;
         }
         out.flush()?;
+        engine.store().close().await;
         Ok(())
     })
 }

@@ -492,6 +492,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         if let Err(e) = for_snapshot.write_snapshot().await {
             tracing::warn!(cause = %e, "cannot write a snapshot at shutdown");
         }
+        for_snapshot.store().close().await;
         Ok(())
     })
 }

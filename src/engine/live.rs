@@ -181,8 +181,8 @@ fn step(derived: &Derived) -> Step {
         // Of a state swapped out since (a rebuild, a restore): not run.
         let opened = derived.open_build.lock().take();
         match opened.filter(|(_, planned, _)| *planned == generation) {
-            Some((plan, generation, saved)) => (Some(plan), generation, saved),
-            None => (slot.state.live_plan(), generation, None),
+            Some((planner, generation, saved)) => (Some(Err(planner)), generation, saved),
+            None => (slot.state.live_plan().map(Ok), generation, None),
         }
     };
     if let Some(plan) = plan {
@@ -193,6 +193,11 @@ fn step(derived: &Derived) -> Step {
             let _ = saved.blocking_recv();
         }
         let started = Instant::now();
+        // The open's plan is made here, off the locks, from the state at
+        // open (`ScoreState::live_planner`).
+        let Some(plan) = plan.map_or_else(|planner| planner.plan(), Some) else {
+            return Step::Again;
+        };
         let built = plan.run();
         let took = started.elapsed();
         let _fold = derived.fold.lock();

@@ -50,5 +50,5 @@ pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
 pub use propagate::view::Span;
 pub use refold::{FoldCheckpoint, Refolded};
-pub use scores::{FoldPass, KindsPass, LogCounts, ScoreState, ScoresAt};
+pub use scores::{FoldPass, KindsPass, LivePlanner, LogCounts, ScoreState, ScoresAt};
 pub use snapshot::{Captured, SnapshotError, SnapshotHeader};

@@ -17,8 +17,9 @@
 //!
 //! **Format** (version [`FORMAT_VERSION`]), written and read as a stream
 //! so that neither side ever holds the whole snapshot (at 10M events of
-//! issue #10's shape it is over 3 GB, and encoding it into one growing
-//! buffer asked for twice that at once): a fixed header, little-endian,
+//! issue #10's shape it was over 3 GB before the sales credits were kept
+//! once, 545 MB since a person's credits are runs, and encoding it into
+//! one growing buffer asked for twice its size at once): a fixed header, little-endian,
 //! [`HEADER_LEN`] bytes: magic `FUSNSNAP`, format version `u32`, the
 //! model's hash (SHA-256, [`model_hash`]), the largest log position folded
 //! `u64`, the events folded `u64`. Then the body in frames: each a length
@@ -52,7 +53,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fold::impulses::Columns;
+use super::fold::impulses::{Columns, Run};
 use super::fold::{
     BrandStats, Credits, Delta, EventDeltas, FoldState, Impulses, OccasionInfo, PositionSet,
 };
@@ -67,8 +68,9 @@ use crate::graph::{EdgeKind, Handle, RelationGraph};
 /// (`credits`), each person's impulses naming it (`fold/impulses.rs`).
 /// Version 3: the body in frames and the checksum after it, so that a
 /// snapshot is written and read as a stream (task h32); the body's bytes
-/// are version 2's.
-pub const FORMAT_VERSION: u32 = 3;
+/// are version 2's. Version 4: a person's credits as runs of their
+/// brand's consecutive reports instead of one index per report (task h37).
+pub const FORMAT_VERSION: u32 = 4;
 /// The first bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"FUSNSNAP";
 /// Bytes of the header before the body's frames.
@@ -78,8 +80,10 @@ pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 8;
 pub const FRAME_MAX: usize = 1 << 20;
 /// Bytes of the checksum at the end.
 const CHECKSUM_LEN: usize = 32;
-/// Scratch for one string of the body as it is decoded (ids, names).
+/// The longest string of the body (ids, names), bytes.
 const SCRATCH: usize = 64 * 1024;
+/// Bytes of the body read ahead of its decoder.
+const BODY_BUFFER: usize = 64 * 1024;
 
 /// Why a snapshot cannot be used (the caller folds the whole log instead).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -337,6 +341,100 @@ impl<R: Read> Read for FrameReader<R> {
     }
 }
 
+/// The body's bytes as postcard takes them (its `Flavor`): a byte, or a
+/// few for an `f64` or a string, at a time, from a buffer refilled from
+/// the frames in blocks. postcard's own reader over `std::io::Read` asks
+/// for each byte with `read_exact`, through a buffered reader, and the
+/// decode ran at about 40 MB/s, most of a 10M restart's decoding (task
+/// h37).
+struct BodyBytes<R> {
+    input: R,
+    buf: Box<[u8]>,
+    at: usize,
+    end: usize,
+    /// A string or number that straddles two fills, put together.
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> BodyBytes<R> {
+    fn new(input: R) -> Self {
+        BodyBytes {
+            input,
+            buf: vec![0u8; BODY_BUFFER].into_boxed_slice(),
+            at: 0,
+            end: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Refills the empty buffer; an error at the end of the body.
+    fn fill(&mut self) -> postcard::Result<()> {
+        loop {
+            match self.input.read(&mut self.buf) {
+                Ok(0) => return Err(postcard::Error::DeserializeUnexpectedEnd),
+                Ok(n) => {
+                    (self.at, self.end) = (0, n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(postcard::Error::DeserializeUnexpectedEnd),
+            }
+        }
+    }
+}
+
+impl<'de, R: Read + 'de> postcard::de_flavors::Flavor<'de> for BodyBytes<R> {
+    /// Bytes read from the frames and not taken.
+    type Remainder = usize;
+    type Source = ();
+
+    #[inline]
+    fn pop(&mut self) -> postcard::Result<u8> {
+        if self.at == self.end {
+            self.fill()?;
+        }
+        let byte = self.buf[self.at];
+        self.at += 1;
+        Ok(byte)
+    }
+
+    /// Borrowing from the input for the whole decode: the body has no
+    /// borrowed field, so nothing asks.
+    fn try_take_n(&mut self, _: usize) -> postcard::Result<&'de [u8]> {
+        Err(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    #[inline]
+    fn try_take_n_temp<'a>(&'a mut self, ct: usize) -> postcard::Result<&'a [u8]>
+    where
+        'de: 'a,
+    {
+        if self.end - self.at >= ct {
+            let at = self.at;
+            self.at += ct;
+            return Ok(&self.buf[at..at + ct]);
+        }
+        if ct > SCRATCH {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        self.scratch.clear();
+        while self.scratch.len() < ct {
+            if self.at == self.end {
+                self.fill()?;
+            }
+            let n = (ct - self.scratch.len()).min(self.end - self.at);
+            self.scratch
+                .extend_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+        }
+        Ok(&self.scratch)
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.end - self.at)
+    }
+}
+
 /// The scoring model's hash: SHA-256 of its `Debug` text, which names every
 /// field and prints every f64 in its shortest exact form (maps in it are
 /// `BTreeMap`s, so the text is a function of the model).
@@ -463,14 +561,12 @@ impl ScoreState {
         if header.model != model_hash(&model) {
             return Err(SnapshotError::Model);
         }
-        let mut scratch = vec![0u8; SCRATCH];
-        let decoded = postcard::from_io::<Body, _>((&mut frames, &mut scratch[..]))
-            .map(|(body, _)| body)
-            .map_err(|e| SnapshotError::Body(e.to_string()));
-        drop(scratch);
+        let mut de = postcard::Deserializer::from_flavor(BodyBytes::new(&mut frames));
+        let decoded = Body::deserialize(&mut de).map_err(|e| SnapshotError::Body(e.to_string()));
+        let buffered = de.finalize().unwrap_or(0) as u64;
         // Read to the end whatever happened: the checksum decides whether
         // a body that did not decode was corrupted or cut off.
-        let over = frames.drain();
+        let over = buffered + frames.drain();
         frames.verdict()?;
         let body = decoded?;
         if over > 0 {
@@ -597,8 +693,9 @@ impl Registration {
     }
 }
 
-/// A person's impulses: the own ones in columns, the indices of their
-/// credits, the order bits (`fold::Impulses`).
+/// A person's impulses: the own ones in columns, their credits as runs
+/// (first credit, how many of its brand's chain), the order bits
+/// (`fold::Impulses`).
 #[derive(Serialize, Deserialize)]
 struct ImpulseColumns {
     brand: Vec<u32>,
@@ -606,7 +703,7 @@ struct ImpulseColumns {
     time: Vec<Time>,
     amount: Vec<f64>,
     event: Vec<u64>,
-    credits: Vec<u32>,
+    runs: Vec<(u32, u32)>,
     order: Vec<u64>,
 }
 
@@ -630,20 +727,16 @@ impl CreditColumns {
     }
 
     fn into_credits(self, hd: impl Fn(u32) -> Result<Handle, String>) -> Result<Credits, String> {
-        let len = self.amount.len();
-        if [self.brand.len(), self.time.len(), self.event.len()] != [len; 3] {
-            return Err("credit columns of unequal lengths".into());
-        }
-        Ok(Credits {
-            brand: self.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
-            time: self
-                .time
+        Credits::from_columns(
+            self.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
+            self.time
                 .into_iter()
                 .map(from_time)
                 .collect::<Result<_, _>>()?,
-            amount: self.amount,
-            event: self.event,
-        })
+            self.amount,
+            self.event,
+        )
+        .ok_or_else(|| "credit columns of unequal lengths".into())
     }
 }
 
@@ -673,7 +766,7 @@ impl Serialize for ColumnsView<'_> {
         st.serialize_field("time", &Mapped(&c.time, |t: &DateTime<Utc>| time(*t)))?;
         st.serialize_field("amount", &c.amount)?;
         st.serialize_field("event", &c.event)?;
-        st.serialize_field("credits", &list.credits)?;
+        st.serialize_field("runs", &Mapped(&list.runs, |r: &Run| (r.first, r.len)))?;
         st.serialize_field("order", &list.order)?;
         st.end()
     }
@@ -930,8 +1023,8 @@ impl Body {
         let credits = self.credits.into_credits(hd)?;
         let mut impulses = FxHashMap::default();
         for (k, c) in self.impulses {
-            let list = Impulses {
-                own: Columns {
+            let list = Impulses::from_parts(
+                Columns {
                     brand: c.brand.into_iter().map(hd).collect::<Result<_, _>>()?,
                     component: c
                         .component
@@ -946,9 +1039,12 @@ impl Body {
                     amount: c.amount,
                     event: c.event,
                 },
-                credits: c.credits,
-                order: c.order,
-            };
+                c.runs
+                    .into_iter()
+                    .map(|(first, len)| Run { first, len })
+                    .collect(),
+                c.order,
+            );
             if !list.fits(&credits) {
                 return Err("a person's impulses do not fit together or with the credits".into());
             }
@@ -1365,12 +1461,14 @@ mod tests {
         let bytes = state().capture().encode().unwrap();
         let hash: [u8; 32] = Sha256::digest(body_of(&bytes)).into();
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!((FORMAT_VERSION, hex.as_str()), (3, PINNED));
+        assert_eq!((FORMAT_VERSION, hex.as_str()), (4, PINNED));
     }
 
     /// Re-pinned for version 2: sales credits are stored once and named
     /// by each credited person's impulses (task h24, issue #10); version 1
     /// was "600baa37035727faf748318dae715190c22135864d5489809ab274178eca3fe3".
-    /// Version 3 (frames, task h32) keeps version 2's body bytes.
-    const PINNED: &str = "5b42f19851b47197dcd6fc450c9f0c34ec6130bee7dd7eeea957ba65d5f05940";
+    /// Version 3 (frames, task h32) kept version 2's body bytes,
+    /// "5b42f19851b47197dcd6fc450c9f0c34ec6130bee7dd7eeea957ba65d5f05940";
+    /// version 4 keeps a person's credits as runs (task h37).
+    const PINNED: &str = "feaf613ebe4388d21305db9fe6cb077e2c9f240b57b5f975f60ad29a20cd0df7";
 }

@@ -24,6 +24,18 @@ impl Backend {
         }
     }
 
+    /// Lets go of the embedded store's file at the end of a command, so
+    /// that the next open finds it closed cleanly: a command that ended
+    /// with the engine's threads still holding it left the file to be
+    /// repaired (every page read and checked) at every start, as long as
+    /// decoding the snapshot itself (task h37, ARCHITECTURE.md, "Where a
+    /// start's seconds go"). Reads after it fail. PostgreSQL: nothing.
+    pub async fn close(&self) {
+        if let Backend::Embedded(s) = self {
+            s.clone().close().await;
+        }
+    }
+
     /// Materialises current scores where SQL readers can see them; the
     /// embedded store has no such readers, so it keeps none.
     pub async fn write_scores(&self, rows: &[ScoreRow]) -> Result<(), StoreError> {

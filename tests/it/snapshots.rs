@@ -478,3 +478,53 @@ async fn a_snapshot_of_many_pieces_is_kept_whole_and_one_cut_off_is_not_on_postg
     let store = PostgresStore::connect(&db.url).await.unwrap();
     a_snapshot_of_many_pieces_is_kept_whole_and_one_cut_off_is_not(store).await;
 }
+
+/// Whether redb finds the file at `path` not closed cleanly: it then
+/// repairs it (every page read and checked) before it opens it.
+fn needs_repair(path: &Path) -> bool {
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::clone(&repaired);
+    let db = redb::Database::builder()
+        .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::SeqCst))
+        .create(path)
+        .unwrap();
+    drop(db);
+    repaired.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Regression (task h37): `serve` stopped gracefully, `ingest`, `score`
+/// and `rescore` ended with the engine's threads still holding the
+/// embedded store, so redb found the file not closed cleanly and repaired
+/// it at every start: at 10M events of issue #10's shape, as long as
+/// decoding the snapshot. They now let go of it, and the next open
+/// repairs nothing.
+#[test]
+fn a_graceful_stop_and_the_commands_leave_the_embedded_store_closed_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.redb");
+    let server = crate::support::Server::start(dir.path(), &[]);
+    let posted = server.post_ndjson(&crate::support::story_lines().join("\n"));
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert!(server.terminate().success());
+    assert!(!needs_repair(&file), "serve left the store to be repaired");
+    let story = dir.path().join("story.ndjson");
+    std::fs::write(&story, crate::support::story_lines().join("\n")).unwrap();
+    let commands: [&[&str]; 3] = [
+        &["ingest", story.to_str().unwrap()],
+        &["score", "artist", "sweater"],
+        &["rescore"],
+    ];
+    for command in commands {
+        let run = std::process::Command::new(crate::support::bin())
+            .args(command)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{command:?}: {run:?}");
+        assert!(
+            !needs_repair(&file),
+            "{command:?} left the store to be repaired"
+        );
+    }
+}

@@ -11,10 +11,17 @@
 //! Why: at 1,000,000 generated events 80 % of the impulses were sales
 //! credits, copied to every participant of the brand's recent occasions
 //! (33 B each, 174 B per event of the 219 the impulses took;
-//! ARCHITECTURE.md, "Memory"). A credited person now holds 4 B and one
-//! bit.
+//! ARCHITECTURE.md, "Memory"). A credited person then held 4 B and one
+//! bit per report; since task h37, one [`Run`] (8 B) per stretch of
+//! consecutive reports of one brand that credited them, and one bit per
+//! report: a participant of a brand's occasion is credited by every report
+//! of the brand within the sales window, so at 1,000,000 events of issue
+//! #10's 10M shape 2,352,404 indices (9.4 MB) became 144,706 runs
+//! (1.2 MB); the indices grew faster than the events.
 
 use chrono::{DateTime, Utc};
+
+use rustc_hash::FxHashMap;
 
 use crate::domain::LogPosition;
 use crate::graph::Handle;
@@ -44,20 +51,55 @@ pub struct Impulse {
 /// The component every sales credit moves.
 pub(crate) const CREDIT_COMPONENT: Component = Component::Sales;
 
+/// `Credits::next` of a brand's latest credit: none yet.
+const NONE: u32 = u32::MAX;
+
 /// Sales credits in columns, in the order the fold made them: credit `i` is
 /// `amount[i]` on [`CREDIT_COMPONENT`] of the relationship with `brand[i]`,
 /// at `time[i]`, caused by the sales report at log position `event[i]`,
 /// for every person whose [`Impulses`] name `i`. One row per report that
-/// credited anyone.
+/// credited anyone. Each brand's credits are chained (`next`, `ordinal`),
+/// so that a person's [`Run`] names a stretch of them by its first; the
+/// chain is a function of `brand` ([`Credits::from_columns`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Credits {
     pub(crate) brand: Vec<Handle>,
     pub(crate) time: Vec<DateTime<Utc>>,
     pub(crate) amount: Vec<f64>,
     pub(crate) event: Vec<LogPosition>,
+    /// The next credit of the same brand; [`NONE`] for its latest.
+    next: Vec<u32>,
+    /// How many credits of the same brand come before it.
+    ordinal: Vec<u32>,
+    /// Each brand's latest credit and how many it has.
+    latest: FxHashMap<Handle, (u32, u32)>,
 }
 
 impl Credits {
+    /// Credits from their columns (a snapshot's), the brands' chains
+    /// derived; `None` when the columns' lengths differ.
+    pub(crate) fn from_columns(
+        brand: Vec<Handle>,
+        time: Vec<DateTime<Utc>>,
+        amount: Vec<f64>,
+        event: Vec<LogPosition>,
+    ) -> Option<Credits> {
+        let len = amount.len();
+        if [brand.len(), time.len(), event.len()] != [len; 3] || u32::try_from(len).is_err() {
+            return None;
+        }
+        let mut credits = Credits {
+            time,
+            amount,
+            event,
+            ..Credits::default()
+        };
+        for b in brand {
+            credits.chain(b);
+        }
+        Some(credits)
+    }
+
     /// Adds a credit; its index.
     ///
     /// # Panics
@@ -70,12 +112,40 @@ impl Credits {
         amount: f64,
         event: LogPosition,
     ) -> u32 {
-        let i = u32::try_from(self.amount.len()).expect("fewer than 2^32 sales credits");
-        self.brand.push(brand);
         self.time.push(time);
         self.amount.push(amount);
         self.event.push(event);
+        self.chain(brand)
+    }
+
+    /// Appends `brand`'s column entry and chains it after the brand's
+    /// latest credit; its index.
+    fn chain(&mut self, brand: Handle) -> u32 {
+        let i = u32::try_from(self.brand.len()).expect("fewer than 2^32 sales credits");
+        self.brand.push(brand);
+        self.next.push(NONE);
+        let (latest, count) = self.latest.entry(brand).or_insert((NONE, 0));
+        if *latest != NONE {
+            self.next[*latest as usize] = i;
+        }
+        self.ordinal.push(*count);
+        *latest = i;
+        *count += 1;
         i
+    }
+
+    /// Whether `run` names credits that exist: its first and the `len - 1`
+    /// of the same brand after it.
+    fn holds(&self, run: Run) -> bool {
+        let first = run.first as usize;
+        first < self.len()
+            && run.len > 0
+            && self
+                .latest
+                .get(&self.brand[first])
+                .is_some_and(|&(_, count)| {
+                    u64::from(self.ordinal[first]) + u64::from(run.len) <= u64::from(count)
+                })
     }
 
     /// How many there are.
@@ -102,7 +172,18 @@ impl Credits {
         self.time.shrink_to_fit();
         self.amount.shrink_to_fit();
         self.event.shrink_to_fit();
+        self.next.shrink_to_fit();
+        self.ordinal.shrink_to_fit();
     }
+}
+
+/// A stretch of a person's credits: `first` and the `len - 1` credits of
+/// the same brand that follow it in [`Credits`]' chain of that brand (the
+/// brand's consecutive reports that each credited the person).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) first: u32,
+    pub(crate) len: u32,
 }
 
 /// A person's own impulses (not credits), in columns: impulse `i` is
@@ -120,13 +201,16 @@ pub(crate) struct Columns {
 
 /// One person's impulses, in the order they were folded (canonical event
 /// order, so their times ascend): own impulses in [`Columns`], credits as
-/// indices into the state's [`Credits`], and one bit per impulse saying
+/// [`Run`]s of the state's [`Credits`], and one bit per impulse saying
 /// which of the two comes next (set: a credit). Read through
 /// [`ImpulseList`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Impulses {
     pub(crate) own: Columns,
-    pub(crate) credits: Vec<u32>,
+    /// The credits, in the order they were folded.
+    pub(crate) runs: Vec<Run>,
+    /// How many credits the runs hold.
+    credits: usize,
     /// Bit `i % 64` of word `i / 64`: whether impulse `i` is a credit.
     pub(crate) order: Vec<u64>,
 }
@@ -150,10 +234,37 @@ impl Impulses {
         c.event.push(event);
     }
 
-    /// Appends a reference to credit `credit` of the state's [`Credits`].
-    pub(crate) fn push_credit(&mut self, credit: u32) {
+    /// Appends credit `credit` of `credits` (the latest of its brand):
+    /// the last run grows when the credit follows it in its brand's chain.
+    pub(crate) fn push_credit(&mut self, credit: u32, credits: &Credits) {
         self.mark(true);
-        self.credits.push(credit);
+        self.credits += 1;
+        if let Some(run) = self.runs.last_mut() {
+            let first = run.first as usize;
+            let c = credit as usize;
+            if credits.brand[first] == credits.brand[c]
+                && u64::from(credits.ordinal[first]) + u64::from(run.len)
+                    == u64::from(credits.ordinal[c])
+            {
+                run.len += 1;
+                return;
+            }
+        }
+        self.runs.push(Run {
+            first: credit,
+            len: 1,
+        });
+    }
+
+    /// Impulses from a snapshot's parts; see [`Self::fits`].
+    pub(crate) fn from_parts(own: Columns, runs: Vec<Run>, order: Vec<u64>) -> Impulses {
+        let credits = runs.iter().map(|r| r.len as usize).sum();
+        Impulses {
+            own,
+            runs,
+            credits,
+            order,
+        }
     }
 
     /// Sets the bit of the impulse about to be appended.
@@ -169,7 +280,7 @@ impl Impulses {
 
     /// How many there are, own and credits.
     pub(crate) fn len(&self) -> usize {
-        self.own.amount.len() + self.credits.len()
+        self.own.amount.len() + self.credits
     }
 
     /// Whether the parts fit together and with `credits` (a snapshot's
@@ -192,8 +303,8 @@ impl Impulses {
         ] == [len; 4]
             && self.order.len() == n.div_ceil(64)
             && tail_clear
-            && ones as usize == self.credits.len()
-            && self.credits.iter().all(|&i| (i as usize) < credits.len())
+            && ones as usize == self.credits
+            && self.runs.iter().all(|&r| credits.holds(r))
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {
@@ -203,7 +314,7 @@ impl Impulses {
         c.time.shrink_to_fit();
         c.amount.shrink_to_fit();
         c.event.shrink_to_fit();
-        self.credits.shrink_to_fit();
+        self.runs.shrink_to_fit();
         self.order.shrink_to_fit();
     }
 }
@@ -232,10 +343,24 @@ impl<'a> ImpulseList<'a> {
     /// impulses plus those of the credits, each in time order.
     pub(crate) fn until(&self, at: DateTime<Utc>) -> usize {
         let own = self.list.own.time.partition_point(|t| *t <= at);
-        let credits = self
-            .list
-            .credits
-            .partition_point(|&i| self.credits.time[i as usize] <= at);
+        // Whole runs while the next one starts at or before `at` (times
+        // ascend), then the one left credit by credit.
+        let times = &self.credits.time;
+        let runs = &self.list.runs;
+        let whole = runs
+            .partition_point(|r| times[r.first as usize] <= at)
+            .saturating_sub(1);
+        let mut credits: usize = runs[..whole].iter().map(|r| r.len as usize).sum();
+        if let Some(r) = runs.get(whole) {
+            let mut k = r.first;
+            for _ in 0..r.len {
+                if times[k as usize] > at {
+                    break;
+                }
+                credits += 1;
+                k = self.credits.next[k as usize];
+            }
+        }
         own + credits
     }
 
@@ -252,7 +377,9 @@ impl<'a> ImpulseList<'a> {
             credits: self.credits,
             i: 0,
             own: 0,
-            credit: 0,
+            run: 0,
+            at: 0,
+            left: 0,
             end: n.min(self.len()),
         }
     }
@@ -266,12 +393,14 @@ impl<'a> ImpulseList<'a> {
     /// no particular order.
     pub(crate) fn brands(self) -> impl Iterator<Item = Handle> + 'a {
         let credits = self.credits;
-        self.list.own.brand.iter().copied().chain(
-            self.list
-                .credits
-                .iter()
-                .map(move |&i| credits.brand[i as usize]),
-        )
+        self.list
+            .own
+            .brand
+            .iter()
+            .copied()
+            .chain(self.list.runs.iter().flat_map(move |r| {
+                std::iter::repeat_n(credits.brand[r.first as usize], r.len as usize)
+            }))
     }
 }
 
@@ -282,9 +411,13 @@ pub(crate) struct Iter<'a> {
     credits: &'a Credits,
     /// The next impulse.
     i: usize,
-    /// The next own impulse and the next credit reference.
+    /// The next own impulse.
     own: usize,
-    credit: usize,
+    /// The next run, the credit taken last and how many of its run are
+    /// left after it.
+    run: usize,
+    at: u32,
+    left: u32,
     end: usize,
 }
 
@@ -295,8 +428,16 @@ impl Iter<'_> {
         let is_credit = self.list.order[self.i / 64] >> (self.i % 64) & 1 == 1;
         self.i += 1;
         if is_credit {
-            let k = self.list.credits[self.credit];
-            self.credit += 1;
+            let k = if self.left == 0 {
+                let r = self.list.runs[self.run];
+                self.run += 1;
+                self.left = r.len;
+                r.first
+            } else {
+                self.credits.next[self.at as usize]
+            };
+            self.left -= 1;
+            self.at = k;
             self.credits.get(k)
         } else {
             let (c, j) = (&self.list.own, self.own);
@@ -363,7 +504,7 @@ mod tests {
         for k in 0..150_i64 {
             if k % 3 == 1 {
                 let i = credits.push(b, t(k), k as f64, k as u64);
-                list.push_credit(i);
+                list.push_credit(i, &credits);
                 want.push((Component::Sales, k));
             } else {
                 list.push(b, Component::Service, t(k), k as f64, k as u64);
@@ -387,13 +528,68 @@ mod tests {
         assert_eq!(read.brands().count(), 150);
     }
 
+    /// A person credited by two brands' reports in turn, and skipped by
+    /// some of them, reads back every credit in the order it was folded,
+    /// as one index per credit did (task h37): a run grows only with the
+    /// next report of its own brand, and `until` counts inside a run.
+    #[test]
+    fn credits_kept_as_runs_read_back_in_the_order_they_were_folded() {
+        let mut credits = Credits::default();
+        let (mut person, mut other) = (Impulses::default(), Impulses::default());
+        let (a, b) = (Handle::from_index(1), Handle::from_index(2));
+        let mut want = Vec::new();
+        for k in 0..40_i64 {
+            // Brand a reports every second, b every tenth; the person
+            // misses a's report 7 and b's reports after 25.
+            let brand = if k % 10 == 5 { b } else { a };
+            let i = credits.push(brand, t(k), k as f64, k as u64);
+            other.push_credit(i, &credits);
+            if k != 7 && !(brand == b && k > 25) {
+                person.push_credit(i, &credits);
+                want.push((brand, k));
+            }
+            if k % 4 == 0 {
+                person.push(a, Component::Service, t(k), -1.0, k as u64);
+                want.push((a, -k - 1));
+            }
+        }
+        assert!(person.fits(&credits) && other.fits(&credits));
+        // a's stretches are cut by the miss and by each of b's reports.
+        assert_eq!(person.runs.len(), 8, "{:?}", person.runs);
+        let read = ImpulseList::new(&person, &credits);
+        let got: Vec<(Handle, i64)> = read
+            .iter()
+            .map(|i| match i.credit {
+                Some(c) => {
+                    assert_eq!(i.time, credits.time[c as usize]);
+                    (i.brand, i.time.timestamp())
+                }
+                None => (i.brand, -i.time.timestamp() - 1),
+            })
+            .collect();
+        assert_eq!(got, want);
+        for at in -1..42 {
+            let by_time = want
+                .iter()
+                .filter(|(_, k)| if *k >= 0 { *k <= at } else { -k - 1 <= at })
+                .count();
+            assert_eq!(read.until(t(at)), by_time, "at {at}");
+        }
+        let brands = read.brands().filter(|x| *x == b).count();
+        assert_eq!(brands, 3);
+        // A run that names more credits than its brand has does not fit.
+        let mut long = person.clone();
+        long.runs.last_mut().unwrap().len += 40;
+        assert!(!long.fits(&credits));
+    }
+
     /// A snapshot's parts that do not fit are found before they are read.
     #[test]
     fn impulses_that_do_not_fit_their_credits_are_found() {
         let mut credits = Credits::default();
         let mut list = Impulses::default();
         let i = credits.push(Handle::from_index(0), t(0), 1.0, 0);
-        list.push_credit(i);
+        list.push_credit(i, &credits);
         assert!(list.fits(&credits));
         assert!(!list.fits(&Credits::default()));
         let mut extra_bit = list.clone();

@@ -359,7 +359,8 @@ impl FoldState {
                 component: CREDIT_COMPONENT,
                 amount,
             });
-            Arc::make_mut(self.impulses.entry(person).or_default()).push_credit(credit);
+            Arc::make_mut(self.impulses.entry(person).or_default())
+                .push_credit(credit, &self.credits);
         }
     }
 
