@@ -608,6 +608,17 @@ impl Derived {
         }
     }
 
+    /// Raises the follower's cap (`follow.rs`) to a state built from the
+    /// store: it holds every event below the change of the log's context it
+    /// reflects (read before the build's reads of the log; positions are
+    /// commit-ordered), which no follower reads, as no event holds it.
+    /// Without a follower the cap stays off.
+    fn reached_context(&self, state: &ScoreState) {
+        if let Some(context) = state.context_position() {
+            self.followed.fetch_max(context + 1, Ordering::SeqCst);
+        }
+    }
+
     /// Publishes the state's log position (after a change, under the fold
     /// lock), never lowering it.
     fn publish_position(&self, position: u64) {
@@ -669,6 +680,7 @@ impl Derived {
         let result = match outcome {
             Ok(Ok((mut state, reach))) => {
                 state.record_movements(self.feeding());
+                self.reached_context(&state);
                 let position = state.position();
                 // The old state is freed after the lock is let go
                 // (freeing a large state took 0.7 s under it), and off
@@ -750,6 +762,7 @@ impl Derived {
     fn restore(&self, mut state: ScoreState) {
         let _guard = self.fold.lock();
         state.record_movements(self.feeding());
+        self.reached_context(&state);
         let position = state.position();
         let old = {
             let mut slot = self.write_slot();
@@ -1197,6 +1210,11 @@ fn build_from_store<S: EventStore>(
     sync_live: bool,
 ) -> Result<ScoreState, BuildError> {
     let mut phases = Phases::start();
+    // Before the log's reads: the state reflects every change of the
+    // context up to it (the feed publishes a rebuild at or after it).
+    let context = rt
+        .block_on(store.context_position())
+        .map_err(BuildError::Store)?;
     let entities = rt.block_on(store.entities()).map_err(BuildError::Store)?;
     let mut kinds = ScoreState::builder(model, entities);
     for_each_chunk(store, rt, |chunk| kinds.see(chunk))?;
@@ -1211,6 +1229,7 @@ fn build_from_store<S: EventStore>(
     let mut fold = kinds.fold_pass();
     for_each_chunk(store, rt, |chunk| fold.fold(chunk))?;
     let mut state = fold.finish();
+    state.set_context_position(context);
     let fold_seconds = phases.lap();
     if sync_live {
         state.sync_live(|| false);

@@ -16,6 +16,7 @@ mod edge;
 mod extreme;
 mod extremes;
 mod feed;
+mod feed_positions;
 mod fuzz_corpus;
 mod generate;
 mod group_commit;
