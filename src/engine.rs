@@ -372,6 +372,44 @@ pub const DEFAULT_MAX_FOLD_QUEUE: usize = 50_000;
 /// the series' bound, that no cache keeps (`Ranking::settled`).
 const LIVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A bounded wait for the live series (red team h28, F1): an answer at a
+/// time the series answers for once caught up (`ScoreState::live_owes`)
+/// is made after it has caught up, or past [`LIVE_PATIENCE`] from a batch
+/// stand-in, which the answer then says (`Ranking::settled`, a
+/// provisional what-if). One per answer: its deadline holds across
+/// attempts, and its receiver misses no catch-up between them.
+pub(crate) struct LiveWait {
+    deadline: tokio::time::Instant,
+    caught_up: tokio::sync::watch::Receiver<u64>,
+    /// The live thread has stopped: the series will not catch up.
+    gone: bool,
+}
+
+impl LiveWait {
+    /// Waits until the series no longer owes `at` its bits, the deadline
+    /// passes, or the live thread is gone.
+    pub(crate) async fn until_settled<S: EventStore>(
+        &mut self,
+        engine: &Engine<S>,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        while !self.gone && engine.derived.read()?.live_owes(at) {
+            match tokio::time::timeout_at(self.deadline, self.caught_up.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => self.gone = true,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether waiting again is pointless: past the deadline, or the live
+    /// thread is gone.
+    pub(crate) fn over(&self) -> bool {
+        self.gone || tokio::time::Instant::now() >= self.deadline
+    }
+}
+
 /// Default of `EngineOptions::max_fold_wait`: well past a refold of a
 /// stream's late batches (0.2 to 0.5 s under `benches/stream.sh`), so it
 /// sheds only where acknowledgements would otherwise queue for seconds.
@@ -2588,21 +2626,9 @@ impl<S: EventStore> Engine<S> {
         // an asked time run back-to-back batch evaluations for up to 5 s
         // (red team h33, finding 4). A build is made again only when the
         // state moved between the wait and the build.
-        let deadline = tokio::time::Instant::now() + LIVE_PATIENCE;
-        let mut caught_up = self.derived.live.caught_up();
-        let mut live_thread_gone = false;
+        let mut wait = self.live_wait();
         loop {
-            while !live_thread_gone {
-                let owes = self.derived.read()?.live_owes(at);
-                if !owes {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, caught_up.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => live_thread_gone = true,
-                    Err(_) => break,
-                }
-            }
+            wait.until_settled(self, at).await?;
             let engine = Arc::clone(self);
             let ranking =
                 tokio::task::spawn_blocking(move || engine.build_ranking(at, PastReuse::Exact))
@@ -2610,9 +2636,19 @@ impl<S: EventStore> Engine<S> {
                     .map_err(|e| {
                         EngineError::Internal(format!("the ranking task failed: {e}"))
                     })??;
-            if ranking.settled || live_thread_gone || tokio::time::Instant::now() >= deadline {
+            if ranking.settled || wait.over() {
                 return Ok(Arc::new(ranking));
             }
+        }
+    }
+
+    /// A wait for the live series to answer with its own bits, at most
+    /// [`LIVE_PATIENCE`] from now ([`LiveWait`]).
+    pub(crate) fn live_wait(&self) -> LiveWait {
+        LiveWait {
+            deadline: tokio::time::Instant::now() + LIVE_PATIENCE,
+            caught_up: self.derived.live.caught_up(),
+            gone: false,
         }
     }
 
