@@ -66,6 +66,40 @@ fn strictly_in_order(changes: &[Sse], what: &str) {
     }
 }
 
+/// Purchases of p0..p3 at b0; p9, followed by all of them, reviews b0 and
+/// posts about it: erasing p9 moves them.
+fn head() -> Vec<Value> {
+    let mut head: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"id": format!("a{i}"), "type": "purchase", "time": minute(i),
+            "person": format!("p{}", i % 4), "brand": "b0", "amount": 20 + i})
+        })
+        .collect();
+    head.push(json!({"id": "r9", "type": "review", "time": minute(41),
+        "person": "p9", "brand": "b0", "rating": 5}));
+    // A post's reach is the poster's registered audience.
+    head.push(json!({"id": "t9", "type": "post", "time": minute(41),
+        "person": "p9", "brand": "b0", "sentiment": 0.9, "text": "b0 is great"}));
+    for k in 0..4 {
+        head.push(
+            json!({"id": format!("f{k}"), "type": "follow", "time": minute(42),
+            "person": format!("p{k}"), "target": "p9"}),
+        );
+    }
+    head
+}
+
+/// p9's last purchase: the latest event of the log.
+fn last() -> Value {
+    json!({"id": "last", "type": "purchase", "time": minute(50),
+        "person": "p9", "brand": "b0", "amount": 900})
+}
+
+fn sentinel() -> Value {
+    json!({"id": "sentinel", "type": "purchase",
+        "time": minute(60), "person": "zz", "brand": "bz", "amount": 500})
+}
+
 /// Regression (red team h33, finding 3, `scripts/redteam/feed_erasure.rs`
 /// before): an erasure had no log position, and its rebuild published its
 /// moves at the largest position left in the log; when the erased person's
@@ -81,32 +115,12 @@ fn an_erasure_of_the_latest_events_person_publishes_after_every_id(
     what: &str,
 ) {
     let s = start(dir);
-    let mut head: Vec<Value> = (0..40)
-        .map(|i| {
-            json!({"id": format!("a{i}"), "type": "purchase", "time": minute(i),
-            "person": format!("p{}", i % 4), "brand": "b0", "amount": 20 + i})
-        })
-        .collect();
-    // p9 is followed by everyone and recommends b0: erasing p9 moves them.
-    head.push(json!({"id": "r9", "type": "review", "time": minute(41),
-        "person": "p9", "brand": "b0", "rating": 5}));
-    // A post's reach is the poster's registered audience.
-    head.push(json!({"id": "t9", "type": "post", "time": minute(41),
-        "person": "p9", "brand": "b0", "sentiment": 0.9, "text": "b0 is great"}));
-    for k in 0..4 {
-        head.push(
-            json!({"id": format!("f{k}"), "type": "follow", "time": minute(42),
-            "person": format!("p{k}"), "target": "p9"}),
-        );
-    }
     let r = s.put_json("/v1/entities/p9", &json!({"kind": "influencer"}));
     assert!(r.status < 300, "{}", r.body);
-    assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
+    assert_eq!(s.post_ndjson(&ndjson(&head())).status, 200);
     caught_up(&s);
     let mut feed = Stream::open(&s, "", &[]);
-    let last = json!({"id": "last", "type": "purchase", "time": minute(50),
-        "person": "p9", "brand": "b0", "amount": 900});
-    assert_eq!(s.post_ndjson(&ndjson(&[last])).status, 200);
+    assert_eq!(s.post_ndjson(&ndjson(&[last()])).status, 200);
     caught_up(&s);
     // A registration changes how p9's events score: it takes a position.
     let r = s.put_json(
@@ -120,9 +134,7 @@ fn an_erasure_of_the_latest_events_person_publishes_after_every_id(
     assert!(r.status < 300, "{}", r.body);
     let erased = position(&r);
     caught_up(&s);
-    let sentinel = json!({"id": "sentinel", "type": "purchase",
-        "time": minute(60), "person": "zz", "brand": "bz", "amount": 500});
-    assert_eq!(s.post_ndjson(&ndjson(&[sentinel])).status, 200);
+    assert_eq!(s.post_ndjson(&ndjson(&[sentinel()])).status, 200);
     let (mut changes, sentinel) = until(&mut feed, "zz");
     changes.push(sentinel.clone());
     strictly_in_order(&changes, what);
@@ -220,4 +232,54 @@ fn an_erasure_of_the_latest_events_person_publishes_after_every_id_on_postgres()
         &|d| Server::start_on_database(d, &db.url, &["--staleness", "0"]),
         "postgres",
     );
+}
+
+/// Positions mean the same on every server of one database: an erasure
+/// made on one server is published by another's feed at the erasure's own
+/// position, after the erased person's last purchase (before, at the
+/// largest event position left: lower than ids that feed had served).
+#[test]
+fn an_erasure_on_one_server_is_published_at_its_position_by_the_other() {
+    let db = fresh_db();
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start_on_database(da.path(), &db.url, &["--staleness", "0"]);
+    let b = Server::start_on_database(db_dir.path(), &db.url, &["--staleness", "0"]);
+    let r = a.put_json("/v1/entities/p9", &json!({"kind": "influencer"}));
+    assert!(r.status < 300, "{}", r.body);
+    let r = a.post_ndjson(&ndjson(&head()));
+    assert_eq!(r.status, 200);
+    let reached = |s: &Server, p: u64| {
+        let r = s.get(&format!("/healthz?min_position={p}&wait=30"));
+        assert_eq!(r.status, 200, "position {p}: {}", r.body);
+    };
+    reached(&b, position(&r));
+    caught_up(&b);
+    let mut feed = Stream::open(&b, "", &[]);
+    let r = a.post_ndjson(&ndjson(&[last()]));
+    assert_eq!(r.status, 200);
+    reached(&b, position(&r));
+    caught_up(&b);
+    let r = a.delete("/v1/entities/p9");
+    assert!(r.status < 300, "{}", r.body);
+    let erased = position(&r);
+    let r = a.post_ndjson(&ndjson(&[sentinel()]));
+    assert_eq!(r.status, 200);
+    reached(&b, position(&r));
+    let (mut changes, sentinel) = until(&mut feed, "zz");
+    changes.push(sentinel);
+    strictly_in_order(&changes, "the other server");
+    let bought = changes
+        .iter()
+        .find(|e| e.data["cause"]["event"] == "last")
+        .map(at)
+        .expect("p9's last purchase published");
+    let moved: Vec<&Sse> = changes
+        .iter()
+        .filter(|e| e.data["person"] != "p9" && e.data["delta"].as_f64().unwrap() < 0.0)
+        .collect();
+    assert!(!moved.is_empty(), "erasing p9 moved nobody: {changes:?}");
+    for e in moved {
+        assert!(at(e) > bought, "{:?} at or before {bought}", e.data);
+        assert!(at(e) < erased, "{:?} not within {erased}", e.data);
+    }
 }

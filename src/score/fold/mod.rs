@@ -288,11 +288,6 @@ impl FoldState {
         self.folded.max().max(self.context)
     }
 
-    /// The largest log position of an event folded (`None`: none).
-    pub fn max_event_position(&self) -> Option<LogPosition> {
-        self.folded.max()
-    }
-
     /// The latest change of the log's context the state reflects
     /// (`Self::set_context_position`; `None`: none known).
     pub fn context_position(&self) -> Option<LogPosition> {
