@@ -165,8 +165,11 @@ impl<S: EventStore> Engine<S> {
         let (outcome, position, owed) = tokio::task::spawn_blocking(move || {
             let stop = || Instant::now() >= deadline;
             let state = engine.state()?;
-            // What the answer reflects, read with the state it is made of.
-            let position = state.position();
+            // What the answer reflects, read with the state it is made of
+            // (no more than published: with a follower, the state may hold
+            // positions above one another server stored and it has not
+            // folded yet, `engine::follow`).
+            let position = state.position().min(engine.position());
             let owed = from_live && state.live_owes(at);
             let fold = state.fold();
             let model = model.as_ref().unwrap_or(fold.model());
