@@ -54,6 +54,7 @@ use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 pub mod alerts;
 pub mod backend;
 pub mod body;
+pub mod bounds;
 pub mod dead_letters;
 pub mod digest;
 pub mod embedded;

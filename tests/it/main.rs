@@ -39,6 +39,7 @@ mod read_cache;
 mod reads;
 mod redteam2;
 mod redteam3;
+mod redteam4;
 mod refold;
 mod relspace;
 mod reorder;
