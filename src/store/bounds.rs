@@ -20,15 +20,13 @@ pub fn after(cursor: Option<u64>) -> (Bound<u64>, Bound<u64>) {
     }
 }
 
+/// A key of a table keyed by an id and two strings.
+pub type IdKey<'a> = (u64, &'a str, &'a str);
+
 /// Every key `(id, a, b)` of one id, in a table keyed by the id and two
 /// strings: from `(id, "", "")`, before the next id's first key (or to the
 /// end, for the largest id).
-pub fn rows_of<'a>(
-    id: u64,
-) -> (
-    Bound<(u64, &'a str, &'a str)>,
-    Bound<(u64, &'a str, &'a str)>,
-) {
+pub fn rows_of<'a>(id: u64) -> (Bound<IdKey<'a>>, Bound<IdKey<'a>>) {
     let end = match id.checked_add(1) {
         Some(next) => Bound::Excluded((next, "", "")),
         None => Bound::Unbounded,
