@@ -208,3 +208,162 @@ fn positions_from_erasures_on_one_server_are_reached_with_the_erasure_on_the_oth
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     });
 }
+
+/// Registrations and erasures from one client while three others post
+/// late events, consent changes and duplicates, a subscriber on the feed;
+/// then a SIGKILL and a start from the snapshot and the log. The feed's ids
+/// only go forward, a change's position is never below one published
+/// before it, every answer's position goes forward for its client, a
+/// restart answers at least every position answered, and a client resuming
+/// with the last id it read either resumes after it or is told to reload.
+#[test]
+fn feed_ids_and_positions_go_forward_through_context_changes_concurrent_writes_and_a_sigkill() {
+    use crate::feed::Stream;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--staleness", "0", "--snapshot-every", "53"];
+    let s = Server::start(dir.path(), &flags);
+    let head: Vec<_> = (0..60)
+        .map(|m| {
+            purchase(
+                &format!("h{m}"),
+                &format!("c{}", m % 7),
+                &format!("b{}", m % 3),
+                600 + m,
+            )
+        })
+        .collect();
+    assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
+    caught_up(&s);
+    let mut feed = Stream::open(&s, "", &[]);
+    let answered = std::sync::Mutex::new(0u64);
+    std::thread::scope(|scope| {
+        for n in 0..3u32 {
+            let (s, answered, head) = (&s, &answered, &head);
+            scope.spawn(move || {
+                let mut last = 0u64;
+                for i in 0..40u32 {
+                    let m = i * 3 + n;
+                    // Late by up to ten hours, with a consent change now and then.
+                    let minute = if i % 4 == 0 { 10 * m % 600 } else { 700 + m };
+                    let mut batch = vec![purchase(
+                        &format!("x{n}-{i}"),
+                        &format!("c{}", m % 7),
+                        &format!("b{}", m % 3),
+                        minute,
+                    )];
+                    if i % 5 == 0 {
+                        batch.push(json!({"id": format!("k{n}-{i}"), "type": "consent",
+                            "time": format!("2026-09-01T{:02}:00:00Z", 12 + i % 10),
+                            "person": format!("c{}", m % 7), "granted": i % 10 != 0}));
+                    }
+                    if i % 7 == 3 {
+                        batch.push(head[(m % 60) as usize].clone());
+                    }
+                    let r = s.post_ndjson(&ndjson(&batch));
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    let p = position(&r);
+                    assert!(p >= last, "client {n}: {p} after {last}");
+                    last = p;
+                    let mut a = answered.lock().unwrap();
+                    *a = (*a).max(p);
+                }
+            });
+        }
+        let (s, answered) = (&s, &answered);
+        scope.spawn(move || {
+            let mut last = 0u64;
+            for k in 0..8u32 {
+                let v = format!("v{k}");
+                let r = s.put_json(&format!("/v1/entities/{v}"), &json!({"kind": "influencer"}));
+                assert!(r.status < 300, "{}", r.body);
+                let r = s.post_ndjson(&ndjson(&[
+                    purchase(&format!("w{k}"), &v, "b0", 800 + k),
+                    json!({"id": format!("f{k}"), "type": "follow",
+                        "time": "2026-09-01T14:00:00Z", "person": "c1", "target": v}),
+                ]));
+                assert_eq!(r.status, 200, "{}", r.body);
+                let r = s.put_json(
+                    &format!("/v1/entities/{v}"),
+                    &json!({"kind": "influencer", "followers": 50_000 * (k + 1)}),
+                );
+                assert!(r.status < 300, "{}", r.body);
+                let p = position(&r);
+                assert!(p > last, "registration: {p} after {last}");
+                last = p;
+                if k % 2 == 0 {
+                    let r = s.delete(&format!("/v1/entities/{v}"));
+                    assert!(r.status < 300, "{}", r.body);
+                    let p = position(&r);
+                    assert!(p > last, "erasure: {p} after {last}");
+                    last = p;
+                }
+                let mut a = answered.lock().unwrap();
+                *a = (*a).max(last);
+            }
+        });
+    });
+    caught_up(&s);
+    let sentinel = purchase("sentinel", "zz", "bz", 2000);
+    assert_eq!(s.post_ndjson(&ndjson(&[sentinel])).status, 200);
+    let (mut last_id, mut last_at) = (None::<u64>, 0u64);
+    loop {
+        let e = feed.next().expect("the feed ended");
+        assert_eq!(e.event, "change", "{e:?}");
+        let at = e.data["position"].as_u64().unwrap();
+        assert!(
+            at >= last_at,
+            "a change at {at} after one at {last_at}: {:?}",
+            e.data
+        );
+        last_at = at;
+        if let Some(id) = &e.id {
+            let id: u64 = id.parse().unwrap();
+            assert!(last_id.is_none_or(|l| id > l), "id {id} after {last_id:?}");
+            last_id = Some(id);
+        }
+        if e.data["person"] == "zz" {
+            break;
+        }
+    }
+    let last_id = last_id.expect("the sentinel's change has an id");
+    let answered = *answered.lock().unwrap();
+    // One more erasure, then a SIGKILL right after it was answered.
+    let r = s.delete("/v1/entities/c6");
+    assert!(r.status < 300, "{}", r.body);
+    let erased = position(&r);
+    assert!(
+        erased > answered.max(last_id),
+        "{erased} after {answered}, {last_id}"
+    );
+    s.kill();
+    let s = Server::start(dir.path(), &flags);
+    caught_up(&s);
+    let r = s.get("/v1/brands");
+    assert!(
+        position(&r) >= erased,
+        "a restart answers {} after {erased}",
+        position(&r)
+    );
+    let r = s.get("/v1/entities/c6");
+    assert_eq!(
+        r.status, 404,
+        "the erasure answered before the SIGKILL: {}",
+        r.body
+    );
+    let mut resumed = Stream::open(&s, "", &[("Last-Event-ID", &last_id.to_string())]);
+    let after = purchase("after", "yy", "by", 2100);
+    assert_eq!(s.post_ndjson(&ndjson(&[after])).status, 200);
+    let e = resumed.next().expect("a reset or a change");
+    match e.event.as_str() {
+        "reset" => {}
+        "change" => {
+            let at = e.data["position"].as_u64().unwrap();
+            assert!(
+                at > last_id,
+                "resumed after {last_id} at {at}: {:?}",
+                e.data
+            );
+        }
+        other => panic!("{other}: {e:?}"),
+    }
+}
