@@ -367,3 +367,93 @@ fn feed_ids_and_positions_go_forward_through_context_changes_concurrent_writes_a
         other => panic!("{other}: {e:?}"),
     }
 }
+
+/// What-ifs sent right after a registration and an erasure (the state is
+/// rebuilt and its live series replays): each is either marked provisional
+/// (`Cache-Control: no-store`) or has the bits a restart's what-if has, and
+/// once the series caught up it has them; its `Fusion-Position` is at least
+/// the change's.
+#[test]
+fn a_what_if_right_after_a_registration_or_an_erasure_has_a_restarts_bits_or_says_it_is_provisional()
+ {
+    let at = "2026-12-01T00:00:00Z";
+    let what_if = json!({"events": [
+        purchase("w1", "c3", "b1", 3000),
+        json!({"id": "w2", "type": "review", "time": "2026-09-03T02:00:00Z",
+            "person": "c5", "brand": "b0", "rating": 1})],
+        "at": at, "top": 20});
+    let model_only =
+        json!({"brand": "b0", "at": at, "model": {"half_life_days": {"sales": 30}}});
+    let simulate = |s: &Server, body: &serde_json::Value| {
+        let r = s.post_json("/v1/simulate", body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--staleness", "0"]);
+    let head: Vec<_> = (0..300)
+        .map(|m| {
+            purchase(
+                &format!("h{m}"),
+                &format!("c{}", m % 11),
+                &format!("b{}", m % 3),
+                m,
+            )
+        })
+        .collect();
+    assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
+    let follows: Vec<_> = (0..11)
+        .map(|k| {
+            json!({"id": format!("f{k}"), "type": "follow",
+            "time": "2026-09-01T06:00:00Z", "person": format!("c{k}"), "target": "c0"})
+        })
+        .collect();
+    assert_eq!(s.post_ndjson(&ndjson(&follows)).status, 200);
+    let mut firsts = Vec::new();
+    for change in ["register", "erase"] {
+        let r = match change {
+            "register" => s.put_json(
+                "/v1/entities/c0",
+                &json!({"kind": "influencer", "followers": 900_000}),
+            ),
+            _ => s.delete("/v1/entities/c7"),
+        };
+        assert!(r.status < 300, "{change}: {}", r.body);
+        let changed = position(&r);
+        for body in [&what_if, &model_only] {
+            let first = simulate(&s, body);
+            assert!(
+                position(&first) >= changed,
+                "{change}: a what-if at {} after {changed}",
+                position(&first)
+            );
+            firsts.push(first);
+        }
+    }
+    caught_up(&s);
+    let settled: Vec<_> = [&what_if, &model_only]
+        .map(|b| simulate(&s, b))
+        .into_iter()
+        .collect();
+    for r in &settled {
+        assert_eq!(r.header("cache-control"), None, "{}", r.body);
+    }
+    s.terminate();
+    let s = Server::start(dir.path(), &["--staleness", "0"]);
+    caught_up(&s);
+    for (n, body) in [&what_if, &model_only].into_iter().enumerate() {
+        let restarted = simulate(&s, body);
+        assert_eq!(
+            settled[n].body, restarted.body,
+            "what-if {n} once caught up"
+        );
+        // The ones sent after the erasure (the last change) are of this log.
+        let first = &firsts[2 + n];
+        if first.header("cache-control") != Some("no-store") {
+            assert_eq!(
+                first.body, restarted.body,
+                "what-if {n} right after the erasure"
+            );
+        }
+    }
+}
