@@ -646,6 +646,30 @@ impl Derived {
         }
     }
 
+    /// Makes the change feed forget every entity the state swapped in does
+    /// not know (call it after the swap, holding the fold lock; it walks
+    /// every relationship the feed tracks, so only after a change of the
+    /// log's context, which an erasure is): a state
+    /// rebuilt after an erasure no longer has the erased entity, and the
+    /// feed's window and tracker must not keep it either, whichever server
+    /// erased it (red team h38: a follower's rebuild after another
+    /// server's erasure left the erased person's changes in this server's
+    /// window, sent to any client resuming from before them).
+    fn forget_unknown(&self) {
+        let mut feed = self.feed.lock();
+        let Some(out) = feed.as_mut() else {
+            return;
+        };
+        let gone = {
+            let slot = self.slot.read();
+            out.tracker.unknown(|id| slot.state.kind(id).is_some())
+        };
+        for id in gone {
+            out.tracker.forget(&id);
+            out.sink.forget(&id);
+        }
+    }
+
     /// Raises the follower's cap (`follow.rs`) to a state built from the
     /// store: it holds every event below the change of the log's context it
     /// reflects (read before the build's reads of the log; positions are
@@ -723,6 +747,11 @@ impl Derived {
                 // The old state is freed after the lock is let go
                 // (freeing a large state took 0.7 s under it), and off
                 // the fold thread, which answers writers next.
+                // Only a change of the log's context (an erasure among them)
+                // can remove an entity: refolds add events. (The state in
+                // the slot changes only under the fold lock, held.)
+                let context_moved =
+                    self.slot.read().state.context_position() != state.context_position();
                 let old = {
                     let mut slot = self.write_slot();
                     // A refold of events after the live series' checkpoint
@@ -735,6 +764,9 @@ impl Derived {
                     self.new_generation(reach);
                     std::mem::replace(&mut slot.state, state)
                 };
+                if context_moved {
+                    self.forget_unknown();
+                }
                 self.publish_position(position);
                 dropper::drop_later(old);
                 Ok(())
@@ -814,6 +846,7 @@ impl Derived {
             )
         };
         drop(old);
+        self.forget_unknown();
         self.publish_position(position);
         self.live.wake();
         *self.rebuild_failure.lock() = None;
@@ -2094,6 +2127,9 @@ impl<S: EventStore> Engine<S> {
             (removed, waiter)
         };
         Self::rebuilt(waiter).await?;
+        // The rebuild made the feed forget what the state no longer knows
+        // (`Derived::forget_unknown`); the id itself is forgotten here too,
+        // in case an event stored after the erasure names it again.
         if let Some(out) = self.derived.feed.lock().as_mut() {
             out.tracker.forget(id);
             out.sink.forget(id);

@@ -154,6 +154,21 @@ impl Tracker {
         self.published.is_empty()
     }
 
+    /// The entities of tracked relationships that `known` says are not
+    /// known (erased since they were published), each once.
+    pub fn unknown(&self, known: impl Fn(&EntityId) -> bool) -> Vec<EntityId> {
+        let mut ids: Vec<EntityId> = self
+            .published
+            .keys()
+            .flat_map(|(person, brand)| [person, brand])
+            .filter(|id| !known(id))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Forgets every relationship of an erased entity.
     pub fn forget(&mut self, id: &EntityId) {
         self.published

@@ -480,3 +480,82 @@ fn a_what_if_right_after_a_registration_or_an_erasure_has_a_restarts_bits_or_say
         }
     }
 }
+
+/// Regression (red team h38): an erasure made on one server left the
+/// erased person's past changes in the other server's feed window (only
+/// the erasing server's feed forgot them: `Engine::erase`), so a client
+/// resuming there after the erasure was answered, and reached, was sent
+/// the erased person's id and scores.
+#[test]
+fn another_servers_feed_forgets_an_erased_person_once_it_reaches_the_erasure() {
+    use crate::feed::Stream;
+    let db = crate::pg_e2e::fresh_db();
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let flags = ["--staleness", "0", "--follow-interval", "0.2"];
+    let a = Server::start_on_database(da.path(), &db.url, &flags);
+    let b = Server::start_on_database(db_dir.path(), &db.url, &flags);
+    let events: Vec<_> = (0..12)
+        .map(|m| {
+            purchase(
+                &format!("e{m}"),
+                if m % 2 == 0 { "gone" } else { "kept" },
+                &format!("b{}", m % 2),
+                m,
+            )
+        })
+        .collect();
+    let r = a.post_ndjson(&ndjson(&events));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = b.get(&format!("/healthz?min_position={}&wait=30", position(&r)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    caught_up(&b);
+    let mut feed = Stream::open(&b, "", &[]);
+    let more: Vec<_> = (12..20)
+        .map(|m| {
+            purchase(
+                &format!("e{m}"),
+                if m % 2 == 0 { "gone" } else { "kept" },
+                &format!("b{}", m % 2),
+                100 + m,
+            )
+        })
+        .collect();
+    let r = a.post_ndjson(&ndjson(&more));
+    assert_eq!(r.status, 200);
+    let r = b.get(&format!("/healthz?min_position={}&wait=30", position(&r)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // B's feed published the person's changes.
+    let mut first_id = None;
+    let mut named = false;
+    while !named {
+        let e = feed.next().expect("the feed ended");
+        assert_eq!(e.event, "change", "{e:?}");
+        first_id = first_id.or(e.data["position"].as_u64());
+        named = e.data["person"] == "gone";
+    }
+    let r = a.delete("/v1/entities/gone");
+    assert!(r.status < 300, "{}", r.body);
+    let erased = position(&r);
+    let r = b.get(&format!("/v1/entities/gone?min_position={erased}&wait=30"));
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = a.post_ndjson(&ndjson(&[purchase("sentinel", "zz", "bz", 900)]));
+    let r = b.get(&format!("/healthz?min_position={}&wait=30", position(&r)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A client resuming on B from before the person's changes.
+    let before = first_id.unwrap() - 1;
+    let mut resumed = Stream::open(&b, "", &[("Last-Event-ID", &before.to_string())]);
+    loop {
+        let e = resumed.next().expect("the feed ended");
+        if e.event == "reset" {
+            break;
+        }
+        assert_eq!(e.event, "change", "{e:?}");
+        assert_ne!(
+            e.data["person"], "gone",
+            "the erased person, after its erasure: {e:?}"
+        );
+        if e.data["person"] == "zz" {
+            break;
+        }
+    }
+}
