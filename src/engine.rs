@@ -372,6 +372,44 @@ pub const DEFAULT_MAX_FOLD_QUEUE: usize = 50_000;
 /// the series' bound, that no cache keeps (`Ranking::settled`).
 const LIVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A bounded wait for the live series (red team h28, F1): an answer at a
+/// time the series answers for once caught up (`ScoreState::live_owes`)
+/// is made after it has caught up, or past [`LIVE_PATIENCE`] from a batch
+/// stand-in, which the answer then says (`Ranking::settled`, a
+/// provisional what-if). One per answer: its deadline holds across
+/// attempts, and its receiver misses no catch-up between them.
+pub(crate) struct LiveWait {
+    deadline: tokio::time::Instant,
+    caught_up: tokio::sync::watch::Receiver<u64>,
+    /// The live thread has stopped: the series will not catch up.
+    gone: bool,
+}
+
+impl LiveWait {
+    /// Waits until the series no longer owes `at` its bits, the deadline
+    /// passes, or the live thread is gone.
+    pub(crate) async fn until_settled<S: EventStore>(
+        &mut self,
+        engine: &Engine<S>,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        while !self.gone && engine.derived.read()?.live_owes(at) {
+            match tokio::time::timeout_at(self.deadline, self.caught_up.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => self.gone = true,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether waiting again is pointless: past the deadline, or the live
+    /// thread is gone.
+    pub(crate) fn over(&self) -> bool {
+        self.gone || tokio::time::Instant::now() >= self.deadline
+    }
+}
+
 /// Default of `EngineOptions::max_fold_wait`: well past a refold of a
 /// stream's late batches (0.2 to 0.5 s under `benches/stream.sh`), so it
 /// sheds only where acknowledgements would otherwise queue for seconds.
@@ -612,6 +650,41 @@ impl Derived {
         }
     }
 
+    /// Makes the change feed forget every entity the state swapped in does
+    /// not know (call it after the swap, holding the fold lock; it walks
+    /// every relationship the feed tracks, so only after a change of the
+    /// log's context, which an erasure is): a state
+    /// rebuilt after an erasure no longer has the erased entity, and the
+    /// feed's window and tracker must not keep it either, whichever server
+    /// erased it (red team h38: a follower's rebuild after another
+    /// server's erasure left the erased person's changes in this server's
+    /// window, sent to any client resuming from before them).
+    fn forget_unknown(&self) {
+        let mut feed = self.feed.lock();
+        let Some(out) = feed.as_mut() else {
+            return;
+        };
+        let gone = {
+            let slot = self.slot.read();
+            out.tracker.unknown(|id| slot.state.kind(id).is_some())
+        };
+        for id in gone {
+            out.tracker.forget(&id);
+            out.sink.forget(&id);
+        }
+    }
+
+    /// Raises the follower's cap (`follow.rs`) to a state built from the
+    /// store: it holds every event below the change of the log's context it
+    /// reflects (read before the build's reads of the log; positions are
+    /// commit-ordered), which no follower reads, as no event holds it.
+    /// Without a follower the cap stays off.
+    fn reached_context(&self, state: &ScoreState) {
+        if let Some(context) = state.context_position() {
+            self.followed.fetch_max(context + 1, Ordering::SeqCst);
+        }
+    }
+
     /// Publishes the state's log position (after a change, under the fold
     /// lock), never lowering it.
     fn publish_position(&self, position: u64) {
@@ -673,10 +746,16 @@ impl Derived {
         let result = match outcome {
             Ok(Ok((mut state, reach))) => {
                 state.record_movements(self.feeding());
+                self.reached_context(&state);
                 let position = state.position();
                 // The old state is freed after the lock is let go
                 // (freeing a large state took 0.7 s under it), and off
                 // the fold thread, which answers writers next.
+                // Only a change of the log's context (an erasure among them)
+                // can remove an entity: refolds add events. (The state in
+                // the slot changes only under the fold lock, held.)
+                let context_moved =
+                    self.slot.read().state.context_position() != state.context_position();
                 let old = {
                     let mut slot = self.write_slot();
                     // A refold of events after the live series' checkpoint
@@ -689,6 +768,9 @@ impl Derived {
                     self.new_generation(reach);
                     std::mem::replace(&mut slot.state, state)
                 };
+                if context_moved {
+                    self.forget_unknown();
+                }
                 self.publish_position(position);
                 dropper::drop_later(old);
                 Ok(())
@@ -754,6 +836,7 @@ impl Derived {
     fn restore(&self, mut state: ScoreState) {
         let _guard = self.fold.lock();
         state.record_movements(self.feeding());
+        self.reached_context(&state);
         let position = state.position();
         let old = {
             let mut slot = self.write_slot();
@@ -767,6 +850,7 @@ impl Derived {
             )
         };
         drop(old);
+        self.forget_unknown();
         self.publish_position(position);
         self.live.wake();
         *self.rebuild_failure.lock() = None;
@@ -1201,6 +1285,11 @@ fn build_from_store<S: EventStore>(
     sync_live: bool,
 ) -> Result<ScoreState, BuildError> {
     let mut phases = Phases::start();
+    // Before the log's reads: the state reflects every change of the
+    // context up to it (the feed publishes a rebuild at or after it).
+    let context = rt
+        .block_on(store.context_position())
+        .map_err(BuildError::Store)?;
     let entities = rt.block_on(store.entities()).map_err(BuildError::Store)?;
     let mut kinds = ScoreState::builder(model, entities);
     for_each_chunk(store, rt, |chunk| kinds.see(chunk))?;
@@ -1215,6 +1304,7 @@ fn build_from_store<S: EventStore>(
     let mut fold = kinds.fold_pass();
     for_each_chunk(store, rt, |chunk| fold.fold(chunk))?;
     let mut state = fold.finish();
+    state.set_context_position(context);
     let fold_seconds = phases.lap();
     if sync_live {
         state.sync_live(|| false);
@@ -2045,6 +2135,9 @@ impl<S: EventStore> Engine<S> {
             (removed, waiter)
         };
         Self::rebuilt(waiter).await?;
+        // The rebuild made the feed forget what the state no longer knows
+        // (`Derived::forget_unknown`); the id itself is forgotten here too,
+        // in case an event stored after the erasure names it again.
         if let Some(out) = self.derived.feed.lock().as_mut() {
             out.tracker.forget(id);
             out.sink.forget(id);
@@ -2577,21 +2670,9 @@ impl<S: EventStore> Engine<S> {
         // an asked time run back-to-back batch evaluations for up to 5 s
         // (red team h33, finding 4). A build is made again only when the
         // state moved between the wait and the build.
-        let deadline = tokio::time::Instant::now() + LIVE_PATIENCE;
-        let mut caught_up = self.derived.live.caught_up();
-        let mut live_thread_gone = false;
+        let mut wait = self.live_wait();
         loop {
-            while !live_thread_gone {
-                let owes = self.derived.read()?.live_owes(at);
-                if !owes {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, caught_up.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => live_thread_gone = true,
-                    Err(_) => break,
-                }
-            }
+            wait.until_settled(self, at).await?;
             let engine = Arc::clone(self);
             let ranking =
                 tokio::task::spawn_blocking(move || engine.build_ranking(at, PastReuse::Exact))
@@ -2599,9 +2680,19 @@ impl<S: EventStore> Engine<S> {
                     .map_err(|e| {
                         EngineError::Internal(format!("the ranking task failed: {e}"))
                     })??;
-            if ranking.settled || live_thread_gone || tokio::time::Instant::now() >= deadline {
+            if ranking.settled || wait.over() {
                 return Ok(Arc::new(ranking));
             }
+        }
+    }
+
+    /// A wait for the live series to answer with its own bits, at most
+    /// [`LIVE_PATIENCE`] from now ([`LiveWait`]).
+    pub(crate) fn live_wait(&self) -> LiveWait {
+        LiveWait {
+            deadline: tokio::time::Instant::now() + LIVE_PATIENCE,
+            caught_up: self.derived.live.caught_up(),
+            gone: false,
         }
     }
 

@@ -32,6 +32,10 @@
 //! log's context epoch; the follower then asks the fold thread for a
 //! rebuild from the store, as a local one does. Its own moves were rebuilt
 //! for already and are told apart by the store (`SharedLog::context_since`).
+//! A pass reads the context after the positions: a change of the context
+//! takes a log position (`store` module docs), so one below a position
+//! read is committed, and seen, by then; nothing above it is folded into a
+//! state that does not reflect it.
 //!
 //! Wake-ups: the store's notifications (`LISTEN`), and a poll every
 //! `interval`, so a lost notification only delays. The embedded store has
@@ -160,6 +164,17 @@ impl<S: EventStore> Engine<S> {
         loop {
             let (waiter, last, full) = {
                 let _section = self.writes.read().await;
+                // The positions first, then the context: positions are
+                // commit-ordered, so a change of the context below a
+                // position read here is committed before it was visible,
+                // and the read of the context after sees it (red team h38:
+                // read before, an erasure committed between the two reads
+                // went unseen, and an event stored after it was folded
+                // into a state still holding the erased entity, its
+                // position published).
+                let positions = log
+                    .positions_after(cursor.position, POSITIONS_PER_READ)
+                    .await?;
                 let (context, foreign) = log.context_since(cursor.context).await?;
                 if foreign {
                     crate::telemetry::record_followed_rebuild();
@@ -179,9 +194,6 @@ impl<S: EventStore> Engine<S> {
                 // Moved by this server only: rebuilt for already, and the
                 // store has forgotten those moves now.
                 cursor.context = context;
-                let positions = log
-                    .positions_after(cursor.position, POSITIONS_PER_READ)
-                    .await?;
                 let Some(&last) = positions.last() else {
                     break;
                 };
@@ -260,6 +272,109 @@ mod tests {
         async fn changed(&self) {
             self.wake.notified().await
         }
+    }
+
+    /// A log another server erases `p` in and appends after, at the
+    /// moment this follower reads its positions (once armed): between its
+    /// read of the context and its read of the positions, as a commit may
+    /// fall on PostgreSQL.
+    struct ErasedWhileRead {
+        store: EmbeddedStore,
+        wake: Arc<tokio::sync::Notify>,
+        armed: Arc<AtomicBool>,
+        erased: AtomicBool,
+        erasure: Arc<Mutex<Option<LogPosition>>>,
+    }
+
+    impl SharedLog for ErasedWhileRead {
+        async fn positions_after(
+            &self,
+            after: Option<LogPosition>,
+            limit: usize,
+        ) -> Result<Vec<LogPosition>, StoreError> {
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.store
+                    .erase(&crate::domain::EntityId::new("p").unwrap())
+                    .await?;
+                *self.erasure.lock() = self.store.context_position().await?;
+                self.erased.store(true, Ordering::SeqCst);
+                let after = bought("q", "after", 9);
+                self.store
+                    .append(vec![after], AppendMode::EachEvent)
+                    .await?;
+            }
+            let tail = self.store.tail(after, limit).await?;
+            Ok(tail.into_iter().map(|l| l.position).collect())
+        }
+        async fn context_epoch(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn context_since(&self, seen: u64) -> Result<(u64, bool), StoreError> {
+            let now = u64::from(self.erased.load(Ordering::SeqCst));
+            Ok((now, now > seen))
+        }
+        async fn changed(&self) {
+            self.wake.notified().await
+        }
+    }
+
+    fn bought(person: &str, id: &str, minute: u32) -> Event {
+        let value = serde_json::json!({"id": id, "type": "purchase",
+            "time": format!("2026-10-01T00:{minute:02}:00Z"), "person": person, "brand": "b",
+            "amount": 1});
+        let model = ScoringModel::default_model();
+        let mut valid = crate::ingest::validate_all(&[value], &model.currency);
+        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
+        valid.good.remove(0).1
+    }
+
+    /// Regression (red team h38): a pass read the context epoch, then the
+    /// positions. Another server's erasure committed between the two, with
+    /// an event appended after it, was not seen as a context change, yet
+    /// the event above the erasure's position was folded into the state
+    /// that still held the erased person, and the position after it was
+    /// published: `min_position` at the erasure's answer passed on this
+    /// server while it still served the erased person. Positions are
+    /// commit-ordered, so every context change below a position read is
+    /// committed by then: reading the context after the positions sees it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_past_another_servers_erasure_is_published_only_with_the_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store
+            .append(
+                vec![bought("p", "e0", 1), bought("p", "e1", 2)],
+                AppendMode::EachEvent,
+            )
+            .await
+            .unwrap();
+        let model = Arc::new(ScoringModel::default_model());
+        let engine = Arc::new(Engine::open(store.clone(), model).await.unwrap());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (armed, erasure) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(None)));
+        let log = ErasedWhileRead {
+            store: store.clone(),
+            wake: Arc::clone(&wake),
+            armed: Arc::clone(&armed),
+            erased: AtomicBool::new(false),
+            erasure: Arc::clone(&erasure),
+        };
+        engine.follow(log, 0, Duration::from_secs(3600));
+        let wait = Duration::from_secs(30);
+        engine.wait_for_position(2, wait).await.unwrap();
+
+        armed.store(true, Ordering::SeqCst);
+        wake.notify_one();
+        // Another server erased p (position 2) and stored q's purchase (3).
+        engine.wait_for_position(4, wait).await.unwrap();
+        assert_eq!(*erasure.lock(), Some(2));
+        let p = crate::domain::EntityId::new("p").unwrap();
+        assert_eq!(
+            engine.state().unwrap().kind(&p),
+            None,
+            "position {} published with the erased person still in the state",
+            engine.position()
+        );
     }
 
     fn purchase(id: &str, minute: u32) -> Event {

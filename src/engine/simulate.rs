@@ -4,6 +4,12 @@
 //! movers' reasons name — and gives it a deadline. It stores nothing and
 //! changes no state: the simulation reads the state through an overlay.
 //!
+//! Its answer is a function of the event set and the request: as listings
+//! do (`Ranking::settled`), it waits for the live series to catch up, at
+//! most `LIVE_PATIENCE`, before it reads the state, and an answer made
+//! while the series still owed `at` its bits says so
+//! (`WhatIfAnswer::provisional`).
+//!
 //! Must not: hold the state's lock while reading the store, or copy the
 //! state.
 
@@ -82,17 +88,24 @@ pub struct WhatIfAnswer {
     /// the simulation: posting them would store nothing (a duplicate, or a
     /// conflict refused), so they move nothing.
     pub already_stored: Vec<EventId>,
+    /// The log position the answer reflects (`Fusion-Position`).
+    #[serde(skip)]
+    pub position: u64,
+    /// Made while the live series still owed `at` its bits, past the wait
+    /// for it (module docs): another call may answer other bits, so the
+    /// answer is sent uncached (`http::position::provisional`).
+    #[serde(skip)]
+    pub provisional: bool,
 }
 
 impl<S: EventStore> Engine<S> {
-    /// Answers a what-if (module docs) within [`SIMULATION_BUDGET`].
+    /// Answers a what-if (module docs) within [`SIMULATION_BUDGET`] of work.
     pub async fn simulate(
         self: &Arc<Self>,
         what: WhatIf,
     ) -> Result<Result<WhatIfAnswer, WhatIfError>, EngineError> {
         // Its scores before come from the live series (`Engine::live_built`).
         self.live_built().await;
-        let deadline = Instant::now() + SIMULATION_BUDGET;
         let model = match &what.model {
             Some(o) => match self.model().with_overrides(o) {
                 Ok(m) => Some(m),
@@ -100,9 +113,13 @@ impl<S: EventStore> Engine<S> {
             },
             None => None,
         };
+        // A model-only what-if rescores the brand's relationships of the
+        // ranking at `at`, which waits for the live series (`ranking_at`).
+        let mut listed = None;
         let people: Option<Vec<EntityId>> = match (&what.brand, what.events.is_empty()) {
             (Some(brand), true) => {
                 let ranking = self.ranking_at(what.at).await?;
+                listed = Some((ranking.position, ranking.settled));
                 match ranking.by_brand.get(brand) {
                     Some(list) => Some(list.iter().map(|r| r.person.clone()).collect()),
                     None => return Ok(Err(WhatIfError::UnknownBrand(brand.clone()))),
@@ -110,6 +127,16 @@ impl<S: EventStore> Engine<S> {
             }
             _ => None,
         };
+        // Events under the state's model are pushed from the live series
+        // when it answers for `at`, else walked: the bits differ within its
+        // tolerance (red team h28, F1, as for listings). So the answer waits
+        // for the series, a bounded time, and says when it did not get it.
+        let from_live = people.is_none() && model.is_none();
+        if from_live {
+            self.live_wait().until_settled(self, what.at).await?;
+        }
+        // The work's bound starts after the wait: waiting is not work.
+        let deadline = Instant::now() + SIMULATION_BUDGET;
         let engine = Arc::clone(self);
         let WhatIf {
             mut events,
@@ -135,9 +162,15 @@ impl<S: EventStore> Engine<S> {
             let held: std::collections::HashSet<&EventId> = already_stored.iter().collect();
             events.retain(|(_, e)| !held.contains(&e.id));
         }
-        let outcome = tokio::task::spawn_blocking(move || {
+        let (outcome, position, owed) = tokio::task::spawn_blocking(move || {
             let stop = || Instant::now() >= deadline;
             let state = engine.state()?;
+            // What the answer reflects, read with the state it is made of
+            // (no more than published: with a follower, the state may hold
+            // positions above one another server stored and it has not
+            // folded yet, `engine::follow`).
+            let position = state.position().min(engine.position());
+            let owed = from_live && state.live_owes(at);
             let fold = state.fold();
             let model = model.as_ref().unwrap_or(fold.model());
             let run = || -> Result<_, SimulateError> {
@@ -157,7 +190,7 @@ impl<S: EventStore> Engine<S> {
                     }
                 }
             };
-            Ok::<_, EngineError>(run())
+            Ok::<_, EngineError>((run(), position, owed))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the simulation task failed: {e}")))??;
@@ -207,6 +240,8 @@ impl<S: EventStore> Engine<S> {
             distribution: sim.distribution,
             precision: sim.precision,
             already_stored,
+            position: listed.map_or(position, |(listed, _)| listed.min(position)),
+            provisional: owed || listed.is_some_and(|(_, settled)| !settled),
         }))
     }
 }

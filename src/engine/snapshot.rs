@@ -67,6 +67,8 @@ pub(super) fn load<S: EventStore>(
 ) -> Result<Option<ScoreState>, StoreError> {
     let started = Instant::now();
     let mut phases = super::Phases::start();
+    // Before the log's reads, as a build reads it (`build_from_store`).
+    let context = rt.block_on(store.context_position())?;
     // Newest first, one at a time: the next is read only when one is
     // refused (each is as large as the state).
     // Read and decoded at once: `read_seconds` finds the snapshot,
@@ -126,6 +128,7 @@ pub(super) fn load<S: EventStore>(
         );
         return Ok(None);
     }
+    state.set_context_position(context);
     let tail_seconds = phases.lap();
     if sync_live {
         state.sync_live(|| false);

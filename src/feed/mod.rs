@@ -154,6 +154,21 @@ impl Tracker {
         self.published.is_empty()
     }
 
+    /// The entities of tracked relationships that `known` says are not
+    /// known (erased since they were published), each once.
+    pub fn unknown(&self, known: impl Fn(&EntityId) -> bool) -> Vec<EntityId> {
+        let mut ids: Vec<EntityId> = self
+            .published
+            .keys()
+            .flat_map(|(person, brand)| [person, brand])
+            .filter(|id| !known(id))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Forgets every relationship of an erased entity.
     pub fn forget(&mut self, id: &EntityId) {
         self.published
@@ -345,7 +360,12 @@ mod tests {
             t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table)
                 .is_empty()
         );
-        t.forget(&EntityId::new("p").unwrap());
+        // A state that no longer knows p (erased) names it once; one that
+        // knows both names nothing (`Derived::forget_unknown`).
+        let p_id = EntityId::new("p").unwrap();
+        assert_eq!(t.unknown(|id| id != &p_id), vec![p_id.clone()]);
+        assert!(t.unknown(|_| true).is_empty());
+        t.forget(&p_id);
         assert!(t.is_empty());
     }
 

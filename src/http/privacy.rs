@@ -73,6 +73,8 @@ pub async fn erase_entity<S: EventStore>(
         alerts.book().erase(id.as_str()).await?;
     }
     let removed = engine.erase(&id).await?;
+    // The erasure's own log position is in the state now (`store`).
+    super::position::reflects(engine.position());
     security.keys.finish_erasure(audit, removed).await?;
     // The id stays out of the log, as out of the audit.
     let by = key_id

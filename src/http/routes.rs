@@ -213,6 +213,8 @@ async fn put_entity<S: EventStore>(
     let entity = ingest::check_entity(id, body.kind, body.name, body.followers, body.interests)
         .map_err(|e| ApiError::body_field(&e.field, e.message))?;
     engine.register(entity.clone()).await?;
+    // The registration's own log position is in the state now (`store`).
+    super::position::reflects(engine.position());
     Ok(HttpResponse::Ok().json(entity))
 }
 

@@ -250,7 +250,13 @@ async fn simulate<S: EventStore>(
     }
     let engine = engine.into_inner();
     match engine.simulate(what).await? {
-        Ok(answer) => Ok(HttpResponse::Ok().json(answer)),
+        Ok(answer) => {
+            super::position::reflects(answer.position);
+            if answer.provisional {
+                super::position::provisional();
+            }
+            Ok(HttpResponse::Ok().json(answer))
+        }
         Err(WhatIfError::Model(e)) => Err(ApiError::body_field("model", e.to_string())),
         Err(WhatIfError::UnknownBrand(b)) => {
             Err(ApiError::NotFound(WhatIfError::UnknownBrand(b).to_string()))

@@ -414,6 +414,13 @@ impl ScoreState {
         self.fold.position()
     }
 
+    /// Records that the state reflects the change of the log's context at
+    /// `position` (`FoldState::set_context_position`): a state built from
+    /// the store, with what it read before its reads of the log.
+    pub fn set_context_position(&mut self, position: Option<crate::domain::LogPosition>) {
+        self.fold.set_context_position(position);
+    }
+
     /// Records what the live series' steps move from now on, or stops
     /// (only a change feed takes them: [`Self::take_movements`]).
     pub fn record_movements(&mut self, record: bool) {

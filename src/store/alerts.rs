@@ -425,9 +425,8 @@ impl AlertFile {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let t = txn.open_table(table).map_err(redb_error)?;
-            let start = after.map_or(0, |a| a.saturating_add(1));
             let mut out = Vec::new();
-            for row in t.range(start..).map_err(redb_error)? {
+            for row in t.range(super::bounds::after(after)).map_err(redb_error)? {
                 if out.len() >= limit {
                     break;
                 }
@@ -482,7 +481,7 @@ impl AlertStore for AlertFile {
                 let existed = rules.remove(id).map_err(redb_error)?.is_some();
                 let mut phases = txn.open_table(PHASES).map_err(redb_error)?;
                 phases
-                    .retain_in((id, "", "")..(id + 1, "", ""), |_, _| false)
+                    .retain_in(super::bounds::rows_of(id), |_, _| false)
                     .map_err(redb_error)?;
                 let mut alerts = txn.open_table(ALERTS).map_err(redb_error)?;
                 alerts
@@ -508,10 +507,7 @@ impl AlertStore for AlertFile {
             let txn = db.begin_read().map_err(redb_error)?;
             let t = txn.open_table(PHASES).map_err(redb_error)?;
             let mut out = Vec::new();
-            for row in t
-                .range((rule, "", "")..(rule + 1, "", ""))
-                .map_err(redb_error)?
-            {
+            for row in t.range(super::bounds::rows_of(rule)).map_err(redb_error)? {
                 let (k, v) = row.map_err(redb_error)?;
                 let (_, person, brand) = k.value();
                 out.push(((person.to_string(), brand.to_string()), decode(v.value())?));

@@ -101,6 +101,9 @@ impl EventStore for Backend {
     async fn erase(&self, id: &EntityId) -> Result<u64, StoreError> {
         delegate!(self, s => s.erase(id))
     }
+    async fn context_position(&self) -> Result<Option<LogPosition>, StoreError> {
+        delegate!(self, s => s.context_position())
+    }
     async fn count(&self) -> Result<u64, StoreError> {
         delegate!(self, s => s.count())
     }

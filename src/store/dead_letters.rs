@@ -646,9 +646,11 @@ impl DeadLetterStore for DeadLetterFile {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let table = txn.open_table(LETTERS).map_err(redb_error)?;
-            let start = filter.after.map_or(0, |a| a.saturating_add(1));
             let mut out = Vec::new();
-            for row in table.range(start..).map_err(redb_error)? {
+            for row in table
+                .range(super::bounds::after(filter.after))
+                .map_err(redb_error)?
+            {
                 if out.len() >= limit {
                     break;
                 }

@@ -16,7 +16,10 @@
 //! - `entity_events`: (entity, time, id), one row per entity an event
 //!   names: an entity's events in canonical order, for timelines, the 360°
 //!   view and erasure;
-//! - `meta`: `layout` and `log_head` (the next position);
+//! - `meta`: `layout`, `log_head` (the next position) and
+//!   `context_position` (the position the latest registration or erasure
+//!   took: a change of the log's context has a position of its own, module
+//!   docs of `store`);
 //! - `entities` holds registrations (JSON); `health` one probe row.
 //!
 //! Positions are assigned by the one writer in commit order and persisted
@@ -642,6 +645,16 @@ impl EventStore for EmbeddedStore {
         }
     }
 
+    fn context_position(
+        &self,
+    ) -> impl Future<Output = Result<Option<LogPosition>, StoreError>> + Send {
+        self.read_blocking(|db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            Ok(meta.get("context_position")?.map(|v| v.value()))
+        })
+    }
+
     fn count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         self.read_blocking(|db| {
             let txn = db.begin_read()?;
@@ -1074,7 +1087,19 @@ fn put_entity(db: &Database, entity: &Entity) -> Result<(), Failure> {
         let mut t = txn.open_table(ENTITIES)?;
         t.insert(entity.id.as_str(), bytes.as_slice())?;
     }
+    take_context_position(&txn)?;
     txn.commit()?;
+    Ok(())
+}
+
+/// Gives the change of the log's context this transaction makes (a
+/// registration, an erasure) the next log position, held by no event, and
+/// records it as the latest (`EventStore::context_position`).
+fn take_context_position(txn: &redb::WriteTransaction) -> Result<(), Failure> {
+    let mut meta = txn.open_table(META)?;
+    let head = meta.get("log_head")?.map_or(0, |v| v.value());
+    meta.insert("log_head", head + 1)?;
+    meta.insert("context_position", head)?;
     Ok(())
 }
 
@@ -1112,6 +1137,7 @@ fn erase(db: &Database, id: &EntityId) -> Result<u64, Failure> {
         let mut entities = txn.open_table(ENTITIES)?;
         entities.remove(id.as_str())?;
     }
+    take_context_position(&txn)?;
     txn.commit()?;
     Ok(removed)
 }

@@ -31,7 +31,14 @@
 //!   newest first, with a cursor: timelines, the 360° view);
 //! - `erase` removes every event that names the entity, and its
 //!   registration, from every table and index, and every snapshot of the
-//!   derived state (`snapshots.rs`).
+//!   derived state (`snapshots.rs`);
+//! - a change of the log's context (`put_entity`, `erase`) takes a log
+//!   position of its own, held by no event, in its transaction: after every
+//!   position stored before it, before every one stored after, and never
+//!   given again (`context_position` answers the latest). What such a change
+//!   moves is then published after everything published before it (the
+//!   change feed's ids are log positions: red team h33, finding 3, an
+//!   erasure of the latest events sent them back).
 //!
 //! A log that several servers append to (PostgreSQL) is also a
 //! `SharedLog`: what a server reads to follow the others' appends and
@@ -47,6 +54,7 @@ use crate::domain::{Entity, EntityId, Event, EventId, LogPosition, Logged};
 pub mod alerts;
 pub mod backend;
 pub mod body;
+pub mod bounds;
 pub mod dead_letters;
 pub mod digest;
 pub mod embedded;
@@ -262,6 +270,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// Removes the entity's registration and every event that names it;
     /// answers how many events were removed.
     fn erase(&self, id: &EntityId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The log position the latest registration or erasure took (module
+    /// docs; `None`: none has taken one). A state built from the store
+    /// reads it before its reads of the log: it then reflects every change
+    /// of the context up to it, and every event below it.
+    fn context_position(
+        &self,
+    ) -> impl Future<Output = Result<Option<LogPosition>, StoreError>> + Send;
 
     /// Number of stored events.
     fn count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

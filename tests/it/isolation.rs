@@ -214,6 +214,9 @@ impl EventStore for Refusing {
     async fn erase(&self, id: &EntityId) -> Result<u64, StoreError> {
         self.0.erase(id).await
     }
+    async fn context_position(&self) -> Result<Option<LogPosition>, StoreError> {
+        self.0.context_position().await
+    }
     async fn count(&self) -> Result<u64, StoreError> {
         self.0.count().await
     }

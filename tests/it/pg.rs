@@ -405,6 +405,7 @@ async fn migrations_apply_once_even_when_two_servers_start_together() {
             "0012_alerts",
             "0013_log_follow",
             "0014_snapshot_chunks",
+            "0015_context_position",
         ]
     );
     assert!(PostgresStore::migrate(&db.url).await.unwrap().is_empty());

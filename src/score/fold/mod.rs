@@ -93,6 +93,12 @@ pub struct FoldState {
     pub(in crate::score) registrations: BTreeMap<EntityId, Entity>,
     /// Which log positions are folded.
     pub(in crate::score) folded: PositionSet,
+    /// The log position of the latest change of the log's context (a
+    /// registration, an erasure) the state reflects, from the store
+    /// (`EventStore::context_position`): no event holds it, yet the state
+    /// is past it (`Self::position`). Not in snapshots: a load reads it
+    /// from the store, as a build does.
+    pub(in crate::score) context: Option<LogPosition>,
     /// Events folded.
     pub(in crate::score) count: usize,
     /// The latest event folded, (time, id): canonical order's end.
@@ -138,6 +144,7 @@ impl FoldState {
             graph: RelationGraph::default(),
             registrations: BTreeMap::new(),
             folded: PositionSet::default(),
+            context: None,
             count: 0,
             latest: None,
             impulses: FxHashMap::default(),
@@ -273,9 +280,11 @@ impl FoldState {
         self.count
     }
 
-    /// The log position after the last one folded (0 for none).
+    /// The log position after the last one folded or reflected (0 for
+    /// none): every position below it is folded, erased, or a change of
+    /// the log's context the state reflects (`Self::set_context_position`).
     pub fn position(&self) -> LogPosition {
-        self.folded.end()
+        self.max_position().map_or(0, |p| p + 1)
     }
 
     /// Whether the event at this log position is folded.
@@ -283,9 +292,27 @@ impl FoldState {
         self.folded.contains(position)
     }
 
-    /// The largest log position folded (`None`: nothing folded).
+    /// The largest log position folded or reflected (`None`: none): the
+    /// largest event folded, or the latest change of the log's context when
+    /// it came after (an erasure of the latest events, a registration).
+    /// What a rebuilt state publishes to the change feed is at this
+    /// position or after, so the feed's ids never go back (red team h33,
+    /// finding 3).
     pub fn max_position(&self) -> Option<LogPosition> {
-        self.folded.max()
+        self.folded.max().max(self.context)
+    }
+
+    /// The latest change of the log's context the state reflects
+    /// (`Self::set_context_position`; `None`: none known).
+    pub fn context_position(&self) -> Option<LogPosition> {
+        self.context
+    }
+
+    /// Records that the state reflects the change of the log's context at
+    /// `position` (`EventStore::context_position`, read before the state's
+    /// reads of the log), and every one before it.
+    pub fn set_context_position(&mut self, position: Option<LogPosition>) {
+        self.context = self.context.max(position);
     }
 
     /// The kind of an entity, if any event or registration named it.

@@ -30,11 +30,20 @@ const CHANNEL: &str = "fusion_log";
 /// Bumps the context epoch in the caller's transaction and wakes the
 /// followers (at commit); answers the new epoch, which no other
 /// transaction can also have been given (the row lock is held to commit).
+/// The change takes the next log position (`log_head`, whose lock every
+/// append takes first: call this before the change's other statements, so
+/// an erasure never waits for the head while holding rows an append waits
+/// for), recorded as the latest context position (migration 0015).
 pub(super) async fn bump_context(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, StoreError> {
+    let position: i64 = tx
+        .query_one("UPDATE log_head SET pos = pos + 1 RETURNING pos - 1", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
     let epoch = tx
         .query_one(
-            "UPDATE log_context SET epoch = epoch + 1 RETURNING epoch",
-            &[],
+            "UPDATE log_context SET epoch = epoch + 1, pos = $1 RETURNING epoch",
+            &[&position],
         )
         .await
         .map_err(pg_error)?

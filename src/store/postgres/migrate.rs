@@ -50,6 +50,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0014_snapshot_chunks",
         include_str!("migrations/0014_snapshot_chunks.sql"),
     ),
+    (
+        "0015_context_position",
+        include_str!("migrations/0015_context_position.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serialising migrations ("fusion" in ASCII).

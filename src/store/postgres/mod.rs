@@ -597,6 +597,9 @@ impl EventStore for PostgresStore {
         async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
+            // The log's context changes: other servers rebuild, and the
+            // change takes a log position (`follow.rs`).
+            let epoch = follow::bump_context(&tx).await?;
             tx.execute(
                 "INSERT INTO entities (id, kind, body) VALUES ($1, $2, $3) \
                  ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, body = EXCLUDED.body",
@@ -604,8 +607,6 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
-            // The log's context changed: other servers rebuild (`follow.rs`).
-            let epoch = follow::bump_context(&tx).await?;
             tx.commit().await.map_err(pg_error)?;
             own.made(epoch);
             Ok(())
@@ -646,6 +647,9 @@ impl EventStore for PostgresStore {
             epoch.bump().await;
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
+            // The log's context changes: other servers rebuild, and the
+            // erasure takes a log position, first (`follow.rs`).
+            let context = follow::bump_context(&tx).await?;
             // Every snapshot may hold the entity (`store::snapshots`).
             tx.execute("DELETE FROM snapshots", &[])
                 .await
@@ -679,11 +683,24 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
-            // The log's context changed: other servers rebuild (`follow.rs`).
-            let context = follow::bump_context(&tx).await?;
             tx.commit().await.map_err(pg_error)?;
             own.made(context);
             Ok(removed)
+        }
+    }
+
+    fn context_position(
+        &self,
+    ) -> impl Future<Output = Result<Option<LogPosition>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_one("SELECT pos FROM log_context", &[])
+                .await
+                .map_err(pg_error)?;
+            let pos: Option<i64> = row.get(0);
+            Ok(pos.map(|p| p as LogPosition))
         }
     }
 
