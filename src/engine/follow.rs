@@ -252,6 +252,9 @@ mod tests {
     struct Handmade {
         store: EmbeddedStore,
         wake: Arc<tokio::sync::Notify>,
+        /// Told at the end of each pass's reads (the context is read after
+        /// the positions).
+        read: Arc<tokio::sync::Notify>,
     }
 
     impl SharedLog for Handmade {
@@ -267,6 +270,7 @@ mod tests {
             Ok(0)
         }
         async fn context_since(&self, _seen: u64) -> Result<(u64, bool), StoreError> {
+            self.read.notify_one();
             Ok((0, false))
         }
         async fn changed(&self) {
@@ -378,13 +382,7 @@ mod tests {
     }
 
     fn purchase(id: &str, minute: u32) -> Event {
-        let value = serde_json::json!({"id": id, "type": "purchase",
-            "time": format!("2026-10-01T00:{minute:02}:00Z"), "person": "p", "brand": "b",
-            "amount": 1});
-        let model = ScoringModel::default_model();
-        let mut valid = crate::ingest::validate_all(&[value], &model.currency);
-        assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
-        valid.good.remove(0).1
+        bought("p", id, minute)
     }
 
     /// Regression: a server's published position was its state's (the
@@ -398,13 +396,19 @@ mod tests {
         let model = Arc::new(ScoringModel::default_model());
         let engine = Arc::new(Engine::open(store.clone(), model).await.unwrap());
         let wake = Arc::new(tokio::sync::Notify::new());
+        let read = Arc::new(tokio::sync::Notify::new());
         let log = Handmade {
             store: store.clone(),
             wake: Arc::clone(&wake),
+            read: Arc::clone(&read),
         };
         engine.follow(log, 0, Duration::from_secs(3600));
-        // The first pass (the log is empty) publishes nothing new.
+        // The first pass (the log is empty) publishes nothing new. Waiting
+        // for its reads, not for position 0 (published before the pass
+        // runs): under load the pass ran after the append below, followed
+        // it, and published 1 (a race in this test, seen in CI).
         let wait = Duration::from_secs(30);
+        tokio::time::timeout(wait, read.notified()).await.unwrap();
         engine.wait_for_position(0, wait).await.unwrap();
 
         // Another server stores an event (position 0)...

@@ -698,6 +698,23 @@ struct Moved {
     latest: Option<DateTime<Utc>>,
 }
 
+/// Whether impulse `i` of `series`, held by the walk's person `p` (weights
+/// `y`), counts for the relationship read: at or before `at`, on a brand
+/// the walk weighs for `brand`, and of nonzero amount unless it is the
+/// relationship's own (a zero own impulse is still one of its events).
+fn reaches(
+    p: Handle,
+    y: &Weights,
+    series: &crate::score::fold::sums::Series,
+    i: u32,
+    (person, brand): (Handle, Handle),
+    at: DateTime<Utc>,
+) -> bool {
+    let own = p == person && series.brand == brand;
+    let (amount, time) = series.at(i);
+    time <= at && y.at(series.brand, brand) != 0.0 && (own || amount != 0.0)
+}
+
 /// [`Moved`] from the people's sums, without a pass over their impulses:
 /// each reached series gives its impulses at or before `at` largest first
 /// (`fold::sums::Series::largest`) while they are among the
@@ -791,11 +808,9 @@ fn moved<V: ScoreView>(
             let mut seen: FxHashMap<u64, ()> = FxHashMap::default();
             for &(event, s, i) in &sums.spanning {
                 let series = &sums.series[s as usize];
-                let own = *p == person && series.brand == brand;
-                let (amount, time) = series.at(i);
-                let reaches =
-                    time <= at && y.at(series.brand, brand) != 0.0 && (own || amount != 0.0);
-                if reaches && seen.insert(event, ()).is_some() {
+                if reaches(*p, y, series, i, (person, brand), at)
+                    && seen.insert(event, ()).is_some()
+                {
                     counted -= 1;
                 }
             }
@@ -833,12 +848,7 @@ fn moved<V: ScoreView>(
         };
         for (k, (p, y, sums)) in people.iter().enumerate() {
             for &(event, s, i) in &sums.multi_person {
-                let series = &sums.series[s as usize];
-                let own = *p == person && series.brand == brand;
-                let (amount, time) = series.at(i);
-                let reaches =
-                    time <= at && y.at(series.brand, brand) != 0.0 && (own || amount != 0.0);
-                if !reaches {
+                if !reaches(*p, y, &sums.series[s as usize], i, (person, brand), at) {
                     continue;
                 }
                 match seen.entry(event) {
