@@ -62,6 +62,9 @@ pub struct Series {
     pub brand: Handle,
     /// The component they move.
     pub component: Component,
+    /// The component's half-life the sums decay by, in seconds: the
+    /// model's the sums were built with ([`PersonSums::fits`]).
+    half_life: f64,
     /// Each impulse's event time, non-decreasing.
     time: Vec<DateTime<Utc>>,
     /// `D_j`, in amount units (before weight).
@@ -142,15 +145,16 @@ impl Series {
     }
 
     /// The impulses up to `j`, largest weighted value at any time after
-    /// them first, as (event, amount, time); zeros only when `own`.
+    /// them first, as (event, amount, time); zeros only when `own`. The
+    /// order is by the half-life the sums were built with, the only one
+    /// they may be read with ([`PersonSums::fits`]).
     pub fn largest(
         &self,
-        model: &ScoringModel,
         j: Upto,
         own: bool,
     ) -> impl Iterator<Item = (u64, f64, DateTime<Utc>)> + '_ {
         let by_size = self.by_size.get_or_init(|| {
-            let h = half_life_seconds(model, self.component);
+            let h = self.half_life;
             let origin = self.time[0];
             let key = |i: usize| {
                 let x = self.amount[i].abs();
@@ -209,6 +213,11 @@ pub struct PersonSums {
     pub multi_person: Vec<(u64, u32, u32)>,
     /// Impulses summed (the list's length).
     len: usize,
+    /// The half-life of each component the sums decay by, in seconds (in
+    /// `Component::index` order): the model's they were built with.
+    half_lives: [f64; 6],
+    /// The longest of them, in seconds.
+    longest: f64,
 }
 
 impl PersonSums {
@@ -229,6 +238,7 @@ impl PersonSums {
                 series.push(Series {
                     brand: imp.brand,
                     component: c,
+                    half_life: half_life_seconds(model, c),
                     time: Vec::new(),
                     sum: Vec::new(),
                     amount: Vec::new(),
@@ -276,10 +286,8 @@ impl PersonSums {
             by_event.push((imp.event, s, i as u32, first));
         }
         by_event.sort_by_key(|&(e, ..)| e);
-        let longest = Component::ALL
-            .iter()
-            .map(|&c| half_life_seconds(model, c))
-            .fold(0.0, f64::max);
+        let half_lives = half_lives_of(model);
+        let longest = half_lives.iter().copied().fold(0.0, f64::max);
         let mut spanning = Vec::new();
         let mut spanning_by_size = Vec::new();
         let origin = series.first().map(|s| s.time[0]);
@@ -311,7 +319,23 @@ impl PersonSums {
             spanning_by_size,
             multi_person,
             len,
+            half_lives,
+            longest,
         }
+    }
+
+    /// Whether these sums may be read with `model`: its half-lives are
+    /// the ones they were built with, to the bit. A running sum `D_j` is
+    /// decayed from impulse to impulse by them, so read with other
+    /// half-lives (a what-if's overridden model) it is neither model's
+    /// score (red team h39: `tests/it/redteam5.rs`); weights apply at
+    /// read time and may differ.
+    pub fn fits(&self, model: &ScoringModel) -> bool {
+        let h = half_lives_of(model);
+        self.half_lives
+            .iter()
+            .zip(&h)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 
     /// How many events with a nonzero impulse came at or before `at`.
@@ -324,15 +348,11 @@ impl PersonSums {
     /// magnitude, largest bound first (`spanning_by_size`).
     pub fn spanning_candidates(
         &self,
-        model: &ScoringModel,
         at: DateTime<Utc>,
         weight: f64,
         edge: f64,
     ) -> impl Iterator<Item = u64> + '_ {
-        let longest = Component::ALL
-            .iter()
-            .map(|&c| half_life_seconds(model, c))
-            .fold(0.0, f64::max);
+        let longest = self.longest;
         self.spanning_by_size
             .iter()
             .filter(move |x| x.2 <= at)
@@ -355,6 +375,16 @@ impl PersonSums {
                 (series, amount, time)
             })
     }
+}
+
+/// The half-life of each component of `model`, in seconds, in
+/// `Component::index` order.
+fn half_lives_of(model: &ScoringModel) -> [f64; 6] {
+    let mut h = [0.0; 6];
+    for c in Component::ALL {
+        h[c.index()] = half_life_seconds(model, c);
+    }
+    h
 }
 
 /// Kept sums by the address of the impulses they were built from.
