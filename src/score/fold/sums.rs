@@ -387,8 +387,16 @@ fn half_lives_of(model: &ScoringModel) -> [f64; 6] {
     h
 }
 
-/// Kept sums by the address of the impulses they were built from.
-type Kept = FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>)>;
+/// Kept sums by the address of the impulses they were built from, and
+/// the size at which the next sweep drops those of lists that are gone.
+#[derive(Debug, Default)]
+struct Kept {
+    by_list: FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>)>,
+    sweep_at: usize,
+}
+
+/// The smallest size a sweep waits for.
+const FIRST_SWEEP: usize = 64;
 
 /// People's sums kept at most; emptied when it would grow past this.
 const MAX_PEOPLE: usize = 16_384;
@@ -409,23 +417,30 @@ impl SumsCache {
         build: impl FnOnce() -> PersonSums,
     ) -> Arc<PersonSums> {
         let key = Arc::as_ptr(list) as usize;
-        if let Some((weak, sums)) = self.inner.lock().get(&key)
+        if let Some((weak, sums)) = self.inner.lock().by_list.get(&key)
             && weak.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list))
             && sums.len == list.len()
         {
             return Arc::clone(sums);
         }
         let sums = Arc::new(build());
-        let mut inner = self.inner.lock();
-        if inner.len() >= MAX_PEOPLE {
-            // Sums of lists that are gone (moved by the fold, or of a
-            // state replaced by a refold) go first; then all of them.
-            inner.retain(|_, (list, _)| list.strong_count() > 0);
-            if inner.len() >= MAX_PEOPLE / 2 {
-                inner.clear();
-            }
+        let mut kept = self.inner.lock();
+        let kept = &mut *kept;
+        if kept.by_list.len() >= kept.sweep_at.max(FIRST_SWEEP) {
+            // Sums of lists that are gone (moved by the fold, of a state
+            // replaced by a refold, of an erased person) are never served
+            // again: swept whenever the cache doubled since the last sweep
+            // (amortised O(1) a read), so they stay at most as many as
+            // the live ones, not until the cache is full (red team h39).
+            kept.by_list.retain(|_, (list, _)| list.strong_count() > 0);
+            kept.sweep_at = 2 * kept.by_list.len();
         }
-        inner.insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
+        if kept.by_list.len() >= MAX_PEOPLE {
+            kept.by_list.clear();
+            kept.sweep_at = 0;
+        }
+        kept.by_list
+            .insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
         sums
     }
 }
@@ -488,6 +503,43 @@ mod tests {
             );
         }
         assert!(series.upto(t("0000-06-01T00:00:00Z")).is_none());
+    }
+
+    /// Sums of lists that are gone (a refold replaced the state, a person
+    /// was erased) do not stay until the cache is full: a sweep at each
+    /// doubling drops them (red team h39: before, up to 16,384 people's
+    /// sums of gone lists stayed in memory, an erased person's included).
+    #[test]
+    fn sums_of_gone_lists_are_swept_before_the_cache_is_full() {
+        let model = ScoringModel::default_model();
+        let credits = Credits::default();
+        let cache = SumsCache::default();
+        let list = |k: u64| {
+            let mut l = Arc::new(Impulses::default());
+            Arc::make_mut(&mut l).push(
+                Handle::from_index(1),
+                Component::Sentiment,
+                t("2026-01-01T00:00:00Z"),
+                1.0,
+                k,
+            );
+            l
+        };
+        for k in 0..10 * FIRST_SWEEP as u64 {
+            // Each list is dropped right after its read.
+            let l = list(k);
+            cache.get(&l, || sums_of(&model, &l, &credits));
+        }
+        let kept = cache.inner.lock().by_list.len();
+        assert!(kept <= FIRST_SWEEP, "{kept} sums of gone lists kept");
+        // Live ones are kept through sweeps.
+        let live: Vec<_> = (0..3 * FIRST_SWEEP as u64).map(list).collect();
+        for l in &live {
+            cache.get(l, || sums_of(&model, l, &credits));
+        }
+        for l in &live {
+            cache.get(l, || panic!("the sums of a live list were swept"));
+        }
     }
 
     /// The cache serves a person's sums only while their impulses are the
