@@ -759,9 +759,14 @@ impl ScoreView for Overlaid<'_> {
         person: Handle,
     ) -> Option<std::sync::Arc<crate::score::propagate::view::PersonSums>> {
         // A person the overlay adds no impulse to has the state's list, so
-        // the state's kept sums (the same bits as building them here).
-        if self.is_base(person) && !self.overlay.impulses.contains_key(&person) {
-            return self.base.person_sums(person);
+        // the state's kept sums (the same bits as building them here),
+        // unless the model overrides a half-life the sums decay by.
+        if self.is_base(person)
+            && !self.overlay.impulses.contains_key(&person)
+            && let Some(sums) = self.base.person_sums(person)
+            && sums.fits(self.model)
+        {
+            return Some(sums);
         }
         crate::score::propagate::view::sums_of(self, person)
     }

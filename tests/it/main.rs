@@ -40,6 +40,7 @@ mod reads;
 mod redteam2;
 mod redteam3;
 mod redteam4;
+mod redteam5;
 mod refold;
 mod relspace;
 mod reorder;

@@ -21,7 +21,7 @@ pub(crate) const AT: &str = "2026-12-01T00:00:00Z";
 /// Event `i` of a stream over 30 days where every fourth event shares its
 /// time with the one before (ties at equal times), with sales reports
 /// (a lift credited to each participant), follows and reviews.
-fn event(i: u32) -> Value {
+pub(crate) fn event(i: u32) -> Value {
     let time_slot = i - i / 4;
     let time = format!(
         "2026-09-{:02}T{:02}:{:02}:00Z",
@@ -111,7 +111,7 @@ pub(crate) fn caught_up(s: &Server) {
 }
 
 /// Waits until /readyz says the rankings are built (a start serves before).
-fn rankings_ready(s: &Server) {
+pub(crate) fn rankings_ready(s: &Server) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while s.get("/readyz").body["rankings"] != "ready" {
         assert!(Instant::now() < deadline, "rankings never ready");

@@ -62,6 +62,9 @@ pub struct Series {
     pub brand: Handle,
     /// The component they move.
     pub component: Component,
+    /// The component's half-life the sums decay by, in seconds: the
+    /// model's the sums were built with ([`PersonSums::fits`]).
+    half_life: f64,
     /// Each impulse's event time, non-decreasing.
     time: Vec<DateTime<Utc>>,
     /// `D_j`, in amount units (before weight).
@@ -142,15 +145,16 @@ impl Series {
     }
 
     /// The impulses up to `j`, largest weighted value at any time after
-    /// them first, as (event, amount, time); zeros only when `own`.
+    /// them first, as (event, amount, time); zeros only when `own`. The
+    /// order is by the half-life the sums were built with, the only one
+    /// they may be read with ([`PersonSums::fits`]).
     pub fn largest(
         &self,
-        model: &ScoringModel,
         j: Upto,
         own: bool,
     ) -> impl Iterator<Item = (u64, f64, DateTime<Utc>)> + '_ {
         let by_size = self.by_size.get_or_init(|| {
-            let h = half_life_seconds(model, self.component);
+            let h = self.half_life;
             let origin = self.time[0];
             let key = |i: usize| {
                 let x = self.amount[i].abs();
@@ -209,6 +213,11 @@ pub struct PersonSums {
     pub multi_person: Vec<(u64, u32, u32)>,
     /// Impulses summed (the list's length).
     len: usize,
+    /// The half-life of each component the sums decay by, in seconds (in
+    /// `Component::index` order): the model's they were built with.
+    half_lives: [f64; 6],
+    /// The longest of them, in seconds.
+    longest: f64,
 }
 
 impl PersonSums {
@@ -229,6 +238,7 @@ impl PersonSums {
                 series.push(Series {
                     brand: imp.brand,
                     component: c,
+                    half_life: half_life_seconds(model, c),
                     time: Vec::new(),
                     sum: Vec::new(),
                     amount: Vec::new(),
@@ -276,10 +286,8 @@ impl PersonSums {
             by_event.push((imp.event, s, i as u32, first));
         }
         by_event.sort_by_key(|&(e, ..)| e);
-        let longest = Component::ALL
-            .iter()
-            .map(|&c| half_life_seconds(model, c))
-            .fold(0.0, f64::max);
+        let half_lives = half_lives_of(model);
+        let longest = half_lives.iter().copied().fold(0.0, f64::max);
         let mut spanning = Vec::new();
         let mut spanning_by_size = Vec::new();
         let origin = series.first().map(|s| s.time[0]);
@@ -311,7 +319,23 @@ impl PersonSums {
             spanning_by_size,
             multi_person,
             len,
+            half_lives,
+            longest,
         }
+    }
+
+    /// Whether these sums may be read with `model`: its half-lives are
+    /// the ones they were built with, to the bit. A running sum `D_j` is
+    /// decayed from impulse to impulse by them, so read with other
+    /// half-lives (a what-if's overridden model) it is neither model's
+    /// score (red team h39: `tests/it/redteam5.rs`); weights apply at
+    /// read time and may differ.
+    pub fn fits(&self, model: &ScoringModel) -> bool {
+        let h = half_lives_of(model);
+        self.half_lives
+            .iter()
+            .zip(&h)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 
     /// How many events with a nonzero impulse came at or before `at`.
@@ -324,15 +348,11 @@ impl PersonSums {
     /// magnitude, largest bound first (`spanning_by_size`).
     pub fn spanning_candidates(
         &self,
-        model: &ScoringModel,
         at: DateTime<Utc>,
         weight: f64,
         edge: f64,
     ) -> impl Iterator<Item = u64> + '_ {
-        let longest = Component::ALL
-            .iter()
-            .map(|&c| half_life_seconds(model, c))
-            .fold(0.0, f64::max);
+        let longest = self.longest;
         self.spanning_by_size
             .iter()
             .filter(move |x| x.2 <= at)
@@ -357,8 +377,26 @@ impl PersonSums {
     }
 }
 
-/// Kept sums by the address of the impulses they were built from.
-type Kept = FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>)>;
+/// The half-life of each component of `model`, in seconds, in
+/// `Component::index` order.
+fn half_lives_of(model: &ScoringModel) -> [f64; 6] {
+    let mut h = [0.0; 6];
+    for c in Component::ALL {
+        h[c.index()] = half_life_seconds(model, c);
+    }
+    h
+}
+
+/// Kept sums by the address of the impulses they were built from, and
+/// the size at which the next sweep drops those of lists that are gone.
+#[derive(Debug, Default)]
+struct Kept {
+    by_list: FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>)>,
+    sweep_at: usize,
+}
+
+/// The smallest size a sweep waits for.
+const FIRST_SWEEP: usize = 64;
 
 /// People's sums kept at most; emptied when it would grow past this.
 const MAX_PEOPLE: usize = 16_384;
@@ -379,23 +417,30 @@ impl SumsCache {
         build: impl FnOnce() -> PersonSums,
     ) -> Arc<PersonSums> {
         let key = Arc::as_ptr(list) as usize;
-        if let Some((weak, sums)) = self.inner.lock().get(&key)
+        if let Some((weak, sums)) = self.inner.lock().by_list.get(&key)
             && weak.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list))
             && sums.len == list.len()
         {
             return Arc::clone(sums);
         }
         let sums = Arc::new(build());
-        let mut inner = self.inner.lock();
-        if inner.len() >= MAX_PEOPLE {
-            // Sums of lists that are gone (moved by the fold, or of a
-            // state replaced by a refold) go first; then all of them.
-            inner.retain(|_, (list, _)| list.strong_count() > 0);
-            if inner.len() >= MAX_PEOPLE / 2 {
-                inner.clear();
-            }
+        let mut kept = self.inner.lock();
+        let kept = &mut *kept;
+        if kept.by_list.len() >= kept.sweep_at.max(FIRST_SWEEP) {
+            // Sums of lists that are gone (moved by the fold, of a state
+            // replaced by a refold, of an erased person) are never served
+            // again: swept whenever the cache doubled since the last sweep
+            // (amortised O(1) a read), so they stay at most as many as
+            // the live ones, not until the cache is full (red team h39).
+            kept.by_list.retain(|_, (list, _)| list.strong_count() > 0);
+            kept.sweep_at = 2 * kept.by_list.len();
         }
-        inner.insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
+        if kept.by_list.len() >= MAX_PEOPLE {
+            kept.by_list.clear();
+            kept.sweep_at = 0;
+        }
+        kept.by_list
+            .insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
         sums
     }
 }
@@ -458,6 +503,43 @@ mod tests {
             );
         }
         assert!(series.upto(t("0000-06-01T00:00:00Z")).is_none());
+    }
+
+    /// Sums of lists that are gone (a refold replaced the state, a person
+    /// was erased) do not stay until the cache is full: a sweep at each
+    /// doubling drops them (red team h39: before, up to 16,384 people's
+    /// sums of gone lists stayed in memory, an erased person's included).
+    #[test]
+    fn sums_of_gone_lists_are_swept_before_the_cache_is_full() {
+        let model = ScoringModel::default_model();
+        let credits = Credits::default();
+        let cache = SumsCache::default();
+        let list = |k: u64| {
+            let mut l = Arc::new(Impulses::default());
+            Arc::make_mut(&mut l).push(
+                Handle::from_index(1),
+                Component::Sentiment,
+                t("2026-01-01T00:00:00Z"),
+                1.0,
+                k,
+            );
+            l
+        };
+        for k in 0..10 * FIRST_SWEEP as u64 {
+            // Each list is dropped right after its read.
+            let l = list(k);
+            cache.get(&l, || sums_of(&model, &l, &credits));
+        }
+        let kept = cache.inner.lock().by_list.len();
+        assert!(kept <= FIRST_SWEEP, "{kept} sums of gone lists kept");
+        // Live ones are kept through sweeps.
+        let live: Vec<_> = (0..3 * FIRST_SWEEP as u64).map(list).collect();
+        for l in &live {
+            cache.get(l, || sums_of(&model, l, &credits));
+        }
+        for l in &live {
+            cache.get(l, || panic!("the sums of a live list were swept"));
+        }
     }
 
     /// The cache serves a person's sums only while their impulses are the

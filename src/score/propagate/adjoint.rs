@@ -662,6 +662,7 @@ fn sum_shares<V: ScoreView>(
         let Some(person_sums) = view.person_sums(p) else {
             continue;
         };
+        debug_assert!(person_sums.fits(view.model()), "sums of another model");
         for series in &person_sums.series {
             let w = y.at(series.brand, brand);
             if w == 0.0 {
@@ -748,6 +749,10 @@ fn moved<V: ScoreView>(
         .filter(|(p, _)| view.consents(*p, at))
         .filter_map(|(p, y)| Some((*p, y, view.person_sums(*p)?)))
         .collect();
+    debug_assert!(
+        people.iter().all(|(_, _, s)| s.fits(model)),
+        "sums of another model"
+    );
     let mut count = 0;
     let mut latest: Option<DateTime<Utc>> = None;
     // The `want` largest |shares| seen, smallest on top, and every share
@@ -788,7 +793,7 @@ fn moved<V: ScoreView>(
                 zeros += series.events(j, true) - series.events(j, false);
             }
             latest = latest.max(series.latest(j, own));
-            for (event, amount, time) in series.largest(model, j, own) {
+            for (event, amount, time) in series.largest(j, own) {
                 let v =
                     (w * decays.decayed(series.component, amount, span_seconds(time, at))).abs();
                 if heap.len() == want && heap.peek().is_some_and(|Reverse(m)| v < m.0) {
@@ -882,7 +887,7 @@ fn moved<V: ScoreView>(
     // An event with impulses in several series of one person may be large
     // only as their sum: a candidate when a bound of it reaches the edge.
     for ((_, _, sums), &weight) in people.iter().zip(&largest_weight) {
-        events.extend(sums.spanning_candidates(model, at, weight, edge));
+        events.extend(sums.spanning_candidates(at, weight, edge));
     }
     events.sort_unstable();
     events.dedup();

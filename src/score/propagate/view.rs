@@ -83,7 +83,8 @@ pub trait ScoreView {
     /// score is summed from (`fold::sums`); `None` when they have none.
     /// The default builds them from [`Self::for_each_impulse`] at every
     /// call; a view that keeps them must give the same (they are a
-    /// function of the impulse list).
+    /// function of the impulse list and of [`Self::model`]'s half-lives:
+    /// sums kept for another model are not these, `PersonSums::fits`).
     fn person_sums(&self, person: Handle) -> Option<Arc<PersonSums>> {
         sums_of(self, person)
     }
