@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fusion::domain::Logged;
 use fusion::engine::{Engine, EngineError, EngineOptions, Footprint};
-use fusion::generate::{GenerateConfig, write_ndjson};
+use fusion::generate::GenerateConfig;
 use fusion::score::{LogCounts, ScoreState, ScoringModel};
 use fusion::store::{AppendMode, EmbeddedStore, EventStore};
 
@@ -92,20 +92,10 @@ fn the_estimate_grows_with_each_count_and_bounds_relationships_by_pairs() {
 /// its state then holds (a batch evaluation after its last event).
 fn counted_and_held(config: GenerateConfig) -> (LogCounts, usize) {
     let model = Arc::new(ScoringModel::default_model());
-    let mut out = Vec::new();
-    write_ndjson(&config, &mut out).unwrap();
-    let values: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let valid = fusion::ingest::validate_all(&values, &model.currency);
-    assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
-    let log: Vec<Logged> = valid
-        .good
+    let log: Vec<Logged> = crate::support::generated_events(&config)
         .into_iter()
         .enumerate()
-        .map(|(i, (_, event))| Logged {
+        .map(|(i, event)| Logged {
             position: i as u64,
             event,
         })

@@ -274,12 +274,7 @@ fn a_kill_during_a_refold_heavy_stream_loses_nothing_acknowledged() {
             assert!(Instant::now() < deadline, "stream stalled");
             std::thread::yield_now();
         }
-        let pid = a.child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        a.sigkill();
     });
     let acked = acked.into_inner().unwrap();
     drop(a);

@@ -257,12 +257,7 @@ fn a_kill_mid_way_through_late_rounds_loses_nothing_and_restarts_to_the_same_bit
             assert!(Instant::now() < deadline, "the rounds stalled");
             std::thread::yield_now();
         }
-        let pid = a.child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        a.sigkill();
     });
     let acked = acked.into_inner().unwrap();
     drop(a);

@@ -162,12 +162,7 @@ fn kills_right_after_a_start_and_during_snapshot_writes_lose_nothing_and_serve_t
                 assert!(Instant::now() < deadline, "stream stalled");
                 std::thread::yield_now();
             }
-            let pid = s.child.id().to_string();
-            let killed = std::process::Command::new("kill")
-                .args(["-KILL", &pid])
-                .status()
-                .unwrap();
-            assert!(killed.success());
+            s.sigkill();
             next += poster.join().unwrap();
         });
         acked.extend(sent.into_inner().unwrap());

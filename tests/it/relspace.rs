@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use fusion::domain::Event;
-use fusion::generate::{GenerateConfig, write_ndjson};
+use fusion::generate::GenerateConfig;
 use fusion::score::{BatchScores, ScoreState, ScoringModel};
 
 use crate::determinism::{random_events, story_events};
@@ -50,15 +50,7 @@ pub fn generated(events: u64, seed: u64) -> Vec<Event> {
         brands: 8,
         ..GenerateConfig::default()
     };
-    let mut out = Vec::new();
-    write_ndjson(&config, &mut out).unwrap();
-    let values = fusion::ingest::parse_ndjson(&out).unwrap();
-    let checked = fusion::ingest::validate_all(
-        &values,
-        &fusion::score::ScoringModel::default_model().currency,
-    );
-    assert!(checked.rejected.is_empty());
-    checked.good.into_iter().map(|(_, e)| e).collect()
+    crate::support::generated_events(&config)
 }
 
 #[test]

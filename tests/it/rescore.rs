@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use fusion::domain::Logged;
-use fusion::generate::{GenerateConfig, write_ndjson};
+use fusion::generate::GenerateConfig;
 use fusion::score::{ScoreState, ScoringModel};
 
 /// The state of a small generated stream, its first part built and the
@@ -23,16 +23,7 @@ fn state() -> (ScoreState, chrono::DateTime<chrono::Utc>) {
         events: 1_500,
         ..GenerateConfig::default()
     };
-    let mut out = Vec::new();
-    write_ndjson(&config, &mut out).unwrap();
-    let values: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let valid = fusion::ingest::validate_all(&values, &model.currency);
-    assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
-    let mut events: Vec<_> = valid.good.into_iter().map(|(_, e)| e).collect();
+    let mut events = crate::support::generated_events(&config);
     events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
     let log: Vec<Logged> = events
         .into_iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use fusion::domain::{EntityId, Event};
 use fusion::engine::{Engine, EngineOptions, Snapshots};
-use fusion::generate::{GenerateConfig, write_ndjson};
+use fusion::generate::GenerateConfig;
 use fusion::score::{ScoreState, ScoringModel};
 use fusion::store::{AppendMode, EmbeddedStore, EventStore, PostgresStore};
 
@@ -30,16 +30,7 @@ fn stream(events: u64) -> Vec<Event> {
         events,
         ..GenerateConfig::default()
     };
-    let mut out = Vec::new();
-    write_ndjson(&config, &mut out).unwrap();
-    let values: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let valid = fusion::ingest::validate_all(&values, &model().currency);
-    assert!(valid.rejected.is_empty(), "{:?}", valid.rejected);
-    valid.good.into_iter().map(|(_, e)| e).collect()
+    crate::support::generated_events(&config)
 }
 
 fn with_snapshots() -> EngineOptions {

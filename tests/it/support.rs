@@ -393,6 +393,17 @@ impl Server {
         self.get("/readyz").body["events"].as_u64().unwrap()
     }
 
+    /// Sends SIGKILL (as a crash would) while others may still use this
+    /// server, e.g. a stream posting from a scoped thread: the process dies
+    /// at once, and `Drop` reaps it.
+    pub fn sigkill(&self) {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
     /// Stops the process the hard way (as a crash would).
     pub fn kill(mut self) -> PathBuf {
         let _ = self.child.kill();
@@ -484,4 +495,19 @@ pub fn comparable(mut body: Value) -> Value {
         problem.remove("request_id");
     }
     body
+}
+
+/// A `fusion generate` stream as the service takes it: written as NDJSON,
+/// parsed and validated against the default model (none rejected), in the
+/// generator's (time) order.
+pub fn generated_events(config: &fusion::generate::GenerateConfig) -> Vec<fusion::domain::Event> {
+    let mut out = Vec::new();
+    fusion::generate::write_ndjson(config, &mut out).unwrap();
+    let values = fusion::ingest::parse_ndjson(&out).unwrap();
+    let checked = fusion::ingest::validate_all(
+        &values,
+        &fusion::score::ScoringModel::default_model().currency,
+    );
+    assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+    checked.good.into_iter().map(|(_, e)| e).collect()
 }
