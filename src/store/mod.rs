@@ -318,7 +318,8 @@ pub trait EventStore: Send + Sync + 'static {
         self.save_snapshot_stream(snapshots::pieces_of(bytes), meta, epoch)
     }
 
-    /// The kept snapshots, newest first (`snapshots::SNAPSHOTS_KEPT` per model).
+    /// The kept snapshots, newest first (`snapshots::SNAPSHOTS_KEPT` per model
+    /// and format).
     fn snapshots(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
         async { Ok(Vec::new()) }
     }

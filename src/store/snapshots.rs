@@ -73,9 +73,10 @@ pub async fn read_whole(mut read: SnapshotRead) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-/// Snapshots kept per scoring model; older ones are deleted when a new one
-/// is saved. (Per model: a command run once with another model must not
-/// push out the snapshots the service loads.)
+/// Snapshots kept per scoring model and format; older ones are deleted
+/// when a new one is saved. (Per model: a command run once with another
+/// model must not push out the snapshots the service loads; per format: a
+/// binary of another format must not push out this one's.)
 pub const SNAPSHOTS_KEPT: usize = 2;
 
 /// What the store records beside a snapshot's bytes (its header says the
@@ -94,9 +95,17 @@ pub struct SnapshotMeta {
 
 /// Snapshots as files in a directory beside the embedded log: each written
 /// to a temporary file, fsynced, renamed, and the directory fsynced; the
-/// newest [`SNAPSHOTS_KEPT`] of each model are kept. Names sort by the log
-/// position they cover, then the events folded; they end with the model's
-/// hash.
+/// newest [`SNAPSHOTS_KEPT`] of each model and format are kept. Names sort
+/// by the log position they cover, then the events folded; they end with
+/// the model's hash and the format version (`{position}-{events}-{model}-v{format}.snapshot`).
+///
+/// Why the format is in the name (task h37's debt, found at 10M events):
+/// names used to carry the model only, so a binary of the previous format
+/// saving at the same position replaced the newer binary's snapshot (same
+/// name), and each binary's pruning deleted the other's. The newer binary
+/// then folded the whole log at its next start (15 minutes at 10M). Files
+/// named the old way (no `-v`) are still read; the loader checks every
+/// snapshot's header anyway.
 #[derive(Debug)]
 pub struct SnapshotDir {
     dir: PathBuf,
@@ -176,8 +185,8 @@ impl SnapshotDir {
     ) -> Result<bool, StoreError> {
         let _turn = self.saving.lock();
         std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
-        let model = model_tag(&meta.model);
-        let name = format!("{:020}-{:020}-{model}{SUFFIX}", meta.position, meta.events);
+        let kind = kind_tag(&meta);
+        let name = format!("{:020}-{:020}-{kind}{SUFFIX}", meta.position, meta.events);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}.tmp"));
         {
@@ -212,11 +221,11 @@ impl SnapshotDir {
                 }
             }
         }
-        let same_model = format!("-{model}{SUFFIX}");
+        let same_kind = format!("-{kind}{SUFFIX}");
         let names = self
             .names()?
             .into_iter()
-            .filter(|n| n.ends_with(&same_model));
+            .filter(|n| n.ends_with(&same_kind));
         for old in names.skip(SNAPSHOTS_KEPT) {
             let _ = std::fs::remove_file(self.dir.join(old));
         }
@@ -317,9 +326,12 @@ pub fn send_pieces(
     }
 }
 
-/// The model part of a snapshot's name: the first 8 bytes of its hash, in hex.
-fn model_tag(model: &[u8; 32]) -> String {
-    model[..8].iter().map(|b| format!("{b:02x}")).collect()
+/// The end of a snapshot's name that says what can read it: the first 8
+/// bytes of the model's hash in hex, then `-v` and the format version.
+/// Snapshots of one kind replace and prune only each other.
+fn kind_tag(meta: &SnapshotMeta) -> String {
+    let model: String = meta.model[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{model}-v{}", meta.format)
 }
 
 /// Makes a rename or deletion in `dir` durable.
@@ -357,6 +369,32 @@ mod tests {
         assert_eq!(snaps.latest().unwrap(), vec![vec![200u8], vec![30u8]]);
         snaps.erase_all().unwrap();
         assert!(snaps.latest().unwrap().is_empty());
+    }
+
+    /// Task h37 found an older binary's save at the same position
+    /// replacing a format-4 snapshot (the names carried the model only),
+    /// and each binary's pruning deleting the other's snapshots.
+    #[test]
+    fn saves_of_another_format_neither_replace_nor_prune_this_formats_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::in_dir(dir.path());
+        let of = |position, format| SnapshotMeta {
+            format,
+            ..meta(position)
+        };
+        assert!(snaps.save(b"v4 at 10", of(10, 4), 0).unwrap());
+        // The same position and model in the previous format: its own file.
+        assert!(snaps.save(b"v3 at 10", of(10, 3), 0).unwrap());
+        for p in [20, 30, 40] {
+            assert!(snaps.save(b"v3 later", of(p, 3), 0).unwrap());
+        }
+        let kept = snaps.latest().unwrap();
+        assert!(kept.contains(&b"v4 at 10".to_vec()), "{kept:?}");
+        // Format 3 keeps its newest two, format 4 its one.
+        assert_eq!(kept.len(), SNAPSHOTS_KEPT + 1);
+        // Newest first across formats: the loader tries them in this order.
+        assert_eq!(kept[0], b"v3 later".to_vec());
+        assert_eq!(kept.last().unwrap(), &b"v4 at 10".to_vec());
     }
 
     #[test]

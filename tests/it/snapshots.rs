@@ -519,3 +519,56 @@ fn a_graceful_stop_and_the_commands_leave_the_embedded_store_closed_for_the_next
         );
     }
 }
+
+/// Task h37 found, at 10M events, a previous-format binary's save at the
+/// same position replacing a format-4 snapshot, and each binary's pruning
+/// deleting the other's snapshots, so the newer binary folded the whole
+/// log (15 minutes) at its next start. Snapshots of one format now replace
+/// and prune only each other, on both backends.
+async fn saves_of_another_format_leave_this_formats_snapshot<S: EventStore>(store: S) {
+    use fusion::store::SnapshotMeta;
+    let meta = |position, format| SnapshotMeta {
+        position,
+        events: position + 1,
+        format,
+        model: [7; 32],
+    };
+    let epoch = store.snapshot_epoch();
+    let ours = b"this format at 10".to_vec();
+    assert!(
+        store
+            .save_snapshot(ours.clone(), meta(10, 4), epoch)
+            .await
+            .unwrap()
+    );
+    for position in [10, 20, 30, 40] {
+        let theirs = format!("format 3 at {position}").into_bytes();
+        assert!(
+            store
+                .save_snapshot(theirs, meta(position, 3), epoch)
+                .await
+                .unwrap()
+        );
+    }
+    let kept = store.snapshots().await.unwrap();
+    assert!(kept.contains(&ours), "the other format pushed it out");
+    assert!(
+        !kept.contains(&b"format 3 at 10".to_vec()),
+        "pruned per format"
+    );
+    assert_eq!(kept.len(), fusion::store::snapshots::SNAPSHOTS_KEPT + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_of_another_format_leave_this_formats_snapshot_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    saves_of_another_format_leave_this_formats_snapshot(EmbeddedStore::open(dir.path()).unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_of_another_format_leave_this_formats_snapshot_on_postgres() {
+    let db = TestDb::new().await;
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    saves_of_another_format_leave_this_formats_snapshot(store).await;
+}

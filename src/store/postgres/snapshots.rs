@@ -36,7 +36,8 @@ impl Epoch {
 
 /// Inserts a snapshot, a row per piece as `pieces` bring them, unless an
 /// erasure came after `of`, and deletes all but the newest
-/// `SNAPSHOTS_KEPT` of its model, in one transaction: nothing is kept when
+/// `SNAPSHOTS_KEPT` of its model and format (another format's are another
+/// binary's, as in `SnapshotDir`), in one transaction: nothing is kept when
 /// the pieces stop before their end. The erasure lock is taken only to
 /// check the epoch and commit, not while the pieces come.
 pub(super) async fn save(
@@ -96,9 +97,10 @@ pub(super) async fn save(
         return Ok(false);
     }
     tx.execute(
-        "DELETE FROM snapshots WHERE model = $2 AND id NOT IN \
-         (SELECT id FROM snapshots WHERE model = $2 ORDER BY position DESC, id DESC LIMIT $1)",
-        &[&(SNAPSHOTS_KEPT as i64), &meta.model.as_slice()],
+        "DELETE FROM snapshots WHERE model = $2 AND format = $3 AND id NOT IN \
+         (SELECT id FROM snapshots WHERE model = $2 AND format = $3 \
+          ORDER BY position DESC, id DESC LIMIT $1)",
+        &[&(SNAPSHOTS_KEPT as i64), &meta.model.as_slice(), &format],
     )
     .await
     .map_err(pg_error)?;
