@@ -1663,12 +1663,13 @@ impl<S: EventStore> Engine<S> {
         self.derived.version.load(Ordering::SeqCst)
     }
 
-    /// Folded events the live series has not applied yet, and events
+    /// Folded events the live series has not applied yet, whether it is
+    /// current (nothing pending, no checkpoint build owed), and events
     /// folded (for the lag metrics); `None` while the state is being
     /// rebuilt.
-    pub fn live_lag(&self) -> Option<(usize, usize)> {
+    pub fn live_lag(&self) -> Option<(usize, bool, usize)> {
         let state = self.state().ok()?;
-        Some((state.live_lag(), state.event_count()))
+        Some((state.live_lag(), state.live_synced(), state.event_count()))
     }
 
     /// Whether the engine can serve: its state is whole and the store

@@ -78,7 +78,7 @@ metrics_table! {
     LIVE_LAG_EVENTS = "fusion_live_lag_events", Gauge,
         "Folded events the live series (every relationship's current score) has not applied yet.";
     LIVE_LAG_SECONDS = "fusion_live_lag_seconds", Gauge,
-        "How long the live series has been behind, seconds (0 when caught up).";
+        "Seconds since the live series was last current: since the first change after it caught up (0 when caught up).";
     LIVE_BUILDS = "fusion_live_builds_total", Counter,
         "Checkpoint builds of the live series installed (a batch evaluation of every relationship each, off the state's lock).";
     LIVE_BUILDS_DISCARDED = "fusion_live_builds_discarded_total", Counter,
@@ -352,25 +352,55 @@ impl Drop for FoldWait {
     }
 }
 
-/// Since when the live series has been behind the folded events.
-fn live_behind() -> &'static Mutex<Option<Instant>> {
-    static SINCE: Mutex<Option<Instant>> = Mutex::new(None);
-    &SINCE
-}
+/// Since when the live series has been behind the folded events: from
+/// the first change after it was last current (not from the first scrape
+/// that saw it behind), until the live thread finds it current again.
+///
+/// Why (task h34's debt): the moment was taken at the first scrape that saw
+/// the series behind, so under a stream that let it catch up now and then
+/// every scrape read about 0 s while `fusion_live_lag_events` read 400 to
+/// 7,500; and a scrape took "no pending events" for current, while a series
+/// waiting for a checkpoint build has none pending and is not.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct BehindSince(Option<Instant>);
 
-/// The fold thread says whether the live series has caught up.
-pub fn live_synced(synced: bool) {
-    let mut since = live_behind().lock().expect("live lag lock");
-    match (synced, *since) {
-        (true, _) => *since = None,
-        (false, None) => *since = Some(Instant::now()),
-        (false, Some(_)) => {}
+impl BehindSince {
+    /// The series is current (`true`) or behind (`false`) at `now`.
+    fn note(&mut self, current: bool, now: Instant) {
+        match (current, self.0) {
+            (true, _) => self.0 = None,
+            (false, None) => self.0 = Some(now),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// Seconds behind at `now` (0 when current).
+    fn seconds(&self, now: Instant) -> f64 {
+        self.0
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64())
     }
 }
 
+fn live_behind() -> &'static Mutex<BehindSince> {
+    static SINCE: Mutex<BehindSince> = Mutex::new(BehindSince(None));
+    &SINCE
+}
+
+/// The live thread says whether the live series is current (after each
+/// catch-up), and the state's changes that leave it behind say `false`
+/// as they wake the live thread.
+pub fn live_synced(synced: bool) {
+    live_behind()
+        .lock()
+        .expect("live lag lock")
+        .note(synced, Instant::now());
+}
+
 /// Sets the lag gauges (called when metrics are scraped): `live_events`
-/// is the state's count of folded events the live series has not applied.
-pub fn sample_lags(live_events: usize, events_held: usize) {
+/// is the state's count of folded events the live series has not applied,
+/// `live_current` whether it is current (`ScoreState::live_synced`: no
+/// pending event and no checkpoint build owed).
+pub fn sample_lags(live_events: usize, live_current: bool, events_held: usize) {
     let now = Instant::now();
     let (events, oldest) = {
         let waiting = fold_waits().waiting.lock().expect("fold waits lock");
@@ -381,12 +411,14 @@ pub fn sample_lags(live_events: usize, events_held: usize) {
     gauge!(FOLD_LAG_EVENTS).set(events as f64);
     gauge!(FOLD_LAG_SECONDS).set(oldest.map_or(0.0, |t| (now - t).as_secs_f64()));
     gauge!(LIVE_LAG_EVENTS).set(live_events as f64);
-    // Changes that do not go through the fold thread (erasure, a
-    // registration, a rescore) leave the series behind too: count from
-    // the first scrape that sees it, if the fold thread has not said so.
-    live_synced(live_events == 0);
-    let behind = *live_behind().lock().expect("live lag lock");
-    gauge!(LIVE_LAG_SECONDS).set(behind.map_or(0.0, |t| (now - t).as_secs_f64()));
+    let seconds = {
+        let mut behind = live_behind().lock().expect("live lag lock");
+        // A change that did not wake the live thread (none should) is
+        // still counted, from this scrape on.
+        behind.note(live_current, now);
+        behind.seconds(now)
+    };
+    gauge!(LIVE_LAG_SECONDS).set(seconds);
     gauge!(EVENTS_HELD).set(events_held as f64);
 }
 
@@ -473,6 +505,27 @@ pub fn init_logging(format: LogFormat) {
 
 #[cfg(test)]
 mod tests {
+
+    /// Task h34 saw `fusion_live_lag_seconds` read 0 throughout streams
+    /// while `fusion_live_lag_events` read 400 to 7,500: the moment the
+    /// series fell behind was taken at the first scrape that saw it, and
+    /// "no pending events" was taken for current.
+    #[test]
+    fn the_live_lag_counts_from_the_change_that_left_the_series_behind_not_from_the_scrape() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + std::time::Duration::from_millis(n);
+        let mut behind = BehindSince::default();
+        behind.note(false, t0); // a fold wakes the live thread
+        behind.note(false, ms(300)); // the first scrape sees it behind
+        assert!((behind.seconds(ms(300)) - 0.3).abs() < 1e-9);
+        behind.note(false, ms(700)); // another change: still since t0
+        assert!((behind.seconds(ms(900)) - 0.9).abs() < 1e-9);
+        behind.note(true, ms(1000)); // caught up
+        assert_eq!(behind.seconds(ms(1000)), 0.0);
+        behind.note(false, ms(1100));
+        assert!((behind.seconds(ms(1150)) - 0.05).abs() < 1e-9);
+    }
+
     use super::*;
 
     /// Regression: two metrics merged in as plain constants, outside the

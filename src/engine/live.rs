@@ -59,6 +59,8 @@ pub(super) struct LiveSignal {
 impl LiveSignal {
     /// There is work: the state changed.
     pub(super) fn wake(&self) {
+        // The series is behind from this change on (the lag gauge's start).
+        crate::telemetry::live_synced(false);
         self.state.lock().0 = true;
         self.cond.notify_one();
     }

@@ -67,8 +67,8 @@ pub async fn metrics<S: EventStore>(
     }
     // While the state is being rebuilt there is no state to sample: the
     // lags read 0 and `/readyz` says why.
-    if let Some((lag, events)) = engine.live_lag() {
-        telemetry::sample_lags(lag, events);
+    if let Some((lag, current, events)) = engine.live_lag() {
+        telemetry::sample_lags(lag, current, events);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
