@@ -498,6 +498,11 @@ fn a_graceful_stop_and_the_commands_leave_the_embedded_store_closed_for_the_next
     assert_eq!(posted.status, 200, "{}", posted.body);
     assert!(server.terminate().success());
     assert!(!needs_repair(&file), "serve left the store to be repaired");
+    for small in ["dead_letters.redb", "alerts.redb"] {
+        let path = dir.path().join(small);
+        assert!(path.exists(), "{small} was not created");
+        assert!(!needs_repair(&path), "serve left {small} to be repaired");
+    }
     let story = dir.path().join("story.ndjson");
     std::fs::write(&story, crate::support::story_lines().join("\n")).unwrap();
     let commands: [&[&str]; 3] = [
