@@ -220,7 +220,38 @@ pub struct PersonSums {
     longest: f64,
 }
 
+/// Heap bytes a vector holds.
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+impl Series {
+    /// Heap bytes, the reason order counted as if built (`u32` per impulse).
+    fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.time)
+            + vec_bytes(&self.sum)
+            + vec_bytes(&self.amount)
+            + vec_bytes(&self.event)
+            + vec_bytes(&self.nonzero)
+            + vec_bytes(&self.firsts)
+            + vec_bytes(&self.firsts_nonzero)
+            + self.time.len() * std::mem::size_of::<u32>()
+    }
+}
+
 impl PersonSums {
+    /// Heap bytes the sums hold (vectors' capacities), for the cache's
+    /// budget (`SumsCache`).
+    pub fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.series)
+            + self.series.iter().map(Series::heap_bytes).sum::<usize>()
+            + vec_bytes(&self.by_event)
+            + vec_bytes(&self.events_nonzero)
+            + vec_bytes(&self.spanning)
+            + vec_bytes(&self.spanning_by_size)
+            + vec_bytes(&self.multi_person)
+    }
+
     /// The sums of `impulses`, given in canonical order.
     pub fn of(model: &ScoringModel, impulses: impl Iterator<Item = Impulse>) -> Self {
         let decays = Decays::of(model);
@@ -387,12 +418,26 @@ fn half_lives_of(model: &ScoringModel) -> [f64; 6] {
     h
 }
 
-/// Kept sums by the address of the impulses they were built from, and
-/// the size at which the next sweep drops those of lists that are gone.
-#[derive(Debug, Default)]
+/// Kept sums by the address of the impulses they were built from (with
+/// their heap bytes), the size at which the next sweep drops those of
+/// lists that are gone, and the bytes kept against `budget`.
+#[derive(Debug)]
 struct Kept {
-    by_list: FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>)>,
+    by_list: FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>, usize)>,
     sweep_at: usize,
+    bytes: usize,
+    budget: usize,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept {
+            by_list: FxHashMap::default(),
+            sweep_at: 0,
+            bytes: 0,
+            budget: MAX_BYTES,
+        }
+    }
 }
 
 /// The smallest size a sweep waits for.
@@ -400,6 +445,15 @@ const FIRST_SWEEP: usize = 64;
 
 /// People's sums kept at most; emptied when it would grow past this.
 const MAX_PEOPLE: usize = 16_384;
+
+/// Heap bytes of sums kept at most (256 MiB); emptied when it would grow
+/// past this. Why bytes too: a person's sums are about 70 to 100 bytes per
+/// impulse, people's impulse counts differ by orders of magnitude (an
+/// influencer of issue #10's 10M shape authors about 600 events, each with
+/// impulses on several series; a consumer a few dozen), and reads that
+/// rotate over many relationships reach most influencers: a bound by
+/// people alone does not bound memory.
+const MAX_BYTES: usize = 256 << 20;
 
 /// The sums of the people read, shared by every clone of a state (module
 /// docs: an entry is keyed by the allocation of the impulses it was built
@@ -417,31 +471,48 @@ impl SumsCache {
         build: impl FnOnce() -> PersonSums,
     ) -> Arc<PersonSums> {
         let key = Arc::as_ptr(list) as usize;
-        if let Some((weak, sums)) = self.inner.lock().by_list.get(&key)
+        if let Some((weak, sums, _)) = self.inner.lock().by_list.get(&key)
             && weak.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list))
             && sums.len == list.len()
         {
             return Arc::clone(sums);
         }
         let sums = Arc::new(build());
+        let bytes = sums.heap_bytes();
         let mut kept = self.inner.lock();
         let kept = &mut *kept;
+        if bytes > kept.budget {
+            // Larger than the whole budget: served, not kept.
+            return sums;
+        }
         if kept.by_list.len() >= kept.sweep_at.max(FIRST_SWEEP) {
             // Sums of lists that are gone (moved by the fold, of a state
             // replaced by a refold, of an erased person) are never served
             // again: swept whenever the cache doubled since the last sweep
             // (amortised O(1) a read), so they stay at most as many as
             // the live ones, not until the cache is full (red team h39).
-            kept.by_list.retain(|_, (list, _)| list.strong_count() > 0);
+            kept.by_list.retain(|_, (list, ..)| list.strong_count() > 0);
+            kept.bytes = kept.by_list.values().map(|(.., b)| b).sum();
             kept.sweep_at = 2 * kept.by_list.len();
         }
-        if kept.by_list.len() >= MAX_PEOPLE {
+        if kept.by_list.len() >= MAX_PEOPLE || kept.bytes + bytes > kept.budget {
             kept.by_list.clear();
+            kept.bytes = 0;
             kept.sweep_at = 0;
         }
-        kept.by_list
-            .insert(key, (Arc::downgrade(list), Arc::clone(&sums)));
+        let replaced = kept
+            .by_list
+            .insert(key, (Arc::downgrade(list), Arc::clone(&sums), bytes));
+        kept.bytes = (kept.bytes + bytes).saturating_sub(replaced.map_or(0, |(.., b)| b));
         sums
+    }
+
+    /// An empty cache that keeps at most `budget` heap bytes of sums.
+    #[cfg(test)]
+    fn with_budget(budget: usize) -> Self {
+        let cache = SumsCache::default();
+        cache.inner.lock().budget = budget;
+        cache
     }
 }
 
@@ -540,6 +611,55 @@ mod tests {
         for l in &live {
             cache.get(l, || panic!("the sums of a live list were swept"));
         }
+    }
+
+    /// The cache was bounded by people only (16,384), whose sums differ in
+    /// size by orders of magnitude: now the kept bytes are bounded too,
+    /// and sums larger than the budget are served, not kept.
+    #[test]
+    fn kept_sums_stay_within_the_byte_budget() {
+        let model = ScoringModel::default_model();
+        let credits = Credits::default();
+        let list = |n: u64| {
+            let mut l = Arc::new(Impulses::default());
+            for k in 0..n {
+                Arc::make_mut(&mut l).push(
+                    Handle::from_index(1 + (k % 3) as u32),
+                    Component::Sentiment,
+                    t("2026-01-01T00:00:00Z") + chrono::Duration::seconds(k as i64),
+                    1.0,
+                    k,
+                );
+            }
+            l
+        };
+        let one = list(100);
+        let size = sums_of(&model, &one, &credits).heap_bytes();
+        assert!(size >= 100 * 40, "{size} bytes for 100 impulses");
+        let cache = SumsCache::with_budget(5 * size / 2);
+        let lists: Vec<_> = (0..10).map(|_| list(100)).collect();
+        for l in &lists {
+            cache.get(l, || sums_of(&model, l, &credits));
+            let kept = cache.inner.lock();
+            assert!(
+                kept.bytes <= kept.budget,
+                "{} > {}",
+                kept.bytes,
+                kept.budget
+            );
+            let counted: usize = kept.by_list.values().map(|(.., b)| b).sum();
+            assert_eq!(kept.bytes, counted);
+        }
+        // The newest is kept; larger than the whole budget is not.
+        cache.get(&lists[9], || panic!("the newest sums were not kept"));
+        let huge = list(1_000);
+        cache.get(&huge, || sums_of(&model, &huge, &credits));
+        let mut built = false;
+        cache.get(&huge, || {
+            built = true;
+            sums_of(&model, &huge, &credits)
+        });
+        assert!(built, "sums larger than the budget were kept");
     }
 
     /// The cache serves a person's sums only while their impulses are the
