@@ -139,11 +139,14 @@ measure() {
     fi
 }
 
+# ratio A B: A / B to three decimals ("nan" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
+
 measure healthz /healthz
 healthz_rps=$LAST_RPS
 measure relationship "$RELATIONSHIP_PATH"
 relationship_rps=$LAST_RPS
-echo "relationship_to_healthz_ratio=$(awk -v a="$relationship_rps" -v b="$healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+echo "relationship_to_healthz_ratio=$(ratio "$relationship_rps" "$healthz_rps")"
 
 # The same read, but every request at a different evaluation time, so no
 # answer comes from the read cache: the cost of computing a score with its
@@ -157,7 +160,7 @@ request = function()
 end
 LUA
 measure relationship_uncached "$RELATIONSHIP_PATH" "$WORK/uncached.lua"
-echo "relationship_uncached_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+echo "relationship_uncached_to_healthz_ratio=$(ratio "$LAST_RPS" "$healthz_rps")"
 
 # Many different relationships on a generated store: no answer repeats
 # within a second, so this is the cost of a score read with its reasons.
@@ -188,15 +191,22 @@ PY
         [ "$code" = "200" ] && break
         sleep 0.2
     done
-    cat >"$WORK/rotate.lua" <<LUA
+    # rotate_lua FILE [QUERY]: a wrk script reading the pairs in turn;
+    # QUERY is a Lua expression of `counter` appended to each path (an
+    # evaluation time per request: no answer from the answer cache).
+    rotate_lua() {
+        local query=${2:-'""'}
+        cat >"$1" <<LUA
 paths = {}
 for line in io.lines("$WORK/paths.txt") do paths[#paths + 1] = line end
 counter = 0
 request = function()
     counter = counter + 1
-    return wrk.format("GET", paths[(counter % #paths) + 1])
+    return wrk.format("GET", paths[(counter % #paths) + 1] .. $query)
 end
 LUA
+    }
+    rotate_lua "$WORK/rotate.lua"
     echo "rotated_pairs=$(wc -l <"$WORK/paths.txt")"
     measure rotated_healthz /healthz
     rotated_healthz_rps=$LAST_RPS
@@ -216,20 +226,12 @@ LUA
     before=$(ticks)
     measure rotated /v1/relationships "$WORK/rotate.lua"
     echo "rotated_server_cpu_us=$(cpu_per_request "$before" "$(ticks)" "$WORK/wrk-rotated.txt")"
-    echo "rotated_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$rotated_healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
-    cat >"$WORK/rotate-uncached.lua" <<LUA
-paths = {}
-for line in io.lines("$WORK/paths.txt") do paths[#paths + 1] = line end
-counter = 0
-request = function()
-    counter = counter + 1
-    local t = 1790000000 + (counter * 7919) % 5000000
-    return wrk.format("GET", paths[(counter % #paths) + 1] .. "?at=" .. os.date("!%Y-%m-%dT%H:%M:%SZ", t))
-end
-LUA
+    echo "rotated_to_healthz_ratio=$(ratio "$LAST_RPS" "$rotated_healthz_rps")"
+    rotate_lua "$WORK/rotate-uncached.lua" \
+        '"?at=" .. os.date("!%Y-%m-%dT%H:%M:%SZ", 1790000000 + (counter * 7919) % 5000000)'
     before=$(ticks)
     measure rotated_uncached /v1/relationships "$WORK/rotate-uncached.lua"
     echo "rotated_uncached_server_cpu_us=$(cpu_per_request "$before" "$(ticks)" "$WORK/wrk-rotated_uncached.txt")"
     echo "rotated_rss_after_mb=$(rss_mb)"
-    echo "rotated_uncached_to_healthz_ratio=$(awk -v a="$LAST_RPS" -v b="$rotated_healthz_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+    echo "rotated_uncached_to_healthz_ratio=$(ratio "$LAST_RPS" "$rotated_healthz_rps")"
 fi
