@@ -17,7 +17,8 @@
 # own server. Prints `name=value` lines on stdout; the rest goes to stderr.
 #
 # Also printed: the split of an acknowledgement in the server (mean
-# commit, mean wait for the fold after it, mean ingest request);
+# commit, mean wait for the fold after it, mean ingest request; on
+# PostgreSQL also the mean wait for and hold of the `log_head` lock);
 # METRICS_OUT=PREFIX keeps each scenario's /metrics in PREFIX.<scenario>.
 #
 # The generator is open loop up to 8 requests in flight per client
@@ -158,6 +159,10 @@ scenario() {
         # One server: whatever its follower folded was its own, read
         # between commit and fold (folded once; the cost is the read).
         echo "${name}_followed_events=$(awk '$1 == "fusion_followed_events_total" { n = $2 } END { printf "%d", n }' <<<"$metrics")"
+        # The `log_head` row lock that numbers events: a committed
+        # append's mean wait for it and mean hold (grant to commit).
+        echo "${name}_log_head_wait_mean_ms=$(awk '$1 == "fusion_log_head_wait_seconds_sum" { s = $2 } $1 == "fusion_log_head_wait_seconds_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+        echo "${name}_log_head_hold_mean_ms=$(awk '$1 == "fusion_log_head_hold_seconds_sum" { s = $2 } $1 == "fusion_log_head_hold_seconds_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
     fi
     # Whole-state builds by the fold thread for late events, and their mean.
     echo "${name}_fold_rebuilds_late=$(awk '$1 == "fusion_fold_rebuilds_total{cause=\"late\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"

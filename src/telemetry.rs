@@ -67,6 +67,10 @@ metrics_table! {
         "Field errors of refused events, by field (`field` label; `other` for a field no event type has, so senders cannot grow the label set).";
     COMMIT_SECONDS = "fusion_commit_seconds", Histogram,
         "Seconds from handing events to the store to their commit.";
+    LOG_HEAD_WAIT_SECONDS = "fusion_log_head_wait_seconds", Histogram,
+        "PostgreSQL: seconds a committed append waited for the `log_head` row lock that numbers events (behind other appends, of any server).";
+    LOG_HEAD_HOLD_SECONDS = "fusion_log_head_hold_seconds", Histogram,
+        "PostgreSQL: seconds a committed append held the `log_head` row lock, from its grant to the commit (every other append waits that long).";
     COMMIT_GROUP_REQUESTS = "fusion_commit_group_requests", Histogram,
         "Append requests the store committed together in one transaction (group commit), per commit.";
     FOLD_WAIT_SECONDS = "fusion_fold_wait_seconds", Histogram,
@@ -292,6 +296,13 @@ pub fn record_overloaded(events: usize) {
 /// took (`store::embedded`, `store::postgres`).
 pub fn record_commit_group(requests: usize) {
     histogram!(COMMIT_GROUP_REQUESTS).record(requests as f64);
+}
+
+/// One PostgreSQL append's wait for the `log_head` lock and its hold
+/// (`store::postgres`).
+pub fn record_log_head(waited: Duration, held: Duration) {
+    histogram!(LOG_HEAD_WAIT_SECONDS).record(waited.as_secs_f64());
+    histogram!(LOG_HEAD_HOLD_SECONDS).record(held.as_secs_f64());
 }
 
 pub fn record_commit(elapsed: Duration) {

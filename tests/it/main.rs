@@ -32,6 +32,7 @@ mod old_stores;
 mod ops;
 mod pg;
 mod pg_e2e;
+mod pg_log_head;
 mod pg_security;
 mod pipelines;
 mod propagate;

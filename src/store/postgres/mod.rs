@@ -30,12 +30,13 @@ use std::collections::{HashMap, HashSet};
 use std::error::Error as _;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use futures_util::TryStreamExt;
+use futures_util::future::join;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -120,19 +121,26 @@ const EVENT_STAGE_TYPES: [Type; 7] = [
 
 /// Takes the one-row lock that numbers events: every append of every
 /// server takes it before inserting, so positions are given out and
-/// committed in the same order (migration 0005). Answers the next position.
+/// committed in the same order (migration 0005).
 const LOCK_LOG_HEAD: &str = "SELECT pos FROM log_head FOR UPDATE";
 
-/// DISTINCT ON keeps the first occurrence of an id within the batch (lowest
-/// `ord`); NOT EXISTS leaves out ids already stored (exact under the
-/// `log_head` lock, which every writer holds; ON CONFLICT stays as a
-/// guard); the new rows get consecutive positions from $1 in id order, and
-/// one `entity_events` row per entity they name. RETURNING says which rows
-/// went in, and where.
+/// Runs right after `LOCK_LOG_HEAD`, in the same transaction, so its
+/// snapshot is taken with the lock held and reads the head the previous
+/// holder left. DISTINCT ON keeps the first occurrence of an id within the
+/// batch (lowest `ord`); NOT EXISTS leaves out ids already stored (exact
+/// under the lock, which every writer holds; ON CONFLICT stays as a guard);
+/// the new rows get consecutive positions from the head in id order, one
+/// `entity_events` row per entity they name, and the head moves past them,
+/// all in this one statement: every round trip between the lock and the
+/// commit is time every other append of every server waits (task h43).
+/// RETURNING says which rows went in, and where.
 const INSERT_NEW_EVENTS: &str = "
-WITH new AS (
+WITH head AS (
+    SELECT pos FROM log_head
+), new AS (
     INSERT INTO events (id, time, type, refs, body, digest, pos)
-    SELECT id, time, type, refs, body, digest, $1 + row_number() OVER (ORDER BY id) - 1
+    SELECT id, time, type, refs, body, digest,
+        (SELECT pos FROM head) + row_number() OVER (ORDER BY id) - 1
     FROM (SELECT DISTINCT ON (id) * FROM fusion_event_stage ORDER BY id, ord) s
     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
     ORDER BY id
@@ -141,6 +149,9 @@ WITH new AS (
 ), indexed AS (
     INSERT INTO entity_events (entity, time, id)
     SELECT DISTINCT r, time, id FROM new, unnest(refs) AS r
+), advanced AS (
+    UPDATE log_head SET pos = (SELECT max(pos) + 1 FROM new)
+    WHERE EXISTS (SELECT 1 FROM new)
 )
 SELECT id, pos FROM new";
 
@@ -149,9 +160,6 @@ SELECT id, pos FROM new";
 const SCAN_FIRST: &str = "SELECT pos, body FROM events ORDER BY time, id LIMIT $1";
 const SCAN_AFTER: &str = "SELECT pos, body FROM events WHERE (time, id) > ($1, $2) \
      ORDER BY time, id LIMIT $3";
-
-/// Moves the next position past what this transaction inserted.
-const ADVANCE_LOG_HEAD: &str = "UPDATE log_head SET pos = $1";
 
 /// The stored digest and position of each staged event that was not
 /// inserted, and the body where an older row has no digest yet.
@@ -1027,28 +1035,33 @@ async fn try_commit(
     writer.finish().await.map_err(attempt_error)?;
     // Under the lock from here to the commit: positions are given out in
     // commit order (module docs). The COPY above overlaps another group's
-    // commit; this waits for it.
-    let head: i64 = tx
-        .query_one(LOCK_LOG_HEAD, &[])
+    // commit; the lock waits for it. Both statements are prepared before
+    // and sent together (pipelined), so the insert starts as soon as the
+    // lock is granted, without a round trip to this process in between.
+    let lock = tx
+        .prepare_cached(LOCK_LOG_HEAD)
         .await
-        .map_err(attempt_error)?
-        .get(0);
+        .map_err(attempt_error)?;
     let insert = tx
         .prepare_cached(INSERT_NEW_EVENTS)
         .await
         .map_err(attempt_error)?;
-    let mut new_ids: HashMap<String, i64> = tx
-        .query(&insert, &[&head])
-        .await
+    let asked = Instant::now();
+    let locking = async {
+        let locked = tx.execute(&lock, &[]).await;
+        (locked, Instant::now())
+    };
+    let ((locked, held_from), inserted) = join(locking, tx.query(&insert, &[])).await;
+    locked.map_err(attempt_error)?;
+    let hold = LogHeadHold {
+        waited: held_from.saturating_duration_since(asked),
+        from: held_from,
+    };
+    let mut new_ids: HashMap<String, i64> = inserted
         .map_err(attempt_error)?
         .iter()
         .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
         .collect();
-    if let Some(last) = new_ids.values().max() {
-        tx.execute(ADVANCE_LOG_HEAD, &[&(last + 1)])
-            .await
-            .map_err(attempt_error)?;
-    }
     let mut positions: Vec<Option<u64>> = vec![None; items.len()];
     // The first occurrence of an inserted id is the inserted event.
     let mut outcomes: Vec<Option<Outcome>> = items
@@ -1118,7 +1131,23 @@ async fn try_commit(
         ));
     }
     tx.commit().await.map_err(attempt_error)?;
+    hold.record();
     Ok(outcomes)
+}
+
+/// One append's time on the `log_head` lock, as this process sees it:
+/// the wait for it (behind other appends, of any server) and its hold
+/// from the grant's answer to the commit's (what every other append
+/// waits). Recorded for committed appends only.
+struct LogHeadHold {
+    waited: Duration,
+    from: Instant,
+}
+
+impl LogHeadHold {
+    fn record(&self) {
+        crate::telemetry::record_log_head(self.waited, self.from.elapsed());
+    }
 }
 
 /// Fills the digest of rows stored before digests existed (migration
