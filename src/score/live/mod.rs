@@ -717,7 +717,7 @@ impl LiveSeries {
         }
         // The pending spill (lazy audience spill) is flushed only at
         // canonical positions, as part of that event's settle.
-        if (event.index + 1) % scores::CHECK_EVERY == 0 {
+        if (event.index + 1).is_multiple_of(scores::CHECK_EVERY) {
             live.flush_over_budget();
         }
         live.end_event()

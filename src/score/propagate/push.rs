@@ -82,16 +82,17 @@
 //!
 //! `‖exact − v‖ ≤ (‖r‖ + ‖αM·AP‖) / (1 − ρ)`,
 //!
-//! where `‖αM y‖` (with `y = AP`) is at most `max_h (Σ_g α_f F[h,g] ‖y_g‖
-//! + Σ_b α_a ā[h,b] ‖y_h‖)` and `‖y_g‖ ≤ Σ_p α_f F[g,p] Σ_b |P(p,b)|`; only
-//! followers `g` with followers or associations of their own enter it (a
-//! follower who spreads nothing further has its exact first hop and no
-//! tail). [`IncrementalRelspace::deferred_bound`] computes that term and
-//! [`IncrementalRelspace::error_bound`] adds it. Edge changes: `r' = x − s'
-//! + αM's − A'P`, so a follow change at `q` adds `α_f Σ_p (F' − F)[q,p]
-//! (s − P)(p,·)` (what the followees have delivered, `audience_of`);
-//! association changes do not touch `A`. A flush
-//! ([`IncrementalRelspace::flush_pending`]) moves `AP` into `r` (the
+//! where `‖αM y‖` (with `y = AP`) is at most
+//! `max_h (Σ_g α_f F[h,g] ‖y_g‖ + Σ_b α_a ā[h,b] ‖y_h‖)` and
+//! `‖y_g‖ ≤ Σ_p α_f F[g,p] Σ_b |P(p,b)|`; only followers `g` with
+//! followers or associations of their own enter it (a follower who spreads
+//! nothing further has its exact first hop and no tail).
+//! [`IncrementalRelspace::deferred_bound`] computes that term and
+//! [`IncrementalRelspace::error_bound`] adds it. Edge changes:
+//! `r' = x − s' + αM's − A'P`, so a follow change at `q` adds
+//! `α_f Σ_p (F' − F)[q,p] (s − P)(p,·)` (what the followees have
+//! delivered, `audience_of`); association changes do not touch `A`. A
+//! flush ([`IncrementalRelspace::flush_pending`]) moves `AP` into `r` (the
 //! invariant's `r + AP` is unchanged) and settles: the series and bound of
 //! the eager driver. The caller decides when, at canonical points
 //! (`score::live`: when the deferred term passes a budget, checked every
