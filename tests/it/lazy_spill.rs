@@ -1,15 +1,17 @@
 //! The lazy audience spill of the live series (`propagate::push`, "Lazy
 //! audience spill"; issue #11, item 3): on generated streams where people
 //! have wide audiences, the series defers their spill, stays within its
-//! bound of the batch, and its bits are the same whatever the order of
-//! arrival, the batching and where the catch-up stops.
+//! bound of the batch, its bits are the same whatever the order of
+//! arrival, the batching and where the catch-up stops, and the change
+//! feed's movements carry the first hop readers see.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Duration;
-use fusion::domain::Event;
+use fusion::domain::{EntityId, Event, Logged};
 use fusion::generate::{GenerateConfig, write_ndjson};
-use fusion::score::{ScoreState, ScoringModel};
+use fusion::score::{CHECKPOINT_EVENTS, Components, MoveCause, ScoreState, ScoringModel};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -116,4 +118,74 @@ fn deferred_spill_and_its_flushes_are_the_same_bits_in_any_arrival_order() {
         format!("{:?}", log.state.live_components_at(at).unwrap()),
         expected
     );
+}
+
+#[test]
+fn the_feeds_moves_carry_the_deferred_first_hop_of_each_event() {
+    // Every relationship an event moves as read (the pending first hop
+    // included) is in that event's movement, with the values read before
+    // and after it; events inside one checkpoint block (no build).
+    let mut events = wide(20_000, 3);
+    events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+    let start = 155 * CHECKPOINT_EVENTS + 1;
+    let end = 156 * CHECKPOINT_EVENTS - 4;
+    let log: Vec<Logged> = events[..end]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Logged {
+            position: i as u64,
+            event: e.clone(),
+        })
+        .collect();
+    let mut state = ScoreState::from_log(model(), Vec::new(), log[..start].to_vec());
+    assert!(state.sync_live(|| false));
+    state.record_movements(true);
+    state.take_movements();
+    let deferred = state.live().stats().deferred;
+    let zero = [0.0; 6];
+    let close = |a: &Components, b: &Components| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-9 * (1.0 + x.abs()))
+    };
+    let mut checked = 0;
+    for logged in &log[start..] {
+        let t = logged.event.time;
+        let read = |s: &ScoreState| -> BTreeMap<(EntityId, EntityId), Components> {
+            s.live_components_at(t)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        };
+        let before = read(&state);
+        assert!(state.apply(vec![logged.clone()]));
+        assert!(state.sync_live(|| false));
+        let after = read(&state);
+        let table = state.table().clone();
+        let mut recorded = BTreeMap::new();
+        for m in state.take_movements() {
+            assert!(
+                matches!(m.cause, MoveCause::Event { position, .. } if position == logged.position)
+            );
+            for moved in m.moved {
+                let key = (
+                    table.name(moved.person).clone(),
+                    table.name(moved.brand).clone(),
+                );
+                recorded.insert(key, (moved.before, moved.after));
+            }
+        }
+        for (key, (b, a)) in &recorded {
+            assert!(close(b, before.get(key).unwrap_or(&zero)), "{key:?} before");
+            assert!(close(a, after.get(key).unwrap_or(&zero)), "{key:?} after");
+            checked += 1;
+        }
+        for (key, a) in &after {
+            if !close(a, before.get(key).unwrap_or(&zero)) {
+                assert!(recorded.contains_key(key), "{key:?} moved, not recorded");
+            }
+        }
+    }
+    assert!(state.live().stats().deferred > deferred, "nothing deferred");
+    assert!(checked > 1_000, "{checked}");
 }
