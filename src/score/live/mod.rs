@@ -55,6 +55,17 @@
 //! association row. Withdrawal removes all three from the driver; a new grant
 //! puts back what the state holds then (the deltas carry it).
 //!
+//! **Lazy audience spill** (`propagate::push`; issue #11, item 3). A push
+//! at a person with at least `WIDE_AUDIENCE` followers leaves the spill to
+//! the followers pending; readers ([`LiveScores::components_at`],
+//! [`LiveAt::row`], the moves) add it as the followers' first hop, and the
+//! bound ([`LiveScores::error_bound`]) counts what it has not reached
+//! beyond them. It is flushed (spread and pushed) when that part of the
+//! bound passes `DEFERRED_BUDGET_TOLERANCES`, checked at canonical
+//! positions (every `CHECK_EVERY`-th event, within that event's settle: its
+//! movement records what the flush moved), and cleared by every checkpoint
+//! build. So the bits stay a function of the events.
+//!
 //! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
 //! canonical order, so the check is deterministic too), the worst residual
 //! row is measured; past `max_error` the series is rebuilt from the inputs
@@ -703,6 +714,11 @@ impl LiveSeries {
                     impulses,
                 } => live.grant(person, follows, associations, impulses),
             }
+        }
+        // The pending spill (lazy audience spill) is flushed only at
+        // canonical positions, as part of that event's settle.
+        if (event.index + 1).is_multiple_of(scores::CHECK_EVERY) {
+            live.flush_over_budget();
         }
         live.end_event()
     }

@@ -31,6 +31,27 @@ pub(crate) const CHECK_EVERY: u32 = 16;
 /// event time, which no checkpoint interval of ordinary traffic spans.
 pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
 
+/// Followers from which a person's audience is wide: pushes at such a
+/// person leave the audience spill pending (lazy audience spill,
+/// `propagate::push`), readers add it as the followers' first hop.
+/// Measured (`benches/live.sh`, ARCHITECTURE.md "Live series"): people
+/// with 256 followers or more made 89 % of the visits, and the pushes at
+/// their followers most of the pushes.
+pub const WIDE_AUDIENCE: usize = 256;
+
+/// The pending spill's part of the error bound, in units of the model's
+/// tolerance, past which it is flushed (checked every `CHECK_EVERY`
+/// canonical positions): 500 tolerances, 0.05 raw, at most 0.63 points
+/// near 50 with the default model (the bound without it is at most
+/// `B · tol / (1 − ρ)`, about 94 tolerances with 50 brands), half the
+/// drift check's `MAX_ERROR_TOLERANCES`, so a flush comes before a
+/// rebuild. Measured on `benches/live.sh`'s stream (ARCHITECTURE.md,
+/// "Live series"): pushes per event 3,202 at 100 tolerances (a flush at
+/// nearly every check), 1,373 at 300, 206 at 1,000 (none); the pending
+/// part there stays between 0 and 0.034 raw within a checkpoint's 128
+/// events, which the checkpoint's batch build then clears.
+pub const DEFERRED_BUDGET_TOLERANCES: f64 = 500.0;
+
 /// Work the live state has done, for `rescore` and the benches.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LiveStats {
@@ -40,6 +61,15 @@ pub struct LiveStats {
     pub pushes: u64,
     /// Neighbour entries pushes touched.
     pub visits: u64,
+    /// Of `visits`, followers reached by spreads from people with a wide
+    /// audience (at least [`WIDE_AUDIENCE`] followers): flushes.
+    pub fanout_visits: u64,
+    /// Pushes at people with a wide audience whose audience spill was left
+    /// pending (lazy audience spill, `propagate::push`).
+    pub deferred: u64,
+    /// Flushes of the pending spill (its part of the bound past
+    /// [`DEFERRED_BUDGET_TOLERANCES`]).
+    pub flushes: u64,
     /// Checkpoints built (every `CHECKPOINT_EVENTS` events, plus drift rebuilds).
     pub builds: u64,
     /// Rebuilds because the residual passed the bound.
@@ -88,8 +118,9 @@ impl LiveScores {
     pub fn new(model: Arc<ScoringModel>) -> Self {
         let p = model.propagation;
         let tol = [model.live_tolerance; 6];
-        let driver = IncrementalRelspace::new(0, 0, p.audience, p.association, tol)
+        let mut driver = IncrementalRelspace::new(0, 0, p.audience, p.association, tol)
             .expect("the model validates its spill factors and tolerance");
+        driver.set_wide(WIDE_AUDIENCE);
         Self {
             model,
             people: Vec::new(),
@@ -103,6 +134,13 @@ impl LiveScores {
             withdrawn: FxHashSet::default(),
             stats: LiveStats::default(),
         }
+    }
+
+    /// `person`'s follower count in the series (0 when unknown).
+    pub fn audience(&self, person: &Handle) -> usize {
+        self.person_ix
+            .get(person)
+            .map_or(0, |&p| self.driver.audience(p))
     }
 
     /// The work done so far.
@@ -150,6 +188,8 @@ impl LiveScores {
         self.stats.operations += 1;
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
+        self.stats.fanout_visits += stats.fanout_visits as u64;
+        self.stats.deferred += stats.deferred as u64;
     }
 
     /// Starts one event: its operations are applied to the residual and
@@ -172,6 +212,8 @@ impl LiveScores {
         let stats = self.driver.release();
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
+        self.stats.fanout_visits += stats.fanout_visits as u64;
+        self.stats.deferred += stats.deferred as u64;
         let moves = self.driver.take_moves();
         let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
             return Vec::new();
@@ -321,11 +363,14 @@ impl LiveScores {
         )
         .expect("valid inputs");
         this.driver = driver;
+        this.driver.set_wide(WIDE_AUDIENCE);
         this.withdrawn = out;
         this.stats = previous;
         this.stats.builds += 1;
         this.stats.pushes += stats.pushes as u64;
         this.stats.visits += stats.visits as u64;
+        this.stats.fanout_visits += stats.fanout_visits as u64;
+        this.stats.deferred += stats.deferred as u64;
         this
     }
 
@@ -436,6 +481,32 @@ impl LiveScores {
         }
     }
 
+    /// The pending spill's part of [`Self::error_bound`] (lazy audience
+    /// spill, `propagate::push`), raw units at the latest event.
+    pub fn deferred_bound(&self) -> f64 {
+        let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
+            return 0.0;
+        };
+        let now = self.factors(seconds_between(origin, latest), -1.0);
+        let rho = self.model.propagation.audience + self.model.propagation.association;
+        let bound = self.driver.deferred_bound();
+        bound.iter().zip(now).map(|(b, f)| b * f).sum::<f64>() / (1.0 - rho)
+    }
+
+    /// Flushes the pending spill when its part of the bound is past
+    /// [`DEFERRED_BUDGET_TOLERANCES`]; called within an event (between
+    /// [`Self::begin_event`] and [`Self::end_event`], which settles it) at
+    /// canonical positions only, so the bits stay a function of the
+    /// events.
+    pub(crate) fn flush_over_budget(&mut self) {
+        if self.deferred_bound() > DEFERRED_BUDGET_TOLERANCES * self.model.live_tolerance {
+            let stats = self.driver.flush_pending();
+            self.stats.flushes += 1;
+            self.stats.visits += stats.visits as u64;
+            self.stats.fanout_visits += stats.fanout_visits as u64;
+        }
+    }
+
     /// Bound on `|exact − s|` per relationship, in raw score units at the
     /// latest event time: `Σ_c max_p Σ_b |r_c(p,b)| / (1 − ρ)` in current
     /// units.
@@ -467,7 +538,7 @@ impl LiveScores {
             if self.withdrawn.contains(&(p as u32)) {
                 continue;
             }
-            for &(b, v) in self.driver.row(p as u32) {
+            for (b, v) in self.driver.row(p as u32) {
                 if !v.is_zero() {
                     out.push(((*id, self.brands[b as usize]), v.times(&factor)));
                 }

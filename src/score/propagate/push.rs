@@ -59,6 +59,45 @@
 //!
 //! Then push as usual. The new residual entries may exceed `tol`; the push
 //! settles them, so the same error bound holds after every operation.
+//!
+//! **Lazy audience spill** (issue #11, item 3; on when [`IncrementalRelspace::set_wide`]
+//! names a follower count). A push at a person `p` with a wide audience
+//! (at least that many followers) would send `α_f F[f,p] r` to every
+//! follower `f`, and each of those crossing `tol` is pushed in turn: on the
+//! generated mix that fan-out was 89 % of the visits and most of the pushes
+//! (ARCHITECTURE.md, "Live series"). Instead it adds `r` to a pending amount
+//! `P(p,b)` and spreads only the association part. Write `A` for the
+//! audience part of `αM` from the columns of pending people,
+//! `(AP)(f,b) = α_f Σ_p F[f,p] P(p,b)`. The invariant becomes
+//!
+//! `exact = s + Σ_k (αM)^k (r + AP)`,
+//!
+//! which the deferred push keeps: with `s' = s + r e`, `P' = P + r e`,
+//! `r' = r − r e + (assoc part of αM r e)`, we get
+//! `r' + AP' = r + AP − r e + αM r e = x − s' + αM s'`.
+//! Readers see `v = s + AP`: `s` plus the **first hop** of the pending
+//! amounts, summed per `(f, b)` over `f`'s followees `p` ascending
+//! ([`IncrementalRelspace::row`], `score`, `scores`, the moves). So
+//! `exact − v = Σ_k (αM)^k (r + αM·AP)` and
+//!
+//! `‖exact − v‖ ≤ (‖r‖ + ‖αM·AP‖) / (1 − ρ)`,
+//!
+//! where `‖αM y‖` (with `y = AP`) is at most
+//! `max_h (Σ_g α_f F[h,g] ‖y_g‖ + Σ_b α_a ā[h,b] ‖y_h‖)` and
+//! `‖y_g‖ ≤ Σ_p α_f F[g,p] Σ_b |P(p,b)|`; only followers `g` with
+//! followers or associations of their own enter it (a follower who spreads
+//! nothing further has its exact first hop and no tail).
+//! [`IncrementalRelspace::deferred_bound`] computes that term and
+//! [`IncrementalRelspace::error_bound`] adds it. Edge changes:
+//! `r' = x − s' + αM's − A'P`, so a follow change at `q` adds
+//! `α_f Σ_p (F' − F)[q,p] (s − P)(p,·)` (what the followees have
+//! delivered, `audience_of`); association changes do not touch `A`. A
+//! flush ([`IncrementalRelspace::flush_pending`]) moves `AP` into `r` (the
+//! invariant's `r + AP` is unchanged) and settles: the series and bound of
+//! the eager driver. The caller decides when, at canonical points
+//! (`score::live`: when the deferred term passes a budget, checked every
+//! `CHECK_EVERY` canonical positions; a checkpoint build clears it too,
+//! being a batch), so the bits remain a function of the operations.
 
 use std::collections::VecDeque;
 
@@ -98,6 +137,13 @@ pub struct PushStats {
     pub pushes: usize,
     /// Neighbour entries the pushes touched.
     pub visits: usize,
+    /// Of `visits`, the followers reached by pushes at people with at least
+    /// the driver's wide audience ([`IncrementalRelspace::set_wide`]): the
+    /// audience fan-out of people with large audiences.
+    pub fanout_visits: usize,
+    /// Pushes whose audience spill was left pending (module docs, "Lazy
+    /// audience spill").
+    pub deferred: usize,
 }
 
 /// What one relationship carries: a single number (one component, `f64`)
@@ -243,6 +289,15 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// changed, with its value before the first change: what the change
     /// feed reads (`crate::feed`), gathered where the pushes already are.
     moves: Option<rustc_hash::FxHashMap<(u32, u32), V>>,
+    /// People with at least this many followers have a wide audience
+    /// ([`Self::set_wide`]); `usize::MAX`: nobody.
+    wide: usize,
+    /// `P`: per person, `(brand, amount)` ascending brand, what pushes at a
+    /// wide person moved into `s` without spreading it to the followers yet
+    /// (module docs, "Lazy audience spill"). Empty rows for everyone else.
+    pending: Vec<Vec<(u32, V)>>,
+    /// The people with a non-empty `pending` row, ascending.
+    pending_people: std::collections::BTreeSet<u32>,
 }
 
 fn validate<V: Value>(alpha_f: f64, alpha_a: f64, tol: &V::Tol) -> Result<(), IncrementalError> {
@@ -325,6 +380,9 @@ impl<V: Value> IncrementalRelspace<V> {
             queue: VecDeque::new(),
             held: false,
             moves: None,
+            wide: usize::MAX,
+            pending: vec![Vec::new(); people],
+            pending_people: Default::default(),
         })
     }
 
@@ -400,6 +458,16 @@ impl<V: Value> IncrementalRelspace<V> {
         self.held = true;
     }
 
+    /// People with at least `followers` followers have a wide audience.
+    pub fn set_wide(&mut self, followers: usize) {
+        self.wide = followers;
+    }
+
+    /// Person `p`'s follower count.
+    pub fn audience(&self, p: u32) -> usize {
+        self.followers.get(p as usize).map_or(0, Vec::len)
+    }
+
     /// Starts recording which entries of `s` settles change (and their
     /// values before), until [`Self::take_moves`].
     pub fn track_moves(&mut self) {
@@ -414,7 +482,8 @@ impl<V: Value> IncrementalRelspace<V> {
             .take()
             .unwrap_or_default()
             .into_iter()
-            .map(|((p, b), before)| (p, b, before, value_at(&self.scores[p as usize], b)))
+            .map(|((p, b), before)| (p, b, before, self.visible(p, b)))
+            .filter(|(_, _, before, after)| before != after)
             .collect();
         moves.sort_unstable_by_key(|m| (m.0, m.1));
         moves
@@ -479,6 +548,7 @@ impl<V: Value> IncrementalRelspace<V> {
             self.assoc_coef.resize_with(people, Vec::new);
             self.scores.resize_with(people, Vec::new);
             self.residual.resize_with(people, Vec::new);
+            self.pending.resize_with(people, Vec::new);
         }
         self.brands = self.brands.max(brands);
     }
@@ -522,11 +592,72 @@ impl<V: Value> IncrementalRelspace<V> {
             }
             row.retain(|e| !e.value.is_zero());
         }
+        for &p in &self.pending_people {
+            for e in self.pending[p as usize].iter_mut() {
+                e.1 = e.1.times(factor);
+            }
+        }
     }
 
-    /// `s(p,·)` as `(brand, value)`, ascending brand.
-    pub fn row(&self, p: u32) -> &[(u32, V)] {
-        self.scores.get(p as usize).map_or(&[], Vec::as_slice)
+    /// What readers see of person `p`: `s(p,·)` plus the first hop of the
+    /// pending amounts of the people `p` follows (module docs, "Lazy
+    /// audience spill"), as `(brand, value)`, ascending brand.
+    pub fn row(&self, p: u32) -> Vec<(u32, V)> {
+        let Some(scores) = self.scores.get(p as usize) else {
+            return Vec::new();
+        };
+        let pi = p as usize;
+        if self.pending_people.is_empty() {
+            return scores.clone();
+        }
+        let hop = first_hop_row(
+            self.alpha_f,
+            &self.follows[pi],
+            self.attention[pi],
+            &self.pending,
+        );
+        if hop.is_empty() {
+            return scores.clone();
+        }
+        let mut out = Vec::with_capacity(scores.len() + hop.len());
+        let (mut i, mut j) = (0, 0);
+        while i < scores.len() || j < hop.len() {
+            let (b, s, h) = match (scores.get(i), hop.get(j)) {
+                (Some(&(bs, vs)), Some(&(bh, vh))) if bs == bh => {
+                    i += 1;
+                    j += 1;
+                    (bs, Some(vs), Some(vh))
+                }
+                (Some(&(bs, vs)), Some(&(bh, _))) if bs < bh => {
+                    i += 1;
+                    (bs, Some(vs), None)
+                }
+                (Some(&(bs, vs)), None) => {
+                    i += 1;
+                    (bs, Some(vs), None)
+                }
+                (_, Some(&(bh, vh))) => {
+                    j += 1;
+                    (bh, None, Some(vh))
+                }
+                (None, None) => unreachable!(),
+            };
+            out.push((b, combine(s, h).expect("one of them")));
+        }
+        out
+    }
+
+    /// What readers see at `(p, b)` (as [`Self::row`]).
+    fn visible(&self, p: u32, b: u32) -> V {
+        let pi = p as usize;
+        visible_at(
+            self.alpha_f,
+            &self.follows[pi],
+            self.attention[pi],
+            &self.pending,
+            &self.scores[pi],
+            b,
+        )
     }
 
     /// Person `q`'s followees `(p, weight)`, ascending `p`.
@@ -603,11 +734,38 @@ impl<V: Value> IncrementalRelspace<V> {
         let qi = q as usize;
         // α_f Σ_p F[q,p] s(p,·) before the change.
         let before = self.audience_of(q);
+        let hop_before = (self.moves.is_some() && !self.pending_people.is_empty()).then(|| {
+            first_hop_row(
+                self.alpha_f,
+                &self.follows[qi],
+                self.attention[qi],
+                &self.pending,
+            )
+        });
         if !set_sorted(&mut self.follows[qi], p, weight) {
             return Ok(PushStats::default());
         }
         set_sorted(&mut self.followers[p as usize], q, weight);
         self.attention[qi] = self.follows[qi].iter().map(|e| e.1).sum();
+        // q's first hop of pending amounts moves with its attention row.
+        if let Some(hop_before) = hop_before {
+            let hop = first_hop_row(
+                self.alpha_f,
+                &self.follows[qi],
+                self.attention[qi],
+                &self.pending,
+            );
+            let scores = &self.scores[qi];
+            let moves = self.moves.as_mut().expect("checked");
+            for &(b, _) in hop_before.iter().chain(&hop) {
+                moves.entry((q, b)).or_insert_with(|| {
+                    let at = |row: &[(u32, V)]| {
+                        row.binary_search_by_key(&b, |e| e.0).ok().map(|i| row[i].1)
+                    };
+                    combine(at(scores), at(&hop_before)).unwrap_or(V::ZERO)
+                });
+            }
+        }
         let after = self.audience_of(q);
         // r(q,b) += after(b) - before(b), brands ascending.
         let (mut i, mut j) = (0, 0);
@@ -688,11 +846,12 @@ impl<V: Value> IncrementalRelspace<V> {
         Ok(self.settle_unless_held())
     }
 
-    /// `s` as `((person, brand), value)`, sorted, non-zero entries only.
+    /// What readers see ([`Self::row`]) as `((person, brand), value)`,
+    /// sorted, non-zero entries only.
     pub fn scores(&self) -> Vec<((u32, u32), V)> {
         let mut out = Vec::new();
-        for (p, row) in self.scores.iter().enumerate() {
-            for &(b, v) in row {
+        for p in 0..self.people() {
+            for (b, v) in self.row(p as u32) {
                 if !v.is_zero() {
                     out.push(((p as u32, b), v));
                 }
@@ -701,11 +860,13 @@ impl<V: Value> IncrementalRelspace<V> {
         out
     }
 
-    /// `s(p,b)` (0 when absent or out of range).
+    /// What readers see at `(p, b)` ([`Self::row`]; 0 when absent or out of
+    /// range).
     pub fn score(&self, p: u32, b: u32) -> V {
-        self.scores
-            .get(p as usize)
-            .map_or(V::ZERO, |row| value_at(row, b))
+        if p as usize >= self.people() {
+            return V::ZERO;
+        }
+        self.visible(p, b)
     }
 
     /// `Σ |r|` over every entry, per lane.
@@ -722,8 +883,9 @@ impl<V: Value> IncrementalRelspace<V> {
     /// Bound on `max_(p,b) |exact - s|` per lane: `max_p Σ_b |r(p,b)| /
     /// (1 - ρ)` (module docs), at most `B·tol / (1 - ρ)`.
     pub fn error_bound(&self) -> V {
-        self.worst_residual_row()
-            .scaled(1.0 / (1.0 - self.alpha_f - self.alpha_a))
+        let mut numerator = self.worst_residual_row();
+        numerator.add(&self.deferred_bound());
+        numerator.scaled(1.0 / (1.0 - self.alpha_f - self.alpha_a))
     }
 
     /// Stored follow edges.
@@ -750,8 +912,15 @@ impl<V: Value> IncrementalRelspace<V> {
         }
         for &(p, w) in &self.follows[qi] {
             let c = attention_share(self.alpha_f, w, attention);
+            let pending = &self.pending[p as usize];
             for &(b, v) in &self.scores[p as usize] {
-                add_sorted(&mut acc, b, v.scaled(c));
+                // Only what `p` has spread: `s − P` (module docs, "Lazy
+                // audience spill"); `s` itself when nothing is pending.
+                let delivered = match pending.binary_search_by_key(&b, |e| e.0) {
+                    Ok(i) => v.minus(&pending[i].1),
+                    Err(_) => v,
+                };
+                add_sorted(&mut acc, b, delivered.scaled(c));
             }
         }
         acc
@@ -795,6 +964,7 @@ impl<V: Value> IncrementalRelspace<V> {
         let Self {
             alpha_f,
             tol,
+            follows,
             followers,
             attention,
             assoc_coef,
@@ -802,9 +972,12 @@ impl<V: Value> IncrementalRelspace<V> {
             residual,
             queue,
             moves,
+            wide,
+            pending,
+            pending_people,
             ..
         } = self;
-        let (alpha_f, tol) = (*alpha_f, *tol);
+        let (alpha_f, tol, wide) = (*alpha_f, *tol, *wide);
         // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
         let bump = |residual: &mut Vec<Vec<Res<V>>>,
                     queue: &mut VecDeque<(u32, u32)>,
@@ -847,25 +1020,180 @@ impl<V: Value> IncrementalRelspace<V> {
                 continue;
             }
             row.remove(i);
+            let lazy = followers[qi].len() >= wide;
             if let Some(moves) = moves.as_mut() {
-                moves
-                    .entry((q, b))
-                    .or_insert_with(|| value_at(&scores[qi], b));
+                let seen = |f: u32| {
+                    let fi = f as usize;
+                    visible_at(
+                        alpha_f,
+                        &follows[fi],
+                        attention[fi],
+                        pending,
+                        &scores[fi],
+                        b,
+                    )
+                };
+                moves.entry((q, b)).or_insert_with(|| seen(q));
+                if lazy {
+                    // The first hop of every follower moves with `P(q,b)`.
+                    for &(f, _) in &followers[qi] {
+                        moves.entry((f, b)).or_insert_with(|| seen(f));
+                    }
+                }
             }
             add_sorted(&mut scores[qi], b, r);
             stats.pushes += 1;
+            // Lazy audience spill (module docs): a wide person's share for
+            // the followers waits in `P(q,b)`, read as their first hop.
+            let audience: &[(u32, f64)] = if lazy {
+                if pending[qi].is_empty() {
+                    pending_people.insert(q);
+                }
+                add_sorted(&mut pending[qi], b, r);
+                stats.deferred += 1;
+                &[]
+            } else {
+                &followers[qi]
+            };
             spread(
                 alpha_f,
                 (q, b),
                 r,
-                &followers[qi],
+                audience,
                 |f| attention[f as usize],
                 &assoc_coef[qi],
                 |p, b2, v| bump(residual, queue, p, b2, v),
             );
-            stats.visits += followers[qi].len() + assoc_coef[qi].len();
+            stats.visits += audience.len() + assoc_coef[qi].len();
+            if followers[qi].len() >= wide {
+                stats.fanout_visits += audience.len();
+            }
         }
         stats
+    }
+
+    /// Spreads every pending amount to the followers (module docs, "Lazy
+    /// audience spill"): `r(f,b) += α_f F[f,p] P(p,b)` for each follower
+    /// `f` of each person `p` with `P(p,b) ≠ 0` (people, then brands,
+    /// then followers ascending), `P = 0`; then settles unless held. Readers
+    /// see the same values before and after, but for the pushes' downstream
+    /// (the deferred part of the bound, which this clears).
+    pub fn flush_pending(&mut self) -> PushStats {
+        let mut stats = PushStats::default();
+        let people: Vec<u32> = std::mem::take(&mut self.pending_people)
+            .into_iter()
+            .collect();
+        for p in people {
+            let pi = p as usize;
+            if let Some(moves) = self.moves.as_mut() {
+                for &(b, _) in &self.pending[pi] {
+                    for &(f, _) in &self.followers[pi] {
+                        let fi = f as usize;
+                        moves.entry((f, b)).or_insert_with(|| {
+                            visible_at(
+                                self.alpha_f,
+                                &self.follows[fi],
+                                self.attention[fi],
+                                &self.pending,
+                                &self.scores[fi],
+                                b,
+                            )
+                        });
+                    }
+                }
+            }
+            let row = std::mem::take(&mut self.pending[pi]);
+            for &(b, amount) in &row {
+                // Sent in `spread`'s order, as a push would.
+                let mut sends = Vec::with_capacity(self.followers[pi].len());
+                spread(
+                    self.alpha_f,
+                    (p, b),
+                    amount,
+                    &self.followers[pi],
+                    |f| self.attention[f as usize],
+                    &[] as &[(u32, f64)],
+                    |f, b, v| sends.push((f, b, v)),
+                );
+                stats.visits += self.followers[pi].len();
+                stats.fanout_visits += self.followers[pi].len();
+                for (f, b, v) in sends {
+                    self.add_residual(f, b, v);
+                    self.enqueue_if_above(f, b);
+                }
+            }
+        }
+        let settled = self.settle_unless_held();
+        stats.pushes += settled.pushes;
+        stats.visits += settled.visits;
+        stats.fanout_visits += settled.fanout_visits;
+        stats.deferred += settled.deferred;
+        stats
+    }
+
+    /// Per lane, the part of the error bound's numerator the pending
+    /// amounts add (module docs, "Lazy audience spill"): a bound on
+    /// `‖αM y‖`, `y = A P` the first hop readers add. Per person `g`,
+    /// `‖y_g‖ ≤ Σ_p α_f F[g,p] Σ_b |P(p,b)|`; per person `h`,
+    /// `Σ_b |(αM y)(h,b)| ≤ Σ_g α_f F[h,g] ‖y_g‖ + (Σ_b α_a ā[h,b]) ‖y_h‖`;
+    /// the bound is the largest of those. Only followers of wide people
+    /// who have followers or associations themselves count: the others
+    /// spread nothing further, so their first hop is all there is. Zero
+    /// when nothing is pending.
+    pub fn deferred_bound(&self) -> V {
+        if self.pending_people.is_empty() {
+            return V::ZERO;
+        }
+        let norm = |row: &[(u32, V)]| {
+            let mut n = V::ZERO;
+            for e in row {
+                let mut a = V::ZERO;
+                a.max_abs(&e.1);
+                n.add(&a);
+            }
+            n
+        };
+        // ‖y_g‖, for the followers g that spread further.
+        let mut y: rustc_hash::FxHashMap<u32, V> = Default::default();
+        for &p in &self.pending_people {
+            let n = norm(&self.pending[p as usize]);
+            for &(g, w) in &self.followers[p as usize] {
+                let gi = g as usize;
+                let att = self.attention[gi];
+                if att <= 0.0 || (self.followers[gi].is_empty() && self.assoc_coef[gi].is_empty()) {
+                    continue;
+                }
+                y.entry(g)
+                    .or_insert(V::ZERO)
+                    .add(&n.scaled(attention_share(self.alpha_f, w, att)));
+            }
+        }
+        // Σ_b |(αM y)(h,b)| per person h reached, g ascending: the sums'
+        // bits decide flushes, so their order is fixed.
+        let mut z: rustc_hash::FxHashMap<u32, V> = Default::default();
+        let mut y: Vec<(u32, V)> = y.into_iter().collect();
+        y.sort_unstable_by_key(|e| e.0);
+        for &(g, ref yg) in &y {
+            let gi = g as usize;
+            for &(h, w) in &self.followers[gi] {
+                let att = self.attention[h as usize];
+                if att <= 0.0 {
+                    continue;
+                }
+                z.entry(h)
+                    .or_insert(V::ZERO)
+                    .add(&yg.scaled(attention_share(self.alpha_f, w, att)));
+            }
+            let share: f64 = self.assoc_coef[gi].iter().map(|e| e.1).sum();
+            if share > 0.0 {
+                z.entry(g).or_insert(V::ZERO).add(&yg.scaled(share));
+            }
+        }
+        let mut bound = V::ZERO;
+        for v in z.values() {
+            bound.max_abs(v);
+        }
+        bound
     }
 
     fn check_person(&self, p: u32) -> Result<(), IncrementalError> {
@@ -891,6 +1219,87 @@ impl<V: Value> IncrementalRelspace<V> {
     fn check_entry(&self, p: u32, b: u32) -> Result<(), IncrementalError> {
         self.check_person(p)?;
         self.check_brand(b)
+    }
+}
+
+/// The first hop of the pending amounts at `(f, b)`: `Σ_p α_f F[f,p]
+/// P(p,b)` over `f`'s followees `p` ascending (module docs, "Lazy audience
+/// spill"); `None` when no followee has `P(p,b)`. The same additions in the
+/// same order as [`first_hop_row`].
+fn first_hop_at<V: Value>(
+    alpha_f: f64,
+    follows: &[(u32, f64)],
+    attention: f64,
+    pending: &[Vec<(u32, V)>],
+    b: u32,
+) -> Option<V> {
+    if attention <= 0.0 {
+        return None;
+    }
+    let mut acc: Option<V> = None;
+    for &(p, w) in follows {
+        let row = &pending[p as usize];
+        if let Ok(i) = row.binary_search_by_key(&b, |e| e.0) {
+            let v = row[i].1.scaled(attention_share(alpha_f, w, attention));
+            match acc.as_mut() {
+                Some(a) => a.add(&v),
+                None => acc = Some(v),
+            }
+        }
+    }
+    acc
+}
+
+/// [`first_hop_at`] for every brand: `(brand, amount)` ascending brand.
+fn first_hop_row<V: Value>(
+    alpha_f: f64,
+    follows: &[(u32, f64)],
+    attention: f64,
+    pending: &[Vec<(u32, V)>],
+) -> Vec<(u32, V)> {
+    let mut acc = Vec::new();
+    if attention <= 0.0 {
+        return acc;
+    }
+    for &(p, w) in follows {
+        let row = &pending[p as usize];
+        if row.is_empty() {
+            continue;
+        }
+        let c = attention_share(alpha_f, w, attention);
+        for &(b, v) in row {
+            add_sorted(&mut acc, b, v.scaled(c));
+        }
+    }
+    acc
+}
+
+/// What readers see at `(f, b)`: `s(f,b)` plus the first hop of the pending
+/// amounts (zero when neither).
+fn visible_at<V: Value>(
+    alpha_f: f64,
+    follows: &[(u32, f64)],
+    attention: f64,
+    pending: &[Vec<(u32, V)>],
+    scores: &[(u32, V)],
+    b: u32,
+) -> V {
+    let s = scores
+        .binary_search_by_key(&b, |e| e.0)
+        .ok()
+        .map(|i| scores[i].1);
+    combine(s, first_hop_at(alpha_f, follows, attention, pending, b)).unwrap_or(V::ZERO)
+}
+
+/// `s + hop`, either absent.
+fn combine<V: Value>(s: Option<V>, hop: Option<V>) -> Option<V> {
+    match (s, hop) {
+        (Some(mut s), Some(h)) => {
+            s.add(&h);
+            Some(s)
+        }
+        (s, None) => s,
+        (None, h) => h,
     }
 }
 
@@ -977,5 +1386,101 @@ mod tests {
         assert!((inc.score(0, 0) - s0).abs() < 1e-12);
         assert!((inc.score(0, 1) - 0.2 * s0).abs() < 1e-12);
         assert!(inc.residual_l1() <= 2e-14);
+    }
+
+    /// A star: person 0 followed by 1..=n, who are followed by n+1 (so
+    /// they spread further); brand 0 associated with person 1.
+    fn star(n: u32, wide: usize) -> IncrementalRelspace<f64> {
+        let mut follows: Vec<(u32, u32, f64)> = (1..=n).map(|f| (f, 0, 1.0 + f as f64)).collect();
+        follows.extend((1..=n).map(|f| (n + 1, f, 1.0)));
+        let (mut inc, _) = IncrementalRelspace::from_inputs(
+            n as usize + 2,
+            2,
+            0.12,
+            0.35,
+            1e-9,
+            &follows,
+            &[(1, 1, 0.5)],
+            &[],
+        )
+        .unwrap();
+        inc.set_wide(wide);
+        inc
+    }
+
+    #[test]
+    fn a_wide_audience_defers_its_spill_and_readers_see_the_first_hop() {
+        let (mut lazy, mut eager) = (star(40, 10), star(40, usize::MAX));
+        let stats = lazy.add_impulse(0, 0, 1.0).unwrap();
+        eager.add_impulse(0, 0, 1.0).unwrap();
+        // One push at the wide person, none at its followers.
+        assert_eq!((stats.pushes, stats.deferred), (1, 1));
+        // The first hop is read exactly; what is missing is its downstream,
+        // within the bound.
+        let bound = lazy.error_bound() + eager.error_bound();
+        let mut worst = 0.0f64;
+        for p in 0..42 {
+            for b in 0..2 {
+                worst = worst.max((lazy.score(p, b) - eager.score(p, b)).abs());
+            }
+        }
+        assert!(worst > 0.0 && worst <= bound, "{worst} > {bound}");
+        for f in 2..=40 {
+            assert_eq!(lazy.score(f, 0), eager.score(f, 0), "follower {f}");
+        }
+        // A flush spreads it: the same series as the eager driver, to
+        // within the tolerance's bound.
+        lazy.flush_pending();
+        assert_eq!(lazy.deferred_bound(), 0.0);
+        for p in 0..42 {
+            for b in 0..2 {
+                let gap = (lazy.score(p, b) - eager.score(p, b)).abs();
+                assert!(gap <= lazy.error_bound() + eager.error_bound());
+            }
+        }
+    }
+
+    #[test]
+    fn a_follow_changed_while_spill_is_pending_keeps_the_series_exact() {
+        // The edge-change residual takes `s − P` of the followees: after
+        // any mix of follows and a flush, the lazy driver is the eager one
+        // to within both bounds.
+        let (mut lazy, mut eager) = (star(40, 10), star(40, usize::MAX));
+        for inc in [&mut lazy, &mut eager] {
+            inc.add_impulse(0, 0, 1.0).unwrap();
+            inc.set_follow(3, 0, None).unwrap();
+            inc.set_follow(41, 0, Some(2.0)).unwrap();
+            inc.add_impulse(0, 1, -0.5).unwrap();
+            inc.set_follow(5, 0, Some(0.1)).unwrap();
+        }
+        let check = |lazy: &IncrementalRelspace<f64>, eager: &IncrementalRelspace<f64>| {
+            let bound = lazy.error_bound() + eager.error_bound();
+            for p in 0..42 {
+                for b in 0..2 {
+                    let gap = (lazy.score(p, b) - eager.score(p, b)).abs();
+                    assert!(gap <= bound, "({p},{b}): {gap} > {bound}");
+                }
+            }
+        };
+        check(&lazy, &eager);
+        lazy.flush_pending();
+        check(&lazy, &eager);
+    }
+
+    #[test]
+    fn the_moves_of_a_deferred_push_name_every_follower_reached() {
+        let mut inc = star(40, 10);
+        inc.add_impulse(0, 0, 1.0).unwrap();
+        let before: Vec<f64> = (0..42).map(|p| inc.score(p, 0)).collect();
+        inc.track_moves();
+        inc.add_impulse(0, 0, 0.5).unwrap();
+        let moves = inc.take_moves();
+        // The author and each of its 40 followers, before and after as read.
+        let moved: Vec<u32> = moves.iter().filter(|m| m.1 == 0).map(|m| m.0).collect();
+        assert_eq!(moved, (0..=40).collect::<Vec<_>>());
+        for (p, b, was, now) in moves {
+            assert_eq!(was, if b == 0 { before[p as usize] } else { was });
+            assert_eq!(now, inc.score(p, b));
+        }
     }
 }
