@@ -137,7 +137,6 @@ fn main() -> anyhow::Result<()> {
         "deferred_per_event={:.1}",
         (after.deferred - before.deferred) as f64 / n as f64
     );
-    println!("flushes={}", after.flushes - before.flushes);
     println!(
         "build_share={:.3}",
         if total_us > 0.0 {

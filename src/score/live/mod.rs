@@ -715,11 +715,6 @@ impl LiveSeries {
                 } => live.grant(person, follows, associations, impulses),
             }
         }
-        // The pending spill (lazy audience spill) is flushed only at
-        // canonical positions, as part of that event's settle.
-        if (event.index + 1).is_multiple_of(scores::CHECK_EVERY) {
-            live.flush_over_budget();
-        }
         live.end_event()
     }
 

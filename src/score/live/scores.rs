@@ -39,19 +39,6 @@ pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
 /// their followers most of the pushes.
 pub const WIDE_AUDIENCE: usize = 256;
 
-/// The pending spill's part of the error bound, in units of the model's
-/// tolerance, past which it is flushed (checked every `CHECK_EVERY`
-/// canonical positions): 500 tolerances, 0.05 raw, at most 0.63 points
-/// near 50 with the default model (the bound without it is at most
-/// `B · tol / (1 − ρ)`, about 94 tolerances with 50 brands), half the
-/// drift check's `MAX_ERROR_TOLERANCES`, so a flush comes before a
-/// rebuild. Measured on `benches/live.sh`'s stream (ARCHITECTURE.md,
-/// "Live series"): pushes per event 3,202 at 100 tolerances (a flush at
-/// nearly every check), 1,373 at 300, 206 at 1,000 (none); the pending
-/// part there stays between 0 and 0.034 raw within a checkpoint's 128
-/// events, which the checkpoint's batch build then clears.
-pub const DEFERRED_BUDGET_TOLERANCES: f64 = 500.0;
-
 /// Work the live state has done, for `rescore` and the benches.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LiveStats {
@@ -61,15 +48,13 @@ pub struct LiveStats {
     pub pushes: u64,
     /// Neighbour entries pushes touched.
     pub visits: u64,
-    /// Of `visits`, followers reached by spreads from people with a wide
-    /// audience (at least [`WIDE_AUDIENCE`] followers): flushes.
+    /// Of `visits`, followers reached at once by pushes at people with a
+    /// wide audience (at least [`WIDE_AUDIENCE`] followers): those who
+    /// spread further.
     pub fanout_visits: u64,
     /// Pushes at people with a wide audience whose audience spill was left
     /// pending (lazy audience spill, `propagate::push`).
     pub deferred: u64,
-    /// Flushes of the pending spill (its part of the bound past
-    /// [`DEFERRED_BUDGET_TOLERANCES`]).
-    pub flushes: u64,
     /// Checkpoints built (every `CHECKPOINT_EVENTS` events, plus drift rebuilds).
     pub builds: u64,
     /// Rebuilds because the residual passed the bound.
@@ -478,32 +463,6 @@ impl LiveScores {
         }
         for (brand, c, amount, t) in impulses {
             self.impulse(person, brand, *c, *amount, *t);
-        }
-    }
-
-    /// The pending spill's part of [`Self::error_bound`] (lazy audience
-    /// spill, `propagate::push`), raw units at the latest event.
-    pub fn deferred_bound(&self) -> f64 {
-        let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
-            return 0.0;
-        };
-        let now = self.factors(seconds_between(origin, latest), -1.0);
-        let rho = self.model.propagation.audience + self.model.propagation.association;
-        let bound = self.driver.deferred_bound();
-        bound.iter().zip(now).map(|(b, f)| b * f).sum::<f64>() / (1.0 - rho)
-    }
-
-    /// Flushes the pending spill when its part of the bound is past
-    /// [`DEFERRED_BUDGET_TOLERANCES`]; called within an event (between
-    /// [`Self::begin_event`] and [`Self::end_event`], which settles it) at
-    /// canonical positions only, so the bits stay a function of the
-    /// events.
-    pub(crate) fn flush_over_budget(&mut self) {
-        if self.deferred_bound() > DEFERRED_BUDGET_TOLERANCES * self.model.live_tolerance {
-            let stats = self.driver.flush_pending();
-            self.stats.flushes += 1;
-            self.stats.visits += stats.visits as u64;
-            self.stats.fanout_visits += stats.fanout_visits as u64;
         }
     }
 
