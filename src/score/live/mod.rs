@@ -57,14 +57,13 @@
 //!
 //! **Lazy audience spill** (`propagate::push`; issue #11, item 3). A push
 //! at a person with at least `WIDE_AUDIENCE` followers leaves the spill to
-//! the followers pending; readers ([`LiveScores::components_at`],
-//! [`LiveAt::row`], the moves) add it as the followers' first hop, and the
-//! bound ([`LiveScores::error_bound`]) counts what it has not reached
-//! beyond them. It is flushed (spread and pushed) when that part of the
-//! bound passes `DEFERRED_BUDGET_TOLERANCES`, checked at canonical
-//! positions (every `CHECK_EVERY`-th event, within that event's settle: its
-//! movement records what the flush moved), and cleared by every checkpoint
-//! build. So the bits stay a function of the events.
+//! the followers who spread nothing further (no followers, no associations)
+//! pending, and sends it at once to the others; readers
+//! ([`LiveScores::components_at`], [`LiveAt::row`], the moves) add the
+//! pending amounts as the first hop of those followers, which is all they
+//! have, so the series and its bound are the eager driver's: no flush. A
+//! follower who starts to spread takes its first hop into its residual.
+//! Every checkpoint build starts with nothing pending.
 //!
 //! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
 //! canonical order, so the check is deterministic too), the worst residual

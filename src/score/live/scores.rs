@@ -32,8 +32,9 @@ pub(crate) const CHECK_EVERY: u32 = 16;
 pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
 
 /// Followers from which a person's audience is wide: pushes at such a
-/// person leave the audience spill pending (lazy audience spill,
-/// `propagate::push`), readers add it as the followers' first hop.
+/// person leave the audience spill to the followers who spread nothing
+/// further pending (lazy audience spill, `propagate::push`), readers add
+/// it as their first hop.
 /// Measured (`benches/live.sh`, ARCHITECTURE.md "Live series"): people
 /// with 256 followers or more made 89 % of the visits, and the pushes at
 /// their followers most of the pushes.

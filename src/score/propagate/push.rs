@@ -65,39 +65,46 @@
 //! (at least that many followers) would send `α_f F[f,p] r` to every
 //! follower `f`, and each of those crossing `tol` is pushed in turn: on the
 //! generated mix that fan-out was 89 % of the visits and most of the pushes
-//! (ARCHITECTURE.md, "Live series"). Instead it adds `r` to a pending amount
-//! `P(p,b)` and spreads only the association part. Write `A` for the
-//! audience part of `αM` from the columns of pending people,
-//! `(AP)(f,b) = α_f Σ_p F[f,p] P(p,b)`. The invariant becomes
+//! (ARCHITECTURE.md, "Live series"). Most followers spread nothing further
+//! (no followers, no associations of their own: 84 % of the followers of
+//! wide people in a 200,000-event `fusion generate` stream), so their value
+//! is their own `s` plus what reaches them, and nothing downstream needs
+//! it. So a push at a wide person adds `r` to a pending amount `P(p,b)` for
+//! those followers (`L`, the people who do not spread) and sends at once
+//! only to the followers who spread (`spreading_followers`) and along the
+//! associations. Write `A_L` for the audience part of `αM` from the
+//! columns of pending people restricted to the rows of `L`,
+//! `(A_L P)(f,b) = α_f Σ_p F[f,p] P(p,b)` for `f ∈ L`, 0 otherwise. The
+//! invariant becomes
 //!
-//! `exact = s + Σ_k (αM)^k (r + AP)`,
+//! `exact = s + Σ_k (αM)^k (r + A_L P)`,
 //!
 //! which the deferred push keeps: with `s' = s + r e`, `P' = P + r e`,
-//! `r' = r − r e + (assoc part of αM r e)`, we get
-//! `r' + AP' = r + AP − r e + αM r e = x − s' + αM s'`.
-//! Readers see `v = s + AP`: `s` plus the **first hop** of the pending
-//! amounts, summed per `(f, b)` over `f`'s followees `p` ascending
-//! ([`IncrementalRelspace::row`], `score`, `scores`, the moves). So
-//! `exact − v = Σ_k (αM)^k (r + αM·AP)` and
+//! `r' = r − r e + (αM − A_L) r e`, we get
+//! `r' + A_L P' = r + A_L P − r e + αM r e = x − s' + αM s'`.
+//! Readers see `v = s + A_L P`: for a person in `L`, `s` plus the **first
+//! hop** of the pending amounts, summed per `(f, b)` over `f`'s followees
+//! `p` ascending ([`IncrementalRelspace::row`], `score`, `scores`, the
+//! moves); for the others `s`. Since a row of `L` spreads nothing,
+//! `αM A_L P = 0`, so `exact − v = Σ_k (αM)^k r`: **the eager driver's
+//! bound, exactly**, with no flush and no budget
+//! ([`IncrementalRelspace::error_bound`]). (Task h34 deferred the spill to
+//! every follower and bounded the missing downstream; the bound widened
+//! from 0.0078 to 0.025 raw and actual gaps reached 0.2 points.)
 //!
-//! `‖exact − v‖ ≤ (‖r‖ + ‖αM·AP‖) / (1 − ρ)`,
-//!
-//! where `‖αM y‖` (with `y = AP`) is at most
-//! `max_h (Σ_g α_f F[h,g] ‖y_g‖ + Σ_b α_a ā[h,b] ‖y_h‖)` and
-//! `‖y_g‖ ≤ Σ_p α_f F[g,p] Σ_b |P(p,b)|`; only followers `g` with
-//! followers or associations of their own enter it (a follower who spreads
-//! nothing further has its exact first hop and no tail).
-//! [`IncrementalRelspace::deferred_bound`] computes that term and
-//! [`IncrementalRelspace::error_bound`] adds it. Edge changes:
-//! `r' = x − s' + αM's − A'P`, so a follow change at `q` adds
+//! `L` only shrinks: a person who gains a first follower or association
+//! starts to spread ([`IncrementalRelspace`]'s `start_spreading`): its
+//! first hop leaves `A_L P` and is added to `r(f,·)` (the sum
+//! `r + A_L P` unchanged), and its wide followees' pushes reach it at
+//! once from then on. A person who loses them stays out of `L` (exact
+//! either way; a build starts `L` again from the graph). Edge changes:
+//! `r' = x − s' + αM's − A'_L P`, so a follow change at `q ∈ L` adds
 //! `α_f Σ_p (F' − F)[q,p] (s − P)(p,·)` (what the followees have
-//! delivered, `audience_of`); association changes do not touch `A`. A
-//! flush ([`IncrementalRelspace::flush_pending`]) moves `AP` into `r` (the
-//! invariant's `r + AP` is unchanged) and settles: the series and bound of
-//! the eager driver. The caller decides when, at canonical points
-//! (`score::live`: when the deferred term passes a budget, checked every
-//! `CHECK_EVERY` canonical positions; a checkpoint build clears it too,
-//! being a batch), so the bits remain a function of the operations.
+//! delivered to it, `audience_of`), at `q ∉ L` the eager
+//! `α_f Σ_p (F' − F)[q,p] s(p,·)`; association changes do not touch `A`.
+//! All of it happens in the order of the operations, so the bits remain a
+//! function of them; a checkpoint build (a batch) starts with nothing
+//! pending.
 
 use std::collections::VecDeque;
 
