@@ -20,8 +20,10 @@
 //! a copy of its build at the checkpoint (`base`) applies the events since
 //! it again, in canonical order; either way the bits a fresh series of
 //! the refolded log would have. The checkpoint stays every
-//! `CHECKPOINT_EVENTS` positions: on the generated mix 128 events of pushes
-//! cost about a build (ARCHITECTURE.md, "Late events").
+//! `CHECKPOINT_EVENTS` positions: with the exact lazy audience spill 128
+//! events of pushes cost a tenth of a build on the generated mix, but a
+//! longer block makes each late round replay more of them (1,024 measured
+//! and not kept: ARCHITECTURE.md, "Late events").
 //!
 //! **Forward decay.** The graph (follows, associations, consent) is a step
 //! function of time that changes only at events, and decay is a factor per
