@@ -5,7 +5,7 @@
 # batch builds and show in the tail). Prints name=value lines: time per
 # event, pushes per event, and where the cost is (per event type and author
 # audience; the fan-out share of wide audiences; time per push and visit;
-# the share of checkpoint builds in the mean; deferred pushes and flushes of
+# the share of checkpoint builds in the mean; deferred pushes of
 # the lazy audience spill).
 #
 # Usage: benches/live.sh [EVENTS] [K]   (defaults 200000, 500)
