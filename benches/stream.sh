@@ -189,6 +189,17 @@ scenario() {
     echo "${name}_live_builds_discarded=$(awk '$1 == "fusion_live_builds_discarded_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_live_build_mean_s=$(awk '$1 == "fusion_live_build_seconds_sum" { s = $2 } $1 == "fusion_live_build_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_live_resumes=$(awk '$1 == "fusion_live_resumes_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    # Whether the live series kept up: its lag when the stream ended, and
+    # how long it took to catch up after (given up after 60 s).
+    echo "${name}_live_lag_events_end=$(awk '$1 == "fusion_live_lag_events" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    local lag_start lag
+    lag_start=$(date +%s.%N)
+    lag=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "fusion_live_lag_events" { n = $2 } END { print n + 0 }')
+    while [ "$lag" != 0 ] && awk -v s="$lag_start" -v n="$(date +%s.%N)" 'BEGIN { exit !(n - s < 60) }'; do
+        sleep 0.1
+        lag=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "fusion_live_lag_events" { n = $2 } END { print n + 0 }')
+    done
+    echo "${name}_live_catch_up_s=$(awk -v s="$lag_start" -v n="$(date +%s.%N)" -v l="$lag" 'BEGIN { if (l != 0) print "never"; else printf "%.1f", n - s }')"
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

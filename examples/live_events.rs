@@ -5,13 +5,44 @@
 //! without a checkpoint build) and the pushes per event, as `name=value`
 //! lines. Used by `benches/live.sh`.
 //!
+//! Where the cost is (issue #11, item 3), also as `name=value` lines:
+//! - per event type and author audience (the author's follower count in
+//!   the series before the event, bucketed `0`, `1-15`, `16-255`, `256+`),
+//!   the events, pushes, visits and microseconds of the events applied
+//!   alone (`class.<type>.<bucket>.*`);
+//! - the share of visits that are the audience fan-out of people with a
+//!   wide audience (`fanout_visit_share`, `score::live::WIDE_AUDIENCE`);
+//! - time per push and per visit over the events applied alone;
+//! - the share of the mean that checkpoint builds weigh (`build_share`).
+//!
 //! Usage: cargo run --release --example live_events -- FILE [K]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fusion::domain::Logged;
+use fusion::domain::{EntityId, Logged};
 use fusion::score::{ScoreState, ScoringModel};
+
+/// The author audience bucket of a follower count.
+fn bucket(followers: usize) -> &'static str {
+    match followers {
+        0 => "0",
+        1..=15 => "1-15",
+        16..=255 => "16-255",
+        _ => "256+",
+    }
+}
+
+/// Per class: events, pushes, visits, fan-out visits, microseconds.
+#[derive(Default)]
+struct Class {
+    events: u64,
+    pushes: u64,
+    visits: u64,
+    fanout: u64,
+    us: f64,
+}
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -26,9 +57,21 @@ fn main() -> anyhow::Result<()> {
         "{} invalid events",
         checked.rejected.len()
     );
-    let mut events: Vec<_> = checked.good.into_iter().map(|(_, e)| e).collect();
-    events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+    // The author of each event: its `person` field, when it has one.
+    let mut events: Vec<_> = checked
+        .good
+        .into_iter()
+        .map(|(i, e)| {
+            let author = values[i]
+                .get("person")
+                .and_then(|v| v.as_str())
+                .and_then(|s| EntityId::new(s).ok());
+            (e, author)
+        })
+        .collect();
+    events.sort_by(|a, b| (a.0.time, &a.0.id).cmp(&(b.0.time, &b.0.id)));
     let tail = events.split_off(events.len().saturating_sub(k));
+    let events: Vec<_> = events.into_iter().map(|(e, _)| e).collect();
 
     let started = Instant::now();
     let held = events.len() as u64;
@@ -38,30 +81,43 @@ fn main() -> anyhow::Result<()> {
     let mut per_event = Vec::with_capacity(tail.len());
     // Events whose catch-up applied the event alone (no checkpoint build).
     let mut incremental = Vec::with_capacity(tail.len());
-    for (i, event) in tail.into_iter().enumerate() {
+    let mut build_us = 0.0;
+    let mut classes: BTreeMap<(String, &'static str), Class> = BTreeMap::new();
+    for (i, (event, author)) in tail.into_iter().enumerate() {
+        let kind = event.kind.event_type().as_str().to_string();
+        let audience = author
+            .and_then(|a| state.fold().table().get(&a))
+            .map_or(0, |h| state.live().audience(&h));
         // Later than everything before: appended in place.
         let position = held + i as u64;
         assert!(state.apply(vec![Logged { position, event }]));
-        let builds = state.live().stats().builds;
+        let was = state.live().stats();
         let t = Instant::now();
         state.sync_live(|| false);
         let us = t.elapsed().as_secs_f64() * 1e6;
+        let now = state.live().stats();
         per_event.push(us);
-        if state.live().stats().builds == builds {
+        if now.builds == was.builds {
             incremental.push(us);
+            let class = classes.entry((kind, bucket(audience))).or_default();
+            class.events += 1;
+            class.pushes += now.pushes - was.pushes;
+            class.visits += now.visits - was.visits;
+            class.fanout += now.fanout_visits - was.fanout_visits;
+            class.us += us;
+        } else {
+            build_us += us;
         }
     }
     let after = state.live().stats();
+    let total_us: f64 = per_event.iter().sum();
     per_event.sort_by(f64::total_cmp);
     let n = per_event.len().max(1);
     let at = |q: f64| per_event[((n as f64 - 1.0) * q).round() as usize];
     println!("events={}", state.event_count());
     println!("open_s={open_s:.3}");
     println!("appended={}", per_event.len());
-    println!(
-        "live_us_mean={:.0}",
-        per_event.iter().sum::<f64>() / n as f64
-    );
+    println!("live_us_mean={:.0}", total_us / n as f64);
     println!("live_us_p50={:.0}", at(0.5));
     println!("live_us_p99={:.0}", at(0.99));
     println!("live_us_max={:.0}", at(1.0));
@@ -77,5 +133,44 @@ fn main() -> anyhow::Result<()> {
         (after.pushes - before.pushes) as f64 / n as f64
     );
     println!("live_error_bound={:e}", state.live().error_bound());
+    println!(
+        "deferred_per_event={:.1}",
+        (after.deferred - before.deferred) as f64 / n as f64
+    );
+    println!(
+        "build_share={:.3}",
+        if total_us > 0.0 {
+            build_us / total_us
+        } else {
+            0.0
+        }
+    );
+    let sum = |f: fn(&Class) -> f64| classes.values().map(f).sum::<f64>();
+    let (pushes, visits) = (sum(|c| c.pushes as f64), sum(|c| c.visits as f64));
+    let (fanout, us) = (sum(|c| c.fanout as f64), sum(|c| c.us));
+    println!(
+        "incremental_pushes_per_event={:.0}",
+        pushes / incremental.len().max(1) as f64
+    );
+    println!(
+        "incremental_visits_per_event={:.0}",
+        visits / incremental.len().max(1) as f64
+    );
+    println!("fanout_visit_share={:.3}", fanout / visits.max(1.0));
+    println!("us_per_push={:.3}", us / pushes.max(1.0));
+    println!("us_per_visit={:.4}", us / visits.max(1.0));
+    for ((kind, bucket), c) in &classes {
+        let e = c.events as f64;
+        let name = format!("class.{kind}.{bucket}");
+        println!("{name}.events={}", c.events);
+        println!("{name}.pushes_mean={:.0}", c.pushes as f64 / e);
+        println!("{name}.visits_mean={:.0}", c.visits as f64 / e);
+        println!(
+            "{name}.fanout_share={:.3}",
+            c.fanout as f64 / (c.visits as f64).max(1.0)
+        );
+        println!("{name}.us_mean={:.0}", c.us / e);
+        println!("{name}.us_share={:.3}", c.us / us.max(1.0));
+    }
     Ok(())
 }

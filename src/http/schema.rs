@@ -422,6 +422,13 @@ pub struct LiveStats {
     pub operations: u64,
     pub pushes: u64,
     pub visits: u64,
+    /// Of `visits`, followers reached at once by pushes at people with a
+    /// wide audience (those who spread further; the others read the
+    /// pending spill as their first hop).
+    pub fanout_visits: u64,
+    /// Pushes at people with a wide audience whose spill to their followers
+    /// was left pending (read as the followers' first hop).
+    pub deferred: u64,
     pub builds: u64,
     pub recomputes: u64,
 }

@@ -20,8 +20,10 @@
 //! a copy of its build at the checkpoint (`base`) applies the events since
 //! it again, in canonical order; either way the bits a fresh series of
 //! the refolded log would have. The checkpoint stays every
-//! `CHECKPOINT_EVENTS` positions: on the generated mix 128 events of pushes
-//! cost about a build (ARCHITECTURE.md, "Late events").
+//! `CHECKPOINT_EVENTS` positions: with the exact lazy audience spill 128
+//! events of pushes cost a tenth of a build on the generated mix, but a
+//! longer block makes each late round replay more of them (1,024 measured
+//! and not kept: ARCHITECTURE.md, "Late events").
 //!
 //! **Forward decay.** The graph (follows, associations, consent) is a step
 //! function of time that changes only at events, and decay is a factor per
@@ -54,6 +56,16 @@
 //! "Scoring"): no impulses, no follow row (receives no audience spill), no
 //! association row. Withdrawal removes all three from the driver; a new grant
 //! puts back what the state holds then (the deltas carry it).
+//!
+//! **Lazy audience spill** (`propagate::push`; issue #11, item 3). A push
+//! at a person with at least `WIDE_AUDIENCE` followers leaves the spill to
+//! the followers who spread nothing further (no followers, no associations)
+//! pending, and sends it at once to the others; readers
+//! ([`LiveScores::components_at`], [`LiveAt::row`], the moves) add the
+//! pending amounts as the first hop of those followers, which is all they
+//! have, so the series and its bound are the eager driver's: no flush. A
+//! follower who starts to spread takes its first hop into its residual.
+//! Every checkpoint build starts with nothing pending.
 //!
 //! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
 //! canonical order, so the check is deterministic too), the worst residual

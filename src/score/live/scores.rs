@@ -31,6 +31,15 @@ pub(crate) const CHECK_EVERY: u32 = 16;
 /// event time, which no checkpoint interval of ordinary traffic spans.
 pub const RENORMALISE_AFTER_HALF_LIVES: f64 = 64.0;
 
+/// Followers from which a person's audience is wide: pushes at such a
+/// person leave the audience spill to the followers who spread nothing
+/// further pending (lazy audience spill, `propagate::push`), readers add
+/// it as their first hop.
+/// Measured (`benches/live.sh`, ARCHITECTURE.md "Live series"): people
+/// with 256 followers or more made 89 % of the visits, and the pushes at
+/// their followers most of the pushes.
+pub const WIDE_AUDIENCE: usize = 256;
+
 /// Work the live state has done, for `rescore` and the benches.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LiveStats {
@@ -40,6 +49,13 @@ pub struct LiveStats {
     pub pushes: u64,
     /// Neighbour entries pushes touched.
     pub visits: u64,
+    /// Of `visits`, followers reached at once by pushes at people with a
+    /// wide audience (at least [`WIDE_AUDIENCE`] followers): those who
+    /// spread further.
+    pub fanout_visits: u64,
+    /// Pushes at people with a wide audience whose audience spill was left
+    /// pending (lazy audience spill, `propagate::push`).
+    pub deferred: u64,
     /// Checkpoints built (every `CHECKPOINT_EVENTS` events, plus drift rebuilds).
     pub builds: u64,
     /// Rebuilds because the residual passed the bound.
@@ -88,8 +104,9 @@ impl LiveScores {
     pub fn new(model: Arc<ScoringModel>) -> Self {
         let p = model.propagation;
         let tol = [model.live_tolerance; 6];
-        let driver = IncrementalRelspace::new(0, 0, p.audience, p.association, tol)
+        let mut driver = IncrementalRelspace::new(0, 0, p.audience, p.association, tol)
             .expect("the model validates its spill factors and tolerance");
+        driver.set_wide(WIDE_AUDIENCE);
         Self {
             model,
             people: Vec::new(),
@@ -103,6 +120,13 @@ impl LiveScores {
             withdrawn: FxHashSet::default(),
             stats: LiveStats::default(),
         }
+    }
+
+    /// `person`'s follower count in the series (0 when unknown).
+    pub fn audience(&self, person: &Handle) -> usize {
+        self.person_ix
+            .get(person)
+            .map_or(0, |&p| self.driver.audience(p))
     }
 
     /// The work done so far.
@@ -150,6 +174,8 @@ impl LiveScores {
         self.stats.operations += 1;
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
+        self.stats.fanout_visits += stats.fanout_visits as u64;
+        self.stats.deferred += stats.deferred as u64;
     }
 
     /// Starts one event: its operations are applied to the residual and
@@ -172,6 +198,8 @@ impl LiveScores {
         let stats = self.driver.release();
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
+        self.stats.fanout_visits += stats.fanout_visits as u64;
+        self.stats.deferred += stats.deferred as u64;
         let moves = self.driver.take_moves();
         let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
             return Vec::new();
@@ -321,11 +349,14 @@ impl LiveScores {
         )
         .expect("valid inputs");
         this.driver = driver;
+        this.driver.set_wide(WIDE_AUDIENCE);
         this.withdrawn = out;
         this.stats = previous;
         this.stats.builds += 1;
         this.stats.pushes += stats.pushes as u64;
         this.stats.visits += stats.visits as u64;
+        this.stats.fanout_visits += stats.fanout_visits as u64;
+        this.stats.deferred += stats.deferred as u64;
         this
     }
 
@@ -467,7 +498,7 @@ impl LiveScores {
             if self.withdrawn.contains(&(p as u32)) {
                 continue;
             }
-            for &(b, v) in self.driver.row(p as u32) {
+            for (b, v) in self.driver.row(p as u32) {
                 if !v.is_zero() {
                     out.push(((*id, self.brands[b as usize]), v.times(&factor)));
                 }

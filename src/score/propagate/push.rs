@@ -59,6 +59,52 @@
 //!
 //! Then push as usual. The new residual entries may exceed `tol`; the push
 //! settles them, so the same error bound holds after every operation.
+//!
+//! **Lazy audience spill** (issue #11, item 3; on when [`IncrementalRelspace::set_wide`]
+//! names a follower count). A push at a person `p` with a wide audience
+//! (at least that many followers) would send `α_f F[f,p] r` to every
+//! follower `f`, and each of those crossing `tol` is pushed in turn: on the
+//! generated mix that fan-out was 89 % of the visits and most of the pushes
+//! (ARCHITECTURE.md, "Live series"). Most followers spread nothing further
+//! (no followers, no associations of their own: 84 % of the followers of
+//! wide people in a 200,000-event `fusion generate` stream), so their value
+//! is their own `s` plus what reaches them, and nothing downstream needs
+//! it. So a push at a wide person adds `r` to a pending amount `P(p,b)` for
+//! those followers (`L`, the people who do not spread) and sends at once
+//! only to the followers who spread (`spreading_followers`) and along the
+//! associations. Write `A_L` for the audience part of `αM` from the
+//! columns of pending people restricted to the rows of `L`,
+//! `(A_L P)(f,b) = α_f Σ_p F[f,p] P(p,b)` for `f ∈ L`, 0 otherwise. The
+//! invariant becomes
+//!
+//! `exact = s + Σ_k (αM)^k (r + A_L P)`,
+//!
+//! which the deferred push keeps: with `s' = s + r e`, `P' = P + r e`,
+//! `r' = r − r e + (αM − A_L) r e`, we get
+//! `r' + A_L P' = r + A_L P − r e + αM r e = x − s' + αM s'`.
+//! Readers see `v = s + A_L P`: for a person in `L`, `s` plus the **first
+//! hop** of the pending amounts, summed per `(f, b)` over `f`'s followees
+//! `p` ascending ([`IncrementalRelspace::row`], `score`, `scores`, the
+//! moves); for the others `s`. Since a row of `L` spreads nothing,
+//! `αM A_L P = 0`, so `exact − v = Σ_k (αM)^k r`: **the eager driver's
+//! bound, exactly**, with no flush and no budget
+//! ([`IncrementalRelspace::error_bound`]). (Task h34 deferred the spill to
+//! every follower and bounded the missing downstream; the bound widened
+//! from 0.0078 to 0.025 raw and actual gaps reached 0.2 points.)
+//!
+//! `L` only shrinks: a person who gains a first follower or association
+//! starts to spread ([`IncrementalRelspace`]'s `start_spreading`): its
+//! first hop leaves `A_L P` and is added to `r(f,·)` (the sum
+//! `r + A_L P` unchanged), and its wide followees' pushes reach it at
+//! once from then on. A person who loses them stays out of `L` (exact
+//! either way; a build starts `L` again from the graph). Edge changes:
+//! `r' = x − s' + αM's − A'_L P`, so a follow change at `q ∈ L` adds
+//! `α_f Σ_p (F' − F)[q,p] (s − P)(p,·)` (what the followees have
+//! delivered to it, `audience_of`), at `q ∉ L` the eager
+//! `α_f Σ_p (F' − F)[q,p] s(p,·)`; association changes do not touch `A`.
+//! All of it happens in the order of the operations, so the bits remain a
+//! function of them; a checkpoint build (a batch) starts with nothing
+//! pending.
 
 use std::collections::VecDeque;
 
@@ -98,6 +144,13 @@ pub struct PushStats {
     pub pushes: usize,
     /// Neighbour entries the pushes touched.
     pub visits: usize,
+    /// Of `visits`, the followers reached by pushes at people with at least
+    /// the driver's wide audience ([`IncrementalRelspace::set_wide`]): the
+    /// audience fan-out of people with large audiences.
+    pub fanout_visits: usize,
+    /// Pushes whose audience spill was left pending (module docs, "Lazy
+    /// audience spill").
+    pub deferred: usize,
 }
 
 /// What one relationship carries: a single number (one component, `f64`)
@@ -243,6 +296,23 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// changed, with its value before the first change: what the change
     /// feed reads (`crate::feed`), gathered where the pushes already are.
     moves: Option<rustc_hash::FxHashMap<(u32, u32), V>>,
+    /// People with at least this many followers have a wide audience
+    /// ([`Self::set_wide`]); `usize::MAX`: nobody.
+    wide: usize,
+    /// `P`: per person, `(brand, amount)` ascending brand, what pushes at a
+    /// wide person moved into `s` without spreading it to the followers yet
+    /// (module docs, "Lazy audience spill"). Empty rows for everyone else.
+    pending: Vec<Vec<(u32, V)>>,
+    /// The people with a non-empty `pending` row, ascending.
+    pending_people: std::collections::BTreeSet<u32>,
+    /// Whether a person spreads further: has had followers or associations
+    /// since the driver was made (sticky). Only people who do not read the
+    /// pending amounts as their first hop; the others get a wide person's
+    /// pushes at once (module docs, "Lazy audience spill").
+    spreads: Vec<bool>,
+    /// Per person `p`, the followers `(f, w)` of `p` that spread, ascending
+    /// `f`: what a push at a wide `p` sends to at once.
+    spreading_followers: Vec<Vec<(u32, f64)>>,
 }
 
 fn validate<V: Value>(alpha_f: f64, alpha_a: f64, tol: &V::Tol) -> Result<(), IncrementalError> {
@@ -325,6 +395,11 @@ impl<V: Value> IncrementalRelspace<V> {
             queue: VecDeque::new(),
             held: false,
             moves: None,
+            wide: usize::MAX,
+            pending: vec![Vec::new(); people],
+            pending_people: Default::default(),
+            spreads: vec![false; people],
+            spreading_followers: vec![Vec::new(); people],
         })
     }
 
@@ -364,6 +439,14 @@ impl<V: Value> IncrementalRelspace<V> {
         }
         for p in 0..people {
             this.assoc_coef[p] = this.coef_row(&this.assoc[p]);
+            this.spreads[p] = !this.followers[p].is_empty() || !this.assoc[p].is_empty();
+        }
+        for p in 0..people {
+            this.spreading_followers[p] = this.followers[p]
+                .iter()
+                .copied()
+                .filter(|&(f, _)| this.spreads[f as usize])
+                .collect();
         }
         let stats = this.seed_residual(impulses)?;
         Ok((this, stats))
@@ -400,6 +483,16 @@ impl<V: Value> IncrementalRelspace<V> {
         self.held = true;
     }
 
+    /// People with at least `followers` followers have a wide audience.
+    pub fn set_wide(&mut self, followers: usize) {
+        self.wide = followers;
+    }
+
+    /// Person `p`'s follower count.
+    pub fn audience(&self, p: u32) -> usize {
+        self.followers.get(p as usize).map_or(0, Vec::len)
+    }
+
     /// Starts recording which entries of `s` settles change (and their
     /// values before), until [`Self::take_moves`].
     pub fn track_moves(&mut self) {
@@ -414,7 +507,8 @@ impl<V: Value> IncrementalRelspace<V> {
             .take()
             .unwrap_or_default()
             .into_iter()
-            .map(|((p, b), before)| (p, b, before, value_at(&self.scores[p as usize], b)))
+            .map(|((p, b), before)| (p, b, before, self.visible(p, b)))
+            .filter(|(_, _, before, after)| before != after)
             .collect();
         moves.sort_unstable_by_key(|m| (m.0, m.1));
         moves
@@ -479,6 +573,9 @@ impl<V: Value> IncrementalRelspace<V> {
             self.assoc_coef.resize_with(people, Vec::new);
             self.scores.resize_with(people, Vec::new);
             self.residual.resize_with(people, Vec::new);
+            self.pending.resize_with(people, Vec::new);
+            self.spreads.resize(people, false);
+            self.spreading_followers.resize_with(people, Vec::new);
         }
         self.brands = self.brands.max(brands);
     }
@@ -522,11 +619,128 @@ impl<V: Value> IncrementalRelspace<V> {
             }
             row.retain(|e| !e.value.is_zero());
         }
+        for &p in &self.pending_people {
+            for e in self.pending[p as usize].iter_mut() {
+                e.1 = e.1.times(factor);
+            }
+        }
     }
 
-    /// `s(p,·)` as `(brand, value)`, ascending brand.
-    pub fn row(&self, p: u32) -> &[(u32, V)] {
-        self.scores.get(p as usize).map_or(&[], Vec::as_slice)
+    /// What readers see of person `p`: `s(p,·)` plus the first hop of the
+    /// pending amounts of the people `p` follows (module docs, "Lazy
+    /// audience spill"), as `(brand, value)`, ascending brand.
+    pub fn row(&self, p: u32) -> Vec<(u32, V)> {
+        let Some(scores) = self.scores.get(p as usize) else {
+            return Vec::new();
+        };
+        let pi = p as usize;
+        if self.pending_people.is_empty() || self.spreads[pi] {
+            return scores.clone();
+        }
+        let hop = first_hop_row(
+            self.alpha_f,
+            &self.follows[pi],
+            self.attention[pi],
+            &self.pending,
+        );
+        if hop.is_empty() {
+            return scores.clone();
+        }
+        let mut out = Vec::with_capacity(scores.len() + hop.len());
+        let (mut i, mut j) = (0, 0);
+        while i < scores.len() || j < hop.len() {
+            let (b, s, h) = match (scores.get(i), hop.get(j)) {
+                (Some(&(bs, vs)), Some(&(bh, vh))) if bs == bh => {
+                    i += 1;
+                    j += 1;
+                    (bs, Some(vs), Some(vh))
+                }
+                (Some(&(bs, vs)), Some(&(bh, _))) if bs < bh => {
+                    i += 1;
+                    (bs, Some(vs), None)
+                }
+                (Some(&(bs, vs)), None) => {
+                    i += 1;
+                    (bs, Some(vs), None)
+                }
+                (_, Some(&(bh, vh))) => {
+                    j += 1;
+                    (bh, None, Some(vh))
+                }
+                (None, None) => unreachable!(),
+            };
+            out.push((b, combine(s, h).expect("one of them")));
+        }
+        out
+    }
+
+    /// What readers see at `(p, b)` (as [`Self::row`]).
+    fn visible(&self, p: u32, b: u32) -> V {
+        let pi = p as usize;
+        visible_at(
+            self.alpha_f,
+            self.hop_follows(p),
+            self.attention[pi],
+            &self.pending,
+            &self.scores[pi],
+            b,
+        )
+    }
+
+    /// The followees whose pending amounts person `p` reads as its first
+    /// hop: all of them while `p` spreads nothing further, none once it
+    /// does (its share of a wide person's pushes is then sent at once).
+    fn hop_follows(&self, p: u32) -> &[(u32, f64)] {
+        let pi = p as usize;
+        if self.spreads[pi] {
+            &[]
+        } else {
+            &self.follows[pi]
+        }
+    }
+
+    /// Person `p` starts to spread further (a first follower or a first
+    /// association): its first hop of pending amounts leaves the readers'
+    /// sum and enters `r(p,·)` (the invariant's `r + A_L P` unchanged, `L`
+    /// the people who do not spread; module docs), and the pushes at its
+    /// wide followees reach it at once from now on. Settled by the
+    /// operation that calls it.
+    fn start_spreading(&mut self, p: u32) {
+        let pi = p as usize;
+        if self.spreads[pi] {
+            return;
+        }
+        let hop = first_hop_row(
+            self.alpha_f,
+            &self.follows[pi],
+            self.attention[pi],
+            &self.pending,
+        );
+        if let Some(moves) = self.moves.as_mut() {
+            for &(b, _) in &hop {
+                let scores = &self.scores[pi];
+                moves.entry((p, b)).or_insert_with(|| {
+                    visible_at(
+                        self.alpha_f,
+                        &self.follows[pi],
+                        self.attention[pi],
+                        &self.pending,
+                        scores,
+                        b,
+                    )
+                });
+            }
+        }
+        self.spreads[pi] = true;
+        for &(g, w) in &self.follows[pi] {
+            set_sorted(&mut self.spreading_followers[g as usize], p, Some(w));
+        }
+        for &(b, h) in &hop {
+            self.add_residual(p, b, h);
+        }
+        for &(b, _) in &hop {
+            self.enqueue_if_above(p, b);
+        }
     }
 
     /// Person `q`'s followees `(p, weight)`, ascending `p`.
@@ -601,13 +815,46 @@ impl<V: Value> IncrementalRelspace<V> {
             check_weight(w)?;
         }
         let qi = q as usize;
+        if weight.is_some() {
+            self.start_spreading(p);
+        }
         // α_f Σ_p F[q,p] s(p,·) before the change.
         let before = self.audience_of(q);
+        let hop_before = (self.moves.is_some() && !self.pending_people.is_empty()).then(|| {
+            first_hop_row(
+                self.alpha_f,
+                self.hop_follows(q),
+                self.attention[qi],
+                &self.pending,
+            )
+        });
         if !set_sorted(&mut self.follows[qi], p, weight) {
-            return Ok(PushStats::default());
+            return Ok(self.settle_unless_held());
         }
         set_sorted(&mut self.followers[p as usize], q, weight);
+        if self.spreads[qi] {
+            set_sorted(&mut self.spreading_followers[p as usize], q, weight);
+        }
         self.attention[qi] = self.follows[qi].iter().map(|e| e.1).sum();
+        // q's first hop of pending amounts moves with its attention row.
+        if let Some(hop_before) = hop_before {
+            let hop = first_hop_row(
+                self.alpha_f,
+                self.hop_follows(q),
+                self.attention[qi],
+                &self.pending,
+            );
+            let scores = &self.scores[qi];
+            let moves = self.moves.as_mut().expect("checked");
+            for &(b, _) in hop_before.iter().chain(&hop) {
+                moves.entry((q, b)).or_insert_with(|| {
+                    let at = |row: &[(u32, V)]| {
+                        row.binary_search_by_key(&b, |e| e.0).ok().map(|i| row[i].1)
+                    };
+                    combine(at(scores), at(&hop_before)).unwrap_or(V::ZERO)
+                });
+            }
+        }
         let after = self.audience_of(q);
         // r(q,b) += after(b) - before(b), brands ascending.
         let (mut i, mut j) = (0, 0);
@@ -658,8 +905,11 @@ impl<V: Value> IncrementalRelspace<V> {
             check_weight(a)?;
         }
         let pi = p as usize;
+        if strength.is_some() {
+            self.start_spreading(p);
+        }
         if !set_sorted(&mut self.assoc[pi], b, strength) {
-            return Ok(PushStats::default());
+            return Ok(self.settle_unless_held());
         }
         let old = std::mem::take(&mut self.assoc_coef[pi]);
         let new = self.coef_row(&self.assoc[pi]);
@@ -688,11 +938,12 @@ impl<V: Value> IncrementalRelspace<V> {
         Ok(self.settle_unless_held())
     }
 
-    /// `s` as `((person, brand), value)`, sorted, non-zero entries only.
+    /// What readers see ([`Self::row`]) as `((person, brand), value)`,
+    /// sorted, non-zero entries only.
     pub fn scores(&self) -> Vec<((u32, u32), V)> {
         let mut out = Vec::new();
-        for (p, row) in self.scores.iter().enumerate() {
-            for &(b, v) in row {
+        for p in 0..self.people() {
+            for (b, v) in self.row(p as u32) {
                 if !v.is_zero() {
                     out.push(((p as u32, b), v));
                 }
@@ -701,11 +952,13 @@ impl<V: Value> IncrementalRelspace<V> {
         out
     }
 
-    /// `s(p,b)` (0 when absent or out of range).
+    /// What readers see at `(p, b)` ([`Self::row`]; 0 when absent or out of
+    /// range).
     pub fn score(&self, p: u32, b: u32) -> V {
-        self.scores
-            .get(p as usize)
-            .map_or(V::ZERO, |row| value_at(row, b))
+        if p as usize >= self.people() {
+            return V::ZERO;
+        }
+        self.visible(p, b)
     }
 
     /// `Σ |r|` over every entry, per lane.
@@ -722,6 +975,8 @@ impl<V: Value> IncrementalRelspace<V> {
     /// Bound on `max_(p,b) |exact - s|` per lane: `max_p Σ_b |r(p,b)| /
     /// (1 - ρ)` (module docs), at most `B·tol / (1 - ρ)`.
     pub fn error_bound(&self) -> V {
+        // The pending amounts add nothing: only people who spread nothing
+        // further read them, and their first hop is all there is.
         self.worst_residual_row()
             .scaled(1.0 / (1.0 - self.alpha_f - self.alpha_a))
     }
@@ -748,10 +1003,20 @@ impl<V: Value> IncrementalRelspace<V> {
         if attention <= 0.0 {
             return acc;
         }
+        // A person who spreads gets every push at once: all of `s` is
+        // delivered to it.
+        let leaf = !self.spreads[qi];
         for &(p, w) in &self.follows[qi] {
             let c = attention_share(self.alpha_f, w, attention);
+            let pending: &[(u32, V)] = if leaf { &self.pending[p as usize] } else { &[] };
             for &(b, v) in &self.scores[p as usize] {
-                add_sorted(&mut acc, b, v.scaled(c));
+                // Only what `p` has spread: `s − P` (module docs, "Lazy
+                // audience spill"); `s` itself when nothing is pending.
+                let delivered = match pending.binary_search_by_key(&b, |e| e.0) {
+                    Ok(i) => v.minus(&pending[i].1),
+                    Err(_) => v,
+                };
+                add_sorted(&mut acc, b, delivered.scaled(c));
             }
         }
         acc
@@ -795,6 +1060,7 @@ impl<V: Value> IncrementalRelspace<V> {
         let Self {
             alpha_f,
             tol,
+            follows,
             followers,
             attention,
             assoc_coef,
@@ -802,9 +1068,14 @@ impl<V: Value> IncrementalRelspace<V> {
             residual,
             queue,
             moves,
+            wide,
+            pending,
+            pending_people,
+            spreads,
+            spreading_followers,
             ..
         } = self;
-        let (alpha_f, tol) = (*alpha_f, *tol);
+        let (alpha_f, tol, wide) = (*alpha_f, *tol, *wide);
         // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
         let bump = |residual: &mut Vec<Vec<Res<V>>>,
                     queue: &mut VecDeque<(u32, u32)>,
@@ -847,23 +1118,52 @@ impl<V: Value> IncrementalRelspace<V> {
                 continue;
             }
             row.remove(i);
+            let lazy = followers[qi].len() >= wide;
             if let Some(moves) = moves.as_mut() {
-                moves
-                    .entry((q, b))
-                    .or_insert_with(|| value_at(&scores[qi], b));
+                let seen = |f: u32| {
+                    let fi = f as usize;
+                    let hop: &[(u32, f64)] = if spreads[fi] { &[] } else { &follows[fi] };
+                    visible_at(alpha_f, hop, attention[fi], pending, &scores[fi], b)
+                };
+                moves.entry((q, b)).or_insert_with(|| seen(q));
+                if lazy {
+                    // The first hop of every follower who reads it moves
+                    // with `P(q,b)`.
+                    for &(f, _) in &followers[qi] {
+                        if !spreads[f as usize] {
+                            moves.entry((f, b)).or_insert_with(|| seen(f));
+                        }
+                    }
+                }
             }
             add_sorted(&mut scores[qi], b, r);
             stats.pushes += 1;
+            // Lazy audience spill (module docs): a wide person's share for
+            // the followers who spread nothing further waits in `P(q,b)`,
+            // read as their first hop; those who spread get it at once.
+            let audience: &[(u32, f64)] = if lazy {
+                if pending[qi].is_empty() {
+                    pending_people.insert(q);
+                }
+                add_sorted(&mut pending[qi], b, r);
+                stats.deferred += 1;
+                &spreading_followers[qi]
+            } else {
+                &followers[qi]
+            };
             spread(
                 alpha_f,
                 (q, b),
                 r,
-                &followers[qi],
+                audience,
                 |f| attention[f as usize],
                 &assoc_coef[qi],
                 |p, b2, v| bump(residual, queue, p, b2, v),
             );
-            stats.visits += followers[qi].len() + assoc_coef[qi].len();
+            stats.visits += audience.len() + assoc_coef[qi].len();
+            if followers[qi].len() >= wide {
+                stats.fanout_visits += audience.len();
+            }
         }
         stats
     }
@@ -891,6 +1191,87 @@ impl<V: Value> IncrementalRelspace<V> {
     fn check_entry(&self, p: u32, b: u32) -> Result<(), IncrementalError> {
         self.check_person(p)?;
         self.check_brand(b)
+    }
+}
+
+/// The first hop of the pending amounts at `(f, b)`: `Σ_p α_f F[f,p]
+/// P(p,b)` over `f`'s followees `p` ascending (module docs, "Lazy audience
+/// spill"); `None` when no followee has `P(p,b)`. The same additions in the
+/// same order as [`first_hop_row`].
+fn first_hop_at<V: Value>(
+    alpha_f: f64,
+    follows: &[(u32, f64)],
+    attention: f64,
+    pending: &[Vec<(u32, V)>],
+    b: u32,
+) -> Option<V> {
+    if attention <= 0.0 {
+        return None;
+    }
+    let mut acc: Option<V> = None;
+    for &(p, w) in follows {
+        let row = &pending[p as usize];
+        if let Ok(i) = row.binary_search_by_key(&b, |e| e.0) {
+            let v = row[i].1.scaled(attention_share(alpha_f, w, attention));
+            match acc.as_mut() {
+                Some(a) => a.add(&v),
+                None => acc = Some(v),
+            }
+        }
+    }
+    acc
+}
+
+/// [`first_hop_at`] for every brand: `(brand, amount)` ascending brand.
+fn first_hop_row<V: Value>(
+    alpha_f: f64,
+    follows: &[(u32, f64)],
+    attention: f64,
+    pending: &[Vec<(u32, V)>],
+) -> Vec<(u32, V)> {
+    let mut acc = Vec::new();
+    if attention <= 0.0 {
+        return acc;
+    }
+    for &(p, w) in follows {
+        let row = &pending[p as usize];
+        if row.is_empty() {
+            continue;
+        }
+        let c = attention_share(alpha_f, w, attention);
+        for &(b, v) in row {
+            add_sorted(&mut acc, b, v.scaled(c));
+        }
+    }
+    acc
+}
+
+/// What readers see at `(f, b)`: `s(f,b)` plus the first hop of the pending
+/// amounts (zero when neither).
+fn visible_at<V: Value>(
+    alpha_f: f64,
+    follows: &[(u32, f64)],
+    attention: f64,
+    pending: &[Vec<(u32, V)>],
+    scores: &[(u32, V)],
+    b: u32,
+) -> V {
+    let s = scores
+        .binary_search_by_key(&b, |e| e.0)
+        .ok()
+        .map(|i| scores[i].1);
+    combine(s, first_hop_at(alpha_f, follows, attention, pending, b)).unwrap_or(V::ZERO)
+}
+
+/// `s + hop`, either absent.
+fn combine<V: Value>(s: Option<V>, hop: Option<V>) -> Option<V> {
+    match (s, hop) {
+        (Some(mut s), Some(h)) => {
+            s.add(&h);
+            Some(s)
+        }
+        (s, None) => s,
+        (None, h) => h,
     }
 }
 
@@ -977,5 +1358,101 @@ mod tests {
         assert!((inc.score(0, 0) - s0).abs() < 1e-12);
         assert!((inc.score(0, 1) - 0.2 * s0).abs() < 1e-12);
         assert!(inc.residual_l1() <= 2e-14);
+    }
+
+    /// A star: person 0 followed by 1..=n; the first half of them are
+    /// followed by n+1 (so they spread further), the rest spread nothing;
+    /// brand 1 associated with person 1.
+    fn star(n: u32, wide: usize) -> IncrementalRelspace<f64> {
+        let mut follows: Vec<(u32, u32, f64)> = (1..=n).map(|f| (f, 0, 1.0 + f as f64)).collect();
+        follows.extend((1..=n / 2).map(|f| (n + 1, f, 1.0)));
+        let (mut inc, _) = IncrementalRelspace::from_inputs(
+            n as usize + 2,
+            2,
+            0.12,
+            0.35,
+            1e-9,
+            &follows,
+            &[(1, 1, 0.5)],
+            &[],
+        )
+        .unwrap();
+        inc.set_wide(wide);
+        inc
+    }
+
+    /// Every entry of two drivers within the sum of their error bounds.
+    fn within_bounds(lazy: &IncrementalRelspace<f64>, eager: &IncrementalRelspace<f64>) {
+        let bound = lazy.error_bound() + eager.error_bound();
+        for p in 0..lazy.people() as u32 {
+            for b in 0..2 {
+                let gap = (lazy.score(p, b) - eager.score(p, b)).abs();
+                assert!(gap <= bound, "({p},{b}): {gap} > {bound}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wide_audience_defers_only_the_spill_of_followers_who_spread_nothing() {
+        let (mut lazy, mut eager) = (star(40, 10), star(40, usize::MAX));
+        let stats = lazy.add_impulse(0, 0, 1.0).unwrap();
+        eager.add_impulse(0, 0, 1.0).unwrap();
+        // The author and the 20 followers who spread further are pushed
+        // (with follower 1's association: (1,1), and both at n+1); the
+        // other 20 read their share as the first hop.
+        assert_eq!(stats.deferred, 1);
+        assert_eq!(
+            stats.pushes,
+            1 + 20 + 1 + 2,
+            "author, spreaders, downstream"
+        );
+        // Exact, not within a wider bound: the pending amounts have no
+        // downstream (the bound is the eager driver's).
+        assert_eq!(lazy.error_bound(), lazy.worst_residual_row() / (1.0 - 0.47));
+        within_bounds(&lazy, &eager);
+        for f in 21..=40 {
+            assert!(lazy.score(f, 0) > 0.0, "follower {f} reads its first hop");
+            assert_eq!(lazy.score(f, 0), eager.score(f, 0), "follower {f}");
+        }
+    }
+
+    #[test]
+    fn a_follower_who_starts_to_spread_takes_its_pending_first_hop_along() {
+        // Followers 30 and 35 spread nothing when the author posts; then 30
+        // gains a follower and 35 an association: their first hop must
+        // reach their downstream (red team of the exact spill: a pending
+        // share read only as a first hop would miss it).
+        let (mut lazy, mut eager) = (star(40, 10), star(40, usize::MAX));
+        for inc in [&mut lazy, &mut eager] {
+            inc.add_impulse(0, 0, 1.0).unwrap();
+            inc.set_follow(41, 30, Some(1.0)).unwrap();
+            inc.set_association(35, 1, Some(0.8)).unwrap();
+            inc.set_follow(3, 0, None).unwrap();
+            inc.add_impulse(0, 1, -0.5).unwrap();
+            inc.set_follow(5, 0, Some(0.1)).unwrap();
+        }
+        // Without the hop taken along, (35,1) would miss 0.28 of 35's
+        // share of the first post (about 0.034) and (41,0) 30's: far
+        // outside the bounds (about 4e-9).
+        within_bounds(&lazy, &eager);
+        assert!(lazy.score(41, 0) > 0.0);
+    }
+
+    #[test]
+    fn the_moves_of_a_deferred_push_name_every_follower_reached() {
+        let mut inc = star(40, 10);
+        inc.add_impulse(0, 0, 1.0).unwrap();
+        let before: Vec<f64> = (0..42).map(|p| inc.score(p, 0)).collect();
+        inc.track_moves();
+        inc.add_impulse(0, 0, 0.5).unwrap();
+        let moves = inc.take_moves();
+        // The author and each of its 40 followers (read or pushed), and the
+        // follower of the first 20, before and after as read.
+        let moved: Vec<u32> = moves.iter().filter(|m| m.1 == 0).map(|m| m.0).collect();
+        assert_eq!(moved, (0..=41).collect::<Vec<_>>());
+        for (p, b, was, now) in moves {
+            assert_eq!(was, if b == 0 { before[p as usize] } else { was });
+            assert_eq!(now, inc.score(p, b));
+        }
     }
 }
