@@ -2752,8 +2752,10 @@ impl<S: EventStore> Engine<S> {
                 _ => None,
             }
         };
+        let started = Instant::now();
         let (current, snapshots, kinds, taken) = {
             let state = self.state()?;
+            let reading = Instant::now();
             // Read under the read lock: the state cannot change meanwhile.
             let taken = (
                 self.version(),
@@ -2772,13 +2774,20 @@ impl<S: EventStore> Engine<S> {
                     .collect()
             };
             let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
+            crate::telemetry::record_ranking_build("read", reading.elapsed());
             (current, snapshots, kinds, (taken, settled))
         };
         let (taken, settled) = taken;
+        let evaluating = Instant::now();
+        let batch = matches!(current, crate::score::ScoresAt::Batch(_));
         let current = current.finish(&self.model);
+        if batch {
+            crate::telemetry::record_ranking_build("evaluate", evaluating.elapsed());
+        }
         let past = match reused {
             Some(past) => past,
             None => {
+                let evaluating = Instant::now();
                 let past: Arc<Vec<BatchScores>> = Arc::new(
                     snapshots
                         .into_iter()
@@ -2786,16 +2795,21 @@ impl<S: EventStore> Engine<S> {
                         .map(|(s, t)| s.into_scores(&self.model, *t))
                         .collect(),
                 );
+                crate::telemetry::record_ranking_build("past", evaluating.elapsed());
                 if taken.2 == generation {
                     *self.past_columns.lock() = Some((generation, now, Arc::clone(&past)));
                 }
                 past
             }
         };
-        Ok(Ranking {
+        let ranking = Instant::now();
+        let ranked = Ranking {
             settled,
             ..rank(current, &past, &kinds, taken)
-        })
+        };
+        crate::telemetry::record_ranking_build("rank", ranking.elapsed());
+        crate::telemetry::record_ranking_build("total", started.elapsed());
+        Ok(ranked)
     }
 
     /// Full batch recompute on the current state, compared with the
