@@ -24,6 +24,7 @@ mod http;
 mod impact;
 mod incremental;
 mod isolation;
+mod listings;
 mod live;
 mod live_resume;
 mod memory_check;
