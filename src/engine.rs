@@ -2777,11 +2777,8 @@ impl<S: EventStore> Engine<S> {
         };
         let (taken, settled) = taken;
         let evaluating = Instant::now();
-        let batch = matches!(current, crate::score::ScoresAt::Batch(_));
         let current = current.finish(&self.model);
-        if batch {
-            crate::telemetry::record_ranking_build("evaluate", evaluating.elapsed());
-        }
+        crate::telemetry::record_ranking_build("evaluate", evaluating.elapsed());
         let past = match reused {
             Some(past) => past,
             None => {

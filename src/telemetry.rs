@@ -86,7 +86,7 @@ metrics_table! {
     LIVE_BUILD_SECONDS = "fusion_live_build_seconds", Histogram,
         "Seconds each checkpoint build of the live series took, installed or not.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
-        "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the current scores' rows and the trend points' snapshots), `evaluate` (a batch evaluation of now, when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
+        "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
