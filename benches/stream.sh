@@ -194,6 +194,11 @@ scenario() {
     echo "${name}_live_builds_discarded=$(awk '$1 == "fusion_live_builds_discarded_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_live_build_mean_s=$(awk '$1 == "fusion_live_build_seconds_sum" { s = $2 } $1 == "fusion_live_build_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_live_resumes=$(awk '$1 == "fusion_live_resumes_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    # A listing and a summary in the server (2xx, means): what the reads'
+    # latency is besides waiting for a worker or the CPU (task h42).
+    for route in "ranking /v1/brands/{brand}/relationships" "summary /v1/brands/{brand}"; do
+        echo "${name}_read_${route%% *}_server_mean_ms=$(awk -v r="route=\"${route#* }\"" 'index($1, "fusion_http_request_duration_seconds_sum{") == 1 && index($1, r) && $1 ~ /method="GET"/ && $1 ~ /status="2/ { s += $2 } index($1, "fusion_http_request_duration_seconds_count{") == 1 && index($1, r) && $1 ~ /method="GET"/ && $1 ~ /status="2/ { n += $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+    done
     # Ranking builds (task h42): p50/p99 of the whole build (the upper
     # bound of the histogram's bucket that holds it) and each phase's mean.
     echo "${name}_ranking_builds=$(awk '$1 == "fusion_ranking_build_seconds_count{phase=\"total\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"

@@ -9,7 +9,7 @@
 //! engine builds, times and shares rankings (`Engine::ranking`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, btree_map};
+use std::collections::{HashMap, btree_map};
 use std::iter::Peekable;
 use std::time::Instant;
 
@@ -292,7 +292,8 @@ pub(super) fn rank(
         })
         .collect();
     let mut rows: HashMap<EntityId, Vec<RankedRelation>> = HashMap::new();
-    let mut by_person: BTreeMap<EntityId, Vec<(EntityId, f64)>> = BTreeMap::new();
+    // Rows come by person: each person's brands are one run, in brand order.
+    let mut by_person: Vec<(EntityId, Vec<(EntityId, f64)>)> = Vec::new();
     let relationships = current.scores.len();
     let mut kind = (None::<EntityId>, EntityKind::Consumer);
     for (key, score) in current.scores {
@@ -303,15 +304,15 @@ pub(super) fn rank(
             d30: score.score - then(2),
         };
         let (person, brand) = key;
-        // Rows come by person: one lookup per person.
+        // Rows come by person: one lookup and one run per person.
         if kind.0.as_ref() != Some(&person) {
             let k = kinds.get(&person).copied().unwrap_or(EntityKind::Consumer);
             kind = (Some(person.clone()), k);
+            by_person.push((person.clone(), Vec::new()));
         }
-        by_person
-            .entry(person.clone())
-            .or_default()
-            .push((brand.clone(), score.score));
+        if let Some((_, brands)) = by_person.last_mut() {
+            brands.push((brand.clone(), score.score));
+        }
         rows.entry(brand.clone()).or_default().push(RankedRelation {
             person,
             brand,

@@ -67,7 +67,8 @@ fn listings_are_sorted_filtered_paged_and_summarised_as_promised() {
         .expect("the fusion binary runs");
     assert!(generated.status.success());
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    // Hundreds of pages in a few seconds: no per-address rate limit.
+    let s = Server::start(dir.path(), &["--rate-per-address", "0"]);
     let r = s.post_ndjson(std::str::from_utf8(&generated.stdout).unwrap());
     assert_eq!(r.status, 200, "{}", r.body);
     let brands = s.get(&format!("/v1/brands?limit=100&at={AT}"));
