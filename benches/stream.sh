@@ -9,7 +9,9 @@
 # heads its brand's ranking), feed latency p50/p99 (ack until its change
 # arrives on a `GET /v1/stream` subscriber), the longest hold of
 # the state's write lock, whole-state builds and checkpoint refolds for late
-# events (counts, mean seconds; from /metrics), the server's peak memory, and the
+# events (counts, mean seconds; from /metrics), ranking builds (p50/p99 and
+# each phase's mean, from /metrics) and the served ranking's lag behind the
+# log at each read (events and ms, p50/p99), the server's peak memory, and the
 # absorbed rate as a fraction of bulk `fusion ingest` measured in the same
 # run. Scenarios: `batches` (RATE events/s in BATCH-event NDJSON requests
 # from CLIENTS clients) and `singles` (SINGLE_RATE events/s, one event per
@@ -27,6 +29,7 @@
 # rate). Settings (environment): FUSION_BIN and STREAM_BIN (built binaries instead
 # of building release), STORE_EVENTS (200000; 1000000 for the note), RATE
 # (20000), BATCH (500), CLIENTS (4), SINGLE_RATE (5000), SECONDS (15),
+# STORE_FILE (a store of STORE_EVENTS generated events, kept and reused),
 # SCENARIOS ("batches singles"), SERVE_FLAGS (extra `serve` flags),
 # READY_TRIES (1500, 0.2 s apart), PATIENCE (0: every request is sent
 # however long an overwhelmed server takes; N: requests not sent N s after
@@ -99,8 +102,15 @@ load() {
 now() { date +%s.%N; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-echo "generating a store of $STORE_EVENTS events..." >&2
-"$BIN" generate --seed 42 --events "$STORE_EVENTS" >"$WORK/store.ndjson"
+# STORE_FILE=PATH keeps the generated store there and reuses it when it
+# is there already (runs of one size against several binaries).
+if [ -n "${STORE_FILE:-}" ] && [ -s "$STORE_FILE" ]; then
+    ln -s "$(realpath "$STORE_FILE")" "$WORK/store.ndjson"
+else
+    echo "generating a store of $STORE_EVENTS events..." >&2
+    "$BIN" generate --seed 42 --events "$STORE_EVENTS" >"$WORK/store.ndjson"
+    if [ -n "${STORE_FILE:-}" ]; then cp "$WORK/store.ndjson" "$STORE_FILE"; fi
+fi
 t0=$(now)
 load bulk
 t1=$(now)
@@ -200,6 +210,20 @@ scenario() {
         lag=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "fusion_live_lag_events" { n = $2 } END { print n + 0 }')
     done
     echo "${name}_live_catch_up_s=$(awk -v s="$lag_start" -v n="$(date +%s.%N)" -v l="$lag" 'BEGIN { if (l != 0) print "never"; else printf "%.1f", n - s }')"
+    # A listing and a summary in the server (2xx, means): what the reads'
+    # latency is besides waiting for a worker or the CPU (task h42).
+    for route in "ranking /v1/brands/{brand}/relationships" "summary /v1/brands/{brand}"; do
+        echo "${name}_read_${route%% *}_server_mean_ms=$(awk -v r="route=\"${route#* }\"" 'index($1, "fusion_http_request_duration_seconds_sum{") == 1 && index($1, r) && $1 ~ /method="GET"/ && $1 ~ /status="2/ { s += $2 } index($1, "fusion_http_request_duration_seconds_count{") == 1 && index($1, r) && $1 ~ /method="GET"/ && $1 ~ /status="2/ { n += $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+    done
+    # Ranking builds (task h42): p50/p99 of the whole build (the upper
+    # bound of the histogram's bucket that holds it) and each phase's mean.
+    echo "${name}_ranking_builds=$(awk '$1 == "fusion_ranking_build_seconds_count{phase=\"total\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    for q in 50 99; do
+        echo "${name}_ranking_build_p${q}_s=$(awk -v q="$q" 'index($1, "fusion_ranking_build_seconds_bucket{phase=\"total\"") == 1 { split($1, a, "le=\""); sub(/".*/, "", a[2]); le[++n] = a[2]; c[n] = $2 } END { if (n == 0 || c[n] == 0) { print "nan"; exit } for (i = 1; i <= n; i++) if (c[i] >= c[n] * q / 100) { print le[i]; exit } }' <<<"$metrics")"
+    done
+    for phase in read evaluate past rank total; do
+        echo "${name}_ranking_build_${phase}_mean_s=$(awk -v p="$phase" '$1 == "fusion_ranking_build_seconds_sum{phase=\"" p "\"}" { s = $2 } $1 == "fusion_ranking_build_seconds_count{phase=\"" p "\"}" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    done
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

@@ -20,7 +20,9 @@
 //! acknowledgement until it heads its brand's ranking, and its feed latency
 //! the time from its acknowledgement until its change arrives on a
 //! subscriber of `GET /v1/stream` (issue #13: how fresh the feed is under
-//! the stream).
+//! the stream). Each ranking and summary read's `Fusion-Position` against
+//! the positions of the acknowledgements before it gives the served
+//! ranking's lag behind the log, in events and in seconds.
 //!
 //! Usage: stream BASE STORE_NDJSON STREAM_NDJSON [key=value...]
 //!   rate=20000 (events/s offered), batch=500 (events per request),
@@ -97,14 +99,59 @@ fn agent() -> ureq::Agent {
 
 /// Sends a request; answers the status and body (status 0 when no answer).
 fn send(req: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String) {
+    let (status, text, _) = send_at(req);
+    (status, text)
+}
+
+/// [`send`], with the log position the answer reflects (`Fusion-Position`).
+fn send_at(
+    req: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> (u16, String, Option<u64>) {
     match req {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
+            let position = resp
+                .headers()
+                .get("fusion-position")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
             let mut text = String::new();
             let _ = resp.body_mut().as_reader().read_to_string(&mut text);
-            (status, text)
+            (status, text, position)
         }
-        Err(_) => (0, String::new()),
+        Err(_) => (0, String::new(), None),
+    }
+}
+
+/// When each acknowledged write was answered and the log position it
+/// reached, and when each ranking or summary read was answered and the
+/// position it reflects: the served ranking's lag behind the log.
+#[derive(Default)]
+struct Positions {
+    acks: Vec<(Instant, u64)>,
+    reads: Vec<(Instant, u64)>,
+}
+
+impl Positions {
+    /// At each read: the events acknowledged before it that it does not
+    /// reflect (the highest position acknowledged minus its own), and how
+    /// long the oldest of them had been acknowledged, seconds (0 when it
+    /// reflects every acknowledged event). Each sorted.
+    fn lags(&self) -> (Vec<f64>, Vec<f64>) {
+        let (mut events, mut seconds) = (Vec::new(), Vec::new());
+        for &(read, reflects) in &self.reads {
+            let before = self.acks.iter().filter(|(at, _)| *at <= read);
+            let highest = before.clone().map(|(_, p)| *p).max().unwrap_or(0);
+            let oldest_missed = before
+                .filter(|(_, p)| *p > reflects)
+                .map(|(at, _)| *at)
+                .min();
+            events.push(highest.saturating_sub(reflects) as f64);
+            seconds.push(oldest_missed.map_or(0.0, |at| (read - at).as_secs_f64()));
+        }
+        events.sort_by(f64::total_cmp);
+        seconds.sort_by(f64::total_cmp);
+        (events, seconds)
     }
 }
 
@@ -191,6 +238,7 @@ fn main() -> anyhow::Result<()> {
     let last_ack = Arc::new(Mutex::new(start));
     let posts = Arc::new(Mutex::new(Samples::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let positions: Arc<Mutex<Positions>> = Arc::default();
     let given_up = Arc::new(AtomicU64::new(0));
     // Past this, an overwhelmed server is not waited for (`patience`).
     let give_up_at = (s.patience > 0.0).then(|| end + Duration::from_secs_f64(s.patience));
@@ -199,13 +247,14 @@ fn main() -> anyhow::Result<()> {
     let mut writers = Vec::new();
     for _ in 0..(s.clients * s.inflight).max(1) {
         let next_request = Arc::clone(&next_request);
-        let (s, events, accepted, last_ack, posts, given_up) = (
+        let (s, events, accepted, last_ack, posts, given_up, positions) = (
             Arc::clone(&s),
             Arc::clone(&events),
             Arc::clone(&accepted),
             Arc::clone(&last_ack),
             Arc::clone(&posts),
             Arc::clone(&given_up),
+            Arc::clone(&positions),
         );
         writers.push(std::thread::spawn(move || {
             let agent = agent();
@@ -231,13 +280,16 @@ fn main() -> anyhow::Result<()> {
                     body.push_str(&e.to_string());
                     body.push('\n');
                 }
-                let (status, text) = send(
+                let (status, text, position) = send_at(
                     agent
                         .post(&url)
                         .header("Content-Type", "application/x-ndjson")
                         .send(body.as_bytes()),
                 );
                 let done = Instant::now();
+                if let (200..300, Some(p)) = (status, position) {
+                    positions.lock().unwrap().acks.push((done, p));
+                }
                 let mut p = posts.lock().unwrap();
                 *p.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
@@ -256,7 +308,7 @@ fn main() -> anyhow::Result<()> {
 
     // Readers: one thread per kind, each at its own fixed rate.
     let reader = |name: &'static str, rate: f64, path: Box<dyn Fn(u64) -> String + Send>| {
-        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        let (s, stop, positions) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&positions));
         std::thread::spawn(move || {
             let agent = agent();
             let mut samples = Samples::default();
@@ -270,12 +322,16 @@ fn main() -> anyhow::Result<()> {
                     break;
                 }
                 wait_until(scheduled);
-                let (status, _) = send(agent.get(format!("{}{}", s.base, path(i))).call());
+                let (status, _, position) =
+                    send_at(agent.get(format!("{}{}", s.base, path(i))).call());
                 *samples.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
-                    samples
-                        .latencies
-                        .push((Instant::now() - scheduled).as_secs_f64());
+                    let done = Instant::now();
+                    samples.latencies.push((done - scheduled).as_secs_f64());
+                    // Rankings and summaries read the shared ranking.
+                    if let (true, Some(p)) = (name != "read_relationship", position) {
+                        positions.lock().unwrap().reads.push((done, p));
+                    }
                 }
                 i += 1;
             }
@@ -321,7 +377,12 @@ fn main() -> anyhow::Result<()> {
 
     // Markers: one at a time, each polled until it heads its brand.
     let marker = {
-        let (s, stop, acks) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&acks));
+        let (s, stop, acks, positions) = (
+            Arc::clone(&s),
+            Arc::clone(&stop),
+            Arc::clone(&acks),
+            Arc::clone(&positions),
+        );
         std::thread::spawn(move || {
             let agent = agent();
             let mut fresh = Vec::new();
@@ -335,7 +396,7 @@ fn main() -> anyhow::Result<()> {
                 let event = serde_json::json!({"id": format!("mk{run}-{k}"), "type": "purchase",
                     "time": now_rfc3339(), "person": person, "brand": brand, "amount": 10});
                 k += 1;
-                let (status, _) = send(
+                let (status, _, position) = send_at(
                     agent
                         .post(format!("{}/v1/events", s.base))
                         .header("Content-Type", "application/json")
@@ -345,6 +406,9 @@ fn main() -> anyhow::Result<()> {
                     continue;
                 }
                 let acked = Instant::now();
+                if let Some(p) = position {
+                    positions.lock().unwrap().acks.push((acked, p));
+                }
                 acks.lock().unwrap().insert(k - 1, acked);
                 let url = format!("{}/v1/brands/{brand}/relationships?limit=1", s.base);
                 loop {
@@ -398,6 +462,18 @@ fn main() -> anyhow::Result<()> {
         println!("freshness_p50_ms={:.1}", quantile(&fresh, 0.5) * 1e3);
         println!("freshness_p99_ms={:.1}", quantile(&fresh, 0.99) * 1e3);
     }
+    let (lag_events, lag_seconds) = positions.lock().unwrap().lags();
+    println!("ranking_lag_reads={}", lag_events.len());
+    println!("ranking_lag_events_p50={:.0}", quantile(&lag_events, 0.5));
+    println!("ranking_lag_events_p99={:.0}", quantile(&lag_events, 0.99));
+    println!(
+        "ranking_lag_p50_ms={:.1}",
+        quantile(&lag_seconds, 0.5) * 1e3
+    );
+    println!(
+        "ranking_lag_p99_ms={:.1}",
+        quantile(&lag_seconds, 0.99) * 1e3
+    );
     let (acks, arrivals) = (acks.lock().unwrap(), arrivals.lock().unwrap());
     let mut feed: Vec<f64> = acks
         .iter()

@@ -48,16 +48,18 @@ mod follow;
 mod lineage;
 mod live;
 mod queue;
+mod rankings;
 mod reads;
 mod refold;
 mod release;
 mod reorder;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
+pub use rankings::{BrandRanking, ListingSort, RankedRelation, Ranking, ScoreSummary, Trend};
 pub use reorder::DEFAULT_REORDER_WINDOW;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -69,8 +71,7 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard, RwLockW
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Logged};
 use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::{
-    BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, RelationScore, ScoreState,
-    ScoringModel,
+    BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, ScoreState, ScoringModel,
 };
 use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, StoreError};
 
@@ -187,48 +188,6 @@ pub const CONFLICT_MESSAGE: &str = "conflicts with the stored event with this id
 /// What a warning says of a duplicate with other attributes.
 pub const OTHER_ATTRIBUTES_MESSAGE: &str = "differ from those of the stored event with this id, \
     which were kept: the event is a duplicate (attributes are the sender's metadata, not content)";
-
-/// Trend of a score: now minus 1, 7 and 30 days before.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Trend {
-    pub d1: f64,
-    pub d7: f64,
-    pub d30: f64,
-}
-
-/// One ranked relationship.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RankedRelation {
-    pub person: EntityId,
-    pub brand: EntityId,
-    pub kind: EntityKind,
-    #[serde(flatten)]
-    pub score: RelationScore,
-    pub trend: Trend,
-}
-
-/// Every relationship's score at `as_of`, with trends, grouped by brand and
-/// by person. Built from one batch evaluation per trend point.
-#[derive(Debug, Clone)]
-pub struct Ranking {
-    pub as_of: DateTime<Utc>,
-    pub version: u64,
-    /// The log position of the state it was built from.
-    pub position: u64,
-    /// `Derived::generation` of that state.
-    pub generation: u64,
-    /// When it was taken (its staleness is measured from here).
-    pub taken: Instant,
-    pub by_brand: HashMap<EntityId, Vec<RankedRelation>>,
-    pub by_person: HashMap<EntityId, Vec<(EntityId, f64)>>,
-    pub relationships: usize,
-    /// Whether its scores are its log's whatever the timing: from the
-    /// live series, or a batch evaluation at a time before the latest
-    /// event; `false` for a batch evaluation standing in for a live
-    /// series still catching up (`ScoreState::live_owes`), within the
-    /// series' bound but not its bits.
-    pub settled: bool,
-}
 
 /// Who follows a person and whom they follow (`Engine::follows`): (id,
 /// follow strength in (0, 1]), sorted by id.
@@ -1444,6 +1403,9 @@ pub struct Engine<S> {
     /// How long the latest shared ranking took to build, in nanoseconds
     /// (`ranking`: past the staleness, readers no longer wait for one).
     ranking_build_nanos: AtomicU64,
+    /// The latest time a reader wanted a fresher shared ranking at, while
+    /// none was built for it yet (`refresh_ranking_in_background`).
+    ranking_wanted: Mutex<Option<DateTime<Utc>>>,
     /// Whether the state at open came from a snapshot and the log after it.
     from_snapshot: bool,
     /// Events sent to the fold thread and not folded yet (back-pressure).
@@ -1615,6 +1577,7 @@ impl<S: EventStore> Engine<S> {
             ranking_build: tokio::sync::Mutex::new(()),
             ranking_built: tokio::sync::Notify::new(),
             ranking_build_nanos: AtomicU64::new(0),
+            ranking_wanted: Mutex::new(None),
             from_snapshot: from_snapshot && broken_none,
             queued: Arc::default(),
             past_columns: Mutex::new(None),
@@ -2633,15 +2596,43 @@ impl<S: EventStore> Engine<S> {
         Ok(ranking)
     }
 
-    /// Starts a rebuild of the shared ranking unless one is running.
+    /// Starts a rebuild of the shared ranking at `now`, or, when one is
+    /// running, has the next start as soon as it ends (at the latest time
+    /// asked meanwhile): coalesced, one build at a time, and no wait for
+    /// another reader to come after the end (task h42: freshness is the
+    /// builds back to back while the log moves and readers ask).
     fn refresh_ranking_in_background(self: &Arc<Self>, now: DateTime<Utc>) {
+        {
+            let mut wanted = self.ranking_wanted.lock();
+            *wanted = Some(wanted.map_or(now, |t| t.max(now)));
+        }
         let engine = Arc::clone(self);
         tokio::spawn(async move {
-            let Ok(_building) = engine.ranking_build.try_lock() else {
-                return;
-            };
-            if let Err(e) = engine.build_shared_ranking(now).await {
-                tracing::warn!(cause = %e, "a background rebuild of the ranking failed");
+            loop {
+                let Ok(building) = engine.ranking_build.try_lock() else {
+                    // The running build takes the want when it ends.
+                    return;
+                };
+                loop {
+                    let wanted = engine.ranking_wanted.lock().take();
+                    let Some(at) = wanted else { break };
+                    // Built meanwhile at the current position: nothing to do.
+                    if engine
+                        .shared_ranking(at, 0)
+                        .is_some_and(|r| r.position >= engine.position())
+                    {
+                        continue;
+                    }
+                    if let Err(e) = engine.build_shared_ranking(at).await {
+                        tracing::warn!(cause = %e, "a background rebuild of the ranking failed");
+                    }
+                }
+                drop(building);
+                // A want stored after the last take but before the release
+                // found the lock taken: it is this task's.
+                if engine.ranking_wanted.lock().is_none() {
+                    return;
+                }
             }
         });
     }
@@ -2753,8 +2744,10 @@ impl<S: EventStore> Engine<S> {
                 _ => None,
             }
         };
+        let started = Instant::now();
         let (current, snapshots, kinds, taken) = {
             let state = self.state()?;
+            let reading = Instant::now();
             // Read under the read lock: the state cannot change meanwhile.
             let taken = (
                 self.version(),
@@ -2772,14 +2765,25 @@ impl<S: EventStore> Engine<S> {
                     .map(|&t| RelSnapshot::build(&state, t))
                     .collect()
             };
-            let kinds: HashMap<EntityId, EntityKind> = state.entities().into_iter().collect();
+            // Every entity but consumers (people are consumers unless
+            // named otherwise): not a copy of every id per build.
+            let table = state.table();
+            let kinds: HashMap<EntityId, EntityKind> = table
+                .handles()
+                .filter(|&h| table.kind(h) != EntityKind::Consumer)
+                .map(|h| (table.name(h).clone(), table.kind(h)))
+                .collect();
+            crate::telemetry::record_ranking_build("read", reading.elapsed());
             (current, snapshots, kinds, (taken, settled))
         };
         let (taken, settled) = taken;
+        let evaluating = Instant::now();
         let current = current.finish(&self.model);
+        crate::telemetry::record_ranking_build("evaluate", evaluating.elapsed());
         let past = match reused {
             Some(past) => past,
             None => {
+                let evaluating = Instant::now();
                 let past: Arc<Vec<BatchScores>> = Arc::new(
                     snapshots
                         .into_iter()
@@ -2787,16 +2791,21 @@ impl<S: EventStore> Engine<S> {
                         .map(|(s, t)| s.into_scores(&self.model, *t))
                         .collect(),
                 );
+                crate::telemetry::record_ranking_build("past", evaluating.elapsed());
                 if taken.2 == generation {
                     *self.past_columns.lock() = Some((generation, now, Arc::clone(&past)));
                 }
                 past
             }
         };
-        Ok(Ranking {
+        let ranking = Instant::now();
+        let ranked = Ranking {
             settled,
-            ..rank(current, &past, &kinds, taken)
-        })
+            ..rankings::rank(current, &past, &kinds, taken)
+        };
+        crate::telemetry::record_ranking_build("rank", ranking.elapsed());
+        crate::telemetry::record_ranking_build("total", started.elapsed());
+        Ok(ranked)
     }
 
     /// Full batch recompute on the current state, compared with the
@@ -2875,53 +2884,6 @@ pub fn drift(a: &BatchScores, b: &BatchScores) -> f64 {
         }
     }
     worst
-}
-
-/// The ranking of `current` with trends against `past`; `taken`: the
-/// state's version, position and generation, and when it was read.
-fn rank(
-    current: BatchScores,
-    past: &[BatchScores],
-    kinds: &HashMap<EntityId, EntityKind>,
-    (version, position, generation, taken): (u64, u64, u64, Instant),
-) -> Ranking {
-    let now = current.at;
-    let then = |i: usize, k: &(EntityId, EntityId)| past[i].scores.get(k).map_or(50.0, |s| s.score);
-    let mut by_brand: HashMap<EntityId, Vec<RankedRelation>> = HashMap::new();
-    let mut by_person: BTreeMap<EntityId, Vec<(EntityId, f64)>> = BTreeMap::new();
-    for (key, score) in &current.scores {
-        let (person, brand) = key;
-        let trend = Trend {
-            d1: score.score - then(0, key),
-            d7: score.score - then(1, key),
-            d30: score.score - then(2, key),
-        };
-        by_brand
-            .entry(brand.clone())
-            .or_default()
-            .push(RankedRelation {
-                person: person.clone(),
-                brand: brand.clone(),
-                kind: kinds.get(person).copied().unwrap_or(EntityKind::Consumer),
-                score: *score,
-                trend,
-            });
-        by_person
-            .entry(person.clone())
-            .or_default()
-            .push((brand.clone(), score.score));
-    }
-    Ranking {
-        as_of: now,
-        version,
-        position,
-        generation,
-        taken,
-        relationships: current.scores.len(),
-        by_brand,
-        by_person: by_person.into_iter().collect(),
-        settled: true,
-    }
 }
 
 /// Which kept trend columns a ranking may take (`Engine::build_ranking`).

@@ -89,6 +89,8 @@ metrics_table! {
         "Checkpoint builds of the live series thrown away: a state that changed their inputs was swapped in while they ran.";
     LIVE_BUILD_SECONDS = "fusion_live_build_seconds", Histogram,
         "Seconds each checkpoint build of the live series took, installed or not.";
+    RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
+        "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
@@ -280,6 +282,12 @@ pub fn record_live_build(took: Duration, installed: bool) {
     })
     .increment(1);
     histogram!(LIVE_BUILD_SECONDS).record(took.as_secs_f64());
+}
+
+/// One phase of a ranking build (`engine::rankings`): `read`, `evaluate`,
+/// `past`, `rank` or `total`.
+pub fn record_ranking_build(phase: &'static str, took: Duration) {
+    histogram!(RANKING_BUILD_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
 /// A refold continued the live series instead of building it again.

@@ -16,7 +16,7 @@ use super::path::Path;
 use super::rejected::{self, Arrival, Intake};
 use super::schema::{self, Problem};
 use crate::domain::{EntityId, EntityKind};
-use crate::engine::{BrandFacts, Engine, EngineError, EntityFacts, RankedRelation};
+use crate::engine::{BrandFacts, Engine, EngineError, EntityFacts, ListingSort, ScoreSummary};
 use crate::ingest::{self, MAX_REJECTIONS};
 use crate::score::{Component, Explanation};
 use crate::store::EventStore;
@@ -435,19 +435,6 @@ pub(super) fn history_points(
     })
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum SortKey {
-    Score,
-    Trend7d,
-}
-
-fn sort_value(r: &RankedRelation, key: SortKey) -> f64 {
-    match key {
-        SortKey::Score => r.score.score,
-        SortKey::Trend7d => r.trend.d7,
-    }
-}
-
 /// Cursor: the sort value and person of the last item served (keyset
 /// pagination, stable while scores move).
 fn encode_cursor(value: f64, person: &EntityId) -> String {
@@ -493,13 +480,12 @@ async fn brand_relationships<S: EventStore>(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let brand = entity_id("brand", &path)?;
-    let (key, descending) =
-        match params.choice("sort", &["-score", "score", "-trend7d", "trend7d"])? {
-            None | Some("-score") => (SortKey::Score, true),
-            Some("score") => (SortKey::Score, false),
-            Some("-trend7d") => (SortKey::Trend7d, true),
-            Some(_) => (SortKey::Trend7d, false),
-        };
+    let sort = match params.choice("sort", &["-score", "score", "-trend7d", "trend7d"])? {
+        None | Some("-score") => ListingSort::ScoreDescending,
+        Some("score") => ListingSort::ScoreAscending,
+        Some("-trend7d") => ListingSort::Trend7dDescending,
+        Some(_) => ListingSort::Trend7dAscending,
+    };
     let kind = match params.choice("kind", &["consumer", "influencer"])? {
         None => None,
         Some("consumer") => Some(EntityKind::Consumer),
@@ -519,42 +505,25 @@ async fn brand_relationships<S: EventStore>(
     }
     let engine = engine.into_inner();
     let ranking = super::dashboard::ranking_as_of(&engine, params.time("at")?).await?;
-    let mut items: Vec<&RankedRelation> = ranking
+    // The brand's rows are kept in every listing order (`BrandRanking`):
+    // a page is read from its cursor, as far as it needs, never sorted.
+    let cursor = after.as_ref().map(|(value, person)| (*value, person));
+    let mut items: Vec<_> = ranking
         .by_brand
         .get(&brand)
         .into_iter()
-        .flatten()
+        .flat_map(|rows| rows.after(sort, cursor))
         .filter(|r| kind.is_none_or(|k| r.kind == k))
         .filter(|r| min_score.is_none_or(|m| r.score.score >= m))
         .filter(|r| max_score.is_none_or(|m| r.score.score <= m))
+        .take(limit + 1)
         .collect();
-    let order = |a: &&RankedRelation, b: &&RankedRelation| {
-        let (x, y) = (sort_value(a, key), sort_value(b, key));
-        let o = if descending {
-            y.total_cmp(&x)
-        } else {
-            x.total_cmp(&y)
-        };
-        o.then_with(|| a.person.cmp(&b.person))
-    };
-    items.sort_by(order);
-    if let Some((value, person)) = &after {
-        items.retain(|r| {
-            let v = sort_value(r, key);
-            let o = if descending {
-                value.total_cmp(&v)
-            } else {
-                v.total_cmp(value)
-            };
-            o.then_with(|| r.person.cmp(person)) == std::cmp::Ordering::Greater
-        });
-    }
     let more = items.len() > limit;
     items.truncate(limit);
     let next_cursor = if more {
         items
             .last()
-            .map(|r| encode_cursor(sort_value(r, key), &r.person))
+            .map(|r| encode_cursor(sort.value(r), &r.person))
     } else {
         None
     };
@@ -608,32 +577,23 @@ async fn brand_summary<S: EventStore>(
     };
     let engine = engine.into_inner();
     let ranking = super::dashboard::ranking_as_of(&engine, params.time("at")?).await?;
-    let mut scores: Vec<f64> = ranking
+    // Made once per ranking (`BrandRanking::summary`).
+    let none = ScoreSummary::default();
+    let summary = ranking
         .by_brand
         .get(&brand)
-        .map(|v| v.iter().map(|r| r.score.score).collect())
-        .unwrap_or_default();
-    scores.sort_by(f64::total_cmp);
-    let quantile = |q: f64| -> Option<f64> {
-        (!scores.is_empty()).then(|| scores[((scores.len() - 1) as f64 * q).round() as usize])
-    };
-    let mut histogram = [0u64; 10];
-    for s in &scores {
-        histogram[((s / 10.0) as usize).min(9)] += 1;
-    }
-    let advocates = scores.iter().filter(|s| **s >= 60.0).count();
-    let at_risk = scores.iter().filter(|s| **s < 40.0).count();
+        .map_or(&none, |rows| rows.summary());
     Ok(HttpResponse::Ok().json(json!({
         "brand": brand,
         "name": name,
         "as_of": ranking.as_of,
-        "relationships": scores.len(),
+        "relationships": summary.relationships,
         "scores": {
-            "mean": mean(scores.iter().sum(), scores.len() as u64),
-            "p10": quantile(0.1), "p50": quantile(0.5), "p90": quantile(0.9),
-            "histogram": histogram.iter().enumerate().map(|(i, n)| json!({"from": i * 10, "to": i * 10 + 10, "count": n})).collect::<Vec<_>>(),
-            "advocates": advocates,
-            "at_risk": at_risk,
+            "mean": summary.mean,
+            "p10": summary.p10, "p50": summary.p50, "p90": summary.p90,
+            "histogram": summary.histogram.iter().enumerate().map(|(i, n)| json!({"from": i * 10, "to": i * 10 + 10, "count": n})).collect::<Vec<_>>(),
+            "advocates": summary.advocates,
+            "at_risk": summary.at_risk,
         },
         "service": {
             "contacts": stats.service_contacts,
@@ -699,18 +659,11 @@ async fn get_entity<S: EventStore>(
             })
             .unwrap_or_default()
     } else if kind == EntityKind::Brand {
-        let mut v: Vec<&RankedRelation> = ranking
+        ranking
             .by_brand
             .get(&id)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
-        v.sort_by(|a, b| {
-            b.score
-                .score
-                .total_cmp(&a.score.score)
-                .then_with(|| a.person.cmp(&b.person))
-        });
-        v.iter()
+            .into_iter()
+            .flat_map(|rows| rows.sorted(ListingSort::ScoreDescending))
             .take(20)
             .map(|r| json!({"person": r.person, "score": r.score.score}))
             .collect()

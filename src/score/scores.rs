@@ -44,8 +44,15 @@ impl Deref for ScoreState {
 
 /// How a read of every relationship at one time will be answered.
 pub enum ScoresAt {
-    /// From the live series: ready.
-    Live(BatchScores),
+    /// From the live series: every relationship's components at `at`,
+    /// scored and ordered by `finish` without holding the state (task
+    /// h42: both ran under the read lock every ranking build).
+    Live {
+        /// The evaluation time.
+        at: DateTime<Utc>,
+        /// (person, brand) and its components, in the series' row order.
+        rows: Vec<((EntityId, EntityId), Components)>,
+    },
     /// From a batch evaluation: a snapshot taken now, to be propagated
     /// (`RelSnapshot::into_scores`) without holding the state.
     Batch(Box<RelSnapshot>),
@@ -55,7 +62,13 @@ impl ScoresAt {
     /// The scores, propagating a batch snapshot if that is what it is.
     pub fn finish(self, model: &ScoringModel) -> BatchScores {
         match self {
-            ScoresAt::Live(scores) => scores,
+            ScoresAt::Live { at, rows } => BatchScores {
+                at,
+                scores: rows
+                    .into_iter()
+                    .map(|(k, c)| (k, RelationScore::from_components(model, c)))
+                    .collect(),
+            },
             ScoresAt::Batch(snapshot) => {
                 let at = snapshot.at;
                 snapshot.into_scores(model, at)
@@ -459,18 +472,12 @@ impl ScoreState {
     }
 
     /// The one read policy for every relationship at `at` (module docs):
-    /// the live series' scores when it answers for `at`, else a batch
-    /// snapshot to finish off the state's lock.
+    /// the live series' components when it answers for `at`, else a batch
+    /// snapshot; either is finished (`ScoresAt::finish`, with this state's
+    /// model) off the state's lock.
     pub fn scores_at(&self, at: DateTime<Utc>) -> ScoresAt {
-        let model = self.fold.model();
         match self.live_components_at(at) {
-            Some(rows) => ScoresAt::Live(BatchScores {
-                at,
-                scores: rows
-                    .into_iter()
-                    .map(|(k, c)| (k, RelationScore::from_components(model, c)))
-                    .collect(),
-            }),
+            Some(rows) => ScoresAt::Live { at, rows },
             None => ScoresAt::Batch(Box::new(RelSnapshot::build(&self.fold, at))),
         }
     }

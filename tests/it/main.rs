@@ -25,6 +25,7 @@ mod impact;
 mod incremental;
 mod isolation;
 mod lazy_spill;
+mod listings;
 mod live;
 mod live_resume;
 mod memory_check;
