@@ -47,6 +47,7 @@ mod dropper;
 mod follow;
 mod lineage;
 mod live;
+mod priority;
 mod queue;
 mod reads;
 mod refold;
@@ -2707,7 +2708,8 @@ impl<S: EventStore> Engine<S> {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let scores = engine.state()?.scores_at(now);
-            Ok(scores.finish(&engine.model))
+            // Off the lock, at background priority (`priority.rs`).
+            Ok(priority::background(|| scores.finish(&engine.model)))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the scoring task failed: {e}")))?
@@ -2775,17 +2777,23 @@ impl<S: EventStore> Engine<S> {
             (current, snapshots, kinds, (taken, settled))
         };
         let (taken, settled) = taken;
-        let current = current.finish(&self.model);
-        let past = match reused {
-            Some(past) => past,
-            None => {
-                let past: Arc<Vec<BatchScores>> = Arc::new(
-                    snapshots
-                        .into_iter()
-                        .zip(&times[1..])
-                        .map(|(s, t)| s.into_scores(&self.model, *t))
-                        .collect(),
-                );
+        // The batch evaluations, off the lock, at background priority
+        // (`priority.rs`): no writer waits for a ranking.
+        let (current, past) = priority::background(|| {
+            let current = current.finish(&self.model);
+            let past: Option<Vec<BatchScores>> = reused.is_none().then(|| {
+                snapshots
+                    .into_iter()
+                    .zip(&times[1..])
+                    .map(|(s, t)| s.into_scores(&self.model, *t))
+                    .collect()
+            });
+            (current, past)
+        });
+        let past = match (reused, past) {
+            (Some(past), _) => past,
+            (None, past) => {
+                let past: Arc<Vec<BatchScores>> = Arc::new(past.unwrap_or_default());
                 if taken.2 == generation {
                     *self.past_columns.lock() = Some((generation, now, Arc::clone(&past)));
                 }

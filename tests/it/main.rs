@@ -34,6 +34,7 @@ mod pg;
 mod pg_e2e;
 mod pg_security;
 mod pipelines;
+mod priority;
 mod propagate;
 mod read_cache;
 mod reads;
