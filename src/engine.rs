@@ -472,7 +472,15 @@ struct Slot {
 struct TimedWrite<'a> {
     guard: RwLockWriteGuard<'a, Slot>,
     since: Instant,
+    /// Where the lock was taken (`Derived::write_slot` tracks its caller),
+    /// named when a hold is long.
+    by: &'static std::panic::Location<'static>,
 }
+
+/// A write-lock hold longer than this is logged with its holder (the code
+/// that took it, the thread): the longest hold alone did not tell which
+/// holder it was (task h30's debt).
+const LONG_WRITE_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::ops::Deref for TimedWrite<'_> {
     type Target = Slot;
@@ -489,7 +497,16 @@ impl std::ops::DerefMut for TimedWrite<'_> {
 
 impl Drop for TimedWrite<'_> {
     fn drop(&mut self) {
-        crate::telemetry::record_write_lock_hold(self.since.elapsed());
+        let held = self.since.elapsed();
+        crate::telemetry::record_write_lock_hold(held);
+        if held > LONG_WRITE_HOLD {
+            tracing::warn!(
+                held_ms = held.as_millis() as u64,
+                at = %self.by,
+                thread = std::thread::current().name().unwrap_or("unnamed"),
+                "the state's write lock was held long"
+            );
+        }
     }
 }
 
@@ -644,10 +661,12 @@ impl Derived {
 
     /// The write lock, its hold measured (`telemetry::record_write_lock_hold`):
     /// every change of the state goes through here.
+    #[track_caller]
     fn write_slot(&self) -> TimedWrite<'_> {
         TimedWrite {
             guard: self.slot.write(),
             since: Instant::now(),
+            by: std::panic::Location::caller(),
         }
     }
 
@@ -1106,26 +1125,49 @@ fn fold_loop(
     }
 }
 
-/// Events folded under one hold of the write lock: a round of a stream
-/// (tens of thousands of events) would hold it for tens of milliseconds.
-const FOLD_SLICE: usize = 1_000;
+/// Events folded between two looks at the clock, under one hold of the
+/// write lock.
+const FOLD_CHUNK: usize = 64;
+
+/// How long the fold thread holds the write lock at most (give or take a
+/// chunk): readers and the live thread take it in between. A fixed count
+/// of events (1,000) was not a bound in time: under the stream such a
+/// slice held the lock 100 to 240 ms (the holds logged by `TimedWrite`,
+/// task h41), as an event's cost grows with its audience and the load.
+const FOLD_HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Folds a round's events, all later than everything folded, in canonical
-/// order, `FOLD_SLICE` at a time under the write lock (each slice is later
-/// than the one before, so the state is the same as one fold of them all;
-/// readers may see a slice before the round's position is published, never
-/// less than it says).
-fn fold_in_slices(derived: &Derived, mut events: Vec<Logged>) -> Result<(), String> {
+/// order, holding the write lock at most `FOLD_HOLD` at a time (each
+/// hold's events are later than the ones before, so the state is the same
+/// as one fold of them all; readers may see part of a round before the
+/// round's position is published, never less than it says).
+fn fold_in_slices(derived: &Derived, events: Vec<Logged>) -> Result<(), String> {
+    fold_in_holds(derived, events, |since| since.elapsed() >= FOLD_HOLD)
+}
+
+/// [`fold_in_slices`] with the end of a hold decided by `over` (given
+/// when the hold began), asked after each chunk of `FOLD_CHUNK` events.
+fn fold_in_holds(
+    derived: &Derived,
+    mut events: Vec<Logged>,
+    over: impl Fn(Instant) -> bool,
+) -> Result<(), String> {
     crate::score::fold::sort_canonically(&mut events);
     let mut first = true;
-    while !events.is_empty() {
-        let rest = events.split_off(events.len().min(FOLD_SLICE));
-        let slice = std::mem::replace(&mut events, rest);
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
         derived.change(|s| {
-            let folded = s.apply(slice);
-            debug_assert!(folded, "appends_in_order said so");
-            if std::mem::take(&mut first) {
-                derived.fault_point();
+            let since = Instant::now();
+            loop {
+                let chunk: Vec<Logged> = events.by_ref().take(FOLD_CHUNK).collect();
+                let folded = s.apply(chunk);
+                debug_assert!(folded, "appends_in_order said so");
+                if std::mem::take(&mut first) {
+                    derived.fault_point();
+                }
+                if events.peek().is_none() || over(since) {
+                    break;
+                }
             }
         })?;
     }
@@ -3186,5 +3228,31 @@ mod tests {
         let state = derived.read().unwrap();
         assert_eq!(state.event_count(), 0);
         assert_eq!(derived.recoveries.load(Ordering::SeqCst), 1);
+    }
+
+    /// Regression (task h41): a round's fold held the write lock for a
+    /// fixed 1,000 events, 100 to 240 ms under the stream; now it lets go
+    /// between chunks once its time is up. Folded in holds of one chunk
+    /// each, a round gives the bits of one fold of it in one hold.
+    #[test]
+    fn a_round_folded_in_short_holds_has_the_bits_of_one_hold() {
+        let log: Vec<Logged> = (0..300)
+            .map(|i| purchase(i, &format!("e{i:03}"), &format!("p{}", i % 17)))
+            .collect();
+        let folded = |over: &dyn Fn(Instant) -> bool| {
+            let (failed, _) = tokio::sync::mpsc::unbounded_channel();
+            let derived = Derived::new(build(&[]), 0, failed);
+            fold_in_holds(&derived, log.clone(), over).unwrap();
+            let bytes = derived.read().unwrap().capture().encode().unwrap();
+            bytes
+        };
+        let holds = AtomicU64::new(0);
+        let short = folded(&|_| {
+            holds.fetch_add(1, Ordering::SeqCst);
+            true
+        });
+        // One hold per chunk, the last one ending with the events.
+        assert_eq!(holds.load(Ordering::SeqCst), 4);
+        assert_eq!(short, folded(&|_| false));
     }
 }
