@@ -3243,8 +3243,7 @@ mod tests {
             let (failed, _) = tokio::sync::mpsc::unbounded_channel();
             let derived = Derived::new(build(&[]), 0, failed);
             fold_in_holds(&derived, log.clone(), over).unwrap();
-            let bytes = derived.read().unwrap().capture().encode().unwrap();
-            bytes
+            derived.read().unwrap().capture().encode().unwrap()
         };
         let holds = AtomicU64::new(0);
         let short = folded(&|_| {
