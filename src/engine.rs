@@ -55,6 +55,7 @@ mod release;
 mod reorder;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
+pub use priority::{BACKGROUND_NICE, set_background_nice};
 pub use reorder::DEFAULT_REORDER_WINDOW;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
 

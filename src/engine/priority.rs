@@ -28,6 +28,7 @@
 //! timing only: the bits computed are the same on any pool and thread.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The nice value background threads run at (0 is normal, 19 the lowest).
 /// On Linux' fair scheduler a nice-10 thread weighs 110 against 1,024 for
@@ -35,6 +36,17 @@ use std::sync::OnceLock;
 /// the whole core when none does. Not 19: background work must still
 /// progress under a stream (rankings may lag by the staleness only).
 pub const BACKGROUND_NICE: i32 = 10;
+
+/// The nice value background threads take from now on (process-wide, as
+/// the pool is: `serve --background-nice`, set before the pool starts).
+static NICE: AtomicI32 = AtomicI32::new(BACKGROUND_NICE);
+
+/// Sets the nice value background threads take (0: the normal priority,
+/// the work still on its own pool; clamped to 0..=19). Call it before any
+/// background work: threads already lowered keep their value.
+pub fn set_background_nice(nice: i32) {
+    NICE.store(nice.clamp(0, 19), Ordering::SeqCst);
+}
 
 /// The low-priority pool for batch evaluations; `None` when it could not
 /// be built (the work then runs where it is called, at normal priority).
@@ -64,7 +76,8 @@ pub fn background<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Lowers the calling thread (only it: Linux applies `setpriority` to a
-/// thread id alone) to [`BACKGROUND_NICE`]. Threads it spawns afterwards
+/// thread id alone) to the background nice value ([`BACKGROUND_NICE`]
+/// unless [`set_background_nice`] said otherwise). Threads it spawns afterwards
 /// inherit the value. Elsewhere than Linux it does nothing.
 pub fn lower_this_thread() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -73,7 +86,8 @@ pub fn lower_this_thread() -> std::io::Result<()> {
         // integer arguments.
         let done = unsafe {
             let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE)
+            let nice = NICE.load(Ordering::SeqCst);
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
         };
         if done != 0 {
             return Err(std::io::Error::last_os_error());

@@ -122,3 +122,35 @@ fn background_threads_run_lowered_and_the_writers_threads_do_not() {
         crate::support::comparable(after.body)
     );
 }
+
+/// `serve --background-nice 0` keeps background work at the normal
+/// priority (on its own pool still): what the stream bench compares.
+#[test]
+fn background_nice_zero_leaves_the_background_pool_at_the_normal_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--background-nice", "0"]);
+    let body: String = (0..10)
+        .map(|i| format!("{}\n", purchase(&format!("e{i}"), "p1", "b0", i)))
+        .collect();
+    assert_eq!(s.post_ndjson(&body).status, 200);
+    let r = s.get("/v1/brands/b0/relationships?at=2026-11-01T10:30:00Z");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = threads(s.child.id());
+        let pool: Vec<i64> = seen
+            .iter()
+            .filter(|(name, _)| name.starts_with("fusion-bg-"))
+            .map(|(_, n)| *n)
+            .collect();
+        if !pool.is_empty() {
+            assert!(pool.iter().all(|n| *n == 0), "{seen:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background pool thread appeared: {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
