@@ -47,6 +47,7 @@ mod dropper;
 mod follow;
 mod lineage;
 mod live;
+mod priority;
 mod queue;
 mod rankings;
 mod reads;
@@ -55,6 +56,7 @@ mod release;
 mod reorder;
 mod simulate;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
+pub use priority::{BACKGROUND_NICE, set_background_nice};
 pub use rankings::{BrandRanking, ListingSort, RankedRelation, Ranking, ScoreSummary, Trend};
 pub use reorder::DEFAULT_REORDER_WINDOW;
 pub use simulate::{MoverAnswer, SIMULATION_BUDGET, WhatIf, WhatIfAnswer, WhatIfError};
@@ -430,7 +432,15 @@ struct Slot {
 struct TimedWrite<'a> {
     guard: RwLockWriteGuard<'a, Slot>,
     since: Instant,
+    /// Where the lock was taken (`Derived::write_slot` tracks its caller),
+    /// named when a hold is long.
+    by: &'static std::panic::Location<'static>,
 }
+
+/// A write-lock hold longer than this is logged with its holder (the code
+/// that took it, the thread): the longest hold alone did not tell which
+/// holder it was (task h30's debt).
+const LONG_WRITE_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::ops::Deref for TimedWrite<'_> {
     type Target = Slot;
@@ -447,7 +457,16 @@ impl std::ops::DerefMut for TimedWrite<'_> {
 
 impl Drop for TimedWrite<'_> {
     fn drop(&mut self) {
-        crate::telemetry::record_write_lock_hold(self.since.elapsed());
+        let held = self.since.elapsed();
+        crate::telemetry::record_write_lock_hold(held);
+        if held > LONG_WRITE_HOLD {
+            tracing::warn!(
+                held_ms = held.as_millis() as u64,
+                at = %self.by,
+                thread = std::thread::current().name().unwrap_or("unnamed"),
+                "the state's write lock was held long"
+            );
+        }
     }
 }
 
@@ -602,10 +621,12 @@ impl Derived {
 
     /// The write lock, its hold measured (`telemetry::record_write_lock_hold`):
     /// every change of the state goes through here.
+    #[track_caller]
     fn write_slot(&self) -> TimedWrite<'_> {
         TimedWrite {
             guard: self.slot.write(),
             since: Instant::now(),
+            by: std::panic::Location::caller(),
         }
     }
 
@@ -2699,7 +2720,8 @@ impl<S: EventStore> Engine<S> {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let scores = engine.state()?.scores_at(now);
-            Ok(scores.finish(&engine.model))
+            // Off the lock, at background priority (`priority.rs`).
+            Ok(priority::background(|| scores.finish(&engine.model)))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the scoring task failed: {e}")))?
@@ -2777,20 +2799,22 @@ impl<S: EventStore> Engine<S> {
             (current, snapshots, kinds, (taken, settled))
         };
         let (taken, settled) = taken;
+        // The batch evaluations, off the lock, at background priority
+        // (`priority.rs`): no writer waits for a ranking.
         let evaluating = Instant::now();
-        let current = current.finish(&self.model);
+        let current = priority::background(|| current.finish(&self.model));
         crate::telemetry::record_ranking_build("evaluate", evaluating.elapsed());
         let past = match reused {
             Some(past) => past,
             None => {
                 let evaluating = Instant::now();
-                let past: Arc<Vec<BatchScores>> = Arc::new(
+                let past: Arc<Vec<BatchScores>> = Arc::new(priority::background(|| {
                     snapshots
                         .into_iter()
                         .zip(&times[1..])
                         .map(|(s, t)| s.into_scores(&self.model, *t))
-                        .collect(),
-                );
+                        .collect()
+                }));
                 crate::telemetry::record_ranking_build("past", evaluating.elapsed());
                 if taken.2 == generation {
                     *self.past_columns.lock() = Some((generation, now, Arc::clone(&past)));

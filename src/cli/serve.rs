@@ -86,6 +86,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::engine::DEFAULT_REORDER_WINDOW.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub reorder_window_ms: u64,
+    /// The nice value of background work (live series builds, ranking
+    /// batch evaluations, snapshot encoding), so writers and readers come
+    /// first (0: the normal priority; at most 19)
+    #[arg(long, default_value_t = crate::engine::BACKGROUND_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub background_nice: i32,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -372,6 +378,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.limits()?;
     // Before anything is counted (the demo load included).
     http::metrics::recorder();
+    // Before any background work starts its pool.
+    crate::engine::set_background_nice(args.background_nice);
     actix_web::rt::System::new().block_on(async move {
         let (fold_faults, fail_open) = injected_faults()?;
         let options = EngineOptions {

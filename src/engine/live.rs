@@ -197,10 +197,14 @@ fn step(derived: &Derived) -> Step {
         let started = Instant::now();
         // The open's plan is made here, off the locks, from the state at
         // open (`ScoreState::live_planner`).
-        let Some(plan) = plan.map_or_else(|planner| planner.plan(), Some) else {
+        // Both at background priority (`priority.rs`), holding no lock.
+        let built = super::priority::background(|| {
+            plan.map_or_else(|planner| planner.plan(), Some)
+                .map(|plan| plan.run())
+        });
+        let Some(built) = built else {
             return Step::Again;
         };
-        let built = plan.run();
         let took = started.elapsed();
         let _fold = derived.fold.lock();
         // A state swapped in meanwhile has its own series. The build is

@@ -322,8 +322,18 @@ fn save<S: EventStore>(
     let (tx, rx) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
     let (saved, encoded) = std::thread::scope(|scope| {
         let encoder = std::thread::Builder::new()
-            .name("fusion-snapshot-encode".into())
+            .name("fusion-snap-enc".into())
             .spawn_scoped(scope, move || -> Result<u64, String> {
+                // The encoding is background work, holding no lock of the
+                // state (`priority.rs`). Only this leaf is lowered: the
+                // writer thread above reaches the store through tokio,
+                // which may start a blocking-pool thread from it, and a
+                // thread started from a lowered one is lowered too (a
+                // pool thread left lowered for every later task held the
+                // write lock for seconds under the stream).
+                if let Err(e) = super::priority::lower_this_thread() {
+                    tracing::warn!(cause = %e, "cannot lower the snapshot encoder's priority");
+                }
                 let pieces = PieceWriter {
                     tx,
                     piece: Vec::with_capacity(PIECE),

@@ -37,6 +37,7 @@ mod pg_e2e;
 mod pg_log_head;
 mod pg_security;
 mod pipelines;
+mod priority;
 mod propagate;
 mod read_cache;
 mod reads;
