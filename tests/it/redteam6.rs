@@ -168,3 +168,145 @@ fn random_operations(seed: u64, group: usize) {
         }
     }
 }
+
+/// Two stores (two servers) append groups that share ids while a third
+/// erases people the groups name, again and again: every position below
+/// the head is given once, to a stored event, to an acknowledged event an
+/// erasure later removed, or to an erasure (nothing skipped, nothing
+/// repeated); the head is never behind a stored row; and every
+/// acknowledged event is either stored at its acknowledged position or
+/// names a person erased after it was acknowledged.
+#[test]
+fn erasures_during_concurrent_appends_leave_positions_dense_and_lose_nothing_acknowledged() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use fusion::domain::EntityId;
+    use fusion::store::{AppendMode, EventStore, Outcome, PostgresStore};
+
+    use crate::pg::{TestDb, client};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = TestDb::new().await;
+        let stores = [
+            PostgresStore::connect(&db.url).await.unwrap(),
+            PostgresStore::connect(&db.url).await.unwrap(),
+            PostgresStore::connect(&db.url).await.unwrap(),
+        ];
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let store = stores[t % 2].clone();
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for round in 0..12 {
+                        let events: Vec<_> = (0..16)
+                            .map(|k| {
+                                let id = if k % 2 == 0 {
+                                    format!("shared-{round}-{k}")
+                                } else {
+                                    format!("own-{t}-{round}-{k}")
+                                };
+                                let person = format!("p{}", k % 4);
+                                crate::store::purchase(&id, i64::from(round), &person, "b")
+                            })
+                            .collect();
+                        let appended = store
+                            .append(events.clone(), AppendMode::EachEvent)
+                            .await
+                            .unwrap();
+                        for (k, e) in events.iter().enumerate() {
+                            let outcome = &appended.outcomes[k];
+                            assert!(
+                                matches!(outcome, Outcome::Inserted | Outcome::Duplicate),
+                                "{}: {outcome:?}",
+                                e.id
+                            );
+                            if let Some(pos) = appended.positions[k] {
+                                acked.push((
+                                    e.id.as_str().to_owned(),
+                                    format!("p{}", k % 4),
+                                    pos,
+                                    *outcome == Outcome::Inserted,
+                                ));
+                            }
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let eraser = {
+            let store = stores[2].clone();
+            tokio::spawn(async move {
+                let mut erased = Vec::new();
+                for i in 0..10 {
+                    let who = format!("p{}", i % 2);
+                    store.erase(&EntityId::new(&who).unwrap()).await.unwrap();
+                    erased.push(who);
+                    tokio::task::yield_now().await;
+                }
+                erased
+            })
+        };
+        let mut acked = Vec::new();
+        for task in tasks {
+            acked.extend(task.await.unwrap());
+        }
+        let erased: BTreeSet<String> = eraser.await.unwrap().into_iter().collect();
+        let sql = client(&db.url).await;
+        let stored: BTreeMap<String, u64> = sql
+            .query("SELECT id, pos FROM events", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect();
+        let head = sql
+            .query_one("SELECT pos FROM log_head", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0) as u64;
+        let context = sql
+            .query_one("SELECT pos FROM log_context", &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i64>>(0);
+        assert!(
+            stored.values().all(|&p| p < head),
+            "a stored row at or past the head {head}"
+        );
+        assert!(context.is_none_or(|c| (c as u64) < head));
+        // Positions given: each inserted acknowledgement's (once), plus the
+        // erasures'; the rest of 0..head must be nothing.
+        let mut given: BTreeMap<u64, String> = BTreeMap::new();
+        for (id, person, pos, inserted) in &acked {
+            // Erased after its acknowledgement, an event may be sent again
+            // (a shared id) and stored at a later position.
+            let kept = stored.get(id) == Some(pos);
+            assert!(
+                kept || erased.contains(person),
+                "{id} acknowledged at {pos} is lost or moved (stored at {:?}; its person {person} was never erased)",
+                stored.get(id)
+            );
+            if *inserted {
+                if let Some(other) = given.insert(*pos, id.clone()) {
+                    assert_eq!(&other, id, "position {pos} given to {other} and {id}");
+                }
+            }
+        }
+        let free: Vec<u64> = (0..head).filter(|p| !given.contains_key(p)).collect();
+        assert_eq!(
+            free.len(),
+            10,
+            "positions below the head {head} given to no event: {free:?} (10 erasures)"
+        );
+        assert!(
+            acked.iter().any(|a| !stored.contains_key(&a.0)),
+            "no erasure removed an acknowledged event"
+        );
+    });
+}
