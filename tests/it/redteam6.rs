@@ -310,3 +310,116 @@ fn erasures_during_concurrent_appends_leave_positions_dense_and_lose_nothing_ack
         );
     });
 }
+
+/// A person with 300 followers (wide) and followers who change what they
+/// spread, as NDJSON lines in time order: followers who gain their first
+/// follower or association and lose them again, consent withdrawn and
+/// granted again, the audience crossing the width down and up, and posts
+/// of both signs between each change.
+fn widening_story() -> Vec<fusion::domain::Event> {
+    let mut lines = Vec::new();
+    let mut n = 0u32;
+    let mut add = |body: String| {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap()
+            + chrono::Duration::minutes(i64::from(n) * 7);
+        lines.push(format!(
+            r#"{{"id":"e{n}","time":"{}",{body}}}"#,
+            t.to_utc().format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+        n += 1;
+    };
+    let follow = |p: &str, t: &str| format!(r#""type":"follow","person":"{p}","target":"{t}""#);
+    let unfollow = |p: &str, t: &str| format!(r#""type":"unfollow","person":"{p}","target":"{t}""#);
+    let post = |s: f64| format!(r#""type":"post","person":"w","brand":"b0","sentiment":{s}"#);
+    let consent = |p: &str, g: bool| format!(r#""type":"consent","person":"{p}","granted":{g}"#);
+    for f in 0..300 {
+        add(follow(&format!("f{f}"), "w"));
+        if f % 29 == 0 {
+            add(format!(
+                r#""type":"purchase","person":"f{f}","brand":"b1","amount":20.0,"currency":"USD""#
+            ));
+        }
+    }
+    add(post(0.8));
+    add(follow("g0", "f5"));
+    add(format!(
+        r#""type":"endorsement","person":"f6","brand":"b2","strength":0.7"#
+    ));
+    add(post(0.6));
+    add(consent("f7", false));
+    add(post(-0.4));
+    add(consent("f7", true));
+    add(post(0.9));
+    for f in 8..61 {
+        add(unfollow(&format!("f{f}"), "w"));
+    }
+    add(post(-0.7));
+    add(unfollow("g0", "f5"));
+    add(post(0.5));
+    add(follow("f9", "f10"));
+    for f in 8..61 {
+        add(follow(&format!("f{f}"), "w"));
+    }
+    add(post(0.3));
+    add(unfollow("f9", "f10"));
+    add(consent("w", false));
+    add(post(0.2));
+    add(consent("w", true));
+    add(post(-0.9));
+    let text = lines.join("\n");
+    let values = fusion::ingest::parse_ndjson(text.as_bytes()).unwrap();
+    let model = fusion::score::ScoringModel::default_model();
+    let checked = fusion::ingest::validate_all(&values, &model.currency);
+    assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+    checked.good.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Live series through the widening story: after every change, within its
+/// bound of the batch and the bits of a fresh build of the same events;
+/// and the whole story in shuffled batches has the same bits.
+#[test]
+fn followers_who_start_and_stop_spreading_and_an_audience_crossing_the_width_keep_a_fresh_builds_bits()
+ {
+    use std::sync::Arc;
+
+    use fusion::score::{ScoreState, ScoringModel};
+    use rand::seq::SliceRandom;
+
+    let model = Arc::new(ScoringModel::default_model());
+    let events = widening_story();
+    let mut log = crate::support::MemoryLog::new(Arc::clone(&model));
+    let mut deferred = 0;
+    for (i, chunk) in events.chunks(11).enumerate() {
+        log.append(chunk.to_vec());
+        assert!(log.state.sync_live(|| false));
+        let at = chunk.last().unwrap().time + chrono::Duration::hours(1);
+        deferred = log.state.live().stats().deferred;
+        if i % 3 == 0 || i * 11 > 300 {
+            crate::live::check(&log.state, at, &format!("chunk {i}, deferred {deferred}"));
+            let mut fresh = ScoreState::build(Arc::clone(&model), Vec::new(), log.events.clone());
+            assert!(fresh.sync_live(|| false));
+            assert_eq!(
+                format!("{:?}", log.state.live_components_at(at).unwrap()),
+                format!("{:?}", fresh.live_components_at(at).unwrap()),
+                "chunk {i}"
+            );
+        }
+    }
+    assert!(deferred > 0, "nothing deferred");
+    let at = events.last().unwrap().time + chrono::Duration::hours(1);
+    let expected = format!("{:?}", log.state.live_components_at(at).unwrap());
+    for seed in 0..3 {
+        let mut shuffled = events.clone();
+        shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let mut log = crate::support::MemoryLog::new(Arc::clone(&model));
+        for chunk in shuffled.chunks(97) {
+            log.append(chunk.to_vec());
+            assert!(log.state.sync_live(|| false));
+        }
+        assert_eq!(
+            format!("{:?}", log.state.live_components_at(at).unwrap()),
+            expected,
+            "shuffled, seed {seed}"
+        );
+    }
+}
