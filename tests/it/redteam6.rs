@@ -292,10 +292,8 @@ fn erasures_during_concurrent_appends_leave_positions_dense_and_lose_nothing_ack
                 "{id} acknowledged at {pos} is lost or moved (stored at {:?}; its person {person} was never erased)",
                 stored.get(id)
             );
-            if *inserted {
-                if let Some(other) = given.insert(*pos, id.clone()) {
-                    assert_eq!(&other, id, "position {pos} given to {other} and {id}");
-                }
+            if *inserted && let Some(other) = given.insert(*pos, id.clone()) {
+                assert_eq!(&other, id, "position {pos} given to {other} and {id}");
             }
         }
         let free: Vec<u64> = (0..head).filter(|p| !given.contains_key(p)).collect();
@@ -342,9 +340,7 @@ fn widening_story() -> Vec<fusion::domain::Event> {
     }
     add(post(0.8));
     add(follow("g0", "f5"));
-    add(format!(
-        r#""type":"endorsement","person":"f6","brand":"b2","strength":0.7"#
-    ));
+    add(r#""type":"endorsement","person":"f6","brand":"b2","strength":0.7"#.to_owned());
     add(post(0.6));
     add(consent("f7", false));
     add(post(-0.4));
