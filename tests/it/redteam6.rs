@@ -8,16 +8,18 @@ use rand_chacha::ChaCha8Rng;
 const PEOPLE: u32 = 14;
 const BRANDS: u32 = 3;
 
-fn driver(wide: usize) -> IncrementalRelspace<f64> {
+/// A driver over `graph`'s follows, associations and impulses (as a
+/// checkpoint build starts: who spreads read from the graph).
+fn driver(wide: usize, graph: &Graph) -> IncrementalRelspace<f64> {
     let (mut d, _) = IncrementalRelspace::from_inputs(
         PEOPLE as usize,
         BRANDS as usize,
         0.3,
         0.4,
         1e-7,
-        &[],
-        &[],
-        &[],
+        &graph.0,
+        &graph.1,
+        &graph.2,
     )
     .unwrap();
     d.set_wide(wide);
@@ -56,10 +58,50 @@ fn the_lazy_spill_stays_within_the_eager_bound_when_operations_are_settled_toget
     }
 }
 
+/// As above, from a driver built over a random graph (people 0 and 1
+/// wide from the start, some of their followers spreading, impulses
+/// already there).
+#[test]
+fn the_lazy_spill_stays_within_the_eager_bound_from_a_built_graph() {
+    for seed in 0..60 {
+        let mut rng = ChaCha8Rng::seed_from_u64(50_000 + seed);
+        let mut graph: Graph = Default::default();
+        for q in 2..PEOPLE {
+            for p in 0..PEOPLE {
+                let likely = if p < 2 { 0.7 } else { 0.1 };
+                if p != q && rng.random_bool(likely) {
+                    graph.0.push((q, p, rng.random_range(0.1..3.0)));
+                }
+            }
+            if rng.random_bool(0.2) {
+                graph
+                    .1
+                    .push((q, rng.random_range(0..BRANDS), rng.random_range(0.1..2.0)));
+            }
+        }
+        for _ in 0..10 {
+            let (p, b) = (rng.random_range(0..PEOPLE), rng.random_range(0..BRANDS));
+            graph.2.push((p, b, rng.random_range(-1.0..2.0)));
+        }
+        random_operations_from(seed, 1 + (seed as usize % 3), &graph);
+    }
+}
+
+/// Follows `(q, p, w)`, associations `(p, b, a)`, impulses `(p, b, x)`.
+type Graph = (
+    Vec<(u32, u32, f64)>,
+    Vec<(u32, u32, f64)>,
+    Vec<(u32, u32, f64)>,
+);
+
 /// `group`: up to that many operations held and settled together.
 fn random_operations(seed: u64, group: usize) {
+    random_operations_from(seed, group, &Graph::default());
+}
+
+fn random_operations_from(seed: u64, group: usize, graph: &Graph) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut lazy, mut eager) = (driver(3), driver(usize::MAX));
+    let (mut lazy, mut eager) = (driver(3, graph), driver(usize::MAX, graph));
     let mut tol: f64 = 1e-7;
     for step in 0..300 {
         let before: Vec<f64> = (0..PEOPLE)
