@@ -461,3 +461,154 @@ fn followers_who_start_and_stop_spreading_and_an_audience_crossing_the_width_kee
         );
     }
 }
+
+/// Two servers on one PostgreSQL take streams with shared ids; one is
+/// killed (SIGKILL) while its clients post, so groups of its appends are
+/// rolled back mid-way, then started again: every acknowledged event is
+/// stored, positions are exactly 0..head (a rolled-back group gives none
+/// out), and both servers read every relationship alike at the highest
+/// acknowledged position.
+#[test]
+fn a_server_killed_mid_append_leaves_dense_positions_and_both_servers_converge() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{Value, json};
+
+    use crate::pg::client;
+    use crate::pg_e2e::fresh_db;
+    use crate::support::Server;
+
+    let purchase = |id: &str, n: u32| -> Value {
+        json!({"id": id, "type": "purchase",
+               "time": format!("2026-11-01T{:02}:{:02}:00Z", 10 + n % 5, (n * 7) % 60),
+               "person": format!("p{}", n % 5), "brand": format!("b{}", n % 2),
+               "amount": 10 + n % 13, "currency": "USD"})
+    };
+    let db = fresh_db();
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(Server::start_on_database(da.path(), &db.url, &[]));
+    let b = Arc::new(Server::start_on_database(dbb.path(), &db.url, &[]));
+    let acked: Arc<Mutex<BTreeSet<String>>> = Default::default();
+    let highest = Arc::new(Mutex::new(0u64));
+    let clients: Vec<_> = (0..4u32)
+        .map(|c| {
+            let s = Arc::clone(if c % 2 == 0 { &a } else { &b });
+            let (acked, highest) = (Arc::clone(&acked), Arc::clone(&highest));
+            std::thread::spawn(move || {
+                for batch in 0..40u32 {
+                    let ids: Vec<String> = (0..25u32)
+                        .map(|i| {
+                            if i % 3 == 0 {
+                                format!("shared-{batch}-{i}")
+                            } else {
+                                format!("c{c}-{batch}-{i}")
+                            }
+                        })
+                        .collect();
+                    let body: String = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| format!("{}\n", purchase(id, batch * 25 + i as u32)))
+                        .collect();
+                    // The killed server's clients stop at the first failure.
+                    let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.post_ndjson(&body)
+                    })) else {
+                        return;
+                    };
+                    if r.status != 200 {
+                        return;
+                    }
+                    let p: u64 = r.header("fusion-position").unwrap().parse().unwrap();
+                    let mut h = highest.lock().unwrap();
+                    *h = (*h).max(p);
+                    acked.lock().unwrap().extend(ids);
+                }
+            })
+        })
+        .collect();
+    crate::pg_e2e::poll(
+        "the first acknowledgements",
+        std::time::Duration::from_secs(60),
+        || (acked.lock().unwrap().len() >= 100).then_some(()),
+    );
+    a.sigkill();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let own_on_a = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|i| i.starts_with("c0-") || i.starts_with("c2-"))
+        .count();
+    eprintln!(
+        "acknowledged {} events, {own_on_a} of the killed server's own (of 1,280)",
+        acked.lock().unwrap().len()
+    );
+    assert!(
+        own_on_a < 2 * 40 * 16,
+        "the kill came after the killed server's clients were done"
+    );
+    drop(a);
+    let a = Server::start_on_database(da.path(), &db.url, &[]);
+    let r = a.post_ndjson(&format!("{}\n", purchase("after-restart", 3)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let last: u64 = r.header("fusion-position").unwrap().parse().unwrap();
+    let highest = (*highest.lock().unwrap()).max(last);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sql = rt.block_on(async {
+        let sql = client(&db.url).await;
+        let ids: BTreeSet<String> = sql
+            .query("SELECT id FROM events", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let positions: Vec<i64> = sql
+            .query("SELECT pos FROM events ORDER BY pos", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let head: i64 = sql
+            .query_one("SELECT pos FROM log_head", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (ids, positions, head)
+    });
+    let (ids, positions, head) = sql;
+    let lost: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|i| !ids.contains(*i))
+        .cloned()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    assert_eq!(
+        positions,
+        (0..head).collect::<Vec<_>>(),
+        "positions not 0..head"
+    );
+    let at = "2026-11-02T00:00:00Z";
+    for p in 0..5 {
+        for br in 0..2 {
+            let read = |s: &Server| {
+                let r = s.get(&format!(
+                    "/v1/relationships/p{p}/b{br}?at={at}&min_position={highest}&wait=30"
+                ));
+                assert_ne!(r.status, 503, "{}", r.body);
+                (r.status, crate::support::comparable(r.body))
+            };
+            assert_eq!(read(&a), read(&b), "p{p}-b{br}");
+        }
+    }
+}
