@@ -1009,9 +1009,9 @@ impl<V: Value> IncrementalRelspace<V> {
         for &(p, w) in &self.follows[qi] {
             let c = attention_share(self.alpha_f, w, attention);
             let pending: &[(u32, V)] = if leaf { &self.pending[p as usize] } else { &[] };
-            for (b, delivered) in delivered(&self.scores[p as usize], pending) {
-                add_sorted(&mut acc, b, delivered.scaled(c));
-            }
+            delivered(&self.scores[p as usize], pending, |b, v| {
+                add_sorted(&mut acc, b, v.scaled(c));
+            });
         }
         acc
     }
@@ -1196,36 +1196,31 @@ impl<V: Value> IncrementalRelspace<V> {
 /// audience narrowed, then dropped by [`IncrementalRelspace::scale`]), and
 /// what it spread there is `−P(p,b)` (red team h44: reading only `s`'s
 /// brands left such a follower's residual short of `P` at every follow
-/// change, outside the error bound).
-fn delivered<V: Value>(scores: &[(u32, V)], pending: &[(u32, V)]) -> Vec<(u32, V)> {
-    if pending.is_empty() {
-        return scores.to_vec();
-    }
-    let mut out = Vec::with_capacity(scores.len().max(pending.len()));
+/// change, outside the error bound). Handed to `f` brand by brand.
+fn delivered<V: Value>(scores: &[(u32, V)], pending: &[(u32, V)], mut f: impl FnMut(u32, V)) {
     let (mut i, mut j) = (0, 0);
     while i < scores.len() || j < pending.len() {
         match (scores.get(i), pending.get(j)) {
             (Some(&(bs, s)), Some(&(bp, p))) if bs == bp => {
-                out.push((bs, s.minus(&p)));
+                f(bs, s.minus(&p));
                 i += 1;
                 j += 1;
             }
             (Some(&(bs, s)), Some(&(bp, _))) if bs < bp => {
-                out.push((bs, s));
+                f(bs, s);
                 i += 1;
             }
             (Some(&(bs, s)), None) => {
-                out.push((bs, s));
+                f(bs, s);
                 i += 1;
             }
             (_, Some(&(bp, p))) => {
-                out.push((bp, V::ZERO.minus(&p)));
+                f(bp, V::ZERO.minus(&p));
                 j += 1;
             }
             (None, None) => unreachable!(),
         }
     }
-    out
 }
 
 /// The first hop of the pending amounts at `(f, b)`: `Σ_p α_f F[f,p]
