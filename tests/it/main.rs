@@ -45,6 +45,7 @@ mod redteam2;
 mod redteam3;
 mod redteam4;
 mod redteam5;
+mod redteam6;
 mod refold;
 mod relspace;
 mod reorder;

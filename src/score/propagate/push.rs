@@ -1009,15 +1009,9 @@ impl<V: Value> IncrementalRelspace<V> {
         for &(p, w) in &self.follows[qi] {
             let c = attention_share(self.alpha_f, w, attention);
             let pending: &[(u32, V)] = if leaf { &self.pending[p as usize] } else { &[] };
-            for &(b, v) in &self.scores[p as usize] {
-                // Only what `p` has spread: `s − P` (module docs, "Lazy
-                // audience spill"); `s` itself when nothing is pending.
-                let delivered = match pending.binary_search_by_key(&b, |e| e.0) {
-                    Ok(i) => v.minus(&pending[i].1),
-                    Err(_) => v,
-                };
-                add_sorted(&mut acc, b, delivered.scaled(c));
-            }
+            delivered(&self.scores[p as usize], pending, |b, v| {
+                add_sorted(&mut acc, b, v.scaled(c));
+            });
         }
         acc
     }
@@ -1191,6 +1185,41 @@ impl<V: Value> IncrementalRelspace<V> {
     fn check_entry(&self, p: u32, b: u32) -> Result<(), IncrementalError> {
         self.check_person(p)?;
         self.check_brand(b)
+    }
+}
+
+/// What a followee has spread to a follower who reads its pending amounts
+/// as a first hop: `s − P` per brand (module docs, "Lazy audience spill"),
+/// `s` where nothing is pending, ascending brand. Over the brands of
+/// either row: `s(p,b)` may be absent where `P(p,b)` is not (a wide
+/// person's deferred push cancelled to exactly 0 by a push after its
+/// audience narrowed, then dropped by [`IncrementalRelspace::scale`]), and
+/// what it spread there is `−P(p,b)` (red team h44: reading only `s`'s
+/// brands left such a follower's residual short of `P` at every follow
+/// change, outside the error bound). Handed to `f` brand by brand.
+fn delivered<V: Value>(scores: &[(u32, V)], pending: &[(u32, V)], mut f: impl FnMut(u32, V)) {
+    let (mut i, mut j) = (0, 0);
+    while i < scores.len() || j < pending.len() {
+        match (scores.get(i), pending.get(j)) {
+            (Some(&(bs, s)), Some(&(bp, p))) if bs == bp => {
+                f(bs, s.minus(&p));
+                i += 1;
+                j += 1;
+            }
+            (Some(&(bs, s)), Some(&(bp, _))) if bs < bp => {
+                f(bs, s);
+                i += 1;
+            }
+            (Some(&(bs, s)), None) => {
+                f(bs, s);
+                i += 1;
+            }
+            (_, Some(&(bp, p))) => {
+                f(bp, V::ZERO.minus(&p));
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
     }
 }
 
@@ -1436,6 +1465,51 @@ mod tests {
         // outside the bounds (about 4e-9).
         within_bounds(&lazy, &eager);
         assert!(lazy.score(41, 0) > 0.0);
+    }
+
+    /// Red team h44: a wide person's deferred push, cancelled to exactly 0
+    /// by a push after its audience narrowed and then dropped from `s` by a
+    /// rescale, left `P` without `s` at that brand; a follow change of a
+    /// follower reading it took `s − P` over `s`'s brands only, so its
+    /// residual missed `−P` there and its value stayed off the series by
+    /// far more than the bound (the random operations of
+    /// `tests/it/redteam6.rs` found it).
+    #[test]
+    fn a_pending_amount_whose_score_cancelled_and_was_dropped_is_still_delivered() {
+        let mk = |wide| {
+            let (mut d, _) = IncrementalRelspace::<f64>::from_inputs(
+                4,
+                1,
+                0.3,
+                0.4,
+                1e-9,
+                &[(1, 0, 1.0), (2, 0, 1.0)],
+                &[],
+                &[],
+            )
+            .unwrap();
+            d.set_wide(wide);
+            d
+        };
+        let (mut lazy, mut eager) = (mk(2), mk(usize::MAX));
+        for d in [&mut lazy, &mut eager] {
+            d.add_impulse(0, 0, 1.0).unwrap();
+            // 0's audience narrows below the width: the next push is eager.
+            d.set_follow(2, 0, None).unwrap();
+            d.add_impulse(0, 0, -1.0).unwrap();
+            d.scale(&0.5);
+            d.set_follow(1, 3, Some(1.0)).unwrap();
+        }
+        // The setup: `P(0,0)` pending, `s(0,0)` gone.
+        assert!(lazy.scores[0].is_empty() && lazy.pending[0].len() == 1);
+        for p in 0..4 {
+            assert!(
+                (lazy.score(p, 0) - eager.score(p, 0)).abs() <= 1e-12,
+                "person {p}: lazy {} eager {}",
+                lazy.score(p, 0),
+                eager.score(p, 0)
+            );
+        }
     }
 
     #[test]
