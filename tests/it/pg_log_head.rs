@@ -44,16 +44,7 @@ fn concurrent_groups_with_shared_ids_get_dense_positions_and_the_head_ends_past_
                     let mut placed = Vec::new();
                     for round in 0..10 {
                         // Ids `shared-r-k` are sent by every task of a round.
-                        let events: Vec<_> = (0..20)
-                            .map(|k| {
-                                let id = if k % 2 == 0 {
-                                    format!("shared-{round}-{k}")
-                                } else {
-                                    format!("own-{t}-{round}-{k}")
-                                };
-                                crate::store::purchase(&id, i64::from(round), "p", "b")
-                            })
-                            .collect();
+                        let events = crate::store::contended_group(t, round, 20, |_| "p".into());
                         let ids: Vec<String> =
                             events.iter().map(|e| e.id.as_str().to_owned()).collect();
                         let appended = store.append(events, AppendMode::EachEvent).await.unwrap();

@@ -245,17 +245,8 @@ fn erasures_during_concurrent_appends_leave_positions_dense_and_lose_nothing_ack
                 tokio::spawn(async move {
                     let mut acked = Vec::new();
                     for round in 0..12 {
-                        let events: Vec<_> = (0..16)
-                            .map(|k| {
-                                let id = if k % 2 == 0 {
-                                    format!("shared-{round}-{k}")
-                                } else {
-                                    format!("own-{t}-{round}-{k}")
-                                };
-                                let person = format!("p{}", k % 4);
-                                crate::store::purchase(&id, i64::from(round), &person, "b")
-                            })
-                            .collect();
+                        let events =
+                            crate::store::contended_group(t, round, 16, |k| format!("p{}", k % 4));
                         let appended = store
                             .append(events.clone(), AppendMode::EachEvent)
                             .await

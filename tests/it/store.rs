@@ -181,6 +181,29 @@ pub fn purchase(id: &str, secs: i64, person: &str, brand: &str) -> Event {
     )
 }
 
+/// Task `task`'s group of `n` purchases in `round` at second `round`, for
+/// concurrent appends that contend on ids: the even ids
+/// (`shared-{round}-{k}`) are sent by every task of the round, the odd ones
+/// (`own-{task}-{round}-{k}`) by this task alone; purchase `k` is by
+/// `person(k)` of brand `b`.
+pub fn contended_group(
+    task: usize,
+    round: u32,
+    n: usize,
+    person: impl Fn(usize) -> String,
+) -> Vec<Event> {
+    (0..n)
+        .map(|k| {
+            let id = if k % 2 == 0 {
+                format!("shared-{round}-{k}")
+            } else {
+                format!("own-{task}-{round}-{k}")
+            };
+            purchase(&id, i64::from(round), &person(k), "b")
+        })
+        .collect()
+}
+
 fn post(id: &str, secs: i64, person: &str, brand: &str, sentiment: f64) -> Event {
     event(
         id,
