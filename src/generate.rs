@@ -1428,6 +1428,25 @@ fn push_text(line: &mut Vec<u8>, (before, after): (&str, &str), brand: u32) {
     line.push(b'"');
 }
 
+/// The events of a generated stream, parsed and validated as ingest does
+/// them (unit tests' input; the integration tests have
+/// `support::generated_events`).
+#[cfg(test)]
+pub(crate) fn generated_events(
+    config: &GenerateConfig,
+    model: &crate::score::ScoringModel,
+) -> Vec<crate::domain::Event> {
+    let mut ndjson = Vec::new();
+    write_ndjson(config, &mut ndjson).expect("a generated stream is written");
+    let values: Vec<serde_json::Value> = ndjson
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("a generated line is JSON"))
+        .collect();
+    let valid = crate::ingest::validate_all(&values, &model.currency);
+    valid.good.into_iter().map(|(_, event)| event).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

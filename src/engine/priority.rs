@@ -153,7 +153,7 @@ mod tests {
     /// the caller's pool, score for score.
     #[test]
     fn a_batch_evaluation_in_the_background_has_the_same_bits() {
-        use crate::generate::{GenerateConfig, write_ndjson};
+        use crate::generate::GenerateConfig;
         use crate::score::{ScoreState, ScoringModel};
         use std::sync::Arc;
 
@@ -164,16 +164,8 @@ mod tests {
             events: 6_000,
             ..GenerateConfig::default()
         };
-        let mut ndjson = Vec::new();
-        write_ndjson(&config, &mut ndjson).unwrap();
         let model = ScoringModel::default_model();
-        let values: Vec<serde_json::Value> = ndjson
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        let valid = crate::ingest::validate_all(&values, &model.currency);
-        let events: Vec<_> = valid.good.into_iter().map(|(_, event)| event).collect();
+        let events = crate::generate::generated_events(&config, &model);
         // Before the latest event: a batch evaluation, not the live series.
         let at = events.iter().map(|e| e.time).max().unwrap() - chrono::Duration::days(3);
         let model = Arc::new(model);

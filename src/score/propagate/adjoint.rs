@@ -948,7 +948,7 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::generate::{GenerateConfig, write_ndjson};
+    use crate::generate::GenerateConfig;
     use crate::score::ScoreState;
 
     /// A state of a generated stream (influencers, brand associations,
@@ -961,16 +961,8 @@ mod tests {
             events: 6_000,
             ..GenerateConfig::default()
         };
-        let mut ndjson = Vec::new();
-        write_ndjson(&config, &mut ndjson).unwrap();
         let model = ScoringModel::default_model();
-        let values: Vec<serde_json::Value> = ndjson
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        let valid = crate::ingest::validate_all(&values, &model.currency);
-        let events = valid.good.into_iter().map(|(_, event)| event).collect();
+        let events = crate::generate::generated_events(&config, &model);
         ScoreState::build(Arc::new(model), Vec::new(), events)
     }
 
