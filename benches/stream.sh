@@ -11,7 +11,8 @@
 # the state's write lock, whole-state builds and checkpoint refolds for late
 # events (counts, mean seconds; from /metrics), ranking builds (p50/p99 and
 # each phase's mean, from /metrics) and the served ranking's lag behind the
-# log at each read (events and ms, p50/p99), the server's peak memory, and the
+# log at each read (events and ms, p50/p99; and in the server, the age of the
+# ranking each read was answered from, p50/p99), the server's peak memory, and the
 # absorbed rate as a fraction of bulk `fusion ingest` measured in the same
 # run. Scenarios: `batches` (RATE events/s in BATCH-event NDJSON requests
 # from CLIENTS clients) and `singles` (SINGLE_RATE events/s, one event per
@@ -220,6 +221,11 @@ scenario() {
     echo "${name}_ranking_builds=$(awk '$1 == "fusion_ranking_build_seconds_count{phase=\"total\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     for q in 50 99; do
         echo "${name}_ranking_build_p${q}_s=$(awk -v q="$q" 'index($1, "fusion_ranking_build_seconds_bucket{phase=\"total\"") == 1 { split($1, a, "le=\""); sub(/".*/, "", a[2]); le[++n] = a[2]; c[n] = $2 } END { if (n == 0 || c[n] == 0) { print "nan"; exit } for (i = 1; i <= n; i++) if (c[i] >= c[n] * q / 100) { print le[i]; exit } }' <<<"$metrics")"
+    done
+    # The age of the ranking each listing, summary or dashboard read was
+    # answered from, in the server (task h46): p50/p99 as bucket bounds.
+    for q in 50 99; do
+        echo "${name}_ranking_age_p${q}_s=$(awk -v q="$q" 'index($1, "fusion_ranking_age_seconds_bucket{") == 1 { split($1, a, "le=\""); sub(/".*/, "", a[2]); le[++n] = a[2]; c[n] = $2 } END { if (n == 0 || c[n] == 0) { print "nan"; exit } for (i = 1; i <= n; i++) if (c[i] >= c[n] * q / 100) { print le[i]; exit } }' <<<"$metrics")"
     done
     for phase in read evaluate past rank total; do
         echo "${name}_ranking_build_${phase}_mean_s=$(awk -v p="$phase" '$1 == "fusion_ranking_build_seconds_sum{phase=\"" p "\"}" { s = $2 } $1 == "fusion_ranking_build_seconds_count{phase=\"" p "\"}" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"

@@ -91,6 +91,10 @@ metrics_table! {
         "Seconds each checkpoint build of the live series took, installed or not.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
         "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
+    RANKING_AGE_SECONDS = "fusion_ranking_age_seconds", Histogram,
+        "Age of the ranking each brand listing, summary or dashboard read of now was answered from: seconds since it was taken, 0 when it reflects every folded event (readers never wait for a build; the ranking maintainer keeps it within the staleness while builds take less than half of it).";
+    RANKING_LAG_EVENTS = "fusion_ranking_lag_events", Gauge,
+        "Folded events the ranking served by the latest listing, summary or dashboard read did not reflect.";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
@@ -288,6 +292,14 @@ pub fn record_live_build(took: Duration, installed: bool) {
 /// `past`, `rank` or `total`.
 pub fn record_ranking_build(phase: &'static str, took: Duration) {
     histogram!(RANKING_BUILD_SECONDS, "phase" => phase).record(took.as_secs_f64());
+}
+
+/// A listing, summary or dashboard read of now was answered from a
+/// ranking `age` old that lags the folded log by `lag` events
+/// (`Engine::ranking_lag`).
+pub fn record_ranking_served(age: Duration, lag: u64) {
+    histogram!(RANKING_AGE_SECONDS).record(age.as_secs_f64());
+    gauge!(RANKING_LAG_EVENTS).set(lag as f64);
 }
 
 /// A refold continued the live series instead of building it again.

@@ -168,6 +168,8 @@ pub(super) async fn ranking_as_of<S: EventStore>(
             .ranking(Utc::now(), super::position::min_position())
             .await?;
         super::position::reflects(r.position);
+        let (age, events) = engine.ranking_lag(&r);
+        crate::telemetry::record_ranking_served(age, events);
         if !r.settled {
             super::position::provisional();
         }
