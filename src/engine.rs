@@ -2748,9 +2748,11 @@ impl<S: EventStore> Engine<S> {
             }
         };
         let ranking = Instant::now();
+        // At background priority too (task h46: with the maintainer, builds
+        // run back to back under a stream), its brands in parallel there.
         let ranked = Ranking {
             settled,
-            ..rankings::rank(current, &past, &kinds, taken)
+            ..priority::background(|| rankings::rank(current, &past, &kinds, taken))
         };
         crate::telemetry::record_ranking_build("rank", ranking.elapsed());
         crate::telemetry::record_ranking_build("total", started.elapsed());

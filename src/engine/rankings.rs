@@ -14,6 +14,7 @@ use std::iter::Peekable;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 
 use crate::domain::{EntityId, EntityKind};
 use crate::score::{BatchScores, RelationScore};
@@ -180,24 +181,41 @@ fn total_order_key(x: f64) -> i64 {
 
 impl BrandRanking {
     /// Orders and summarises `rows`, which are in person id order (so a
-    /// row number breaks ties as the person id does).
+    /// row number breaks ties as the person id does). Each value is
+    /// sorted once, descending; its ascending order is that reversed with
+    /// each run of equal values put back in row order (the same order a
+    /// second sort gives, for half the sorting: task h46).
     fn new(rows: Vec<RankedRelation>) -> Self {
         debug_assert!(rows.windows(2).all(|w| w[0].person < w[1].person));
-        let orders: [Vec<u32>; 4] = ListingSort::ALL.map(|sort| {
-            let mut keyed: Vec<(i64, u32)> = rows
+        let both = |descending: ListingSort| {
+            let keys: Vec<i64> = rows
+                .iter()
+                .map(|r| total_order_key(descending.value(r)))
+                .collect();
+            // Descending by value, still ascending by row: the key
+            // reversed (`!` reverses an i64's order).
+            let mut keyed: Vec<(i64, u32)> = keys
                 .iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    let key = total_order_key(sort.value(r));
-                    // Descending by value, still ascending by person:
-                    // the key reversed (`!` reverses an i64's order).
-                    let key = if sort.descending() { !key } else { key };
-                    (key, i as u32)
-                })
+                .map(|(i, k)| (!k, i as u32))
                 .collect();
             keyed.sort_unstable();
-            keyed.into_iter().map(|(_, i)| i).collect()
-        });
+            let down: Vec<u32> = keyed.into_iter().map(|(_, i)| i).collect();
+            let mut up: Vec<u32> = down.iter().rev().copied().collect();
+            up.chunk_by_mut(|a, b| keys[*a as usize] == keys[*b as usize])
+                .for_each(|run| run.reverse());
+            (down, up)
+        };
+        let (score_down, score_up) = both(ListingSort::ScoreDescending);
+        let (trend_down, trend_up) = both(ListingSort::Trend7dDescending);
+        // In `ListingSort::ALL`'s order.
+        let orders: [Vec<u32>; 4] = [score_down, score_up, trend_down, trend_up];
+        debug_assert!(
+            ListingSort::ALL
+                .iter()
+                .enumerate()
+                .all(|(n, s)| s.index() == n && s.descending() == (n % 2 == 0))
+        );
         let ascending: Vec<f64> = orders[ListingSort::ScoreAscending.index()]
             .iter()
             .map(|&i| rows[i as usize].score.score)
@@ -328,8 +346,10 @@ pub(super) fn rank(
         generation,
         taken,
         relationships,
+        // Each brand on its own: in parallel (on the caller's pool, the
+        // background one for a build), the same rows whatever the threads.
         by_brand: rows
-            .into_iter()
+            .into_par_iter()
             .map(|(brand, rows)| (brand, BrandRanking::new(rows)))
             .collect(),
         by_person: by_person.into_iter().collect(),
@@ -387,6 +407,31 @@ mod tests {
                     .collect();
                 assert_eq!(after, want[n + 1..], "{sort:?} after {}", r.person);
             }
+        }
+    }
+
+    /// The ascending orders, derived from the descending ones (task h46),
+    /// are the comparator's on rows with long runs of equal values and
+    /// signed zeros, as the second sort they replace gave.
+    #[test]
+    fn ascending_orders_from_the_descending_ones_are_the_listing_comparators() {
+        let values = [50.0, 0.0, -0.0, 12.5, 50.0, 100.0];
+        let rows: Vec<RankedRelation> = (0..300)
+            .map(|i| {
+                row(
+                    &format!("p{i:03}"),
+                    values[i * 7 % 6],
+                    values[i * 5 % 4] - 50.0,
+                )
+            })
+            .collect();
+        let b = BrandRanking::new(rows.clone());
+        for sort in ListingSort::ALL {
+            let mut want: Vec<&RankedRelation> = rows.iter().collect();
+            want.sort_by(|a, b| sort.against(a, sort.value(b), &b.person));
+            let got: Vec<&str> = b.sorted(sort).map(|r| r.person.as_str()).collect();
+            let want: Vec<&str> = want.iter().map(|r| r.person.as_str()).collect();
+            assert_eq!(got, want, "{sort:?}");
         }
     }
 
