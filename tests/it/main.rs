@@ -39,6 +39,7 @@ mod pg_security;
 mod pipelines;
 mod priority;
 mod propagate;
+mod ranking_age;
 mod read_cache;
 mod reads;
 mod redteam2;
