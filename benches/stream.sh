@@ -21,7 +21,9 @@
 #
 # Also printed: the split of an acknowledgement in the server (mean
 # commit, mean wait for the fold after it, mean ingest request; on
-# PostgreSQL also the mean wait for and hold of the `log_head` lock);
+# PostgreSQL also the mean wait for and hold of the `log_head` lock),
+# and a change's transit from its earliest event's stamp to the fold
+# thread (p50/p99; past the reorder window, stragglers refold);
 # METRICS_OUT=PREFIX keeps each scenario's /metrics in PREFIX.<scenario>.
 #
 # The generator is open loop up to 8 requests in flight per client
@@ -184,6 +186,12 @@ scenario() {
     echo "${name}_commit_mean_ms=$(awk '$1 == "fusion_commit_seconds_sum" { s = $2 } $1 == "fusion_commit_seconds_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
     # The wait for the fold after the commit, and a whole ingest request
     # in the server (2xx), means: with the commit, the split of an ack.
+    # A change's transit from its earliest event's stamp to the fold
+    # thread (the upper bound of the bucket holding p50/p99): past the
+    # reorder window, stragglers refold.
+    for q in 50 99; do
+        echo "${name}_write_transit_p${q}_ms=$(awk -v q="$q" 'index($1, "fusion_write_transit_seconds_bucket") == 1 { split($1, a, "le=\""); sub(/".*/, "", a[2]); le[++n] = a[2]; c[n] = $2 } END { if (n == 0 || c[n] == 0) { print "nan"; exit } for (i = 1; i <= n; i++) if (c[i] >= c[n] * q / 100) { print (le[i] == "+Inf" ? "inf" : le[i] * 1000); exit } }' <<<"$metrics")"
+    done
     echo "${name}_fold_wait_mean_ms=$(awk '$1 == "fusion_fold_wait_seconds_sum" { s = $2 } $1 == "fusion_fold_wait_seconds_count" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
     echo "${name}_ingest_request_mean_ms=$(awk 'index($1, "fusion_http_request_duration_seconds_sum{") == 1 && $1 ~ /route="\/v1\/events"/ && $1 ~ /method="POST"/ && $1 ~ /status="2/ { s += $2 } index($1, "fusion_http_request_duration_seconds_count{") == 1 && $1 ~ /route="\/v1\/events"/ && $1 ~ /method="POST"/ && $1 ~ /status="2/ { n += $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
     if [ -n "${METRICS_OUT:-}" ]; then

@@ -870,7 +870,7 @@ struct Change {
     /// Its events in the fold queue's count, until it is folded.
     _queued: Option<Queued>,
     /// When it may be folded (`reorder.rs`: fresh events are held back).
-    due: Instant,
+    due: reorder::Due,
     /// Its stored events in the fold lag gauges, until it is folded.
     _lag: Option<crate::telemetry::FoldWait>,
 }
@@ -1425,6 +1425,9 @@ pub struct Engine<S> {
     from_snapshot: bool,
     /// Events sent to the fold thread and not folded yet (back-pressure).
     queued: Arc<queue::FoldQueue>,
+    /// Writes from their arrival checks until their change is sent
+    /// (`reorder.rs`: a change waits for the earlier ones among them).
+    in_transit: Arc<reorder::InTransit>,
     /// The trend columns of the latest ranking (1, 7 and 30 days before
     /// its time): the generation and time they were taken for.
     past_columns: Mutex<PastColumns>,
@@ -1593,6 +1596,7 @@ impl<S: EventStore> Engine<S> {
             maintainer: maintainer::Maintainer::default(),
             from_snapshot: from_snapshot && broken_none,
             queued: Arc::default(),
+            in_transit: Arc::default(),
             past_columns: Mutex::new(None),
             walks: reads::Walks::default(),
             reasons: reads::Reasons::default(),
@@ -1849,6 +1853,11 @@ impl<S: EventStore> Engine<S> {
         now: DateTime<Utc>,
     ) -> Result<(IngestReport, Option<(usize, FoldWaiter)>), EngineError> {
         let _section = self.writes.read().await;
+        // Until its change is sent: changes ahead of it with later events
+        // wait for it (`reorder.rs`), so it folds in place with them.
+        let transit = fold
+            .then(|| self.in_transit.enter(events.iter().map(|(_, e)| e)))
+            .flatten();
         let latest_accepted = now + self.options.max_future_skew;
         let too_late = |event: &Event| {
             (event.time > latest_accepted).then(|| FieldError {
@@ -2011,6 +2020,9 @@ impl<S: EventStore> Engine<S> {
             return Ok((report, None));
         }
         let count = new.len();
+        // Out of transit before it is sent: the change must not wait for
+        // itself.
+        drop(transit);
         let waiter = self.send_change(new, false, reservation, queued)?;
         Ok((report, Some((count, waiter))))
     }
@@ -2027,7 +2039,19 @@ impl<S: EventStore> Engine<S> {
         let (reply, waiter) = tokio::sync::oneshot::channel();
         let positions = self.derived.in_flight.positions(&events);
         let window = self.options.reorder_window;
-        let due = reorder::due(&events, window, Instant::now(), Utc::now());
+        let clock = Utc::now();
+        if let Some(earliest) = events.iter().map(|l| l.event.time).min() {
+            crate::telemetry::record_write_transit(clock - earliest);
+        }
+        let folded = self.state().ok().and_then(|s| s.latest_time());
+        let due = reorder::due(
+            &events,
+            window,
+            &self.in_transit,
+            folded,
+            Instant::now(),
+            clock,
+        );
         let lag = (!events.is_empty()).then(|| crate::telemetry::FoldWait::begin(events.len()));
         let change = Change {
             events,
@@ -2924,7 +2948,7 @@ mod tests {
             reply,
             _reserved: Reservation::none(&Arc::default()),
             _queued: None,
-            due: Instant::now(),
+            due: reorder::Due::now(Instant::now()),
             _lag: None,
         };
         (FoldJob::Change(change), waiter)

@@ -75,6 +75,8 @@ metrics_table! {
         "Append requests the store committed together in one transaction (group commit), per commit.";
     FOLD_WAIT_SECONDS = "fusion_fold_wait_seconds", Histogram,
         "Seconds a write waits for the fold after its commit (the reorder window, the round, a refold).";
+    WRITE_TRANSIT_SECONDS = "fusion_write_transit_seconds", Histogram,
+        "Seconds from the earliest event time of a change to its sending to the fold thread (the sender's stamp to the fold, the commit included; the reorder window holds back stragglers only when this is shorter than it).";
     FOLD_LAG_EVENTS = "fusion_fold_lag_events", Gauge,
         "Stored events waiting to be folded into the scores.";
     FOLD_LAG_SECONDS = "fusion_fold_lag_seconds", Gauge,
@@ -332,6 +334,14 @@ pub fn record_commit(elapsed: Duration) {
 /// A write's wait for the fold of its events, after their commit.
 pub fn record_fold_wait(elapsed: Duration) {
     histogram!(FOLD_WAIT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A change's transit from its earliest event's time to the fold thread
+/// (nothing for an event dated ahead of the clock).
+pub fn record_write_transit(transit: chrono::TimeDelta) {
+    if let Ok(transit) = transit.to_std() {
+        histogram!(WRITE_TRANSIT_SECONDS).record(transit.as_secs_f64());
+    }
 }
 
 pub fn record_store_error(err: &crate::store::StoreError) {
