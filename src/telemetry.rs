@@ -91,6 +91,8 @@ metrics_table! {
         "Seconds each checkpoint build of the live series took, installed or not.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
         "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
+    FOLD_ROUND_SECONDS = "fusion_fold_round_seconds", Histogram,
+        "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plans and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s), `total` (the whole round).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
@@ -288,6 +290,11 @@ pub fn record_live_build(took: Duration, installed: bool) {
 /// `past`, `rank` or `total`.
 pub fn record_ranking_build(phase: &'static str, took: Duration) {
     histogram!(RANKING_BUILD_SECONDS, "phase" => phase).record(took.as_secs_f64());
+}
+
+/// One phase of a fold thread's round (`engine::fold_loop`) took this long.
+pub fn record_fold_round(phase: &'static str, took: Duration) {
+    histogram!(FOLD_ROUND_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
 /// A refold continued the live series instead of building it again.
