@@ -693,7 +693,9 @@ impl Derived {
     /// is marked broken and rebuilt from the log (module docs), and the
     /// reason is returned.
     fn change(&self, change: impl FnOnce(&mut ScoreState)) -> Result<(), String> {
+        let waited = Instant::now();
         let _guard = self.fold.lock();
+        crate::telemetry::record_fold_round("lock", waited.elapsed());
         if let Some(reason) = self.broken() {
             return Err(reason);
         }
@@ -988,9 +990,12 @@ fn fold_loop(
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.events))
             .collect();
+        let round_started = Instant::now();
         let in_place = !again && derived.slot.read().state.appends_in_order(&events);
         let outcome = if in_place {
-            fold_in_slices(&derived, events)
+            let outcome = fold_in_slices(&derived, events);
+            crate::telemetry::record_fold_round("fold", round_started.elapsed());
+            outcome
         } else {
             // Read before the build: a snapshot of it names this epoch.
             let epoch = derived
@@ -1062,8 +1067,10 @@ fn fold_loop(
             if outcome.is_ok() {
                 derived.epoch.store(epoch, Ordering::SeqCst);
             }
+            crate::telemetry::record_fold_round("refold", started.elapsed());
             outcome
         };
+        let published = Instant::now();
         if outcome.is_ok() {
             // Before the answers: a writer that reads after its answer
             // finds its events within the published position.
@@ -1075,11 +1082,13 @@ fn fold_loop(
         for change in round {
             let _ = change.reply.send(outcome.clone());
         }
+        crate::telemetry::record_fold_round("publish", published.elapsed());
         if outcome.is_ok() {
             // After the answers: a checkpoint is a copy of the fold state
             // (milliseconds), and nothing changed the fold since the round.
             checkpoints.after_round(&derived);
         }
+        crate::telemetry::record_fold_round("total", round_started.elapsed());
         // The live series catches up on its own thread (`live.rs`): no
         // writer waits for it.
         derived.live.wake();

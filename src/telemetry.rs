@@ -97,6 +97,8 @@ metrics_table! {
         "Age of the ranking each brand listing, summary or dashboard read of now was answered from: seconds since it was taken, 0 when it reflects every folded event (readers never wait for a build; the ranking maintainer keeps it within the staleness while builds take less than half of it).";
     RANKING_LAG_EVENTS = "fusion_ranking_lag_events", Gauge,
         "Folded events the ranking served by the latest listing, summary or dashboard read did not reflect.";
+    FOLD_ROUND_SECONDS = "fusion_fold_round_seconds", Histogram,
+        "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plans and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s), `total` (the whole round).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
@@ -302,6 +304,11 @@ pub fn record_ranking_build(phase: &'static str, took: Duration) {
 pub fn record_ranking_served(age: Duration, lag: u64) {
     histogram!(RANKING_AGE_SECONDS).record(age.as_secs_f64());
     gauge!(RANKING_LAG_EVENTS).set(lag as f64);
+}
+
+/// One phase of a fold thread's round (`engine::fold_loop`) took this long.
+pub fn record_fold_round(phase: &'static str, took: Duration) {
+    histogram!(FOLD_ROUND_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
 /// A refold continued the live series instead of building it again.

@@ -83,6 +83,7 @@ impl Checkpoints {
         if self.kept.back().is_some_and(|k| k.taken.elapsed() < EVERY) {
             return;
         }
+        let started = Instant::now();
         // The fold lock keeps the live thread's slices waiting on it, not
         // on the write lock, where they would hold readers back meanwhile.
         let _fold = derived.fold.lock();
@@ -97,6 +98,7 @@ impl Checkpoints {
         }
         let checkpoint = slot.state.fold_checkpoint();
         drop(slot);
+        crate::telemetry::record_fold_round("checkpoint", started.elapsed());
         self.kept.push_back(Kept {
             taken: Instant::now(),
             checkpoint,

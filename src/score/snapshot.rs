@@ -1055,7 +1055,7 @@ impl Body {
         };
         let mut audience = FxHashMap::default();
         for (k, v) in self.audience {
-            audience.insert(keyed(k)?, series(v)?);
+            audience.insert(keyed(k)?, Arc::new(series(v)?));
         }
         let mut occasions = FxHashMap::default();
         for (k, o) in self.occasions {
@@ -1067,17 +1067,20 @@ impl Body {
             let joined: FxHashSet<(Handle, bool)> = participants.iter().copied().collect();
             occasions.insert(
                 keyed(k)?,
-                OccasionInfo {
+                Arc::new(OccasionInfo {
                     host: o.host.map(hd).transpose()?,
                     time: from_time(o.time)?,
                     participants,
                     joined,
-                },
+                }),
             );
         }
         let mut hosted = FxHashMap::default();
         for (k, v) in self.hosted {
-            hosted.insert(keyed(k)?, v.into_iter().map(hd).collect::<Result<_, _>>()?);
+            hosted.insert(
+                keyed(k)?,
+                Arc::new(v.into_iter().map(hd).collect::<Result<_, _>>()?),
+            );
         }
         let mut sales = FxHashMap::default();
         for (k, v) in self.sales {
@@ -1089,7 +1092,7 @@ impl Body {
                 .into_iter()
                 .map(|(t, g)| Ok((from_time(t)?, g)))
                 .collect::<Result<Vec<_>, String>>()?;
-            consent.insert(keyed(k)?, s);
+            consent.insert(keyed(k)?, Arc::new(s));
         }
         let mut interests = FxHashMap::default();
         for (k, v) in self.interests {

@@ -108,6 +108,12 @@ fn metrics_move_when_events_are_posted() {
     assert!(!after.contains("colour"));
     assert_eq!(moved("fusion_commit_seconds_count", &[]), 1.0);
     assert!(moved("fusion_commit_seconds_sum", &[]) > 0.0);
+    // The fold thread's round, by phase (task h48): the events were folded
+    // in place before the answer was sent.
+    assert_eq!(
+        moved("fusion_fold_round_seconds_count", &[("phase", "fold")]),
+        1.0
+    );
     assert!(metric(&after, "fusion_commit_seconds_bucket", &[("le", "+Inf")]) >= 1.0);
     let post = [
         ("method", "POST"),

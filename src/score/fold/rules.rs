@@ -127,10 +127,7 @@ impl FoldState {
             Audience { person, followers } => {
                 let person = self.h(person);
                 let before = self.followers_h(person, t);
-                self.audience
-                    .entry(person)
-                    .or_default()
-                    .push((t, *followers));
+                Arc::make_mut(self.audience.entry(person).or_default()).push((t, *followers));
                 if let Some(growth) = audience_growth(&imp, before, *followers) {
                     for (brand, share) in self.associations_at(person, t) {
                         let x = growth * share;
@@ -188,10 +185,11 @@ impl FoldState {
             }
             Attendance { person, occasion } => {
                 let (person, occasion) = (self.h(person), self.h(occasion));
-                let info = self
-                    .occasions
-                    .entry(occasion)
-                    .or_insert_with(|| OccasionInfo::new(t));
+                let info = Arc::make_mut(
+                    self.occasions
+                        .entry(occasion)
+                        .or_insert_with(|| Arc::new(OccasionInfo::new(t))),
+                );
                 if info.join(person, false)
                     && let Some(host) = info.host
                 {
@@ -227,7 +225,7 @@ impl FoldState {
             }
             Consent { person, granted } => {
                 let person = self.h(person);
-                self.consent.entry(person).or_default().push((t, *granted));
+                Arc::make_mut(self.consent.entry(person).or_default()).push((t, *granted));
                 if self.emitting() {
                     let impulses = self.impulses_of(person);
                     let delta = if *granted {
@@ -263,10 +261,11 @@ impl FoldState {
         t: DateTime<Utc>,
     ) {
         let imp = self.model.impulse;
-        let info = self
-            .occasions
-            .entry(occasion)
-            .or_insert_with(|| OccasionInfo::new(t));
+        let info = Arc::make_mut(
+            self.occasions
+                .entry(occasion)
+                .or_insert_with(|| Arc::new(OccasionInfo::new(t))),
+        );
         info.host = Some(brand);
         info.time = t;
         let earlier: Vec<Handle> = info
@@ -280,7 +279,7 @@ impl FoldState {
         }
         let hosted = self.hosted.entry(brand).or_default();
         if !hosted.contains(&occasion) {
-            hosted.push(occasion);
+            Arc::make_mut(hosted).push(occasion);
         }
         for &p in performers {
             self.push_impulse(p, brand, pos, t, Component::Engagement, imp.performance);
@@ -319,7 +318,13 @@ impl FoldState {
         // stop at the first that ended before the window.
         let mut credited: Vec<Handle> = Vec::new();
         let mut seen: FxHashSet<Handle> = FxHashSet::default();
-        for occ in self.hosted.get(&brand).into_iter().flatten().rev() {
+        for occ in self
+            .hosted
+            .get(&brand)
+            .map_or(&[][..], |v| v.as_slice())
+            .iter()
+            .rev()
+        {
             let info = &self.occasions[occ];
             if info.time > t {
                 continue;
