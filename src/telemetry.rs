@@ -91,6 +91,8 @@ metrics_table! {
         "Seconds each checkpoint build of the live series took, installed or not.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
         "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
+    RELATIONSHIP_READ_SECONDS = "fusion_relationship_read_seconds", Histogram,
+        "Seconds each phase of an uncached relationship read took, by `phase`: `lock` (waiting for the state's read lock), `walk` (one adjoint walk taken, per walk: none when kept ones served), `pass` (the sums over what the walks reach, the trend and the draft of the reasons, walks excluded), `reasons` (the listed events, from the kept ones or the store), `json` (the answer's body), `total` (the engine's whole read, from the lock's wait to the reasons).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
@@ -288,6 +290,13 @@ pub fn record_live_build(took: Duration, installed: bool) {
 /// `past`, `rank` or `total`.
 pub fn record_ranking_build(phase: &'static str, took: Duration) {
     histogram!(RANKING_BUILD_SECONDS, "phase" => phase).record(took.as_secs_f64());
+}
+
+/// One phase of an uncached relationship read (`Engine::relationship`, the
+/// relationship route): `lock`, `walk`, `pass`, `reasons`, `json` or
+/// `total`.
+pub fn record_relationship_read(phase: &'static str, took: Duration) {
+    histogram!(RELATIONSHIP_READ_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
 /// A refold continued the live series instead of building it again.
