@@ -238,6 +238,16 @@ scenario() {
     for phase in read evaluate past rank total; do
         echo "${name}_ranking_build_${phase}_mean_s=$(awk -v p="$phase" '$1 == "fusion_ranking_build_seconds_sum{phase=\"" p "\"}" { s = $2 } $1 == "fusion_ranking_build_seconds_count{phase=\"" p "\"}" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     done
+    # Relationship reads in the server (task h49): per phase, p50/p99 (the
+    # upper bound of the bucket that holds it), mean and count (`walk` is
+    # per walk taken; the others per uncached read).
+    for phase in lock walk pass reasons json total; do
+        echo "${name}_relationship_${phase}_n=$(awk -v p="$phase" '$1 == "fusion_relationship_read_seconds_count{phase=\"" p "\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+        echo "${name}_relationship_${phase}_mean_ms=$(awk -v p="$phase" '$1 == "fusion_relationship_read_seconds_sum{phase=\"" p "\"}" { s = $2 } $1 == "fusion_relationship_read_seconds_count{phase=\"" p "\"}" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+        for q in 50 99; do
+            echo "${name}_relationship_${phase}_p${q}_ms=$(awk -v q="$q" -v p="$phase" 'index($1, "fusion_relationship_read_seconds_bucket{phase=\"" p "\"") == 1 { split($1, a, "le=\""); sub(/".*/, "", a[2]); le[++n] = a[2]; c[n] = $2 } END { if (n == 0 || c[n] == 0) { print "nan"; exit } for (i = 1; i <= n; i++) if (c[i] >= c[n] * q / 100) { print (le[i] == "+Inf" ? le[i] : le[i] * 1000); exit } }' <<<"$metrics")"
+        done
+    done
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"

@@ -99,6 +99,8 @@ metrics_table! {
         "Folded events the ranking served by the latest listing, summary or dashboard read did not reflect.";
     FOLD_ROUND_SECONDS = "fusion_fold_round_seconds", Histogram,
         "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plans and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s), `total` (the whole round).";
+    RELATIONSHIP_READ_SECONDS = "fusion_relationship_read_seconds", Histogram,
+        "Seconds each phase of an uncached relationship read took, by `phase`: `lock` (waiting for the state's read lock), `walk` (one adjoint walk taken, per walk: none when kept ones served), `pass` (the sums over what the walks reach, the trend and the draft of the reasons, walks excluded), `reasons` (the listed events, from the kept ones or the store), `json` (the answer's body), `total` (the engine's whole read, from the lock's wait to the reasons).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
         "Refolds of late events after the live series' checkpoint that continued the series (its events since pushed) instead of building it again.";
     HTTP_SECONDS = "fusion_http_request_duration_seconds", Histogram,
@@ -309,6 +311,13 @@ pub fn record_ranking_served(age: Duration, lag: u64) {
 /// One phase of a fold thread's round (`engine::fold_loop`) took this long.
 pub fn record_fold_round(phase: &'static str, took: Duration) {
     histogram!(FOLD_ROUND_SECONDS, "phase" => phase).record(took.as_secs_f64());
+}
+
+/// One phase of an uncached relationship read (`Engine::relationship`, the
+/// relationship route): `lock`, `walk`, `pass`, `reasons`, `json` or
+/// `total`.
+pub fn record_relationship_read(phase: &'static str, took: Duration) {
+    histogram!(RELATIONSHIP_READ_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
 /// A refold continued the live series instead of building it again.

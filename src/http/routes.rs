@@ -327,10 +327,12 @@ async fn get_relationship<S: EventStore>(
     let (person, brand, _) = &key;
     match engine.relationship(person, brand, at).await? {
         Some((e, trend)) => {
+            let encoding = std::time::Instant::now();
             let body = serde_json::to_vec(&relationship_view(&e, &trend)).map_err(|e| {
                 tracing::error!(cause = %e, "cannot serialise a relationship");
                 ApiError::Internal
             })?;
+            crate::telemetry::record_relationship_read("json", encoding.elapsed());
             let body = web::Bytes::from(body);
             let etag = cache.put(version, key.clone(), body.clone());
             Ok(HttpResponse::Ok()

@@ -106,6 +106,24 @@ fn metrics_move_when_events_are_posted() {
         1.0
     );
     assert!(!after.contains("colour"));
+    // The relationship read's phases (task h49): one sample each for the
+    // one uncached read, at least one walk.
+    for phase in ["lock", "pass", "reasons", "json", "total"] {
+        assert_eq!(
+            moved(
+                "fusion_relationship_read_seconds_count",
+                &[("phase", phase)]
+            ),
+            1.0,
+            "{phase}"
+        );
+    }
+    assert!(
+        moved(
+            "fusion_relationship_read_seconds_count",
+            &[("phase", "walk")]
+        ) >= 1.0
+    );
     assert_eq!(moved("fusion_commit_seconds_count", &[]), 1.0);
     assert!(moved("fusion_commit_seconds_sum", &[]) > 0.0);
     // The fold thread's round, by phase (task h48): the events were folded

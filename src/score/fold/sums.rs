@@ -80,8 +80,28 @@ pub struct Series {
     /// the series: all of them, and those with a nonzero amount.
     firsts: Vec<u32>,
     firsts_nonzero: Vec<u32>,
-    /// Indices by forward magnitude, largest first (built when first asked).
-    by_size: OnceLock<Vec<u32>>,
+    /// Indices by forward magnitude, largest first (built when first
+    /// asked): the first [`TOP`] alone, then, if a reader goes past them,
+    /// all of them ([`Series::largest`]).
+    by_size: BySize,
+}
+
+/// How many of a series' largest impulses are ordered first
+/// ([`Series::largest`]): a read takes each series' largest while they are
+/// among the `3 · top_contributions` largest seen, so it seldom goes past
+/// them, and a series of `n` impulses costs `O(n)` instead of a sort of
+/// all `n` (task h49: under a stream every read rebuilt the sums of the
+/// influencers it reached, and sorting their series was a tenth of the
+/// HTTP workers' CPU).
+const TOP: usize = 64;
+
+/// A series' order by forward magnitude, built in two steps (`TOP`).
+#[derive(Debug, Default)]
+struct BySize {
+    /// The first `TOP` of the order (all of it for a short series).
+    top: OnceLock<Vec<u32>>,
+    /// The whole order, built when a reader goes past `top`.
+    all: OnceLock<Vec<u32>>,
 }
 
 /// What a series holds at a time: the index of its latest impulse then.
@@ -153,31 +173,85 @@ impl Series {
         j: Upto,
         own: bool,
     ) -> impl Iterator<Item = (u64, f64, DateTime<Utc>)> + '_ {
-        let by_size = self.by_size.get_or_init(|| {
-            let h = self.half_life;
-            let origin = self.time[0];
-            let key = |i: usize| {
-                let x = self.amount[i].abs();
+        let order = Order {
+            series: self,
+            next: 0,
+        };
+        order
+            .filter(move |&i| i <= j.0 && (own || self.amount[i] != 0.0))
+            .map(|i| (self.event[i], self.amount[i], self.time[i]))
+    }
+
+    /// Each impulse's forward magnitude `log2|x| + (t − t_0)/h` (`-∞` for a
+    /// zero): the order of their decayed values at any later time.
+    fn magnitudes(&self) -> Vec<f64> {
+        let h = self.half_life;
+        let origin = self.time[0];
+        self.amount
+            .iter()
+            .zip(&self.time)
+            .map(|(x, t)| {
+                let x = x.abs();
                 if x == 0.0 {
                     f64::NEG_INFINITY
                 } else {
-                    x.log2() + span_seconds(origin, self.time[i]) / h
+                    x.log2() + span_seconds(origin, *t) / h
                 }
-            };
-            let mut order: Vec<u32> = (0..self.time.len() as u32).collect();
-            order.sort_by(|&a, &b| key(b as usize).total_cmp(&key(a as usize)).then(a.cmp(&b)));
-            order
-        });
-        by_size
-            .iter()
-            .map(|&i| i as usize)
-            .filter(move |&i| i <= j.0 && (own || self.amount[i] != 0.0))
-            .map(|i| (self.event[i], self.amount[i], self.time[i]))
+            })
+            .collect()
+    }
+
+    /// The first `k` indices (all when `k` is at least the length) by
+    /// magnitude, largest first, ties by index: a strict total order, so
+    /// the first `k` of it are the first `k` of the whole order, whatever
+    /// `k`.
+    fn largest_indices(&self, k: usize) -> Vec<u32> {
+        let keys = self.magnitudes();
+        let by = |a: &u32, b: &u32| {
+            keys[*b as usize]
+                .total_cmp(&keys[*a as usize])
+                .then(a.cmp(b))
+        };
+        let mut order: Vec<u32> = (0..self.time.len() as u32).collect();
+        if k < order.len() {
+            order.select_nth_unstable_by(k, by);
+            order.truncate(k);
+        }
+        order.sort_unstable_by(by);
+        order
     }
 
     /// The impulse at `i` as (amount, time).
     pub fn at(&self, i: u32) -> (f64, DateTime<Utc>) {
         (self.amount[i as usize], self.time[i as usize])
+    }
+}
+
+/// A series' impulse indices by forward magnitude, largest first: the
+/// first [`TOP`] from [`BySize::top`], the rest from [`BySize::all`],
+/// built only when reached.
+struct Order<'a> {
+    series: &'a Series,
+    next: usize,
+}
+
+impl Iterator for Order<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let s = self.series;
+        let top = s.by_size.top.get_or_init(|| s.largest_indices(TOP));
+        let i = match top.get(self.next) {
+            Some(&i) => i,
+            None if top.len() < TOP => return None,
+            None => *s
+                .by_size
+                .all
+                .get_or_init(|| s.largest_indices(usize::MAX))
+                .get(self.next)?,
+        };
+        self.next += 1;
+        Some(i as usize)
     }
 }
 
@@ -277,7 +351,7 @@ impl PersonSums {
                     nonzero: Vec::new(),
                     firsts: Vec::new(),
                     firsts_nonzero: Vec::new(),
-                    by_size: OnceLock::new(),
+                    by_size: BySize::default(),
                 });
                 (series.len() - 1) as u32
             });
@@ -680,5 +754,75 @@ mod tests {
         let after = cache.get(&list, || sums_of(&model, &list, &credits));
         assert!(!Arc::ptr_eq(&first, &after));
         assert_eq!(after.series[0].time.len(), 2);
+    }
+
+    /// A series' largest impulses come in the order of a sort of all of
+    /// them by forward magnitude (ties by index), as they did before task
+    /// h49 ordered only the first `TOP` until a reader goes past them: at
+    /// times before, among and after the impulses, with and without zeros,
+    /// for a series longer than `TOP` with ties and zeros; and a reader
+    /// that stops among the first `TOP` leaves the whole order unbuilt.
+    #[test]
+    fn a_series_largest_come_in_the_order_of_a_sort_of_all_of_them() {
+        let model = ScoringModel::default_model();
+        let b = Handle::from_index(1);
+        let c = Component::Sentiment;
+        let start = t("2026-01-01T00:00:00Z");
+        let mut list = Impulses::default();
+        for k in 0..(3 * TOP as u64 + 7) {
+            // Repeating amounts (ties of magnitude at one time), zeros and
+            // signs, two impulses per hour (ties of time).
+            let x = match k % 7 {
+                0 => 0.0,
+                r => (r as f64 - 3.5) * (1.0 + (k % 5) as f64),
+            };
+            let time = start + chrono::Duration::minutes(30 * (k as i64 / 2));
+            list.push(b, c, time, x, k);
+        }
+        let sums = sums_of(&model, &list, &Credits::default());
+        let series = &sums.series[0];
+        // The order as it was: every impulse's key, all sorted.
+        let whole = |j: Upto, own: bool| {
+            let (h, origin) = (series.half_life, series.time[0]);
+            let key = |i: usize| {
+                let x = series.amount[i].abs();
+                if x == 0.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    x.log2() + span_seconds(origin, series.time[i]) / h
+                }
+            };
+            let mut order: Vec<usize> = (0..series.time.len()).collect();
+            order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+            order
+                .into_iter()
+                .filter(|&i| i <= j.0 && (own || series.amount[i] != 0.0))
+                .map(|i| (series.event[i], series.amount[i], series.time[i]))
+                .collect::<Vec<_>>()
+        };
+        let few: Vec<_> = series
+            .largest(
+                series.upto(start + chrono::Duration::days(30)).unwrap(),
+                false,
+            )
+            .take(10)
+            .collect();
+        assert_eq!(few.len(), 10);
+        assert!(
+            series.by_size.all.get().is_none(),
+            "a reader of the first few ordered all of the impulses"
+        );
+        for at in [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T07:00:00Z",
+            "2026-01-03T00:00:00Z",
+            "2026-02-01T00:00:00Z",
+        ] {
+            let j = series.upto(t(at)).unwrap();
+            for own in [false, true] {
+                let got: Vec<_> = series.largest(j, own).collect();
+                assert_eq!(got, whole(j, own), "at {at}, own {own}");
+            }
+        }
     }
 }

@@ -274,6 +274,14 @@ impl FoldState {
     ) -> Option<Reading> {
         read_in(self, person, brand, at, past, cached)
     }
+
+    /// The adjoint walk of (`person`, `brand`) at `at`, as [`FoldState::read`]
+    /// takes it where `cached` gives none (so a caller that times or keeps
+    /// walks can take them itself); `None` when either is unknown.
+    pub fn walk(&self, person: &EntityId, brand: &EntityId, at: DateTime<Utc>) -> Option<Walk> {
+        let (p, b) = (self.handle(person)?, self.handle(brand)?);
+        Some(walk(self, p, b, at))
+    }
 }
 
 /// [`FoldState::explain`] over any view (`view.rs`): the fold's state, or a
