@@ -56,6 +56,7 @@ mod refold;
 mod release;
 mod reorder;
 mod simulate;
+mod writer_wait;
 pub use follow::DEFAULT_FOLLOW_INTERVAL;
 pub use priority::{BACKGROUND_NICE, set_background_nice};
 pub use rankings::{BrandRanking, ListingSort, RankedRelation, Ranking, ScoreSummary, Trend};
@@ -476,6 +477,22 @@ impl Drop for TimedWrite<'_> {
 /// read's own time, well under its 20 ms target (issue #11).
 const BRIEF_READ_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// A brief read of the state (`Derived::read_brief`): the read guard,
+/// then the leave it went ahead of a writer with, if any (dropped after
+/// the guard, in field order, so the leave outlasts the hold).
+struct BriefGuard<'a> {
+    state: StateGuard<'a>,
+    _ahead: Option<writer_wait::Ahead<'a>>,
+}
+
+impl std::ops::Deref for BriefGuard<'_> {
+    type Target = ScoreState;
+
+    fn deref(&self) -> &ScoreState {
+        &self.state
+    }
+}
+
 /// The derived state and what guards it; shared with the fold thread, the
 /// live thread and the recovery task.
 struct Derived {
@@ -531,6 +548,8 @@ struct Derived {
     /// The change feed, once attached (`Engine::attach_feed`). Lock order:
     /// `fold`, then `feed`, then `slot`.
     feed: Mutex<Option<FeedOut>>,
+    /// How long writers have waited for `slot` (`read_brief`).
+    writer_wait: writer_wait::WriterWait,
 }
 
 /// The live series' first build after a start that did not wait for it
@@ -584,6 +603,7 @@ impl Derived {
             epoch: AtomicU64::new(snapshot::UNKNOWN_EPOCH),
             snapshots: std::sync::OnceLock::new(),
             feed: Mutex::new(None),
+            writer_wait: Default::default(),
         }
     }
 
@@ -629,19 +649,33 @@ impl Derived {
     /// for a long reader (a ranking build's or a checkpoint build's inputs,
     /// hundreds of milliseconds under a stream) made every later reader
     /// wait for that reader and then the write: 100 to 500 ms
-    /// relationship reads. Writers are not starved: only readers that
-    /// already waited the patience jump ahead, each once, and a writer
-    /// that holds the lock is waited for as before. Read-your-writes is
+    /// relationship reads. Writers are not starved: a reader goes ahead
+    /// only with `writer_wait`'s leave (one at a time, or any while the
+    /// writer has waited less than `writer_wait::WRITER_PATIENCE`; red
+    /// team h50: readers that overlapped without a gap, each joining
+    /// before the last let go, held a writer off without bound), and a
+    /// writer that holds the lock is waited for as before. Read-your-writes is
     /// kept: a waiting writer's events are not acknowledged yet.
-    fn read_brief(&self) -> Result<StateGuard<'_>, EngineError> {
+    fn read_brief(&self) -> Result<BriefGuard<'_>, EngineError> {
+        let mut ahead = None;
         let slot = self
             .slot
             .try_read_for(BRIEF_READ_PATIENCE)
-            .unwrap_or_else(|| self.slot.read_recursive());
+            .unwrap_or_else(|| {
+                ahead = self.writer_wait.go_ahead();
+                if ahead.is_some() {
+                    self.slot.read_recursive()
+                } else {
+                    self.slot.read()
+                }
+            });
         if let Some(reason) = &slot.broken {
             return Err(EngineError::NotReady(reason.clone()));
         }
-        Ok(RwLockReadGuard::map(slot, |s| &s.state))
+        Ok(BriefGuard {
+            state: RwLockReadGuard::map(slot, |s| &s.state),
+            _ahead: ahead,
+        })
     }
 
     fn broken(&self) -> Option<String> {
@@ -652,8 +686,11 @@ impl Derived {
     /// every change of the state goes through here.
     #[track_caller]
     fn write_slot(&self) -> TimedWrite<'_> {
+        self.writer_wait.begin();
+        let guard = self.slot.write();
+        self.writer_wait.end();
         TimedWrite {
-            guard: self.slot.write(),
+            guard,
             since: Instant::now(),
             by: std::panic::Location::caller(),
         }
@@ -3000,6 +3037,69 @@ mod tests {
             Ok(Some(1)),
             "the brief read waited for the writer"
         );
+    }
+
+    /// Regression (red team h50, finding 1): brief readers that overlap
+    /// without a gap starved a waiting writer without bound, since each
+    /// joined the readers holding the lock once it had waited its patience
+    /// (`read_recursive`), and the next one joined it before it let go:
+    /// the fold's swap, and so every acknowledgement, waited as long as
+    /// relationship reads kept coming (reads of a few milliseconds each
+    /// at 1,000,000 events, back to back on the two HTTP workers). Here
+    /// three readers take turns: each holds the lock until another joined
+    /// it, at most 50 ms (a read's work), so the reads overlap without a
+    /// gap whenever the lock lets them; the writer must get the lock
+    /// within a generous 10 s, which fails only when it is starved.
+    #[test]
+    fn brief_readers_back_to_back_do_not_starve_a_waiting_writer() {
+        use std::sync::atomic::AtomicBool;
+        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = build(&[purchase(1, "e1", "p")]);
+        let derived = Arc::new(Derived::new(state, 0, failed_tx));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
+        const HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (derived, stop, reads) =
+                    (Arc::clone(&derived), Arc::clone(&stop), Arc::clone(&reads));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let state = derived.read_brief().unwrap();
+                        let mine = reads.fetch_add(1, Ordering::SeqCst) + 1;
+                        let held = Instant::now();
+                        while reads.load(Ordering::SeqCst) == mine
+                            && held.elapsed() < HOLD
+                            && !stop.load(Ordering::SeqCst)
+                        {
+                            std::thread::yield_now();
+                        }
+                        drop(state);
+                    }
+                })
+            })
+            .collect();
+        // The readers overlap before the writer comes.
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while reads.load(Ordering::SeqCst) < 8 {
+            assert!(Instant::now() < deadline, "the readers never read");
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = {
+            let derived = Arc::clone(&derived);
+            std::thread::spawn(move || {
+                drop(derived.write_slot());
+                tx.send(()).unwrap();
+            })
+        };
+        let written = rx.recv_timeout(std::time::Duration::from_secs(10));
+        stop.store(true, Ordering::SeqCst);
+        for r in readers {
+            r.join().unwrap();
+        }
+        writer.join().unwrap();
+        assert_eq!(written, Ok(()), "the writer was starved by brief readers");
     }
 
     /// Runs the fold thread on `jobs` (queued first, so they make one
