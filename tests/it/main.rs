@@ -47,6 +47,7 @@ mod redteam3;
 mod redteam4;
 mod redteam5;
 mod redteam6;
+mod redteam7;
 mod refold;
 mod relspace;
 mod reorder;
