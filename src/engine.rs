@@ -3183,6 +3183,36 @@ mod tests {
         (0, valid.good.remove(0).1)
     }
 
+    /// An engine on an embedded store with this staleness, holding one
+    /// purchase (`a` of `p`, 30 minutes before the `now` returned; the
+    /// ranking tests below).
+    async fn at_a_staleness(
+        staleness: std::time::Duration,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Engine<crate::store::EmbeddedStore>>,
+        DateTime<Utc>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+        let options = EngineOptions {
+            staleness,
+            ..EngineOptions::default()
+        };
+        let engine = Arc::new(Engine::open_with(store, model(), options).await.unwrap());
+        let now = Utc::now();
+        engine
+            .submit(
+                vec![bought("a", "p", now - Duration::minutes(30))],
+                Vec::new(),
+                false,
+                now,
+            )
+            .await
+            .unwrap();
+        (dir, engine, now)
+    }
+
     /// Readers never wait for a ranking build (issue #11, item 2; task
     /// h46): while a build runs (here: its lock held, as a build under a
     /// heavy stream holds it for seconds), a reader is answered at once with
@@ -3196,19 +3226,9 @@ mod tests {
         // A nanosecond: every ranking taken before is older than it; an
         // hour: the maintainer waits half of it before a rebuild.
         for staleness_ns in [1, 3_600_000_000_000, 0] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
-            let options = EngineOptions {
-                staleness: std::time::Duration::from_nanos(staleness_ns),
-                ..EngineOptions::default()
-            };
-            let engine = Arc::new(Engine::open_with(store, model(), options).await.unwrap());
-            let now = Utc::now();
+            let (_dir, engine, now) =
+                at_a_staleness(std::time::Duration::from_nanos(staleness_ns)).await;
             let ago = |minutes: i64| now - Duration::minutes(minutes);
-            engine
-                .submit(vec![bought("a", "p", ago(30))], Vec::new(), false, now)
-                .await
-                .unwrap();
             engine.ranking(now, 0).await.unwrap();
             // Held before the next event: no build after it (the
             // maintainer may have rebuilt before, once the live series
@@ -3252,19 +3272,8 @@ mod tests {
     /// does not keep the engine alive.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_maintainer_rebuilds_the_ranking_when_the_log_moves_and_not_otherwise() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
-        let options = EngineOptions {
-            staleness: std::time::Duration::from_millis(10),
-            ..EngineOptions::default()
-        };
-        let engine = Arc::new(Engine::open_with(store, model(), options).await.unwrap());
-        let now = Utc::now();
+        let (_dir, engine, now) = at_a_staleness(std::time::Duration::from_millis(10)).await;
         let ago = |minutes: i64| now - Duration::minutes(minutes);
-        engine
-            .submit(vec![bought("a", "p", ago(30))], Vec::new(), false, now)
-            .await
-            .unwrap();
         let first = engine.ranking(now, 0).await.unwrap();
         engine
             .submit(vec![bought("b", "q", ago(10))], Vec::new(), false, now)

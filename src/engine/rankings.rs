@@ -381,6 +381,14 @@ mod tests {
         }
     }
 
+    /// The people of `rows` sorted with the listing's comparator for
+    /// `sort` (the order every listing had before orders were kept).
+    fn by_the_comparator(rows: &[RankedRelation], sort: ListingSort) -> Vec<&str> {
+        let mut sorted: Vec<&RankedRelation> = rows.iter().collect();
+        sorted.sort_by(|a, b| sort.against(a, sort.value(b), &b.person));
+        sorted.iter().map(|r| r.person.as_str()).collect()
+    }
+
     /// Each order is what sorting the rows with the listing's comparator
     /// gives (the order every listing had before orders were kept), ties
     /// and signed zeros included.
@@ -394,10 +402,8 @@ mod tests {
             .collect();
         let b = BrandRanking::new(rows.clone());
         for sort in ListingSort::ALL {
-            let mut want: Vec<&RankedRelation> = rows.iter().collect();
-            want.sort_by(|a, b| sort.against(a, sort.value(b), &b.person));
+            let want = by_the_comparator(&rows, sort);
             let got: Vec<&str> = b.sorted(sort).map(|r| r.person.as_str()).collect();
-            let want: Vec<&str> = want.iter().map(|r| r.person.as_str()).collect();
             assert_eq!(got, want, "{sort:?}");
             // After each row as a cursor: exactly the rows after it.
             for (n, r) in b.sorted(sort).enumerate() {
@@ -427,10 +433,8 @@ mod tests {
             .collect();
         let b = BrandRanking::new(rows.clone());
         for sort in ListingSort::ALL {
-            let mut want: Vec<&RankedRelation> = rows.iter().collect();
-            want.sort_by(|a, b| sort.against(a, sort.value(b), &b.person));
+            let want = by_the_comparator(&rows, sort);
             let got: Vec<&str> = b.sorted(sort).map(|r| r.person.as_str()).collect();
-            let want: Vec<&str> = want.iter().map(|r| r.person.as_str()).collect();
             assert_eq!(got, want, "{sort:?}");
         }
     }

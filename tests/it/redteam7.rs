@@ -25,13 +25,9 @@ fn listed(s: &Server) -> Vec<String> {
         .collect()
 }
 
-/// A listing is answered at once from the shared ranking, whatever its
-/// age (task h46), with a staleness long enough that nothing rebuilds it
-/// meanwhile: an erased person must still never be listed once the
-/// erasure was acknowledged (the erasure's rebuild makes the old ranking
-/// one that may not answer, `lineage.rs`).
-#[test]
-fn an_erased_person_is_never_listed_after_the_erasure_was_acknowledged() {
+/// A server whose ranking stays a minute (nothing rebuilds it meanwhile)
+/// holding ann's and bob's purchases at acme (the two tests below).
+fn ann_and_bob_at_a_staleness_of_a_minute() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--staleness", "60"]);
     let r = s.post_json(
@@ -39,6 +35,17 @@ fn an_erased_person_is_never_listed_after_the_erasure_was_acknowledged() {
         &json!([bought("a1", "ann"), bought("b1", "bob")]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    (dir, s)
+}
+
+/// A listing is answered at once from the shared ranking, whatever its
+/// age (task h46), with a staleness long enough that nothing rebuilds it
+/// meanwhile: an erased person must still never be listed once the
+/// erasure was acknowledged (the erasure's rebuild makes the old ranking
+/// one that may not answer, `lineage.rs`).
+#[test]
+fn an_erased_person_is_never_listed_after_the_erasure_was_acknowledged() {
+    let (_dir, s) = ann_and_bob_at_a_staleness_of_a_minute();
     let mut before = listed(&s);
     before.sort();
     assert_eq!(before, ["ann", "bob"]);
@@ -57,13 +64,7 @@ fn an_erased_person_is_never_listed_after_the_erasure_was_acknowledged() {
 /// person, however young the shared ranking is.
 #[test]
 fn a_listing_at_a_withdrawal_s_position_does_not_list_the_person() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--staleness", "60"]);
-    let r = s.post_json(
-        "/v1/events",
-        &json!([bought("a1", "ann"), bought("b1", "bob")]),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    let (_dir, s) = ann_and_bob_at_a_staleness_of_a_minute();
     assert_eq!(listed(&s).len(), 2);
     let withdrawn = json!({"id": "w1", "type": "consent", "time": "2026-11-01T11:00:00Z",
         "person": "bob", "granted": false});
