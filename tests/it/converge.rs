@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fusion::store::{AppendMode, EventStore, PostgresStore, SharedLog};
+use fusion::store::{AppendMode, EventStore, SharedLog};
 use serde_json::{Value, json};
 
 use crate::feed::Stream;
@@ -240,18 +240,8 @@ fn a_server_killed_and_restarted_catches_up_and_follows_again() {
 /// position; it must see every stored position, each once.
 #[test]
 fn following_by_position_misses_no_commit_of_concurrent_servers() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let db = TestDb::new().await;
-        let writers = [
-            PostgresStore::connect(&db.url).await.unwrap(),
-            PostgresStore::connect(&db.url).await.unwrap(),
-        ];
-        let follower = PostgresStore::connect(&db.url).await.unwrap();
+    crate::pg::with_connected_stores(3, |_url, mut writers| async move {
+        let follower = writers.pop().expect("three stores");
         let log = follower.shared_log();
         let appends: Vec<_> = writers
             .iter()

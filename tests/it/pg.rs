@@ -57,6 +57,33 @@ fn shared() -> &'static Shared {
     }
 }
 
+/// Runs `body` on a runtime of two workers with a fresh database (its
+/// URL) and `n` stores connected to it, as `n` servers of one database
+/// are (the tests of concurrent appends from several servers). The
+/// database lives until `body` ends.
+pub fn with_connected_stores<Fut: std::future::Future<Output = ()>>(
+    n: usize,
+    body: impl FnOnce(String, Vec<fusion::store::PostgresStore>) -> Fut,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = TestDb::new().await;
+        let mut stores = Vec::with_capacity(n);
+        for _ in 0..n {
+            stores.push(
+                fusion::store::PostgresStore::connect(&db.url)
+                    .await
+                    .unwrap(),
+            );
+        }
+        body(db.url.clone(), stores).await;
+    });
+}
+
 /// A fresh, empty database on the shared server, for one test.
 pub struct TestDb {
     pub url: String,

@@ -26,17 +26,7 @@ use crate::support::Server;
 /// positions are exactly 0..n and the head is n.
 #[test]
 fn concurrent_groups_with_shared_ids_get_dense_positions_and_the_head_ends_past_them() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let db = TestDb::new().await;
-        let writers = [
-            PostgresStore::connect(&db.url).await.unwrap(),
-            PostgresStore::connect(&db.url).await.unwrap(),
-        ];
+    crate::pg::with_connected_stores(2, |url, writers| async move {
         let tasks: Vec<_> = (0..8)
             .map(|t| {
                 let store = writers[t % 2].clone();
@@ -76,7 +66,7 @@ fn concurrent_groups_with_shared_ids_get_dense_positions_and_the_head_ends_past_
         let n = 10 * 10 + 8 * 10 * 10;
         assert_eq!(answered.len(), n);
         assert_eq!(inserted, n, "an id was inserted twice or not at all");
-        let sql = client(&db.url).await;
+        let sql = client(&url).await;
         let rows = sql
             .query("SELECT id, pos FROM events ORDER BY pos", &[])
             .await

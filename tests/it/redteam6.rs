@@ -223,22 +223,11 @@ fn erasures_during_concurrent_appends_leave_positions_dense_and_lose_nothing_ack
     use std::collections::{BTreeMap, BTreeSet};
 
     use fusion::domain::EntityId;
-    use fusion::store::{AppendMode, EventStore, Outcome, PostgresStore};
+    use fusion::store::{AppendMode, EventStore, Outcome};
 
-    use crate::pg::{TestDb, client};
+    use crate::pg::client;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let db = TestDb::new().await;
-        let stores = [
-            PostgresStore::connect(&db.url).await.unwrap(),
-            PostgresStore::connect(&db.url).await.unwrap(),
-            PostgresStore::connect(&db.url).await.unwrap(),
-        ];
+    crate::pg::with_connected_stores(3, |url, stores| async move {
         let tasks: Vec<_> = (0..4)
             .map(|t| {
                 let store = stores[t % 2].clone();
@@ -290,7 +279,7 @@ fn erasures_during_concurrent_appends_leave_positions_dense_and_lose_nothing_ack
             acked.extend(task.await.unwrap());
         }
         let erased: BTreeSet<String> = eraser.await.unwrap().into_iter().collect();
-        let sql = client(&db.url).await;
+        let sql = client(&url).await;
         let stored: BTreeMap<String, u64> = sql
             .query("SELECT id, pos FROM events", &[])
             .await
