@@ -1428,16 +1428,23 @@ fn push_text(line: &mut Vec<u8>, (before, after): (&str, &str), brand: u32) {
     line.push(b'"');
 }
 
-/// The events of a generated stream, parsed and validated as ingest does
-/// them (unit tests' input; the integration tests have
-/// `support::generated_events`).
+/// The events of a small generated stream (300 people, 10 influencers, 5
+/// brands, 6,000 events: influencers, brand associations, occasions and
+/// sales credits, causes), parsed and validated as ingest does them (unit
+/// tests' input; the integration tests have `support::generated_events`).
 #[cfg(test)]
-pub(crate) fn generated_events(
-    config: &GenerateConfig,
+pub(crate) fn small_generated_events(
     model: &crate::score::ScoringModel,
 ) -> Vec<crate::domain::Event> {
+    let config = GenerateConfig {
+        people: 300,
+        influencers: 10,
+        brands: 5,
+        events: 6_000,
+        ..GenerateConfig::default()
+    };
     let mut ndjson = Vec::new();
-    write_ndjson(config, &mut ndjson).expect("a generated stream is written");
+    write_ndjson(&config, &mut ndjson).expect("a generated stream is written");
     let values: Vec<serde_json::Value> = ndjson
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())

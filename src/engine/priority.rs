@@ -153,19 +153,11 @@ mod tests {
     /// the caller's pool, score for score.
     #[test]
     fn a_batch_evaluation_in_the_background_has_the_same_bits() {
-        use crate::generate::GenerateConfig;
         use crate::score::{ScoreState, ScoringModel};
         use std::sync::Arc;
 
-        let config = GenerateConfig {
-            people: 300,
-            influencers: 10,
-            brands: 5,
-            events: 6_000,
-            ..GenerateConfig::default()
-        };
         let model = ScoringModel::default_model();
-        let events = crate::generate::generated_events(&config, &model);
+        let events = crate::generate::small_generated_events(&model);
         // Before the latest event: a batch evaluation, not the live series.
         let at = events.iter().map(|e| e.time).max().unwrap() - chrono::Duration::days(3);
         let model = Arc::new(model);

@@ -956,21 +956,13 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::generate::GenerateConfig;
     use crate::score::ScoreState;
 
     /// A state of a generated stream (influencers, brand associations,
     /// occasions and sales credits, causes).
     fn generated() -> ScoreState {
-        let config = GenerateConfig {
-            people: 300,
-            influencers: 10,
-            brands: 5,
-            events: 6_000,
-            ..GenerateConfig::default()
-        };
         let model = ScoringModel::default_model();
-        let events = crate::generate::generated_events(&config, &model);
+        let events = crate::generate::small_generated_events(&model);
         ScoreState::build(Arc::new(model), Vec::new(), events)
     }
 
