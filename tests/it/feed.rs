@@ -171,6 +171,12 @@ fn post(s: &Server, events: &[Value]) {
     let body: String = events.iter().map(|e| format!("{e}\n")).collect();
     let r = s.post_ndjson(&body);
     assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["accepted"],
+        events.len(),
+        "every event accepted: {:?}",
+        r.body
+    );
 }
 
 fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
@@ -351,18 +357,39 @@ fn resuming_from_before_the_window_gets_a_reset_event() {
 #[test]
 fn a_slow_consumer_is_cut_off_with_a_resumable_position_while_another_keeps_receiving() {
     let (_dir, s) = start(&["--feed-buffer", "4"]);
-    // Long ids make each change about 600 bytes, so the slow reader's
-    // socket buffers fill well before the test has posted everything.
-    let brand = format!("brand-{}", "b".repeat(100));
-    let person = |i: usize| format!("person-{i:06}-{}", "p".repeat(100));
-    const ROUNDS: usize = 40;
+    // Ids near their 256-byte limit make each change about 800 bytes: the
+    // bulk rounds (12 MB) fill the slow reader's socket buffers (a socket
+    // never read keeps a small window; the server's send buffer is at most
+    // a few MB).
+    let brand = format!("brand-{}", "b".repeat(240));
+    let person = |i: usize| format!("person-{i:06}-{}", "p".repeat(240));
+    const ROUNDS: usize = 30;
     const PER_ROUND: usize = 500;
-    let total = ROUNDS * PER_ROUND;
+    // Then single events, each posted once the fast subscriber has seen
+    // the one before, so each is a publication of its own: the slow one
+    // falls behind by at least this many, past its buffer of 4, however the
+    // live thread coalesced the bulk. Regression: under load it published
+    // the bulk in a few large steps, the slow reader's buffers held all but
+    // fewer than 4 of them, and no cut-off came.
+    const PACED: usize = 16;
+    let total = ROUNDS * PER_ROUND + PACED;
+    let event = |i: usize| {
+        json!({"id": format!("e{i}"), "type": "purchase",
+               "time": format!("2026-11-01T{:02}:{:02}:{:02}Z", 10 + i / 3600, i / 60 % 60, i % 60),
+               "person": person(i), "brand": brand, "amount": 40.0})
+    };
     let slow = Stream::open(&s, "", &[]);
     let fast = Stream::open(&s, "", &[]);
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<String>();
     let fast = std::thread::spawn(move || {
         let mut fast = fast;
-        let got = fast.changes(total);
+        let got: Vec<Sse> = (0..total)
+            .map(|_| {
+                let c = fast.change();
+                let _ = seen_tx.send(c.data["person"].as_str().unwrap().to_string());
+                c
+            })
+            .collect();
         let positions: Vec<u64> = got
             .iter()
             .map(|c| c.data["position"].as_u64().unwrap())
@@ -377,14 +404,21 @@ fn a_slow_consumer_is_cut_off_with_a_resumable_position_while_another_keeps_rece
     });
     for round in 0..ROUNDS {
         let events: Vec<Value> = (0..PER_ROUND)
-            .map(|k| {
-                let i = round * PER_ROUND + k;
-                json!({"id": format!("e{i}"), "type": "purchase",
-                       "time": format!("2026-11-01T10:00:{:02}.{:06}Z", round, k),
-                       "person": person(i), "brand": brand, "amount": 40.0})
-            })
+            .map(|k| event(round * PER_ROUND + k))
             .collect();
         post(&s, &events);
+    }
+    for i in ROUNDS * PER_ROUND..total {
+        post(&s, &[event(i)]);
+        let wanted = person(i);
+        loop {
+            let p = seen_rx
+                .recv_timeout(PATIENCE)
+                .expect("the fast subscriber sees each paced event");
+            if p == wanted {
+                break;
+            }
+        }
     }
     let mut fast = fast
         .join()
