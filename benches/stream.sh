@@ -133,6 +133,21 @@ BULK=$(awk -v n="$STORE_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n 
 echo "store_events=$STORE_EVENTS"
 echo "bulk_ingest_events_per_s=$BULK"
 
+# wait_ready PORT PID LOG: until the server on PORT answers /readyz (its
+# log's tail and exit when it stops or READY_TRIES pass).
+wait_ready() {
+    local tries=0
+    until curl -sf "http://127.0.0.1:$1/readyz" >/dev/null; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge "$READY_TRIES" ] || ! kill -0 "$2" 2>/dev/null; then
+            echo "the server on port $1 did not become ready" >&2
+            tail -n 20 "$3" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
 # scenario NAME RATE BATCH CLIENTS [SETTING]: a server on a copy of the
 # store, the stream (SETTING: one more key=value for examples/stream.rs).
 scenario() {
@@ -144,15 +159,7 @@ scenario() {
     RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" "${PLACE[@]}" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
     SERVER_PID=$!
     local tries=0
-    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
-        tries=$((tries + 1))
-        if [ "$tries" -ge "$READY_TRIES" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "the server did not become ready" >&2
-            tail -n 20 "$WORK/$name.log" >&2
-            exit 1
-        fi
-        sleep 0.2
-    done
+    wait_ready "$port" "$SERVER_PID" "$WORK/$name.log"
     # WAIT_RANKINGS=1: the stream starts once the rankings are built too
     # (the live series' first build and the first ranking), so the reads
     # measure a server in service, not its start.
@@ -176,16 +183,7 @@ scenario() {
         RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$fport" --data-dir "$WORK/$name.follower" \
             "${PLACE[@]:2}" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.follower.log" &
         FOLLOWER_PID=$!
-        tries=0
-        until curl -sf "http://127.0.0.1:$fport/readyz" >/dev/null; do
-            tries=$((tries + 1))
-            if [ "$tries" -ge "$READY_TRIES" ] || ! kill -0 "$FOLLOWER_PID" 2>/dev/null; then
-                echo "the second server did not become ready" >&2
-                tail -n 20 "$WORK/$name.follower.log" >&2
-                exit 1
-            fi
-            sleep 0.2
-        done
+        wait_ready "$fport" "$FOLLOWER_PID" "$WORK/$name.follower.log"
         python3 benches/follow_lag.py "http://127.0.0.1:$port" "http://127.0.0.1:$fport" \
             "$WORK/$name.stop" >"$WORK/$name.follow" &
         sampler=$!
