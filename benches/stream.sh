@@ -42,6 +42,11 @@
 # (a fresh database per scenario, loaded with `fusion ingest
 # --database-url`, which is then the bulk reference; the server from
 # FUSION_BENCH_DATABASE_URL or a throwaway one, benches/pg_server.sh).
+# FOLLOWER=1 (with STREAM_DATABASE=1): a second server on the same
+# database, which takes no requests but follows the log, and its lag
+# behind the first during the stream (benches/follow_lag.py: positions
+# and milliseconds, p50/p99/max, and its catch-up after the stream);
+# it shares the cores, so its figures are not those of one server.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,7 +75,12 @@ STREAM=${STREAM_BIN:-target/release/examples/stream}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fusion-bench-stream.XXXXXX")
 SERVER_PID=""
+FOLLOWER_PID=""
 cleanup() {
+    if [ -n "$FOLLOWER_PID" ]; then
+        kill "$FOLLOWER_PID" 2>/dev/null || true
+        wait "$FOLLOWER_PID" 2>/dev/null || true
+    fi
     if [ -n "$SERVER_PID" ]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
@@ -123,6 +133,21 @@ BULK=$(awk -v n="$STORE_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n 
 echo "store_events=$STORE_EVENTS"
 echo "bulk_ingest_events_per_s=$BULK"
 
+# wait_ready PORT PID LOG: until the server on PORT answers /readyz (its
+# log's tail and exit when it stops or READY_TRIES pass).
+wait_ready() {
+    local tries=0
+    until curl -sf "http://127.0.0.1:$1/readyz" >/dev/null; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge "$READY_TRIES" ] || ! kill -0 "$2" 2>/dev/null; then
+            echo "the server on port $1 did not become ready" >&2
+            tail -n 20 "$3" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
 # scenario NAME RATE BATCH CLIENTS [SETTING]: a server on a copy of the
 # store, the stream (SETTING: one more key=value for examples/stream.rs).
 scenario() {
@@ -134,15 +159,7 @@ scenario() {
     RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" "${PLACE[@]}" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.log" &
     SERVER_PID=$!
     local tries=0
-    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
-        tries=$((tries + 1))
-        if [ "$tries" -ge "$READY_TRIES" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "the server did not become ready" >&2
-            tail -n 20 "$WORK/$name.log" >&2
-            exit 1
-        fi
-        sleep 0.2
-    done
+    wait_ready "$port" "$SERVER_PID" "$WORK/$name.log"
     # WAIT_RANKINGS=1: the stream starts once the rankings are built too
     # (the live series' first build and the first ranking), so the reads
     # measure a server in service, not its start.
@@ -158,10 +175,32 @@ scenario() {
         done
         curl -sf "http://127.0.0.1:$port/v1/brands?limit=1" >/dev/null || true
     fi
+    local sampler=""
+    if [ "$DATABASE" = 1 ] && [ "${FOLLOWER:-0}" = 1 ]; then
+        local fport
+        fport=$(free_port)
+        mkdir -p "$WORK/$name.follower"
+        RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$fport" --data-dir "$WORK/$name.follower" \
+            "${PLACE[@]:2}" --rate-per-address 0 $SERVE_FLAGS 2>"$WORK/$name.follower.log" &
+        FOLLOWER_PID=$!
+        wait_ready "$fport" "$FOLLOWER_PID" "$WORK/$name.follower.log"
+        python3 benches/follow_lag.py "http://127.0.0.1:$port" "http://127.0.0.1:$fport" \
+            "$WORK/$name.stop" >"$WORK/$name.follow" &
+        sampler=$!
+    fi
     echo "$name: $rate events/s in $batch-event requests from $clients clients for ${SECONDS_EACH}s" >&2
     "$STREAM" "http://127.0.0.1:$port" "$WORK/store.ndjson" "$WORK/stream.ndjson" \
         rate="$rate" batch="$batch" clients="$clients" seconds="$SECONDS_EACH" patience="$PATIENCE" $extra >"$WORK/$name.out"
     sed "s/^/${name}_/" "$WORK/$name.out"
+    if [ -n "$sampler" ]; then
+        touch "$WORK/$name.stop"
+        wait "$sampler"
+        sed "s/^/${name}_/" "$WORK/$name.follow"
+        echo "${name}_follower_followed_events=$(curl -s "http://127.0.0.1:$fport/metrics" | awk '$1 == "fusion_followed_events_total" { n = $2 } END { printf "%d", n }')"
+        kill "$FOLLOWER_PID"
+        wait "$FOLLOWER_PID" 2>/dev/null || true
+        FOLLOWER_PID=""
+    fi
     local absorbed
     absorbed=$(awk -F= '$1 == "absorbed_events_per_s" { print $2 }' "$WORK/$name.out")
     echo "${name}_absorbed_to_bulk_ratio=$(awk -v a="$absorbed" -v b="$BULK" 'BEGIN { printf "%.5f", a / b }')"
@@ -198,9 +237,11 @@ scenario() {
         cp /dev/stdin "$METRICS_OUT.$name" <<<"$metrics"
     fi
     # Refolds for late events from an event-time checkpoint (the events
-    # after it), their mean time and mean events folded.
+    # after it), their mean time, of it the mean read of those events
+    # from the store, and mean events folded.
     echo "${name}_fold_refolds=$(awk '$1 == "fusion_fold_refolds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_fold_refold_mean_s=$(awk '$1 == "fusion_fold_refold_seconds_sum" { s = $2 } $1 == "fusion_fold_refold_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    echo "${name}_fold_refold_read_mean_s=$(awk '$1 == "fusion_fold_refold_read_seconds_sum" { s = $2 } $1 == "fusion_fold_refold_read_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_fold_refold_mean_events=$(awk '$1 == "fusion_fold_refold_events_sum" { s = $2 } $1 == "fusion_fold_refold_events_count" { n = $2 } END { printf "%.0f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     # The live series' checkpoint builds (installed, thrown away by a new
     # state) and refolds that continued it instead (task h31).

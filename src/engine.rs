@@ -1078,7 +1078,9 @@ fn fold_loop(
             let mut refolded = None;
             let outcome = derived.replace(|| {
                 if let Some(checkpoint) = from {
+                    let reading = Instant::now();
                     let tail = tail(checkpoint.latest().map(|l| l.0))?;
+                    crate::telemetry::record_fold_refold_read(reading.elapsed());
                     // What the state it replaces lacks, and how many
                     // events it holds, read at once: the refold runs
                     // without the read lock.

@@ -129,6 +129,8 @@ metrics_table! {
         "Seconds each refold took, the store's read of the events after the checkpoint included (off the state's lock; folds wait).";
     FOLD_REFOLD_EVENTS = "fusion_fold_refold_events", Histogram,
         "Events each refold folded on its checkpoint.";
+    FOLD_REFOLD_READ_SECONDS = "fusion_fold_refold_read_seconds", Histogram,
+        "Seconds each refold spent reading the events after its checkpoint from the store (part of `fusion_fold_refold_seconds`).";
     DEAD_LETTERS_KEPT = "fusion_dead_letters_kept_total", LabelledCounter,
         "Rejections kept in the dead-letter store, by route pattern.";
     DEAD_LETTERS_NOT_KEPT = "fusion_dead_letters_not_kept_total", Counter,
@@ -280,6 +282,11 @@ pub fn record_fold_refold(events: usize, took: Duration) {
     counter!(FOLD_REFOLDS).increment(1);
     histogram!(FOLD_REFOLD_SECONDS).record(took.as_secs_f64());
     histogram!(FOLD_REFOLD_EVENTS).record(events as f64);
+}
+
+/// A refold's read of the events after its checkpoint (`engine::refold`).
+pub fn record_fold_refold_read(took: Duration) {
+    histogram!(FOLD_REFOLD_READ_SECONDS).record(took.as_secs_f64());
 }
 
 /// One checkpoint build of the live series: how long it took, and whether

@@ -8,11 +8,12 @@
 //! in its queue into a single transaction (group commit, at most two groups
 //! committing at once so encoding overlaps the server's work): binary COPY into a
 //! per-connection staging table, then one `INSERT ... SELECT ... ON CONFLICT
-//! (id) DO NOTHING RETURNING id`, so the database itself decides which events
-//! are new. A caller's future resolves only after that commit has returned.
-//! Events whose id was stored already are compared with the stored ones by
-//! content digest (`events.digest`, `digest.rs`) in the same transaction:
-//! duplicate or conflict.
+//! (id) DO NOTHING`, so the database itself decides which events are new; the
+//! same statement answers the stored digest of the others, which are
+//! compared with theirs (`events.digest`, `digest.rs`): duplicate or
+//! conflict. That statement and the commit are sent with the `log_head` lock
+//! (pipelined; a group with an all-or-nothing request commits after the
+//! answer). A caller's future resolves only after that commit has returned.
 //!
 //! **One request's bad event fails no other** (issue #9, item 5). A data
 //! error (SQLSTATE classes 22, 23, 54: a value the database cannot hold, a
@@ -36,7 +37,7 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use futures_util::TryStreamExt;
-use futures_util::future::join;
+use futures_util::future::{join, join3};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -126,23 +127,33 @@ const LOCK_LOG_HEAD: &str = "SELECT pos FROM log_head FOR UPDATE";
 
 /// Runs right after `LOCK_LOG_HEAD`, in the same transaction, so its
 /// snapshot is taken with the lock held and reads the head the previous
-/// holder left. DISTINCT ON keeps the first occurrence of an id within the
-/// batch (lowest `ord`); NOT EXISTS leaves out ids already stored (exact
-/// under the lock, which every writer holds; ON CONFLICT stays as a guard);
-/// the new rows get consecutive positions from the head in id order, one
+/// holder left, and every row an append committed before. DISTINCT ON
+/// keeps the first occurrence of an id within the batch (lowest `ord`);
+/// the stored row of each id, if any, is read once (`staged`: exact under
+/// the lock, which every writer holds; ON CONFLICT stays as a guard); the
+/// ids not stored get consecutive positions from the head in id order, one
 /// `entity_events` row per entity they name, and the head moves past them,
 /// all in this one statement: every round trip between the lock and the
 /// commit is time every other append of every server waits (task h43).
-/// RETURNING says which rows went in, and where.
+/// Answers one row per distinct staged id: its position (new or stored),
+/// whether it went in now, and the stored digest (the body where an older
+/// row has none yet) of one stored before, so the outcomes need no
+/// further statement and the commit can be sent with this one.
 const INSERT_NEW_EVENTS: &str = "
 WITH head AS (
     SELECT pos FROM log_head
+), staged AS (
+    SELECT s.id, s.time, s.type, s.refs, s.body, s.digest,
+        e.id IS NOT NULL AS stored, e.pos AS stored_pos, e.digest AS stored_digest,
+        CASE WHEN e.id IS NOT NULL AND e.digest IS NULL THEN e.body END AS stored_body
+    FROM (SELECT DISTINCT ON (id) * FROM fusion_event_stage ORDER BY id, ord) s
+    LEFT JOIN events e ON e.id = s.id
 ), new AS (
     INSERT INTO events (id, time, type, refs, body, digest, pos)
     SELECT id, time, type, refs, body, digest,
         (SELECT pos FROM head) + row_number() OVER (ORDER BY id) - 1
-    FROM (SELECT DISTINCT ON (id) * FROM fusion_event_stage ORDER BY id, ord) s
-    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
+    FROM staged
+    WHERE NOT stored
     ORDER BY id
     ON CONFLICT (id) DO NOTHING
     RETURNING id, time, refs, pos
@@ -153,20 +164,14 @@ WITH head AS (
     UPDATE log_head SET pos = (SELECT max(pos) + 1 FROM new)
     WHERE EXISTS (SELECT 1 FROM new)
 )
-SELECT id, pos FROM new";
+SELECT s.id, coalesce(n.pos, s.stored_pos), n.id IS NOT NULL, s.stored_digest, s.stored_body
+FROM staged s LEFT JOIN new n ON n.id = s.id";
 
 /// A chunk of the log in canonical order (`EventStore::scan_from`):
 /// the first, and the one after a (time, id).
 const SCAN_FIRST: &str = "SELECT pos, body FROM events ORDER BY time, id LIMIT $1";
 const SCAN_AFTER: &str = "SELECT pos, body FROM events WHERE (time, id) > ($1, $2) \
      ORDER BY time, id LIMIT $3";
-
-/// The stored digest and position of each staged event that was not
-/// inserted, and the body where an older row has no digest yet.
-const STORED_DIGESTS: &str = "
-SELECT s.ord, e.digest, CASE WHEN e.digest IS NULL THEN e.body END, e.pos
-FROM fusion_event_stage s JOIN events e ON e.id = s.id
-WHERE s.ord = ANY($1)";
 
 /// Rows per batch when filling the digests of rows stored before them.
 const BACKFILL_BATCH: usize = 10_000;
@@ -1035,9 +1040,13 @@ async fn try_commit(
     writer.finish().await.map_err(attempt_error)?;
     // Under the lock from here to the commit: positions are given out in
     // commit order (module docs). The COPY above overlaps another group's
-    // commit; the lock waits for it. Both statements are prepared before
+    // commit; the lock waits for it. The statements are prepared before
     // and sent together (pipelined), so the insert starts as soon as the
-    // lock is granted, without a round trip to this process in between.
+    // lock is granted, without a round trip to this process in between;
+    // and unless an all-or-nothing request may have to be rolled back
+    // (decided on the insert's answer), the commit goes with them: every
+    // other outcome is decided whatever is committed, so nothing under
+    // the lock waits for this process at all.
     let lock = tx
         .prepare_cached(LOCK_LOG_HEAD)
         .await
@@ -1046,48 +1055,109 @@ async fn try_commit(
         .prepare_cached(INSERT_NEW_EVENTS)
         .await
         .map_err(attempt_error)?;
+    let decide_first = items
+        .iter()
+        .any(|i| batch[i.request].mode == AppendMode::AllOrNothing);
     let asked = Instant::now();
     let locking = async {
         let locked = tx.execute(&lock, &[]).await;
         (locked, Instant::now())
     };
-    let ((locked, held_from), inserted) = join(locking, tx.query(&insert, &[])).await;
+    let ((locked, held_from), inserted, committed) = if decide_first {
+        let (locking, inserted) = join(locking, tx.query(&insert, &[])).await;
+        (locking, inserted, None)
+    } else {
+        let (locking, inserted, committed) =
+            join3(locking, tx.query(&insert, &[]), tx.batch_execute("COMMIT")).await;
+        (locking, inserted, Some(committed))
+    };
+    /// How the transaction ends: its commit sent with the statements,
+    /// or still open (decided on the insert's answer).
+    enum Ending<'t> {
+        Sent(Result<(), tokio_postgres::Error>),
+        Open(deadpool_postgres::Transaction<'t>),
+    }
+    let ending = match committed {
+        Some(committed) => {
+            // Ended by that COMMIT (after a failed statement it rolled
+            // back): dropping `tx` would send a ROLLBACK outside any
+            // transaction. It holds only the borrow of the connection.
+            std::mem::forget(tx);
+            Ending::Sent(committed)
+        }
+        None => Ending::Open(tx),
+    };
     locked.map_err(attempt_error)?;
     let hold = LogHeadHold {
         waited: held_from.saturating_duration_since(asked),
         from: held_from,
     };
-    let mut new_ids: HashMap<String, i64> = inserted
-        .map_err(attempt_error)?
-        .iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
-        .collect();
-    let mut positions: Vec<Option<u64>> = vec![None; items.len()];
-    // The first occurrence of an inserted id is the inserted event.
-    let mut outcomes: Vec<Option<Outcome>> = items
-        .iter()
-        .enumerate()
-        .map(|(ord, i)| {
-            let pos = new_ids.remove(event(i).id.as_str())?;
-            positions[ord] = Some(pos as u64);
-            Some(Outcome::Inserted)
-        })
-        .collect();
-    let others: Vec<i64> = (0..items.len())
-        .filter(|&ord| outcomes[ord].is_none())
-        .map(|ord| ord as i64)
-        .collect();
-    if !others.is_empty() {
-        let stored = tx
-            .prepare_cached(STORED_DIGESTS)
-            .await
-            .map_err(attempt_error)?;
-        for row in tx.query(&stored, &[&others]).await.map_err(attempt_error)? {
-            let ord = row.get::<_, i64>(0) as usize;
-            let stored = match row.get::<_, Option<&[u8]>>(1).and_then(Digest::from_bytes) {
+    let rows = inserted.map_err(attempt_error)?;
+    let outcomes = outcomes_of(batch, items, &rows)?;
+    match ending {
+        Ending::Sent(committed) => committed.map_err(attempt_error)?,
+        Ending::Open(tx) => {
+            let conflicted: HashSet<usize> = items
+                .iter()
+                .zip(&outcomes)
+                .filter(|(i, (o, _))| {
+                    *o == Outcome::Conflict && batch[i.request].mode == AppendMode::AllOrNothing
+                })
+                .map(|(i, _)| i.request)
+                .collect();
+            if !conflicted.is_empty() {
+                // Rolled back when `tx` drops.
+                return Err(Attempt::AtomicConflict(
+                    items
+                        .iter()
+                        .zip(outcomes)
+                        .filter(|(i, _)| conflicted.contains(&i.request))
+                        .map(|(i, o)| (*i, o))
+                        .collect(),
+                ));
+            }
+            tx.commit().await.map_err(attempt_error)?;
+        }
+    }
+    hold.record();
+    Ok(outcomes)
+}
+
+/// Each item's outcome and position from the answer of `INSERT_NEW_EVENTS`
+/// (a row per distinct id): the first occurrence of an id that went in is
+/// inserted; a later one in the batch is compared with it, and one stored
+/// before with the stored digest.
+fn outcomes_of(
+    batch: &[Request],
+    items: &[Item],
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Placed>, Attempt> {
+    let event = |i: &Item| &batch[i.request].events[i.position];
+    let digest = |i: &Item| &batch[i.request].digests[i.position];
+    /// What the statement answered for one id.
+    enum Found {
+        /// Inserted now at this position, by the item at `first`.
+        New { pos: u64, first: Option<usize> },
+        /// Stored before, at this position, with this digest.
+        Stored { pos: u64, digest: Digest },
+    }
+    let mut found: HashMap<&str, Found> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: &str = row.get(0);
+        let pos = row.get::<_, Option<i64>>(1);
+        let inserted: bool = row.get(2);
+        let Some(pos) = pos.map(|p| p as u64) else {
+            // Neither inserted nor stored (another transaction's row
+            // the guard met): as if gone, below.
+            continue;
+        };
+        let answer = if inserted {
+            Found::New { pos, first: None }
+        } else {
+            let stored = match row.get::<_, Option<&[u8]>>(3).and_then(Digest::from_bytes) {
                 Some(d) => d,
                 None => {
-                    let body = row.try_get::<_, RawBody>(2).map_err(|e| {
+                    let body = row.try_get::<_, RawBody>(4).map_err(|e| {
                         Attempt::Store(StoreError::Internal(format!(
                             "undecodable event in the store: {}",
                             describe(&e)
@@ -1096,43 +1166,38 @@ async fn try_commit(
                     Digest::of(&body::decode(&body.0).map_err(Attempt::Store)?)
                 }
             };
-            positions[ord] = Some(row.get::<_, i64>(3) as u64);
-            outcomes[ord] = Some(match digest(&items[ord]).compare(&stored) {
-                Sameness::Same => Outcome::Duplicate,
-                Sameness::OtherAttributes => Outcome::DuplicateOtherAttributes,
-                Sameness::Conflicting => Outcome::Conflict,
-            });
-        }
+            Found::Stored {
+                pos,
+                digest: stored,
+            }
+        };
+        found.insert(id, answer);
     }
-    // A row gone meanwhile (erased by another transaction) stored nothing
-    // of this event: a duplicate of an event that is no more.
-    let outcomes: Vec<(Outcome, Option<u64>)> = outcomes
-        .into_iter()
-        .zip(positions)
-        .map(|(o, p)| (o.unwrap_or(Outcome::Duplicate), p))
-        .collect();
-    let conflicted: HashSet<usize> = items
-        .iter()
-        .zip(&outcomes)
-        .filter(|(i, (o, _))| {
-            *o == Outcome::Conflict && batch[i.request].mode == AppendMode::AllOrNothing
-        })
-        .map(|(i, _)| i.request)
-        .collect();
-    if !conflicted.is_empty() {
-        // Rolled back when `tx` drops.
-        return Err(Attempt::AtomicConflict(
-            items
-                .iter()
-                .zip(outcomes)
-                .filter(|(i, _)| conflicted.contains(&i.request))
-                .map(|(i, o)| (*i, o))
-                .collect(),
-        ));
+    let compare = |ours: &Digest, stored: &Digest| match ours.compare(stored) {
+        Sameness::Same => Outcome::Duplicate,
+        Sameness::OtherAttributes => Outcome::DuplicateOtherAttributes,
+        Sameness::Conflicting => Outcome::Conflict,
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (ord, item) in items.iter().enumerate() {
+        out.push(match found.get_mut(event(item).id.as_str()) {
+            Some(Found::New { pos, first }) => match *first {
+                None => {
+                    *first = Some(ord);
+                    (Outcome::Inserted, Some(*pos))
+                }
+                Some(first) => (compare(digest(item), digest(&items[first])), Some(*pos)),
+            },
+            Some(Found::Stored {
+                pos,
+                digest: stored,
+            }) => (compare(digest(item), stored), Some(*pos)),
+            // A row gone meanwhile (erased by another transaction) stored
+            // nothing of this event: a duplicate of an event that is no more.
+            None => (Outcome::Duplicate, None),
+        });
     }
-    tx.commit().await.map_err(attempt_error)?;
-    hold.record();
-    Ok(outcomes)
+    Ok(out)
 }
 
 /// One append's time on the `log_head` lock, as this process sees it:
