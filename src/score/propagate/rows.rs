@@ -149,12 +149,13 @@ impl LaneRow {
         let old = self.masks[i] & LANES;
         let new = mask_of(&v);
         let (n_old, n_new) = (old.count_ones() as usize, new.count_ones() as usize);
+        let (lanes, n) = packed(&v, new);
+        debug_assert_eq!(n, n_new);
         if n_old == n_new {
-            for (k, x) in packed(&v, new).enumerate() {
-                self.lanes[at + k] = x;
-            }
+            self.lanes[at..at + n].copy_from_slice(&lanes[..n]);
         } else {
-            self.lanes.splice(at..at + n_old, packed(&v, new));
+            self.lanes
+                .splice(at..at + n_old, lanes[..n].iter().copied());
         }
         self.masks[i] = (self.masks[i] & FLAG) | new;
     }
@@ -189,12 +190,19 @@ impl LaneRow {
     }
 }
 
-/// The present lanes of `v`, in lane order.
-fn packed(v: &Components, m: u8) -> impl Iterator<Item = f64> + '_ {
-    v.iter()
-        .enumerate()
-        .filter(move |(c, _)| m & (1 << c) != 0)
-        .map(|(_, x)| *x)
+/// The present lanes of `v` (mask `m`), in lane order, and their count:
+/// a slice of known length, so a splice moves the tail once and
+/// allocates nothing.
+fn packed(v: &Components, m: u8) -> ([f64; 6], usize) {
+    let mut out = [0.0; 6];
+    let mut n = 0;
+    for (c, x) in v.iter().enumerate() {
+        if m & (1 << c) != 0 {
+            out[n] = *x;
+            n += 1;
+        }
+    }
+    (out, n)
 }
 
 impl Row<Components> for LaneRow {
@@ -225,7 +233,8 @@ impl Row<Components> for LaneRow {
         let at = self.offset(i);
         self.brands.insert(i, brand);
         self.masks.insert(i, m);
-        self.lanes.splice(at..at, packed(&v, m));
+        let (lanes, n) = packed(&v, m);
+        self.lanes.splice(at..at, lanes[..n].iter().copied());
     }
     fn remove(&mut self, i: usize) {
         let at = self.offset(i);
@@ -281,10 +290,9 @@ impl Row<Components> for LaneRow {
                     keep,
                 );
             }
-            for x in packed(&v, new) {
-                self.lanes[write] = x;
-                write += 1;
-            }
+            let (lanes, n) = packed(&v, new);
+            self.lanes[write..write + n].copy_from_slice(&lanes[..n]);
+            write += n;
             self.brands[kept] = self.brands[i];
             self.masks[kept] = (self.masks[i] & FLAG) | new;
             kept += 1;
