@@ -1065,11 +1065,12 @@ impl<V: Value> IncrementalRelspace<V> {
     fn enqueue_if_above(&mut self, p: u32, b: u32) {
         let tol = self.tol;
         let row = &mut self.residual[p as usize];
-        if let Ok(i) = row.search(b) {
-            if !row.flag(i) && row.value(i).exceeds(&tol) {
-                row.set_flag(i, true);
-                self.queue.push_back((p, b));
-            }
+        if let Ok(i) = row.search(b)
+            && !row.flag(i)
+            && row.value(i).exceeds(&tol)
+        {
+            row.set_flag(i, true);
+            self.queue.push_back((p, b));
         }
     }
 
@@ -1675,7 +1676,7 @@ mod tests {
                 whole.track_moves();
             }
             match next(7) {
-                0 | 1 | 2 => {
+                0..=2 => {
                     let x = [1.0, -0.5, -0.0, 1e-9, 3.0][next(5) as usize];
                     let (_, _, v) = impulse(p, b, next(6) as usize, x);
                     lanes.add_impulse(p, b, v).unwrap();
