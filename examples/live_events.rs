@@ -13,7 +13,10 @@
 //! - the share of visits that are the audience fan-out of people with a
 //!   wide audience (`fanout_visit_share`, `score::live::WIDE_AUDIENCE`);
 //! - time per push and per visit over the events applied alone;
-//! - the share of the mean that checkpoint builds weigh (`build_share`).
+//! - the share of the mean that checkpoint builds weigh (`build_share`);
+//! - the series as first built: its rows of `s` and `r` and the bytes they
+//!   hold (`live_rows`, `live_residual_rows`, `live_row_bytes`; the memory
+//!   figures of docs/scale.md).
 //!
 //! Usage: cargo run --release --example live_events -- FILE [K]
 
@@ -77,6 +80,8 @@ fn main() -> anyhow::Result<()> {
     let held = events.len() as u64;
     let mut state = ScoreState::build(model, Vec::new(), events);
     let open_s = started.elapsed().as_secs_f64();
+    // The series as built: its rows of `s` and `r` (docs/scale.md).
+    let rows = state.live().row_footprint();
     let before = state.live().stats();
     let mut per_event = Vec::with_capacity(tail.len());
     // Events whose catch-up applied the event alone (no checkpoint build).
@@ -116,6 +121,13 @@ fn main() -> anyhow::Result<()> {
     let at = |q: f64| per_event[((n as f64 - 1.0) * q).round() as usize];
     println!("events={}", state.event_count());
     println!("open_s={open_s:.3}");
+    println!("live_rows={}", rows.scores);
+    println!("live_residual_rows={}", rows.residual);
+    println!("live_row_bytes={}", rows.bytes);
+    println!(
+        "live_row_bytes_per_relationship={:.1}",
+        rows.bytes as f64 / rows.scores.max(1) as f64
+    );
     println!("appended={}", per_event.len());
     println!("live_us_mean={:.0}", total_us / n as f64);
     println!("live_us_p50={:.0}", at(0.5));

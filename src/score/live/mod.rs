@@ -823,19 +823,20 @@ impl BuildInputs {
             self.snapshot.people_handles(),
             self.snapshot.brand_handles(),
         );
-        let handles = |list: &[((u32, u32), Components)]| -> Vec<_> {
-            list.iter()
-                .map(|((p, b), v)| (people[*p as usize], brands[*b as usize], *v))
+        // Renamed in place (the same layout: no second copy of either
+        // list at the build's peak, docs/scale.md).
+        let handles = |list: Vec<((u32, u32), Components)>| -> Vec<_> {
+            list.into_iter()
+                .map(|((p, b), v)| (people[p as usize], brands[b as usize], v))
                 .collect()
         };
-        let (s, r) = (handles(&s), handles(&r));
         LiveScores::build(
             Arc::clone(&self.model),
             self.as_of,
             &self.follows,
             &self.associations,
-            &s,
-            &r,
+            handles(s),
+            handles(r),
             &self.withdrawn,
             &self.table,
             self.stats,

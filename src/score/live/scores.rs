@@ -13,7 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::graph::{EntityTable, Handle};
 use crate::score::model::{Component, Components, ScoringModel};
-use crate::score::propagate::push::{IncrementalRelspace, PushStats, Value};
+use crate::score::propagate::push::{IncrementalRelspace, PushStats, RowFootprint, Value};
 use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
 
 /// The drift bound in units of the model's tolerance (1e-3 raw units, about
@@ -127,6 +127,11 @@ impl LiveScores {
         self.person_ix
             .get(person)
             .map_or(0, |&p| self.driver.audience(p))
+    }
+
+    /// The driver's rows of `s` and `r`: entries and bytes held.
+    pub fn row_footprint(&self) -> RowFootprint {
+        self.driver.row_footprint()
     }
 
     /// The work done so far.
@@ -278,14 +283,16 @@ impl LiveScores {
     /// and brands are numbered in sorted id order; whatever of the residual
     /// is above the tolerance is settled (the batch stops at a finer
     /// tolerance, so usually nothing). `withdrawn` people are left out.
+    /// `scores` and `residual` are renumbered in place and dropped once the
+    /// driver holds them (the build's peak, docs/scale.md).
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         model: Arc<ScoringModel>,
         origin: DateTime<Utc>,
         follows: &[(Handle, Handle, f64)],
         associations: &[(Handle, Handle, f64)],
-        scores: &[(Handle, Handle, Components)],
-        residual: &[(Handle, Handle, Components)],
+        scores: Vec<(Handle, Handle, Components)>,
+        residual: Vec<(Handle, Handle, Components)>,
         withdrawn: &[Handle],
         table: &EntityTable,
         previous: LiveStats,
@@ -302,7 +309,7 @@ impl LiveScores {
             people.push(*p);
             brands.push(*b);
         }
-        for (p, b, _) in scores.iter().chain(residual) {
+        for (p, b, _) in scores.iter().chain(&residual) {
             people.push(*p);
             brands.push(*b);
         }
@@ -329,9 +336,9 @@ impl LiveScores {
             .map(|(p, b, s)| (this.person_ix[p], this.brand_ix[b], *s))
             .filter(|(p, ..)| !out.contains(p))
             .collect();
-        let numbered = |list: &[(Handle, Handle, Components)]| -> Vec<(u32, u32, Components)> {
-            list.iter()
-                .map(|(p, b, v)| (this.person_ix[p], this.brand_ix[b], *v))
+        let numbered = |list: Vec<(Handle, Handle, Components)>| -> Vec<(u32, u32, Components)> {
+            list.into_iter()
+                .map(|(p, b, v)| (this.person_ix[&p], this.brand_ix[&b], v))
                 .collect()
         };
         let (s, r) = (numbered(scores), numbered(residual));

@@ -366,9 +366,13 @@ impl RelSnapshot {
         let mut association = self.association(&total);
         association.par_sort_unstable_by_key(|e| e.0);
         let spill = merge_add(&audience, &association);
-        let mut residual = merge_add(&self.impulses, &spill);
-        let negated: Entries = total.iter().map(|(k, v)| (*k, v.map(|x| -x))).collect();
-        residual = merge_add(&residual, &negated);
+        drop((audience, association));
+        let residual = merge_add(&self.impulses, &spill);
+        drop(spill);
+        // `− s` added without a negated copy of `s` (`x + (−y)`, the same
+        // bits), and only the entries that are not zero kept: the build's
+        // peak (docs/scale.md).
+        let mut residual = merge_add_negated(&residual, &total);
         residual.retain(|(_, v)| v.iter().any(|x| *x != 0.0));
         (to_rows(total), to_rows(residual))
     }
@@ -476,9 +480,13 @@ impl RelSnapshot {
 fn to_rows(entries: Entries) -> Vec<((u32, u32), Components)> {
     let mut rows: Entries = entries.into_iter().map(|(k, v)| (swap(k), v)).collect();
     rows.par_sort_unstable_by_key(|e| e.0);
-    rows.into_iter()
+    let mut rows: Rows = rows
+        .into_iter()
         .map(|(k, v)| ((high(k), low(k)), v))
-        .collect()
+        .collect();
+    // The merges reserve room for both their inputs: give it back.
+    rows.shrink_to_fit();
+    rows
 }
 
 /// Ranges of equal `part(key)` in a sorted entry list.
@@ -500,6 +508,21 @@ fn ranges(entries: &[(u64, Components)], part: fn(u64) -> u32) -> Vec<(usize, us
 /// The sum of two sorted entry lists (keys unique in each), sorted; where a
 /// key is in both, `a`'s value comes first in the addition.
 fn merge_add(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
+    merge_add_with(a, b, |v| *v)
+}
+
+/// `a − b` as [`merge_add`] of `a` and `b` negated (`x + (−y)` per lane,
+/// `−y` where `a` has no entry), without a negated copy of `b`.
+fn merge_add_negated(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
+    merge_add_with(a, b, |v| v.map(|x| -x))
+}
+
+/// [`merge_add`] of `a` and `b`'s values mapped by `f`.
+fn merge_add_with(
+    a: &[(u64, Components)],
+    b: &[(u64, Components)],
+    f: impl Fn(&Components) -> Components,
+) -> Entries {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
@@ -508,11 +531,11 @@ fn merge_add(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
             out.push(a[i]);
             i += 1;
         } else if kb < ka {
-            out.push(b[j]);
+            out.push((kb, f(&b[j].1)));
             j += 1;
         } else {
             let mut v = a[i].1;
-            for (x, y) in v.iter_mut().zip(&b[j].1) {
+            for (x, y) in v.iter_mut().zip(&f(&b[j].1)) {
                 *x += y;
             }
             out.push((ka, v));
@@ -521,7 +544,7 @@ fn merge_add(a: &[(u64, Components)], b: &[(u64, Components)]) -> Entries {
         }
     }
     out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
+    out.extend(b[j..].iter().map(|(k, v)| (*k, f(v))));
     out
 }
 

@@ -3,13 +3,15 @@
 //! state, with decay and coefficients from `shares.rs`:
 //! - `adjoint`: one relationship with its reasons (`explain`, `score_at`);
 //! - `batch`: every relationship at one time (`RelSnapshot`, parallel);
-//! - `push`: the incremental driver the live series runs (`IncrementalRelspace`).
+//! - `push`: the incremental driver the live series runs (`IncrementalRelspace`),
+//!   its rows of `s` and `r` stored by `rows` (only the nonzero lanes).
 //!
 //! It reads the fold's state and never changes it; no IO, no clock.
 
 pub mod adjoint;
 pub mod batch;
 pub mod push;
+pub mod rows;
 pub mod view;
 
 use chrono::{DateTime, Utc};

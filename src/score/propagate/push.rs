@@ -111,6 +111,7 @@ use std::collections::VecDeque;
 use thiserror::Error;
 
 use crate::score::model::Components;
+use crate::score::propagate::rows::{DenseRow, LaneRow, Row};
 use crate::score::shares::{association_share, attention_share};
 
 /// Errors from the caller's inputs.
@@ -153,6 +154,17 @@ pub struct PushStats {
     pub deferred: usize,
 }
 
+/// The rows of `s` and `r` as stored ([`IncrementalRelspace::row_footprint`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowFootprint {
+    /// Entries of `s` (relationships held, zero ones included).
+    pub scores: usize,
+    /// Entries of `r`.
+    pub residual: usize,
+    /// Bytes the rows hold: their heap capacity plus each row's header.
+    pub bytes: usize,
+}
+
 /// What one relationship carries: a single number (one component, `f64`)
 /// or every component at once ([`Components`]), each lane its own series
 /// over the same graph. The lanes never mix: every operation is per lane,
@@ -161,6 +173,9 @@ pub struct PushStats {
 pub trait Value: Copy + std::fmt::Debug + PartialEq {
     /// The push threshold, one per lane.
     type Tol: Copy + std::fmt::Debug + PartialEq;
+    /// How a person's row of `s` or `r` stores these values (`rows.rs`):
+    /// bit for bit, whatever it keeps.
+    type Row: Row<Self>;
     /// Zero in every lane.
     const ZERO: Self;
     /// `self += v`, lane by lane.
@@ -187,6 +202,7 @@ pub trait Value: Copy + std::fmt::Debug + PartialEq {
 
 impl Value for f64 {
     type Tol = f64;
+    type Row = DenseRow<f64>;
     const ZERO: Self = 0.0;
     fn add(&mut self, v: &Self) {
         *self += v;
@@ -222,6 +238,9 @@ impl Value for f64 {
 
 impl Value for Components {
     type Tol = Components;
+    /// Only the nonzero lanes: a live row uses 2.66 of 6 on average at 1M
+    /// events of the 10M shape (docs/scale.md).
+    type Row = LaneRow;
     const ZERO: Self = [0.0; 6];
     fn add(&mut self, v: &Self) {
         for (a, b) in self.iter_mut().zip(v) {
@@ -259,14 +278,6 @@ impl Value for Components {
     }
 }
 
-/// One residual entry: brand, value, whether `(person, brand)` is queued.
-#[derive(Clone, Copy, Debug)]
-struct Res<V> {
-    brand: u32,
-    value: V,
-    queued: bool,
-}
-
 /// The incremental driver; see the module docs.
 #[derive(Clone, Debug)]
 pub struct IncrementalRelspace<V: Value = f64> {
@@ -285,9 +296,10 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// `(b, α_a ā[p,b])` for the same rows.
     assoc_coef: Vec<Vec<(u32, f64)>>,
     /// `s`, per person `(brand, value)` ascending brand.
-    scores: Vec<Vec<(u32, V)>>,
-    /// `r`, per person ascending brand; entries pushed to zero are removed.
-    residual: Vec<Vec<Res<V>>>,
+    scores: Vec<V::Row>,
+    /// `r`, per person ascending brand, each entry flagged while
+    /// `(person, brand)` is queued; entries pushed are removed.
+    residual: Vec<V::Row>,
     queue: VecDeque<(u32, u32)>,
     /// While set ([`Self::hold`]), operations only update the residual and
     /// queue; [`Self::release`] settles them together.
@@ -362,12 +374,27 @@ fn add_sorted<V: Value>(row: &mut Vec<(u32, V)>, k: u32, v: V) {
     }
 }
 
-/// The value at key `k` of a sorted row (zero when absent).
-fn value_at<V: Value>(row: &[(u32, V)], k: u32) -> V {
-    match row.binary_search_by_key(&k, |e| e.0) {
-        Ok(i) => row[i].1,
-        Err(_) => V::ZERO,
+/// Adds `v` at brand `b` of a stored row of `s` or `r` (inserted when
+/// absent); answers its position and new value.
+fn add_to_row<V: Value>(row: &mut V::Row, b: u32, v: V) -> (usize, V) {
+    match row.search(b) {
+        Ok(i) => {
+            let x = row.update(i, |mut x| {
+                x.add(&v);
+                x
+            });
+            (i, x)
+        }
+        Err(i) => {
+            row.insert(i, b, v);
+            (i, v)
+        }
     }
+}
+
+/// The value at brand `b` of a stored row, `None` when absent.
+fn row_get<V: Value>(row: &V::Row, b: u32) -> Option<V> {
+    row.search(b).ok().map(|i| row.value(i))
 }
 
 impl<V: Value> IncrementalRelspace<V> {
@@ -390,8 +417,8 @@ impl<V: Value> IncrementalRelspace<V> {
             followers: vec![Vec::new(); people],
             assoc: vec![Vec::new(); people],
             assoc_coef: vec![Vec::new(); people],
-            scores: vec![Vec::new(); people],
-            residual: vec![Vec::new(); people],
+            scores: vec![V::Row::default(); people],
+            residual: vec![V::Row::default(); people],
             queue: VecDeque::new(),
             held: false,
             moves: None,
@@ -471,7 +498,13 @@ impl<V: Value> IncrementalRelspace<V> {
         for &(p, b, _) in &sorted {
             self.enqueue_if_above(p, b);
         }
-        Ok(self.settle())
+        let stats = self.settle();
+        // A build's rows are as long as they will be for a while: give
+        // back what their growth reserved.
+        for row in self.scores.iter_mut().chain(&mut self.residual) {
+            row.shrink();
+        }
+        Ok(stats)
     }
 
     /// From now on, operations change the residual but do not push: several
@@ -556,7 +589,7 @@ impl<V: Value> IncrementalRelspace<V> {
         )?;
         for &(p, b, v) in scores {
             this.check_entry(p, b)?;
-            add_sorted(&mut this.scores[p as usize], b, v);
+            add_to_row(&mut this.scores[p as usize], b, v);
         }
         let stats = this.seed_residual(residual)?;
         Ok((this, stats))
@@ -571,8 +604,8 @@ impl<V: Value> IncrementalRelspace<V> {
             self.followers.resize_with(people, Vec::new);
             self.assoc.resize_with(people, Vec::new);
             self.assoc_coef.resize_with(people, Vec::new);
-            self.scores.resize_with(people, Vec::new);
-            self.residual.resize_with(people, Vec::new);
+            self.scores.resize_with(people, Default::default);
+            self.residual.resize_with(people, Default::default);
             self.pending.resize_with(people, Vec::new);
             self.spreads.resize(people, false);
             self.spreading_followers.resize_with(people, Vec::new);
@@ -591,7 +624,7 @@ impl<V: Value> IncrementalRelspace<V> {
             return Ok(PushStats::default());
         }
         for p in 0..self.people() {
-            let brands: Vec<u32> = self.residual[p].iter().map(|e| e.brand).collect();
+            let brands: Vec<u32> = self.residual[p].iter().map(|e| e.0).collect();
             for b in brands {
                 self.enqueue_if_above(p as u32, b);
             }
@@ -607,17 +640,8 @@ impl<V: Value> IncrementalRelspace<V> {
     /// `live.rs`). Must not be called while operations are held.
     pub fn scale(&mut self, factor: &V) {
         debug_assert!(self.queue.is_empty(), "scale while operations are held");
-        for row in &mut self.scores {
-            for e in row.iter_mut() {
-                e.1 = e.1.times(factor);
-            }
-            row.retain(|e| !e.1.is_zero());
-        }
-        for row in &mut self.residual {
-            for e in row.iter_mut() {
-                e.value = e.value.times(factor);
-            }
-            row.retain(|e| !e.value.is_zero());
+        for row in self.scores.iter_mut().chain(&mut self.residual) {
+            row.map_retain(|v| v.times(factor), |v| !v.is_zero());
         }
         for &p in &self.pending_people {
             for e in self.pending[p as usize].iter_mut() {
@@ -630,12 +654,13 @@ impl<V: Value> IncrementalRelspace<V> {
     /// pending amounts of the people `p` follows (module docs, "Lazy
     /// audience spill"), as `(brand, value)`, ascending brand.
     pub fn row(&self, p: u32) -> Vec<(u32, V)> {
-        let Some(scores) = self.scores.get(p as usize) else {
+        let Some(stored) = self.scores.get(p as usize) else {
             return Vec::new();
         };
+        let scores: Vec<(u32, V)> = stored.iter().collect();
         let pi = p as usize;
         if self.pending_people.is_empty() || self.spreads[pi] {
-            return scores.clone();
+            return scores;
         }
         let hop = first_hop_row(
             self.alpha_f,
@@ -644,7 +669,7 @@ impl<V: Value> IncrementalRelspace<V> {
             &self.pending,
         );
         if hop.is_empty() {
-            return scores.clone();
+            return scores;
         }
         let mut out = Vec::with_capacity(scores.len() + hop.len());
         let (mut i, mut j) = (0, 0);
@@ -759,9 +784,9 @@ impl<V: Value> IncrementalRelspace<V> {
         let mut worst = V::ZERO;
         for row in &self.residual {
             let mut sum = V::ZERO;
-            for e in row {
+            for (_, value) in row.iter() {
                 let mut a = V::ZERO;
-                a.max_abs(&e.value);
+                a.max_abs(&value);
                 sum.add(&a);
             }
             worst.max_abs(&sum);
@@ -848,10 +873,11 @@ impl<V: Value> IncrementalRelspace<V> {
             let moves = self.moves.as_mut().expect("checked");
             for &(b, _) in hop_before.iter().chain(&hop) {
                 moves.entry((q, b)).or_insert_with(|| {
-                    let at = |row: &[(u32, V)]| {
-                        row.binary_search_by_key(&b, |e| e.0).ok().map(|i| row[i].1)
-                    };
-                    combine(at(scores), at(&hop_before)).unwrap_or(V::ZERO)
+                    let hop = hop_before
+                        .binary_search_by_key(&b, |e| e.0)
+                        .ok()
+                        .map(|i| hop_before[i].1);
+                    combine(row_get(scores, b), hop).unwrap_or(V::ZERO)
                 });
             }
         }
@@ -915,8 +941,8 @@ impl<V: Value> IncrementalRelspace<V> {
         let new = self.coef_row(&self.assoc[pi]);
         // S_p in brand order.
         let mut total = V::ZERO;
-        for e in &self.scores[pi] {
-            total.add(&e.1);
+        for (_, v) in self.scores[pi].iter() {
+            total.add(&v);
         }
         let mut brands: Vec<u32> = old.iter().chain(&new).map(|e| e.0).collect();
         brands.sort_unstable();
@@ -924,7 +950,7 @@ impl<V: Value> IncrementalRelspace<V> {
         let mut touched = Vec::with_capacity(brands.len());
         for &b2 in &brands {
             let dc = get_sorted(&new, b2) - get_sorted(&old, b2);
-            let others = total.minus(&value_at(&self.scores[pi], b2));
+            let others = total.minus(&row_get(&self.scores[pi], b2).unwrap_or(V::ZERO));
             let d = others.scaled(dc);
             if !d.is_zero() {
                 self.add_residual(p, b2, d);
@@ -964,9 +990,9 @@ impl<V: Value> IncrementalRelspace<V> {
     /// `Σ |r|` over every entry, per lane.
     pub fn residual_l1(&self) -> V {
         let mut sum = V::ZERO;
-        for e in self.residual.iter().flatten() {
+        for (_, value) in self.residual.iter().flat_map(|row| row.iter()) {
             let mut a = V::ZERO;
-            a.max_abs(&e.value);
+            a.max_abs(&value);
             sum.add(&a);
         }
         sum
@@ -979,6 +1005,22 @@ impl<V: Value> IncrementalRelspace<V> {
         // further read them, and their first hop is all there is.
         self.worst_residual_row()
             .scaled(1.0 / (1.0 - self.alpha_f - self.alpha_a))
+    }
+
+    /// The rows of `s` and `r` as stored: entries and bytes (the memory
+    /// figures of docs/scale.md).
+    pub fn row_footprint(&self) -> RowFootprint {
+        let header = std::mem::size_of::<V::Row>();
+        let mut out = RowFootprint::default();
+        for row in &self.scores {
+            out.scores += row.len();
+            out.bytes += header + row.heap_bytes();
+        }
+        for row in &self.residual {
+            out.residual += row.len();
+            out.bytes += header + row.heap_bytes();
+        }
+        out
     }
 
     /// Stored follow edges.
@@ -1017,29 +1059,18 @@ impl<V: Value> IncrementalRelspace<V> {
     }
 
     fn add_residual(&mut self, p: u32, b: u32, v: V) {
-        let row = &mut self.residual[p as usize];
-        match row.binary_search_by_key(&b, |e| e.brand) {
-            Ok(i) => row[i].value.add(&v),
-            Err(i) => row.insert(
-                i,
-                Res {
-                    brand: b,
-                    value: v,
-                    queued: false,
-                },
-            ),
-        }
+        add_to_row(&mut self.residual[p as usize], b, v);
     }
 
     fn enqueue_if_above(&mut self, p: u32, b: u32) {
         let tol = self.tol;
         let row = &mut self.residual[p as usize];
-        if let Ok(i) = row.binary_search_by_key(&b, |e| e.brand) {
-            let e = &mut row[i];
-            if !e.queued && e.value.exceeds(&tol) {
-                e.queued = true;
-                self.queue.push_back((p, b));
-            }
+        if let Ok(i) = row.search(b)
+            && !row.flag(i)
+            && row.value(i).exceeds(&tol)
+        {
+            row.set_flag(i, true);
+            self.queue.push_back((p, b));
         }
     }
 
@@ -1071,44 +1102,24 @@ impl<V: Value> IncrementalRelspace<V> {
         } = self;
         let (alpha_f, tol, wide) = (*alpha_f, *tol, *wide);
         // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
-        let bump = |residual: &mut Vec<Vec<Res<V>>>,
-                    queue: &mut VecDeque<(u32, u32)>,
-                    p: u32,
-                    b: u32,
-                    v: V| {
-            let row = &mut residual[p as usize];
-            let i = match row.binary_search_by_key(&b, |e| e.brand) {
-                Ok(i) => {
-                    row[i].value.add(&v);
-                    i
-                }
-                Err(i) => {
-                    row.insert(
-                        i,
-                        Res {
-                            brand: b,
-                            value: v,
-                            queued: false,
-                        },
-                    );
-                    i
+        let bump =
+            |residual: &mut Vec<V::Row>, queue: &mut VecDeque<(u32, u32)>, p: u32, b: u32, v: V| {
+                let row = &mut residual[p as usize];
+                let (i, value) = add_to_row(row, b, v);
+                if !row.flag(i) && value.exceeds(&tol) {
+                    row.set_flag(i, true);
+                    queue.push_back((p, b));
                 }
             };
-            let e = &mut row[i];
-            if !e.queued && e.value.exceeds(&tol) {
-                e.queued = true;
-                queue.push_back((p, b));
-            }
-        };
         while let Some((q, b)) = queue.pop_front() {
             let qi = q as usize;
             let row = &mut residual[qi];
-            let Ok(i) = row.binary_search_by_key(&b, |e| e.brand) else {
+            let Ok(i) = row.search(b) else {
                 continue;
             };
-            row[i].queued = false;
-            let r = row[i].value;
+            let r = row.value(i);
             if !r.exceeds(&tol) {
+                row.set_flag(i, false);
                 continue;
             }
             row.remove(i);
@@ -1130,7 +1141,7 @@ impl<V: Value> IncrementalRelspace<V> {
                     }
                 }
             }
-            add_sorted(&mut scores[qi], b, r);
+            add_to_row(&mut scores[qi], b, r);
             stats.pushes += 1;
             // Lazy audience spill (module docs): a wide person's share for
             // the followers who spread nothing further waits in `P(q,b)`,
@@ -1197,7 +1208,14 @@ impl<V: Value> IncrementalRelspace<V> {
 /// what it spread there is `−P(p,b)` (red team h44: reading only `s`'s
 /// brands left such a follower's residual short of `P` at every follow
 /// change, outside the error bound). Handed to `f` brand by brand.
-fn delivered<V: Value>(scores: &[(u32, V)], pending: &[(u32, V)], mut f: impl FnMut(u32, V)) {
+fn delivered<V: Value>(scores: &V::Row, pending: &[(u32, V)], mut f: impl FnMut(u32, V)) {
+    if pending.is_empty() {
+        for (b, s) in scores.iter() {
+            f(b, s);
+        }
+        return;
+    }
+    let scores: Vec<(u32, V)> = scores.iter().collect();
     let (mut i, mut j) = (0, 0);
     while i < scores.len() || j < pending.len() {
         match (scores.get(i), pending.get(j)) {
@@ -1282,13 +1300,10 @@ fn visible_at<V: Value>(
     follows: &[(u32, f64)],
     attention: f64,
     pending: &[Vec<(u32, V)>],
-    scores: &[(u32, V)],
+    scores: &V::Row,
     b: u32,
 ) -> V {
-    let s = scores
-        .binary_search_by_key(&b, |e| e.0)
-        .ok()
-        .map(|i| scores[i].1);
+    let s = row_get(scores, b);
     combine(s, first_hop_at(alpha_f, follows, attention, pending, b)).unwrap_or(V::ZERO)
 }
 
@@ -1528,5 +1543,188 @@ mod tests {
             assert_eq!(was, if b == 0 { before[p as usize] } else { was });
             assert_eq!(now, inc.score(p, b));
         }
+    }
+
+    /// Six lanes kept whole ([`DenseRow`]): the rows the live series had
+    /// before [`LaneRow`], for comparing bits.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Dense(Components);
+
+    impl Value for Dense {
+        type Tol = Components;
+        type Row = DenseRow<Dense>;
+        const ZERO: Self = Dense([0.0; 6]);
+        fn add(&mut self, v: &Self) {
+            self.0.add(&v.0);
+        }
+        fn scaled(&self, k: f64) -> Self {
+            Dense(self.0.scaled(k))
+        }
+        fn times(&self, k: &Self) -> Self {
+            Dense(self.0.times(&k.0))
+        }
+        fn minus(&self, b: &Self) -> Self {
+            Dense(self.0.minus(&b.0))
+        }
+        fn exceeds(&self, tol: &Components) -> bool {
+            self.0.exceeds(tol)
+        }
+        fn max_abs(&mut self, v: &Self) {
+            self.0.max_abs(&v.0);
+        }
+        fn is_zero(&self) -> bool {
+            self.0.is_zero()
+        }
+        fn is_finite(&self) -> bool {
+            Value::is_finite(&self.0)
+        }
+        fn valid_tol(tol: &Components) -> bool {
+            Components::valid_tol(tol)
+        }
+        fn lowers(new: &Components, old: &Components) -> bool {
+            Components::lowers(new, old)
+        }
+    }
+
+    fn bits(v: &Components) -> [u64; 6] {
+        v.map(f64::to_bits)
+    }
+
+    /// Issue #10 (sparse live rows): the driver on rows that keep only the
+    /// nonzero lanes gives, operation by operation, the bits of the same
+    /// driver on whole rows: reads, moves, residual sums, bounds, through
+    /// impulses with few lanes (−0.0 among them), follow and association
+    /// changes, held events, lazy spill, rescaling and tolerance moves.
+    #[test]
+    fn rows_of_nonzero_lanes_give_the_bits_of_whole_rows() {
+        let (people, brands) = (60u32, 7u32);
+        let tol = [1e-7, 2e-7, 1e-7, 5e-8, 1e-7, 3e-7];
+        let follows: Vec<(u32, u32, f64)> = (1..people)
+            .map(|q| (q, if q % 3 == 0 { 0 } else { q / 2 }, 1.0 + (q % 5) as f64))
+            .collect();
+        let associations = [(0, 1, 0.5), (2, 3, 1.5), (4, 0, 0.25)];
+        let impulse = |p: u32, b: u32, c: usize, x: f64| -> (u32, u32, Components) {
+            let mut v = [0.0; 6];
+            v[c] = x;
+            (p, b, v)
+        };
+        let seed: Vec<_> = (0..people)
+            .map(|p| impulse(p, p % brands, (p % 4) as usize, 1.0 + p as f64))
+            .collect();
+        let (mut lanes, _) = IncrementalRelspace::<Components>::from_inputs(
+            people as usize,
+            brands as usize,
+            0.12,
+            0.35,
+            tol,
+            &follows,
+            &associations,
+            &seed,
+        )
+        .unwrap();
+        let dense_seed: Vec<_> = seed.iter().map(|&(p, b, v)| (p, b, Dense(v))).collect();
+        let (mut whole, _) = IncrementalRelspace::<Dense>::from_inputs(
+            people as usize,
+            brands as usize,
+            0.12,
+            0.35,
+            tol,
+            &follows,
+            &associations,
+            &dense_seed,
+        )
+        .unwrap();
+        lanes.set_wide(8);
+        whole.set_wide(8);
+        let same = |lanes: &IncrementalRelspace<Components>, whole: &IncrementalRelspace<Dense>| {
+            let a: Vec<_> = lanes.scores().iter().map(|(k, v)| (*k, bits(v))).collect();
+            let d: Vec<_> = whole
+                .scores()
+                .iter()
+                .map(|(k, v)| (*k, bits(&v.0)))
+                .collect();
+            assert_eq!(a, d);
+            for p in 0..people {
+                let a: Vec<_> = lanes.row(p).iter().map(|(b, v)| (*b, bits(v))).collect();
+                let d: Vec<_> = whole.row(p).iter().map(|(b, v)| (*b, bits(&v.0))).collect();
+                assert_eq!(a, d, "row {p}");
+            }
+            assert_eq!(bits(&lanes.residual_l1()), bits(&whole.residual_l1().0));
+            assert_eq!(bits(&lanes.error_bound()), bits(&whole.error_bound().0));
+            let (fa, fd) = (lanes.row_footprint(), whole.row_footprint());
+            assert_eq!((fa.scores, fa.residual), (fd.scores, fd.residual));
+        };
+        same(&lanes, &whole);
+        let mut state = 11u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        for step in 0..400 {
+            let (p, q, b) = (
+                next(people as u64) as u32,
+                next(people as u64) as u32,
+                next(brands as u64) as u32,
+            );
+            let record = step % 3 == 0;
+            lanes.hold();
+            whole.hold();
+            if record {
+                lanes.track_moves();
+                whole.track_moves();
+            }
+            match next(7) {
+                0..=2 => {
+                    let x = [1.0, -0.5, -0.0, 1e-9, 3.0][next(5) as usize];
+                    let (_, _, v) = impulse(p, b, next(6) as usize, x);
+                    lanes.add_impulse(p, b, v).unwrap();
+                    whole.add_impulse(p, b, Dense(v)).unwrap();
+                }
+                3 => {
+                    let w = [None, Some(1.0), Some(2.5)][next(3) as usize];
+                    if p != q {
+                        lanes.set_follow(q, p, w).unwrap();
+                        whole.set_follow(q, p, w).unwrap();
+                    }
+                }
+                4 => {
+                    let a = [None, Some(0.5), Some(2.0)][next(3) as usize];
+                    lanes.set_association(p, b, a).unwrap();
+                    whole.set_association(p, b, a).unwrap();
+                }
+                5 => {
+                    let t = tol.map(|t| t * [0.5, 1.0, 2.0][next(3) as usize]);
+                    lanes.set_tolerance(t).unwrap();
+                    whole.set_tolerance(t).unwrap();
+                }
+                _ => {}
+            }
+            let (sa, sd) = (lanes.release(), whole.release());
+            assert_eq!(sa, sd, "step {step}");
+            if record {
+                let ma: Vec<_> = lanes
+                    .take_moves()
+                    .into_iter()
+                    .map(|(p, b, x, y)| (p, b, bits(&x), bits(&y)))
+                    .collect();
+                let md: Vec<_> = whole
+                    .take_moves()
+                    .into_iter()
+                    .map(|(p, b, x, y)| (p, b, bits(&x.0), bits(&y.0)))
+                    .collect();
+                assert_eq!(ma, md, "step {step}");
+            }
+            if step % 50 == 49 {
+                // A renormalisation: some lanes underflow to zero.
+                let f = [0.5, 1e-300, 1.0, 0.25, 1e-310, 0.75];
+                lanes.scale(&f);
+                whole.scale(&Dense(f));
+            }
+            same(&lanes, &whole);
+        }
+        let (fa, fd) = (lanes.row_footprint(), whole.row_footprint());
+        assert!(fa.bytes < fd.bytes, "{fa:?} against {fd:?}");
     }
 }
