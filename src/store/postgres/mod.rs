@@ -892,8 +892,10 @@ enum Attempt {
     /// A data error (module docs): the group is split.
     Data(String),
     /// These all-or-nothing requests have a conflict (their outcomes as
-    /// found): they are taken out and the rest committed again.
-    AtomicConflict(Vec<(Item, Placed)>),
+    /// found, and for an answer compared with an event new in the attempt,
+    /// that event's item): they are taken out and the rest committed
+    /// again.
+    AtomicConflict(Vec<(Item, Placed, Option<Item>)>),
     /// Anything else fails the whole group.
     Store(StoreError),
 }
@@ -954,19 +956,39 @@ fn commit_items<'a>(
             }
             Err(Attempt::Store(err)) => Err(err),
             Err(Attempt::AtomicConflict(found)) => {
-                let refused: HashSet<usize> = found.iter().map(|(i, _)| i.request).collect();
-                for (item, placed) in found {
-                    out[item.request][item.position] = Some(match placed {
-                        // Rolled back: nothing of it stored, no position.
-                        (Outcome::Inserted, _) => (Outcome::NotStored, None),
-                        other => other,
-                    });
-                }
+                let refused: HashSet<usize> = found.iter().map(|(i, ..)| i.request).collect();
                 let rest = items
                     .into_iter()
                     .filter(|i| !refused.contains(&i.request))
                     .collect();
-                commit_items(pool, batch, rest, out).await
+                commit_items(pool, batch, rest, out).await?;
+                for (item, placed, first) in found {
+                    out[item.request][item.position] = Some(match (placed, first) {
+                        // Rolled back: nothing of it stored, no position.
+                        ((Outcome::Inserted, _), _) => (Outcome::NotStored, None),
+                        // Compared with an event of the rolled-back
+                        // attempt (red team h52): that row's position is
+                        // no one's. Of a refused request, the event is
+                        // stored nowhere: a repeat of it is not stored, a
+                        // conflict with it has no position; of another
+                        // request, it is where the rest's commit put it.
+                        ((outcome, _), Some(first)) if refused.contains(&first.request) => {
+                            if outcome.is_duplicate() {
+                                (Outcome::NotStored, None)
+                            } else {
+                                (outcome, None)
+                            }
+                        }
+                        ((outcome, _), Some(first)) => (
+                            outcome,
+                            out[first.request][first.position]
+                                .as_ref()
+                                .and_then(|p| p.1),
+                        ),
+                        (other, None) => other,
+                    });
+                }
+                Ok(())
             }
             Err(Attempt::Data(reason)) => {
                 let first = items[0].request;
@@ -1093,7 +1115,7 @@ async fn try_commit(
         from: held_from,
     };
     let rows = inserted.map_err(attempt_error)?;
-    let outcomes = outcomes_of(batch, items, &rows)?;
+    let (outcomes, firsts) = outcomes_of(batch, items, &rows)?;
     match ending {
         Ending::Sent(committed) => committed.map_err(attempt_error)?,
         Ending::Open(tx) => {
@@ -1111,8 +1133,9 @@ async fn try_commit(
                     items
                         .iter()
                         .zip(outcomes)
-                        .filter(|(i, _)| conflicted.contains(&i.request))
-                        .map(|(i, o)| (*i, o))
+                        .zip(firsts)
+                        .filter(|((i, _), _)| conflicted.contains(&i.request))
+                        .map(|((i, o), first)| (*i, o, first.map(|f| items[f])))
                         .collect(),
                 ));
             }
@@ -1126,12 +1149,15 @@ async fn try_commit(
 /// Each item's outcome and position from the answer of `INSERT_NEW_EVENTS`
 /// (a row per distinct id): the first occurrence of an id that went in is
 /// inserted; a later one in the batch is compared with it, and one stored
-/// before with the stored digest.
+/// before with the stored digest. Beside each answer, the index in `items`
+/// of the event inserted now that it was compared with, if any (its
+/// position is the attempt's: gone if the attempt is rolled back).
+#[allow(clippy::type_complexity)]
 fn outcomes_of(
     batch: &[Request],
     items: &[Item],
     rows: &[tokio_postgres::Row],
-) -> Result<Vec<Placed>, Attempt> {
+) -> Result<(Vec<Placed>, Vec<Option<usize>>), Attempt> {
     let event = |i: &Item| &batch[i.request].events[i.position];
     let digest = |i: &Item| &batch[i.request].digests[i.position];
     /// What the statement answered for one id.
@@ -1179,6 +1205,7 @@ fn outcomes_of(
         Sameness::Conflicting => Outcome::Conflict,
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut firsts = vec![None; items.len()];
     for (ord, item) in items.iter().enumerate() {
         out.push(match found.get_mut(event(item).id.as_str()) {
             Some(Found::New { pos, first }) => match *first {
@@ -1186,7 +1213,10 @@ fn outcomes_of(
                     *first = Some(ord);
                     (Outcome::Inserted, Some(*pos))
                 }
-                Some(first) => (compare(digest(item), digest(&items[first])), Some(*pos)),
+                Some(first) => {
+                    firsts[ord] = Some(first);
+                    (compare(digest(item), digest(&items[first])), Some(*pos))
+                }
             },
             Some(Found::Stored {
                 pos,
@@ -1197,7 +1227,7 @@ fn outcomes_of(
             None => (Outcome::Duplicate, None),
         });
     }
-    Ok(out)
+    Ok((out, firsts))
 }
 
 /// One append's time on the `log_head` lock, as this process sees it:

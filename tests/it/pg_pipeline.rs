@@ -1,0 +1,408 @@
+//! Red team h52 on the pipelined PostgreSQL append (48d232f): the lock,
+//! the insert and the COMMIT sent together, the transaction forgotten
+//! after that COMMIT, the stored digests answered by the insert. Groups
+//! are made deterministic by holding the `log_head` lock from a test
+//! connection: two groups wait on it (both commit slots taken), so every
+//! request queued meanwhile is taken as one group when it is let go.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use fusion::domain::Event;
+use fusion::store::{AppendMode, Appended, EventStore, Outcome, PostgresStore, StoreError};
+
+use crate::pg::{TestDb, client};
+use crate::store::purchase;
+
+type Pending = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
+
+/// Backends of this database waiting on a lock, once there are `n`.
+async fn until_lock_waiters(sql: &tokio_postgres::Client, n: i64) {
+    loop {
+        let waiting: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Polls `append` once: its request is in the writer's queue after it.
+async fn enqueue(append: Pending) -> Pending {
+    let mut append = append;
+    std::future::poll_fn(|cx| {
+        assert!(append.as_mut().poll(cx).is_pending(), "answered while held");
+        Poll::Ready(())
+    })
+    .await;
+    append
+}
+
+/// Sessions of this database left inside a transaction.
+async fn idle_in_transaction(sql: &tokio_postgres::Client) -> i64 {
+    sql.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND state LIKE 'idle in transaction%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Commits `requests` as one group of `store`: the lock is held while two
+/// fillers take both commit slots, the requests are queued, the lock let
+/// go. Answers the requests' answers.
+async fn one_group(
+    url: &str,
+    store: &PostgresStore,
+    requests: Vec<(Vec<Event>, AppendMode)>,
+    filler: &str,
+) -> Vec<Result<Appended, StoreError>> {
+    let holder = client(url).await;
+    let watcher = client(url).await;
+    holder
+        .batch_execute("BEGIN; SELECT pos FROM log_head FOR UPDATE")
+        .await
+        .unwrap();
+    let mut fillers = Vec::new();
+    for k in 0..2 {
+        let s = store.clone();
+        let id = format!("{filler}-{k}");
+        fillers.push(tokio::spawn(async move {
+            s.append(vec![purchase(&id, 0, "f", "b")], AppendMode::EachEvent)
+                .await
+        }));
+        until_lock_waiters(&watcher, k + 1).await;
+    }
+    let mut pending = Vec::new();
+    for (events, mode) in requests {
+        let s = store.clone();
+        pending.push(enqueue(Box::pin(async move { s.append(events, mode).await })).await);
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    for f in fillers {
+        f.await.unwrap().unwrap();
+    }
+    let mut out = Vec::new();
+    for p in pending {
+        out.push(p.await);
+    }
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn stored_pos(sql: &tokio_postgres::Client, id: &str) -> Option<u64> {
+    sql.query_opt("SELECT pos FROM events WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .map(|r| r.get::<_, i64>(0) as u64)
+}
+
+async fn dense(sql: &tokio_postgres::Client) {
+    let rows = sql
+        .query("SELECT pos FROM events ORDER BY pos", &[])
+        .await
+        .unwrap();
+    let pos: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        pos,
+        (0..pos.len() as i64).collect::<Vec<_>>(),
+        "positions not dense"
+    );
+    let head: i64 = sql
+        .query_one("SELECT pos FROM log_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        head,
+        pos.len() as i64,
+        "the head is not past the last position"
+    );
+}
+
+/// In one group, best-effort requests that repeat one another's new ids
+/// (same and other content) and ids stored before: every answer is exact,
+/// its position the stored row's, positions dense.
+#[test]
+fn duplicates_and_conflicts_in_one_pipelined_group_answer_the_stored_rows() {
+    runtime().block_on(async {
+        let db = TestDb::new().await;
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let sql = client(&db.url).await;
+        store
+            .append(vec![purchase("old", 0, "p", "b")], AppendMode::EachEvent)
+            .await
+            .unwrap();
+        let answers = one_group(
+            &db.url,
+            &store,
+            vec![
+                (
+                    vec![purchase("n1", 1, "p", "b"), purchase("n1", 1, "p", "b")],
+                    AppendMode::EachEvent,
+                ),
+                (
+                    vec![
+                        purchase("n1", 2, "p", "b"),
+                        purchase("old", 0, "p", "b"),
+                        purchase("old", 5, "p", "b"),
+                        purchase("n0", 1, "q", "b"),
+                    ],
+                    AppendMode::EachEvent,
+                ),
+            ],
+            "fill",
+        )
+        .await;
+        let a = answers[0].as_ref().unwrap();
+        let b = answers[1].as_ref().unwrap();
+        let n1 = stored_pos(&sql, "n1").await;
+        let n0 = stored_pos(&sql, "n0").await;
+        let old = stored_pos(&sql, "old").await;
+        assert_eq!(a.outcomes, vec![Outcome::Inserted, Outcome::Duplicate]);
+        assert_eq!(a.positions, vec![n1, n1]);
+        assert_eq!(
+            b.outcomes,
+            vec![
+                Outcome::Conflict,
+                Outcome::Duplicate,
+                Outcome::Conflict,
+                Outcome::Inserted
+            ]
+        );
+        assert_eq!(b.positions, vec![n1, old, old, n0]);
+        // New ids numbered in id order within the group.
+        assert_eq!(n0.unwrap() + 1, n1.unwrap());
+        dense(&sql).await;
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+    });
+}
+
+/// An all-or-nothing request refused for a conflict in a group: its
+/// other events were compared with rows of the attempt that was rolled
+/// back. A repeat of its own new event is stored nowhere, and a repeat
+/// of another request's new event is stored where that request's retry
+/// put it, not at the rolled-back row's position.
+#[test]
+fn a_refused_atomic_request_answers_no_position_of_a_rolled_back_row() {
+    runtime().block_on(async {
+        let db = TestDb::new().await;
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let sql = client(&db.url).await;
+        store
+            .append(vec![purchase("x", 0, "p", "b")], AppendMode::EachEvent)
+            .await
+            .unwrap();
+        let answers = one_group(
+            &db.url,
+            &store,
+            vec![
+                (vec![purchase("b", 1, "p", "b")], AppendMode::EachEvent),
+                (
+                    vec![
+                        purchase("a", 1, "p", "b"),
+                        purchase("a", 1, "p", "b"),
+                        purchase("b", 1, "p", "b"),
+                        purchase("x", 9, "p", "b"),
+                    ],
+                    AppendMode::AllOrNothing,
+                ),
+            ],
+            "fill",
+        )
+        .await;
+        let r0 = answers[0].as_ref().unwrap();
+        let r1 = answers[1].as_ref().unwrap();
+        let b = stored_pos(&sql, "b").await;
+        assert_eq!(stored_pos(&sql, "a").await, None);
+        assert_eq!(r0.outcomes, vec![Outcome::Inserted]);
+        assert_eq!(r0.positions, vec![b]);
+        let x = stored_pos(&sql, "x").await;
+        for (k, (o, p)) in r1.outcomes.iter().zip(&r1.positions).enumerate() {
+            let (id, stored) = [("a", None), ("a", None), ("b", b), ("x", x)][k];
+            if o.is_duplicate() || *o == Outcome::Conflict {
+                assert_eq!(
+                    *p, stored,
+                    "event {k} ({id}): {o:?} at {p:?}, stored at {stored:?}"
+                );
+            } else {
+                assert_eq!(*p, None, "event {k} ({id}): {o:?} at {p:?}");
+            }
+            if stored.is_none() {
+                assert!(
+                    !o.is_duplicate(),
+                    "event {k} ({id}) answered {o:?}, stored nowhere"
+                );
+            }
+        }
+        assert_eq!(r1.outcomes[3], Outcome::Conflict);
+        dense(&sql).await;
+    });
+}
+
+/// A data error in a pipelined group (a CHECK the test's database adds):
+/// the group is split, the bad event refused alone, the others stored
+/// once and densely; the COMMIT sent with the failed insert ended the
+/// transaction, so no pooled connection is left inside one and the next
+/// appends on the same pool are stored.
+#[test]
+fn a_data_error_in_a_pipelined_group_leaves_no_connection_in_a_transaction() {
+    runtime().block_on(async {
+        let db = TestDb::new().await;
+        PostgresStore::migrate(&db.url).await.unwrap();
+        let sql = client(&db.url).await;
+        sql.batch_execute("ALTER TABLE events ADD CONSTRAINT no_bad CHECK (id NOT LIKE 'bad%')")
+            .await
+            .unwrap();
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        for round in 0..3 {
+            let answers = one_group(
+                &db.url,
+                &store,
+                vec![
+                    (
+                        vec![purchase(&format!("ok-{round}-a"), 1, "p", "b")],
+                        AppendMode::EachEvent,
+                    ),
+                    (
+                        vec![
+                            purchase(&format!("ok-{round}-b"), 1, "p", "b"),
+                            purchase(&format!("bad-{round}"), 1, "p", "b"),
+                            purchase(&format!("ok-{round}-a"), 1, "p", "b"),
+                        ],
+                        AppendMode::EachEvent,
+                    ),
+                    (
+                        vec![purchase(&format!("ok-{round}-c"), 1, "p", "b")],
+                        AppendMode::EachEvent,
+                    ),
+                ],
+                &format!("fill-{round}"),
+            )
+            .await;
+            let a = answers[0].as_ref().unwrap();
+            let b = answers[1].as_ref().unwrap();
+            let c = answers[2].as_ref().unwrap();
+            assert_eq!(a.outcomes, vec![Outcome::Inserted]);
+            assert_eq!(c.outcomes, vec![Outcome::Inserted]);
+            assert_eq!(b.outcomes[0], Outcome::Inserted, "{:?}", b.outcomes);
+            assert!(
+                matches!(&b.outcomes[1], Outcome::Refused(m) if m.contains("no_bad")),
+                "{:?}",
+                b.outcomes
+            );
+            assert_eq!(b.outcomes[2], Outcome::Duplicate, "{:?}", b.outcomes);
+            assert_eq!(b.positions[1], None);
+            assert_eq!(b.positions[2], a.positions[0]);
+            for (id, p) in [
+                (format!("ok-{round}-a"), a.positions[0]),
+                (format!("ok-{round}-b"), b.positions[0]),
+                (format!("ok-{round}-c"), c.positions[0]),
+            ] {
+                assert_eq!(stored_pos(&sql, &id).await, p, "{id}");
+            }
+            assert_eq!(stored_pos(&sql, &format!("bad-{round}")).await, None);
+            assert_eq!(idle_in_transaction(&sql).await, 0);
+        }
+        // Every pooled connection used again: 32 appends at once.
+        let tasks: Vec<_> = (0..32)
+            .map(|k| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.append(
+                        vec![purchase(&format!("after-{k}"), 2, "p", "b")],
+                        AppendMode::EachEvent,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().outcomes, vec![Outcome::Inserted]);
+        }
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+        dense(&sql).await;
+    });
+}
+
+/// The store's connections killed while their groups wait on the lock
+/// (pipelined: lock, insert and COMMIT already sent): those appends fail,
+/// nothing of them is stored, and the next appends on the same pool are
+/// stored on fresh connections.
+#[test]
+fn connections_killed_while_a_pipelined_group_waits_lose_nothing_acknowledged() {
+    runtime().block_on(async {
+        let db = TestDb::new().await;
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let sql = client(&db.url).await;
+        let holder = client(&db.url).await;
+        holder
+            .batch_execute("BEGIN; SELECT pos FROM log_head FOR UPDATE")
+            .await
+            .unwrap();
+        let mut waiting = Vec::new();
+        for k in 0..2 {
+            let s = store.clone();
+            waiting.push(tokio::spawn(async move {
+                s.append(
+                    vec![purchase(&format!("killed-{k}"), 0, "p", "b")],
+                    AppendMode::EachEvent,
+                )
+                .await
+            }));
+            until_lock_waiters(&sql, k + 1).await;
+        }
+        sql.batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        .unwrap();
+        let mut acknowledged = Vec::new();
+        for (k, w) in waiting.into_iter().enumerate() {
+            if let Ok(a) = w.await.unwrap() {
+                acknowledged.push((format!("killed-{k}"), a));
+            }
+        }
+        holder.batch_execute("COMMIT").await.unwrap();
+        for (id, a) in &acknowledged {
+            if a.outcomes[0] == Outcome::Inserted {
+                assert_eq!(stored_pos(&sql, id).await, a.positions[0]);
+            }
+        }
+        for k in 0..20 {
+            let a = store
+                .append(
+                    vec![purchase(&format!("later-{k}"), 1, "p", "b")],
+                    AppendMode::EachEvent,
+                )
+                .await
+                .unwrap();
+            assert_eq!(a.outcomes, vec![Outcome::Inserted]);
+            assert_eq!(
+                stored_pos(&sql, &format!("later-{k}")).await,
+                a.positions[0]
+            );
+        }
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+        dense(&sql).await;
+    });
+}
