@@ -406,3 +406,151 @@ fn connections_killed_while_a_pipelined_group_waits_lose_nothing_acknowledged() 
         dense(&sql).await;
     });
 }
+
+/// The database server crashed (a backend SIGKILLed: the postmaster ends
+/// the others and recovers from the WAL) while
+/// eight tasks append single events through one store, the commits sent
+/// with the lock and the insert: after crash recovery every acknowledged
+/// event is stored at its answered position, the positions are dense, the
+/// head past them, and the same store appends again.
+#[test]
+fn a_server_killed_mid_stream_loses_no_acknowledged_pipelined_commit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Its own server: killing the shared one would break the other tests.
+    let server = crate::pg::LocalServer::start().unwrap_or_else(|why| panic!("{why}"));
+    runtime().block_on(async {
+        let url = server.url(&server.create_db().await);
+        let store = PostgresStore::connect(&url).await.unwrap();
+        const BEFORE_KILL: usize = 300;
+        let acked = Arc::new(AtomicUsize::new(0));
+        let enough = Arc::new(tokio::sync::Notify::new());
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let (store, acked, enough) = (store.clone(), acked.clone(), enough.clone());
+                tokio::spawn(async move {
+                    let mut placed = Vec::new();
+                    for k in 0.. {
+                        let id = format!("t{t}-{k}");
+                        match store
+                            .append(vec![purchase(&id, k, "p", "b")], AppendMode::EachEvent)
+                            .await
+                        {
+                            Ok(a) => {
+                                assert_eq!(a.outcomes, vec![Outcome::Inserted], "{id}");
+                                placed.push((id, a.positions[0]));
+                                if acked.fetch_add(1, Ordering::SeqCst) + 1 == BEFORE_KILL {
+                                    enough.notify_one();
+                                }
+                            }
+                            Err(_) => return placed,
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        enough.notified().await;
+        // A backend killed by a signal: the postmaster ends every other
+        // one at once and recovers from the WAL on disk, as after a crash
+        // of the server.
+        let pids: Vec<i32> = client(&url)
+            .await
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pids[0].to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let mut placed = Vec::new();
+        for t in tasks {
+            placed.extend(t.await.unwrap());
+        }
+        assert!(placed.len() >= BEFORE_KILL);
+        // Recovered once it answers a query again.
+        let sql = loop {
+            if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                if c.simple_query("SELECT 1").await.is_ok() {
+                    break c;
+                }
+            }
+            tokio::task::yield_now().await;
+        };
+        for (id, pos) in &placed {
+            assert_eq!(
+                stored_pos(&sql, id).await,
+                *pos,
+                "acknowledged {id} lost or moved"
+            );
+        }
+        dense(&sql).await;
+        let again = store
+            .append(vec![purchase("after", 0, "p", "b")], AppendMode::EachEvent)
+            .await
+            .unwrap();
+        assert_eq!(again.outcomes, vec![Outcome::Inserted]);
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+        dense(&sql).await;
+    });
+}
+
+/// A data error raised by the pipelined COMMIT itself (a deferred unique
+/// constraint the test's database adds, checked at commit): the answers
+/// to the statements were good, the commit was not, so nothing of the
+/// attempt is acknowledged; the split stores the others and refuses the
+/// one, the head rolled back with it.
+#[test]
+fn a_data_error_at_the_pipelined_commit_refuses_only_its_event() {
+    runtime().block_on(async {
+        let db = TestDb::new().await;
+        PostgresStore::migrate(&db.url).await.unwrap();
+        let sql = client(&db.url).await;
+        sql.batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT one_per_time UNIQUE (time) \
+             DEFERRABLE INITIALLY DEFERRED",
+        )
+        .await
+        .unwrap();
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let answers = one_group(
+            &db.url,
+            &store,
+            vec![
+                (vec![purchase("d1", 7, "p", "b")], AppendMode::EachEvent),
+                (vec![purchase("d2", 7, "p", "b")], AppendMode::EachEvent),
+                (vec![purchase("d3", 8, "p", "b")], AppendMode::EachEvent),
+            ],
+            "fill",
+        )
+        .await;
+        let outcomes: Vec<&Outcome> = answers
+            .iter()
+            .map(|a| &a.as_ref().unwrap().outcomes[0])
+            .collect();
+        assert_eq!(outcomes[0], &Outcome::Inserted);
+        assert!(
+            matches!(outcomes[1], Outcome::Refused(m) if m.contains("one_per_time")),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[2], &Outcome::Inserted);
+        for (k, id) in ["d1", "d2", "d3"].into_iter().enumerate() {
+            assert_eq!(
+                stored_pos(&sql, id).await,
+                answers[k].as_ref().unwrap().positions[0],
+                "{id}"
+            );
+        }
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+        dense(&sql).await;
+    });
+}
