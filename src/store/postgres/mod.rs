@@ -1035,7 +1035,21 @@ async fn try_commit(
         .get()
         .await
         .map_err(|e| Attempt::Store(pool_error(e)))?;
-    let tx = client.transaction().await.map_err(attempt_error)?;
+    // Prepared (once per connection) before the transaction, which is
+    // tokio-postgres's own rather than deadpool's: the pipelined commit
+    // forgets it below, and deadpool's holds a count of the connection's
+    // statement cache that forgetting would leak (red team h52).
+    let lock = client
+        .prepare_cached(LOCK_LOG_HEAD)
+        .await
+        .map_err(attempt_error)?;
+    let insert = client
+        .prepare_cached(INSERT_NEW_EVENTS)
+        .await
+        .map_err(attempt_error)?;
+    let tx = tokio_postgres::Client::transaction(&mut client)
+        .await
+        .map_err(attempt_error)?;
     let sink = tx.copy_in(COPY_EVENTS).await.map_err(attempt_error)?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_STAGE_TYPES));
     let mut refs: Vec<&str> = Vec::new();
@@ -1062,21 +1076,13 @@ async fn try_commit(
     writer.finish().await.map_err(attempt_error)?;
     // Under the lock from here to the commit: positions are given out in
     // commit order (module docs). The COPY above overlaps another group's
-    // commit; the lock waits for it. The statements are prepared before
-    // and sent together (pipelined), so the insert starts as soon as the
+    // commit; the lock waits for it. The statements, prepared above, are
+    // sent together (pipelined), so the insert starts as soon as the
     // lock is granted, without a round trip to this process in between;
     // and unless an all-or-nothing request may have to be rolled back
     // (decided on the insert's answer), the commit goes with them: every
     // other outcome is decided whatever is committed, so nothing under
     // the lock waits for this process at all.
-    let lock = tx
-        .prepare_cached(LOCK_LOG_HEAD)
-        .await
-        .map_err(attempt_error)?;
-    let insert = tx
-        .prepare_cached(INSERT_NEW_EVENTS)
-        .await
-        .map_err(attempt_error)?;
     let decide_first = items
         .iter()
         .any(|i| batch[i.request].mode == AppendMode::AllOrNothing);
@@ -1097,13 +1103,14 @@ async fn try_commit(
     /// or still open (decided on the insert's answer).
     enum Ending<'t> {
         Sent(Result<(), tokio_postgres::Error>),
-        Open(deadpool_postgres::Transaction<'t>),
+        Open(tokio_postgres::Transaction<'t>),
     }
     let ending = match committed {
         Some(committed) => {
             // Ended by that COMMIT (after a failed statement it rolled
             // back): dropping `tx` would send a ROLLBACK outside any
-            // transaction. It holds only the borrow of the connection.
+            // transaction. It holds only the borrow of the connection
+            // (tokio-postgres's: nothing leaks).
             std::mem::forget(tx);
             Ending::Sent(committed)
         }
