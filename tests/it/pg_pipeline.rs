@@ -554,3 +554,105 @@ fn a_data_error_at_the_pipelined_commit_refuses_only_its_event() {
         dense(&sql).await;
     });
 }
+
+/// Two stores (two servers) append from eight tasks groups that share ids
+/// with two contents, a quarter of them all-or-nothing: every answer
+/// agrees with the row stored (inserted: this content at this position;
+/// duplicate: the same content; conflict: another; not stored: no
+/// position), each stored id was inserted by exactly one answer, a
+/// refused all-or-nothing request inserted nothing, positions are dense.
+#[test]
+fn two_servers_with_conflicts_and_atomic_requests_answer_the_stored_rows() {
+    crate::pg::with_connected_stores(2, |url, stores| async move {
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let store = stores[t % 2].clone();
+                tokio::spawn(async move {
+                    let mode = if t % 4 == 3 {
+                        AppendMode::AllOrNothing
+                    } else {
+                        AppendMode::EachEvent
+                    };
+                    let mut answers = Vec::new();
+                    for round in 0..10 {
+                        let secs = (t % 3) as i64;
+                        let mut events: Vec<(String, i64)> =
+                            (0..6).map(|k| (format!("s-{round}-{k}"), secs)).collect();
+                        events.push((format!("o-{t}-{round}"), 0));
+                        events.push((format!("s-{round}-0"), secs));
+                        let appended = store
+                            .append(
+                                events
+                                    .iter()
+                                    .map(|(id, secs)| purchase(id, *secs, "p", "b"))
+                                    .collect(),
+                                mode,
+                            )
+                            .await
+                            .unwrap();
+                        answers.push((mode, events, appended));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.extend(t.await.unwrap());
+        }
+        let sql = client(&url).await;
+        let stored: std::collections::HashMap<String, (u64, i64)> = sql
+            .query(
+                "SELECT id, pos, extract(epoch FROM time)::bigint - 1700000000 FROM events",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), (r.get::<_, i64>(1) as u64, r.get(2))))
+            .collect();
+        let mut inserted: std::collections::HashMap<&str, usize> = Default::default();
+        for (mode, events, appended) in &answers {
+            let refused =
+                appended.outcomes.contains(&Outcome::Conflict) && *mode == AppendMode::AllOrNothing;
+            for (((id, secs), o), p) in events
+                .iter()
+                .zip(&appended.outcomes)
+                .zip(&appended.positions)
+            {
+                let row = stored.get(id);
+                let at = |row: Option<&(u64, i64)>| row.map(|r| r.0);
+                match o {
+                    Outcome::Inserted => {
+                        assert!(!refused, "{id} inserted by a refused request");
+                        assert_eq!(row, Some(&(p.unwrap(), *secs)), "{id} inserted");
+                        *inserted.entry(id).or_default() += 1;
+                    }
+                    Outcome::Duplicate => {
+                        assert_eq!(row.map(|r| r.1), Some(*secs), "{id} duplicate");
+                        assert_eq!(*p, at(row), "{id} duplicate");
+                    }
+                    Outcome::Conflict => {
+                        assert_ne!(row.map(|r| r.1), Some(*secs), "{id} conflict");
+                        assert!(row.is_some(), "{id} conflict with nothing");
+                        assert_eq!(*p, at(row), "{id} conflict");
+                    }
+                    Outcome::NotStored => {
+                        assert!(refused, "{id} not stored by an accepted request");
+                        assert_eq!(*p, None, "{id} not stored");
+                    }
+                    other => panic!("{id}: {other:?}"),
+                }
+            }
+        }
+        for id in stored.keys() {
+            assert_eq!(
+                inserted.get(id.as_str()),
+                Some(&1),
+                "{id} inserted by one answer"
+            );
+        }
+        dense(&sql).await;
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+    });
+}
