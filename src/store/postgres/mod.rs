@@ -956,39 +956,49 @@ fn commit_items<'a>(
             }
             Err(Attempt::Store(err)) => Err(err),
             Err(Attempt::AtomicConflict(found)) => {
-                let refused: HashSet<usize> = found.iter().map(|(i, ..)| i.request).collect();
-                let rest = items
-                    .into_iter()
-                    .filter(|i| !refused.contains(&i.request))
+                // A conflict with another request's event new in this
+                // attempt is not decided: that event may not go in once
+                // this attempt is rolled back (another server may store its
+                // id meanwhile). Such a request is committed again after
+                // the rest, as if it came after them, and judged then
+                // (red team h52). A conflict with a row stored before, or
+                // within the request, refuses it.
+                let refused: HashSet<usize> = found
+                    .iter()
+                    .filter(|(item, (o, _), first)| {
+                        *o == Outcome::Conflict && first.is_none_or(|f| f.request == item.request)
+                    })
+                    .map(|(i, ..)| i.request)
                     .collect();
-                commit_items(pool, batch, rest, out).await?;
+                let later: HashSet<usize> = found
+                    .iter()
+                    .map(|(i, ..)| i.request)
+                    .filter(|r| !refused.contains(r))
+                    .collect();
                 for (item, placed, first) in found {
+                    if !refused.contains(&item.request) {
+                        continue;
+                    }
                     out[item.request][item.position] = Some(match (placed, first) {
                         // Rolled back: nothing of it stored, no position.
                         ((Outcome::Inserted, _), _) => (Outcome::NotStored, None),
                         // Compared with an event of the rolled-back
-                        // attempt (red team h52): that row's position is
-                        // no one's. Of a refused request, the event is
-                        // stored nowhere: a repeat of it is not stored, a
-                        // conflict with it has no position; of another
-                        // request, it is where the rest's commit put it.
-                        ((outcome, _), Some(first)) if refused.contains(&first.request) => {
-                            if outcome.is_duplicate() {
-                                (Outcome::NotStored, None)
-                            } else {
-                                (outcome, None)
-                            }
+                        // attempt: its row is no one's now. A conflict
+                        // within the request stays the reason, with no
+                        // position; anything else is not stored.
+                        ((Outcome::Conflict, _), Some(f)) if f.request == item.request => {
+                            (Outcome::Conflict, None)
                         }
-                        ((outcome, _), Some(first)) => (
-                            outcome,
-                            out[first.request][first.position]
-                                .as_ref()
-                                .and_then(|p| p.1),
-                        ),
+                        (_, Some(_)) => (Outcome::NotStored, None),
                         (other, None) => other,
                     });
                 }
-                Ok(())
+                let (rest, again): (Vec<Item>, Vec<Item>) = items
+                    .into_iter()
+                    .filter(|i| !refused.contains(&i.request))
+                    .partition(|i| !later.contains(&i.request));
+                commit_items(pool, batch, rest, out).await?;
+                commit_items(pool, batch, again, out).await
             }
             Err(Attempt::Data(reason)) => {
                 let first = items[0].request;
