@@ -115,7 +115,8 @@ async fn stored_pos(sql: &tokio_postgres::Client, id: &str) -> Option<u64> {
         .map(|r| r.get::<_, i64>(0) as u64)
 }
 
-async fn dense(sql: &tokio_postgres::Client) {
+/// Positions are exactly 0..n for the n stored events, and the head is n.
+pub async fn dense(sql: &tokio_postgres::Client) {
     let rows = sql
         .query("SELECT pos FROM events ORDER BY pos", &[])
         .await

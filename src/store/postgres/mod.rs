@@ -1169,7 +1169,6 @@ async fn try_commit(
 /// before with the stored digest. Beside each answer, the index in `items`
 /// of the event inserted now that it was compared with, if any (its
 /// position is the attempt's: gone if the attempt is rolled back).
-#[allow(clippy::type_complexity)]
 fn outcomes_of(
     batch: &[Request],
     items: &[Item],
