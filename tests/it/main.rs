@@ -35,6 +35,7 @@ mod ops;
 mod pg;
 mod pg_e2e;
 mod pg_log_head;
+mod pg_pipeline;
 mod pg_security;
 mod pipelines;
 mod priority;

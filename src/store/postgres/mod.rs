@@ -892,8 +892,10 @@ enum Attempt {
     /// A data error (module docs): the group is split.
     Data(String),
     /// These all-or-nothing requests have a conflict (their outcomes as
-    /// found): they are taken out and the rest committed again.
-    AtomicConflict(Vec<(Item, Placed)>),
+    /// found, and for an answer compared with an event new in the attempt,
+    /// that event's item): they are taken out and the rest committed
+    /// again.
+    AtomicConflict(Vec<(Item, Placed, Option<Item>)>),
     /// Anything else fails the whole group.
     Store(StoreError),
 }
@@ -954,19 +956,49 @@ fn commit_items<'a>(
             }
             Err(Attempt::Store(err)) => Err(err),
             Err(Attempt::AtomicConflict(found)) => {
-                let refused: HashSet<usize> = found.iter().map(|(i, _)| i.request).collect();
-                for (item, placed) in found {
-                    out[item.request][item.position] = Some(match placed {
+                // A conflict with another request's event new in this
+                // attempt is not decided: that event may not go in once
+                // this attempt is rolled back (another server may store its
+                // id meanwhile). Such a request is committed again after
+                // the rest, as if it came after them, and judged then
+                // (red team h52). A conflict with a row stored before, or
+                // within the request, refuses it.
+                let refused: HashSet<usize> = found
+                    .iter()
+                    .filter(|(item, (o, _), first)| {
+                        *o == Outcome::Conflict && first.is_none_or(|f| f.request == item.request)
+                    })
+                    .map(|(i, ..)| i.request)
+                    .collect();
+                let later: HashSet<usize> = found
+                    .iter()
+                    .map(|(i, ..)| i.request)
+                    .filter(|r| !refused.contains(r))
+                    .collect();
+                for (item, placed, first) in found {
+                    if !refused.contains(&item.request) {
+                        continue;
+                    }
+                    out[item.request][item.position] = Some(match (placed, first) {
                         // Rolled back: nothing of it stored, no position.
-                        (Outcome::Inserted, _) => (Outcome::NotStored, None),
-                        other => other,
+                        ((Outcome::Inserted, _), _) => (Outcome::NotStored, None),
+                        // Compared with an event of the rolled-back
+                        // attempt: its row is no one's now. A conflict
+                        // within the request stays the reason, with no
+                        // position; anything else is not stored.
+                        ((Outcome::Conflict, _), Some(f)) if f.request == item.request => {
+                            (Outcome::Conflict, None)
+                        }
+                        (_, Some(_)) => (Outcome::NotStored, None),
+                        (other, None) => other,
                     });
                 }
-                let rest = items
+                let (rest, again): (Vec<Item>, Vec<Item>) = items
                     .into_iter()
                     .filter(|i| !refused.contains(&i.request))
-                    .collect();
-                commit_items(pool, batch, rest, out).await
+                    .partition(|i| !later.contains(&i.request));
+                commit_items(pool, batch, rest, out).await?;
+                commit_items(pool, batch, again, out).await
             }
             Err(Attempt::Data(reason)) => {
                 let first = items[0].request;
@@ -1013,7 +1045,21 @@ async fn try_commit(
         .get()
         .await
         .map_err(|e| Attempt::Store(pool_error(e)))?;
-    let tx = client.transaction().await.map_err(attempt_error)?;
+    // Prepared (once per connection) before the transaction, which is
+    // tokio-postgres's own rather than deadpool's: the pipelined commit
+    // forgets it below, and deadpool's holds a count of the connection's
+    // statement cache that forgetting would leak (red team h52).
+    let lock = client
+        .prepare_cached(LOCK_LOG_HEAD)
+        .await
+        .map_err(attempt_error)?;
+    let insert = client
+        .prepare_cached(INSERT_NEW_EVENTS)
+        .await
+        .map_err(attempt_error)?;
+    let tx = tokio_postgres::Client::transaction(&mut client)
+        .await
+        .map_err(attempt_error)?;
     let sink = tx.copy_in(COPY_EVENTS).await.map_err(attempt_error)?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_STAGE_TYPES));
     let mut refs: Vec<&str> = Vec::new();
@@ -1040,21 +1086,13 @@ async fn try_commit(
     writer.finish().await.map_err(attempt_error)?;
     // Under the lock from here to the commit: positions are given out in
     // commit order (module docs). The COPY above overlaps another group's
-    // commit; the lock waits for it. The statements are prepared before
-    // and sent together (pipelined), so the insert starts as soon as the
+    // commit; the lock waits for it. The statements, prepared above, are
+    // sent together (pipelined), so the insert starts as soon as the
     // lock is granted, without a round trip to this process in between;
     // and unless an all-or-nothing request may have to be rolled back
     // (decided on the insert's answer), the commit goes with them: every
     // other outcome is decided whatever is committed, so nothing under
     // the lock waits for this process at all.
-    let lock = tx
-        .prepare_cached(LOCK_LOG_HEAD)
-        .await
-        .map_err(attempt_error)?;
-    let insert = tx
-        .prepare_cached(INSERT_NEW_EVENTS)
-        .await
-        .map_err(attempt_error)?;
     let decide_first = items
         .iter()
         .any(|i| batch[i.request].mode == AppendMode::AllOrNothing);
@@ -1075,13 +1113,14 @@ async fn try_commit(
     /// or still open (decided on the insert's answer).
     enum Ending<'t> {
         Sent(Result<(), tokio_postgres::Error>),
-        Open(deadpool_postgres::Transaction<'t>),
+        Open(tokio_postgres::Transaction<'t>),
     }
     let ending = match committed {
         Some(committed) => {
             // Ended by that COMMIT (after a failed statement it rolled
             // back): dropping `tx` would send a ROLLBACK outside any
-            // transaction. It holds only the borrow of the connection.
+            // transaction. It holds only the borrow of the connection
+            // (tokio-postgres's: nothing leaks).
             std::mem::forget(tx);
             Ending::Sent(committed)
         }
@@ -1093,7 +1132,7 @@ async fn try_commit(
         from: held_from,
     };
     let rows = inserted.map_err(attempt_error)?;
-    let outcomes = outcomes_of(batch, items, &rows)?;
+    let (outcomes, firsts) = outcomes_of(batch, items, &rows)?;
     match ending {
         Ending::Sent(committed) => committed.map_err(attempt_error)?,
         Ending::Open(tx) => {
@@ -1111,8 +1150,9 @@ async fn try_commit(
                     items
                         .iter()
                         .zip(outcomes)
-                        .filter(|(i, _)| conflicted.contains(&i.request))
-                        .map(|(i, o)| (*i, o))
+                        .zip(firsts)
+                        .filter(|((i, _), _)| conflicted.contains(&i.request))
+                        .map(|((i, o), first)| (*i, o, first.map(|f| items[f])))
                         .collect(),
                 ));
             }
@@ -1126,12 +1166,14 @@ async fn try_commit(
 /// Each item's outcome and position from the answer of `INSERT_NEW_EVENTS`
 /// (a row per distinct id): the first occurrence of an id that went in is
 /// inserted; a later one in the batch is compared with it, and one stored
-/// before with the stored digest.
+/// before with the stored digest. Beside each answer, the index in `items`
+/// of the event inserted now that it was compared with, if any (its
+/// position is the attempt's: gone if the attempt is rolled back).
 fn outcomes_of(
     batch: &[Request],
     items: &[Item],
     rows: &[tokio_postgres::Row],
-) -> Result<Vec<Placed>, Attempt> {
+) -> Result<(Vec<Placed>, Vec<Option<usize>>), Attempt> {
     let event = |i: &Item| &batch[i.request].events[i.position];
     let digest = |i: &Item| &batch[i.request].digests[i.position];
     /// What the statement answered for one id.
@@ -1179,6 +1221,7 @@ fn outcomes_of(
         Sameness::Conflicting => Outcome::Conflict,
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut firsts = vec![None; items.len()];
     for (ord, item) in items.iter().enumerate() {
         out.push(match found.get_mut(event(item).id.as_str()) {
             Some(Found::New { pos, first }) => match *first {
@@ -1186,7 +1229,10 @@ fn outcomes_of(
                     *first = Some(ord);
                     (Outcome::Inserted, Some(*pos))
                 }
-                Some(first) => (compare(digest(item), digest(&items[first])), Some(*pos)),
+                Some(first) => {
+                    firsts[ord] = Some(first);
+                    (compare(digest(item), digest(&items[first])), Some(*pos))
+                }
             },
             Some(Found::Stored {
                 pos,
@@ -1197,7 +1243,7 @@ fn outcomes_of(
             None => (Outcome::Duplicate, None),
         });
     }
-    Ok(out)
+    Ok((out, firsts))
 }
 
 /// One append's time on the `log_head` lock, as this process sees it:
