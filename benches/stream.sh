@@ -237,12 +237,20 @@ scenario() {
         cp /dev/stdin "$METRICS_OUT.$name" <<<"$metrics"
     fi
     # Refolds for late events from an event-time checkpoint (the events
-    # after it), their mean time, of it the mean read of those events
-    # from the store, and mean events folded.
+    # after it), their mean time, of it the mean time producing those
+    # events (split from the fold thread's memory, or read from the store),
+    # and mean events folded.
     echo "${name}_fold_refolds=$(awk '$1 == "fusion_fold_refolds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     echo "${name}_fold_refold_mean_s=$(awk '$1 == "fusion_fold_refold_seconds_sum" { s = $2 } $1 == "fusion_fold_refold_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_fold_refold_read_mean_s=$(awk '$1 == "fusion_fold_refold_read_seconds_sum" { s = $2 } $1 == "fusion_fold_refold_read_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     echo "${name}_fold_refold_mean_events=$(awk '$1 == "fusion_fold_refold_events_sum" { s = $2 } $1 == "fusion_fold_refold_events_count" { n = $2 } END { printf "%.0f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
+    # Where the refolds' tails came from (task h55: the fold thread's memory
+    # of recent events, else the store), and that memory at the end.
+    for source in memory store mismatch; do
+        echo "${name}_fold_refold_tails_${source}=$(awk -v s="$source" '$1 == "fusion_fold_refold_tails_total{source=\"" s "\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    done
+    echo "${name}_fold_recent_events_end=$(awk '$1 == "fusion_fold_recent_events" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    echo "${name}_fold_recent_bytes_end=$(awk '$1 == "fusion_fold_recent_bytes" { n = $2 } END { print n + 0 }' <<<"$metrics")"
     # The live series' checkpoint builds (installed, thrown away by a new
     # state) and refolds that continued it instead (task h31).
     echo "${name}_live_builds=$(awk '$1 == "fusion_live_builds_total" { n = $2 } END { print n + 0 }' <<<"$metrics")"

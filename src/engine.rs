@@ -955,8 +955,9 @@ enum FoldJob {
 /// otherwise each refold the state; here they share one refold per round,
 /// and no HTTP worker thread is held up by it. Events later than everything
 /// folded are folded in place; an earlier one refolds the log from the
-/// newest event-time checkpoint before it (`refold.rs`: the events after
-/// it, read from the store), one older than every checkpoint, a
+/// newest event-time checkpoint before it (`refold.rs`: the events the
+/// state folded after it, kept in memory, and the round's), one older than
+/// every checkpoint, a
 /// registration or an erasure builds the state again from the whole store,
 /// while readers keep the old state. Fresh events wait for the reorder
 /// window first (`reorder.rs`: a round takes the prefix of changes due),
@@ -970,8 +971,11 @@ enum FoldJob {
 /// received before a build is never folded after it (a round takes every
 /// change received, in order). While the state is broken, changes wait
 /// (in order, rebuilds kept) for the rebuilt state and are folded into it.
-/// A refold reads the store after its checkpoint as a build reads it whole,
-/// so the same holds of it.
+/// A refold folds on its checkpoint the events the state folded after it
+/// (kept by `refold::Checkpoints`, cleared with every whole build) and
+/// the round's, so it holds what the state held plus the round, and the
+/// same holds of it; when that memory does not reach back to the
+/// checkpoint it reads the store after it as a build reads it whole.
 fn fold_loop(
     derived: Arc<Derived>,
     rx: std::sync::mpsc::Receiver<FoldJob>,
@@ -1058,7 +1062,8 @@ fn fold_loop(
         let round_started = Instant::now();
         let in_place = !again && derived.slot.read().state.appends_in_order(&events);
         let outcome = if in_place {
-            let outcome = fold_in_slices(&derived, events);
+            let outcome =
+                fold_in_slices(&derived, events).map(|folded| checkpoints.folded_in_place(folded));
             crate::telemetry::record_fold_round("fold", round_started.elapsed());
             outcome
         } else {
@@ -1073,14 +1078,16 @@ fn fold_loop(
             } else {
                 checkpoints.for_events(&events)
             };
-            // (events folded on the checkpoint, the earliest new one, whether
-            // it only added events), when refolded from a checkpoint.
+            // (the events folded on the checkpoint, the earliest new one,
+            // whether it only added events), when refolded from a checkpoint.
             let mut refolded = None;
             let outcome = derived.replace(|| {
-                if let Some(checkpoint) = from {
+                if let Some(index) = from {
                     let reading = Instant::now();
-                    let tail = tail(checkpoint.latest().map(|l| l.0))?;
+                    let (checkpoint, tail) = checkpoints.refold_tail(index, events, &tail)?;
                     crate::telemetry::record_fold_refold_read(reading.elapsed());
+                    let from_memory = tail.from_memory;
+                    let tail = tail.events;
                     // What the state it replaces lacks, and how many
                     // events it holds, read at once: the refold runs
                     // without the read lock.
@@ -1100,32 +1107,49 @@ fn fold_loop(
                         // events from the store meanwhile (its own build
                         // comes next); nothing is known unchanged.
                         let only_added = made.state.event_count() == held + new.len();
-                        let reach = match &made.changed_from {
-                            _ if !only_added => lineage::Reach::Everything,
-                            Some((t, _)) => lineage::Reach::AddedFrom(*t),
-                            None => lineage::Reach::AddedFrom(DateTime::<Utc>::MAX_UTC),
-                        };
-                        let first = made.changed_from.filter(|_| only_added);
-                        refolded = Some((made.folded, first, only_added));
-                        let mut state = made.state;
-                        live::rebase_after_refold(&derived, &mut state, reach);
-                        return Ok((state, reach));
+                        if from_memory && !only_added {
+                            // The memory's tail is the state's events after
+                            // the checkpoint plus the round's: this cannot
+                            // differ unless it is wrong, so the store says.
+                            crate::telemetry::record_fold_refold_tail("mismatch");
+                            tracing::error!(
+                                made = made.state.event_count(),
+                                expected = held + new.len(),
+                                "a refold's tail from memory did not hold the state's events; building from the store"
+                            );
+                        } else {
+                            crate::telemetry::record_fold_refold_tail(if from_memory {
+                                "memory"
+                            } else {
+                                "store"
+                            });
+                            let reach = match &made.changed_from {
+                                _ if !only_added => lineage::Reach::Everything,
+                                Some((t, _)) => lineage::Reach::AddedFrom(*t),
+                                None => lineage::Reach::AddedFrom(DateTime::<Utc>::MAX_UTC),
+                            };
+                            let first = made.changed_from.filter(|_| only_added);
+                            refolded = Some((made.tail, first, only_added));
+                            let mut state = made.state;
+                            live::rebase_after_refold(&derived, &mut state, reach);
+                            return Ok((state, reach));
+                        }
                     }
                 }
                 let fresh = rebuild()?;
                 derived.fault_point();
                 Ok((fresh, lineage::Reach::Everything))
             });
-            match &refolded {
-                Some((folded, first, only_added)) => {
-                    crate::telemetry::record_fold_refold(*folded, started.elapsed());
-                    match first {
-                        Some(first) => checkpoints.after_refold(first),
-                        None if !only_added => checkpoints.clear(),
-                        None => {}
-                    }
+            match (refolded, from) {
+                (Some((folded, first, true)), Some(index)) if outcome.is_ok() => {
+                    crate::telemetry::record_fold_refold(folded.len(), started.elapsed());
+                    checkpoints.after_refold(index, folded, first.as_ref());
                 }
-                None => {
+                (Some((folded, _, false)), _) => {
+                    crate::telemetry::record_fold_refold(folded.len(), started.elapsed());
+                    checkpoints.clear();
+                }
+                _ => {
                     let cause = if again { "context" } else { "late" };
                     crate::telemetry::record_fold_rebuild(cause, started.elapsed());
                     checkpoints.clear();
@@ -1171,21 +1195,31 @@ const FOLD_SLICE: usize = 1_000;
 /// than the one before, so the state is the same as one fold of them all;
 /// readers may see a slice before the round's position is published, never
 /// less than it says).
-fn fold_in_slices(derived: &Derived, mut events: Vec<Logged>) -> Result<(), String> {
+///
+/// Answers the events it folded, those the state had not, each once, in
+/// canonical order: the fold reads them in place (`apply_shared`), and the
+/// fold thread keeps them for refolds (`refold.rs`), the only copy.
+fn fold_in_slices(derived: &Derived, mut events: Vec<Logged>) -> Result<Vec<Logged>, String> {
+    {
+        // Skipped by the fold anyway (`FoldState::append`): repeats, and
+        // events a build or a refold read from the store before their
+        // change came.
+        let slot = derived.slot.read();
+        let mut seen = rustc_hash::FxHashSet::default();
+        events.retain(|l| !slot.state.folded(l.position) && seen.insert(l.position));
+    }
     crate::score::fold::sort_canonically(&mut events);
     let mut first = true;
-    while !events.is_empty() {
-        let rest = events.split_off(events.len().min(FOLD_SLICE));
-        let slice = std::mem::replace(&mut events, rest);
+    for slice in events.chunks(FOLD_SLICE) {
         derived.change(|s| {
-            let folded = s.apply(slice);
+            let folded = s.apply_shared(slice);
             debug_assert!(folded, "appends_in_order said so");
             if std::mem::take(&mut first) {
                 derived.fault_point();
             }
         })?;
     }
-    Ok(())
+    Ok(events)
 }
 
 /// Kinds given to new entities by events stored (or being stored) and not

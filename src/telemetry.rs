@@ -130,7 +130,13 @@ metrics_table! {
     FOLD_REFOLD_EVENTS = "fusion_fold_refold_events", Histogram,
         "Events each refold folded on its checkpoint.";
     FOLD_REFOLD_READ_SECONDS = "fusion_fold_refold_read_seconds", Histogram,
-        "Seconds each refold spent reading the events after its checkpoint from the store (part of `fusion_fold_refold_seconds`).";
+        "Seconds each refold spent producing the events after its checkpoint, from the fold thread's memory or read from the store (part of `fusion_fold_refold_seconds`).";
+    FOLD_REFOLD_TAILS = "fusion_fold_refold_tails_total", LabelledCounter,
+        "Refolds by where their tail came from: `memory` (the events the fold thread keeps), `store` (read back: the memory did not reach the checkpoint), `mismatch` (a memory tail that would not give the state's events plus the round's: the state was built from the store instead; a bug if ever nonzero).";
+    FOLD_RECENT_EVENTS = "fusion_fold_recent_events", Gauge,
+        "Events the fold thread keeps in memory for refolds' tails (those folded since its oldest checkpoint), after the last round.";
+    FOLD_RECENT_BYTES = "fusion_fold_recent_bytes", Gauge,
+        "Estimated bytes of `fusion_fold_recent_events` (the events, their ids, texts and free objects).";
     DEAD_LETTERS_KEPT = "fusion_dead_letters_kept_total", LabelledCounter,
         "Rejections kept in the dead-letter store, by route pattern.";
     DEAD_LETTERS_NOT_KEPT = "fusion_dead_letters_not_kept_total", Counter,
@@ -287,6 +293,18 @@ pub fn record_fold_refold(events: usize, took: Duration) {
 /// A refold's read of the events after its checkpoint (`engine::refold`).
 pub fn record_fold_refold_read(took: Duration) {
     histogram!(FOLD_REFOLD_READ_SECONDS).record(took.as_secs_f64());
+}
+
+/// Where a refold's tail came from: `memory`, `store` or `mismatch`
+/// (`engine::refold`).
+pub fn record_fold_refold_tail(source: &'static str) {
+    counter!(FOLD_REFOLD_TAILS, "source" => source).increment(1);
+}
+
+/// The events the fold thread keeps for refolds, and their estimated bytes.
+pub fn record_fold_recent(events: usize, bytes: usize) {
+    gauge!(FOLD_RECENT_EVENTS).set(events as f64);
+    gauge!(FOLD_RECENT_BYTES).set(bytes as f64);
 }
 
 /// One checkpoint build of the live series: how long it took, and whether

@@ -20,7 +20,9 @@
 //!
 //! Memory: the copy shares the impulse columns with the state it was taken
 //! from (`FoldState::impulses`, copied on write), as a snapshot's capture
-//! does. Must not: do IO, read the clock, keep events.
+//! does. Must not: do IO, read the clock, keep events (the refold hands
+//! the events it folded back, `Refolded::tail`, for the fold thread's
+//! memory of recent events, `engine/refold.rs`).
 
 use std::sync::Arc;
 
@@ -53,8 +55,10 @@ pub struct Refolded {
     /// (time, id) of the earliest event the replaced state lacked, in
     /// canonical order; `None` when it lacked none.
     pub changed_from: Option<(DateTime<Utc>, EventId)>,
-    /// Events of the tail folded on the checkpoint.
-    pub folded: usize,
+    /// The events of the tail folded on the checkpoint, in canonical
+    /// order (the tail without repeats and without the checkpoint's own):
+    /// with the checkpoint, exactly the result's events.
+    pub tail: Vec<Logged>,
 }
 
 impl ScoreState {
@@ -131,10 +135,9 @@ impl FoldCheckpoint {
             .iter()
             .find(|l| !replaced(l.position))
             .map(|l| (l.event.time, l.event.id.clone()));
-        let folded = tail.len();
         let mut fold = self.fold.clone();
         fold.emit_from = Some(first_pending.max(count) as u32);
-        let appended = fold.append(tail);
+        let appended = fold.append_shared(&tail);
         debug_assert!(appended, "appends_in_order said so");
         fold.emit_from = Some(0);
         let mut live = LiveSeries::new(Arc::clone(fold.model_arc()), clock);
@@ -148,7 +151,7 @@ impl FoldCheckpoint {
         Some(Refolded {
             state: ScoreState { fold, live },
             changed_from,
-            folded,
+            tail,
         })
     }
 }

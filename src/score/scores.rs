@@ -304,7 +304,13 @@ impl ScoreState {
     /// changing nothing, when one is not: the log must be built again
     /// (module docs).
     pub fn apply(&mut self, events: Vec<Logged>) -> bool {
-        if !self.fold.append(events) {
+        self.apply_shared(&events)
+    }
+
+    /// `apply` of events the caller keeps (the fold thread keeps them for
+    /// refolds, `engine::refold`): the same fold, without a copy.
+    pub fn apply_shared(&mut self, events: &[Logged]) -> bool {
+        if !self.fold.append_shared(events) {
             return false;
         }
         self.live.receive(self.fold.take_deltas());

@@ -50,6 +50,7 @@ mod redteam5;
 mod redteam6;
 mod redteam7;
 mod refold;
+mod refold_memory;
 mod relspace;
 mod reorder;
 mod rescore;

@@ -52,7 +52,7 @@ fn minute(slot: u32) -> String {
 
 /// One step of the attack: a body to post, or an entity change.
 #[derive(Debug, Clone)]
-enum Step {
+pub(crate) enum Step {
     Post(Vec<Value>),
     Influencer(String),
     Erase(String),
@@ -69,7 +69,7 @@ enum Step {
 /// event at a multiple of 128 in the log (the live checkpoint's origin),
 /// duplicates of the round before, and registrations, erasures between;
 /// a wait for the live series after a round with probability `catch_up`.
-fn steps(seed: u64, head: u32, n: u32, catch_up: f64) -> Vec<Step> {
+pub(crate) fn steps(seed: u64, head: u32, n: u32, catch_up: f64) -> Vec<Step> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut steps = vec![Step::Post((0..head).map(event).collect())];
     // Times of the events sent so far, for the checkpoint origins.
@@ -148,7 +148,7 @@ fn steps(seed: u64, head: u32, n: u32, catch_up: f64) -> Vec<Step> {
 /// Runs `steps` against `s`, adding the events acknowledged to `acked`.
 /// Stops quietly at the first request that fails when `may_die` (the
 /// server was killed).
-fn run(s: &Server, steps: &[Step], may_die: bool, acked: &std::sync::Mutex<Vec<Value>>) {
+pub(crate) fn run(s: &Server, steps: &[Step], may_die: bool, acked: &std::sync::Mutex<Vec<Value>>) {
     for step in steps {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match step {
             Step::Post(events) => {

@@ -192,7 +192,7 @@ impl FoldState {
     pub(crate) fn fold_built(&mut self, events: Vec<Logged>, emit_from: Option<u32>) {
         self.emit_from = emit_from;
         for l in events {
-            self.fold(l.event, l.position);
+            self.fold(&l.event, l.position);
         }
     }
 
@@ -230,8 +230,8 @@ impl FoldState {
 
     /// Whether folding `events` would give a provisional entity a kind other
     /// than person (then the log is refolded).
-    fn fixes_provisional(&self, events: &[Logged]) -> bool {
-        events.iter().any(|l| {
+    fn fixes_provisional<'a>(&self, events: impl IntoIterator<Item = &'a Logged>) -> bool {
+        events.into_iter().any(|l| {
             l.event.references().iter().any(|(id, role)| {
                 matches!(role, Role::Brand | Role::Occasion) && self.is_provisional(id)
             })
@@ -464,13 +464,16 @@ impl FoldState {
     /// Whether `append(events)` would fold them in (every new one later
     /// than everything folded), as opposed to declining them: the log must
     /// then be refolded.
-    pub fn appends_in_order(&self, events: &[Logged]) -> bool {
+    pub fn appends_in_order<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a Logged, IntoIter: Clone>,
+    ) -> bool {
         let Some((t, id)) = &self.latest else {
             return true;
         };
-        !self.fixes_provisional(events)
+        let events = events.into_iter();
+        !self.fixes_provisional(events.clone())
             && events
-                .iter()
                 .filter(|l| !self.folded.contains(l.position))
                 .all(|l| (l.event.time, &l.event.id) > (*t, id))
     }
@@ -479,21 +482,31 @@ impl FoldState {
     /// (or twice here: the first occurrence is the event) are skipped.
     /// Returns `false`, changing nothing, when some new event is not later
     /// than everything folded or fixes a provisional entity's kind: then
-    /// the log must be refolded (`refolded`); `events` is left holding the
-    /// new events, in canonical order.
-    pub fn append(&mut self, mut events: Vec<Logged>) -> bool {
+    /// the log must be refolded (`refolded`).
+    pub fn append(&mut self, events: Vec<Logged>) -> bool {
+        self.append_shared(&events)
+    }
+
+    /// `append` of events the caller keeps (`engine::refold` keeps the
+    /// events it folds for later refolds): the same fold, the same bits,
+    /// without a copy of them.
+    pub fn append_shared(&mut self, events: &[Logged]) -> bool {
         let mut seen = FxHashSet::default();
-        events.retain(|l| !self.folded.contains(l.position) && seen.insert(l.position));
+        let mut events: Vec<&Logged> = events
+            .iter()
+            .filter(|l| !self.folded.contains(l.position) && seen.insert(l.position))
+            .collect();
         if events.is_empty() {
             return true;
         }
-        if !self.appends_in_order(&events) {
+        if !self.appends_in_order(events.iter().copied()) {
             return false;
         }
-        sort_canonically(&mut events);
+        // Stable, as `sort_canonically`: the same order.
+        events.sort_by(|a, b| (a.event.time, &a.event.id).cmp(&(b.event.time, &b.event.id)));
         self.fix_kinds(events.iter().map(|l| &l.event));
         for l in events {
-            self.fold(l.event, l.position);
+            self.fold(&l.event, l.position);
         }
         true
     }
@@ -558,7 +571,7 @@ impl FoldState {
     }
 
     /// Folds one event, later than or equal to every event folded so far.
-    fn fold(&mut self, event: Event, position: LogPosition) {
+    fn fold(&mut self, event: &Event, position: LogPosition) {
         let pos = self.count as u32;
         if self.emit_from.is_some_and(|from| pos >= from) {
             self.outbox.push_back(EventDeltas {
@@ -595,10 +608,10 @@ impl FoldState {
             }
             self.event_counts[h.index()] += 1;
         }
-        self.fold_rules(&event, position);
+        self.fold_rules(event, position);
         self.folded.insert(position);
         self.count += 1;
-        self.latest = Some((event.time, event.id));
+        self.latest = Some((event.time, event.id.clone()));
     }
 }
 
