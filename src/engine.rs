@@ -1055,12 +1055,30 @@ fn fold_loop(
             continue;
         }
         let again = round.iter().any(|c| c.rebuild);
-        let events: Vec<Logged> = round
+        let mut events: Vec<Logged> = round
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.events))
             .collect();
         let round_started = Instant::now();
         let in_place = !again && derived.slot.read().state.appends_in_order(&events);
+        if !in_place && !again {
+            // A refold anyway: the changes held back for the reorder
+            // window (and any received since) fold in it too, in order,
+            // rather than come late to its result and refold again. (A
+            // tail read from the store held them: they were committed.)
+            while let Ok(job) = rx.try_recv() {
+                received.push_back(job);
+            }
+            while let Some(FoldJob::Change(change)) = received.front()
+                && !change.rebuild
+            {
+                let Some(FoldJob::Change(mut change)) = received.pop_front() else {
+                    unreachable!("the front is a change");
+                };
+                events.append(&mut change.events);
+                round.push(change);
+            }
+        }
         let outcome = if in_place {
             let outcome =
                 fold_in_slices(&derived, events).map(|folded| checkpoints.folded_in_place(folded));

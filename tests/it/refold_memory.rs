@@ -13,8 +13,6 @@
 //! entered the memory without being stored would be served, where a fresh
 //! open does not serve it. Either fails here.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
 use crate::pg::TestDb;
@@ -66,52 +64,48 @@ fn post(s: &Server, events: &[Value]) -> u64 {
         .unwrap()
 }
 
-/// What a fresh open of the embedded store in `dir` serves (its snapshots
-/// removed: the whole log is folded).
-fn fresh_open(dir: &Path) -> Value {
-    let _ = std::fs::remove_dir_all(dir.join("snapshots"));
-    let s = Server::start(dir, &FLAGS);
-    caught_up(&s);
-    everything(&s)
+/// `scenario` on a server on the embedded store, then on PostgreSQL: what
+/// it serves (answered by `scenario`) is what a fresh open of the same log
+/// serves (the whole log folded: snapshots removed, or a new server on the
+/// database), with as many events.
+fn on_both_backends(scenario: impl Fn(&Server) -> Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &FLAGS);
+    let live = scenario(&s);
+    let count = s.event_count();
+    s.terminate();
+    let _ = std::fs::remove_dir_all(dir.path().join("snapshots"));
+    let fresh = Server::start(dir.path(), &FLAGS);
+    caught_up(&fresh);
+    assert_eq!(fresh.event_count(), count, "embedded");
+    same(&live, &everything(&fresh), "embedded: a fresh open");
+
+    let db = crate::pg_e2e::fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_on_database(dir.path(), &db.url, &FLAGS);
+    let live = scenario(&s);
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = Server::start_on_database(fresh_dir.path(), &db.url, &FLAGS);
+    caught_up(&fresh);
+    assert_eq!(fresh.event_count(), s.event_count(), "postgres");
+    same(&live, &everything(&fresh), "postgres: a fresh open");
 }
 
 /// Late rounds near and far, ties, duplicates, checkpoint origins,
 /// registrations and erasures (red team h33's steps) on `s`: every
-/// refold from memory, and what it serves is `fresh`'s.
-fn late_rounds(s: &Server, seed: u64) -> (Value, u64) {
+/// refold from memory.
+fn late_rounds(s: &Server, seed: u64) -> Value {
     let acked = std::sync::Mutex::new(Vec::new());
     run(s, &steps(seed, 200, 560, 0.3), false, &acked);
     caught_up(s);
     refolded_from_memory(s, 20.0, &format!("seed {seed}"));
-    (everything(s), s.event_count())
+    everything(s)
 }
 
 #[test]
 fn late_rounds_refold_from_memory_to_a_fresh_opens_bits() {
-    for seed in [21u64, 22] {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Server::start(dir.path(), &FLAGS);
-        let (live, count) = late_rounds(&s, seed);
-        s.terminate();
-        let fresh = fresh_open(dir.path());
-        same(&live, &fresh, &format!("seed {seed}: a fresh open"));
-        let s = Server::start(dir.path(), &FLAGS);
-        assert_eq!(s.event_count(), count);
-    }
-}
-
-#[test]
-fn late_rounds_on_postgres_refold_from_memory_to_a_fresh_opens_bits() {
-    let db = crate::pg_e2e::fresh_db();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_on_database(dir.path(), &db.url, &FLAGS);
-    let (live, count) = late_rounds(&s, 23);
-    s.terminate();
-    let fresh_dir = tempfile::tempdir().unwrap();
-    let fresh = Server::start_on_database(fresh_dir.path(), &db.url, &FLAGS);
-    caught_up(&fresh);
-    assert_eq!(fresh.event_count(), count);
-    same(&live, &everything(&fresh), "a fresh open");
+    on_both_backends(|s| late_rounds(s, 21));
+    on_both_backends(|s| late_rounds(s, 22));
 }
 
 /// The events of days `days` at noon, ids `{prefix}{day}`.
@@ -156,25 +150,7 @@ fn erasure_between_late_rounds(s: &Server) -> Value {
 
 #[test]
 fn an_erased_persons_events_do_not_come_back_through_a_refold_from_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &FLAGS);
-    let live = erasure_between_late_rounds(&s);
-    let count = s.event_count();
-    s.terminate();
-    same(&live, &fresh_open(dir.path()), "a fresh open");
-    assert_eq!(Server::start(dir.path(), &FLAGS).event_count(), count);
-}
-
-#[test]
-fn an_erased_persons_events_do_not_come_back_through_a_refold_from_memory_on_postgres() {
-    let db = crate::pg_e2e::fresh_db();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_on_database(dir.path(), &db.url, &FLAGS);
-    let live = erasure_between_late_rounds(&s);
-    let fresh_dir = tempfile::tempdir().unwrap();
-    let fresh = Server::start_on_database(fresh_dir.path(), &db.url, &FLAGS);
-    caught_up(&fresh);
-    same(&live, &everything(&fresh), "a fresh open");
+    on_both_backends(erasure_between_late_rounds);
 }
 
 /// An atomic request refused by the store (one of its ids is stored with
@@ -218,23 +194,7 @@ fn atomic_refused_then_late(s: &Server) -> Value {
 
 #[test]
 fn an_atomic_request_refused_then_a_late_round_folds_only_what_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &FLAGS);
-    let live = atomic_refused_then_late(&s);
-    s.terminate();
-    same(&live, &fresh_open(dir.path()), "a fresh open");
-}
-
-#[test]
-fn an_atomic_request_refused_then_a_late_round_folds_only_what_is_stored_on_postgres() {
-    let db = crate::pg_e2e::fresh_db();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_on_database(dir.path(), &db.url, &FLAGS);
-    let live = atomic_refused_then_late(&s);
-    let fresh_dir = tempfile::tempdir().unwrap();
-    let fresh = Server::start_on_database(fresh_dir.path(), &db.url, &FLAGS);
-    caught_up(&fresh);
-    same(&live, &everything(&fresh), "a fresh open");
+    on_both_backends(atomic_refused_then_late);
 }
 
 /// Waits until `s` has folded through `position` (a read that waits on it).
