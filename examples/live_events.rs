@@ -16,7 +16,10 @@
 //! - the share of the mean that checkpoint builds weigh (`build_share`);
 //! - the series as first built: its rows of `s` and `r` and the bytes they
 //!   hold (`live_rows`, `live_residual_rows`, `live_row_bytes`; the memory
-//!   figures of docs/scale.md).
+//!   figures of docs/scale.md); and the most the series kept, after any
+//!   event, to go back to its build at the checkpoint (rows saved as they
+//!   were before the events since changed them: `undo_rows_max`,
+//!   `undo_bytes_max`; what a refold needs instead of a second copy).
 //!
 //! Usage: cargo run --release --example live_events -- FILE [K]
 
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     // Events whose catch-up applied the event alone (no checkpoint build).
     let mut incremental = Vec::with_capacity(tail.len());
     let mut build_us = 0.0;
+    let mut undo_max = (0, 0);
     let mut classes: BTreeMap<(String, &'static str), Class> = BTreeMap::new();
     for (i, (event, author)) in tail.into_iter().enumerate() {
         let kind = event.kind.event_type().as_str().to_string();
@@ -101,6 +105,9 @@ fn main() -> anyhow::Result<()> {
         state.sync_live(|| false);
         let us = t.elapsed().as_secs_f64() * 1e6;
         let now = state.live().stats();
+        let undo = state.live().undo_footprint();
+        undo_max.0 = undo_max.0.max(undo.rows);
+        undo_max.1 = undo_max.1.max(undo.bytes);
         per_event.push(us);
         if now.builds == was.builds {
             incremental.push(us);
@@ -128,6 +135,8 @@ fn main() -> anyhow::Result<()> {
         "live_row_bytes_per_relationship={:.1}",
         rows.bytes as f64 / rows.scores.max(1) as f64
     );
+    println!("undo_rows_max={}", undo_max.0);
+    println!("undo_bytes_max={}", undo_max.1);
     println!("appended={}", per_event.len());
     println!("live_us_mean={:.0}", total_us / n as f64);
     println!("live_us_p50={:.0}", at(0.5));

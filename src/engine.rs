@@ -807,9 +807,12 @@ impl Derived {
                 let old = {
                     let mut slot = self.write_slot();
                     // A refold of events after the live series' checkpoint
-                    // continues the series (`LiveSeries::continue_from`).
+                    // continues the series (`LiveSeries::continue_from`:
+                    // its scores moved, as they are or rolled back to
+                    // their build, through the rows changed since).
                     if let lineage::Reach::AddedFrom(first) = reach
                         && state.continue_live_from(&mut slot.state, first)
+                            != crate::score::Resumed::No
                     {
                         crate::telemetry::record_live_resume();
                     }
@@ -1148,9 +1151,7 @@ fn fold_loop(
                             };
                             let first = made.changed_from.filter(|_| only_added);
                             refolded = Some((made.tail, first, only_added));
-                            let mut state = made.state;
-                            live::rebase_after_refold(&derived, &mut state, reach);
-                            return Ok((state, reach));
+                            return Ok((made.state, reach));
                         }
                     }
                 }

@@ -18,7 +18,7 @@
 //! inputs and the new state's series needs that checkpoint (task h31:
 //! before, every refold threw the running build away); and the refold
 //! itself continues the series rather than leaving one to build
-//! ([`rebase_after_refold`], `Derived::replace`).
+//! (`Derived::replace`, `LiveSeries::continue_from`).
 //!
 //! After a start that did not wait for it (`EngineOptions::ready_before_live`)
 //! the thread's first build is the one planned at open
@@ -149,25 +149,6 @@ fn catch_up(derived: &Derived) {
                 return;
             }
         }
-    }
-}
-
-/// After a refold that made `state` (the fold lock held, before the swap):
-/// its live series starts from a copy of the replaced series' build at the
-/// checkpoint when that series applied events the refold moved
-/// (`ScoreState::rebase_live_on`, the copy made here, under the read lock
-/// only); when it applied none, the swap moves its scores instead
-/// (`Derived::replace`). Either way no checkpoint build (module docs of
-/// `score::live`).
-pub(super) fn rebase_after_refold(
-    derived: &Derived,
-    state: &mut crate::score::ScoreState,
-    reach: super::lineage::Reach,
-) {
-    if let super::lineage::Reach::AddedFrom(first) = reach
-        && state.rebase_live_on(&derived.slot.read().state, first)
-    {
-        crate::telemetry::record_live_resume();
     }
 }
 

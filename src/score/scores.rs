@@ -395,18 +395,14 @@ impl ScoreState {
 
     /// Continues the live series of `old`, the state a refold that added
     /// events from `first_added` on replaces, in this one's, by moving its
-    /// scores (`LiveSeries::continue_from`; at the swap); answers whether
-    /// it did.
-    pub fn continue_live_from(&mut self, old: &mut ScoreState, first_added: DateTime<Utc>) -> bool {
+    /// scores, as they are or gone back to their build at the checkpoint
+    /// (`LiveSeries::continue_from`; at the swap); answers how.
+    pub fn continue_live_from(
+        &mut self,
+        old: &mut ScoreState,
+        first_added: DateTime<Utc>,
+    ) -> super::live::Resumed {
         self.live.continue_from(&mut old.live, first_added)
-    }
-
-    /// Starts this state's live series from a copy of `old`'s build at
-    /// its checkpoint when its scores cannot be moved
-    /// (`LiveSeries::rebase_on`; before the swap, off the write lock);
-    /// answers whether it did.
-    pub fn rebase_live_on(&mut self, old: &ScoreState, first_added: DateTime<Utc>) -> bool {
-        self.live.rebase_on(&old.live, first_added)
     }
 
     /// Whether a read of every relationship at `at` is owed to the live

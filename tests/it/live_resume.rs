@@ -14,7 +14,7 @@ use std::time::{Duration as Wait, Instant};
 
 use chrono::{DateTime, Duration, Utc};
 use fusion::domain::{Event, Logged};
-use fusion::score::{FoldCheckpoint, ScoreState, ScoringModel};
+use fusion::score::{FoldCheckpoint, Resumed, ScoreState, ScoringModel};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -44,8 +44,7 @@ struct Counts {
 /// newest of a few checkpoints, else whole), with the live series caught
 /// up by a random number of events after each batch (the live thread runs
 /// beside the fold thread), and continued through each refold as
-/// `Derived::replace` does it (`rebase_live_on` before the swap,
-/// `continue_live_from` at it).
+/// `Derived::replace` does it (`continue_live_from` at the swap).
 struct Streamed {
     events: Vec<Event>,
     state: ScoreState,
@@ -120,10 +119,10 @@ impl Streamed {
         self.counts.refolds += 1;
         let first = made.changed_from.expect("a late event is new");
         let mut state = made.state;
-        if state.rebase_live_on(&self.state, first.0) {
-            self.counts.replayed += 1;
-        } else if state.continue_live_from(&mut self.state, first.0) {
-            self.counts.continued += 1;
+        match state.continue_live_from(&mut self.state, first.0) {
+            Resumed::Replayed => self.counts.replayed += 1,
+            Resumed::Continued => self.counts.continued += 1,
+            Resumed::No => {}
         }
         self.state = state;
         self.checkpoints.retain(|c| c.is_before(first.0, &first.1));

@@ -17,9 +17,13 @@
 //! **Through refolds.** A refold of late events after the checkpoint does
 //! not build the series again ([`LiveSeries::resumable`]): the replaced
 //! series' scores continue when it applied nothing the refold moved, else
-//! a copy of its build at the checkpoint (`base`) applies the events since
+//! they go back to its build at the checkpoint and apply the events since
 //! it again, in canonical order; either way the bits a fresh series of
-//! the refolded log would have. The checkpoint stays every
+//! the refolded log would have. Going back costs the rows the events since
+//! the build changed, not a second copy of the series: each build is
+//! marked ([`LiveScores::mark`]) and the push driver saves a row the first
+//! time an event changes it (`propagate::undo`), so `serve` holds one copy
+//! of the series plus those rows (issue #10). The checkpoint stays every
 //! `CHECKPOINT_EVENTS` positions: with the exact lazy audience spill 128
 //! events of pushes cost a tenth of a build on the generated mix, but a
 //! longer block makes each late round replay more of them (1,024 measured
@@ -235,14 +239,13 @@ pub struct LiveSeries {
     /// events the feed has seen: the canonical index the replay ends at and
     /// the largest log position it holds (`Self::record_movements`).
     replay: Option<(u32, LogPosition)>,
-    /// The scores as built at the checkpoint, before any event after it:
-    /// a refold of late events after the checkpoint replays the events
-    /// since it on a copy ([`Self::resumable`]) instead of building.
-    base: Option<Arc<LiveScores>>,
-    /// Started again from `base` by a refold: the events it replays were
-    /// seen by a change feed (`Self::record_movements` treats them as a
-    /// rebuilt log's).
-    rebased: bool,
+    /// The scores as built at the checkpoint, kept only when a drift
+    /// rebuild replaced them after it (the replaced scores rolled back,
+    /// not a copy). Otherwise the scores themselves go back to the build
+    /// (`LiveScores::mark`, `roll_back`): a refold of late events after
+    /// the checkpoint replays the events since it from there
+    /// ([`Self::resumable`]) instead of building.
+    base: Option<Box<LiveScores>>,
 }
 
 impl LiveSeries {
@@ -260,7 +263,6 @@ impl LiveSeries {
             record_from: 0,
             replay: None,
             base: None,
-            rebased: false,
         }
     }
 
@@ -321,12 +323,11 @@ impl LiveSeries {
         self.replay = None;
         if !record {
             self.movements.clear();
-        } else if self.scores.checkpoint().is_none() || self.rebased {
+        } else if self.scores.checkpoint().is_none() {
             let end = self.pending.back().map(|e| e.index + 1);
             let last = self.pending.iter().map(|e| e.position).max().max(folded);
             self.replay = end.zip(last);
         }
-        self.rebased = false;
     }
 
     /// Records what each step moves from now on, for a change feed that
@@ -475,17 +476,15 @@ impl LiveSeries {
     /// `first_added`, `old`'s scores are this series' build plus the same
     /// events in the same order: they are moved here (`old` is left
     /// empty; it is dropped with the replaced state), and the events from
-    /// the first `old` did not apply on stay pending. Else the scores
-    /// start again from a copy of `old`'s build at the checkpoint (`base`)
-    /// and every event since the checkpoint is applied again, in canonical
-    /// order. Either way a refold of late events after the checkpoint costs
-    /// per-event pushes of the events since it, not a checkpoint build
-    /// (about 2 s at 200,000 events): before, every refold built the
-    /// series again. Only events before the checkpoint need a build.
-    /// Taken in two steps so that the copy is not made under the write
-    /// lock: [`Self::rebase_on`] (reading `old`) makes the copy when the
-    /// scores cannot be moved, [`Self::continue_from`] (at the swap) moves
-    /// them when they can.
+    /// the first `old` did not apply on stay pending. Else `old`'s scores
+    /// go back to its build at the checkpoint (`LiveScores::roll_back`,
+    /// through the rows changed since; or `base`, after a drift rebuild),
+    /// are moved here, and every event since the checkpoint is applied
+    /// again, in canonical order. Either way a refold of late events after
+    /// the checkpoint costs per-event pushes of the events since it, not a
+    /// checkpoint build (about 2 s at 200,000 events): before, every
+    /// refold built the series again. Only events before the checkpoint
+    /// need a build. Done by [`Self::continue_from`], at the swap.
     pub fn resumable(&self, old: &LiveSeries, first_added: DateTime<Utc>) -> Resumed {
         let target = self.clock.checkpoint();
         let Some((origin, _)) = target.at else {
@@ -509,10 +508,7 @@ impl LiveSeries {
         if continues {
             return Resumed::Continued;
         }
-        let rebases = old
-            .base
-            .as_ref()
-            .is_some_and(|base| base.checkpoint() == target.at)
+        let rebases = old.build_checkpoint() == Some(target.at)
             && self
                 .pending
                 .front()
@@ -524,6 +520,15 @@ impl LiveSeries {
         }
     }
 
+    /// The checkpoint of the build this series can go back to (`base`,
+    /// else its scores when marked at their build), if any.
+    fn build_checkpoint(&self) -> Option<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+        match &self.base {
+            Some(base) => Some(base.checkpoint()),
+            None => self.scores.marked().then(|| self.scores.checkpoint()),
+        }
+    }
+
     /// The canonical index of the first event after those applied since
     /// the checkpoint `target`.
     fn next_index(&self, target: Checkpoint) -> u32 {
@@ -532,39 +537,47 @@ impl LiveSeries {
             .map_or(target.first_pending as u32, |e| e.index + 1)
     }
 
-    /// The moving step of [`Self::resumable`]: `old`'s scores, when they
-    /// continue into this series; answers whether they did.
-    pub fn continue_from(&mut self, old: &mut LiveSeries, first_added: DateTime<Utc>) -> bool {
-        if self.resumable(old, first_added) != Resumed::Continued {
-            return false;
+    /// Continues `old`'s series in this one as [`Self::resumable`] says,
+    /// moving its scores (`old` is left without them; it is dropped with
+    /// the replaced state): as they are ([`Resumed::Continued`]), or gone
+    /// back to their build at the checkpoint, every event since pending
+    /// ([`Resumed::Replayed`]: the rows the events since changed are put
+    /// back, no copy of the series). Under the write lock, at the swap:
+    /// the roll-back costs the rows changed since the checkpoint, fewer
+    /// than 128 events' pushes changed.
+    pub fn continue_from(&mut self, old: &mut LiveSeries, first_added: DateTime<Utc>) -> Resumed {
+        let resumed = self.resumable(old, first_added);
+        match resumed {
+            Resumed::No => {}
+            Resumed::Continued => {
+                let next = old.next_index(self.clock.checkpoint());
+                while self.pending.front().is_some_and(|e| e.index < next) {
+                    self.pending.pop_front();
+                }
+                // This series' scores are not built: `old` drops them.
+                std::mem::swap(&mut self.scores, &mut old.scores);
+                self.applied = std::mem::take(&mut old.applied);
+                self.movements = std::mem::take(&mut old.movements);
+                self.base = old.base.take();
+                self.record = old.record;
+                self.record_from = old.record_from;
+                self.replay = None;
+            }
+            Resumed::Replayed => {
+                // The events it replays were seen by a change feed: the
+                // replay set by `Self::record_movements` (this series was
+                // not built then) stands.
+                match old.base.take() {
+                    Some(base) => self.scores = *base,
+                    None => {
+                        std::mem::swap(&mut self.scores, &mut old.scores);
+                        let rolled = self.scores.roll_back();
+                        debug_assert!(rolled, "resumable checked the mark");
+                    }
+                }
+            }
         }
-        let next = old.next_index(self.clock.checkpoint());
-        while self.pending.front().is_some_and(|e| e.index < next) {
-            self.pending.pop_front();
-        }
-        // This series' scores are not built: `old` drops them.
-        std::mem::swap(&mut self.scores, &mut old.scores);
-        self.applied = std::mem::take(&mut old.applied);
-        self.movements = std::mem::take(&mut old.movements);
-        self.base = old.base.take();
-        self.record = old.record;
-        self.record_from = old.record_from;
-        self.replay = None;
-        true
-    }
-
-    /// The copying step of [`Self::resumable`]: a copy of `old`'s build at
-    /// the checkpoint, every event since it pending, when `old`'s scores
-    /// cannot continue; answers whether it made one.
-    pub fn rebase_on(&mut self, old: &LiveSeries, first_added: DateTime<Utc>) -> bool {
-        if self.resumable(old, first_added) != Resumed::Replayed {
-            return false;
-        }
-        let base = old.base.as_ref().expect("resumable checked it");
-        self.scores = LiveScores::clone(base);
-        self.base = Some(Arc::clone(base));
-        self.rebased = true;
-        true
+        resumed
     }
 
     /// Whether [`Self::plan`] would make a build (without reading inputs).
@@ -589,8 +602,7 @@ impl LiveSeries {
         let first = built.target.first_pending as u32;
         let old = std::mem::replace(&mut self.scores, built.scores);
         self.scores.set_checkpoint(built.target.at);
-        self.base = Some(built.base);
-        self.rebased = false;
+        self.base = None;
         // A run of equal times that straddles the new checkpoint starts
         // before it: its events applied already are left out of the build
         // (it takes the inputs before their time), so they are applied
@@ -630,9 +642,15 @@ impl LiveSeries {
             let next_later = self.pending.front().is_none_or(|e| e.time > time);
             if (index + 1) % scores::CHECK_EVERY == 0 && next_later && self.scores.check_drift() {
                 let mark = self.scores.checkpoint();
-                self.build_at(state, time);
+                let mut replaced = self.build_at(state, time);
                 self.scores.set_checkpoint(mark);
                 self.scores.note_recompute();
+                // The rebuilt scores cannot go back to the checkpoint's
+                // build: the replaced ones can, and are kept for a refold
+                // (rare: a second copy of the series until the next build).
+                if self.base.is_none() && replaced.roll_back() {
+                    self.base = Some(Box::new(replaced));
+                }
             }
             if stop() {
                 return self.pending.is_empty();
@@ -723,8 +741,10 @@ impl LiveSeries {
     /// `as_of` (follows, associations, consent, the impulses of events at or
     /// before it): the batch driver sums the series there, and the live
     /// series starts from that and its residual.
-    fn build_at(&mut self, state: &FoldState, as_of: DateTime<Utc>) {
-        self.scores = BuildInputs::read(state, as_of, self.scores.stats()).build();
+    /// Answers the scores it replaced.
+    fn build_at(&mut self, state: &FoldState, as_of: DateTime<Utc>) -> LiveScores {
+        let built = BuildInputs::read(state, as_of, self.scores.stats()).build();
+        std::mem::replace(&mut self.scores, built)
     }
 
     /// The series [`Self::recompute`] would make, made beside this one (no
@@ -745,7 +765,6 @@ impl LiveSeries {
             // Built at the latest event, not at the checkpoint: a refold
             // must build again.
             base: None,
-            rebased: false,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
@@ -863,9 +882,9 @@ impl BuildPlan {
     pub fn run(self) -> Built {
         let mut scores = self.inputs.build();
         scores.set_checkpoint(self.target.at);
-        // Copied here, off every lock (tens of milliseconds at 200,000
-        // events), not at the install under the write lock.
-        let base = Arc::new(scores.clone());
+        // A refold goes back to this build through the rows changed
+        // after it (`LiveScores::mark`): no copy of the series is kept.
+        scores.mark();
         let inputs = &self.inputs;
         let movement = self.basis.and_then(|(cause, before)| {
             let after = scores.components_at(inputs.as_of, &inputs.table)?;
@@ -879,7 +898,6 @@ impl BuildPlan {
         });
         Built {
             scores,
-            base,
             target: self.target,
             movement,
         }
@@ -889,8 +907,6 @@ impl BuildPlan {
 /// A finished checkpoint build, to [`LiveSeries::install`].
 pub struct Built {
     scores: LiveScores,
-    /// A copy of `scores`, kept as the series' `base`.
-    base: Arc<LiveScores>,
     target: Checkpoint,
     /// What the build moved, for a change feed (`BuildPlan::basis`).
     movement: Option<Movement>,

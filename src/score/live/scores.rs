@@ -13,7 +13,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::graph::{EntityTable, Handle};
 use crate::score::model::{Component, Components, ScoringModel};
-use crate::score::propagate::push::{IncrementalRelspace, PushStats, RowFootprint, Value};
+use crate::score::propagate::push::{
+    IncrementalRelspace, PushStats, RowFootprint, UndoFootprint, Value,
+};
 use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
 
 /// The drift bound in units of the model's tolerance (1e-3 raw units, about
@@ -97,6 +99,23 @@ pub struct LiveScores {
     latest: Option<DateTime<Utc>>,
     withdrawn: FxHashSet<u32>,
     stats: LiveStats,
+    /// What [`Self::roll_back`] restores besides the driver's rows, set
+    /// by [`Self::mark`].
+    mark: Option<Box<Mark>>,
+}
+
+/// A [`LiveScores`] at its mark: the driver marks its own rows; the ids
+/// numbered after the mark are dropped by a roll-back.
+#[derive(Debug, Clone)]
+struct Mark {
+    people: usize,
+    brands: usize,
+    origin: Option<DateTime<Utc>>,
+    checkpoint: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    latest: Option<DateTime<Utc>>,
+    /// People without consent are few (a copy, not a log).
+    withdrawn: FxHashSet<u32>,
+    stats: LiveStats,
 }
 
 impl LiveScores {
@@ -119,7 +138,61 @@ impl LiveScores {
             latest: None,
             withdrawn: FxHashSet::default(),
             stats: LiveStats::default(),
+            mark: None,
         }
+    }
+
+    /// From now on, the series can go back to how it is now
+    /// ([`Self::roll_back`]), keeping for that only what changes after
+    /// (the driver's rows as they were before their first change,
+    /// `propagate::undo`), not a copy of itself: the live series marks
+    /// each checkpoint build, so a refold starts again from that build
+    /// (`LiveSeries::continue_from`). Between events only.
+    pub(crate) fn mark(&mut self) {
+        self.driver.mark();
+        self.mark = Some(Box::new(Mark {
+            people: self.people.len(),
+            brands: self.brands.len(),
+            origin: self.origin,
+            checkpoint: self.checkpoint,
+            latest: self.latest,
+            withdrawn: self.withdrawn.clone(),
+            stats: self.stats,
+        }));
+    }
+
+    /// Whether [`Self::roll_back`] can go back to a mark.
+    pub(crate) fn marked(&self) -> bool {
+        self.mark.is_some()
+    }
+
+    /// Goes back to the series as it was at [`Self::mark`], bit for bit:
+    /// what a copy made then would be. The mark stays (nothing changed
+    /// since). `false`, changing nothing, when not marked.
+    pub(crate) fn roll_back(&mut self) -> bool {
+        let Some(mark) = self.mark.as_deref() else {
+            return false;
+        };
+        let rolled = self.driver.roll_back();
+        debug_assert!(rolled, "the driver is marked with the series");
+        for id in self.people.drain(mark.people..) {
+            self.person_ix.remove(&id);
+        }
+        for id in self.brands.drain(mark.brands..) {
+            self.brand_ix.remove(&id);
+        }
+        self.origin = mark.origin;
+        self.checkpoint = mark.checkpoint;
+        self.latest = mark.latest;
+        self.withdrawn.clone_from(&mark.withdrawn);
+        self.stats = mark.stats;
+        true
+    }
+
+    /// What the series keeps to go back to its mark (`Self::mark`): the
+    /// driver's per-person rows changed since, each saved once.
+    pub fn undo_footprint(&self) -> UndoFootprint {
+        self.driver.undo_footprint()
     }
 
     /// `person`'s follower count in the series (0 when unknown).

@@ -4,7 +4,8 @@
 //! - `adjoint`: one relationship with its reasons (`explain`, `score_at`);
 //! - `batch`: every relationship at one time (`RelSnapshot`, parallel);
 //! - `push`: the incremental driver the live series runs (`IncrementalRelspace`),
-//!   its rows of `s` and `r` stored by `rows` (only the nonzero lanes).
+//!   its rows of `s` and `r` stored by `rows` (only the nonzero lanes),
+//!   its per-person rows able to go back to a mark by `undo`.
 //!
 //! It reads the fold's state and never changes it; no IO, no clock.
 
@@ -12,6 +13,7 @@ pub mod adjoint;
 pub mod batch;
 pub mod push;
 pub mod rows;
+mod undo;
 pub mod view;
 
 use chrono::{DateTime, Utc};

@@ -112,6 +112,7 @@ use thiserror::Error;
 
 use crate::score::model::Components;
 use crate::score::propagate::rows::{DenseRow, LaneRow, Row};
+use crate::score::propagate::undo::UndoVec;
 use crate::score::shares::{association_share, attention_share};
 
 /// Errors from the caller's inputs.
@@ -162,6 +163,16 @@ pub struct RowFootprint {
     /// Entries of `r`.
     pub residual: usize,
     /// Bytes the rows hold: their heap capacity plus each row's header.
+    pub bytes: usize,
+}
+
+/// What the driver keeps to go back to its mark
+/// ([`IncrementalRelspace::undo_footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UndoFootprint {
+    /// Rows saved as they were at the mark.
+    pub rows: usize,
+    /// Bytes held for them (slots, the rows' heap, the index bits).
     pub bytes: usize,
 }
 
@@ -286,20 +297,20 @@ pub struct IncrementalRelspace<V: Value = f64> {
     tol: V::Tol,
     brands: usize,
     /// Follower `q`'s followees `(p, w)`, ascending `p`, raw weights.
-    follows: Vec<Vec<(u32, f64)>>,
+    follows: UndoVec<Vec<(u32, f64)>>,
     /// `Σ_p w(q→p)`, summed over the row in ascending `p`.
-    attention: Vec<f64>,
+    attention: UndoVec<f64>,
     /// Followee `p`'s followers `(q, w)`, ascending `q` (the transpose).
-    followers: Vec<Vec<(u32, f64)>>,
+    followers: UndoVec<Vec<(u32, f64)>>,
     /// Person `p`'s associations `(b, a)`, ascending `b`, raw strengths.
-    assoc: Vec<Vec<(u32, f64)>>,
+    assoc: UndoVec<Vec<(u32, f64)>>,
     /// `(b, α_a ā[p,b])` for the same rows.
-    assoc_coef: Vec<Vec<(u32, f64)>>,
+    assoc_coef: UndoVec<Vec<(u32, f64)>>,
     /// `s`, per person `(brand, value)` ascending brand.
-    scores: Vec<V::Row>,
+    scores: UndoVec<V::Row>,
     /// `r`, per person ascending brand, each entry flagged while
     /// `(person, brand)` is queued; entries pushed are removed.
-    residual: Vec<V::Row>,
+    residual: UndoVec<V::Row>,
     queue: VecDeque<(u32, u32)>,
     /// While set ([`Self::hold`]), operations only update the residual and
     /// queue; [`Self::release`] settles them together.
@@ -314,17 +325,20 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// `P`: per person, `(brand, amount)` ascending brand, what pushes at a
     /// wide person moved into `s` without spreading it to the followers yet
     /// (module docs, "Lazy audience spill"). Empty rows for everyone else.
-    pending: Vec<Vec<(u32, V)>>,
+    pending: UndoVec<Vec<(u32, V)>>,
     /// The people with a non-empty `pending` row, ascending.
     pending_people: std::collections::BTreeSet<u32>,
     /// Whether a person spreads further: has had followers or associations
     /// since the driver was made (sticky). Only people who do not read the
     /// pending amounts as their first hop; the others get a wide person's
     /// pushes at once (module docs, "Lazy audience spill").
-    spreads: Vec<bool>,
+    spreads: UndoVec<bool>,
     /// Per person `p`, the followers `(f, w)` of `p` that spread, ascending
     /// `f`: what a push at a wide `p` sends to at once.
-    spreading_followers: Vec<Vec<(u32, f64)>>,
+    spreading_followers: UndoVec<Vec<(u32, f64)>>,
+    /// `(tol, brands)` at [`Self::mark`]: with the rows' marks, what
+    /// [`Self::roll_back`] goes back to.
+    mark: Option<(V::Tol, usize)>,
 }
 
 fn validate<V: Value>(alpha_f: f64, alpha_a: f64, tol: &V::Tol) -> Result<(), IncrementalError> {
@@ -412,21 +426,22 @@ impl<V: Value> IncrementalRelspace<V> {
             alpha_a,
             tol,
             brands,
-            follows: vec![Vec::new(); people],
-            attention: vec![0.0; people],
-            followers: vec![Vec::new(); people],
-            assoc: vec![Vec::new(); people],
-            assoc_coef: vec![Vec::new(); people],
-            scores: vec![V::Row::default(); people],
-            residual: vec![V::Row::default(); people],
+            follows: vec![Vec::new(); people].into(),
+            attention: vec![0.0; people].into(),
+            followers: vec![Vec::new(); people].into(),
+            assoc: vec![Vec::new(); people].into(),
+            assoc_coef: vec![Vec::new(); people].into(),
+            scores: vec![V::Row::default(); people].into(),
+            residual: vec![V::Row::default(); people].into(),
             queue: VecDeque::new(),
             held: false,
             moves: None,
             wide: usize::MAX,
-            pending: vec![Vec::new(); people],
+            pending: vec![Vec::new(); people].into(),
             pending_people: Default::default(),
-            spreads: vec![false; people],
-            spreading_followers: vec![Vec::new(); people],
+            spreads: vec![false; people].into(),
+            spreading_followers: vec![Vec::new(); people].into(),
+            mark: None,
         })
     }
 
@@ -521,6 +536,108 @@ impl<V: Value> IncrementalRelspace<V> {
         self.wide = followers;
     }
 
+    /// From now on, every change is undoable back to here
+    /// ([`Self::roll_back`]): each row is saved as it is now the first time
+    /// an operation changes it (`undo.rs`), so what is kept is the rows the
+    /// operations since changed, not a copy of the driver. A mark already
+    /// set is dropped. Between operations only (nothing held or queued).
+    pub fn mark(&mut self) {
+        debug_assert!(self.queue.is_empty() && !self.held && self.moves.is_none());
+        self.mark = Some((self.tol, self.brands));
+        self.follows.mark();
+        self.attention.mark();
+        self.followers.mark();
+        self.assoc.mark();
+        self.assoc_coef.mark();
+        self.scores.mark();
+        self.residual.mark();
+        self.pending.mark();
+        self.spreads.mark();
+        self.spreading_followers.mark();
+    }
+
+    /// Whether a mark is set ([`Self::mark`]).
+    pub fn marked(&self) -> bool {
+        self.mark.is_some()
+    }
+
+    /// Goes back to the driver as it was at [`Self::mark`], bit for bit
+    /// (the rows changed since put back, the people added since dropped,
+    /// the tolerance and brand count restored); the mark stays, with
+    /// nothing saved. `false`, changing nothing, when no mark is set.
+    /// Between operations only.
+    pub fn roll_back(&mut self) -> bool {
+        let Some((tol, brands)) = self.mark else {
+            return false;
+        };
+        debug_assert!(self.queue.is_empty() && !self.held && self.moves.is_none());
+        // A person is in `pending_people` exactly while its pending row is
+        // not empty, and pending rows only grow: the people added to it
+        // since the mark are those whose row was empty then (saved so) or
+        // who are new.
+        let marked = self.pending.marked_len().expect("marked with the driver");
+        let emptied: Vec<u32> = self
+            .pending
+            .saved()
+            .filter(|(_, row)| row.is_empty())
+            .map(|(p, _)| p as u32)
+            .chain(marked as u32..self.pending.len() as u32)
+            .collect();
+        for p in emptied {
+            self.pending_people.remove(&p);
+        }
+        self.follows.roll_back();
+        self.attention.roll_back();
+        self.followers.roll_back();
+        self.assoc.roll_back();
+        self.assoc_coef.roll_back();
+        self.scores.roll_back();
+        self.residual.roll_back();
+        self.pending.roll_back();
+        self.spreads.roll_back();
+        self.spreading_followers.roll_back();
+        debug_assert!(
+            self.pending_people
+                .iter()
+                .all(|&p| !self.pending[p as usize].is_empty())
+        );
+        self.tol = tol;
+        self.brands = brands;
+        true
+    }
+
+    /// What the driver keeps to go back to [`Self::mark`]: rows saved
+    /// (of all its per-person vectors) and the bytes they and their index
+    /// hold (the memory figures of docs/scale.md).
+    pub fn undo_footprint(&self) -> UndoFootprint {
+        fn pairs<T>(row: &Vec<T>) -> usize {
+            row.capacity() * std::mem::size_of::<T>()
+        }
+        let stored = |row: &V::Row| row.heap_bytes();
+        UndoFootprint {
+            rows: self.follows.saved_count()
+                + self.attention.saved_count()
+                + self.followers.saved_count()
+                + self.assoc.saved_count()
+                + self.assoc_coef.saved_count()
+                + self.scores.saved_count()
+                + self.residual.saved_count()
+                + self.pending.saved_count()
+                + self.spreads.saved_count()
+                + self.spreading_followers.saved_count(),
+            bytes: self.follows.saved_bytes(pairs)
+                + self.attention.saved_bytes(|_| 0)
+                + self.followers.saved_bytes(pairs)
+                + self.assoc.saved_bytes(pairs)
+                + self.assoc_coef.saved_bytes(pairs)
+                + self.scores.saved_bytes(stored)
+                + self.residual.saved_bytes(stored)
+                + self.pending.saved_bytes(pairs)
+                + self.spreads.saved_bytes(|_| 0)
+                + self.spreading_followers.saved_bytes(pairs),
+        }
+    }
+
     /// Person `p`'s follower count.
     pub fn audience(&self, p: u32) -> usize {
         self.followers.get(p as usize).map_or(0, Vec::len)
@@ -599,16 +716,16 @@ impl<V: Value> IncrementalRelspace<V> {
     /// associations or impulses); never shrinks.
     pub fn grow(&mut self, people: usize, brands: usize) {
         if people > self.people() {
-            self.follows.resize_with(people, Vec::new);
-            self.attention.resize(people, 0.0);
-            self.followers.resize_with(people, Vec::new);
-            self.assoc.resize_with(people, Vec::new);
-            self.assoc_coef.resize_with(people, Vec::new);
-            self.scores.resize_with(people, Default::default);
-            self.residual.resize_with(people, Default::default);
-            self.pending.resize_with(people, Vec::new);
-            self.spreads.resize(people, false);
-            self.spreading_followers.resize_with(people, Vec::new);
+            self.follows.grow_with(people, Vec::new);
+            self.attention.grow_with(people, || 0.0);
+            self.followers.grow_with(people, Vec::new);
+            self.assoc.grow_with(people, Vec::new);
+            self.assoc_coef.grow_with(people, Vec::new);
+            self.scores.grow_with(people, Default::default);
+            self.residual.grow_with(people, Default::default);
+            self.pending.grow_with(people, Vec::new);
+            self.spreads.grow_with(people, || false);
+            self.spreading_followers.grow_with(people, Vec::new);
         }
         self.brands = self.brands.max(brands);
     }
@@ -1102,15 +1219,18 @@ impl<V: Value> IncrementalRelspace<V> {
         } = self;
         let (alpha_f, tol, wide) = (*alpha_f, *tol, *wide);
         // Adds `v` to r(p,b) and queues it if it crosses the tolerance.
-        let bump =
-            |residual: &mut Vec<V::Row>, queue: &mut VecDeque<(u32, u32)>, p: u32, b: u32, v: V| {
-                let row = &mut residual[p as usize];
-                let (i, value) = add_to_row(row, b, v);
-                if !row.flag(i) && value.exceeds(&tol) {
-                    row.set_flag(i, true);
-                    queue.push_back((p, b));
-                }
-            };
+        let bump = |residual: &mut UndoVec<V::Row>,
+                    queue: &mut VecDeque<(u32, u32)>,
+                    p: u32,
+                    b: u32,
+                    v: V| {
+            let row = &mut residual[p as usize];
+            let (i, value) = add_to_row(row, b, v);
+            if !row.flag(i) && value.exceeds(&tol) {
+                row.set_flag(i, true);
+                queue.push_back((p, b));
+            }
+        };
         while let Some((q, b)) = queue.pop_front() {
             let qi = q as usize;
             let row = &mut residual[qi];
