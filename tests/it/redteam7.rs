@@ -15,7 +15,19 @@ fn bought(id: &str, person: &str) -> Value {
 
 /// The people a listing of acme's relationships names.
 fn listed(s: &Server) -> Vec<String> {
-    let r = s.get("/v1/brands/acme/relationships");
+    listed_at(s, None)
+}
+
+/// As [`listed`], asked at a log position (`min_position`) when one is
+/// given: a listing without one may be answered by any shared ranking
+/// within the staleness, such as the one the alert evaluator's first tick
+/// built of the empty store while the purchases were posted.
+fn listed_at(s: &Server, position: Option<&str>) -> Vec<String> {
+    let path = match position {
+        Some(p) => format!("/v1/brands/acme/relationships?min_position={p}"),
+        None => "/v1/brands/acme/relationships".to_string(),
+    };
+    let r = s.get(&path);
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["items"]
         .as_array()
@@ -26,8 +38,9 @@ fn listed(s: &Server) -> Vec<String> {
 }
 
 /// A server whose ranking stays a minute (nothing rebuilds it meanwhile)
-/// holding ann's and bob's purchases at acme (the two tests below).
-fn ann_and_bob_at_a_staleness_of_a_minute() -> (tempfile::TempDir, Server) {
+/// holding ann's and bob's purchases at acme (the two tests below), and
+/// the purchases' acknowledged log position.
+fn ann_and_bob_at_a_staleness_of_a_minute() -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--staleness", "60"]);
     let r = s.post_json(
@@ -35,7 +48,8 @@ fn ann_and_bob_at_a_staleness_of_a_minute() -> (tempfile::TempDir, Server) {
         &json!([bought("a1", "ann"), bought("b1", "bob")]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    (dir, s)
+    let position = r.header("fusion-position").expect("a position").to_string();
+    (dir, s, position)
 }
 
 /// A listing is answered at once from the shared ranking, whatever its
@@ -45,8 +59,8 @@ fn ann_and_bob_at_a_staleness_of_a_minute() -> (tempfile::TempDir, Server) {
 /// one that may not answer, `lineage.rs`).
 #[test]
 fn an_erased_person_is_never_listed_after_the_erasure_was_acknowledged() {
-    let (_dir, s) = ann_and_bob_at_a_staleness_of_a_minute();
-    let mut before = listed(&s);
+    let (_dir, s, bought_at) = ann_and_bob_at_a_staleness_of_a_minute();
+    let mut before = listed_at(&s, Some(&bought_at));
     before.sort();
     assert_eq!(before, ["ann", "bob"]);
     let r = s.delete("/v1/entities/ann");
@@ -64,8 +78,8 @@ fn an_erased_person_is_never_listed_after_the_erasure_was_acknowledged() {
 /// person, however young the shared ranking is.
 #[test]
 fn a_listing_at_a_withdrawal_s_position_does_not_list_the_person() {
-    let (_dir, s) = ann_and_bob_at_a_staleness_of_a_minute();
-    assert_eq!(listed(&s).len(), 2);
+    let (_dir, s, bought_at) = ann_and_bob_at_a_staleness_of_a_minute();
+    assert_eq!(listed_at(&s, Some(&bought_at)).len(), 2);
     let withdrawn = json!({"id": "w1", "type": "consent", "time": "2026-11-01T11:00:00Z",
         "person": "bob", "granted": false});
     let r = s.post_json("/v1/events", &json!([withdrawn]));
