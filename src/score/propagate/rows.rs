@@ -433,4 +433,268 @@ mod tests {
             "shrunk to what it holds"
         );
     }
+
+    /// What a dense row holds, as `(brand, lane bits, flag)` per entry,
+    /// read through `iter`, `value`, `brand` and `flag` of a lane row: the
+    /// two must agree on every one.
+    fn same(lane: &LaneRow, dense: &DenseRow<Components>) {
+        assert_eq!(lane.len(), dense.len());
+        let a: Vec<_> = lane.iter().map(|(b, v)| (b, bits(&v))).collect();
+        let d: Vec<_> = dense.iter().map(|(b, v)| (b, bits(&v))).collect();
+        assert_eq!(a, d);
+        for i in 0..lane.len() {
+            assert_eq!(bits(&lane.value(i)), bits(&dense.value(i)), "entry {i}");
+            assert_eq!(lane.flag(i), dense.flag(i), "entry {i}");
+            assert_eq!(lane.brand(i), dense.brand(i), "entry {i}");
+        }
+        // The packed lanes are exactly the present ones, nothing stale.
+        let present: usize = lane
+            .masks
+            .iter()
+            .map(|m| (m & LANES).count_ones() as usize)
+            .sum();
+        assert_eq!(lane.lanes.len(), present);
+    }
+
+    /// The value whose lanes are present where `mask` has a bit, each a
+    /// distinct number (so a lane read from the wrong slot shows).
+    fn patterned(mask: u8, seed: u32) -> Components {
+        std::array::from_fn(|c| {
+            if mask & (1 << c) != 0 {
+                f64::from(seed) * 8.0 + c as f64 + 0.5
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// Red team h58: rows past the popcount's chunks (8 masks a word) and
+    /// past 64 entries, with every one of the 64 lane patterns, brands at
+    /// both ends of `u32` (0 and `u32::MAX`), entries inserted at the
+    /// front, the middle and the back, lanes that come and go on the same
+    /// entry, and removals down to an empty row from either end.
+    #[test]
+    fn a_wide_row_keeps_every_bit_past_the_popcount_chunks_and_the_ends_of_u32() {
+        let (mut lane, mut dense) = (LaneRow::default(), DenseRow::<Components>::default());
+        let mut brands: Vec<u32> = vec![0, u32::MAX, 1, u32::MAX - 1];
+        brands.extend((0..196u32).map(|k| k.wrapping_mul(2_654_435_761) | 2));
+        for (k, &b) in brands.iter().enumerate() {
+            let v = patterned((k % 64) as u8, k as u32);
+            let i = match lane.search(b) {
+                Ok(i) => {
+                    lane.set_value(i, v);
+                    dense.set_value(i, v);
+                    i
+                }
+                Err(i) => {
+                    assert_eq!(dense.search(b), Err(i));
+                    lane.insert(i, b, v);
+                    dense.insert(i, b, v);
+                    i
+                }
+            };
+            let on = k % 3 == 0;
+            lane.set_flag(i, on);
+            dense.set_flag(i, on);
+            same(&lane, &dense);
+        }
+        assert!(lane.len() > 130, "{} entries", lane.len());
+        assert_eq!((lane.brand(0), lane.brand(lane.len() - 1)), (0, u32::MAX));
+        // Every entry through every lane count and back, in place: a lane
+        // set to −0.0 stays, one set to +0.0 goes.
+        for i in (0..lane.len()).rev().step_by(7) {
+            for m in [0u8, 0x3f, 0x01, 0x20, 0x15] {
+                let mut v = patterned(m, i as u32);
+                v[3] = if m & 0x08 != 0 { -0.0 } else { v[3] };
+                lane.set_value(i, v);
+                dense.set_value(i, v);
+                same(&lane, &dense);
+            }
+        }
+        while !lane.is_empty() {
+            let i = if lane.len() % 2 == 0 {
+                lane.len() - 1
+            } else {
+                0
+            };
+            lane.remove(i);
+            dense.remove(i);
+            same(&lane, &dense);
+        }
+        assert!(lane.lanes.is_empty() && lane.masks.is_empty());
+    }
+
+    /// The ways a rescale or a map can go: nothing kept, everything kept,
+    /// the copying path (a map that fills absent lanes) starting at the
+    /// first, a middle and the last entry, flags carried along.
+    #[test]
+    fn map_retain_keeps_flags_and_bits_on_every_path() {
+        let build = || {
+            let (mut lane, mut dense) = (LaneRow::default(), DenseRow::<Components>::default());
+            for k in 0..80u32 {
+                // Entries 0 and 79 have no lanes at all; the rest a few.
+                let m = if k == 0 || k == 79 {
+                    0
+                } else {
+                    (k % 5 + 1) as u8
+                };
+                let v = patterned(m, k);
+                lane.insert(k as usize, k * 3, v);
+                dense.insert(k as usize, k * 3, v);
+                lane.set_flag(k as usize, k % 2 == 1);
+                dense.set_flag(k as usize, k % 2 == 1);
+            }
+            (lane, dense)
+        };
+        type Map = fn(&Components) -> Components;
+        type Keep = fn(&Components) -> bool;
+        let cases: [(Map, Keep); 6] = [
+            (|v| v.map(|x| x * 0.0), |v| v.iter().any(|x| *x != 0.0)),
+            (|v| *v, |_| true),
+            (|v| v.map(|x| x + 1.0), |_| true),
+            // Fills absent lanes only from the fortieth entry's value on.
+            (
+                |v| {
+                    if v[0] > 150.0 || v[1] > 150.0 || v[2] > 150.0 {
+                        v.map(|x| x + 2.0)
+                    } else {
+                        *v
+                    }
+                },
+                |v| v.iter().any(|x| x.to_bits() != 0),
+            ),
+            // Only the last entry (no lanes) is filled.
+            (
+                |v| {
+                    if v.iter().all(|x| x.to_bits() == 0) {
+                        [1.0; 6]
+                    } else {
+                        *v
+                    }
+                },
+                |v| v[0] != 2.5,
+            ),
+            (
+                |v| v.map(|x| -x),
+                |v| v.iter().filter(|x| **x < 0.0).count() % 2 == 0,
+            ),
+        ];
+        for (k, (f, keep)) in cases.into_iter().enumerate() {
+            let (mut lane, mut dense) = build();
+            lane.map_retain(f, keep);
+            dense.map_retain(f, keep);
+            same(&lane, &dense);
+            let kept: Vec<bool> = (0..dense.len()).map(|i| dense.flag(i)).collect();
+            assert_eq!(
+                kept,
+                (0..lane.len()).map(|i| lane.flag(i)).collect::<Vec<_>>(),
+                "case {k}"
+            );
+        }
+    }
+
+    /// Lane values for the property below: zeros of both signs, the
+    /// smallest subnormal, values that underflow when scaled, the largest.
+    const PALETTE: [f64; 8] = [0.0, -0.0, 1.0, -2.5, 5e-324, -1e-310, 1e300, f64::MAX];
+    /// Scale factors per lane (the driver's are >= 0): some underflow.
+    const FACTORS: [f64; 5] = [0.5, 1e-300, 0.0, 1.0, 1e-10];
+
+    /// One operation of the property below.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Set (or insert) a value at a brand.
+        Put(u32, [usize; 6]),
+        /// Add a value lane by lane at a brand (inserted when absent), as
+        /// the driver's `add_to_row`.
+        Add(u32, [usize; 6]),
+        /// Remove the entry at this position (modulo the length).
+        Remove(usize),
+        /// Set the flag of the entry at this position.
+        Flag(usize, bool),
+        /// Scale every lane, dropping the entries that become zero (the
+        /// driver's `scale`).
+        Scale([usize; 6]),
+        /// Add 1 to every lane of every entry whose first lane is not
+        /// positive, keep all (the copying path of `map_retain`).
+        Fill,
+    }
+
+    fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        use proptest::prelude::*;
+        let brand = prop_oneof![0u32..200, (u32::MAX - 3)..=u32::MAX];
+        let value = [0usize..8, 0..8, 0..8, 0..8, 0..8, 0..8];
+        let op = prop_oneof![
+            4 => (brand.clone(), value.clone()).prop_map(|(b, v)| Op::Put(b, v)),
+            4 => (brand, value).prop_map(|(b, v)| Op::Add(b, v)),
+            2 => any::<usize>().prop_map(Op::Remove),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(i, on)| Op::Flag(i, on)),
+            1 => [0usize..5, 0..5, 0..5, 0..5, 0..5, 0..5].prop_map(Op::Scale),
+            1 => Just(Op::Fill),
+        ];
+        proptest::collection::vec(op, 1..300)
+    }
+
+    proptest::proptest! {
+        /// Red team h58: any sequence of the driver's operations on a lane
+        /// row and a dense row leaves the same entries, bits and flags
+        /// (rows of up to 200 brands and the ends of `u32`).
+        #[test]
+        fn any_operations_leave_a_lane_row_with_a_dense_rows_bits(ops in ops()) {
+            let (mut lane, mut dense) = (LaneRow::default(), DenseRow::<Components>::default());
+            let of = |ix: &[usize; 6]| -> Components { ix.map(|k| PALETTE[k]) };
+            for op in ops {
+                match op {
+                    Op::Put(b, v) | Op::Add(b, v) if lane.search(b).is_err() => {
+                        let i = lane.search(b).unwrap_err();
+                        lane.insert(i, b, of(&v));
+                        dense.insert(i, b, of(&v));
+                    }
+                    Op::Put(b, v) => {
+                        let i = lane.search(b).unwrap();
+                        lane.set_value(i, of(&v));
+                        dense.set_value(i, of(&v));
+                    }
+                    Op::Add(b, v) => {
+                        let i = lane.search(b).unwrap();
+                        let add = |mut x: Components| {
+                            for (a, y) in x.iter_mut().zip(&of(&v)) {
+                                *a += y;
+                            }
+                            x
+                        };
+                        let (x, y) = (lane.update(i, add), dense.update(i, add));
+                        proptest::prop_assert_eq!(bits(&x), bits(&y));
+                    }
+                    Op::Remove(i) if !lane.is_empty() => {
+                        let i = i % lane.len();
+                        lane.remove(i);
+                        dense.remove(i);
+                    }
+                    Op::Flag(i, on) if !lane.is_empty() => {
+                        let i = i % lane.len();
+                        lane.set_flag(i, on);
+                        dense.set_flag(i, on);
+                    }
+                    Op::Remove(_) | Op::Flag(..) => {}
+                    Op::Scale(f) => {
+                        let f = f.map(|k| FACTORS[k]);
+                        let times = |v: &Components| -> Components {
+                            std::array::from_fn(|c| v[c] * f[c])
+                        };
+                        let keep = |v: &Components| v.iter().any(|x| *x != 0.0);
+                        lane.map_retain(times, keep);
+                        dense.map_retain(times, keep);
+                    }
+                    Op::Fill => {
+                        let fill = |v: &Components| -> Components {
+                            if v[0] > 0.0 { *v } else { v.map(|x| x + 1.0) }
+                        };
+                        lane.map_retain(fill, |_| true);
+                        dense.map_retain(fill, |_| true);
+                    }
+                }
+                same(&lane, &dense);
+            }
+        }
+    }
 }
