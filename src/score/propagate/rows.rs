@@ -121,12 +121,25 @@ const FLAG: u8 = 0x80;
 /// The lane bits of a mask.
 const LANES: u8 = 0x3f;
 
+/// Entries per block of a [`LaneRow`]'s index of where lanes start.
+const BLOCK: usize = 64;
+
 /// Six-lane entries keeping only the lanes whose bits are nonzero: the
 /// brands, one mask byte per entry (lanes present, and the flag in bit
 /// 7), and the present lanes of every entry packed in entry order. About
 /// `5 + 8·lanes` bytes an entry against 56 for a dense one.
+///
+/// Where an entry's lanes start is the count of the lanes before it. So
+/// that finding it costs one block of masks (8 popcount words), not every
+/// mask before it (a person with thousands of brands paid that at every
+/// push that reached its row: red team h58), a row longer than [`BLOCK`]
+/// entries keeps where the lanes of each block after the first start,
+/// behind its brands in the same vector (a short row pays nothing, and no
+/// row a fourth vector's header).
 #[derive(Clone, Debug, Default)]
 pub struct LaneRow {
+    /// The entries' brands, then the lane start of blocks `1, 2, ..`
+    /// (`brands[len + k - 1]` for entries `k·BLOCK..`).
     brands: Vec<u32>,
     masks: Vec<u8>,
     lanes: Vec<f64>,
@@ -156,24 +169,51 @@ impl LaneRow {
         } else {
             self.lanes
                 .splice(at..at + n_old, lanes[..n].iter().copied());
+            // The blocks after entry i start that many lanes later.
+            let n = self.masks.len();
+            for start in &mut self.brands[n + i / BLOCK..] {
+                *start = start.wrapping_add(n_new as u32).wrapping_sub(n_old as u32);
+            }
         }
         self.masks[i] = (self.masks[i] & FLAG) | new;
     }
 
-    /// Where entry `i`'s lanes start in `lanes`: the lanes of the entries
-    /// before it, counted eight masks at a time.
+    /// Where entry `i` (at most the length) has its lanes start in
+    /// `lanes`: its block's start plus the lanes of the entries before it
+    /// in its block.
     fn offset(&self, i: usize) -> usize {
-        let masks = &self.masks[..i];
-        let mut chunks = masks.chunks_exact(8);
-        let mut n = 0;
-        for c in &mut chunks {
-            let word = u64::from_le_bytes(c.try_into().expect("eight bytes"));
-            n += (word & 0x3f3f_3f3f_3f3f_3f3f).count_ones() as usize;
+        let n = self.masks.len();
+        if i == n {
+            return self.lanes.len();
         }
-        for m in chunks.remainder() {
-            n += (m & LANES).count_ones() as usize;
+        let k = i / BLOCK;
+        let start = if k == 0 {
+            0
+        } else {
+            self.brands[n + k - 1] as usize
+        };
+        start + lanes_of(&self.masks[k * BLOCK..i])
+    }
+
+    /// The block starts again for the blocks from the one after entry
+    /// `from`'s on, after entries were inserted or removed at `from` (the
+    /// brands vector then holds the old number of starts behind the
+    /// brands, shifted with them).
+    fn reindex(&mut self, from: usize) {
+        let n = self.masks.len();
+        let had = self.brands.len() - n;
+        let blocks = n.saturating_sub(1) / BLOCK;
+        self.brands.resize(n + blocks, 0);
+        let first = (from / BLOCK + 1).min(had + 1);
+        let mut at = if first == 1 {
+            0
+        } else {
+            self.brands[n + first - 2] as usize
+        };
+        for k in first..=blocks {
+            at += lanes_of(&self.masks[(k - 1) * BLOCK..k * BLOCK]);
+            self.brands[n + k - 1] = u32::try_from(at).expect("a row holds fewer than 2^32 lanes");
         }
-        n
     }
 
     /// The value of mask `m` whose lanes start at `at`.
@@ -188,6 +228,20 @@ impl LaneRow {
         }
         v
     }
+}
+
+/// The lanes present in `masks`, counted eight masks at a time.
+fn lanes_of(masks: &[u8]) -> usize {
+    let mut chunks = masks.chunks_exact(8);
+    let mut n = 0;
+    for c in &mut chunks {
+        let word = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        n += (word & 0x3f3f_3f3f_3f3f_3f3f).count_ones() as usize;
+    }
+    for m in chunks.remainder() {
+        n += (m & LANES).count_ones() as usize;
+    }
+    n
 }
 
 /// The present lanes of `v` (mask `m`), in lane order, and their count:
@@ -207,10 +261,10 @@ fn packed(v: &Components, m: u8) -> ([f64; 6], usize) {
 
 impl Row<Components> for LaneRow {
     fn len(&self) -> usize {
-        self.brands.len()
+        self.masks.len()
     }
     fn search(&self, brand: u32) -> Result<usize, usize> {
-        self.brands.binary_search(&brand)
+        self.brands[..self.masks.len()].binary_search(&brand)
     }
     fn brand(&self, i: usize) -> u32 {
         self.brands[i]
@@ -235,6 +289,7 @@ impl Row<Components> for LaneRow {
         self.masks.insert(i, m);
         let (lanes, n) = packed(&v, m);
         self.lanes.splice(at..at, lanes[..n].iter().copied());
+        self.reindex(i);
     }
     fn remove(&mut self, i: usize) {
         let at = self.offset(i);
@@ -242,6 +297,7 @@ impl Row<Components> for LaneRow {
         self.lanes.drain(at..at + n);
         self.brands.remove(i);
         self.masks.remove(i);
+        self.reindex(i);
     }
     fn flag(&self, i: usize) -> bool {
         self.masks[i] & FLAG != 0
@@ -270,7 +326,7 @@ impl Row<Components> for LaneRow {
         // Rebuilt in place: entry `i` is read before anything at or past
         // its lanes is written (the kept lanes never outnumber the read).
         let (mut read, mut write, mut kept) = (0, 0, 0);
-        for i in 0..self.brands.len() {
+        for i in 0..self.masks.len() {
             let m = self.masks[i] & LANES;
             let v = f(&self.unpack(m, read));
             read += m.count_ones() as usize;
@@ -300,6 +356,7 @@ impl Row<Components> for LaneRow {
         self.brands.truncate(kept);
         self.masks.truncate(kept);
         self.lanes.truncate(write);
+        self.reindex(0);
     }
     fn shrink(&mut self) {
         self.brands.shrink_to_fit();
@@ -328,13 +385,14 @@ impl LaneRow {
             masks: self.masks[..kept].to_vec(),
             lanes: self.lanes[..write].to_vec(),
         };
+        out.reindex(0);
         let mut at = read;
-        for j in i..self.brands.len() {
+        for j in i..self.masks.len() {
             let m = self.masks[j] & LANES;
             let v = f(&self.unpack(m, at));
             at += m.count_ones() as usize;
             if keep(&v) {
-                let n = out.brands.len();
+                let n = out.masks.len();
                 out.insert(n, self.brands[j], v);
                 out.masks[n] |= self.masks[j] & FLAG;
             }
@@ -447,13 +505,19 @@ mod tests {
             assert_eq!(lane.flag(i), dense.flag(i), "entry {i}");
             assert_eq!(lane.brand(i), dense.brand(i), "entry {i}");
         }
-        // The packed lanes are exactly the present ones, nothing stale.
+        // The packed lanes are exactly the present ones, nothing stale, and
+        // every block starts where the lanes before it end.
         let present: usize = lane
             .masks
             .iter()
             .map(|m| (m & LANES).count_ones() as usize)
             .sum();
         assert_eq!(lane.lanes.len(), present);
+        let n = lane.len();
+        let starts: Vec<u32> = (1..=n.saturating_sub(1) / BLOCK)
+            .map(|k| lanes_of(&lane.masks[..k * BLOCK]) as u32)
+            .collect();
+        assert_eq!(lane.brands[n..], starts[..], "block starts");
     }
 
     /// The value whose lanes are present where `mask` has a bit, each a
