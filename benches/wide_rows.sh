@@ -8,17 +8,13 @@
 #
 # Usage: benches/wide_rows.sh [WIDTH] [TAIL]   (defaults 2000, 300)
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
-width="${1:-2000}"
-tail="${2:-300}"
-dir="$(mktemp -d)"
-trap 'rm -rf "$dir"' EXIT
+cd "$(dirname "$0")/.."
+width="${1:-2000}" tail="${2:-300}"
 if [ -z "${LIVE_EVENTS:-}" ]; then
-    (cd "$root" && cargo build --release --quiet --example live_events)
-    LIVE_EVENTS="$root/target/release/examples/live_events"
+    cargo build --release --quiet --example live_events
+    LIVE_EVENTS=target/release/examples/live_events
 fi
 for mode in assoc follow; do
-    python3 "$here/wide_rows.py" "$mode" "$width" "$tail" > "$dir/$mode.ndjson"
-    "$LIVE_EVENTS" "$dir/$mode.ndjson" "$tail" | grep -v '^class\.' | sed "s/^/$mode.$width./"
+    "$LIVE_EVENTS" <(python3 benches/wide_rows.py "$mode" "$width" "$tail") "$tail" |
+        grep -v '^class\.' | sed "s/^/$mode.$width./"
 done

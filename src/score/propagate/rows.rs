@@ -205,6 +205,9 @@ impl LaneRow {
         let blocks = n.saturating_sub(1) / BLOCK;
         self.brands.resize(n + blocks, 0);
         let first = (from / BLOCK + 1).min(had + 1);
+        if first > blocks {
+            return;
+        }
         let mut at = if first == 1 {
             0
         } else {
@@ -586,6 +589,39 @@ mod tests {
             same(&lane, &dense);
         }
         assert!(lane.lanes.is_empty() && lane.masks.is_empty());
+    }
+
+    /// Red team h58, a regression of the block starts: removing an entry
+    /// past the first block of a row of 65 left no block start to read
+    /// (the index ran past the brands), which `benches/wide_rows.sh`
+    /// hit at once and the tests above did not. Every removal and
+    /// insertion at the blocks' edges, rows of 63 to 66 and 127 to 130.
+    #[test]
+    fn an_entry_removed_or_inserted_at_a_block_edge_keeps_the_block_starts() {
+        for len in (63..=66).chain(127..=130) {
+            for at in [0, 1, 62, 63, 64, 65, len - 2, len - 1, len] {
+                if at > len {
+                    continue;
+                }
+                let (mut lane, mut dense) = (LaneRow::default(), DenseRow::<Components>::default());
+                for k in 0..len {
+                    let v = patterned((k % 64) as u8, k as u32);
+                    lane.insert(k, 2 * k as u32, v);
+                    dense.insert(k, 2 * k as u32, v);
+                }
+                same(&lane, &dense);
+                if at < len {
+                    lane.remove(at);
+                    dense.remove(at);
+                    same(&lane, &dense);
+                }
+                let b = 2 * at as u32 + 1;
+                let i = lane.search(b).unwrap_err();
+                lane.insert(i, b, patterned(0x2a, 7));
+                dense.insert(i, b, patterned(0x2a, 7));
+                same(&lane, &dense);
+            }
+        }
     }
 
     /// The ways a rescale or a map can go: nothing kept, everything kept,
