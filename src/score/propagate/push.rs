@@ -1717,12 +1717,33 @@ mod tests {
     /// changes, held events, lazy spill, rescaling and tolerance moves.
     #[test]
     fn rows_of_nonzero_lanes_give_the_bits_of_whole_rows() {
-        let (people, brands) = (60u32, 7u32);
+        lanes_against_whole_rows(60, 7, &[(0, 1, 0.5), (2, 3, 1.5), (4, 0, 0.25)], 400);
+    }
+
+    /// Red team h58: the same with rows past the popcount's chunks and 64
+    /// entries: person 0 is associated with each of 150 brands (its rows
+    /// of `s` and `r` about that wide), and a third of the people follow
+    /// it (theirs too), so pushes land at every position of wide rows.
+    #[test]
+    fn rows_of_nonzero_lanes_give_the_bits_of_whole_rows_150_brands_wide() {
+        let associations: Vec<(u32, u32, f64)> =
+            (0..150).map(|b| (0, b, 0.25 + (b % 4) as f64)).collect();
+        lanes_against_whole_rows(30, 150, &associations, 120);
+    }
+
+    /// The driver on [`LaneRow`]s and on [`DenseRow`]s ([`Dense`]) fed the
+    /// same `steps` random operations over `people × brands`: every read,
+    /// move, residual sum, bound and count is the same, bit for bit.
+    fn lanes_against_whole_rows(
+        people: u32,
+        brands: u32,
+        associations: &[(u32, u32, f64)],
+        steps: usize,
+    ) {
         let tol = [1e-7, 2e-7, 1e-7, 5e-8, 1e-7, 3e-7];
         let follows: Vec<(u32, u32, f64)> = (1..people)
             .map(|q| (q, if q % 3 == 0 { 0 } else { q / 2 }, 1.0 + (q % 5) as f64))
             .collect();
-        let associations = [(0, 1, 0.5), (2, 3, 1.5), (4, 0, 0.25)];
         let impulse = |p: u32, b: u32, c: usize, x: f64| -> (u32, u32, Components) {
             let mut v = [0.0; 6];
             v[c] = x;
@@ -1738,7 +1759,7 @@ mod tests {
             0.35,
             tol,
             &follows,
-            &associations,
+            associations,
             &seed,
         )
         .unwrap();
@@ -1750,7 +1771,7 @@ mod tests {
             0.35,
             tol,
             &follows,
-            &associations,
+            associations,
             &dense_seed,
         )
         .unwrap();
@@ -1782,7 +1803,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (state >> 33) % n
         };
-        for step in 0..400 {
+        for step in 0..steps {
             let (p, q, b) = (
                 next(people as u64) as u32,
                 next(people as u64) as u32,
