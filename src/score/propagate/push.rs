@@ -1752,29 +1752,32 @@ mod tests {
         let seed: Vec<_> = (0..people)
             .map(|p| impulse(p, p % brands, (p % 4) as usize, 1.0 + p as f64))
             .collect();
-        let (mut lanes, _) = IncrementalRelspace::<Components>::from_inputs(
-            people as usize,
-            brands as usize,
-            0.12,
-            0.35,
-            tol,
-            &follows,
-            associations,
-            &seed,
-        )
-        .unwrap();
+        // The same driver over either row type.
+        fn driver<V: Value>(
+            (people, brands): (u32, u32),
+            tol: V::Tol,
+            follows: &[(u32, u32, f64)],
+            associations: &[(u32, u32, f64)],
+            seed: &[(u32, u32, V)],
+        ) -> IncrementalRelspace<V> {
+            let size = (people as usize, brands as usize);
+            IncrementalRelspace::from_inputs(
+                size.0,
+                size.1,
+                0.12,
+                0.35,
+                tol,
+                follows,
+                associations,
+                seed,
+            )
+            .unwrap()
+            .0
+        }
+        let shape = (people, brands);
+        let mut lanes = driver::<Components>(shape, tol, &follows, associations, &seed);
         let dense_seed: Vec<_> = seed.iter().map(|&(p, b, v)| (p, b, Dense(v))).collect();
-        let (mut whole, _) = IncrementalRelspace::<Dense>::from_inputs(
-            people as usize,
-            brands as usize,
-            0.12,
-            0.35,
-            tol,
-            &follows,
-            associations,
-            &dense_seed,
-        )
-        .unwrap();
+        let mut whole = driver::<Dense>(shape, tol, &follows, associations, &dense_seed);
         lanes.set_wide(8);
         whole.set_wide(8);
         let same = |lanes: &IncrementalRelspace<Components>, whole: &IncrementalRelspace<Dense>| {
