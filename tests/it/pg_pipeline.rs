@@ -657,3 +657,94 @@ fn two_servers_with_conflicts_and_atomic_requests_answer_the_stored_rows() {
         assert_eq!(idle_in_transaction(&sql).await, 0);
     });
 }
+
+/// Regression (task h64; debt of task h52): an event whose id is stored in
+/// a row without a digest (written before migration 0003, the backfill
+/// not done) and with a body this version cannot decode. The pipelined
+/// group (its COMMIT sent with the insert) read that body after the
+/// commit and failed as a whole: answered as an error, not stored,
+/// though every other event of it was stored (a retry saw duplicates).
+/// Now that one event is refused and the rest answered as stored; an
+/// all-or-nothing request naming it is refused whole, nothing of it
+/// stored, and the rest of its group is stored.
+#[test]
+fn an_unreadable_stored_row_refuses_its_id_and_the_rest_of_a_pipelined_group_is_answered_stored() {
+    runtime().block_on(async {
+        let db = TestDb::new().await;
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        let sql = client(&db.url).await;
+        // Planted after the backfill at connect, as an older server would
+        // have written it: no digest, a body that is no event.
+        sql.batch_execute(
+            "INSERT INTO events (id, time, type, refs, body, pos) \
+             SELECT 'old', now(), 'purchase', ARRAY['p', 'b'], '{\"not\": \"an event\"}', pos \
+             FROM log_head; \
+             UPDATE log_head SET pos = pos + 1",
+        )
+        .await
+        .unwrap();
+        let old = stored_pos(&sql, "old").await;
+        let refused =
+            |o: &Outcome| matches!(o, Outcome::Refused(m) if m.contains("cannot be read"));
+
+        // Best-effort requests only: the pipelined commit.
+        let answers = one_group(
+            &db.url,
+            &store,
+            vec![
+                (
+                    vec![purchase("n1", 1, "p", "b"), purchase("old", 0, "p", "b")],
+                    AppendMode::EachEvent,
+                ),
+                (vec![purchase("n2", 1, "q", "b")], AppendMode::EachEvent),
+            ],
+            "fill",
+        )
+        .await;
+        let a = answers[0].as_ref().expect("the group's events are stored");
+        let b = answers[1].as_ref().expect("the group's events are stored");
+        assert_eq!(a.outcomes[0], Outcome::Inserted);
+        assert!(refused(&a.outcomes[1]), "{:?}", a.outcomes);
+        assert_eq!(a.positions, vec![stored_pos(&sql, "n1").await, None]);
+        assert_eq!(b.outcomes, vec![Outcome::Inserted]);
+        assert_eq!(b.positions, vec![stored_pos(&sql, "n2").await]);
+        assert!(a.positions[0].is_some() && b.positions[0].is_some());
+        // A retry: what was answered stored is a duplicate now.
+        let again = store
+            .append(
+                vec![purchase("n1", 1, "p", "b"), purchase("old", 0, "p", "b")],
+                AppendMode::EachEvent,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.outcomes[0], Outcome::Duplicate);
+        assert!(refused(&again.outcomes[1]), "{:?}", again.outcomes);
+
+        // An all-or-nothing request: its commit waits for the answer.
+        let answers = one_group(
+            &db.url,
+            &store,
+            vec![
+                (
+                    vec![purchase("n3", 1, "p", "b"), purchase("old", 0, "p", "b")],
+                    AppendMode::AllOrNothing,
+                ),
+                (vec![purchase("n4", 1, "q", "b")], AppendMode::EachEvent),
+            ],
+            "fill-2",
+        )
+        .await;
+        let c = answers[0].as_ref().unwrap();
+        let d = answers[1].as_ref().unwrap();
+        assert_eq!(c.outcomes[0], Outcome::NotStored, "{:?}", c.outcomes);
+        assert!(refused(&c.outcomes[1]), "{:?}", c.outcomes);
+        assert_eq!(c.positions, vec![None, None]);
+        assert_eq!(stored_pos(&sql, "n3").await, None);
+        assert_eq!(d.outcomes, vec![Outcome::Inserted]);
+        assert_eq!(d.positions, vec![stored_pos(&sql, "n4").await]);
+        // The unreadable row is left as it was.
+        assert_eq!(stored_pos(&sql, "old").await, old);
+        dense(&sql).await;
+        assert_eq!(idle_in_transaction(&sql).await, 0);
+    });
+}

@@ -13,7 +13,10 @@
 //! compared with theirs (`events.digest`, `digest.rs`): duplicate or
 //! conflict. That statement and the commit are sent with the `log_head` lock
 //! (pipelined; a group with an all-or-nothing request commits after the
-//! answer). A caller's future resolves only after that commit has returned.
+//! answer). A caller's future resolves only after that commit has returned,
+//! so nothing decided on the statement's answer may fail the group: an
+//! answer this process cannot read (a stored body without a digest that it
+//! cannot decode) refuses that one event (`outcomes_of`).
 //!
 //! **One request's bad event fails no other** (issue #9, item 5). A data
 //! error (SQLSTATE classes 22, 23, 54: a value the database cannot hold, a
@@ -891,10 +894,10 @@ type Placed = (Outcome, Option<u64>);
 enum Attempt {
     /// A data error (module docs): the group is split.
     Data(String),
-    /// These all-or-nothing requests have a conflict (their outcomes as
-    /// found, and for an answer compared with an event new in the attempt,
-    /// that event's item): they are taken out and the rest committed
-    /// again.
+    /// These all-or-nothing requests have a conflict or an event refused
+    /// (their outcomes as found, and for an answer compared with an event
+    /// new in the attempt, that event's item): they are taken out and the
+    /// rest committed again.
     AtomicConflict(Vec<(Item, Placed, Option<Item>)>),
     /// Anything else fails the whole group.
     Store(StoreError),
@@ -962,11 +965,14 @@ fn commit_items<'a>(
                 // id meanwhile). Such a request is committed again after
                 // the rest, as if it came after them, and judged then
                 // (red team h52). A conflict with a row stored before, or
-                // within the request, refuses it.
+                // within the request, refuses it; so does an event refused
+                // (compared with a stored row that cannot be read).
                 let refused: HashSet<usize> = found
                     .iter()
-                    .filter(|(item, (o, _), first)| {
-                        *o == Outcome::Conflict && first.is_none_or(|f| f.request == item.request)
+                    .filter(|(item, (o, _), first)| match o {
+                        Outcome::Conflict => first.is_none_or(|f| f.request == item.request),
+                        Outcome::Refused(_) => true,
+                        _ => false,
                     })
                     .map(|(i, ..)| i.request)
                     .collect();
@@ -1132,7 +1138,10 @@ async fn try_commit(
         from: held_from,
     };
     let rows = inserted.map_err(attempt_error)?;
-    let (outcomes, firsts) = outcomes_of(batch, items, &rows)?;
+    // Infallible: an answer this process cannot read is that event's
+    // outcome, not the group's. With the COMMIT already sent, an error
+    // here answered 500 for a group that was stored (task h64).
+    let (outcomes, firsts) = outcomes_of(batch, items, &rows);
     match ending {
         Ending::Sent(committed) => committed.map_err(attempt_error)?,
         Ending::Open(tx) => {
@@ -1140,7 +1149,8 @@ async fn try_commit(
                 .iter()
                 .zip(&outcomes)
                 .filter(|(i, (o, _))| {
-                    *o == Outcome::Conflict && batch[i.request].mode == AppendMode::AllOrNothing
+                    matches!(o, Outcome::Conflict | Outcome::Refused(_))
+                        && batch[i.request].mode == AppendMode::AllOrNothing
                 })
                 .map(|(i, _)| i.request)
                 .collect();
@@ -1169,11 +1179,19 @@ async fn try_commit(
 /// before with the stored digest. Beside each answer, the index in `items`
 /// of the event inserted now that it was compared with, if any (its
 /// position is the attempt's: gone if the attempt is rolled back).
+///
+/// An event whose id is stored in a row without a digest whose body this
+/// version cannot decode (a row written before migration 0003 that the
+/// digest backfill could not fill either) cannot be told duplicate or
+/// conflict: it is refused ([`UNREADABLE_STORED`]), and the cause logged.
+/// The rest of the group is answered as it went: the commit may have been
+/// sent with the statement (pipelined), so an error here would answer a
+/// stored group as not stored, and a retry would see duplicates.
 fn outcomes_of(
     batch: &[Request],
     items: &[Item],
     rows: &[tokio_postgres::Row],
-) -> Result<(Vec<Placed>, Vec<Option<usize>>), Attempt> {
+) -> (Vec<Placed>, Vec<Option<usize>>) {
     let event = |i: &Item| &batch[i.request].events[i.position];
     let digest = |i: &Item| &batch[i.request].digests[i.position];
     /// What the statement answered for one id.
@@ -1182,6 +1200,9 @@ fn outcomes_of(
         New { pos: u64, first: Option<usize> },
         /// Stored before, at this position, with this digest.
         Stored { pos: u64, digest: Digest },
+        /// Stored before, without a digest, in a body this process cannot
+        /// decode.
+        Unreadable,
     }
     let mut found: HashMap<&str, Found> = HashMap::with_capacity(rows.len());
     for row in rows {
@@ -1197,20 +1218,23 @@ fn outcomes_of(
             Found::New { pos, first: None }
         } else {
             let stored = match row.get::<_, Option<&[u8]>>(3).and_then(Digest::from_bytes) {
-                Some(d) => d,
-                None => {
-                    let body = row.try_get::<_, RawBody>(4).map_err(|e| {
-                        Attempt::Store(StoreError::Internal(format!(
-                            "undecodable event in the store: {}",
-                            describe(&e)
-                        )))
-                    })?;
-                    Digest::of(&body::decode(&body.0).map_err(Attempt::Store)?)
-                }
+                Some(d) => Ok(d),
+                None => row
+                    .try_get::<_, RawBody>(4)
+                    .map_err(|e| format!("undecodable event in the store: {}", describe(&e)))
+                    .and_then(|body| body::decode(&body.0).map_err(|e| e.to_string()))
+                    .map(|event| Digest::of(&event)),
             };
-            Found::Stored {
-                pos,
-                digest: stored,
+            match stored {
+                Ok(digest) => Found::Stored { pos, digest },
+                Err(cause) => {
+                    tracing::error!(
+                        id, position = pos, %cause,
+                        "a stored event without a digest cannot be read: events with its id \
+                         are refused until it is repaired"
+                    );
+                    Found::Unreadable
+                }
             }
         };
         found.insert(id, answer);
@@ -1238,13 +1262,20 @@ fn outcomes_of(
                 pos,
                 digest: stored,
             }) => (compare(digest(item), stored), Some(*pos)),
+            Some(Found::Unreadable) => (Outcome::Refused(UNREADABLE_STORED.into()), None),
             // A row gone meanwhile (erased by another transaction) stored
             // nothing of this event: a duplicate of an event that is no more.
             None => (Outcome::Duplicate, None),
         });
     }
-    Ok((out, firsts))
+    (out, firsts)
 }
+
+/// Why an event is refused whose id is stored in a row this version
+/// cannot read (`outcomes_of`); the server's log has the cause.
+const UNREADABLE_STORED: &str = "an event with this id is stored but cannot be read, so this one \
+     cannot be compared with it; nothing of it was stored (the server's log says why: an \
+     operator must repair the stored event)";
 
 /// One append's time on the `log_head` lock, as this process sees it:
 /// the wait for it (behind other appends, of any server) and its hold
