@@ -613,14 +613,17 @@ impl Derived {
         self.feed.lock().is_some()
     }
 
-    /// Hands what the live series moved since the last call to the feed
-    /// (dropped when none is attached, so nothing piles up).
+    /// Hands what the live series moved since the last call to the feed.
+    /// Without a feed nothing is recorded (`record_movements`: states
+    /// record only while one is attached, and one is never detached), so
+    /// nothing is taken and the write lock is not taken for it: the live
+    /// thread calls this after every slice of its catch-up (task h64).
     fn publish_changes(&self) {
         let mut feed = self.feed.lock();
-        let movements = self.write_slot().state.take_movements();
         let Some(out) = feed.as_mut() else {
             return;
         };
+        let movements = self.write_slot().state.take_movements();
         if movements.is_empty() {
             return;
         }
@@ -950,6 +953,17 @@ enum FoldJob {
     Change(Change),
     /// A state rebuilt from the log after a failure, to swap in.
     Restore(Box<ScoreState>),
+    /// A write ended without a change (`reorder::Transit`): a change that
+    /// waited for it may be due now. Never kept in the received queue.
+    Wake,
+}
+
+/// Keeps a job the fold thread received, in order; a wake only makes it
+/// look at what it holds again.
+fn keep(received: &mut VecDeque<FoldJob>, job: FoldJob) {
+    if !matches!(job, FoldJob::Wake) {
+        received.push_back(job);
+    }
 }
 
 /// The fold thread: takes every change waiting, folds them together (one
@@ -996,7 +1010,7 @@ fn fold_loop(
         if received.is_empty() {
             let job = if closed { None } else { rx.recv().ok() };
             match job {
-                Some(job) => received.push_back(job),
+                Some(job) => keep(&mut received, job),
                 None => {
                     derived.live.stop();
                     return;
@@ -1004,7 +1018,7 @@ fn fold_loop(
             }
         }
         while let Ok(job) = rx.try_recv() {
-            received.push_back(job);
+            keep(&mut received, job);
         }
         // Fresh events wait a little for the stragglers stamped before
         // them (`reorder.rs`), so the round folds them in place.
@@ -1017,7 +1031,7 @@ fn fold_loop(
         if due == 0 {
             if let Some(at) = reorder::next_due(&received, now) {
                 match rx.recv_timeout(at.saturating_duration_since(now)) {
-                    Ok(job) => received.push_back(job),
+                    Ok(job) => keep(&mut received, job),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => closed = true,
                 }
@@ -1048,6 +1062,7 @@ fn fold_loop(
                     received.push_front(restore);
                     break;
                 }
+                FoldJob::Wake => {}
             }
         }
         if round.is_empty() {
@@ -1070,7 +1085,7 @@ fn fold_loop(
             // rather than come late to its result and refold again. (A
             // tail read from the store held them: they were committed.)
             while let Ok(job) = rx.try_recv() {
-                received.push_back(job);
+                keep(&mut received, job);
             }
             while let Some(FoldJob::Change(change)) = received.front()
                 && !change.rebuild
@@ -1985,7 +2000,10 @@ impl<S: EventStore> Engine<S> {
         // Until its change is sent: changes ahead of it with later events
         // wait for it (`reorder.rs`), so it folds in place with them.
         let transit = fold
-            .then(|| self.in_transit.enter(events.iter().map(|(_, e)| e)))
+            .then(|| {
+                self.in_transit
+                    .enter(events.iter().map(|(_, e)| e), &self.folder)
+            })
             .flatten();
         let latest_accepted = now + self.options.max_future_skew;
         let too_late = |event: &Event| {
@@ -2151,7 +2169,9 @@ impl<S: EventStore> Engine<S> {
         let count = new.len();
         // Out of transit before it is sent: the change must not wait for
         // itself.
-        drop(transit);
+        if let Some(transit) = transit {
+            transit.before_change();
+        }
         let waiter = self.send_change(new, false, reservation, queued)?;
         Ok((report, Some((count, waiter))))
     }
@@ -2172,7 +2192,13 @@ impl<S: EventStore> Engine<S> {
         if let Some(earliest) = events.iter().map(|l| l.event.time).min() {
             crate::telemetry::record_write_transit(clock - earliest);
         }
-        let folded = self.state().ok().and_then(|s| s.latest_time());
+        // Only a change with events can be late: an empty one (a
+        // rebuild) takes no lock here (task h64; a debt of task h47).
+        let folded = if events.is_empty() {
+            None
+        } else {
+            self.state().ok().and_then(|s| s.latest_time())
+        };
         let due = reorder::due(
             &events,
             window,
@@ -3437,5 +3463,58 @@ mod tests {
         let state = derived.read().unwrap();
         assert_eq!(state.event_count(), 0);
         assert_eq!(derived.recoveries.load(Ordering::SeqCst), 1);
+    }
+
+    /// Runs `f` on another thread while this one holds what `hold` took,
+    /// and answers whether it returned; it is given a minute, a bound for
+    /// a deadlock (what the tests below would meet), not a timing.
+    fn returns_while_held<T>(hold: T, f: impl FnOnce() + Send + 'static) -> bool {
+        let (done, finished) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        let returned = finished.recv_timeout(std::time::Duration::from_secs(60));
+        drop(hold);
+        thread.join().unwrap();
+        returned.is_ok()
+    }
+
+    /// Regression (task h64; a debt of task h47): `send_change` read the
+    /// folded state's latest time under the read lock for every change,
+    /// also an empty one (a registration's or an erasure's rebuild) where
+    /// a change cannot be late: it waited for any hold of the write lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_change_is_sent_without_the_state_lock() {
+        let (_dir, engine, _now) = at_a_staleness(DEFAULT_STALENESS).await;
+        let held = engine.derived.write_slot();
+        let sender = Arc::clone(&engine);
+        let (waiter_tx, waiter_rx) = std::sync::mpsc::channel();
+        let sent = returns_while_held(held, move || {
+            let reserved = Reservation::none(&sender.reserved);
+            let waiter = sender.send_change(Vec::new(), true, reserved, None);
+            waiter_tx.send(waiter.unwrap()).unwrap();
+        });
+        assert!(sent, "an empty change waited for the write lock");
+        let waiter = waiter_rx.recv().unwrap();
+        Engine::<crate::store::EmbeddedStore>::rebuilt(waiter)
+            .await
+            .unwrap();
+    }
+
+    /// Regression (task h64): with no change feed attached, every
+    /// `publish_changes` (after each slice of the live thread's catch-up)
+    /// still took the write lock to take movements that are recorded only
+    /// for a feed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishing_without_a_change_feed_takes_no_write_lock() {
+        let (_dir, engine, _now) = at_a_staleness(DEFAULT_STALENESS).await;
+        let reading = Arc::clone(&engine.derived);
+        let held = reading.slot.read();
+        let derived = Arc::clone(&engine.derived);
+        assert!(
+            returns_while_held(held, move || derived.publish_changes()),
+            "publishing without a feed waited for the write lock"
+        );
     }
 }

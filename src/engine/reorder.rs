@@ -44,6 +44,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -71,10 +72,13 @@ pub(super) struct InTransit {
 
 impl InTransit {
     /// Counts a write of `events` in transit until the answer is dropped
-    /// (`None` for no events: nothing to wait for).
+    /// (`None` for no events: nothing to wait for). `fold` reaches the fold
+    /// thread: a write that ends without a change wakes it through it
+    /// (`Transit`).
     pub(super) fn enter<'a>(
         self: &Arc<Self>,
         events: impl IntoIterator<Item = &'a Event>,
+        fold: &Sender<FoldJob>,
     ) -> Option<Transit> {
         let earliest = events.into_iter().map(|e| e.time).min()?;
         let key = (earliest, self.next.fetch_add(1, Ordering::Relaxed));
@@ -82,6 +86,7 @@ impl InTransit {
         Some(Transit {
             transit: Arc::clone(self),
             key,
+            wake: Some(fold.clone()),
         })
     }
 
@@ -103,17 +108,38 @@ impl InTransit {
     }
 }
 
-/// A write counted in `InTransit` until dropped: drop it before its change
-/// is sent (a change waiting for itself would wait the whole window), or
-/// where the write ends without one.
+/// A write counted in `InTransit` until dropped: end it with
+/// [`Transit::before_change`] right before its change is sent (a change
+/// waiting for itself would wait the whole window); dropped anywhere else,
+/// the write ended without a change (its events all duplicates, refused,
+/// a failed commit), and it wakes the fold thread (`FoldJob::Wake`): a
+/// change waiting for it is due now, and nothing else would wake the fold
+/// thread before that change's window was over (task h64; a debt of task
+/// h47).
 pub(super) struct Transit {
     transit: Arc<InTransit>,
     key: (DateTime<Utc>, u64),
+    /// Where the wake goes, unless the change's send wakes the fold thread.
+    wake: Option<Sender<FoldJob>>,
+}
+
+impl Transit {
+    /// Out of transit as its change is about to be sent: the send wakes
+    /// the fold thread.
+    pub(super) fn before_change(mut self) {
+        self.wake = None;
+    }
 }
 
 impl Drop for Transit {
     fn drop(&mut self) {
+        // Out of the set before the wake: the fold thread, woken, must
+        // find the change it holds due.
         self.transit.writes.lock().remove(&self.key);
+        if let Some(fold) = self.wake.take() {
+            // The fold thread gone has nothing to fold.
+            let _ = fold.send(FoldJob::Wake);
+        }
     }
 }
 
@@ -211,6 +237,7 @@ pub(super) fn due_prefix(received: &VecDeque<FoldJob>, now: Instant) -> usize {
         .rposition(|job| match job {
             FoldJob::Change(change) => change.rebuild,
             FoldJob::Restore(_) => true,
+            FoldJob::Wake => false,
         })
         .map_or(0, |i| i + 1);
     let ripe = received
@@ -218,7 +245,7 @@ pub(super) fn due_prefix(received: &VecDeque<FoldJob>, now: Instant) -> usize {
         .skip(forced)
         .take_while(|job| match job {
             FoldJob::Change(change) => change.due.ready(now),
-            FoldJob::Restore(_) => true,
+            FoldJob::Restore(_) | FoldJob::Wake => true,
         })
         .count();
     forced + ripe
@@ -229,7 +256,7 @@ pub(super) fn due_prefix(received: &VecDeque<FoldJob>, now: Instant) -> usize {
 pub(super) fn next_due(received: &VecDeque<FoldJob>, now: Instant) -> Option<Instant> {
     match received.get(due_prefix(received, now))? {
         FoldJob::Change(change) => Some(change.due.next(now)),
-        FoldJob::Restore(_) => Some(now),
+        FoldJob::Restore(_) | FoldJob::Wake => Some(now),
     }
 }
 
@@ -291,11 +318,12 @@ mod tests {
         let (now, clock) = (Instant::now(), Utc::now());
         let window = Duration::from_millis(20);
         let transit = Arc::new(InTransit::default());
+        let (fold, _woken) = std::sync::mpsc::channel();
         let stored = at(clock - chrono::Duration::milliseconds(40));
         let straggler = at(clock - chrono::Duration::milliseconds(45)).event;
         let later = at(clock - chrono::Duration::milliseconds(30)).event;
 
-        let behind_later = transit.enter([&later]);
+        let behind_later = transit.enter([&later], &fold);
         let due = due(
             std::slice::from_ref(&stored),
             window,
@@ -309,7 +337,7 @@ mod tests {
             "a later write in transit holds nothing back"
         );
 
-        let behind = transit.enter([&straggler]);
+        let behind = transit.enter([&straggler], &fold);
         assert!(!due.ready(now), "an earlier write in transit holds it back");
         assert_eq!(
             due.next(now),
@@ -321,7 +349,7 @@ mod tests {
         assert!(due.ready(now), "sent: due");
         drop(behind_later);
         assert!(transit.writes.lock().is_empty());
-        assert!(transit.enter(std::iter::empty()).is_none());
+        assert!(transit.enter(std::iter::empty(), &fold).is_none());
     }
 
     /// A late change (it will refold) waits for every write in transit
@@ -332,11 +360,12 @@ mod tests {
         let (now, clock) = (Instant::now(), Utc::now());
         let window = Duration::from_millis(20);
         let transit = Arc::new(InTransit::default());
+        let (fold, _woken) = std::sync::mpsc::channel();
         let late = at(clock - chrono::Duration::milliseconds(60));
         let later = at(clock - chrono::Duration::milliseconds(30)).event;
         let folded = Some(clock - chrono::Duration::milliseconds(50));
 
-        let before = transit.enter([&later]);
+        let before = transit.enter([&later], &fold);
         let due = due(
             std::slice::from_ref(&late),
             window,
@@ -345,7 +374,7 @@ mod tests {
             now,
             clock,
         );
-        let after = transit.enter([&later]);
+        let after = transit.enter([&later], &fold);
         assert!(!due.ready(now), "a write in transit when it was sent");
         assert!(due.ready(now + window), "at most one window");
         drop(before);
@@ -353,11 +382,47 @@ mod tests {
         drop(after);
 
         let in_order = at(clock - chrono::Duration::milliseconds(40));
-        let _before = transit.enter([&later]);
+        let _before = transit.enter([&later], &fold);
         let due = super::due(&[in_order], window, &transit, folded, now, clock);
         assert!(
             due.ready(now),
             "in order: later writes in transit hold nothing back"
         );
+    }
+
+    /// Regression (task h64; a debt of task h47): a write that ended
+    /// without a change (its events all duplicates, refused, a failed
+    /// commit) left the transit set without waking the fold thread, so a
+    /// change waiting for it waited out its window though it was due.
+    /// Now its end wakes the fold thread once, after it left the set; a
+    /// write whose change is sent does not (the send wakes it).
+    #[test]
+    fn a_write_that_ends_without_a_change_wakes_the_fold_thread() {
+        let (now, clock) = (Instant::now(), Utc::now());
+        let window = Duration::from_secs(3600);
+        let transit = Arc::new(InTransit::default());
+        let (fold, woken) = std::sync::mpsc::channel();
+        // Older than the window: due at once, but for the write in transit.
+        let stored = at(clock - chrono::Duration::hours(2));
+        let straggler = at(clock - chrono::Duration::hours(3)).event;
+
+        let sent = transit.enter([&straggler], &fold).unwrap();
+        sent.before_change();
+        assert!(woken.try_recv().is_err(), "its change's send wakes it");
+
+        let ended = transit.enter([&straggler], &fold).unwrap();
+        let due = due(
+            std::slice::from_ref(&stored),
+            window,
+            &transit,
+            None,
+            now,
+            clock,
+        );
+        assert!(!due.ready(now), "it waits for the write in transit");
+        drop(ended);
+        assert!(matches!(woken.try_recv(), Ok(FoldJob::Wake)), "woken");
+        assert!(woken.try_recv().is_err(), "once");
+        assert!(due.ready(now), "and due when woken");
     }
 }
