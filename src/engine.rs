@@ -3387,6 +3387,88 @@ mod tests {
         }
     }
 
+    /// Regression (task h64; red team h50): a batch stand-in shared at the
+    /// current position (built while the live series was behind) stayed
+    /// the answer after the series caught up, until the maintainer's next
+    /// build at half the staleness: readers got the stand-in's bits where
+    /// the series answers with others. Now the maintainer rebuilds at once
+    /// when the build would be settled, and not when it would not be (a
+    /// future-dated event after `at`: builds would come back to back).
+    /// The live thread is stopped at open (it had nothing to do), so the
+    /// test decides when the series is behind and when it catches up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stand_in_ranking_is_rebuilt_as_soon_as_the_live_series_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+        let options = EngineOptions {
+            // Half of it, the wait before a rebuild, longer than any run.
+            staleness: std::time::Duration::from_secs(3600),
+            ..EngineOptions::default()
+        };
+        let engine = Arc::new(Engine::open_with(store, model(), options).await.unwrap());
+        engine.derived.live.stop();
+        let now = Utc::now();
+        let ago = |minutes: i64| now - Duration::minutes(minutes);
+        // The series caught up as the live thread does it, in the fold's
+        // turn.
+        fn catch_up(engine: &Engine<crate::store::EmbeddedStore>) {
+            let _fold = engine.derived.fold.lock();
+            assert!(engine.derived.write_slot().state.sync_live(|| false));
+        }
+        engine
+            .submit(vec![bought("a", "p", ago(30))], Vec::new(), false, now)
+            .await
+            .unwrap();
+        let stand_in = engine.ranking(now, 0).await.unwrap();
+        assert!(!stand_in.settled, "built while the series was behind");
+        assert_eq!(stand_in.position, engine.position());
+        catch_up(&engine);
+        // Its decision now, while it still shares the stand-in (it may have
+        // decided after the catch-up already, and rebuilt: the shared
+        // ranking only moves from the stand-in to a rebuild).
+        let at = engine.maintained_time().unwrap().0;
+        let due = engine.ranking_due(at);
+        if Arc::ptr_eq(&engine.ranking.read().clone().unwrap(), &stand_in) {
+            assert_eq!(due, maintainer::Due::Now, "not half the staleness later");
+        }
+        // A listing is answered at once (the stand-in, or the rebuild)
+        // and wakes the maintainer (nothing else does here: no position
+        // moved, and the stopped live thread sends no catch-up signal).
+        engine.ranking(now, 0).await.unwrap();
+        let settled = loop {
+            let shared = engine.ranking.read().clone().unwrap();
+            if !Arc::ptr_eq(&shared, &stand_in) {
+                break shared;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(settled.settled, "the series' bits");
+        assert_eq!(settled.position, stand_in.position);
+        let listed = engine.ranking(now, 0).await.unwrap();
+        assert!(Arc::ptr_eq(&listed, &settled));
+
+        // A stand-in again (a new event, the series behind, a reader
+        // asking for its position), then an event dated an hour ahead.
+        engine
+            .submit(vec![bought("c", "q", ago(20))], Vec::new(), false, now)
+            .await
+            .unwrap();
+        let stand_in = engine.ranking(now, engine.position()).await.unwrap();
+        assert!(!stand_in.settled);
+        let ahead = now + Duration::hours(1);
+        engine
+            .submit(vec![bought("f", "q", ahead)], Vec::new(), false, now)
+            .await
+            .unwrap();
+        catch_up(&engine);
+        let at = engine.maintained_time().unwrap().0;
+        assert!(at < ahead);
+        assert!(
+            matches!(engine.ranking_due(at), maintainer::Due::At(_)),
+            "a build before the future-dated event is a batch evaluation: not at once"
+        );
+    }
+
     /// What a refold keeps (`lineage.rs`, issue #11 item 3): a late event
     /// within the last day leaves the rankings' past columns (1, 7 and 30
     /// days back) shared and the walks of times before it served; one

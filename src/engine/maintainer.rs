@@ -5,7 +5,9 @@
 //! position moved (or the ranking's generation, its bits, or its minute
 //! no longer do) and the shared ranking is older than half the staleness.
 //! A build shorter than that half then keeps every served ranking younger
-//! than the staleness. Builds are coalesced (one at a time; what is folded
+//! than the staleness. A batch stand-in the live series has caught up
+//! with is rebuilt at once when the build would have the series' bits
+//! (task h64). Builds are coalesced (one at a time; what is folded
 //! meanwhile goes into the next), never queued per event, and run where
 //! every ranking build runs (`Engine::build_shared_ranking`: the
 //! evaluations at background priority, `priority.rs`).
@@ -115,18 +117,41 @@ impl<S: EventStore> Engine<S> {
             return Due::Now;
         };
         let generation = self.derived.generation.load(Ordering::SeqCst);
+        let overtaken = !r.settled && self.live_caught_up_since(&r);
         let moved = r.position < self.position()
             || r.generation != generation
             || at - r.as_of >= Duration::seconds(MINUTE_MARGIN)
-            || (!r.settled && self.live_caught_up_since(&r));
+            || overtaken;
         if !moved {
             return Due::Nothing;
+        }
+        // A batch stand-in the live series has caught up with since: a
+        // build now has the series' bits, so it is not put off by half the
+        // staleness, during which readers got the stand-in's bits where
+        // the series answers with others (red team h50; task h64). Only
+        // when the build would be settled: else (`at` before a
+        // future-dated event, or the series behind again) it would be a
+        // batch evaluation too, and rebuilding at once could run builds
+        // back to back.
+        if overtaken && self.build_would_settle(at) {
+            return Due::Now;
         }
         let half = self.options.staleness / 2;
         match r.taken.checked_add(half) {
             Some(when) if when > Instant::now() => Due::At(when),
             _ => Due::Now,
         }
+    }
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Whether a ranking built at `at` now would have the live series'
+    /// bits: the series has applied every folded event and `at` is at or
+    /// after the latest one (where the series answers).
+    fn build_would_settle(&self, at: DateTime<Utc>) -> bool {
+        self.derived.read().is_ok_and(|state| {
+            state.live_synced() && state.latest_time().is_none_or(|latest| at >= latest)
+        })
     }
 }
 
