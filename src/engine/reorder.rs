@@ -276,6 +276,18 @@ mod tests {
         }
     }
 
+    /// The same instant on the monotonic and the wall clock, no write in
+    /// transit, and a channel to the fold thread.
+    fn start() -> (
+        Instant,
+        DateTime<Utc>,
+        Arc<InTransit>,
+        (Sender<FoldJob>, std::sync::mpsc::Receiver<FoldJob>),
+    ) {
+        let (now, clock) = (Instant::now(), Utc::now());
+        (now, clock, Arc::default(), std::sync::mpsc::channel())
+    }
+
     #[test]
     fn a_fresh_event_waits_what_is_left_of_the_window_after_its_time() {
         let (now, clock) = (Instant::now(), Utc::now());
@@ -315,10 +327,8 @@ mod tests {
     /// holds it past one window from its sending.
     #[test]
     fn a_change_waits_for_a_write_in_transit_with_an_earlier_event_at_most_one_window() {
-        let (now, clock) = (Instant::now(), Utc::now());
+        let (now, clock, transit, (fold, _woken)) = start();
         let window = Duration::from_millis(20);
-        let transit = Arc::new(InTransit::default());
-        let (fold, _woken) = std::sync::mpsc::channel();
         let stored = at(clock - chrono::Duration::milliseconds(40));
         let straggler = at(clock - chrono::Duration::milliseconds(45)).event;
         let later = at(clock - chrono::Duration::milliseconds(30)).event;
@@ -357,10 +367,8 @@ mod tests {
     /// not for writes that entered after it, and at most one window.
     #[test]
     fn a_late_change_gathers_the_writes_in_transit_for_one_refold() {
-        let (now, clock) = (Instant::now(), Utc::now());
+        let (now, clock, transit, (fold, _woken)) = start();
         let window = Duration::from_millis(20);
-        let transit = Arc::new(InTransit::default());
-        let (fold, _woken) = std::sync::mpsc::channel();
         let late = at(clock - chrono::Duration::milliseconds(60));
         let later = at(clock - chrono::Duration::milliseconds(30)).event;
         let folded = Some(clock - chrono::Duration::milliseconds(50));
@@ -398,12 +406,10 @@ mod tests {
     /// write whose change is sent does not (the send wakes it).
     #[test]
     fn a_write_that_ends_without_a_change_wakes_the_fold_thread() {
-        let (now, clock) = (Instant::now(), Utc::now());
+        let (now, clock, transit, (fold, woken)) = start();
         let window = Duration::from_secs(3600);
-        let transit = Arc::new(InTransit::default());
-        let (fold, woken) = std::sync::mpsc::channel();
         // Older than the window: due at once, but for the write in transit.
-        let stored = at(clock - chrono::Duration::hours(2));
+        let stored = [at(clock - chrono::Duration::hours(2))];
         let straggler = at(clock - chrono::Duration::hours(3)).event;
 
         let sent = transit.enter([&straggler], &fold).unwrap();
@@ -411,14 +417,7 @@ mod tests {
         assert!(woken.try_recv().is_err(), "its change's send wakes it");
 
         let ended = transit.enter([&straggler], &fold).unwrap();
-        let due = due(
-            std::slice::from_ref(&stored),
-            window,
-            &transit,
-            None,
-            now,
-            clock,
-        );
+        let due = due(&stored, window, &transit, None, now, clock);
         assert!(!due.ready(now), "it waits for the write in transit");
         drop(ended);
         assert!(matches!(woken.try_recv(), Ok(FoldJob::Wake)), "woken");

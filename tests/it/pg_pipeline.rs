@@ -100,6 +100,14 @@ async fn one_group(
     out
 }
 
+/// A fresh database, a store connected to it (migrated), and a client.
+async fn connected() -> (TestDb, PostgresStore, tokio_postgres::Client) {
+    let db = TestDb::new().await;
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    let sql = client(&db.url).await;
+    (db, store, sql)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -145,9 +153,7 @@ pub async fn dense(sql: &tokio_postgres::Client) {
 #[test]
 fn duplicates_and_conflicts_in_one_pipelined_group_answer_the_stored_rows() {
     runtime().block_on(async {
-        let db = TestDb::new().await;
-        let store = PostgresStore::connect(&db.url).await.unwrap();
-        let sql = client(&db.url).await;
+        let (db, store, sql) = connected().await;
         store
             .append(vec![purchase("old", 0, "p", "b")], AppendMode::EachEvent)
             .await
@@ -205,9 +211,7 @@ fn duplicates_and_conflicts_in_one_pipelined_group_answer_the_stored_rows() {
 #[test]
 fn a_refused_atomic_request_answers_no_position_of_a_rolled_back_row() {
     runtime().block_on(async {
-        let db = TestDb::new().await;
-        let store = PostgresStore::connect(&db.url).await.unwrap();
-        let sql = client(&db.url).await;
+        let (db, store, sql) = connected().await;
         store
             .append(vec![purchase("x", 0, "p", "b")], AppendMode::EachEvent)
             .await
@@ -351,9 +355,7 @@ fn a_data_error_in_a_pipelined_group_leaves_no_connection_in_a_transaction() {
 #[test]
 fn connections_killed_while_a_pipelined_group_waits_lose_nothing_acknowledged() {
     runtime().block_on(async {
-        let db = TestDb::new().await;
-        let store = PostgresStore::connect(&db.url).await.unwrap();
-        let sql = client(&db.url).await;
+        let (db, store, sql) = connected().await;
         let holder = client(&db.url).await;
         holder
             .batch_execute("BEGIN; SELECT pos FROM log_head FOR UPDATE")
@@ -670,9 +672,7 @@ fn two_servers_with_conflicts_and_atomic_requests_answer_the_stored_rows() {
 #[test]
 fn an_unreadable_stored_row_refuses_its_id_and_the_rest_of_a_pipelined_group_is_answered_stored() {
     runtime().block_on(async {
-        let db = TestDb::new().await;
-        let store = PostgresStore::connect(&db.url).await.unwrap();
-        let sql = client(&db.url).await;
+        let (db, store, sql) = connected().await;
         // Planted after the backfill at connect, as an older server would
         // have written it: no digest, a body that is no event.
         sql.batch_execute(
@@ -687,20 +687,19 @@ fn an_unreadable_stored_row_refuses_its_id_and_the_rest_of_a_pipelined_group_is_
         let refused =
             |o: &Outcome| matches!(o, Outcome::Refused(m) if m.contains("cannot be read"));
 
+        // A group: a request in `mode` of a new event and the unreadable
+        // id, and a best-effort one of another new event.
+        let group = |mode, new: &'static str, beside: &'static str, filler: &'static str| {
+            let with_old = vec![purchase(new, 1, "p", "b"), purchase("old", 0, "p", "b")];
+            let requests = vec![
+                (with_old, mode),
+                (vec![purchase(beside, 1, "q", "b")], AppendMode::EachEvent),
+            ];
+            one_group(&db.url, &store, requests, filler)
+        };
+
         // Best-effort requests only: the pipelined commit.
-        let answers = one_group(
-            &db.url,
-            &store,
-            vec![
-                (
-                    vec![purchase("n1", 1, "p", "b"), purchase("old", 0, "p", "b")],
-                    AppendMode::EachEvent,
-                ),
-                (vec![purchase("n2", 1, "q", "b")], AppendMode::EachEvent),
-            ],
-            "fill",
-        )
-        .await;
+        let answers = group(AppendMode::EachEvent, "n1", "n2", "fill").await;
         let a = answers[0].as_ref().expect("the group's events are stored");
         let b = answers[1].as_ref().expect("the group's events are stored");
         assert_eq!(a.outcomes[0], Outcome::Inserted);
@@ -721,19 +720,7 @@ fn an_unreadable_stored_row_refuses_its_id_and_the_rest_of_a_pipelined_group_is_
         assert!(refused(&again.outcomes[1]), "{:?}", again.outcomes);
 
         // An all-or-nothing request: its commit waits for the answer.
-        let answers = one_group(
-            &db.url,
-            &store,
-            vec![
-                (
-                    vec![purchase("n3", 1, "p", "b"), purchase("old", 0, "p", "b")],
-                    AppendMode::AllOrNothing,
-                ),
-                (vec![purchase("n4", 1, "q", "b")], AppendMode::EachEvent),
-            ],
-            "fill-2",
-        )
-        .await;
+        let answers = group(AppendMode::AllOrNothing, "n3", "n4", "fill-2").await;
         let c = answers[0].as_ref().unwrap();
         let d = answers[1].as_ref().unwrap();
         assert_eq!(c.outcomes[0], Outcome::NotStored, "{:?}", c.outcomes);
