@@ -276,14 +276,12 @@ mod tests {
         }
     }
 
+    /// The fold thread's channel, as a test holds it.
+    type FoldChannel = (Sender<FoldJob>, std::sync::mpsc::Receiver<FoldJob>);
+
     /// The same instant on the monotonic and the wall clock, no write in
     /// transit, and a channel to the fold thread.
-    fn start() -> (
-        Instant,
-        DateTime<Utc>,
-        Arc<InTransit>,
-        (Sender<FoldJob>, std::sync::mpsc::Receiver<FoldJob>),
-    ) {
+    fn start() -> (Instant, DateTime<Utc>, Arc<InTransit>, FoldChannel) {
         let (now, clock) = (Instant::now(), Utc::now());
         (now, clock, Arc::default(), std::sync::mpsc::channel())
     }
