@@ -22,12 +22,12 @@ fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-/// Events of every type over a few people and brands, their times folded
-/// onto 40 minutes (runs of equal times straddle checkpoints), in
-/// canonical order, so each batch appends.
-fn events(seed: u64) -> Vec<Event> {
+/// `n` events of every type over a few people and brands, their times
+/// folded onto 40 minutes (runs of equal times straddle checkpoints), in
+/// canonical order (so batches of them in turn append).
+pub fn events_within_40_minutes(seed: u64, n: usize) -> Vec<Event> {
     let start = t("2026-01-01T00:00:00Z");
-    let mut events: Vec<Event> = random_events(seed, 700)
+    let mut events: Vec<Event> = random_events(seed, n)
         .into_iter()
         .map(|mut e| {
             let minutes = (e.time - start).num_minutes().rem_euclid(40);
@@ -64,7 +64,7 @@ fn logged(events: &[Event], from: usize) -> Vec<Logged> {
 fn a_live_plan_made_off_the_lock_while_the_fold_goes_on_is_the_plan_made_under_it() {
     let (mut builds, mut moved_by_builds) = (0, 0);
     for seed in 0..3u64 {
-        let events = events(seed + 60);
+        let events = events_within_40_minutes(seed + 60, 700);
         let (first, rest) = events.split_at(200);
         let mut state = ScoreState::build(model(), vec![], first.to_vec());
         state.record_movements(true);
