@@ -8,7 +8,8 @@
 # p50/p99, read p50/p99 per kind, freshness p50/p99 (ack until a marker
 # heads its brand's ranking), feed latency p50/p99 (ack until its change
 # arrives on a `GET /v1/stream` subscriber), the longest hold of
-# the state's write lock, whole-state builds and checkpoint refolds for late
+# the state's write lock, the live thread's longest hold of the fold lock
+# and the fold thread's waits for it over 0.5 s, whole-state builds and checkpoint refolds for late
 # events (counts, mean seconds; from /metrics), ranking builds (p50/p99 and
 # each phase's mean, from /metrics) and the served ranking's lag behind the
 # log at each read (events and ms, p50/p99; and in the server, the age of the
@@ -298,6 +299,18 @@ scenario() {
         done
     done
     echo "${name}_write_lock_hold_max_ms=$(awk -v h="${hold:-nan}" 'BEGIN { printf "%.1f", h * 1000 }')"
+    # The fold lock (task h60): the live thread's longest hold of it and
+    # its mean hold by what it held it for (a build's plan, an install, a
+    # slice of catch-up; 0 / nan on a build without the metric), and the
+    # fold thread's waits for it over 0.5 s: a round's `lock` phase, and a
+    # checkpoint's copy, whose timer includes its wait for the lock.
+    echo "${name}_live_fold_lock_hold_max_ms=$(awk '$1 == "fusion_live_fold_lock_hold_max_seconds" { h = $2 } END { printf "%.1f", h * 1000 }' <<<"$metrics")"
+    for what in plan install slice; do
+        echo "${name}_live_fold_lock_${what}_mean_ms=$(awk -v w="$what" '$1 == "fusion_live_fold_lock_hold_seconds_sum{what=\"" w "\"}" { s = $2 } $1 == "fusion_live_fold_lock_hold_seconds_count{what=\"" w "\"}" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+    done
+    for phase in lock checkpoint; do
+        echo "${name}_fold_${phase}_over_500ms=$(awk -v p="$phase" 'index($1, "fusion_fold_round_seconds_bucket{") == 1 && index($1, "phase=\"" p "\"") { if (index($1, "le=\"0.5\"")) h = $2; if (index($1, "le=\"+Inf\"")) n = $2 } END { print n - h }' <<<"$metrics")"
+    done
     echo "${name}_peak_rss_mb=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     kill "$SERVER_PID"
     wait "$SERVER_PID" 2>/dev/null || true

@@ -90,7 +90,11 @@ metrics_table! {
     LIVE_BUILDS_DISCARDED = "fusion_live_builds_discarded_total", Counter,
         "Checkpoint builds of the live series thrown away: a state that changed their inputs was swapped in while they ran.";
     LIVE_BUILD_SECONDS = "fusion_live_build_seconds", Histogram,
-        "Seconds each checkpoint build of the live series took, installed or not.";
+        "Seconds each checkpoint build of the live series took (its plan's read of the inputs and the build, both off the locks), installed or not.";
+    LIVE_FOLD_LOCK_HOLD_SECONDS = "fusion_live_fold_lock_hold_seconds", Histogram,
+        "Seconds the live thread held the fold lock (the fold thread waits that long at most), each time, by `what`: `plan` (a copy of what a checkpoint build's plan reads, or finding nothing to do), `install` (a build swapped in and its movement handed to the change feed), `slice` (one slice of per-event catch-up).";
+    LIVE_FOLD_LOCK_HOLD_MAX_SECONDS = "fusion_live_fold_lock_hold_max_seconds", Gauge,
+        "The longest such hold since start, seconds.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
         "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
     RANKING_AGE_SECONDS = "fusion_ranking_age_seconds", Histogram,
@@ -98,7 +102,7 @@ metrics_table! {
     RANKING_LAG_EVENTS = "fusion_ranking_lag_events", Gauge,
         "Folded events the ranking served by the latest listing, summary or dashboard read did not reflect.";
     FOLD_ROUND_SECONDS = "fusion_fold_round_seconds", Histogram,
-        "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plans and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s), `total` (the whole round).";
+        "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plan copies, installs and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s), `total` (the whole round).";
     RELATIONSHIP_READ_SECONDS = "fusion_relationship_read_seconds", Histogram,
         "Seconds each phase of an uncached relationship read took, by `phase`: `lock` (waiting for the state's read lock), `walk` (one adjoint walk taken, per walk: none when kept ones served), `pass` (the sums over what the walks reach, the trend and the draft of the reasons, walks excluded), `reasons` (the listed events, from the kept ones or the store), `json` (the answer's body), `total` (the engine's whole read, from the lock's wait to the reasons).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
@@ -267,12 +271,25 @@ pub fn sample_dead_letters(held: u64) {
 /// Records one hold of the state's write lock (and the longest so far).
 pub fn record_write_lock_hold(held: Duration) {
     static LONGEST_NS: AtomicU64 = AtomicU64::new(0);
-    let ns = held.as_nanos().min(u64::MAX as u128) as u64;
-    let before = LONGEST_NS.fetch_max(ns, Ordering::Relaxed);
     histogram!(WRITE_LOCK_HOLD_SECONDS).record(held.as_secs_f64());
-    if ns > before {
-        gauge!(WRITE_LOCK_HOLD_MAX_SECONDS).set(held.as_secs_f64());
+    record_longest(&LONGEST_NS, WRITE_LOCK_HOLD_MAX_SECONDS, held);
+}
+
+/// Sets the gauge `name` to `held` when it is the longest of `longest`
+/// (nanoseconds) so far.
+fn record_longest(longest: &AtomicU64, name: &'static str, held: Duration) {
+    let ns = held.as_nanos().min(u64::MAX as u128) as u64;
+    if ns > longest.fetch_max(ns, Ordering::Relaxed) {
+        gauge!(name).set(held.as_secs_f64());
     }
+}
+
+/// Records one hold of the fold lock by the live thread, held for `what`
+/// (`plan`, `install` or `slice`; `engine::live`), and the longest so far.
+pub fn record_live_fold_lock_hold(what: &'static str, held: Duration) {
+    static LONGEST_NS: AtomicU64 = AtomicU64::new(0);
+    histogram!(LIVE_FOLD_LOCK_HOLD_SECONDS, "what" => what).record(held.as_secs_f64());
+    record_longest(&LONGEST_NS, LIVE_FOLD_LOCK_HOLD_MAX_SECONDS, held);
 }
 
 /// Counts one build of the whole state by the fold thread, with its cause

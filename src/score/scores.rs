@@ -232,17 +232,22 @@ impl FoldPass {
     }
 }
 
-/// A state's live build plan, to be made later ([`ScoreState::live_planner`]).
+/// A state's live build plan, to be made later ([`ScoreState::live_planner`]):
+/// a copy of the fold's state and what the plan takes from the series.
 #[derive(Debug)]
 pub struct LivePlanner {
     fold: FoldState,
-    live: LiveSeries,
+    draft: super::live::PlanDraft,
 }
 
 impl LivePlanner {
-    /// The plan [`ScoreState::live_plan`] made of the state copied.
-    pub fn plan(&self) -> Option<super::live::BuildPlan> {
-        self.live.plan(&self.fold)
+    /// The plan [`ScoreState::live_plan`] would have made of the state when
+    /// this was taken, bit for bit. The copy of the fold's state is let go
+    /// here, before the build runs (it holds columns the fold has copied
+    /// on write since).
+    pub fn plan(self) -> super::live::BuildPlan {
+        let LivePlanner { fold, draft } = self;
+        draft.plan(&fold)
     }
 }
 
@@ -360,17 +365,21 @@ impl ScoreState {
         self.live.plan(&self.fold)
     }
 
-    /// [`Self::live_plan`] to be made later, off a start's path to ready:
-    /// a copy of what it reads (the fold's state, its impulse columns
-    /// shared copy-on-write, and the live series, not built yet), so the
-    /// plan is this state's whatever is folded meanwhile. `None` when no
-    /// build is needed. Reading the plan's inputs (a batch evaluation's
-    /// `RelSnapshot`) took 20 to 26 s of a 10M-event restart before ready
-    /// (task h37).
+    /// [`Self::live_plan`] to be made later, off the state's locks: a copy
+    /// of the fold's state (its impulse columns and per-entity entries
+    /// shared copy-on-write: about 36 ms at 1,000,000 events, task h48),
+    /// and what the plan takes from the live series (`LiveSeries::draft`:
+    /// the target, and with a change feed the series' rows before the
+    /// build, unsorted), so the plan is this state's whatever is folded
+    /// meanwhile. `None` when no build is needed. Reading the plan's inputs
+    /// (a batch evaluation's `RelSnapshot`) took 20 to 26 s of a 10M-event
+    /// restart before ready (task h37), and 1 to 3 s of the fold lock on
+    /// the live thread at 1,000,000 events (task h60).
     pub fn live_planner(&self) -> Option<LivePlanner> {
-        self.live.plan_needed().then(|| LivePlanner {
+        let draft = self.live.draft(&self.fold)?;
+        Some(LivePlanner {
             fold: self.fold.clone(),
-            live: self.live.clone(),
+            draft,
         })
     }
 

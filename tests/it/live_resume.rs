@@ -19,7 +19,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use crate::determinism::{fingerprint, random_events};
+use crate::determinism::fingerprint;
+use crate::live_plan::events_within_40_minutes;
 use crate::support::Server;
 
 fn model() -> Arc<ScoringModel> {
@@ -162,20 +163,11 @@ fn a_live_series_continued_through_refolds_is_a_fresh_opens_bit_for_bit() {
         t("2026-01-03T00:00:00Z"),
         t("2026-07-01T00:00:00Z"),
     ];
-    let start = t("2026-01-01T00:00:00Z");
     let mut total = Counts::default();
     for stream in 0..3u64 {
         // Every type, times folded onto 40 minutes so that runs of equal
         // times straddle checkpoints.
-        let mut events: Vec<Event> = random_events(stream + 20, 400)
-            .into_iter()
-            .map(|mut e| {
-                let minutes = (e.time - start).num_minutes().rem_euclid(40);
-                e.time = start + Duration::minutes(minutes);
-                e
-            })
-            .collect();
-        events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        let events = events_within_40_minutes(stream + 20, 400);
         let whole = ScoreState::build(model(), vec![], events.clone());
         let reference = fingerprint(&whole, &events, &times);
         for seed in 0..3 {

@@ -568,6 +568,21 @@ impl LiveScores {
         at: DateTime<Utc>,
         table: &EntityTable,
     ) -> Option<Vec<((Handle, Handle), Components)>> {
+        let mut out = self.components_unsorted_at(at)?;
+        sort_components(&mut out, table);
+        Some(out)
+    }
+
+    /// [`Self::components_at`] in the series' own order, not sorted: the
+    /// part that reads the series (one pass over its rows). Sorted by
+    /// [`sort_components`] with the table, it is `components_at`'s answer
+    /// bit for bit (the keys are distinct, so the order is the same
+    /// whatever the sort). The live thread takes this under the state's
+    /// lock and sorts off it (`LiveSeries::draft`).
+    pub(crate) fn components_unsorted_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
         let factor = match (self.origin, self.latest) {
             (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
             (None, _) => return Some(Vec::new()),
@@ -584,11 +599,6 @@ impl LiveScores {
                 }
             }
         }
-        out.sort_unstable_by(|x, y| {
-            table
-                .cmp(x.0.0, y.0.0)
-                .then_with(|| table.cmp(x.0.1, y.0.1))
-        });
         Some(out)
     }
 
@@ -623,6 +633,16 @@ impl LiveScores {
     pub(crate) fn note_recompute(&mut self) {
         self.stats.recomputes += 1;
     }
+}
+
+/// Sorts rows of distinct (person, brand) keys by (person id, brand id),
+/// as [`LiveScores::components_at`] answers them.
+pub(crate) fn sort_components(rows: &mut [((Handle, Handle), Components)], table: &EntityTable) {
+    rows.sort_unstable_by(|x, y| {
+        table
+            .cmp(x.0.0, y.0.0)
+            .then_with(|| table.cmp(x.0.1, y.0.1))
+    });
 }
 
 /// The live series at one time ([`LiveScores::at`]).
