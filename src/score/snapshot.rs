@@ -784,10 +784,7 @@ impl Serialize for ColumnsView<'_> {
             "event",
             &Joined(|| list.own().map(|c| &c.event[..]), |x: &u64| *x),
         )?;
-        st.serialize_field(
-            "runs",
-            &Mapped(&list.runs(), |r: &Run| (r.first, r.len)),
-        )?;
+        st.serialize_field("runs", &Mapped(&list.runs(), |r: &Run| (r.first, r.len)))?;
         st.serialize_field("order", &*list.order())?;
         st.end()
     }
@@ -1320,7 +1317,13 @@ mod tests {
                 (i.brand, i.component, i.time, i.amount.to_bits(), i.event)
             };
             let a: Vec<_> = s.fold.impulse_list(*p).unwrap().iter().map(key).collect();
-            let b: Vec<_> = back.fold.impulse_list(*p).unwrap().iter().map(key).collect();
+            let b: Vec<_> = back
+                .fold
+                .impulse_list(*p)
+                .unwrap()
+                .iter()
+                .map(key)
+                .collect();
             assert_eq!(a.len(), list.len());
             assert_eq!(a, b);
         }

@@ -240,21 +240,15 @@ impl Chunk {
         self.own.amount.len() + self.credits
     }
 
-    fn push(
-        &mut self,
-        brand: Handle,
-        component: Component,
-        time: DateTime<Utc>,
-        amount: f64,
-        event: LogPosition,
-    ) {
+    /// Appends an own impulse: (brand, component, time, amount, event).
+    fn push_own(&mut self, own: (Handle, Component, DateTime<Utc>, f64, LogPosition)) {
         self.mark(false);
         let c = &mut self.own;
-        c.brand.push(brand);
-        c.component.push(component);
-        c.time.push(time);
-        c.amount.push(amount);
-        c.event.push(event);
+        c.brand.push(own.0);
+        c.component.push(own.1);
+        c.time.push(own.2);
+        c.amount.push(own.3);
+        c.event.push(own.4);
     }
 
     /// Appends credit `credit`; `before` is the list's last run when this
@@ -390,34 +384,26 @@ impl Impulses {
         amount: f64,
         event: LogPosition,
     ) {
-        self.push_own_within(CHUNK, brand, component, time, amount, event);
-    }
-
-    /// [`Self::push`] with chunks of `chunk` impulses.
-    fn push_own_within(
-        &mut self,
-        chunk: usize,
-        brand: Handle,
-        component: Component,
-        time: DateTime<Utc>,
-        amount: f64,
-        event: LogPosition,
-    ) {
-        self.make_room(chunk);
-        self.latest.push(brand, component, time, amount, event);
+        self.make_room(CHUNK);
+        self.latest
+            .push_own((brand, component, time, amount, event));
     }
 
     /// Appends credit `credit` of `credits` (the latest of its brand):
     /// the last run grows when the credit follows it in its brand's chain.
     pub(crate) fn push_credit(&mut self, credit: u32, credits: &Credits) {
-        self.push_credit_within(CHUNK, credit, credits);
+        self.make_room(CHUNK);
+        self.append_credit(credit, credits);
     }
 
-    /// [`Self::push_credit`] with chunks of `chunk` impulses.
-    fn push_credit_within(&mut self, chunk: usize, credit: u32, credits: &Credits) {
-        self.make_room(chunk);
+    /// Appends credit `credit` to the latest chunk, which is told the
+    /// list's last run when it has none of its own yet.
+    fn append_credit(&mut self, credit: u32, credits: &Credits) {
         let before = if self.latest.runs.is_empty() {
-            self.frozen.iter().rev().find_map(|c| c.runs.last().copied())
+            self.frozen
+                .iter()
+                .rev()
+                .find_map(|c| c.runs.last().copied())
         } else {
             None
         };
@@ -969,7 +955,7 @@ mod tests {
             for _ in 0..4 {
                 let mut credits = Credits::default();
                 let (mut flat, mut chunked) = (Impulses::default(), Impulses::default());
-                let mut loaded = None;
+                let mut loaded: Option<Impulses> = None;
                 let mut time = 0;
                 let n = 50 + next(400) as usize;
                 for k in 0..n {
@@ -979,19 +965,32 @@ mod tests {
                     if next(5) < 2 {
                         let x = next(7) as f64 - 3.0;
                         let c = Component::ALL[next(6) as usize];
-                        flat.push_own_within(usize::MAX, brand, c, t(time), x, event);
-                        chunked.push_own_within(chunk, brand, c, t(time), x, event);
+                        let own = (brand, c, t(time), x, event);
+                        flat.latest.push_own(own);
+                        if chunk == CHUNK {
+                            chunked.push(brand, c, t(time), x, event);
+                        } else {
+                            chunked.make_room(chunk);
+                            chunked.latest.push_own(own);
+                        }
                         if let Some(l) = loaded.as_mut() {
-                            Impulses::push_own_within(l, chunk, brand, c, t(time), x, event);
+                            l.make_room(chunk);
+                            l.latest.push_own(own);
                         }
                     } else {
                         // A report; the person is credited by most.
                         let i = credits.push(brand, t(time), 0.5 + k as f64, event);
                         if next(6) > 0 {
-                            flat.push_credit_within(usize::MAX, i, &credits);
-                            chunked.push_credit_within(chunk, i, &credits);
+                            flat.append_credit(i, &credits);
+                            if chunk == CHUNK {
+                                chunked.push_credit(i, &credits);
+                            } else {
+                                chunked.make_room(chunk);
+                                chunked.append_credit(i, &credits);
+                            }
                             if let Some(l) = loaded.as_mut() {
-                                Impulses::push_credit_within(l, chunk, i, &credits);
+                                l.make_room(chunk);
+                                l.append_credit(i, &credits);
                             }
                         }
                     }
