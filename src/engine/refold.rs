@@ -261,6 +261,10 @@ impl Checkpoints {
         // on the write lock, where they would hold readers back meanwhile.
         let _fold = derived.fold.lock();
         let slot = derived.slot.read();
+        // The wait on its own: a live plan holds the fold lock for a whole
+        // read of the state (seconds at 1,000,000 events), and which of a
+        // round's `lock` or a checkpoint waits it out is timing (task h59).
+        crate::telemetry::record_fold_round("checkpoint_lock", started.elapsed());
         if slot.broken.is_some()
             || self
                 .kept

@@ -756,18 +756,36 @@ struct ColumnsView<'a>(&'a Impulses);
 impl Serialize for ColumnsView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let (c, list) = (&self.0.own, self.0);
+        let list = self.0;
         let mut st = s.serialize_struct("ImpulseColumns", 7)?;
-        st.serialize_field("brand", &Mapped(&c.brand, |x: &Handle| h(*x)))?;
+        st.serialize_field(
+            "brand",
+            &Joined(|| list.own().map(|c| &c.brand[..]), |x: &Handle| h(*x)),
+        )?;
         st.serialize_field(
             "component",
-            &Mapped(&c.component, |x: &Component| x.index() as u8),
+            &Joined(
+                || list.own().map(|c| &c.component[..]),
+                |x: &Component| x.index() as u8,
+            ),
         )?;
-        st.serialize_field("time", &Mapped(&c.time, |t: &DateTime<Utc>| time(*t)))?;
-        st.serialize_field("amount", &c.amount)?;
-        st.serialize_field("event", &c.event)?;
-        st.serialize_field("runs", &Mapped(&list.runs, |r: &Run| (r.first, r.len)))?;
-        st.serialize_field("order", &list.order)?;
+        st.serialize_field(
+            "time",
+            &Joined(
+                || list.own().map(|c| &c.time[..]),
+                |t: &DateTime<Utc>| time(*t),
+            ),
+        )?;
+        st.serialize_field(
+            "amount",
+            &Joined(|| list.own().map(|c| &c.amount[..]), |x: &f64| *x),
+        )?;
+        st.serialize_field(
+            "event",
+            &Joined(|| list.own().map(|c| &c.event[..]), |x: &u64| *x),
+        )?;
+        st.serialize_field("runs", &Mapped(&list.runs(), |r: &Run| (r.first, r.len)))?;
+        st.serialize_field("order", &*list.order())?;
         st.end()
     }
 }
@@ -779,6 +797,31 @@ struct Mapped<'a, T, F>(&'a [T], F);
 impl<T, U: Serialize, F: Fn(&T) -> U> Serialize for Mapped<'_, T, F> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(&self.1))
+    }
+}
+
+/// Slices (`P` gives them, each time asked) encoded as the one `Vec` of
+/// their elements mapped by `F`, joined, without that `Vec`: a person's
+/// columns, kept in chunks, encode as one list's did.
+struct Joined<P, F>(P, F);
+
+impl<'a, T: 'a, U, I, P, F> Serialize for Joined<P, F>
+where
+    U: Serialize,
+    I: Iterator<Item = &'a [T]>,
+    P: Fn() -> I,
+    F: Fn(&T) -> U,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let len = (self.0)().map(<[T]>::len).sum();
+        let mut seq = s.serialize_seq(Some(len))?;
+        for part in (self.0)() {
+            for x in part {
+                seq.serialize_element(&(self.1)(x))?;
+            }
+        }
+        seq.end()
     }
 }
 
@@ -1249,6 +1292,41 @@ mod tests {
         assert_eq!(header.events, s.event_count() as u64);
         // Encoding the loaded state gives the same bytes: nothing was lost.
         assert_eq!(back.capture().encode().unwrap(), bytes);
+    }
+
+    /// People's impulses kept in chunks (task h57) encode as one list
+    /// each: a generated state whose longest lists span several chunks
+    /// (runs and order words cut where chunks were frozen) loads, as one
+    /// chunk per person, into a state that encodes to the same bytes and
+    /// reads the same impulses.
+    #[test]
+    fn lists_in_many_chunks_encode_and_load_as_one_list_each() {
+        let model = Arc::new(ScoringModel::default_model());
+        let events = crate::generate::small_generated_events(&model);
+        let s = ScoreState::build(Arc::clone(&model), Vec::new(), events);
+        let longest = s.fold.impulses.values().map(|l| l.len()).max();
+        assert!(
+            longest > Some(2 * crate::score::fold::impulses::CHUNK),
+            "{longest:?}"
+        );
+        let bytes = s.capture().encode().expect("not empty");
+        let (_, back) = ScoreState::from_snapshot(&bytes, model).unwrap();
+        assert_eq!(back.capture().encode().unwrap(), bytes);
+        for (p, list) in &s.fold.impulses {
+            let key = |i: crate::score::fold::impulses::Impulse| {
+                (i.brand, i.component, i.time, i.amount.to_bits(), i.event)
+            };
+            let a: Vec<_> = s.fold.impulse_list(*p).unwrap().iter().map(key).collect();
+            let b: Vec<_> = back
+                .fold
+                .impulse_list(*p)
+                .unwrap()
+                .iter()
+                .map(key)
+                .collect();
+            assert_eq!(a.len(), list.len());
+            assert_eq!(a, b);
+        }
     }
 
     /// The seed story's log in canonical order, positions in that order.

@@ -18,6 +18,16 @@
 //! of the brand within the sales window, so at 1,000,000 events of issue
 //! #10's 10M shape 2,352,404 indices (9.4 MB) became 144,706 runs
 //! (1.2 MB); the indices grew faster than the events.
+//!
+//! A person's list is kept in [`Chunk`]s of at most [`CHUNK`] impulses,
+//! the full ones shared (`Arc`) by every copy of the state, so that the
+//! first write to a list after a checkpoint copies its latest chunk, not
+//! the list (task h57). The chunks change nothing a reader sees: the same
+//! impulses in the same order, and a snapshot encodes them joined, as one
+//! list did.
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -199,72 +209,66 @@ pub(crate) struct Columns {
     pub(crate) event: Vec<LogPosition>,
 }
 
-/// One person's impulses, in the order they were folded (canonical event
-/// order, so their times ascend): own impulses in [`Columns`], credits as
-/// [`Run`]s of the state's [`Credits`], and one bit per impulse saying
-/// which of the two comes next (set: a credit). Read through
-/// [`ImpulseList`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Impulses {
-    pub(crate) own: Columns,
+/// Impulses a person's latest chunk holds before it is frozen: a first
+/// write after a copy of the state (a checkpoint, a capture) copies at
+/// most this many impulses of the person's, not the whole list. A
+/// multiple of 64, so frozen chunks' order bits join word by word.
+pub(crate) const CHUNK: usize = 128;
+
+/// A stretch of a person's impulses, in the order they were folded: own
+/// impulses in [`Columns`], credits as [`Run`]s of the state's
+/// [`Credits`], and one bit per impulse saying which of the two comes next
+/// (set: a credit).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chunk {
+    own: Columns,
     /// The credits, in the order they were folded.
-    pub(crate) runs: Vec<Run>,
+    runs: Vec<Run>,
     /// How many credits the runs hold.
     credits: usize,
-    /// Bit `i % 64` of word `i / 64`: whether impulse `i` is a credit.
-    pub(crate) order: Vec<u64>,
+    /// Bit `i % 64` of word `i / 64`: whether impulse `i` of the chunk is
+    /// a credit.
+    order: Vec<u64>,
+    /// Whether the first run goes on with the last run of the chunks
+    /// before (one run of the whole list, cut where a chunk was frozen).
+    continues: bool,
 }
 
-impl Impulses {
-    /// Appends an impulse of the person's own.
-    pub(crate) fn push(
-        &mut self,
-        brand: Handle,
-        component: Component,
-        time: DateTime<Utc>,
-        amount: f64,
-        event: LogPosition,
-    ) {
-        self.mark(false);
-        let c = &mut self.own;
-        c.brand.push(brand);
-        c.component.push(component);
-        c.time.push(time);
-        c.amount.push(amount);
-        c.event.push(event);
+impl Chunk {
+    /// How many there are, own and credits.
+    fn len(&self) -> usize {
+        self.own.amount.len() + self.credits
     }
 
-    /// Appends credit `credit` of `credits` (the latest of its brand):
-    /// the last run grows when the credit follows it in its brand's chain.
-    pub(crate) fn push_credit(&mut self, credit: u32, credits: &Credits) {
+    /// Appends an own impulse: (brand, component, time, amount, event).
+    fn push_own(&mut self, own: (Handle, Component, DateTime<Utc>, f64, LogPosition)) {
+        self.mark(false);
+        let c = &mut self.own;
+        c.brand.push(own.0);
+        c.component.push(own.1);
+        c.time.push(own.2);
+        c.amount.push(own.3);
+        c.event.push(own.4);
+    }
+
+    /// Appends credit `credit`; `before` is the list's last run when this
+    /// chunk has none yet. The last run grows when the credit follows it
+    /// in its brand's chain.
+    fn push_credit(&mut self, credit: u32, credits: &Credits, before: Option<Run>) {
         self.mark(true);
         self.credits += 1;
         if let Some(run) = self.runs.last_mut() {
-            let first = run.first as usize;
-            let c = credit as usize;
-            if credits.brand[first] == credits.brand[c]
-                && u64::from(credits.ordinal[first]) + u64::from(run.len)
-                    == u64::from(credits.ordinal[c])
-            {
+            if run.followed_by(credit, credits) {
                 run.len += 1;
                 return;
             }
+        } else if before.is_some_and(|r| r.followed_by(credit, credits)) {
+            self.continues = true;
         }
         self.runs.push(Run {
             first: credit,
             len: 1,
         });
-    }
-
-    /// Impulses from a snapshot's parts; see [`Self::fits`].
-    pub(crate) fn from_parts(own: Columns, runs: Vec<Run>, order: Vec<u64>) -> Impulses {
-        let credits = runs.iter().map(|r| r.len as usize).sum();
-        Impulses {
-            own,
-            runs,
-            credits,
-            order,
-        }
     }
 
     /// Sets the bit of the impulse about to be appended.
@@ -278,15 +282,38 @@ impl Impulses {
         }
     }
 
-    /// How many there are, own and credits.
-    pub(crate) fn len(&self) -> usize {
-        self.own.amount.len() + self.credits
+    /// How many own impulses are at or before `at` (their times ascend).
+    fn own_until(&self, at: DateTime<Utc>) -> usize {
+        self.own.time.partition_point(|t| *t <= at)
     }
 
-    /// Whether the parts fit together and with `credits` (a snapshot's
-    /// check before the state is used): the columns of equal length, one
-    /// bit set per credit and none past the end, every index in range.
-    pub(crate) fn fits(&self, credits: &Credits) -> bool {
+    /// How many credits are at or before `at` (their times ascend): whole
+    /// runs while the next one starts at or before `at`, then the one left
+    /// credit by credit.
+    fn credits_until(&self, at: DateTime<Utc>, credits: &Credits) -> usize {
+        let times = &credits.time;
+        let runs = &self.runs;
+        let whole = runs
+            .partition_point(|r| times[r.first as usize] <= at)
+            .saturating_sub(1);
+        let mut n: usize = runs[..whole].iter().map(|r| r.len as usize).sum();
+        if let Some(r) = runs.get(whole) {
+            let mut k = r.first;
+            for _ in 0..r.len {
+                if times[k as usize] > at {
+                    break;
+                }
+                n += 1;
+                k = credits.next[k as usize];
+            }
+        }
+        n
+    }
+
+    /// Whether the parts fit together and with `credits`: the columns of
+    /// equal length, one bit set per credit and none past the end, every
+    /// run in range.
+    fn fits(&self, credits: &Credits) -> bool {
         let c = &self.own;
         let len = c.amount.len();
         let n = self.len();
@@ -307,7 +334,7 @@ impl Impulses {
             && self.runs.iter().all(|&r| credits.holds(r))
     }
 
-    pub(crate) fn shrink_to_fit(&mut self) {
+    fn shrink_to_fit(&mut self) {
         let c = &mut self.own;
         c.brand.shrink_to_fit();
         c.component.shrink_to_fit();
@@ -316,6 +343,191 @@ impl Impulses {
         c.event.shrink_to_fit();
         self.runs.shrink_to_fit();
         self.order.shrink_to_fit();
+    }
+}
+
+impl Run {
+    /// Whether credit `c` is the next of this run's brand after it (the
+    /// run would grow by it).
+    fn followed_by(self, c: u32, credits: &Credits) -> bool {
+        let (first, c) = (self.first as usize, c as usize);
+        credits.brand[first] == credits.brand[c]
+            && u64::from(credits.ordinal[first]) + u64::from(self.len)
+                == u64::from(credits.ordinal[c])
+    }
+}
+
+/// One person's impulses, in the order they were folded (canonical event
+/// order, so their times ascend), in [`Chunk`]s: frozen ones, shared by
+/// every copy of the state (`Arc`, never changed again), and the latest,
+/// the only one appended to, which a copy of the list copies. So the first
+/// write to a list shared with a checkpoint (`Arc::make_mut` on the
+/// state's `Arc<Impulses>`) copies one pointer per frozen chunk and at
+/// most [`CHUNK`] impulses, not the list (task h57: at 1,000,000 events
+/// half of a round's fold was such copies of whole lists, mostly of the
+/// participants a sales report credits). Read through [`ImpulseList`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Impulses {
+    frozen: Vec<Arc<Chunk>>,
+    /// How many impulses the frozen chunks hold.
+    before: usize,
+    latest: Chunk,
+}
+
+impl Impulses {
+    /// Appends an impulse of the person's own.
+    pub(crate) fn push(
+        &mut self,
+        brand: Handle,
+        component: Component,
+        time: DateTime<Utc>,
+        amount: f64,
+        event: LogPosition,
+    ) {
+        self.make_room(CHUNK);
+        self.latest
+            .push_own((brand, component, time, amount, event));
+    }
+
+    /// Appends credit `credit` of `credits` (the latest of its brand):
+    /// the last run grows when the credit follows it in its brand's chain.
+    pub(crate) fn push_credit(&mut self, credit: u32, credits: &Credits) {
+        self.make_room(CHUNK);
+        self.append_credit(credit, credits);
+    }
+
+    /// Appends credit `credit` to the latest chunk, which is told the
+    /// list's last run when it has none of its own yet.
+    fn append_credit(&mut self, credit: u32, credits: &Credits) {
+        let before = if self.latest.runs.is_empty() {
+            self.frozen
+                .iter()
+                .rev()
+                .find_map(|c| c.runs.last().copied())
+        } else {
+            None
+        };
+        self.latest.push_credit(credit, credits, before);
+    }
+
+    /// Freezes the latest chunk once it holds `chunk` impulses.
+    fn make_room(&mut self, chunk: usize) {
+        if self.latest.len() >= chunk {
+            let mut full = std::mem::take(&mut self.latest);
+            full.shrink_to_fit();
+            self.before += full.len();
+            self.frozen.push(Arc::new(full));
+        }
+    }
+
+    /// Impulses from a snapshot's parts (as [`Self::own`], [`Self::runs`]
+    /// and [`Self::order`] give them), one frozen chunk; see
+    /// [`Self::fits`].
+    pub(crate) fn from_parts(own: Columns, runs: Vec<Run>, order: Vec<u64>) -> Impulses {
+        let credits = runs.iter().map(|r| r.len as usize).sum();
+        let chunk = Chunk {
+            own,
+            runs,
+            credits,
+            order,
+            continues: false,
+        };
+        if chunk.len() == 0 {
+            return Impulses {
+                latest: chunk,
+                ..Impulses::default()
+            };
+        }
+        Impulses {
+            before: chunk.len(),
+            frozen: vec![Arc::new(chunk)],
+            latest: Chunk::default(),
+        }
+    }
+
+    /// The chunks, oldest first, the latest last.
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> + Clone {
+        self.frozen
+            .iter()
+            .map(|c| &**c)
+            .chain(std::iter::once(&self.latest))
+    }
+
+    /// Chunk `k` (0: the oldest; `frozen.len()`: the latest).
+    #[inline]
+    fn chunk(&self, k: usize) -> &Chunk {
+        self.frozen.get(k).map_or(&self.latest, |c| &**c)
+    }
+
+    /// How many there are, own and credits.
+    pub(crate) fn len(&self) -> usize {
+        self.before + self.latest.len()
+    }
+
+    /// The own impulses' columns, chunk by chunk, oldest first: joined,
+    /// the columns one list held before chunks (a snapshot's encoding).
+    pub(crate) fn own(&self) -> impl Iterator<Item = &Columns> + Clone {
+        self.chunks().map(|c| &c.own)
+    }
+
+    /// The runs as one list held them: a run cut where a chunk was frozen
+    /// is joined again (a snapshot's encoding).
+    pub(crate) fn runs(&self) -> Cow<'_, [Run]> {
+        if self.frozen.is_empty() {
+            return Cow::Borrowed(&self.latest.runs);
+        }
+        let mut runs: Vec<Run> = Vec::new();
+        for c in self.chunks() {
+            let mut rest = &c.runs[..];
+            if c.continues
+                && let (Some(last), Some(first)) = (runs.last_mut(), rest.first())
+            {
+                last.len += first.len;
+                rest = &rest[1..];
+            }
+            runs.extend_from_slice(rest);
+        }
+        Cow::Owned(runs)
+    }
+
+    /// The order bits as one list held them: bit `i % 64` of word `i / 64`
+    /// says whether impulse `i` is a credit (a snapshot's encoding).
+    pub(crate) fn order(&self) -> Cow<'_, [u64]> {
+        if self.frozen.is_empty() {
+            return Cow::Borrowed(&self.latest.order);
+        }
+        let mut words: Vec<u64> = Vec::with_capacity(self.len().div_ceil(64));
+        let mut bits = 0;
+        for c in self.chunks() {
+            let n = c.len();
+            for (j, &w) in c.order.iter().enumerate() {
+                let b = (n - 64 * j).min(64);
+                let at = bits % 64;
+                if at == 0 {
+                    words.push(w);
+                } else {
+                    *words.last_mut().expect("a word begun") |= w << at;
+                    if at + b > 64 {
+                        words.push(w >> (64 - at));
+                    }
+                }
+                bits += b;
+            }
+        }
+        Cow::Owned(words)
+    }
+
+    /// Whether the parts fit together and with `credits` (a snapshot's
+    /// check before the state is used): in each chunk, the columns of
+    /// equal length, one bit set per credit and none past the end, every
+    /// index in range.
+    pub(crate) fn fits(&self, credits: &Credits) -> bool {
+        self.chunks().all(|c| c.fits(credits))
+    }
+
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.frozen.shrink_to_fit();
+        self.latest.shrink_to_fit();
     }
 }
 
@@ -340,25 +552,23 @@ impl<'a> ImpulseList<'a> {
     }
 
     /// How many are at or before `at` (they come first): those of the own
-    /// impulses plus those of the credits, each in time order.
+    /// impulses plus those of the credits, each in time order, chunk by
+    /// chunk until a chunk's are not all at or before `at`.
     pub(crate) fn until(&self, at: DateTime<Utc>) -> usize {
-        let own = self.list.own.time.partition_point(|t| *t <= at);
-        // Whole runs while the next one starts at or before `at` (times
-        // ascend), then the one left credit by credit.
-        let times = &self.credits.time;
-        let runs = &self.list.runs;
-        let whole = runs
-            .partition_point(|r| times[r.first as usize] <= at)
-            .saturating_sub(1);
-        let mut credits: usize = runs[..whole].iter().map(|r| r.len as usize).sum();
-        if let Some(r) = runs.get(whole) {
-            let mut k = r.first;
-            for _ in 0..r.len {
-                if times[k as usize] > at {
-                    break;
-                }
-                credits += 1;
-                k = self.credits.next[k as usize];
+        let mut own = 0;
+        for c in self.list.chunks() {
+            let k = c.own_until(at);
+            own += k;
+            if k < c.own.time.len() {
+                break;
+            }
+        }
+        let mut credits = 0;
+        for c in self.list.chunks() {
+            let k = c.credits_until(at, self.credits);
+            credits += k;
+            if k < c.credits {
+                break;
             }
         }
         own + credits
@@ -372,16 +582,21 @@ impl<'a> ImpulseList<'a> {
     /// The first `n` impulses (at most [`Self::len`]), in canonical event
     /// order.
     pub(crate) fn first(&self, n: usize) -> Iter<'a> {
-        Iter {
+        let mut it = Iter {
             list: self.list,
             credits: self.credits,
+            chunk: &self.list.latest,
+            next_chunk: 0,
             i: 0,
             own: 0,
             run: 0,
             at: 0,
             left: 0,
-            end: n.min(self.len()),
-        }
+            end: 0,
+            rest: n.min(self.len()),
+        };
+        it.advance();
+        it
     }
 
     /// The impulses at or before `at`, in canonical event order.
@@ -393,14 +608,15 @@ impl<'a> ImpulseList<'a> {
     /// no particular order.
     pub(crate) fn brands(self) -> impl Iterator<Item = Handle> + 'a {
         let credits = self.credits;
-        self.list
-            .own
-            .brand
-            .iter()
-            .copied()
-            .chain(self.list.runs.iter().flat_map(move |r| {
-                std::iter::repeat_n(credits.brand[r.first as usize], r.len as usize)
-            }))
+        self.list.chunks().flat_map(move |c| {
+            c.own
+                .brand
+                .iter()
+                .copied()
+                .chain(c.runs.iter().flat_map(move |r| {
+                    std::iter::repeat_n(credits.brand[r.first as usize], r.len as usize)
+                }))
+        })
     }
 }
 
@@ -409,27 +625,50 @@ impl<'a> ImpulseList<'a> {
 pub(crate) struct Iter<'a> {
     list: &'a Impulses,
     credits: &'a Credits,
-    /// The next impulse.
+    /// The chunk read, and the index of the one after it.
+    chunk: &'a Chunk,
+    next_chunk: usize,
+    /// The chunk's next impulse.
     i: usize,
-    /// The next own impulse.
+    /// The chunk's next own impulse.
     own: usize,
-    /// The next run, the credit taken last and how many of its run are
-    /// left after it.
+    /// The chunk's next run, the credit taken last and how many of its run
+    /// are left after it.
     run: usize,
     at: u32,
     left: u32,
+    /// Where the reading of the chunk ends, and how many impulses are to
+    /// be read after it.
     end: usize,
+    rest: usize,
 }
 
 impl Iter<'_> {
+    /// Moves to the next chunk with impulses to read, while there is one
+    /// and the chunk read is done.
+    #[inline]
+    fn advance(&mut self) {
+        while self.i == self.end && self.rest > 0 {
+            self.chunk = self.list.chunk(self.next_chunk);
+            self.next_chunk += 1;
+            self.i = 0;
+            self.own = 0;
+            self.run = 0;
+            self.left = 0;
+            self.end = self.chunk.len().min(self.rest);
+            self.rest -= self.end;
+        }
+    }
+
     /// The impulse at the cursor, which it then passes (`i < end`).
     #[inline(always)]
     fn take_next(&mut self) -> Impulse {
-        let is_credit = self.list.order[self.i / 64] >> (self.i % 64) & 1 == 1;
+        let chunk = self.chunk;
+        let is_credit = chunk.order[self.i / 64] >> (self.i % 64) & 1 == 1;
         self.i += 1;
         if is_credit {
             let k = if self.left == 0 {
-                let r = self.list.runs[self.run];
+                let r = chunk.runs[self.run];
                 self.run += 1;
                 self.left = r.len;
                 r.first
@@ -440,7 +679,7 @@ impl Iter<'_> {
             self.at = k;
             self.credits.get(k)
         } else {
-            let (c, j) = (&self.list.own, self.own);
+            let (c, j) = (&chunk.own, self.own);
             self.own += 1;
             Impulse {
                 brand: c.brand[j],
@@ -459,6 +698,7 @@ impl Iterator for Iter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Impulse> {
+        self.advance();
         (self.i < self.end).then(|| self.take_next())
     }
 
@@ -466,19 +706,24 @@ impl Iterator for Iter<'_> {
     /// that it is compiled into its caller: the read path's pass over the
     /// impulses called a shared `next` per impulse, and a relationship
     /// read at four times on 1,000,000 events took 1.6 times as long
-    /// (`examples/read_split.rs`, `read_warm_us`).
+    /// (`examples/read_split.rs`, `read_warm_us`). A chunk at a time.
     #[inline]
     fn fold<B, F: FnMut(B, Impulse) -> B>(mut self, init: B, mut f: F) -> B {
         let mut acc = init;
-        while self.i < self.end {
-            let imp = self.take_next();
-            acc = f(acc, imp);
+        loop {
+            while self.i < self.end {
+                let imp = self.take_next();
+                acc = f(acc, imp);
+            }
+            if self.rest == 0 {
+                return acc;
+            }
+            self.advance();
         }
-        acc
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.end - self.i;
+        let n = self.end - self.i + self.rest;
         (n, Some(n))
     }
 }
@@ -555,7 +800,7 @@ mod tests {
         }
         assert!(person.fits(&credits) && other.fits(&credits));
         // a's stretches are cut by the miss and by each of b's reports.
-        assert_eq!(person.runs.len(), 8, "{:?}", person.runs);
+        assert_eq!(person.runs().len(), 8, "{:?}", person.runs());
         let read = ImpulseList::new(&person, &credits);
         let got: Vec<(Handle, i64)> = read
             .iter()
@@ -579,7 +824,7 @@ mod tests {
         assert_eq!(brands, 3);
         // A run that names more credits than its brand has does not fit.
         let mut long = person.clone();
-        long.runs.last_mut().unwrap().len += 40;
+        long.latest.runs.last_mut().unwrap().len += 40;
         assert!(!long.fits(&credits));
     }
 
@@ -593,10 +838,171 @@ mod tests {
         assert!(list.fits(&credits));
         assert!(!list.fits(&Credits::default()));
         let mut extra_bit = list.clone();
-        extra_bit.order[0] |= 2;
+        extra_bit.latest.order[0] |= 2;
         assert!(!extra_bit.fits(&credits));
         let mut short = list.clone();
-        short.own.time.push(t(0));
+        short.latest.own.time.push(t(0));
         assert!(!short.fits(&credits));
+    }
+
+    /// A copy of a list (a checkpoint's) then a write to it copies only the
+    /// latest chunk: every frozen chunk is the same allocation in both,
+    /// and the copy reads as it did (task h57: before, the first write
+    /// after a checkpoint copied the whole list).
+    #[test]
+    fn a_write_after_a_copy_copies_only_the_latest_chunk() {
+        let mut credits = Credits::default();
+        let b = Handle::from_index(1);
+        let mut list = Arc::new(Impulses::default());
+        for k in 0..1000_i64 {
+            if k % 2 == 0 {
+                let i = credits.push(b, t(k), 1.0, k as u64);
+                Arc::make_mut(&mut list).push_credit(i, &credits);
+            } else {
+                Arc::make_mut(&mut list).push(b, Component::Service, t(k), 2.0, k as u64);
+            }
+        }
+        let checkpoint = Arc::clone(&list);
+        let i = credits.push(b, t(1000), 1.0, 1000);
+        Arc::make_mut(&mut list).push_credit(i, &credits);
+        Arc::make_mut(&mut list).push(b, Component::Service, t(1000), 2.0, 1000);
+        assert!(!Arc::ptr_eq(&list, &checkpoint));
+        assert_eq!(checkpoint.frozen.len(), 1000 / CHUNK);
+        assert!(checkpoint.latest.len() < CHUNK);
+        for (old, new) in checkpoint.frozen.iter().zip(&list.frozen) {
+            assert!(Arc::ptr_eq(old, new), "a frozen chunk was copied");
+            assert_eq!(Arc::strong_count(old), 2);
+        }
+        assert_eq!(list.len(), 1002);
+        assert_eq!(checkpoint.len(), 1000);
+        let read = ImpulseList::new(&checkpoint, &credits);
+        assert_eq!(read.iter().count(), 1000);
+        assert_eq!(read.iter().last().map(|x| x.event), Some(999));
+    }
+
+    /// Lists in chunks read, count and encode as the previous
+    /// representation, one list (chunks that never fill), did: on random
+    /// sequences of own impulses and credits of three brands (a person
+    /// skipping some reports, so runs break), at chunk sizes that cut runs
+    /// and order words anywhere, and after a snapshot's parts are loaded
+    /// and more is pushed.
+    #[test]
+    fn chunked_lists_read_and_encode_as_one_list_did() {
+        // xorshift64*: a fixed sequence per seed.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move |n: u64| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        };
+        let key = |i: Impulse| {
+            (
+                i.brand,
+                i.component.index(),
+                i.time,
+                i.amount.to_bits(),
+                i.event,
+                i.credit,
+            )
+        };
+        let same = |a: &Impulses, b: &Impulses, credits: &Credits| {
+            let (ra, rb) = (ImpulseList::new(a, credits), ImpulseList::new(b, credits));
+            assert_eq!(ra.len(), rb.len());
+            let got: Vec<_> = ra.iter().map(key).collect();
+            let want: Vec<_> = rb.iter().map(key).collect();
+            assert_eq!(got, want);
+            let mut stepped = Vec::new();
+            let mut it = ra.iter();
+            while let Some(i) = it.next() {
+                assert_eq!(it.len(), ra.len() - stepped.len() - 1);
+                stepped.push(key(i));
+            }
+            assert_eq!(stepped, want);
+            let last = want.last().map_or(0, |k| k.2.timestamp());
+            for at in -1..=last + 1 {
+                assert_eq!(ra.until(t(at)), rb.until(t(at)), "at {at}");
+                let got: Vec<_> = ra.up_to(t(at)).map(key).collect();
+                assert_eq!(got[..], want[..rb.until(t(at))]);
+            }
+            for n in [0, 1, 63, 64, 65, 127, 128, 129, 200, usize::MAX] {
+                let got: Vec<_> = ra.first(n).map(key).collect();
+                assert_eq!(got[..], want[..n.min(want.len())], "first {n}");
+            }
+            let (mut ba, mut bb): (Vec<_>, Vec<_>) = (ra.brands().collect(), rb.brands().collect());
+            ba.sort();
+            bb.sort();
+            assert_eq!(ba, bb);
+            let joined = |l: &Impulses| {
+                let mut c = Columns::default();
+                for part in l.own() {
+                    c.brand.extend(&part.brand);
+                    c.component.extend(&part.component);
+                    c.time.extend(&part.time);
+                    c.amount.extend(&part.amount);
+                    c.event.extend(&part.event);
+                }
+                c
+            };
+            assert_eq!(joined(a), joined(b));
+            assert_eq!(a.runs(), b.runs());
+            assert_eq!(a.order(), b.order());
+            assert!(a.fits(credits) && b.fits(credits));
+            Impulses::from_parts(joined(a), a.runs().into_owned(), a.order().into_owned())
+        };
+        let brands = [1, 2, 3].map(Handle::from_index);
+        for chunk in [1, 3, 37, 64, CHUNK] {
+            for _ in 0..4 {
+                let mut credits = Credits::default();
+                let (mut flat, mut chunked) = (Impulses::default(), Impulses::default());
+                let mut loaded: Option<Impulses> = None;
+                let mut time = 0;
+                let n = 50 + next(400) as usize;
+                for k in 0..n {
+                    time += next(2) as i64;
+                    let brand = brands[next(3) as usize];
+                    let event = k as u64;
+                    if next(5) < 2 {
+                        let x = next(7) as f64 - 3.0;
+                        let c = Component::ALL[next(6) as usize];
+                        let own = (brand, c, t(time), x, event);
+                        flat.latest.push_own(own);
+                        if chunk == CHUNK {
+                            chunked.push(brand, c, t(time), x, event);
+                        } else {
+                            chunked.make_room(chunk);
+                            chunked.latest.push_own(own);
+                        }
+                        if let Some(l) = loaded.as_mut() {
+                            l.make_room(chunk);
+                            l.latest.push_own(own);
+                        }
+                    } else {
+                        // A report; the person is credited by most.
+                        let i = credits.push(brand, t(time), 0.5 + k as f64, event);
+                        if next(6) > 0 {
+                            flat.append_credit(i, &credits);
+                            if chunk == CHUNK {
+                                chunked.push_credit(i, &credits);
+                            } else {
+                                chunked.make_room(chunk);
+                                chunked.append_credit(i, &credits);
+                            }
+                            if let Some(l) = loaded.as_mut() {
+                                l.make_room(chunk);
+                                l.append_credit(i, &credits);
+                            }
+                        }
+                    }
+                    if k == n / 2 {
+                        loaded = Some(same(&chunked, &flat, &credits));
+                    }
+                }
+                assert!(flat.frozen.is_empty());
+                assert!(chunk > n || !chunked.frozen.is_empty());
+                same(&chunked, &flat, &credits);
+                same(loaded.as_ref().unwrap(), &flat, &credits);
+            }
+        }
     }
 }

@@ -109,8 +109,9 @@ pub struct FoldState {
     pub(in crate::score) latest: Option<(DateTime<Utc>, EventId)>,
     /// Impulses of the person whose relationships they move. Shared, copied
     /// on write ([`Arc::make_mut`]): they are most of the state, and a
-    /// snapshot's capture then copies none of them (only the columns of a
-    /// person folded into while a capture holds them are copied).
+    /// snapshot's capture then copies none of them (only the latest chunk
+    /// of a person folded into while a capture holds them is copied:
+    /// `impulses.rs`).
     pub(crate) impulses: FxHashMap<Handle, Arc<Impulses>>,
     /// Sales credits, which `impulses` name by index (`impulses.rs`);
     /// shared and copied on write as the impulses are.
