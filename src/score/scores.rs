@@ -312,6 +312,17 @@ impl ScoreState {
         self.apply_shared(&events)
     }
 
+    /// Gives every entity `events` name with a kind (brand, occasion,
+    /// influencer, consumer; follow targets excepted) that kind, as
+    /// `apply` does for all of its events before it folds any: a round
+    /// applied in slices (`engine::fold_in_slices`) calls it with the
+    /// whole round first, so its slices fold as one `apply` of it (a
+    /// brand followed in one slice and named a brand in a later one is a
+    /// brand from the first; before, the later slice was declined).
+    pub fn fix_kinds_of(&mut self, events: &[Logged]) {
+        self.fold.fix_kinds(events.iter().map(|l| &l.event));
+    }
+
     /// `apply` of events the caller keeps (the fold thread keeps them for
     /// refolds, `engine::refold`): the same fold, without a copy.
     pub fn apply_shared(&mut self, events: &[Logged]) -> bool {

@@ -56,6 +56,7 @@ mod relspace;
 mod reorder;
 mod rescore;
 mod resilience;
+mod round_slices;
 mod security;
 mod sentiment;
 mod simulate;
