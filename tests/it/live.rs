@@ -159,12 +159,13 @@ fn endorser_stream(width: u32, tail: u32) -> Vec<fusion::domain::Event> {
         .with_timezone(&Utc);
     let mut lines = Vec::new();
     let mut clock = 0;
-    let mut state = 7u64;
+    // xorshift64, seeded.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |n: u64| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) % n
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
     };
     let mut event = |seconds: i64, body: String| {
         clock += seconds;
@@ -238,10 +239,10 @@ fn an_endorser_of_many_brands_does_not_rebuild_the_live_series_at_every_check() 
         assert!(state.apply(vec![fusion::domain::Logged { position, event }]));
         assert!(state.sync_live(|| false));
         let live = state.live();
-        if (position + 1) % 16 == 0 && live.row_sum_bound() > live.max_error() {
+        if (position + 1).is_multiple_of(16) && live.row_sum_bound() > live.max_error() {
             checks_past_the_row_sums += 1;
         }
-        if (position + 1) % 64 == 0 {
+        if (position + 1).is_multiple_of(64) {
             check(&state, time, &format!("endorser after {}", position + 1));
         }
     }
