@@ -258,7 +258,7 @@ fn an_endorser_of_many_brands_does_not_rebuild_the_live_series_at_every_check() 
     // Every check after the first few would have rebuilt on the row sums.
     assert!(checks_past_the_row_sums >= 10, "{checks_past_the_row_sums}");
     assert_eq!(after.recomputes - before.recomputes, 0);
-    // Not a build per check (the row sums' bound passed the limit at 15
+    // Not a build per check (the row sums' bound passed the limit at 17
     // checks here): the builds of the checkpoints at 512 and 640 and of the
     // series' catch-up, 5.
     assert!(
