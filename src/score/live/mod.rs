@@ -83,7 +83,9 @@
 //! passed the limit for one of about 1,200 brands and rebuilt the series at
 //! every check: red team h58, task h62); it fires for a person whose few
 //! associations gather a residual row of thousands of brands, where the
-//! gap it bounds can be that large.
+//! gap it bounds can be that large, or once the row sums' bound passes
+//! about 1.36 raw with the default model (ARCHITECTURE.md, "Decisions and
+//! debts").
 
 mod scores;
 
