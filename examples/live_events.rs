@@ -14,6 +14,9 @@
 //!   wide audience (`fanout_visit_share`, `score::live::WIDE_AUDIENCE`);
 //! - time per push and per visit over the events applied alone;
 //! - the share of the mean that checkpoint builds weigh (`build_share`);
+//! - the live series' bound at the end (`live_error_bound`), the row sums'
+//!   bound alone (`live_row_sum_bound`), and the rebuilds its drift check
+//!   forced among the checkpoints (`drift_rebuilds`);
 //! - the series as first built: its rows of `s` and `r` and the bytes they
 //!   hold (`live_rows`, `live_residual_rows`, `live_row_bytes`; the memory
 //!   figures of docs/scale.md); and the most the series kept, after any
@@ -154,6 +157,10 @@ fn main() -> anyhow::Result<()> {
         (after.pushes - before.pushes) as f64 / n as f64
     );
     println!("live_error_bound={:e}", state.live().error_bound());
+    // The row sums' bound alone (what the bound was before task h62) and
+    // the rebuilds the drift check forced.
+    println!("live_row_sum_bound={:e}", state.live().row_sum_bound());
+    println!("drift_rebuilds={}", after.recomputes - before.recomputes);
     println!(
         "deferred_per_event={:.1}",
         (after.deferred - before.deferred) as f64 / n as f64

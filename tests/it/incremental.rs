@@ -4,10 +4,11 @@
 //! changes; the same sequence twice gives the same bits; independent
 //! impulses in another order give the same numbers within the bound.
 //!
-//! The bound (module docs of `score::incremental`): every entry of `s` is
+//! The bound (module docs of `score::propagate::push`): every entry of `s` is
 //! within `max_p Σ_b |r(p,b)| / (1 - ρ) ≤ B·tol / (1 - ρ)` of the exact
-//! series, `ρ = α_f + α_a`, `B` the brand count; the tests allow that plus
-//! 1e-9 for rounding (and the Jacobi solve's own 1e-13-level error).
+//! series, `ρ = α_f + α_a`, `B` the brand count, and within the tighter
+//! bound of one entry (`error_bound`); the tests allow that plus 1e-9 for
+//! rounding (and the Jacobi solve's own 1e-13-level error).
 
 use std::collections::BTreeMap;
 
@@ -154,11 +155,42 @@ proptest! {
         let exact = jacobi(people, brands, &ops);
         let d = max_diff(&dense(&inc), &exact);
         prop_assert!(d <= bound(brands) + 1e-9, "max diff {d:e}, bound {:e}", bound(brands));
+        prop_assert!(d <= inc.error_bound() + 1e-9, "max diff {d:e}, bound {:e}", inc.error_bound());
 
         // The same sequence again: the same bits.
         let mut again = IncrementalRelspace::new(people, brands, ALPHA_F, ALPHA_A, TOL).unwrap();
         apply(&mut again, &ops);
         prop_assert_eq!(bits(&inc), bits(&again));
+    }
+
+    /// Task h62: the bound of one entry (`error_bound`, which weighs a
+    /// person's residual row by its largest association share instead of
+    /// summing it) holds against a fresh solve, at a tolerance coarse
+    /// enough that the gaps are far above the rounding, on rows up to 12
+    /// brands wide; and it is never above the row sums' bound.
+    #[test]
+    fn one_entrys_bound_holds_against_a_fresh_solve(
+        (people, brands, ops) in (2u32..10, 1u32..13).prop_flat_map(|(people, brands)| {
+            (
+                Just(people as usize),
+                Just(brands as usize),
+                prop::collection::vec(op(people, brands), 1..80),
+            )
+        }),
+    ) {
+        let mut inc = IncrementalRelspace::new(people, brands, ALPHA_F, ALPHA_A, 0.05).unwrap();
+        for o in &ops {
+            match *o {
+                Op::Impulse(p, b, x) => inc.add_impulse(p, b, x).unwrap(),
+                Op::Follow(q, p, w) => inc.set_follow(q, p, w).unwrap(),
+                Op::Assoc(p, b, a) => inc.set_association(p, b, a).unwrap(),
+            };
+        }
+        let exact = jacobi(people, brands, &ops);
+        let d = max_diff(&dense(&inc), &exact);
+        let bound = inc.error_bound();
+        prop_assert!(d <= bound + 1e-9, "max diff {d:e}, bound {bound:e}");
+        prop_assert!(bound <= inc.row_sum_bound());
     }
 
     #[test]

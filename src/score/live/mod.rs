@@ -72,11 +72,20 @@
 //! Every checkpoint build starts with nothing pending.
 //!
 //! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
-//! canonical order, so the check is deterministic too), the worst residual
-//! row is measured; past `max_error` the series is rebuilt from the inputs
-//! (a checkpoint). By construction each row holds at most `B·tol` (B: brands
-//! with a residual entry for that person), so this is a backstop against
-//! rounding and people with very many brands.
+//! canonical order, so the check is deterministic too), the bound
+//! ([`LiveScores::error_bound`]) is measured; past `max_error` the series is
+//! rebuilt from the inputs (a checkpoint). By construction every residual
+//! entry is at most `tol`, and the bound of one relationship
+//! (`propagate::push`, "Error bound") sums a person's residual row only
+//! weighted by that person's largest association share. So an endorser of
+//! many brands (each share `a / Σa`, thin) keeps it near a few tolerances
+//! however many brands it has (the row sums' bound, `B·tol / (1 − ρ)`,
+//! passed the limit for one of about 1,200 brands and rebuilt the series at
+//! every check: red team h58, task h62); it fires for a person whose few
+//! associations gather a residual row of thousands of brands, where the
+//! gap it bounds can be that large, or once the row sums' bound passes
+//! about 1.36 raw with the default model (ARCHITECTURE.md, "Decisions and
+//! debts").
 
 mod scores;
 

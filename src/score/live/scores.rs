@@ -18,8 +18,8 @@ use crate::score::propagate::push::{
 };
 use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
 
-/// The drift bound in units of the model's tolerance (1e-3 raw units, about
-/// 0.01 points, with the default model).
+/// The drift bound in units of the model's tolerance (0.1 raw units, about
+/// 1 point, with the default model's 1e-4).
 const MAX_ERROR_TOLERANCES: f64 = 1000.0;
 
 /// Events between two drift checks (positions in canonical order).
@@ -548,15 +548,31 @@ impl LiveScores {
     }
 
     /// Bound on `|exact − s|` per relationship, in raw score units at the
-    /// latest event time: `Σ_c max_p Σ_b |r_c(p,b)| / (1 − ρ)` in current
-    /// units.
+    /// latest event time: the driver's bound per component
+    /// (`IncrementalRelspace::error_bound`, the smaller of the row sums'
+    /// `max_p Σ_b |r_c(p,b)| / (1 − ρ)` and one entry's bound, which an
+    /// endorser of many brands does not widen) summed over the components,
+    /// in current units.
     pub fn error_bound(&self) -> f64 {
+        self.current(self.driver.error_bound())
+    }
+
+    /// The row sums' bound alone, `Σ_c max_p Σ_b |r_c(p,b)| / (1 − ρ)` in
+    /// raw units at the latest event time: what [`Self::error_bound`] was
+    /// before it bounded one entry (it grows with the widest residual row;
+    /// `examples/live_events` prints both).
+    pub fn row_sum_bound(&self) -> f64 {
+        self.current(self.driver.row_sum_bound())
+    }
+
+    /// Per-component amounts in forward units, in current units at the
+    /// latest event time, summed over the components.
+    fn current(&self, forward: Components) -> f64 {
         let Some(latest) = self.latest else {
             return 0.0;
         };
         let now = self.factors(seconds_between(self.origin.expect("set"), latest), -1.0);
-        let bound = self.driver.error_bound();
-        bound.iter().zip(now).map(|(b, f)| b * f).sum()
+        forward.iter().zip(now).map(|(b, f)| b * f).sum()
     }
 
     /// Every relationship's components at `at`, `None` if `at` is before
