@@ -614,20 +614,29 @@ impl Derived {
     }
 
     /// Hands what the live series moved since the last call to the feed
-    /// (dropped when none is attached, so nothing piles up).
+    /// (dropped when none is attached, so nothing piles up), in log order:
+    /// a change waits until no event the series has not applied yet has a
+    /// smaller position (`feed::Tracker::release`; red team h63, F1).
     fn publish_changes(&self) {
         let mut feed = self.feed.lock();
-        let movements = self.write_slot().state.take_movements();
+        let (movements, unapplied_from) = {
+            let mut slot = self.write_slot();
+            (
+                slot.state.take_movements(),
+                slot.state.live_unapplied_from(),
+            )
+        };
         let Some(out) = feed.as_mut() else {
             return;
         };
-        if movements.is_empty() {
+        if movements.is_empty() && !out.tracker.holds() {
             return;
         }
         let changes = {
             let slot = self.slot.read();
             out.tracker.observe(movements, slot.state.table())
         };
+        let changes = out.tracker.release(changes, unapplied_from);
         if !changes.is_empty() {
             out.sink.publish(changes);
         }
