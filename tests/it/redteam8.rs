@@ -224,9 +224,6 @@ fn post_shares(s: &Server, shares: &[Share], acked: &Mutex<Vec<Value>>) {
                     }));
                     match posted {
                         Ok(r) if r.status == 200 => acked.lock().unwrap().extend_from_slice(batch),
-                        Ok(r) if r.status == 503 => {
-                            // Overloaded: refused before it was stored.
-                        }
                         Ok(r) => panic!("status {}: {}", r.status, r.body),
                         Err(_) => return,
                     }
