@@ -613,24 +613,34 @@ impl Derived {
         self.feed.lock().is_some()
     }
 
-    /// Hands what the live series moved since the last call to the feed.
-    /// Without a feed nothing is recorded (`record_movements`: states
-    /// record only while one is attached, and one is never detached), so
-    /// nothing is taken and the write lock is not taken for it: the live
-    /// thread calls this after every slice of its catch-up (task h64).
+    /// Hands what the live series moved since the last call to the feed,
+    /// in log order: a change waits until no event the series has not
+    /// applied yet has a smaller position (`feed::Tracker::release`; red
+    /// team h63, F1). Without a feed nothing is recorded
+    /// (`record_movements`: states record only while one is attached, and
+    /// one is never detached), so nothing is taken and the write lock is
+    /// not taken for it: the live thread calls this after every slice of
+    /// its catch-up (task h64).
     fn publish_changes(&self) {
         let mut feed = self.feed.lock();
         let Some(out) = feed.as_mut() else {
             return;
         };
-        let movements = self.write_slot().state.take_movements();
-        if movements.is_empty() {
+        let (movements, unapplied_from) = {
+            let mut slot = self.write_slot();
+            (
+                slot.state.take_movements(),
+                slot.state.live_unapplied_from(),
+            )
+        };
+        if movements.is_empty() && !out.tracker.holds() {
             return;
         }
         let changes = {
             let slot = self.slot.read();
             out.tracker.observe(movements, slot.state.table())
         };
+        let changes = out.tracker.release(changes, unapplied_from);
         if !changes.is_empty() {
             out.sink.publish(changes);
         }

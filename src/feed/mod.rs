@@ -131,6 +131,9 @@ pub struct Tracker {
     model: Arc<ScoringModel>,
     floor: Option<LogPosition>,
     published: HashMap<(EntityId, EntityId), Published>,
+    /// Changes observed and not released yet, in observed order
+    /// ([`Self::release`]).
+    held: Vec<Change>,
 }
 
 impl Tracker {
@@ -141,6 +144,7 @@ impl Tracker {
             model,
             floor,
             published: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -169,10 +173,69 @@ impl Tracker {
         ids
     }
 
-    /// Forgets every relationship of an erased entity.
+    /// Forgets every relationship of an erased entity, and its changes
+    /// not released yet.
     pub fn forget(&mut self, id: &EntityId) {
         self.published
             .retain(|(person, brand), _| person != id && brand != id);
+        self.held.retain(|c| &c.person != id && &c.brand != id);
+    }
+
+    /// Whether changes observed before wait for their release.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The changes that may go out now, of `changes` (just observed) and
+    /// those held before; the rest are held for a later call.
+    /// `unapplied_from` is the smallest log position of the folded events
+    /// the live series has not applied yet (`None`: none).
+    ///
+    /// Why (red team h63, F1): the series applies events in canonical
+    /// (time) order, which is not log order (one request's events newest
+    /// first, or several writers' events in one round), and publishes
+    /// after each step of the live thread (a checkpoint build, at the
+    /// largest position it takes, or a 5 ms slice); so a step's changes
+    /// could go out at a position after which the next step published
+    /// smaller ones, and a client resuming after the first lost them. A
+    /// change is released once no unapplied event has a position at or
+    /// below its own, so every later change has a larger position. A
+    /// relationship with a change still held keeps its later ones too
+    /// (they carry its newer score), and the changes of a relationship
+    /// released together go out as one at the largest of their positions
+    /// (with that position's cause; the latest score and time, the deltas
+    /// summed), which is after every change released before them.
+    pub fn release(
+        &mut self,
+        changes: Vec<Change>,
+        unapplied_from: Option<LogPosition>,
+    ) -> Vec<Change> {
+        self.held.extend(changes);
+        let held = std::mem::take(&mut self.held);
+        let out = match unapplied_from {
+            None => held,
+            Some(from) => {
+                let waiting: std::collections::HashSet<(&EntityId, &EntityId)> = held
+                    .iter()
+                    .filter(|c| c.position >= from)
+                    .map(|c| (&c.person, &c.brand))
+                    .collect();
+                let keep: Vec<bool> = held
+                    .iter()
+                    .map(|c| waiting.contains(&(&c.person, &c.brand)))
+                    .collect();
+                let mut out = Vec::new();
+                for (c, keep) in held.into_iter().zip(keep) {
+                    if keep {
+                        self.held.push(c);
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        };
+        merge_by_relationship(out)
     }
 
     /// The changes `movements` publish, in the order of the movements
@@ -254,6 +317,34 @@ impl Tracker {
     }
 }
 
+/// One change per relationship of `changes` (in observed order), in the
+/// order of their first changes: the latest score and time, the deltas
+/// summed, at the largest of their positions with that position's cause
+/// ([`Tracker::release`]).
+fn merge_by_relationship(changes: Vec<Change>) -> Vec<Change> {
+    let mut index: HashMap<(EntityId, EntityId), usize> = HashMap::new();
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    for c in changes {
+        match index.get(&(c.person.clone(), c.brand.clone())) {
+            Some(&i) => {
+                let merged = &mut out[i];
+                merged.delta += c.delta;
+                merged.score = c.score;
+                merged.at = c.at;
+                if c.position >= merged.position {
+                    merged.position = c.position;
+                    merged.cause = c.cause;
+                }
+            }
+            None => {
+                index.insert((c.person.clone(), c.brand.clone()), out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +412,64 @@ mod tests {
         assert_eq!(c.position, 12);
         assert_eq!(c.cause, Cause::Event(EventId::new("e12").unwrap()));
         assert!((c.delta - (c.score - 50.0)).abs() < 1e-9, "{c:?}");
+    }
+
+    /// A change of `person` and `brand` at `position` to `score`.
+    fn change_at(person: &str, brand: &str, position: LogPosition, score: f64) -> Change {
+        Change {
+            brand: EntityId::new(brand).unwrap(),
+            person: EntityId::new(person).unwrap(),
+            kind: PersonKind::Consumer,
+            score,
+            delta: 1.0,
+            cause: Cause::Event(EventId::new(format!("e{position}")).unwrap()),
+            position,
+            at: at(1),
+        }
+    }
+
+    /// Red team h63, F1: changes observed out of log order go out only
+    /// once no unapplied event comes before them, a relationship's later
+    /// changes wait with its held one, and what goes out together for one
+    /// relationship is at the largest position with the latest score.
+    #[test]
+    fn changes_are_released_in_log_order_whatever_order_they_were_observed_in() {
+        let (mut t, ..) = setup();
+        let first = t.release(
+            vec![
+                change_at("a", "b", 989, 60.0),
+                change_at("c", "b", 300, 55.0),
+            ],
+            Some(301),
+        );
+        let out: Vec<_> = first
+            .iter()
+            .map(|c| (c.person.as_str(), c.position))
+            .collect();
+        assert_eq!(out, [("c", 300)]);
+        assert!(t.holds());
+        // Still an event at 320 unapplied: "a" waits, its newer change too.
+        let second = t.release(vec![change_at("a", "b", 310, 61.0)], Some(320));
+        assert!(second.is_empty(), "{second:?}");
+        let third = t.release(vec![change_at("d", "b", 320, 52.0)], None);
+        let mut out: Vec<_> = third
+            .iter()
+            .map(|c| (c.person.as_str(), c.position))
+            .collect();
+        out.sort();
+        assert_eq!(out, [("a", 989), ("d", 320)]);
+        let a = third.iter().find(|c| c.person.as_str() == "a").unwrap();
+        assert_eq!(a.score, 61.0, "the latest score");
+        assert_eq!(a.delta, 2.0, "the deltas summed");
+        assert_eq!(a.cause, Cause::Event(EventId::new("e989").unwrap()));
+        assert!(!t.holds());
+        // An erased entity's held changes go with it.
+        assert!(
+            t.release(vec![change_at("e", "b", 995, 70.0)], Some(990))
+                .is_empty()
+        );
+        t.forget(&EntityId::new("e").unwrap());
+        assert!(!t.holds());
     }
 
     #[test]

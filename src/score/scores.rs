@@ -474,6 +474,12 @@ impl ScoreState {
         self.live.take_movements()
     }
 
+    /// The smallest log position of the folded events the live series has
+    /// not applied yet (`None`: none; `LiveSeries::unapplied_from`).
+    pub fn live_unapplied_from(&self) -> Option<crate::domain::LogPosition> {
+        self.live.unapplied_from()
+    }
+
     /// A full recompute of the live series on demand (what a checkpoint
     /// does), at the latest event.
     pub fn recompute_live(&mut self) {

@@ -1236,6 +1236,15 @@ impl Body {
                 deltas,
             });
         }
+        // The journal holds every event from the checkpoint's first pending
+        // position on; one that does not (written before the checkpoint of
+        // a log of a multiple of `CHECKPOINT_EVENTS` events began at the
+        // latest time's run, red team h63, F2) would leave the series
+        // without those events: refused, the log is folded whole.
+        let first_pending = clock.checkpoint().first_pending;
+        if journal.len() != clock.count - first_pending.min(clock.count) {
+            return Err("the live journal does not reach back to its checkpoint".into());
+        }
         fold.built();
         let live = LiveSeries::resume(model, clock, journal);
         Ok(ScoreState { fold, live })

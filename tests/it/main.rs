@@ -50,6 +50,7 @@ mod redteam4;
 mod redteam5;
 mod redteam6;
 mod redteam7;
+mod redteam8;
 mod refold;
 mod refold_memory;
 mod relspace;

@@ -20,7 +20,7 @@ use crate::support::Server;
 /// Event `i`: a minute slot each, every third event sharing the slot of
 /// the one before (ties at equal times), purchases, follows of people and
 /// brands, reviews, consent changes and sales reports among 10 people.
-fn event(i: u32) -> Value {
+pub(crate) fn event(i: u32) -> Value {
     let slot = i - i / 3;
     let time = minute(slot);
     let id = format!("e{i}");
@@ -341,7 +341,7 @@ fn the_feeds_ids_never_go_back_when_the_live_series_replays_from_its_copy() {
 
 /// The SSE ids of `changes` never go back, every delta is at least the
 /// default minimum, and no event is published twice for one relationship.
-fn feed_is_in_order(changes: &[crate::feed::Sse], what: &str) {
+pub(crate) fn feed_is_in_order(changes: &[crate::feed::Sse], what: &str) {
     let mut last_id = 0u64;
     let mut seen: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for (n, e) in changes.iter().enumerate() {
