@@ -321,7 +321,7 @@ impl Tracker {
 /// order of their first changes: the latest score and time, the deltas
 /// summed, at the largest of their positions with that position's cause
 /// ([`Tracker::release`]).
-fn merge_by_relationship(changes: Vec<Change>) -> Vec<Change> {
+pub(crate) fn merge_by_relationship(changes: Vec<Change>) -> Vec<Change> {
     let mut index: HashMap<(EntityId, EntityId), usize> = HashMap::new();
     let mut out: Vec<Change> = Vec::with_capacity(changes.len());
     for c in changes {

@@ -176,8 +176,11 @@ impl FeedSink for Hub {
         // event's score (red team 2026-11-30, and
         // `after_an_erasure_the_feed_stays_in_log_order_with_current_scores`).
         // So one drain publishes one change per relationship: its latest
-        // score, cause and position, and the deltas summed.
-        let mut changes = coalesce(changes);
+        // score, at the largest of its positions with that position's
+        // cause, and the deltas summed (the feed's tracker releases them so,
+        // `feed::merge_by_relationship`; this keeps the rule for any
+        // caller).
+        let mut changes = crate::feed::merge_by_relationship(changes);
         changes.sort_by_key(|c| c.position);
         let mut ring = self.ring.lock();
         let mut batch = Vec::new();
@@ -227,26 +230,6 @@ impl FeedSink for Hub {
             }
         }
     }
-}
-
-/// One change per relationship, in the order of their last changes: the
-/// last one's score, cause, position and time, with the deltas summed (the
-/// points the drain moved it since its last published change).
-fn coalesce(changes: Vec<Change>) -> Vec<Change> {
-    let mut last: std::collections::HashMap<(EntityId, EntityId), usize> =
-        std::collections::HashMap::new();
-    let mut out: Vec<Option<Change>> = Vec::with_capacity(changes.len());
-    for c in changes {
-        let key = (c.person.clone(), c.brand.clone());
-        let mut c = c;
-        if let Some(&i) = last.get(&key) {
-            let earlier = out[i].take().expect("the last change of its relationship");
-            c.delta += earlier.delta;
-        }
-        last.insert(key, out.len());
-        out.push(Some(c));
-    }
-    out.into_iter().flatten().collect()
 }
 
 impl crate::alerts::AlertSink for Hub {
