@@ -379,6 +379,19 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a Chromium session")
 }
 
+/// Ends the browser session once every claim of a test has been checked.
+///
+/// The session's end is teardown, not a claim: chromedriver answers an error
+/// when Chromium takes longer than its own 20 s to close the window, which a
+/// loaded CI machine can make happen (CI run of main b729b33 failed on it
+/// after every assertion of the What-if test had passed). Such an error is
+/// printed, and `Driver`'s drop kills chromedriver whatever happened here.
+async fn end_session(c: Client) {
+    if let Err(e) = c.close().await {
+        eprintln!("the Chromium session did not end cleanly (teardown only): {e}");
+    }
+}
+
 /// The browser's console since the last call (chromedriver drains it).
 async fn console(driver: &Driver, c: &Client) -> Vec<Value> {
     let id = c.session_id().await.unwrap().unwrap();
@@ -901,7 +914,7 @@ async fn the_pages_show_the_apis_numbers_in_chromium() {
         "markup from a pipeline was rendered"
     );
     no_console_errors(&driver, &c, "on pages showing markup sent as text").await;
-    c.close().await.unwrap();
+    end_session(c).await;
 }
 
 /// The "Usable" list in Chromium, on the seed story without keys:
@@ -1102,7 +1115,7 @@ async fn the_dashboard_is_usable_by_keyboard_on_a_phone_and_a_wall_in_another_zo
         );
     }
     no_console_errors(&driver, &c, "in the usability checks").await;
-    c.close().await.unwrap();
+    end_session(c).await;
 }
 
 /// A count as the pages show it (en-US grouping).
@@ -1208,5 +1221,5 @@ async fn the_what_if_page_shows_the_mover_of_a_pasted_event_in_chromium() {
         None,
     );
     assert_eq!(stored.status, 404, "{}", stored.body);
-    c.close().await.unwrap();
+    end_session(c).await;
 }
