@@ -1594,15 +1594,20 @@ pub struct Engine<S> {
     in_transit: Arc<reorder::InTransit>,
     /// The trend columns of the latest ranking (1, 7 and 30 days before
     /// its time): the generation and time they were taken for.
-    past_columns: Mutex<PastColumns>,
+    past_columns: Mutex<Option<PastColumns>>,
     /// The adjoint walks of recently read relationships (`reads.rs`).
     walks: reads::Walks,
     /// The events recent relationship reads listed as reasons (`reads.rs`).
     reasons: reads::Reasons,
 }
 
-/// `Engine::past_columns`.
-type PastColumns = Option<(u64, DateTime<Utc>, Arc<Vec<BatchScores>>)>;
+/// `Engine::past_columns`: the trend columns of a ranking at `at` (1, 7
+/// and 30 days before it), and the state they were evaluated on.
+struct PastColumns {
+    taken: reads::Taken,
+    at: DateTime<Utc>,
+    columns: Arc<Vec<BatchScores>>,
+}
 
 use queue::Queued;
 
@@ -2879,44 +2884,52 @@ impl<S: EventStore> Engine<S> {
         // Now from the live series (kept per event); the trend points are in
         // the past, where only a batch evaluation knows the graph. Those
         // are shared by the rankings of a minute (as the whole ranking was
-        // before streams): appends in place never reach into the past, and
-        // a new generation keeps them when it changed nothing up to the
+        // before streams) while they hold for the state read
+        // (`reads::Taken::holds_at` at the latest of them): a fold in place
+        // reaches back no further than the latest event time they were
+        // evaluated with (events posted in order with older times do: a
+        // backfill, or trend points of an `at` after the events), and a
+        // new generation keeps them when it changed nothing up to the
         // latest of them (`Lineage::unchanged_at`: a refold for events
         // later than a day back).
-        let generation = self.derived.generation.load(Ordering::SeqCst);
-        let reused = {
-            let mut kept = self.past_columns.lock();
-            let valid = kept.as_ref().is_some_and(|(g, at, _)| {
-                let close = match reuse {
-                    PastReuse::OfTheMinute => (now - *at).abs() < Duration::seconds(60),
-                    PastReuse::Exact => *at == now,
-                };
-                close
-                    && self
-                        .derived
-                        .lineage
-                        .unchanged_at(*g, generation, *at - Duration::days(1))
-            });
-            match kept.as_mut() {
-                Some((g, _, past)) if valid => {
-                    // Valid for this generation: checked from here on.
-                    *g = generation;
-                    Some(Arc::clone(past))
-                }
-                _ => None,
-            }
-        };
         let started = Instant::now();
-        let (current, snapshots, kinds, taken) = {
+        let (current, snapshots, reused, kinds, taken) = {
             let state = self.state()?;
             let reading = Instant::now();
             // Read under the read lock: the state cannot change meanwhile.
+            let read = reads::Taken {
+                generation: self.derived.generation.load(Ordering::SeqCst),
+                version: self.version(),
+                events: state.event_count(),
+                position: state.position(),
+                latest: state.latest_time(),
+            };
             let taken = (
                 self.version(),
                 self.position(),
-                self.derived.generation.load(Ordering::SeqCst),
+                read.generation,
                 Instant::now(),
             );
+            let reused = {
+                let mut kept = self.past_columns.lock();
+                match kept.as_mut() {
+                    Some(kept)
+                        if match reuse {
+                            PastReuse::OfTheMinute => (now - kept.at).abs() < Duration::seconds(60),
+                            PastReuse::Exact => kept.at == now,
+                        } && kept.taken.holds_at(
+                            &read,
+                            kept.at - Duration::days(1),
+                            &self.derived.lineage,
+                        ) =>
+                    {
+                        // They are this state's: checked from here on.
+                        kept.taken = read;
+                        Some(Arc::clone(&kept.columns))
+                    }
+                    _ => None,
+                }
+            };
             let settled = !state.live_owes(now);
             let current = state.scores_at(now);
             let snapshots: Vec<RelSnapshot> = if reused.is_some() {
@@ -2936,9 +2949,9 @@ impl<S: EventStore> Engine<S> {
                 .map(|h| (table.name(h).clone(), table.kind(h)))
                 .collect();
             crate::telemetry::record_ranking_build("read", reading.elapsed());
-            (current, snapshots, kinds, (taken, settled))
+            (current, snapshots, reused, kinds, (taken, settled, read))
         };
-        let (taken, settled) = taken;
+        let (taken, settled, read) = taken;
         // The batch evaluations, off the lock, at background priority
         // (`priority.rs`): no writer waits for a ranking.
         let evaluating = Instant::now();
@@ -2956,9 +2969,11 @@ impl<S: EventStore> Engine<S> {
                         .collect()
                 }));
                 crate::telemetry::record_ranking_build("past", evaluating.elapsed());
-                if taken.2 == generation {
-                    *self.past_columns.lock() = Some((generation, now, Arc::clone(&past)));
-                }
+                *self.past_columns.lock() = Some(PastColumns {
+                    taken: read,
+                    at: now,
+                    columns: Arc::clone(&past),
+                });
                 past
             }
         };
@@ -3509,7 +3524,7 @@ mod tests {
         let past = |engine: &Engine<_>| {
             engine.build_ranking(now, PastReuse::OfTheMinute).unwrap();
             let kept = engine.past_columns.lock();
-            Arc::clone(&kept.as_ref().expect("kept").2)
+            Arc::clone(&kept.as_ref().expect("kept").columns)
         };
         let (p, b) = (EntityId::new("p").unwrap(), EntityId::new("b").unwrap());
         engine
@@ -3549,6 +3564,56 @@ mod tests {
             !Arc::ptr_eq(&before, &past(&engine)),
             "past columns evaluated again"
         );
+    }
+
+    /// Regression (red team h69, T1: listings' trends of a round's
+    /// relationships stayed those from before it, about 34 points off a
+    /// fresh open): events folded in place (later than everything folded,
+    /// so no new generation) but older than a ranking's time less a day
+    /// change its trend points, so the kept columns must not serve; once
+    /// the latest event is within the last day, events folded in place
+    /// cannot reach the points and the columns are shared again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_folded_in_place_before_the_trend_points_are_in_the_next_rankings_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+        let engine = Engine::open(store, model()).await.unwrap();
+        let now = Utc::now();
+        let ago = |hours: i64| now - Duration::hours(hours);
+        let columns = |engine: &Engine<_>| {
+            engine.build_ranking(now, PastReuse::Exact).unwrap();
+            let kept = engine.past_columns.lock();
+            Arc::clone(&kept.as_ref().expect("kept").columns)
+        };
+        let submit = |id: &'static str, hours: i64| {
+            let engine = &engine;
+            async move {
+                let generation = engine.derived.generation.load(Ordering::SeqCst);
+                let events = vec![bought(id, "p", ago(hours))];
+                engine.submit(events, Vec::new(), false, now).await.unwrap();
+                let folded = engine.derived.generation.load(Ordering::SeqCst);
+                assert_eq!(generation, folded, "{id} is folded in place");
+            }
+        };
+        submit("a", 72).await;
+        let first = columns(&engine);
+        // In order, two days back: the day-back column has it.
+        submit("b", 48).await;
+        let second = columns(&engine);
+        assert!(!Arc::ptr_eq(&first, &second), "evaluated again");
+        assert_ne!(
+            format!("{:?}", first[0]),
+            format!("{:?}", second[0]),
+            "the day-back column moved"
+        );
+        // Half a day back: after the points, but the columns were
+        // evaluated with the latest event two days back.
+        submit("c", 12).await;
+        let third = columns(&engine);
+        assert!(!Arc::ptr_eq(&second, &third), "evaluated again");
+        // Six hours back, the latest event now within the last day.
+        submit("d", 6).await;
+        assert!(Arc::ptr_eq(&third, &columns(&engine)), "shared");
     }
 
     /// Regression (task H11): a rebuild asked (by an erasure) while the

@@ -65,6 +65,27 @@ pub(super) struct Taken {
     pub latest: Option<DateTime<Utc>>,
 }
 
+impl Taken {
+    /// Whether `now` is the very state this was taken on.
+    pub fn same_state(&self, now: &Taken) -> bool {
+        self.generation == now.generation
+            && self.version == now.version
+            && self.events == now.events
+            && self.position == now.position
+    }
+
+    /// Whether what was derived at time `t` from the state this was taken
+    /// on holds for the later state `now` (the one rule of caches of past
+    /// times): no later generation changed `t` (`Lineage::unchanged_at`),
+    /// and it is the same state or `t` is before the latest event time it
+    /// was taken with, since a fold in place only adds events no earlier
+    /// than that (`FoldState::appends_in_order`).
+    pub fn holds_at(&self, now: &Taken, t: DateTime<Utc>, lineage: &Lineage) -> bool {
+        lineage.unchanged_at(self.generation, now.generation, t)
+            && (self.same_state(now) || self.latest.is_some_and(|l| t < l))
+    }
+}
+
 struct Kept {
     walk: Arc<Walk>,
     taken: Taken,
@@ -77,14 +98,10 @@ impl Kept {
         if !span.covers(t) || !lineage.unchanged_at(self.taken.generation, now.generation, t) {
             return false;
         }
-        let same = self.taken.generation == now.generation
-            && self.taken.version == now.version
-            && self.taken.events == now.events
-            && self.taken.position == now.position;
         // A span that ends ends at a change already folded: later folds in
         // place come after it. An open one holds for later states only
         // before the latest event time it was taken with.
-        same || span.until.is_some() || self.taken.latest.is_some_and(|l| t < l)
+        span.until.is_some() || self.taken.holds_at(now, t, lineage)
     }
 }
 
