@@ -124,6 +124,32 @@ impl Store {
     }
 }
 
+/// The flags of every server here: read-your-writes rankings, no rate
+/// limit (the tests poll), and a snapshot every `every` events folded.
+fn flags(every: &'static str) -> [&'static str; 6] {
+    [
+        "--staleness",
+        "0",
+        "--rate-per-address",
+        "0",
+        "--snapshot-every",
+        every,
+    ]
+}
+
+/// Fails unless a fresh open of the store in `dir` (snapshots removed,
+/// the whole log folded) serves `served`; the server last on it stopped.
+fn a_fresh_open_serves(store: &Store, dir: &Path, flags: &[&str], served: &Value, what: &str) {
+    store.drop_snapshots(dir);
+    let fresh = store.start(dir, flags);
+    caught_up(&fresh);
+    same(
+        served,
+        &everything(&fresh),
+        &format!("{what}: a fresh open"),
+    );
+}
+
 /// The subject is nowhere a client or the disk can reach: no entity, no
 /// export, none of their events, in no ranking, summary or explanation,
 /// no dead letter, no kept snapshot.
@@ -208,7 +234,7 @@ fn seed_store(s: &Server) -> Vec<Value> {
 fn an_erasure_cut_off_between_the_logs_commit_and_the_snapshots_deletion_leaves_no_snapshot_of_the_person()
  {
     let dir = tempfile::tempdir().unwrap();
-    let flags = ["--staleness", "0", "--rate-per-address", "0"];
+    let flags = flags("100000");
     let s = Server::start(dir.path(), &flags);
     seed_store(&s);
     s.terminate();
@@ -239,10 +265,7 @@ fn an_erasure_cut_off_between_the_logs_commit_and_the_snapshots_deletion_leaves_
     wholly_erased(&s, &store, dir.path(), "a restart after the cut");
     let served = everything(&s);
     s.terminate();
-    store.drop_snapshots(dir.path());
-    let fresh = Server::start(dir.path(), &flags);
-    caught_up(&fresh);
-    same(&served, &everything(&fresh), "a fresh open");
+    a_fresh_open_serves(&store, dir.path(), &flags, &served, "after the cut");
 }
 
 /// Issue #16's erasure under SIGKILL: a store holding the subject (their
@@ -258,14 +281,7 @@ fn an_erasure_cut_off_between_the_logs_commit_and_the_snapshots_deletion_leaves_
 /// the others is there once, and the served state is a fresh open's.
 fn an_erasure_killed(store: &Store, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--staleness",
-        "0",
-        "--snapshot-every",
-        "60",
-        "--rate-per-address",
-        "0",
-    ];
+    let flags = flags("60");
     let s = store.start(dir.path(), &flags);
     let first = seed_store(&s);
     s.terminate();
@@ -342,14 +358,7 @@ fn an_erasure_killed(store: &Store, seed: u64) {
     let again = store.start(dir.path(), &flags);
     wholly_erased(&again, store, dir.path(), &format!("{what}, restarted"));
     again.terminate();
-    store.drop_snapshots(dir.path());
-    let fresh = store.start(dir.path(), &flags);
-    caught_up(&fresh);
-    same(
-        &served,
-        &everything(&fresh),
-        &format!("{what}: a fresh open"),
-    );
+    a_fresh_open_serves(store, dir.path(), &flags, &served, &what);
 }
 
 #[test]
@@ -447,14 +456,7 @@ fn atomic_request(rng: &mut ChaCha8Rng, k: usize, contested: u32) -> (Flaw, Vec<
 /// snapshot at shutdown) and a fresh open, bit for bit.
 fn atomic_requests_during_refolds(store: &Store, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--staleness",
-        "0",
-        "--snapshot-every",
-        "40",
-        "--rate-per-address",
-        "0",
-    ];
+    let flags = flags("40");
     let s = store.start(dir.path(), &flags);
     let head: Vec<Value> = (0..250).map(event).collect();
     assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
@@ -576,14 +578,7 @@ fn atomic_requests_during_refolds(store: &Store, seed: u64) {
         &format!("seed {seed}: a restart from a snapshot written mid-stream"),
     );
     restarted.terminate();
-    store.drop_snapshots(dir.path());
-    let fresh = store.start(dir.path(), &flags);
-    caught_up(&fresh);
-    same(
-        &served,
-        &everything(&fresh),
-        &format!("seed {seed}: a fresh open"),
-    );
+    a_fresh_open_serves(store, dir.path(), &flags, &served, &format!("seed {seed}"));
 }
 
 #[test]
@@ -611,14 +606,7 @@ fn atomic_requests_during_refolds_are_stored_whole_or_not_at_all_and_snapshots_r
 fn snapshots_written_during_roll_backs_restart_to_a_fresh_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::Embedded;
-    let flags = [
-        "--staleness",
-        "0",
-        "--snapshot-every",
-        "15",
-        "--rate-per-address",
-        "0",
-    ];
+    let flags = flags("15");
     let s = store.start(dir.path(), &flags);
     let head: Vec<Value> = (0..200).map(event).collect();
     assert_eq!(s.post_ndjson(&ndjson(&head)).status, 200);
@@ -662,10 +650,7 @@ fn snapshots_written_during_roll_backs_restart_to_a_fresh_open() {
     caught_up(&s);
     let served = everything(&s);
     s.terminate();
-    store.drop_snapshots(dir.path());
-    let fresh = store.start(dir.path(), &flags);
-    caught_up(&fresh);
-    same(&served, &everything(&fresh), "a fresh open");
+    a_fresh_open_serves(&store, dir.path(), &flags, &served, "after the rounds");
 }
 
 /// Two servers on one PostgreSQL database: B folds a stream and saves a
@@ -681,21 +666,8 @@ fn a_snapshot_another_server_saves_across_an_erasure_keeps_no_copy_on_postgres()
     let db = crate::pg_e2e::fresh_db();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let store = Store::Postgres(db.url.clone());
-    let a = store.start(
-        dir_a.path(),
-        &["--staleness", "0", "--rate-per-address", "0"],
-    );
-    let b = store.start(
-        dir_b.path(),
-        &[
-            "--staleness",
-            "0",
-            "--snapshot-every",
-            "5",
-            "--rate-per-address",
-            "0",
-        ],
-    );
+    let a = store.start(dir_a.path(), &flags("100000"));
+    let b = store.start(dir_b.path(), &flags("5"));
     let head: Vec<Value> = (0..300).map(event).collect();
     assert_eq!(a.post_ndjson(&ndjson(&head)).status, 200);
     let mut next = 300u32;
@@ -712,6 +684,12 @@ fn a_snapshot_another_server_saves_across_an_erasure_keeps_no_copy_on_postgres()
             .collect();
         assert_eq!(b.post_ndjson(&ndjson(&theirs)).status, 200);
         caught_up(&b);
+        // A knows the person through its follower.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while a.get(&format!("/v1/entities/{person}")).status != 200 {
+            assert!(Instant::now() < deadline, "A never followed B's events");
+            std::thread::yield_now();
+        }
         let stop = std::sync::atomic::AtomicBool::new(false);
         let from = next;
         let sent = std::thread::scope(|scope| {
