@@ -318,6 +318,7 @@ fn save<S: EventStore>(
         events: header.events,
         format: header.format,
         model: header.model,
+        context: captured.context_position(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
     let (saved, encoded) = std::thread::scope(|scope| {

@@ -458,6 +458,12 @@ impl Captured {
         self.fold.count as u64
     }
 
+    /// The latest change of the log's context the state reflects
+    /// (`FoldState::context_position`).
+    pub fn context_position(&self) -> Option<crate::domain::LogPosition> {
+        self.fold.context_position()
+    }
+
     /// The largest log position folded; `None` for an empty state.
     pub fn position(&self) -> Option<LogPosition> {
         self.fold.folded.max()

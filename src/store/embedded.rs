@@ -16,10 +16,11 @@
 //! - `entity_events`: (entity, time, id), one row per entity an event
 //!   names: an entity's events in canonical order, for timelines, the 360°
 //!   view and erasure;
-//! - `meta`: `layout`, `log_head` (the next position) and
+//! - `meta`: `layout`, `log_head` (the next position),
 //!   `context_position` (the position the latest registration or erasure
 //!   took: a change of the log's context has a position of its own, module
-//!   docs of `store`);
+//!   docs of `store`) and, from an erasure's commit until every snapshot is
+//!   deleted, `snapshots_unerased` ([`SNAPSHOTS_UNERASED`]);
 //! - `entities` holds registrations (JSON); `health` one probe row.
 //!
 //! Positions are assigned by the one writer in commit order and persisted
@@ -64,6 +65,15 @@ const EVENT_IDS: TableDefinition<&str, i64> = TableDefinition::new("event_ids");
 const POSITIONS: TableDefinition<u64, (i64, &str)> = TableDefinition::new("positions");
 const ENTITY_EVENTS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("entity_events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The `meta` key an erasure sets in the transaction that erases the log,
+/// and clears once every snapshot is deleted (the snapshots are files, out
+/// of that transaction). Found set at open, a process died in between: the
+/// log no longer holds the entity, but snapshots that hold it may still be
+/// on disk (they would never be loaded: their event count or registrations
+/// are not the store's), so the open deletes them before anything reads
+/// one (red team h69: they stayed, and a retried erasure answered 404).
+const SNAPSHOTS_UNERASED: &str = "snapshots_unerased";
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const HEALTH: TableDefinition<&str, u64> = TableDefinition::new("health");
 
@@ -125,6 +135,9 @@ enum Write {
     Append(Vec<Encoded>, AppendMode, Reply),
     PutEntity(Entity, oneshot::Sender<Result<(), StoreError>>),
     Erase(EntityId, oneshot::Sender<Result<u64, StoreError>>),
+    /// Every snapshot was deleted after an erasure: clear
+    /// [`SNAPSHOTS_UNERASED`].
+    SnapshotsErased(oneshot::Sender<Result<(), StoreError>>),
     /// Stop after what is queued; answered once the writer let go of the file.
     Close(oneshot::Sender<()>),
 }
@@ -333,6 +346,8 @@ impl EmbeddedStore {
             }
             other => other,
         })?;
+        let snapshots = Arc::new(super::SnapshotDir::in_dir(dir));
+        finish_cut_off_erasure(&db, &snapshots);
         let shared = Arc::new(Shared {
             path,
             db: RwLock::new(Some(Arc::new(db))),
@@ -359,7 +374,7 @@ impl EmbeddedStore {
         Ok(Self {
             shared,
             writer: tx,
-            snapshots: Arc::new(super::SnapshotDir::in_dir(dir)),
+            snapshots,
         })
     }
 
@@ -590,14 +605,40 @@ impl EventStore for EmbeddedStore {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(Write::Erase(id.clone(), tx));
         let snapshots = Arc::clone(&self.snapshots);
+        let writer = self.writer.clone();
         async move {
             sent?;
             let removed = recv(rx).await?;
             // After the log's erasure: a state built before it is from an
             // older epoch, so its snapshot is refused (`snapshots.rs`).
-            tokio::task::spawn_blocking(move || snapshots.erase_all())
+            // The log's erasure is committed whatever happens here: an
+            // error now would leave the engine's state unrebuilt (serving
+            // the entity) and a retry would find no entity. Snapshots not
+            // deleted are deleted by the next open (`SNAPSHOTS_UNERASED`).
+            let deleted = tokio::task::spawn_blocking(move || snapshots.erase_all())
                 .await
-                .map_err(StoreError::internal)??;
+                .map_err(StoreError::internal)
+                .and_then(|deleted| deleted);
+            if let Err(e) = deleted {
+                tracing::error!(
+                    error = %e,
+                    "erased an entity from the log but not every snapshot of the scoring state; \
+                     the next open deletes them"
+                );
+                return Ok(removed);
+            }
+            let (tx, rx) = oneshot::channel();
+            let cleared = match writer.send(Write::SnapshotsErased(tx)) {
+                Ok(()) => recv(rx).await,
+                Err(_) => Err(StoreError::Internal("the store writer has stopped".into())),
+            };
+            if let Err(e) = cleared {
+                tracing::warn!(
+                    error = %e,
+                    "the snapshots were deleted after an erasure but the store could not record it; \
+                     the next open deletes snapshots again"
+                );
+            }
             Ok(removed)
         }
     }
@@ -838,6 +879,10 @@ impl Writer {
                     Write::Erase(id, reply) => {
                         self.flush(&mut appends);
                         let _ = reply.send(self.write(|db| erase(db, &id)));
+                    }
+                    Write::SnapshotsErased(reply) => {
+                        self.flush(&mut appends);
+                        let _ = reply.send(self.write(clear_snapshots_unerased));
                     }
                     Write::Close(reply) => {
                         self.flush(&mut appends);
@@ -1136,8 +1181,52 @@ fn erase(db: &Database, id: &EntityId) -> Result<u64, Failure> {
         }
         let mut entities = txn.open_table(ENTITIES)?;
         entities.remove(id.as_str())?;
+        // The snapshots, which may hold the entity, are deleted after this
+        // commits; until they are, an open deletes them.
+        txn.open_table(META)?.insert(SNAPSHOTS_UNERASED, 1)?;
     }
     take_context_position(&txn)?;
     txn.commit()?;
     Ok(removed)
+}
+
+/// Clears [`SNAPSHOTS_UNERASED`]: every snapshot was deleted.
+fn clear_snapshots_unerased(db: &Database) -> Result<(), Failure> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.remove(SNAPSHOTS_UNERASED)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// At open: an erasure cut off between the log's commit and the deletion
+/// of the snapshots ([`SNAPSHOTS_UNERASED`] set) is finished, every
+/// snapshot deleted, before any is read. A failure is logged and the store
+/// opens anyway (the flag stays, so the next open tries again; such a
+/// snapshot is never loaded: its event count or registrations are not the
+/// store's).
+fn finish_cut_off_erasure(db: &Database, snapshots: &super::SnapshotDir) {
+    let finish = || -> Result<bool, Failure> {
+        let set = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            meta.get(SNAPSHOTS_UNERASED)?.is_some()
+        };
+        if set {
+            snapshots.erase_all()?;
+            clear_snapshots_unerased(db)?;
+        }
+        Ok(set)
+    };
+    match finish() {
+        Ok(false) => {}
+        Ok(true) => tracing::warn!(
+            "an erasure was cut off before it deleted the snapshots of the scoring state; \
+             deleted them now (this start folds the whole log)"
+        ),
+        Err(f) => tracing::error!(
+            error = %f.error,
+            "an erasure was cut off before it deleted the snapshots of the scoring state, \
+             and they cannot be deleted now; the next open tries again"
+        ),
+    }
 }

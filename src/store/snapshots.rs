@@ -91,6 +91,12 @@ pub struct SnapshotMeta {
     pub format: u32,
     /// The scoring model's hash.
     pub model: [u8; 32],
+    /// The latest change of the log's context (a registration, an
+    /// erasure: `EventStore::context_position`) the state reflects; `None`
+    /// for none. PostgreSQL refuses the save when the database's is
+    /// another (another server's erasure since: red team h69); one
+    /// process owns the embedded store, whose erasure epoch suffices.
+    pub context: Option<LogPosition>,
 }
 
 /// Snapshots as files in a directory beside the embedded log: each written
@@ -351,6 +357,7 @@ mod tests {
             events: position + 1,
             format: 1,
             model: [0; 32],
+            context: None,
         }
     }
 

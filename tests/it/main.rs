@@ -51,6 +51,7 @@ mod redteam5;
 mod redteam6;
 mod redteam7;
 mod redteam8;
+mod redteam9;
 mod refold;
 mod refold_memory;
 mod relspace;

@@ -44,7 +44,7 @@ fn sentinel() -> Value {
 }
 
 /// The `Fusion-Position` of an answer.
-fn position_of(r: &crate::support::Reply) -> u64 {
+pub(crate) fn position_of(r: &crate::support::Reply) -> u64 {
     r.header("fusion-position")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no Fusion-Position: {:?}", r.headers))
@@ -176,13 +176,13 @@ fn reads_during_a_round_of_more_than_1000_events_claim_only_what_they_reflect() 
 }
 
 /// One client's share of a stream: its batches, in order.
-type Share = Vec<Vec<Value>>;
+pub(crate) type Share = Vec<Vec<Value>>;
 
 /// A stream of events `head..n` in `clients` shares of random batches (1 to
 /// `max_batch` events) of a seeded order that is mostly by time with
 /// stretches reversed and some events held back far (late events: refolds
 /// from checkpoints with tails from memory, roll-backs of the live series).
-fn shares(seed: u64, head: u32, n: u32, clients: usize, max_batch: usize) -> Vec<Share> {
+pub(crate) fn shares(seed: u64, head: u32, n: u32, clients: usize, max_batch: usize) -> Vec<Share> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<Value> = (head..n).map(event).collect();
     order
@@ -213,7 +213,7 @@ fn shares(seed: u64, head: u32, n: u32, clients: usize, max_batch: usize) -> Vec
 /// Posts `shares` from one thread each; records every event acknowledged.
 /// A client stops quietly at its first request that fails (the server
 /// was killed): what it acknowledged is a prefix of its share.
-fn post_shares(s: &Server, shares: &[Share], acked: &Mutex<Vec<Value>>) {
+pub(crate) fn post_shares(s: &Server, shares: &[Share], acked: &Mutex<Vec<Value>>) {
     std::thread::scope(|scope| {
         for share in shares {
             scope.spawn(move || {
@@ -231,6 +231,21 @@ fn post_shares(s: &Server, shares: &[Share], acked: &Mutex<Vec<Value>>) {
             });
         }
     });
+}
+
+/// After a kill, each client goes on from its first batch not
+/// acknowledged (a batch in flight at the kill may or may not be stored:
+/// sent again, a duplicate either way): drops from `remaining` the batches
+/// whose events are all in `acked`.
+pub(crate) fn go_on_after_a_kill(remaining: &mut [Share], acked: &[Value]) {
+    let have: BTreeSet<&str> = acked.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    for share in remaining {
+        let done = share
+            .iter()
+            .take_while(|b| b.iter().all(|e| have.contains(e["id"].as_str().unwrap())))
+            .count();
+        share.drain(..done);
+    }
 }
 
 /// How to start servers on one store, and how to make its next open a
@@ -270,7 +285,7 @@ impl Backend for Postgres {
 /// Seeds of the kill runs: `FUSION_KILL_SOAK` of them from
 /// `FUSION_KILL_SEED` (the soak script, `scripts/redteam/kill_soak.sh`),
 /// else `default`.
-fn kill_seeds(default: &[u64]) -> Vec<u64> {
+pub(crate) fn kill_seeds(default: &[u64]) -> Vec<u64> {
     let count: Option<u64> = std::env::var("FUSION_KILL_SOAK")
         .ok()
         .and_then(|n| n.parse().ok());
@@ -335,22 +350,7 @@ fn kills_mid_stream(backend: &dyn Backend, seed: u64, kills: usize) {
             s.sigkill();
         });
         drop(s);
-        // Each client goes on from its first batch not acknowledged (a
-        // batch in flight at the kill may or may not be stored: sent
-        // again, a duplicate either way).
-        let have: BTreeSet<String> = acked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| e["id"].as_str().unwrap().to_string())
-            .collect();
-        for share in &mut remaining {
-            let done = share
-                .iter()
-                .take_while(|b| b.iter().all(|e| have.contains(e["id"].as_str().unwrap())))
-                .count();
-            share.drain(..done);
-        }
+        go_on_after_a_kill(&mut remaining, &acked.lock().unwrap());
     }
     let acked = acked.into_inner().unwrap();
     let ids: BTreeSet<&str> = acked.iter().map(|e| e["id"].as_str().unwrap()).collect();

@@ -322,6 +322,8 @@ async fn erasure_reaches_snapshots<S: EventStore + Clone>(store: S) {
         events: header.events,
         format: header.format,
         model: header.model,
+        // The store's context: the save is kept, and the load refuses it.
+        context: store.context_position().await.unwrap(),
     };
     assert!(
         store
@@ -407,6 +409,7 @@ async fn a_snapshot_of_many_pieces_is_kept_whole_and_one_cut_off_is_not<S: Event
         events: position + 1,
         format: fusion::score::snapshot::FORMAT_VERSION,
         model: [7; 32],
+        context: None,
     };
     // Cut off: the writer stops after two pieces, without its end.
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -537,6 +540,7 @@ async fn saves_of_another_format_leave_this_formats_snapshot<S: EventStore>(stor
         events: position + 1,
         format,
         model: [7; 32],
+        context: None,
     };
     let epoch = store.snapshot_epoch();
     let ours = b"this format at 10".to_vec();

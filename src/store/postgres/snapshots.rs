@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use deadpool_postgres::Pool;
 
 use super::{pg_error, pool_error};
+use crate::domain::LogPosition;
 use crate::store::snapshots::{PIECES_IN_FLIGHT, SNAPSHOTS_KEPT};
 use crate::store::{SnapshotMeta, SnapshotPiece, SnapshotPieces, SnapshotRead, StoreError};
 
@@ -94,6 +95,20 @@ pub(super) async fn save(
     }
     let _order = epoch.order.lock().await;
     if epoch.get() != of {
+        return Ok(false);
+    }
+    // Another server's erasure (or registration) since the state was
+    // built: it may hold the erased entity, and that erasure's delete of
+    // every snapshot has run or waits for this row (the share lock keeps
+    // it from committing between this check and the commit). Refused, as
+    // this server's own erasures refuse it above (red team h69: such a
+    // save was kept, holding the erased person).
+    let context: Option<i64> = tx
+        .query_one("SELECT pos FROM log_context FOR SHARE", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if context.map(|p| p as LogPosition) != meta.context {
         return Ok(false);
     }
     tx.execute(
