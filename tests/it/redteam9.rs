@@ -150,6 +150,24 @@ fn a_fresh_open_serves(store: &Store, dir: &Path, flags: &[&str], served: &Value
     );
 }
 
+/// SIGKILLs `s` and fails unless a restart on its store (from the
+/// snapshots it left) serves `served`; answers the restarted server.
+fn a_restart_after_a_kill_serves(
+    s: Server,
+    store: &Store,
+    dir: &Path,
+    flags: &[&str],
+    served: &Value,
+    what: &str,
+) -> Server {
+    s.sigkill();
+    drop(s);
+    let restarted = store.start(dir, flags);
+    caught_up(&restarted);
+    same(served, &everything(&restarted), what);
+    restarted
+}
+
 /// The subject is nowhere a client or the disk can reach: no entity, no
 /// export, none of their events, in no ranking, summary or explanation,
 /// no dead letter, no kept snapshot.
@@ -568,13 +586,12 @@ fn atomic_requests_during_refolds(store: &Store, seed: u64) {
         kept > 0,
         "seed {seed}: premise: snapshots written mid-stream"
     );
-    s.sigkill();
-    drop(s);
-    let restarted = store.start(dir.path(), &flags);
-    caught_up(&restarted);
-    same(
+    let restarted = a_restart_after_a_kill_serves(
+        s,
+        store,
+        dir.path(),
+        &flags,
         &served,
-        &everything(&restarted),
         &format!("seed {seed}: a restart from a snapshot written mid-stream"),
     );
     restarted.terminate();
@@ -635,16 +652,14 @@ fn snapshots_written_during_roll_backs_restart_to_a_fresh_open() {
         });
         caught_up(&s);
         let served = everything(&s);
-        s.sigkill();
-        drop(s);
-        let restarted = store.start(dir.path(), &flags);
-        caught_up(&restarted);
-        same(
+        drop(a_restart_after_a_kill_serves(
+            s,
+            &store,
+            dir.path(),
+            &flags,
             &served,
-            &everything(&restarted),
             &format!("round {round}: a restart from the snapshot written mid-roll-back"),
-        );
-        drop(restarted);
+        ));
     }
     let s = store.start(dir.path(), &flags);
     caught_up(&s);
