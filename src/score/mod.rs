@@ -38,7 +38,7 @@ pub mod snapshot;
 pub use drift::Drift;
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
-    BuildPlan, Built, CHECKPOINT_EVENTS, Checkpoint, LiveScores, LiveStats, MoveCause, Moved,
+    BuildPlan, Built, CHECKPOINT_EVENTS, Checkpoint, EventStep, LiveScores, LiveStats, MoveCause, Moved,
     Movement, RENORMALISE_AFTER_HALF_LIVES, Resumed,
 };
 pub use model::{
