@@ -82,7 +82,7 @@ metrics_table! {
     FOLD_LAG_SECONDS = "fusion_fold_lag_seconds", Gauge,
         "Age of the oldest such wait, seconds.";
     LIVE_LAG_EVENTS = "fusion_live_lag_events", Gauge,
-        "Folded events the live series (every relationship's current score) has not applied yet.";
+        "Folded events the live series (every relationship's current score) has not applied yet (a drift rebuild it owes counted as one).";
     LIVE_LAG_SECONDS = "fusion_live_lag_seconds", Gauge,
         "Seconds since the live series was last current: since the first change after it caught up (0 when caught up).";
     LIVE_BUILDS = "fusion_live_builds_total", Counter,

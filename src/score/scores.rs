@@ -343,7 +343,8 @@ impl ScoreState {
         self.live.synced()
     }
 
-    /// Folded events the live series has not applied yet.
+    /// Folded events the live series has not applied yet (a drift rebuild
+    /// owed counted as one: `LiveSeries::lag`).
     pub fn live_lag(&self) -> usize {
         self.live.lag()
     }
@@ -460,7 +461,8 @@ impl ScoreState {
         step: impl FnMut(&super::live::EventStep) -> bool,
         out_of_time: impl FnMut() -> bool,
     ) -> bool {
-        self.live.apply_pending_deferring(&self.fold, step, out_of_time)
+        self.live
+            .apply_pending_deferring(&self.fold, step, out_of_time)
     }
 
     /// The log position after the last one folded (0 for none): every

@@ -423,9 +423,11 @@ impl LiveSeries {
         }
     }
 
-    /// Folded events whose deltas are not applied yet.
+    /// Folded events whose deltas are not applied yet, and a drift
+    /// rebuild owed counted as one (the series is not current until it is
+    /// made: a lag of 0 means caught up).
     pub fn lag(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + usize::from(self.drift.is_some())
     }
 
     /// The smallest log position of the folded events whose deltas are
