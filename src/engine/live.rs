@@ -321,7 +321,7 @@ fn install(
     derived: &Derived,
     generation: u64,
     built: crate::score::Built,
-) -> Result<Option<crate::score::LiveScores>, crate::score::Built> {
+) -> Result<Option<crate::score::LiveScores>, Box<crate::score::Built>> {
     let mut slot = derived.write_slot();
     let now = derived.generation.load(Ordering::SeqCst);
     let inputs_kept = built
@@ -330,6 +330,6 @@ fn install(
     if (now == generation || inputs_kept) && slot.state.live_awaits(&built) {
         Ok(slot.state.install_live(built))
     } else {
-        Err(built)
+        Err(Box::new(built))
     }
 }

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use fusion::domain::{Event, Logged};
+use fusion::domain::Event;
+
+use crate::live_plan::logged;
 use fusion::score::{ScoreState, ScoringModel};
 
 /// A model whose drift check fires on [`fan_stream`]: a coarse tolerance
@@ -25,6 +27,26 @@ fn drifting_model() -> Arc<ScoringModel> {
     Arc::new(ScoringModel::from_toml(&text).unwrap())
 }
 
+/// Events of the given bodies (JSON members after id and time), one a
+/// second from a fixed start (no two at the same time), validated.
+fn one_a_second(bodies: Vec<String>) -> Vec<Event> {
+    let start = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let lines: Vec<String> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let time = (start + Duration::seconds(i as i64)).format("%Y-%m-%dT%H:%M:%SZ");
+            format!(r#"{{"id":"d{i}","time":"{time}",{body}}}"#)
+        })
+        .collect();
+    let values = fusion::ingest::parse_ndjson(lines.join("\n").as_bytes()).unwrap();
+    let checked = fusion::ingest::validate_all(&values, &ScoringModel::default_model().currency);
+    assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+    checked.good.into_iter().map(|(_, e)| e).collect()
+}
+
 /// `stars` people who buy at `brands` brands each, one event a second (no
 /// two at the same time); then a "fan" who endorses one brand follows them
 /// one by one. Each follow spills a star's whole row into the fan's
@@ -33,43 +55,21 @@ fn drifting_model() -> Arc<ScoringModel> {
 /// events, the case the drift check fires for (`score::live`, "Drift
 /// control"). Deterministic.
 fn fan_stream(stars: u32, brands: u32, amount: u32) -> Vec<Event> {
-    let start = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
-    let mut lines = Vec::new();
-    let mut event = |body: String| {
-        let time = (start + Duration::seconds(lines.len() as i64)).format("%Y-%m-%dT%H:%M:%SZ");
-        let id = lines.len();
-        lines.push(format!(r#"{{"id":"d{id}","time":"{time}",{body}}}"#));
-    };
+    let mut bodies = Vec::new();
     for s in 0..stars {
         for b in 0..brands {
-            event(format!(
+            bodies.push(format!(
                 r#""type":"purchase","person":"star{s}","brand":"x{b}","amount":{amount}"#
             ));
         }
     }
-    event(r#""type":"endorsement","person":"fan","brand":"x0","strength":0.9"#.into());
+    bodies.push(r#""type":"endorsement","person":"fan","brand":"x0","strength":0.9"#.into());
     for s in 0..stars {
-        event(format!(
+        bodies.push(format!(
             r#""type":"follow","person":"fan","target":"star{s}""#
         ));
     }
-    let values = fusion::ingest::parse_ndjson(lines.join("\n").as_bytes()).unwrap();
-    let checked = fusion::ingest::validate_all(&values, &drifting_model().currency);
-    assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
-    checked.good.into_iter().map(|(_, e)| e).collect()
-}
-
-fn logged(events: &[Event], from: usize) -> Vec<Logged> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| Logged {
-            position: (from + i) as u64,
-            event: event.clone(),
-        })
-        .collect()
+    one_a_second(bodies)
 }
 
 /// The live thread's catch-up (`engine::live::step`) on `state`, with
@@ -169,30 +169,18 @@ fn a_drift_rebuild_made_off_the_lock_while_the_fold_goes_on_is_the_one_made_at_o
 /// push reaches every follower, more than `PUSHES_PER_ASK` pushes in one
 /// event.
 fn influencer_stream(followers: u32) -> Vec<Event> {
-    let start = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
-    let mut lines = Vec::new();
-    let mut event = |body: String| {
-        let time = (start + Duration::seconds(lines.len() as i64)).format("%Y-%m-%dT%H:%M:%SZ");
-        let id = lines.len();
-        lines.push(format!(r#"{{"id":"i{id}","time":"{time}",{body}}}"#));
-    };
+    let mut bodies = Vec::new();
     for f in 0..followers {
-        event(format!(
+        bodies.push(format!(
             r#""type":"follow","person":"f{f}","target":"star""#
         ));
-        event(format!(
+        bodies.push(format!(
             r#""type":"endorsement","person":"f{f}","brand":"y{}","strength":0.8"#,
             f % 7
         ));
     }
-    event(r#""type":"purchase","person":"star","brand":"x0","amount":90"#.into());
-    let model = ScoringModel::default_model();
-    let values = fusion::ingest::parse_ndjson(lines.join("\n").as_bytes()).unwrap();
-    let checked = fusion::ingest::validate_all(&values, &model.currency);
-    assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
-    checked.good.into_iter().map(|(_, e)| e).collect()
+    bodies.push(r#""type":"purchase","person":"star","brand":"x0","amount":90"#.into());
+    one_a_second(bodies)
 }
 
 /// Regression test for task h66 (one event's pushes, an influencer's
