@@ -307,7 +307,23 @@ scenario() {
     echo "${name}_live_fold_lock_hold_max_ms=$(awk '$1 == "fusion_live_fold_lock_hold_max_seconds" { h = $2 } END { printf "%.1f", h * 1000 }' <<<"$metrics")"
     for what in plan install slice; do
         echo "${name}_live_fold_lock_${what}_mean_ms=$(awk -v w="$what" '$1 == "fusion_live_fold_lock_hold_seconds_sum{what=\"" w "\"}" { s = $2 } $1 == "fusion_live_fold_lock_hold_seconds_count{what=\"" w "\"}" { n = $2 } END { printf "%.2f", (n > 0 ? s / n * 1000 : 0) }' <<<"$metrics")"
+        # Holds and holds over 50 ms (task h66; an install holds none since).
+        echo "${name}_live_fold_lock_${what}_n=$(awk -v w="$what" '$1 == "fusion_live_fold_lock_hold_seconds_count{what=\"" w "\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+        echo "${name}_live_fold_lock_${what}_over_50ms=$(awk -v w="$what" 'index($1, "fusion_live_fold_lock_hold_seconds_bucket{") == 1 && index($1, "what=\"" w "\"") { if (index($1, "le=\"0.05\"")) h = $2; if (index($1, "le=\"+Inf\"")) n = $2 } END { print n - h }' <<<"$metrics")"
     done
+    # What holds a slice past its budget (task h66): events over 50 ms by
+    # cause (`check`: a drift check after it; `pushes`: its pushes alone),
+    # the longest event and its pushes, and the drift rebuilds made off the
+    # locks (0 / nan on a build without the metrics).
+    for cause in check pushes; do
+        echo "${name}_live_long_events_${cause}=$(awk -v c="$cause" '$1 == "fusion_live_long_events_total{cause=\"" c "\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    done
+    echo "${name}_live_event_max_ms=$(awk '$1 == "fusion_live_event_max_seconds" { h = $2 } END { printf "%.1f", h * 1000 }' <<<"$metrics")"
+    echo "${name}_live_event_max_pushes=$(awk '$1 == "fusion_live_event_max_pushes" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    for outcome in installed discarded; do
+        echo "${name}_live_drift_builds_${outcome}=$(awk -v o="$outcome" '$1 == "fusion_live_drift_builds_total{outcome=\"" o "\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    done
+    echo "${name}_live_drift_build_mean_s=$(awk '$1 == "fusion_live_drift_build_seconds_sum" { s = $2 } $1 == "fusion_live_drift_build_seconds_count" { n = $2 } END { printf "%.3f", (n > 0 ? s / n : 0) }' <<<"$metrics")"
     for phase in lock checkpoint; do
         echo "${name}_fold_${phase}_over_500ms=$(awk -v p="$phase" 'index($1, "fusion_fold_round_seconds_bucket{") == 1 && index($1, "phase=\"" p "\"") { if (index($1, "le=\"0.5\"")) h = $2; if (index($1, "le=\"+Inf\"")) n = $2 } END { print n - h }' <<<"$metrics")"
     done

@@ -82,7 +82,7 @@ metrics_table! {
     FOLD_LAG_SECONDS = "fusion_fold_lag_seconds", Gauge,
         "Age of the oldest such wait, seconds.";
     LIVE_LAG_EVENTS = "fusion_live_lag_events", Gauge,
-        "Folded events the live series (every relationship's current score) has not applied yet.";
+        "Folded events the live series (every relationship's current score) has not applied yet (a drift rebuild it owes counted as one).";
     LIVE_LAG_SECONDS = "fusion_live_lag_seconds", Gauge,
         "Seconds since the live series was last current: since the first change after it caught up (0 when caught up).";
     LIVE_BUILDS = "fusion_live_builds_total", Counter,
@@ -92,9 +92,19 @@ metrics_table! {
     LIVE_BUILD_SECONDS = "fusion_live_build_seconds", Histogram,
         "Seconds each checkpoint build of the live series took (its plan's read of the inputs and the build, both off the locks), installed or not.";
     LIVE_FOLD_LOCK_HOLD_SECONDS = "fusion_live_fold_lock_hold_seconds", Histogram,
-        "Seconds the live thread held the fold lock (the fold thread waits that long at most), each time, by `what`: `plan` (a copy of what a checkpoint build's plan reads, or finding nothing to do), `install` (a build swapped in and its movement handed to the change feed), `slice` (one slice of per-event catch-up).";
+        "Seconds the live thread held the fold lock (the fold thread waits that long at most), each time, by `what`: `plan` (a copy of what a checkpoint build's or a drift rebuild's plan reads, or finding nothing to do), `slice` (one slice of per-event catch-up). (`install`, a build swapped in, held it until task h66; it now takes the write lock alone.)";
     LIVE_FOLD_LOCK_HOLD_MAX_SECONDS = "fusion_live_fold_lock_hold_max_seconds", Gauge,
         "The longest such hold since start, seconds.";
+    LIVE_LONG_EVENTS = "fusion_live_long_events_total", LabelledCounter,
+        "Events of the live thread's catch-up that took over 50 ms each (a slice checks its 5 ms budget between events only), by `cause`: `check` (the event ended with a drift check, a pass over every residual row), `pushes` (its pushes alone).";
+    LIVE_EVENT_MAX_SECONDS = "fusion_live_event_max_seconds", Gauge,
+        "The longest one event of the live thread's catch-up took to apply since start (a drift check after it included), seconds.";
+    LIVE_EVENT_MAX_PUSHES = "fusion_live_event_max_pushes", Gauge,
+        "The entries that longest event pushed.";
+    LIVE_DRIFT_BUILDS = "fusion_live_drift_builds_total", LabelledCounter,
+        "Drift rebuilds of the live series (the drift check passed its limit) made off the locks by the live thread, by `outcome`: `installed`, `discarded` (a state that changed their inputs was swapped in, or an event of the same time came).";
+    LIVE_DRIFT_BUILD_SECONDS = "fusion_live_drift_build_seconds", Histogram,
+        "Seconds each drift rebuild took (its read of the inputs and the build, off the locks), installed or not.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
         "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
     RANKING_AGE_SECONDS = "fusion_ranking_age_seconds", Histogram,
@@ -102,7 +112,7 @@ metrics_table! {
     RANKING_LAG_EVENTS = "fusion_ranking_lag_events", Gauge,
         "Folded events the ranking served by the latest listing, summary or dashboard read did not reflect.";
     FOLD_ROUND_SECONDS = "fusion_fold_round_seconds", Histogram,
-        "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plan copies, installs and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s, the lock waits included), `checkpoint_lock` (its wait for the fold lock and the read lock, which the live thread's holds lengthen), `total` (the whole round).";
+        "Seconds each phase of a fold thread's round took, by `phase`: `lock` (waiting for the fold lock, held by the live thread's plan copies and slices), `fold` (events later than everything folded, in place, the lock waits included), `refold` (late events from a checkpoint, or a whole build), `publish` (the position and a snapshot's capture), `checkpoint` (a copy of the fold's state, at most every 0.5 s, the lock waits included), `checkpoint_lock` (its wait for the fold lock and the read lock, which the live thread's holds lengthen), `total` (the whole round).";
     RELATIONSHIP_READ_SECONDS = "fusion_relationship_read_seconds", Histogram,
         "Seconds each phase of an uncached relationship read took, by `phase`: `lock` (waiting for the state's read lock), `walk` (one adjoint walk taken, per walk: none when kept ones served), `pass` (the sums over what the walks reach, the trend and the draft of the reasons, walks excluded), `reasons` (the listed events, from the kept ones or the store), `json` (the answer's body), `total` (the engine's whole read, from the lock's wait to the reasons).";
     LIVE_RESUMES = "fusion_live_resumes_total", Counter,
@@ -285,11 +295,37 @@ fn record_longest(longest: &AtomicU64, name: &'static str, held: Duration) {
 }
 
 /// Records one hold of the fold lock by the live thread, held for `what`
-/// (`plan`, `install` or `slice`; `engine::live`), and the longest so far.
+/// (`plan` or `slice`; `engine::live`), and the longest so far.
 pub fn record_live_fold_lock_hold(what: &'static str, held: Duration) {
     static LONGEST_NS: AtomicU64 = AtomicU64::new(0);
     histogram!(LIVE_FOLD_LOCK_HOLD_SECONDS, "what" => what).record(held.as_secs_f64());
     record_longest(&LONGEST_NS, LIVE_FOLD_LOCK_HOLD_MAX_SECONDS, held);
+}
+
+/// Longest event of the live thread's catch-up so far (nanoseconds).
+static LIVE_EVENT_LONGEST_NS: AtomicU64 = AtomicU64::new(0);
+
+/// One event of the live thread's catch-up (`engine::live`) took `took`
+/// and pushed `pushes` entries; `checked`: a drift check followed it.
+/// Counts it when over 50 ms, and keeps the longest.
+pub fn record_live_event(took: Duration, pushes: u64, checked: bool) {
+    if took >= Duration::from_millis(50) {
+        let cause = if checked { "check" } else { "pushes" };
+        counter!(LIVE_LONG_EVENTS, "cause" => cause).increment(1);
+    }
+    let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+    if ns > LIVE_EVENT_LONGEST_NS.fetch_max(ns, Ordering::Relaxed) {
+        gauge!(LIVE_EVENT_MAX_SECONDS).set(took.as_secs_f64());
+        gauge!(LIVE_EVENT_MAX_PUSHES).set(pushes as f64);
+    }
+}
+
+/// One drift rebuild of the live series made off the locks, how long it
+/// took, and whether it was installed.
+pub fn record_live_drift_build(took: Duration, installed: bool) {
+    let outcome = if installed { "installed" } else { "discarded" };
+    counter!(LIVE_DRIFT_BUILDS, "outcome" => outcome).increment(1);
+    histogram!(LIVE_DRIFT_BUILD_SECONDS).record(took.as_secs_f64());
 }
 
 /// Counts one build of the whole state by the fold thread, with its cause

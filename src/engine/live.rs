@@ -14,9 +14,17 @@
 //! write lock. (Until task h60 the plan's read ran under the fold lock: 1
 //! to 3 s at 1,000,000 events, which the fold thread waited out.) Builds are coalesced: events that arrive during
 //! a build make the next one (at the checkpoint of the log as it then is),
-//! nothing is queued per event. Pending events are applied one by one in
-//! slices of at most `SLICE` under the write lock, the fold lock given back
-//! fairly between slices. The result is the series `LiveSeries::sync` makes
+//! nothing is queued per event. The build is swapped in under the write
+//! lock alone, not the fold lock (task h66: the fold thread waited with the
+//! install for the readers ahead of it). Pending events are applied one by
+//! one in slices of `SLICE` under the write lock, the fold lock given back
+//! fairly between slices; an event's pushes are cut at the slice's end too
+//! and go on in the next (`LiveSeries::apply_pending_deferring`: the same
+//! pushes in the same order; measured: `telemetry::record_live_event`). A drift
+//! rebuild (the drift check past its limit, `score::live`) is not made in
+//! a slice: the series owes it, applies nothing meanwhile, and the thread
+//! plans and builds it off the locks as a checkpoint build (task h66:
+//! before, it was read and built inside the slice, under both locks). The result is the series `LiveSeries::sync` makes
 //! (the same checkpoints, the same events after them), so the bits are a
 //! function of the event set, whatever the timing. A build that a refold
 //! overtakes is still installed when the refold added nothing up to its
@@ -168,9 +176,9 @@ struct FoldHold<'a> {
 
 impl<'a> FoldHold<'a> {
     /// Takes the fold lock, to hold it for `what`: `plan` (a copy of what a
-    /// build's plan reads, or finding nothing to do), `install` (a build
-    /// swapped in, and its movement handed to the change feed) or `slice`
-    /// (one slice of per-event catch-up).
+    /// build's plan reads, or finding nothing to do) or `slice` (one slice
+    /// of per-event catch-up). An install holds the write lock alone
+    /// (`install`).
     fn take(derived: &'a Derived, what: &'static str) -> Self {
         let guard = derived.fold.lock();
         FoldHold {
@@ -244,28 +252,14 @@ fn step(derived: &Derived) -> Step {
         // lock. The copy is let go before the build runs.
         let built = super::priority::background(|| planner.plan().run());
         let took = started.elapsed();
-        let fold = FoldHold::take(derived, "install");
-        // A state swapped in meanwhile has its own series. The build is
-        // still that series' when the new state only added events later
-        // than the build's inputs and needs a build of the same checkpoint
-        // (a refold of late events, every round of a stream stamped at
-        // send): before, every such refold threw the build away, and
-        // under a stream no build was ever installed. A whole rebuild or a
-        // restore may have changed anything: their series builds anew.
-        let now = derived.generation.load(Ordering::SeqCst);
-        let target = built.target();
-        let inputs_kept = target
-            .at
-            .is_some_and(|(_, as_of)| derived.lineage.unchanged_at(generation, now, as_of));
-        let installed = {
-            let mut slot = derived.write_slot();
-            let fits = now == generation || (inputs_kept && slot.state.live_awaits(target));
-            // The replaced series is freed after the locks are let go.
-            fits.then(|| slot.state.install_live(built))
-        };
-        crate::telemetry::record_live_build(took, installed.is_some());
+        let drift = built.is_drift();
+        let installed = install(derived, generation, built);
+        if drift {
+            crate::telemetry::record_live_drift_build(took, installed.is_ok());
+        } else {
+            crate::telemetry::record_live_build(took, installed.is_ok());
+        }
         derived.publish_changes();
-        fold.unlock_fair();
         drop(installed);
         // The build's transient (the batch evaluation) is freed by now.
         super::release::return_freed_memory();
@@ -273,11 +267,69 @@ fn step(derived: &Derived) -> Step {
     }
     fold.what = "slice";
     let deadline = Instant::now() + SLICE;
-    let done = derived
-        .write_slot()
-        .state
-        .apply_live(|| Instant::now() >= deadline);
+    let done = {
+        let mut slot = derived.write_slot();
+        // Each event timed (the series reads no clock), or each part of
+        // one: an event's pushes are cut at the deadline too (every
+        // `PUSHES_PER_ASK` pushes) and go on in the next slice, so only a
+        // drift check (a pass over every residual row) can hold the slice
+        // past its budget (`telemetry::record_live_event`). A drift rebuild
+        // is not made here: it is left owed, and planned and built off the
+        // locks as a checkpoint build is (task h66: it was built under
+        // both locks, seconds at 1,000,000 events, and an event's pushes
+        // were not cut).
+        let mut last = Instant::now();
+        slot.state.apply_live_deferring(
+            |event| {
+                let now = Instant::now();
+                crate::telemetry::record_live_event(now - last, event.pushes, event.checked);
+                last = now;
+                now >= deadline
+            },
+            || Instant::now() >= deadline,
+        )
+    };
     derived.publish_changes();
     fold.unlock_fair();
     if done { Step::Done } else { Step::Again }
+}
+
+/// Swaps `built` (planned in `generation`) in under the write lock alone,
+/// if it still fits; answers the series it replaced (none when kept: a
+/// drift rebuild's), or the build when it did not fit, to free after the
+/// lock (a series at 1,000,000 events
+/// takes tens of milliseconds to free).
+///
+/// Not under the fold lock (task h66): the install waited for the write
+/// lock behind readers while it held the fold lock, 154 ms on average at
+/// 1,000,000 events and 20,000 events/s offered, and the fold thread
+/// waited with it. The fold lock is not needed: every change of the state
+/// and of `generation` is made under the write lock, so what is checked
+/// here holds until it is let go. A state swapped in meanwhile has its own
+/// series; the build is still that series' when the new state only added
+/// events later than the build's inputs and its series needs this very
+/// build (a refold of late events, every round of a stream stamped at
+/// send: before task h31 every such refold threw the build away, and under
+/// a stream no build was ever installed). A whole rebuild or a restore may
+/// have changed anything: their series builds anew. In the same
+/// generation the series must still await it too: without the fold lock
+/// an install can come between the steps of `Derived::rebuild_live`, whose
+/// series is built and caught up already, and a build the stream overtook
+/// (its checkpoint no longer the series') is of no use to the series,
+/// which needs the next one before it applies an event.
+fn install(
+    derived: &Derived,
+    generation: u64,
+    built: crate::score::Built,
+) -> Result<Option<crate::score::LiveScores>, Box<crate::score::Built>> {
+    let mut slot = derived.write_slot();
+    let now = derived.generation.load(Ordering::SeqCst);
+    let inputs_kept = built
+        .inputs_at()
+        .is_some_and(|at| derived.lineage.unchanged_at(generation, now, at));
+    if (now == generation || inputs_kept) && slot.state.live_awaits(&built) {
+        Ok(slot.state.install_live(built))
+    } else {
+        Err(Box::new(built))
+    }
 }

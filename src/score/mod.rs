@@ -38,8 +38,8 @@ pub mod snapshot;
 pub use drift::Drift;
 pub use fold::{BrandStats, Delta, EventDeltas, FoldState, RoleConflict};
 pub use live::{
-    BuildPlan, Built, CHECKPOINT_EVENTS, Checkpoint, LiveScores, LiveStats, MoveCause, Moved,
-    Movement, RENORMALISE_AFTER_HALF_LIVES, Resumed,
+    BuildPlan, Built, CHECKPOINT_EVENTS, Checkpoint, EventStep, LiveScores, LiveStats, MoveCause,
+    Moved, Movement, RENORMALISE_AFTER_HALF_LIVES, Resumed,
 };
 pub use model::{
     Component, Components, DEFAULT_MODEL, MAX_COEFFICIENT, MAX_HALF_LIFE_DAYS, MAX_SPILL,

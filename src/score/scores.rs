@@ -343,7 +343,8 @@ impl ScoreState {
         self.live.synced()
     }
 
-    /// Folded events the live series has not applied yet.
+    /// Folded events the live series has not applied yet (a drift rebuild
+    /// owed counted as one: `LiveSeries::lag`).
     pub fn live_lag(&self) -> usize {
         self.live.lag()
     }
@@ -382,7 +383,9 @@ impl ScoreState {
     /// and what the plan takes from the live series (`LiveSeries::draft`:
     /// the target, and with a change feed the series' rows before the
     /// build, unsorted), so the plan is this state's whatever is folded
-    /// meanwhile. `None` when no build is needed. Reading the plan's inputs
+    /// meanwhile; or, the same way, the drift rebuild the series owes
+    /// ([`Self::apply_live_deferring`]). `None` when no build is needed.
+    /// Reading the plan's inputs
     /// (a batch evaluation's `RelSnapshot`) took 20 to 26 s of a 10M-event
     /// restart before ready (task h37), and 1 to 3 s of the fold lock on
     /// the live thread at 1,000,000 events (task h60).
@@ -401,16 +404,17 @@ impl ScoreState {
     }
 
     /// Installs a build of [`Self::live_plan`] (`LiveSeries::install`);
-    /// answers the series it replaced (for the caller to free where it
-    /// likes: off a lock).
-    pub fn install_live(&mut self, built: super::live::Built) -> LiveScores {
+    /// answers the series it replaced, if not kept (for the caller to free
+    /// where it likes: off a lock).
+    pub fn install_live(&mut self, built: super::live::Built) -> Option<LiveScores> {
         self.live.install(built, &self.fold)
     }
 
-    /// Whether a build of `target` is what this state's live series needs
-    /// next (`LiveSeries::awaits`).
-    pub fn live_awaits(&self, target: super::live::Checkpoint) -> bool {
-        self.live.awaits(target)
+    /// Whether `built` is what this state's live series needs next
+    /// (`LiveSeries::awaits`): a build at its checkpoint, or the drift
+    /// rebuild it owes.
+    pub fn live_awaits(&self, built: &super::live::Built) -> bool {
+        self.live.awaits(built)
     }
 
     /// Continues the live series of `old`, the state a refold that added
@@ -422,6 +426,9 @@ impl ScoreState {
         old: &mut ScoreState,
         first_added: DateTime<Utc>,
     ) -> super::live::Resumed {
+        // An event the live thread left unsettled is settled first: the
+        // series continued is one of whole events.
+        old.live.settle_unsettled(&old.fold);
         self.live.continue_from(&mut old.live, first_added)
     }
 
@@ -441,6 +448,21 @@ impl ScoreState {
     /// returns whether it caught up.
     pub fn apply_live(&mut self, stop: impl FnMut() -> bool) -> bool {
         self.live.apply_pending(&self.fold, stop)
+    }
+
+    /// [`Self::apply_live`] for a caller that holds the state's locks
+    /// while it applies (`LiveSeries::apply_pending_deferring`): a drift
+    /// rebuild is left owed, for [`Self::live_planner`] to plan off the
+    /// locks; `step` is told what each event did and answers whether to
+    /// stop; `out_of_time`, asked within an event's pushes too, leaves the
+    /// event unsettled when it answers `true` (the next call goes on).
+    pub fn apply_live_deferring(
+        &mut self,
+        step: impl FnMut(&super::live::EventStep) -> bool,
+        out_of_time: impl FnMut() -> bool,
+    ) -> bool {
+        self.live
+            .apply_pending_deferring(&self.fold, step, out_of_time)
     }
 
     /// The log position after the last one folded (0 for none): every

@@ -39,7 +39,7 @@ pub fn events_within_40_minutes(seed: u64, n: usize) -> Vec<Event> {
     events
 }
 
-fn logged(events: &[Event], from: usize) -> Vec<Logged> {
+pub(crate) fn logged(events: &[Event], from: usize) -> Vec<Logged> {
     events
         .iter()
         .enumerate()

@@ -27,6 +27,7 @@ mod isolation;
 mod lazy_spill;
 mod listings;
 mod live;
+mod live_drift;
 mod live_plan;
 mod live_resume;
 mod memory_check;

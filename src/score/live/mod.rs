@@ -74,7 +74,12 @@
 //! **Drift control.** After every `CHECK_EVERY`-th event (a position in the
 //! canonical order, so the check is deterministic too), the bound
 //! ([`LiveScores::error_bound`]) is measured; past `max_error` the series is
-//! rebuilt from the inputs (a checkpoint). By construction every residual
+//! rebuilt from the inputs as they stood at that event (a checkpoint): at
+//! once by [`LiveSeries::apply_pending`], or, by
+//! [`LiveSeries::apply_pending_deferring`] (the engine's live thread, which
+//! applies events under its locks), left owed and built off the locks
+//! like a checkpoint build, no event applied meanwhile; the same inputs,
+//! the same bits (task h66). By construction every residual
 //! entry is at most `tol`, and the bound of one relationship
 //! (`propagate::push`, "Error bound") sums a person's residual row only
 //! weighted by that person's largest association share. So an endorser of
@@ -264,6 +269,40 @@ pub struct LiveSeries {
     /// the checkpoint replays the events since it from there
     /// ([`Self::resumable`]) instead of building.
     base: Option<Box<LiveScores>>,
+    /// A drift rebuild the check asked for and that is not made yet: the
+    /// caller that applies events with [`Self::apply_pending_deferring`]
+    /// builds it off its locks ([`Self::draft`] → [`BuildPlan::run`] →
+    /// [`Self::install`]); no event is applied until then.
+    drift: Option<DriftDue>,
+    /// The first pending event is applied to the driver and its pushes
+    /// are not all made ([`Self::apply_pending_deferring`] stopped within
+    /// them): the next application goes on with them.
+    settling: bool,
+}
+
+/// A drift rebuild owed after one event (`LiveSeries::drift`): the
+/// canonical index of the event and its time, where the inputs are read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DriftDue {
+    index: u32,
+    time: DateTime<Utc>,
+}
+
+/// What applying one pending event did
+/// ([`LiveSeries::apply_pending_deferring`]), for the caller's budget and
+/// measurements: it times the step, the series reads no clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventStep {
+    /// Entries pushed while applying and settling the event.
+    pub pushes: u64,
+    /// Neighbour entries those pushes touched.
+    pub visits: u64,
+    /// Whether the drift check measured the bound after it (a pass over
+    /// every residual row).
+    pub checked: bool,
+    /// Whether the check passed the limit: the series was rebuilt at the
+    /// event (inline), or the rebuild is now owed (deferring).
+    pub drifted: bool,
 }
 
 impl LiveSeries {
@@ -281,6 +320,8 @@ impl LiveSeries {
             record_from: 0,
             replay: None,
             base: None,
+            drift: None,
+            settling: false,
         }
     }
 
@@ -382,9 +423,11 @@ impl LiveSeries {
         }
     }
 
-    /// Folded events whose deltas are not applied yet.
+    /// Folded events whose deltas are not applied yet, and a drift
+    /// rebuild owed counted as one (the series is not current until it is
+    /// made: a lag of 0 means caught up).
     pub fn lag(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + usize::from(self.drift.is_some())
     }
 
     /// The smallest log position of the folded events whose deltas are
@@ -398,7 +441,22 @@ impl LiveSeries {
 
     /// Whether the series has applied every folded event.
     pub fn synced(&self) -> bool {
-        self.pending.is_empty() && self.scores.checkpoint() == self.clock.checkpoint().at
+        self.pending.is_empty()
+            && self.drift.is_none()
+            && self.scores.checkpoint() == self.clock.checkpoint().at
+    }
+
+    /// The drift rebuild owed, if it still stands: an event of the same
+    /// time folded since the check (the fold appends events at or after
+    /// the latest) makes the check one a series of the whole log does not
+    /// make (it checks only where the next event is later), so it no
+    /// longer stands.
+    fn due(&self) -> Option<DriftDue> {
+        let due = self.drift?;
+        self.pending
+            .front()
+            .is_none_or(|e| e.time > due.time)
+            .then_some(due)
     }
 
     /// The components at `at`, sorted by (person id, brand id); `None`
@@ -422,7 +480,7 @@ impl LiveSeries {
     /// is the same whenever and in how many slices it runs.
     pub fn sync(&mut self, state: &FoldState, stop: impl FnMut() -> bool) -> bool {
         if let Some(plan) = self.plan(state) {
-            self.install(plan.run(), state);
+            drop(self.install(plan.run(), state));
         }
         self.apply_pending(state, stop)
     }
@@ -443,10 +501,23 @@ impl LiveSeries {
     /// copy of the fold's state, and plans off it ([`PlanDraft::plan`],
     /// task h60: the whole plan under the fold lock held the fold thread
     /// 1 to 3 s at 1,000,000 events). `None` when no build is needed.
+    ///
+    /// At its checkpoint, the drift rebuild owed, if any
+    /// ([`Self::apply_pending_deferring`]): the inputs as they stood at the
+    /// event that drifted, read off the lock the same way (task h66:
+    /// before, it was read and built under both locks, seconds at
+    /// 1,000,000 events).
     pub fn draft(&self, state: &FoldState) -> Option<PlanDraft> {
         let target = self.clock.checkpoint();
         if self.scores.checkpoint() == target.at {
-            return None;
+            let due = self.due()?;
+            return Some(PlanDraft {
+                target,
+                as_of: due.time,
+                stats: self.scores.stats(),
+                basis: None,
+                drift: Some(due),
+            });
         }
         let (_, as_of) = target.at?;
         Some(PlanDraft {
@@ -454,6 +525,7 @@ impl LiveSeries {
             as_of,
             stats: self.scores.stats(),
             basis: self.movement_basis(state, target, as_of),
+            drift: None,
         })
     }
 
@@ -503,8 +575,19 @@ impl LiveSeries {
     /// A build planned on the state this one replaced (a refold) fits it
     /// when, besides, the refold added nothing up to the build's inputs
     /// (`engine::lineage`): the build's inputs are then this state's.
-    pub fn awaits(&self, target: Checkpoint) -> bool {
-        self.clock.checkpoint() == target && self.scores.checkpoint() != target.at
+    ///
+    /// A drift rebuild fits when this series owes that very rebuild (the
+    /// same event, still standing: [`Self::due`]) at the same checkpoint.
+    pub fn awaits(&self, built: &Built) -> bool {
+        let target = built.target;
+        match built.drift {
+            Some(due) => {
+                self.due() == Some(due)
+                    && self.clock.checkpoint() == target
+                    && self.scores.checkpoint() == target.at
+            }
+            None => self.clock.checkpoint() == target && self.scores.checkpoint() != target.at,
+        }
     }
 
     /// Whether `old`, the series of the state a refold replaces, can be
@@ -600,6 +683,9 @@ impl LiveSeries {
                 self.applied = std::mem::take(&mut old.applied);
                 self.movements = std::mem::take(&mut old.movements);
                 self.base = old.base.take();
+                // Owed at an event earlier than every one the refold
+                // added: its inputs are this state's too.
+                self.drift = old.drift.take();
                 self.record = old.record;
                 self.record_from = old.record_from;
                 self.replay = None;
@@ -629,8 +715,20 @@ impl LiveSeries {
 
     /// Installs a build made from [`Self::plan`]'s inputs, dropping the
     /// pending events it holds (what [`Self::sync`] does after its build);
-    /// answers the scores it replaced.
-    pub fn install(&mut self, built: Built, state: &FoldState) -> LiveScores {
+    /// answers the scores it replaced, for the caller to free (`None`: a
+    /// drift rebuild's are kept, as `base`). A drift rebuild must be the
+    /// one the series owes ([`Self::awaits`]).
+    pub fn install(&mut self, built: Built, state: &FoldState) -> Option<LiveScores> {
+        if let Some(due) = built.drift {
+            debug_assert_eq!(self.due(), Some(due), "awaits checks the rebuild owed");
+            self.drift = None;
+            return self.rebuilt_for_drift(built.scores);
+        }
+        // A build at a checkpoint starts the events after it again: a
+        // drift rebuild owed before it, or an event left unsettled, is the
+        // older series'.
+        self.drift = None;
+        self.settling = false;
         // A series replaying a rebuilt log records the replay instead (a
         // build planned on the state a refold replaced measured its
         // movement against that state's series).
@@ -663,41 +761,163 @@ impl LiveSeries {
             self.replay = None;
             self.record_replay(state, as_of, last);
         }
-        old
+        Some(old)
     }
 
     /// Applies the pending events one by one when the series is at its
     /// latest checkpoint (else `false` at once: it needs a build first,
     /// [`Self::plan`]). Asks `stop` after each event; returns whether it
-    /// caught up.
+    /// caught up. A drift rebuild is made here, at once (a rebuild owed by
+    /// [`Self::apply_pending_deferring`] first, and an event it left
+    /// unsettled is settled).
     pub fn apply_pending(&mut self, state: &FoldState, mut stop: impl FnMut() -> bool) -> bool {
         if self.scores.checkpoint() != self.clock.checkpoint().at {
             return false;
         }
-        while let Some(event) = self.pending.pop_front() {
-            self.apply(&event, state);
-            let (index, time) = (event.index, event.time);
-            self.applied.push(event);
-            // The drift check, at canonical positions where the inputs as of
-            // this event's time are exactly those of the events up to it.
-            let next_later = self.pending.front().is_none_or(|e| e.time > time);
-            if (index + 1) % scores::CHECK_EVERY == 0 && next_later && self.scores.check_drift() {
-                let mark = self.scores.checkpoint();
-                let mut replaced = self.build_at(state, time);
-                self.scores.set_checkpoint(mark);
-                self.scores.note_recompute();
-                // The rebuilt scores cannot go back to the checkpoint's
-                // build: the replaced ones can, and are kept for a refold
-                // (rare: a second copy of the series until the next build).
-                if self.base.is_none() && replaced.roll_back() {
-                    self.base = Some(Box::new(replaced));
-                }
+        if let Some(due) = self.due() {
+            let built = BuildInputs::read(state, due.time, self.scores.stats()).build();
+            self.drift = None;
+            drop(self.rebuilt_for_drift(built));
+        }
+        self.apply_each(state, false, |_| stop(), || false)
+    }
+
+    /// [`Self::apply_pending`] for a caller that holds locks while it
+    /// applies (the engine's live thread). A drift check past the limit
+    /// stops it, and the rebuild is owed ([`Self::synced`] is false
+    /// meanwhile, no event is applied) until the caller has made it off
+    /// its locks, as a checkpoint build ([`Self::draft`] → [`PlanDraft::plan`]
+    /// → [`BuildPlan::run`] → [`Self::install`]), with the same inputs
+    /// (the state at the event's time) and so the same bits. `step` is
+    /// told what each event did (or the part of it done, when cut), and
+    /// stops the run when it answers `true`; `out_of_time` is asked
+    /// within an event's pushes too (`LiveScores::end_event_until`), and
+    /// when it answers `true` the event is left unsettled, still pending,
+    /// and the next call goes on with its pushes (task h66: one event's
+    /// pushes held the slice for hundreds of milliseconds at 1,000,000
+    /// events).
+    pub fn apply_pending_deferring(
+        &mut self,
+        state: &FoldState,
+        step: impl FnMut(&EventStep) -> bool,
+        out_of_time: impl FnMut() -> bool,
+    ) -> bool {
+        if self.scores.checkpoint() != self.clock.checkpoint().at {
+            return false;
+        }
+        if self.drift.is_some() {
+            if self.due().is_some() {
+                return false;
             }
-            if stop() {
-                return self.pending.is_empty();
+            // Overtaken by an event of its time: not a check a series of
+            // the whole log makes (`Self::due`).
+            self.drift = None;
+        }
+        self.apply_each(state, true, step, out_of_time)
+    }
+
+    /// Settles the event [`Self::apply_pending_deferring`] left unsettled,
+    /// if any, leaving a drift rebuild it asks for owed: before anything
+    /// else changes the series (a refold's swap, `Self::continue_from`).
+    pub(in crate::score) fn settle_unsettled(&mut self, state: &FoldState) {
+        if self.settling {
+            let _ = self.apply_one(state, true, || false);
+        }
+    }
+
+    fn apply_each(
+        &mut self,
+        state: &FoldState,
+        defer: bool,
+        mut step: impl FnMut(&EventStep) -> bool,
+        mut out_of_time: impl FnMut() -> bool,
+    ) -> bool {
+        while !self.pending.is_empty() {
+            match self.apply_one(state, defer, &mut out_of_time) {
+                Err(part) => {
+                    step(&part);
+                    return false;
+                }
+                Ok(done) if done.drifted && defer => {
+                    step(&done);
+                    return false;
+                }
+                Ok(done) => {
+                    if step(&done) {
+                        return self.pending.is_empty();
+                    }
+                }
             }
         }
         true
+    }
+
+    /// Applies the first pending event, or goes on with its pushes when it
+    /// was left unsettled; `Err` with the part done when `out_of_time`
+    /// stopped its pushes (it stays pending, `settling`), else what it did,
+    /// its drift check included: with `defer` a rebuild is left owed,
+    /// else made at once.
+    fn apply_one(
+        &mut self,
+        state: &FoldState,
+        defer: bool,
+        out_of_time: impl FnMut() -> bool,
+    ) -> Result<EventStep, EventStep> {
+        let event = self.pending.pop_front().expect("an event is pending");
+        let before = self.scores.stats();
+        let record = self.record && event.index >= self.record_from;
+        if !std::mem::take(&mut self.settling) {
+            self.begin(&event, record);
+        }
+        let settled = self.scores.end_event_until(out_of_time);
+        let after = self.scores.stats();
+        let mut done = EventStep {
+            pushes: after.pushes - before.pushes,
+            visits: after.visits - before.visits,
+            ..EventStep::default()
+        };
+        let Some(moved) = settled else {
+            self.settling = true;
+            self.pending.push_front(event);
+            return Err(done);
+        };
+        self.record_event(&event, state, record, moved);
+        let (index, time) = (event.index, event.time);
+        self.applied.push(event);
+        // The drift check, at canonical positions where the inputs as of
+        // this event's time are exactly those of the events up to it.
+        let next_later = self.pending.front().is_none_or(|e| e.time > time);
+        if (index + 1) % scores::CHECK_EVERY == 0 && next_later {
+            done.checked = true;
+            done.drifted = self.scores.check_drift();
+        }
+        if done.drifted {
+            if defer {
+                self.drift = Some(DriftDue { index, time });
+            } else {
+                let built = BuildInputs::read(state, time, self.scores.stats()).build();
+                drop(self.rebuilt_for_drift(built));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Swaps in `built`, a rebuild from the inputs at the event the drift
+    /// check stopped at, keeping the checkpoint mark; answers the replaced
+    /// scores to free, unless they are kept.
+    fn rebuilt_for_drift(&mut self, built: LiveScores) -> Option<LiveScores> {
+        let mark = self.scores.checkpoint();
+        let mut replaced = std::mem::replace(&mut self.scores, built);
+        self.scores.set_checkpoint(mark);
+        self.scores.note_recompute();
+        // The rebuilt scores cannot go back to the checkpoint's build: the
+        // replaced ones can, and are kept for a refold (rare: a second
+        // copy of the series until the next build).
+        if self.base.is_none() && replaced.roll_back() {
+            self.base = Some(Box::new(replaced));
+            return None;
+        }
+        Some(replaced)
     }
 
     /// The movement of a replay (`Self::record_movements`): every
@@ -718,9 +938,14 @@ impl LiveSeries {
         }
     }
 
-    fn apply(&mut self, event: &EventDeltas, state: &FoldState) {
-        let record = self.record && event.index >= self.record_from;
-        let moved = self.apply_deltas(event, record);
+    /// What an event moved, told to a change feed when recorded.
+    fn record_event(
+        &mut self,
+        event: &EventDeltas,
+        state: &FoldState,
+        record: bool,
+        moved: Vec<Moved>,
+    ) {
         if !record {
             return;
         }
@@ -743,7 +968,9 @@ impl LiveSeries {
         }
     }
 
-    fn apply_deltas(&mut self, event: &EventDeltas, record: bool) -> Vec<Moved> {
+    /// Applies an event's deltas to the driver, held: settled by
+    /// `LiveScores::end_event_until`.
+    fn begin(&mut self, event: &EventDeltas, record: bool) {
         let t = event.time;
         let live = &mut self.scores;
         live.advance(t);
@@ -775,7 +1002,6 @@ impl LiveSeries {
                 } => live.grant(person, follows, associations, impulses),
             }
         }
-        live.end_event()
     }
 
     /// Rebuilds the series (a checkpoint) from the state as it stood at
@@ -806,6 +1032,8 @@ impl LiveSeries {
             // Built at the latest event, not at the checkpoint: a refold
             // must build again.
             base: None,
+            drift: None,
+            settling: false,
         };
         fresh.scores.set_stats(self.scores.stats());
         if let Some(latest) = state.latest_time() {
@@ -919,6 +1147,8 @@ pub struct PlanDraft {
     stats: LiveStats,
     /// `LiveSeries::movement_basis`, its rows in the series' order.
     basis: Option<MovementBasis>,
+    /// A drift rebuild at `as_of`, not a checkpoint build.
+    drift: Option<DriftDue>,
 }
 
 impl PlanDraft {
@@ -936,6 +1166,7 @@ impl PlanDraft {
             inputs: BuildInputs::read(state, self.as_of, self.stats),
             target: self.target,
             basis,
+            drift: self.drift,
         }
     }
 }
@@ -947,6 +1178,8 @@ pub struct BuildPlan {
     target: Checkpoint,
     /// `LiveSeries::movement_basis`, when movements are recorded.
     basis: Option<MovementBasis>,
+    /// A drift rebuild (`PlanDraft::drift`).
+    drift: Option<DriftDue>,
 }
 
 impl BuildPlan {
@@ -954,6 +1187,16 @@ impl BuildPlan {
     /// driver's set-up).
     pub fn run(self) -> Built {
         let mut scores = self.inputs.build();
+        if let Some(due) = self.drift {
+            // As `LiveSeries::apply_pending` rebuilds at once: no mark, no
+            // movement; `LiveSeries::install` keeps the checkpoint's.
+            return Built {
+                scores,
+                target: self.target,
+                movement: None,
+                drift: Some(due),
+            };
+        }
         scores.set_checkpoint(self.target.at);
         // A refold goes back to this build through the rows changed
         // after it (`LiveScores::mark`): no copy of the series is kept.
@@ -973,6 +1216,7 @@ impl BuildPlan {
             scores,
             target: self.target,
             movement,
+            drift: None,
         }
     }
 }
@@ -983,12 +1227,29 @@ pub struct Built {
     target: Checkpoint,
     /// What the build moved, for a change feed (`BuildPlan::basis`).
     movement: Option<Movement>,
+    /// A drift rebuild (`PlanDraft::drift`).
+    drift: Option<DriftDue>,
 }
 
 impl Built {
-    /// The checkpoint it was built at.
+    /// The checkpoint it was built at (of the series a drift rebuild is
+    /// for).
     pub fn target(&self) -> Checkpoint {
         self.target
+    }
+
+    /// When its inputs were read: the checkpoint's `as_of`, or a drift
+    /// rebuild's event time (`None`: an empty log).
+    pub fn inputs_at(&self) -> Option<DateTime<Utc>> {
+        match self.drift {
+            Some(due) => Some(due.time),
+            None => self.target.at.map(|(_, as_of)| as_of),
+        }
+    }
+
+    /// Whether it is a drift rebuild, not a checkpoint build.
+    pub fn is_drift(&self) -> bool {
+        self.drift.is_some()
     }
 }
 

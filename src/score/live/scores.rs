@@ -273,17 +273,30 @@ impl LiveScores {
     /// event at its time (people without consent left out), when asked to
     /// record them.
     pub fn end_event(&mut self) -> Vec<Moved> {
-        let stats = self.driver.release();
+        self.end_event_until(|| false)
+            .expect("settled: nothing stops it")
+    }
+
+    /// [`Self::end_event`] in parts (`IncrementalRelspace::release_until`):
+    /// `stop` is asked every `PUSHES_PER_ASK` pushes; `None` when it
+    /// stopped the settle (call again: nothing else may change the series
+    /// before it is settled), else what the event moved. The same pushes in
+    /// the same order, however cut.
+    pub fn end_event_until(&mut self, stop: impl FnMut() -> bool) -> Option<Vec<Moved>> {
+        let (stats, settled) = self.driver.release_until(stop);
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
         self.stats.fanout_visits += stats.fanout_visits as u64;
         self.stats.deferred += stats.deferred as u64;
+        if !settled {
+            return None;
+        }
         let moves = self.driver.take_moves();
         let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let now = self.factors(seconds_between(origin, latest), -1.0);
-        moves
+        let moved = moves
             .into_iter()
             .filter(|(p, ..)| !self.withdrawn.contains(p))
             .map(|(p, b, before, after)| Moved {
@@ -292,7 +305,8 @@ impl LiveScores {
                 before: before.times(&now),
                 after: after.times(&now),
             })
-            .collect()
+            .collect();
+        Some(moved)
     }
 
     /// Moves the clock to event time `t` (never backwards) and sets each

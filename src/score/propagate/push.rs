@@ -186,6 +186,10 @@ pub struct PushStats {
     pub deferred: usize,
 }
 
+/// Pushes between two asks of [`IncrementalRelspace::release_until`]'s
+/// `stop` (well under a millisecond of pushes on the generated mix).
+pub const PUSHES_PER_ASK: usize = 1024;
+
 /// The rows of `s` and `r` as stored ([`IncrementalRelspace::row_footprint`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RowFootprint {
@@ -707,6 +711,23 @@ impl<V: Value> IncrementalRelspace<V> {
     pub fn release(&mut self) -> PushStats {
         self.held = false;
         self.settle()
+    }
+
+    /// [`Self::release`] in parts: settles, asking `stop` every
+    /// [`PUSHES_PER_ASK`] pushes, and stops when it says so; answers the
+    /// work done and whether everything is settled. Stopped, the
+    /// operations stay held and the queue keeps what is left: the next
+    /// call goes on with the same pushes in the same order, so the result
+    /// is one release's, bit for bit, however it is cut (an event's pushes
+    /// at a person with a large audience, hundreds of milliseconds at
+    /// 1,000,000 events, no longer hold a caller's lock at once: task h66).
+    /// No other operation may come before it has settled.
+    pub fn release_until(&mut self, stop: impl FnMut() -> bool) -> (PushStats, bool) {
+        let (stats, settled) = self.settle_until(stop);
+        if settled {
+            self.held = false;
+        }
+        (stats, settled)
     }
 
     fn settle_unless_held(&mut self) -> PushStats {
@@ -1282,6 +1303,13 @@ impl<V: Value> IncrementalRelspace<V> {
     /// then `α_a ā[q,b'] r` to `(q, b')` for each associated `b' ≠ b`
     /// (ascending).
     fn settle(&mut self) -> PushStats {
+        self.settle_until(|| false).0
+    }
+
+    /// [`Self::settle`], asking `stop` after every [`PUSHES_PER_ASK`]-th
+    /// push (between two pushes, where the invariant holds); answers
+    /// whether the queue is empty.
+    fn settle_until(&mut self, mut stop: impl FnMut() -> bool) -> (PushStats, bool) {
         let mut stats = PushStats::default();
         let Self {
             alpha_f,
@@ -1373,8 +1401,11 @@ impl<V: Value> IncrementalRelspace<V> {
             if followers[qi].len() >= wide {
                 stats.fanout_visits += audience.len();
             }
+            if stats.pushes.is_multiple_of(PUSHES_PER_ASK) && !queue.is_empty() && stop() {
+                return (stats, false);
+            }
         }
-        stats
+        (stats, true)
     }
 
     fn check_person(&self, p: u32) -> Result<(), IncrementalError> {
