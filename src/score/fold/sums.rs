@@ -747,7 +747,7 @@ impl SumsCache {
             return;
         }
         if let Some(e) = kept.by_lineage.get(&key) {
-            if e.sums.len >= sums.len {
+            if e.sums.len >= sums.len && e.sums.decays.bits() == sums.decays.bits() {
                 // Another reader kept them first.
                 return;
             }
