@@ -18,7 +18,15 @@
 //! - `finish_json_us`: the draft finished with its events and serialised;
 //! - `store_fetch_us`: with a store directory, the reasons' events read
 //!   from it (`EventStore::events_at`);
-//! - `people_per_walk`, `events_per_read`: the sizes behind them.
+//! - `people_per_walk`, `events_per_read`: the sizes behind them;
+//! - `read_appended_us`: a read under a stream (task h67): the state of
+//!   all but the last `TAIL` events (canonical order), every pair read
+//!   once, then the tail folded 40 events at a time (2,000 events/s
+//!   against 50 reads/s, `benches/stream.sh`'s shape) with one read (no
+//!   kept walk) after each, rotating over the pairs: the people the
+//!   appended events reached have their sums extended (before task h67,
+//!   built again);
+//!   `appended_reads`: how many it timed.
 //!
 //! Usage: cargo run --release --example read_split -- FILE [PAIRS] [STORE_DIR]
 
@@ -112,6 +120,41 @@ fn main() -> anyhow::Result<()> {
     println!("finish_json_us={finish_json_us:.1}");
     println!("people_per_walk={:.1}", people as f64 / n);
     println!("reasons_events_per_read={:.1}", events_named as f64 / n);
+
+    // Reads after appends (task h67).
+    const TAIL: usize = 4_000;
+    const STEP: usize = 40;
+    let mut sorted = events.clone();
+    sorted.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+    let tail: Vec<Event> = sorted.split_off(sorted.len().saturating_sub(TAIL));
+    let head = sorted.len();
+    let mut state = ScoreState::build(Arc::new(ScoringModel::default_model()), Vec::new(), sorted);
+    for (p, b) in &pairs {
+        std::hint::black_box(state.read(p, b, at, &past, |_| None));
+    }
+    let mut spent = std::time::Duration::ZERO;
+    let mut reads = 0;
+    for (k, step) in tail.chunks(STEP).enumerate() {
+        let logged = step
+            .iter()
+            .enumerate()
+            .map(|(i, event)| fusion::domain::Logged {
+                position: (head + k * STEP + i) as u64,
+                event: event.clone(),
+            })
+            .collect();
+        assert!(state.apply(logged), "the tail is later than the head");
+        let (p, b) = &pairs[k % pairs.len()];
+        let started = Instant::now();
+        std::hint::black_box(state.read(p, b, at, &past, |_| None));
+        spent += started.elapsed();
+        reads += 1;
+    }
+    println!(
+        "read_appended_us={:.1}",
+        spent.as_secs_f64() * 1e6 / f64::from(reads.max(1))
+    );
+    println!("appended_reads={reads}");
 
     if let Some(dir) = store_dir {
         let store = fusion::store::embedded::EmbeddedStore::open(std::path::Path::new(&dir))?;

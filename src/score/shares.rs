@@ -119,6 +119,19 @@ impl Decays {
         d
     }
 
+    /// The half-lives' and weights' bits: equal exactly when two models
+    /// decay and weigh every component alike.
+    pub fn bits(&self) -> [u64; 12] {
+        let mut bits = [0; 12];
+        for (b, x) in bits
+            .iter_mut()
+            .zip(self.half_life_seconds.iter().chain(&self.weight))
+        {
+            *b = x.to_bits();
+        }
+        bits
+    }
+
     /// [`decayed`] over `seconds` of event time, the same number to the bit.
     #[inline]
     pub fn decayed(&self, c: Component, amount: f64, seconds: f64) -> f64 {

@@ -27,7 +27,7 @@
 //! list did.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use chrono::{DateTime, Utc};
 
@@ -366,12 +366,79 @@ impl Run {
 /// most [`CHUNK`] impulses, not the list (task h57: at 1,000,000 events
 /// half of a round's fold was such copies of whole lists, mostly of the
 /// participants a sales report credits). Read through [`ImpulseList`].
-#[derive(Debug, Clone, Default)]
+///
+/// A copy (`Clone`: `Arc::make_mut` on a list a checkpoint or a capture
+/// shares) starts a new [`Lineage`]; appends keep it.
+#[derive(Debug, Default)]
 pub(crate) struct Impulses {
     frozen: Vec<Arc<Chunk>>,
     /// How many impulses the frozen chunks hold.
     before: usize,
     latest: Chunk,
+    lineage: Lineage,
+}
+
+impl Clone for Impulses {
+    /// The same impulses in a new lineage, whose parent is this list's at
+    /// its length now (`Lineage`).
+    fn clone(&self) -> Self {
+        Impulses {
+            frozen: self.frozen.clone(),
+            before: self.before,
+            latest: self.latest.clone(),
+            lineage: self.lineage.copy(self.len()),
+        }
+    }
+}
+
+/// Which lists are one list at different lengths (task h67, issue #11):
+/// the values of one lineage follow one another by appends only, so the
+/// sums built from one of them at length `n` (`sums.rs`) are those of the
+/// first `n` impulses of every later one, and a read after an append
+/// extends them instead of building them again. A list built from
+/// scratch (`Default`, a snapshot's `from_parts`) starts one; a copy
+/// starts another, with the copied list's lineage and length as its
+/// [`Tag::parent`] (a copy's first impulses are the original's, but after
+/// the copy each may get others: a refold folds another tail on a
+/// checkpoint's copy). Nothing in the list changes in place but by an
+/// append ([`Impulses::push`], [`Impulses::push_credit`], and the freezing
+/// and shrinking that keep the contents).
+///
+/// The tag is made when a reader first asks ([`Self::tag`]), and a copy
+/// gets one only when the original has one, so lists no one reads hold no
+/// allocation. A reader keys by the tag's address and holds a `Weak` of
+/// it: the address is not reused while that `Weak` lives, and the tag
+/// lives exactly while a list of the lineage does (whichever allocation
+/// the list is in: the cache holds no `Weak` of the list, so
+/// `Arc::make_mut` appends in place).
+#[derive(Debug, Default)]
+pub(crate) struct Lineage(OnceLock<Arc<Tag>>);
+
+/// A lineage's identity (its address) and where it was copied from.
+#[derive(Debug)]
+pub(crate) struct Tag {
+    /// The lineage of the list this one was copied from and how many
+    /// impulses it held then: its first that many are this one's.
+    pub(crate) parent: Option<(Weak<Tag>, usize)>,
+}
+
+impl Lineage {
+    /// The lineage's tag, made on the first call.
+    pub(crate) fn tag(&self) -> &Arc<Tag> {
+        self.0.get_or_init(|| Arc::new(Tag { parent: None }))
+    }
+
+    /// The lineage of a copy of a list of this one, `len` impulses long:
+    /// a new one, with a tag naming this one only when this one has a tag
+    /// (someone read it).
+    fn copy(&self, len: usize) -> Lineage {
+        match self.0.get() {
+            None => Lineage::default(),
+            Some(tag) => Lineage(OnceLock::from(Arc::new(Tag {
+                parent: Some((Arc::downgrade(tag), len)),
+            }))),
+        }
+    }
 }
 
 impl Impulses {
@@ -442,6 +509,7 @@ impl Impulses {
             before: chunk.len(),
             frozen: vec![Arc::new(chunk)],
             latest: Chunk::default(),
+            lineage: Lineage::default(),
         }
     }
 
@@ -529,6 +597,11 @@ impl Impulses {
         self.frozen.shrink_to_fit();
         self.latest.shrink_to_fit();
     }
+
+    /// The list's lineage ([`Lineage`]).
+    pub(crate) fn lineage(&self) -> &Lineage {
+        &self.lineage
+    }
 }
 
 /// A person's impulses as every reader takes them: [`Impulses`] with the
@@ -599,6 +672,15 @@ impl<'a> ImpulseList<'a> {
         it
     }
 
+    /// The impulses after the first `k` (none when `k` is at least
+    /// [`Self::len`]), in canonical event order: what was appended to a
+    /// list since it was `k` long. Whole chunks are passed unread.
+    pub(crate) fn after(&self, k: usize) -> Iter<'a> {
+        let mut it = self.iter();
+        it.pass(k);
+        it
+    }
+
     /// The impulses at or before `at`, in canonical event order.
     pub(crate) fn up_to(&self, at: DateTime<Utc>) -> Iter<'a> {
         self.first(self.until(at))
@@ -657,6 +739,26 @@ impl Iter<'_> {
             self.left = 0;
             self.end = self.chunk.len().min(self.rest);
             self.rest -= self.end;
+        }
+    }
+
+    /// Passes the next `k` impulses (all when fewer are left): the
+    /// chunks they fill whole by their lengths, the rest one by one.
+    fn pass(&mut self, mut k: usize) {
+        loop {
+            let here = self.end - self.i;
+            if k < here {
+                break;
+            }
+            k -= here;
+            self.i = self.end;
+            if self.rest == 0 {
+                return;
+            }
+            self.advance();
+        }
+        for _ in 0..k {
+            self.take_next();
         }
     }
 

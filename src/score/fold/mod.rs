@@ -263,12 +263,10 @@ impl FoldState {
     }
 
     /// The impulses of `person` as sums per (brand, component)
-    /// (`sums.rs`), kept while they are unchanged (`None`: none).
+    /// (`sums.rs`), kept and extended as the list grows (`None`: none).
     pub(crate) fn person_sums(&self, person: Handle) -> Option<Arc<sums::PersonSums>> {
         let list = self.impulses.get(&person)?;
-        Some(self.sums.get(list, || {
-            sums::PersonSums::of(&self.model, ImpulseList::new(list, &self.credits).iter())
-        }))
+        Some(self.sums.get(list, &self.credits, &self.model))
     }
 
     /// The people with impulses, in no particular order.

@@ -24,12 +24,16 @@
 //! event's exact share.
 //!
 //! Derived, not persisted: built from `FoldState::impulse_list` when a
-//! person is first read, and kept while that person's impulses are the same
-//! allocation (`Arc::make_mut` moves a person's impulses to a new one when
-//! the fold adds to them while a `Weak` is held, so a kept entry can never
-//! describe a list that changed). A snapshot holds none of it; a start
-//! pays nothing until a read. Must not: do IO, read the clock, or be kept
-//! past a change of the list it was built from.
+//! person is first read, and kept by the list's lineage
+//! (`impulses::Lineage`): the lists of one lineage follow one another by
+//! appends only, so a read after the fold appended extends the kept sums
+//! by the appended impulses ([`PersonSums::extended`], the same bits as a
+//! build; task h67: before, the cache keyed by the list's allocation,
+//! which `Arc::make_mut` moved on every append while the cache held a
+//! `Weak` of it, and an influencer's sums were built whole again after
+//! each of their events, per read). A snapshot holds none of it; a start
+//! pays nothing until a read. Must not: do IO, read the clock, or serve
+//! sums of a list that is not their list's continuation.
 
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -37,7 +41,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use super::impulses::{Impulse, Impulses};
+use super::impulses::{Credits, Impulse, ImpulseList, Impulses, Tag};
 use crate::graph::Handle;
 use crate::score::model::{Component, ScoringModel};
 use crate::score::shares::{
@@ -56,7 +60,7 @@ pub fn span_seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 
 /// One (brand, component) of a person: its impulses in canonical order with
 /// their running decayed sums (module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Series {
     /// The brand of the relationship its impulses move.
     pub brand: Handle,
@@ -96,7 +100,7 @@ pub struct Series {
 const TOP: usize = 64;
 
 /// A series' order by forward magnitude, built in two steps (`TOP`).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct BySize {
     /// The first `TOP` of the order (all of it for a short series).
     top: OnceLock<Vec<u32>>,
@@ -256,7 +260,7 @@ impl Iterator for Order<'_> {
 }
 
 /// A person's impulses as sums per (brand, component) (module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PersonSums {
     /// The series, in the order their first impulses come.
     pub series: Vec<Series>,
@@ -267,6 +271,9 @@ pub struct PersonSums {
     /// many events moved a relationship every series of this person
     /// reaches.
     events_nonzero: Vec<DateTime<Utc>>,
+    /// The event of the latest impulse with a nonzero amount, which an
+    /// extension's first such impulse is counted against.
+    last_nonzero: Option<u64>,
     /// The impulses (each the first of its event in its series) of events
     /// that have impulses in several series, as (event, series, index):
     /// what a read that reaches some of those series but not all counts
@@ -292,11 +299,42 @@ pub struct PersonSums {
     half_lives: [f64; 6],
     /// The longest of them, in seconds.
     longest: f64,
+    /// The model's half-lives and weights they were built with, which an
+    /// extension goes on with ([`Self::extended`]).
+    decays: Decays,
 }
 
 /// Heap bytes a vector holds.
 fn vec_bytes<T>(v: &Vec<T>) -> usize {
     v.capacity() * std::mem::size_of::<T>()
+}
+
+/// Merges `new` into `old`, both ordered by `le` (a total preorder), as a
+/// stable sort of `old` then `new` would order them: an entry of `old`
+/// before an equal one of `new`. Appends when `new` comes after.
+fn merge<T: Copy>(old: &mut Vec<T>, new: &[T], le: impl Fn(&T, &T) -> bool) {
+    let (Some(last), Some(first)) = (old.last(), new.first()) else {
+        old.extend_from_slice(new);
+        return;
+    };
+    if le(last, first) {
+        old.extend_from_slice(new);
+        return;
+    }
+    let mut merged = Vec::with_capacity(old.len() + new.len());
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        if le(x, y) {
+            merged.push(**x);
+            a.next();
+        } else {
+            merged.push(**y);
+            b.next();
+        }
+    }
+    merged.extend(a);
+    merged.extend(b);
+    *old = merged;
 }
 
 impl Series {
@@ -326,24 +364,63 @@ impl PersonSums {
             + vec_bytes(&self.multi_person)
     }
 
-    /// The sums of `impulses`, given in canonical order.
+    /// The sums of `impulses`, given in canonical order: the sums of none,
+    /// extended by them ([`Self::extend`], so that sums built at once and
+    /// sums extended piece by piece are one computation).
     pub fn of(model: &ScoringModel, impulses: impl Iterator<Item = Impulse>) -> Self {
-        let decays = Decays::of(model);
-        let mut index: FxHashMap<(Handle, usize), u32> = FxHashMap::default();
-        let mut series: Vec<Series> = Vec::new();
-        let mut by_event = Vec::new();
-        let mut multi_person = Vec::new();
-        let mut events_nonzero = Vec::new();
-        let mut last_nonzero: Option<u64> = None;
-        let mut len = 0;
-        for imp in impulses {
-            len += 1;
+        let half_lives = half_lives_of(model);
+        let mut sums = PersonSums {
+            series: Vec::new(),
+            by_event: Vec::new(),
+            events_nonzero: Vec::new(),
+            last_nonzero: None,
+            spanning: Vec::new(),
+            spanning_by_size: Vec::new(),
+            multi_person: Vec::new(),
+            len: 0,
+            half_lives,
+            longest: half_lives.iter().copied().fold(0.0, f64::max),
+            decays: Decays::of(model),
+        };
+        sums.extend(impulses);
+        sums
+    }
+
+    /// These sums extended by `appended`, the impulses that follow the
+    /// ones they were built from (task h67): the same bits as
+    /// [`Self::of`] on the whole list, which is this computation from
+    /// nothing. Readers of `self` keep it as it is.
+    pub fn extended(&self, appended: impl Iterator<Item = Impulse>) -> Self {
+        let mut sums = self.clone();
+        sums.extend(appended);
+        sums
+    }
+
+    /// Adds `appended`, the impulses that follow the ones summed, in
+    /// canonical order, as [`Self::of`] would have had them with the
+    /// others: the running sums go on from each series' last, the index
+    /// by event and the spanning events take the new events in where
+    /// their orders put them (an event of the list already summed, which
+    /// a fold never appends, has its group computed again), and the
+    /// reasons' order of each series that grew is built again when asked.
+    fn extend(&mut self, appended: impl Iterator<Item = Impulse>) {
+        let decays = self.decays;
+        let series = &mut self.series;
+        let mut index: FxHashMap<(Handle, usize), u32> = series
+            .iter()
+            .enumerate()
+            .map(|(s, one)| ((one.brand, one.component.index()), s as u32))
+            .collect();
+        let mut grown = vec![false; series.len()];
+        let mut new_by_event = Vec::new();
+        for imp in appended {
+            self.len += 1;
             let c = imp.component;
             let s = *index.entry((imp.brand, c.index())).or_insert_with(|| {
                 series.push(Series {
                     brand: imp.brand,
                     component: c,
-                    half_life: half_life_seconds(model, c),
+                    half_life: self.half_lives[c.index()],
                     time: Vec::new(),
                     sum: Vec::new(),
                     amount: Vec::new(),
@@ -353,8 +430,10 @@ impl PersonSums {
                     firsts_nonzero: Vec::new(),
                     by_size: BySize::default(),
                 });
+                grown.push(false);
                 (series.len() - 1) as u32
             });
+            grown[s as usize] = true;
             let one = &mut series[s as usize];
             let i = one.time.len();
             // An event's impulses on one person come together (one fold).
@@ -382,27 +461,65 @@ impl PersonSums {
             one.firsts.push(firsts);
             one.firsts_nonzero.push(firsts_nonzero);
             if imp.credit.is_some() || matches!(c, Component::Values | Component::Engagement) {
-                multi_person.push((imp.event, s, i as u32));
+                self.multi_person.push((imp.event, s, i as u32));
             }
-            if imp.amount != 0.0 && last_nonzero != Some(imp.event) {
-                events_nonzero.push(imp.time);
-                last_nonzero = Some(imp.event);
+            if imp.amount != 0.0 && self.last_nonzero != Some(imp.event) {
+                self.events_nonzero.push(imp.time);
+                self.last_nonzero = Some(imp.event);
             }
-            by_event.push((imp.event, s, i as u32, first));
+            new_by_event.push((imp.event, s, i as u32));
         }
-        by_event.sort_by_key(|&(e, ..)| e);
-        let half_lives = half_lives_of(model);
-        let longest = half_lives.iter().copied().fold(0.0, f64::max);
+        for (one, grown) in series.iter_mut().zip(grown) {
+            if grown {
+                one.by_size = BySize::default();
+            }
+        }
+        if new_by_event.is_empty() {
+            return;
+        }
+        // By event, then in list order (a stable sort).
+        new_by_event.sort_by_key(|&(e, ..)| e);
+        // Events summed before that got more impulses: their groups are
+        // computed again, over all of their impulses.
+        let summed = |e: u64| {
+            let i = self.by_event.partition_point(|x| x.0 < e);
+            self.by_event.get(i).is_some_and(|x| x.0 == e)
+        };
+        let again: Vec<u64> = new_by_event
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|g| g[0].0)
+            .filter(|&e| summed(e))
+            .collect();
+        if !again.is_empty() {
+            let redo = |e: &u64| again.binary_search(e).is_ok();
+            self.spanning.retain(|x| !redo(&x.0));
+            self.spanning_by_size.retain(|x| !redo(&x.1));
+        }
+        merge(&mut self.by_event, &new_by_event, |a, b| a.0 <= b.0);
+        let series = &self.series;
+        let origin = series.first().map(|s| s.time[0]);
+        let longest = self.longest;
         let mut spanning = Vec::new();
         let mut spanning_by_size = Vec::new();
-        let origin = series.first().map(|s| s.time[0]);
-        for group in by_event.chunk_by(|a, b| a.0 == b.0) {
+        for new in new_by_event.chunk_by(|a, b| a.0 == b.0) {
+            let e = new[0].0;
+            let group = if again.binary_search(&e).is_ok() {
+                let from = self.by_event.partition_point(|x| x.0 < e);
+                let to = self.by_event.partition_point(|x| x.0 <= e);
+                &self.by_event[from..to]
+            } else {
+                new
+            };
             if group.iter().all(|x| x.1 == group[0].1) {
                 continue;
             }
-            spanning.extend(group.iter().filter(|x| x.3).map(|x| (x.0, x.1, x.2)));
+            // The first impulse of the event in its series.
+            let first = |&&(e, s, i): &&(u64, u32, u32)| {
+                i == 0 || series[s as usize].event[i as usize - 1] != e
+            };
+            spanning.extend(group.iter().filter(first));
             let (mut total, mut time) = (0.0, None);
-            for &(_, s, i, _) in group {
+            for &(_, s, i) in group {
                 let one = &series[s as usize];
                 total += (one.amount[i as usize] * decays.decayed(one.component, 1.0, 0.0)).abs();
                 time = time.max(Some(one.time[i as usize]));
@@ -411,22 +528,17 @@ impl PersonSums {
                 && total > 0.0
             {
                 let key = total.log2() + span_seconds(origin, time) / longest;
-                spanning_by_size.push((key, group[0].0, time, total));
+                spanning_by_size.push((key, e, time, total));
             }
         }
-        spanning_by_size.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let by_event = by_event.into_iter().map(|x| (x.0, x.1, x.2)).collect();
-        Self {
-            series,
-            by_event,
-            events_nonzero,
-            spanning,
-            spanning_by_size,
-            multi_person,
-            len,
-            half_lives,
-            longest,
-        }
+        merge(&mut self.spanning, &spanning, |a, b| a.0 <= b.0);
+        let by_size = |a: &(f64, u64, DateTime<Utc>, f64), b: &(f64, u64, DateTime<Utc>, f64)| {
+            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+        };
+        spanning_by_size.sort_by(by_size);
+        merge(&mut self.spanning_by_size, &spanning_by_size, |a, b| {
+            by_size(a, b).is_le()
+        });
     }
 
     /// Whether these sums may be read with `model`: its half-lives are
@@ -492,24 +604,67 @@ fn half_lives_of(model: &ScoringModel) -> [f64; 6] {
     h
 }
 
-/// Kept sums by the address of the impulses they were built from (with
-/// their heap bytes), the size at which the next sweep drops those of
-/// lists that are gone, and the bytes kept against `budget`.
+/// A kept entry: a `Weak` of the tag of the lineage whose list the sums
+/// were built from (`impulses::Lineage`), the sums, their heap bytes.
+#[derive(Debug)]
+struct Entry {
+    tag: Weak<Tag>,
+    sums: Arc<PersonSums>,
+    bytes: usize,
+}
+
+/// Kept sums by the address of their lineage's tag, the size at which the
+/// next sweep drops those of lineages that are gone, the bytes kept
+/// against `budget`, and how the sums asked for were found (`Found`).
 #[derive(Debug)]
 struct Kept {
-    by_list: FxHashMap<usize, (Weak<Impulses>, Arc<PersonSums>, usize)>,
+    by_lineage: FxHashMap<usize, Entry>,
     sweep_at: usize,
     bytes: usize,
     budget: usize,
+    found: Found,
+}
+
+/// How many times the sums asked for were served as kept, extended by
+/// what was appended to the list, or built from the whole list (the
+/// cache's tests count them; a read's cost is in which).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Found {
+    served: u64,
+    extended: u64,
+    built: u64,
+}
+
+impl Kept {
+    /// The sums kept for the lineage at `key` (whose tag is `tag`), or
+    /// those of its parent when they sum no more than the impulses the
+    /// copy took: these move to `key` (the copy is the one the fold goes on
+    /// appending to; the parent's list, a checkpoint's, is seldom read).
+    fn find(&mut self, key: usize, tag: &Arc<Tag>) -> Option<Arc<PersonSums>> {
+        if let Some(e) = self.by_lineage.get(&key) {
+            return Some(Arc::clone(&e.sums));
+        }
+        let (parent, copied) = tag.parent.as_ref()?;
+        let from = parent.as_ptr() as usize;
+        if self.by_lineage.get(&from)?.sums.len > *copied {
+            return None;
+        }
+        let mut e = self.by_lineage.remove(&from)?;
+        e.tag = Arc::downgrade(tag);
+        let sums = Arc::clone(&e.sums);
+        self.by_lineage.insert(key, e);
+        Some(sums)
+    }
 }
 
 impl Default for Kept {
     fn default() -> Self {
         Kept {
-            by_list: FxHashMap::default(),
+            by_lineage: FxHashMap::default(),
             sweep_at: 0,
             bytes: 0,
             budget: MAX_BYTES,
+            found: Found::default(),
         }
     }
 }
@@ -529,56 +684,101 @@ const MAX_PEOPLE: usize = 16_384;
 /// people alone does not bound memory.
 const MAX_BYTES: usize = 256 << 20;
 
-/// The sums of the people read, shared by every clone of a state (module
-/// docs: an entry is keyed by the allocation of the impulses it was built
-/// from and holds it weakly, so it serves exactly while they are the same).
+/// The sums of the people read, shared by every clone of a state, by the
+/// lineage of the list they were built from (`impulses::Lineage`, task
+/// h67): a list of the same lineage as long is served them, a longer one
+/// (the fold appended) gets them extended by the impulses appended, a copy
+/// of a list (a checkpoint shared it when the fold appended) takes them
+/// over from its parent when they sum no more than the copied impulses;
+/// anything else builds them from the whole list.
 #[derive(Debug, Clone, Default)]
 pub struct SumsCache {
     inner: Arc<Mutex<Kept>>,
 }
 
 impl SumsCache {
-    /// The sums of `list` (a person's impulses), kept or built by `build`.
+    /// The sums of `list` (a person's impulses, whose credits are in
+    /// `credits`) with `model`: kept, extended or built.
     pub(crate) fn get(
         &self,
-        list: &Arc<Impulses>,
-        build: impl FnOnce() -> PersonSums,
+        list: &Impulses,
+        credits: &Credits,
+        model: &ScoringModel,
     ) -> Arc<PersonSums> {
-        let key = Arc::as_ptr(list) as usize;
-        if let Some((weak, sums, _)) = self.inner.lock().by_list.get(&key)
-            && weak.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list))
-            && sums.len == list.len()
-        {
-            return Arc::clone(sums);
-        }
-        let sums = Arc::new(build());
+        let read = ImpulseList::new(list, credits);
+        let tag = list.lineage().tag();
+        let key = Arc::as_ptr(tag) as usize;
+        let decays = Decays::of(model).bits();
+        let found = {
+            let mut kept = self.inner.lock();
+            let found = kept
+                .find(key, tag)
+                .filter(|s| s.len <= read.len() && s.decays.bits() == decays);
+            if let Some(sums) = found.as_ref()
+                && sums.len == read.len()
+            {
+                kept.found.served += 1;
+                return Arc::clone(sums);
+            }
+            found
+        };
+        let extended = found.is_some();
+        let sums = match found {
+            Some(sums) => Arc::new(sums.extended(read.after(sums.len))),
+            None => Arc::new(PersonSums::of(model, read.iter())),
+        };
+        self.keep(key, tag, &sums, extended);
+        sums
+    }
+
+    /// Keeps `sums` for the lineage at `key` unless longer ones are kept;
+    /// `extended`: whether they were extended, not built.
+    fn keep(&self, key: usize, tag: &Arc<Tag>, sums: &Arc<PersonSums>, extended: bool) {
         let bytes = sums.heap_bytes();
         let mut kept = self.inner.lock();
         let kept = &mut *kept;
+        if extended {
+            kept.found.extended += 1;
+        } else {
+            kept.found.built += 1;
+        }
         if bytes > kept.budget {
             // Larger than the whole budget: served, not kept.
-            return sums;
+            return;
         }
-        if kept.by_list.len() >= kept.sweep_at.max(FIRST_SWEEP) {
-            // Sums of lists that are gone (moved by the fold, of a state
-            // replaced by a refold, of an erased person) are never served
-            // again: swept whenever the cache doubled since the last sweep
-            // (amortised O(1) a read), so they stay at most as many as
-            // the live ones, not until the cache is full (red team h39).
-            kept.by_list.retain(|_, (list, ..)| list.strong_count() > 0);
-            kept.bytes = kept.by_list.values().map(|(.., b)| b).sum();
-            kept.sweep_at = 2 * kept.by_list.len();
+        if let Some(e) = kept.by_lineage.get(&key) {
+            if e.sums.len >= sums.len && e.sums.decays.bits() == sums.decays.bits() {
+                // Another reader kept them first.
+                return;
+            }
+            kept.bytes -= e.bytes;
+            kept.by_lineage.remove(&key);
         }
-        if kept.by_list.len() >= MAX_PEOPLE || kept.bytes + bytes > kept.budget {
-            kept.by_list.clear();
+        if kept.by_lineage.len() >= kept.sweep_at.max(FIRST_SWEEP) {
+            // Sums of lineages that are gone (of a state replaced by a
+            // refold, of an erased person, of a checkpoint dropped) are
+            // never served again: swept whenever the cache doubled since
+            // the last sweep (amortised O(1) a read), so they stay at most
+            // as many as the live ones, not until the cache is full (red
+            // team h39).
+            kept.by_lineage.retain(|_, e| e.tag.strong_count() > 0);
+            kept.bytes = kept.by_lineage.values().map(|e| e.bytes).sum();
+            kept.sweep_at = 2 * kept.by_lineage.len();
+        }
+        if kept.by_lineage.len() >= MAX_PEOPLE || kept.bytes + bytes > kept.budget {
+            kept.by_lineage.clear();
             kept.bytes = 0;
             kept.sweep_at = 0;
         }
-        let replaced = kept
-            .by_list
-            .insert(key, (Arc::downgrade(list), Arc::clone(&sums), bytes));
-        kept.bytes = (kept.bytes + bytes).saturating_sub(replaced.map_or(0, |(.., b)| b));
-        sums
+        kept.by_lineage.insert(
+            key,
+            Entry {
+                tag: Arc::downgrade(tag),
+                sums: Arc::clone(sums),
+                bytes,
+            },
+        );
+        kept.bytes += bytes;
     }
 
     /// An empty cache that keeps at most `budget` heap bytes of sums.
@@ -588,13 +788,19 @@ impl SumsCache {
         cache.inner.lock().budget = budget;
         cache
     }
+
+    /// How the sums asked for so far were found.
+    #[cfg(test)]
+    fn found(&self) -> Found {
+        self.inner.lock().found
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::impulses::{Credits, ImpulseList};
     use super::*;
     use crate::score::shares::decayed;
+    use proptest::prelude::*;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -673,37 +879,58 @@ mod tests {
         for k in 0..10 * FIRST_SWEEP as u64 {
             // Each list is dropped right after its read.
             let l = list(k);
-            cache.get(&l, || sums_of(&model, &l, &credits));
+            cache.get(&l, &credits, &model);
         }
-        let kept = cache.inner.lock().by_list.len();
+        let kept = cache.inner.lock().by_lineage.len();
         assert!(kept <= FIRST_SWEEP, "{kept} sums of gone lists kept");
-        // Live ones are kept through sweeps.
-        let live: Vec<_> = (0..3 * FIRST_SWEEP as u64).map(list).collect();
+        // Live ones are kept through sweeps, and through appends (the
+        // lineage lives on: task h67).
+        let mut live: Vec<_> = (0..3 * FIRST_SWEEP as u64).map(list).collect();
         for l in &live {
-            cache.get(l, || sums_of(&model, l, &credits));
+            cache.get(l, &credits, &model);
+        }
+        let built = cache.found().built;
+        for (k, l) in live.iter_mut().enumerate() {
+            Arc::make_mut(l).push(
+                Handle::from_index(1),
+                Component::Sentiment,
+                t("2026-01-02T00:00:00Z"),
+                2.0,
+                1_000 + k as u64,
+            );
         }
         for l in &live {
-            cache.get(l, || panic!("the sums of a live list were swept"));
+            cache.get(l, &credits, &model);
         }
+        for l in &live {
+            cache.get(l, &credits, &model);
+        }
+        let found = cache.found();
+        assert_eq!(found.built, built, "the sums of a live list were swept");
+        assert_eq!(found.extended, live.len() as u64);
     }
 
     /// The cache was bounded by people only (16,384), whose sums differ in
     /// size by orders of magnitude: now the kept bytes are bounded too,
-    /// and sums larger than the budget are served, not kept.
+    /// and sums larger than the budget are served, not kept; extended sums
+    /// replace their shorter ones in the count.
     #[test]
     fn kept_sums_stay_within_the_byte_budget() {
         let model = ScoringModel::default_model();
         let credits = Credits::default();
+        let push = |l: &mut Arc<Impulses>, k: u64| {
+            Arc::make_mut(l).push(
+                Handle::from_index(1 + (k % 3) as u32),
+                Component::Sentiment,
+                t("2026-01-01T00:00:00Z") + chrono::Duration::seconds(k as i64),
+                1.0,
+                k,
+            );
+        };
         let list = |n: u64| {
             let mut l = Arc::new(Impulses::default());
             for k in 0..n {
-                Arc::make_mut(&mut l).push(
-                    Handle::from_index(1 + (k % 3) as u32),
-                    Component::Sentiment,
-                    t("2026-01-01T00:00:00Z") + chrono::Duration::seconds(k as i64),
-                    1.0,
-                    k,
-                );
+                push(&mut l, k);
             }
             l
         };
@@ -711,9 +938,8 @@ mod tests {
         let size = sums_of(&model, &one, &credits).heap_bytes();
         assert!(size >= 100 * 40, "{size} bytes for 100 impulses");
         let cache = SumsCache::with_budget(5 * size / 2);
-        let lists: Vec<_> = (0..10).map(|_| list(100)).collect();
-        for l in &lists {
-            cache.get(l, || sums_of(&model, l, &credits));
+        let mut lists: Vec<_> = (0..10).map(|_| list(100)).collect();
+        let check = |cache: &SumsCache| {
             let kept = cache.inner.lock();
             assert!(
                 kept.bytes <= kept.budget,
@@ -721,39 +947,215 @@ mod tests {
                 kept.bytes,
                 kept.budget
             );
-            let counted: usize = kept.by_list.values().map(|(.., b)| b).sum();
+            let counted: usize = kept.by_lineage.values().map(|e| e.bytes).sum();
             assert_eq!(kept.bytes, counted);
+        };
+        for l in &lists {
+            cache.get(l, &credits, &model);
+            check(&cache);
         }
-        // The newest is kept; larger than the whole budget is not.
-        cache.get(&lists[9], || panic!("the newest sums were not kept"));
+        // The newest is kept, and when extended counted once.
+        let built = cache.found().built;
+        cache.get(&lists[9], &credits, &model);
+        assert_eq!(cache.found().built, built, "the newest sums were not kept");
+        push(&mut lists[9], 100);
+        cache.get(&lists[9], &credits, &model);
+        assert_eq!(cache.found().extended, 1);
+        check(&cache);
+        // Larger than the whole budget is not kept.
         let huge = list(1_000);
-        cache.get(&huge, || sums_of(&model, &huge, &credits));
-        let mut built = false;
-        cache.get(&huge, || {
-            built = true;
-            sums_of(&model, &huge, &credits)
-        });
-        assert!(built, "sums larger than the budget were kept");
+        cache.get(&huge, &credits, &model);
+        cache.get(&huge, &credits, &model);
+        assert_eq!(
+            cache.found().built,
+            built + 2,
+            "sums larger than the budget were kept"
+        );
     }
 
-    /// The cache serves a person's sums only while their impulses are the
-    /// same: a fold that adds one moves the list (`Arc::make_mut` with a
-    /// `Weak` held), and the next read builds the sums again with it.
+    /// Two sums are the same, field by field and bit for bit, the reasons'
+    /// order of every series included (which builds it on both).
+    fn assert_same(got: &PersonSums, want: &PersonSums) {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(got.len, want.len);
+        assert_eq!(got.series.len(), want.series.len());
+        for (k, (a, b)) in got.series.iter().zip(&want.series).enumerate() {
+            assert_eq!((a.brand, a.component), (b.brand, b.component), "series {k}");
+            assert_eq!(a.half_life.to_bits(), b.half_life.to_bits());
+            assert_eq!(a.time, b.time, "series {k}");
+            assert_eq!(bits(&a.sum), bits(&b.sum), "series {k}");
+            assert_eq!(bits(&a.amount), bits(&b.amount), "series {k}");
+            assert_eq!(a.event, b.event, "series {k}");
+            assert_eq!(a.nonzero, b.nonzero, "series {k}");
+            assert_eq!(a.firsts, b.firsts, "series {k}");
+            assert_eq!(a.firsts_nonzero, b.firsts_nonzero, "series {k}");
+            let last = Upto(a.time.len() - 1);
+            for own in [false, true] {
+                let order = |s: &Series| {
+                    s.largest(last, own)
+                        .map(|(e, x, t)| (e, x.to_bits(), t))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(order(a), order(b), "series {k}, own {own}");
+            }
+        }
+        assert_eq!(got.by_event, want.by_event);
+        assert_eq!(got.events_nonzero, want.events_nonzero);
+        assert_eq!(got.last_nonzero, want.last_nonzero);
+        assert_eq!(got.spanning, want.spanning);
+        let by_size = |s: &PersonSums| {
+            s.spanning_by_size
+                .iter()
+                .map(|x| (x.0.to_bits(), x.1, x.2, x.3.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by_size(got), by_size(want));
+        assert_eq!(got.multi_person, want.multi_person);
+        assert_eq!(bits(&got.half_lives), bits(&want.half_lives));
+        assert_eq!(got.longest.to_bits(), want.longest.to_bits());
+        assert_eq!(got.decays.bits(), want.decays.bits());
+    }
+
+    /// One event's impulses on the person: (brand, component, amount,
+    /// whether a sales credit), after a step of hours from the one before.
+    type Ev = (i64, Vec<(u32, usize, f64, bool)>);
+
+    /// A person's list of `evs` (event references in `ids`), with the
+    /// credits it names; some reports credit only others, so runs break.
+    fn list_of(evs: &[Ev], ids: &[u64]) -> (Impulses, Credits) {
+        let mut credits = Credits::default();
+        let mut list = Impulses::default();
+        let mut time = t("2026-01-01T00:00:00Z");
+        for ((step, impulses), &event) in evs.iter().zip(ids) {
+            time += chrono::Duration::hours(*step);
+            for &(b, c, x, credit) in impulses {
+                let brand = Handle::from_index(b);
+                if credit {
+                    let i = credits.push(brand, time, x, event);
+                    if x > -2.0 {
+                        list.push_credit(i, &credits);
+                    }
+                } else {
+                    list.push(brand, Component::ALL[c], time, x, event);
+                }
+            }
+        }
+        (list, credits)
+    }
+
+    fn events() -> impl Strategy<Value = (Vec<Ev>, Vec<u64>)> {
+        let amount = prop_oneof![Just(0.0), Just(1.5), Just(-0.25), -3.0..3.0_f64];
+        let impulse = (0_u32..3, 0_usize..6, amount, prop::bool::weighted(0.3));
+        prop::collection::vec((0_i64..3, prop::collection::vec(impulse, 1..5)), 1..60)
+            .prop_flat_map(|evs| {
+                let ids: Vec<u64> = (0..evs.len() as u64).map(|k| 3 * k + 1).collect();
+                (Just(evs), Just(ids).prop_shuffle())
+            })
+    }
+
+    proptest! {
+        /// Sums extended by the impulses appended since are the sums of
+        /// the whole list, bit for bit (task h67): in one or two steps,
+        /// cut anywhere (inside an event too, which a fold never does),
+        /// over own impulses and credits, zero amounts, several brands
+        /// and components, events in several series, ties of time and
+        /// event references in any order; and reasons read from the
+        /// shorter sums before do not stay in the longer ones.
+        #[test]
+        fn sums_extended_by_appended_impulses_are_the_sums_of_the_whole_list(
+            (evs, ids) in events(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+        ) {
+            let model = ScoringModel::default_model();
+            let (list, credits) = list_of(&evs, &ids);
+            let read = ImpulseList::new(&list, &credits);
+            let n = read.len();
+            let (a, b) = (a.index(n + 1), b.index(n + 1));
+            let (a, b) = (a.min(b), a.max(b));
+            let first = PersonSums::of(&model, read.first(a));
+            for s in &first.series {
+                let _ = s.largest(Upto(s.time.len() - 1), true).count();
+            }
+            let middle = first.extended(read.after(a).take(b - a));
+            assert_same(&middle, &PersonSums::of(&model, read.first(b)));
+            let whole = middle.extended(read.after(b));
+            assert_same(&whole, &PersonSums::of(&model, read.iter()));
+            assert_same(&first.extended(read.after(a)), &whole);
+        }
+    }
+
+    /// The fold appends to a person's list in place and the next read
+    /// extends the kept sums by the appended impulses (task h67: the
+    /// cache held a `Weak` of the list, so `Arc::make_mut` moved it on
+    /// every append and each read after built the sums whole); a copy the
+    /// fold made of a list a checkpoint shared takes the sums over from
+    /// it; a refolded copy, as long as the list read but with other
+    /// impulses, is built, whether the refold copied the checkpoint's
+    /// list or appended to it in place (the checkpoint gone).
     #[test]
-    fn kept_sums_are_never_served_for_a_list_that_changed() {
+    fn an_appended_list_is_extended_and_a_refolded_copy_is_built() {
         let model = ScoringModel::default_model();
         let credits = Credits::default();
-        let b = Handle::from_index(1);
-        let mut list = Arc::new(Impulses::default());
-        Arc::make_mut(&mut list).push(b, Component::Sentiment, t("2026-01-01T00:00:00Z"), 1.0, 0);
         let cache = SumsCache::default();
-        let first = cache.get(&list, || sums_of(&model, &list, &credits));
-        let again = cache.get(&list, || panic!("kept sums were not served"));
-        assert!(Arc::ptr_eq(&first, &again));
-        Arc::make_mut(&mut list).push(b, Component::Sentiment, t("2026-01-02T00:00:00Z"), 2.0, 1);
-        let after = cache.get(&list, || sums_of(&model, &list, &credits));
-        assert!(!Arc::ptr_eq(&first, &after));
-        assert_eq!(after.series[0].time.len(), 2);
+        let start = t("2026-01-01T00:00:00Z");
+        let push = |l: &mut Arc<Impulses>, k: i64, x: f64| {
+            let c = if k % 3 == 0 {
+                Component::Service
+            } else {
+                Component::Sentiment
+            };
+            let b = Handle::from_index(1 + (k % 2) as u32);
+            Arc::make_mut(l).push(b, c, start + chrono::Duration::hours(k), x, k as u64);
+        };
+        let whole = |l: &Impulses| sums_of(&model, l, &credits);
+        let found = |served, extended, built| Found {
+            served,
+            extended,
+            built,
+        };
+        let mut live = Arc::new(Impulses::default());
+        for k in 0..300 {
+            push(&mut live, k, 1.0);
+        }
+        let first = cache.get(&live, &credits, &model);
+        assert!(Arc::ptr_eq(&first, &cache.get(&live, &credits, &model)));
+        assert_eq!(cache.found(), found(1, 0, 1));
+        let at = Arc::as_ptr(&live);
+        push(&mut live, 300, 2.0);
+        assert_eq!(Arc::as_ptr(&live), at, "an append moved the list");
+        let after = cache.get(&live, &credits, &model);
+        assert_eq!(cache.found(), found(1, 1, 1));
+        assert_same(&after, &whole(&live));
+        assert_eq!(first.len, 300, "readers' sums changed");
+        cache.get(&live, &credits, &model);
+        assert_eq!(cache.found(), found(2, 1, 1));
+        for keep_checkpoint in [true, false] {
+            // A checkpoint shares the list; the fold's next append copies
+            // it, and the copy's sums are extended from the original's.
+            let checkpoint = Arc::clone(&live);
+            push(&mut live, 400, 3.0);
+            assert!(!Arc::ptr_eq(&live, &checkpoint));
+            let before = cache.found();
+            let read = cache.get(&live, &credits, &model);
+            assert_eq!(cache.found().extended, before.extended + 1);
+            assert_eq!(cache.found().built, before.built);
+            assert_same(&read, &whole(&live));
+            // A refold folds another tail on the checkpoint's list: as
+            // long as the live one, other impulses.
+            let mut refolded = Arc::clone(&checkpoint);
+            if !keep_checkpoint {
+                drop(checkpoint);
+            }
+            push(&mut refolded, 400, -5.0);
+            assert_eq!(refolded.len(), live.len());
+            let read = cache.get(&refolded, &credits, &model);
+            assert_eq!(cache.found().built, before.built + 1);
+            assert_same(&read, &whole(&refolded));
+            let again = cache.get(&live, &credits, &model);
+            assert_same(&again, &whole(&live));
+            live = refolded;
+        }
     }
 
     /// A series' largest impulses come in the order of a sort of all of
