@@ -312,11 +312,15 @@ fn step(derived: &Derived) -> Step {
 /// send: before task h31 every such refold threw the build away, and under
 /// a stream no build was ever installed). A whole rebuild or a restore may
 /// have changed anything: their series builds anew. In the same
-/// generation the series must still await it too: without the fold lock
-/// an install can come between the steps of `Derived::rebuild_live`, whose
-/// series is built and caught up already, and a build the stream overtook
-/// (its checkpoint no longer the series') is of no use to the series,
-/// which needs the next one before it applies an event.
+/// generation the build must move the series forward
+/// (`LiveSeries::advanced_by`: a later checkpoint than its scores'),
+/// overtaken by the stream or not: an overtaken build still takes the
+/// series up to its checkpoint and tells the change feed what the events
+/// before it moved (task h66 threw those away, and under a stream of 2,000
+/// events/s the feed heard of nothing until it stopped). Not an earlier
+/// one: without the fold lock an install can come between the steps of
+/// `Derived::rebuild_live`, whose series is built at the latest checkpoint
+/// already and would then need a build again before its next event.
 fn install(
     derived: &Derived,
     generation: u64,
@@ -327,7 +331,12 @@ fn install(
     let inputs_kept = built
         .inputs_at()
         .is_some_and(|at| derived.lineage.unchanged_at(generation, now, at));
-    if (now == generation || inputs_kept) && slot.state.live_awaits(&built) {
+    let fits = if now == generation {
+        slot.state.live_advanced_by(&built)
+    } else {
+        inputs_kept && slot.state.live_awaits(&built)
+    };
+    if fits {
         Ok(slot.state.install_live(built))
     } else {
         Err(Box::new(built))

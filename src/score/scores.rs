@@ -417,6 +417,12 @@ impl ScoreState {
         self.live.awaits(built)
     }
 
+    /// Whether `built`, planned on this state, moves its live series
+    /// forward, overtaken or not (`LiveSeries::advanced_by`).
+    pub fn live_advanced_by(&self, built: &super::live::Built) -> bool {
+        self.live.advanced_by(built)
+    }
+
     /// Continues the live series of `old`, the state a refold that added
     /// events from `first_added` on replaces, in this one's, by moving its
     /// scores, as they are or gone back to their build at the checkpoint

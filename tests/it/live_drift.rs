@@ -231,3 +231,94 @@ fn an_events_pushes_cut_across_slices_make_the_series_made_at_once() {
     );
     assert_eq!(state.live().stats().pushes, reference.live().stats().pushes);
 }
+
+/// `n` purchases, one a second, by `n / 3` people at 5 brands.
+fn purchases(n: usize) -> Vec<Event> {
+    one_a_second(
+        (0..n)
+            .map(|i| {
+                format!(
+                    r#""type":"purchase","person":"p{}","brand":"b{}","amount":{}"#,
+                    i % (n / 3).max(1),
+                    i % 5,
+                    10 + i % 7
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Regression test (lead, session 30) for task h66's install rule: it
+/// installed a checkpoint build only when the series still awaited that
+/// very build, so under a stream, which moves the checkpoint every 128
+/// events while a build takes seconds, every build was overtaken and
+/// thrown away; the series took nothing and the change feed heard of no
+/// event until the stream stopped. An overtaken build planned on the same
+/// state moves the series up to its checkpoint (the events before it taken
+/// whole, their movement recorded for the feed); a build older than the
+/// one the series holds is refused (else the series would need a build
+/// again before its next event); and the series caught up at the end is
+/// the one a sync at once makes, bit for bit.
+#[test]
+fn a_build_the_stream_overtook_moves_the_series_to_its_checkpoint_and_an_older_one_is_refused() {
+    let events = purchases(1_000);
+    let (first, rest) = events.split_at(300);
+    let model = Arc::new(ScoringModel::default_model());
+    let mut state = ScoreState::build(model, vec![], first.to_vec());
+    state.record_movements(true);
+    let mut reference = state.clone();
+    while let Some(planner) = state.live_planner() {
+        drop(state.install_live(planner.plan().run()));
+    }
+    assert!(state.apply_live(|| false));
+    assert!(state.live_synced());
+    drop(state.take_movements());
+    // The stream goes on past a checkpoint; a build of it is planned, and
+    // two more checkpoints pass while it runs.
+    assert!(state.apply(logged(&rest[..100], 300)));
+    let planner = state.live_planner().expect("a checkpoint passed: a build is due");
+    assert!(state.apply(logged(&rest[100..400], 400)));
+    let overtaken = planner.plan().run();
+    let latest_build = state
+        .live_planner()
+        .expect("the checkpoint moved on")
+        .plan()
+        .run();
+    assert!(!state.live_awaits(&overtaken), "the stream overtook it");
+    assert!(state.live_advanced_by(&overtaken));
+    let lag = state.live_lag();
+    drop(state.install_live(overtaken));
+    assert!(
+        state.live_lag() < lag,
+        "the events up to its checkpoint are taken: lag {} of {lag}",
+        state.live_lag()
+    );
+    assert!(
+        !state.take_movements().is_empty(),
+        "the feed hears what the events it took moved"
+    );
+    assert!(!state.live_synced(), "the series needs the latest build");
+    // The latest build, then one at the overtaken one's checkpoint again:
+    // refused.
+    assert!(state.live_advanced_by(&latest_build));
+    drop(state.install_live(latest_build));
+    let stale = {
+        let mut copy = reference.clone();
+        assert!(copy.apply(logged(&rest[..100], 300)));
+        copy.live_planner().expect("a build is due").plan().run()
+    };
+    assert!(!state.live_advanced_by(&stale), "older than the series' build");
+    // Caught up, the series is the one a sync at once makes.
+    assert!(state.apply(logged(&rest[400..], 700)));
+    while let Some(planner) = state.live_planner() {
+        drop(state.install_live(planner.plan().run()));
+    }
+    assert!(state.apply_live(|| false));
+    assert!(reference.apply(logged(rest, 300)));
+    assert!(reference.sync_live(|| false));
+    let latest = state.latest_time().unwrap();
+    assert_eq!(
+        format!("{:?}", state.live_components_at(latest)),
+        format!("{:?}", reference.live_components_at(latest))
+    );
+}

@@ -590,6 +590,34 @@ impl LiveSeries {
         }
     }
 
+    /// Whether `built`, planned on this very state (no refold or restore
+    /// since), moves the series forward: a checkpoint build at a later
+    /// checkpoint than the one its scores are built at (or they are built
+    /// at none), though the stream may have overtaken it since (the
+    /// clock's checkpoint moved on; [`Self::awaits`] is then false). Such
+    /// a build is installed: the series takes the events up to it whole
+    /// and a change feed hears what they moved (its `movement`), and the
+    /// next build starts from there. A build at or before the scores'
+    /// checkpoint is not (after `engine::Derived::rebuild_live` built the
+    /// latest, say: the series would need a build again before it could
+    /// apply an event). A drift rebuild fits only as [`Self::awaits`] says.
+    ///
+    /// Regression (lead, session 30): task h66 installed only awaited
+    /// builds, so under a stream of 2,000 events/s at 200,000 events every
+    /// build was overtaken and thrown away, and the change feed heard of no
+    /// event until the stream stopped (1 of 5 markers seen, against 3 to 5
+    /// before).
+    pub fn advanced_by(&self, built: &Built) -> bool {
+        if built.drift.is_some() {
+            return self.awaits(built);
+        }
+        match (self.scores.checkpoint(), built.target.at) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some((built_at, _)), Some((target, _))) => target > built_at,
+        }
+    }
+
     /// Whether `old`, the series of the state a refold replaces, can be
     /// continued in this series (the refold's, not built yet) with this
     /// series' bits, and how ([`Resumed`]). Both must have the same checkpoint,
