@@ -276,7 +276,9 @@ fn a_build_the_stream_overtook_moves_the_series_to_its_checkpoint_and_an_older_o
     // The stream goes on past a checkpoint; a build of it is planned, and
     // two more checkpoints pass while it runs.
     assert!(state.apply(logged(&rest[..100], 300)));
-    let planner = state.live_planner().expect("a checkpoint passed: a build is due");
+    let planner = state
+        .live_planner()
+        .expect("a checkpoint passed: a build is due");
     assert!(state.apply(logged(&rest[100..400], 400)));
     let overtaken = planner.plan().run();
     let latest_build = state
@@ -307,7 +309,10 @@ fn a_build_the_stream_overtook_moves_the_series_to_its_checkpoint_and_an_older_o
         assert!(copy.apply(logged(&rest[..100], 300)));
         copy.live_planner().expect("a build is due").plan().run()
     };
-    assert!(!state.live_advanced_by(&stale), "older than the series' build");
+    assert!(
+        !state.live_advanced_by(&stale),
+        "older than the series' build"
+    );
     // Caught up, the series is the one a sync at once makes.
     assert!(state.apply(logged(&rest[400..], 700)));
     while let Some(planner) = state.live_planner() {
