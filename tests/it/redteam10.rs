@@ -95,13 +95,7 @@ fn fold_until_a_drift_is_owed(
 /// rebuild it no longer owes, as the deferring one does.
 #[test]
 fn an_owed_drift_rebuild_overtaken_by_an_event_of_its_time_is_not_made_after_an_inline_sync() {
-    let model = drifting_model();
-    let events = fan_stream(16, 600, 1);
-    let (first, rest) = events.split_at(events.len() - 17);
-    let mut state = ScoreState::build(Arc::clone(&model), vec![], first.to_vec());
-    let mut log: Vec<Event> = first.to_vec();
-    let owed =
-        fold_until_a_drift_is_owed(&mut state, rest, log.len()).expect("the fan stream drifts");
+    let (model, mut log, rest, mut state, owed) = owing_a_drift_rebuild();
     log.extend_from_slice(&rest[..=owed]);
     let at = rest[owed].time;
     // An event of the same time (a later id: appended, not late), then
@@ -127,12 +121,37 @@ fn an_owed_drift_rebuild_overtaken_by_an_event_of_its_time_is_not_made_after_an_
         state.live_lag()
     );
     // The rest of the stream, caught up as the live thread does.
-    let tail = &rest[owed + 1..];
+    ends_as_a_fresh_open(state, model, log, &rest[owed + 1..]);
+}
+
+/// Folds `tail` after `log` into `state`, catches the series up as the
+/// live thread does, and compares it with a fresh open of the whole log.
+fn ends_as_a_fresh_open(
+    mut state: ScoreState,
+    model: Arc<ScoringModel>,
+    mut log: Vec<Event>,
+    tail: &[Event],
+) {
     assert!(state.apply(logged(tail, log.len())));
     log.extend_from_slice(tail);
     catch_up(&mut state, |_| {});
     let fresh = ScoreState::build(model, vec![], log);
     assert_eq!(series_text(&state), series_text(&fresh));
+}
+
+/// The fan stream (`live_drift::fan_stream`) under its drifting model,
+/// built but for its last 17 events, then folded one by one and caught
+/// up until a drift rebuild is owed: the model, the events the state was
+/// built with, the rest, the state, and the index in the rest of the
+/// event after which the rebuild is owed.
+fn owing_a_drift_rebuild() -> (Arc<ScoringModel>, Vec<Event>, Vec<Event>, ScoreState, usize) {
+    let model = drifting_model();
+    let mut events = fan_stream(16, 600, 1);
+    let rest = events.split_off(events.len() - 17);
+    let mut state = ScoreState::build(Arc::clone(&model), vec![], events.clone());
+    let owed =
+        fold_until_a_drift_is_owed(&mut state, &rest, events.len()).expect("the fan stream drifts");
+    (model, events, rest, state, owed)
 }
 
 /// Finding h70-3 (crash, debug builds): a drift rebuild installed twice.
@@ -146,12 +165,7 @@ fn an_owed_drift_rebuild_overtaken_by_an_event_of_its_time_is_not_made_after_an_
 /// and the series is the one installed once.
 #[test]
 fn a_drift_rebuild_installed_twice_leaves_the_series_of_one_install() {
-    let model = drifting_model();
-    let events = fan_stream(16, 600, 1);
-    let (first, rest) = events.split_at(events.len() - 17);
-    let mut state = ScoreState::build(Arc::clone(&model), vec![], first.to_vec());
-    let owed =
-        fold_until_a_drift_is_owed(&mut state, rest, first.len()).expect("the fan stream drifts");
+    let (model, first, rest, mut state, owed) = owing_a_drift_rebuild();
     let live_thread = state.live_planner().expect("the rebuild owed");
     let rescore = state
         .live_plan()
@@ -168,14 +182,9 @@ fn a_drift_rebuild_installed_twice_leaves_the_series_of_one_install() {
     assert!(state.live_synced() && once.live_synced());
     assert_eq!(series_text(&state), series_text(&once));
     // And on to the end of the stream, the same as a fresh open.
-    let mut log: Vec<Event> = first.to_vec();
+    let mut log = first;
     log.extend_from_slice(&rest[..=owed]);
-    let tail = &rest[owed + 1..];
-    assert!(state.apply(logged(tail, log.len())));
-    log.extend_from_slice(tail);
-    catch_up(&mut state, |_| {});
-    let fresh = ScoreState::build(model, vec![], log);
-    assert_eq!(series_text(&state), series_text(&fresh));
+    ends_as_a_fresh_open(state, model, log, &rest[owed + 1..]);
 }
 
 /// `followers` people following "star", each endorsing a brand (so each
@@ -293,16 +302,7 @@ fn a_checkpoint_build_over_an_event_cut_mid_pushes_publishes_what_the_event_move
     // Cut: two asks' worth of the purchase's pushes, then the fillers.
     let mut cut_tracker = Tracker::new(Arc::clone(&model), floor);
     let mut cut_published = BTreeMap::new();
-    assert!(state.apply(logged(std::slice::from_ref(&purchase), at)));
-    let mut asks = 0;
-    let caught_up = state.apply_live_deferring(
-        |_| false,
-        || {
-            asks += 1;
-            asks >= 2
-        },
-    );
-    assert!(!caught_up, "the purchase's pushes were cut");
+    fold_and_cut(&mut state, &purchase, at);
     assert!(state.apply(logged(&later, at + 1)));
     catch_up_publishing(&mut state, &mut cut_tracker, || false, &mut cut_published);
 
@@ -352,17 +352,11 @@ fn a_checkpoint_build_over_an_event_cut_mid_pushes_publishes_what_the_event_move
     }
 }
 
-/// The audience stream folded and caught up, a change feed recording;
-/// then the purchase folded at `at` and its pushes cut after two asks
-/// (2,048 pushes), as the live thread leaves it at a slice's end.
-fn cut_purchase() -> (Arc<ScoringModel>, Vec<Event>, ScoreState) {
-    let model = Arc::new(ScoringModel::default_model());
-    let (mut events, purchase) = audience(3_000, 20_000);
-    let mut state = ScoreState::build(Arc::clone(&model), vec![], events.clone());
-    assert!(state.sync_live(|| false));
-    state.record_movements(true);
-    let at = events.len();
-    assert!(state.apply(logged(std::slice::from_ref(&purchase), at)));
+/// Folds `purchase` at log position `at` and applies it as the live
+/// thread does, its pushes cut after two asks (2,048 pushes): left
+/// unsettled, as at a slice's end.
+fn fold_and_cut(state: &mut ScoreState, purchase: &Event, at: usize) {
+    assert!(state.apply(logged(std::slice::from_ref(purchase), at)));
     let mut asks = 0;
     let caught_up = state.apply_live_deferring(
         |_| false,
@@ -372,6 +366,18 @@ fn cut_purchase() -> (Arc<ScoringModel>, Vec<Event>, ScoreState) {
         },
     );
     assert!(!caught_up, "the purchase's pushes were cut");
+}
+
+/// The audience stream folded and caught up, a change feed recording;
+/// then the purchase folded at `at` and its pushes cut after two asks
+/// (2,048 pushes), as the live thread leaves it at a slice's end.
+fn cut_purchase() -> (Arc<ScoringModel>, Vec<Event>, ScoreState) {
+    let model = Arc::new(ScoringModel::default_model());
+    let (mut events, purchase) = audience(3_000, 20_000);
+    let mut state = ScoreState::build(Arc::clone(&model), vec![], events.clone());
+    assert!(state.sync_live(|| false));
+    state.record_movements(true);
+    fold_and_cut(&mut state, &purchase, events.len());
     // No read takes the half-applied event for the series' answer.
     assert!(!state.live_synced());
     assert!(state.live_lag() >= 1);
