@@ -1146,6 +1146,7 @@ fn fold_loop(
                             .collect();
                         (new, slot.state.event_count())
                     };
+                    let entities = checkpoint.entity_count();
                     let made = checkpoint.refold(tail, |p| !new.contains(&p));
                     if let Some(made) = made {
                         derived.fault_point();
@@ -1153,6 +1154,17 @@ fn fold_loop(
                         // events from the store meanwhile (its own build
                         // comes next); nothing is known unchanged.
                         let only_added = made.state.event_count() == held + new.len();
+                        // A late event that names an entity first gives it
+                        // a handle before those the replaced state gave
+                        // later ones: what is kept by handle (walks, the
+                        // live series and its builds) would name other
+                        // entities, so nothing is kept (red team h70: reads
+                        // served another state's walks).
+                        let handles_kept = crate::score::handles_kept(
+                            derived.slot.read().state.fold(),
+                            made.state.fold(),
+                            entities,
+                        );
                         if from_memory && !only_added {
                             // The memory's tail is the state's events after
                             // the checkpoint plus the round's: this cannot
@@ -1170,7 +1182,7 @@ fn fold_loop(
                                 "store"
                             });
                             let reach = match &made.changed_from {
-                                _ if !only_added => lineage::Reach::Everything,
+                                _ if !only_added || !handles_kept => lineage::Reach::Everything,
                                 Some((t, _)) => lineage::Reach::AddedFrom(*t),
                                 None => lineage::Reach::AddedFrom(DateTime::<Utc>::MAX_UTC),
                             };

@@ -8,9 +8,13 @@
 //! events, the earliest at some time T, so the state at every time before
 //! T is the one the previous generation had: each impulse, graph row and
 //! consent at a time before T is a function of the events up to that time
-//! (`score::fold`). Anything else (a whole build, which may follow an
-//! erasure or a registration; a restore; a rebuilt live series) may have
-//! changed anything.
+//! (`score::fold`), and so is every entity's handle when the refold kept
+//! the replaced state's (`score::handles_kept`: a late event that names an
+//! entity first moves the handles of those the replaced state met after
+//! it, and what is kept by handle would name other entities; red team
+//! h70). Anything else (a whole build, which may follow an erasure or a
+//! registration; a restore; a rebuilt live series; a refold that moved a
+//! handle) may have changed anything.
 
 use std::collections::VecDeque;
 

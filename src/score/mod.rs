@@ -49,6 +49,6 @@ pub use propagate::adjoint::{Contribution, Explanation, ExplanationDraft, Readin
 pub use propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 pub use propagate::push::{IncrementalError, IncrementalRelspace, PushStats, Value};
 pub use propagate::view::Span;
-pub use refold::{FoldCheckpoint, Refolded};
+pub use refold::{FoldCheckpoint, Refolded, handles_kept};
 pub use scores::{FoldPass, KindsPass, LivePlanner, LogCounts, ScoreState, ScoresAt};
 pub use snapshot::{Captured, SnapshotError, SnapshotHeader};

@@ -88,6 +88,14 @@ impl FoldCheckpoint {
         self.fold.event_count()
     }
 
+    /// Entities it knows. A refold keeps their handles; it gives those
+    /// first named after it theirs in canonical order, which need not be
+    /// the order the state it replaces gave them theirs in (red team h70:
+    /// `Derived`'s refold checks, [`handles_kept`]).
+    pub fn entity_count(&self) -> usize {
+        self.fold.table().len()
+    }
+
     /// Whether everything folded into it comes before (`time`, `id`) in
     /// canonical order.
     pub fn is_before(&self, time: DateTime<Utc>, id: &EventId) -> bool {
@@ -154,4 +162,15 @@ impl FoldCheckpoint {
             tail,
         })
     }
+}
+
+/// Whether every entity `old` knows has the same handle in `new`, given
+/// that the first `kept` of them have (a refold from a checkpoint that
+/// knew `kept` entities, [`FoldCheckpoint::entity_count`]): what is kept by
+/// handle across the two (the engine's walks, a live build or series
+/// continued) names the same entities only then. Compares the names of
+/// the entities after the first `kept`.
+pub fn handles_kept(old: &FoldState, new: &FoldState, kept: usize) -> bool {
+    let (old, new) = (old.table(), new.table());
+    new.len() >= old.len() && old.handles().skip(kept).all(|h| old.name(h) == new.name(h))
 }

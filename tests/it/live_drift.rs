@@ -20,7 +20,7 @@ use fusion::score::{ScoreState, ScoringModel};
 /// A model whose drift check fires on [`fan_stream`]: a coarse tolerance
 /// (1e-2: the limit is 10 raw) and a large association spill (ρ = 0.83),
 /// as `live::an_endorser_of_many_brands_does_not_rebuild_the_live_series_at_every_check`.
-fn drifting_model() -> Arc<ScoringModel> {
+pub(crate) fn drifting_model() -> Arc<ScoringModel> {
     let text = fusion::score::DEFAULT_MODEL
         .replacen("association = 0.35", "association = 0.83", 1)
         .replacen("live_tolerance = 1e-4", "live_tolerance = 1e-2", 1);
@@ -54,7 +54,7 @@ fn one_a_second(bodies: Vec<String>) -> Vec<Event> {
 /// gather a residual row of hundreds of brands within a checkpoint's
 /// events, the case the drift check fires for (`score::live`, "Drift
 /// control"). Deterministic.
-fn fan_stream(stars: u32, brands: u32, amount: u32) -> Vec<Event> {
+pub(crate) fn fan_stream(stars: u32, brands: u32, amount: u32) -> Vec<Event> {
     let mut bodies = Vec::new();
     for s in 0..stars {
         for b in 0..brands {
@@ -76,7 +76,7 @@ fn fan_stream(stars: u32, brands: u32, amount: u32) -> Vec<Event> {
 /// `meanwhile` folded between each build's copy and its install (the fold
 /// thread folds while the live thread builds off the lock); answers the
 /// drift rebuilds installed.
-fn catch_up(state: &mut ScoreState, mut meanwhile: impl FnMut(&mut ScoreState)) -> u32 {
+pub(crate) fn catch_up(state: &mut ScoreState, mut meanwhile: impl FnMut(&mut ScoreState)) -> u32 {
     let mut drift_builds = 0;
     loop {
         if state.live_synced() {

@@ -45,6 +45,7 @@ mod propagate;
 mod ranking_age;
 mod read_cache;
 mod reads;
+mod redteam10;
 mod redteam2;
 mod redteam3;
 mod redteam4;

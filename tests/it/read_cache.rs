@@ -23,7 +23,7 @@ fn model() -> Arc<ScoringModel> {
 
 /// An engine on a fresh embedded store holding `events`, submitted in
 /// batches of `batch` (its caches empty).
-async fn engine_of(
+pub(crate) async fn engine_of(
     dir: &std::path::Path,
     events: &[Event],
     batch: usize,
@@ -36,7 +36,7 @@ async fn engine_of(
     engine
 }
 
-async fn submit(
+pub(crate) async fn submit(
     engine: &Engine<EmbeddedStore>,
     events: &[Event],
     batch: usize,
@@ -54,7 +54,7 @@ async fn submit(
 
 /// Every answer of `pairs` at `times` as JSON text (the shortest text that
 /// reads back to the same bits), `None` for none.
-async fn answers(
+pub(crate) async fn answers(
     engine: &Engine<EmbeddedStore>,
     pairs: &[(EntityId, EntityId)],
     times: &[DateTime<Utc>],
@@ -70,7 +70,7 @@ async fn answers(
 }
 
 /// The (person, brand) pairs a stream's events name, first ones first.
-fn pairs_of(events: &[Event], n: usize) -> Vec<(EntityId, EntityId)> {
+pub(crate) fn pairs_of(events: &[Event], n: usize) -> Vec<(EntityId, EntityId)> {
     let mut pairs: Vec<(EntityId, EntityId)> = Vec::new();
     for e in events {
         let refs = e.references();

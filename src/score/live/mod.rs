@@ -566,7 +566,19 @@ impl LiveSeries {
                 last: high?,
             }
         };
-        let before = self.scores.components_unsorted_at(as_of)?;
+        // An event left unsettled (`Self::apply_pending_deferring`) is
+        // taken by the build when it is before the checkpoint, and its
+        // movement is never recorded: the rows are compared as they stood
+        // before it (red team h70).
+        let settled = if self.settling {
+            self.scores.settled_components_unsorted_at(as_of)
+        } else {
+            None
+        };
+        let before = match settled {
+            Some(rows) => rows,
+            None => self.scores.components_unsorted_at(as_of)?,
+        };
         Some((cause, before))
     }
 
@@ -744,11 +756,18 @@ impl LiveSeries {
     /// Installs a build made from [`Self::plan`]'s inputs, dropping the
     /// pending events it holds (what [`Self::sync`] does after its build);
     /// answers the scores it replaced, for the caller to free (`None`: a
-    /// drift rebuild's are kept, as `base`). A drift rebuild must be the
-    /// one the series owes ([`Self::awaits`]).
+    /// drift rebuild's are kept, as `base`). A drift rebuild the series
+    /// no longer owes ([`Self::awaits`]) changes nothing: its own scores
+    /// are answered.
     pub fn install(&mut self, built: Built, state: &FoldState) -> Option<LiveScores> {
         if let Some(due) = built.drift {
-            debug_assert_eq!(self.due(), Some(due), "awaits checks the rebuild owed");
+            if self.due() != Some(due) {
+                // Made already (red team h70: the live thread's and an
+                // admin rescore's, `Derived::rebuild_live`, which installs
+                // without asking `Self::awaits`), or overtaken: refused,
+                // its scores answered to free.
+                return Some(built.scores);
+            }
             self.drift = None;
             return self.rebuilt_for_drift(built.scores);
         }
@@ -804,9 +823,13 @@ impl LiveSeries {
         }
         if let Some(due) = self.due() {
             let built = BuildInputs::read(state, due.time, self.scores.stats()).build();
-            self.drift = None;
             drop(self.rebuilt_for_drift(built));
         }
+        // Made, or overtaken by an event of its time (`Self::due`): owed no
+        // more. Red team h70: an overtaken one stayed owed through this
+        // catch-up (synced false after it), and the next deferring one
+        // found it due again and made it over the events applied since.
+        self.drift = None;
         self.apply_each(state, false, |_| stop(), || false)
     }
 
@@ -895,7 +918,11 @@ impl LiveSeries {
         let before = self.scores.stats();
         let record = self.record && event.index >= self.record_from;
         if !std::mem::take(&mut self.settling) {
-            self.begin(&event, record);
+            // Its changes tracked whenever the series records, told to the
+            // feed only when `record`: a build that takes the event while
+            // it is cut part way needs the values before it
+            // (`Self::movement_basis`).
+            self.begin(&event, self.record);
         }
         let settled = self.scores.end_event_until(out_of_time);
         let after = self.scores.stats();

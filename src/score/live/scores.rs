@@ -613,20 +613,60 @@ impl LiveScores {
         &self,
         at: DateTime<Utc>,
     ) -> Option<Vec<((Handle, Handle), Components)>> {
+        self.rows_unsorted_at(at, None)
+    }
+
+    /// [`Self::components_unsorted_at`] with the entries that the event
+    /// begun ([`Self::begin_event`], recording) and not settled yet
+    /// changed so far at their values before it: the rows as the settled
+    /// events left them. `None` also when the event's changes are not
+    /// recorded. Red team h70: a checkpoint build that takes an event the
+    /// live thread cut part way through its pushes
+    /// (`LiveSeries::movement_basis`) compared the build with rows that
+    /// held the event's first pushes, never published: the relationships
+    /// they had reached moved by less than the tolerance, so a change feed
+    /// never saw them move.
+    pub(crate) fn settled_components_unsorted_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
+        self.rows_unsorted_at(at, Some(self.driver.moved_so_far()?))
+    }
+
+    /// The rows at `at`, the entries of `before` at those values instead.
+    fn rows_unsorted_at(
+        &self,
+        at: DateTime<Utc>,
+        before: Option<&FxHashMap<(u32, u32), Components>>,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
         let factor = match (self.origin, self.latest) {
             (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
             (None, _) => return Some(Vec::new()),
             _ => return None,
         };
         let mut out = Vec::new();
+        let mut seen = FxHashSet::default();
         for (p, id) in self.people.iter().enumerate() {
             if self.withdrawn.contains(&(p as u32)) {
                 continue;
             }
-            for (b, v) in self.driver.row(p as u32) {
+            for (b, mut v) in self.driver.row(p as u32) {
+                if let Some(was) = before.and_then(|m| m.get(&(p as u32, b))) {
+                    seen.insert((p as u32, b));
+                    v = *was;
+                }
                 if !v.is_zero() {
                     out.push(((*id, self.brands[b as usize]), v.times(&factor)));
                 }
+            }
+        }
+        // Entries the event changed that are zero now (not in the rows).
+        for (&(p, b), was) in before.into_iter().flatten() {
+            if !seen.contains(&(p, b)) && !was.is_zero() && !self.withdrawn.contains(&p) {
+                out.push((
+                    (self.people[p as usize], self.brands[b as usize]),
+                    was.times(&factor),
+                ));
             }
         }
         Some(out)

@@ -692,6 +692,14 @@ impl<V: Value> IncrementalRelspace<V> {
         self.moves = Some(Default::default());
     }
 
+    /// The entries changed since [`Self::track_moves`] so far, with their
+    /// values before (in no order), still recording; `None` when not
+    /// recording. A settle cut part way ([`Self::release_until`]) has
+    /// changed these entries only.
+    pub fn moved_so_far(&self) -> Option<&rustc_hash::FxHashMap<(u32, u32), V>> {
+        self.moves.as_ref()
+    }
+
     /// The entries changed since [`Self::track_moves`], as `(person, brand,
     /// before, after)` sorted by `(person, brand)`; stops recording.
     pub fn take_moves(&mut self) -> Vec<(u32, u32, V, V)> {
