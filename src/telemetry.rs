@@ -286,12 +286,14 @@ pub fn record_write_lock_hold(held: Duration) {
 }
 
 /// Sets the gauge `name` to `held` when it is the longest of `longest`
-/// (nanoseconds) so far.
-fn record_longest(longest: &AtomicU64, name: &'static str, held: Duration) {
+/// (nanoseconds) so far; answers whether it was.
+fn record_longest(longest: &AtomicU64, name: &'static str, held: Duration) -> bool {
     let ns = held.as_nanos().min(u64::MAX as u128) as u64;
-    if ns > longest.fetch_max(ns, Ordering::Relaxed) {
+    let longer = ns > longest.fetch_max(ns, Ordering::Relaxed);
+    if longer {
         gauge!(name).set(held.as_secs_f64());
     }
+    longer
 }
 
 /// Records one hold of the fold lock by the live thread, held for `what`
@@ -313,9 +315,7 @@ pub fn record_live_event(took: Duration, pushes: u64, checked: bool) {
         let cause = if checked { "check" } else { "pushes" };
         counter!(LIVE_LONG_EVENTS, "cause" => cause).increment(1);
     }
-    let ns = took.as_nanos().min(u64::MAX as u128) as u64;
-    if ns > LIVE_EVENT_LONGEST_NS.fetch_max(ns, Ordering::Relaxed) {
-        gauge!(LIVE_EVENT_MAX_SECONDS).set(took.as_secs_f64());
+    if record_longest(&LIVE_EVENT_LONGEST_NS, LIVE_EVENT_MAX_SECONDS, took) {
         gauge!(LIVE_EVENT_MAX_PUSHES).set(pushes as f64);
     }
 }

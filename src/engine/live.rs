@@ -328,13 +328,13 @@ fn install(
 ) -> Result<Option<crate::score::LiveScores>, Box<crate::score::Built>> {
     let mut slot = derived.write_slot();
     let now = derived.generation.load(Ordering::SeqCst);
-    let inputs_kept = built
-        .inputs_at()
-        .is_some_and(|at| derived.lineage.unchanged_at(generation, now, at));
     let fits = if now == generation {
         slot.state.live_advanced_by(&built)
     } else {
-        inputs_kept && slot.state.live_awaits(&built)
+        built
+            .inputs_at()
+            .is_some_and(|at| derived.lineage.unchanged_at(generation, now, at))
+            && slot.state.live_awaits(&built)
     };
     if fits {
         Ok(slot.state.install_live(built))
