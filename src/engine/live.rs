@@ -271,7 +271,7 @@ fn step(derived: &Derived) -> Step {
         let mut slot = derived.write_slot();
         // Each event timed (the series reads no clock), or each part of
         // one: an event's pushes are cut at the deadline too (every
-        // `PUSHES_PER_ASK` pushes) and go on in the next slice, so only a
+        // `WORK_PER_ASK` entries touched) and go on in the next slice, so only a
         // drift check (a pass over every residual row) can hold the slice
         // past its budget (`telemetry::record_live_event`). A drift rebuild
         // is not made here: it is left owed, and planned and built off the

@@ -166,8 +166,8 @@ fn a_drift_rebuild_made_off_the_lock_while_the_fold_goes_on_is_the_one_made_at_o
 
 /// `followers` people who follow an "influencer" and endorse a brand each
 /// (so each spreads further), then one purchase by the influencer: its
-/// push reaches every follower, more than `PUSHES_PER_ASK` pushes in one
-/// event.
+/// push reaches every follower, more than `WORK_PER_ASK` entries touched
+/// in one event.
 fn influencer_stream(followers: u32) -> Vec<Event> {
     let mut bodies = Vec::new();
     for f in 0..followers {

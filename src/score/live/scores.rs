@@ -278,7 +278,7 @@ impl LiveScores {
     }
 
     /// [`Self::end_event`] in parts (`IncrementalRelspace::release_until`):
-    /// `stop` is asked every `PUSHES_PER_ASK` pushes; `None` when it
+    /// `stop` is asked every `WORK_PER_ASK` entries touched; `None` when it
     /// stopped the settle (call again: nothing else may change the series
     /// before it is settled), else what the event moved. The same pushes in
     /// the same order, however cut.
