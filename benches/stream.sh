@@ -277,6 +277,11 @@ scenario() {
     # Ranking builds (task h42): p50/p99 of the whole build (the upper
     # bound of the histogram's bucket that holds it) and each phase's mean.
     echo "${name}_ranking_builds=$(awk '$1 == "fusion_ranking_build_seconds_count{phase=\"total\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    # Where each build's scores of now came from (session 31): the live
+    # series caught up, as it stands while it lags, or a batch evaluation.
+    for rows in live lagging batch; do
+        echo "${name}_ranking_builds_${rows}=$(awk -v r="$rows" '$1 == "fusion_ranking_builds_total{rows=\"" r "\"}" { n = $2 } END { print n + 0 }' <<<"$metrics")"
+    done
     for q in 50 99; do
         echo "${name}_ranking_build_p${q}_s=$(awk -v q="$q" 'index($1, "fusion_ranking_build_seconds_bucket{phase=\"total\"") == 1 { split($1, a, "le=\""); sub(/".*/, "", a[2]); le[++n] = a[2]; c[n] = $2 } END { if (n == 0 || c[n] == 0) { print "nan"; exit } for (i = 1; i <= n; i++) if (c[i] >= c[n] * q / 100) { print le[i]; exit } }' <<<"$metrics")"
     done

@@ -75,7 +75,8 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard, RwLockW
 use crate::domain::{Entity, EntityId, EntityKind, Event, EventId, Logged};
 use crate::ingest::{FieldError, Rejection, Warning};
 use crate::score::{
-    BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, ScoreState, ScoringModel,
+    BatchScores, BrandStats, Explanation, LogCounts, RelSnapshot, ScoreState, ScoresAt,
+    ScoringModel,
 };
 use crate::store::{AppendMode, Appended, ContentKey, EventStore, Outcome, StoreError};
 
@@ -2750,7 +2751,9 @@ impl<S: EventStore> Engine<S> {
                 // Built by another reader or the maintainer meanwhile.
                 match self.answering_ranking(now, min_position) {
                     Some(r) => r,
-                    None => self.build_shared_ranking(now).await?,
+                    // A reader that waits for a build gets every event
+                    // folded (the maintainer's builds may lag instead).
+                    None => self.build_shared_ranking(now, None).await?,
                 }
             }
         };
@@ -2800,16 +2803,20 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Builds the ranking at `now` on a blocking thread and shares it; call
-    /// it holding `ranking_build`.
+    /// it holding `ranking_build`. With a `floor`, a live series that lags
+    /// answers as it stands if it reflects at least that log position
+    /// (`build_ranking`).
     async fn build_shared_ranking(
         self: &Arc<Self>,
         now: DateTime<Utc>,
+        floor: Option<u64>,
     ) -> Result<Arc<Ranking>, EngineError> {
         let engine = Arc::clone(self);
-        let ranking =
-            tokio::task::spawn_blocking(move || engine.build_ranking(now, PastReuse::OfTheMinute))
-                .await
-                .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
+        let ranking = tokio::task::spawn_blocking(move || {
+            engine.build_ranking(now, PastReuse::OfTheMinute, floor)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
         let ranking = Arc::new(ranking);
         *self.ranking.write() = Some(Arc::clone(&ranking));
         Ok(ranking)
@@ -2844,12 +2851,11 @@ impl<S: EventStore> Engine<S> {
         loop {
             wait.until_settled(self, at).await?;
             let engine = Arc::clone(self);
-            let ranking =
-                tokio::task::spawn_blocking(move || engine.build_ranking(at, PastReuse::Exact))
-                    .await
-                    .map_err(|e| {
-                        EngineError::Internal(format!("the ranking task failed: {e}"))
-                    })??;
+            let ranking = tokio::task::spawn_blocking(move || {
+                engine.build_ranking(at, PastReuse::Exact, None)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("the ranking task failed: {e}")))??;
             if ranking.settled || wait.over() {
                 return Ok(Arc::new(ranking));
             }
@@ -2886,7 +2892,22 @@ impl<S: EventStore> Engine<S> {
 
     /// Takes snapshots at now and at the trend points under the read lock,
     /// then propagates them without it, so folds are not held up.
-    fn build_ranking(&self, now: DateTime<Utc>, reuse: PastReuse) -> Result<Ranking, EngineError> {
+    ///
+    /// Now is read from the live series when it has applied every folded
+    /// event; else, with a `floor`, from the series as it stands when it
+    /// reflects at least that log position (`ScoreState::live_lagging_at`:
+    /// the ranking's position is then the one it reflects, not settled);
+    /// else a batch evaluation of every relationship stands in. Under a
+    /// stream the series is always behind (a build every 128 events, each
+    /// about 2 s at 200,000 events), and a stand-in was a second batch
+    /// evaluation beside the series' own builds, on the same two cores
+    /// (lead, session 31).
+    fn build_ranking(
+        &self,
+        now: DateTime<Utc>,
+        reuse: PastReuse,
+        floor: Option<u64>,
+    ) -> Result<Ranking, EngineError> {
         let times = [
             now,
             now - Duration::days(1),
@@ -2943,7 +2964,21 @@ impl<S: EventStore> Engine<S> {
                 }
             };
             let settled = !state.live_owes(now);
-            let current = state.scores_at(now);
+            let lagging = match floor {
+                Some(floor) if !settled => state
+                    .live_lagging_at(now)
+                    .filter(|(_, reflected)| *reflected >= floor),
+                _ => None,
+            };
+            let (current, taken) = match lagging {
+                Some((rows, reflected)) => (rows, (taken.0, reflected, taken.2, taken.3)),
+                None => (state.scores_at(now), taken),
+            };
+            crate::telemetry::record_ranking_rows(match &current {
+                ScoresAt::Batch(_) => "batch",
+                ScoresAt::Live { .. } if settled => "live",
+                ScoresAt::Live { .. } => "lagging",
+            });
             let snapshots: Vec<RelSnapshot> = if reused.is_some() {
                 Vec::new()
             } else {
@@ -3534,7 +3569,9 @@ mod tests {
         ];
         engine.submit(head, Vec::new(), false, now).await.unwrap();
         let past = |engine: &Engine<_>| {
-            engine.build_ranking(now, PastReuse::OfTheMinute).unwrap();
+            engine
+                .build_ranking(now, PastReuse::OfTheMinute, None)
+                .unwrap();
             let kept = engine.past_columns.lock();
             Arc::clone(&kept.as_ref().expect("kept").columns)
         };
@@ -3593,7 +3630,7 @@ mod tests {
         let now = Utc::now();
         let ago = |hours: i64| now - Duration::hours(hours);
         let columns = |engine: &Engine<_>| {
-            engine.build_ranking(now, PastReuse::Exact).unwrap();
+            engine.build_ranking(now, PastReuse::Exact, None).unwrap();
             let kept = engine.past_columns.lock();
             Arc::clone(&kept.as_ref().expect("kept").columns)
         };

@@ -107,6 +107,8 @@ metrics_table! {
         "Seconds each drift rebuild took (its read of the inputs and the build, off the locks), installed or not.";
     RANKING_BUILD_SECONDS = "fusion_ranking_build_seconds", Histogram,
         "Seconds each phase of a ranking build took, by `phase`: `read` (under the state's read lock: the live series' rows or a batch snapshot of now, the trend points' snapshots), `evaluate` (now scored off the lock: the live rows, or a batch evaluation when the live series lags), `past` (the trend points' batch evaluations, when not reused), `rank` (grouping, sorting and summaries per brand), `total` (the whole build, its wait for the lock included).";
+    RANKING_BUILDS = "fusion_ranking_builds_total", LabelledCounter,
+        "Ranking builds by where their scores of now came from, `rows`: `live` (the live series, caught up), `lagging` (the live series as it stands while it lags, its position the one it reflects), `batch` (a batch evaluation of every relationship: the series lags and answers no ranking, or a time before the latest event).";
     RANKING_AGE_SECONDS = "fusion_ranking_age_seconds", Histogram,
         "Age of the ranking each brand listing, summary or dashboard read of now was answered from: seconds since it was taken, 0 when it reflects every folded event (readers never wait for a build; the ranking maintainer keeps it within the staleness while builds take less than half of it).";
     RANKING_LAG_EVENTS = "fusion_ranking_lag_events", Gauge,
@@ -376,6 +378,12 @@ pub fn record_live_build(took: Duration, installed: bool) {
 /// `past`, `rank` or `total`.
 pub fn record_ranking_build(phase: &'static str, took: Duration) {
     histogram!(RANKING_BUILD_SECONDS, "phase" => phase).record(took.as_secs_f64());
+}
+
+/// A ranking build read its scores of now from `rows`: `live`, `lagging`
+/// or `batch` (`Engine::build_ranking`).
+pub fn record_ranking_rows(rows: &'static str) {
+    counter!(RANKING_BUILDS, "rows" => rows).increment(1);
 }
 
 /// A listing, summary or dashboard read of now was answered from a

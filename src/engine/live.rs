@@ -67,6 +67,10 @@ pub(super) struct LiveSignal {
     /// Counts the catch-ups done (one after each wake-up), for readers
     /// that wait for the series (`Engine::ranking_at`).
     caught_up: tokio::sync::watch::Sender<u64>,
+    /// Counts the builds installed: the series moved forward, caught up or
+    /// not (the ranking maintainer builds from a series that lags,
+    /// `maintainer.rs`).
+    installed: tokio::sync::watch::Sender<u64>,
 }
 
 impl LiveSignal {
@@ -88,6 +92,11 @@ impl LiveSignal {
     /// left behind a stream until its next wake-up).
     pub(super) fn caught_up(&self) -> tokio::sync::watch::Receiver<u64> {
         self.caught_up.subscribe()
+    }
+
+    /// A receiver told after each build installed (`installed`).
+    pub(super) fn installed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// Waits for work; `false` once told to stop.
@@ -121,40 +130,38 @@ enum Step {
     Done,
     /// More to do.
     Again,
-    /// A build was made, in this long; more to do.
-    Built(std::time::Duration),
+    /// A build was made; more to do.
+    Built,
 }
-
-/// Longest pause between two builds (`catch_up`).
-const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Catches the live series up with the folded events (module docs). A
 /// panic is a fold failure: the state is marked broken and rebuilt.
 ///
 /// While a stream keeps moving the checkpoint, every build is overtaken
-/// before the series is current, and readers get batch evaluations
-/// meanwhile; so after a build that is already behind, the thread pauses
-/// as long as the build took (at most `MAX_PAUSE`): builds take at most
-/// half of a core from folding and serving, and the series catches up
-/// once the stream slows.
+/// before the series is current; builds then run back to back, at
+/// background priority (`priority.rs`), so folding and serving take the
+/// CPU first. Each install moves the series to its checkpoint, and the
+/// rankings of a stream are read from the series as it stands
+/// (`Engine::build_ranking`). Until session 31 the thread paused as long
+/// as the build took (at most 2 s) after an overtaken build, to leave
+/// half a core to the rankings' batch evaluations, which the series'
+/// builds now stand in for.
 fn catch_up(derived: &Derived) {
     loop {
         match catch_unwind(AssertUnwindSafe(|| step(derived))) {
             Ok(Step::Done) => return,
             Ok(Step::Again) => {}
-            Ok(Step::Built(took)) => {
+            Ok(Step::Built) => {
                 let behind = derived.slot.read().state.live_plan_needed();
                 if behind {
                     // Overtaken by a stream: it may not catch up until the
                     // stream slows, and readers of every relationship must
                     // not wait that long for the first build (they waited
                     // the whole stream: benches/stream.sh's ranking reads).
-                    // They get batch evaluations meanwhile, as readers do
-                    // whenever the series is behind.
+                    // They get the series as it stands meanwhile.
                     derived
                         .live_built
                         .send_if_modified(|built| !std::mem::replace(built, true));
-                    std::thread::sleep(took.min(MAX_PAUSE));
                 }
             }
             Err(panic) => {
@@ -250,7 +257,7 @@ fn step(derived: &Derived) -> Step {
         // at open, or as it was under the lock above), then the build
         // runs; both at background priority (`priority.rs`), holding no
         // lock. The copy is let go before the build runs.
-        let built = super::priority::background(|| planner.plan().run());
+        let built = super::priority::live_build(|| planner.plan().run());
         let took = started.elapsed();
         let drift = built.is_drift();
         let installed = install(derived, generation, built);
@@ -260,10 +267,13 @@ fn step(derived: &Derived) -> Step {
             crate::telemetry::record_live_build(took, installed.is_ok());
         }
         derived.publish_changes();
+        if installed.is_ok() {
+            derived.live.installed.send_modify(|n| *n += 1);
+        }
         drop(installed);
         // The build's transient (the batch evaluation) is freed by now.
         super::release::return_freed_memory();
-        return Step::Built(started.elapsed());
+        return Step::Built;
     }
     fold.what = "slice";
     let deadline = Instant::now() + SLICE;

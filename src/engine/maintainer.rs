@@ -136,6 +136,13 @@ impl<S: EventStore> Engine<S> {
         if overtaken && self.build_would_settle(at) {
             return Due::Now;
         }
+        // A series that lags answers the build as it stands once it has
+        // passed the shared ranking (`Engine::build_ranking`); until then
+        // the build waits for its next install rather than run a batch
+        // evaluation beside the series' own build (lead, session 31).
+        if self.waits_for_series(at, r.position) {
+            return Due::Nothing;
+        }
         let half = self.options.staleness / 2;
         match r.taken.checked_add(half) {
             Some(when) if when > Instant::now() => Due::At(when),
@@ -145,6 +152,29 @@ impl<S: EventStore> Engine<S> {
 }
 
 impl<S: EventStore> Engine<S> {
+    /// The least log position a maintainer's build from a series that lags
+    /// must reflect: more than the shared ranking (a served ranking never
+    /// goes back).
+    fn maintained_floor(&self) -> u64 {
+        self.ranking.read().as_ref().map_or(0, |r| r.position + 1)
+    }
+
+    /// Whether a ranking built at `at` now would lag (the live series owes
+    /// `at`) and the series as it stands reflects no more of the log than
+    /// `shared`, the shared ranking's position, or is no whole series
+    /// (`ScoreState::live_reflected_position`: not built since a refold,
+    /// an event part way through its pushes, a drift rebuild owed). The
+    /// live thread moves it on at its next install or slice, and a batch
+    /// evaluation now would only duplicate its build.
+    fn waits_for_series(&self, at: DateTime<Utc>, shared: u64) -> bool {
+        self.derived.read().is_ok_and(|state| {
+            state.live_owes(at)
+                && state
+                    .live_reflected_position()
+                    .is_none_or(|reflected| reflected <= shared)
+        })
+    }
+
     /// Whether a ranking built at `at` now would have the live series'
     /// bits: the series has applied every folded event and `at` is at or
     /// after the latest one (where the series answers).
@@ -163,6 +193,7 @@ async fn maintain<S: EventStore>(engine: Weak<Engine<S>>, read: Arc<Notify>) {
         // Subscribed before deciding: a change after the decision wakes it.
         let mut position = e.derived.position.subscribe();
         let mut caught_up = e.derived.live.caught_up();
+        let mut installed = e.derived.live.installed();
         let Some((at, asked)) = e.maintained_time() else {
             e.maintainer.running.store(false, Ordering::SeqCst);
             return;
@@ -173,7 +204,7 @@ async fn maintain<S: EventStore>(engine: Weak<Engine<S>>, read: Arc<Notify>) {
             // it) is waited for, then this decides again.
             let _building = e.ranking_build.lock().await;
             if e.ranking_due(at) == Due::Now
-                && let Err(err) = e.build_shared_ranking(at).await
+                && let Err(err) = e.build_shared_ranking(at, Some(e.maintained_floor())).await
             {
                 tracing::warn!(cause = %err, "the ranking maintainer's build failed");
                 drop(_building);
@@ -212,6 +243,7 @@ async fn maintain<S: EventStore>(engine: Weak<Engine<S>>, read: Arc<Notify>) {
             }
             // A live thread gone disables this branch, not the loop.
             Ok(()) = caught_up.changed(), if due == Due::Nothing => {}
+            Ok(()) = installed.changed(), if due == Due::Nothing => {}
             _ = read.notified(), if due == Due::Nothing => {}
         }
     }

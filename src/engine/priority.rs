@@ -52,21 +52,44 @@ pub fn set_background_nice(nice: i32) {
 /// be built (the work then runs where it is called, at normal priority).
 static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
 
+/// The low-priority pool for the live thread's checkpoint builds alone
+/// ([`live_build`]).
+static LIVE_POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+
 /// Runs `work` on the background pool, at [`BACKGROUND_NICE`], and answers
 /// its result (the caller waits). `work` must take no lock of the engine's
 /// state (module docs). Called from a thread of the pool itself, it runs
 /// there.
 pub fn background<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    let pool = POOL.get_or_init(|| {
+    run_on(&POOL, "fusion-bg", work)
+}
+
+/// [`background`] on a pool of its own, for the live thread's checkpoint
+/// builds: under a stream they run back to back, and on the shared pool a
+/// ranking's work waited behind a build's parallel loops (rayon's workers
+/// take their own queued tasks before a job injected from outside), so a
+/// ranking built after an install took up to a second to rank (lead,
+/// session 31). On two pools the two share the CPU the operating system's
+/// way, both at the background priority.
+pub fn live_build<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    run_on(&LIVE_POOL, "fusion-live-bg", work)
+}
+
+fn run_on<R: Send>(
+    cell: &OnceLock<Option<rayon::ThreadPool>>,
+    name: &'static str,
+    work: impl FnOnce() -> R + Send,
+) -> R {
+    let pool = cell.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("fusion-bg-{i}"))
+            .thread_name(move |i| format!("{name}-{i}"))
             .start_handler(|_| {
                 if let Err(e) = lower_this_thread() {
                     tracing::warn!(cause = %e, "cannot lower a background thread's priority");
                 }
             })
             .build()
-            .map_err(|e| tracing::warn!(cause = %e, "cannot start the background pool"))
+            .map_err(|e| tracing::warn!(cause = %e, pool = name, "cannot start a background pool"))
             .ok()
     });
     match pool {
@@ -133,6 +156,16 @@ mod tests {
         });
         assert_ne!(tid, caller, "the work ran on a pool thread");
         assert_eq!(nice, BACKGROUND_NICE);
+        // The live thread's builds have a pool of their own, lowered too.
+        let (build_tid, build_nice) = live_build(|| {
+            let tid = this_tid();
+            (tid, nice_of(tid).unwrap())
+        });
+        assert!(
+            build_tid != caller && build_tid != tid,
+            "a thread of its own pool"
+        );
+        assert_eq!(build_nice, BACKGROUND_NICE);
         assert_eq!(
             nice_of(caller).unwrap(),
             before,

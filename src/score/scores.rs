@@ -27,6 +27,7 @@ use super::model::{Components, ScoringModel};
 use super::propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 use super::reach::Reach;
 use crate::domain::{Entity, EntityId, EntityKind, Event, Logged};
+use crate::graph::Handle;
 
 /// The scoring state: the fold and its live series (module docs).
 #[derive(Debug, Clone)]
@@ -50,7 +51,8 @@ pub enum ScoresAt {
     Live {
         /// The evaluation time.
         at: DateTime<Utc>,
-        /// (person, brand) and its components, in the series' row order.
+        /// (person, brand) and its components, in the series' own order
+        /// (not sorted under the lock: `finish` orders them).
         rows: Vec<((EntityId, EntityId), Components)>,
     },
     /// From a batch evaluation: a snapshot taken now, to be propagated
@@ -355,13 +357,37 @@ impl ScoreState {
         &self,
         at: DateTime<Utc>,
     ) -> Option<Vec<((EntityId, EntityId), Components)>> {
+        let rows = self.live.components_at(at, self.fold.table())?;
+        Some(self.named(rows))
+    }
+
+    /// Rows keyed by handles, keyed by the ids they stand for.
+    fn named(
+        &self,
+        rows: Vec<((Handle, Handle), Components)>,
+    ) -> Vec<((EntityId, EntityId), Components)> {
         let table = self.fold.table();
-        let rows = self.live.components_at(at, table)?;
-        Some(
-            rows.into_iter()
-                .map(|((p, b), c)| ((table.name(p).clone(), table.name(b).clone()), c))
-                .collect(),
-        )
+        rows.into_iter()
+            .map(|((p, b), c)| ((table.name(p).clone(), table.name(b).clone()), c))
+            .collect()
+    }
+
+    /// Every relationship at `at` from the live series as it stands, caught
+    /// up or not, with the log position it reflects
+    /// (`LiveSeries::lagging_components_at`): a ranking that lags the log
+    /// by the series' lag instead of a batch evaluation of every
+    /// relationship (`engine::rankings`). `None` when the series is no
+    /// whole series of events now, or `at` is before its latest event.
+    pub fn live_lagging_at(&self, at: DateTime<Utc>) -> Option<(ScoresAt, u64)> {
+        let (rows, reflected) = self.live.lagging_components_at(at, self.fold.position())?;
+        let rows = self.named(rows);
+        Some((ScoresAt::Live { at, rows }, reflected))
+    }
+
+    /// The log position the live series reflects as it stands
+    /// (`LiveSeries::reflected_position`).
+    pub fn live_reflected_position(&self) -> Option<u64> {
+        self.live.reflected_position(self.fold.position())
     }
 
     /// Brings the live series up to date, asking `stop` after each event
@@ -532,8 +558,13 @@ impl ScoreState {
     /// snapshot; either is finished (`ScoresAt::finish`, with this state's
     /// model) off the state's lock.
     pub fn scores_at(&self, at: DateTime<Utc>) -> ScoresAt {
-        match self.live_components_at(at) {
-            Some(rows) => ScoresAt::Live { at, rows },
+        // Not sorted here, under the state's lock: `finish` orders them
+        // (a `BTreeMap` of distinct keys: the same map whatever the order).
+        match self.live.components_unsorted_at(at) {
+            Some(rows) => ScoresAt::Live {
+                at,
+                rows: self.named(rows),
+            },
             None => ScoresAt::Batch(Box::new(RelSnapshot::build(&self.fold, at))),
         }
     }

@@ -327,3 +327,65 @@ fn a_build_the_stream_overtook_moves_the_series_to_its_checkpoint_and_an_older_o
         format!("{:?}", reference.live_components_at(latest))
     );
 }
+
+/// Session 31: under a stream every checkpoint build is overtaken, and a
+/// ranking read the series as it stands instead of running a batch
+/// evaluation of every relationship beside the series' own build
+/// (`Engine::build_ranking`). As it stands, the series must answer for
+/// the log up to the position it says it reflects, and for no event after
+/// it: the relationships of the log's first `reflected` events exactly,
+/// each within the live series' tolerance of that log's own series.
+/// Never built, it answers nothing.
+#[test]
+fn a_series_the_stream_overtook_answers_for_the_log_up_to_the_position_it_reflects() {
+    let events = purchases(1_000);
+    let (first, rest) = events.split_at(300);
+    let model = Arc::new(ScoringModel::default_model());
+    let at = events.last().unwrap().time + Duration::hours(1);
+    let empty = ScoreState::build(Arc::clone(&model), vec![], vec![]);
+    assert_eq!(empty.live_reflected_position(), None, "never built");
+    assert!(empty.live_lagging_at(at).is_none());
+    let mut state = ScoreState::build(Arc::clone(&model), vec![], first.to_vec());
+    assert!(state.sync_live(|| false));
+    assert_eq!(state.live_reflected_position(), Some(state.position()));
+    // The stream passes a checkpoint; its build is planned, and two more
+    // checkpoints pass while it runs.
+    assert!(state.apply(logged(&rest[..100], 300)));
+    let planner = state.live_planner().expect("a checkpoint passed");
+    assert!(state.apply(logged(&rest[100..400], 400)));
+    assert_eq!(
+        state.live_reflected_position(),
+        Some(300),
+        "the first event not applied"
+    );
+    drop(state.install_live(planner.plan().run()));
+    let reflected = state.live_reflected_position().expect("a whole series");
+    assert!(
+        reflected > 300 && reflected < state.position(),
+        "up to the overtaken build's checkpoint: {reflected} of {}",
+        state.position()
+    );
+    let (rows, answered) = state.live_lagging_at(at).expect("as it stands");
+    assert_eq!(answered, reflected);
+    assert!(!state.live_synced(), "the series lags");
+    let lagging = rows.finish(&model);
+    let mut prefix = ScoreState::build(
+        Arc::clone(&model),
+        vec![],
+        events[..reflected as usize].to_vec(),
+    );
+    assert!(prefix.sync_live(|| false));
+    let expected = prefix.scores_at(at).finish(&model);
+    assert_eq!(
+        lagging.scores.keys().collect::<Vec<_>>(),
+        expected.scores.keys().collect::<Vec<_>>(),
+        "the relationships of the log up to the position, no later one"
+    );
+    let worst = lagging
+        .scores
+        .values()
+        .zip(expected.scores.values())
+        .map(|(a, b)| (a.score - b.score).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-6, "{worst} points from that log's series");
+}

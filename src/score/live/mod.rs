@@ -473,6 +473,50 @@ impl LiveSeries {
         self.scores.components_at(at, table)
     }
 
+    /// [`Self::components_at`] in the series' own order, not sorted (one
+    /// pass over its rows): for a reader that orders them itself, off the
+    /// state's lock (a ranking's `BTreeMap`).
+    pub fn components_unsorted_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<((Handle, Handle), Components)>> {
+        if !self.synced() {
+            return None;
+        }
+        self.scores.components_unsorted_at(at)
+    }
+
+    /// The log position the series reflects while it lags, `folded` being
+    /// the position after the last event folded: every event of a smaller
+    /// position is in its scores, as a build at a checkpoint or applied
+    /// since (the smallest position still pending, else `folded`). `None`
+    /// when its scores are no whole series of events: not built, an event
+    /// left part way through its pushes ([`Self::apply_pending_deferring`]),
+    /// or a drift rebuild owed (the check found them past their bound).
+    ///
+    /// Events are applied in canonical order, so the scores may hold
+    /// events of larger positions too; what they reflect is a prefix of
+    /// the log only up to this position.
+    pub fn reflected_position(&self, folded: LogPosition) -> Option<LogPosition> {
+        if self.scores.checkpoint().is_none() || self.settling || self.drift.is_some() {
+            return None;
+        }
+        Some(self.unapplied_from().map_or(folded, |p| p.min(folded)))
+    }
+
+    /// [`Self::components_unsorted_at`] of the series as it stands, caught
+    /// up or not (a ranking that lags, `Engine::build_ranking`), with the
+    /// position it reflects ([`Self::reflected_position`]); `None` when
+    /// that is none or `at` is before the latest event applied.
+    pub fn lagging_components_at(
+        &self,
+        at: DateTime<Utc>,
+        folded: LogPosition,
+    ) -> Option<(Rows, LogPosition)> {
+        let reflected = self.reflected_position(folded)?;
+        Some((self.scores.components_unsorted_at(at)?, reflected))
+    }
+
     /// Brings the series up to date with the folded events, in canonical
     /// order: a build at the latest checkpoint if it is not there yet, then
     /// the pending events after it one by one. Asks `stop` after each event
@@ -1191,9 +1235,12 @@ impl BuildInputs {
     }
 }
 
+/// Relationships keyed by handles, with their components.
+type Rows = Vec<((Handle, Handle), Components)>;
+
 /// What a checkpoint build needs to record what it moves: its cause, and
 /// every relationship's components before it (`LiveSeries::movement_basis`).
-type MovementBasis = (MoveCause, Vec<((Handle, Handle), Components)>);
+type MovementBasis = (MoveCause, Rows);
 
 /// What a checkpoint build takes from the live series, taken under the
 /// state's lock ([`LiveSeries::draft`]); with the fold's state (or a copy
