@@ -53,7 +53,9 @@ pub fn set_background_nice(nice: i32) {
 static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
 
 /// The low-priority pool for the live thread's checkpoint builds alone
-/// ([`live_build`]).
+/// ([`live_build`]); its threads are `fusion-lbg-N` (not `fusion-live…`:
+/// the kernel keeps 15 bytes of a thread's name, and the live thread
+/// itself is not lowered).
 static LIVE_POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
 
 /// Runs `work` on the background pool, at [`BACKGROUND_NICE`], and answers
@@ -72,7 +74,7 @@ pub fn background<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 /// session 31). On two pools the two share the CPU the operating system's
 /// way, both at the background priority.
 pub fn live_build<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    run_on(&LIVE_POOL, "fusion-live-bg", work)
+    run_on(&LIVE_POOL, "fusion-lbg", work)
 }
 
 fn run_on<R: Send>(

@@ -97,8 +97,9 @@ fn background_threads_run_lowered_and_the_writers_threads_do_not() {
             .map(|(_, n)| *n)
             .collect()
     };
-    // The snapshot encoder (while one runs) is lowered too.
-    for lowered in ["fusion-bg-", "fusion-snap-enc"] {
+    // The snapshot encoder (while one runs) and the live thread's build
+    // pool (session 31) are lowered too.
+    for lowered in ["fusion-bg-", "fusion-snap-enc", "fusion-lbg-"] {
         assert!(
             nice(lowered).iter().all(|n| *n == BACKGROUND_NICE),
             "{lowered}: {seen:?}"
