@@ -356,7 +356,11 @@ fn resuming_from_before_the_window_gets_a_reset_event() {
 
 #[test]
 fn a_slow_consumer_is_cut_off_with_a_resumable_position_while_another_keeps_receiving() {
-    let (_dir, s) = start(&["--feed-buffer", "4"]);
+    // A buffer of 8: the fast subscriber, a debug test thread parsing
+    // 800-byte changes on a loaded machine, fell 4 publications behind
+    // during the bulk once the live thread's overtaken builds ran back to
+    // back (session 31: one publication per build, besides the slices').
+    let (_dir, s) = start(&["--feed-buffer", "8"]);
     // Ids near their 256-byte limit make each change about 800 bytes: the
     // bulk rounds (12 MB) fill the slow reader's socket buffers (a socket
     // never read keeps a small window; the server's send buffer is at most
@@ -367,11 +371,11 @@ fn a_slow_consumer_is_cut_off_with_a_resumable_position_while_another_keeps_rece
     const PER_ROUND: usize = 500;
     // Then single events, each posted once the fast subscriber has seen
     // the one before, so each is a publication of its own: the slow one
-    // falls behind by at least this many, past its buffer of 4, however the
+    // falls behind by at least this many, past its buffer of 8, however the
     // live thread coalesced the bulk. Regression: under load it published
     // the bulk in a few large steps, the slow reader's buffers held all but
     // fewer than 4 of them, and no cut-off came.
-    const PACED: usize = 16;
+    const PACED: usize = 32;
     let total = ROUNDS * PER_ROUND + PACED;
     let event = |i: usize| {
         json!({"id": format!("e{i}"), "type": "purchase",
