@@ -376,7 +376,7 @@ impl ScoreState {
     /// up or not, with the log position it reflects
     /// (`LiveSeries::lagging_components_at`): a ranking that lags the log
     /// by the series' lag instead of a batch evaluation of every
-    /// relationship (`engine::rankings`). `None` when the series is no
+    /// relationship (`Engine::build_ranking`). `None` when the series is no
     /// whole series of events now, or `at` is before its latest event.
     pub fn live_lagging_at(&self, at: DateTime<Utc>) -> Option<(ScoresAt, u64)> {
         let (rows, reflected) = self.live.lagging_components_at(at, self.fold.position())?;
