@@ -29,7 +29,7 @@ pub(crate) fn drifting_model() -> Arc<ScoringModel> {
 
 /// Events of the given bodies (JSON members after id and time), one a
 /// second from a fixed start (no two at the same time), validated.
-fn one_a_second(bodies: Vec<String>) -> Vec<Event> {
+pub(crate) fn one_a_second(bodies: Vec<String>) -> Vec<Event> {
     let start = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
