@@ -14,7 +14,7 @@ use fusion::domain::{EntityId, Event};
 use fusion::score::{ScoreState, ScoringModel};
 use proptest::prelude::*;
 
-use crate::live_drift::one_a_second;
+use crate::live_drift::{follower_bodies, one_a_second};
 use crate::live_plan::logged;
 
 /// `followers` people who follow "star" (a wide audience: more than
@@ -22,16 +22,7 @@ use crate::live_plan::logged;
 /// star and some followers, each one of them reaching the whole audience
 /// or a part of it.
 fn wide_stream(followers: u32) -> (Vec<Event>, Vec<Event>) {
-    let mut bodies = Vec::new();
-    for f in 0..followers {
-        bodies.push(format!(
-            r#""type":"follow","person":"f{f}","target":"star""#
-        ));
-        bodies.push(format!(
-            r#""type":"endorsement","person":"f{f}","brand":"y{}","strength":0.8"#,
-            f % 7
-        ));
-    }
+    let mut bodies = follower_bodies(followers);
     let head = bodies.len();
     bodies.push(r#""type":"purchase","person":"star","brand":"x0","amount":90"#.into());
     bodies.push(r#""type":"purchase","person":"f3","brand":"x1","amount":20"#.into());
