@@ -29,7 +29,7 @@ pub(crate) fn drifting_model() -> Arc<ScoringModel> {
 
 /// Events of the given bodies (JSON members after id and time), one a
 /// second from a fixed start (no two at the same time), validated.
-fn one_a_second(bodies: Vec<String>) -> Vec<Event> {
+pub(crate) fn one_a_second(bodies: Vec<String>) -> Vec<Event> {
     let start = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
@@ -169,6 +169,14 @@ fn a_drift_rebuild_made_off_the_lock_while_the_fold_goes_on_is_the_one_made_at_o
 /// push reaches every follower, more than `WORK_PER_ASK` entries touched
 /// in one event.
 fn influencer_stream(followers: u32) -> Vec<Event> {
+    let mut bodies = follower_bodies(followers);
+    bodies.push(r#""type":"purchase","person":"star","brand":"x0","amount":90"#.into());
+    one_a_second(bodies)
+}
+
+/// The bodies of [`influencer_stream`] before the purchase: `followers`
+/// people who follow "star" and endorse one of 7 brands each.
+pub(crate) fn follower_bodies(followers: u32) -> Vec<String> {
     let mut bodies = Vec::new();
     for f in 0..followers {
         bodies.push(format!(
@@ -179,8 +187,7 @@ fn influencer_stream(followers: u32) -> Vec<Event> {
             f % 7
         ));
     }
-    bodies.push(r#""type":"purchase","person":"star","brand":"x0","amount":90"#.into());
-    one_a_second(bodies)
+    bodies
 }
 
 /// Regression test for task h66 (one event's pushes, an influencer's

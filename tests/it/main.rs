@@ -46,6 +46,7 @@ mod ranking_age;
 mod read_cache;
 mod reads;
 mod redteam10;
+mod redteam11;
 mod redteam2;
 mod redteam3;
 mod redteam4;
