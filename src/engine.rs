@@ -2964,9 +2964,15 @@ impl<S: EventStore> Engine<S> {
                 }
             };
             let settled = !state.live_owes(now);
+            // Never more than the published position (red team h71: with
+            // gaps in log positions, between a state's swap and its
+            // publication, the series could reflect past it, and a
+            // reader's build at the published position would then go
+            // back).
             let lagging = match floor {
                 Some(floor) if !settled => state
                     .live_lagging_at(now)
+                    .map(|(rows, reflected)| (rows, reflected.min(taken.1)))
                     .filter(|(_, reflected)| *reflected >= floor),
                 _ => None,
             };
