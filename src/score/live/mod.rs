@@ -969,7 +969,11 @@ impl LiveSeries {
             // replay): no feed publishes its movement, and tracking those
             // too (h70's first fix) held the write lock 174 to 285 ms
             // twice a run at 200,000 events and 2,000 events/s, against
-            // 11 ms without (lead, session 30: the cause not traced).
+            // 11 ms without (lead, session 30). The cost is the tracking
+            // itself: a push at a wide audience values every follower's
+            // first hop, and `take_moves` values them again (session 31's
+            // profile: 26 % of a catch-up; ARCHITECTURE.md, "Rankings
+            // under a stream").
             self.begin(&event, record);
         }
         let settled = self.scores.end_event_until(out_of_time);
