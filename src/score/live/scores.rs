@@ -281,9 +281,10 @@ impl LiveScores {
     /// `stop` is asked every `WORK_PER_ASK` entries touched; `None` when it
     /// stopped the settle (call again: nothing else may change the series
     /// before it is settled), else what the event moved. The same pushes in
-    /// the same order, however cut.
-    pub fn end_event_until(&mut self, stop: impl FnMut() -> bool) -> Option<Vec<Moved>> {
-        let (stats, settled) = self.driver.release_until(stop);
+    /// the same order, however cut; the moves valued in parts too
+    /// (`IncrementalRelspace::take_moves_until`).
+    pub fn end_event_until(&mut self, mut stop: impl FnMut() -> bool) -> Option<Vec<Moved>> {
+        let (stats, settled) = self.driver.release_until(&mut stop);
         self.stats.pushes += stats.pushes as u64;
         self.stats.visits += stats.visits as u64;
         self.stats.fanout_visits += stats.fanout_visits as u64;
@@ -291,7 +292,7 @@ impl LiveScores {
         if !settled {
             return None;
         }
-        let moves = self.driver.take_moves();
+        let moves = self.driver.take_moves_until(stop)?;
         let (Some(origin), Some(latest)) = (self.origin, self.latest) else {
             return Some(Vec::new());
         };

@@ -194,6 +194,21 @@ pub struct PushStats {
 /// counted, 1,024 between asks; lead, session 31).
 pub const WORK_PER_ASK: usize = 4096;
 
+/// Tracked entries valued between two asks of
+/// [`IncrementalRelspace::take_moves_until`]'s `stop` (each a read of the
+/// entry and of its first hop: tens of microseconds for 1,024).
+pub const VALUES_PER_ASK: usize = 1024;
+
+/// [`IncrementalRelspace::take_moves_until`] part way: the tracked entries
+/// `((person, brand), before)` ascending, the next to value, and the
+/// moves `(person, brand, before, after)` valued so far.
+#[derive(Clone, Debug)]
+struct Valuing<V> {
+    entries: Vec<((u32, u32), V)>,
+    next: usize,
+    moved: Vec<(u32, u32, V, V)>,
+}
+
 /// The rows of `s` and `r` as stored ([`IncrementalRelspace::row_footprint`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RowFootprint {
@@ -366,6 +381,9 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// changed, with its value before the first change: what the change
     /// feed reads (`crate::feed`), gathered where the pushes already are.
     moves: Option<rustc_hash::FxHashMap<(u32, u32), V>>,
+    /// The moves of a settled event being valued in parts
+    /// ([`Self::take_moves_until`]); `moves` is kept until the last part.
+    valuing: Option<Valuing<V>>,
     /// People with at least this many followers have a wide audience
     /// ([`Self::set_wide`]); `usize::MAX`: nobody.
     wide: usize,
@@ -483,6 +501,7 @@ impl<V: Value> IncrementalRelspace<V> {
             queue: VecDeque::new(),
             held: false,
             moves: None,
+            valuing: None,
             wide: usize::MAX,
             pending: vec![Vec::new(); people].into(),
             pending_people: Default::default(),
@@ -705,18 +724,58 @@ impl<V: Value> IncrementalRelspace<V> {
     }
 
     /// The entries changed since [`Self::track_moves`], as `(person, brand,
-    /// before, after)` sorted by `(person, brand)`; stops recording.
+    /// before, after)` sorted by `(person, brand)`, the unchanged left out;
+    /// stops recording.
     pub fn take_moves(&mut self) -> Vec<(u32, u32, V, V)> {
-        let mut moves: Vec<_> = self
-            .moves
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|((p, b), before)| (p, b, before, self.visible(p, b)))
-            .filter(|(_, _, before, after)| before != after)
-            .collect();
-        moves.sort_unstable_by_key(|m| (m.0, m.1));
-        moves
+        self.take_moves_until(|| false)
+            .expect("valued: nothing stops it")
+    }
+
+    /// [`Self::take_moves`] in parts: values the tracked entries in
+    /// `(person, brand)` order, asking `stop` every [`VALUES_PER_ASK`]
+    /// entries, and answers `None` when it said stop (call again: nothing
+    /// may change the driver meanwhile; [`Self::moved_so_far`] still
+    /// answers the values before). A push at a person with a wide audience
+    /// tracks every follower's first hop, and valuing them all at once held
+    /// the live thread's slice, and the state's write lock, 100 to 351 ms
+    /// after a stream at 200,000 events (one event of 1,450 pushes: 318 ms;
+    /// lead, sessions 31 and 32). The same values, however cut.
+    pub fn take_moves_until(
+        &mut self,
+        mut stop: impl FnMut() -> bool,
+    ) -> Option<Vec<(u32, u32, V, V)>> {
+        let mut valuing = match self.valuing.take() {
+            Some(valuing) => valuing,
+            None => {
+                let mut entries: Vec<((u32, u32), V)> = self
+                    .moves
+                    .as_ref()
+                    .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+                    .unwrap_or_default();
+                entries.sort_unstable_by_key(|e| e.0);
+                Valuing {
+                    entries,
+                    next: 0,
+                    moved: Vec::new(),
+                }
+            }
+        };
+        while valuing.next < valuing.entries.len() {
+            let end = (valuing.next + VALUES_PER_ASK).min(valuing.entries.len());
+            for &((p, b), before) in &valuing.entries[valuing.next..end] {
+                let after = self.visible(p, b);
+                if before != after {
+                    valuing.moved.push((p, b, before, after));
+                }
+            }
+            valuing.next = end;
+            if valuing.next < valuing.entries.len() && stop() {
+                self.valuing = Some(valuing);
+                return None;
+            }
+        }
+        self.moves = None;
+        Some(valuing.moved)
     }
 
     /// Settles everything queued since [`Self::hold`].
@@ -1891,6 +1950,37 @@ mod tests {
             assert_eq!(was, if b == 0 { before[p as usize] } else { was });
             assert_eq!(now, inc.score(p, b));
         }
+    }
+
+    /// Regression (lead, session 32): the moves of a push at a wide
+    /// audience were valued all at once, holding the live thread's slice
+    /// hundreds of milliseconds. Valued in parts, asked to stop at every
+    /// ask, they are the same moves, and the values before stay readable
+    /// between the parts.
+    #[test]
+    fn moves_valued_in_parts_are_the_moves_valued_at_once() {
+        let n = 3 * VALUES_PER_ASK as u32;
+        let mut whole = star(n, 10);
+        whole.add_impulse(0, 0, 1.0).unwrap();
+        whole.track_moves();
+        whole.add_impulse(0, 0, 0.5).unwrap();
+        let mut parts = whole.clone();
+        let tracked = parts.moved_so_far().unwrap().clone();
+        assert!(tracked.len() > 2 * VALUES_PER_ASK);
+        let at_once = whole.take_moves();
+        let mut asks = 0;
+        let in_parts = loop {
+            match parts.take_moves_until(|| true) {
+                Some(moves) => break moves,
+                None => {
+                    asks += 1;
+                    assert_eq!(parts.moved_so_far(), Some(&tracked));
+                }
+            }
+        };
+        assert_eq!(asks, tracked.len().div_ceil(VALUES_PER_ASK) - 1);
+        assert_eq!(in_parts, at_once);
+        assert!(parts.moved_so_far().is_none());
     }
 
     /// Six lanes kept whole ([`DenseRow`]): the rows the live series had
