@@ -234,7 +234,10 @@ pub struct Movement {
     pub cause: MoveCause,
     /// Event time of the step: `before` and `after` are both valued then.
     pub time: DateTime<Utc>,
-    /// The relationships moved, sorted by the series' numbering.
+    /// The relationships moved, in an order the same steps always give but
+    /// none a reader may rely on (an event's in the order its changes first
+    /// reached them: `IncrementalRelspace::take_moves_until`); the change
+    /// feed orders them by id.
     pub moved: Vec<Moved>,
 }
 

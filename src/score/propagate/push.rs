@@ -199,12 +199,41 @@ pub const WORK_PER_ASK: usize = 4096;
 /// entry and of its first hop: tens of microseconds for 1,024).
 pub const VALUES_PER_ASK: usize = 1024;
 
-/// [`IncrementalRelspace::take_moves_until`] part way: the tracked entries
-/// `((person, brand), before)` ascending, the next to value, and the
+/// The entries of `s` changed since [`IncrementalRelspace::track_moves`]:
+/// each with its value before the first change, and their keys in the
+/// order changes first reached them (the same pushes in the same order
+/// give the same order).
+#[derive(Clone, Debug)]
+struct Moves<V> {
+    before: rustc_hash::FxHashMap<(u32, u32), V>,
+    order: Vec<(u32, u32)>,
+}
+
+impl<V> Default for Moves<V> {
+    fn default() -> Self {
+        Self {
+            before: Default::default(),
+            order: Vec::new(),
+        }
+    }
+}
+
+impl<V> Moves<V> {
+    /// Records entry `key` with its value `before()` unless recorded.
+    fn note(&mut self, key: (u32, u32), before: impl FnOnce() -> V) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.before.entry(key) {
+            e.insert(before());
+            self.order.push(key);
+        }
+    }
+}
+
+/// [`IncrementalRelspace::take_moves_until`] part way: the tracked keys
+/// in the order changes first reached them, the next to value, and the
 /// moves `(person, brand, before, after)` valued so far.
 #[derive(Clone, Debug)]
 struct Valuing<V> {
-    entries: Vec<((u32, u32), V)>,
+    keys: Vec<(u32, u32)>,
     next: usize,
     moved: Vec<(u32, u32, V, V)>,
 }
@@ -380,7 +409,7 @@ pub struct IncrementalRelspace<V: Value = f64> {
     /// While set ([`Self::track_moves`]), each entry of `s` a settle
     /// changed, with its value before the first change: what the change
     /// feed reads (`crate::feed`), gathered where the pushes already are.
-    moves: Option<rustc_hash::FxHashMap<(u32, u32), V>>,
+    moves: Option<Moves<V>>,
     /// The moves of a settled event being valued in parts
     /// ([`Self::take_moves_until`]); `moves` is kept until the last part.
     valuing: Option<Valuing<V>>,
@@ -720,56 +749,52 @@ impl<V: Value> IncrementalRelspace<V> {
     /// recording. A settle cut part way ([`Self::release_until`]) has
     /// changed these entries only.
     pub fn moved_so_far(&self) -> Option<&rustc_hash::FxHashMap<(u32, u32), V>> {
-        self.moves.as_ref()
+        self.moves.as_ref().map(|m| &m.before)
     }
 
     /// The entries changed since [`Self::track_moves`], as `(person, brand,
-    /// before, after)` sorted by `(person, brand)`, the unchanged left out;
-    /// stops recording.
+    /// before, after)` in the order changes first reached them (the same
+    /// pushes in the same order give the same order), the unchanged left
+    /// out; stops recording.
     pub fn take_moves(&mut self) -> Vec<(u32, u32, V, V)> {
         self.take_moves_until(|| false)
             .expect("valued: nothing stops it")
     }
 
-    /// [`Self::take_moves`] in parts: values the tracked entries in
-    /// `(person, brand)` order, asking `stop` every [`VALUES_PER_ASK`]
-    /// entries, and answers `None` when it said stop (call again: nothing
-    /// may change the driver meanwhile; [`Self::moved_so_far`] still
-    /// answers the values before). A push at a person with a wide audience
-    /// tracks every follower's first hop, and valuing them all at once held
-    /// the live thread's slice, and the state's write lock, 100 to 351 ms
-    /// after a stream at 200,000 events (one event of 1,450 pushes: 318 ms;
-    /// lead, sessions 31 and 32). The same values, however cut.
+    /// [`Self::take_moves`] in parts: values the tracked entries, asking
+    /// `stop` every [`VALUES_PER_ASK`] entries, and answers `None` when it
+    /// said stop (call again: nothing may change the driver meanwhile;
+    /// [`Self::moved_so_far`] still answers the values before). A push at
+    /// a person with a wide audience tracks every follower's first hop, and
+    /// valuing them all at once, then sorting them, held the live thread's
+    /// slice, and the state's write lock, 100 to 446 ms after a stream at
+    /// 200,000 events (one event of 1,450 pushes: 318 ms; lead, sessions
+    /// 31 and 32). Not sorted: the change feed orders them by name
+    /// (`crate::feed::Tracker::observe`). The same values, however cut.
     pub fn take_moves_until(
         &mut self,
         mut stop: impl FnMut() -> bool,
     ) -> Option<Vec<(u32, u32, V, V)>> {
-        let mut valuing = match self.valuing.take() {
-            Some(valuing) => valuing,
-            None => {
-                let mut entries: Vec<((u32, u32), V)> = self
-                    .moves
-                    .as_ref()
-                    .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
-                    .unwrap_or_default();
-                entries.sort_unstable_by_key(|e| e.0);
-                Valuing {
-                    entries,
-                    next: 0,
-                    moved: Vec::new(),
-                }
-            }
+        let Some(moves) = self.moves.as_mut() else {
+            return Some(Vec::new());
         };
-        while valuing.next < valuing.entries.len() {
-            let end = (valuing.next + VALUES_PER_ASK).min(valuing.entries.len());
-            for &((p, b), before) in &valuing.entries[valuing.next..end] {
+        let mut valuing = self.valuing.take().unwrap_or_else(|| Valuing {
+            keys: std::mem::take(&mut moves.order),
+            next: 0,
+            moved: Vec::new(),
+        });
+        let moves = self.moves.as_ref().expect("checked");
+        while valuing.next < valuing.keys.len() {
+            let end = (valuing.next + VALUES_PER_ASK).min(valuing.keys.len());
+            for &(p, b) in &valuing.keys[valuing.next..end] {
+                let before = moves.before[&(p, b)];
                 let after = self.visible(p, b);
                 if before != after {
                     valuing.moved.push((p, b, before, after));
                 }
             }
             valuing.next = end;
-            if valuing.next < valuing.entries.len() && stop() {
+            if valuing.next < valuing.keys.len() && stop() {
                 self.valuing = Some(valuing);
                 return None;
             }
@@ -992,7 +1017,7 @@ impl<V: Value> IncrementalRelspace<V> {
         if let Some(moves) = self.moves.as_mut() {
             for &(b, _) in &hop {
                 let scores = &self.scores[pi];
-                moves.entry((p, b)).or_insert_with(|| {
+                moves.note((p, b), || {
                     visible_at(
                         self.alpha_f,
                         &self.follows[pi],
@@ -1120,7 +1145,7 @@ impl<V: Value> IncrementalRelspace<V> {
             let scores = &self.scores[qi];
             let moves = self.moves.as_mut().expect("checked");
             for &(b, _) in hop_before.iter().chain(&hop) {
-                moves.entry((q, b)).or_insert_with(|| {
+                moves.note((q, b), || {
                     let hop = hop_before
                         .binary_search_by_key(&b, |e| e.0)
                         .ok()
@@ -1435,13 +1460,13 @@ impl<V: Value> IncrementalRelspace<V> {
                     let hop: &[(u32, f64)] = if spreads[fi] { &[] } else { &follows[fi] };
                     visible_at(alpha_f, hop, attention[fi], pending, &scores[fi], b)
                 };
-                moves.entry((q, b)).or_insert_with(|| seen(q));
+                moves.note((q, b), || seen(q));
                 if lazy {
                     // The first hop of every follower who reads it moves
                     // with `P(q,b)`.
                     for &(f, _) in &followers[qi] {
                         if !spreads[f as usize] {
-                            moves.entry((f, b)).or_insert_with(|| seen(f));
+                            moves.note((f, b), || seen(f));
                         }
                     }
                     work += followers[qi].len();
@@ -1944,7 +1969,8 @@ mod tests {
         let moves = inc.take_moves();
         // The author and each of its 40 followers (read or pushed), and the
         // follower of the first 20, before and after as read.
-        let moved: Vec<u32> = moves.iter().filter(|m| m.1 == 0).map(|m| m.0).collect();
+        let mut moved: Vec<u32> = moves.iter().filter(|m| m.1 == 0).map(|m| m.0).collect();
+        moved.sort_unstable();
         assert_eq!(moved, (0..=41).collect::<Vec<_>>());
         for (p, b, was, now) in moves {
             assert_eq!(was, if b == 0 { before[p as usize] } else { was });
