@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::graph::{EntityTable, Handle};
 use crate::score::model::{Component, Components, ScoringModel};
 use crate::score::propagate::push::{
-    IncrementalRelspace, PushStats, RowFootprint, UndoFootprint, Value,
+    IncrementalRelspace, MovedSoFar, PushStats, RowFootprint, UndoFootprint, Value,
 };
 use crate::score::shares::{forward, half_life_factor, half_life_seconds, seconds_between};
 
@@ -638,7 +638,7 @@ impl LiveScores {
     fn rows_unsorted_at(
         &self,
         at: DateTime<Utc>,
-        before: Option<&FxHashMap<(u32, u32), Components>>,
+        before: Option<MovedSoFar<'_, Components>>,
     ) -> Option<Vec<((Handle, Handle), Components)>> {
         let factor = match (self.origin, self.latest) {
             (Some(o), Some(l)) if at >= l => self.factors(seconds_between(o, at), -1.0),
@@ -652,7 +652,7 @@ impl LiveScores {
                 continue;
             }
             for (b, mut v) in self.driver.row(p as u32) {
-                if let Some(was) = before.and_then(|m| m.get(&(p as u32, b))) {
+                if let Some(was) = before.and_then(|m| m.get((p as u32, b))) {
                     seen.insert((p as u32, b));
                     v = *was;
                 }
@@ -662,7 +662,7 @@ impl LiveScores {
             }
         }
         // Entries the event changed that are zero now (not in the rows).
-        for (&(p, b), was) in before.into_iter().flatten() {
+        for &((p, b), was) in before.iter().flat_map(|m| m.iter()) {
             if !seen.contains(&(p, b)) && !was.is_zero() && !self.withdrawn.contains(&p) {
                 out.push((
                     (self.people[p as usize], self.brands[b as usize]),
