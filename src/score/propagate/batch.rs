@@ -65,8 +65,9 @@ pub struct BatchScores {
 
 /// A sparse people × brands matrix with one value per component, as
 /// `(key, components)` sorted by key. Column keys are `brand << 32 | person`
-/// (the audience spill works per brand column); `swap` turns them into row
-/// keys `person << 32 | brand` (the association spill works per person row).
+/// (the audience spill works per brand column); the association spill,
+/// which works per person row, finds each person's entries by a counting
+/// sort of their positions (`RelSnapshot::association`).
 type Entries = Vec<(u64, Components)>;
 
 /// Relationships `((person, brand), components)` in row order (person, then
@@ -83,10 +84,6 @@ fn high(key: u64) -> u32 {
 
 fn low(key: u64) -> u32 {
     key as u32
-}
-
-fn swap(key: u64) -> u64 {
-    key.rotate_left(32)
 }
 
 /// The graph at `at` in the form one hop reads.
@@ -461,19 +458,42 @@ impl RelSnapshot {
 
     /// `α_a assoc(X)`, person by person in parallel; column keys, sorted.
     fn association(&self, frontier: &[(u64, Components)]) -> Entries {
-        // Row keys in row order: the frontier grouped by person (stably:
-        // each person's brands stay ascending).
-        let by_row = regroup(frontier, self.people.len(), low, (0, [0.0; 6]), |key, v| {
-            (swap(key), *v)
-        });
-        let rows = ranges(&by_row, high);
-        let parts: Vec<Entries> = rows
+        // Each person's entries, by their positions in the frontier (a
+        // stable counting sort of the positions, not of the entries: the
+        // person's brands stay ascending), for the people with
+        // associations only (the others spill nothing here).
+        let n = self.people.len();
+        let spreads = |p: usize| self.assoc_offsets[p] < self.assoc_offsets[p + 1];
+        let mut start = vec![0usize; n + 1];
+        for (key, _) in frontier {
+            let p = low(*key) as usize;
+            if spreads(p) {
+                start[p + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0usize; start[n]];
+        for (i, (key, _)) in frontier.iter().enumerate() {
+            let p = low(*key) as usize;
+            if spreads(p) {
+                order[fill[p]] = i;
+                fill[p] += 1;
+            }
+        }
+        drop(fill);
+        let people: Vec<u32> = (0..n)
+            .filter(|&p| start[p] < start[p + 1])
+            .map(|p| p as u32)
+            .collect();
+        let parts: Vec<Entries> = people
             .par_iter()
             .with_min_len(64)
-            .map(|&(lo, hi)| {
-                let p = high(by_row[lo].0);
+            .map(|&p| {
                 let span = self.assoc_offsets[p as usize]..self.assoc_offsets[p as usize + 1];
-                let row = &by_row[lo..hi];
+                let row = &order[start[p as usize]..start[p as usize + 1]];
                 let mut out = Vec::new();
                 for (&b2, &a) in self.assoc_brands[span.clone()]
                     .iter()
@@ -482,8 +502,9 @@ impl RelSnapshot {
                     let mut acc = [0.0; 6];
                     let mut any = false;
                     // Brands ascending, as the oracle visits them.
-                    for (key, v) in row {
-                        if low(*key) == b2 {
+                    for &i in row {
+                        let (key, v) = &frontier[i];
+                        if high(*key) == b2 {
                             continue;
                         }
                         any = true;
