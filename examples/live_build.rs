@@ -18,6 +18,9 @@
 //!
 //! Usage: cargo run --release --example live_build -- FILE [K] [R]
 
+#[path = "support/checked_events.rs"]
+mod checked_events;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,16 +58,9 @@ fn main() -> anyhow::Result<()> {
     let path = args.next().expect("usage: live_build FILE [K] [R]");
     let k: usize = args.next().map_or(Ok(2_000), |s| s.parse())?;
     let runs: usize = args.next().map_or(Ok(5), |s| s.parse())?;
-    let bytes = std::fs::read(&path)?;
-    let values = fusion::ingest::parse_ndjson(&bytes)?;
     let model = Arc::new(ScoringModel::default_model());
-    let checked = fusion::ingest::validate_all(&values, &model.currency);
-    anyhow::ensure!(
-        checked.rejected.is_empty(),
-        "{} invalid events",
-        checked.rejected.len()
-    );
-    let mut events: Vec<_> = checked.good.into_iter().map(|(_, e)| e).collect();
+    let (_, good) = checked_events::read_checked(&path, &model)?;
+    let mut events: Vec<_> = good.into_iter().map(|(_, e)| e).collect();
     events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
     let tail = events.split_off(events.len().saturating_sub(k));
     let held = events.len() as u64;

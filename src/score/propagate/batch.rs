@@ -371,9 +371,13 @@ impl RelSnapshot {
     /// order: grouped by person (a stable counting sort), each person's
     /// brands stay ascending.
     fn to_rows(&self, entries: &[(u64, Components)]) -> Rows {
-        regroup(entries, self.people.len(), low, ((0, 0), [0.0; 6]), |key, v| {
-            ((low(key), high(key)), *v)
-        })
+        regroup(
+            entries,
+            self.people.len(),
+            low,
+            ((0, 0), [0.0; 6]),
+            |key, v| ((low(key), high(key)), *v),
+        )
     }
 
     /// Where the live series starts at a checkpoint (live.rs): the series
