@@ -26,6 +26,9 @@
 //!
 //! Usage: cargo run --release --example live_events -- FILE [K]
 
+#[path = "support/checked_events.rs"]
+mod checked_events;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,18 +60,10 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: live_events FILE [K]");
     let k: usize = args.next().map_or(Ok(200), |s| s.parse())?;
-    let bytes = std::fs::read(&path)?;
-    let values = fusion::ingest::parse_ndjson(&bytes)?;
     let model = Arc::new(ScoringModel::default_model());
-    let checked = fusion::ingest::validate_all(&values, &model.currency);
-    anyhow::ensure!(
-        checked.rejected.is_empty(),
-        "{} invalid events",
-        checked.rejected.len()
-    );
+    let (values, good) = checked_events::read_checked(&path, &model)?;
     // The author of each event: its `person` field, when it has one.
-    let mut events: Vec<_> = checked
-        .good
+    let mut events: Vec<_> = good
         .into_iter()
         .map(|(i, e)| {
             let author = values[i]

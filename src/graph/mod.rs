@@ -92,6 +92,20 @@ impl EntityTable {
         handles.sort_unstable_by(|a, b| self.cmp(*a, *b));
     }
 
+    /// Every handle's position in id order, by handle number
+    /// (`ranks[h.index()]`): ids are unique, so comparing two handles'
+    /// ranks is [`Self::cmp`], without reading the names (a sort of many
+    /// rows by id compares numbers, after one sort of the table).
+    pub fn ranks(&self) -> Vec<u32> {
+        let mut order: Vec<Handle> = self.handles().collect();
+        self.sort(&mut order);
+        let mut ranks = vec![0; order.len()];
+        for (rank, h) in order.iter().enumerate() {
+            ranks[h.index()] = rank as u32;
+        }
+        ranks
+    }
+
     /// The handle of `id`, added with `kind` if new (answers whether it
     /// was); an existing entity keeps its kind unless a consumer is
     /// promoted to influencer.

@@ -1034,11 +1034,13 @@ impl LiveSeries {
     /// relationship's components at `at` (the replay's latest time), from
     /// nothing, so the feed compares them with what it published.
     fn record_replay(&mut self, state: &FoldState, at: DateTime<Utc>, last: LogPosition) {
-        let Some(after) = self.scores.components_at(at, state.table()) else {
+        let Some(mut after) = self.scores.components_unsorted_at(at) else {
             return;
         };
+        let ranks = state.table().ranks();
+        scores::sort_components_ranked(&mut after, &ranks);
         let tolerance = state.model().live_tolerance;
-        let moved = differences(Vec::new(), after, state.table(), tolerance);
+        let moved = differences(Vec::new(), after, &ranks, tolerance);
         if !moved.is_empty() {
             self.movements.push(Movement {
                 cause: MoveCause::Rebuild { first: 0, last },
@@ -1178,6 +1180,9 @@ struct BuildInputs {
     associations: Vec<(Handle, Handle, f64)>,
     withdrawn: Vec<Handle>,
     table: EntityTable,
+    /// The table's ranks (`EntityTable::ranks`): the change feed's rows
+    /// are sorted and compared by id through them.
+    ranks: Vec<u32>,
     model: Arc<ScoringModel>,
     as_of: DateTime<Utc>,
     stats: LiveStats,
@@ -1207,6 +1212,7 @@ impl BuildInputs {
             associations,
             withdrawn: state.withdrawn_at(as_of),
             table: table.clone(),
+            ranks: table.ranks(),
             model: Arc::clone(state.model_arc()),
             as_of,
             stats,
@@ -1271,12 +1277,13 @@ impl PlanDraft {
     /// every relationship, the graph's edges, the id table), and the
     /// "before" rows sorted as `LiveScores::components_at` sorts them.
     pub fn plan(self, state: &FoldState) -> BuildPlan {
+        let inputs = BuildInputs::read(state, self.as_of, self.stats);
         let basis = self.basis.map(|(cause, mut before)| {
-            scores::sort_components(&mut before, state.table());
+            scores::sort_components_ranked(&mut before, &inputs.ranks);
             (cause, before)
         });
         BuildPlan {
-            inputs: BuildInputs::read(state, self.as_of, self.stats),
+            inputs,
             target: self.target,
             basis,
             drift: self.drift,
@@ -1316,9 +1323,11 @@ impl BuildPlan {
         scores.mark();
         let inputs = &self.inputs;
         let movement = self.basis.and_then(|(cause, before)| {
-            let after = scores.components_at(inputs.as_of, &inputs.table)?;
+            // `LiveScores::components_at`, sorted through the ranks.
+            let mut after = scores.components_unsorted_at(inputs.as_of)?;
+            scores::sort_components_ranked(&mut after, &inputs.ranks);
             let tolerance = inputs.model.live_tolerance;
-            let moved = differences(before, after, &inputs.table, tolerance);
+            let moved = differences(before, after, &inputs.ranks, tolerance);
             (!moved.is_empty()).then_some(Movement {
                 cause,
                 time: inputs.as_of,
@@ -1368,15 +1377,16 @@ impl Built {
 
 /// The relationships whose components differ between two listings sorted
 /// the same way (`LiveScores::components_at`) by more than `tolerance` in
-/// sum (rounding between two builds of the same inputs is not a move).
+/// sum (rounding between two builds of the same inputs is not a move);
+/// keys compared by id through the table's `ranks`.
 fn differences(
     before: Vec<((Handle, Handle), Components)>,
     after: Vec<((Handle, Handle), Components)>,
-    table: &EntityTable,
+    ranks: &[u32],
     tolerance: f64,
 ) -> Vec<Moved> {
     let key_order = |x: &(Handle, Handle), y: &(Handle, Handle)| {
-        table.cmp(x.0, y.0).then_with(|| table.cmp(x.1, y.1))
+        scores::rank_key(ranks, x.0, x.1).cmp(&scores::rank_key(ranks, y.0, y.1))
     };
     let mut moved = Vec::new();
     let mut push = |(person, brand): (Handle, Handle), before: Components, after: Components| {

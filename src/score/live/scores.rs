@@ -709,11 +709,21 @@ impl LiveScores {
 /// Sorts rows of distinct (person, brand) keys by (person id, brand id),
 /// as [`LiveScores::components_at`] answers them.
 pub(crate) fn sort_components(rows: &mut [((Handle, Handle), Components)], table: &EntityTable) {
-    rows.sort_unstable_by(|x, y| {
-        table
-            .cmp(x.0.0, y.0.0)
-            .then_with(|| table.cmp(x.0.1, y.0.1))
-    });
+    sort_components_ranked(rows, &table.ranks());
+}
+
+/// [`sort_components`] with the table's ranks (`EntityTable::ranks`):
+/// the keys compared are numbers, not names (task h72: a checkpoint
+/// build sorts every relationship twice, before and after). Stable, so the runs a series' own order leaves
+/// (people and brands numbered in id order at its build) cost one pass;
+/// the keys are distinct, so any sort gives this order.
+pub(crate) fn sort_components_ranked(rows: &mut [((Handle, Handle), Components)], ranks: &[u32]) {
+    rows.sort_by_key(|((p, b), _)| rank_key(ranks, *p, *b));
+}
+
+/// A (person, brand) key as one number in (person id, brand id) order.
+pub(crate) fn rank_key(ranks: &[u32], person: Handle, brand: Handle) -> u64 {
+    (u64::from(ranks[person.index()]) << 32) | u64::from(ranks[brand.index()])
 }
 
 /// The live series at one time ([`LiveScores::at`]).

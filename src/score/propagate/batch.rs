@@ -65,8 +65,9 @@ pub struct BatchScores {
 
 /// A sparse people × brands matrix with one value per component, as
 /// `(key, components)` sorted by key. Column keys are `brand << 32 | person`
-/// (the audience spill works per brand column); `swap` turns them into row
-/// keys `person << 32 | brand` (the association spill works per person row).
+/// (the audience spill works per brand column); the association spill,
+/// which works per person row, finds each person's entries by a counting
+/// sort of their positions (`RelSnapshot::association`).
 type Entries = Vec<(u64, Components)>;
 
 /// Relationships `((person, brand), components)` in row order (person, then
@@ -83,10 +84,6 @@ fn high(key: u64) -> u32 {
 
 fn low(key: u64) -> u32 {
     key as u32
-}
-
-fn swap(key: u64) -> u64 {
-    key.rotate_left(32)
 }
 
 /// The graph at `at` in the form one hop reads.
@@ -156,8 +153,10 @@ impl RelSnapshot {
             people.push(*q);
             people.push(*p);
         }
-        table.sort(&mut people);
+        // Unique first (by handle), then by id: fewer names compared.
+        people.sort_unstable();
         people.dedup();
+        table.sort(&mut people);
         let consents: Vec<bool> = people
             .par_iter()
             .map(|p| state.consents_h(*p, at))
@@ -282,9 +281,16 @@ impl RelSnapshot {
                 row
             })
             .collect();
-        let mut impulses: Entries = rows_x.into_iter().flatten().collect();
-        // Keys are unique, so an unstable sort is deterministic.
-        impulses.par_sort_unstable_by_key(|e| e.0);
+        // People ascending, each with at most one entry per brand: grouped
+        // by brand (stably), they are in column order.
+        let impulses = regroup(
+            rows_x.iter().flatten(),
+            brands.len(),
+            high,
+            (0, [0.0; 6]),
+            |key, v| (key, *v),
+        );
+        drop(rows_x);
 
         RelSnapshot {
             at,
@@ -338,22 +344,40 @@ impl RelSnapshot {
     /// reached, `((person, brand), components)`, in row order (person, then
     /// brand), which is id order.
     pub fn propagate(&self) -> Vec<((u32, u32), Components)> {
-        to_rows(self.total())
+        self.to_rows(&self.total())
     }
 
     /// The truncated series, column keys.
     fn total(&self) -> Entries {
         let mut total = self.impulses.clone();
         let mut frontier = self.impulses.clone();
+        // The sums are made into the other of two buffers, in turn (the
+        // same additions as a new list per hop, without allocating and
+        // faulting in one of the series' size at every hop).
+        let mut spare = Entries::new();
         for _hop in 0..self.max_hops {
             let next = self.hop(&frontier);
             if next.is_empty() {
                 break;
             }
-            total = merge_add(&total, &next);
+            merge_add_into(&total, &next, |v| *v, &mut spare);
+            std::mem::swap(&mut total, &mut spare);
             frontier = next;
         }
         total
+    }
+
+    /// Column-keyed entries as `((person, brand), components)` in row
+    /// order: grouped by person (a stable counting sort), each person's
+    /// brands stay ascending.
+    fn to_rows(&self, entries: &[(u64, Components)]) -> Rows {
+        regroup(
+            entries,
+            self.people.len(),
+            low,
+            ((0, 0), [0.0; 6]),
+            |key, v| ((low(key), high(key)), *v),
+        )
     }
 
     /// Where the live series starts at a checkpoint (live.rs): the series
@@ -363,8 +387,7 @@ impl RelSnapshot {
     pub fn seed(&self) -> (Rows, Rows) {
         let total = self.total();
         let audience = self.audience(&total);
-        let mut association = self.association(&total);
-        association.par_sort_unstable_by_key(|e| e.0);
+        let association = self.association(&total);
         let spill = merge_add(&audience, &association);
         drop((audience, association));
         let residual = merge_add(&self.impulses, &spill);
@@ -374,14 +397,15 @@ impl RelSnapshot {
         // peak (docs/scale.md).
         let mut residual = merge_add_negated(&residual, &total);
         residual.retain(|(_, v)| v.iter().any(|x| *x != 0.0));
-        (to_rows(total), to_rows(residual))
+        let residual_rows = self.to_rows(&residual);
+        drop(residual);
+        (self.to_rows(&total), residual_rows)
     }
 
     /// One hop `αM` on a frontier (column keys), pruned to the tolerance.
     fn hop(&self, frontier: &[(u64, Components)]) -> Entries {
         let audience = self.audience(frontier);
-        let mut association = self.association(frontier);
-        association.par_sort_unstable_by_key(|e| e.0);
+        let association = self.association(frontier);
         let mut next = merge_add(&audience, &association);
         let tol = self.tolerance;
         next.retain(|(_, v)| v.iter().fold(0.0f64, |m, x| m.max(x.abs())) >= tol);
@@ -436,18 +460,44 @@ impl RelSnapshot {
         parts.into_iter().flatten().collect()
     }
 
-    /// `α_a assoc(X)`, person by person in parallel; column keys, unsorted.
+    /// `α_a assoc(X)`, person by person in parallel; column keys, sorted.
     fn association(&self, frontier: &[(u64, Components)]) -> Entries {
-        let mut by_row: Entries = frontier.iter().map(|(k, v)| (swap(*k), *v)).collect();
-        by_row.par_sort_unstable_by_key(|e| e.0);
-        let rows = ranges(&by_row, high);
-        let parts: Vec<Entries> = rows
+        // Each person's entries, by their positions in the frontier (a
+        // stable counting sort of the positions, not of the entries: the
+        // person's brands stay ascending), for the people with
+        // associations only (the others spill nothing here).
+        let n = self.people.len();
+        let spreads = |p: usize| self.assoc_offsets[p] < self.assoc_offsets[p + 1];
+        let mut start = vec![0usize; n + 1];
+        for (key, _) in frontier {
+            let p = low(*key) as usize;
+            if spreads(p) {
+                start[p + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0usize; start[n]];
+        for (i, (key, _)) in frontier.iter().enumerate() {
+            let p = low(*key) as usize;
+            if spreads(p) {
+                order[fill[p]] = i;
+                fill[p] += 1;
+            }
+        }
+        drop(fill);
+        let people: Vec<u32> = (0..n)
+            .filter(|&p| start[p] < start[p + 1])
+            .map(|p| p as u32)
+            .collect();
+        let parts: Vec<Entries> = people
             .par_iter()
             .with_min_len(64)
-            .map(|&(lo, hi)| {
-                let p = high(by_row[lo].0);
+            .map(|&p| {
                 let span = self.assoc_offsets[p as usize]..self.assoc_offsets[p as usize + 1];
-                let row = &by_row[lo..hi];
+                let row = &order[start[p as usize]..start[p as usize + 1]];
                 let mut out = Vec::new();
                 for (&b2, &a) in self.assoc_brands[span.clone()]
                     .iter()
@@ -456,8 +506,9 @@ impl RelSnapshot {
                     let mut acc = [0.0; 6];
                     let mut any = false;
                     // Brands ascending, as the oracle visits them.
-                    for (key, v) in row {
-                        if low(*key) == b2 {
+                    for &i in row {
+                        let (key, v) = &frontier[i];
+                        if high(*key) == b2 {
                             continue;
                         }
                         any = true;
@@ -472,21 +523,49 @@ impl RelSnapshot {
                 out
             })
             .collect();
-        parts.into_iter().flatten().collect()
+        // People ascending, each person's brands ascending: grouped by
+        // brand (stably), in column order.
+        regroup(
+            parts.iter().flatten(),
+            self.brands.len(),
+            high,
+            (0, [0.0; 6]),
+            |key, v| (key, *v),
+        )
     }
 }
 
-/// Column-keyed entries as `((person, brand), components)` in row order.
-fn to_rows(entries: Entries) -> Vec<((u32, u32), Components)> {
-    let mut rows: Entries = entries.into_iter().map(|(k, v)| (swap(k), v)).collect();
-    rows.par_sort_unstable_by_key(|e| e.0);
-    let mut rows: Rows = rows
-        .into_iter()
-        .map(|(k, v)| ((high(k), low(k)), v))
-        .collect();
-    // The merges reserve room for both their inputs: give it back.
-    rows.shrink_to_fit();
-    rows
+/// `entries` grouped by `part(key)` (below `groups`) by a stable counting
+/// sort, each mapped by `make`: within a group they keep their order. A
+/// list sorted by unique keys, grouped by one half of the key, is sorted
+/// by that half and then the other (the transposes between column and row
+/// order). Two passes and one list of the result's size (exactly: no room
+/// to give back; made of `blank`, zeroed pages when it is all zero bits),
+/// where a parallel comparison sort moved 56-byte entries (task h72). The
+/// entries only move: nothing summed depends on it.
+fn regroup<'a, T: Clone>(
+    entries: impl IntoIterator<Item = &'a (u64, Components)> + Clone,
+    groups: usize,
+    part: fn(u64) -> u32,
+    blank: T,
+    make: impl Fn(u64, &Components) -> T,
+) -> Vec<T> {
+    let mut fill = vec![0usize; groups + 1];
+    let mut len = 0;
+    for (key, _) in entries.clone() {
+        fill[part(*key) as usize + 1] += 1;
+        len += 1;
+    }
+    for i in 0..groups {
+        fill[i + 1] += fill[i];
+    }
+    let mut out = vec![blank; len];
+    for (key, v) in entries {
+        let slot = &mut fill[part(*key) as usize];
+        out[*slot] = make(*key, v);
+        *slot += 1;
+    }
+    out
 }
 
 /// Ranges of equal `part(key)` in a sorted entry list.
@@ -523,7 +602,20 @@ fn merge_add_with(
     b: &[(u64, Components)],
     f: impl Fn(&Components) -> Components,
 ) -> Entries {
-    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut out = Vec::new();
+    merge_add_into(a, b, f, &mut out);
+    out
+}
+
+/// [`merge_add_with`] into `out`, cleared first (its room kept).
+fn merge_add_into(
+    a: &[(u64, Components)],
+    b: &[(u64, Components)],
+    f: impl Fn(&Components) -> Components,
+    out: &mut Entries,
+) {
+    out.clear();
+    out.reserve(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         let (ka, kb) = (a[i].0, b[j].0);
@@ -545,7 +637,6 @@ fn merge_add_with(
     }
     out.extend_from_slice(&a[i..]);
     out.extend(b[j..].iter().map(|(k, v)| (*k, f(v))));
-    out
 }
 
 impl FoldState {
