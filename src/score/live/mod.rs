@@ -693,7 +693,7 @@ impl LiveSeries {
     /// are moved here, and every event since the checkpoint is applied
     /// again, in canonical order. Either way a refold of late events after
     /// the checkpoint costs per-event pushes of the events since it, not a
-    /// checkpoint build (about 2 s at 200,000 events): before, every
+    /// checkpoint build (about 1.6 s at 200,000 events): before, every
     /// refold built the series again. Only events before the checkpoint
     /// need a build. Done by [`Self::continue_from`], at the swap.
     pub fn resumable(&self, old: &LiveSeries, first_added: DateTime<Utc>) -> Resumed {
@@ -974,9 +974,10 @@ impl LiveSeries {
             // twice a run at 200,000 events and 2,000 events/s, against
             // 11 ms without (lead, session 30). The cost is the tracking
             // itself: a push at a wide audience values every follower's
-            // first hop, and `take_moves` values them again (session 31's
-            // profile: 26 % of a catch-up; ARCHITECTURE.md, "Rankings
-            // under a stream").
+            // first hop, and `take_moves_until` values them again, in
+            // parts since session 32 (session 31's profile: 26 % of a
+            // catch-up; ARCHITECTURE.md, "The catch-up's write-lock
+            // holds").
             self.begin(&event, record);
         }
         let settled = self.scores.end_event_until(out_of_time);
