@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use fusion::domain::Event;
 use fusion::feed::Tracker;
-use fusion::score::{ScoreState, ScoringModel};
+use fusion::score::{FoldCheckpoint, Resumed, ScoreState, ScoringModel};
 
 use crate::live_drift::{catch_up, drifting_model, fan_stream};
 use crate::live_plan::logged;
@@ -406,22 +406,37 @@ fn a_refold_while_an_events_pushes_are_cut_makes_a_fresh_opens_series() {
     // The checkpoint a refold starts from: the state before the purchase.
     let before = ScoreState::build(Arc::clone(&model), vec![], log[..at - 1].to_vec());
     let checkpoint = before.fold_checkpoint();
+    let (mut state, resumed) = refold_late(&mut state, &checkpoint, &log, &late, at);
+    eprintln!("resumed {resumed:?}");
+    catch_up(&mut state, |_| {});
+    let fresh = ScoreState::build(model, vec![], log);
+    assert_eq!(series_text(&state), series_text(&fresh));
+}
+
+/// Folds `late` at log position `at` into `state`, where it needs a
+/// refold: refolded from `checkpoint` over `log` (every event, `late`
+/// among them), recording movements, the series of `state` continued at
+/// the swap (`continue_live_from`). Answers the new state and how its
+/// series resumed.
+pub(crate) fn refold_late(
+    state: &mut ScoreState,
+    checkpoint: &FoldCheckpoint,
+    log: &[Event],
+    late: &[Event],
+    at: usize,
+) -> (ScoreState, Resumed) {
     assert!(
-        !state.apply(logged(&late, at)),
+        !state.apply(logged(late, at)),
         "the late event needs a refold"
     );
     let made = checkpoint
-        .refold(logged(&log, 0), |p| state.fold().folded(p))
+        .refold(logged(log, 0), |p| state.fold().folded(p))
         .expect("a refold from the checkpoint");
     let first = made.changed_from.expect("the late event is new");
     let mut refolded = made.state;
     refolded.record_movements(true);
-    let resumed = refolded.continue_live_from(&mut state, first.0);
-    eprintln!("resumed {resumed:?}");
-    let mut state = refolded;
-    catch_up(&mut state, |_| {});
-    let fresh = ScoreState::build(model, vec![], log);
-    assert_eq!(series_text(&state), series_text(&fresh));
+    let resumed = refolded.continue_live_from(state, first.0);
+    (refolded, resumed)
 }
 
 /// Attack 1 (snapshot save, restart): a snapshot captured while the

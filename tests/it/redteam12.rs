@@ -17,7 +17,7 @@ use fusion::score::{Resumed, ScoreState, ScoringModel};
 
 use crate::live_drift::{follower_bodies, one_a_second};
 use crate::live_plan::logged;
-use crate::redteam10::{audience, events_of, fillers, series_text};
+use crate::redteam10::{audience, events_of, fillers, refold_late, series_text};
 
 /// The live thread's catch-up with a change feed: builds planned off a
 /// copy and installed when they fit, events applied deferring, `cut`
@@ -88,6 +88,39 @@ fn pushes_of_the_rest(state: &mut ScoreState) -> u64 {
     pushes
 }
 
+/// An influencer's audience (`audience`: 3,000 followers) folded and
+/// caught up, a change feed recording from its end (`floor`), and the
+/// influencer's purchase, not folded yet.
+struct Audience {
+    model: Arc<ScoringModel>,
+    events: Vec<Event>,
+    purchase: Event,
+    base: ScoreState,
+    floor: Option<u64>,
+    /// The purchase's log position.
+    at: usize,
+}
+
+impl Audience {
+    fn new() -> Self {
+        let model = Arc::new(ScoringModel::default_model());
+        let (events, purchase) = audience(3_000, 20_000);
+        let mut base = ScoreState::build(Arc::clone(&model), vec![], events.clone());
+        assert!(base.sync_live(|| false));
+        base.record_movements(true);
+        base.take_movements();
+        let floor = base.fold().max_position();
+        Self {
+            model,
+            at: events.len(),
+            events,
+            purchase,
+            base,
+            floor,
+        }
+    }
+}
+
 /// Attack: a checkpoint build installed while the event before it is cut
 /// at any ask, in its pushes or in its valuing (the last asks: the moves
 /// of a push to 3,000 followers' first hops take several parts). The
@@ -98,15 +131,15 @@ fn pushes_of_the_rest(state: &mut ScoreState) -> u64 {
 #[test]
 fn a_build_over_an_event_cut_at_any_ask_of_its_valuing_publishes_what_a_build_over_it_unapplied_does()
  {
-    let model = Arc::new(ScoringModel::default_model());
-    let (events, purchase) = audience(3_000, 20_000);
-    let mut base = ScoreState::build(Arc::clone(&model), vec![], events.clone());
-    assert!(base.sync_live(|| false));
-    base.record_movements(true);
-    base.take_movements();
-    let floor = base.fold().max_position();
+    let Audience {
+        model,
+        purchase,
+        base,
+        floor,
+        at,
+        ..
+    } = Audience::new();
     let later = fillers(130, purchase.time);
-    let at = events.len();
 
     // Not applied: the purchase and the fillers folded, then caught up.
     let mut unapplied = base.clone();
@@ -142,23 +175,16 @@ fn a_build_over_an_event_cut_at_any_ask_of_its_valuing_publishes_what_a_build_ov
 /// event is applied whole, at every ask it can be cut at.
 #[test]
 fn an_event_cut_at_any_ask_publishes_the_changes_it_publishes_whole() {
-    let model = Arc::new(ScoringModel::default_model());
-    let (events, purchase) = audience(3_000, 20_000);
-    let mut base = ScoreState::build(Arc::clone(&model), vec![], events.clone());
-    assert!(base.sync_live(|| false));
-    base.record_movements(true);
-    base.take_movements();
-    let floor = base.fold().max_position();
-    let at = events.len();
-    let mut whole = base.clone();
-    let (asks, _) = fold_and_apply(&mut whole, &purchase, at, 0);
-    let mut tracker = Tracker::new(Arc::clone(&model), floor);
+    let a = Audience::new();
+    let mut whole = a.base.clone();
+    let (asks, _) = fold_and_apply(&mut whole, &a.purchase, a.at, 0);
+    let mut tracker = Tracker::new(Arc::clone(&a.model), a.floor);
     let (reference, _) = publish_all(&mut whole, &mut tracker, || false);
     assert!(reference.len() > 1_000, "{} changes", reference.len());
     for cut_at in 1..=asks {
-        let mut state = base.clone();
-        fold_and_apply(&mut state, &purchase, at, cut_at);
-        let mut tracker = Tracker::new(Arc::clone(&model), floor);
+        let mut state = a.base.clone();
+        fold_and_apply(&mut state, &a.purchase, a.at, cut_at);
+        let mut tracker = Tracker::new(Arc::clone(&a.model), a.floor);
         let (published, _) = publish_all(&mut state, &mut tracker, || false);
         assert_eq!(series_text(&state), series_text(&whole));
         assert_eq!(published, reference, "cut at ask {cut_at} of {asks}");
@@ -269,14 +295,14 @@ fn tiny_stores_cut_at_every_ask_publish_the_uncut_changes() {
 /// the refold. The scores agree; the causes, positions and deltas do not.
 #[test]
 fn a_refold_replaying_over_an_event_cut_part_way_publishes_the_events_own_changes() {
-    let model = Arc::new(ScoringModel::default_model());
-    let (events, purchase) = audience(3_000, 20_000);
-    let mut base = ScoreState::build(Arc::clone(&model), vec![], events.clone());
-    assert!(base.sync_live(|| false));
-    base.record_movements(true);
-    base.take_movements();
-    let floor = base.fold().max_position();
-    let at = events.len();
+    let Audience {
+        model,
+        events,
+        purchase,
+        base,
+        floor,
+        at,
+    } = Audience::new();
     let late = events_of(&[(
         "late".into(),
         purchase.time - Duration::milliseconds(500),
@@ -298,14 +324,7 @@ fn a_refold_replaying_over_an_event_cut_part_way_publishes_the_events_own_change
         for c in tracker.observe(state.take_movements(), state.fold().table()) {
             changes.push(format!("{c:?}"));
         }
-        assert!(!state.apply(logged(&late, at + 1)), "a refold");
-        let made = checkpoint
-            .refold(logged(&log, 0), |p| state.fold().folded(p))
-            .expect("a refold from the checkpoint");
-        let first = made.changed_from.expect("the late event is new");
-        let mut refolded = made.state;
-        refolded.record_movements(true);
-        let resumed = refolded.continue_live_from(&mut state, first.0);
+        let (mut refolded, resumed) = refold_late(&mut state, &checkpoint, &log, &late, at + 1);
         assert_eq!(resumed, Resumed::Replayed, "cut at ask {cut_at}");
         let (rest, _) = publish_all(&mut refolded, &mut tracker, || true);
         changes.extend(rest);
