@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::fold::{FoldState, PositionSet, sort_canonically};
-use super::live::{LiveScores, LiveSeries, LogClock};
+use super::live::{LiveScores, LiveSeries, LogClock, Moved};
 use super::model::{Components, ScoringModel};
 use super::propagate::batch::{BatchScores, RelSnapshot, RelationScore};
 use super::reach::Reach;
@@ -461,7 +461,35 @@ impl ScoreState {
         // An event the live thread left unsettled is settled first: the
         // series continued is one of whole events.
         old.live.settle_unsettled(&old.fold);
-        self.live.continue_from(&mut old.live, first_added)
+        // What the old series recorded and no feed took (the movement of
+        // the event just settled) is heard first, named in this state's
+        // numbering (a refold may move handles): left behind, a series
+        // resumed by a replay published that event's moves only inside the
+        // replay's, at its position, with other deltas (red team h73).
+        let (from, to) = (old.fold.table(), self.fold.table());
+        // (A refold adds events: an entity it does not know, never.)
+        let rename = |h| to.get(from.name(h));
+        let left: Vec<_> = old
+            .live
+            .take_movements()
+            .into_iter()
+            .map(|mut m| {
+                m.moved = std::mem::take(&mut m.moved)
+                    .into_iter()
+                    .filter_map(|moved| {
+                        Some(Moved {
+                            person: rename(moved.person)?,
+                            brand: rename(moved.brand)?,
+                            ..moved
+                        })
+                    })
+                    .collect();
+                m
+            })
+            .collect();
+        let resumed = self.live.continue_from(&mut old.live, first_added);
+        self.live.hear_first(left);
+        resumed
     }
 
     /// Whether a read of every relationship at `at` is owed to the live

@@ -47,6 +47,7 @@ mod read_cache;
 mod reads;
 mod redteam10;
 mod redteam11;
+mod redteam12;
 mod redteam2;
 mod redteam3;
 mod redteam4;

@@ -12,19 +12,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use fusion::domain::Event;
 use fusion::feed::Tracker;
-use fusion::score::{ScoreState, ScoringModel};
+use fusion::score::{FoldCheckpoint, Resumed, ScoreState, ScoringModel};
 
 use crate::live_drift::{catch_up, drifting_model, fan_stream};
 use crate::live_plan::logged;
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
 }
 
 /// Validated events of (id, time, JSON members after id and time).
-fn events_of(specs: &[(String, DateTime<Utc>, String)]) -> Vec<Event> {
+pub(crate) fn events_of(specs: &[(String, DateTime<Utc>, String)]) -> Vec<Event> {
     let lines: Vec<String> = specs
         .iter()
         .map(|(id, time, body)| {
@@ -39,7 +39,7 @@ fn events_of(specs: &[(String, DateTime<Utc>, String)]) -> Vec<Event> {
 }
 
 /// The series' components at the latest event, as text (every bit).
-fn series_text(state: &ScoreState) -> String {
+pub(crate) fn series_text(state: &ScoreState) -> String {
     let latest = state.latest_time().expect("events folded");
     format!("{:?}", state.live_components_at(latest))
 }
@@ -190,7 +190,7 @@ fn a_drift_rebuild_installed_twice_leaves_the_series_of_one_install() {
 /// `followers` people following "star", each endorsing a brand (so each
 /// spreads further), one a second from `t0`; then "star" buys at x0 for
 /// `amount`: a push to every follower, thousands of pushes in one event.
-fn audience(followers: u32, amount: u32) -> (Vec<Event>, Event) {
+pub(crate) fn audience(followers: u32, amount: u32) -> (Vec<Event>, Event) {
     let mut specs = Vec::new();
     let mut second = 0;
     let mut next = || {
@@ -225,7 +225,7 @@ fn audience(followers: u32, amount: u32) -> (Vec<Event>, Event) {
 
 /// `n` unrelated events after `after`, one a second: enough of them pass
 /// a checkpoint (every 128 events).
-fn fillers(n: usize, after: DateTime<Utc>) -> Vec<Event> {
+pub(crate) fn fillers(n: usize, after: DateTime<Utc>) -> Vec<Event> {
     let specs: Vec<_> = (0..n)
         .map(|i| {
             (
@@ -245,7 +245,7 @@ fn fillers(n: usize, after: DateTime<Utc>) -> Vec<Event> {
 /// copy and installed when they fit, events applied deferring, `cut`
 /// answering whether to stop within an event's pushes. Answers what the
 /// feed published: each relationship's last published score.
-fn catch_up_publishing(
+pub(crate) fn catch_up_publishing(
     state: &mut ScoreState,
     tracker: &mut Tracker,
     mut cut: impl FnMut() -> bool,
@@ -406,22 +406,37 @@ fn a_refold_while_an_events_pushes_are_cut_makes_a_fresh_opens_series() {
     // The checkpoint a refold starts from: the state before the purchase.
     let before = ScoreState::build(Arc::clone(&model), vec![], log[..at - 1].to_vec());
     let checkpoint = before.fold_checkpoint();
+    let (mut state, resumed) = refold_late(&mut state, &checkpoint, &log, &late, at);
+    eprintln!("resumed {resumed:?}");
+    catch_up(&mut state, |_| {});
+    let fresh = ScoreState::build(model, vec![], log);
+    assert_eq!(series_text(&state), series_text(&fresh));
+}
+
+/// Folds `late` at log position `at` into `state`, where it needs a
+/// refold: refolded from `checkpoint` over `log` (every event, `late`
+/// among them), recording movements, the series of `state` continued at
+/// the swap (`continue_live_from`). Answers the new state and how its
+/// series resumed.
+pub(crate) fn refold_late(
+    state: &mut ScoreState,
+    checkpoint: &FoldCheckpoint,
+    log: &[Event],
+    late: &[Event],
+    at: usize,
+) -> (ScoreState, Resumed) {
     assert!(
-        !state.apply(logged(&late, at)),
+        !state.apply(logged(late, at)),
         "the late event needs a refold"
     );
     let made = checkpoint
-        .refold(logged(&log, 0), |p| state.fold().folded(p))
+        .refold(logged(log, 0), |p| state.fold().folded(p))
         .expect("a refold from the checkpoint");
     let first = made.changed_from.expect("the late event is new");
     let mut refolded = made.state;
     refolded.record_movements(true);
-    let resumed = refolded.continue_live_from(&mut state, first.0);
-    eprintln!("resumed {resumed:?}");
-    let mut state = refolded;
-    catch_up(&mut state, |_| {});
-    let fresh = ScoreState::build(model, vec![], log);
-    assert_eq!(series_text(&state), series_text(&fresh));
+    let resumed = refolded.continue_live_from(state, first.0);
+    (refolded, resumed)
 }
 
 /// Attack 1 (snapshot save, restart): a snapshot captured while the

@@ -410,6 +410,16 @@ impl LiveSeries {
         std::mem::take(&mut self.movements)
     }
 
+    /// Puts `movements` (recorded by the series a refold replaces, named
+    /// in this one's numbering) before the ones recorded so far, when this
+    /// series records: `ScoreState::continue_live_from`.
+    pub(in crate::score) fn hear_first(&mut self, mut movements: Vec<Movement>) {
+        if self.record && !movements.is_empty() {
+            movements.append(&mut self.movements);
+            self.movements = movements;
+        }
+    }
+
     /// The series itself.
     pub fn scores(&self) -> &LiveScores {
         &self.scores

@@ -2068,6 +2068,76 @@ mod tests {
         assert!(parts.moved_so_far().is_none());
     }
 
+    /// Red team h73: the moves valued in parts at every size around the
+    /// part and the chunk (a part that ends the moves exactly, one entry
+    /// past it, a chunk filled exactly), cut as any pattern says: the
+    /// moves valued at once, one ask fewer than the parts, and a driver
+    /// that valued its last event in parts values the next one as a
+    /// driver that valued it at once does (no part left behind).
+    #[test]
+    fn moves_valued_in_parts_at_every_boundary_leave_nothing_for_the_next_event() {
+        let mut sizes = std::collections::BTreeSet::new();
+        let patterns: [&[bool]; 3] = [&[true], &[false, true], &[true, false, false]];
+        // `star(n)` tracks n + 4 entries here.
+        for n in (1..=12)
+            .chain(1_016..=1_024)
+            .chain(2_041..=2_046)
+            .chain(4_089..=4_094)
+        {
+            let mut whole = star(n, 10);
+            whole.add_impulse(0, 0, 1.0).unwrap();
+            whole.track_moves();
+            whole.add_impulse(0, 0, 0.5).unwrap();
+            let tracked = whole.moved_so_far().unwrap().len();
+            sizes.insert(tracked);
+            for pattern in patterns {
+                let mut parts = whole.clone();
+                let mut at_once = whole.clone();
+                let expected = at_once.take_moves();
+                let (mut asks, mut calls) = (0, 0);
+                let moves = loop {
+                    calls += 1;
+                    let answer = parts.take_moves_until(|| {
+                        asks += 1;
+                        pattern[asks % pattern.len()]
+                    });
+                    if let Some(moves) = answer {
+                        break moves;
+                    }
+                };
+                assert_eq!(moves, expected, "{tracked} tracked, cut {pattern:?}");
+                assert_eq!(asks, tracked.div_ceil(VALUES_PER_ASK).max(1) - 1);
+                assert!(calls <= asks + 1);
+                // The next event, tracked on both.
+                for inc in [&mut parts, &mut at_once] {
+                    inc.track_moves();
+                    inc.add_impulse(n + 1, 1, 0.25).unwrap();
+                    inc.add_impulse(0, 1, 0.75).unwrap();
+                }
+                let next = at_once.take_moves();
+                assert!(!next.is_empty());
+                let mut rest = None;
+                while rest.is_none() {
+                    rest = parts.take_moves_until(|| true);
+                }
+                assert_eq!(rest.unwrap(), next, "the next event after {tracked}");
+            }
+        }
+        for boundary in [
+            VALUES_PER_ASK - 1,
+            VALUES_PER_ASK,
+            VALUES_PER_ASK + 1,
+            2 * VALUES_PER_ASK,
+            MOVES_CHUNK,
+            MOVES_CHUNK + 1,
+        ] {
+            assert!(
+                sizes.contains(&boundary),
+                "no size tracked {boundary}: {sizes:?}"
+            );
+        }
+    }
+
     /// Six lanes kept whole ([`DenseRow`]): the rows the live series had
     /// before [`LaneRow`], for comparing bits.
     #[derive(Clone, Copy, Debug, PartialEq)]
