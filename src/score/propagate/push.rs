@@ -791,6 +791,11 @@ impl<V: Value> IncrementalRelspace<V> {
     /// Starts recording which entries of `s` settles change (and their
     /// values before), until [`Self::take_moves`].
     pub fn track_moves(&mut self) {
+        // A valuing left part way belongs to the last event's moves (none
+        // is: an event is valued whole before the next begins; red team
+        // h73's hardening).
+        debug_assert!(self.valuing.is_none());
+        self.valuing = None;
         self.moves = Some(Default::default());
     }
 
