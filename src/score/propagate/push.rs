@@ -196,7 +196,8 @@ pub const WORK_PER_ASK: usize = 4096;
 
 /// Tracked entries valued between two asks of
 /// [`IncrementalRelspace::take_moves_until`]'s `stop` (each a read of the
-/// entry and of its first hop: tens of microseconds for 1,024).
+/// entry and of its first hop, cache misses mostly: about 2.5 ms for 1,024
+/// at 200,000 events; lead, session 32).
 pub const VALUES_PER_ASK: usize = 1024;
 
 /// The entries of `s` changed since [`IncrementalRelspace::track_moves`],
