@@ -428,12 +428,19 @@ struct Slot {
     /// Set when a change of state failed: the state may be half-changed
     /// and is not served until a rebuild from the log replaces it.
     broken: Option<String>,
+    /// Which numbering of entities `state`'s handles are in: raised by a
+    /// swap that may number them otherwise (any but a refold that kept
+    /// the replaced state's handles, `score::handles_kept`), so that what
+    /// is kept by handle across states (the change feed's tracker,
+    /// `feed::Tracker::observe`) knows when to rename by id.
+    numbering: u64,
 }
 
 /// The state's write lock, held: records how long when it is let go
 /// (`Derived::write_slot`).
 struct TimedWrite<'a> {
-    guard: RwLockWriteGuard<'a, Slot>,
+    /// Always held, but for [`Self::downgrade`]'s move out.
+    guard: Option<RwLockWriteGuard<'a, Slot>>,
     since: Instant,
     /// Where the lock was taken (`Derived::write_slot` tracks its caller),
     /// named when a hold is long.
@@ -448,18 +455,27 @@ const LONG_WRITE_HOLD: std::time::Duration = std::time::Duration::from_millis(10
 impl std::ops::Deref for TimedWrite<'_> {
     type Target = Slot;
     fn deref(&self) -> &Slot {
-        &self.guard
+        self.guard.as_ref().expect("held until downgraded")
     }
 }
 
 impl std::ops::DerefMut for TimedWrite<'_> {
     fn deref_mut(&mut self) -> &mut Slot {
-        &mut self.guard
+        self.guard.as_mut().expect("held until downgraded")
     }
 }
 
-impl Drop for TimedWrite<'_> {
-    fn drop(&mut self) {
+impl<'a> TimedWrite<'a> {
+    /// The lock held for reading from now, with no writer in between (the
+    /// write hold is recorded as ended here).
+    fn downgrade(mut self) -> RwLockReadGuard<'a, Slot> {
+        self.record();
+        let guard = self.guard.take().expect("held until downgraded");
+        RwLockWriteGuard::downgrade(guard)
+    }
+
+    /// Records the hold's length, and logs a long one with its holder.
+    fn record(&self) {
         let held = self.since.elapsed();
         crate::telemetry::record_write_lock_hold(held);
         if held > LONG_WRITE_HOLD {
@@ -469,6 +485,14 @@ impl Drop for TimedWrite<'_> {
                 thread = std::thread::current().name().unwrap_or("unnamed"),
                 "the state's write lock was held long"
             );
+        }
+    }
+}
+
+impl Drop for TimedWrite<'_> {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            self.record();
         }
     }
 }
@@ -585,6 +609,7 @@ impl Derived {
             slot: RwLock::new(Slot {
                 state,
                 broken: None,
+                numbering: 0,
             }),
             fold: Mutex::new(()),
             version: Default::default(),
@@ -627,20 +652,23 @@ impl Derived {
         let Some(out) = feed.as_mut() else {
             return;
         };
-        let (movements, unapplied_from) = {
-            let mut slot = self.write_slot();
-            (
-                slot.state.take_movements(),
-                slot.state.live_unapplied_from(),
-            )
-        };
+        let mut slot = self.write_slot();
+        let movements = slot.state.take_movements();
+        let unapplied_from = slot.state.live_unapplied_from();
         if movements.is_empty() && !out.tracker.holds() {
             return;
         }
-        let changes = {
-            let slot = self.slot.read();
-            out.tracker.observe(movements, slot.state.table())
+        // The movements' handles are named in the state they were taken
+        // from: the lock is downgraded, not let go, so that no swap comes
+        // between (a refold's swap there named them by its own numbering).
+        let slot = slot.downgrade();
+        let changes = if movements.is_empty() {
+            Vec::new()
+        } else {
+            out.tracker
+                .observe(movements, slot.state.table(), slot.numbering)
         };
+        drop(slot);
         let changes = out.tracker.release(changes, unapplied_from);
         if !changes.is_empty() {
             out.sink.publish(changes);
@@ -704,7 +732,7 @@ impl Derived {
         let guard = self.slot.write();
         self.writer_wait.end();
         TimedWrite {
-            guard,
+            guard: Some(guard),
             since: Instant::now(),
             by: std::panic::Location::caller(),
         }
@@ -830,6 +858,9 @@ impl Derived {
                     {
                         crate::telemetry::record_live_resume();
                     }
+                    if !matches!(reach, lineage::Reach::AddedFrom(_)) {
+                        slot.numbering += 1;
+                    }
                     self.new_generation(reach);
                     std::mem::replace(&mut slot.state, state)
                 };
@@ -906,11 +937,13 @@ impl Derived {
         let old = {
             let mut slot = self.write_slot();
             self.new_generation(lineage::Reach::Everything);
+            let numbering = slot.numbering + 1;
             std::mem::replace(
                 &mut *slot,
                 Slot {
                     state,
                     broken: None,
+                    numbering,
                 },
             )
         };

@@ -21,14 +21,15 @@
 //! started at (`Tracker::new`'s `floor`) publish nothing: they only set the
 //! published components of relationships seen for the first time.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::domain::{EntityId, EntityKind, EventId, LogPosition};
-use crate::graph::EntityTable;
+use crate::graph::{EntityTable, Handle};
 use crate::score::shares::{half_life_factor, half_life_seconds, seconds_between};
 use crate::score::{Component, Components, MoveCause, Movement, ScoringModel};
 
@@ -126,11 +127,24 @@ struct Published {
 }
 
 /// What the feed last published per relationship (module docs).
+///
+/// Relationships are kept by the handles of the state's entity table,
+/// not by id (session 33: hashing and cloning the two ids of every moved
+/// relationship, then sorting them by id, was 36 % of the live thread's
+/// catch-up after a stream, under the state's read lock). Handles mean
+/// the same entities only within one numbering: the caller says which
+/// ([`Self::observe`]'s `numbering`), and a new one renames every tracked
+/// relationship by id, once.
 #[derive(Debug, Clone)]
 pub struct Tracker {
     model: Arc<ScoringModel>,
     floor: Option<LogPosition>,
-    published: HashMap<(EntityId, EntityId), Published>,
+    /// The numbering `published`'s handles are in (`None`: none seen yet).
+    numbering: Option<u64>,
+    published: FxHashMap<(Handle, Handle), Published>,
+    /// The id of each handle `published` holds, by handle index: what a
+    /// renumbering and an erasure name them by.
+    names: Vec<Option<EntityId>>,
     /// Changes observed and not released yet, in observed order
     /// ([`Self::release`]).
     held: Vec<Change>,
@@ -143,7 +157,9 @@ impl Tracker {
         Tracker {
             model,
             floor,
-            published: HashMap::new(),
+            numbering: None,
+            published: FxHashMap::default(),
+            names: Vec::new(),
             held: Vec::new(),
         }
     }
@@ -159,12 +175,12 @@ impl Tracker {
     }
 
     /// The entities of tracked relationships that `known` says are not
-    /// known (erased since they were published), each once.
+    /// known (erased since they were published), each once, in id order.
     pub fn unknown(&self, known: impl Fn(&EntityId) -> bool) -> Vec<EntityId> {
         let mut ids: Vec<EntityId> = self
-            .published
-            .keys()
-            .flat_map(|(person, brand)| [person, brand])
+            .names
+            .iter()
+            .flatten()
             .filter(|id| !known(id))
             .cloned()
             .collect();
@@ -176,8 +192,20 @@ impl Tracker {
     /// Forgets every relationship of an erased entity, and its changes
     /// not released yet.
     pub fn forget(&mut self, id: &EntityId) {
-        self.published
-            .retain(|(person, brand), _| person != id && brand != id);
+        let gone: FxHashSet<Handle> = self
+            .names
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, name)| name.as_ref() == Some(id))
+            .map(|(i, name)| {
+                *name = None;
+                Handle::from_index(i as u32)
+            })
+            .collect();
+        if !gone.is_empty() {
+            self.published
+                .retain(|(person, brand), _| !gone.contains(person) && !gone.contains(brand));
+        }
         self.held.retain(|c| &c.person != id && &c.brand != id);
     }
 
@@ -213,9 +241,10 @@ impl Tracker {
         self.held.extend(changes);
         let held = std::mem::take(&mut self.held);
         let out = match unapplied_from {
-            None => held,
-            Some(from) => {
-                let waiting: std::collections::HashSet<(&EntityId, &EntityId)> = held
+            Some(from) if held.iter().any(|c| c.position >= from) => {
+                // Ids hashed with Fx, as the entity table's index hashes
+                // them: this ran at every publish, over every held change.
+                let waiting: FxHashSet<(&EntityId, &EntityId)> = held
                     .iter()
                     .filter(|c| c.position >= from)
                     .map(|c| (&c.person, &c.brand))
@@ -224,6 +253,7 @@ impl Tracker {
                     .iter()
                     .map(|c| waiting.contains(&(&c.person, &c.brand)))
                     .collect();
+                drop(waiting);
                 let mut out = Vec::new();
                 for (c, keep) in held.into_iter().zip(keep) {
                     if keep {
@@ -234,14 +264,27 @@ impl Tracker {
                 }
                 out
             }
+            _ => held,
         };
         merge_by_relationship(out)
     }
 
     /// The changes `movements` publish, in the order of the movements
-    /// (within one, by person then brand id); `table` names the handles
-    /// they carry (the state's that recorded them).
-    pub fn observe(&mut self, movements: Vec<Movement>, table: &EntityTable) -> Vec<Change> {
+    /// (within one, by person then brand id). `table` names the handles
+    /// they carry (the state's that recorded them), and `numbering` says
+    /// which numbering of entities they are in: the same number promises
+    /// that every handle means the entity it meant at the last call (a
+    /// state that only added entities since); a new one, that handles may
+    /// mean others (a whole state swapped in), and the relationships
+    /// tracked are renamed into `table` by id first (those of entities it
+    /// does not know are dropped).
+    pub fn observe(
+        &mut self,
+        movements: Vec<Movement>,
+        table: &EntityTable,
+        numbering: u64,
+    ) -> Vec<Change> {
+        self.renumber(table, numbering);
         let mut changes = Vec::new();
         for movement in movements {
             let (position, cause) = match movement.cause {
@@ -250,66 +293,109 @@ impl Tracker {
             };
             let seeding = self.floor.is_some_and(|floor| position <= floor);
             let at = movement.time;
-            let mut moved: Vec<_> = movement
-                .moved
-                .into_iter()
-                .filter_map(|m| {
-                    let kind = PersonKind::of(table.kind(m.person))?;
-                    Some((table.name(m.person), table.name(m.brand), kind, m))
-                })
-                .collect();
-            moved.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-            for (person, brand, kind, m) in moved {
-                // One lookup per pair (the keys are hashed with SipHash:
-                // client-chosen ids), not three (lead, session 31: the
-                // feed's hashing was 5.6 % of the live thread's catch-up).
-                let entry = self.published.entry((person.clone(), brand.clone()));
+            // Each published time's decay factors to `at`, computed once
+            // (the same calls on the same numbers: the same bits).
+            let mut factors: FxHashMap<DateTime<Utc>, [f64; 6]> = FxHashMap::default();
+            let mut moved = Vec::new();
+            for m in movement.moved {
+                let Some(kind) = PersonKind::of(table.kind(m.person)) else {
+                    continue;
+                };
+                let entry = match self.published.entry((m.person, m.brand)) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let first = entry.insert(Published {
+                            at,
+                            components: if seeding { m.after } else { m.before },
+                        });
+                        for h in [m.person, m.brand] {
+                            name_handle(&mut self.names, table, h);
+                        }
+                        first
+                    }
+                };
                 if seeding {
-                    entry.or_insert(Published {
-                        at,
-                        components: m.after,
-                    });
                     continue;
                 }
-                let last = entry.or_insert(Published {
-                    at,
-                    components: m.before,
-                });
                 let score = self.model.score(m.after.iter().sum());
-                let delta = score - score_at(&self.model, last, at);
+                let factors = factors
+                    .entry(entry.at)
+                    .or_insert_with(|| decay_factors(&self.model, entry.at, at));
+                let delta = score - score_with(&self.model, &entry.components, factors);
                 if delta.abs() < PUBLISH_DELTA {
                     continue;
                 }
-                *last = Published {
+                *entry = Published {
                     at,
                     components: m.after,
                 };
-                changes.push(Change {
-                    brand: brand.clone(),
-                    person: person.clone(),
-                    kind,
-                    score,
-                    delta,
-                    cause: cause.clone(),
-                    position,
-                    at,
-                });
+                moved.push((m.person, m.brand, kind, score, delta));
             }
+            // Only what publishes is named and put in id order.
+            let mut named: Vec<_> = moved
+                .into_iter()
+                .map(|(person, brand, kind, score, delta)| {
+                    (table.name(person), table.name(brand), kind, score, delta)
+                })
+                .collect();
+            named.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+            changes.extend(
+                named
+                    .into_iter()
+                    .map(|(person, brand, kind, score, delta)| Change {
+                        brand: brand.clone(),
+                        person: person.clone(),
+                        kind,
+                        score,
+                        delta,
+                        cause: cause.clone(),
+                        position,
+                        at,
+                    }),
+            );
         }
         changes
     }
+
+    /// Renames the tracked relationships into `table`'s handles, by id,
+    /// when `numbering` is not the one they are in ([`Self::observe`]).
+    fn renumber(&mut self, table: &EntityTable, numbering: u64) {
+        if self.numbering == Some(numbering) {
+            return;
+        }
+        self.numbering = Some(numbering);
+        let published = std::mem::take(&mut self.published);
+        let names = std::mem::take(&mut self.names);
+        let rename = |h: Handle| names[h.index()].as_ref().and_then(|id| table.get(id));
+        for ((person, brand), last) in published {
+            if let (Some(p), Some(b)) = (rename(person), rename(brand)) {
+                self.published.insert((p, b), last);
+                name_handle(&mut self.names, table, p);
+                name_handle(&mut self.names, table, b);
+            }
+        }
+    }
 }
 
-/// The score of `published` components decayed (or, for an earlier time,
-/// grown back) to `at`.
-fn score_at(model: &ScoringModel, published: &Published, at: DateTime<Utc>) -> f64 {
-    let seconds = seconds_between(published.at, at);
-    let raw: f64 = published
-        .components
-        .iter()
-        .zip(Component::ALL)
-        .map(|(v, c)| v * half_life_factor(-seconds, half_life_seconds(model, c)))
-        .sum();
+/// Records `h`'s id from `table` in `names` (by handle index), once.
+fn name_handle(names: &mut Vec<Option<EntityId>>, table: &EntityTable, h: Handle) {
+    if names.len() <= h.index() {
+        names.resize(h.index() + 1, None);
+    }
+    names[h.index()].get_or_insert_with(|| table.name(h).clone());
+}
+
+/// The factors that decay (or, for an earlier time, grow back) each
+/// component from `from` to `at`, in `Component::ALL` order.
+fn decay_factors(model: &ScoringModel, from: DateTime<Utc>, at: DateTime<Utc>) -> [f64; 6] {
+    let seconds = seconds_between(from, at);
+    Component::ALL.map(|c| half_life_factor(-seconds, half_life_seconds(model, c)))
+}
+
+/// The score of `components` times `factors`, component by component
+/// ([`decay_factors`]): published components valued at a later time.
+fn score_with(model: &ScoringModel, components: &Components, factors: &[f64; 6]) -> f64 {
+    let raw: f64 = components.iter().zip(factors).map(|(v, f)| v * f).sum();
     model.score(raw)
 }
 
@@ -318,24 +404,31 @@ fn score_at(model: &ScoringModel, published: &Published, at: DateTime<Utc>) -> f
 /// summed, at the largest of their positions with that position's cause
 /// ([`Tracker::release`]).
 pub(crate) fn merge_by_relationship(changes: Vec<Change>) -> Vec<Change> {
-    let mut index: HashMap<(EntityId, EntityId), usize> = HashMap::new();
+    // Each change's place in the output: relationships numbered in the
+    // order of their first change.
+    let places: Vec<usize> = {
+        let mut index: FxHashMap<(&EntityId, &EntityId), usize> = FxHashMap::default();
+        changes
+            .iter()
+            .map(|c| {
+                let next = index.len();
+                *index.entry((&c.person, &c.brand)).or_insert(next)
+            })
+            .collect()
+    };
     let mut out: Vec<Change> = Vec::with_capacity(changes.len());
-    for c in changes {
-        match index.get(&(c.person.clone(), c.brand.clone())) {
-            Some(&i) => {
-                let merged = &mut out[i];
-                merged.delta += c.delta;
-                merged.score = c.score;
-                merged.at = c.at;
-                if c.position >= merged.position {
-                    merged.position = c.position;
-                    merged.cause = c.cause;
-                }
-            }
-            None => {
-                index.insert((c.person.clone(), c.brand.clone()), out.len());
-                out.push(c);
-            }
+    for (c, place) in changes.into_iter().zip(places) {
+        if place == out.len() {
+            out.push(c);
+            continue;
+        }
+        let merged = &mut out[place];
+        merged.delta += c.delta;
+        merged.score = c.score;
+        merged.at = c.at;
+        if c.position >= merged.position {
+            merged.position = c.position;
+            merged.cause = c.cause;
         }
     }
     out
@@ -399,15 +492,45 @@ mod tests {
         let small = [0.001 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
         let big = [0.05 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
         assert!(
-            t.observe(vec![step(11, at(1), p, b, [0.0; 6], small)], &table)
+            t.observe(vec![step(11, at(1), p, b, [0.0; 6], small)], &table, 0)
                 .is_empty()
         );
-        let changes = t.observe(vec![step(12, at(1), p, b, small, big)], &table);
+        let changes = t.observe(vec![step(12, at(1), p, b, small, big)], &table, 0);
         assert_eq!(changes.len(), 1, "{changes:?}");
         let c = &changes[0];
         assert_eq!(c.position, 12);
         assert_eq!(c.cause, Cause::Event(EventId::new("e12").unwrap()));
         assert!((c.delta - (c.score - 50.0)).abs() < 1e-9, "{c:?}");
+    }
+
+    /// Session 33: relationships are kept by handle, and a state that
+    /// numbers its entities otherwise (a new `numbering`) has them renamed
+    /// by id. Without the renaming, p–b's step below would publish again
+    /// (its published components not found under its new handles) and
+    /// q–b's would not (found under p–b's old ones).
+    #[test]
+    fn a_renumbered_state_is_compared_with_what_was_published_by_id() {
+        let (mut t, table, p, b) = setup();
+        let big = [0.05 * t.model.spread, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let first = t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table, 0);
+        assert_eq!(first.len(), 1, "{first:?}");
+        let mut graph = crate::graph::RelationGraph::default();
+        let id = |s: &str| EntityId::new(s).unwrap();
+        let q2 = graph.ensure(&id("q"), EntityKind::Consumer);
+        let b2 = graph.ensure(&id("b"), EntityKind::Brand);
+        let p2 = graph.ensure(&id("p"), EntityKind::Consumer);
+        assert_eq!((q2, b2), (p, b), "q–b takes p–b's old handles");
+        let other = graph.entities().clone();
+        let again = t.observe(vec![step(12, at(1), p2, b2, [0.0; 6], big)], &other, 1);
+        assert!(again.is_empty(), "{again:?}");
+        let new = t.observe(vec![step(13, at(1), q2, b2, [0.0; 6], big)], &other, 1);
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!((new[0].person.as_str(), new[0].brand.as_str()), ("q", "b"));
+        assert_eq!(t.len(), 2);
+        // An erasure reaches the renamed relationships.
+        t.forget(&id("p"));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.unknown(|known| known.as_str() != "b"), vec![id("b")]);
     }
 
     /// A change of `person` and `brand` at `position` to `score`.
@@ -474,7 +597,7 @@ mod tests {
         let spread = t.model.spread;
         let big = [0.5 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
         assert_eq!(
-            t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table)
+            t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table, 0)
                 .len(),
             1
         );
@@ -485,7 +608,7 @@ mod tests {
         let decayed = [0.5 * spread * f, 0.0, 0.0, 0.0, 0.0, 0.0];
         let nudged = [0.5 * spread * f + 1e-6, 0.0, 0.0, 0.0, 0.0, 0.0];
         assert!(
-            t.observe(vec![step(12, at(29), p, b, decayed, nudged)], &table)
+            t.observe(vec![step(12, at(29), p, b, decayed, nudged)], &table, 0)
                 .is_empty()
         );
     }
@@ -496,13 +619,13 @@ mod tests {
         let spread = t.model.spread;
         let big = [0.5 * spread, 0.0, 0.0, 0.0, 0.0, 0.0];
         assert!(
-            t.observe(vec![step(10, at(1), p, b, [0.0; 6], big)], &table)
+            t.observe(vec![step(10, at(1), p, b, [0.0; 6], big)], &table, 0)
                 .is_empty()
         );
         // The same step replayed by a rebuilt state, past the floor: the
         // published components already hold it.
         assert!(
-            t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table)
+            t.observe(vec![step(11, at(1), p, b, [0.0; 6], big)], &table, 0)
                 .is_empty()
         );
         // A state that no longer knows p (erased) names it once; one that
@@ -535,7 +658,7 @@ mod tests {
         let mut log = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
             let t = event.time;
-            let read = |s: &ScoreState| -> HashMap<(EntityId, EntityId), Components> {
+            let read = |s: &ScoreState| -> std::collections::HashMap<(EntityId, EntityId), Components> {
                 s.live_components_at(t)
                     .unwrap_or_default()
                     .into_iter()

@@ -253,7 +253,7 @@ pub(crate) fn catch_up_publishing(
 ) {
     let mut publish = |state: &mut ScoreState, tracker: &mut Tracker| {
         let movements = state.take_movements();
-        for c in tracker.observe(movements, state.fold().table()) {
+        for c in tracker.observe(movements, state.fold().table(), 0) {
             published.insert((c.person.to_string(), c.brand.to_string()), c.score);
         }
     };
