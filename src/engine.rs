@@ -439,8 +439,7 @@ struct Slot {
 /// The state's write lock, held: records how long when it is let go
 /// (`Derived::write_slot`).
 struct TimedWrite<'a> {
-    /// Always held, but for [`Self::downgrade`]'s move out.
-    guard: Option<RwLockWriteGuard<'a, Slot>>,
+    guard: RwLockWriteGuard<'a, Slot>,
     since: Instant,
     /// Where the lock was taken (`Derived::write_slot` tracks its caller),
     /// named when a hold is long.
@@ -455,27 +454,18 @@ const LONG_WRITE_HOLD: std::time::Duration = std::time::Duration::from_millis(10
 impl std::ops::Deref for TimedWrite<'_> {
     type Target = Slot;
     fn deref(&self) -> &Slot {
-        self.guard.as_ref().expect("held until downgraded")
+        &self.guard
     }
 }
 
 impl std::ops::DerefMut for TimedWrite<'_> {
     fn deref_mut(&mut self) -> &mut Slot {
-        self.guard.as_mut().expect("held until downgraded")
+        &mut self.guard
     }
 }
 
-impl<'a> TimedWrite<'a> {
-    /// The lock held for reading from now, with no writer in between (the
-    /// write hold is recorded as ended here).
-    fn downgrade(mut self) -> RwLockReadGuard<'a, Slot> {
-        self.record();
-        let guard = self.guard.take().expect("held until downgraded");
-        RwLockWriteGuard::downgrade(guard)
-    }
-
-    /// Records the hold's length, and logs a long one with its holder.
-    fn record(&self) {
+impl Drop for TimedWrite<'_> {
+    fn drop(&mut self) {
         let held = self.since.elapsed();
         crate::telemetry::record_write_lock_hold(held);
         if held > LONG_WRITE_HOLD {
@@ -485,14 +475,6 @@ impl<'a> TimedWrite<'a> {
                 thread = std::thread::current().name().unwrap_or("unnamed"),
                 "the state's write lock was held long"
             );
-        }
-    }
-}
-
-impl Drop for TimedWrite<'_> {
-    fn drop(&mut self) {
-        if self.guard.is_some() {
-            self.record();
         }
     }
 }
@@ -652,23 +634,37 @@ impl Derived {
         let Some(out) = feed.as_mut() else {
             return;
         };
-        let mut slot = self.write_slot();
-        let movements = slot.state.take_movements();
-        let unapplied_from = slot.state.live_unapplied_from();
+        let (movements, unapplied_from, numbering) = {
+            let mut slot = self.write_slot();
+            (
+                slot.state.take_movements(),
+                slot.state.live_unapplied_from(),
+                slot.numbering,
+            )
+        };
         if movements.is_empty() && !out.tracker.holds() {
             return;
         }
-        // The movements' handles are named in the state they were taken
-        // from: the lock is downgraded, not let go, so that no swap comes
-        // between (a refold's swap there named them by its own numbering).
-        let slot = slot.downgrade();
+        // The movements' handles are named by the table of the state in
+        // the slot: theirs, or a later one that kept its handles, since a
+        // swap that numbers entities otherwise takes the feed's lock,
+        // held here (`Self::replace`, `Self::restore`). Only the renaming
+        // and the naming read the state; the comparison with what was
+        // published holds none of its locks, which the fold thread's
+        // writes would wait behind (session 33).
         let changes = if movements.is_empty() {
             Vec::new()
         } else {
-            out.tracker
-                .observe(movements, slot.state.table(), slot.numbering)
+            if out.tracker.renumbers(numbering) {
+                let slot = self.slot.read();
+                debug_assert_eq!(slot.numbering, numbering);
+                out.tracker.renumber(slot.state.table(), numbering);
+            }
+            let compared = out.tracker.compare(movements);
+            let slot = self.slot.read();
+            debug_assert_eq!(slot.numbering, numbering);
+            out.tracker.name(compared, slot.state.table())
         };
-        drop(slot);
         let changes = out.tracker.release(changes, unapplied_from);
         if !changes.is_empty() {
             out.sink.publish(changes);
@@ -732,7 +728,7 @@ impl Derived {
         let guard = self.slot.write();
         self.writer_wait.end();
         TimedWrite {
-            guard: Some(guard),
+            guard,
             since: Instant::now(),
             by: std::panic::Location::caller(),
         }
@@ -846,6 +842,11 @@ impl Derived {
                 // the slot changes only under the fold lock, held.)
                 let context_moved =
                     self.slot.read().state.context_position() != state.context_position();
+                // A swap that numbers entities otherwise waits for the
+                // change feed's publish under way: its movements' handles
+                // are named by the state in the slot (`publish_changes`).
+                let renumbers = !matches!(reach, lineage::Reach::AddedFrom(_));
+                let feed = renumbers.then(|| self.feed.lock());
                 let old = {
                     let mut slot = self.write_slot();
                     // A refold of events after the live series' checkpoint
@@ -858,12 +859,13 @@ impl Derived {
                     {
                         crate::telemetry::record_live_resume();
                     }
-                    if !matches!(reach, lineage::Reach::AddedFrom(_)) {
+                    if renumbers {
                         slot.numbering += 1;
                     }
                     self.new_generation(reach);
                     std::mem::replace(&mut slot.state, state)
                 };
+                drop(feed);
                 if context_moved {
                     self.forget_unknown();
                 }
@@ -934,6 +936,8 @@ impl Derived {
         state.record_movements(self.feeding());
         self.reached_context(&state);
         let position = state.position();
+        // It numbers entities otherwise (`Self::replace`).
+        let feed = self.feed.lock();
         let old = {
             let mut slot = self.write_slot();
             self.new_generation(lineage::Reach::Everything);
@@ -947,6 +951,7 @@ impl Derived {
                 },
             )
         };
+        drop(feed);
         drop(old);
         self.forget_unknown();
         self.publish_position(position);

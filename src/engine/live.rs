@@ -300,8 +300,12 @@ fn step(derived: &Derived) -> Step {
             || Instant::now() >= deadline,
         )
     };
-    derived.publish_changes();
+    // The change feed's publish holds neither the fold lock (session 33:
+    // it was the longest part of some slices' holds, which the fold thread
+    // and so the writers' acknowledgements waited for) nor, for its
+    // comparison, the state's (`Derived::publish_changes`).
     fold.unlock_fair();
+    derived.publish_changes();
     if done { Step::Done } else { Step::Again }
 }
 

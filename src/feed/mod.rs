@@ -277,7 +277,8 @@ impl Tracker {
     /// state that only added entities since); a new one, that handles may
     /// mean others (a whole state swapped in), and the relationships
     /// tracked are renamed into `table` by id first (those of entities it
-    /// does not know are dropped).
+    /// does not know are dropped). The three steps, [`Self::renumber`],
+    /// [`Self::compare`] and [`Self::name`], in one call.
     pub fn observe(
         &mut self,
         movements: Vec<Movement>,
@@ -285,7 +286,22 @@ impl Tracker {
         numbering: u64,
     ) -> Vec<Change> {
         self.renumber(table, numbering);
-        let mut changes = Vec::new();
+        let compared = self.compare(movements);
+        self.name(compared, table)
+    }
+
+    /// Whether handles in `numbering` must be renamed first
+    /// ([`Self::renumber`]).
+    pub fn renumbers(&self, numbering: u64) -> bool {
+        self.numbering != Some(numbering)
+    }
+
+    /// Compares what `movements` moved with what was published, by handle
+    /// (in the numbering of the last [`Self::renumber`]), and records what
+    /// publishes. Needs no entity table: the engine runs it holding no lock
+    /// of the state; [`Self::name`] then names the result.
+    pub fn compare(&mut self, movements: Vec<Movement>) -> Compared {
+        let mut compared = Compared::default();
         for movement in movements {
             let (position, cause) = match movement.cause {
                 MoveCause::Event { position, event } => (position, Cause::Event(event)),
@@ -296,22 +312,16 @@ impl Tracker {
             // Each published time's decay factors to `at`, computed once
             // (the same calls on the same numbers: the same bits).
             let mut factors: FxHashMap<DateTime<Utc>, [f64; 6]> = FxHashMap::default();
-            let mut moved = Vec::new();
+            let first = compared.moved.len();
             for m in movement.moved {
-                let Some(kind) = PersonKind::of(table.kind(m.person)) else {
-                    continue;
-                };
                 let entry = match self.published.entry((m.person, m.brand)) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => {
-                        let first = entry.insert(Published {
+                        compared.unnamed.extend([m.person, m.brand]);
+                        entry.insert(Published {
                             at,
                             components: if seeding { m.after } else { m.before },
-                        });
-                        for h in [m.person, m.brand] {
-                            name_handle(&mut self.names, table, h);
-                        }
-                        first
+                        })
                     }
                 };
                 if seeding {
@@ -329,13 +339,34 @@ impl Tracker {
                     at,
                     components: m.after,
                 };
-                moved.push((m.person, m.brand, kind, score, delta));
+                compared.moved.push((m.person, m.brand, score, delta));
             }
-            // Only what publishes is named and put in id order.
-            let mut named: Vec<_> = moved
-                .into_iter()
-                .map(|(person, brand, kind, score, delta)| {
-                    (table.name(person), table.name(brand), kind, score, delta)
+            compared.steps.push(ComparedStep {
+                cause,
+                position,
+                at,
+                moved: first..compared.moved.len(),
+            });
+        }
+        compared
+    }
+
+    /// The changes of `compared`, named by `table` (the state the
+    /// movements came from, or a later one that kept its handles), in
+    /// the order of the movements, within one by person then brand id.
+    /// Relationships whose person is not a consumer or an influencer
+    /// publish nothing.
+    pub fn name(&mut self, compared: Compared, table: &EntityTable) -> Vec<Change> {
+        for h in compared.unnamed {
+            name_handle(&mut self.names, table, h);
+        }
+        let mut changes = Vec::new();
+        for step in compared.steps {
+            let mut named: Vec<_> = compared.moved[step.moved]
+                .iter()
+                .filter_map(|&(person, brand, score, delta)| {
+                    let kind = PersonKind::of(table.kind(person))?;
+                    Some((table.name(person), table.name(brand), kind, score, delta))
                 })
                 .collect();
             named.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
@@ -348,9 +379,9 @@ impl Tracker {
                         kind,
                         score,
                         delta,
-                        cause: cause.clone(),
-                        position,
-                        at,
+                        cause: step.cause.clone(),
+                        position: step.position,
+                        at: step.at,
                     }),
             );
         }
@@ -359,14 +390,17 @@ impl Tracker {
 
     /// Renames the tracked relationships into `table`'s handles, by id,
     /// when `numbering` is not the one they are in ([`Self::observe`]).
-    fn renumber(&mut self, table: &EntityTable, numbering: u64) {
+    pub fn renumber(&mut self, table: &EntityTable, numbering: u64) {
         if self.numbering == Some(numbering) {
             return;
         }
         self.numbering = Some(numbering);
         let published = std::mem::take(&mut self.published);
         let names = std::mem::take(&mut self.names);
-        let rename = |h: Handle| names[h.index()].as_ref().and_then(|id| table.get(id));
+        let rename = |h: Handle| {
+            let id = names.get(h.index())?.as_ref()?;
+            table.get(id)
+        };
         for ((person, brand), last) in published {
             if let (Some(p), Some(b)) = (rename(person), rename(brand)) {
                 self.published.insert((p, b), last);
@@ -375,6 +409,26 @@ impl Tracker {
             }
         }
     }
+}
+
+/// What [`Tracker::compare`] found to publish, by handle, for
+/// [`Tracker::name`].
+#[derive(Debug, Default)]
+pub struct Compared {
+    steps: Vec<ComparedStep>,
+    /// `(person, brand, score, delta)` of every change, step after step.
+    moved: Vec<(Handle, Handle, f64, f64)>,
+    /// Handles first tracked, to name.
+    unnamed: Vec<Handle>,
+}
+
+/// One movement's part of [`Compared`].
+#[derive(Debug)]
+struct ComparedStep {
+    cause: Cause,
+    position: LogPosition,
+    at: DateTime<Utc>,
+    moved: std::ops::Range<usize>,
 }
 
 /// Records `h`'s id from `table` in `names` (by handle index), once.
