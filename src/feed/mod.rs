@@ -493,6 +493,7 @@ mod tests {
     use super::*;
     use crate::domain::EntityKind;
     use crate::score::Moved;
+    use std::collections::HashMap;
 
     fn setup() -> (
         Tracker,
@@ -712,7 +713,7 @@ mod tests {
         let mut log = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
             let t = event.time;
-            let read = |s: &ScoreState| -> std::collections::HashMap<(EntityId, EntityId), Components> {
+            let read = |s: &ScoreState| -> HashMap<(EntityId, EntityId), Components> {
                 s.live_components_at(t)
                     .unwrap_or_default()
                     .into_iter()

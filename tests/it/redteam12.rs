@@ -329,11 +329,8 @@ fn a_refold_replaying_over_an_event_cut_part_way_publishes_the_events_own_change
         assert_eq!(resumed, Resumed::Replayed, "cut at ask {cut_at}");
         // A refold that moved handles numbers entities otherwise: the
         // engine's swap says so to the feed (`Slot::numbering`).
-        let kept = fusion::score::handles_kept(
-            state.fold(),
-            refolded.fold(),
-            checkpoint.entity_count(),
-        );
+        let kept =
+            fusion::score::handles_kept(state.fold(), refolded.fold(), checkpoint.entity_count());
         let (rest, _) = publish_all(&mut refolded, &mut tracker, u64::from(!kept), || true);
         changes.extend(rest);
         (changes, series_text(&refolded))
