@@ -670,19 +670,20 @@ impl Derived {
     /// before the last let go, held a writer off without bound), and a
     /// writer that holds the lock is waited for as before. Read-your-writes is
     /// kept: a waiting writer's events are not acknowledged yet.
+    /// A reader refused leave waits its patience again and asks again,
+    /// rather than queue behind the writer (task h74): the writer waits
+    /// for the long reader anyway, and the reader that had leave lets go
+    /// within a brief read, so the refused one goes ahead then, not after
+    /// the long reader and the write (150 to 480 ms under a stream).
     fn read_brief(&self) -> Result<BriefGuard<'_>, EngineError> {
-        let mut ahead = None;
-        let slot = self
-            .slot
-            .try_read_for(BRIEF_READ_PATIENCE)
-            .unwrap_or_else(|| {
-                ahead = self.writer_wait.go_ahead();
-                if ahead.is_some() {
-                    self.slot.read_recursive()
-                } else {
-                    self.slot.read()
-                }
-            });
+        let (slot, ahead) = loop {
+            if let Some(slot) = self.slot.try_read_for(BRIEF_READ_PATIENCE) {
+                break (slot, None);
+            }
+            if let Some(ahead) = self.writer_wait.go_ahead() {
+                break (self.slot.read_recursive(), Some(ahead));
+            }
+        };
         if let Some(reason) = &slot.broken {
             return Err(EngineError::NotReady(reason.clone()));
         }
@@ -1821,6 +1822,15 @@ impl<S: EventStore> Engine<S> {
         self.derived.read()
     }
 
+    /// [`Self::state`] for a few lookups on a request's thread (an HTTP
+    /// worker): `Derived::read_brief`, so it does not queue behind a
+    /// writer that waits for a long reader (a ranking build's inputs, a
+    /// live plan: 40 to 390 ms under a stream). A worker blocked there
+    /// held up every request it serves, relationship reads too (task h74).
+    fn state_brief(&self) -> Result<BriefGuard<'_>, EngineError> {
+        self.derived.read_brief()
+    }
+
     pub fn version(&self) -> u64 {
         self.derived.version.load(Ordering::SeqCst)
     }
@@ -1830,7 +1840,7 @@ impl<S: EventStore> Engine<S> {
     /// folded (for the lag metrics); `None` while the state is being
     /// rebuilt.
     pub fn live_lag(&self) -> Option<(usize, bool, usize)> {
-        let state = self.state().ok()?;
+        let state = self.state_brief().ok()?;
         Some((state.live_lag(), state.live_synced(), state.event_count()))
     }
 
@@ -1839,7 +1849,7 @@ impl<S: EventStore> Engine<S> {
     pub async fn readiness(&self) -> Readiness {
         let fold_failures = self.derived.fold_failures.load(Ordering::SeqCst);
         let recoveries = self.derived.recoveries.load(Ordering::SeqCst);
-        let (events, mut reason) = match self.state() {
+        let (events, mut reason) = match self.state_brief() {
             Ok(state) => (state.event_count(), None),
             Err(EngineError::NotReady(why)) => {
                 let rebuild = self.derived.rebuild_failure.lock().clone();
@@ -1995,7 +2005,7 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<(Vec<Option<FieldError>>, Reservation), EngineError> {
         let mut reservation = Reservation::none(&self.reserved);
         let mut table = self.reserved.lock();
-        let state = self.state()?;
+        let state = self.state_brief()?;
         let refusals = events
             .iter()
             .map(|(_, event)| {
@@ -2124,7 +2134,7 @@ impl<S: EventStore> Engine<S> {
             // state: if it broke meanwhile, the change waits for the state
             // rebuilt from the log (whose scan may have passed them) and is
             // folded into it.
-            let state = self.state().ok();
+            let state = self.state_brief().ok();
             for (k, outcome) in appended.outcomes.iter().enumerate() {
                 let (index, id) = (indices[k], &ids[k]);
                 let event = kept.next();
@@ -2235,7 +2245,7 @@ impl<S: EventStore> Engine<S> {
         let folded = if events.is_empty() {
             None
         } else {
-            self.state().ok().and_then(|s| s.latest_time())
+            self.state_brief().ok().and_then(|s| s.latest_time())
         };
         let due = reorder::due(
             &events,
@@ -2365,7 +2375,7 @@ impl<S: EventStore> Engine<S> {
 
     /// The kind of an entity, `None` when no event or registration names it.
     pub fn kind(&self, id: &EntityId) -> Result<Option<EntityKind>, EngineError> {
-        Ok(self.state()?.kind(id))
+        Ok(self.state_brief()?.kind(id))
     }
 
     /// Every brand, by id, with its registered name (unsorted).
@@ -2388,7 +2398,7 @@ impl<S: EventStore> Engine<S> {
         &self,
         id: &EntityId,
     ) -> Result<(Option<Entity>, Option<EntityKind>), EngineError> {
-        let state = self.state()?;
+        let state = self.state_brief()?;
         Ok((state.registration(id).cloned(), state.kind(id)))
     }
 
@@ -2430,7 +2440,7 @@ impl<S: EventStore> Engine<S> {
     /// What a brand's summary needs besides its scores: its registered name
     /// and KPIs. `None` when `brand` is not a brand.
     pub fn brand_facts(&self, brand: &EntityId) -> Result<Option<BrandFacts>, EngineError> {
-        let state = self.state()?;
+        let state = self.state_brief()?;
         if state.kind(brand) != Some(EntityKind::Brand) {
             return Ok(None);
         }
@@ -2783,7 +2793,7 @@ impl<S: EventStore> Engine<S> {
     /// summary read after a stream kept the stand-in's count).
     fn live_caught_up_since(&self, r: &Ranking) -> bool {
         self.derived
-            .read()
+            .read_brief()
             .is_ok_and(|state| !state.live_owes(r.as_of))
     }
 
@@ -3205,6 +3215,66 @@ mod tests {
             answered,
             Ok(Some(1)),
             "the brief read waited for the writer"
+        );
+    }
+
+    /// Regression (task h74): a brief reader refused leave (another went
+    /// ahead and holds, the writer has waited past its patience) queued
+    /// behind the writer, and so behind the long reader the writer waits
+    /// for: on an HTTP worker, 150 to 480 ms under a stream, with every
+    /// request of that worker. Now it waits its patience again and asks
+    /// again, so it goes ahead once the reader that had leave lets go,
+    /// here while the long reader still holds.
+    #[test]
+    fn a_brief_read_refused_leave_goes_ahead_once_the_reader_ahead_lets_go() {
+        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = build(&[purchase(1, "e1", "p")]);
+        let derived = Arc::new(Derived::new(state, 0, failed_tx));
+        let long = derived.slot.read();
+        let writer = {
+            let derived = Arc::clone(&derived);
+            std::thread::spawn(move || drop(derived.write_slot()))
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !derived.slot.is_locked_exclusive() {
+            assert!(Instant::now() < deadline, "the writer never came");
+            std::thread::yield_now();
+        }
+        let first = derived.read_brief().unwrap();
+        // Past the writer's patience, only one reader at a time goes ahead.
+        while derived
+            .writer_wait
+            .waited()
+            .is_none_or(|w| w < writer_wait::WRITER_PATIENCE)
+        {
+            assert!(Instant::now() < deadline, "the writer stopped waiting");
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let derived = Arc::clone(&derived);
+            std::thread::spawn(move || {
+                let events = derived.read_brief().map(|s| s.event_count());
+                tx.send(events.ok()).unwrap();
+            })
+        };
+        // Refused once the writer has waited past its patience.
+        while derived.writer_wait.refused() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the second reader was never refused"
+            );
+            std::thread::yield_now();
+        }
+        drop(first);
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(long);
+        writer.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(
+            answered,
+            Ok(Some(1)),
+            "the refused brief read waited for the long reader and the writer"
         );
     }
 
