@@ -3173,6 +3173,62 @@ mod tests {
         state
     }
 
+    /// A state's slot holding one event.
+    fn derived_of_one_event() -> Arc<Derived> {
+        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = build(&[purchase(1, "e1", "p")]);
+        Arc::new(Derived::new(state, 0, failed_tx))
+    }
+
+    /// A writer on its own thread, answered once it waits for the lock
+    /// (held by a reader); it writes once the lock is let go.
+    fn writer_waiting(derived: &Arc<Derived>) -> std::thread::JoinHandle<()> {
+        let writer = {
+            let derived = Arc::clone(derived);
+            std::thread::spawn(move || drop(derived.write_slot()))
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !derived.slot.is_locked_exclusive() {
+            assert!(Instant::now() < deadline, "the writer never came");
+            std::thread::yield_now();
+        }
+        writer
+    }
+
+    /// A brief read of the event count on its own thread: its answer comes
+    /// on the receiver.
+    fn brief_read_on_a_thread(
+        derived: &Arc<Derived>,
+    ) -> (
+        std::sync::mpsc::Receiver<Option<usize>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let derived = Arc::clone(derived);
+            std::thread::spawn(move || {
+                let events = derived.read_brief().map(|s| s.event_count());
+                tx.send(events.ok()).unwrap();
+            })
+        };
+        (rx, reader)
+    }
+
+    /// The brief read's answer (up to 30 s), then the long reader lets go
+    /// and the threads end.
+    fn answer_then_let_go(
+        rx: &std::sync::mpsc::Receiver<Option<usize>>,
+        long: parking_lot::RwLockReadGuard<'_, Slot>,
+        writer: std::thread::JoinHandle<()>,
+        reader: std::thread::JoinHandle<()>,
+    ) -> Result<Option<usize>, std::sync::mpsc::RecvTimeoutError> {
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(long);
+        writer.join().unwrap();
+        reader.join().unwrap();
+        answered
+    }
+
     /// Regression (task h49): relationship reads waited behind a writer
     /// that itself waited for a long reader (a ranking build's or a
     /// checkpoint build's inputs), 100 to 500 ms under a stream, since the
@@ -3182,37 +3238,16 @@ mod tests {
     /// answered.
     #[test]
     fn a_brief_read_does_not_wait_behind_a_writer_waiting_for_a_long_reader() {
-        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let state = build(&[purchase(1, "e1", "p")]);
-        let derived = Arc::new(Derived::new(state, 0, failed_tx));
+        let derived = derived_of_one_event();
         let long = derived.slot.read();
-        let writer = {
-            let derived = Arc::clone(&derived);
-            std::thread::spawn(move || drop(derived.write_slot()))
-        };
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while !derived.slot.is_locked_exclusive() {
-            assert!(Instant::now() < deadline, "the writer never came");
-            std::thread::yield_now();
-        }
+        let writer = writer_waiting(&derived);
         assert!(
             derived.slot.try_read().is_none(),
             "a fair reader does not wait behind the writer: the test shows nothing"
         );
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = {
-            let derived = Arc::clone(&derived);
-            std::thread::spawn(move || {
-                let events = derived.read_brief().map(|s| s.event_count());
-                tx.send(events.ok()).unwrap();
-            })
-        };
-        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
-        drop(long);
-        writer.join().unwrap();
-        reader.join().unwrap();
+        let (rx, reader) = brief_read_on_a_thread(&derived);
         assert_eq!(
-            answered,
+            answer_then_let_go(&rx, long, writer, reader),
             Ok(Some(1)),
             "the brief read waited for the writer"
         );
@@ -3227,19 +3262,10 @@ mod tests {
     /// here while the long reader still holds.
     #[test]
     fn a_brief_read_refused_leave_goes_ahead_once_the_reader_ahead_lets_go() {
-        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let state = build(&[purchase(1, "e1", "p")]);
-        let derived = Arc::new(Derived::new(state, 0, failed_tx));
+        let derived = derived_of_one_event();
         let long = derived.slot.read();
-        let writer = {
-            let derived = Arc::clone(&derived);
-            std::thread::spawn(move || drop(derived.write_slot()))
-        };
+        let writer = writer_waiting(&derived);
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while !derived.slot.is_locked_exclusive() {
-            assert!(Instant::now() < deadline, "the writer never came");
-            std::thread::yield_now();
-        }
         let first = derived.read_brief().unwrap();
         // Past the writer's patience, only one reader at a time goes ahead.
         while derived
@@ -3250,14 +3276,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the writer stopped waiting");
             std::thread::yield_now();
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = {
-            let derived = Arc::clone(&derived);
-            std::thread::spawn(move || {
-                let events = derived.read_brief().map(|s| s.event_count());
-                tx.send(events.ok()).unwrap();
-            })
-        };
+        let (rx, reader) = brief_read_on_a_thread(&derived);
         // Refused once the writer has waited past its patience.
         while derived.writer_wait.refused() == 0 {
             assert!(
@@ -3267,12 +3286,8 @@ mod tests {
             std::thread::yield_now();
         }
         drop(first);
-        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
-        drop(long);
-        writer.join().unwrap();
-        reader.join().unwrap();
         assert_eq!(
-            answered,
+            answer_then_let_go(&rx, long, writer, reader),
             Ok(Some(1)),
             "the refused brief read waited for the long reader and the writer"
         );

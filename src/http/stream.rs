@@ -338,6 +338,29 @@ struct Subscriber {
 }
 
 impl Subscriber {
+    /// A stream of `backlog`, then `live`, for `lifetime`; `resume`: where
+    /// to resume if cut off before anything is read.
+    fn new(
+        filter: Filter,
+        backlog: VecDeque<Arc<Group>>,
+        live: broadcast::Receiver<Publication>,
+        resume: Option<LogPosition>,
+        lifetime: Duration,
+    ) -> Self {
+        Subscriber {
+            filter,
+            backlog,
+            rendering: None,
+            rendered: 0,
+            live,
+            out: VecDeque::new(),
+            last: resume,
+            done: false,
+            end: tokio::time::Instant::now() + lifetime,
+            _gauge: crate::telemetry::SubscriberGauge::open(),
+        }
+    }
+
     /// Renders the group being rendered (or the next of the backlog) on
     /// from where it stopped, at most [`RENDER_SLICE`] changes of it.
     fn render_some(&mut self) {
@@ -503,18 +526,7 @@ async fn stream(
             backlog,
             live,
             resume,
-        } => Subscriber {
-            filter,
-            backlog,
-            rendering: None,
-            rendered: 0,
-            live,
-            out: VecDeque::new(),
-            last: resume,
-            done: false,
-            end: tokio::time::Instant::now() + hub.options.lifetime,
-            _gauge: crate::telemetry::SubscriberGauge::open(),
-        },
+        } => Subscriber::new(filter, backlog, live, resume, hub.options.lifetime),
     };
     let events =
         futures_util::stream::unfold(subscriber, Subscriber::next).map(Ok::<_, Infallible>);
@@ -575,23 +587,13 @@ mod tests {
         else {
             panic!("a reset");
         };
-        let subscriber = Subscriber {
-            filter: Filter {
-                brand: None,
-                person: None,
-                kind: None,
-                min_delta: PUBLISH_DELTA,
-            },
-            backlog,
-            rendering: None,
-            rendered: 0,
-            live,
-            out: VecDeque::new(),
-            last: resume,
-            done: false,
-            end: tokio::time::Instant::now() + Duration::from_secs(3600),
-            _gauge: crate::telemetry::SubscriberGauge::open(),
+        let filter = Filter {
+            brand: None,
+            person: None,
+            kind: None,
+            min_delta: PUBLISH_DELTA,
         };
+        let subscriber = Subscriber::new(filter, backlog, live, resume, Duration::from_secs(3600));
         // Two positions, one much wider than a slice.
         let total = 3 * RENDER_SLICE + 10;
         let mut changes: Vec<Change> = (0..total - 1)
