@@ -694,19 +694,20 @@ impl Derived {
     /// before the last let go, held a writer off without bound), and a
     /// writer that holds the lock is waited for as before. Read-your-writes is
     /// kept: a waiting writer's events are not acknowledged yet.
+    /// A reader refused leave waits its patience again and asks again,
+    /// rather than queue behind the writer (task h74): the writer waits
+    /// for the long reader anyway, and the reader that had leave lets go
+    /// within a brief read, so the refused one goes ahead then, not after
+    /// the long reader and the write (150 to 480 ms under a stream).
     fn read_brief(&self) -> Result<BriefGuard<'_>, EngineError> {
-        let mut ahead = None;
-        let slot = self
-            .slot
-            .try_read_for(BRIEF_READ_PATIENCE)
-            .unwrap_or_else(|| {
-                ahead = self.writer_wait.go_ahead();
-                if ahead.is_some() {
-                    self.slot.read_recursive()
-                } else {
-                    self.slot.read()
-                }
-            });
+        let (slot, ahead) = loop {
+            if let Some(slot) = self.slot.try_read_for(BRIEF_READ_PATIENCE) {
+                break (slot, None);
+            }
+            if let Some(ahead) = self.writer_wait.go_ahead() {
+                break (self.slot.read_recursive(), Some(ahead));
+            }
+        };
         if let Some(reason) = &slot.broken {
             return Err(EngineError::NotReady(reason.clone()));
         }
@@ -1859,6 +1860,15 @@ impl<S: EventStore> Engine<S> {
         self.derived.read()
     }
 
+    /// [`Self::state`] for a few lookups on a request's thread (an HTTP
+    /// worker): `Derived::read_brief`, so it does not queue behind a
+    /// writer that waits for a long reader (a ranking build's inputs, a
+    /// live plan: 40 to 390 ms under a stream). A worker blocked there
+    /// held up every request it serves, relationship reads too (task h74).
+    fn state_brief(&self) -> Result<BriefGuard<'_>, EngineError> {
+        self.derived.read_brief()
+    }
+
     pub fn version(&self) -> u64 {
         self.derived.version.load(Ordering::SeqCst)
     }
@@ -1868,7 +1878,7 @@ impl<S: EventStore> Engine<S> {
     /// folded (for the lag metrics); `None` while the state is being
     /// rebuilt.
     pub fn live_lag(&self) -> Option<(usize, bool, usize)> {
-        let state = self.state().ok()?;
+        let state = self.state_brief().ok()?;
         Some((state.live_lag(), state.live_synced(), state.event_count()))
     }
 
@@ -1877,7 +1887,7 @@ impl<S: EventStore> Engine<S> {
     pub async fn readiness(&self) -> Readiness {
         let fold_failures = self.derived.fold_failures.load(Ordering::SeqCst);
         let recoveries = self.derived.recoveries.load(Ordering::SeqCst);
-        let (events, mut reason) = match self.state() {
+        let (events, mut reason) = match self.state_brief() {
             Ok(state) => (state.event_count(), None),
             Err(EngineError::NotReady(why)) => {
                 let rebuild = self.derived.rebuild_failure.lock().clone();
@@ -2033,7 +2043,7 @@ impl<S: EventStore> Engine<S> {
     ) -> Result<(Vec<Option<FieldError>>, Reservation), EngineError> {
         let mut reservation = Reservation::none(&self.reserved);
         let mut table = self.reserved.lock();
-        let state = self.state()?;
+        let state = self.state_brief()?;
         let refusals = events
             .iter()
             .map(|(_, event)| {
@@ -2162,7 +2172,7 @@ impl<S: EventStore> Engine<S> {
             // state: if it broke meanwhile, the change waits for the state
             // rebuilt from the log (whose scan may have passed them) and is
             // folded into it.
-            let state = self.state().ok();
+            let state = self.state_brief().ok();
             for (k, outcome) in appended.outcomes.iter().enumerate() {
                 let (index, id) = (indices[k], &ids[k]);
                 let event = kept.next();
@@ -2273,7 +2283,7 @@ impl<S: EventStore> Engine<S> {
         let folded = if events.is_empty() {
             None
         } else {
-            self.state().ok().and_then(|s| s.latest_time())
+            self.state_brief().ok().and_then(|s| s.latest_time())
         };
         let due = reorder::due(
             &events,
@@ -2403,7 +2413,7 @@ impl<S: EventStore> Engine<S> {
 
     /// The kind of an entity, `None` when no event or registration names it.
     pub fn kind(&self, id: &EntityId) -> Result<Option<EntityKind>, EngineError> {
-        Ok(self.state()?.kind(id))
+        Ok(self.state_brief()?.kind(id))
     }
 
     /// Every brand, by id, with its registered name (unsorted).
@@ -2426,7 +2436,7 @@ impl<S: EventStore> Engine<S> {
         &self,
         id: &EntityId,
     ) -> Result<(Option<Entity>, Option<EntityKind>), EngineError> {
-        let state = self.state()?;
+        let state = self.state_brief()?;
         Ok((state.registration(id).cloned(), state.kind(id)))
     }
 
@@ -2468,7 +2478,7 @@ impl<S: EventStore> Engine<S> {
     /// What a brand's summary needs besides its scores: its registered name
     /// and KPIs. `None` when `brand` is not a brand.
     pub fn brand_facts(&self, brand: &EntityId) -> Result<Option<BrandFacts>, EngineError> {
-        let state = self.state()?;
+        let state = self.state_brief()?;
         if state.kind(brand) != Some(EntityKind::Brand) {
             return Ok(None);
         }
@@ -2821,7 +2831,7 @@ impl<S: EventStore> Engine<S> {
     /// summary read after a stream kept the stand-in's count).
     fn live_caught_up_since(&self, r: &Ranking) -> bool {
         self.derived
-            .read()
+            .read_brief()
             .is_ok_and(|state| !state.live_owes(r.as_of))
     }
 
@@ -3201,6 +3211,62 @@ mod tests {
         state
     }
 
+    /// A state's slot holding one event.
+    fn derived_of_one_event() -> Arc<Derived> {
+        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = build(&[purchase(1, "e1", "p")]);
+        Arc::new(Derived::new(state, 0, failed_tx))
+    }
+
+    /// A writer on its own thread, answered once it waits for the lock
+    /// (held by a reader); it writes once the lock is let go.
+    fn writer_waiting(derived: &Arc<Derived>) -> std::thread::JoinHandle<()> {
+        let writer = {
+            let derived = Arc::clone(derived);
+            std::thread::spawn(move || drop(derived.write_slot()))
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !derived.slot.is_locked_exclusive() {
+            assert!(Instant::now() < deadline, "the writer never came");
+            std::thread::yield_now();
+        }
+        writer
+    }
+
+    /// A brief read of the event count on its own thread: its answer comes
+    /// on the receiver.
+    fn brief_read_on_a_thread(
+        derived: &Arc<Derived>,
+    ) -> (
+        std::sync::mpsc::Receiver<Option<usize>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let derived = Arc::clone(derived);
+            std::thread::spawn(move || {
+                let events = derived.read_brief().map(|s| s.event_count());
+                tx.send(events.ok()).unwrap();
+            })
+        };
+        (rx, reader)
+    }
+
+    /// The brief read's answer (up to 30 s), then the long reader lets go
+    /// and the threads end.
+    fn answer_then_let_go(
+        rx: &std::sync::mpsc::Receiver<Option<usize>>,
+        long: parking_lot::RwLockReadGuard<'_, Slot>,
+        writer: std::thread::JoinHandle<()>,
+        reader: std::thread::JoinHandle<()>,
+    ) -> Result<Option<usize>, std::sync::mpsc::RecvTimeoutError> {
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(long);
+        writer.join().unwrap();
+        reader.join().unwrap();
+        answered
+    }
+
     /// Regression (task h49): relationship reads waited behind a writer
     /// that itself waited for a long reader (a ranking build's or a
     /// checkpoint build's inputs), 100 to 500 ms under a stream, since the
@@ -3210,39 +3276,58 @@ mod tests {
     /// answered.
     #[test]
     fn a_brief_read_does_not_wait_behind_a_writer_waiting_for_a_long_reader() {
-        let (failed_tx, _failed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let state = build(&[purchase(1, "e1", "p")]);
-        let derived = Arc::new(Derived::new(state, 0, failed_tx));
+        let derived = derived_of_one_event();
         let long = derived.slot.read();
-        let writer = {
-            let derived = Arc::clone(&derived);
-            std::thread::spawn(move || drop(derived.write_slot()))
-        };
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while !derived.slot.is_locked_exclusive() {
-            assert!(Instant::now() < deadline, "the writer never came");
-            std::thread::yield_now();
-        }
+        let writer = writer_waiting(&derived);
         assert!(
             derived.slot.try_read().is_none(),
             "a fair reader does not wait behind the writer: the test shows nothing"
         );
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = {
-            let derived = Arc::clone(&derived);
-            std::thread::spawn(move || {
-                let events = derived.read_brief().map(|s| s.event_count());
-                tx.send(events.ok()).unwrap();
-            })
-        };
-        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
-        drop(long);
-        writer.join().unwrap();
-        reader.join().unwrap();
+        let (rx, reader) = brief_read_on_a_thread(&derived);
         assert_eq!(
-            answered,
+            answer_then_let_go(&rx, long, writer, reader),
             Ok(Some(1)),
             "the brief read waited for the writer"
+        );
+    }
+
+    /// Regression (task h74): a brief reader refused leave (another went
+    /// ahead and holds, the writer has waited past its patience) queued
+    /// behind the writer, and so behind the long reader the writer waits
+    /// for: on an HTTP worker, 150 to 480 ms under a stream, with every
+    /// request of that worker. Now it waits its patience again and asks
+    /// again, so it goes ahead once the reader that had leave lets go,
+    /// here while the long reader still holds.
+    #[test]
+    fn a_brief_read_refused_leave_goes_ahead_once_the_reader_ahead_lets_go() {
+        let derived = derived_of_one_event();
+        let long = derived.slot.read();
+        let writer = writer_waiting(&derived);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let first = derived.read_brief().unwrap();
+        // Past the writer's patience, only one reader at a time goes ahead.
+        while derived
+            .writer_wait
+            .waited()
+            .is_none_or(|w| w < writer_wait::WRITER_PATIENCE)
+        {
+            assert!(Instant::now() < deadline, "the writer stopped waiting");
+            std::thread::yield_now();
+        }
+        let (rx, reader) = brief_read_on_a_thread(&derived);
+        // Refused once the writer has waited past its patience.
+        while derived.writer_wait.refused() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the second reader was never refused"
+            );
+            std::thread::yield_now();
+        }
+        drop(first);
+        assert_eq!(
+            answer_then_let_go(&rx, long, writer, reader),
+            Ok(Some(1)),
+            "the refused brief read waited for the long reader and the writer"
         );
     }
 

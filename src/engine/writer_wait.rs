@@ -30,6 +30,8 @@ pub(super) struct WriterWait {
     waiting: Mutex<(usize, Option<Instant>)>,
     /// Brief readers that went ahead and have not let go yet.
     ahead: AtomicUsize,
+    /// Leaves refused so far (a test tells a refused reader by it).
+    refused: AtomicUsize,
 }
 
 /// A brief reader's leave to go ahead of a waiting writer: held until
@@ -59,7 +61,8 @@ impl WriterWait {
     }
 
     /// Leave for a brief reader to go ahead of the waiting writers (module
-    /// docs), or `None`: it queues behind them as any reader.
+    /// docs), or `None`: it waits its patience and asks again
+    /// (`Derived::read_brief`).
     pub(super) fn go_ahead(&self) -> Option<Ahead<'_>> {
         let first = self
             .ahead
@@ -73,9 +76,23 @@ impl WriterWait {
             .lock()
             .1
             .is_none_or(|since| since.elapsed() < WRITER_PATIENCE);
-        young.then(|| {
-            self.ahead.fetch_add(1, Ordering::SeqCst);
-            Ahead(&self.ahead)
-        })
+        if !young {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        self.ahead.fetch_add(1, Ordering::SeqCst);
+        Some(Ahead(&self.ahead))
+    }
+
+    /// How long the longest waiting writer has waited, if one waits.
+    #[cfg(test)]
+    pub(super) fn waited(&self) -> Option<Duration> {
+        self.waiting.lock().1.map(|since| since.elapsed())
+    }
+
+    /// Leaves refused so far ([`Self::go_ahead`]).
+    #[cfg(test)]
+    pub(super) fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 }

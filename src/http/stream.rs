@@ -308,10 +308,24 @@ pub struct StreamNotice {
     detail: &'static str,
 }
 
+/// Changes a subscriber renders before it lets its HTTP worker serve
+/// other requests (`Subscriber::next`): about a millisecond of JSON.
+/// A live build's install publishes tens of thousands of changes at once;
+/// rendered in one go they held the worker 100 to 240 ms of CPU, and every
+/// request it serves waited (task h74: relationship reads' 200 to 700 ms
+/// tail under a stream).
+const RENDER_SLICE: usize = 256;
+
 /// A subscriber's stream: backlog first, then live; ends after a notice.
 struct Subscriber {
     filter: Filter,
+    /// Groups to render, in order: the backlog, then what was received.
     backlog: VecDeque<Arc<Group>>,
+    /// The group being rendered, its next change and its last admitted
+    /// one (`render_some`).
+    rendering: Option<(Arc<Group>, usize, Option<usize>)>,
+    /// Changes rendered since the worker was last let go.
+    rendered: usize,
     live: broadcast::Receiver<Publication>,
     /// SSE events rendered and not yielded yet.
     out: VecDeque<sse::Event>,
@@ -324,26 +338,61 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn render(&mut self, group: &Group) {
-        let admitted: Vec<&Change> = group
-            .changes
-            .iter()
-            .filter(|c| self.filter.admits(c))
-            .collect();
-        let n = admitted.len();
-        for (i, change) in admitted.into_iter().enumerate() {
+    /// A stream of `backlog`, then `live`, for `lifetime`; `resume`: where
+    /// to resume if cut off before anything is read.
+    fn new(
+        filter: Filter,
+        backlog: VecDeque<Arc<Group>>,
+        live: broadcast::Receiver<Publication>,
+        resume: Option<LogPosition>,
+        lifetime: Duration,
+    ) -> Self {
+        Subscriber {
+            filter,
+            backlog,
+            rendering: None,
+            rendered: 0,
+            live,
+            out: VecDeque::new(),
+            last: resume,
+            done: false,
+            end: tokio::time::Instant::now() + lifetime,
+            _gauge: crate::telemetry::SubscriberGauge::open(),
+        }
+    }
+
+    /// Renders the group being rendered (or the next of the backlog) on
+    /// from where it stopped, at most [`RENDER_SLICE`] changes of it.
+    fn render_some(&mut self) {
+        let Some((group, from, last)) = self.rendering.take().or_else(|| {
+            let group = self.backlog.pop_front()?;
+            // The id only on a position's last admitted change (module docs).
+            let last = group.changes.iter().rposition(|c| self.filter.admits(c));
+            Some((group, 0, last))
+        }) else {
+            return;
+        };
+        let to = (from + RENDER_SLICE).min(group.changes.len());
+        for (i, change) in group.changes[from..to].iter().enumerate() {
+            if !self.filter.admits(change) {
+                continue;
+            }
             let data = sse::Data::new_json(change)
                 .expect("a change serialises")
                 .event("change");
-            // The id only on a position's last change (module docs).
-            let data = if i + 1 == n {
+            let data = if last == Some(from + i) {
                 data.id(group.position.to_string())
             } else {
                 data
             };
             self.out.push_back(data.into());
         }
-        self.last = Some(group.position);
+        self.rendered += to - from;
+        if to < group.changes.len() {
+            self.rendering = Some((group, to, last));
+        } else {
+            self.last = Some(group.position);
+        }
     }
 
     async fn next(mut self) -> Option<(sse::Event, Self)> {
@@ -354,8 +403,12 @@ impl Subscriber {
             if self.done {
                 return None;
             }
-            if let Some(group) = self.backlog.pop_front() {
-                self.render(&group);
+            if self.rendering.is_some() || !self.backlog.is_empty() {
+                if self.rendered >= RENDER_SLICE {
+                    self.rendered = 0;
+                    tokio::task::yield_now().await;
+                }
+                self.render_some();
                 continue;
             }
             let received = tokio::select! {
@@ -363,11 +416,7 @@ impl Subscriber {
                 () = tokio::time::sleep_until(self.end) => return None,
             };
             match received {
-                Ok(Publication::Changes(batch)) => {
-                    for group in batch.iter() {
-                        self.render(group);
-                    }
-                }
+                Ok(Publication::Changes(batch)) => self.backlog.extend(batch.iter().cloned()),
                 Ok(Publication::Alerts(alerts)) => {
                     for alert in alerts.iter().filter(|a| self.filter.admits_alert(a)) {
                         let data = sse::Data::new_json(alert)
@@ -463,6 +512,8 @@ async fn stream(
             Subscriber {
                 filter,
                 backlog: VecDeque::new(),
+                rendering: None,
+                rendered: 0,
                 live: hub.sender.subscribe(),
                 out: VecDeque::from([reset]),
                 last: None,
@@ -475,16 +526,7 @@ async fn stream(
             backlog,
             live,
             resume,
-        } => Subscriber {
-            filter,
-            backlog,
-            live,
-            out: VecDeque::new(),
-            last: resume,
-            done: false,
-            end: tokio::time::Instant::now() + hub.options.lifetime,
-            _gauge: crate::telemetry::SubscriberGauge::open(),
-        },
+        } => Subscriber::new(filter, backlog, live, resume, hub.options.lifetime),
     };
     let events =
         futures_util::stream::unfold(subscriber, Subscriber::next).map(Ok::<_, Infallible>);
@@ -525,6 +567,71 @@ mod tests {
             Start::Stream { backlog, .. } => backlog.iter().map(|g| g.position).collect(),
             Start::Reset { .. } => panic!("a reset"),
         }
+    }
+
+    /// Regression (task h74): a publication was rendered whole on the
+    /// HTTP worker that serves the subscriber (a live build's install:
+    /// tens of thousands of changes, 100 to 240 ms of CPU), and every
+    /// request of that worker waited for it. Now the stream lets the
+    /// worker go (`Pending`) after every [`RENDER_SLICE`] changes, and
+    /// still yields every change, in order.
+    #[tokio::test]
+    async fn a_large_publication_is_rendered_in_slices_that_let_the_worker_go() {
+        use std::future::Future as _;
+        let hub = Hub::new(FeedOptions::default(), Some(0));
+        let Start::Stream {
+            backlog,
+            live,
+            resume,
+        } = hub.subscribe(None)
+        else {
+            panic!("a reset");
+        };
+        let filter = Filter {
+            brand: None,
+            person: None,
+            kind: None,
+            min_delta: PUBLISH_DELTA,
+        };
+        let subscriber = Subscriber::new(filter, backlog, live, resume, Duration::from_secs(3600));
+        // Two positions, one much wider than a slice.
+        let total = 3 * RENDER_SLICE + 10;
+        let mut changes: Vec<Change> = (0..total - 1)
+            .map(|k| Change {
+                person: EntityId::new(format!("p{k}")).unwrap(),
+                ..change(1)
+            })
+            .collect();
+        changes.push(Change {
+            person: EntityId::new("q").unwrap(),
+            ..change(2)
+        });
+        hub.publish(changes);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        // Polled by hand within one task poll: without tokio's budget,
+        // which would run out here as it never does for a real worker.
+        let mut next = Box::pin(tokio::task::unconstrained(subscriber.next()));
+        let (mut yielded, mut run, mut longest_run) = (0, 0, 0);
+        while yielded < total {
+            match next.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(Some((_, subscriber))) => {
+                    yielded += 1;
+                    run += 1;
+                    longest_run = longest_run.max(run);
+                    next = Box::pin(tokio::task::unconstrained(subscriber.next()));
+                }
+                std::task::Poll::Ready(None) => panic!("the stream ended"),
+                std::task::Poll::Pending => {
+                    assert!(run > 0, "the stream let the worker go without progress");
+                    run = 0;
+                }
+            }
+        }
+        assert!(
+            longest_run <= RENDER_SLICE,
+            "{longest_run} changes rendered without letting the worker go"
+        );
     }
 
     #[test]
